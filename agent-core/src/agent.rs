@@ -1,0 +1,320 @@
+//! Agents: an identity plus a table of handlers.
+//!
+//! Build an agent with [`Agent::builder`], register plain async functions as handlers, and
+//! add it to a [`Bureau`](crate::Bureau), which runs it. The handler table lives behind an
+//! `Arc` and is shared by every agent made from the same one with [`Agent::sibling`], so a
+//! hundred thousand agents of one kind cost one table.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::context::Context;
+use crate::handler::{HandlerOutput, MessageFn, MessageHandler, TaskFn, TaskHandler};
+use crate::identity::{Address, Identity, IdentityError};
+use crate::message::{Message, SchemaDigest};
+use crate::protocol::{Protocol, ProtocolSpec};
+
+/// What happens when a message is sent to an agent whose mailbox is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// The sender waits for space, until its deadline (back-pressure). The default.
+    Wait,
+    /// The send fails at once with [`SendFailure::MailboxFull`](crate::SendFailure::MailboxFull).
+    Reject,
+}
+
+/// An agent's mailbox: bounded, with an explicit policy when full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailboxConfig {
+    capacity: usize,
+    when_full: WhenFull,
+}
+
+impl Default for MailboxConfig {
+    fn default() -> Self {
+        MailboxConfig {
+            capacity: 1024,
+            when_full: WhenFull::Wait,
+        }
+    }
+}
+
+impl MailboxConfig {
+    /// How many messages may wait (default 1024, at least 1).
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// The policy when full (default [`WhenFull::Wait`]).
+    pub fn with_when_full(mut self, when_full: WhenFull) -> Self {
+        self.when_full = when_full;
+        self
+    }
+
+    /// The capacity.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The policy when full.
+    pub fn when_full(&self) -> WhenFull {
+        self.when_full
+    }
+}
+
+/// Hashes keys that are already uniform digests (addresses, schema digests) by taking
+/// their first eight bytes: these maps only hold locally chosen keys, never a peer's.
+#[derive(Default)]
+pub(crate) struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut head = [0u8; 8];
+        let n = bytes.len().min(8);
+        head[..n].copy_from_slice(&bytes[..n]);
+        self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(head);
+    }
+
+    fn write_usize(&mut self, _: usize) {}
+}
+
+pub(crate) type DigestMap<K, V> = HashMap<K, V, BuildHasherDefault<DigestHasher>>;
+
+#[derive(Clone)]
+pub(crate) struct Route {
+    pub(crate) name: &'static str,
+    pub(crate) handler: Arc<dyn MessageHandler>,
+    pub(crate) protocol: Option<Arc<ProtocolSpec>>,
+}
+
+/// The handler table, shared by all agents of one kind.
+#[derive(Clone, Default)]
+pub(crate) struct Kind {
+    pub(crate) routes: DigestMap<SchemaDigest, Route>,
+    pub(crate) intervals: Vec<(Duration, Arc<dyn TaskHandler>)>,
+    pub(crate) startup: Vec<Arc<dyn TaskHandler>>,
+    pub(crate) shutdown: Vec<Arc<dyn TaskHandler>>,
+    pub(crate) protocols: Vec<Arc<ProtocolSpec>>,
+    pub(crate) conflicts: Vec<String>,
+}
+
+impl Kind {
+    fn add_route(&mut self, digest: SchemaDigest, route: Route) {
+        if let Some(existing) = self.routes.get(&digest) {
+            self.conflicts.push(format!(
+                "{} is handled twice (first as {})",
+                route.name, existing.name
+            ));
+            return;
+        }
+        self.routes.insert(digest, route);
+    }
+}
+
+/// An agent ready to be added to a bureau.
+#[derive(Clone)]
+pub struct Agent {
+    pub(crate) name: Box<str>,
+    pub(crate) identity: Identity,
+    pub(crate) kind: Arc<Kind>,
+    pub(crate) mailbox: Option<MailboxConfig>,
+}
+
+/// Why an agent could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The key file could not be loaded.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+}
+
+/// Builds an [`Agent`]: its name, identity and mailbox.
+#[derive(Debug)]
+pub struct AgentBuilder {
+    name: String,
+    source: IdentitySource,
+    mailbox: Option<MailboxConfig>,
+}
+
+#[derive(Debug)]
+enum IdentitySource {
+    Fresh,
+    Seed(String),
+    KeyFile(PathBuf),
+    Identity(Identity),
+}
+
+impl AgentBuilder {
+    /// A deterministic identity from a seed phrase (keep it secret).
+    pub fn seed(mut self, seed: impl Into<String>) -> Self {
+        self.source = IdentitySource::Seed(seed.into());
+        self
+    }
+
+    /// The identity in a key file written by [`Identity::save`].
+    pub fn key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.source = IdentitySource::KeyFile(path.into());
+        self
+    }
+
+    /// An identity made elsewhere.
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.source = IdentitySource::Identity(identity);
+        self
+    }
+
+    /// This agent's mailbox (default: the bureau's).
+    pub fn mailbox(mut self, config: MailboxConfig) -> Self {
+        self.mailbox = Some(config);
+        self
+    }
+
+    /// The agent, with no handlers yet. With neither seed nor key file, a fresh key held
+    /// in memory only.
+    pub fn build(self) -> Result<Agent, AgentError> {
+        let identity = match self.source {
+            IdentitySource::Fresh => Identity::generate(),
+            IdentitySource::Seed(seed) => Identity::from_seed(&seed),
+            IdentitySource::KeyFile(path) => Identity::load(path)?,
+            IdentitySource::Identity(identity) => identity,
+        };
+        Ok(Agent {
+            name: self.name.into(),
+            identity,
+            kind: Arc::new(Kind::default()),
+            mailbox: self.mailbox,
+        })
+    }
+}
+
+impl Agent {
+    /// Starts building an agent called `name` (the name appears in logs and spans).
+    pub fn builder(name: impl Into<String>) -> AgentBuilder {
+        AgentBuilder {
+            name: name.into(),
+            source: IdentitySource::Fresh,
+            mailbox: None,
+        }
+    }
+
+    /// The agent's address.
+    pub fn address(&self) -> Address {
+        self.identity.address()
+    }
+
+    /// The agent's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Another agent with the same handlers (the table is shared, not copied) and its
+    /// own name and identity.
+    pub fn sibling(&self, name: impl Into<String>, identity: Identity) -> Agent {
+        Agent {
+            name: name.into().into_boxed_str(),
+            identity,
+            kind: Arc::clone(&self.kind),
+            mailbox: self.mailbox,
+        }
+    }
+
+    /// Handles messages of type `M` with `handler`, an async fn
+    /// `(Context, Address, M) -> ()` or `-> Result<(), E>`. Registering a second handler
+    /// for the same type is reported when the agent is added to a bureau.
+    pub fn on_message<M, F, Fut, O>(&mut self, handler: F) -> &mut Self
+    where
+        M: Message,
+        F: Fn(Context, Address, M) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = O> + Send + 'static,
+        O: HandlerOutput,
+    {
+        let route = Route {
+            name: M::NAME,
+            handler: Arc::new(MessageFn::<M, F>::new(handler)),
+            protocol: None,
+        };
+        Arc::make_mut(&mut self.kind).add_route(M::DIGEST, route);
+        self
+    }
+
+    /// Runs `handler` every `period`, interleaved with messages (never concurrently). A
+    /// run that overruns its period is logged, and the next one starts a full period after
+    /// it ends: there is no burst of catch-up runs. The first run follows startup.
+    pub fn on_interval<F, Fut, O>(&mut self, period: Duration, handler: F) -> &mut Self
+    where
+        F: Fn(Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = O> + Send + 'static,
+        O: HandlerOutput,
+    {
+        let kind = Arc::make_mut(&mut self.kind);
+        if period.is_zero() {
+            kind.conflicts
+                .push("an interval period must be greater than zero".to_owned());
+        } else {
+            kind.intervals.push((period, Arc::new(TaskFn(handler))));
+        }
+        self
+    }
+
+    /// Runs `handler` once when the agent starts, before it handles any message.
+    pub fn on_startup<F, Fut, O>(&mut self, handler: F) -> &mut Self
+    where
+        F: Fn(Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = O> + Send + 'static,
+        O: HandlerOutput,
+    {
+        Arc::make_mut(&mut self.kind)
+            .startup
+            .push(Arc::new(TaskFn(handler)));
+        self
+    }
+
+    /// Runs `handler` once when the agent stops, after its last message.
+    pub fn on_shutdown<F, Fut, O>(&mut self, handler: F) -> &mut Self
+    where
+        F: Fn(Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = O> + Send + 'static,
+        O: HandlerOutput,
+    {
+        Arc::make_mut(&mut self.kind)
+            .shutdown
+            .push(Arc::new(TaskFn(handler)));
+        self
+    }
+
+    /// Adds a protocol's handlers and reply rules.
+    pub fn include(&mut self, protocol: Protocol) -> &mut Self {
+        let spec = Arc::new(protocol.spec());
+        let kind = Arc::make_mut(&mut self.kind);
+        for (digest, name, handler) in protocol.handlers {
+            kind.add_route(
+                digest,
+                Route {
+                    name,
+                    handler,
+                    protocol: Some(Arc::clone(&spec)),
+                },
+            );
+        }
+        kind.protocols.push(spec);
+        self
+    }
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("name", &self.name)
+            .field("address", &self.address())
+            .finish_non_exhaustive()
+    }
+}

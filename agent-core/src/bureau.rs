@@ -1,0 +1,239 @@
+//! A bureau runs many agents in one process.
+//!
+//! Messages between agents of one bureau stay in memory as typed values. Each agent is one
+//! tokio task with a bounded mailbox, handling one message at a time. `add` must be called
+//! inside a tokio runtime (current-thread or multi-thread); the agent starts at once.
+//!
+//! Shutdown is explicit: [`Bureau::shutdown`] closes every mailbox, lets each agent handle
+//! what is already queued, runs the `on_shutdown` handlers, and flushes storage to disk.
+//! Dropping a bureau without shutting it down closes the mailboxes too, but does not wait.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::agent::{Agent, MailboxConfig};
+use crate::context::{AgentCell, Context, PendingReply};
+use crate::identity::Address;
+use crate::router::{Entry, Router};
+
+/// Settings shared by every agent of a bureau.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) request_timeout: Duration,
+    pub(crate) send_timeout: Duration,
+    pub(crate) mailbox: MailboxConfig,
+    pub(crate) storage_dir: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            request_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(10),
+            mailbox: MailboxConfig::default(),
+            storage_dir: None,
+        }
+    }
+}
+
+impl Config {
+    /// The deadline of a request when the caller gives none (default 30 s).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// How long a send may wait for space in a full mailbox (default 10 s).
+    pub fn with_send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = timeout;
+        self
+    }
+
+    /// The mailbox of agents that do not set their own (default: 1024 messages, wait).
+    pub fn with_mailbox(mut self, mailbox: MailboxConfig) -> Self {
+        self.mailbox = mailbox;
+        self
+    }
+
+    /// Where agents' storage lives (a sled database directory). Without it, storage is a
+    /// temporary database removed when the bureau is dropped.
+    pub fn with_storage_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.storage_dir = Some(dir.into());
+        self
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) router: Router,
+    pub(crate) db: sled::Db,
+    pub(crate) config: Config,
+}
+
+/// Why a bureau operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BureauError {
+    /// The storage database could not be opened or flushed.
+    #[error("bureau storage: {0}")]
+    Storage(#[from] sled::Error),
+    /// An agent with this address is already running here.
+    #[error("an agent with address {0} is already in this bureau")]
+    DuplicateAddress(Address),
+    /// The agent's handlers are inconsistent (for example, one type handled twice).
+    #[error("agent {agent}: {detail}")]
+    HandlerConflict {
+        /// The agent's name.
+        agent: String,
+        /// What conflicts.
+        detail: String,
+    },
+    /// `add` was called outside a tokio runtime.
+    #[error("Bureau::add must be called inside a tokio runtime")]
+    NoRuntime,
+}
+
+/// Many agents in one process. See the module docs.
+pub struct Bureau {
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Bureau {
+    /// A bureau with default settings and temporary storage.
+    pub fn new() -> Result<Bureau, BureauError> {
+        Self::with_config(Config::default())
+    }
+
+    /// A bureau with `config`.
+    pub fn with_config(config: Config) -> Result<Bureau, BureauError> {
+        let db = match &config.storage_dir {
+            Some(dir) => sled::open(dir)?,
+            None => sled::Config::new().temporary(true).open()?,
+        };
+        let shared = Arc::new(Shared {
+            router: Router::default(),
+            db,
+            config,
+        });
+        Ok(Bureau {
+            shared,
+            tasks: Vec::new(),
+        })
+    }
+
+    /// Starts `agent` and returns its address.
+    pub fn add(&mut self, agent: Agent) -> Result<Address, BureauError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BureauError::NoRuntime)?;
+        if let Some(detail) = agent.kind.conflicts.first() {
+            return Err(BureauError::HandlerConflict {
+                agent: agent.name.to_string(),
+                detail: detail.clone(),
+            });
+        }
+        let address = agent.address();
+        let mailbox = agent.mailbox.unwrap_or(self.shared.config.mailbox);
+        let (tx, rx) = mpsc::channel(mailbox.capacity());
+        let cell = Arc::new(AgentCell {
+            name: agent.name,
+            identity: agent.identity,
+            kind: agent.kind,
+            bureau: Arc::clone(&self.shared),
+            when_full: mailbox.when_full(),
+            storage: Default::default(),
+            pending: parking_lot::Mutex::new(PendingReply::default()),
+        });
+        {
+            let mut agents = self.shared.router.agents.write();
+            if agents.contains_key(&address) {
+                return Err(BureauError::DuplicateAddress(address));
+            }
+            agents.insert(
+                address,
+                Entry {
+                    tx,
+                    cell: Arc::clone(&cell),
+                },
+            );
+        }
+        {
+            let mut by_protocol = self.shared.router.by_protocol.write();
+            for protocol in &cell.kind.protocols {
+                by_protocol
+                    .entry(protocol.digest)
+                    .or_default()
+                    .push(address);
+            }
+        }
+        self.tasks
+            .push(runtime.spawn(crate::runtime::run(cell, rx)));
+        Ok(address)
+    }
+
+    /// A context for acting as the local agent `address` from outside its handlers (for
+    /// example, from `main` or a test). `None` if no such agent runs here.
+    pub fn context(&self, address: Address) -> Option<Context> {
+        let agents = self.shared.router.agents.read();
+        agents.get(&address).map(|entry| Context {
+            cell: Arc::clone(&entry.cell),
+            current: None,
+        })
+    }
+
+    /// How many agents run here.
+    pub fn len(&self) -> usize {
+        self.shared.router.agents.read().len()
+    }
+
+    /// Whether no agent runs here.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Stops every agent gracefully (see the module docs) and flushes storage.
+    pub async fn shutdown(mut self) -> Result<(), BureauError> {
+        self.close_mailboxes();
+        for task in std::mem::take(&mut self.tasks) {
+            if let Err(err) = task.await {
+                tracing::error!(error = %err, "agent task ended abnormally");
+            }
+        }
+        self.shared.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Runs until Ctrl-C, then shuts down.
+    pub async fn run_until_ctrl_c(self) -> Result<(), BureauError> {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C; shutting down");
+        }
+        self.shutdown().await
+    }
+
+    fn close_mailboxes(&self) {
+        self.shared.router.stopping.store(true, Ordering::Relaxed);
+        // Dropping the entries drops each mailbox's sender: each agent drains its queue,
+        // runs its shutdown handlers and ends. This also breaks the cycle between the
+        // router and the agents' cells.
+        let entries = std::mem::take(&mut *self.shared.router.agents.write());
+        drop(entries);
+        self.shared.router.by_protocol.write().clear();
+    }
+}
+
+impl Drop for Bureau {
+    fn drop(&mut self) {
+        self.close_mailboxes();
+    }
+}
+
+impl std::fmt::Debug for Bureau {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bureau")
+            .field("agents", &self.len())
+            .finish()
+    }
+}

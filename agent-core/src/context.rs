@@ -1,0 +1,287 @@
+//! What a handler can do: [`Context`].
+//!
+//! Every handler receives a `Context` by value. It is cheap to clone (one reference count)
+//! and may be moved into a spawned task, but replies are only accepted while the handler
+//! of the message being answered is running.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::agent::{Kind, WhenFull};
+use crate::bureau::Shared;
+use crate::error::{ReplyError, RequestError, SendError, SendFailure};
+use crate::handler::Body;
+use crate::identity::{Address, Identity};
+use crate::message::{Message, SchemaDigest};
+use crate::protocol::ProtocolDigest;
+use crate::router::{Delivery, Reply, ReplyTo, RequestFailure};
+use crate::storage::{Storage, StorageError};
+
+/// One running agent's state, shared by its loop and its contexts.
+pub(crate) struct AgentCell {
+    pub(crate) name: Box<str>,
+    pub(crate) identity: Identity,
+    pub(crate) kind: Arc<Kind>,
+    pub(crate) bureau: Arc<Shared>,
+    pub(crate) when_full: WhenFull,
+    pub(crate) storage: OnceLock<Storage>,
+    /// The reply slot of the request being handled, tagged with its sequence number so a
+    /// context kept from an earlier message cannot answer a later one.
+    pub(crate) pending: Mutex<PendingReply>,
+}
+
+#[derive(Default)]
+pub(crate) struct PendingReply {
+    pub(crate) seq: u64,
+    pub(crate) slot: Option<ReplyTo>,
+}
+
+/// The message being handled.
+#[derive(Clone, Copy)]
+pub(crate) struct Current {
+    pub(crate) from: Address,
+    pub(crate) schema: SchemaDigest,
+    pub(crate) name: &'static str,
+    pub(crate) session: u128,
+    pub(crate) trace_id: u128,
+    pub(crate) seq: u64,
+    pub(crate) is_request: bool,
+}
+
+/// A handler's view of its agent: address, sending, requests, replies, storage.
+#[derive(Clone)]
+pub struct Context {
+    pub(crate) cell: Arc<AgentCell>,
+    pub(crate) current: Option<Current>,
+}
+
+/// The result of [`Context::broadcast`].
+#[derive(Debug, Default)]
+pub struct BroadcastReport {
+    /// How many agents received the message.
+    pub delivered: usize,
+    /// The sends that failed, with why.
+    pub failed: Vec<SendFailure>,
+}
+
+impl Context {
+    /// This agent's address.
+    pub fn address(&self) -> Address {
+        self.cell.identity.address()
+    }
+
+    /// This agent's name.
+    pub fn name(&self) -> &str {
+        &self.cell.name
+    }
+
+    /// The sender of the message being handled (`None` in startup, interval and shutdown
+    /// handlers).
+    pub fn sender(&self) -> Option<Address> {
+        self.current.map(|c| c.from)
+    }
+
+    /// The conversation (session) id of the message being handled.
+    pub fn session(&self) -> Option<u128> {
+        self.current.map(|c| c.session)
+    }
+
+    /// The trace id of the message being handled; messages sent from this handler carry it.
+    pub fn trace_id(&self) -> Option<u128> {
+        self.current.map(|c| c.trace_id)
+    }
+
+    /// Sends `message` to `to`, waiting for mailbox space up to the bureau's send timeout
+    /// if the target's policy is to wait. Returns once the message is queued.
+    ///
+    /// Cancel safety: dropping the future before it completes leaves the message undelivered.
+    pub async fn send<M: Message>(&self, to: Address, message: M) -> Result<(), SendError<M>> {
+        let delivery =
+            self.delivery::<M>(message, None, self.session_for_new(), self.trace_for_new());
+        let timeout = self.cell.bureau.config.send_timeout;
+        match self
+            .cell
+            .bureau
+            .router
+            .deliver(to, delivery, None, timeout)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err((failure, delivery)) => Err(SendError::new(failure, take_back(delivery))),
+        }
+    }
+
+    /// Sends `message` to `to` and waits for the reply, matched by correlation (never by
+    /// type). `timeout` bounds the whole exchange, mailbox waits included; `None` uses the
+    /// bureau's default request timeout.
+    ///
+    /// Cancel safety: dropping the future abandons the request; a later reply is discarded.
+    pub async fn request<Req: Message, Resp: Message>(
+        &self,
+        to: Address,
+        message: Req,
+        timeout: impl Into<Option<Duration>>,
+    ) -> Result<Resp, RequestError> {
+        let timeout = timeout
+            .into()
+            .unwrap_or(self.cell.bureau.config.request_timeout);
+        let deadline = Instant::now() + timeout;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let delivery = self.delivery::<Req>(
+            message,
+            Some(reply_tx),
+            self.session_for_new(),
+            self.trace_for_new(),
+        );
+        self.cell
+            .bureau
+            .router
+            .deliver(to, delivery, Some(deadline), timeout)
+            .await
+            .map_err(|(failure, _)| RequestError::Send(failure))?;
+        let reply = match tokio::time::timeout_at(deadline, reply_rx).await {
+            Err(_) => return Err(RequestError::Timeout { to, after: timeout }),
+            Ok(Err(_)) => return Err(RequestError::Stopped { to }),
+            Ok(Ok(Err(RequestFailure::NoReply))) => return Err(RequestError::NoReply { to }),
+            Ok(Ok(Err(RequestFailure::HandlerFailed(reason)))) => {
+                return Err(RequestError::HandlerFailed { to, reason })
+            }
+            Ok(Ok(Ok(reply))) => reply,
+        };
+        let name = reply.name;
+        reply
+            .value
+            .downcast::<Resp>()
+            .map(|value| *value)
+            .map_err(|_| RequestError::WrongReplyType {
+                to,
+                expected: Resp::NAME,
+                got: name.to_owned(),
+            })
+    }
+
+    /// Answers the message being handled. For a request, completes the requester's wait;
+    /// for a plain message, sends `message` back to its sender in the same session. If the
+    /// message belongs to a protocol, `M` must be an allowed reply to it.
+    pub async fn reply<M: Message>(&self, message: M) -> Result<(), ReplyError> {
+        let current = self.current.ok_or(ReplyError::NoCurrentMessage)?;
+        if let Some(protocol) = self
+            .cell
+            .kind
+            .routes
+            .get(&current.schema)
+            .and_then(|r| r.protocol.as_ref())
+        {
+            if !protocol.allows_reply(&current.schema, &M::DIGEST) {
+                return Err(ReplyError::NotAllowed {
+                    protocol: protocol.name.clone(),
+                    request: current.name,
+                    reply: M::NAME,
+                });
+            }
+        }
+        if current.is_request {
+            let slot = {
+                let mut pending = self.cell.pending.lock();
+                if pending.seq == current.seq {
+                    pending.slot.take()
+                } else {
+                    None
+                }
+            };
+            let slot = slot.ok_or(ReplyError::AlreadyAnswered)?;
+            return slot
+                .send(Ok(Reply {
+                    name: M::NAME,
+                    value: Box::new(message),
+                }))
+                .map_err(|_| ReplyError::RequesterGone);
+        }
+        let delivery = self.delivery::<M>(message, None, current.session, current.trace_id);
+        let timeout = self.cell.bureau.config.send_timeout;
+        self.cell
+            .bureau
+            .router
+            .deliver(current.from, delivery, None, timeout)
+            .await
+            .map_err(|(failure, _)| ReplyError::Send(failure))
+    }
+
+    /// Sends `message` to every other agent that speaks `protocol`.
+    pub async fn broadcast<M: Message + Clone>(
+        &self,
+        protocol: ProtocolDigest,
+        message: M,
+    ) -> BroadcastReport {
+        let mut report = BroadcastReport::default();
+        let me = self.address();
+        for target in self.cell.bureau.router.agents_speaking(&protocol) {
+            if target == me {
+                continue;
+            }
+            match self.send(target, message.clone()).await {
+                Ok(()) => report.delivered += 1,
+                Err(err) => report.failed.push(err.failure().clone()),
+            }
+        }
+        report
+    }
+
+    /// This agent's persistent key-value storage (opened on first use).
+    pub fn storage(&self) -> Result<Storage, StorageError> {
+        if let Some(storage) = self.cell.storage.get() {
+            return Ok(storage.clone());
+        }
+        let storage = Storage::open(&self.cell.bureau.db, self.address())?;
+        Ok(self.cell.storage.get_or_init(|| storage).clone())
+    }
+
+    fn session_for_new(&self) -> u128 {
+        self.current.map(|c| c.session).unwrap_or_else(rand::random)
+    }
+
+    fn trace_for_new(&self) -> u128 {
+        self.current
+            .map(|c| c.trace_id)
+            .unwrap_or_else(rand::random)
+    }
+
+    fn delivery<M: Message>(
+        &self,
+        message: M,
+        reply: Option<ReplyTo>,
+        session: u128,
+        trace_id: u128,
+    ) -> Box<Delivery> {
+        Box::new(Delivery {
+            from: self.address(),
+            schema: M::DIGEST,
+            name: M::NAME,
+            session,
+            trace_id,
+            body: Body::Typed(Box::new(message)),
+            reply,
+        })
+    }
+}
+
+/// The typed value of a delivery that was handed back undelivered.
+fn take_back<M: Message>(delivery: Box<Delivery>) -> Option<M> {
+    match delivery.body {
+        Body::Typed(value) => value.downcast::<M>().ok().map(|m| *m),
+        Body::Json(_) => None,
+    }
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("agent", &self.cell.name)
+            .field("address", &self.address())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,166 @@
+//! Errors of sending, requesting and replying. Each variant's doc says whether the message
+//! was delivered: not delivered, maybe delivered, or delivered.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::identity::Address;
+
+/// Why a message could not be handed to its target.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendFailure {
+    /// Not delivered: no route to the target.
+    #[error("{to} is unroutable: {reason}")]
+    Unroutable {
+        /// The target.
+        to: Address,
+        /// Why no route exists.
+        reason: Unroutable,
+    },
+    /// Not delivered: the target's mailbox is full and its policy is to refuse.
+    #[error("mailbox of {to} is full")]
+    MailboxFull {
+        /// The target.
+        to: Address,
+    },
+    /// Not delivered: the target's mailbox stayed full until the sender's deadline.
+    #[error("timed out after {after:?} waiting for space in the mailbox of {to}")]
+    Timeout {
+        /// The target.
+        to: Address,
+        /// How long the sender waited.
+        after: Duration,
+    },
+    /// Not delivered: the target refused the message before queueing it.
+    #[error("{to} rejected the message: {reason}")]
+    Rejected {
+        /// The target.
+        to: Address,
+        /// The target's reason.
+        reason: String,
+    },
+    /// Not delivered: the target agent has stopped.
+    #[error("{to} has stopped")]
+    Stopped {
+        /// The target.
+        to: Address,
+    },
+}
+
+/// Why a target has no route.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unroutable {
+    /// No agent with this address is known.
+    #[error("unknown address")]
+    UnknownAddress,
+}
+
+/// A failed send; hands the message back.
+pub struct SendError<M> {
+    failure: SendFailure,
+    message: Option<M>,
+}
+
+impl<M> SendError<M> {
+    pub(crate) fn new(failure: SendFailure, message: Option<M>) -> Self {
+        SendError { failure, message }
+    }
+
+    /// What went wrong.
+    pub fn failure(&self) -> &SendFailure {
+        &self.failure
+    }
+
+    /// The message that was not delivered (`None` only if it had already been serialised
+    /// for the network).
+    pub fn into_message(self) -> Option<M> {
+        self.message
+    }
+}
+
+impl<M> fmt::Debug for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("SendError").field(&self.failure).finish()
+    }
+}
+
+impl<M> fmt::Display for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.failure, f)
+    }
+}
+
+impl<M> std::error::Error for SendError<M> {}
+
+/// Why a request got no usable reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// Not delivered: see the failure.
+    #[error("request not delivered: {0}")]
+    Send(SendFailure),
+    /// Maybe delivered, maybe handled: no reply arrived before the deadline.
+    #[error("no reply from {to} within {after:?}")]
+    Timeout {
+        /// The target.
+        to: Address,
+        /// The deadline that passed.
+        after: Duration,
+    },
+    /// Delivered and handled: the handler finished without replying.
+    #[error("{to} handled the request without replying")]
+    NoReply {
+        /// The target.
+        to: Address,
+    },
+    /// Delivered: the handler failed (returned an error or panicked) before replying.
+    #[error("handler of {to} failed: {reason}")]
+    HandlerFailed {
+        /// The target.
+        to: Address,
+        /// The handler's error.
+        reason: String,
+    },
+    /// Delivered and answered, but with another message type than the one awaited.
+    #[error("{to} replied with {got}, expected {expected}")]
+    WrongReplyType {
+        /// The target.
+        to: Address,
+        /// The awaited type.
+        expected: &'static str,
+        /// The type that came.
+        got: String,
+    },
+    /// Delivered, but the receiver's agent stopped before answering.
+    #[error("{to} stopped before replying")]
+    Stopped {
+        /// The target.
+        to: Address,
+    },
+}
+
+/// Why a reply was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    /// Not sent: the handler is not handling a message (a startup or interval handler).
+    #[error("there is no current message to reply to")]
+    NoCurrentMessage,
+    /// Not sent: the protocol of the current message does not allow this reply type.
+    #[error("protocol {protocol} does not allow {reply} as a reply to {request}")]
+    NotAllowed {
+        /// The protocol, as `name/version`.
+        protocol: String,
+        /// The message being answered.
+        request: &'static str,
+        /// The refused reply type.
+        reply: &'static str,
+    },
+    /// Not sent: this request was already answered, or its handler already returned.
+    #[error("the request was already answered")]
+    AlreadyAnswered,
+    /// Not delivered: the requester stopped waiting (its deadline passed).
+    #[error("the requester is no longer waiting")]
+    RequesterGone,
+    /// Not delivered: sending the reply as a message to the sender failed.
+    #[error("reply not delivered: {0}")]
+    Send(SendFailure),
+}

@@ -1,0 +1,100 @@
+//! Type erasure for handlers: plain async functions stored in one table per agent kind.
+
+use std::any::Any;
+use std::fmt::Display;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+
+use crate::context::Context;
+use crate::identity::Address;
+use crate::message::Message;
+
+/// What a handler may return: nothing, or a `Result` whose error is logged (and sent to a
+/// waiting requester) without stopping the agent.
+pub trait HandlerOutput: Send + 'static {
+    /// `Err` carries the error's display text.
+    fn into_outcome(self) -> Result<(), String>;
+}
+
+impl HandlerOutput for () {
+    fn into_outcome(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: Display + Send + 'static> HandlerOutput for Result<(), E> {
+    fn into_outcome(self) -> Result<(), String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
+pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// A message as it reaches an agent: the typed value from inside the process, or JSON
+/// from the network, decoded only right before the handler runs.
+pub(crate) enum Body {
+    Typed(Box<dyn Any + Send>),
+    // Constructed by the inbound network path (the libp2p transport issue).
+    #[allow(dead_code)]
+    Json(Vec<u8>),
+}
+
+/// A message handler with its message type erased.
+pub(crate) trait MessageHandler: Send + Sync {
+    /// Decodes `body` and starts the handler. `Err` is a decoding failure.
+    fn call(&self, ctx: Context, from: Address, body: Body) -> Result<HandlerFuture, String>;
+}
+
+pub(crate) struct MessageFn<M, F> {
+    f: F,
+    _message: PhantomData<fn(M)>,
+}
+
+impl<M, F> MessageFn<M, F> {
+    pub(crate) fn new(f: F) -> Self {
+        MessageFn {
+            f,
+            _message: PhantomData,
+        }
+    }
+}
+
+impl<M, F, Fut, O> MessageHandler for MessageFn<M, F>
+where
+    M: Message,
+    F: Fn(Context, Address, M) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = O> + Send + 'static,
+    O: HandlerOutput,
+{
+    fn call(&self, ctx: Context, from: Address, body: Body) -> Result<HandlerFuture, String> {
+        let message: M = match body {
+            Body::Typed(value) => *value
+                .downcast::<M>()
+                .map_err(|_| format!("internal: value routed as {} has another type", M::NAME))?,
+            Body::Json(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| format!("payload does not decode as {}: {e}", M::NAME))?,
+        };
+        let fut = (self.f)(ctx, from, message);
+        Ok(Box::pin(async move { fut.await.into_outcome() }))
+    }
+}
+
+/// A startup, shutdown or interval handler.
+pub(crate) trait TaskHandler: Send + Sync {
+    fn call(&self, ctx: Context) -> HandlerFuture;
+}
+
+pub(crate) struct TaskFn<F>(pub(crate) F);
+
+impl<F, Fut, O> TaskHandler for TaskFn<F>
+where
+    F: Fn(Context) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = O> + Send + 'static,
+    O: HandlerOutput,
+{
+    fn call(&self, ctx: Context) -> HandlerFuture {
+        let fut = (self.0)(ctx);
+        Box::pin(async move { fut.await.into_outcome() })
+    }
+}

@@ -1,0 +1,302 @@
+//! Protocols: named, versioned sets of message types with the replies each allows.
+//!
+//! A [`Protocol`] groups handlers the way a published interface groups methods. Its
+//! [`Manifest`] (JSON) lists every message type with its schema and digest, and which
+//! replies each message allows; the manifest's sha256 is the [`ProtocolDigest`] agents
+//! advertise and discover each other by. While an agent handles a message that belongs to
+//! a protocol, [`Context::reply`](crate::Context::reply) refuses any reply type the
+//! protocol does not allow for that message, with
+//! [`ReplyError::NotAllowed`](crate::ReplyError::NotAllowed).
+//!
+//! ```
+//! use agent_core::{Address, Context, Message, Protocol};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize, Message)]
+//! struct Ping(u64);
+//! #[derive(Serialize, Deserialize, Message)]
+//! struct Pong(u64);
+//!
+//! async fn on_ping(ctx: Context, _from: Address, Ping(n): Ping) -> Result<(), agent_core::ReplyError> {
+//!     ctx.reply(Pong(n)).await
+//! }
+//!
+//! let protocol = Protocol::new("ping", "1.0").on_message(on_ping).replies::<Ping, Pong>();
+//! let manifest = protocol.manifest();
+//! assert_eq!(manifest.messages.len(), 2);
+//! assert_eq!(agent_core::Manifest::from_json(&manifest.to_json()).unwrap().digest(), protocol.digest());
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::context::Context;
+use crate::handler::{HandlerOutput, MessageFn, MessageHandler};
+use crate::identity::Address;
+use crate::message::{Message, SchemaDigest};
+
+/// sha256 of a protocol's canonical manifest.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProtocolDigest([u8; 32]);
+
+impl ProtocolDigest {
+    /// Wraps raw digest bytes.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        ProtocolDigest(bytes)
+    }
+
+    /// The raw digest bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Display for ProtocolDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for ProtocolDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ProtocolDigest({})", &hex::encode(self.0)[..16])
+    }
+}
+
+impl Serialize for ProtocolDigest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        crate::message::hex_digest::serialize(&self.0, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ProtocolDigest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::message::hex_digest::deserialize(d).map(ProtocolDigest)
+    }
+}
+
+/// One message type in a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageSpec {
+    /// The type's name.
+    pub name: String,
+    /// Its canonical schema.
+    pub schema: String,
+    /// sha256 of the schema.
+    pub digest: SchemaDigest,
+}
+
+/// The replies one message type allows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyRule {
+    /// The message being answered.
+    pub request: SchemaDigest,
+    /// The message types that may answer it.
+    pub replies: Vec<SchemaDigest>,
+}
+
+/// A protocol's published description: what others need to speak it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The protocol's name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Every message type, sorted by digest.
+    pub messages: Vec<MessageSpec>,
+    /// Allowed replies, sorted by request digest.
+    pub replies: Vec<ReplyRule>,
+}
+
+/// Why a manifest could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// Not JSON of the manifest's shape.
+    #[error("malformed protocol manifest: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A message's digest does not match its schema.
+    #[error("manifest message {name}: digest does not match its schema")]
+    DigestMismatch {
+        /// The message type.
+        name: String,
+    },
+}
+
+impl Manifest {
+    /// The protocol digest: sha256 over the canonical (sorted) JSON of the manifest.
+    pub fn digest(&self) -> ProtocolDigest {
+        let canonical = serde_json::to_vec(&self.canonical()).unwrap_or_default();
+        ProtocolDigest(
+            Sha256::new()
+                .chain_update(b"agora.protocol.v1\n")
+                .chain_update(canonical)
+                .finalize()
+                .into(),
+        )
+    }
+
+    /// Pretty JSON for publishing.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(&self.canonical()).unwrap_or_default()
+    }
+
+    /// Parses a manifest and checks that each message's digest matches its schema.
+    pub fn from_json(text: &str) -> Result<Manifest, ManifestError> {
+        let manifest: Manifest = serde_json::from_str(text)?;
+        for message in &manifest.messages {
+            if schema_digest(&message.schema) != message.digest {
+                return Err(ManifestError::DigestMismatch {
+                    name: message.name.clone(),
+                });
+            }
+        }
+        Ok(manifest.canonical())
+    }
+
+    fn canonical(&self) -> Manifest {
+        let mut out = self.clone();
+        out.messages.sort_by(|a, b| a.digest.cmp(&b.digest));
+        out.messages.dedup_by(|a, b| a.digest == b.digest);
+        for rule in &mut out.replies {
+            rule.replies.sort();
+            rule.replies.dedup();
+        }
+        out.replies.sort_by(|a, b| a.request.cmp(&b.request));
+        out
+    }
+}
+
+/// The digest the derive macro computes for a canonical schema string.
+pub fn schema_digest(schema: &str) -> SchemaDigest {
+    SchemaDigest::from_bytes(
+        Sha256::new()
+            .chain_update(b"agora.schema.v1\n")
+            .chain_update(schema.as_bytes())
+            .finalize()
+            .into(),
+    )
+}
+
+/// The part of a protocol the runtime consults while handling messages.
+#[derive(Debug)]
+pub(crate) struct ProtocolSpec {
+    pub(crate) name: String,
+    pub(crate) digest: ProtocolDigest,
+    replies: BTreeMap<SchemaDigest, BTreeSet<SchemaDigest>>,
+}
+
+impl ProtocolSpec {
+    pub(crate) fn allows_reply(&self, request: &SchemaDigest, reply: &SchemaDigest) -> bool {
+        self.replies
+            .get(request)
+            .is_some_and(|allowed| allowed.contains(reply))
+    }
+}
+
+/// A named, versioned group of message handlers with reply rules. See the module docs.
+pub struct Protocol {
+    name: String,
+    version: String,
+    messages: BTreeMap<SchemaDigest, MessageSpec>,
+    replies: BTreeMap<SchemaDigest, BTreeSet<SchemaDigest>>,
+    pub(crate) handlers: Vec<(SchemaDigest, &'static str, Arc<dyn MessageHandler>)>,
+}
+
+impl Protocol {
+    /// An empty protocol.
+    pub fn new(name: impl Into<String>, version: impl Into<String>) -> Self {
+        Protocol {
+            name: name.into(),
+            version: version.into(),
+            messages: BTreeMap::new(),
+            replies: BTreeMap::new(),
+            handlers: Vec::new(),
+        }
+    }
+
+    /// Declares `M` part of the protocol and handles it with `handler`.
+    pub fn on_message<M, F, Fut, O>(mut self, handler: F) -> Self
+    where
+        M: Message,
+        F: Fn(Context, Address, M) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = O> + Send + 'static,
+        O: HandlerOutput,
+    {
+        self = self.message::<M>();
+        self.handlers.push((
+            M::DIGEST,
+            M::NAME,
+            Arc::new(MessageFn::<M, F>::new(handler)),
+        ));
+        self
+    }
+
+    /// Declares `M` part of the protocol without handling it here (a type this side sends).
+    pub fn message<M: Message>(mut self) -> Self {
+        self.messages.insert(
+            M::DIGEST,
+            MessageSpec {
+                name: M::NAME.to_owned(),
+                schema: M::SCHEMA.to_owned(),
+                digest: M::DIGEST,
+            },
+        );
+        self
+    }
+
+    /// Allows `Resp` as a reply to `Req` (declaring both).
+    pub fn replies<Req: Message, Resp: Message>(mut self) -> Self {
+        self = self.message::<Req>().message::<Resp>();
+        self.replies
+            .entry(Req::DIGEST)
+            .or_default()
+            .insert(Resp::DIGEST);
+        self
+    }
+
+    /// The protocol's manifest.
+    pub fn manifest(&self) -> Manifest {
+        Manifest {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            messages: self.messages.values().cloned().collect(),
+            replies: self
+                .replies
+                .iter()
+                .map(|(request, replies)| ReplyRule {
+                    request: *request,
+                    replies: replies.iter().copied().collect(),
+                })
+                .collect(),
+        }
+        .canonical()
+    }
+
+    /// The protocol's digest.
+    pub fn digest(&self) -> ProtocolDigest {
+        self.manifest().digest()
+    }
+
+    pub(crate) fn spec(&self) -> ProtocolSpec {
+        ProtocolSpec {
+            name: format!("{}/{}", self.name, self.version),
+            digest: self.digest(),
+            replies: self.replies.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Protocol")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("digest", &self.digest())
+            .finish()
+    }
+}

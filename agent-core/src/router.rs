@@ -1,0 +1,127 @@
+//! The local half of message routing: every agent's mailbox, by address.
+//!
+//! Delivery inside the process hands over the typed value in a `Box`: nothing is
+//! serialised or signed. Mailboxes are bounded; when one is full the receiving agent's
+//! [`WhenFull`] policy decides between waiting (until the sender's deadline) and refusing.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::agent::{DigestMap, WhenFull};
+use crate::context::AgentCell;
+use crate::error::{SendFailure, Unroutable};
+use crate::handler::Body;
+use crate::identity::Address;
+use crate::message::SchemaDigest;
+use crate::protocol::ProtocolDigest;
+
+/// A mailbox slot is one pointer, so an idle agent's mailbox stays small. An agent stops
+/// when the router drops its sender: it handles what is queued, then runs its shutdown.
+pub(crate) type Item = Box<Delivery>;
+
+pub(crate) struct Delivery {
+    pub(crate) from: Address,
+    pub(crate) schema: SchemaDigest,
+    pub(crate) name: &'static str,
+    pub(crate) session: u128,
+    pub(crate) trace_id: u128,
+    pub(crate) body: Body,
+    pub(crate) reply: Option<ReplyTo>,
+}
+
+/// Where the answer to a request goes: the requester's waiting future.
+pub(crate) type ReplyTo = oneshot::Sender<Result<Reply, RequestFailure>>;
+
+pub(crate) struct Reply {
+    pub(crate) name: &'static str,
+    pub(crate) value: Box<dyn Any + Send>,
+}
+
+/// How a request ended without a reply, as reported by the receiving agent's loop.
+pub(crate) enum RequestFailure {
+    NoReply,
+    HandlerFailed(String),
+}
+
+pub(crate) struct Entry {
+    pub(crate) tx: mpsc::Sender<Item>,
+    pub(crate) cell: Arc<AgentCell>,
+}
+
+#[derive(Default)]
+pub(crate) struct Router {
+    pub(crate) agents: RwLock<DigestMap<Address, Entry>>,
+    pub(crate) by_protocol: RwLock<DigestMap<ProtocolDigest, Vec<Address>>>,
+    pub(crate) stopping: std::sync::atomic::AtomicBool,
+}
+
+pub(crate) type DeliverError = (SendFailure, Box<Delivery>);
+
+impl Router {
+    /// Queues `delivery` for `to`. With a full mailbox and [`WhenFull::Wait`], waits until
+    /// `deadline` (computed lazily from `timeout` when not given).
+    ///
+    /// Cancel safety: if the future is dropped while waiting, the message is not delivered.
+    pub(crate) async fn deliver(
+        &self,
+        to: Address,
+        delivery: Box<Delivery>,
+        deadline: Option<Instant>,
+        timeout: Duration,
+    ) -> Result<(), DeliverError> {
+        let (tx, delivery) = {
+            let agents = self.agents.read();
+            let Some(entry) = agents.get(&to) else {
+                if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Err((SendFailure::Stopped { to }, delivery));
+                }
+                return Err((
+                    SendFailure::Unroutable {
+                        to,
+                        reason: Unroutable::UnknownAddress,
+                    },
+                    delivery,
+                ));
+            };
+            if !entry.cell.kind.routes.contains_key(&delivery.schema) {
+                let reason = format!("it has no handler for {}", delivery.name);
+                return Err((SendFailure::Rejected { to, reason }, delivery));
+            }
+            match entry.tx.try_send(delivery) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Closed(delivery)) => {
+                    return Err((SendFailure::Stopped { to }, delivery))
+                }
+                Err(mpsc::error::TrySendError::Full(delivery)) => {
+                    if entry.cell.when_full == WhenFull::Reject {
+                        return Err((SendFailure::MailboxFull { to }, delivery));
+                    }
+                    (entry.tx.clone(), delivery)
+                }
+            }
+        };
+        let deadline = deadline.unwrap_or_else(|| Instant::now() + timeout);
+        let waited = tokio::time::timeout_at(deadline, tx.reserve()).await;
+        match waited {
+            Ok(Ok(permit)) => {
+                permit.send(delivery);
+                Ok(())
+            }
+            Ok(Err(_)) => Err((SendFailure::Stopped { to }, delivery)),
+            Err(_) => Err((SendFailure::Timeout { to, after: timeout }, delivery)),
+        }
+    }
+
+    pub(crate) fn agents_speaking(&self, protocol: &ProtocolDigest) -> Vec<Address> {
+        self.by_protocol
+            .read()
+            .get(protocol)
+            .cloned()
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,163 @@
+//! One agent's loop: startup, then messages and interval ticks one at a time, then shutdown.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::context::{AgentCell, Context, Current, PendingReply};
+use crate::handler::{HandlerFuture, TaskHandler};
+use crate::router::{Delivery, Item, RequestFailure};
+
+pub(crate) async fn run(cell: Arc<AgentCell>, mut mailbox: mpsc::Receiver<Item>) {
+    let kind = Arc::clone(&cell.kind);
+    for handler in &kind.startup {
+        run_task(&cell, handler.as_ref(), "startup").await;
+    }
+    let mut next_tick: Vec<Instant> = vec![Instant::now(); kind.intervals.len()];
+    let mut seq: u64 = 0;
+    loop {
+        let item = if next_tick.is_empty() {
+            mailbox.recv().await
+        } else {
+            let (due, at) = earliest(&next_tick);
+            tokio::select! {
+                item = mailbox.recv() => item,
+                () = tokio::time::sleep_until(at) => {
+                    let (period, handler) = &kind.intervals[due];
+                    let started = Instant::now();
+                    run_task(&cell, handler.as_ref(), "interval").await;
+                    let ended = Instant::now();
+                    if ended - started > *period {
+                        tracing::warn!(agent = %cell.name, period = ?period, took = ?(ended - started), "interval handler overran its period");
+                    }
+                    // Never schedule in the past: a late or overrunning tick is followed by
+                    // one full period, not by a burst of catch-up ticks.
+                    let scheduled = at + *period;
+                    next_tick[due] = if scheduled <= ended { ended + *period } else { scheduled };
+                    continue;
+                }
+            }
+        };
+        let Some(delivery) = item else { break };
+        seq += 1;
+        handle(&cell, *delivery, seq).await;
+    }
+    for handler in &kind.shutdown {
+        run_task(&cell, handler.as_ref(), "shutdown").await;
+    }
+    if let Some(storage) = cell.storage.get() {
+        if let Err(err) = storage.flush().await {
+            tracing::error!(agent = %cell.name, error = %err, "flushing storage at shutdown failed");
+        }
+    }
+}
+
+fn earliest(times: &[Instant]) -> (usize, Instant) {
+    let mut best = (0, times[0]);
+    for (i, t) in times.iter().enumerate().skip(1) {
+        if *t < best.1 {
+            best = (i, *t);
+        }
+    }
+    best
+}
+
+async fn handle(cell: &Arc<AgentCell>, delivery: Delivery, seq: u64) {
+    let Some(route) = cell.kind.routes.get(&delivery.schema) else {
+        // The router checks handlers before queueing; this is a message from the network.
+        tracing::warn!(agent = %cell.name, message = delivery.name, "no handler for message");
+        return;
+    };
+    let is_request = delivery.reply.is_some();
+    if let Some(slot) = delivery.reply {
+        *cell.pending.lock() = PendingReply {
+            seq,
+            slot: Some(slot),
+        };
+    }
+    let current = Current {
+        from: delivery.from,
+        schema: delivery.schema,
+        name: route.name,
+        session: delivery.session,
+        trace_id: delivery.trace_id,
+        seq,
+        is_request,
+    };
+    let ctx = Context {
+        cell: Arc::clone(cell),
+        current: Some(current),
+    };
+    let span = tracing::debug_span!(
+        "handle",
+        agent = %cell.name,
+        message = route.name,
+        from = %delivery.from,
+        session = %format_args!("{:032x}", delivery.session),
+        trace_id = %format_args!("{:032x}", delivery.trace_id),
+    );
+    let started = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        route.handler.call(ctx, delivery.from, delivery.body)
+    }));
+    let outcome = match started {
+        Ok(Ok(future)) => guard(future).instrument(span.clone()).await,
+        Ok(Err(decode)) => Err(decode),
+        Err(panic) => Err(panic_text(panic)),
+    };
+    if let Err(reason) = &outcome {
+        span.in_scope(|| tracing::error!(agent = %cell.name, message = route.name, error = %reason, "handler failed"));
+    }
+    if is_request {
+        let leftover = {
+            let mut pending = cell.pending.lock();
+            if pending.seq == seq {
+                pending.slot.take()
+            } else {
+                None
+            }
+        };
+        if let Some(slot) = leftover {
+            let failure = match outcome {
+                Ok(()) => RequestFailure::NoReply,
+                Err(reason) => RequestFailure::HandlerFailed(reason),
+            };
+            let _ = slot.send(Err(failure));
+        }
+    }
+}
+
+async fn run_task(cell: &Arc<AgentCell>, handler: &dyn TaskHandler, what: &'static str) {
+    let ctx = Context {
+        cell: Arc::clone(cell),
+        current: None,
+    };
+    let span = tracing::debug_span!("task", agent = %cell.name, kind = what);
+    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(ctx))) {
+        Ok(future) => guard(future).instrument(span.clone()).await,
+        Err(panic) => Err(panic_text(panic)),
+    };
+    if let Err(reason) = outcome {
+        span.in_scope(|| tracing::error!(agent = %cell.name, handler = what, error = %reason, "handler failed"));
+    }
+}
+
+/// Runs a handler future, turning a panic into an error so the agent keeps running.
+async fn guard(future: HandlerFuture) -> Result<(), String> {
+    match AssertUnwindSafe(future).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => Err(panic_text(panic)),
+    }
+}
+
+fn panic_text(panic: Box<dyn std::any::Any + Send>) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic payload".to_owned());
+    format!("panicked: {text}")
+}
