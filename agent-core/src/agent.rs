@@ -150,7 +150,7 @@ enum IdentitySource {
     Fresh,
     Seed(String),
     KeyFile(PathBuf),
-    Identity(Identity),
+    Identity(Box<Identity>),
 }
 
 impl AgentBuilder {
@@ -168,7 +168,7 @@ impl AgentBuilder {
 
     /// An identity made elsewhere.
     pub fn identity(mut self, identity: Identity) -> Self {
-        self.source = IdentitySource::Identity(identity);
+        self.source = IdentitySource::Identity(Box::new(identity));
         self
     }
 
@@ -185,7 +185,7 @@ impl AgentBuilder {
             IdentitySource::Fresh => Identity::generate(),
             IdentitySource::Seed(seed) => Identity::from_seed(&seed),
             IdentitySource::KeyFile(path) => Identity::load(path)?,
-            IdentitySource::Identity(identity) => identity,
+            IdentitySource::Identity(identity) => *identity,
         };
         Ok(Agent {
             name: self.name.into(),

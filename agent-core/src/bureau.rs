@@ -99,7 +99,7 @@ pub enum BureauError {
 /// Many agents in one process. See the module docs.
 pub struct Bureau {
     shared: Arc<Shared>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Bureau {
@@ -121,12 +121,12 @@ impl Bureau {
         });
         Ok(Bureau {
             shared,
-            tasks: Vec::new(),
+            tasks: parking_lot::Mutex::new(Vec::new()),
         })
     }
 
     /// Starts `agent` and returns its address.
-    pub fn add(&mut self, agent: Agent) -> Result<Address, BureauError> {
+    pub fn add(&self, agent: Agent) -> Result<Address, BureauError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BureauError::NoRuntime)?;
         if let Some(detail) = agent.kind.conflicts.first() {
             return Err(BureauError::HandlerConflict {
@@ -169,6 +169,7 @@ impl Bureau {
             }
         }
         self.tasks
+            .lock()
             .push(runtime.spawn(crate::runtime::run(cell, rx)));
         Ok(address)
     }
@@ -194,9 +195,10 @@ impl Bureau {
     }
 
     /// Stops every agent gracefully (see the module docs) and flushes storage.
-    pub async fn shutdown(mut self) -> Result<(), BureauError> {
+    pub async fn shutdown(self) -> Result<(), BureauError> {
         self.close_mailboxes();
-        for task in std::mem::take(&mut self.tasks) {
+        let tasks = std::mem::take(&mut *self.tasks.lock());
+        for task in tasks {
             if let Err(err) = task.await {
                 tracing::error!(error = %err, "agent task ended abnormally");
             }

@@ -111,7 +111,7 @@ impl Context {
             .await
         {
             Ok(()) => Ok(()),
-            Err((failure, delivery)) => Err(SendError::new(failure, take_back(delivery))),
+            Err((failure, delivery)) => Err(SendError::new(failure, take_back(*delivery))),
         }
     }
 
@@ -270,7 +270,7 @@ impl Context {
 }
 
 /// The typed value of a delivery that was handed back undelivered.
-fn take_back<M: Message>(delivery: Box<Delivery>) -> Option<M> {
+fn take_back<M: Message>(delivery: Delivery) -> Option<M> {
     match delivery.body {
         Body::Typed(value) => value.downcast::<M>().ok().map(|m| *m),
         Body::Json(_) => None,

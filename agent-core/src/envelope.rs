@@ -259,8 +259,16 @@ impl Envelope {
             payload,
             signature: [0; 64],
         };
-        envelope.signature = identity.sign(&envelope.signed_bytes());
+        envelope.sign(identity);
         envelope
+    }
+
+    /// Sets the sender fields to `identity` and signs every other field as it stands.
+    /// For building envelopes field by field (test vectors, relays re-sealing their own).
+    pub fn sign(&mut self, identity: &Identity) {
+        self.sender = identity.address();
+        self.sender_key = identity.public_key();
+        self.signature = identity.sign(&self.signed_bytes());
     }
 
     /// The canonical bytes the signature covers: the encoding without the signature.

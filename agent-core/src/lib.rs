@@ -22,7 +22,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let mut bureau = Bureau::new()?;
+//! let bureau = Bureau::new()?;
 //! let mut airline = Agent::builder("airline").seed("airline demo seed").build()?;
 //! airline.on_message(on_request);
 //! let airline_address = bureau.add(airline)?;

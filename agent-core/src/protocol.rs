@@ -160,13 +160,13 @@ impl Manifest {
 
     fn canonical(&self) -> Manifest {
         let mut out = self.clone();
-        out.messages.sort_by(|a, b| a.digest.cmp(&b.digest));
+        out.messages.sort_by_key(|m| m.digest);
         out.messages.dedup_by(|a, b| a.digest == b.digest);
         for rule in &mut out.replies {
             rule.replies.sort();
             rule.replies.dedup();
         }
-        out.replies.sort_by(|a, b| a.request.cmp(&b.request));
+        out.replies.sort_by_key(|r| r.request);
         out
     }
 }

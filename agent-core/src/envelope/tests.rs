@@ -1,1 +1,305 @@
+use proptest::prelude::*;
 
+use super::*;
+use crate::Message;
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, crate::Message)]
+struct TestQuote {
+    flight: String,
+    price_cents: u64,
+}
+
+const NOW: u64 = 1_790_000_000_000;
+
+fn alice() -> Identity {
+    Identity::from_seed("alice")
+}
+
+fn sealed(payload: &TestQuote) -> Envelope {
+    let header = Header {
+        session: 7,
+        protocol: None,
+        in_reply_to: None,
+        trace_id: 9,
+    };
+    Envelope::seal(
+        &alice(),
+        Identity::from_seed("bob").address(),
+        payload,
+        header,
+        NOW,
+        60_000,
+    )
+    .unwrap()
+}
+
+fn quote() -> TestQuote {
+    TestQuote {
+        flight: "LH123".into(),
+        price_cents: 12_900,
+    }
+}
+
+fn known(d: &SchemaDigest) -> bool {
+    *d == TestQuote::DIGEST
+}
+
+/// The envelope of `docs/wire-format.md`'s test vector.
+fn vector_envelope() -> Envelope {
+    let mut envelope = Envelope {
+        version: VERSION,
+        sender: alice().address(),
+        sender_key: alice().public_key(),
+        target: Identity::from_seed("bob").address(),
+        session: 0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10,
+        schema: TestQuote::DIGEST,
+        protocol: Some(ProtocolDigest::from_bytes([0xab; 32])),
+        in_reply_to: Some(42),
+        trace_id: 0xfeed_beef,
+        nonce: 0x1122_3344_5566_7788,
+        timestamp_ms: NOW,
+        expires_ms: NOW + 60_000,
+        payload: serde_json::to_vec(&quote()).unwrap(),
+        signature: [0; 64],
+    };
+    envelope.sign(&alice());
+    envelope
+}
+
+#[test]
+fn wire_format_doc_test_vector_matches() {
+    let doc = include_str!("../../../docs/wire-format.md");
+    let start = doc.find("```hex").expect("the doc has a ```hex block") + "```hex".len();
+    let end = start + doc[start..].find("```").expect("the hex block ends");
+    let documented: String = doc[start..end]
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .collect();
+    let encoded = hex::encode(vector_envelope().encode());
+    assert_eq!(
+        documented, encoded,
+        "docs/wire-format.md is out of date; encoding is:\n{encoded}"
+    );
+    let decoded = Envelope::decode(&hex::decode(documented).unwrap(), 1 << 20).unwrap();
+    assert_eq!(decoded, vector_envelope());
+    decoded
+        .verify_stateless(&VerifyPolicy::default(), NOW, known)
+        .unwrap();
+}
+
+#[test]
+fn round_trip_and_open() {
+    let envelope = sealed(&quote());
+    let decoded = Envelope::decode(&envelope.encode(), 1 << 20).unwrap();
+    assert_eq!(decoded, envelope);
+    let mut guard = ReplayGuard::default();
+    decoded
+        .verify(&VerifyPolicy::default(), NOW + 1, &mut guard, known)
+        .unwrap();
+    assert_eq!(decoded.open::<TestQuote>().unwrap(), quote());
+}
+
+#[test]
+fn every_rejection_has_its_own_variant() {
+    let policy = VerifyPolicy::default();
+    let mut guard = ReplayGuard::default();
+    let good = sealed(&quote());
+
+    // Bad signature: a field changed after signing.
+    let mut tampered = good.clone();
+    tampered.payload = br#"{"flight":"LH123","price_cents":1}"#.to_vec();
+    assert!(matches!(
+        tampered.verify(&policy, NOW, &mut guard, known),
+        Err(EnvelopeError::BadSignature(_))
+    ));
+
+    // Signed by another key than the sender's.
+    let mut forged = good.clone();
+    forged.signature = Identity::from_seed("mallory").sign(&forged.signed_bytes());
+    assert!(matches!(
+        forged.verify(&policy, NOW, &mut guard, known),
+        Err(EnvelopeError::BadSignature(_))
+    ));
+
+    // Sender address of another key.
+    let mut mismatch = good.clone();
+    mismatch.sender = Identity::from_seed("mallory").address();
+    assert_eq!(
+        mismatch.verify(&policy, NOW, &mut guard, known),
+        Err(EnvelopeError::SenderKeyMismatch)
+    );
+
+    // Expired.
+    assert!(matches!(
+        good.verify(&policy, NOW + 60_001, &mut guard, known),
+        Err(EnvelopeError::Expired { .. })
+    ));
+
+    // From the future beyond the clock skew.
+    let header = Header::default();
+    let future = Envelope::seal(
+        &alice(),
+        good.target,
+        &quote(),
+        header,
+        NOW + 31_000,
+        60_000,
+    )
+    .unwrap();
+    assert!(matches!(
+        future.verify(&policy, NOW, &mut guard, known),
+        Err(EnvelopeError::FromTheFuture { .. })
+    ));
+
+    // Lives longer than the replay window covers.
+    let long = Envelope::seal(&alice(), good.target, &quote(), header, NOW, 3_600_000).unwrap();
+    assert!(matches!(
+        long.verify(&policy, NOW, &mut guard, known),
+        Err(EnvelopeError::LifetimeTooLong { .. })
+    ));
+
+    // Payload over the limit, both on decode (before allocation) and on verify.
+    let small = policy.with_max_payload(8);
+    assert!(matches!(
+        good.verify(&small, NOW, &mut guard, known),
+        Err(EnvelopeError::PayloadTooLarge { .. })
+    ));
+    assert!(matches!(
+        Envelope::decode(&good.encode(), 8),
+        Err(EnvelopeError::PayloadTooLarge { .. })
+    ));
+
+    // Unknown schema.
+    assert_eq!(
+        good.verify(&policy, NOW, &mut guard, |_| false),
+        Err(EnvelopeError::UnknownSchema(TestQuote::DIGEST))
+    );
+
+    // None of the refusals above burned the nonce: the genuine envelope is accepted once.
+    good.verify(&policy, NOW, &mut guard, known).unwrap();
+    assert_eq!(
+        good.verify(&policy, NOW, &mut guard, known),
+        Err(EnvelopeError::Replayed {
+            sender: good.sender,
+            nonce: good.nonce
+        })
+    );
+
+    // A full guard refuses rather than forgets.
+    let mut tiny = ReplayGuard::with_capacity(1);
+    sealed(&quote())
+        .verify(&policy, NOW, &mut tiny, known)
+        .unwrap();
+    assert!(matches!(
+        sealed(&quote()).verify(&policy, NOW, &mut tiny, known),
+        Err(EnvelopeError::ReplayGuardFull { .. })
+    ));
+    // Once the first expires it is pruned and there is room again.
+    let later = Envelope::seal(
+        &alice(),
+        good.target,
+        &quote(),
+        header,
+        NOW + 60_001,
+        60_000,
+    )
+    .unwrap();
+    later
+        .verify(&policy, NOW + 60_001, &mut tiny, known)
+        .unwrap();
+}
+
+#[test]
+fn malformed_bytes_get_structural_errors() {
+    let bytes = sealed(&quote()).encode();
+    assert!(matches!(
+        Envelope::decode(&bytes[..10], 1 << 20),
+        Err(EnvelopeError::Truncated { .. })
+    ));
+    assert_eq!(
+        Envelope::decode(b"XYZ\x01", 1 << 20),
+        Err(EnvelopeError::BadMagic)
+    );
+    let mut v2 = bytes.clone();
+    v2[3] = 2;
+    assert_eq!(
+        Envelope::decode(&v2, 1 << 20),
+        Err(EnvelopeError::UnsupportedVersion(2))
+    );
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    assert_eq!(
+        Envelope::decode(&trailing, 1 << 20),
+        Err(EnvelopeError::TrailingBytes(1))
+    );
+    let mut flags = bytes.clone();
+    flags[3 + 1 + 32 + 32 + 32 + 16 + 32] = 0x80;
+    assert_eq!(
+        Envelope::decode(&flags, 1 << 20),
+        Err(EnvelopeError::UnknownFlags(0x80))
+    );
+    assert!(Envelope::decode(&[], 1 << 20).is_err());
+}
+
+#[test]
+fn open_refuses_wrong_payloads() {
+    let mut envelope = sealed(&quote());
+    envelope.payload = b"not json".to_vec();
+    assert!(matches!(
+        envelope.open::<TestQuote>(),
+        Err(EnvelopeError::Payload { .. })
+    ));
+}
+
+fn arb_envelope() -> impl Strategy<Value = Envelope> {
+    (
+        any::<u128>(),
+        proptest::option::of(any::<[u8; 32]>()),
+        proptest::option::of(any::<u64>()),
+        any::<u128>(),
+        proptest::collection::vec(any::<u8>(), 0..256),
+        0u64..600_000,
+    )
+        .prop_map(
+            |(session, protocol, in_reply_to, trace_id, payload, lifetime)| {
+                let header = Header {
+                    session,
+                    protocol: protocol.map(ProtocolDigest::from_bytes),
+                    in_reply_to,
+                    trace_id,
+                };
+                Envelope::seal_raw(
+                    &alice(),
+                    Identity::from_seed("bob").address(),
+                    TestQuote::DIGEST,
+                    payload,
+                    header,
+                    NOW,
+                    lifetime,
+                )
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn encode_decode_round_trips(envelope in arb_envelope()) {
+        let decoded = Envelope::decode(&envelope.encode(), 1 << 20).unwrap();
+        prop_assert_eq!(&decoded, &envelope);
+        prop_assert!(decoded.verify_stateless(&VerifyPolicy::default(), NOW, known).is_ok());
+    }
+
+    #[test]
+    fn any_single_bit_flip_fails(envelope in arb_envelope(), bit in any::<prop::sample::Index>()) {
+        let mut bytes = envelope.encode();
+        let bit = bit.index(bytes.len() * 8);
+        bytes[bit / 8] ^= 1 << (bit % 8);
+        let outcome = Envelope::decode(&bytes, 1 << 20).and_then(|e| {
+            let mut guard = ReplayGuard::default();
+            e.verify(&VerifyPolicy::default(), NOW, &mut guard, known)
+        });
+        prop_assert!(outcome.is_err(), "bit {} flipped and the envelope still verified", bit);
+    }
+}
