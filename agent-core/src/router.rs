@@ -74,46 +74,36 @@ impl Router {
         deadline: Option<Instant>,
         timeout: Duration,
     ) -> Result<(), DeliverError> {
-        let (tx, delivery) = {
-            let agents = self.agents.read();
-            let Some(entry) = agents.get(&to) else {
-                if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
-                    return Err((SendFailure::Stopped { to }, delivery));
-                }
-                return Err((
-                    SendFailure::Unroutable {
-                        to,
-                        reason: Unroutable::UnknownAddress,
-                    },
-                    delivery,
-                ));
+        match self.try_deliver(to, delivery) {
+            Ok(()) => Ok(()),
+            Err(Blocked::Failed(failure, delivery)) => Err((failure, delivery)),
+            // The waiting path is boxed so that every future embedding `deliver` stays small
+            // on the fast path, where the mailbox has room.
+            Err(Blocked::Full(tx, delivery)) => Box::pin(wait_for_space(tx, to, delivery, deadline, timeout)).await,
+        }
+    }
+
+    fn try_deliver(&self, to: Address, delivery: Box<Delivery>) -> Result<(), Blocked> {
+        let agents = self.agents.read();
+        let Some(entry) = agents.get(&to) else {
+            let failure = if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                SendFailure::Stopped { to }
+            } else {
+                SendFailure::Unroutable { to, reason: Unroutable::UnknownAddress }
             };
-            if !entry.cell.kind.routes.contains_key(&delivery.schema) {
-                let reason = format!("it has no handler for {}", delivery.name);
-                return Err((SendFailure::Rejected { to, reason }, delivery));
-            }
-            match entry.tx.try_send(delivery) {
-                Ok(()) => return Ok(()),
-                Err(mpsc::error::TrySendError::Closed(delivery)) => {
-                    return Err((SendFailure::Stopped { to }, delivery))
-                }
-                Err(mpsc::error::TrySendError::Full(delivery)) => {
-                    if entry.cell.when_full == WhenFull::Reject {
-                        return Err((SendFailure::MailboxFull { to }, delivery));
-                    }
-                    (entry.tx.clone(), delivery)
-                }
-            }
+            return Err(Blocked::Failed(failure, delivery));
         };
-        let deadline = deadline.unwrap_or_else(|| Instant::now() + timeout);
-        let waited = tokio::time::timeout_at(deadline, tx.reserve()).await;
-        match waited {
-            Ok(Ok(permit)) => {
-                permit.send(delivery);
-                Ok(())
-            }
-            Ok(Err(_)) => Err((SendFailure::Stopped { to }, delivery)),
-            Err(_) => Err((SendFailure::Timeout { to, after: timeout }, delivery)),
+        if !entry.cell.kind.routes.contains_key(&delivery.schema) {
+            let reason = format!("it has no handler for {}", delivery.name);
+            return Err(Blocked::Failed(SendFailure::Rejected { to, reason }, delivery));
+        }
+        match entry.tx.try_send(delivery) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(delivery)) => Err(Blocked::Failed(SendFailure::Stopped { to }, delivery)),
+            Err(mpsc::error::TrySendError::Full(delivery)) => match entry.cell.when_full {
+                WhenFull::Reject => Err(Blocked::Failed(SendFailure::MailboxFull { to }, delivery)),
+                WhenFull::Wait => Err(Blocked::Full(entry.tx.clone(), delivery)),
+            },
         }
     }
 
@@ -123,5 +113,29 @@ impl Router {
             .get(protocol)
             .cloned()
             .unwrap_or_default()
+    }
+}
+
+enum Blocked {
+    Failed(SendFailure, Box<Delivery>),
+    Full(mpsc::Sender<Item>, Box<Delivery>),
+}
+
+async fn wait_for_space(
+    tx: mpsc::Sender<Item>,
+    to: Address,
+    delivery: Box<Delivery>,
+    deadline: Option<Instant>,
+    timeout: Duration,
+) -> Result<(), DeliverError> {
+    let deadline = deadline.unwrap_or_else(|| Instant::now() + timeout);
+    let waited = tokio::time::timeout_at(deadline, tx.reserve()).await;
+    match waited {
+        Ok(Ok(permit)) => {
+            permit.send(delivery);
+            Ok(())
+        }
+        Ok(Err(_)) => Err((SendFailure::Stopped { to }, delivery)),
+        Err(_) => Err((SendFailure::Timeout { to, after: timeout }, delivery)),
     }
 }

@@ -1,1 +1,132 @@
+//! Scenarios shared by Agora's criterion benchmarks and its figures report.
+//!
+//! The requesting agent always runs inside the runtime under test: the driver sends one
+//! `Run` request to the pinger agent, whose handler performs the whole series of requests
+//! to the ponger and answers with the measurements. Nothing is driven from `block_on` on
+//! the main thread per round trip, so thread hops of the harness are not measured.
+//!
+//! ```
+//! let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+//! let figures = rt.block_on(agora_benches::ping_pong(1_000, 1)).unwrap();
+//! assert_eq!(figures.round_trips, 1_000);
+//! ```
 
+use std::time::{Duration, Instant};
+
+use agent_core::{Address, Agent, Bureau, Context, Message, ReplyError};
+use futures::stream::{FuturesUnordered, StreamExt};
+use serde::{Deserialize, Serialize};
+
+/// The request of the ping-pong benchmark.
+#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+pub struct Ping(pub u64);
+
+/// The reply of the ping-pong benchmark.
+#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+pub struct Pong(pub u64);
+
+/// Asks the pinger to run a series of requests.
+#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+pub struct Run {
+    /// How many round trips.
+    pub round_trips: u64,
+    /// How many requests may be in flight at once (1 = one at a time).
+    pub in_flight: u64,
+    /// The ponger's address.
+    pub target: Address,
+}
+
+/// The pinger's measurements.
+#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+pub struct Figures {
+    /// Round trips completed.
+    pub round_trips: u64,
+    /// Wall time of the whole series, in nanoseconds.
+    pub elapsed_ns: u64,
+    /// Median round-trip latency, in nanoseconds.
+    pub p50_ns: u64,
+    /// 99th percentile round-trip latency, in nanoseconds.
+    pub p99_ns: u64,
+}
+
+impl Figures {
+    /// Round trips per second.
+    pub fn per_second(&self) -> f64 {
+        self.round_trips as f64 / (self.elapsed_ns as f64 / 1e9)
+    }
+}
+
+async fn on_ping(ctx: Context, _from: Address, Ping(n): Ping) -> Result<(), ReplyError> {
+    ctx.reply(Pong(n)).await
+}
+
+async fn on_run(ctx: Context, _from: Address, run: Run) -> Result<(), String> {
+    let mut latencies: Vec<u32> = Vec::with_capacity(run.round_trips as usize);
+    let timeout = Duration::from_secs(10);
+    let started = Instant::now();
+    if run.in_flight <= 1 {
+        for n in 0..run.round_trips {
+            let sent = Instant::now();
+            let _: Pong = ctx.request(run.target, Ping(n), timeout).await.map_err(|e| e.to_string())?;
+            latencies.push(sent.elapsed().as_nanos().min(u32::MAX as u128) as u32);
+        }
+    } else {
+        let mut pending = FuturesUnordered::new();
+        let mut next = 0;
+        let one = |n: u64| {
+            let ctx = ctx.clone();
+            async move {
+                let sent = Instant::now();
+                let reply: Result<Pong, _> = ctx.request(run.target, Ping(n), timeout).await;
+                reply.map(|_| sent.elapsed().as_nanos().min(u32::MAX as u128) as u32)
+            }
+        };
+        while next < run.round_trips.min(run.in_flight) {
+            pending.push(one(next));
+            next += 1;
+        }
+        while let Some(done) = pending.next().await {
+            latencies.push(done.map_err(|e| e.to_string())?);
+            if next < run.round_trips {
+                pending.push(one(next));
+                next += 1;
+            }
+        }
+    }
+    let elapsed_ns = started.elapsed().as_nanos() as u64;
+    latencies.sort_unstable();
+    let at = |q: f64| latencies.get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0) as u64;
+    let figures = Figures { round_trips: latencies.len() as u64, elapsed_ns, p50_ns: at(0.5), p99_ns: at(0.99) };
+    ctx.reply(figures).await.map_err(|e| e.to_string())
+}
+
+/// Two agents in one bureau; the pinger performs `round_trips` requests to the ponger with
+/// at most `in_flight` outstanding, and reports. Call inside the runtime under test.
+pub async fn ping_pong(round_trips: u64, in_flight: u64) -> Result<Figures, Box<dyn std::error::Error>> {
+    let bureau = Bureau::new()?;
+    let mut ponger = Agent::builder("ponger").build()?;
+    ponger.on_message(on_ping);
+    let target = bureau.add(ponger)?;
+    let mut pinger = Agent::builder("pinger").build()?;
+    pinger.on_message(on_run);
+    let pinger = bureau.add(pinger)?;
+    let driver = bureau.add(Agent::builder("driver").build()?)?;
+    let ctx = bureau.context(driver).ok_or("driver is missing")?;
+    let figures: Figures = ctx.request(pinger, Run { round_trips, in_flight, target }, Duration::from_secs(600)).await?;
+    bureau.shutdown().await?;
+    Ok(figures)
+}
+
+/// Resident memory of this process in bytes (Linux), from `/proc/self/statm`.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// The agent kind of the memory benchmark: idle, with one message handler.
+pub fn idle_agent() -> Result<Agent, agent_core::AgentError> {
+    let mut agent = Agent::builder("idle-0").build()?;
+    agent.on_message(on_ping);
+    Ok(agent)
+}
