@@ -79,7 +79,9 @@ impl Router {
             Err(Blocked::Failed(failure, delivery)) => Err((failure, delivery)),
             // The waiting path is boxed so that every future embedding `deliver` stays small
             // on the fast path, where the mailbox has room.
-            Err(Blocked::Full(tx, delivery)) => Box::pin(wait_for_space(tx, to, delivery, deadline, timeout)).await,
+            Err(Blocked::Full(tx, delivery)) => {
+                Box::pin(wait_for_space(tx, to, delivery, deadline, timeout)).await
+            }
         }
     }
 
@@ -89,17 +91,25 @@ impl Router {
             let failure = if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
                 SendFailure::Stopped { to }
             } else {
-                SendFailure::Unroutable { to, reason: Unroutable::UnknownAddress }
+                SendFailure::Unroutable {
+                    to,
+                    reason: Unroutable::UnknownAddress,
+                }
             };
             return Err(Blocked::Failed(failure, delivery));
         };
         if !entry.cell.kind.routes.contains_key(&delivery.schema) {
             let reason = format!("it has no handler for {}", delivery.name);
-            return Err(Blocked::Failed(SendFailure::Rejected { to, reason }, delivery));
+            return Err(Blocked::Failed(
+                SendFailure::Rejected { to, reason },
+                delivery,
+            ));
         }
         match entry.tx.try_send(delivery) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(delivery)) => Err(Blocked::Failed(SendFailure::Stopped { to }, delivery)),
+            Err(mpsc::error::TrySendError::Closed(delivery)) => {
+                Err(Blocked::Failed(SendFailure::Stopped { to }, delivery))
+            }
             Err(mpsc::error::TrySendError::Full(delivery)) => match entry.cell.when_full {
                 WhenFull::Reject => Err(Blocked::Failed(SendFailure::MailboxFull { to }, delivery)),
                 WhenFull::Wait => Err(Blocked::Full(entry.tx.clone(), delivery)),

@@ -67,7 +67,10 @@ async fn on_run(ctx: Context, _from: Address, run: Run) -> Result<(), String> {
     if run.in_flight <= 1 {
         for n in 0..run.round_trips {
             let sent = Instant::now();
-            let _: Pong = ctx.request(run.target, Ping(n), timeout).await.map_err(|e| e.to_string())?;
+            let _: Pong = ctx
+                .request(run.target, Ping(n), timeout)
+                .await
+                .map_err(|e| e.to_string())?;
             latencies.push(sent.elapsed().as_nanos().min(u32::MAX as u128) as u32);
         }
     } else {
@@ -95,14 +98,27 @@ async fn on_run(ctx: Context, _from: Address, run: Run) -> Result<(), String> {
     }
     let elapsed_ns = started.elapsed().as_nanos() as u64;
     latencies.sort_unstable();
-    let at = |q: f64| latencies.get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0) as u64;
-    let figures = Figures { round_trips: latencies.len() as u64, elapsed_ns, p50_ns: at(0.5), p99_ns: at(0.99) };
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as u64
+    };
+    let figures = Figures {
+        round_trips: latencies.len() as u64,
+        elapsed_ns,
+        p50_ns: at(0.5),
+        p99_ns: at(0.99),
+    };
     ctx.reply(figures).await.map_err(|e| e.to_string())
 }
 
 /// Two agents in one bureau; the pinger performs `round_trips` requests to the ponger with
 /// at most `in_flight` outstanding, and reports. Call inside the runtime under test.
-pub async fn ping_pong(round_trips: u64, in_flight: u64) -> Result<Figures, Box<dyn std::error::Error>> {
+pub async fn ping_pong(
+    round_trips: u64,
+    in_flight: u64,
+) -> Result<Figures, Box<dyn std::error::Error>> {
     let bureau = Bureau::new()?;
     let mut ponger = Agent::builder("ponger").build()?;
     ponger.on_message(on_ping);
@@ -112,7 +128,17 @@ pub async fn ping_pong(round_trips: u64, in_flight: u64) -> Result<Figures, Box<
     let pinger = bureau.add(pinger)?;
     let driver = bureau.add(Agent::builder("driver").build()?)?;
     let ctx = bureau.context(driver).ok_or("driver is missing")?;
-    let figures: Figures = ctx.request(pinger, Run { round_trips, in_flight, target }, Duration::from_secs(600)).await?;
+    let figures: Figures = ctx
+        .request(
+            pinger,
+            Run {
+                round_trips,
+                in_flight,
+                target,
+            },
+            Duration::from_secs(600),
+        )
+        .await?;
     bureau.shutdown().await?;
     Ok(figures)
 }
