@@ -22,12 +22,25 @@ use crate::identity::Address;
 use crate::router::{Entry, Router};
 
 /// Settings shared by every agent of a bureau.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     pub(crate) request_timeout: Duration,
     pub(crate) send_timeout: Duration,
     pub(crate) mailbox: MailboxConfig,
     pub(crate) storage_dir: Option<PathBuf>,
+    pub(crate) ledger: Option<Arc<dyn crate::ledger::Ledger>>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("request_timeout", &self.request_timeout)
+            .field("send_timeout", &self.send_timeout)
+            .field("mailbox", &self.mailbox)
+            .field("storage_dir", &self.storage_dir)
+            .field("ledger", &self.ledger.is_some())
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -37,6 +50,7 @@ impl Default for Config {
             send_timeout: Duration::from_secs(10),
             mailbox: MailboxConfig::default(),
             storage_dir: None,
+            ledger: None,
         }
     }
 }
@@ -57,6 +71,13 @@ impl Config {
     /// The mailbox of agents that do not set their own (default: 1024 messages, wait).
     pub fn with_mailbox(mut self, mailbox: MailboxConfig) -> Self {
         self.mailbox = mailbox;
+        self
+    }
+
+    /// The ledger agents' wallets settle on ([`Context::wallet`]). Agents start without
+    /// contacting it.
+    pub fn with_ledger(mut self, ledger: Arc<dyn crate::ledger::Ledger>) -> Self {
+        self.ledger = Some(ledger);
         self
     }
 
@@ -144,6 +165,7 @@ impl Bureau {
             bureau: Arc::clone(&self.shared),
             when_full: mailbox.when_full(),
             storage: Default::default(),
+            wallet: Default::default(),
             pending: parking_lot::Mutex::new(PendingReply::default()),
         });
         {

@@ -29,6 +29,7 @@ pub(crate) struct AgentCell {
     pub(crate) bureau: Arc<Shared>,
     pub(crate) when_full: WhenFull,
     pub(crate) storage: OnceLock<Storage>,
+    pub(crate) wallet: OnceLock<crate::wallet::Wallet>,
     /// The reply slot of the request being handled, tagged with its sequence number so a
     /// context kept from an earlier message cannot answer a later one.
     pub(crate) pending: Mutex<PendingReply>,
@@ -238,6 +239,23 @@ impl Context {
         }
         let storage = Storage::open(&self.cell.bureau.db, self.address())?;
         Ok(self.cell.storage.get_or_init(|| storage).clone())
+    }
+
+    /// This agent's wallet on the bureau's ledger. Its key is derived from the agent's
+    /// identity. Fails only if no ledger is configured; the ledger is not contacted here.
+    pub fn wallet(&self) -> Result<crate::wallet::Wallet, crate::wallet::WalletError> {
+        let ledger = self
+            .cell
+            .bureau
+            .config
+            .ledger
+            .clone()
+            .ok_or(crate::wallet::WalletError::NoLedger)?;
+        Ok(self
+            .cell
+            .wallet
+            .get_or_init(|| crate::wallet::Wallet::new(self.cell.identity.derive("wallet"), ledger))
+            .clone())
     }
 
     fn session_for_new(&self) -> u128 {

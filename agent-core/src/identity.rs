@@ -121,6 +121,18 @@ impl fmt::Debug for PublicKey {
     }
 }
 
+impl serde::Serialize for PublicKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        crate::message::hex_digest::serialize(&self.0, s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PublicKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::message::hex_digest::deserialize(d).map(PublicKey)
+    }
+}
+
 impl PublicKey {
     /// Checks `signature` over `message`. Fails on a key that is not a curve point too.
     pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> Result<(), SignatureError> {
@@ -247,6 +259,18 @@ impl Identity {
             .map_err(io)?;
         file.write_all(b"\n").map_err(io)?;
         file.sync_all().map_err(io)
+    }
+
+    /// A separate identity derived from this one for `purpose` (for example `"wallet"`):
+    /// deterministic, and revealing nothing about this identity's key.
+    pub fn derive(&self, purpose: &str) -> Identity {
+        let secret: [u8; 32] = Sha256::new()
+            .chain_update(b"agora.derive.v1")
+            .chain_update(self.key.to_bytes())
+            .chain_update(purpose.as_bytes())
+            .finalize()
+            .into();
+        Self::from_secret(secret)
     }
 
     /// This identity's address.

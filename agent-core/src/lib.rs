@@ -40,7 +40,7 @@
 //!
 //! Modules, one concern each: [`identity`] (keys and addresses), [`message`] (typed
 //! messages and schema digests), [`envelope`] (the wire format), [`protocol`] (groups of
-//! handlers with reply rules), [`agent`], [`context`], [`bureau`], [`storage`].
+//! handlers with reply rules), [`agent`], [`context`], [`bureau`], [`storage`], [`wallet`] and [`ledger`] (payments and escrow), [`net`] (libp2p).
 
 extern crate self as agent_core;
 
@@ -51,11 +51,14 @@ pub mod envelope;
 pub mod error;
 mod handler;
 pub mod identity;
+pub mod ledger;
 pub mod message;
+pub mod net;
 pub mod protocol;
 mod router;
 mod runtime;
 pub mod storage;
+pub mod wallet;
 
 pub use agent::{Agent, AgentBuilder, AgentError, MailboxConfig, WhenFull};
 pub use agent_core_derive::Message;
@@ -68,3 +71,4 @@ pub use identity::{Address, AddressError, Identity, IdentityError, PublicKey};
 pub use message::{Message, SchemaDigest};
 pub use protocol::{Manifest, Protocol, ProtocolDigest};
 pub use storage::{Storage, StorageError};
+pub use wallet::{Wallet, WalletError};

@@ -1,0 +1,51 @@
+//! Networking building blocks over libp2p (TCP + noise + yamux, and QUIC).
+//!
+//! [`rpc`] is a request/response service and client with JSON bodies, each request
+//! correlated by id and bounded by a deadline; the ledger service uses it.
+
+pub mod rpc;
+
+use std::time::Duration;
+
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{noise, tcp, yamux, Swarm};
+
+/// Why a network node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// The libp2p transport could not be built.
+    #[error("cannot build the libp2p transport: {0}")]
+    Transport(String),
+    /// A listen address is malformed or could not be bound.
+    #[error("cannot listen on {address}: {reason}")]
+    Listen {
+        /// The address.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+    /// The node's task has stopped.
+    #[error("the network node has stopped")]
+    Stopped,
+}
+
+/// Builds a swarm with TCP (noise, yamux) and QUIC for `behaviour`.
+pub(crate) fn swarm<B: NetworkBehaviour>(
+    keypair: libp2p::identity::Keypair,
+    behaviour: B,
+) -> Result<Swarm<B>, NetError> {
+    let transport_error = |e: &dyn std::fmt::Display| NetError::Transport(e.to_string());
+    Ok(libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| transport_error(&e))?
+        .with_quic()
+        .with_behaviour(|_| behaviour)
+        .map_err(|e| transport_error(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build())
+}
