@@ -156,3 +156,103 @@ pub fn idle_agent() -> Result<Agent, agent_core::AgentError> {
     agent.on_message(on_ping);
     Ok(agent)
 }
+
+/// ed25519 signature verifications per second on one core (strict verification, as the
+/// ledger and envelopes use).
+pub fn verify_rate(count: usize) -> f64 {
+    let identity = agent_core::Identity::from_seed("verify bench");
+    let key = identity.public_key();
+    let messages: Vec<[u8; 64]> = (0..64u8).map(|i| [i; 64]).collect();
+    let signatures: Vec<[u8; 64]> = messages.iter().map(|m| identity.sign(m)).collect();
+    let started = Instant::now();
+    for i in 0..count {
+        let k = i % messages.len();
+        assert!(key.verify(&messages[k], &signatures[k]).is_ok());
+    }
+    count as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Applies `count` pre-signed transfers to a fresh local ledger from `senders` accounts
+/// submitting concurrently (each its own nonce sequence); returns transfers per second.
+/// Signing is excluded (it happens in the payers' processes); verification is included.
+pub async fn ledger_transfers(
+    count: usize,
+    senders: usize,
+    durable: bool,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    use agent_core::ledger::{Ledger, LocalLedger, LocalLedgerConfig, Operation, Transaction};
+    use std::sync::Arc;
+    let dir = std::env::temp_dir().join(format!(
+        "agora-ledger-bench-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    let mint = agent_core::Identity::from_seed("bench mint");
+    let config = LocalLedgerConfig::default()
+        .with_path(&dir)
+        .with_authority(mint.address())
+        .with_durable(durable);
+    let ledger = Arc::new(LocalLedger::open(config)?);
+    let payers: Vec<agent_core::Identity> = (0..senders)
+        .map(|i| agent_core::Identity::from_seed(&format!("payer {i}")))
+        .collect();
+    for (nonce, payer) in payers.iter().enumerate() {
+        let mint_tx = Transaction::sign(
+            &mint,
+            nonce as u64,
+            Operation::Mint {
+                to: payer.address(),
+                amount: u128::MAX / 1024,
+            },
+            "",
+        );
+        ledger.submit(mint_tx).await?;
+    }
+    let payee = agent_core::Identity::from_seed("payee").address();
+    let per_sender = count / senders;
+    let batches: Vec<Vec<Transaction>> = payers
+        .iter()
+        .map(|payer| {
+            (0..per_sender as u64)
+                .map(|n| {
+                    Transaction::sign(
+                        payer,
+                        n,
+                        Operation::Transfer {
+                            to: payee,
+                            amount: 1,
+                        },
+                        "",
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let started = Instant::now();
+    let tasks: Vec<_> = batches
+        .into_iter()
+        .map(|batch| {
+            let ledger = Arc::clone(&ledger);
+            tokio::spawn(async move {
+                for tx in batch {
+                    ledger.submit(tx).await.map_err(|e| e.to_string())?;
+                }
+                Ok::<(), String>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    let rate = (per_sender * senders) as f64 / started.elapsed().as_secs_f64();
+    drop(ledger);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(rate)
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}

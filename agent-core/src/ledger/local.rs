@@ -1,5 +1,11 @@
 //! The local ledger: accounts, escrows and history in sled, applied one transaction at a
 //! time inside a sled transaction, acknowledged only after the write is on disk.
+//!
+//! One committer thread applies transactions and flushes: it takes every transaction
+//! waiting, applies each in its own sled transaction, flushes once (group commit), and
+//! only then acknowledges them. Keeping transactions and flushes on one thread is also what
+//! avoids a deadlock in sled 0.34 between a flush and a concurrent transaction, which is
+//! why sled's own background flusher is turned off here.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -62,7 +68,39 @@ impl LocalLedgerConfig {
 #[derive(Clone)]
 pub struct LocalLedger {
     inner: Arc<Inner>,
+    committer: Arc<Committer>,
 }
+
+/// The committer thread's handle. When the last ledger handle goes, the queue closes, and
+/// dropping waits for the committer to flush and release the database, so the ledger can
+/// be reopened at once.
+struct Committer {
+    commits: Option<std::sync::mpsc::SyncSender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.commits.take();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the ledger committer thread panicked");
+            }
+        }
+    }
+}
+
+struct Job {
+    tx: Transaction,
+    done: tokio::sync::oneshot::Sender<Result<Receipt, LedgerError>>,
+}
+
+/// Transactions waiting for the committer, at most.
+const QUEUE: usize = 16_384;
+/// Transactions applied per flush, at most.
+const BATCH: usize = 1_024;
+/// How often an idle committer flushes what is not yet durable (in non-durable mode).
+const IDLE_FLUSH: std::time::Duration = std::time::Duration::from_millis(500);
 
 struct Inner {
     db: sled::Db,
@@ -72,8 +110,6 @@ struct Inner {
     index: sled::Tree,
     meta: sled::Tree,
     config: LocalLedgerConfig,
-    /// Transactions are applied one at a time; verification happens outside this lock.
-    apply: parking_lot::Mutex<()>,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -116,26 +152,32 @@ fn storage(e: impl std::fmt::Display) -> LedgerError {
 impl LocalLedger {
     /// Opens (or creates) a ledger.
     pub fn open(config: LocalLedgerConfig) -> Result<LocalLedger, LedgerError> {
-        let db = match &config.path {
-            Some(path) => sled::open(path).map_err(storage)?,
-            None => sled::Config::new()
-                .temporary(true)
-                .open()
-                .map_err(storage)?,
+        let sled_config = match &config.path {
+            Some(path) => sled::Config::new().path(path),
+            None => sled::Config::new().temporary(true),
         };
+        let db = sled_config.flush_every_ms(None).open().map_err(storage)?;
         let tree = |name: &str| db.open_tree(name).map_err(storage);
-        Ok(LocalLedger {
-            inner: Arc::new(Inner {
-                accounts: tree("accounts")?,
-                escrows: tree("escrows")?,
-                receipts: tree("receipts")?,
-                index: tree("index")?,
-                meta: tree("meta")?,
-                db,
-                config,
-                apply: parking_lot::Mutex::new(()),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            accounts: tree("accounts")?,
+            escrows: tree("escrows")?,
+            receipts: tree("receipts")?,
+            index: tree("index")?,
+            meta: tree("meta")?,
+            db,
+            config,
+        });
+        let (commits, queue) = std::sync::mpsc::sync_channel(QUEUE);
+        let state = Arc::clone(&inner);
+        let thread = std::thread::Builder::new()
+            .name("ledger-committer".into())
+            .spawn(move || state.commit_loop(queue))
+            .map_err(storage)?;
+        let committer = Arc::new(Committer {
+            commits: Some(commits),
+            thread: Some(thread),
+        });
+        Ok(LocalLedger { inner, committer })
     }
 
     /// All tokens in existence: minted, in accounts or in escrow.
@@ -198,10 +240,63 @@ impl LocalLedger {
             _ => Ok(()),
         }
     }
+}
 
-    fn apply(&self, tx: Transaction) -> Result<Receipt, LedgerError> {
-        let inner = &*self.inner;
-        let _one_at_a_time = inner.apply.lock();
+impl Inner {
+    /// Runs on the committer thread until every `LocalLedger` handle is dropped.
+    fn commit_loop(&self, queue: std::sync::mpsc::Receiver<Job>) {
+        use std::sync::mpsc::RecvTimeoutError;
+        let mut unflushed = false;
+        loop {
+            let first = match queue.recv_timeout(IDLE_FLUSH) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => {
+                    if unflushed && self.db.flush().is_ok() {
+                        unflushed = false;
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut batch = vec![first];
+            while batch.len() < BATCH {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            let mut results: Vec<_> = batch
+                .into_iter()
+                .map(|job| (job.done, self.apply(&job.tx)))
+                .collect();
+            unflushed = true;
+            if self.config.durable {
+                match self.db.flush() {
+                    Ok(_) => unflushed = false,
+                    Err(err) => {
+                        let reason = format!("applied but not durable, flush failed: {err}");
+                        for (_, result) in &mut results {
+                            if result.is_ok() {
+                                *result = Err(LedgerError::Storage(reason.clone()));
+                            }
+                        }
+                    }
+                }
+            }
+            for (done, result) in results {
+                // The submitter may have given up waiting; the outcome stands regardless.
+                let _ = done.send(result);
+            }
+        }
+        if unflushed {
+            if let Err(err) = self.db.flush() {
+                tracing::error!(error = %err, "final ledger flush failed");
+            }
+        }
+    }
+
+    fn apply(&self, tx: &Transaction) -> Result<Receipt, LedgerError> {
+        let inner = self;
         let now_ms = (inner.config.clock)();
         let trees = (
             &inner.accounts,
@@ -374,15 +469,36 @@ fn be_u128(bytes: &[u8]) -> u128 {
 impl Ledger for LocalLedger {
     async fn submit(&self, tx: Transaction) -> Result<Receipt, LedgerError> {
         Self::check_stateless(&tx)?;
-        let ledger = self.clone();
-        let receipt = tokio::task::spawn_blocking(move || ledger.apply(tx))
-            .await
-            .map_err(storage)??;
-        if self.inner.config.durable {
-            // Acknowledge only what is on disk. Concurrent submitters share flushes.
-            self.inner.db.flush_async().await.map_err(storage)?;
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let mut job = Job { tx, done };
+        // Back-pressure when the committer is behind: wait, but not forever.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let Some(commits) = &self.committer.commits else {
+                return Err(LedgerError::Storage(
+                    "the ledger is closed; not applied".into(),
+                ));
+            };
+            match commits.try_send(job) {
+                Ok(()) => break,
+                Err(std::sync::mpsc::TrySendError::Full(returned))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    job = returned;
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                Err(_) => {
+                    return Err(LedgerError::Storage(
+                        "the ledger's commit queue is full or stopped; not applied".into(),
+                    ))
+                }
+            }
         }
-        Ok(receipt)
+        outcome.await.map_err(|_| {
+            LedgerError::Storage(
+                "the ledger's committer stopped; the transaction may have been applied".into(),
+            )
+        })?
     }
 
     async fn balance(&self, account: Address) -> Result<Amount, LedgerError> {

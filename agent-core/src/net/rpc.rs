@@ -241,9 +241,8 @@ where
             config,
         );
         let mut swarm = super::swarm(libp2p::identity::Keypair::generate_ed25519(), behaviour)?;
-        for address in addresses {
-            swarm.add_peer_address(server, address);
-        }
+        // Addresses are passed with every request: libp2p forgets an address after a
+        // failed dial, and a server that was down must be found again when it is back.
         let (calls_tx, mut calls_rx) = mpsc::channel::<Call<Req, Resp>>(1024);
         tokio::spawn(async move {
             let mut pending: HashMap<OutboundRequestId, oneshot::Sender<Result<Resp, RpcError>>> =
@@ -252,7 +251,7 @@ where
                 tokio::select! {
                     call = calls_rx.recv() => match call {
                         Some(call) => {
-                            let id = swarm.behaviour_mut().send_request(&server, call.request);
+                            let id = swarm.behaviour_mut().send_request_with_addresses(&server, call.request, addresses.clone());
                             pending.insert(id, call.reply);
                         }
                         None => break,

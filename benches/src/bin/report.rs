@@ -37,6 +37,9 @@ struct Args {
     /// Skip the memory measurement.
     #[arg(long)]
     no_memory: bool,
+    /// Skip the ledger measurement.
+    #[arg(long)]
+    no_ledger: bool,
     /// Measure only this runtime (current_thread or multi_thread).
     #[arg(long)]
     runtime: Option<String>,
@@ -77,8 +80,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             out += &row(runtime, &mode, &figures, uagents.0, kameo);
         }
     }
+    if !args.no_ledger {
+        out += &ledger()?;
+    }
     write(&out);
     Ok(())
+}
+
+fn ledger() -> Result<String, Box<dyn std::error::Error>> {
+    let rt = runtime("multi_thread")?;
+    let verify = agora_benches::verify_rate(20_000);
+    let mut out = format!(
+        "\nLocal ledger: pre-signed transfers applied (signature verified, sled transaction)\n\
+         ed25519 strict verification on one core, measured in this run: {verify:.0}/s\n\n\
+         {:<34} {:>12} {:>14}\n",
+        "mode", "transfers/s", "/ verify rate"
+    );
+    for (label, count, senders, durable) in [
+        ("durable, 1 sender (fsync per ack)", 300, 1, true),
+        ("durable, 64 senders (group fsync)", 6_400, 64, true),
+        ("not durable, 1 sender", 20_000, 1, false),
+        ("not durable, 64 senders", 64_000, 64, false),
+    ] {
+        let rate = rt.block_on(agora_benches::ledger_transfers(count, senders, durable))?;
+        out += &format!("{label:<34} {rate:>12.0} {:>14.2}\n", rate / verify);
+    }
+    Ok(out)
 }
 
 fn runtime(kind: &str) -> std::io::Result<tokio::runtime::Runtime> {
