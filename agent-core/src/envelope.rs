@@ -40,6 +40,8 @@ pub struct Envelope {
     pub protocol: Option<ProtocolDigest>,
     /// For a reply: the nonce of the request it answers (the correlation id).
     pub in_reply_to: Option<u64>,
+    /// Whether the sender waits for a reply (a request).
+    pub expects_reply: bool,
     /// The trace this message belongs to, for following one request through every hop.
     pub trace_id: u128,
     /// Random per envelope; (sender, nonce) is remembered until expiry to refuse replays.
@@ -75,6 +77,8 @@ pub struct Header {
     pub protocol: Option<ProtocolDigest>,
     /// The request this answers, if it is a reply.
     pub in_reply_to: Option<u64>,
+    /// Whether the sender waits for a reply.
+    pub expects_reply: bool,
     /// The trace id.
     pub trace_id: u128,
 }
@@ -252,6 +256,7 @@ impl Envelope {
             schema,
             protocol: header.protocol,
             in_reply_to: header.in_reply_to,
+            expects_reply: header.expects_reply,
             trace_id: header.trace_id,
             nonce: rand::random(),
             timestamp_ms: now_ms,
@@ -261,6 +266,36 @@ impl Envelope {
         };
         envelope.sign(identity);
         envelope
+    }
+
+    /// Like [`Envelope::seal_raw`] but without a signature, for a connection on which the
+    /// sender is authenticated by a session binding. Never store or forward it.
+    pub fn unsigned(
+        identity: &Identity,
+        target: Address,
+        schema: SchemaDigest,
+        payload: Vec<u8>,
+        header: Header,
+        now_ms: u64,
+        lifetime_ms: u64,
+    ) -> Envelope {
+        Envelope {
+            version: VERSION,
+            sender: identity.address(),
+            sender_key: identity.public_key(),
+            target,
+            session: header.session,
+            schema,
+            protocol: header.protocol,
+            in_reply_to: header.in_reply_to,
+            expects_reply: header.expects_reply,
+            trace_id: header.trace_id,
+            nonce: rand::random(),
+            timestamp_ms: now_ms,
+            expires_ms: now_ms.saturating_add(lifetime_ms),
+            payload,
+            signature: [0; 64],
+        }
     }
 
     /// Sets the sender fields to `identity` and signs every other field as it stands.
@@ -329,6 +364,29 @@ impl Envelope {
         self.sender_key
             .verify(&self.signed_bytes(), &self.signature)
             .map_err(EnvelopeError::BadSignature)?;
+        self.check_times(policy, now_ms)
+    }
+
+    /// The checks that need no signature: size, schema, sender key, clock and lifetime.
+    /// For envelopes whose sender is authenticated otherwise (a session binding).
+    pub fn verify_unsigned(
+        &self,
+        policy: &VerifyPolicy,
+        now_ms: u64,
+        is_known_schema: impl Fn(&SchemaDigest) -> bool,
+    ) -> Result<(), EnvelopeError> {
+        if self.payload.len() > policy.max_payload {
+            return Err(EnvelopeError::PayloadTooLarge {
+                size: self.payload.len(),
+                limit: policy.max_payload,
+            });
+        }
+        if !is_known_schema(&self.schema) {
+            return Err(EnvelopeError::UnknownSchema(self.schema));
+        }
+        if Address::from_public_key(&self.sender_key) != self.sender {
+            return Err(EnvelopeError::SenderKeyMismatch);
+        }
         self.check_times(policy, now_ms)
     }
 

@@ -12,6 +12,7 @@ use crate::protocol::ProtocolDigest;
 pub(crate) const MAGIC: [u8; 3] = *b"AGE";
 const FLAG_PROTOCOL: u8 = 0b01;
 const FLAG_REPLY: u8 = 0b10;
+const FLAG_EXPECTS_REPLY: u8 = 0b100;
 
 /// Length of the fields before the optional ones and the payload.
 pub(crate) const FIXED_LEN: usize = 3 + 1 + 32 + 32 + 32 + 16 + 32 + 1 + 16 + 8 + 8 + 8 + 4;
@@ -24,15 +25,16 @@ pub(crate) fn write_unsigned(e: &Envelope, out: &mut Vec<u8>) {
     out.extend_from_slice(e.target.as_bytes());
     out.extend_from_slice(&e.session.to_be_bytes());
     out.extend_from_slice(e.schema.as_bytes());
-    let flags = if e.protocol.is_some() {
-        FLAG_PROTOCOL
-    } else {
-        0
-    } | if e.in_reply_to.is_some() {
-        FLAG_REPLY
-    } else {
-        0
-    };
+    let mut flags = 0;
+    if e.protocol.is_some() {
+        flags |= FLAG_PROTOCOL;
+    }
+    if e.in_reply_to.is_some() {
+        flags |= FLAG_REPLY;
+    }
+    if e.expects_reply {
+        flags |= FLAG_EXPECTS_REPLY;
+    }
     out.push(flags);
     if let Some(protocol) = &e.protocol {
         out.extend_from_slice(protocol.as_bytes());
@@ -104,7 +106,7 @@ pub(crate) fn decode(bytes: &[u8], max_payload: usize) -> Result<Envelope, Envel
     let session = r.u128()?;
     let schema = SchemaDigest::from_bytes(r.array()?);
     let flags = r.u8()?;
-    if flags & !(FLAG_PROTOCOL | FLAG_REPLY) != 0 {
+    if flags & !(FLAG_PROTOCOL | FLAG_REPLY | FLAG_EXPECTS_REPLY) != 0 {
         return Err(EnvelopeError::UnknownFlags(flags));
     }
     let protocol = if flags & FLAG_PROTOCOL != 0 {
@@ -142,6 +144,7 @@ pub(crate) fn decode(bytes: &[u8], max_payload: usize) -> Result<Envelope, Envel
         schema,
         protocol,
         in_reply_to,
+        expects_reply: flags & FLAG_EXPECTS_REPLY != 0,
         trace_id,
         nonce,
         timestamp_ms,

@@ -17,6 +17,7 @@ fn alice() -> Identity {
 
 fn sealed(payload: &TestQuote) -> Envelope {
     let header = Header {
+        expects_reply: false,
         session: 7,
         protocol: None,
         in_reply_to: None,
@@ -55,6 +56,7 @@ fn vector_envelope() -> Envelope {
         schema: TestQuote::DIGEST,
         protocol: Some(ProtocolDigest::from_bytes([0xab; 32])),
         in_reply_to: Some(42),
+        expects_reply: false,
         trace_id: 0xfeed_beef,
         nonce: 0x1122_3344_5566_7788,
         timestamp_ms: NOW,
@@ -266,6 +268,7 @@ fn arb_envelope() -> impl Strategy<Value = Envelope> {
                     session,
                     protocol: protocol.map(ProtocolDigest::from_bytes),
                     in_reply_to,
+                    expects_reply: session % 2 == 0,
                     trace_id,
                 };
                 Envelope::seal_raw(

@@ -1,0 +1,145 @@
+//! Frames on the envelope stream: one long-lived stream per peer and direction, each
+//! frame a big-endian u32 length followed by a tag byte and its body.
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::binding::Binding;
+
+const BIND: u8 = 1;
+const ENVELOPE: u8 = 2;
+const ACK: u8 = 3;
+const PING: u8 = 4;
+const PONG: u8 = 5;
+
+/// How an envelope is authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// Per-envelope ed25519 signature.
+    Signed,
+    /// Covered by a session binding of the sender on this stream.
+    Bound,
+}
+
+/// The receiver's verdict on one envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Delivered,
+    Rejected(String),
+    /// The (sender, nonce) was accepted before.
+    Duplicate,
+}
+
+#[derive(Debug)]
+pub(crate) enum Frame {
+    Bind(Binding),
+    Envelope { seq: u64, auth: Auth, bytes: Vec<u8> },
+    Ack { seq: u64, verdict: Verdict },
+    Ping(u64),
+    Pong(u64),
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FrameError {
+    #[error("stream closed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {size} bytes exceeds the limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("malformed frame: {0}")]
+    Malformed(&'static str),
+}
+
+impl Frame {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0; 4]);
+        match self {
+            Frame::Bind(binding) => {
+                out.push(BIND);
+                binding.encode(out);
+            }
+            Frame::Envelope { seq, auth, bytes } => {
+                out.push(ENVELOPE);
+                out.extend_from_slice(&seq.to_be_bytes());
+                out.push(match auth {
+                    Auth::Signed => 0,
+                    Auth::Bound => 1,
+                });
+                out.extend_from_slice(bytes);
+            }
+            Frame::Ack { seq, verdict } => {
+                out.push(ACK);
+                out.extend_from_slice(&seq.to_be_bytes());
+                match verdict {
+                    Verdict::Delivered => out.push(0),
+                    Verdict::Rejected(reason) => {
+                        out.push(1);
+                        out.extend_from_slice(reason.as_bytes());
+                    }
+                    Verdict::Duplicate => out.push(2),
+                }
+            }
+            Frame::Ping(n) => {
+                out.push(PING);
+                out.extend_from_slice(&n.to_be_bytes());
+            }
+            Frame::Pong(n) => {
+                out.push(PONG);
+                out.extend_from_slice(&n.to_be_bytes());
+            }
+        }
+        let len = (out.len() - start - 4) as u32;
+        out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    }
+
+    fn decode(body: &[u8]) -> Result<Frame, FrameError> {
+        let (&tag, rest) = body.split_first().ok_or(FrameError::Malformed("empty frame"))?;
+        let u64_at = |bytes: &[u8]| -> Result<u64, FrameError> {
+            bytes.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).ok_or(FrameError::Malformed("short frame"))
+        };
+        match tag {
+            BIND => Ok(Frame::Bind(Binding::decode(rest).ok_or(FrameError::Malformed("bad binding"))?)),
+            ENVELOPE => {
+                let seq = u64_at(rest)?;
+                let auth = match rest.get(8) {
+                    Some(0) => Auth::Signed,
+                    Some(1) => Auth::Bound,
+                    _ => return Err(FrameError::Malformed("bad auth mode")),
+                };
+                Ok(Frame::Envelope { seq, auth, bytes: rest[9..].to_vec() })
+            }
+            ACK => {
+                let seq = u64_at(rest)?;
+                let verdict = match rest.get(8) {
+                    Some(0) => Verdict::Delivered,
+                    Some(1) => Verdict::Rejected(String::from_utf8_lossy(&rest[9..]).into_owned()),
+                    Some(2) => Verdict::Duplicate,
+                    _ => return Err(FrameError::Malformed("bad verdict")),
+                };
+                Ok(Frame::Ack { seq, verdict })
+            }
+            PING => Ok(Frame::Ping(u64_at(rest)?)),
+            PONG => Ok(Frame::Pong(u64_at(rest)?)),
+            _ => Err(FrameError::Malformed("unknown frame tag")),
+        }
+    }
+}
+
+/// Reads one frame, refusing (before allocating) one larger than `limit`.
+pub(crate) async fn read<R: AsyncRead + Unpin>(reader: &mut R, limit: usize) -> Result<Frame, FrameError> {
+    let mut len = [0u8; 4];
+    reader.read_exact(&mut len).await?;
+    let size = u32::from_be_bytes(len) as usize;
+    if size > limit {
+        return Err(FrameError::TooLarge { size, limit });
+    }
+    let mut body = vec![0u8; size];
+    reader.read_exact(&mut body).await?;
+    Frame::decode(&body)
+}
+
+/// Writes pre-encoded frames and flushes.
+pub(crate) async fn write<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    writer.write_all(bytes).await?;
+    writer.flush().await
+}
