@@ -90,6 +90,7 @@ impl Config {
 }
 
 pub(crate) struct Shared {
+    pub(crate) network: std::sync::OnceLock<Arc<crate::transport::Network>>,
     pub(crate) router: Router,
     pub(crate) db: sled::Db,
     pub(crate) config: Config,
@@ -136,6 +137,7 @@ impl Bureau {
             None => sled::Config::new().temporary(true).open()?,
         };
         let shared = Arc::new(Shared {
+            network: std::sync::OnceLock::new(),
             router: Router::default(),
             db,
             config,
@@ -216,6 +218,64 @@ impl Bureau {
         self.len() == 0
     }
 
+    /// Makes this bureau a network node: its agents become reachable from other processes
+    /// and can reach agents there (see [`transport`](crate::transport)). Returns the
+    /// node's peer id and bound addresses, to publish in a resolver or registry.
+    pub async fn listen(
+        &self,
+        config: crate::transport::NetworkConfig,
+    ) -> Result<crate::transport::NetworkInfo, crate::net::NetError> {
+        if let Some(existing) = self.shared.network.get() {
+            return Ok(existing.info.clone());
+        }
+        let (network, incoming, stop) = crate::transport::start(config).await?;
+        let info = network.info.clone();
+        if self.shared.network.set(Arc::clone(&network)).is_err() {
+            return Err(crate::net::NetError::Transport(
+                "the bureau started listening twice at once".into(),
+            ));
+        }
+        tokio::spawn(crate::transport::accept_loop(
+            Arc::clone(&self.shared),
+            network,
+            incoming,
+            stop,
+        ));
+        Ok(info)
+    }
+
+    /// The network node's peer id and addresses, once [`Bureau::listen`] succeeded.
+    pub fn network_info(&self) -> Option<crate::transport::NetworkInfo> {
+        self.shared
+            .network
+            .get()
+            .map(|network| network.info.clone())
+    }
+
+    /// Sends an envelope sealed elsewhere (a relay forwarding a signed envelope, or a test
+    /// replaying one) to its target through this node, with its own signature as
+    /// authentication. Fails if the bureau is not a network node.
+    pub async fn forward(
+        &self,
+        envelope: &crate::Envelope,
+        timeout: Duration,
+    ) -> Result<crate::transport::Outcome, crate::net::NetError> {
+        let network = self
+            .shared
+            .network
+            .get()
+            .ok_or(crate::net::NetError::Stopped)?;
+        Ok(network
+            .send(
+                None,
+                envelope.target,
+                envelope.encode(),
+                crate::transport::Auth::Signed,
+                timeout,
+            )
+            .await)
+    }
+
     /// Stops every agent gracefully (see the module docs) and flushes storage.
     pub async fn shutdown(self) -> Result<(), BureauError> {
         self.close_mailboxes();
@@ -225,8 +285,16 @@ impl Bureau {
                 tracing::error!(error = %err, "agent task ended abnormally");
             }
         }
+        self.stop_network();
         self.shared.db.flush_async().await?;
         Ok(())
+    }
+
+    fn stop_network(&self) {
+        if let Some(network) = self.shared.network.get() {
+            let _ = network.stop.send(true);
+            network.links.lock().clear();
+        }
     }
 
     /// Runs until Ctrl-C, then shuts down.
@@ -251,6 +319,7 @@ impl Bureau {
 impl Drop for Bureau {
     fn drop(&mut self) {
         self.close_mailboxes();
+        self.stop_network();
     }
 }
 

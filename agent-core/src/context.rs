@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::agent::{Kind, WhenFull};
 use crate::bureau::Shared;
+use crate::envelope::Header;
 use crate::error::{ReplyError, RequestError, SendError, SendFailure};
 use crate::handler::Body;
 use crate::identity::{Address, Identity};
@@ -101,24 +102,44 @@ impl Context {
     ///
     /// Cancel safety: dropping the future before it completes leaves the message undelivered.
     pub async fn send<M: Message>(&self, to: Address, message: M) -> Result<(), SendError<M>> {
-        let delivery =
-            self.delivery::<M>(message, None, self.session_for_new(), self.trace_for_new());
+        let (session, trace_id) = (self.session_for_new(), self.trace_for_new());
+        let delivery = self.delivery::<M>(message, None, session, trace_id);
         let timeout = self.cell.bureau.config.send_timeout;
-        match self
+        let (failure, delivery) = match self
             .cell
             .bureau
             .router
             .deliver(to, delivery, None, timeout)
             .await
         {
-            Ok(()) => Ok(()),
-            Err((failure, delivery)) => Err(SendError::new(failure, take_back(*delivery))),
+            Ok(()) => return Ok(()),
+            Err(failed) => failed,
+        };
+        let message = take_back(*delivery);
+        match (&failure, self.network(), message) {
+            (SendFailure::Unroutable { .. }, Some(net), Some(message)) => {
+                let header = Header {
+                    session,
+                    protocol: None,
+                    in_reply_to: None,
+                    expects_reply: false,
+                    trace_id,
+                };
+                match self
+                    .send_remote(net, to, &message, header, net.config.delivery_timeout)
+                    .await
+                {
+                    Ok(()) => Ok(()),
+                    Err(failure) => Err(SendError::new(failure, Some(message))),
+                }
+            }
+            (_, _, message) => Err(SendError::new(failure, message)),
         }
     }
 
     /// Sends `message` to `to` and waits for the reply, matched by correlation (never by
-    /// type). `timeout` bounds the whole exchange, mailbox waits included; `None` uses the
-    /// bureau's default request timeout.
+    /// type). `timeout` bounds the whole exchange, mailbox waits and network included;
+    /// `None` uses the bureau's default request timeout.
     ///
     /// Cancel safety: dropping the future abandons the request; a later reply is discarded.
     pub async fn request<Req: Message, Resp: Message>(
@@ -131,19 +152,32 @@ impl Context {
             .into()
             .unwrap_or(self.cell.bureau.config.request_timeout);
         let deadline = Instant::now() + timeout;
+        let (session, trace_id) = (self.session_for_new(), self.trace_for_new());
         let (reply_tx, reply_rx) = oneshot::channel();
-        let delivery = self.delivery::<Req>(
-            message,
-            Some(reply_tx),
-            self.session_for_new(),
-            self.trace_for_new(),
-        );
-        self.cell
+        let delivery =
+            self.delivery::<Req>(message, Some(ReplyTo::Local(reply_tx)), session, trace_id);
+        if let Err((failure, delivery)) = self
+            .cell
             .bureau
             .router
             .deliver(to, delivery, Some(deadline), timeout)
             .await
-            .map_err(|(failure, _)| RequestError::Send(failure))?;
+        {
+            return match (&failure, self.network(), take_back::<Req>(*delivery)) {
+                (SendFailure::Unroutable { .. }, Some(net), Some(message)) => {
+                    let header = Header {
+                        session,
+                        protocol: None,
+                        in_reply_to: None,
+                        expects_reply: true,
+                        trace_id,
+                    };
+                    Box::pin(self.request_remote(net, to, &message, header, deadline, timeout))
+                        .await
+                }
+                _ => Err(RequestError::Send(failure)),
+            };
+        }
         let reply = match tokio::time::timeout_at(deadline, reply_rx).await {
             Err(_) => return Err(RequestError::Timeout { to, after: timeout }),
             Ok(Err(_)) => return Err(RequestError::Stopped { to }),
@@ -165,9 +199,10 @@ impl Context {
             })
     }
 
-    /// Answers the message being handled. For a request, completes the requester's wait;
-    /// for a plain message, sends `message` back to its sender in the same session. If the
-    /// message belongs to a protocol, `M` must be an allowed reply to it.
+    /// Answers the message being handled. For a request, completes the requester's wait
+    /// (in this process or, as an envelope, in another); for a plain message, sends
+    /// `message` back to its sender in the same session. If the message belongs to a
+    /// protocol, `M` must be an allowed reply to it.
     pub async fn reply<M: Message>(&self, message: M) -> Result<(), ReplyError> {
         let current = self.current.ok_or(ReplyError::NoCurrentMessage)?;
         if let Some(protocol) = self
@@ -194,22 +229,33 @@ impl Context {
                     None
                 }
             };
-            let slot = slot.ok_or(ReplyError::AlreadyAnswered)?;
-            return slot
-                .send(Ok(Reply {
-                    name: M::NAME,
-                    value: Box::new(message),
-                }))
-                .map_err(|_| ReplyError::RequesterGone);
+            return match slot.ok_or(ReplyError::AlreadyAnswered)? {
+                ReplyTo::Local(slot) => slot
+                    .send(Ok(Reply {
+                        name: M::NAME,
+                        value: Box::new(message),
+                    }))
+                    .map_err(|_| ReplyError::RequesterGone),
+                ReplyTo::Remote {
+                    requester,
+                    request_nonce,
+                    session,
+                    trace_id,
+                } => {
+                    Box::pin(self.reply_remote(
+                        requester,
+                        request_nonce,
+                        session,
+                        trace_id,
+                        &message,
+                    ))
+                    .await
+                }
+            };
         }
-        let delivery = self.delivery::<M>(message, None, current.session, current.trace_id);
-        let timeout = self.cell.bureau.config.send_timeout;
-        self.cell
-            .bureau
-            .router
-            .deliver(current.from, delivery, None, timeout)
+        self.send(current.from, message)
             .await
-            .map_err(|(failure, _)| ReplyError::Send(failure))
+            .map_err(|err| ReplyError::Send(err.failure().clone()))
     }
 
     /// Sends `message` to every other agent that speaks `protocol`.

@@ -45,6 +45,24 @@ pub enum SendFailure {
         /// The target.
         to: Address,
     },
+    /// Not sent: the message could not be serialised for the network.
+    #[error("cannot encode the message for {to}: {reason}")]
+    Encode {
+        /// The target.
+        to: Address,
+        /// serde_json's error.
+        reason: String,
+    },
+    /// Maybe delivered: the remote node did not acknowledge before the deadline.
+    #[error("no acknowledgement from {to} at {endpoint} within {after:?}; it may or may not have been delivered")]
+    NotAcknowledged {
+        /// The target.
+        to: Address,
+        /// The deadline.
+        after: Duration,
+        /// The endpoint tried.
+        endpoint: String,
+    },
 }
 
 /// Why a target has no route.
@@ -53,6 +71,12 @@ pub enum Unroutable {
     /// No agent with this address is known.
     #[error("unknown address")]
     UnknownAddress,
+    /// The agent is known but has no endpoint to reach it at.
+    #[error("no endpoint")]
+    NoEndpoint,
+    /// The resolver could not be asked (for example, the registry is down).
+    #[error("resolver unavailable: {0}")]
+    ResolverUnavailable(String),
 }
 
 /// A failed send; hands the message back.

@@ -35,8 +35,6 @@ pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), String>> 
 /// from the network, decoded only right before the handler runs.
 pub(crate) enum Body {
     Typed(Box<dyn Any + Send>),
-    // Constructed by the inbound network path (the libp2p transport issue).
-    #[allow(dead_code)]
     Json(Vec<u8>),
 }
 

@@ -40,7 +40,7 @@
 //!
 //! Modules, one concern each: [`identity`] (keys and addresses), [`message`] (typed
 //! messages and schema digests), [`envelope`] (the wire format), [`protocol`] (groups of
-//! handlers with reply rules), [`agent`], [`context`], [`bureau`], [`storage`], [`wallet`] and [`ledger`] (payments and escrow), [`net`] (libp2p).
+//! handlers with reply rules), [`agent`], [`context`], [`bureau`], [`storage`], [`wallet`] and [`ledger`] (payments and escrow), [`net`] and [`transport`] (libp2p).
 
 extern crate self as agent_core;
 
@@ -58,6 +58,7 @@ pub mod protocol;
 mod router;
 mod runtime;
 pub mod storage;
+pub mod transport;
 pub mod wallet;
 
 pub use agent::{Agent, AgentBuilder, AgentError, MailboxConfig, WhenFull};

@@ -34,8 +34,18 @@ pub(crate) struct Delivery {
     pub(crate) reply: Option<ReplyTo>,
 }
 
-/// Where the answer to a request goes: the requester's waiting future.
-pub(crate) type ReplyTo = oneshot::Sender<Result<Reply, RequestFailure>>;
+/// Where the answer to a request goes.
+pub(crate) enum ReplyTo {
+    /// The waiting future of a requester in this process.
+    Local(oneshot::Sender<Result<Reply, RequestFailure>>),
+    /// A requester in another process: the answer travels back as an envelope.
+    Remote {
+        requester: Address,
+        request_nonce: u64,
+        session: u128,
+        trace_id: u128,
+    },
+}
 
 pub(crate) struct Reply {
     pub(crate) name: &'static str,
@@ -115,6 +125,14 @@ impl Router {
                 WhenFull::Wait => Err(Blocked::Full(entry.tx.clone(), delivery)),
             },
         }
+    }
+
+    /// Whether `to` is a local agent with a handler for `schema`.
+    pub(crate) fn accepts(&self, to: &Address, schema: &SchemaDigest) -> bool {
+        self.agents
+            .read()
+            .get(to)
+            .is_some_and(|entry| entry.cell.kind.routes.contains_key(schema))
     }
 
     pub(crate) fn agents_speaking(&self, protocol: &ProtocolDigest) -> Vec<Address> {

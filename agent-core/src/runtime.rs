@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 use crate::context::{AgentCell, Context, Current, PendingReply};
 use crate::handler::{HandlerFuture, TaskHandler};
-use crate::router::{Delivery, Item, RequestFailure};
+use crate::router::{Delivery, Item, ReplyTo, RequestFailure};
 
 pub(crate) async fn run(cell: Arc<AgentCell>, mut mailbox: mpsc::Receiver<Item>) {
     let kind = Arc::clone(&cell.kind);
@@ -125,7 +125,31 @@ async fn handle(cell: &Arc<AgentCell>, delivery: Delivery, seq: u64) {
                 Ok(()) => RequestFailure::NoReply,
                 Err(reason) => RequestFailure::HandlerFailed(reason),
             };
-            let _ = slot.send(Err(failure));
+            match slot {
+                ReplyTo::Local(slot) => {
+                    let _ = slot.send(Err(failure));
+                }
+                ReplyTo::Remote {
+                    requester,
+                    request_nonce,
+                    session,
+                    trace_id,
+                } => {
+                    let ctx = Context {
+                        cell: Arc::clone(cell),
+                        current: None,
+                    };
+                    crate::transport::report_failure(
+                        &ctx,
+                        requester,
+                        request_nonce,
+                        session,
+                        trace_id,
+                        failure,
+                    )
+                    .await;
+                }
+            }
         }
     }
 }

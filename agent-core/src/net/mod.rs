@@ -49,3 +49,41 @@ pub(crate) fn swarm<B: NetworkBehaviour>(
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build())
 }
+
+/// Listens on `addresses` and waits (up to 5 s) to learn the bound addresses.
+pub(crate) async fn listen<B: NetworkBehaviour>(
+    swarm: &mut Swarm<B>,
+    addresses: &[libp2p::Multiaddr],
+) -> Result<Vec<libp2p::Multiaddr>, NetError> {
+    use futures::StreamExt;
+    for address in addresses {
+        swarm
+            .listen_on(address.clone())
+            .map_err(|e| NetError::Listen {
+                address: address.to_string(),
+                reason: e.to_string(),
+            })?;
+    }
+    let mut bound = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while bound.len() < addresses.len() {
+        match tokio::time::timeout_at(deadline, swarm.select_next_some()).await {
+            Ok(libp2p::swarm::SwarmEvent::NewListenAddr { address, .. }) => bound.push(address),
+            Ok(libp2p::swarm::SwarmEvent::ListenerError { error, .. }) => {
+                return Err(NetError::Listen {
+                    address: format!("{addresses:?}"),
+                    reason: error.to_string(),
+                });
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    if bound.is_empty() {
+        return Err(NetError::Listen {
+            address: format!("{addresses:?}"),
+            reason: "no address was bound within 5 s".into(),
+        });
+    }
+    Ok(bound)
+}

@@ -120,39 +120,7 @@ where
         config,
     );
     let mut swarm = super::swarm(keypair, behaviour)?;
-    for address in listen {
-        swarm
-            .listen_on(address.clone())
-            .map_err(|e| NetError::Listen {
-                address: address.to_string(),
-                reason: e.to_string(),
-            })?;
-    }
-    // Learn the bound addresses (port 0 becomes a real port) before reporting them.
-    let mut listen_addrs = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while listen_addrs.len() < listen.len() {
-        match tokio::time::timeout_at(deadline, swarm.select_next_some()).await {
-            Ok(SwarmEvent::NewListenAddr { address, .. }) => listen_addrs.push(address),
-            Ok(SwarmEvent::ListenerError { error, .. })
-            | Ok(SwarmEvent::ListenerClosed {
-                reason: Err(error), ..
-            }) => {
-                return Err(NetError::Listen {
-                    address: format!("{listen:?}"),
-                    reason: error.to_string(),
-                });
-            }
-            Ok(_) => {}
-            Err(_) => break,
-        }
-    }
-    if listen_addrs.is_empty() {
-        return Err(NetError::Listen {
-            address: format!("{listen:?}"),
-            reason: "no address was bound within 5 s".into(),
-        });
-    }
+    let listen_addrs = super::listen(&mut swarm, listen).await?;
     let peer_id = *swarm.local_peer_id();
     let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
     let (done_tx, mut done_rx) =

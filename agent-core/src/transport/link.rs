@@ -1,0 +1,251 @@
+//! The sending half of the link to one peer: a bounded queue, one stream, a window of
+//! unacknowledged envelopes, reconnection with backoff, and a final outcome for each.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::io::{ReadHalf, WriteHalf};
+use futures::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::frame::{self, Auth, Frame, FrameError, Verdict};
+use super::{Endpoint, Network, Outbound, Outcome};
+use crate::identity::Address;
+
+struct Sent {
+    out: Outbound,
+    seq: u64,
+    /// How many streams it was written to; a duplicate verdict after a resend means the
+    /// first copy was delivered.
+    attempts: u32,
+}
+
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+pub(crate) async fn run(
+    net: Arc<Network>,
+    endpoint: Endpoint,
+    mut queue: mpsc::Receiver<Outbound>,
+) {
+    let span = tracing::debug_span!("link", peer = %endpoint.peer_id);
+    let _enter = span.enter();
+    drop(_enter);
+    let mut unacked: VecDeque<Sent> = VecDeque::new();
+    let mut backoff = MIN_BACKOFF;
+    let mut queue_open = true;
+    loop {
+        expire(&mut unacked, &endpoint);
+        if unacked.is_empty() {
+            if !queue_open {
+                return;
+            }
+            match queue.recv().await {
+                Some(out) => unacked.push_back(Sent {
+                    out,
+                    seq: 0,
+                    attempts: 0,
+                }),
+                None => return,
+            }
+            continue;
+        }
+        let deadline = unacked
+            .iter()
+            .map(|s| s.out.deadline)
+            .min()
+            .unwrap_or_else(Instant::now);
+        let stream = match super::node::connect(&net, &endpoint, deadline).await {
+            Ok(stream) => stream,
+            Err(reason) => {
+                tracing::debug!(peer = %endpoint.peer_id, %reason, "cannot reach peer; will retry");
+                tokio::time::sleep_until((Instant::now() + backoff).min(deadline)).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        backoff = MIN_BACKOFF;
+        let (reader, writer) = stream.split();
+        let ended = serve(
+            &net,
+            &endpoint,
+            reader,
+            writer,
+            &mut unacked,
+            &mut queue,
+            &mut queue_open,
+        )
+        .await;
+        tracing::debug!(peer = %endpoint.peer_id, reason = %ended, "stream ended");
+    }
+}
+
+/// Drives one stream until it breaks. Unacknowledged envelopes stay in `unacked`.
+async fn serve(
+    net: &Network,
+    endpoint: &Endpoint,
+    reader: ReadHalf<libp2p::Stream>,
+    mut writer: WriteHalf<libp2p::Stream>,
+    unacked: &mut VecDeque<Sent>,
+    queue: &mut mpsc::Receiver<Outbound>,
+    queue_open: &mut bool,
+) -> String {
+    let (frames_tx, mut frames) = mpsc::channel(256);
+    let reader_task = tokio::spawn(read_frames(reader, frames_tx, net.config.max_frame));
+    let _abort_reader = AbortOnDrop(reader_task);
+    let mut bound: HashMap<Address, u64> = HashMap::new();
+    let mut next_seq = 0u64;
+    let mut buf = Vec::new();
+    for sent in unacked.iter_mut() {
+        sent.seq = next_seq;
+        next_seq += 1;
+        sent.attempts += 1;
+        encode(&mut buf, sent, &mut bound);
+    }
+    if let Err(err) = frame::write(&mut writer, &buf).await {
+        return format!("write failed: {err}");
+    }
+    let window = net.config.window;
+    let heartbeat_period = net.config.heartbeat;
+    let mut heartbeat =
+        tokio::time::interval_at(Instant::now() + heartbeat_period, heartbeat_period);
+    let mut last_heard = Instant::now();
+    loop {
+        let next_deadline = unacked.front().map(|s| s.out.deadline);
+        tokio::select! {
+            item = queue.recv(), if *queue_open && unacked.len() < window => {
+                let Some(out) = item else {
+                    *queue_open = false;
+                    if unacked.is_empty() {
+                        return "queue closed".into();
+                    }
+                    continue;
+                };
+                buf.clear();
+                let mut push = |out: Outbound, unacked: &mut VecDeque<Sent>, buf: &mut Vec<u8>| {
+                    let mut sent = Sent { out, seq: next_seq, attempts: 1 };
+                    next_seq += 1;
+                    encode(buf, &mut sent, &mut bound);
+                    unacked.push_back(sent);
+                };
+                push(out, unacked, &mut buf);
+                // Batch what is already queued into one write.
+                while unacked.len() < window {
+                    match queue.try_recv() {
+                        Ok(out) => push(out, unacked, &mut buf),
+                        Err(_) => break,
+                    }
+                }
+                if let Err(err) = frame::write(&mut writer, &buf).await {
+                    return format!("write failed: {err}");
+                }
+            }
+            frame = frames.recv() => {
+                last_heard = Instant::now();
+                match frame {
+                    Some(Ok(Frame::Ack { seq, verdict })) => acknowledge(unacked, seq, verdict),
+                    Some(Ok(Frame::Pong(_))) => {}
+                    Some(Ok(other)) => return format!("unexpected frame from the receiver: {other:?}"),
+                    Some(Err(err)) => return err.to_string(),
+                    None => return "stream closed".into(),
+                }
+                if !*queue_open && unacked.is_empty() {
+                    return "done".into();
+                }
+            }
+            _ = heartbeat.tick() => {
+                if last_heard.elapsed() > heartbeat_period * 3 {
+                    return "peer silent for three heartbeats".into();
+                }
+                buf.clear();
+                Frame::Ping(0).encode(&mut buf);
+                if let Err(err) = frame::write(&mut writer, &buf).await {
+                    return format!("write failed: {err}");
+                }
+            }
+            _ = sleep_until_opt(next_deadline) => expire(unacked, endpoint),
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn encode(buf: &mut Vec<u8>, sent: &mut Sent, bound: &mut HashMap<Address, u64>) {
+    if let (Auth::Bound, Some(binding)) = (sent.out.auth, &sent.out.binding) {
+        if bound
+            .get(&sent.out.sender)
+            .is_none_or(|expires| *expires < binding.expires_ms)
+        {
+            Frame::Bind(binding.clone()).encode(buf);
+            bound.insert(sent.out.sender, binding.expires_ms);
+        }
+    }
+    // The envelope bytes are copied into the frame; they stay in `sent` for resends.
+    Frame::Envelope {
+        seq: sent.seq,
+        auth: sent.out.auth,
+        bytes: sent.out.bytes.clone(),
+    }
+    .encode(buf);
+}
+
+fn acknowledge(unacked: &mut VecDeque<Sent>, seq: u64, verdict: Verdict) {
+    let Some(position) = unacked.iter().position(|s| s.seq == seq) else {
+        return; // Already timed out and reported.
+    };
+    let Some(sent) = unacked.remove(position) else {
+        return;
+    };
+    let outcome = match verdict {
+        Verdict::Delivered => Outcome::Delivered,
+        Verdict::Duplicate if sent.attempts > 1 => Outcome::Delivered,
+        Verdict::Duplicate => Outcome::Rejected("replayed envelope".into()),
+        Verdict::Rejected(reason) => Outcome::Rejected(reason),
+    };
+    let _ = sent.out.done.send(outcome);
+}
+
+fn expire(unacked: &mut VecDeque<Sent>, endpoint: &Endpoint) {
+    let now = Instant::now();
+    unacked.retain_mut(|sent| {
+        if sent.out.deadline > now {
+            return true;
+        }
+        let (done, _) = tokio::sync::oneshot::channel();
+        let done = std::mem::replace(&mut sent.out.done, done);
+        let _ = done.send(Outcome::TimedOut {
+            after: sent.out.timeout,
+            endpoint: endpoint.to_string(),
+        });
+        false
+    });
+}
+
+pub(crate) async fn read_frames(
+    mut reader: ReadHalf<libp2p::Stream>,
+    frames: mpsc::Sender<Result<Frame, FrameError>>,
+    limit: usize,
+) {
+    loop {
+        let frame = frame::read(&mut reader, limit).await;
+        let failed = frame.is_err();
+        if frames.send(frame).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,278 @@
+//! Agents across processes and machines: the libp2p transport.
+//!
+//! A bureau that [listens](crate::Bureau::listen) becomes a network node: one libp2p swarm
+//! (TCP with noise and yamux, and QUIC) for all its agents, one connection per peer
+//! process, and on it one long-lived stream per direction carrying length-prefixed
+//! [frames](frame). Handlers do not change: `ctx.send` and `ctx.request` reach a remote
+//! agent exactly as a local one, resolved through a [`Resolver`].
+//!
+//! ## Delivery
+//! Every envelope sent ends in exactly one [`Outcome`]: delivered (the receiver queued it
+//! for the agent and acknowledged), rejected (with the receiver's reason), unroutable (why)
+//! or timed out (after how long, to which endpoint). The sender's deadline holds through the
+//! outbound queue, reconnects and retries. Envelopes to one peer keep their order. A broken
+//! connection is re-established with backoff and unacknowledged envelopes are resent, in
+//! order, with the same nonce: the receiver's replay guard makes the handler run at most
+//! once, and acknowledges the duplicate. Heartbeats detect a silent connection.
+//!
+//! ## Authentication
+//! [`Auth::Signed`]: every envelope carries its sender's signature (always used for
+//! anything stored or forwarded). [`Auth::Bound`] (the default): each agent signs once a
+//! short-lived [`Binding`] of its address to this node's noise-authenticated peer id, and
+//! the receiver accepts that agent's unsigned envelopes on that stream until the binding
+//! expires. Either way the receiver checks expiry, clock skew, size and schema, and
+//! refuses replays, including across its own restart: envelopes sealed before the
+//! receiver started are refused, so nothing accepted before a crash can be replayed after.
+
+mod binding;
+pub(crate) mod frame;
+mod inbound;
+mod link;
+mod node;
+mod remote;
+mod resolver;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+
+pub use binding::{Binding, BindingError};
+pub use frame::Auth;
+pub use node::NetworkInfo;
+pub use remote::RequestFailed;
+pub use resolver::{Endpoint, Resolver, StaticResolver};
+
+pub(crate) use inbound::accept_loop;
+pub(crate) use node::start;
+pub(crate) use remote::report_failure;
+
+use crate::envelope::{Envelope, ReplayGuard};
+use crate::error::Unroutable;
+use crate::identity::{Address, Identity};
+
+/// The libp2p protocol of the envelope stream.
+pub const PROTOCOL: &str = "/agora/envelope/1";
+
+/// How one envelope's delivery ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The receiver accepted the envelope and queued it for its agent.
+    Delivered,
+    /// The receiver refused it, for this reason; it was not handled.
+    Rejected(String),
+    /// No route: it was not sent.
+    Unroutable(Unroutable),
+    /// No acknowledgement within the deadline; it may or may not have been handled.
+    TimedOut {
+        /// The deadline.
+        after: Duration,
+        /// The endpoint tried.
+        endpoint: String,
+    },
+}
+
+/// Settings of a network node. Defaults are listed on each setter.
+#[derive(Clone)]
+pub struct NetworkConfig {
+    pub(crate) listen: Vec<Multiaddr>,
+    pub(crate) keypair: Option<libp2p::identity::Keypair>,
+    pub(crate) resolver: Arc<dyn Resolver>,
+    pub(crate) auth: Auth,
+    pub(crate) max_frame: usize,
+    pub(crate) window: usize,
+    pub(crate) queue: usize,
+    pub(crate) delivery_timeout: Duration,
+    pub(crate) heartbeat: Duration,
+    pub(crate) binding_lifetime: Duration,
+    pub(crate) max_connections: u32,
+}
+
+impl NetworkConfig {
+    /// A node listening on `listen` (for example `/ip4/127.0.0.1/tcp/0` or
+    /// `/ip4/127.0.0.1/udp/0/quic-v1`) that resolves addresses with `resolver`.
+    pub fn new(listen: Vec<Multiaddr>, resolver: Arc<dyn Resolver>) -> Self {
+        NetworkConfig {
+            listen,
+            keypair: None,
+            resolver,
+            auth: Auth::Bound,
+            max_frame: (1 << 20) + 4096,
+            window: 1024,
+            queue: 4096,
+            delivery_timeout: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(5),
+            binding_lifetime: Duration::from_secs(600),
+            max_connections: 256,
+        }
+    }
+
+    /// The node's libp2p identity (default: fresh). Keep it to keep the peer id.
+    pub fn with_keypair(mut self, keypair: libp2p::identity::Keypair) -> Self {
+        self.keypair = Some(keypair);
+        self
+    }
+
+    /// How envelopes sent from here are authenticated (default [`Auth::Bound`]).
+    pub fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Largest frame accepted from a peer (default 1 MiB + 4 KiB); a larger one closes the
+    /// connection.
+    pub fn with_max_frame(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// Envelopes in flight (sent, not yet acknowledged) per peer (default 1024).
+    pub fn with_window(mut self, window: usize) -> Self {
+        self.window = window.max(1);
+        self
+    }
+
+    /// Default deadline of a delivery when the sender gives none (default 10 s).
+    pub fn with_delivery_timeout(mut self, timeout: Duration) -> Self {
+        self.delivery_timeout = timeout;
+        self
+    }
+
+    /// Heartbeat period (default 5 s); a connection silent for three periods is closed.
+    pub fn with_heartbeat(mut self, period: Duration) -> Self {
+        self.heartbeat = period;
+        self
+    }
+
+    /// Lifetime of the session bindings this node's agents sign (default 10 min).
+    pub fn with_binding_lifetime(mut self, lifetime: Duration) -> Self {
+        self.binding_lifetime = lifetime;
+        self
+    }
+}
+
+impl std::fmt::Debug for NetworkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetworkConfig")
+            .field("listen", &self.listen)
+            .field("auth", &self.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A reply or failure coming back for a request sent over the network.
+pub(crate) type RemoteReply = oneshot::Sender<Envelope>;
+
+/// One envelope waiting to go to a peer.
+pub(crate) struct Outbound {
+    pub(crate) sender: Address,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) auth: Auth,
+    pub(crate) binding: Option<Binding>,
+    pub(crate) deadline: tokio::time::Instant,
+    pub(crate) timeout: Duration,
+    pub(crate) done: oneshot::Sender<Outcome>,
+}
+
+/// The running node, shared by the bureau's contexts and the node's tasks.
+pub(crate) struct Network {
+    pub(crate) info: NetworkInfo,
+    pub(crate) config: NetworkConfig,
+    pub(crate) control: libp2p_stream::Control,
+    pub(crate) commands: mpsc::Sender<node::Command>,
+    pub(crate) links: Mutex<HashMap<PeerId, mpsc::Sender<Outbound>>>,
+    /// Requests sent from here awaiting a reply: (requester, request nonce) → (target, slot).
+    pub(crate) pending: Mutex<HashMap<(Address, u64), (Address, RemoteReply)>>,
+    pub(crate) replay: Mutex<ReplayGuard>,
+    /// Envelopes sealed before this instant predate this node and are refused.
+    pub(crate) boot_ms: u64,
+    pub(crate) bindings: Mutex<HashMap<Address, Binding>>,
+    pub(crate) stop: tokio::sync::watch::Sender<bool>,
+    pub(crate) max_connections: u32,
+}
+
+impl Network {
+    /// Resolves `to` and queues `bytes` for it; the returned outcome is final.
+    pub(crate) async fn send(
+        self: &Arc<Self>,
+        identity: Option<&Identity>,
+        to: Address,
+        bytes: Vec<u8>,
+        auth: Auth,
+        timeout: Duration,
+    ) -> Outcome {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let endpoint =
+            match tokio::time::timeout_at(deadline, self.config.resolver.resolve(&to)).await {
+                Ok(Ok(endpoint)) => endpoint,
+                Ok(Err(reason)) => return Outcome::Unroutable(reason),
+                Err(_) => {
+                    return Outcome::Unroutable(Unroutable::ResolverUnavailable(
+                        "resolution timed out".into(),
+                    ))
+                }
+            };
+        let (auth, binding) = match (auth, identity) {
+            (Auth::Bound, Some(identity)) => (Auth::Bound, Some(self.binding_for(identity))),
+            _ => (Auth::Signed, None),
+        };
+        let sender = identity
+            .map(Identity::address)
+            .unwrap_or_else(|| Address::from_bytes([0; 32]));
+        let (done, outcome) = oneshot::channel();
+        let outbound = Outbound {
+            sender,
+            bytes,
+            auth,
+            binding,
+            deadline,
+            timeout,
+            done,
+        };
+        let link = self.link(&endpoint);
+        let timed_out = || Outcome::TimedOut {
+            after: timeout,
+            endpoint: endpoint.to_string(),
+        };
+        match tokio::time::timeout_at(deadline, link.send(outbound)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Outcome::Rejected("the connection task has stopped".into()),
+            Err(_) => return timed_out(),
+        }
+        // The link reports every envelope it accepted, at the latest at its deadline.
+        outcome.await.unwrap_or_else(|_| timed_out())
+    }
+
+    /// The sending half of the link to `endpoint`'s peer, started on first use. A link
+    /// whose task ended (the node stopped) is replaced.
+    fn link(self: &Arc<Self>, endpoint: &Endpoint) -> mpsc::Sender<Outbound> {
+        let mut links = self.links.lock();
+        if let Some(link) = links.get(&endpoint.peer_id) {
+            if !link.is_closed() {
+                return link.clone();
+            }
+        }
+        let (tx, rx) = mpsc::channel(self.config.queue);
+        tokio::spawn(link::run(Arc::clone(self), endpoint.clone(), rx));
+        links.insert(endpoint.peer_id, tx.clone());
+        tx
+    }
+
+    fn binding_for(&self, identity: &Identity) -> Binding {
+        let now = crate::envelope::unix_now_ms();
+        let lifetime = self.config.binding_lifetime.as_millis() as u64;
+        let mut bindings = self.bindings.lock();
+        match bindings.get(&identity.address()) {
+            // Renew well before expiry so a binding never lapses in flight.
+            Some(binding) if binding.expires_ms > now + lifetime / 2 => binding.clone(),
+            _ => {
+                let binding = Binding::sign(identity, &self.info.peer_id, now + lifetime);
+                bindings.insert(identity.address(), binding.clone());
+                binding
+            }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The swarm task: owns the libp2p swarm, dials on request, enforces connection limits.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{DialError, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::{Endpoint, Network, NetworkConfig, PROTOCOL};
+use crate::envelope::ReplayGuard;
+use crate::net::NetError;
+
+/// A running node's identity and addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkInfo {
+    /// The node's libp2p peer id.
+    pub peer_id: PeerId,
+    /// The addresses it listens on, with the ports actually bound.
+    pub listen_addrs: Vec<Multiaddr>,
+}
+
+pub(crate) enum Command {
+    Dial {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Disconnect(PeerId),
+}
+
+/// Starts the swarm and returns the node.
+pub(crate) async fn start(
+    config: NetworkConfig,
+) -> Result<
+    (
+        Arc<Network>,
+        libp2p_stream::IncomingStreams,
+        watch::Receiver<bool>,
+    ),
+    NetError,
+> {
+    let keypair = config
+        .keypair
+        .clone()
+        .unwrap_or_else(libp2p::identity::Keypair::generate_ed25519);
+    let behaviour = libp2p_stream::Behaviour::new();
+    let mut control = behaviour.new_control();
+    let incoming = control
+        .accept(StreamProtocol::new(PROTOCOL))
+        .map_err(|_| NetError::Transport("the envelope protocol is already registered".into()))?;
+    let mut swarm = crate::net::swarm(keypair, behaviour)?;
+    let listen_addrs = crate::net::listen(&mut swarm, &config.listen).await?;
+    let info = NetworkInfo {
+        peer_id: *swarm.local_peer_id(),
+        listen_addrs,
+    };
+    let (commands, commands_rx) = mpsc::channel(256);
+    let (stop, stop_rx) = watch::channel(false);
+    let network = Arc::new(Network {
+        info,
+        control,
+        commands,
+        links: Mutex::new(HashMap::new()),
+        pending: Mutex::new(HashMap::new()),
+        replay: Mutex::new(ReplayGuard::default()),
+        boot_ms: crate::envelope::unix_now_ms(),
+        bindings: Mutex::new(HashMap::new()),
+        stop,
+        max_connections: config.max_connections,
+        config,
+    });
+    tokio::spawn(run(
+        swarm,
+        commands_rx,
+        stop_rx.clone(),
+        network.max_connections,
+    ));
+    Ok((network, incoming, stop_rx))
+}
+
+async fn run(
+    mut swarm: libp2p::Swarm<libp2p_stream::Behaviour>,
+    mut commands: mpsc::Receiver<Command>,
+    mut stop: watch::Receiver<bool>,
+    max_connections: u32,
+) {
+    let mut waiting: HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            command = commands.recv() => match command {
+                None => break,
+                Some(Command::Dial { peer, addrs, reply }) => {
+                    if swarm.is_connected(&peer) {
+                        let _ = reply.send(Ok(()));
+                        continue;
+                    }
+                    let opts = DialOpts::peer_id(peer).addresses(addrs).condition(PeerCondition::DisconnectedAndNotDialing).build();
+                    match swarm.dial(opts) {
+                        Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => waiting.entry(peer).or_default().push(reply),
+                        Err(err) => {
+                            let _ = reply.send(Err(err.to_string()));
+                        }
+                    }
+                }
+                Some(Command::Disconnect(peer)) => {
+                    let _ = swarm.disconnect_peer_id(peer);
+                }
+            },
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                    if endpoint.is_listener() && swarm.connected_peers().count() as u32 > max_connections {
+                        tracing::warn!(peer = %peer_id, "connection limit reached; closing the new connection");
+                        swarm.close_connection(connection_id);
+                        continue;
+                    }
+                    for reply in waiting.remove(&peer_id).unwrap_or_default() {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+                SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } if !swarm.is_connected(&peer) => {
+                    for reply in waiting.remove(&peer).unwrap_or_default() {
+                        let _ = reply.send(Err(error.to_string()));
+                    }
+                }
+                SwarmEvent::IncomingConnectionError { error, .. } => tracing::debug!(%error, "incoming connection failed"),
+                _ => {}
+            },
+        }
+    }
+}
+
+/// Connects to `endpoint` and opens an envelope stream, before `deadline`.
+pub(crate) async fn connect(
+    net: &Network,
+    endpoint: &Endpoint,
+    deadline: Instant,
+) -> Result<libp2p::Stream, String> {
+    let (reply, connected) = oneshot::channel();
+    let dial = Command::Dial {
+        peer: endpoint.peer_id,
+        addrs: endpoint.addrs.clone(),
+        reply,
+    };
+    net.commands
+        .send(dial)
+        .await
+        .map_err(|_| "the network node has stopped".to_owned())?;
+    match tokio::time::timeout_at(deadline, connected).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(reason))) => return Err(reason),
+        Ok(Err(_)) => return Err("the network node has stopped".into()),
+        Err(_) => return Err("connecting timed out".into()),
+    }
+    let mut control = net.control.clone();
+    match tokio::time::timeout_at(
+        deadline,
+        control.open_stream(endpoint.peer_id, StreamProtocol::new(PROTOCOL)),
+    )
+    .await
+    {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err("opening the stream timed out".into()),
+    }
+}
