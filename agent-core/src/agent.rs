@@ -36,10 +36,7 @@ pub struct MailboxConfig {
 
 impl Default for MailboxConfig {
     fn default() -> Self {
-        MailboxConfig {
-            capacity: 1024,
-            when_full: WhenFull::Wait,
-        }
+        MailboxConfig { capacity: 1024, when_full: WhenFull::Wait }
     }
 }
 
@@ -110,10 +107,7 @@ pub(crate) struct Kind {
 impl Kind {
     fn add_route(&mut self, digest: SchemaDigest, route: Route) {
         if let Some(existing) = self.routes.get(&digest) {
-            self.conflicts.push(format!(
-                "{} is handled twice (first as {})",
-                route.name, existing.name
-            ));
+            self.conflicts.push(format!("{} is handled twice (first as {})", route.name, existing.name));
             return;
         }
         self.routes.insert(digest, route);
@@ -187,23 +181,14 @@ impl AgentBuilder {
             IdentitySource::KeyFile(path) => Identity::load(path)?,
             IdentitySource::Identity(identity) => *identity,
         };
-        Ok(Agent {
-            name: self.name.into(),
-            identity,
-            kind: Arc::new(Kind::default()),
-            mailbox: self.mailbox,
-        })
+        Ok(Agent { name: self.name.into(), identity, kind: Arc::new(Kind::default()), mailbox: self.mailbox })
     }
 }
 
 impl Agent {
     /// Starts building an agent called `name` (the name appears in logs and spans).
     pub fn builder(name: impl Into<String>) -> AgentBuilder {
-        AgentBuilder {
-            name: name.into(),
-            source: IdentitySource::Fresh,
-            mailbox: None,
-        }
+        AgentBuilder { name: name.into(), source: IdentitySource::Fresh, mailbox: None }
     }
 
     /// The agent's address.
@@ -219,12 +204,7 @@ impl Agent {
     /// Another agent with the same handlers (the table is shared, not copied) and its
     /// own name and identity.
     pub fn sibling(&self, name: impl Into<String>, identity: Identity) -> Agent {
-        Agent {
-            name: name.into().into_boxed_str(),
-            identity,
-            kind: Arc::clone(&self.kind),
-            mailbox: self.mailbox,
-        }
+        Agent { name: name.into().into_boxed_str(), identity, kind: Arc::clone(&self.kind), mailbox: self.mailbox }
     }
 
     /// Handles messages of type `M` with `handler`, an async fn
@@ -237,11 +217,7 @@ impl Agent {
         Fut: Future<Output = O> + Send + 'static,
         O: HandlerOutput,
     {
-        let route = Route {
-            name: M::NAME,
-            handler: Arc::new(MessageFn::<M, F>::new(handler)),
-            protocol: None,
-        };
+        let route = Route { name: M::NAME, handler: Arc::new(MessageFn::<M, F>::new(handler)), protocol: None };
         Arc::make_mut(&mut self.kind).add_route(M::DIGEST, route);
         self
     }
@@ -257,8 +233,7 @@ impl Agent {
     {
         let kind = Arc::make_mut(&mut self.kind);
         if period.is_zero() {
-            kind.conflicts
-                .push("an interval period must be greater than zero".to_owned());
+            kind.conflicts.push("an interval period must be greater than zero".to_owned());
         } else {
             kind.intervals.push((period, Arc::new(TaskFn(handler))));
         }
@@ -272,9 +247,7 @@ impl Agent {
         Fut: Future<Output = O> + Send + 'static,
         O: HandlerOutput,
     {
-        Arc::make_mut(&mut self.kind)
-            .startup
-            .push(Arc::new(TaskFn(handler)));
+        Arc::make_mut(&mut self.kind).startup.push(Arc::new(TaskFn(handler)));
         self
     }
 
@@ -285,9 +258,7 @@ impl Agent {
         Fut: Future<Output = O> + Send + 'static,
         O: HandlerOutput,
     {
-        Arc::make_mut(&mut self.kind)
-            .shutdown
-            .push(Arc::new(TaskFn(handler)));
+        Arc::make_mut(&mut self.kind).shutdown.push(Arc::new(TaskFn(handler)));
         self
     }
 
@@ -296,14 +267,7 @@ impl Agent {
         let spec = Arc::new(protocol.spec());
         let kind = Arc::make_mut(&mut self.kind);
         for (digest, name, handler) in protocol.handlers {
-            kind.add_route(
-                digest,
-                Route {
-                    name,
-                    handler,
-                    protocol: Some(Arc::clone(&spec)),
-                },
-            );
+            kind.add_route(digest, Route { name, handler, protocol: Some(Arc::clone(&spec)) });
         }
         kind.protocols.push(spec);
         self
@@ -312,9 +276,6 @@ impl Agent {
 
 impl std::fmt::Debug for Agent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Agent")
-            .field("name", &self.name)
-            .field("address", &self.address())
-            .finish_non_exhaustive()
+        f.debug_struct("Agent").field("name", &self.name).field("address", &self.address()).finish_non_exhaustive()
     }
 }

@@ -136,26 +136,15 @@ impl Bureau {
             Some(dir) => sled::open(dir)?,
             None => sled::Config::new().temporary(true).open()?,
         };
-        let shared = Arc::new(Shared {
-            network: std::sync::OnceLock::new(),
-            router: Router::default(),
-            db,
-            config,
-        });
-        Ok(Bureau {
-            shared,
-            tasks: parking_lot::Mutex::new(Vec::new()),
-        })
+        let shared = Arc::new(Shared { network: std::sync::OnceLock::new(), router: Router::default(), db, config });
+        Ok(Bureau { shared, tasks: parking_lot::Mutex::new(Vec::new()) })
     }
 
     /// Starts `agent` and returns its address.
     pub fn add(&self, agent: Agent) -> Result<Address, BureauError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BureauError::NoRuntime)?;
         if let Some(detail) = agent.kind.conflicts.first() {
-            return Err(BureauError::HandlerConflict {
-                agent: agent.name.to_string(),
-                detail: detail.clone(),
-            });
+            return Err(BureauError::HandlerConflict { agent: agent.name.to_string(), detail: detail.clone() });
         }
         let address = agent.address();
         let mailbox = agent.mailbox.unwrap_or(self.shared.config.mailbox);
@@ -175,26 +164,15 @@ impl Bureau {
             if agents.contains_key(&address) {
                 return Err(BureauError::DuplicateAddress(address));
             }
-            agents.insert(
-                address,
-                Entry {
-                    tx,
-                    cell: Arc::clone(&cell),
-                },
-            );
+            agents.insert(address, Entry { tx, cell: Arc::clone(&cell) });
         }
         {
             let mut by_protocol = self.shared.router.by_protocol.write();
             for protocol in &cell.kind.protocols {
-                by_protocol
-                    .entry(protocol.digest)
-                    .or_default()
-                    .push(address);
+                by_protocol.entry(protocol.digest).or_default().push(address);
             }
         }
-        self.tasks
-            .lock()
-            .push(runtime.spawn(crate::runtime::run(cell, rx)));
+        self.tasks.lock().push(runtime.spawn(crate::runtime::run(cell, rx)));
         Ok(address)
     }
 
@@ -202,10 +180,7 @@ impl Bureau {
     /// example, from `main` or a test). `None` if no such agent runs here.
     pub fn context(&self, address: Address) -> Option<Context> {
         let agents = self.shared.router.agents.read();
-        agents.get(&address).map(|entry| Context {
-            cell: Arc::clone(&entry.cell),
-            current: None,
-        })
+        agents.get(&address).map(|entry| Context { cell: Arc::clone(&entry.cell), current: None })
     }
 
     /// How many agents run here.
@@ -231,25 +206,15 @@ impl Bureau {
         let (network, incoming, stop) = crate::transport::start(config).await?;
         let info = network.info.clone();
         if self.shared.network.set(Arc::clone(&network)).is_err() {
-            return Err(crate::net::NetError::Transport(
-                "the bureau started listening twice at once".into(),
-            ));
+            return Err(crate::net::NetError::Transport("the bureau started listening twice at once".into()));
         }
-        tokio::spawn(crate::transport::accept_loop(
-            Arc::clone(&self.shared),
-            network,
-            incoming,
-            stop,
-        ));
+        tokio::spawn(crate::transport::accept_loop(Arc::clone(&self.shared), network, incoming, stop));
         Ok(info)
     }
 
     /// The network node's peer id and addresses, once [`Bureau::listen`] succeeded.
     pub fn network_info(&self) -> Option<crate::transport::NetworkInfo> {
-        self.shared
-            .network
-            .get()
-            .map(|network| network.info.clone())
+        self.shared.network.get().map(|network| network.info.clone())
     }
 
     /// Sends an envelope sealed elsewhere (a relay forwarding a signed envelope, or a test
@@ -260,20 +225,8 @@ impl Bureau {
         envelope: &crate::Envelope,
         timeout: Duration,
     ) -> Result<crate::transport::Outcome, crate::net::NetError> {
-        let network = self
-            .shared
-            .network
-            .get()
-            .ok_or(crate::net::NetError::Stopped)?;
-        Ok(network
-            .send(
-                None,
-                envelope.target,
-                envelope.encode(),
-                crate::transport::Auth::Signed,
-                timeout,
-            )
-            .await)
+        let network = self.shared.network.get().ok_or(crate::net::NetError::Stopped)?;
+        Ok(network.send(None, envelope.target, envelope.encode(), crate::transport::Auth::Signed, timeout).await)
     }
 
     /// Stops every agent gracefully (see the module docs) and flushes storage.
@@ -325,8 +278,6 @@ impl Drop for Bureau {
 
 impl std::fmt::Debug for Bureau {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bureau")
-            .field("agents", &self.len())
-            .finish()
+        f.debug_struct("Bureau").field("agents", &self.len()).finish()
     }
 }

@@ -105,30 +105,15 @@ impl Context {
         let (session, trace_id) = (self.session_for_new(), self.trace_for_new());
         let delivery = self.delivery::<M>(message, None, session, trace_id);
         let timeout = self.cell.bureau.config.send_timeout;
-        let (failure, delivery) = match self
-            .cell
-            .bureau
-            .router
-            .deliver(to, delivery, None, timeout)
-            .await
-        {
+        let (failure, delivery) = match self.cell.bureau.router.deliver(to, delivery, None, timeout).await {
             Ok(()) => return Ok(()),
             Err(failed) => failed,
         };
         let message = take_back(*delivery);
         match (&failure, self.network(), message) {
             (SendFailure::Unroutable { .. }, Some(net), Some(message)) => {
-                let header = Header {
-                    session,
-                    protocol: None,
-                    in_reply_to: None,
-                    expects_reply: false,
-                    trace_id,
-                };
-                match self
-                    .send_remote(net, to, &message, header, net.config.delivery_timeout)
-                    .await
-                {
+                let header = Header { session, protocol: None, in_reply_to: None, expects_reply: false, trace_id };
+                match self.send_remote(net, to, &message, header, net.config.delivery_timeout).await {
                     Ok(()) => Ok(()),
                     Err(failure) => Err(SendError::new(failure, Some(message))),
                 }
@@ -148,32 +133,16 @@ impl Context {
         message: Req,
         timeout: impl Into<Option<Duration>>,
     ) -> Result<Resp, RequestError> {
-        let timeout = timeout
-            .into()
-            .unwrap_or(self.cell.bureau.config.request_timeout);
+        let timeout = timeout.into().unwrap_or(self.cell.bureau.config.request_timeout);
         let deadline = Instant::now() + timeout;
         let (session, trace_id) = (self.session_for_new(), self.trace_for_new());
         let (reply_tx, reply_rx) = oneshot::channel();
-        let delivery =
-            self.delivery::<Req>(message, Some(ReplyTo::Local(reply_tx)), session, trace_id);
-        if let Err((failure, delivery)) = self
-            .cell
-            .bureau
-            .router
-            .deliver(to, delivery, Some(deadline), timeout)
-            .await
-        {
+        let delivery = self.delivery::<Req>(message, Some(ReplyTo::Local(reply_tx)), session, trace_id);
+        if let Err((failure, delivery)) = self.cell.bureau.router.deliver(to, delivery, Some(deadline), timeout).await {
             return match (&failure, self.network(), take_back::<Req>(*delivery)) {
                 (SendFailure::Unroutable { .. }, Some(net), Some(message)) => {
-                    let header = Header {
-                        session,
-                        protocol: None,
-                        in_reply_to: None,
-                        expects_reply: true,
-                        trace_id,
-                    };
-                    Box::pin(self.request_remote(net, to, &message, header, deadline, timeout))
-                        .await
+                    let header = Header { session, protocol: None, in_reply_to: None, expects_reply: true, trace_id };
+                    Box::pin(self.request_remote(net, to, &message, header, deadline, timeout)).await
                 }
                 _ => Err(RequestError::Send(failure)),
             };
@@ -188,15 +157,11 @@ impl Context {
             Ok(Ok(Ok(reply))) => reply,
         };
         let name = reply.name;
-        reply
-            .value
-            .downcast::<Resp>()
-            .map(|value| *value)
-            .map_err(|_| RequestError::WrongReplyType {
-                to,
-                expected: Resp::NAME,
-                got: name.to_owned(),
-            })
+        reply.value.downcast::<Resp>().map(|value| *value).map_err(|_| RequestError::WrongReplyType {
+            to,
+            expected: Resp::NAME,
+            got: name.to_owned(),
+        })
     }
 
     /// Answers the message being handled. For a request, completes the requester's wait
@@ -205,13 +170,7 @@ impl Context {
     /// protocol, `M` must be an allowed reply to it.
     pub async fn reply<M: Message>(&self, message: M) -> Result<(), ReplyError> {
         let current = self.current.ok_or(ReplyError::NoCurrentMessage)?;
-        if let Some(protocol) = self
-            .cell
-            .kind
-            .routes
-            .get(&current.schema)
-            .and_then(|r| r.protocol.as_ref())
-        {
+        if let Some(protocol) = self.cell.kind.routes.get(&current.schema).and_then(|r| r.protocol.as_ref()) {
             if !protocol.allows_reply(&current.schema, &M::DIGEST) {
                 return Err(ReplyError::NotAllowed {
                     protocol: protocol.name.clone(),
@@ -231,39 +190,18 @@ impl Context {
             };
             return match slot.ok_or(ReplyError::AlreadyAnswered)? {
                 ReplyTo::Local(slot) => slot
-                    .send(Ok(Reply {
-                        name: M::NAME,
-                        value: Box::new(message),
-                    }))
+                    .send(Ok(Reply { name: M::NAME, value: Box::new(message) }))
                     .map_err(|_| ReplyError::RequesterGone),
-                ReplyTo::Remote {
-                    requester,
-                    request_nonce,
-                    session,
-                    trace_id,
-                } => {
-                    Box::pin(self.reply_remote(
-                        requester,
-                        request_nonce,
-                        session,
-                        trace_id,
-                        &message,
-                    ))
-                    .await
+                ReplyTo::Remote { requester, request_nonce, session, trace_id } => {
+                    Box::pin(self.reply_remote(requester, request_nonce, session, trace_id, &message)).await
                 }
             };
         }
-        self.send(current.from, message)
-            .await
-            .map_err(|err| ReplyError::Send(err.failure().clone()))
+        self.send(current.from, message).await.map_err(|err| ReplyError::Send(err.failure().clone()))
     }
 
     /// Sends `message` to every other agent that speaks `protocol`.
-    pub async fn broadcast<M: Message + Clone>(
-        &self,
-        protocol: ProtocolDigest,
-        message: M,
-    ) -> BroadcastReport {
+    pub async fn broadcast<M: Message + Clone>(&self, protocol: ProtocolDigest, message: M) -> BroadcastReport {
         let mut report = BroadcastReport::default();
         let me = self.address();
         for target in self.cell.bureau.router.agents_speaking(&protocol) {
@@ -290,13 +228,7 @@ impl Context {
     /// This agent's wallet on the bureau's ledger. Its key is derived from the agent's
     /// identity. Fails only if no ledger is configured; the ledger is not contacted here.
     pub fn wallet(&self) -> Result<crate::wallet::Wallet, crate::wallet::WalletError> {
-        let ledger = self
-            .cell
-            .bureau
-            .config
-            .ledger
-            .clone()
-            .ok_or(crate::wallet::WalletError::NoLedger)?;
+        let ledger = self.cell.bureau.config.ledger.clone().ok_or(crate::wallet::WalletError::NoLedger)?;
         Ok(self
             .cell
             .wallet
@@ -309,18 +241,10 @@ impl Context {
     }
 
     fn trace_for_new(&self) -> u128 {
-        self.current
-            .map(|c| c.trace_id)
-            .unwrap_or_else(rand::random)
+        self.current.map(|c| c.trace_id).unwrap_or_else(rand::random)
     }
 
-    fn delivery<M: Message>(
-        &self,
-        message: M,
-        reply: Option<ReplyTo>,
-        session: u128,
-        trace_id: u128,
-    ) -> Box<Delivery> {
+    fn delivery<M: Message>(&self, message: M, reply: Option<ReplyTo>, session: u128, trace_id: u128) -> Box<Delivery> {
         Box::new(Delivery {
             from: self.address(),
             schema: M::DIGEST,

@@ -93,11 +93,7 @@ pub struct VerifyPolicy {
 
 impl Default for VerifyPolicy {
     fn default() -> Self {
-        VerifyPolicy {
-            max_payload: 1 << 20,
-            max_clock_skew_ms: 30_000,
-            max_lifetime_ms: 600_000,
-        }
+        VerifyPolicy { max_payload: 1 << 20, max_clock_skew_ms: 30_000, max_lifetime_ms: 600_000 }
     }
 }
 
@@ -226,15 +222,7 @@ impl Envelope {
         lifetime_ms: u64,
     ) -> Result<Envelope, serde_json::Error> {
         let payload = serde_json::to_vec(message)?;
-        Ok(Self::seal_raw(
-            identity,
-            target,
-            M::DIGEST,
-            payload,
-            header,
-            now_ms,
-            lifetime_ms,
-        ))
+        Ok(Self::seal_raw(identity, target, M::DIGEST, payload, header, now_ms, lifetime_ms))
     }
 
     /// Signs a new envelope around an already serialised payload.
@@ -350,10 +338,7 @@ impl Envelope {
         is_known_schema: impl Fn(&SchemaDigest) -> bool,
     ) -> Result<(), EnvelopeError> {
         if self.payload.len() > policy.max_payload {
-            return Err(EnvelopeError::PayloadTooLarge {
-                size: self.payload.len(),
-                limit: policy.max_payload,
-            });
+            return Err(EnvelopeError::PayloadTooLarge { size: self.payload.len(), limit: policy.max_payload });
         }
         if !is_known_schema(&self.schema) {
             return Err(EnvelopeError::UnknownSchema(self.schema));
@@ -361,9 +346,7 @@ impl Envelope {
         if Address::from_public_key(&self.sender_key) != self.sender {
             return Err(EnvelopeError::SenderKeyMismatch);
         }
-        self.sender_key
-            .verify(&self.signed_bytes(), &self.signature)
-            .map_err(EnvelopeError::BadSignature)?;
+        self.sender_key.verify(&self.signed_bytes(), &self.signature).map_err(EnvelopeError::BadSignature)?;
         self.check_times(policy, now_ms)
     }
 
@@ -376,10 +359,7 @@ impl Envelope {
         is_known_schema: impl Fn(&SchemaDigest) -> bool,
     ) -> Result<(), EnvelopeError> {
         if self.payload.len() > policy.max_payload {
-            return Err(EnvelopeError::PayloadTooLarge {
-                size: self.payload.len(),
-                limit: policy.max_payload,
-            });
+            return Err(EnvelopeError::PayloadTooLarge { size: self.payload.len(), limit: policy.max_payload });
         }
         if !is_known_schema(&self.schema) {
             return Err(EnvelopeError::UnknownSchema(self.schema));
@@ -392,23 +372,14 @@ impl Envelope {
 
     fn check_times(&self, policy: &VerifyPolicy, now_ms: u64) -> Result<(), EnvelopeError> {
         if now_ms > self.expires_ms {
-            return Err(EnvelopeError::Expired {
-                expires_ms: self.expires_ms,
-                now_ms,
-            });
+            return Err(EnvelopeError::Expired { expires_ms: self.expires_ms, now_ms });
         }
         if self.timestamp_ms > now_ms.saturating_add(policy.max_clock_skew_ms) {
-            return Err(EnvelopeError::FromTheFuture {
-                timestamp_ms: self.timestamp_ms,
-                now_ms,
-            });
+            return Err(EnvelopeError::FromTheFuture { timestamp_ms: self.timestamp_ms, now_ms });
         }
         let lifetime_ms = self.expires_ms.saturating_sub(self.timestamp_ms);
         if lifetime_ms > policy.max_lifetime_ms {
-            return Err(EnvelopeError::LifetimeTooLong {
-                lifetime_ms,
-                max_ms: policy.max_lifetime_ms,
-            });
+            return Err(EnvelopeError::LifetimeTooLong { lifetime_ms, max_ms: policy.max_lifetime_ms });
         }
         Ok(())
     }
@@ -418,19 +389,14 @@ impl Envelope {
         if self.schema != M::DIGEST {
             return Err(EnvelopeError::UnknownSchema(self.schema));
         }
-        serde_json::from_slice(&self.payload).map_err(|e| EnvelopeError::Payload {
-            type_name: M::NAME,
-            reason: e.to_string(),
-        })
+        serde_json::from_slice(&self.payload)
+            .map_err(|e| EnvelopeError::Payload { type_name: M::NAME, reason: e.to_string() })
     }
 }
 
 /// Milliseconds since the Unix epoch by the system clock.
 pub fn unix_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -51,10 +51,7 @@ pub(crate) struct MessageFn<M, F> {
 
 impl<M, F> MessageFn<M, F> {
     pub(crate) fn new(f: F) -> Self {
-        MessageFn {
-            f,
-            _message: PhantomData,
-        }
+        MessageFn { f, _message: PhantomData }
     }
 }
 
@@ -67,11 +64,12 @@ where
 {
     fn call(&self, ctx: Context, from: Address, body: Body) -> Result<HandlerFuture, String> {
         let message: M = match body {
-            Body::Typed(value) => *value
-                .downcast::<M>()
-                .map_err(|_| format!("internal: value routed as {} has another type", M::NAME))?,
-            Body::Json(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| format!("payload does not decode as {}: {e}", M::NAME))?,
+            Body::Typed(value) => {
+                *value.downcast::<M>().map_err(|_| format!("internal: value routed as {} has another type", M::NAME))?
+            }
+            Body::Json(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| format!("payload does not decode as {}: {e}", M::NAME))?
+            }
         };
         let fut = (self.f)(ctx, from, message);
         Ok(Box::pin(async move { fut.await.into_outcome() }))

@@ -28,11 +28,7 @@ pub struct Address([u8; 32]);
 impl Address {
     /// The address that belongs to `key`.
     pub fn from_public_key(key: &PublicKey) -> Self {
-        let digest: [u8; 32] = Sha256::new()
-            .chain_update(b"agora.address.v1")
-            .chain_update(key.0)
-            .finalize()
-            .into();
+        let digest: [u8; 32] = Sha256::new().chain_update(b"agora.address.v1").chain_update(key.0).finalize().into();
         Address(digest)
     }
 
@@ -81,19 +77,13 @@ impl FromStr for Address {
     type Err = AddressError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let checked = CheckedHrpstring::new::<Bech32m>(s.trim())
-            .map_err(|e| AddressError::Checksum(e.to_string()))?;
+        let checked = CheckedHrpstring::new::<Bech32m>(s.trim()).map_err(|e| AddressError::Checksum(e.to_string()))?;
         let hrp = checked.hrp();
         if !hrp.as_str().eq_ignore_ascii_case(ADDRESS_PREFIX) {
-            return Err(AddressError::Prefix {
-                found: hrp.to_string(),
-            });
+            return Err(AddressError::Prefix { found: hrp.to_string() });
         }
         let bytes: Vec<u8> = checked.byte_iter().collect();
-        let array: [u8; 32] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| AddressError::Length(bytes.len()))?;
+        let array: [u8; 32] = bytes.as_slice().try_into().map_err(|_| AddressError::Length(bytes.len()))?;
         Ok(Address(array))
     }
 }
@@ -138,8 +128,7 @@ impl PublicKey {
     pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> Result<(), SignatureError> {
         let key = VerifyingKey::from_bytes(&self.0).map_err(|_| SignatureError::InvalidKey)?;
         let sig = ed25519_dalek::Signature::from_bytes(signature);
-        key.verify_strict(message, &sig)
-            .map_err(|_| SignatureError::Mismatch)
+        key.verify_strict(message, &sig).map_err(|_| SignatureError::Mismatch)
     }
 }
 
@@ -198,11 +187,8 @@ impl Identity {
     ///
     /// A seed is a secret: anyone who knows it can act as this agent.
     pub fn from_seed(seed: &str) -> Self {
-        let secret: [u8; 32] = Sha256::new()
-            .chain_update(b"agora.seed.v1")
-            .chain_update(seed.as_bytes())
-            .finalize()
-            .into();
+        let secret: [u8; 32] =
+            Sha256::new().chain_update(b"agora.seed.v1").chain_update(seed.as_bytes()).finalize().into();
         Self::from_secret(secret)
     }
 
@@ -218,10 +204,7 @@ impl Identity {
     pub fn load(path: impl AsRef<Path>) -> Result<Self, IdentityError> {
         let path = path.as_ref();
         let shown = path.display().to_string();
-        let io = |source| IdentityError::Io {
-            path: shown.clone(),
-            source,
-        };
+        let io = |source| IdentityError::Io { path: shown.clone(), source };
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -232,9 +215,7 @@ impl Identity {
         }
         let text = std::fs::read_to_string(path).map_err(io)?;
         let mut secret = [0u8; 32];
-        hex::decode_to_slice(text.trim(), &mut secret).map_err(|_| IdentityError::Malformed {
-            path: shown.clone(),
-        })?;
+        hex::decode_to_slice(text.trim(), &mut secret).map_err(|_| IdentityError::Malformed { path: shown.clone() })?;
         Ok(Self::from_secret(secret))
     }
 
@@ -243,10 +224,7 @@ impl Identity {
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), IdentityError> {
         use std::io::Write;
         let path = path.as_ref();
-        let io = |source| IdentityError::Io {
-            path: path.display().to_string(),
-            source,
-        };
+        let io = |source| IdentityError::Io { path: path.display().to_string(), source };
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
@@ -255,8 +233,7 @@ impl Identity {
             options.mode(0o600);
         }
         let mut file = options.open(path).map_err(io)?;
-        file.write_all(hex::encode(self.key.to_bytes()).as_bytes())
-            .map_err(io)?;
+        file.write_all(hex::encode(self.key.to_bytes()).as_bytes()).map_err(io)?;
         file.write_all(b"\n").map_err(io)?;
         file.sync_all().map_err(io)
     }
@@ -292,9 +269,7 @@ impl Identity {
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never print the key.
-        f.debug_struct("Identity")
-            .field("address", &self.address)
-            .finish_non_exhaustive()
+        f.debug_struct("Identity").field("address", &self.address).finish_non_exhaustive()
     }
 }
 
@@ -320,19 +295,10 @@ mod tests {
         let mut chars: Vec<char> = text.chars().collect();
         chars[10] = if chars[10] == 'q' { 'p' } else { 'q' };
         let typo: String = chars.into_iter().collect();
-        assert!(matches!(
-            typo.parse::<Address>(),
-            Err(AddressError::Checksum(_))
-        ));
-        assert!(matches!(
-            "hello".parse::<Address>(),
-            Err(AddressError::Checksum(_))
-        ));
+        assert!(matches!(typo.parse::<Address>(), Err(AddressError::Checksum(_))));
+        assert!(matches!("hello".parse::<Address>(), Err(AddressError::Checksum(_))));
         let other = bech32::encode::<Bech32m>(Hrp::parse("fetch").unwrap(), &[0u8; 32]).unwrap();
-        assert!(matches!(
-            other.parse::<Address>(),
-            Err(AddressError::Prefix { .. })
-        ));
+        assert!(matches!(other.parse::<Address>(), Err(AddressError::Prefix { .. })));
         let short = bech32::encode::<Bech32m>(Hrp::parse("agent").unwrap(), &[0u8; 20]).unwrap();
         assert_eq!(short.parse::<Address>(), Err(AddressError::Length(20)));
     }
@@ -357,25 +323,16 @@ mod tests {
             assert_eq!(mode, 0o600);
         }
         assert_eq!(Identity::load(&path).unwrap().address(), id.address());
-        assert!(
-            matches!(id.save(&path), Err(IdentityError::Io { .. })),
-            "never overwrites"
-        );
+        assert!(matches!(id.save(&path), Err(IdentityError::Io { .. })), "never overwrites");
         std::fs::write(dir.path().join("bad.key"), "zz").unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             let bad = dir.path().join("bad.key");
             std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).unwrap();
-            assert!(matches!(
-                Identity::load(&bad),
-                Err(IdentityError::Malformed { .. })
-            ));
+            assert!(matches!(Identity::load(&bad), Err(IdentityError::Malformed { .. })));
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-            assert!(matches!(
-                Identity::load(&path),
-                Err(IdentityError::Permissions { .. })
-            ));
+            assert!(matches!(Identity::load(&path), Err(IdentityError::Permissions { .. })));
         }
     }
 }

@@ -131,13 +131,7 @@ impl Manifest {
     /// The protocol digest: sha256 over the canonical (sorted) JSON of the manifest.
     pub fn digest(&self) -> ProtocolDigest {
         let canonical = serde_json::to_vec(&self.canonical()).unwrap_or_default();
-        ProtocolDigest(
-            Sha256::new()
-                .chain_update(b"agora.protocol.v1\n")
-                .chain_update(canonical)
-                .finalize()
-                .into(),
-        )
+        ProtocolDigest(Sha256::new().chain_update(b"agora.protocol.v1\n").chain_update(canonical).finalize().into())
     }
 
     /// Pretty JSON for publishing.
@@ -150,9 +144,7 @@ impl Manifest {
         let manifest: Manifest = serde_json::from_str(text)?;
         for message in &manifest.messages {
             if schema_digest(&message.schema) != message.digest {
-                return Err(ManifestError::DigestMismatch {
-                    name: message.name.clone(),
-                });
+                return Err(ManifestError::DigestMismatch { name: message.name.clone() });
             }
         }
         Ok(manifest.canonical())
@@ -174,11 +166,7 @@ impl Manifest {
 /// The digest the derive macro computes for a canonical schema string.
 pub fn schema_digest(schema: &str) -> SchemaDigest {
     SchemaDigest::from_bytes(
-        Sha256::new()
-            .chain_update(b"agora.schema.v1\n")
-            .chain_update(schema.as_bytes())
-            .finalize()
-            .into(),
+        Sha256::new().chain_update(b"agora.schema.v1\n").chain_update(schema.as_bytes()).finalize().into(),
     )
 }
 
@@ -192,9 +180,7 @@ pub(crate) struct ProtocolSpec {
 
 impl ProtocolSpec {
     pub(crate) fn allows_reply(&self, request: &SchemaDigest, reply: &SchemaDigest) -> bool {
-        self.replies
-            .get(request)
-            .is_some_and(|allowed| allowed.contains(reply))
+        self.replies.get(request).is_some_and(|allowed| allowed.contains(reply))
     }
 }
 
@@ -228,11 +214,7 @@ impl Protocol {
         O: HandlerOutput,
     {
         self = self.message::<M>();
-        self.handlers.push((
-            M::DIGEST,
-            M::NAME,
-            Arc::new(MessageFn::<M, F>::new(handler)),
-        ));
+        self.handlers.push((M::DIGEST, M::NAME, Arc::new(MessageFn::<M, F>::new(handler))));
         self
     }
 
@@ -240,11 +222,7 @@ impl Protocol {
     pub fn message<M: Message>(mut self) -> Self {
         self.messages.insert(
             M::DIGEST,
-            MessageSpec {
-                name: M::NAME.to_owned(),
-                schema: M::SCHEMA.to_owned(),
-                digest: M::DIGEST,
-            },
+            MessageSpec { name: M::NAME.to_owned(), schema: M::SCHEMA.to_owned(), digest: M::DIGEST },
         );
         self
     }
@@ -252,10 +230,7 @@ impl Protocol {
     /// Allows `Resp` as a reply to `Req` (declaring both).
     pub fn replies<Req: Message, Resp: Message>(mut self) -> Self {
         self = self.message::<Req>().message::<Resp>();
-        self.replies
-            .entry(Req::DIGEST)
-            .or_default()
-            .insert(Resp::DIGEST);
+        self.replies.entry(Req::DIGEST).or_default().insert(Resp::DIGEST);
         self
     }
 
@@ -268,10 +243,7 @@ impl Protocol {
             replies: self
                 .replies
                 .iter()
-                .map(|(request, replies)| ReplyRule {
-                    request: *request,
-                    replies: replies.iter().copied().collect(),
-                })
+                .map(|(request, replies)| ReplyRule { request: *request, replies: replies.iter().copied().collect() })
                 .collect(),
         }
         .canonical()

@@ -39,12 +39,7 @@ pub(crate) enum ReplyTo {
     /// The waiting future of a requester in this process.
     Local(oneshot::Sender<Result<Reply, RequestFailure>>),
     /// A requester in another process: the answer travels back as an envelope.
-    Remote {
-        requester: Address,
-        request_nonce: u64,
-        session: u128,
-        trace_id: u128,
-    },
+    Remote { requester: Address, request_nonce: u64, session: u128, trace_id: u128 },
 }
 
 pub(crate) struct Reply {
@@ -89,9 +84,7 @@ impl Router {
             Err(Blocked::Failed(failure, delivery)) => Err((failure, delivery)),
             // The waiting path is boxed so that every future embedding `deliver` stays small
             // on the fast path, where the mailbox has room.
-            Err(Blocked::Full(tx, delivery)) => {
-                Box::pin(wait_for_space(tx, to, delivery, deadline, timeout)).await
-            }
+            Err(Blocked::Full(tx, delivery)) => Box::pin(wait_for_space(tx, to, delivery, deadline, timeout)).await,
         }
     }
 
@@ -101,19 +94,13 @@ impl Router {
             let failure = if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
                 SendFailure::Stopped { to }
             } else {
-                SendFailure::Unroutable {
-                    to,
-                    reason: Unroutable::UnknownAddress,
-                }
+                SendFailure::Unroutable { to, reason: Unroutable::UnknownAddress }
             };
             return Err(Blocked::Failed(failure, delivery));
         };
         if !entry.cell.kind.routes.contains_key(&delivery.schema) {
             let reason = format!("it has no handler for {}", delivery.name);
-            return Err(Blocked::Failed(
-                SendFailure::Rejected { to, reason },
-                delivery,
-            ));
+            return Err(Blocked::Failed(SendFailure::Rejected { to, reason }, delivery));
         }
         match entry.tx.try_send(delivery) {
             Ok(()) => Ok(()),
@@ -129,18 +116,11 @@ impl Router {
 
     /// Whether `to` is a local agent with a handler for `schema`.
     pub(crate) fn accepts(&self, to: &Address, schema: &SchemaDigest) -> bool {
-        self.agents
-            .read()
-            .get(to)
-            .is_some_and(|entry| entry.cell.kind.routes.contains_key(schema))
+        self.agents.read().get(to).is_some_and(|entry| entry.cell.kind.routes.contains_key(schema))
     }
 
     pub(crate) fn agents_speaking(&self, protocol: &ProtocolDigest) -> Vec<Address> {
-        self.by_protocol
-            .read()
-            .get(protocol)
-            .cloned()
-            .unwrap_or_default()
+        self.by_protocol.read().get(protocol).cloned().unwrap_or_default()
     }
 }
 

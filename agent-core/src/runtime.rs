@@ -74,10 +74,7 @@ async fn handle(cell: &Arc<AgentCell>, delivery: Delivery, seq: u64) {
     };
     let is_request = delivery.reply.is_some();
     if let Some(slot) = delivery.reply {
-        *cell.pending.lock() = PendingReply {
-            seq,
-            slot: Some(slot),
-        };
+        *cell.pending.lock() = PendingReply { seq, slot: Some(slot) };
     }
     let current = Current {
         from: delivery.from,
@@ -88,10 +85,7 @@ async fn handle(cell: &Arc<AgentCell>, delivery: Delivery, seq: u64) {
         seq,
         is_request,
     };
-    let ctx = Context {
-        cell: Arc::clone(cell),
-        current: Some(current),
-    };
+    let ctx = Context { cell: Arc::clone(cell), current: Some(current) };
     let span = tracing::debug_span!(
         "handle",
         agent = %cell.name,
@@ -100,9 +94,7 @@ async fn handle(cell: &Arc<AgentCell>, delivery: Delivery, seq: u64) {
         session = %format_args!("{:032x}", delivery.session),
         trace_id = %format_args!("{:032x}", delivery.trace_id),
     );
-    let started = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        route.handler.call(ctx, delivery.from, delivery.body)
-    }));
+    let started = std::panic::catch_unwind(AssertUnwindSafe(|| route.handler.call(ctx, delivery.from, delivery.body)));
     let outcome = match started {
         Ok(Ok(future)) => guard(future).instrument(span.clone()).await,
         Ok(Err(decode)) => Err(decode),
@@ -129,25 +121,9 @@ async fn handle(cell: &Arc<AgentCell>, delivery: Delivery, seq: u64) {
                 ReplyTo::Local(slot) => {
                     let _ = slot.send(Err(failure));
                 }
-                ReplyTo::Remote {
-                    requester,
-                    request_nonce,
-                    session,
-                    trace_id,
-                } => {
-                    let ctx = Context {
-                        cell: Arc::clone(cell),
-                        current: None,
-                    };
-                    crate::transport::report_failure(
-                        &ctx,
-                        requester,
-                        request_nonce,
-                        session,
-                        trace_id,
-                        failure,
-                    )
-                    .await;
+                ReplyTo::Remote { requester, request_nonce, session, trace_id } => {
+                    let ctx = Context { cell: Arc::clone(cell), current: None };
+                    crate::transport::report_failure(&ctx, requester, request_nonce, session, trace_id, failure).await;
                 }
             }
         }
@@ -155,10 +131,7 @@ async fn handle(cell: &Arc<AgentCell>, delivery: Delivery, seq: u64) {
 }
 
 async fn run_task(cell: &Arc<AgentCell>, handler: &dyn TaskHandler, what: &'static str) {
-    let ctx = Context {
-        cell: Arc::clone(cell),
-        current: None,
-    };
+    let ctx = Context { cell: Arc::clone(cell), current: None };
     let span = tracing::debug_span!("task", agent = %cell.name, kind = what);
     let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(ctx))) {
         Ok(future) => guard(future).instrument(span.clone()).await,

@@ -41,32 +41,22 @@ pub enum StorageError {
 
 impl Storage {
     pub(crate) fn open(db: &sled::Db, owner: Address) -> Result<Storage, StorageError> {
-        Ok(Storage {
-            tree: db.open_tree(owner.as_bytes())?,
-        })
+        Ok(Storage { tree: db.open_tree(owner.as_bytes())? })
     }
 
     /// The value at `key`, decoded as `T`, or `None`.
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
         match self.tree.get(key.as_bytes())? {
             None => Ok(None),
-            Some(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|source| StorageError::Decode {
-                        key: key.to_owned(),
-                        source,
-                    })
-            }
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| StorageError::Decode { key: key.to_owned(), source }),
         }
     }
 
     /// Stores `value` at `key`, replacing any previous value.
     pub fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<(), StorageError> {
-        let bytes = serde_json::to_vec(value).map_err(|source| StorageError::Encode {
-            key: key.to_owned(),
-            source,
-        })?;
+        let bytes = serde_json::to_vec(value).map_err(|source| StorageError::Encode { key: key.to_owned(), source })?;
         self.tree.insert(key.as_bytes(), bytes)?;
         Ok(())
     }
@@ -101,8 +91,6 @@ impl Storage {
 
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Storage")
-            .field("entries", &self.tree.len())
-            .finish()
+        f.debug_struct("Storage").field("entries", &self.tree.len()).finish()
     }
 }

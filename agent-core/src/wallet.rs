@@ -66,13 +66,7 @@ struct Inner {
 impl Wallet {
     /// A wallet for `identity` on `ledger`.
     pub fn new(identity: Identity, ledger: Arc<dyn Ledger>) -> Wallet {
-        Wallet {
-            inner: Arc::new(Inner {
-                identity,
-                ledger,
-                next_nonce: tokio::sync::Mutex::new(None),
-            }),
-        }
+        Wallet { inner: Arc::new(Inner { identity, ledger, next_nonce: tokio::sync::Mutex::new(None) }) }
     }
 
     /// The wallet's ledger account.
@@ -86,18 +80,8 @@ impl Wallet {
     }
 
     /// Pays `amount` to `to`.
-    pub async fn transfer(
-        &self,
-        to: Address,
-        amount: Amount,
-        memo: impl Into<String>,
-    ) -> Result<Receipt, WalletError> {
-        self.submit(
-            Operation::Transfer { to, amount },
-            Some(amount),
-            memo.into(),
-        )
-        .await
+    pub async fn transfer(&self, to: Address, amount: Amount, memo: impl Into<String>) -> Result<Receipt, WalletError> {
+        self.submit(Operation::Transfer { to, amount }, Some(amount), memo.into()).await
     }
 
     /// Locks `amount` in escrow for `beneficiary`; `arbiter` (the condition) or this wallet
@@ -109,37 +93,27 @@ impl Wallet {
         deadline_ms: u64,
         arbiter: Address,
     ) -> Result<(EscrowId, Receipt), WalletError> {
-        let operation = Operation::Lock {
-            amount,
-            beneficiary,
-            deadline_ms,
-            arbiter,
-        };
+        let operation = Operation::Lock { amount, beneficiary, deadline_ms, arbiter };
         let receipt = self.submit(operation, Some(amount), String::new()).await?;
-        let id = receipt.escrow.ok_or_else(|| {
-            WalletError::Ledger(LedgerError::Invalid(
-                "the ledger returned no escrow id".into(),
-            ))
-        })?;
+        let id = receipt
+            .escrow
+            .ok_or_else(|| WalletError::Ledger(LedgerError::Invalid("the ledger returned no escrow id".into())))?;
         Ok((id, receipt))
     }
 
     /// Pays an escrow out to its beneficiary (as its payer or arbiter).
     pub async fn release(&self, escrow: EscrowId) -> Result<Receipt, WalletError> {
-        self.submit(Operation::Release { escrow }, None, String::new())
-            .await
+        self.submit(Operation::Release { escrow }, None, String::new()).await
     }
 
     /// Returns an escrow to its payer after its deadline (as its payer or arbiter).
     pub async fn refund(&self, escrow: EscrowId) -> Result<Receipt, WalletError> {
-        self.submit(Operation::Refund { escrow }, None, String::new())
-            .await
+        self.submit(Operation::Refund { escrow }, None, String::new()).await
     }
 
     /// Creates tokens in `to`: the faucet. Only the ledger's mint authority may.
     pub async fn mint(&self, to: Address, amount: Amount) -> Result<Receipt, WalletError> {
-        self.submit(Operation::Mint { to, amount }, None, String::new())
-            .await
+        self.submit(Operation::Mint { to, amount }, None, String::new()).await
     }
 
     /// The account's transactions, newest first.
@@ -147,12 +121,7 @@ impl Wallet {
         Ok(self.inner.ledger.history(self.address(), limit).await?)
     }
 
-    async fn submit(
-        &self,
-        operation: Operation,
-        spends: Option<Amount>,
-        memo: String,
-    ) -> Result<Receipt, WalletError> {
+    async fn submit(&self, operation: Operation, spends: Option<Amount>, memo: String) -> Result<Receipt, WalletError> {
         let ledger = &self.inner.ledger;
         let mut next_nonce = self.inner.next_nonce.lock().await;
         if let Some(needed) = spends {
@@ -167,8 +136,7 @@ impl Wallet {
                 Some(nonce) => nonce,
                 None => ledger.next_nonce(self.address()).await?,
             };
-            let tx =
-                Transaction::sign(&self.inner.identity, nonce, operation.clone(), memo.clone());
+            let tx = Transaction::sign(&self.inner.identity, nonce, operation.clone(), memo.clone());
             match ledger.submit(tx).await {
                 Ok(receipt) => {
                     *next_nonce = Some(nonce + 1);
@@ -187,19 +155,13 @@ impl Wallet {
             }
         }
         let expected = ledger.next_nonce(self.address()).await?;
-        Err(LedgerError::NonceMismatch {
-            account: self.address(),
-            expected,
-            got: next_nonce.unwrap_or(expected),
-        }
-        .into())
+        Err(LedgerError::NonceMismatch { account: self.address(), expected, got: next_nonce.unwrap_or(expected) }
+            .into())
     }
 }
 
 impl std::fmt::Debug for Wallet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Wallet")
-            .field("address", &self.address())
-            .finish_non_exhaustive()
+        f.debug_struct("Wallet").field("address", &self.address()).finish_non_exhaustive()
     }
 }

@@ -4,9 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use agent_core::ledger::{
-    Ledger, LedgerError, LocalLedger, LocalLedgerConfig, Operation, RemoteLedger, Transaction,
-};
+use agent_core::ledger::{Ledger, LedgerError, LocalLedger, LocalLedgerConfig, Operation, RemoteLedger, Transaction};
 use agent_core::{Agent, Bureau, Config, Identity, Wallet, WalletError};
 use proptest::prelude::*;
 
@@ -28,11 +26,7 @@ fn setup() -> Setup {
         .with_clock(move || read.load(Ordering::SeqCst));
     let ledger = Arc::new(LocalLedger::open(config).unwrap());
     let faucet = Wallet::new(mint, ledger.clone());
-    Setup {
-        ledger,
-        faucet,
-        clock,
-    }
+    Setup { ledger, faucet, clock }
 }
 
 fn wallet(s: &Setup, name: &str) -> Wallet {
@@ -50,11 +44,7 @@ async fn transfers_move_money_and_history_lists_them() {
     assert_eq!(bob.balance().await.unwrap(), 250);
     let history = alice.history(10).await.unwrap();
     let memos: Vec<&str> = history.iter().map(|r| r.tx.memo.as_str()).collect();
-    assert_eq!(
-        memos,
-        ["change", "rent", ""],
-        "newest first, including the mint"
-    );
+    assert_eq!(memos, ["change", "rent", ""], "newest first, including the mint");
     assert_eq!(s.ledger.supply().unwrap(), 1_000);
     assert_eq!(s.ledger.audit_total().unwrap(), 1_000);
 }
@@ -66,40 +56,19 @@ async fn insufficient_funds_is_typed_and_nothing_is_signed() {
     s.faucet.mint(alice.address(), 100).await.unwrap();
     let height = s.ledger.height().unwrap();
     let err = alice.transfer(bob.address(), 101, "").await.unwrap_err();
-    assert_eq!(
-        err,
-        WalletError::InsufficientFunds {
-            needed: 101,
-            available: 100
-        }
-    );
-    assert_eq!(
-        s.ledger.height().unwrap(),
-        height,
-        "nothing reached the ledger"
-    );
-    assert_eq!(
-        s.ledger.next_nonce(alice.address()).await.unwrap(),
-        0,
-        "no nonce consumed"
-    );
+    assert_eq!(err, WalletError::InsufficientFunds { needed: 101, available: 100 });
+    assert_eq!(s.ledger.height().unwrap(), height, "nothing reached the ledger");
+    assert_eq!(s.ledger.next_nonce(alice.address()).await.unwrap(), 0, "no nonce consumed");
     // The ledger enforces it too, for transactions that bypass the wallet's check.
     let tx = Transaction::sign(
         &Identity::from_seed("alice").derive("wallet"),
         0,
-        Operation::Transfer {
-            to: bob.address(),
-            amount: 500,
-        },
+        Operation::Transfer { to: bob.address(), amount: 500 },
         "",
     );
     assert!(matches!(
         s.ledger.submit(tx).await,
-        Err(LedgerError::InsufficientFunds {
-            needed: 500,
-            available: 100,
-            ..
-        })
+        Err(LedgerError::InsufficientFunds { needed: 500, available: 100, .. })
     ));
 }
 
@@ -117,10 +86,7 @@ async fn twenty_concurrent_transfers_from_one_wallet_all_apply() {
     for task in tasks {
         task.await.unwrap().unwrap();
     }
-    assert_eq!(
-        bob.balance().await.unwrap(),
-        (0..20).map(|i| 100 + i).sum::<u128>()
-    );
+    assert_eq!(bob.balance().await.unwrap(), (0..20).map(|i| 100 + i).sum::<u128>());
     assert_eq!(s.ledger.next_nonce(alice.address()).await.unwrap(), 20);
 }
 
@@ -133,142 +99,56 @@ async fn forged_replayed_and_unauthorised_transactions_fail() {
 
     // Signed by the wrong key: mallory claims to be alice.
     let mallory = Identity::from_seed("mallory");
-    let mut forged = Transaction::sign(
-        &mallory,
-        0,
-        Operation::Transfer {
-            to: mallory.address(),
-            amount: 10,
-        },
-        "",
-    );
+    let mut forged = Transaction::sign(&mallory, 0, Operation::Transfer { to: mallory.address(), amount: 10 }, "");
     forged.signer = alice.address();
-    assert_eq!(
-        s.ledger.submit(forged.clone()).await,
-        Err(LedgerError::SignerKeyMismatch)
-    );
+    assert_eq!(s.ledger.submit(forged.clone()).await, Err(LedgerError::SignerKeyMismatch));
     forged.signer_key = alice_id.public_key();
-    assert_eq!(
-        s.ledger.submit(forged).await,
-        Err(LedgerError::BadSignature)
-    );
+    assert_eq!(s.ledger.submit(forged).await, Err(LedgerError::BadSignature));
 
     // Tampered after signing.
-    let mut tampered = Transaction::sign(
-        &alice_id,
-        0,
-        Operation::Transfer {
-            to: bob.address(),
-            amount: 1,
-        },
-        "",
-    );
-    tampered.operation = Operation::Transfer {
-        to: bob.address(),
-        amount: 999,
-    };
-    assert_eq!(
-        s.ledger.submit(tampered).await,
-        Err(LedgerError::BadSignature)
-    );
+    let mut tampered = Transaction::sign(&alice_id, 0, Operation::Transfer { to: bob.address(), amount: 1 }, "");
+    tampered.operation = Operation::Transfer { to: bob.address(), amount: 999 };
+    assert_eq!(s.ledger.submit(tampered).await, Err(LedgerError::BadSignature));
 
     // Replayed and reordered.
-    let first = Transaction::sign(
-        &alice_id,
-        0,
-        Operation::Transfer {
-            to: bob.address(),
-            amount: 1,
-        },
-        "",
-    );
+    let first = Transaction::sign(&alice_id, 0, Operation::Transfer { to: bob.address(), amount: 1 }, "");
     s.ledger.submit(first.clone()).await.unwrap();
-    assert!(matches!(
-        s.ledger.submit(first).await,
-        Err(LedgerError::NonceMismatch {
-            expected: 1,
-            got: 0,
-            ..
-        })
-    ));
-    let ahead = Transaction::sign(
-        &alice_id,
-        5,
-        Operation::Transfer {
-            to: bob.address(),
-            amount: 1,
-        },
-        "",
-    );
-    assert!(matches!(
-        s.ledger.submit(ahead).await,
-        Err(LedgerError::NonceMismatch {
-            expected: 1,
-            got: 5,
-            ..
-        })
-    ));
+    assert!(matches!(s.ledger.submit(first).await, Err(LedgerError::NonceMismatch { expected: 1, got: 0, .. })));
+    let ahead = Transaction::sign(&alice_id, 5, Operation::Transfer { to: bob.address(), amount: 1 }, "");
+    assert!(matches!(s.ledger.submit(ahead).await, Err(LedgerError::NonceMismatch { expected: 1, got: 5, .. })));
 
     // Mint without authority.
-    assert!(matches!(
-        alice.mint(alice.address(), 1).await,
-        Err(WalletError::Ledger(LedgerError::Unauthorized(_)))
-    ));
+    assert!(matches!(alice.mint(alice.address(), 1).await, Err(WalletError::Ledger(LedgerError::Unauthorized(_)))));
 
     // Release and refund by a third party.
     let arbiter = wallet(&s, "arbiter");
-    let (escrow, _) = alice
-        .lock(100, bob.address(), T0 + 1_000, arbiter.address())
-        .await
-        .unwrap();
-    assert!(matches!(
-        carol.release(escrow).await,
-        Err(WalletError::Ledger(LedgerError::Unauthorized(_)))
-    ));
+    let (escrow, _) = alice.lock(100, bob.address(), T0 + 1_000, arbiter.address()).await.unwrap();
+    assert!(matches!(carol.release(escrow).await, Err(WalletError::Ledger(LedgerError::Unauthorized(_)))));
     s.clock.store(T0 + 2_000, Ordering::SeqCst);
-    assert!(matches!(
-        carol.refund(escrow).await,
-        Err(WalletError::Ledger(LedgerError::Unauthorized(_)))
-    ));
+    assert!(matches!(carol.refund(escrow).await, Err(WalletError::Ledger(LedgerError::Unauthorized(_)))));
     assert_eq!(s.ledger.audit_total().unwrap(), 1_000);
 }
 
 #[tokio::test]
 async fn escrow_releases_to_the_beneficiary_or_refunds_after_the_deadline() {
     let s = setup();
-    let (alice, bob, arbiter) = (
-        wallet(&s, "alice"),
-        wallet(&s, "bob"),
-        wallet(&s, "arbiter"),
-    );
+    let (alice, bob, arbiter) = (wallet(&s, "alice"), wallet(&s, "bob"), wallet(&s, "arbiter"));
     s.faucet.mint(alice.address(), 1_000).await.unwrap();
 
     // Released by the arbiter (the condition).
-    let (first, _) = alice
-        .lock(300, bob.address(), T0 + 1_000, arbiter.address())
-        .await
-        .unwrap();
+    let (first, _) = alice.lock(300, bob.address(), T0 + 1_000, arbiter.address()).await.unwrap();
     assert_eq!(alice.balance().await.unwrap(), 700);
     assert_eq!(s.ledger.escrow(first).await.unwrap().unwrap().amount, 300);
     arbiter.release(first).await.unwrap();
     assert_eq!(bob.balance().await.unwrap(), 300);
     assert!(
-        matches!(
-            alice.release(first).await,
-            Err(WalletError::Ledger(LedgerError::UnknownEscrow(_)))
-        ),
+        matches!(alice.release(first).await, Err(WalletError::Ledger(LedgerError::UnknownEscrow(_)))),
         "settled once"
     );
 
     // Refunded only after the deadline.
-    let (second, _) = alice
-        .lock(200, bob.address(), T0 + 1_000, arbiter.address())
-        .await
-        .unwrap();
-    assert!(matches!(
-        alice.refund(second).await,
-        Err(WalletError::Ledger(LedgerError::EscrowNotExpired { .. }))
-    ));
+    let (second, _) = alice.lock(200, bob.address(), T0 + 1_000, arbiter.address()).await.unwrap();
+    assert!(matches!(alice.refund(second).await, Err(WalletError::Ledger(LedgerError::EscrowNotExpired { .. }))));
     s.clock.store(T0 + 1_001, Ordering::SeqCst);
     alice.refund(second).await.unwrap();
     assert_eq!(alice.balance().await.unwrap(), 700);
@@ -279,18 +159,11 @@ async fn escrow_releases_to_the_beneficiary_or_refunds_after_the_deadline() {
 async fn a_ledger_persists_across_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let mint = Identity::from_seed("mint");
-    let config = || {
-        LocalLedgerConfig::default()
-            .with_path(dir.path())
-            .with_authority(mint.address())
-    };
+    let config = || LocalLedgerConfig::default().with_path(dir.path()).with_authority(mint.address());
     let alice = Identity::from_seed("alice").address();
     {
         let ledger = Arc::new(LocalLedger::open(config()).unwrap());
-        Wallet::new(mint.clone(), ledger)
-            .mint(alice, 42)
-            .await
-            .unwrap();
+        Wallet::new(mint.clone(), ledger).mint(alice, 42).await.unwrap();
     }
     let ledger = LocalLedger::open(config()).unwrap();
     assert_eq!(ledger.balance(alice).await.unwrap(), 42);
@@ -301,108 +174,56 @@ async fn a_ledger_persists_across_reopening() {
 async fn agents_get_wallets_from_their_bureau_without_contacting_the_ledger() {
     let s = setup();
     // A bureau whose ledger is unreachable still starts its agents.
-    let unreachable = RemoteLedger::new(
-        libp2p::PeerId::random(),
-        vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()],
-    )
-    .unwrap();
-    let offline =
-        Bureau::with_config(Config::default().with_ledger(Arc::new(unreachable))).unwrap();
-    let agent = offline
-        .add(Agent::builder("offline").build().unwrap())
-        .unwrap();
+    let unreachable =
+        RemoteLedger::new(libp2p::PeerId::random(), vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()]).unwrap();
+    let offline = Bureau::with_config(Config::default().with_ledger(Arc::new(unreachable))).unwrap();
+    let agent = offline.add(Agent::builder("offline").build().unwrap()).unwrap();
     let wallet = offline.context(agent).unwrap().wallet().unwrap();
-    assert!(matches!(
-        wallet.balance().await,
-        Err(WalletError::Ledger(LedgerError::Unavailable(_)))
-    ));
+    assert!(matches!(wallet.balance().await, Err(WalletError::Ledger(LedgerError::Unavailable(_)))));
     offline.shutdown().await.unwrap();
 
     let bureau = Bureau::with_config(Config::default().with_ledger(s.ledger.clone())).unwrap();
-    let buyer = bureau
-        .add(Agent::builder("buyer").seed("buyer").build().unwrap())
-        .unwrap();
+    let buyer = bureau.add(Agent::builder("buyer").seed("buyer").build().unwrap()).unwrap();
     let ctx = bureau.context(buyer).unwrap();
     let wallet = ctx.wallet().unwrap();
-    assert_eq!(
-        wallet.address(),
-        Identity::from_seed("buyer").derive("wallet").address()
-    );
+    assert_eq!(wallet.address(), Identity::from_seed("buyer").derive("wallet").address());
     s.faucet.mint(wallet.address(), 5).await.unwrap();
     assert_eq!(ctx.wallet().unwrap().balance().await.unwrap(), 5);
     bureau.shutdown().await.unwrap();
     let no_ledger = Bureau::new().unwrap();
     let agent = no_ledger.add(Agent::builder("x").build().unwrap()).unwrap();
-    assert!(matches!(
-        no_ledger.context(agent).unwrap().wallet(),
-        Err(WalletError::NoLedger)
-    ));
+    assert!(matches!(no_ledger.context(agent).unwrap().wallet(), Err(WalletError::NoLedger)));
 }
 
 #[tokio::test]
 async fn wallets_settle_on_a_ledger_served_over_libp2p() {
     let s = setup();
     let keypair = libp2p::identity::Keypair::generate_ed25519();
-    let server = agent_core::ledger::service::serve(
-        s.ledger.clone(),
-        keypair,
-        &["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-    )
-    .await
-    .unwrap();
-    let remote =
-        Arc::new(RemoteLedger::new(server.peer_id(), server.listen_addrs().to_vec()).unwrap());
-    let alice = Wallet::new(
-        Identity::from_seed("alice").derive("wallet"),
-        remote.clone(),
-    );
+    let server =
+        agent_core::ledger::service::serve(s.ledger.clone(), keypair, &["/ip4/127.0.0.1/tcp/0".parse().unwrap()])
+            .await
+            .unwrap();
+    let remote = Arc::new(RemoteLedger::new(server.peer_id(), server.listen_addrs().to_vec()).unwrap());
+    let alice = Wallet::new(Identity::from_seed("alice").derive("wallet"), remote.clone());
     let bob = Wallet::new(Identity::from_seed("bob").derive("wallet"), remote.clone());
     s.faucet.mint(alice.address(), 100).await.unwrap();
-    alice
-        .transfer(bob.address(), 40, "over the network")
-        .await
-        .unwrap();
+    alice.transfer(bob.address(), 40, "over the network").await.unwrap();
     assert_eq!(bob.balance().await.unwrap(), 40);
-    assert_eq!(
-        s.ledger.balance(bob.address()).await.unwrap(),
-        40,
-        "the hosting ledger has it"
-    );
+    assert_eq!(s.ledger.balance(bob.address()).await.unwrap(), 40, "the hosting ledger has it");
     assert!(matches!(
         alice.transfer(bob.address(), 1_000, "").await,
-        Err(WalletError::InsufficientFunds {
-            needed: 1_000,
-            available: 60
-        })
+        Err(WalletError::InsufficientFunds { needed: 1_000, available: 60 })
     ));
     let replay = alice.history(1).await.unwrap().remove(0).tx;
-    assert!(matches!(
-        remote.submit(replay).await,
-        Err(LedgerError::NonceMismatch { .. })
-    ));
+    assert!(matches!(remote.submit(replay).await, Err(LedgerError::NonceMismatch { .. })));
 }
 
 #[derive(Debug, Clone)]
 enum Op {
-    Transfer {
-        from: usize,
-        to: usize,
-        amount: u128,
-    },
-    Lock {
-        from: usize,
-        to: usize,
-        amount: u128,
-        deadline_offset: u64,
-    },
-    Release {
-        by: usize,
-        lock: usize,
-    },
-    Refund {
-        by: usize,
-        lock: usize,
-    },
+    Transfer { from: usize, to: usize, amount: u128 },
+    Lock { from: usize, to: usize, amount: u128, deadline_offset: u64 },
+    Release { by: usize, lock: usize },
+    Refund { by: usize, lock: usize },
     Tick(u64),
 }
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_core::{
-    Address, Agent, Bureau, Config, Context, MailboxConfig, Message, Protocol, ReplyError,
-    RequestError, SendFailure, WhenFull,
+    Address, Agent, Bureau, Config, Context, MailboxConfig, Message, Protocol, ReplyError, RequestError, SendFailure,
+    WhenFull,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -29,10 +29,7 @@ async fn double(ctx: Context, _from: Address, Ask(n): Ask) -> Result<(), ReplyEr
 }
 
 fn agent(name: &str) -> Agent {
-    Agent::builder(name)
-        .seed(format!("{name} test seed"))
-        .build()
-        .unwrap()
+    Agent::builder(name).seed(format!("{name} test seed")).build().unwrap()
 }
 
 #[tokio::test]
@@ -44,10 +41,7 @@ async fn request_reply_between_two_agents() {
     let client = bureau.add(agent("client")).unwrap();
     let ctx = bureau.context(client).unwrap();
     for n in 0..100 {
-        let Answer(m) = ctx
-            .request(server, Ask(n), Duration::from_secs(5))
-            .await
-            .unwrap();
+        let Answer(m) = ctx.request(server, Ask(n), Duration::from_secs(5)).await.unwrap();
         assert_eq!(m, 2 * n);
     }
     bureau.shutdown().await.unwrap();
@@ -69,29 +63,16 @@ async fn unrelated_message_neither_completes_nor_fails_a_request() {
     client.on_message(|_ctx: Context, _from: Address, _stray: Answer| async {});
     let client = bureau.add(client).unwrap();
     let mut server = agent("server");
-    server.on_message(
-        move |ctx: Context, _from: Address, Ask(n): Ask| async move {
-            ctx.send(client, Note("unrelated".into()))
-                .await
-                .map_err(|e| e.to_string())?;
-            ctx.send(client, Answer(999))
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            ctx.reply(Answer(n + 1)).await.map_err(|e| e.to_string())
-        },
-    );
+    server.on_message(move |ctx: Context, _from: Address, Ask(n): Ask| async move {
+        ctx.send(client, Note("unrelated".into())).await.map_err(|e| e.to_string())?;
+        ctx.send(client, Answer(999)).await.map_err(|e| e.to_string())?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        ctx.reply(Answer(n + 1)).await.map_err(|e| e.to_string())
+    });
     let server = bureau.add(server).unwrap();
     let ctx = bureau.context(client).unwrap();
-    let answer: Answer = ctx
-        .request(server, Ask(1), Duration::from_secs(1))
-        .await
-        .unwrap();
-    assert_eq!(
-        answer,
-        Answer(2),
-        "the reply is matched by correlation, not by type"
-    );
+    let answer: Answer = ctx.request(server, Ask(1), Duration::from_secs(1)).await.unwrap();
+    assert_eq!(answer, Answer(2), "the reply is matched by correlation, not by type");
     assert_eq!(notes_rx.recv().await.unwrap(), "unrelated");
     bureau.shutdown().await.unwrap();
 }
@@ -107,17 +88,8 @@ async fn every_request_has_a_deadline_even_without_one_given() {
     let silent = bureau.add(silent).unwrap();
     let ctx = bureau.context(bureau.add(agent("asker")).unwrap()).unwrap();
     let started = tokio::time::Instant::now();
-    let err = ctx
-        .request::<Ask, Answer>(silent, Ask(1), None)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        RequestError::Timeout {
-            to: silent,
-            after: Duration::from_secs(3)
-        }
-    );
+    let err = ctx.request::<Ask, Answer>(silent, Ask(1), None).await.unwrap_err();
+    assert_eq!(err, RequestError::Timeout { to: silent, after: Duration::from_secs(3) });
     assert_eq!(started.elapsed(), Duration::from_secs(3));
     drop(bureau);
 }
@@ -139,24 +111,12 @@ async fn protocol_refuses_replies_it_does_not_allow() {
     let mut server = agent("server");
     server.include(protocol);
     let server = bureau.add(server).unwrap();
-    let ctx = bureau
-        .context(bureau.add(agent("client")).unwrap())
-        .unwrap();
-    let answer: Answer = ctx
-        .request(server, Ask(5), Duration::from_secs(5))
-        .await
-        .unwrap();
+    let ctx = bureau.context(bureau.add(agent("client")).unwrap()).unwrap();
+    let answer: Answer = ctx.request(server, Ask(5), Duration::from_secs(5)).await.unwrap();
     assert_eq!(answer, Answer(5));
     match result_rx.recv().await.unwrap() {
-        Err(ReplyError::NotAllowed {
-            protocol,
-            request,
-            reply,
-        }) => {
-            assert_eq!(
-                (protocol.as_str(), request, reply),
-                ("doubling/1.0", "Ask", "Note")
-            );
+        Err(ReplyError::NotAllowed { protocol, request, reply }) => {
+            assert_eq!((protocol.as_str(), request, reply), ("doubling/1.0", "Ask", "Note"));
         }
         other => panic!("expected NotAllowed, got {other:?}"),
     }
@@ -176,16 +136,11 @@ async fn handler_errors_and_panics_are_reported_and_the_agent_lives_on() {
         }
     });
     let fragile = bureau.add(fragile).unwrap();
-    let ctx = bureau
-        .context(bureau.add(agent("client")).unwrap())
-        .unwrap();
+    let ctx = bureau.context(bureau.add(agent("client")).unwrap()).unwrap();
     let timeout = Duration::from_secs(5);
     assert_eq!(
         ctx.request::<Ask, Answer>(fragile, Ask(0), timeout).await,
-        Err(RequestError::HandlerFailed {
-            to: fragile,
-            reason: "zero is not allowed".into()
-        })
+        Err(RequestError::HandlerFailed { to: fragile, reason: "zero is not allowed".into() })
     );
     match ctx.request::<Ask, Answer>(fragile, Ask(1), timeout).await {
         Err(RequestError::HandlerFailed { reason, .. }) => {
@@ -193,23 +148,13 @@ async fn handler_errors_and_panics_are_reported_and_the_agent_lives_on() {
         }
         other => panic!("expected HandlerFailed, got {other:?}"),
     }
-    assert_eq!(
-        ctx.request::<Ask, Answer>(fragile, Ask(2), timeout).await,
-        Err(RequestError::NoReply { to: fragile })
-    );
+    assert_eq!(ctx.request::<Ask, Answer>(fragile, Ask(2), timeout).await, Err(RequestError::NoReply { to: fragile }));
     // Asking for the wrong reply type is reported, not confused.
     match ctx.request::<Ask, Note>(fragile, Ask(3), timeout).await {
-        Err(RequestError::WrongReplyType {
-            expected: "Note",
-            got,
-            ..
-        }) => assert_eq!(got, "Answer"),
+        Err(RequestError::WrongReplyType { expected: "Note", got, .. }) => assert_eq!(got, "Answer"),
         other => panic!("expected WrongReplyType, got {other:?}"),
     }
-    assert_eq!(
-        ctx.request::<Ask, Answer>(fragile, Ask(7), timeout).await,
-        Ok(Answer(7))
-    );
+    assert_eq!(ctx.request::<Ask, Answer>(fragile, Ask(7), timeout).await, Ok(Answer(7)));
     bureau.shutdown().await.unwrap();
 }
 
@@ -219,21 +164,12 @@ async fn routing_failures_name_their_cause() {
     let mut server = agent("server");
     server.on_message(double);
     let server = bureau.add(server).unwrap();
-    let ctx = bureau
-        .context(bureau.add(agent("client")).unwrap())
-        .unwrap();
+    let ctx = bureau.context(bureau.add(agent("client")).unwrap()).unwrap();
     let nobody = agent("nobody").address();
     let err = ctx.send(nobody, Ask(1)).await.unwrap_err();
     assert!(matches!(err.failure(), SendFailure::Unroutable { .. }));
-    assert_eq!(
-        err.into_message(),
-        Some(Ask(1)),
-        "a failed send hands the message back"
-    );
-    let err = ctx
-        .send(server, Note("no handler".into()))
-        .await
-        .unwrap_err();
+    assert_eq!(err.into_message(), Some(Ask(1)), "a failed send hands the message back");
+    let err = ctx.send(server, Note("no handler".into())).await.unwrap_err();
     match err.failure() {
         SendFailure::Rejected { reason, .. } => assert!(reason.contains("Note"), "{reason}"),
         other => panic!("expected Rejected, got {other:?}"),
@@ -255,21 +191,11 @@ async fn full_mailbox_rejects_or_waits_as_configured_and_never_drops() {
     let gate = Arc::new(tokio::sync::Notify::new());
     let config = Config::default().with_send_timeout(Duration::from_secs(2));
     let bureau = Bureau::with_config(config).unwrap();
-    let reject = MailboxConfig::default()
-        .with_capacity(2)
-        .with_when_full(WhenFull::Reject);
-    let rejecting = bureau
-        .add(blocking_agent("rejecting", reject, gate.clone()))
-        .unwrap();
-    let wait = MailboxConfig::default()
-        .with_capacity(2)
-        .with_when_full(WhenFull::Wait);
-    let waiting = bureau
-        .add(blocking_agent("waiting", wait, gate.clone()))
-        .unwrap();
-    let ctx = bureau
-        .context(bureau.add(agent("sender")).unwrap())
-        .unwrap();
+    let reject = MailboxConfig::default().with_capacity(2).with_when_full(WhenFull::Reject);
+    let rejecting = bureau.add(blocking_agent("rejecting", reject, gate.clone())).unwrap();
+    let wait = MailboxConfig::default().with_capacity(2).with_when_full(WhenFull::Wait);
+    let waiting = bureau.add(blocking_agent("waiting", wait, gate.clone())).unwrap();
+    let ctx = bureau.context(bureau.add(agent("sender")).unwrap()).unwrap();
 
     // One message is taken by the (blocked) handler, two fill the mailbox.
     for target in [rejecting, waiting] {
@@ -284,18 +210,8 @@ async fn full_mailbox_rejects_or_waits_as_configured_and_never_drops() {
 
     let started = tokio::time::Instant::now();
     let err = ctx.send(waiting, Slow(3)).await.unwrap_err();
-    assert_eq!(
-        err.failure(),
-        &SendFailure::Timeout {
-            to: waiting,
-            after: Duration::from_secs(2)
-        }
-    );
-    assert_eq!(
-        started.elapsed(),
-        Duration::from_secs(2),
-        "back-pressure waited until the deadline"
-    );
+    assert_eq!(err.failure(), &SendFailure::Timeout { to: waiting, after: Duration::from_secs(2) });
+    assert_eq!(started.elapsed(), Duration::from_secs(2), "back-pressure waited until the deadline");
 
     // Back-pressure: a waiting send completes as soon as space frees up.
     let pending = {
@@ -330,9 +246,7 @@ async fn handlers_run_one_at_a_time() {
         });
     }
     let actor = bureau.add(actor).unwrap();
-    let senders: Vec<Address> = (0..4)
-        .map(|i| bureau.add(agent(&format!("s{i}"))).unwrap())
-        .collect();
+    let senders: Vec<Address> = (0..4).map(|i| bureau.add(agent(&format!("s{i}"))).unwrap()).collect();
     for sender in senders {
         let ctx = bureau.context(sender).unwrap();
         for _ in 0..5 {
@@ -340,11 +254,7 @@ async fn handlers_run_one_at_a_time() {
         }
     }
     bureau.shutdown().await.unwrap();
-    assert_eq!(
-        done.load(Ordering::SeqCst),
-        20,
-        "shutdown drains queued messages"
-    );
+    assert_eq!(done.load(Ordering::SeqCst), 20, "shutdown drains queued messages");
     assert_eq!(most.load(Ordering::SeqCst), 1);
 }
 
@@ -378,10 +288,7 @@ async fn overrunning_interval_causes_no_burst_of_catch_up_ticks() {
     // 0, 100, 200 (runs until 450), then one period later: 550, 650, ...
     assert_eq!(&ticks[..6], &[0, 100, 200, 550, 650, 750], "{ticks:?}");
     for pair in ticks.windows(2) {
-        assert!(
-            pair[1] - pair[0] >= 100,
-            "ticks closer than one period: {ticks:?}"
-        );
+        assert!(pair[1] - pair[0] >= 100, "ticks closer than one period: {ticks:?}");
     }
 }
 
@@ -415,10 +322,7 @@ async fn ticks_interleave_with_messages() {
             _ => break,
         }
     }
-    assert!(
-        ticks >= 2 && messages == 1,
-        "ticks {ticks}, messages {messages}"
-    );
+    assert!(ticks >= 2 && messages == 1, "ticks {ticks}, messages {messages}");
     bureau.shutdown().await.unwrap();
 }
 
@@ -474,12 +378,7 @@ async fn storage_survives_a_restart() {
         // Wait (bounded) for the startup handler to write.
         let mut seen = 0;
         for _ in 0..200 {
-            seen = ctx
-                .storage()
-                .unwrap()
-                .get::<u64>("runs")
-                .unwrap()
-                .unwrap_or(0);
+            seen = ctx.storage().unwrap().get::<u64>("runs").unwrap().unwrap_or(0);
             if seen == run {
                 break;
             }
@@ -496,15 +395,8 @@ async fn storage_reports_type_mismatches() {
     let address = bureau.add(agent("typed")).unwrap();
     let storage = bureau.context(address).unwrap().storage().unwrap();
     storage.set("name", "alice").unwrap();
-    assert!(matches!(
-        storage.get::<u64>("name"),
-        Err(agent_core::StorageError::Decode { .. })
-    ));
-    assert_eq!(
-        storage.get::<String>("name").unwrap().as_deref(),
-        Some("alice"),
-        "the value is intact"
-    );
+    assert!(matches!(storage.get::<u64>("name"), Err(agent_core::StorageError::Decode { .. })));
+    assert_eq!(storage.get::<String>("name").unwrap().as_deref(), Some("alice"), "the value is intact");
     assert_eq!(storage.keys().unwrap(), ["name"]);
     assert!(storage.remove("name").unwrap());
     bureau.shutdown().await.unwrap();
@@ -514,28 +406,22 @@ async fn storage_reports_type_mismatches() {
 async fn broadcast_reaches_every_agent_speaking_the_protocol() {
     let count = Arc::new(AtomicUsize::new(0));
     let make_protocol = |count: Arc<AtomicUsize>| {
-        Protocol::new("news", "1.0").on_message(
-            move |_ctx: Context, _from: Address, _note: Note| {
-                let count = count.clone();
-                async move {
-                    count.fetch_add(1, Ordering::SeqCst);
-                }
-            },
-        )
+        Protocol::new("news", "1.0").on_message(move |_ctx: Context, _from: Address, _note: Note| {
+            let count = count.clone();
+            async move {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        })
     };
     let digest = make_protocol(count.clone()).digest();
     let bureau = Bureau::new().unwrap();
     let mut listener = agent("listener-0");
     listener.include(make_protocol(count.clone()));
     for i in 0..5 {
-        bureau
-            .add(listener.sibling(format!("listener-{i}"), agent_core::Identity::generate()))
-            .unwrap();
+        bureau.add(listener.sibling(format!("listener-{i}"), agent_core::Identity::generate())).unwrap();
     }
     bureau.add(agent("deaf")).unwrap();
-    let ctx = bureau
-        .context(bureau.add(agent("announcer")).unwrap())
-        .unwrap();
+    let ctx = bureau.context(bureau.add(agent("announcer")).unwrap()).unwrap();
     let report = ctx.broadcast(digest, Note("hello".into())).await;
     assert_eq!(report.delivered, 5);
     assert!(report.failed.is_empty());
@@ -563,31 +449,20 @@ async fn trace_and_session_follow_a_request_through_handlers() {
             let tx2 = tx2.clone();
             async move {
                 let _ = tx2.send((ctx.trace_id(), ctx.session()));
-                let answer: Answer = ctx
-                    .request(back, ask, None)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let answer: Answer = ctx.request(back, ask, None).await.map_err(|e| e.to_string())?;
                 ctx.reply(answer).await.map_err(|e| e.to_string())
             }
         });
         rx2
     };
     let front = bureau.add(front).unwrap();
-    let ctx = bureau
-        .context(bureau.add(agent("client")).unwrap())
-        .unwrap();
-    let _: Answer = ctx
-        .request(front, Ask(1), Duration::from_secs(5))
-        .await
-        .unwrap();
+    let ctx = bureau.context(bureau.add(agent("client")).unwrap()).unwrap();
+    let _: Answer = ctx.request(front, Ask(1), Duration::from_secs(5)).await.unwrap();
     let mut tx2 = tx2;
     let at_front = tx2.recv().await.unwrap();
     let at_back = rx.recv().await.unwrap();
     assert!(at_front.0.is_some());
-    assert_eq!(
-        at_front, at_back,
-        "one trace id and session across both hops"
-    );
+    assert_eq!(at_front, at_back, "one trace id and session across both hops");
     bureau.shutdown().await.unwrap();
 }
 
@@ -597,25 +472,16 @@ async fn misconfigured_agents_are_refused_with_reasons() {
     let mut twice = agent("twice");
     twice.on_message(double);
     twice.on_message(double);
-    assert!(matches!(
-        bureau.add(twice),
-        Err(agent_core::BureauError::HandlerConflict { .. })
-    ));
+    assert!(matches!(bureau.add(twice), Err(agent_core::BureauError::HandlerConflict { .. })));
     bureau.add(agent("same")).unwrap();
-    assert!(matches!(
-        bureau.add(agent("same")),
-        Err(agent_core::BureauError::DuplicateAddress(_))
-    ));
+    assert!(matches!(bureau.add(agent("same")), Err(agent_core::BureauError::DuplicateAddress(_))));
     bureau.shutdown().await.unwrap();
 }
 
 #[test]
 fn adding_outside_a_runtime_is_an_error_not_a_panic() {
     let bureau = Bureau::new().unwrap();
-    assert!(matches!(
-        bureau.add(agent("x")),
-        Err(agent_core::BureauError::NoRuntime)
-    ));
+    assert!(matches!(bureau.add(agent("x")), Err(agent_core::BureauError::NoRuntime)));
 }
 
 #[tokio::test]
@@ -626,15 +492,8 @@ async fn agents_load_their_identity_from_a_key_file() {
     identity.save(&path).unwrap();
     let alice = Agent::builder("alice").key_file(&path).build().unwrap();
     assert_eq!(alice.address(), identity.address());
-    let missing = Agent::builder("bob")
-        .key_file(dir.path().join("missing.key"))
-        .build();
-    assert!(matches!(
-        missing,
-        Err(agent_core::AgentError::Identity(
-            agent_core::IdentityError::Io { .. }
-        ))
-    ));
+    let missing = Agent::builder("bob").key_file(dir.path().join("missing.key")).build();
+    assert!(matches!(missing, Err(agent_core::AgentError::Identity(agent_core::IdentityError::Io { .. }))));
     // A fresh agent writes no key file anywhere.
     let _fresh = Agent::builder("carol").build().unwrap();
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);

@@ -1,55 +1,33 @@
 //! kill -9 of the ledger process during a stream of transfers: after a restart every
 //! acknowledged transaction is present, and none is half-applied.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use agent_core::ledger::{Ledger, RemoteLedger, TxHash};
 use agent_core::{Identity, Wallet, WalletError};
-
-struct Node {
-    child: Child,
-    peer_id: libp2p::PeerId,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{free_tcp_port, Node};
 
 fn start(dir: &std::path::Path, port: u16, authority: &Identity) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ledger-node"))
-        .args(["--data-dir", dir.to_str().unwrap()])
-        .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{port}")])
-        .args(["--node-seed", "crash test node"])
-        .args(["--authority", &authority.address().to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().expect("the node prints its peer id").unwrap();
-    let peer_id = first
-        .strip_prefix("peer_id ")
-        .expect("peer_id line")
-        .parse()
-        .unwrap();
-    let listening = lines.next().expect("the node prints its address").unwrap();
-    assert!(listening.starts_with("listening "), "{listening}");
-    // Keep the pipe open and drained for the node's lifetime.
-    std::thread::spawn(move || lines.for_each(drop));
-    Node { child, peer_id }
+    let args = vec![
+        "--data-dir".to_string(),
+        dir.to_str().unwrap().to_string(),
+        "--listen".into(),
+        format!("/ip4/127.0.0.1/tcp/{port}"),
+        "--node-seed".into(),
+        "crash test node".into(),
+        "--authority".into(),
+        authority.address().to_string(),
+    ];
+    Node::spawn(env!("CARGO_BIN_EXE_ledger-node"), &args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_transactions_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = free_tcp_port();
     let mint = Identity::from_seed("crash mint");
     let mut node = start(dir.path(), port, &mint);
     let address: libp2p::Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
@@ -64,30 +42,22 @@ async fn acknowledged_transactions_survive_kill_9() {
     let mut failures = 0;
     let mut killed = false;
     for i in 0..400u32 {
-        match tokio::time::timeout(
-            Duration::from_secs(15),
-            alice.transfer(bob, 1 + u128::from(i % 7), format!("t{i}")),
-        )
-        .await
+        match tokio::time::timeout(Duration::from_secs(15), alice.transfer(bob, 1 + u128::from(i % 7), format!("t{i}")))
+            .await
         {
             Ok(Ok(receipt)) => acknowledged.push(receipt.hash),
-            Ok(Err(WalletError::Ledger(agent_core::ledger::LedgerError::Unavailable(_))))
-            | Err(_) => failures += 1,
+            Ok(Err(WalletError::Ledger(agent_core::ledger::LedgerError::Unavailable(_)))) | Err(_) => failures += 1,
             Ok(Err(other)) => panic!("unexpected refusal: {other}"),
         }
         if acknowledged.len() == 40 && !killed {
-            node.child.kill().unwrap(); // SIGKILL
-            node.child.wait().unwrap();
+            node.kill();
             killed = true;
         }
         if killed && failures >= 3 {
             break;
         }
     }
-    assert!(
-        killed && failures >= 3,
-        "the node was killed mid-stream and sends failed"
-    );
+    assert!(killed && failures >= 3, "the node was killed mid-stream and sends failed");
 
     let node = start(dir.path(), port, &Identity::from_seed("crash mint"));
     // The client reconnects by itself (bounded wait).
@@ -103,10 +73,7 @@ async fn acknowledged_transactions_survive_kill_9() {
     let history = history.expect("the restarted node answers");
     let present: std::collections::HashSet<TxHash> = history.iter().map(|r| r.hash).collect();
     for hash in &acknowledged {
-        assert!(
-            present.contains(hash),
-            "acknowledged transaction {hash} lost"
-        );
+        assert!(present.contains(hash), "acknowledged transaction {hash} lost");
     }
     // No half-applied transaction: the money is all there, and moved exactly as recorded.
     let transfers: u128 = history
@@ -120,19 +87,9 @@ async fn acknowledged_transactions_survive_kill_9() {
     let bob_balance = ledger.balance(bob).await.unwrap();
     assert_eq!(bob_balance, transfers);
     assert_eq!(alice_balance + bob_balance, 1_000_000);
-    let sent = history
-        .iter()
-        .filter(|r| r.tx.signer == alice.address())
-        .count() as u64;
+    let sent = history.iter().filter(|r| r.tx.signer == alice.address()).count() as u64;
     assert_eq!(ledger.next_nonce(alice.address()).await.unwrap(), sent);
     // And the wallet carries on after the restart.
     alice.transfer(bob, 5, "after restart").await.unwrap();
     drop(node);
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -9,20 +9,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn runtimes() -> Vec<(&'static str, tokio::runtime::Runtime)> {
     vec![
-        (
-            "current_thread",
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
-        ),
-        (
-            "multi_thread",
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
-        ),
+        ("current_thread", tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()),
+        ("multi_thread", tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()),
     ]
 }
 
@@ -34,9 +22,7 @@ fn bench(c: &mut Criterion) {
         for (label, in_flight) in [("one_at_a_time", 1), ("pipelined_64", 64)] {
             group.bench_function(label, |b| {
                 b.iter_custom(|iters| {
-                    let figures = rt
-                        .block_on(agora_benches::ping_pong(iters, in_flight))
-                        .unwrap();
+                    let figures = rt.block_on(agora_benches::ping_pong(iters, in_flight)).unwrap();
                     Duration::from_nanos(figures.elapsed_ns)
                 })
             });

@@ -67,10 +67,7 @@ async fn on_run(ctx: Context, _from: Address, run: Run) -> Result<(), String> {
     if run.in_flight <= 1 {
         for n in 0..run.round_trips {
             let sent = Instant::now();
-            let _: Pong = ctx
-                .request(run.target, Ping(n), timeout)
-                .await
-                .map_err(|e| e.to_string())?;
+            let _: Pong = ctx.request(run.target, Ping(n), timeout).await.map_err(|e| e.to_string())?;
             latencies.push(sent.elapsed().as_nanos().min(u32::MAX as u128) as u32);
         }
     } else {
@@ -104,21 +101,13 @@ async fn on_run(ctx: Context, _from: Address, run: Run) -> Result<(), String> {
             .copied()
             .unwrap_or(0) as u64
     };
-    let figures = Figures {
-        round_trips: latencies.len() as u64,
-        elapsed_ns,
-        p50_ns: at(0.5),
-        p99_ns: at(0.99),
-    };
+    let figures = Figures { round_trips: latencies.len() as u64, elapsed_ns, p50_ns: at(0.5), p99_ns: at(0.99) };
     ctx.reply(figures).await.map_err(|e| e.to_string())
 }
 
 /// Two agents in one bureau; the pinger performs `round_trips` requests to the ponger with
 /// at most `in_flight` outstanding, and reports. Call inside the runtime under test.
-pub async fn ping_pong(
-    round_trips: u64,
-    in_flight: u64,
-) -> Result<Figures, Box<dyn std::error::Error>> {
+pub async fn ping_pong(round_trips: u64, in_flight: u64) -> Result<Figures, Box<dyn std::error::Error>> {
     let bureau = Bureau::new()?;
     let mut ponger = Agent::builder("ponger").build()?;
     ponger.on_message(on_ping);
@@ -128,17 +117,8 @@ pub async fn ping_pong(
     let pinger = bureau.add(pinger)?;
     let driver = bureau.add(Agent::builder("driver").build()?)?;
     let ctx = bureau.context(driver).ok_or("driver is missing")?;
-    let figures: Figures = ctx
-        .request(
-            pinger,
-            Run {
-                round_trips,
-                in_flight,
-                target,
-            },
-            Duration::from_secs(600),
-        )
-        .await?;
+    let figures: Figures =
+        ctx.request(pinger, Run { round_trips, in_flight, target }, Duration::from_secs(600)).await?;
     bureau.shutdown().await?;
     Ok(figures)
 }
@@ -175,35 +155,20 @@ pub fn verify_rate(count: usize) -> f64 {
 /// Applies `count` pre-signed transfers to a fresh local ledger from `senders` accounts
 /// submitting concurrently (each its own nonce sequence); returns transfers per second.
 /// Signing is excluded (it happens in the payers' processes); verification is included.
-pub async fn ledger_transfers(
-    count: usize,
-    senders: usize,
-    durable: bool,
-) -> Result<f64, Box<dyn std::error::Error>> {
+pub async fn ledger_transfers(count: usize, senders: usize, durable: bool) -> Result<f64, Box<dyn std::error::Error>> {
     use agent_core::ledger::{Ledger, LocalLedger, LocalLedgerConfig, Operation, Transaction};
     use std::sync::Arc;
-    let dir = std::env::temp_dir().join(format!(
-        "agora-ledger-bench-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
+    let dir = std::env::temp_dir().join(format!("agora-ledger-bench-{}-{}", std::process::id(), rand_suffix()));
     let mint = agent_core::Identity::from_seed("bench mint");
-    let config = LocalLedgerConfig::default()
-        .with_path(&dir)
-        .with_authority(mint.address())
-        .with_durable(durable);
+    let config = LocalLedgerConfig::default().with_path(&dir).with_authority(mint.address()).with_durable(durable);
     let ledger = Arc::new(LocalLedger::open(config)?);
-    let payers: Vec<agent_core::Identity> = (0..senders)
-        .map(|i| agent_core::Identity::from_seed(&format!("payer {i}")))
-        .collect();
+    let payers: Vec<agent_core::Identity> =
+        (0..senders).map(|i| agent_core::Identity::from_seed(&format!("payer {i}"))).collect();
     for (nonce, payer) in payers.iter().enumerate() {
         let mint_tx = Transaction::sign(
             &mint,
             nonce as u64,
-            Operation::Mint {
-                to: payer.address(),
-                amount: u128::MAX / 1024,
-            },
+            Operation::Mint { to: payer.address(), amount: u128::MAX / 1024 },
             "",
         );
         ledger.submit(mint_tx).await?;
@@ -214,17 +179,7 @@ pub async fn ledger_transfers(
         .iter()
         .map(|payer| {
             (0..per_sender as u64)
-                .map(|n| {
-                    Transaction::sign(
-                        payer,
-                        n,
-                        Operation::Transfer {
-                            to: payee,
-                            amount: 1,
-                        },
-                        "",
-                    )
-                })
+                .map(|n| Transaction::sign(payer, n, Operation::Transfer { to: payee, amount: 1 }, ""))
                 .collect()
         })
         .collect();
@@ -251,8 +206,5 @@ pub async fn ledger_transfers(
 }
 
 fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }

@@ -42,26 +42,17 @@ fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
         Data::Enum(data) => {
             let mut variants = Vec::with_capacity(data.variants.len());
             for variant in &data.variants {
-                let vname =
-                    serde_rename(&variant.attrs)?.unwrap_or_else(|| variant.ident.to_string());
+                let vname = serde_rename(&variant.attrs)?.unwrap_or_else(|| variant.ident.to_string());
                 variants.push(format!("{vname}{}", fields_schema(&variant.fields)?));
             }
             variants.sort();
             format!("={}", variants.join("|"))
         }
-        Data::Union(_) => {
-            return Err(syn::Error::new_spanned(
-                ident,
-                "#[derive(Message)] does not support unions",
-            ))
-        }
+        Data::Union(_) => return Err(syn::Error::new_spanned(ident, "#[derive(Message)] does not support unions")),
     };
     let schema = format!("{name}{body}");
-    let digest: [u8; 32] = Sha256::new()
-        .chain_update(b"agora.schema.v1\n")
-        .chain_update(schema.as_bytes())
-        .finalize()
-        .into();
+    let digest: [u8; 32] =
+        Sha256::new().chain_update(b"agora.schema.v1\n").chain_update(schema.as_bytes()).finalize().into();
     let digest_bytes = digest.iter();
     Ok(quote! {
         impl ::agent_core::Message for #ident {
@@ -80,11 +71,7 @@ fn fields_schema(fields: &Fields) -> syn::Result<String> {
             for field in &named.named {
                 let fname = match serde_rename(&field.attrs)? {
                     Some(renamed) => renamed,
-                    None => field
-                        .ident
-                        .as_ref()
-                        .map(|i| i.to_string())
-                        .unwrap_or_default(),
+                    None => field.ident.as_ref().map(|i| i.to_string()).unwrap_or_default(),
                 };
                 parts.push(format!("{fname}:{}", type_schema(&field.ty)));
             }
@@ -127,11 +114,7 @@ fn type_schema(ty: &Type) -> String {
         Type::Group(g) => type_schema(&g.elem),
         Type::Array(a) => {
             let len = &a.len;
-            format!(
-                "[{};{}]",
-                type_schema(&a.elem),
-                squash(quote!(#len).to_string())
-            )
+            format!("[{};{}]", type_schema(&a.elem), squash(quote!(#len).to_string()))
         }
         Type::Slice(s) => format!("[{}]", type_schema(&s.elem)),
         Type::Tuple(t) => {

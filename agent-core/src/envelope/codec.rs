@@ -59,9 +59,7 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], EnvelopeError> {
         if self.bytes.len() < n {
-            return Err(EnvelopeError::Truncated {
-                needed: n - self.bytes.len(),
-            });
+            return Err(EnvelopeError::Truncated { needed: n - self.bytes.len() });
         }
         let (head, rest) = self.bytes.split_at(n);
         self.bytes = rest;
@@ -109,26 +107,15 @@ pub(crate) fn decode(bytes: &[u8], max_payload: usize) -> Result<Envelope, Envel
     if flags & !(FLAG_PROTOCOL | FLAG_REPLY | FLAG_EXPECTS_REPLY) != 0 {
         return Err(EnvelopeError::UnknownFlags(flags));
     }
-    let protocol = if flags & FLAG_PROTOCOL != 0 {
-        Some(ProtocolDigest::from_bytes(r.array()?))
-    } else {
-        None
-    };
-    let in_reply_to = if flags & FLAG_REPLY != 0 {
-        Some(r.u64()?)
-    } else {
-        None
-    };
+    let protocol = if flags & FLAG_PROTOCOL != 0 { Some(ProtocolDigest::from_bytes(r.array()?)) } else { None };
+    let in_reply_to = if flags & FLAG_REPLY != 0 { Some(r.u64()?) } else { None };
     let trace_id = r.u128()?;
     let nonce = r.u64()?;
     let timestamp_ms = r.u64()?;
     let expires_ms = r.u64()?;
     let size = r.u32()? as usize;
     if size > max_payload {
-        return Err(EnvelopeError::PayloadTooLarge {
-            size,
-            limit: max_payload,
-        });
+        return Err(EnvelopeError::PayloadTooLarge { size, limit: max_payload });
     }
     let payload = r.take(size)?.to_vec();
     let signature = r.array::<64>()?;

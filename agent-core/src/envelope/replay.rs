@@ -27,11 +27,7 @@ impl Default for ReplayGuard {
 impl ReplayGuard {
     /// A guard that holds at most `capacity` unexpired nonces.
     pub fn with_capacity(capacity: usize) -> Self {
-        ReplayGuard {
-            seen: HashMap::new(),
-            by_expiry: BTreeSet::new(),
-            capacity,
-        }
+        ReplayGuard { seen: HashMap::new(), by_expiry: BTreeSet::new(), capacity }
     }
 
     /// Records (sender, nonce) until `expires_ms`, or refuses it as a replay.
@@ -47,9 +43,7 @@ impl ReplayGuard {
             return Err(EnvelopeError::Replayed { sender, nonce });
         }
         if self.seen.len() >= self.capacity {
-            return Err(EnvelopeError::ReplayGuardFull {
-                capacity: self.capacity,
-            });
+            return Err(EnvelopeError::ReplayGuardFull { capacity: self.capacity });
         }
         self.seen.insert((sender, nonce), expires_ms);
         self.by_expiry.insert((expires_ms, sender, nonce));

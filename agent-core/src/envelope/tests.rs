@@ -16,29 +16,12 @@ fn alice() -> Identity {
 }
 
 fn sealed(payload: &TestQuote) -> Envelope {
-    let header = Header {
-        expects_reply: false,
-        session: 7,
-        protocol: None,
-        in_reply_to: None,
-        trace_id: 9,
-    };
-    Envelope::seal(
-        &alice(),
-        Identity::from_seed("bob").address(),
-        payload,
-        header,
-        NOW,
-        60_000,
-    )
-    .unwrap()
+    let header = Header { expects_reply: false, session: 7, protocol: None, in_reply_to: None, trace_id: 9 };
+    Envelope::seal(&alice(), Identity::from_seed("bob").address(), payload, header, NOW, 60_000).unwrap()
 }
 
 fn quote() -> TestQuote {
-    TestQuote {
-        flight: "LH123".into(),
-        price_cents: 12_900,
-    }
+    TestQuote { flight: "LH123".into(), price_cents: 12_900 }
 }
 
 fn known(d: &SchemaDigest) -> bool {
@@ -73,20 +56,12 @@ fn wire_format_doc_test_vector_matches() {
     let doc = include_str!("../../../docs/wire-format.md");
     let start = doc.find("```hex").expect("the doc has a ```hex block") + "```hex".len();
     let end = start + doc[start..].find("```").expect("the hex block ends");
-    let documented: String = doc[start..end]
-        .chars()
-        .filter(|c| c.is_ascii_hexdigit())
-        .collect();
+    let documented: String = doc[start..end].chars().filter(|c| c.is_ascii_hexdigit()).collect();
     let encoded = hex::encode(vector_envelope().encode());
-    assert_eq!(
-        documented, encoded,
-        "docs/wire-format.md is out of date; encoding is:\n{encoded}"
-    );
+    assert_eq!(documented, encoded, "docs/wire-format.md is out of date; encoding is:\n{encoded}");
     let decoded = Envelope::decode(&hex::decode(documented).unwrap(), 1 << 20).unwrap();
     assert_eq!(decoded, vector_envelope());
-    decoded
-        .verify_stateless(&VerifyPolicy::default(), NOW, known)
-        .unwrap();
+    decoded.verify_stateless(&VerifyPolicy::default(), NOW, known).unwrap();
 }
 
 #[test]
@@ -95,9 +70,7 @@ fn round_trip_and_open() {
     let decoded = Envelope::decode(&envelope.encode(), 1 << 20).unwrap();
     assert_eq!(decoded, envelope);
     let mut guard = ReplayGuard::default();
-    decoded
-        .verify(&VerifyPolicy::default(), NOW + 1, &mut guard, known)
-        .unwrap();
+    decoded.verify(&VerifyPolicy::default(), NOW + 1, &mut guard, known).unwrap();
     assert_eq!(decoded.open::<TestQuote>().unwrap(), quote());
 }
 
@@ -110,136 +83,71 @@ fn every_rejection_has_its_own_variant() {
     // Bad signature: a field changed after signing.
     let mut tampered = good.clone();
     tampered.payload = br#"{"flight":"LH123","price_cents":1}"#.to_vec();
-    assert!(matches!(
-        tampered.verify(&policy, NOW, &mut guard, known),
-        Err(EnvelopeError::BadSignature(_))
-    ));
+    assert!(matches!(tampered.verify(&policy, NOW, &mut guard, known), Err(EnvelopeError::BadSignature(_))));
 
     // Signed by another key than the sender's.
     let mut forged = good.clone();
     forged.signature = Identity::from_seed("mallory").sign(&forged.signed_bytes());
-    assert!(matches!(
-        forged.verify(&policy, NOW, &mut guard, known),
-        Err(EnvelopeError::BadSignature(_))
-    ));
+    assert!(matches!(forged.verify(&policy, NOW, &mut guard, known), Err(EnvelopeError::BadSignature(_))));
 
     // Sender address of another key.
     let mut mismatch = good.clone();
     mismatch.sender = Identity::from_seed("mallory").address();
-    assert_eq!(
-        mismatch.verify(&policy, NOW, &mut guard, known),
-        Err(EnvelopeError::SenderKeyMismatch)
-    );
+    assert_eq!(mismatch.verify(&policy, NOW, &mut guard, known), Err(EnvelopeError::SenderKeyMismatch));
 
     // Expired.
-    assert!(matches!(
-        good.verify(&policy, NOW + 60_001, &mut guard, known),
-        Err(EnvelopeError::Expired { .. })
-    ));
+    assert!(matches!(good.verify(&policy, NOW + 60_001, &mut guard, known), Err(EnvelopeError::Expired { .. })));
 
     // From the future beyond the clock skew.
     let header = Header::default();
-    let future = Envelope::seal(
-        &alice(),
-        good.target,
-        &quote(),
-        header,
-        NOW + 31_000,
-        60_000,
-    )
-    .unwrap();
-    assert!(matches!(
-        future.verify(&policy, NOW, &mut guard, known),
-        Err(EnvelopeError::FromTheFuture { .. })
-    ));
+    let future = Envelope::seal(&alice(), good.target, &quote(), header, NOW + 31_000, 60_000).unwrap();
+    assert!(matches!(future.verify(&policy, NOW, &mut guard, known), Err(EnvelopeError::FromTheFuture { .. })));
 
     // Lives longer than the replay window covers.
     let long = Envelope::seal(&alice(), good.target, &quote(), header, NOW, 3_600_000).unwrap();
-    assert!(matches!(
-        long.verify(&policy, NOW, &mut guard, known),
-        Err(EnvelopeError::LifetimeTooLong { .. })
-    ));
+    assert!(matches!(long.verify(&policy, NOW, &mut guard, known), Err(EnvelopeError::LifetimeTooLong { .. })));
 
     // Payload over the limit, both on decode (before allocation) and on verify.
     let small = policy.with_max_payload(8);
-    assert!(matches!(
-        good.verify(&small, NOW, &mut guard, known),
-        Err(EnvelopeError::PayloadTooLarge { .. })
-    ));
-    assert!(matches!(
-        Envelope::decode(&good.encode(), 8),
-        Err(EnvelopeError::PayloadTooLarge { .. })
-    ));
+    assert!(matches!(good.verify(&small, NOW, &mut guard, known), Err(EnvelopeError::PayloadTooLarge { .. })));
+    assert!(matches!(Envelope::decode(&good.encode(), 8), Err(EnvelopeError::PayloadTooLarge { .. })));
 
     // Unknown schema.
-    assert_eq!(
-        good.verify(&policy, NOW, &mut guard, |_| false),
-        Err(EnvelopeError::UnknownSchema(TestQuote::DIGEST))
-    );
+    assert_eq!(good.verify(&policy, NOW, &mut guard, |_| false), Err(EnvelopeError::UnknownSchema(TestQuote::DIGEST)));
 
     // None of the refusals above burned the nonce: the genuine envelope is accepted once.
     good.verify(&policy, NOW, &mut guard, known).unwrap();
     assert_eq!(
         good.verify(&policy, NOW, &mut guard, known),
-        Err(EnvelopeError::Replayed {
-            sender: good.sender,
-            nonce: good.nonce
-        })
+        Err(EnvelopeError::Replayed { sender: good.sender, nonce: good.nonce })
     );
 
     // A full guard refuses rather than forgets.
     let mut tiny = ReplayGuard::with_capacity(1);
-    sealed(&quote())
-        .verify(&policy, NOW, &mut tiny, known)
-        .unwrap();
+    sealed(&quote()).verify(&policy, NOW, &mut tiny, known).unwrap();
     assert!(matches!(
         sealed(&quote()).verify(&policy, NOW, &mut tiny, known),
         Err(EnvelopeError::ReplayGuardFull { .. })
     ));
     // Once the first expires it is pruned and there is room again.
-    let later = Envelope::seal(
-        &alice(),
-        good.target,
-        &quote(),
-        header,
-        NOW + 60_001,
-        60_000,
-    )
-    .unwrap();
-    later
-        .verify(&policy, NOW + 60_001, &mut tiny, known)
-        .unwrap();
+    let later = Envelope::seal(&alice(), good.target, &quote(), header, NOW + 60_001, 60_000).unwrap();
+    later.verify(&policy, NOW + 60_001, &mut tiny, known).unwrap();
 }
 
 #[test]
 fn malformed_bytes_get_structural_errors() {
     let bytes = sealed(&quote()).encode();
-    assert!(matches!(
-        Envelope::decode(&bytes[..10], 1 << 20),
-        Err(EnvelopeError::Truncated { .. })
-    ));
-    assert_eq!(
-        Envelope::decode(b"XYZ\x01", 1 << 20),
-        Err(EnvelopeError::BadMagic)
-    );
+    assert!(matches!(Envelope::decode(&bytes[..10], 1 << 20), Err(EnvelopeError::Truncated { .. })));
+    assert_eq!(Envelope::decode(b"XYZ\x01", 1 << 20), Err(EnvelopeError::BadMagic));
     let mut v2 = bytes.clone();
     v2[3] = 2;
-    assert_eq!(
-        Envelope::decode(&v2, 1 << 20),
-        Err(EnvelopeError::UnsupportedVersion(2))
-    );
+    assert_eq!(Envelope::decode(&v2, 1 << 20), Err(EnvelopeError::UnsupportedVersion(2)));
     let mut trailing = bytes.clone();
     trailing.push(0);
-    assert_eq!(
-        Envelope::decode(&trailing, 1 << 20),
-        Err(EnvelopeError::TrailingBytes(1))
-    );
+    assert_eq!(Envelope::decode(&trailing, 1 << 20), Err(EnvelopeError::TrailingBytes(1)));
     let mut flags = bytes.clone();
     flags[3 + 1 + 32 + 32 + 32 + 16 + 32] = 0x80;
-    assert_eq!(
-        Envelope::decode(&flags, 1 << 20),
-        Err(EnvelopeError::UnknownFlags(0x80))
-    );
+    assert_eq!(Envelope::decode(&flags, 1 << 20), Err(EnvelopeError::UnknownFlags(0x80)));
     assert!(Envelope::decode(&[], 1 << 20).is_err());
 }
 
@@ -247,10 +155,7 @@ fn malformed_bytes_get_structural_errors() {
 fn open_refuses_wrong_payloads() {
     let mut envelope = sealed(&quote());
     envelope.payload = b"not json".to_vec();
-    assert!(matches!(
-        envelope.open::<TestQuote>(),
-        Err(EnvelopeError::Payload { .. })
-    ));
+    assert!(matches!(envelope.open::<TestQuote>(), Err(EnvelopeError::Payload { .. })));
 }
 
 fn arb_envelope() -> impl Strategy<Value = Envelope> {
@@ -262,26 +167,24 @@ fn arb_envelope() -> impl Strategy<Value = Envelope> {
         proptest::collection::vec(any::<u8>(), 0..256),
         0u64..600_000,
     )
-        .prop_map(
-            |(session, protocol, in_reply_to, trace_id, payload, lifetime)| {
-                let header = Header {
-                    session,
-                    protocol: protocol.map(ProtocolDigest::from_bytes),
-                    in_reply_to,
-                    expects_reply: session % 2 == 0,
-                    trace_id,
-                };
-                Envelope::seal_raw(
-                    &alice(),
-                    Identity::from_seed("bob").address(),
-                    TestQuote::DIGEST,
-                    payload,
-                    header,
-                    NOW,
-                    lifetime,
-                )
-            },
-        )
+        .prop_map(|(session, protocol, in_reply_to, trace_id, payload, lifetime)| {
+            let header = Header {
+                session,
+                protocol: protocol.map(ProtocolDigest::from_bytes),
+                in_reply_to,
+                expects_reply: session % 2 == 0,
+                trace_id,
+            };
+            Envelope::seal_raw(
+                &alice(),
+                Identity::from_seed("bob").address(),
+                TestQuote::DIGEST,
+                payload,
+                header,
+                NOW,
+                lifetime,
+            )
+        })
 }
 
 proptest! {

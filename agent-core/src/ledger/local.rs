@@ -28,12 +28,7 @@ pub struct LocalLedgerConfig {
 
 impl Default for LocalLedgerConfig {
     fn default() -> Self {
-        LocalLedgerConfig {
-            path: None,
-            authority: None,
-            durable: true,
-            clock: Arc::new(crate::envelope::unix_now_ms),
-        }
+        LocalLedgerConfig { path: None, authority: None, durable: true, clock: Arc::new(crate::envelope::unix_now_ms) }
     }
 }
 
@@ -126,10 +121,7 @@ impl Account {
                 let mut nonce = [0u8; 8];
                 balance.copy_from_slice(&b[..16]);
                 nonce.copy_from_slice(&b[16..]);
-                Account {
-                    balance: u128::from_be_bytes(balance),
-                    next_nonce: u64::from_be_bytes(nonce),
-                }
+                Account { balance: u128::from_be_bytes(balance), next_nonce: u64::from_be_bytes(nonce) }
             }
             _ => Account::default(),
         }
@@ -173,33 +165,18 @@ impl LocalLedger {
             .name("ledger-committer".into())
             .spawn(move || state.commit_loop(queue))
             .map_err(storage)?;
-        let committer = Arc::new(Committer {
-            commits: Some(commits),
-            thread: Some(thread),
-        });
+        let committer = Arc::new(Committer { commits: Some(commits), thread: Some(thread) });
         Ok(LocalLedger { inner, committer })
     }
 
     /// All tokens in existence: minted, in accounts or in escrow.
     pub fn supply(&self) -> Result<Amount, LedgerError> {
-        Ok(self
-            .inner
-            .meta
-            .get("supply")
-            .map_err(storage)?
-            .map(|b| be_u128(&b))
-            .unwrap_or(0))
+        Ok(self.inner.meta.get("supply").map_err(storage)?.map(|b| be_u128(&b)).unwrap_or(0))
     }
 
     /// How many transactions have been applied.
     pub fn height(&self) -> Result<u64, LedgerError> {
-        Ok(self
-            .inner
-            .meta
-            .get("height")
-            .map_err(storage)?
-            .map(|b| be_u64(&b))
-            .unwrap_or(0))
+        Ok(self.inner.meta.get("height").map_err(storage)?.map(|b| be_u64(&b)).unwrap_or(0))
     }
 
     /// The sum of every account balance plus every open escrow (for audits and tests).
@@ -222,21 +199,14 @@ impl LocalLedger {
         if Address::from_public_key(&tx.signer_key) != tx.signer {
             return Err(LedgerError::SignerKeyMismatch);
         }
-        tx.signer_key
-            .verify(&tx.signing_bytes(), &tx.signature)
-            .map_err(|_| LedgerError::BadSignature)?;
+        tx.signer_key.verify(&tx.signing_bytes(), &tx.signature).map_err(|_| LedgerError::BadSignature)?;
         if tx.memo.len() > MAX_MEMO {
-            return Err(LedgerError::Invalid(format!(
-                "memo of {} bytes exceeds {MAX_MEMO}",
-                tx.memo.len()
-            )));
+            return Err(LedgerError::Invalid(format!("memo of {} bytes exceeds {MAX_MEMO}", tx.memo.len())));
         }
         match tx.operation {
             Operation::Transfer { amount: 0, .. }
             | Operation::Lock { amount: 0, .. }
-            | Operation::Mint { amount: 0, .. } => {
-                Err(LedgerError::Invalid("amount must be positive".into()))
-            }
+            | Operation::Mint { amount: 0, .. } => Err(LedgerError::Invalid("amount must be positive".into())),
             _ => Ok(()),
         }
     }
@@ -265,10 +235,7 @@ impl Inner {
                     Err(_) => break,
                 }
             }
-            let mut results: Vec<_> = batch
-                .into_iter()
-                .map(|job| (job.done, self.apply(&job.tx)))
-                .collect();
+            let mut results: Vec<_> = batch.into_iter().map(|job| (job.done, self.apply(&job.tx))).collect();
             unflushed = true;
             if self.config.durable {
                 match self.db.flush() {
@@ -298,13 +265,7 @@ impl Inner {
     fn apply(&self, tx: &Transaction) -> Result<Receipt, LedgerError> {
         let inner = self;
         let now_ms = (inner.config.clock)();
-        let trees = (
-            &inner.accounts,
-            &inner.escrows,
-            &inner.receipts,
-            &inner.index,
-            &inner.meta,
-        );
+        let trees = (&inner.accounts, &inner.escrows, &inner.receipts, &inner.index, &inner.meta);
         let result = trees.transaction(|(accounts, escrows, receipts, index, meta)| {
             let mut signer = read_account(accounts, &tx.signer)?;
             if tx.nonce != signer.next_nonce {
@@ -325,12 +286,7 @@ impl Inner {
                     credit(accounts, to, *amount)?;
                     parties.push(*to);
                 }
-                Operation::Lock {
-                    amount,
-                    beneficiary,
-                    deadline_ms,
-                    arbiter,
-                } => {
+                Operation::Lock { amount, beneficiary, deadline_ms, arbiter } => {
                     debit(&mut signer, &tx.signer, *amount)?;
                     write_account(accounts, &tx.signer, &signer)?;
                     let id = EscrowId::of(&tx.signer, tx.nonce);
@@ -349,8 +305,7 @@ impl Inner {
                     let Some(bytes) = escrows.get(escrow.0)? else {
                         return abort(LedgerError::UnknownEscrow(*escrow));
                     };
-                    let open: Escrow =
-                        serde_json::from_slice(&bytes).map_err(|e| Abort::Abort(storage(e)))?;
+                    let open: Escrow = serde_json::from_slice(&bytes).map_err(|e| Abort::Abort(storage(e)))?;
                     if tx.signer != open.payer && tx.signer != open.arbiter {
                         return abort(LedgerError::Unauthorized(format!(
                             "only the escrow's payer or arbiter may settle escrow {escrow}"
@@ -358,10 +313,7 @@ impl Inner {
                     }
                     let refund = matches!(tx.operation, Operation::Refund { .. });
                     if refund && now_ms <= open.deadline_ms {
-                        return abort(LedgerError::EscrowNotExpired {
-                            deadline_ms: open.deadline_ms,
-                            now_ms,
-                        });
+                        return abort(LedgerError::EscrowNotExpired { deadline_ms: open.deadline_ms, now_ms });
                     }
                     write_account(accounts, &tx.signer, &signer)?;
                     let to = if refund { open.payer } else { open.beneficiary };
@@ -371,9 +323,7 @@ impl Inner {
                 }
                 Operation::Mint { to, amount } => {
                     if inner.config.authority != Some(tx.signer) {
-                        return abort(LedgerError::Unauthorized(
-                            "only the mint authority may mint".into(),
-                        ));
+                        return abort(LedgerError::Unauthorized("only the mint authority may mint".into()));
                     }
                     write_account(accounts, &tx.signer, &signer)?;
                     credit(accounts, to, *amount)?;
@@ -385,18 +335,12 @@ impl Inner {
             meta.insert("height", &height.to_be_bytes())?;
             if supply_delta > 0 {
                 let supply = meta.get("supply")?.map(|b| be_u128(&b)).unwrap_or(0);
-                let supply = supply.checked_add(supply_delta).ok_or_else(|| {
-                    Abort::Abort(LedgerError::Invalid("supply would overflow".into()))
-                })?;
+                let supply = supply
+                    .checked_add(supply_delta)
+                    .ok_or_else(|| Abort::Abort(LedgerError::Invalid("supply would overflow".into())))?;
                 meta.insert("supply", &supply.to_be_bytes())?;
             }
-            let receipt = Receipt {
-                hash: tx.hash(),
-                tx: tx.clone(),
-                height,
-                applied_ms: now_ms,
-                escrow: created,
-            };
+            let receipt = Receipt { hash: tx.hash(), tx: tx.clone(), height, applied_ms: now_ms, escrow: created };
             receipts.insert(&height.to_be_bytes(), json(&receipt)?)?;
             parties.sort();
             parties.dedup();
@@ -427,22 +371,14 @@ fn read_account(accounts: &TransactionalTree, who: &Address) -> Result<Account, 
     Ok(Account::decode(accounts.get(who.as_bytes())?))
 }
 
-fn write_account(
-    accounts: &TransactionalTree,
-    who: &Address,
-    account: &Account,
-) -> Result<(), Abort> {
+fn write_account(accounts: &TransactionalTree, who: &Address, account: &Account) -> Result<(), Abort> {
     accounts.insert(who.as_bytes(), &account.encode())?;
     Ok(())
 }
 
 fn debit(account: &mut Account, who: &Address, amount: Amount) -> Result<(), Abort> {
     if account.balance < amount {
-        return abort(LedgerError::InsufficientFunds {
-            account: *who,
-            needed: amount,
-            available: account.balance,
-        });
+        return abort(LedgerError::InsufficientFunds { account: *who, needed: amount, available: account.balance });
     }
     account.balance -= amount;
     Ok(())
@@ -475,15 +411,11 @@ impl Ledger for LocalLedger {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             let Some(commits) = &self.committer.commits else {
-                return Err(LedgerError::Storage(
-                    "the ledger is closed; not applied".into(),
-                ));
+                return Err(LedgerError::Storage("the ledger is closed; not applied".into()));
             };
             match commits.try_send(job) {
                 Ok(()) => break,
-                Err(std::sync::mpsc::TrySendError::Full(returned))
-                    if tokio::time::Instant::now() < deadline =>
-                {
+                Err(std::sync::mpsc::TrySendError::Full(returned)) if tokio::time::Instant::now() < deadline => {
                     job = returned;
                     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                 }
@@ -495,42 +427,21 @@ impl Ledger for LocalLedger {
             }
         }
         outcome.await.map_err(|_| {
-            LedgerError::Storage(
-                "the ledger's committer stopped; the transaction may have been applied".into(),
-            )
+            LedgerError::Storage("the ledger's committer stopped; the transaction may have been applied".into())
         })?
     }
 
     async fn balance(&self, account: Address) -> Result<Amount, LedgerError> {
-        Ok(Account::decode(
-            self.inner
-                .accounts
-                .get(account.as_bytes())
-                .map_err(storage)?,
-        )
-        .balance)
+        Ok(Account::decode(self.inner.accounts.get(account.as_bytes()).map_err(storage)?).balance)
     }
 
     async fn next_nonce(&self, account: Address) -> Result<u64, LedgerError> {
-        Ok(Account::decode(
-            self.inner
-                .accounts
-                .get(account.as_bytes())
-                .map_err(storage)?,
-        )
-        .next_nonce)
+        Ok(Account::decode(self.inner.accounts.get(account.as_bytes()).map_err(storage)?).next_nonce)
     }
 
     async fn history(&self, account: Address, limit: usize) -> Result<Vec<Receipt>, LedgerError> {
         let mut out = Vec::new();
-        for entry in self
-            .inner
-            .index
-            .scan_prefix(account.as_bytes())
-            .keys()
-            .rev()
-            .take(limit)
-        {
+        for entry in self.inner.index.scan_prefix(account.as_bytes()).keys().rev().take(limit) {
             let key = entry.map_err(storage)?;
             let height = &key[32..];
             if let Some(bytes) = self.inner.receipts.get(height).map_err(storage)? {
@@ -550,8 +461,6 @@ impl Ledger for LocalLedger {
 
 impl std::fmt::Debug for LocalLedger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalLedger")
-            .field("height", &self.height().ok())
-            .finish_non_exhaustive()
+        f.debug_struct("LocalLedger").field("height", &self.height().ok()).finish_non_exhaustive()
     }
 }

@@ -64,30 +64,20 @@ pub async fn serve(
     keypair: libp2p::identity::Keypair,
     listen: &[Multiaddr],
 ) -> Result<ServerHandle, NetError> {
-    rpc::serve(
-        PROTOCOL,
-        keypair,
-        listen,
-        ServerLimits::default(),
-        move |_peer, request: Request| {
-            let ledger = Arc::clone(&ledger);
-            async move {
-                match request {
-                    Request::Submit(tx) => {
-                        Response::Receipt(ledger.submit(*tx).await.map(Box::new))
-                    }
-                    Request::Balance(account) => Response::Balance(ledger.balance(account).await),
-                    Request::NextNonce(account) => {
-                        Response::NextNonce(ledger.next_nonce(account).await)
-                    }
-                    Request::History { account, limit } => {
-                        Response::History(ledger.history(account, limit.min(MAX_HISTORY)).await)
-                    }
-                    Request::Escrow(id) => Response::Escrow(ledger.escrow(id).await),
+    rpc::serve(PROTOCOL, keypair, listen, ServerLimits::default(), move |_peer, request: Request| {
+        let ledger = Arc::clone(&ledger);
+        async move {
+            match request {
+                Request::Submit(tx) => Response::Receipt(ledger.submit(*tx).await.map(Box::new)),
+                Request::Balance(account) => Response::Balance(ledger.balance(account).await),
+                Request::NextNonce(account) => Response::NextNonce(ledger.next_nonce(account).await),
+                Request::History { account, limit } => {
+                    Response::History(ledger.history(account, limit.min(MAX_HISTORY)).await)
                 }
+                Request::Escrow(id) => Response::Escrow(ledger.escrow(id).await),
             }
-        },
-    )
+        }
+    })
     .await
 }
 
@@ -101,23 +91,16 @@ impl RemoteLedger {
     /// A client of the ledger service `server` at `addresses`. Connects on first use, so
     /// creating it never fails because the ledger is down.
     pub fn new(server: PeerId, addresses: Vec<Multiaddr>) -> Result<RemoteLedger, NetError> {
-        Ok(RemoteLedger {
-            client: rpc::Client::new(PROTOCOL, server, addresses, Duration::from_secs(10))?,
-        })
+        Ok(RemoteLedger { client: rpc::Client::new(PROTOCOL, server, addresses, Duration::from_secs(10))? })
     }
 
     async fn call(&self, request: Request) -> Result<Response, LedgerError> {
-        self.client
-            .call(request)
-            .await
-            .map_err(|e: RpcError| LedgerError::Unavailable(e.to_string()))
+        self.client.call(request).await.map_err(|e: RpcError| LedgerError::Unavailable(e.to_string()))
     }
 }
 
 fn unexpected<T>(response: Response) -> Result<T, LedgerError> {
-    Err(LedgerError::Unavailable(format!(
-        "unexpected response from the ledger service: {response:?}"
-    )))
+    Err(LedgerError::Unavailable(format!("unexpected response from the ledger service: {response:?}")))
 }
 
 #[async_trait::async_trait]
@@ -160,8 +143,6 @@ impl Ledger for RemoteLedger {
 
 impl std::fmt::Debug for RemoteLedger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteLedger")
-            .field("server", &self.client.server())
-            .finish()
+        f.debug_struct("RemoteLedger").field("server", &self.client.server()).finish()
     }
 }

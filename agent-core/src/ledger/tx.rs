@@ -97,12 +97,7 @@ pub const MAX_MEMO: usize = 256;
 
 impl Transaction {
     /// Builds and signs a transaction.
-    pub fn sign(
-        identity: &Identity,
-        nonce: u64,
-        operation: Operation,
-        memo: impl Into<String>,
-    ) -> Transaction {
+    pub fn sign(identity: &Identity, nonce: u64, operation: Operation, memo: impl Into<String>) -> Transaction {
         let mut tx = Transaction {
             signer: identity.address(),
             signer_key: identity.public_key(),
@@ -128,12 +123,7 @@ impl Transaction {
                 out.extend_from_slice(to.as_bytes());
                 out.extend_from_slice(&amount.to_be_bytes());
             }
-            Operation::Lock {
-                amount,
-                beneficiary,
-                deadline_ms,
-                arbiter,
-            } => {
+            Operation::Lock { amount, beneficiary, deadline_ms, arbiter } => {
                 out.push(2);
                 out.extend_from_slice(&amount.to_be_bytes());
                 out.extend_from_slice(beneficiary.as_bytes());
@@ -161,13 +151,7 @@ impl Transaction {
 
     /// sha256 of the signing bytes and signature: the transaction's id.
     pub fn hash(&self) -> TxHash {
-        TxHash(
-            Sha256::new()
-                .chain_update(self.signing_bytes())
-                .chain_update(self.signature)
-                .finalize()
-                .into(),
-        )
+        TxHash(Sha256::new().chain_update(self.signing_bytes()).chain_update(self.signature).finalize().into())
     }
 }
 

@@ -37,11 +37,7 @@ pub(crate) fn swarm<B: NetworkBehaviour>(
     let transport_error = |e: &dyn std::fmt::Display| NetError::Transport(e.to_string());
     Ok(libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
         .map_err(|e| transport_error(&e))?
         .with_quic()
         .with_behaviour(|_| behaviour)
@@ -59,10 +55,7 @@ pub(crate) async fn listen<B: NetworkBehaviour>(
     for address in addresses {
         swarm
             .listen_on(address.clone())
-            .map_err(|e| NetError::Listen {
-                address: address.to_string(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| NetError::Listen { address: address.to_string(), reason: e.to_string() })?;
     }
     let mut bound = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -70,10 +63,7 @@ pub(crate) async fn listen<B: NetworkBehaviour>(
         match tokio::time::timeout_at(deadline, swarm.select_next_some()).await {
             Ok(libp2p::swarm::SwarmEvent::NewListenAddr { address, .. }) => bound.push(address),
             Ok(libp2p::swarm::SwarmEvent::ListenerError { error, .. }) => {
-                return Err(NetError::Listen {
-                    address: format!("{addresses:?}"),
-                    reason: error.to_string(),
-                });
+                return Err(NetError::Listen { address: format!("{addresses:?}"), reason: error.to_string() });
             }
             Ok(_) => {}
             Err(_) => break,

@@ -56,8 +56,7 @@ pub enum RpcError {
     Stopped,
 }
 
-type Handler<Req, Resp> =
-    Arc<dyn Fn(PeerId, Req) -> Pin<Box<dyn Future<Output = Resp> + Send>> + Send + Sync>;
+type Handler<Req, Resp> = Arc<dyn Fn(PeerId, Req) -> Pin<Box<dyn Future<Output = Resp> + Send>> + Send + Sync>;
 
 /// A running service. Dropping the handle stops it.
 #[derive(Debug)]
@@ -90,10 +89,7 @@ pub struct ServerLimits {
 
 impl Default for ServerLimits {
     fn default() -> Self {
-        ServerLimits {
-            max_in_flight: 256,
-            request_timeout: Duration::from_secs(10),
-        }
+        ServerLimits { max_in_flight: 256, request_timeout: Duration::from_secs(10) }
     }
 }
 
@@ -115,16 +111,13 @@ where
     let config = request_response::Config::default()
         .with_request_timeout(limits.request_timeout)
         .with_max_concurrent_streams(limits.max_in_flight);
-    let behaviour = json::Behaviour::<Req, Resp>::new(
-        [(StreamProtocol::new(protocol), ProtocolSupport::Inbound)],
-        config,
-    );
+    let behaviour =
+        json::Behaviour::<Req, Resp>::new([(StreamProtocol::new(protocol), ProtocolSupport::Inbound)], config);
     let mut swarm = super::swarm(keypair, behaviour)?;
     let listen_addrs = super::listen(&mut swarm, listen).await?;
     let peer_id = *swarm.local_peer_id();
     let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
-    let (done_tx, mut done_rx) =
-        mpsc::channel::<(request_response::ResponseChannel<Resp>, Resp)>(limits.max_in_flight);
+    let (done_tx, mut done_rx) = mpsc::channel::<(request_response::ResponseChannel<Resp>, Resp)>(limits.max_in_flight);
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
     tokio::spawn(async move {
         loop {
@@ -163,11 +156,7 @@ where
             }
         }
     });
-    Ok(ServerHandle {
-        peer_id,
-        listen_addrs,
-        _stop: stop_tx,
-    })
+    Ok(ServerHandle { peer_id, listen_addrs, _stop: stop_tx })
 }
 
 struct Call<Req, Resp> {
@@ -183,10 +172,7 @@ pub struct Client<Req, Resp> {
 
 impl<Req, Resp> Clone for Client<Req, Resp> {
     fn clone(&self) -> Self {
-        Client {
-            calls: self.calls.clone(),
-            server: self.server,
-        }
+        Client { calls: self.calls.clone(), server: self.server }
     }
 }
 
@@ -204,17 +190,14 @@ where
         timeout: Duration,
     ) -> Result<Self, NetError> {
         let config = request_response::Config::default().with_request_timeout(timeout);
-        let behaviour = json::Behaviour::<Req, Resp>::new(
-            [(StreamProtocol::new(protocol), ProtocolSupport::Outbound)],
-            config,
-        );
+        let behaviour =
+            json::Behaviour::<Req, Resp>::new([(StreamProtocol::new(protocol), ProtocolSupport::Outbound)], config);
         let mut swarm = super::swarm(libp2p::identity::Keypair::generate_ed25519(), behaviour)?;
         // Addresses are passed with every request: libp2p forgets an address after a
         // failed dial, and a server that was down must be found again when it is back.
         let (calls_tx, mut calls_rx) = mpsc::channel::<Call<Req, Resp>>(1024);
         tokio::spawn(async move {
-            let mut pending: HashMap<OutboundRequestId, oneshot::Sender<Result<Resp, RpcError>>> =
-                HashMap::new();
+            let mut pending: HashMap<OutboundRequestId, oneshot::Sender<Result<Resp, RpcError>>> = HashMap::new();
             loop {
                 tokio::select! {
                     call = calls_rx.recv() => match call {
@@ -243,19 +226,13 @@ where
                 }
             }
         });
-        Ok(Client {
-            calls: calls_tx,
-            server,
-        })
+        Ok(Client { calls: calls_tx, server })
     }
 
     /// Sends `request` and waits for its response (correlated by request id).
     pub async fn call(&self, request: Req) -> Result<Resp, RpcError> {
         let (reply, response) = oneshot::channel();
-        self.calls
-            .send(Call { request, reply })
-            .await
-            .map_err(|_| RpcError::Stopped)?;
+        self.calls.send(Call { request, reply }).await.map_err(|_| RpcError::Stopped)?;
         response.await.map_err(|_| RpcError::Stopped)?
     }
 
@@ -268,18 +245,9 @@ where
 fn classify(peer: PeerId, error: OutboundFailure, timeout: Duration) -> RpcError {
     match error {
         OutboundFailure::DialFailure => RpcError::Unreachable { peer },
-        OutboundFailure::Timeout => RpcError::Timeout {
-            peer,
-            after: timeout,
-        },
+        OutboundFailure::Timeout => RpcError::Timeout { peer, after: timeout },
         OutboundFailure::ConnectionClosed => RpcError::ConnectionClosed { peer },
-        OutboundFailure::UnsupportedProtocols => RpcError::Refused {
-            peer,
-            reason: "protocol not supported".into(),
-        },
-        OutboundFailure::Io(e) => RpcError::Refused {
-            peer,
-            reason: e.to_string(),
-        },
+        OutboundFailure::UnsupportedProtocols => RpcError::Refused { peer, reason: "protocol not supported".into() },
+        OutboundFailure::Io(e) => RpcError::Refused { peer, reason: e.to_string() },
     }
 }

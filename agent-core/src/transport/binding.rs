@@ -57,12 +57,7 @@ impl Binding {
         let agent = identity.address();
         let agent_key = identity.public_key();
         let signature = identity.sign(&signed_bytes(&agent, &agent_key, peer, expires_ms));
-        Binding {
-            agent,
-            agent_key,
-            expires_ms,
-            signature,
-        }
+        Binding { agent, agent_key, expires_ms, signature }
     }
 
     /// Checks the binding for a stream from `peer` at `now_ms`.
@@ -71,15 +66,10 @@ impl Binding {
             return Err(BindingError::KeyMismatch);
         }
         self.agent_key
-            .verify(
-                &signed_bytes(&self.agent, &self.agent_key, peer, self.expires_ms),
-                &self.signature,
-            )
+            .verify(&signed_bytes(&self.agent, &self.agent_key, peer, self.expires_ms), &self.signature)
             .map_err(|_| BindingError::BadSignature)?;
         if now_ms > self.expires_ms {
-            return Err(BindingError::Expired {
-                expires_ms: self.expires_ms,
-            });
+            return Err(BindingError::Expired { expires_ms: self.expires_ms });
         }
         Ok(())
     }

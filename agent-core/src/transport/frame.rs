@@ -32,15 +32,8 @@ pub(crate) enum Verdict {
 #[derive(Debug)]
 pub(crate) enum Frame {
     Bind(Binding),
-    Envelope {
-        seq: u64,
-        auth: Auth,
-        bytes: Vec<u8>,
-    },
-    Ack {
-        seq: u64,
-        verdict: Verdict,
-    },
+    Envelope { seq: u64, auth: Auth, bytes: Vec<u8> },
+    Ack { seq: u64, verdict: Verdict },
     Ping(u64),
     Pong(u64),
 }
@@ -100,9 +93,7 @@ impl Frame {
     }
 
     fn decode(body: &[u8]) -> Result<Frame, FrameError> {
-        let (&tag, rest) = body
-            .split_first()
-            .ok_or(FrameError::Malformed("empty frame"))?;
+        let (&tag, rest) = body.split_first().ok_or(FrameError::Malformed("empty frame"))?;
         let u64_at = |bytes: &[u8]| -> Result<u64, FrameError> {
             bytes
                 .get(..8)
@@ -111,9 +102,7 @@ impl Frame {
                 .ok_or(FrameError::Malformed("short frame"))
         };
         match tag {
-            BIND => Ok(Frame::Bind(
-                Binding::decode(rest).ok_or(FrameError::Malformed("bad binding"))?,
-            )),
+            BIND => Ok(Frame::Bind(Binding::decode(rest).ok_or(FrameError::Malformed("bad binding"))?)),
             ENVELOPE => {
                 let seq = u64_at(rest)?;
                 let auth = match rest.get(8) {
@@ -121,11 +110,7 @@ impl Frame {
                     Some(1) => Auth::Bound,
                     _ => return Err(FrameError::Malformed("bad auth mode")),
                 };
-                Ok(Frame::Envelope {
-                    seq,
-                    auth,
-                    bytes: rest[9..].to_vec(),
-                })
+                Ok(Frame::Envelope { seq, auth, bytes: rest[9..].to_vec() })
             }
             ACK => {
                 let seq = u64_at(rest)?;
@@ -145,10 +130,7 @@ impl Frame {
 }
 
 /// Reads one frame, refusing (before allocating) one larger than `limit`.
-pub(crate) async fn read<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    limit: usize,
-) -> Result<Frame, FrameError> {
+pub(crate) async fn read<R: AsyncRead + Unpin>(reader: &mut R, limit: usize) -> Result<Frame, FrameError> {
     let mut len = [0u8; 4];
     reader.read_exact(&mut len).await?;
     let size = u32::from_be_bytes(len) as usize;
@@ -161,10 +143,7 @@ pub(crate) async fn read<R: AsyncRead + Unpin>(
 }
 
 /// Writes pre-encoded frames and flushes.
-pub(crate) async fn write<W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    bytes: &[u8],
-) -> std::io::Result<()> {
+pub(crate) async fn write<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> std::io::Result<()> {
     writer.write_all(bytes).await?;
     writer.flush().await
 }

@@ -95,8 +95,7 @@ async fn serve(
                 Frame::Envelope { seq, auth, .. } => {
                     let verdict = match decoded {
                         Some(Ok((envelope, signature_checked))) => {
-                            accept(&shared, &net, auth, envelope, signature_checked, &bindings)
-                                .await
+                            accept(&shared, &net, peer, auth, envelope, signature_checked, &bindings).await
                         }
                         Some(Err(err)) => Verdict::Rejected(err.to_string()),
                         None => Verdict::Rejected("internal: envelope not decoded".into()),
@@ -108,12 +107,7 @@ async fn serve(
                 }
                 Frame::Ping(n) => Frame::Pong(n).encode(&mut out),
                 Frame::Ack { .. } | Frame::Pong(_) => {
-                    garbage(
-                        &net,
-                        peer,
-                        &FrameError::Malformed("an ack or pong on an inbound stream"),
-                    )
-                    .await;
+                    garbage(&net, peer, &FrameError::Malformed("an ack or pong on an inbound stream")).await;
                     failure = None;
                     out.clear();
                     break;
@@ -139,10 +133,7 @@ async fn garbage(net: &Network, peer: PeerId, err: &FrameError) {
         FrameError::Io(_) => tracing::debug!(%peer, error = %err, "inbound stream closed"),
         _ => {
             tracing::warn!(%peer, error = %err, "peer sent garbage; disconnecting it");
-            let _ = net
-                .commands
-                .send(super::node::Command::Disconnect(peer))
-                .await;
+            let _ = net.commands.send(super::node::Command::Disconnect(peer)).await;
         }
     }
 }
@@ -156,9 +147,7 @@ fn verify_signatures(batch: &[Frame], net: &Network) -> Vec<Decoded> {
     let mut decoded: Vec<Decoded> = batch
         .iter()
         .map(|frame| match frame {
-            Frame::Envelope { bytes, .. } => {
-                Some(Envelope::decode(bytes, max_payload).map(|e| (e, false)))
-            }
+            Frame::Envelope { bytes, .. } => Some(Envelope::decode(bytes, max_payload).map(|e| (e, false))),
             _ => None,
         })
         .collect();
@@ -166,13 +155,7 @@ fn verify_signatures(batch: &[Frame], net: &Network) -> Vec<Decoded> {
         .iter()
         .enumerate()
         .filter(|(i, frame)| {
-            matches!(
-                frame,
-                Frame::Envelope {
-                    auth: Auth::Signed,
-                    ..
-                }
-            ) && matches!(decoded[*i], Some(Ok(_)))
+            matches!(frame, Frame::Envelope { auth: Auth::Signed, .. }) && matches!(decoded[*i], Some(Ok(_)))
         })
         .map(|(i, _)| i)
         .collect();
@@ -211,6 +194,7 @@ fn verify_signatures(batch: &[Frame], net: &Network) -> Vec<Decoded> {
 async fn accept(
     shared: &Shared,
     net: &Network,
+    peer: PeerId,
     auth: Auth,
     envelope: Envelope,
     signature_checked: bool,
@@ -227,30 +211,25 @@ async fn accept(
         Auth::Bound => match bindings.get(&envelope.sender) {
             Some(expires) if *expires >= now => envelope.verify_unsigned(&policy, now, known),
             Some(_) => return Verdict::Rejected("the sender's session binding has expired".into()),
-            None => {
-                return Verdict::Rejected(
-                    "the sender has no session binding on this connection".into(),
-                )
-            }
+            None => return Verdict::Rejected("the sender has no session binding on this connection".into()),
         },
     };
     if let Err(err) = checked {
         return Verdict::Rejected(err.to_string());
     }
     if envelope.timestamp_ms < net.boot_ms {
-        return Verdict::Rejected(
-            "sealed before this node started; refused as a possible replay".into(),
-        );
+        return Verdict::Rejected("sealed before this node started; refused as a possible replay".into());
     }
-    match net.replay.lock().check_and_insert(
-        envelope.sender,
-        envelope.nonce,
-        envelope.expires_ms,
-        now,
-    ) {
+    match net.replay.lock().check_and_insert(envelope.sender, envelope.nonce, envelope.expires_ms, now) {
         Ok(()) => {}
         Err(EnvelopeError::Replayed { .. }) => return Verdict::Duplicate,
         Err(err) => return Verdict::Rejected(err.to_string()),
+    }
+    {
+        let mut learned = net.learned.lock();
+        if learned.len() < super::MAX_LEARNED || learned.contains_key(&envelope.sender) {
+            learned.insert(envelope.sender, peer);
+        }
     }
     if let Some(request_nonce) = envelope.in_reply_to {
         let mut pending = net.pending.lock();
@@ -263,9 +242,7 @@ async fn accept(
                 pending.insert((target, request_nonce), entry);
                 Verdict::Rejected("a reply from an agent the request was not sent to".into())
             }
-            None => Verdict::Rejected(
-                "no request is waiting for this reply (it may have timed out)".into(),
-            ),
+            None => Verdict::Rejected("no request is waiting for this reply (it may have timed out)".into()),
         };
     }
     let reply = envelope.expects_reply.then_some(ReplyTo::Remote {
@@ -283,11 +260,7 @@ async fn accept(
         body: Body::Json(envelope.payload),
         reply,
     });
-    match shared
-        .router
-        .deliver(target, delivery, None, shared.config.send_timeout)
-        .await
-    {
+    match shared.router.deliver(target, delivery, None, shared.config.send_timeout).await {
         Ok(()) => Verdict::Delivered,
         Err((failure, _)) => Verdict::Rejected(failure.to_string()),
     }

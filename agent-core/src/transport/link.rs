@@ -25,11 +25,7 @@ struct Sent {
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-pub(crate) async fn run(
-    net: Arc<Network>,
-    endpoint: Endpoint,
-    mut queue: mpsc::Receiver<Outbound>,
-) {
+pub(crate) async fn run(net: Arc<Network>, endpoint: Endpoint, mut queue: mpsc::Receiver<Outbound>) {
     let span = tracing::debug_span!("link", peer = %endpoint.peer_id);
     let _enter = span.enter();
     drop(_enter);
@@ -43,20 +39,12 @@ pub(crate) async fn run(
                 return;
             }
             match queue.recv().await {
-                Some(out) => unacked.push_back(Sent {
-                    out,
-                    seq: 0,
-                    attempts: 0,
-                }),
+                Some(out) => unacked.push_back(Sent { out, seq: 0, attempts: 0 }),
                 None => return,
             }
             continue;
         }
-        let deadline = unacked
-            .iter()
-            .map(|s| s.out.deadline)
-            .min()
-            .unwrap_or_else(Instant::now);
+        let deadline = unacked.iter().map(|s| s.out.deadline).min().unwrap_or_else(Instant::now);
         let stream = match super::node::connect(&net, &endpoint, deadline).await {
             Ok(stream) => stream,
             Err(reason) => {
@@ -68,16 +56,7 @@ pub(crate) async fn run(
         };
         backoff = MIN_BACKOFF;
         let (reader, writer) = stream.split();
-        let ended = serve(
-            &net,
-            &endpoint,
-            reader,
-            writer,
-            &mut unacked,
-            &mut queue,
-            &mut queue_open,
-        )
-        .await;
+        let ended = serve(&net, &endpoint, reader, writer, &mut unacked, &mut queue, &mut queue_open).await;
         tracing::debug!(peer = %endpoint.peer_id, reason = %ended, "stream ended");
     }
 }
@@ -109,8 +88,7 @@ async fn serve(
     }
     let window = net.config.window;
     let heartbeat_period = net.config.heartbeat;
-    let mut heartbeat =
-        tokio::time::interval_at(Instant::now() + heartbeat_period, heartbeat_period);
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + heartbeat_period, heartbeat_period);
     let mut last_heard = Instant::now();
     loop {
         let next_deadline = unacked.front().map(|s| s.out.deadline);
@@ -179,21 +157,13 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 
 fn encode(buf: &mut Vec<u8>, sent: &mut Sent, bound: &mut HashMap<Address, u64>) {
     if let (Auth::Bound, Some(binding)) = (sent.out.auth, &sent.out.binding) {
-        if bound
-            .get(&sent.out.sender)
-            .is_none_or(|expires| *expires < binding.expires_ms)
-        {
+        if bound.get(&sent.out.sender).is_none_or(|expires| *expires < binding.expires_ms) {
             Frame::Bind(binding.clone()).encode(buf);
             bound.insert(sent.out.sender, binding.expires_ms);
         }
     }
     // The envelope bytes are copied into the frame; they stay in `sent` for resends.
-    Frame::Envelope {
-        seq: sent.seq,
-        auth: sent.out.auth,
-        bytes: sent.out.bytes.clone(),
-    }
-    .encode(buf);
+    Frame::Envelope { seq: sent.seq, auth: sent.out.auth, bytes: sent.out.bytes.clone() }.encode(buf);
 }
 
 fn acknowledge(unacked: &mut VecDeque<Sent>, seq: u64, verdict: Verdict) {
@@ -220,10 +190,7 @@ fn expire(unacked: &mut VecDeque<Sent>, endpoint: &Endpoint) {
         }
         let (done, _) = tokio::sync::oneshot::channel();
         let done = std::mem::replace(&mut sent.out.done, done);
-        let _ = done.send(Outcome::TimedOut {
-            after: sent.out.timeout,
-            endpoint: endpoint.to_string(),
-        });
+        let _ = done.send(Outcome::TimedOut { after: sent.out.timeout, endpoint: endpoint.to_string() });
         false
     });
 }

@@ -57,6 +57,9 @@ use crate::identity::{Address, Identity};
 /// The libp2p protocol of the envelope stream.
 pub const PROTOCOL: &str = "/agora/envelope/1";
 
+/// Routes learned from inbound connections, at most (then the oldest are not kept).
+pub(crate) const MAX_LEARNED: usize = 100_000;
+
 /// How one envelope's delivery ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -156,10 +159,7 @@ impl NetworkConfig {
 
 impl std::fmt::Debug for NetworkConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NetworkConfig")
-            .field("listen", &self.listen)
-            .field("auth", &self.auth)
-            .finish_non_exhaustive()
+        f.debug_struct("NetworkConfig").field("listen", &self.listen).field("auth", &self.auth).finish_non_exhaustive()
     }
 }
 
@@ -191,6 +191,9 @@ pub(crate) struct Network {
     pub(crate) boot_ms: u64,
     pub(crate) bindings: Mutex<HashMap<Address, Binding>>,
     pub(crate) stop: tokio::sync::watch::Sender<bool>,
+    /// Agents authenticated on inbound connections, by the peer that hosts them, so that
+    /// replies find their way back without a resolver entry. Bounded by [`MAX_LEARNED`].
+    pub(crate) learned: Mutex<HashMap<Address, PeerId>>,
     pub(crate) max_connections: u32,
 }
 
@@ -205,38 +208,24 @@ impl Network {
         timeout: Duration,
     ) -> Outcome {
         let deadline = tokio::time::Instant::now() + timeout;
-        let endpoint =
-            match tokio::time::timeout_at(deadline, self.config.resolver.resolve(&to)).await {
-                Ok(Ok(endpoint)) => endpoint,
-                Ok(Err(reason)) => return Outcome::Unroutable(reason),
-                Err(_) => {
-                    return Outcome::Unroutable(Unroutable::ResolverUnavailable(
-                        "resolution timed out".into(),
-                    ))
-                }
-            };
+        let endpoint = match tokio::time::timeout_at(deadline, self.config.resolver.resolve(&to)).await {
+            Ok(Ok(endpoint)) => endpoint,
+            Ok(Err(reason)) => match self.learned.lock().get(&to) {
+                // An agent that reached us over a connection is answered over it.
+                Some(peer_id) => Endpoint { peer_id: *peer_id, addrs: Vec::new() },
+                None => return Outcome::Unroutable(reason),
+            },
+            Err(_) => return Outcome::Unroutable(Unroutable::ResolverUnavailable("resolution timed out".into())),
+        };
         let (auth, binding) = match (auth, identity) {
             (Auth::Bound, Some(identity)) => (Auth::Bound, Some(self.binding_for(identity))),
             _ => (Auth::Signed, None),
         };
-        let sender = identity
-            .map(Identity::address)
-            .unwrap_or_else(|| Address::from_bytes([0; 32]));
+        let sender = identity.map(Identity::address).unwrap_or_else(|| Address::from_bytes([0; 32]));
         let (done, outcome) = oneshot::channel();
-        let outbound = Outbound {
-            sender,
-            bytes,
-            auth,
-            binding,
-            deadline,
-            timeout,
-            done,
-        };
+        let outbound = Outbound { sender, bytes, auth, binding, deadline, timeout, done };
         let link = self.link(&endpoint);
-        let timed_out = || Outcome::TimedOut {
-            after: timeout,
-            endpoint: endpoint.to_string(),
-        };
+        let timed_out = || Outcome::TimedOut { after: timeout, endpoint: endpoint.to_string() };
         match tokio::time::timeout_at(deadline, link.send(outbound)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Outcome::Rejected("the connection task has stopped".into()),

@@ -25,29 +25,15 @@ pub struct NetworkInfo {
 }
 
 pub(crate) enum Command {
-    Dial {
-        peer: PeerId,
-        addrs: Vec<Multiaddr>,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
+    Dial { peer: PeerId, addrs: Vec<Multiaddr>, reply: oneshot::Sender<Result<(), String>> },
     Disconnect(PeerId),
 }
 
 /// Starts the swarm and returns the node.
 pub(crate) async fn start(
     config: NetworkConfig,
-) -> Result<
-    (
-        Arc<Network>,
-        libp2p_stream::IncomingStreams,
-        watch::Receiver<bool>,
-    ),
-    NetError,
-> {
-    let keypair = config
-        .keypair
-        .clone()
-        .unwrap_or_else(libp2p::identity::Keypair::generate_ed25519);
+) -> Result<(Arc<Network>, libp2p_stream::IncomingStreams, watch::Receiver<bool>), NetError> {
+    let keypair = config.keypair.clone().unwrap_or_else(libp2p::identity::Keypair::generate_ed25519);
     let behaviour = libp2p_stream::Behaviour::new();
     let mut control = behaviour.new_control();
     let incoming = control
@@ -55,10 +41,7 @@ pub(crate) async fn start(
         .map_err(|_| NetError::Transport("the envelope protocol is already registered".into()))?;
     let mut swarm = crate::net::swarm(keypair, behaviour)?;
     let listen_addrs = crate::net::listen(&mut swarm, &config.listen).await?;
-    let info = NetworkInfo {
-        peer_id: *swarm.local_peer_id(),
-        listen_addrs,
-    };
+    let info = NetworkInfo { peer_id: *swarm.local_peer_id(), listen_addrs };
     let (commands, commands_rx) = mpsc::channel(256);
     let (stop, stop_rx) = watch::channel(false);
     let network = Arc::new(Network {
@@ -70,16 +53,12 @@ pub(crate) async fn start(
         replay: Mutex::new(ReplayGuard::default()),
         boot_ms: crate::envelope::unix_now_ms(),
         bindings: Mutex::new(HashMap::new()),
+        learned: Mutex::new(HashMap::new()),
         stop,
         max_connections: config.max_connections,
         config,
     });
-    tokio::spawn(run(
-        swarm,
-        commands_rx,
-        stop_rx.clone(),
-        network.max_connections,
-    ));
+    tokio::spawn(run(swarm, commands_rx, stop_rx.clone(), network.max_connections));
     Ok((network, incoming, stop_rx))
 }
 
@@ -136,21 +115,10 @@ async fn run(
 }
 
 /// Connects to `endpoint` and opens an envelope stream, before `deadline`.
-pub(crate) async fn connect(
-    net: &Network,
-    endpoint: &Endpoint,
-    deadline: Instant,
-) -> Result<libp2p::Stream, String> {
+pub(crate) async fn connect(net: &Network, endpoint: &Endpoint, deadline: Instant) -> Result<libp2p::Stream, String> {
     let (reply, connected) = oneshot::channel();
-    let dial = Command::Dial {
-        peer: endpoint.peer_id,
-        addrs: endpoint.addrs.clone(),
-        reply,
-    };
-    net.commands
-        .send(dial)
-        .await
-        .map_err(|_| "the network node has stopped".to_owned())?;
+    let dial = Command::Dial { peer: endpoint.peer_id, addrs: endpoint.addrs.clone(), reply };
+    net.commands.send(dial).await.map_err(|_| "the network node has stopped".to_owned())?;
     match tokio::time::timeout_at(deadline, connected).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(reason))) => return Err(reason),
@@ -158,11 +126,7 @@ pub(crate) async fn connect(
         Err(_) => return Err("connecting timed out".into()),
     }
     let mut control = net.control.clone();
-    match tokio::time::timeout_at(
-        deadline,
-        control.open_stream(endpoint.peer_id, StreamProtocol::new(PROTOCOL)),
-    )
-    .await
+    match tokio::time::timeout_at(deadline, control.open_stream(endpoint.peer_id, StreamProtocol::new(PROTOCOL))).await
     {
         Ok(Ok(stream)) => Ok(stream),
         Ok(Err(err)) => Err(err.to_string()),

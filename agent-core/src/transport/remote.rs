@@ -38,9 +38,7 @@ fn seal(
     timeout: Duration,
 ) -> Envelope {
     // Valid for the whole delivery deadline, resends included, plus clock-skew slack.
-    let lifetime = (timeout + Duration::from_secs(60))
-        .min(MAX_LIFETIME)
-        .as_millis() as u64;
+    let lifetime = (timeout + Duration::from_secs(60)).min(MAX_LIFETIME).as_millis() as u64;
     let now = unix_now_ms();
     match net.config.auth {
         Auth::Signed => Envelope::seal_raw(identity, to, schema, payload, header, now, lifetime),
@@ -53,11 +51,7 @@ fn failure_of(to: Address, outcome: Outcome) -> Result<(), SendFailure> {
         Outcome::Delivered => Ok(()),
         Outcome::Rejected(reason) => Err(SendFailure::Rejected { to, reason }),
         Outcome::Unroutable(reason) => Err(SendFailure::Unroutable { to, reason }),
-        Outcome::TimedOut { after, endpoint } => Err(SendFailure::NotAcknowledged {
-            to,
-            after,
-            endpoint,
-        }),
+        Outcome::TimedOut { after, endpoint } => Err(SendFailure::NotAcknowledged { to, after, endpoint }),
     }
 }
 
@@ -86,28 +80,9 @@ impl Context {
         header: Header,
         timeout: Duration,
     ) -> Result<(), SendFailure> {
-        let payload = serde_json::to_vec(message).map_err(|e| SendFailure::Encode {
-            to,
-            reason: e.to_string(),
-        })?;
-        let envelope = seal(
-            net,
-            &self.cell.identity,
-            to,
-            M::DIGEST,
-            payload,
-            header,
-            timeout,
-        );
-        let outcome = net
-            .send(
-                Some(&self.cell.identity),
-                to,
-                envelope.encode(),
-                net.config.auth,
-                timeout,
-            )
-            .await;
+        let payload = serde_json::to_vec(message).map_err(|e| SendFailure::Encode { to, reason: e.to_string() })?;
+        let envelope = seal(net, &self.cell.identity, to, M::DIGEST, payload, header, timeout);
+        let outcome = net.send(Some(&self.cell.identity), to, envelope.encode(), net.config.auth, timeout).await;
         failure_of(to, outcome)
     }
 
@@ -120,39 +95,16 @@ impl Context {
         deadline: Instant,
         timeout: Duration,
     ) -> Result<Resp, RequestError> {
-        let payload = serde_json::to_vec(message).map_err(|e| {
-            RequestError::Send(SendFailure::Encode {
-                to,
-                reason: e.to_string(),
-            })
-        })?;
+        let payload = serde_json::to_vec(message)
+            .map_err(|e| RequestError::Send(SendFailure::Encode { to, reason: e.to_string() }))?;
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let header = Header {
-            expects_reply: true,
-            ..header
-        };
-        let envelope = seal(
-            net,
-            &self.cell.identity,
-            to,
-            Req::DIGEST,
-            payload,
-            header,
-            remaining,
-        );
+        let header = Header { expects_reply: true, ..header };
+        let envelope = seal(net, &self.cell.identity, to, Req::DIGEST, payload, header, remaining);
         let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
         let key = (self.address(), envelope.nonce);
         net.pending.lock().insert(key, (to, reply_tx));
         let _pending = PendingGuard { net, key };
-        let outcome = net
-            .send(
-                Some(&self.cell.identity),
-                to,
-                envelope.encode(),
-                net.config.auth,
-                remaining,
-            )
-            .await;
+        let outcome = net.send(Some(&self.cell.identity), to, envelope.encode(), net.config.auth, remaining).await;
         failure_of(to, outcome).map_err(RequestError::Send)?;
         let reply = match tokio::time::timeout_at(deadline, reply_rx).await {
             Err(_) => return Err(RequestError::Timeout { to, after: timeout }),
@@ -160,18 +112,12 @@ impl Context {
             Ok(Ok(reply)) => reply,
         };
         if reply.schema == RequestFailed::DIGEST {
-            let failed: RequestFailed =
-                serde_json::from_slice(&reply.payload).unwrap_or(RequestFailed {
-                    no_reply: false,
-                    reason: "undecodable failure report".into(),
-                });
+            let failed: RequestFailed = serde_json::from_slice(&reply.payload)
+                .unwrap_or(RequestFailed { no_reply: false, reason: "undecodable failure report".into() });
             return Err(if failed.no_reply {
                 RequestError::NoReply { to }
             } else {
-                RequestError::HandlerFailed {
-                    to,
-                    reason: failed.reason,
-                }
+                RequestError::HandlerFailed { to, reason: failed.reason }
             });
         }
         if reply.schema != Resp::DIGEST {
@@ -199,17 +145,10 @@ impl Context {
         let Some(net) = self.network() else {
             return Err(ReplyError::Send(SendFailure::Stopped { to: requester }));
         };
-        let header = Header {
-            session,
-            protocol: None,
-            in_reply_to: Some(request_nonce),
-            expects_reply: false,
-            trace_id,
-        };
+        let header =
+            Header { session, protocol: None, in_reply_to: Some(request_nonce), expects_reply: false, trace_id };
         let timeout = self.cell.bureau.config.send_timeout;
-        self.send_remote(net, requester, message, header, timeout)
-            .await
-            .map_err(ReplyError::Send)
+        self.send_remote(net, requester, message, header, timeout).await.map_err(ReplyError::Send)
     }
 }
 
@@ -223,19 +162,10 @@ pub(crate) async fn report_failure(
     failure: RequestFailure,
 ) {
     let report = match failure {
-        RequestFailure::NoReply => RequestFailed {
-            no_reply: true,
-            reason: String::new(),
-        },
-        RequestFailure::HandlerFailed(reason) => RequestFailed {
-            no_reply: false,
-            reason,
-        },
+        RequestFailure::NoReply => RequestFailed { no_reply: true, reason: String::new() },
+        RequestFailure::HandlerFailed(reason) => RequestFailed { no_reply: false, reason },
     };
-    if let Err(err) = ctx
-        .reply_remote(requester, request_nonce, session, trace_id, &report)
-        .await
-    {
+    if let Err(err) = ctx.reply_remote(requester, request_nonce, session, trace_id, &report).await {
         tracing::warn!(%requester, error = %err, "could not report a failed request to its requester");
     }
 }

@@ -38,9 +38,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
@@ -48,8 +46,8 @@ async fn main() -> anyhow::Result<()> {
     if let Some(authority) = args.authority {
         config = config.with_authority(authority);
     }
-    let ledger = LocalLedger::open(config)
-        .with_context(|| format!("opening the ledger in {}", args.data_dir.display()))?;
+    let ledger =
+        LocalLedger::open(config).with_context(|| format!("opening the ledger in {}", args.data_dir.display()))?;
     let keypair = match &args.node_seed {
         Some(seed) => agent_examples::node_keypair(seed)?,
         None => libp2p::identity::Keypair::generate_ed25519(),

@@ -63,20 +63,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
          {:<15} {:<16} {:>12} {:>9} {:>9} {:>11} {:>9}\n",
         uagents.0, uagents.1, "runtime", "mode", "rt/s", "p50 us", "p99 us", "x uAgents", "/ kameo"
     );
-    for (runtime, kameo) in [
-        ("current_thread", KAMEO_CURRENT_THREAD),
-        ("multi_thread", KAMEO_MULTI_THREAD),
-    ] {
+    for (runtime, kameo) in [("current_thread", KAMEO_CURRENT_THREAD), ("multi_thread", KAMEO_MULTI_THREAD)] {
         if args.runtime.as_deref().is_some_and(|only| only != runtime) {
             continue;
         }
         for (mode, in_flight) in [("one at a time", 1), ("pipelined", args.in_flight)] {
             let figures = run(runtime, args.round_trips, in_flight)?;
-            let mode = if in_flight > 1 {
-                format!("{mode} ({in_flight})")
-            } else {
-                mode.to_owned()
-            };
+            let mode = if in_flight > 1 { format!("{mode} ({in_flight})") } else { mode.to_owned() };
             out += &row(runtime, &mode, &figures, uagents.0, kameo);
         }
     }
@@ -110,20 +103,12 @@ fn ledger() -> Result<String, Box<dyn std::error::Error>> {
 
 fn runtime(kind: &str) -> std::io::Result<tokio::runtime::Runtime> {
     match kind {
-        "current_thread" => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        _ => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build(),
+        "current_thread" => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        _ => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
     }
 }
 
-fn run(
-    kind: &str,
-    round_trips: u64,
-    in_flight: u64,
-) -> Result<Figures, Box<dyn std::error::Error>> {
+fn run(kind: &str, round_trips: u64, in_flight: u64) -> Result<Figures, Box<dyn std::error::Error>> {
     let rt = runtime(kind)?;
     // Warm up allocator and caches, then measure.
     rt.block_on(ping_pong(round_trips / 10 + 1, in_flight))?;
@@ -170,19 +155,11 @@ fn memory(agents: usize) -> Result<String, Box<dyn std::error::Error>> {
 }
 
 fn measure_uagents(python: &PathBuf) -> Option<f64> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/peers/uagents/bureau_pingpong.py");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers/uagents/bureau_pingpong.py");
     let output = Command::new(python).arg(script).arg("2000").output().ok()?;
     let text = String::from_utf8_lossy(&output.stdout);
     // "... = 2426.1 rt/s; ..."
-    let rate = text
-        .split(" = ")
-        .nth(1)?
-        .split(" rt/s")
-        .next()?
-        .trim()
-        .parse()
-        .ok()?;
+    let rate = text.split(" = ").nth(1)?.split(" rt/s").next()?.trim().parse().ok()?;
     Some(rate)
 }
 

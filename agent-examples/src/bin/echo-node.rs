@@ -1,0 +1,81 @@
+//! A network node with one agent that answers `Ping(n)` with `Pong(n)`: the far end of the
+//! cross-process tests and benchmarks.
+//!
+//! Prints `peer_id <id>`, one `listening <multiaddr>` line per address and `agent <address>`,
+//! then `handled <n>` for each ping it handles.
+#![allow(clippy::print_stdout)] // The node reports to the test that drives it on stdout.
+
+use std::io::Write;
+
+use agent_core::transport::{Auth, NetworkConfig, StaticResolver};
+use agent_core::{Address, Agent, Bureau, Context, ReplyError};
+use agent_examples::{Ping, Pong};
+use clap::Parser;
+use libp2p::Multiaddr;
+
+#[derive(Parser)]
+#[command(about = "An Agora node with an echo agent")]
+struct Args {
+    /// Address to listen on; repeat for several.
+    #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
+    listen: Vec<Multiaddr>,
+    /// The echo agent's seed.
+    #[arg(long, default_value = "echo agent")]
+    seed: String,
+    /// Secret phrase for the node's libp2p identity (a stable peer id across restarts).
+    #[arg(long)]
+    node_seed: Option<String>,
+    /// Authenticate replies with signatures instead of a session binding.
+    #[arg(long)]
+    signed: bool,
+    /// Print `handled <n>` for each ping.
+    #[arg(long)]
+    log_handled: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let bureau = Bureau::new()?;
+    let mut echo = Agent::builder("echo").seed(args.seed.clone()).build()?;
+    let log_handled = args.log_handled;
+    echo.on_message(move |ctx: Context, _from: Address, Ping(n): Ping| async move {
+        if log_handled {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "handled {n}");
+            let _ = out.flush();
+        }
+        if ctx.session().is_some() {
+            return ctx.reply(Pong(n)).await.or_else(|e| match e {
+                // A plain send (not a request) has nobody waiting for the pong.
+                ReplyError::Send(_) => Ok(()),
+                other => Err(other),
+            });
+        }
+        Ok(())
+    });
+    let agent = bureau.add(echo)?;
+    let mut config = NetworkConfig::new(args.listen.clone(), std::sync::Arc::new(StaticResolver::new()));
+    if let Some(seed) = &args.node_seed {
+        config = config.with_keypair(agent_examples::node_keypair(seed)?);
+    }
+    if args.signed {
+        config = config.with_auth(Auth::Signed);
+    }
+    let info = bureau.listen(config).await?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "peer_id {}", info.peer_id)?;
+        for address in &info.listen_addrs {
+            writeln!(out, "listening {address}")?;
+        }
+        writeln!(out, "agent {agent}")?;
+        out.flush()?;
+    }
+    bureau.run_until_ctrl_c().await?;
+    Ok(())
+}

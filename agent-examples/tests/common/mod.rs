@@ -1,0 +1,71 @@
+//! Starting example nodes as child processes and reading what they report.
+#![allow(dead_code)] // Each test binary uses a different part.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use agent_core::Address;
+use libp2p::{Multiaddr, PeerId};
+
+/// A child node; killed (SIGKILL) when dropped.
+pub struct Node {
+    pub child: Child,
+    pub peer_id: PeerId,
+    pub addrs: Vec<Multiaddr>,
+    pub agent: Option<Address>,
+    /// Every later line the node printed.
+    pub lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Node {
+    /// Starts `binary` with `args` and reads its `peer_id`, `listening` and `agent` lines.
+    pub fn spawn(binary: &str, args: &[String]) -> Node {
+        let mut child = Command::new(binary).args(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut peer_id, mut addrs, mut agent) = (None, Vec::new(), None);
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(id) = line.strip_prefix("peer_id ") {
+                peer_id = Some(id.parse().unwrap());
+            } else if let Some(addr) = line.strip_prefix("listening ") {
+                addrs.push(addr.parse().unwrap());
+            } else if let Some(address) = line.strip_prefix("agent ") {
+                agent = Some(address.parse().unwrap());
+                break;
+            }
+            if binary.ends_with("ledger-node") && peer_id.is_some() && !addrs.is_empty() {
+                break;
+            }
+        }
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        // Keep the pipe drained for the node's lifetime; remember what it says.
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Node { child, peer_id: peer_id.expect("the node printed its peer id"), addrs, agent, lines: seen }
+    }
+
+    /// Kills the node with SIGKILL and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn args(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
