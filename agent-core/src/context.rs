@@ -92,6 +92,11 @@ impl Context {
         self.current.map(|c| c.session)
     }
 
+    /// Whether the sender of the message being handled waits for a reply (a request).
+    pub fn is_request(&self) -> bool {
+        self.current.is_some_and(|c| c.is_request)
+    }
+
     /// The trace id of the message being handled; messages sent from this handler carry it.
     pub fn trace_id(&self) -> Option<u128> {
         self.current.map(|c| c.trace_id)

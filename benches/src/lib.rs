@@ -208,3 +208,102 @@ pub async fn ledger_transfers(count: usize, senders: usize, durable: bool) -> Re
 fn rand_suffix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
+
+/// Asks the pinger to send `count` one-way messages with at most `in_flight` awaiting
+/// their delivery acknowledgement.
+#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+pub struct Blast {
+    /// How many messages.
+    pub count: u64,
+    /// How many may await their acknowledgement at once.
+    pub in_flight: u64,
+    /// The receiver.
+    pub target: Address,
+}
+
+async fn on_blast(ctx: Context, _from: Address, blast: Blast) -> Result<(), String> {
+    let started = Instant::now();
+    let mut latencies: Vec<u32> = Vec::with_capacity(blast.count as usize);
+    let mut pending = FuturesUnordered::new();
+    let mut next = 0;
+    let one = |n: u64| {
+        let ctx = ctx.clone();
+        async move {
+            let sent = Instant::now();
+            ctx.send(blast.target, Ping(n)).await.map(|_| sent.elapsed().as_nanos().min(u32::MAX as u128) as u32)
+        }
+    };
+    while next < blast.count.min(blast.in_flight) {
+        pending.push(one(next));
+        next += 1;
+    }
+    while let Some(done) = pending.next().await {
+        latencies.push(done.map_err(|e| e.to_string())?);
+        if next < blast.count {
+            pending.push(one(next));
+            next += 1;
+        }
+    }
+    let elapsed_ns = started.elapsed().as_nanos() as u64;
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as u64
+    };
+    ctx.reply(Figures { round_trips: latencies.len() as u64, elapsed_ns, p50_ns: at(0.5), p99_ns: at(0.99) })
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The far end of the cross-process benchmark: a bureau listening on `listen` with an
+/// agent answering requests `Ping(n)` with `Pong(n)` (and taking plain pings silently).
+/// Returns once listening, with the bureau, the node's address and the agent's address.
+pub async fn serve_echo(
+    listen: agent_core::transport::NetworkConfig,
+) -> Result<(Bureau, agent_core::transport::NetworkInfo, Address), Box<dyn std::error::Error>> {
+    let bureau = Bureau::new()?;
+    let mut echo = Agent::builder("echo").seed("bench echo").build()?;
+    echo.on_message(|ctx: Context, _from: Address, Ping(n): Ping| async move {
+        if ctx.is_request() {
+            ctx.reply(Pong(n)).await?;
+        }
+        Ok::<(), ReplyError>(())
+    });
+    let agent = bureau.add(echo)?;
+    let info = bureau.listen(listen).await?;
+    Ok((bureau, info, agent))
+}
+
+/// Cross-process figures against an echo agent at `endpoint`: request/reply one at a time
+/// (`round_trips`), and one-way messages with delivery acknowledgements, `in_flight` at a
+/// time (`messages`).
+pub async fn remote_figures(
+    endpoint: agent_core::transport::Endpoint,
+    echo: Address,
+    auth: agent_core::transport::Auth,
+    round_trips: u64,
+    messages: u64,
+    in_flight: u64,
+) -> Result<(Figures, Figures), Box<dyn std::error::Error>> {
+    use agent_core::transport::{NetworkConfig, StaticResolver};
+    let resolver = std::sync::Arc::new(StaticResolver::new());
+    resolver.insert(echo, endpoint);
+    let bureau = Bureau::new()?;
+    let mut pinger = Agent::builder("pinger").build()?;
+    pinger.on_message(on_run);
+    pinger.on_message(on_blast);
+    let pinger = bureau.add(pinger)?;
+    let driver = bureau.add(Agent::builder("driver").build()?)?;
+    let config = NetworkConfig::new(vec!["/ip4/127.0.0.1/tcp/0".parse()?], resolver).with_auth(auth);
+    bureau.listen(config).await?;
+    let ctx = bureau.context(driver).ok_or("driver is missing")?;
+    let long = Duration::from_secs(600);
+    // Warm the connection up.
+    let _: Figures = ctx.request(pinger, Run { round_trips: 100, in_flight: 1, target: echo }, long).await?;
+    let one_at_a_time: Figures = ctx.request(pinger, Run { round_trips, in_flight: 1, target: echo }, long).await?;
+    let pipelined: Figures = ctx.request(pinger, Blast { count: messages, in_flight, target: echo }, long).await?;
+    bureau.shutdown().await?;
+    Ok((one_at_a_time, pipelined))
+}

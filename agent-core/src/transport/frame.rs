@@ -129,17 +129,65 @@ impl Frame {
     }
 }
 
-/// Reads one frame, refusing (before allocating) one larger than `limit`.
-pub(crate) async fn read<R: AsyncRead + Unpin>(reader: &mut R, limit: usize) -> Result<Frame, FrameError> {
-    let mut len = [0u8; 4];
-    reader.read_exact(&mut len).await?;
-    let size = u32::from_be_bytes(len) as usize;
-    if size > limit {
-        return Err(FrameError::TooLarge { size, limit });
+/// Reads frames from a stream. Cancel-safe: every byte received is kept in the reader's
+/// buffer, so a `next()` dropped in a `select!` loses nothing. Also tells, without waiting,
+/// whether a whole frame has already arrived, which is how the receiver batches.
+pub(crate) struct FrameReader<R> {
+    inner: R,
+    /// Bytes received are `buf[start..end]`; the rest is room to read into.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    limit: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub(crate) fn new(inner: R, limit: usize) -> Self {
+        FrameReader { inner, buf: vec![0; 64 * 1024], start: 0, end: 0, limit }
     }
-    let mut body = vec![0u8; size];
-    reader.read_exact(&mut body).await?;
-    Frame::decode(&body)
+
+    /// The next frame if it has fully arrived; refuses (before buffering it) a frame
+    /// larger than the limit.
+    pub(crate) fn try_next(&mut self) -> Result<Option<Frame>, FrameError> {
+        let available = &self.buf[self.start..self.end];
+        let Some(len) = available.get(..4) else { return Ok(None) };
+        let size = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        if size > self.limit {
+            return Err(FrameError::TooLarge { size, limit: self.limit });
+        }
+        if available.len() < 4 + size {
+            return Ok(None);
+        }
+        let frame = Frame::decode(&available[4..4 + size]);
+        self.start += 4 + size;
+        frame.map(Some)
+    }
+
+    /// Waits for the next frame.
+    pub(crate) async fn next(&mut self) -> Result<Frame, FrameError> {
+        loop {
+            if let Some(frame) = self.try_next()? {
+                return Ok(frame);
+            }
+            // Make room: move what is left of a partial frame to the front, and grow the
+            // buffer if that frame (within the limit) is larger than it.
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.end == self.buf.len() {
+                let grown = (self.buf.len() * 2).min(self.limit + 4).max(self.end + 1);
+                self.buf.resize(grown, 0);
+            }
+            // Cancel-safe: `read` either copies bytes in and returns, or consumes nothing.
+            let n = self.inner.read(&mut self.buf[self.end..]).await?;
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
+            self.end += n;
+        }
+    }
 }
 
 /// Writes pre-encoded frames and flushes.

@@ -10,7 +10,7 @@ use futures::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::frame::{self, Auth, Frame, FrameError, Verdict};
+use super::frame::{self, Auth, Frame, Verdict};
 use super::{Endpoint, Network, Outbound, Outcome};
 use crate::identity::Address;
 
@@ -71,9 +71,7 @@ async fn serve(
     queue: &mut mpsc::Receiver<Outbound>,
     queue_open: &mut bool,
 ) -> String {
-    let (frames_tx, mut frames) = mpsc::channel(256);
-    let reader_task = tokio::spawn(read_frames(reader, frames_tx, net.config.max_frame));
-    let _abort_reader = AbortOnDrop(reader_task);
+    let mut frames = frame::FrameReader::new(reader, net.config.max_frame);
     let mut bound: HashMap<Address, u64> = HashMap::new();
     let mut next_seq = 0u64;
     let mut buf = Vec::new();
@@ -90,8 +88,12 @@ async fn serve(
     let heartbeat_period = net.config.heartbeat;
     let mut heartbeat = tokio::time::interval_at(Instant::now() + heartbeat_period, heartbeat_period);
     let mut last_heard = Instant::now();
+    // One timer for all deadlines, armed for the oldest envelope and re-armed only when it
+    // fires: no timer is registered per envelope.
+    let far = || Instant::now() + Duration::from_secs(3600);
+    let expiry = tokio::time::sleep_until(unacked.front().map(|s| s.out.deadline).unwrap_or_else(far));
+    tokio::pin!(expiry);
     loop {
-        let next_deadline = unacked.front().map(|s| s.out.deadline);
         tokio::select! {
             item = queue.recv(), if *queue_open && unacked.len() < window => {
                 let Some(out) = item else {
@@ -116,18 +118,31 @@ async fn serve(
                         Err(_) => break,
                     }
                 }
+                if let Some(front) = unacked.front() {
+                    if front.out.deadline < expiry.deadline() {
+                        expiry.as_mut().reset(front.out.deadline);
+                    }
+                }
                 if let Err(err) = frame::write(&mut writer, &buf).await {
                     return format!("write failed: {err}");
                 }
             }
-            frame = frames.recv() => {
+            frame = frames.next() => {
                 last_heard = Instant::now();
                 match frame {
-                    Some(Ok(Frame::Ack { seq, verdict })) => acknowledge(unacked, seq, verdict),
-                    Some(Ok(Frame::Pong(_))) => {}
-                    Some(Ok(other)) => return format!("unexpected frame from the receiver: {other:?}"),
-                    Some(Err(err)) => return err.to_string(),
-                    None => return "stream closed".into(),
+                    Ok(Frame::Ack { seq, verdict }) => acknowledge(unacked, seq, verdict),
+                    Ok(Frame::Pong(_)) => {}
+                    Ok(other) => return format!("unexpected frame from the receiver: {other:?}"),
+                    Err(err) => return err.to_string(),
+                }
+                // Take every ack that has already arrived.
+                loop {
+                    match frames.try_next() {
+                        Ok(Some(Frame::Ack { seq, verdict })) => acknowledge(unacked, seq, verdict),
+                        Ok(Some(Frame::Pong(_))) | Ok(None) => break,
+                        Ok(Some(other)) => return format!("unexpected frame from the receiver: {other:?}"),
+                        Err(err) => return err.to_string(),
+                    }
                 }
                 if !*queue_open && unacked.is_empty() {
                     return "done".into();
@@ -143,15 +158,11 @@ async fn serve(
                     return format!("write failed: {err}");
                 }
             }
-            _ = sleep_until_opt(next_deadline) => expire(unacked, endpoint),
+            () = &mut expiry => {
+                expire(unacked, endpoint);
+                expiry.as_mut().reset(unacked.front().map(|s| s.out.deadline).unwrap_or_else(far));
+            }
         }
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -193,26 +204,4 @@ fn expire(unacked: &mut VecDeque<Sent>, endpoint: &Endpoint) {
         let _ = done.send(Outcome::TimedOut { after: sent.out.timeout, endpoint: endpoint.to_string() });
         false
     });
-}
-
-pub(crate) async fn read_frames(
-    mut reader: ReadHalf<libp2p::Stream>,
-    frames: mpsc::Sender<Result<Frame, FrameError>>,
-    limit: usize,
-) {
-    loop {
-        let frame = frame::read(&mut reader, limit).await;
-        let failed = frame.is_err();
-        if frames.send(frame).await.is_err() || failed {
-            return;
-        }
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

@@ -208,7 +208,12 @@ impl Network {
         timeout: Duration,
     ) -> Outcome {
         let deadline = tokio::time::Instant::now() + timeout;
-        let endpoint = match tokio::time::timeout_at(deadline, self.config.resolver.resolve(&to)).await {
+        // Most resolutions are answered from memory: only a pending one gets a timer.
+        let resolution = match futures::FutureExt::now_or_never(self.config.resolver.resolve(&to)) {
+            Some(resolved) => Ok(resolved),
+            None => tokio::time::timeout_at(deadline, self.config.resolver.resolve(&to)).await,
+        };
+        let endpoint = match resolution {
             Ok(Ok(endpoint)) => endpoint,
             Ok(Err(reason)) => match self.learned.lock().get(&to) {
                 // An agent that reached us over a connection is answered over it.
@@ -226,10 +231,18 @@ impl Network {
         let outbound = Outbound { sender, bytes, auth, binding, deadline, timeout, done };
         let link = self.link(&endpoint);
         let timed_out = || Outcome::TimedOut { after: timeout, endpoint: endpoint.to_string() };
-        match tokio::time::timeout_at(deadline, link.send(outbound)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Outcome::Rejected("the connection task has stopped".into()),
-            Err(_) => return timed_out(),
+        let stopped = || Outcome::Rejected("the connection task has stopped".into());
+        match link.try_send(outbound) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => return stopped(),
+            // The queue is full: wait for room, within the deadline.
+            Err(mpsc::error::TrySendError::Full(outbound)) => {
+                match tokio::time::timeout_at(deadline, link.send(outbound)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return stopped(),
+                    Err(_) => return timed_out(),
+                }
+            }
         }
         // The link reports every envelope it accepted, at the latest at its deadline.
         outcome.await.unwrap_or_else(|_| timed_out())

@@ -49,14 +49,10 @@ async fn main() -> anyhow::Result<()> {
             let _ = writeln!(out, "handled {n}");
             let _ = out.flush();
         }
-        if ctx.session().is_some() {
-            return ctx.reply(Pong(n)).await.or_else(|e| match e {
-                // A plain send (not a request) has nobody waiting for the pong.
-                ReplyError::Send(_) => Ok(()),
-                other => Err(other),
-            });
+        if ctx.is_request() {
+            ctx.reply(Pong(n)).await?;
         }
-        Ok(())
+        Ok::<(), ReplyError>(())
     });
     let agent = bureau.add(echo)?;
     let mut config = NetworkConfig::new(args.listen.clone(), std::sync::Arc::new(StaticResolver::new()));

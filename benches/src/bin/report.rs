@@ -40,6 +40,15 @@ struct Args {
     /// Skip the ledger measurement.
     #[arg(long)]
     no_ledger: bool,
+    /// Skip the cross-process measurement.
+    #[arg(long)]
+    no_network: bool,
+    /// A Python with uagents==0.26.1: measure its HTTP ping-pong between two processes live.
+    #[arg(long)]
+    uagents_http: Option<PathBuf>,
+    /// Internal: run as the far end of the cross-process benchmark.
+    #[arg(long, hide = true)]
+    serve: Option<String>,
     /// Measure only this runtime (current_thread or multi_thread).
     #[arg(long)]
     runtime: Option<String>,
@@ -47,6 +56,9 @@ struct Args {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    if let Some(auth) = &args.serve {
+        return serve(auth);
+    }
     let mut out = String::new();
     if !args.no_memory {
         // First, while the heap is fresh.
@@ -75,6 +87,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if !args.no_ledger {
         out += &ledger()?;
+    }
+    if !args.no_network {
+        out += &network(args.uagents_http.as_ref())?;
     }
     write(&out);
     Ok(())
@@ -157,13 +172,120 @@ fn memory(agents: usize) -> Result<String, Box<dyn std::error::Error>> {
 fn measure_uagents(python: &PathBuf) -> Option<f64> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers/uagents/bureau_pingpong.py");
     let output = Command::new(python).arg(script).arg("2000").output().ok()?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    // "... = 2426.1 rt/s; ..."
-    let rate = text.split(" = ").nth(1)?.split(" rt/s").next()?.trim().parse().ok()?;
-    Some(rate)
+    rate_in(&String::from_utf8_lossy(&output.stdout))
+}
+
+/// The figure in a uAgents script's result line: "... = 2426.1 rt/s; ...".
+fn rate_in(text: &str) -> Option<f64> {
+    let line = text.lines().find(|l| l.contains(" rt/s"))?;
+    line.rsplit(" = ").next()?.split(" rt/s").next()?.trim().parse().ok()
 }
 
 fn write(text: &str) {
     use std::io::Write;
     let _ = std::io::stdout().write_all(text.as_bytes());
+}
+
+/// The far end of the cross-process benchmark, in its own process.
+fn serve(auth: &str) -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::Write;
+    let rt = runtime(&std::env::var("AGORA_BENCH_RUNTIME").unwrap_or_else(|_| "current_thread".into()))?;
+    rt.block_on(async {
+        let auth =
+            if auth == "signed" { agent_core::transport::Auth::Signed } else { agent_core::transport::Auth::Bound };
+        let config = agent_core::transport::NetworkConfig::new(
+            vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+            std::sync::Arc::new(agent_core::transport::StaticResolver::new()),
+        )
+        .with_auth(auth);
+        let (bureau, info, agent) = agora_benches::serve_echo(config).await?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{} {} {}", info.peer_id, info.listen_addrs[0], agent)?;
+        out.flush()?;
+        drop(out);
+        // Serve until the parent closes our stdin.
+        let _ = tokio::task::spawn_blocking(|| std::io::stdin().read_line(&mut String::new())).await;
+        bureau.shutdown().await?;
+        Ok(())
+    })
+}
+
+fn network(uagents_python: Option<&PathBuf>) -> Result<String, Box<dyn std::error::Error>> {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let uagents = uagents_python
+        .and_then(measure_uagents_http)
+        .map(|rt| (rt, "measured in this run"))
+        .unwrap_or((84.0, "reference, shared/peers/uagents"));
+    let verify = agora_benches::verify_rate(20_000);
+    let mut out = format!(
+        "\nCross-process over TCP on 127.0.0.1 (two OS processes)\n\
+         uAgents 0.26.1 over HTTP: {:.0} rt/s ({}); ed25519 verification here: {verify:.0}/s on one core\n\n\
+         {:<22} {:<30} {:>10} {:>9} {:>9} {:>11}\n",
+        uagents.0, uagents.1, "authentication", "mode", "per s", "p50 us", "p99 us", "ratio"
+    );
+    let modes = [
+        ("session binding (b)", "bound", agent_core::transport::Auth::Bound),
+        ("signature (a)", "signed", agent_core::transport::Auth::Signed),
+    ];
+    for runtime_kind in ["current_thread", "multi_thread"] {
+        out += &format!("-- both processes on a {runtime_kind} runtime\n");
+        for (label, auth, mode) in modes {
+            let mut child = Command::new(std::env::current_exe()?)
+                .args(["--serve", auth])
+                .env("AGORA_BENCH_RUNTIME", runtime_kind)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()?;
+            let mut line = String::new();
+            std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
+            let mut parts = line.split_whitespace();
+            let peer_id: libp2p::PeerId = parts.next().ok_or("no peer id")?.parse()?;
+            let addr = parts.next().ok_or("no address")?.parse()?;
+            let echo: agent_core::Address = parts.next().ok_or("no agent")?.parse()?;
+            let endpoint = agent_core::transport::Endpoint { peer_id, addrs: vec![addr] };
+            let rt = runtime(runtime_kind)?;
+            let (one, pipelined) =
+                rt.block_on(agora_benches::remote_figures(endpoint, echo, mode, 20_000, 200_000, 256))?;
+            drop(child.stdin.take());
+            let _ = child.wait();
+            out += &format!(
+                "{label:<22} {:<30} {:>10.0} {:>9.1} {:>9.1} {:>10.0}x uAgents\n",
+                "request/reply, one at a time",
+                one.per_second(),
+                one.p50_ns as f64 / 1e3,
+                one.p99_ns as f64 / 1e3,
+                one.per_second() / uagents.0
+            );
+            let ratio = if auth == "signed" {
+                format!("{:>10.2} of verify", pipelined.per_second() / verify)
+            } else {
+                format!("{:>10.0}x uAgents", pipelined.per_second() / uagents.0)
+            };
+            out += &format!(
+                "{label:<22} {:<30} {:>10.0} {:>9.1} {:>9.1} {ratio}\n",
+                "messages, 256 in flight, acked",
+                pipelined.per_second(),
+                pipelined.p50_ns as f64 / 1e3,
+                pipelined.p99_ns as f64 / 1e3
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn measure_uagents_http(python: &PathBuf) -> Option<f64> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers/uagents");
+    let mut bob = Command::new(python)
+        .arg(dir.join("http_pingpong.py"))
+        .arg("bob")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    std::thread::sleep(Duration::from_secs(5));
+    let output = Command::new(python).arg(dir.join("http_pingpong.py")).args(["alice", "500"]).output().ok();
+    let _ = bob.kill();
+    let _ = bob.wait();
+    rate_in(&String::from_utf8_lossy(&output?.stdout))
 }
