@@ -156,3 +156,176 @@ fn a_session_binding_holds_only_for_its_peer_agent_and_lifetime() {
     // After it expires.
     assert!(matches!(binding.verify(&node, now + 60_001), Err(agent_core::transport::BindingError::Expired { .. })));
 }
+
+/// A bare libp2p client that opens the envelope stream and writes whatever it is given.
+async fn raw_stream(server: &agent_core::transport::NetworkInfo) -> (libp2p::Stream, libp2p::PeerId) {
+    use futures::StreamExt;
+    let behaviour = libp2p_stream::Behaviour::new();
+    let mut control = behaviour.new_control();
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(libp2p::tcp::Config::default(), libp2p::noise::Config::new, libp2p::yamux::Config::default)
+        .unwrap()
+        .with_behaviour(|_| behaviour)
+        .unwrap()
+        .build();
+    let me = *swarm.local_peer_id();
+    let addr = server.listen_addrs[0].clone().with(libp2p::multiaddr::Protocol::P2p(server.peer_id));
+    swarm.dial(addr).unwrap();
+    tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    let stream = tokio::time::timeout(
+        Duration::from_secs(10),
+        control.open_stream(server.peer_id, libp2p::StreamProtocol::new(agent_core::transport::PROTOCOL)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    (stream, me)
+}
+
+fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = ((body.len() + 1) as u32).to_be_bytes().to_vec();
+    out.push(tag);
+    out.extend_from_slice(body);
+    out
+}
+
+async fn closed_within(stream: &mut libp2p::Stream, limit: Duration) -> bool {
+    use futures::AsyncReadExt;
+    let mut buf = [0u8; 256];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn garbage_and_oversized_frames_disconnect_the_peer_and_others_are_served() {
+    use futures::AsyncWriteExt;
+    let p = pair("/ip4/127.0.0.1/tcp/0", Auth::Bound).await;
+    let info = p.server.network_info().unwrap();
+    // A frame claiming 4 GiB: refused before anything is allocated.
+    let (mut huge, _) = raw_stream(&info).await;
+    huge.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    huge.flush().await.unwrap();
+    assert!(closed_within(&mut huge, Duration::from_secs(5)).await, "oversized frame closes the stream");
+    // Bytes that are no frame at all.
+    let (mut garbage, _) = raw_stream(&info).await;
+    garbage.write_all(&frame(0x7f, b"not a frame")).await.unwrap();
+    garbage.flush().await.unwrap();
+    assert!(closed_within(&mut garbage, Duration::from_secs(5)).await, "garbage closes the stream");
+    // The node keeps serving others.
+    let ctx = p.client.context(p.client_agent).unwrap();
+    let pong: Pong = ctx.request(p.server_agent, Ping(5), Duration::from_secs(5)).await.unwrap();
+    assert_eq!(pong, Pong(5));
+    p.client.shutdown().await.unwrap();
+    p.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_binding_for_another_peer_does_not_authenticate_and_a_silent_peer_is_dropped() {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    let resolver = Arc::new(StaticResolver::new());
+    let server = Bureau::new().unwrap();
+    let mut ponger = Agent::builder("ponger").seed("net ponger").build().unwrap();
+    ponger.on_message(on_ping);
+    let server_agent = server.add(ponger).unwrap();
+    let config = NetworkConfig::new(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()], resolver)
+        .with_heartbeat(Duration::from_millis(200));
+    let info = server.listen(config).await.unwrap();
+
+    let (mut stream, my_peer) = raw_stream(&info).await;
+    let alice = Identity::from_seed("raw alice");
+    let now = unix_now_ms();
+    // Alice's binding, but made for a different peer id than this connection's.
+    let stolen = Binding::sign(&alice, &libp2p::PeerId::random(), now + 60_000);
+    let mut body = Vec::new();
+    body.extend_from_slice(stolen.agent.as_bytes());
+    body.extend_from_slice(&stolen.agent_key.0);
+    body.extend_from_slice(&stolen.expires_ms.to_be_bytes());
+    body.extend_from_slice(&stolen.signature);
+    let unsigned =
+        Envelope::unsigned(&alice, server_agent, Ping::DIGEST, b"[1]".to_vec(), Header::default(), now, 60_000);
+    let mut envelope_body = 7u64.to_be_bytes().to_vec();
+    envelope_body.push(1); // bound mode
+    envelope_body.extend_from_slice(&unsigned.encode());
+    let mut bytes = frame(1, &body);
+    bytes.extend(frame(2, &envelope_body));
+    stream.write_all(&bytes).await.unwrap();
+    stream.flush().await.unwrap();
+    let mut ack = vec![0u8; 4];
+    stream.read_exact(&mut ack).await.unwrap();
+    let len = u32::from_be_bytes(ack[..4].try_into().unwrap()) as usize;
+    let mut ack = vec![0u8; len];
+    stream.read_exact(&mut ack).await.unwrap();
+    assert_eq!(ack[0], 3, "an ack");
+    assert_eq!(u64::from_be_bytes(ack[1..9].try_into().unwrap()), 7);
+    assert_eq!(ack[9], 1, "rejected: {}", String::from_utf8_lossy(&ack[10..]));
+    assert!(String::from_utf8_lossy(&ack[10..]).contains("no session binding"));
+
+    // A binding for this very connection works.
+    let good = Binding::sign(&alice, &my_peer, now + 60_000);
+    let mut body = Vec::new();
+    body.extend_from_slice(good.agent.as_bytes());
+    body.extend_from_slice(&good.agent_key.0);
+    body.extend_from_slice(&good.expires_ms.to_be_bytes());
+    body.extend_from_slice(&good.signature);
+    let fresh = Envelope::unsigned(&alice, server_agent, Ping::DIGEST, b"[2]".to_vec(), Header::default(), now, 60_000);
+    let mut envelope_body = 8u64.to_be_bytes().to_vec();
+    envelope_body.push(1);
+    envelope_body.extend_from_slice(&fresh.encode());
+    let mut bytes = frame(1, &body);
+    bytes.extend(frame(2, &envelope_body));
+    stream.write_all(&bytes).await.unwrap();
+    stream.flush().await.unwrap();
+    let mut head = [0u8; 4];
+    stream.read_exact(&mut head).await.unwrap();
+    let mut ack = vec![0u8; u32::from_be_bytes(head) as usize];
+    stream.read_exact(&mut ack).await.unwrap();
+    assert_eq!(ack[9], 0, "delivered: {}", String::from_utf8_lossy(&ack[10..]));
+
+    // Then silence: the node closes the stream after three heartbeats (600 ms here).
+    assert!(closed_within(&mut stream, Duration::from_secs(5)).await, "a silent peer is dropped");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn messages_to_one_agent_keep_their_order() {
+    let resolver = Arc::new(StaticResolver::new());
+    let server = Bureau::new().unwrap();
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let mut recorder = Agent::builder("recorder").seed("recorder").build().unwrap();
+    {
+        let seen = seen.clone();
+        recorder.on_message(move |_ctx: Context, _from: Address, Ping(n): Ping| {
+            let seen = seen.clone();
+            async move { seen.lock().push(n) }
+        });
+    }
+    let target = server.add(recorder).unwrap();
+    let info = server
+        .listen(NetworkConfig::new(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()], resolver.clone()))
+        .await
+        .unwrap();
+    resolver.insert(target, Endpoint { peer_id: info.peer_id, addrs: info.listen_addrs });
+    let client = Bureau::new().unwrap();
+    let me = client.add(Agent::builder("sender").build().unwrap()).unwrap();
+    client.listen(NetworkConfig::new(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()], resolver)).await.unwrap();
+    let ctx = client.context(me).unwrap();
+    // 300 sends in flight at once, issued in order.
+    let sends: Vec<_> = (0..300).map(|n| ctx.send(target, Ping(n))).collect();
+    for result in futures::future::join_all(sends).await {
+        result.unwrap();
+    }
+    client.shutdown().await.unwrap();
+    server.shutdown().await.unwrap();
+    assert_eq!(*seen.lock(), (0..300).collect::<Vec<u64>>());
+}
