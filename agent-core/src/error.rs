@@ -74,6 +74,12 @@ pub enum Unroutable {
     /// The agent is known but has no endpoint to reach it at.
     #[error("no endpoint")]
     NoEndpoint,
+    /// The agent's registration lapsed.
+    #[error("registration expired at {at_ms} ms")]
+    Expired {
+        /// When (ms since the Unix epoch).
+        at_ms: u64,
+    },
     /// The resolver could not be asked (for example, the registry is down).
     #[error("resolver unavailable: {0}")]
     ResolverUnavailable(String),

@@ -29,6 +29,17 @@ pub enum NetError {
     Stopped,
 }
 
+/// A libp2p identity derived from a secret phrase, so a node keeps its peer id across
+/// restarts. Keep the phrase secret: it is the node's private key.
+pub fn node_keypair(seed: &str) -> libp2p::identity::Keypair {
+    use sha2::{Digest, Sha256};
+    let mut secret: [u8; 32] =
+        Sha256::new().chain_update(b"agora.node.v1").chain_update(seed.as_bytes()).finalize().into();
+    // 32 bytes are always a valid ed25519 secret key.
+    libp2p::identity::Keypair::ed25519_from_bytes(&mut secret)
+        .unwrap_or_else(|_| libp2p::identity::Keypair::generate_ed25519())
+}
+
 /// Builds a swarm with TCP (noise, yamux) and QUIC for `behaviour`.
 pub(crate) fn swarm<B: NetworkBehaviour>(
     keypair: libp2p::identity::Keypair,

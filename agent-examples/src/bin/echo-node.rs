@@ -57,7 +57,7 @@ async fn main() -> anyhow::Result<()> {
     let agent = bureau.add(echo)?;
     let mut config = NetworkConfig::new(args.listen.clone(), std::sync::Arc::new(StaticResolver::new()));
     if let Some(seed) = &args.node_seed {
-        config = config.with_keypair(agent_examples::node_keypair(seed)?);
+        config = config.with_keypair(agent_core::net::node_keypair(seed));
     }
     if args.signed {
         config = config.with_auth(Auth::Signed);

@@ -49,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
     let ledger =
         LocalLedger::open(config).with_context(|| format!("opening the ledger in {}", args.data_dir.display()))?;
     let keypair = match &args.node_seed {
-        Some(seed) => agent_examples::node_keypair(seed)?,
+        Some(seed) => agent_core::net::node_keypair(seed),
         None => libp2p::identity::Keypair::generate_ed25519(),
     };
     let server = service::serve(Arc::new(ledger), keypair, &args.listen).await?;

@@ -1,0 +1,112 @@
+//! Registrations: what an agent publishes about itself, signed by its own key.
+
+use std::collections::BTreeMap;
+
+use agent_core::{Address, Identity, ProtocolDigest, PublicKey};
+use serde::{Deserialize, Serialize};
+
+/// An address an agent can be reached at, with a weight for load-spreading samples.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightedEndpoint {
+    /// A libp2p multiaddr of the hosting node.
+    pub addr: String,
+    /// Relative weight (0 = never sampled).
+    pub weight: u32,
+}
+
+/// A signed, expiring registration of one agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    /// The agent.
+    pub address: Address,
+    /// Its public key; `address` must be its address.
+    pub key: PublicKey,
+    /// The libp2p peer id of the node hosting it (empty for an agent reachable nowhere).
+    pub peer_id: String,
+    /// Where the node listens.
+    pub endpoints: Vec<WeightedEndpoint>,
+    /// The protocols the agent speaks.
+    pub protocols: Vec<ProtocolDigest>,
+    /// Free-form attributes (`service=flight-quotes`, `region=eu`).
+    pub attributes: BTreeMap<String, String>,
+    /// Higher than every earlier registration of this agent.
+    pub sequence: u64,
+    /// When the registration lapses (ms since the Unix epoch).
+    pub expires_ms: u64,
+    /// ed25519 by `key` over [`Registration::signing_bytes`].
+    #[serde(with = "signature_hex")]
+    pub signature: [u8; 64],
+}
+
+impl Registration {
+    /// A registration of `identity`, signed.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sign(
+        identity: &Identity,
+        peer_id: impl Into<String>,
+        endpoints: Vec<WeightedEndpoint>,
+        protocols: Vec<ProtocolDigest>,
+        attributes: BTreeMap<String, String>,
+        sequence: u64,
+        expires_ms: u64,
+    ) -> Registration {
+        let mut record = Registration {
+            address: identity.address(),
+            key: identity.public_key(),
+            peer_id: peer_id.into(),
+            endpoints,
+            protocols,
+            attributes,
+            sequence,
+            expires_ms,
+            signature: [0; 64],
+        };
+        record.signature = identity.sign(&record.signing_bytes());
+        record
+    }
+
+    /// The bytes the signature covers: a domain tag, then the JSON of every other field
+    /// (deterministic: fields in declaration order, attributes sorted).
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Unsigned<'a> {
+            address: &'a Address,
+            key: &'a PublicKey,
+            peer_id: &'a str,
+            endpoints: &'a [WeightedEndpoint],
+            protocols: &'a [ProtocolDigest],
+            attributes: &'a BTreeMap<String, String>,
+            sequence: u64,
+            expires_ms: u64,
+        }
+        let unsigned = Unsigned {
+            address: &self.address,
+            key: &self.key,
+            peer_id: &self.peer_id,
+            endpoints: &self.endpoints,
+            protocols: &self.protocols,
+            attributes: &self.attributes,
+            sequence: self.sequence,
+            expires_ms: self.expires_ms,
+        };
+        let mut out = b"agora.almanac.record.v1\n".to_vec();
+        // Serialising plain strings, numbers and maps cannot fail.
+        out.extend(serde_json::to_vec(&unsigned).unwrap_or_default());
+        out
+    }
+}
+
+mod signature_hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let mut out = [0u8; 64];
+        hex::decode_to_slice(text.as_ref(), &mut out).map_err(serde::de::Error::custom)?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,84 @@
+//! Resolving agent addresses through an almanac, with a cache that outlives outages.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use agent_core::transport::{Endpoint, Resolver};
+use agent_core::{Address, Unroutable};
+use parking_lot::Mutex;
+
+use crate::record::Registration;
+use crate::{Almanac, AlmanacError, RemoteAlmanac};
+
+/// Somewhere registrations can be looked up: embedded or remote.
+#[async_trait::async_trait]
+pub trait Directory: Send + Sync + 'static {
+    /// The registration of `address`.
+    async fn lookup(&self, address: &Address) -> Result<Registration, AlmanacError>;
+}
+
+#[async_trait::async_trait]
+impl Directory for Almanac {
+    async fn lookup(&self, address: &Address) -> Result<Registration, AlmanacError> {
+        Almanac::lookup(self, address)
+    }
+}
+
+#[async_trait::async_trait]
+impl Directory for RemoteAlmanac {
+    async fn lookup(&self, address: &Address) -> Result<Registration, AlmanacError> {
+        RemoteAlmanac::lookup(self, address).await
+    }
+}
+
+/// A [`Resolver`] backed by an almanac. Answers from its cache while a record is within
+/// its lifetime, so agents that found each other keep talking if the almanac goes down.
+pub struct AlmanacResolver {
+    directory: Arc<dyn Directory>,
+    cache: Mutex<HashMap<Address, (Endpoint, u64)>>,
+    clock: fn() -> u64,
+}
+
+impl AlmanacResolver {
+    /// A resolver asking `directory`.
+    pub fn new(directory: Arc<dyn Directory>) -> Self {
+        AlmanacResolver { directory, cache: Mutex::new(HashMap::new()), clock: agent_core::envelope::unix_now_ms }
+    }
+}
+
+fn endpoint_of(record: &Registration) -> Result<Endpoint, Unroutable> {
+    let peer_id = record.peer_id.parse().map_err(|_| Unroutable::NoEndpoint)?;
+    let mut endpoints: Vec<_> = record.endpoints.iter().filter(|e| e.weight > 0).collect();
+    endpoints.sort_by_key(|e| std::cmp::Reverse(e.weight));
+    let addrs: Vec<_> = endpoints.iter().filter_map(|e| e.addr.parse().ok()).collect();
+    if addrs.is_empty() {
+        return Err(Unroutable::NoEndpoint);
+    }
+    Ok(Endpoint { peer_id, addrs })
+}
+
+#[async_trait::async_trait]
+impl Resolver for AlmanacResolver {
+    async fn resolve(&self, address: &Address) -> Result<Endpoint, Unroutable> {
+        let now = (self.clock)();
+        if let Some((endpoint, expires)) = self.cache.lock().get(address) {
+            if *expires > now {
+                return Ok(endpoint.clone());
+            }
+        }
+        match self.directory.lookup(address).await {
+            Ok(record) => {
+                let endpoint = endpoint_of(&record)?;
+                let mut cache = self.cache.lock();
+                if cache.len() >= 100_000 {
+                    cache.retain(|_, (_, expires)| *expires > now);
+                }
+                cache.insert(*address, (endpoint.clone(), record.expires_ms));
+                Ok(endpoint)
+            }
+            Err(AlmanacError::NotRegistered(_)) => Err(Unroutable::UnknownAddress),
+            Err(AlmanacError::Expired { at_ms }) => Err(Unroutable::Expired { at_ms }),
+            Err(other) => Err(Unroutable::ResolverUnavailable(other.to_string())),
+        }
+    }
+}

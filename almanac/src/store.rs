@@ -1,0 +1,411 @@
+//! The embedded almanac: records in memory with indexes, optionally persisted in sled.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use agent_core::{Address, Manifest, ProtocolDigest};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use crate::query::{Event, Page, Query};
+use crate::record::Registration;
+use crate::{AlmanacError, Registered};
+
+/// Limits on what a registration may hold. Defaults on each setter.
+#[derive(Clone)]
+pub struct Config {
+    min_ttl_ms: u64,
+    max_ttl_ms: u64,
+    max_records: usize,
+    max_record_bytes: usize,
+    clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            min_ttl_ms: 1_000,
+            max_ttl_ms: 24 * 3_600_000,
+            max_records: 10_000_000,
+            max_record_bytes: 16 * 1024,
+            clock: Arc::new(agent_core::envelope::unix_now_ms),
+        }
+    }
+}
+
+impl Config {
+    /// Shortest accepted time to live (default 1 s).
+    pub fn with_min_ttl_ms(mut self, ms: u64) -> Self {
+        self.min_ttl_ms = ms;
+        self
+    }
+
+    /// Longest accepted time to live (default 24 h).
+    pub fn with_max_ttl_ms(mut self, ms: u64) -> Self {
+        self.max_ttl_ms = ms;
+        self
+    }
+
+    /// Most records held (default 10 million); new agents are refused beyond it.
+    pub fn with_max_records(mut self, records: usize) -> Self {
+        self.max_records = records;
+        self
+    }
+
+    /// Largest encoded registration (default 16 KiB).
+    pub fn with_max_record_bytes(mut self, bytes: usize) -> Self {
+        self.max_record_bytes = bytes;
+        self
+    }
+
+    /// The clock, in ms since the Unix epoch (default: the system clock).
+    pub fn with_clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+}
+
+#[derive(Default)]
+struct State {
+    records: HashMap<Address, Registration>,
+    by_protocol: HashMap<ProtocolDigest, BTreeSet<Address>>,
+    by_attribute: HashMap<(String, String), BTreeSet<Address>>,
+    by_expiry: BTreeSet<(u64, Address)>,
+    /// When recently purged records expired, so lookups can say so (bounded).
+    expired: HashMap<Address, u64>,
+    manifests: HashMap<ProtocolDigest, Manifest>,
+    subscribers: Vec<(Query, mpsc::Sender<Event>)>,
+}
+
+const MAX_TOMBSTONES: usize = 100_000;
+const SUBSCRIBER_QUEUE: usize = 1024;
+
+/// An almanac in this process. Cheap to clone; clones share the records.
+#[derive(Clone)]
+pub struct Almanac {
+    state: Arc<Mutex<State>>,
+    config: Config,
+    db: Option<(sled::Db, sled::Tree, sled::Tree)>,
+}
+
+impl Almanac {
+    /// An in-memory almanac.
+    pub fn new(config: Config) -> Almanac {
+        Almanac { state: Arc::new(Mutex::new(State::default())), config, db: None }
+    }
+
+    /// An almanac persisted in the sled database at `path`; records and manifests stored
+    /// there are loaded (and re-checked) first.
+    pub fn open(path: impl AsRef<Path>, config: Config) -> Result<Almanac, AlmanacError> {
+        let storage = |e: sled::Error| AlmanacError::Storage(e.to_string());
+        let db = sled::open(path).map_err(storage)?;
+        let records = db.open_tree("records").map_err(storage)?;
+        let manifests = db.open_tree("manifests").map_err(storage)?;
+        let almanac = Almanac { state: Arc::new(Mutex::new(State::default())), config, db: None };
+        for entry in records.iter() {
+            let (_, bytes) = entry.map_err(storage)?;
+            if let Ok(record) = serde_json::from_slice::<Registration>(&bytes) {
+                // Expired or now-invalid records are skipped, not fatal.
+                let _ = almanac.insert(record, false);
+            }
+        }
+        for entry in manifests.iter() {
+            let (_, bytes) = entry.map_err(storage)?;
+            if let Ok(manifest) = Manifest::from_json(&String::from_utf8_lossy(&bytes)) {
+                almanac.state.lock().manifests.insert(manifest.digest(), manifest);
+            }
+        }
+        Ok(Almanac { db: Some((db, records, manifests)), ..almanac })
+    }
+
+    /// Checks and stores `record`. Refused records leave the stored ones untouched.
+    /// Registering the same record again is harmless (it is acknowledged as stored).
+    pub async fn register(&self, record: Registration) -> Result<Registered, AlmanacError> {
+        let registered = self.insert(record.clone(), true)?;
+        if let Some((db, records, _)) = &self.db {
+            let bytes = serde_json::to_vec(&record).map_err(|e| AlmanacError::Storage(e.to_string()))?;
+            records.insert(record.address.as_bytes(), bytes).map_err(|e| AlmanacError::Storage(e.to_string()))?;
+            // Acknowledge only what is on disk.
+            db.flush_async().await.map_err(|e| AlmanacError::Storage(e.to_string()))?;
+        }
+        Ok(registered)
+    }
+
+    fn validate(&self, record: &Registration, now: u64) -> Result<(), AlmanacError> {
+        let size = serde_json::to_vec(record).map(|b| b.len()).unwrap_or(usize::MAX);
+        if size > self.config.max_record_bytes {
+            return Err(AlmanacError::Malformed(format!(
+                "record of {size} bytes exceeds {}",
+                self.config.max_record_bytes
+            )));
+        }
+        if agent_core::Address::from_public_key(&record.key) != record.address {
+            return Err(AlmanacError::BadSignature("the address does not belong to the key".into()));
+        }
+        record
+            .key
+            .verify(&record.signing_bytes(), &record.signature)
+            .map_err(|e| AlmanacError::BadSignature(e.to_string()))?;
+        let ttl = record.expires_ms.saturating_sub(now);
+        if record.expires_ms <= now || ttl < self.config.min_ttl_ms || ttl > self.config.max_ttl_ms {
+            return Err(AlmanacError::TtlOutOfBounds {
+                ttl_ms: ttl,
+                min_ms: self.config.min_ttl_ms,
+                max_ms: self.config.max_ttl_ms,
+            });
+        }
+        Ok(())
+    }
+
+    fn insert(&self, record: Registration, notify: bool) -> Result<Registered, AlmanacError> {
+        let now = (self.config.clock)();
+        self.validate(&record, now)?;
+        let mut state = self.state.lock();
+        purge(&mut state, now);
+        let changed = match state.records.get(&record.address) {
+            Some(stored) if stored == &record => {
+                return Ok(Registered { sequence: record.sequence, expires_ms: record.expires_ms });
+            }
+            Some(stored) if stored.sequence >= record.sequence => {
+                return Err(AlmanacError::StaleSequence { stored: stored.sequence, offered: record.sequence });
+            }
+            Some(_) => true,
+            None if state.records.len() >= self.config.max_records => {
+                return Err(AlmanacError::Full { capacity: self.config.max_records });
+            }
+            None => false,
+        };
+        if let Some(old) = state.records.remove(&record.address) {
+            unindex(&mut state, &old);
+        }
+        let registered = Registered { sequence: record.sequence, expires_ms: record.expires_ms };
+        for protocol in &record.protocols {
+            state.by_protocol.entry(*protocol).or_default().insert(record.address);
+        }
+        for (key, value) in &record.attributes {
+            state.by_attribute.entry((key.clone(), value.clone())).or_default().insert(record.address);
+        }
+        state.by_expiry.insert((record.expires_ms, record.address));
+        state.expired.remove(&record.address);
+        if notify {
+            let event = if changed { Event::Changed(record.clone()) } else { Event::Registered(record.clone()) };
+            publish(&mut state, &record, event);
+        }
+        state.records.insert(record.address, record);
+        Ok(registered)
+    }
+
+    /// The registration of `address`.
+    pub fn lookup(&self, address: &Address) -> Result<Registration, AlmanacError> {
+        let now = (self.config.clock)();
+        let mut state = self.state.lock();
+        match state.records.get(address) {
+            Some(record) if record.expires_ms > now => Ok(record.clone()),
+            Some(record) => {
+                let at_ms = record.expires_ms;
+                purge(&mut state, now);
+                Err(AlmanacError::Expired { at_ms })
+            }
+            None => match state.expired.get(address) {
+                Some(at_ms) => Err(AlmanacError::Expired { at_ms: *at_ms }),
+                None => Err(AlmanacError::NotRegistered(*address)),
+            },
+        }
+    }
+
+    /// Unexpired registrations matching `query`, in address order, one page at a time.
+    pub fn query(&self, query: &Query) -> Page {
+        let now = (self.config.clock)();
+        let state = self.state.lock();
+        let limit = query.limit.clamp(1, crate::query::MAX_LIMIT);
+        let mut records = Vec::new();
+        let mut next = None;
+        let mut consider = |address: &Address, records: &mut Vec<Registration>| -> bool {
+            let Some(record) = state.records.get(address) else { return true };
+            if record.expires_ms <= now || !query.matches(record) {
+                return true;
+            }
+            if records.len() == limit {
+                next = records.last().map(|r: &Registration| r.address);
+                return false;
+            }
+            records.push(record.clone());
+            true
+        };
+        let start = std::ops::Bound::Excluded(query.after.unwrap_or(Address::from_bytes([0; 32])));
+        let start = if query.after.is_some() { start } else { std::ops::Bound::Unbounded };
+        // Walk the narrowest index available.
+        if let Some(protocol) = &query.protocol {
+            if let Some(set) = state.by_protocol.get(protocol) {
+                for address in set.range((start, std::ops::Bound::Unbounded)) {
+                    if !consider(address, &mut records) {
+                        break;
+                    }
+                }
+            }
+        } else if let Some((key, value)) = query.attributes.first() {
+            if let Some(set) = state.by_attribute.get(&(key.clone(), value.clone())) {
+                for address in set.range((start, std::ops::Bound::Unbounded)) {
+                    if !consider(address, &mut records) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            let mut all: Vec<&Address> =
+                state.records.keys().filter(|a| query.after.is_none_or(|after| **a > after)).collect();
+            all.sort();
+            for address in all {
+                if !consider(address, &mut records) {
+                    break;
+                }
+            }
+        }
+        Page { records, next }
+    }
+
+    /// Up to `count` distinct agents speaking `protocol`, drawn at random with probability
+    /// proportional to their total endpoint weight.
+    pub fn sample(&self, protocol: &ProtocolDigest, count: usize) -> Vec<Registration> {
+        use rand::Rng;
+        let now = (self.config.clock)();
+        let state = self.state.lock();
+        let mut candidates: Vec<(&Registration, u64)> = state
+            .by_protocol
+            .get(protocol)
+            .into_iter()
+            .flatten()
+            .filter_map(|a| state.records.get(a))
+            .filter(|r| r.expires_ms > now)
+            .map(|r| (r, r.endpoints.iter().map(|e| u64::from(e.weight)).sum::<u64>()))
+            .filter(|(_, w)| *w > 0)
+            .collect();
+        let mut rng = rand::thread_rng();
+        let mut chosen = Vec::new();
+        while chosen.len() < count && !candidates.is_empty() {
+            let total: u64 = candidates.iter().map(|(_, w)| w).sum();
+            let mut pick = rng.gen_range(0..total);
+            let index = candidates
+                .iter()
+                .position(|(_, w)| {
+                    if pick < *w {
+                        true
+                    } else {
+                        pick -= w;
+                        false
+                    }
+                })
+                .unwrap_or(0);
+            chosen.push(candidates.swap_remove(index).0.clone());
+        }
+        chosen
+    }
+
+    /// Events for registrations matching `query`: registered, changed, expired. Instead of
+    /// polling. A subscriber that does not keep up loses events rather than slowing the
+    /// almanac (its queue holds 1024); dropping the receiver ends the subscription.
+    pub fn subscribe(&self, query: Query) -> mpsc::Receiver<Event> {
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
+        self.state.lock().subscribers.push((query, tx));
+        rx
+    }
+
+    /// Removes expired records now (queries never return them either way), telling
+    /// subscribers. Returns how many were removed.
+    pub fn purge_expired(&self) -> usize {
+        let now = (self.config.clock)();
+        purge(&mut self.state.lock(), now)
+    }
+
+    /// Purges expired records every `period` in a background task, so subscribers hear of
+    /// expiries without anyone querying. The task ends when the handle is aborted.
+    pub fn start_expiry(&self, period: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let almanac = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                almanac.purge_expired();
+            }
+        })
+    }
+
+    /// Publishes a protocol manifest (its JSON); returns its digest.
+    pub async fn publish_manifest(&self, json: &str) -> Result<ProtocolDigest, AlmanacError> {
+        if json.len() > 256 * 1024 {
+            return Err(AlmanacError::Malformed("manifest larger than 256 KiB".into()));
+        }
+        let manifest = Manifest::from_json(json).map_err(|e| AlmanacError::Malformed(e.to_string()))?;
+        let digest = manifest.digest();
+        if let Some((db, _, manifests)) = &self.db {
+            manifests
+                .insert(digest.as_bytes(), manifest.to_json().into_bytes())
+                .map_err(|e| AlmanacError::Storage(e.to_string()))?;
+            db.flush_async().await.map_err(|e| AlmanacError::Storage(e.to_string()))?;
+        }
+        self.state.lock().manifests.insert(digest, manifest);
+        Ok(digest)
+    }
+
+    /// A published manifest.
+    pub fn manifest(&self, digest: &ProtocolDigest) -> Option<Manifest> {
+        self.state.lock().manifests.get(digest).cloned()
+    }
+
+    /// How many records are held (expired ones until purged included).
+    pub fn len(&self) -> usize {
+        self.state.lock().records.len()
+    }
+
+    /// Whether no record is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn unindex(state: &mut State, record: &Registration) {
+    for protocol in &record.protocols {
+        if let Some(set) = state.by_protocol.get_mut(protocol) {
+            set.remove(&record.address);
+        }
+    }
+    for (key, value) in &record.attributes {
+        if let Some(set) = state.by_attribute.get_mut(&(key.clone(), value.clone())) {
+            set.remove(&record.address);
+        }
+    }
+    state.by_expiry.remove(&(record.expires_ms, record.address));
+}
+
+fn purge(state: &mut State, now: u64) -> usize {
+    let mut removed = 0;
+    while let Some(&(expires, address)) = state.by_expiry.first() {
+        if expires > now {
+            break;
+        }
+        state.by_expiry.pop_first();
+        if let Some(record) = state.records.remove(&address) {
+            unindex(state, &record);
+            if state.expired.len() >= MAX_TOMBSTONES {
+                state.expired.clear();
+            }
+            state.expired.insert(address, record.expires_ms);
+            publish(state, &record, Event::Expired { address, at_ms: record.expires_ms });
+            removed += 1;
+        }
+    }
+    removed
+}
+
+fn publish(state: &mut State, record: &Registration, event: Event) {
+    state.subscribers.retain(|(query, tx)| {
+        if query.matches(record) {
+            // A full queue drops this event for that subscriber; a closed one unsubscribes.
+            !matches!(tx.try_send(event.clone()), Err(mpsc::error::TrySendError::Closed(_)))
+        } else {
+            !tx.is_closed()
+        }
+    });
+}
