@@ -103,13 +103,16 @@ impl Almanac {
         let records = db.open_tree("records").map_err(storage)?;
         let manifests = db.open_tree("manifests").map_err(storage)?;
         let almanac = Almanac { state: Arc::new(Mutex::new(State::default())), config, db: None };
+        let mut stored = Vec::new();
         for entry in records.iter() {
             let (_, bytes) = entry.map_err(storage)?;
+            // Unreadable entries are skipped, not fatal.
             if let Ok(record) = serde_json::from_slice::<Registration>(&bytes) {
-                // Expired or now-invalid records are skipped, not fatal.
-                let _ = almanac.insert(record, false);
+                stored.push(record);
             }
         }
+        // Verified when they were registered; expired ones are dropped by the import.
+        almanac.import_trusted(stored);
         for entry in manifests.iter() {
             let (_, bytes) = entry.map_err(storage)?;
             if let Ok(manifest) = Manifest::from_json(&String::from_utf8_lossy(&bytes)) {
@@ -117,6 +120,28 @@ impl Almanac {
             }
         }
         Ok(Almanac { db: Some((db, records, manifests)), ..almanac })
+    }
+
+    /// Adds records that were verified before (read back from this almanac's own
+    /// database, or replicated from a trusted peer) without checking their signatures
+    /// again. Expired records and older sequences are skipped. Returns how many were added.
+    pub fn import_trusted(&self, records: impl IntoIterator<Item = Registration>) -> usize {
+        let now = (self.config.clock)();
+        let mut state = self.state.lock();
+        let mut added = 0;
+        for record in records {
+            let newer = state.records.get(&record.address).is_none_or(|stored| stored.sequence < record.sequence);
+            if record.expires_ms <= now || !newer {
+                continue;
+            }
+            if let Some(old) = state.records.remove(&record.address) {
+                unindex(&mut state, &old);
+            }
+            index(&mut state, &record);
+            state.records.insert(record.address, record);
+            added += 1;
+        }
+        added
     }
 
     /// Checks and stores `record`. Refused records leave the stored ones untouched.
@@ -180,14 +205,7 @@ impl Almanac {
             unindex(&mut state, &old);
         }
         let registered = Registered { sequence: record.sequence, expires_ms: record.expires_ms };
-        for protocol in &record.protocols {
-            state.by_protocol.entry(*protocol).or_default().insert(record.address);
-        }
-        for (key, value) in &record.attributes {
-            state.by_attribute.entry((key.clone(), value.clone())).or_default().insert(record.address);
-        }
-        state.by_expiry.insert((record.expires_ms, record.address));
-        state.expired.remove(&record.address);
+        index(&mut state, &record);
         if notify {
             let event = if changed { Event::Changed(record.clone()) } else { Event::Registered(record.clone()) };
             publish(&mut state, &record, event);
@@ -363,6 +381,17 @@ impl Almanac {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+fn index(state: &mut State, record: &Registration) {
+    for protocol in &record.protocols {
+        state.by_protocol.entry(*protocol).or_default().insert(record.address);
+    }
+    for (key, value) in &record.attributes {
+        state.by_attribute.entry((key.clone(), value.clone())).or_default().insert(record.address);
+    }
+    state.by_expiry.insert((record.expires_ms, record.address));
+    state.expired.remove(&record.address);
 }
 
 fn unindex(state: &mut State, record: &Registration) {

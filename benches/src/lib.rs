@@ -307,3 +307,129 @@ pub async fn remote_figures(
     bureau.shutdown().await?;
     Ok((one_at_a_time, pipelined))
 }
+
+/// Almanac figures: registrations per second (signature verified) and lookup latencies
+/// with `stored` records.
+#[derive(Debug, Clone)]
+pub struct AlmanacFigures {
+    /// Registrations accepted per second, one at a time.
+    pub registrations_per_s: f64,
+    /// Query by protocol (first page of 10): median and 99th percentile, nanoseconds.
+    pub protocol_query_ns: (u64, u64),
+    /// Lookup by address: median and 99th percentile, nanoseconds.
+    pub lookup_ns: (u64, u64),
+}
+
+/// Registers `registrations` freshly signed records into an empty embedded almanac, then
+/// fills it to `stored` records (imported, as from its own database) spread over 1,000
+/// protocols, and times 100,000 lookups of each kind.
+pub async fn almanac_figures(
+    registrations: usize,
+    stored: usize,
+) -> Result<AlmanacFigures, Box<dyn std::error::Error>> {
+    use almanac::{Almanac, Config, Query, Registration, WeightedEndpoint};
+    use std::collections::BTreeMap;
+    let expires = agent_core::envelope::unix_now_ms() + 3_600_000;
+    let endpoint = || vec![WeightedEndpoint { addr: "/ip4/127.0.0.1/tcp/4001".into(), weight: 1 }];
+    let protocol = |i: usize| {
+        agent_core::ProtocolDigest::from_bytes([
+            (i % 251) as u8,
+            (i / 251 % 251) as u8,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ])
+    };
+    let signed: Vec<Registration> = (0..registrations)
+        .map(|i| {
+            let identity = agent_core::Identity::from_seed(&format!("almanac bench {i}"));
+            Registration::sign(
+                &identity,
+                "12D3KooWBench",
+                endpoint(),
+                vec![protocol(i % 1000)],
+                BTreeMap::new(),
+                1,
+                expires,
+            )
+        })
+        .collect();
+    let almanac = Almanac::new(Config::default());
+    let started = Instant::now();
+    for record in signed {
+        almanac.register(record).await?;
+    }
+    let registrations_per_s = registrations as f64 / started.elapsed().as_secs_f64();
+    let mut addresses = Vec::with_capacity(stored);
+    let imported = (registrations..stored).map(|i| {
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        bytes[8] = 0xa5;
+        let address = Address::from_bytes(bytes);
+        addresses.push(address);
+        Registration {
+            address,
+            key: agent_core::PublicKey([0; 32]),
+            peer_id: "12D3KooWBench".into(),
+            endpoints: endpoint(),
+            protocols: vec![protocol(i % 1000)],
+            attributes: BTreeMap::new(),
+            sequence: 1,
+            expires_ms: expires,
+            signature: [0; 64],
+        }
+    });
+    almanac.import_trusted(imported.collect::<Vec<_>>());
+    let percentiles = |mut samples: Vec<u64>| {
+        samples.sort_unstable();
+        (samples[samples.len() / 2], samples[samples.len() * 99 / 100])
+    };
+    let mut query_ns = Vec::with_capacity(100_000);
+    for i in 0..100_000 {
+        let query = Query::protocol(protocol(i % 1000)).with_limit(10);
+        let t = Instant::now();
+        let page = almanac.query(&query);
+        query_ns.push(t.elapsed().as_nanos() as u64);
+        assert_eq!(page.records.len(), 10);
+    }
+    let mut lookup_ns = Vec::with_capacity(100_000);
+    for i in 0..100_000 {
+        let address = addresses[(i * 7919) % addresses.len()];
+        let t = Instant::now();
+        let found = almanac.lookup(&address);
+        lookup_ns.push(t.elapsed().as_nanos() as u64);
+        assert!(found.is_ok());
+    }
+    Ok(AlmanacFigures {
+        registrations_per_s,
+        protocol_query_ns: percentiles(query_ns),
+        lookup_ns: percentiles(lookup_ns),
+    })
+}

@@ -40,6 +40,9 @@ struct Args {
     /// Skip the ledger measurement.
     #[arg(long)]
     no_ledger: bool,
+    /// Skip the almanac measurement.
+    #[arg(long)]
+    no_almanac: bool,
     /// Skip the cross-process measurement.
     #[arg(long)]
     no_network: bool,
@@ -87,6 +90,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if !args.no_ledger {
         out += &ledger()?;
+    }
+    if !args.no_almanac {
+        out += &almanac_section()?;
     }
     if !args.no_network {
         out += &network(args.uagents_http.as_ref())?;
@@ -288,4 +294,22 @@ fn measure_uagents_http(python: &PathBuf) -> Option<f64> {
     let _ = bob.kill();
     let _ = bob.wait();
     rate_in(&String::from_utf8_lossy(&output?.stdout))
+}
+
+fn almanac_section() -> Result<String, Box<dyn std::error::Error>> {
+    let rt = runtime("multi_thread")?;
+    let verify = agora_benches::verify_rate(20_000);
+    let figures = rt.block_on(agora_benches::almanac_figures(20_000, 1_000_000))?;
+    Ok(format!(
+        "\nAlmanac, embedded, 1,000,000 stored records over 1,000 protocols\n\
+         registrations (signature verified): {:.0}/s = {:.2} of the ed25519 verify rate measured here ({verify:.0}/s)\n\
+         query by protocol (first 10): p50 {:.1} us, p99 {:.1} us (target p99 < 50 us)\n\
+         lookup by address: p50 {:.2} us, p99 {:.2} us\n",
+        figures.registrations_per_s,
+        figures.registrations_per_s / verify,
+        figures.protocol_query_ns.0 as f64 / 1e3,
+        figures.protocol_query_ns.1 as f64 / 1e3,
+        figures.lookup_ns.0 as f64 / 1e3,
+        figures.lookup_ns.1 as f64 / 1e3,
+    ))
 }
