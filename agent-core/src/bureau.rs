@@ -29,6 +29,7 @@ pub struct Config {
     pub(crate) mailbox: MailboxConfig,
     pub(crate) storage_dir: Option<PathBuf>,
     pub(crate) ledger: Option<Arc<dyn crate::ledger::Ledger>>,
+    pub(crate) discovery: Option<Arc<dyn Discovery>>,
 }
 
 impl std::fmt::Debug for Config {
@@ -51,6 +52,7 @@ impl Default for Config {
             mailbox: MailboxConfig::default(),
             storage_dir: None,
             ledger: None,
+            discovery: None,
         }
     }
 }
@@ -78,6 +80,12 @@ impl Config {
     /// contacting it.
     pub fn with_ledger(mut self, ledger: Arc<dyn crate::ledger::Ledger>) -> Self {
         self.ledger = Some(ledger);
+        self
+    }
+
+    /// Where broadcasts find agents in other processes (default: none, this bureau only).
+    pub fn with_discovery(mut self, discovery: Arc<dyn Discovery>) -> Self {
+        self.discovery = Some(discovery);
         self
     }
 
@@ -116,6 +124,25 @@ pub enum BureauError {
     /// `add` was called outside a tokio runtime.
     #[error("Bureau::add must be called inside a tokio runtime")]
     NoRuntime,
+}
+
+/// An agent as listed by [`Bureau::agents`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentInfo {
+    /// Its address.
+    pub address: Address,
+    /// Its name.
+    pub name: String,
+    /// The digests of the protocols it includes.
+    pub protocols: Vec<crate::ProtocolDigest>,
+}
+
+/// Finds agents beyond this process that speak a protocol, for
+/// [`Context::broadcast`](crate::Context::broadcast) (the almanac implements it).
+#[async_trait::async_trait]
+pub trait Discovery: Send + Sync + 'static {
+    /// Up to `limit` agents speaking `protocol`.
+    async fn agents_speaking(&self, protocol: &crate::ProtocolDigest, limit: usize) -> Result<Vec<Address>, String>;
 }
 
 /// Many agents in one process. See the module docs.
@@ -181,6 +208,26 @@ impl Bureau {
     pub fn context(&self, address: Address) -> Option<Context> {
         let agents = self.shared.router.agents.read();
         agents.get(&address).map(|entry| Context { cell: Arc::clone(&entry.cell), current: None })
+    }
+
+    /// The agents running here, with the protocols each speaks.
+    pub fn agents(&self) -> Vec<AgentInfo> {
+        let agents = self.shared.router.agents.read();
+        agents
+            .iter()
+            .map(|(address, entry)| AgentInfo {
+                address: *address,
+                name: entry.cell.name.to_string(),
+                protocols: entry.cell.kind.protocols.iter().map(|p| p.digest).collect(),
+            })
+            .collect()
+    }
+
+    /// The identity (private key) of the local agent `address`, for signing on its behalf
+    /// (registrations in a registry, for example). The bureau's owner created these keys;
+    /// never log or send what this returns.
+    pub fn identity(&self, address: &Address) -> Option<crate::Identity> {
+        self.shared.router.agents.read().get(address).map(|entry| entry.cell.identity.clone())
     }
 
     /// How many agents run here.

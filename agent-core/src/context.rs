@@ -68,7 +68,12 @@ pub struct BroadcastReport {
     pub delivered: usize,
     /// The sends that failed, with why.
     pub failed: Vec<SendFailure>,
+    /// Why agents beyond this process could not be listed, if they could not.
+    pub discovery_error: Option<String>,
 }
+
+/// Most agents one broadcast reaches through discovery.
+pub const MAX_BROADCAST: usize = 1000;
 
 impl Context {
     /// This agent's address.
@@ -205,11 +210,21 @@ impl Context {
         self.send(current.from, message).await.map_err(|err| ReplyError::Send(err.failure().clone()))
     }
 
-    /// Sends `message` to every other agent that speaks `protocol`.
+    /// Sends `message` to every other agent that speaks `protocol`: those in this bureau,
+    /// and those the bureau's [`Discovery`](crate::bureau::Discovery) finds elsewhere.
     pub async fn broadcast<M: Message + Clone>(&self, protocol: ProtocolDigest, message: M) -> BroadcastReport {
         let mut report = BroadcastReport::default();
         let me = self.address();
-        for target in self.cell.bureau.router.agents_speaking(&protocol) {
+        let mut targets = self.cell.bureau.router.agents_speaking(&protocol);
+        if let Some(discovery) = &self.cell.bureau.config.discovery {
+            match discovery.agents_speaking(&protocol, MAX_BROADCAST).await {
+                Ok(found) => targets.extend(found),
+                Err(reason) => report.discovery_error = Some(reason),
+            }
+        }
+        targets.sort();
+        targets.dedup();
+        for target in targets {
             if target == me {
                 continue;
             }

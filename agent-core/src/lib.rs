@@ -63,7 +63,7 @@ pub mod wallet;
 
 pub use agent::{Agent, AgentBuilder, AgentError, MailboxConfig, WhenFull};
 pub use agent_core_derive::Message;
-pub use bureau::{Bureau, BureauError, Config};
+pub use bureau::{AgentInfo, Bureau, BureauError, Config, Discovery};
 pub use context::{BroadcastReport, Context};
 pub use envelope::{Envelope, EnvelopeError, Header, ReplayGuard, VerifyPolicy};
 pub use error::{ReplyError, RequestError, SendError, SendFailure, Unroutable};

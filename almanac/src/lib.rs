@@ -41,13 +41,15 @@
 
 mod query;
 mod record;
+mod registrar;
 mod resolver;
 pub mod service;
 mod store;
 
 pub use query::{Event, Page, Query, MAX_LIMIT};
 pub use record::{Registration, WeightedEndpoint};
-pub use resolver::{AlmanacResolver, Directory};
+pub use registrar::{register_bureau, Registrar, RegistrarConfig};
+pub use resolver::{AlmanacDiscovery, AlmanacResolver, Directory};
 pub use service::RemoteAlmanac;
 pub use store::{Almanac, Config};
 

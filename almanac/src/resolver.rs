@@ -4,30 +4,72 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use agent_core::transport::{Endpoint, Resolver};
-use agent_core::{Address, Unroutable};
+use agent_core::{Address, Discovery, ProtocolDigest, Unroutable};
 use parking_lot::Mutex;
 
 use crate::record::Registration;
-use crate::{Almanac, AlmanacError, RemoteAlmanac};
+use crate::{Almanac, AlmanacError, Page, Query, Registered, RemoteAlmanac};
 
-/// Somewhere registrations can be looked up: embedded or remote.
+/// An almanac, embedded or remote: the one API the runtime's resolver, discovery and
+/// registrar use.
 #[async_trait::async_trait]
 pub trait Directory: Send + Sync + 'static {
+    /// Stores a registration.
+    async fn register(&self, record: Registration) -> Result<Registered, AlmanacError>;
     /// The registration of `address`.
     async fn lookup(&self, address: &Address) -> Result<Registration, AlmanacError>;
+    /// A page of registrations.
+    async fn query(&self, query: Query) -> Result<Page, AlmanacError>;
 }
 
 #[async_trait::async_trait]
 impl Directory for Almanac {
+    async fn register(&self, record: Registration) -> Result<Registered, AlmanacError> {
+        Almanac::register(self, record).await
+    }
+
     async fn lookup(&self, address: &Address) -> Result<Registration, AlmanacError> {
         Almanac::lookup(self, address)
+    }
+
+    async fn query(&self, query: Query) -> Result<Page, AlmanacError> {
+        Ok(Almanac::query(self, &query))
     }
 }
 
 #[async_trait::async_trait]
 impl Directory for RemoteAlmanac {
+    async fn register(&self, record: Registration) -> Result<Registered, AlmanacError> {
+        RemoteAlmanac::register(self, record).await
+    }
+
     async fn lookup(&self, address: &Address) -> Result<Registration, AlmanacError> {
         RemoteAlmanac::lookup(self, address).await
+    }
+
+    async fn query(&self, query: Query) -> Result<Page, AlmanacError> {
+        RemoteAlmanac::query(self, query).await
+    }
+}
+
+/// [`Discovery`] through an almanac, for broadcasts to agents in other processes.
+pub struct AlmanacDiscovery(pub Arc<dyn Directory>);
+
+#[async_trait::async_trait]
+impl Discovery for AlmanacDiscovery {
+    async fn agents_speaking(&self, protocol: &ProtocolDigest, limit: usize) -> Result<Vec<Address>, String> {
+        let mut found = Vec::new();
+        let mut query = Query::protocol(*protocol).with_limit(limit.min(crate::MAX_LIMIT));
+        while found.len() < limit {
+            let page = self.0.query(query.clone()).await.map_err(|e| e.to_string())?;
+            found.extend(page.records.iter().map(|r| r.address));
+            match page.next {
+                Some(next) => query = query.after(next),
+                None => break,
+            }
+        }
+        found.truncate(limit);
+        Ok(found)
     }
 }
 
