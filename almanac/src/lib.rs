@@ -39,6 +39,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod dht;
 mod query;
 mod record;
 mod registrar;
@@ -46,6 +47,7 @@ mod resolver;
 pub mod service;
 mod store;
 
+pub use dht::DhtAlmanac;
 pub use query::{Event, Page, Query, MAX_LIMIT};
 pub use record::{Registration, WeightedEndpoint};
 pub use registrar::{register_bureau, Registrar, RegistrarConfig};

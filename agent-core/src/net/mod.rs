@@ -41,10 +41,7 @@ pub fn node_keypair(seed: &str) -> libp2p::identity::Keypair {
 }
 
 /// Builds a swarm with TCP (noise, yamux) and QUIC for `behaviour`.
-pub(crate) fn swarm<B: NetworkBehaviour>(
-    keypair: libp2p::identity::Keypair,
-    behaviour: B,
-) -> Result<Swarm<B>, NetError> {
+pub fn swarm<B: NetworkBehaviour>(keypair: libp2p::identity::Keypair, behaviour: B) -> Result<Swarm<B>, NetError> {
     let transport_error = |e: &dyn std::fmt::Display| NetError::Transport(e.to_string());
     Ok(libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
@@ -58,7 +55,7 @@ pub(crate) fn swarm<B: NetworkBehaviour>(
 }
 
 /// Listens on `addresses` and waits (up to 5 s) to learn the bound addresses.
-pub(crate) async fn listen<B: NetworkBehaviour>(
+pub async fn listen<B: NetworkBehaviour>(
     swarm: &mut Swarm<B>,
     addresses: &[libp2p::Multiaddr],
 ) -> Result<Vec<libp2p::Multiaddr>, NetError> {

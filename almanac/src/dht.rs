@@ -1,0 +1,289 @@
+//! The almanac spread over a libp2p Kademlia DHT: no central server.
+//!
+//! Each registration is stored as a DHT record under `agora/agent/<address>`, on the
+//! nodes closest to that key. Every node validates what it is asked to store (signature,
+//! expiry, a higher sequence than what it holds) and keeps it in memory; a lookup walks
+//! the DHT, keeps the highest valid sequence it finds, and refuses expired ones.
+//!
+//! Consistency and expiry: a registration is acknowledged once at least one node stored
+//! it; readers see it once the lookup reaches any node holding it, and always prefer the
+//! highest sequence found, so an old record cannot mask a newer one it met on the way.
+//! A record lives until the `expires_ms` its agent signed (the Kademlia record carries the
+//! same deadline): every node stops serving it then, and lookups also check the signed
+//! expiry themselves, so clock-free record storage cannot resurrect it. Records are held
+//! in memory (the almanac server is the persistent option); each node holds up to the
+//! configured number of records (libp2p's default of 1,024 is raised to 1,000,000).
+//!
+//! libp2p defaults dealt with here: nodes are put in server mode explicitly (otherwise
+//! they wait for a confirmed external address); inbound records are filtered through
+//! validation rather than stored blindly; the 48 h record TTL is replaced by each record's
+//! own expiry.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use agent_core::net::NetError;
+use agent_core::Address;
+use futures::StreamExt;
+use libp2p::kad::{self, store::MemoryStore, store::RecordStore, Mode, Quorum, Record, RecordKey, StoreInserts};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::query::{Page, Query};
+use crate::record::Registration;
+use crate::resolver::Directory;
+use crate::{AlmanacError, Registered};
+
+/// The Kademlia protocol name of the almanac DHT.
+pub const PROTOCOL: &str = "/agora/kad/1";
+
+/// How long a DHT lookup or store may take before it is reported unfinished.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+enum Command {
+    Put(Record, oneshot::Sender<Result<(), String>>),
+    Get(RecordKey, oneshot::Sender<Result<Vec<Record>, GetFailure>>),
+    AddPeer(PeerId, Multiaddr),
+}
+
+enum GetFailure {
+    NotFound,
+    Unfinished(String),
+}
+
+/// A node of the almanac DHT. Cheap to clone.
+#[derive(Clone)]
+pub struct DhtAlmanac {
+    commands: mpsc::Sender<Command>,
+    peer_id: PeerId,
+    listen_addrs: Vec<Multiaddr>,
+    clock: fn() -> u64,
+}
+
+fn key_of(address: &Address) -> RecordKey {
+    let mut key = b"agora/agent/".to_vec();
+    key.extend_from_slice(address.as_bytes());
+    RecordKey::new(&key)
+}
+
+/// Checks a DHT record: a registration under its own key, validly signed, unexpired.
+fn validate(record: &Record, now_ms: u64) -> Result<Registration, AlmanacError> {
+    let registration: Registration =
+        serde_json::from_slice(&record.value).map_err(|e| AlmanacError::Malformed(e.to_string()))?;
+    if record.key != key_of(&registration.address) {
+        return Err(AlmanacError::Malformed("record stored under another agent's key".into()));
+    }
+    if Address::from_public_key(&registration.key) != registration.address {
+        return Err(AlmanacError::BadSignature("the address does not belong to the key".into()));
+    }
+    registration
+        .key
+        .verify(&registration.signing_bytes(), &registration.signature)
+        .map_err(|e| AlmanacError::BadSignature(e.to_string()))?;
+    if registration.expires_ms <= now_ms {
+        return Err(AlmanacError::Expired { at_ms: registration.expires_ms });
+    }
+    Ok(registration)
+}
+
+fn to_record(registration: &Registration, now_ms: u64) -> Result<Record, AlmanacError> {
+    let value = serde_json::to_vec(registration).map_err(|e| AlmanacError::Malformed(e.to_string()))?;
+    let mut record = Record::new(key_of(&registration.address), value);
+    record.expires = Some(Instant::now() + Duration::from_millis(registration.expires_ms.saturating_sub(now_ms)));
+    Ok(record)
+}
+
+impl DhtAlmanac {
+    /// Starts a DHT node listening on `listen`, knowing the peers in `bootstrap`.
+    pub async fn start(
+        keypair: libp2p::identity::Keypair,
+        listen: &[Multiaddr],
+        bootstrap: &[(PeerId, Multiaddr)],
+        max_records: usize,
+    ) -> Result<DhtAlmanac, NetError> {
+        let peer_id = keypair.public().to_peer_id();
+        let mut config = kad::Config::new(StreamProtocol::new(PROTOCOL));
+        config.set_record_filtering(StoreInserts::FilterBoth).set_query_timeout(QUERY_TIMEOUT).set_record_ttl(None);
+        let store_config =
+            kad::store::MemoryStoreConfig { max_records, max_value_bytes: 32 * 1024, ..Default::default() };
+        let mut behaviour =
+            kad::Behaviour::with_config(peer_id, MemoryStore::with_config(peer_id, store_config), config);
+        behaviour.set_mode(Some(Mode::Server));
+        let mut swarm = agent_core::net::swarm(keypair, behaviour)?;
+        let listen_addrs = agent_core::net::listen(&mut swarm, listen).await?;
+        for (peer, addr) in bootstrap {
+            swarm.behaviour_mut().add_address(peer, addr.clone());
+        }
+        let (commands, mut commands_rx) = mpsc::channel::<Command>(256);
+        tokio::spawn(async move {
+            let mut puts: HashMap<kad::QueryId, oneshot::Sender<Result<(), String>>> = HashMap::new();
+            let mut gets: HashMap<kad::QueryId, (Vec<Record>, oneshot::Sender<Result<Vec<Record>, GetFailure>>)> =
+                HashMap::new();
+            loop {
+                tokio::select! {
+                    command = commands_rx.recv() => match command {
+                        None => break,
+                        Some(Command::Put(record, reply)) => {
+                            // Keep our own copy too, then replicate to the closest peers.
+                            let _ = swarm.behaviour_mut().store_mut().put(record.clone());
+                            match swarm.behaviour_mut().put_record(record, Quorum::One) {
+                                Ok(id) => { puts.insert(id, reply); }
+                                Err(err) => { let _ = reply.send(Err(format!("{err:?}"))); }
+                            }
+                        }
+                        Some(Command::Get(key, reply)) => {
+                            let id = swarm.behaviour_mut().get_record(key);
+                            gets.insert(id, (Vec::new(), reply));
+                        }
+                        Some(Command::AddPeer(peer, addr)) => { swarm.behaviour_mut().add_address(&peer, addr); }
+                    },
+                    event = swarm.select_next_some() => match event {
+                        SwarmEvent::Behaviour(kad::Event::InboundRequest { request: kad::InboundRequest::PutRecord { source, record: Some(record), .. } }) => {
+                            let now = agent_core::envelope::unix_now_ms();
+                            match validate(&record, now) {
+                                Ok(offered) => {
+                                    let store = swarm.behaviour_mut().store_mut();
+                                    let newer = store.get(&record.key).and_then(|held| validate(&held, now).ok()).is_none_or(|held| held.sequence < offered.sequence || held == offered);
+                                    if newer {
+                                        let _ = store.put(record);
+                                    }
+                                }
+                                Err(err) => tracing::warn!(peer = %source, error = %err, "refused a DHT record"),
+                            }
+                        }
+                        SwarmEvent::Behaviour(kad::Event::OutboundQueryProgressed { id, result, step, .. }) => match result {
+                            kad::QueryResult::PutRecord(result) => {
+                                if let Some(reply) = puts.remove(&id) {
+                                    let _ = reply.send(result.map(|_| ()).map_err(|e| e.to_string()));
+                                }
+                            }
+                            kad::QueryResult::GetRecord(result) => {
+                                let finished = step.last;
+                                match result {
+                                    Ok(kad::GetRecordOk::FoundRecord(peer_record)) => {
+                                        if let Some((found, _)) = gets.get_mut(&id) { found.push(peer_record.record); }
+                                    }
+                                    Ok(kad::GetRecordOk::FinishedWithNoAdditionalRecord { .. }) => {}
+                                    Err(err) => {
+                                        if let Some((found, reply)) = gets.remove(&id) {
+                                            let outcome = match err {
+                                                _ if !found.is_empty() => Ok(found),
+                                                kad::GetRecordError::NotFound { .. } => Err(GetFailure::NotFound),
+                                                other => Err(GetFailure::Unfinished(other.to_string())),
+                                            };
+                                            let _ = reply.send(outcome);
+                                        }
+                                        continue;
+                                    }
+                                }
+                                if finished {
+                                    if let Some((found, reply)) = gets.remove(&id) {
+                                        let _ = reply.send(if found.is_empty() { Err(GetFailure::NotFound) } else { Ok(found) });
+                                    }
+                                }
+                            }
+                            _ => {}
+                        },
+                        _ => {}
+                    },
+                }
+            }
+        });
+        Ok(DhtAlmanac { commands, peer_id, listen_addrs, clock: agent_core::envelope::unix_now_ms })
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// The addresses this node listens on.
+    pub fn listen_addrs(&self) -> &[Multiaddr] {
+        &self.listen_addrs
+    }
+
+    /// Tells this node where another DHT node is.
+    pub async fn add_peer(&self, peer: PeerId, addr: Multiaddr) -> Result<(), AlmanacError> {
+        self.commands
+            .send(Command::AddPeer(peer, addr))
+            .await
+            .map_err(|_| AlmanacError::Unavailable("the DHT node stopped".into()))
+    }
+
+    /// Validates `registration` and stores it in the DHT (here and on the nodes closest to
+    /// its key). Acknowledged once at least one other node stored it.
+    pub async fn register(&self, registration: Registration) -> Result<Registered, AlmanacError> {
+        let now = (self.clock)();
+        let record = to_record(&registration, now)?;
+        validate(&record, now)?;
+        let (reply, stored) = oneshot::channel();
+        self.commands
+            .send(Command::Put(record, reply))
+            .await
+            .map_err(|_| AlmanacError::Unavailable("the DHT node stopped".into()))?;
+        match tokio::time::timeout(QUERY_TIMEOUT + Duration::from_secs(1), stored).await {
+            Ok(Ok(Ok(()))) => Ok(Registered { sequence: registration.sequence, expires_ms: registration.expires_ms }),
+            Ok(Ok(Err(reason))) => {
+                Err(AlmanacError::Unavailable(format!("no DHT node stored the registration: {reason}")))
+            }
+            Ok(Err(_)) => Err(AlmanacError::Unavailable("the DHT node stopped".into())),
+            Err(_) => Err(AlmanacError::Unavailable("storing in the DHT did not finish".into())),
+        }
+    }
+
+    /// Finds `address` in the DHT. A lookup that has not finished is reported as
+    /// [`AlmanacError::Unavailable`], never as not registered.
+    pub async fn lookup(&self, address: &Address) -> Result<Registration, AlmanacError> {
+        let (reply, found) = oneshot::channel();
+        self.commands
+            .send(Command::Get(key_of(address), reply))
+            .await
+            .map_err(|_| AlmanacError::Unavailable("the DHT node stopped".into()))?;
+        let records = match tokio::time::timeout(QUERY_TIMEOUT + Duration::from_secs(1), found).await {
+            Ok(Ok(Ok(records))) => records,
+            Ok(Ok(Err(GetFailure::NotFound))) => return Err(AlmanacError::NotRegistered(*address)),
+            Ok(Ok(Err(GetFailure::Unfinished(reason)))) => {
+                return Err(AlmanacError::Unavailable(format!("the DHT lookup did not finish: {reason}")))
+            }
+            Ok(Err(_)) => return Err(AlmanacError::Unavailable("the DHT node stopped".into())),
+            Err(_) => return Err(AlmanacError::Unavailable("the DHT lookup did not finish in time".into())),
+        };
+        let now = (self.clock)();
+        let mut best: Option<Registration> = None;
+        let mut expired_at = None;
+        for record in &records {
+            match validate(record, now) {
+                Ok(registration) if registration.address == *address => {
+                    if best.as_ref().is_none_or(|b| b.sequence < registration.sequence) {
+                        best = Some(registration);
+                    }
+                }
+                Err(AlmanacError::Expired { at_ms }) => expired_at = Some(at_ms),
+                _ => {}
+            }
+        }
+        match (best, expired_at) {
+            (Some(registration), _) => Ok(registration),
+            (None, Some(at_ms)) => Err(AlmanacError::Expired { at_ms }),
+            (None, None) => Err(AlmanacError::NotRegistered(*address)),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Directory for DhtAlmanac {
+    async fn register(&self, record: Registration) -> Result<Registered, AlmanacError> {
+        DhtAlmanac::register(self, record).await
+    }
+
+    async fn lookup(&self, address: &Address) -> Result<Registration, AlmanacError> {
+        DhtAlmanac::lookup(self, address).await
+    }
+
+    async fn query(&self, _query: Query) -> Result<Page, AlmanacError> {
+        Err(AlmanacError::Unavailable(
+            "queries by protocol or attribute need an almanac server; the DHT resolves addresses".into(),
+        ))
+    }
+}

@@ -1,0 +1,67 @@
+//! Three almanac DHT nodes on loopback: a registration stored through one is found through
+//! another, and after its lifetime through none.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use agent_core::Identity;
+use almanac::{AlmanacError, DhtAlmanac, Registration, WeightedEndpoint};
+
+async fn node() -> DhtAlmanac {
+    DhtAlmanac::start(
+        libp2p::identity::Keypair::generate_ed25519(),
+        &["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        &[],
+        1_000_000,
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_stored_through_one_node_is_found_through_another_until_it_expires() {
+    let nodes = [node().await, node().await, node().await];
+    for a in &nodes {
+        for b in &nodes {
+            if a.peer_id() != b.peer_id() {
+                a.add_peer(b.peer_id(), b.listen_addrs()[0].clone()).await.unwrap();
+            }
+        }
+    }
+    let alice = Identity::from_seed("dht alice");
+    let expires = agent_core::envelope::unix_now_ms() + 2_500;
+    let record = |sequence: u64, expires_ms: u64| {
+        Registration::sign(
+            &alice,
+            libp2p::PeerId::random().to_string(),
+            vec![WeightedEndpoint { addr: "/ip4/127.0.0.1/tcp/4001".into(), weight: 1 }],
+            vec![],
+            BTreeMap::new(),
+            sequence,
+            expires_ms,
+        )
+    };
+    let registered = nodes[0].register(record(1, expires)).await.unwrap();
+    assert_eq!(registered.expires_ms, expires);
+    for node in &nodes[1..] {
+        assert_eq!(node.lookup(&alice.address()).await.unwrap().sequence, 1);
+    }
+    // A newer registration through another node wins everywhere.
+    nodes[2].register(record(2, expires)).await.unwrap();
+    assert_eq!(nodes[0].lookup(&alice.address()).await.unwrap().sequence, 2);
+    // Never registered: a finished lookup that found nothing.
+    let nobody = Identity::from_seed("dht nobody").address();
+    assert_eq!(nodes[1].lookup(&nobody).await, Err(AlmanacError::NotRegistered(nobody)));
+    // A forged record is refused before it is stored.
+    let mut forged = record(3, expires);
+    forged.attributes.insert("evil".into(), "yes".into());
+    assert!(matches!(nodes[0].register(forged).await, Err(AlmanacError::BadSignature(_))));
+
+    tokio::time::sleep(Duration::from_millis(2_600)).await;
+    for node in &nodes {
+        match node.lookup(&alice.address()).await {
+            Err(AlmanacError::Expired { .. }) | Err(AlmanacError::NotRegistered(_)) => {}
+            other => panic!("found after expiry: {other:?}"),
+        }
+    }
+}
