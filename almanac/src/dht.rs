@@ -1,7 +1,9 @@
 //! The almanac spread over a libp2p Kademlia DHT: no central server.
 //!
 //! Each registration is stored as a DHT record under `agora/agent/<address>`, on the
-//! nodes closest to that key. Every node validates what it is asked to store (signature,
+//! nodes closest to that key. For protocols, each node announces itself as a provider of
+//! `agora/protocol/<digest>` and publishes, under a key only it may write, the list of
+//! agents it registered for that protocol. Every node validates what it is asked to store (signature,
 //! expiry, a higher sequence than what it holds) and keeps it in memory; a lookup walks
 //! the DHT, keeps the highest valid sequence it finds, and refuses expired ones.
 //!
@@ -23,7 +25,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use agent_core::net::NetError;
-use agent_core::Address;
+use agent_core::{Address, ProtocolDigest};
 use futures::StreamExt;
 use libp2p::kad::{self, store::MemoryStore, store::RecordStore, Mode, Quorum, Record, RecordKey, StoreInserts};
 use libp2p::swarm::SwarmEvent;
@@ -43,9 +45,15 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 enum Command {
     Put(Record, oneshot::Sender<Result<(), String>>),
-    Get(RecordKey, oneshot::Sender<Result<Vec<Record>, GetFailure>>),
+    /// Adds an agent to this node's index for a protocol, republishes the index record and
+    /// announces this node as a provider of the protocol.
+    Index(ProtocolDigest, Address),
+    Providers(RecordKey, oneshot::Sender<Vec<PeerId>>),
+    Get(RecordKey, GetReply),
     AddPeer(PeerId, Multiaddr),
 }
+
+type GetReply = oneshot::Sender<Result<Vec<Record>, GetFailure>>;
 
 enum GetFailure {
     NotFound,
@@ -60,6 +68,29 @@ pub struct DhtAlmanac {
     listen_addrs: Vec<Multiaddr>,
     clock: fn() -> u64,
 }
+
+fn protocol_key(protocol: &ProtocolDigest) -> RecordKey {
+    let mut key = b"agora/protocol/".to_vec();
+    key.extend_from_slice(protocol.as_bytes());
+    RecordKey::new(&key)
+}
+
+/// The record in which `node` lists the agents it registered for `protocol`; only
+/// `node` itself may write it.
+fn index_key(node: &PeerId, protocol: &ProtocolDigest) -> RecordKey {
+    let mut key = b"agora/index/".to_vec();
+    key.extend_from_slice(protocol.as_bytes());
+    key.extend_from_slice(&node.to_bytes());
+    RecordKey::new(&key)
+}
+
+fn index_owner(key: &RecordKey) -> Option<PeerId> {
+    let bytes = key.as_ref().strip_prefix(b"agora/index/".as_slice())?;
+    PeerId::from_bytes(bytes.get(32..)?).ok()
+}
+
+/// How long an index record lives without being republished.
+const INDEX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 fn key_of(address: &Address) -> RecordKey {
     let mut key = b"agora/agent/".to_vec();
@@ -118,8 +149,9 @@ impl DhtAlmanac {
         let (commands, mut commands_rx) = mpsc::channel::<Command>(256);
         tokio::spawn(async move {
             let mut puts: HashMap<kad::QueryId, oneshot::Sender<Result<(), String>>> = HashMap::new();
-            let mut gets: HashMap<kad::QueryId, (Vec<Record>, oneshot::Sender<Result<Vec<Record>, GetFailure>>)> =
-                HashMap::new();
+            let mut gets: HashMap<kad::QueryId, (Vec<Record>, GetReply)> = HashMap::new();
+            let mut providers: HashMap<kad::QueryId, (Vec<PeerId>, oneshot::Sender<Vec<PeerId>>)> = HashMap::new();
+            let mut index: HashMap<ProtocolDigest, std::collections::BTreeSet<Address>> = HashMap::new();
             loop {
                 tokio::select! {
                     command = commands_rx.recv() => match command {
@@ -136,9 +168,34 @@ impl DhtAlmanac {
                             let id = swarm.behaviour_mut().get_record(key);
                             gets.insert(id, (Vec::new(), reply));
                         }
+                        Some(Command::Index(protocol, address)) => {
+                            let agents = index.entry(protocol).or_default();
+                            if agents.insert(address) {
+                                let value = serde_json::to_vec(&agents.iter().collect::<Vec<_>>()).unwrap_or_default();
+                                let mut record = Record::new(index_key(&peer_id, &protocol), value);
+                                record.expires = Some(Instant::now() + INDEX_LIFETIME);
+                                let behaviour = swarm.behaviour_mut();
+                                let _ = behaviour.put_record(record, Quorum::One);
+                                let _ = behaviour.start_providing(protocol_key(&protocol));
+                            }
+                        }
+                        Some(Command::Providers(key, reply)) => {
+                            let id = swarm.behaviour_mut().get_providers(key);
+                            providers.insert(id, (Vec::new(), reply));
+                        }
                         Some(Command::AddPeer(peer, addr)) => { swarm.behaviour_mut().add_address(&peer, addr); }
                     },
                     event = swarm.select_next_some() => match event {
+                        SwarmEvent::Behaviour(kad::Event::InboundRequest {
+                            request: kad::InboundRequest::PutRecord { source, record: Some(record), .. },
+                        }) if record.key.as_ref().starts_with(b"agora/index/") => {
+                            // An index record is accepted only from the node it belongs to.
+                            if index_owner(&record.key) == Some(source) && serde_json::from_slice::<Vec<Address>>(&record.value).is_ok() {
+                                let _ = swarm.behaviour_mut().store_mut().put(record);
+                            } else {
+                                tracing::warn!(peer = %source, "refused an index record not its own");
+                            }
+                        }
                         SwarmEvent::Behaviour(kad::Event::InboundRequest { request: kad::InboundRequest::PutRecord { source, record: Some(record), .. } }) => {
                             let now = agent_core::envelope::unix_now_ms();
                             match validate(&record, now) {
@@ -156,6 +213,18 @@ impl DhtAlmanac {
                             kad::QueryResult::PutRecord(result) => {
                                 if let Some(reply) = puts.remove(&id) {
                                     let _ = reply.send(result.map(|_| ()).map_err(|e| e.to_string()));
+                                }
+                            }
+                            kad::QueryResult::GetProviders(result) => {
+                                if let Ok(kad::GetProvidersOk::FoundProviders { providers: found, .. }) = result {
+                                    if let Some((all, _)) = providers.get_mut(&id) {
+                                        all.extend(found);
+                                    }
+                                }
+                                if step.last {
+                                    if let Some((all, reply)) = providers.remove(&id) {
+                                        let _ = reply.send(all);
+                                    }
                                 }
                             }
                             kad::QueryResult::GetRecord(result) => {
@@ -223,13 +292,62 @@ impl DhtAlmanac {
             .await
             .map_err(|_| AlmanacError::Unavailable("the DHT node stopped".into()))?;
         match tokio::time::timeout(QUERY_TIMEOUT + Duration::from_secs(1), stored).await {
-            Ok(Ok(Ok(()))) => Ok(Registered { sequence: registration.sequence, expires_ms: registration.expires_ms }),
+            Ok(Ok(Ok(()))) => {
+                for protocol in &registration.protocols {
+                    let _ = self.commands.send(Command::Index(*protocol, registration.address)).await;
+                }
+                Ok(Registered { sequence: registration.sequence, expires_ms: registration.expires_ms })
+            }
             Ok(Ok(Err(reason))) => {
                 Err(AlmanacError::Unavailable(format!("no DHT node stored the registration: {reason}")))
             }
             Ok(Err(_)) => Err(AlmanacError::Unavailable("the DHT node stopped".into())),
             Err(_) => Err(AlmanacError::Unavailable("storing in the DHT did not finish".into())),
         }
+    }
+
+    /// Up to `limit` unexpired registrations of agents speaking `protocol`: the nodes
+    /// providing the protocol are found through provider records, their index records list
+    /// the agents, and each agent's own registration is looked up and checked.
+    pub async fn agents_speaking(
+        &self,
+        protocol: &ProtocolDigest,
+        limit: usize,
+    ) -> Result<Vec<Registration>, AlmanacError> {
+        let stopped = || AlmanacError::Unavailable("the DHT node stopped".into());
+        let (reply, found) = oneshot::channel();
+        self.commands.send(Command::Providers(protocol_key(protocol), reply)).await.map_err(|_| stopped())?;
+        let mut nodes = tokio::time::timeout(QUERY_TIMEOUT + Duration::from_secs(1), found)
+            .await
+            .map_err(|_| AlmanacError::Unavailable("the DHT provider lookup did not finish".into()))?
+            .map_err(|_| stopped())?;
+        nodes.sort();
+        nodes.dedup();
+        let mut agents = std::collections::BTreeSet::new();
+        for node in nodes.into_iter().take(64) {
+            let (reply, found) = oneshot::channel();
+            self.commands.send(Command::Get(index_key(&node, protocol), reply)).await.map_err(|_| stopped())?;
+            if let Ok(Ok(Ok(records))) = tokio::time::timeout(QUERY_TIMEOUT + Duration::from_secs(1), found).await {
+                for record in records {
+                    if index_owner(&record.key) == Some(node) {
+                        agents.extend(serde_json::from_slice::<Vec<Address>>(&record.value).unwrap_or_default());
+                    }
+                }
+            }
+        }
+        let mut registrations = Vec::new();
+        for address in agents {
+            if registrations.len() >= limit {
+                break;
+            }
+            // Index entries outlive registrations: keep only agents still registered for it.
+            if let Ok(registration) = self.lookup(&address).await {
+                if registration.protocols.contains(protocol) {
+                    registrations.push(registration);
+                }
+            }
+        }
+        Ok(registrations)
     }
 
     /// Finds `address` in the DHT. A lookup that has not finished is reported as
@@ -254,10 +372,11 @@ impl DhtAlmanac {
         let mut expired_at = None;
         for record in &records {
             match validate(record, now) {
-                Ok(registration) if registration.address == *address => {
-                    if best.as_ref().is_none_or(|b| b.sequence < registration.sequence) {
-                        best = Some(registration);
-                    }
+                Ok(registration)
+                    if registration.address == *address
+                        && best.as_ref().is_none_or(|b| b.sequence < registration.sequence) =>
+                {
+                    best = Some(registration);
                 }
                 Err(AlmanacError::Expired { at_ms }) => expired_at = Some(at_ms),
                 _ => {}
@@ -281,9 +400,15 @@ impl Directory for DhtAlmanac {
         DhtAlmanac::lookup(self, address).await
     }
 
-    async fn query(&self, _query: Query) -> Result<Page, AlmanacError> {
-        Err(AlmanacError::Unavailable(
-            "queries by protocol or attribute need an almanac server; the DHT resolves addresses".into(),
-        ))
+    /// Queries by protocol (required here), filtered by attributes, in one page.
+    async fn query(&self, query: Query) -> Result<Page, AlmanacError> {
+        let Some(protocol) = query.protocol else {
+            return Err(AlmanacError::Malformed("a DHT query needs a protocol".into()));
+        };
+        let mut records = self.agents_speaking(&protocol, crate::MAX_LIMIT).await?;
+        records.retain(|r| query.matches(r) && query.after.is_none_or(|after| r.address > after));
+        records.sort_by_key(|r| r.address);
+        records.truncate(query.limit.clamp(1, crate::MAX_LIMIT));
+        Ok(Page { records, next: None })
     }
 }

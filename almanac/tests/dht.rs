@@ -57,7 +57,37 @@ async fn a_record_stored_through_one_node_is_found_through_another_until_it_expi
     forged.attributes.insert("evil".into(), "yes".into());
     assert!(matches!(nodes[0].register(forged).await, Err(AlmanacError::BadSignature(_))));
 
+    // By protocol: provider records lead to each node's index, then to the registrations.
+    let quotes = agent_core::ProtocolDigest::from_bytes([9; 32]);
+    let sellers: Vec<Identity> = (0..4).map(|i| Identity::from_seed(&format!("dht seller {i}"))).collect();
+    for (i, seller) in sellers.iter().enumerate() {
+        let registration = Registration::sign(
+            seller,
+            libp2p::PeerId::random().to_string(),
+            vec![WeightedEndpoint { addr: "/ip4/127.0.0.1/tcp/4001".into(), weight: 1 }],
+            vec![quotes],
+            BTreeMap::new(),
+            1,
+            expires,
+        );
+        nodes[i % 2].register(registration).await.unwrap();
+    }
+    let mut found = Vec::new();
+    for _ in 0..50 {
+        found = nodes[2].agents_speaking(&quotes, 100).await.unwrap();
+        if found.len() == sellers.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut found: Vec<_> = found.iter().map(|r| r.address).collect();
+    found.sort();
+    let mut expected: Vec<_> = sellers.iter().map(|s| s.address()).collect();
+    expected.sort();
+    assert_eq!(found, expected, "every seller found through the third node");
+
     tokio::time::sleep(Duration::from_millis(2_600)).await;
+    assert!(nodes[2].agents_speaking(&quotes, 100).await.unwrap().is_empty(), "expired sellers are not listed");
     for node in &nodes {
         match node.lookup(&alice.address()).await {
             Err(AlmanacError::Expired { .. }) | Err(AlmanacError::NotRegistered(_)) => {}
