@@ -80,6 +80,12 @@ pub enum Unroutable {
         /// When (ms since the Unix epoch).
         at_ms: u64,
     },
+    /// The agent is registered but does not speak the protocol asked for.
+    #[error("does not speak protocol {protocol}")]
+    ProtocolMismatch {
+        /// The protocol asked for.
+        protocol: crate::ProtocolDigest,
+    },
     /// The resolver could not be asked (for example, the registry is down).
     #[error("resolver unavailable: {0}")]
     ResolverUnavailable(String),

@@ -88,6 +88,28 @@ impl AlmanacResolver {
     }
 }
 
+impl AlmanacResolver {
+    /// Resolves `address` for a conversation in `protocol`: fails with
+    /// [`Unroutable::ProtocolMismatch`] if the agent's registration does not list it.
+    pub async fn resolve_speaking(&self, address: &Address, protocol: &ProtocolDigest) -> Result<Endpoint, Unroutable> {
+        match self.directory.lookup(address).await {
+            Ok(record) if !record.protocols.contains(protocol) => {
+                Err(Unroutable::ProtocolMismatch { protocol: *protocol })
+            }
+            Ok(record) => endpoint_of(&record),
+            Err(err) => Err(unroutable(err)),
+        }
+    }
+}
+
+fn unroutable(err: AlmanacError) -> Unroutable {
+    match err {
+        AlmanacError::NotRegistered(_) => Unroutable::UnknownAddress,
+        AlmanacError::Expired { at_ms } => Unroutable::Expired { at_ms },
+        other => Unroutable::ResolverUnavailable(other.to_string()),
+    }
+}
+
 fn endpoint_of(record: &Registration) -> Result<Endpoint, Unroutable> {
     let peer_id = record.peer_id.parse().map_err(|_| Unroutable::NoEndpoint)?;
     let mut endpoints: Vec<_> = record.endpoints.iter().filter(|e| e.weight > 0).collect();
@@ -118,9 +140,7 @@ impl Resolver for AlmanacResolver {
                 cache.insert(*address, (endpoint.clone(), record.expires_ms));
                 Ok(endpoint)
             }
-            Err(AlmanacError::NotRegistered(_)) => Err(Unroutable::UnknownAddress),
-            Err(AlmanacError::Expired { at_ms }) => Err(Unroutable::Expired { at_ms }),
-            Err(other) => Err(Unroutable::ResolverUnavailable(other.to_string())),
+            Err(err) => Err(unroutable(err)),
         }
     }
 }

@@ -233,6 +233,11 @@ async fn the_server_answers_over_libp2p_and_resolution_survives_its_loss() {
     assert_eq!((endpoint.peer_id, endpoint.addrs.clone()), (node, vec![addr]));
     let nobody = Identity::from_seed("nobody").address();
     assert_eq!(resolver.resolve(&nobody).await, Err(Unroutable::UnknownAddress));
+    assert_eq!(resolver.resolve_speaking(&alice.address, &QUOTES).await.unwrap(), endpoint);
+    assert_eq!(
+        resolver.resolve_speaking(&alice.address, &AUCTION).await,
+        Err(Unroutable::ProtocolMismatch { protocol: AUCTION })
+    );
     let mut no_endpoint = live_record("carol", &node, &"/ip4/127.0.0.1/tcp/1".parse().unwrap(), 1, 60_000);
     no_endpoint = Registration::sign(
         &Identity::from_seed("carol"),
@@ -251,6 +256,10 @@ async fn the_server_answers_over_libp2p_and_resolution_survives_its_loss() {
     drop(server);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(resolver.resolve(&alice.address).await.unwrap(), endpoint);
+    assert!(matches!(
+        resolver.resolve_speaking(&alice.address, &QUOTES).await,
+        Err(Unroutable::ResolverUnavailable(_))
+    ));
     let bob = Identity::from_seed("bob").address();
     assert!(matches!(resolver.resolve(&bob).await, Err(Unroutable::ResolverUnavailable(_))));
 }
