@@ -235,23 +235,7 @@ impl Envelope {
         now_ms: u64,
         lifetime_ms: u64,
     ) -> Envelope {
-        let mut envelope = Envelope {
-            version: VERSION,
-            sender: identity.address(),
-            sender_key: identity.public_key(),
-            target,
-            session: header.session,
-            schema,
-            protocol: header.protocol,
-            in_reply_to: header.in_reply_to,
-            expects_reply: header.expects_reply,
-            trace_id: header.trace_id,
-            nonce: rand::random(),
-            timestamp_ms: now_ms,
-            expires_ms: now_ms.saturating_add(lifetime_ms),
-            payload,
-            signature: [0; 64],
-        };
+        let mut envelope = Self::unsigned(identity, target, schema, payload, header, now_ms, lifetime_ms);
         envelope.sign(identity);
         envelope
     }

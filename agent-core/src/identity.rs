@@ -143,6 +143,25 @@ pub enum SignatureError {
     Mismatch,
 }
 
+/// Serde for a 64-byte ed25519 signature as 128 hex digits:
+/// `#[serde(with = "agent_core::identity::signature_hex")]`.
+pub mod signature_hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes the signature as hex.
+    pub fn serialize<S: Serializer>(bytes: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    /// Reads a signature from hex, refusing any other length.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let mut out = [0u8; 64];
+        hex::decode_to_slice(text.as_ref(), &mut out).map_err(serde::de::Error::custom)?;
+        Ok(out)
+    }
+}
+
 /// An agent's private key and the address it proves.
 #[derive(Clone)]
 pub struct Identity {

@@ -34,7 +34,7 @@ pub struct Registration {
     /// When the registration lapses (ms since the Unix epoch).
     pub expires_ms: u64,
     /// ed25519 by `key` over [`Registration::signing_bytes`].
-    #[serde(with = "signature_hex")]
+    #[serde(with = "agent_core::identity::signature_hex")]
     pub signature: [u8; 64],
 }
 
@@ -93,20 +93,5 @@ impl Registration {
         // Serialising plain strings, numbers and maps cannot fail.
         out.extend(serde_json::to_vec(&unsigned).unwrap_or_default());
         out
-    }
-}
-
-mod signature_hex {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(bytes))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        let mut out = [0u8; 64];
-        hex::decode_to_slice(text.as_ref(), &mut out).map_err(serde::de::Error::custom)?;
-        Ok(out)
     }
 }

@@ -50,6 +50,20 @@ pub struct Figures {
 }
 
 impl Figures {
+    fn from_latencies(mut latencies: Vec<u32>, elapsed: Duration) -> Figures {
+        latencies.sort_unstable();
+        let at = |q: f64| {
+            let index = ((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1));
+            latencies.get(index).copied().unwrap_or(0) as u64
+        };
+        Figures {
+            round_trips: latencies.len() as u64,
+            elapsed_ns: elapsed.as_nanos() as u64,
+            p50_ns: at(0.5),
+            p99_ns: at(0.99),
+        }
+    }
+
     /// Round trips per second.
     pub fn per_second(&self) -> f64 {
         self.round_trips as f64 / (self.elapsed_ns as f64 / 1e9)
@@ -93,16 +107,7 @@ async fn on_run(ctx: Context, _from: Address, run: Run) -> Result<(), String> {
             }
         }
     }
-    let elapsed_ns = started.elapsed().as_nanos() as u64;
-    latencies.sort_unstable();
-    let at = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0) as u64
-    };
-    let figures = Figures { round_trips: latencies.len() as u64, elapsed_ns, p50_ns: at(0.5), p99_ns: at(0.99) };
-    ctx.reply(figures).await.map_err(|e| e.to_string())
+    ctx.reply(Figures::from_latencies(latencies, started.elapsed())).await.map_err(|e| e.to_string())
 }
 
 /// Two agents in one bureau; the pinger performs `round_trips` requests to the ponger with
@@ -244,17 +249,7 @@ async fn on_blast(ctx: Context, _from: Address, blast: Blast) -> Result<(), Stri
             next += 1;
         }
     }
-    let elapsed_ns = started.elapsed().as_nanos() as u64;
-    latencies.sort_unstable();
-    let at = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0) as u64
-    };
-    ctx.reply(Figures { round_trips: latencies.len() as u64, elapsed_ns, p50_ns: at(0.5), p99_ns: at(0.99) })
-        .await
-        .map_err(|e| e.to_string())
+    ctx.reply(Figures::from_latencies(latencies, started.elapsed())).await.map_err(|e| e.to_string())
 }
 
 /// The far end of the cross-process benchmark: a bureau listening on `listen` with an

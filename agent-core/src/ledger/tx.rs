@@ -88,7 +88,7 @@ pub struct Transaction {
     /// Free text stored with the transaction (at most 256 bytes).
     pub memo: String,
     /// ed25519 over [`Transaction::signing_bytes`].
-    #[serde(with = "signature_hex")]
+    #[serde(with = "crate::identity::signature_hex")]
     pub signature: [u8; 64],
 }
 
@@ -193,19 +193,4 @@ pub struct Escrow {
     pub amount: Amount,
     /// After this instant the payer may take them back.
     pub deadline_ms: u64,
-}
-
-mod signature_hex {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(bytes))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        let mut out = [0u8; 64];
-        hex::decode_to_slice(text.as_ref(), &mut out).map_err(serde::de::Error::custom)?;
-        Ok(out)
-    }
 }
