@@ -182,6 +182,7 @@ impl Bureau {
             kind: agent.kind,
             bureau: Arc::clone(&self.shared),
             when_full: mailbox.when_full(),
+            multi_thread: runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread,
             storage: Default::default(),
             wallet: Default::default(),
             pending: parking_lot::Mutex::new(PendingReply::default()),

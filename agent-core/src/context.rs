@@ -29,6 +29,8 @@ pub(crate) struct AgentCell {
     pub(crate) kind: Arc<Kind>,
     pub(crate) bureau: Arc<Shared>,
     pub(crate) when_full: WhenFull,
+    /// Whether the agent runs on a multi-thread runtime (read once, at start).
+    pub(crate) multi_thread: bool,
     pub(crate) storage: OnceLock<Storage>,
     pub(crate) wallet: OnceLock<crate::wallet::Wallet>,
     /// The reply slot of the request being handled, tagged with its sequence number so a
@@ -123,7 +125,8 @@ impl Context {
         match (&failure, self.network(), message) {
             (SendFailure::Unroutable { .. }, Some(net), Some(message)) => {
                 let header = Header { session, protocol: None, in_reply_to: None, expects_reply: false, trace_id };
-                match self.send_remote(net, to, &message, header, net.config.delivery_timeout).await {
+                // Boxed: the network path is large; local sends must not carry its state.
+                match Box::pin(self.send_remote(net, to, &message, header, net.config.delivery_timeout)).await {
                     Ok(()) => Ok(()),
                     Err(failure) => Err(SendError::new(failure, Some(message))),
                 }
@@ -156,6 +159,14 @@ impl Context {
                 }
                 _ => Err(RequestError::Send(failure)),
             };
+        }
+        // On a multi-thread runtime, let the target run first: a quick reply is then ready
+        // at the first poll of the timeout below, which then never registers its timer (a
+        // lock shared by all workers, the costliest step of a local round trip there). The
+        // deadline is unchanged. On a current-thread runtime the timer is cheaper than the
+        // yield.
+        if self.cell.multi_thread {
+            tokio::task::yield_now().await;
         }
         let reply = match tokio::time::timeout_at(deadline, reply_rx).await {
             Err(_) => return Err(RequestError::Timeout { to, after: timeout }),

@@ -123,7 +123,16 @@ async fn handle(cell: &Arc<AgentCell>, delivery: Delivery, seq: u64) {
                 }
                 ReplyTo::Remote { requester, request_nonce, session, trace_id } => {
                     let ctx = Context { cell: Arc::clone(cell), current: None };
-                    crate::transport::report_failure(&ctx, requester, request_nonce, session, trace_id, failure).await;
+                    // Boxed: the network path is large and must not grow every idle agent's task.
+                    Box::pin(crate::transport::report_failure(
+                        &ctx,
+                        requester,
+                        request_nonce,
+                        session,
+                        trace_id,
+                        failure,
+                    ))
+                    .await;
                 }
             }
         }

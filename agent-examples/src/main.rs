@@ -1,12 +1,16 @@
-//! The Agora demo: a traveller asks two airlines for quotes, books the cheaper seat, and
-//! the airline keeps its bookings in persistent storage. Everything runs in one bureau.
+//! The Agora demo: a traveller asks two airlines for quotes, books the cheaper seat and
+//! pays for it from its wallet; the airline checks the payment on the ledger and keeps its
+//! bookings in persistent storage. Everything runs in one bureau.
 //!
 //! `cargo run -p agent-examples` (set `RUST_LOG=debug` to see every handler span).
 #![allow(clippy::print_stdout)] // A demo binary talks to its user on stdout.
 
 use std::time::Duration;
 
-use agent_core::{Address, Agent, Bureau, Context, Message, Protocol};
+use std::sync::Arc;
+
+use agent_core::ledger::{LocalLedger, LocalLedgerConfig, Operation};
+use agent_core::{Address, Agent, Bureau, Config, Context, Identity, Message, Protocol, Wallet};
 use serde::{Deserialize, Serialize};
 
 /// Asks an airline for a price.
@@ -21,14 +25,17 @@ struct QuoteRequest {
 struct Quote {
     airline: String,
     price_cents: u64,
+    /// The airline's ledger account.
+    pay_to: Address,
 }
 
-/// Books the quoted seats.
+/// Books the quoted seats, paid by the ledger transaction at `payment_height`.
 #[derive(Debug, Clone, Serialize, Deserialize, Message)]
 struct Book {
     route: String,
     seats: u32,
     price_cents: u64,
+    payment_height: u64,
 }
 
 /// The airline's confirmation.
@@ -40,10 +47,19 @@ struct Booked {
 fn airline(name: &'static str, cents_per_seat: u64) -> anyhow::Result<Agent> {
     let protocol = Protocol::new("flight-booking", "1.0")
         .on_message(move |ctx: Context, _from: Address, req: QuoteRequest| async move {
-            let quote = Quote { airline: name.to_owned(), price_cents: cents_per_seat * u64::from(req.seats) };
-            ctx.reply(quote).await
+            let pay_to = ctx.wallet()?.address();
+            let quote = Quote { airline: name.to_owned(), price_cents: cents_per_seat * u64::from(req.seats), pay_to };
+            ctx.reply(quote).await?;
+            Ok::<(), anyhow::Error>(())
         })
         .on_message(move |ctx: Context, from: Address, book: Book| async move {
+            // Check the payment on the ledger before confirming.
+            let wallet = ctx.wallet()?;
+            let paid = wallet.history(20).await?.into_iter().any(|receipt| {
+                receipt.height == book.payment_height
+                    && matches!(receipt.tx.operation, Operation::Transfer { to, amount } if to == wallet.address() && amount == u128::from(book.price_cents))
+            });
+            anyhow::ensure!(paid, "no payment of {} cents at ledger height {}", book.price_cents, book.payment_height);
             let storage = ctx.storage()?;
             let count: u64 = storage.get("bookings")?.unwrap_or(0) + 1;
             storage.set("bookings", &count)?;
@@ -75,7 +91,9 @@ async fn shop(ctx: &Context, airlines: &[Address], route: &str, seats: u32) -> a
         }
     }
     let (airline, quote) = best.ok_or_else(|| anyhow::anyhow!("no airline answered"))?;
-    let book = Book { route: route.to_owned(), seats, price_cents: quote.price_cents };
+    let receipt =
+        ctx.wallet()?.transfer(quote.pay_to, u128::from(quote.price_cents), format!("{route} x{seats}")).await?;
+    let book = Book { route: route.to_owned(), seats, price_cents: quote.price_cents, payment_height: receipt.height };
     let booked: Booked = ctx.request(airline, book, None).await?;
     Ok((quote, booked))
 }
@@ -85,7 +103,10 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .init();
-    let bureau = Bureau::new()?;
+    // One in-process ledger; the faucet (mint authority) funds the traveller.
+    let mint = Identity::from_seed("demo mint authority");
+    let ledger = Arc::new(LocalLedger::open(LocalLedgerConfig::default().with_authority(mint.address()))?);
+    let bureau = Bureau::with_config(Config::default().with_ledger(ledger.clone()))?;
     let skyways = bureau.add(airline("skyways", 12_900)?)?;
     let jetlow = bureau.add(airline("jetlow", 9_900)?)?;
     let traveller = bureau.add(Agent::builder("traveller").seed("traveller demo seed").build()?)?;
@@ -94,11 +115,16 @@ async fn main() -> anyhow::Result<()> {
     println!("  jetlow    {jetlow}");
     println!("  traveller {traveller}");
     let ctx = bureau.context(traveller).ok_or_else(|| anyhow::anyhow!("traveller is not running"))?;
+    let faucet = Wallet::new(mint, ledger);
+    faucet.mint(ctx.wallet()?.address(), 100_000).await?;
+    println!("  traveller's wallet funded with 1000.00 EUR\n");
     for (route, seats) in [("BER-LIS", 2), ("LIS-NYC", 1), ("NYC-BER", 3)] {
         let (quote, booked) = shop(&ctx, &[skyways, jetlow], route, seats).await?;
-        println!("  booked {route} with {} as {}\n", quote.airline, booked.reference);
+        println!("  paid and booked {route} with {} as {}\n", quote.airline, booked.reference);
     }
+    let left = ctx.wallet()?.balance().await? as f64 / 100.0;
+    println!("traveller's balance: {left:.2} EUR");
     bureau.shutdown().await?;
-    println!("done: 3 trips booked, storage flushed, agents shut down");
+    println!("done: 3 trips paid and booked, storage flushed, agents shut down");
     Ok(())
 }
