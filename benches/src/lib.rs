@@ -291,7 +291,8 @@ pub async fn remote_figures(
     pinger.on_message(on_blast);
     let pinger = bureau.add(pinger)?;
     let driver = bureau.add(Agent::builder("driver").build()?)?;
-    let config = NetworkConfig::new(vec!["/ip4/127.0.0.1/tcp/0".parse()?], resolver).with_auth(auth);
+    let listen = std::env::var("AGORA_BENCH_LISTEN").unwrap_or_else(|_| "/ip4/127.0.0.1/tcp/0".into());
+    let config = NetworkConfig::new(vec![listen.parse()?], resolver).with_auth(auth);
     bureau.listen(config).await?;
     let ctx = bureau.context(driver).ok_or("driver is missing")?;
     let long = Duration::from_secs(600);

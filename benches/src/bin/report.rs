@@ -211,7 +211,7 @@ fn serve(auth: &str) -> Result<(), Box<dyn std::error::Error>> {
         let auth =
             if auth == "signed" { agent_core::transport::Auth::Signed } else { agent_core::transport::Auth::Bound };
         let config = agent_core::transport::NetworkConfig::new(
-            vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+            vec![std::env::var("AGORA_BENCH_LISTEN").unwrap_or_else(|_| "/ip4/127.0.0.1/tcp/0".into()).parse()?],
             std::sync::Arc::new(agent_core::transport::StaticResolver::new()),
         )
         .with_auth(auth);
