@@ -262,8 +262,14 @@ fn network(uagents_python: Option<&PathBuf>) -> Result<String, Box<dyn std::erro
             let echo: agent_core::Address = parts.next().ok_or("no agent")?.parse()?;
             let endpoint = agent_core::transport::Endpoint { peer_id, addrs: vec![addr] };
             let rt = runtime(runtime_kind)?;
-            let (one, pipelined) =
-                rt.block_on(agora_benches::remote_figures(endpoint, echo, mode, 20_000, 200_000, 256))?;
+            let (one, pipelined) = rt.block_on(agora_benches::remote_figures(
+                endpoint,
+                echo,
+                mode,
+                remote_round_trips(),
+                remote_messages(),
+                256,
+            ))?;
             drop(child.stdin.take());
             let _ = child.wait();
             out += &format!(
@@ -323,4 +329,14 @@ fn almanac_section() -> Result<String, Box<dyn std::error::Error>> {
         figures.lookup_ns.0 as f64 / 1e3,
         figures.lookup_ns.1 as f64 / 1e3,
     ))
+}
+
+/// Round trips in the cross-process one-at-a-time measurement (`AGORA_BENCH_REMOTE_RT`).
+fn remote_round_trips() -> u64 {
+    std::env::var("AGORA_BENCH_REMOTE_RT").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000)
+}
+
+/// Messages in the cross-process pipelined measurement (`AGORA_BENCH_REMOTE_MSGS`).
+fn remote_messages() -> u64 {
+    std::env::var("AGORA_BENCH_REMOTE_MSGS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000)
 }
