@@ -85,27 +85,14 @@ async fn on_run(ctx: Context, _from: Address, run: Run) -> Result<(), String> {
             latencies.push(sent.elapsed().as_nanos().min(u32::MAX as u128) as u32);
         }
     } else {
-        let mut pending = FuturesUnordered::new();
-        let mut next = 0;
-        let one = |n: u64| {
-            let ctx = ctx.clone();
-            async move {
-                let sent = Instant::now();
-                let reply: Result<Pong, _> = ctx.request(run.target, Ping(n), timeout).await;
-                reply.map(|_| sent.elapsed().as_nanos().min(u32::MAX as u128) as u32)
-            }
-        };
-        while next < run.round_trips.min(run.in_flight) {
-            pending.push(one(next));
-            next += 1;
-        }
-        while let Some(done) = pending.next().await {
-            latencies.push(done.map_err(|e| e.to_string())?);
-            if next < run.round_trips {
-                pending.push(one(next));
-                next += 1;
-            }
-        }
+        latencies =
+            pipelined(run.round_trips, run.in_flight, |n| {
+                let ctx = ctx.clone();
+                async move {
+                    ctx.request::<Ping, Pong>(run.target, Ping(n), timeout).await.map(drop).map_err(|e| e.to_string())
+                }
+            })
+            .await?;
     }
     ctx.reply(Figures::from_latencies(latencies, started.elapsed())).await.map_err(|e| e.to_string())
 }
@@ -228,28 +215,42 @@ pub struct Blast {
 
 async fn on_blast(ctx: Context, _from: Address, blast: Blast) -> Result<(), String> {
     let started = Instant::now();
-    let mut latencies: Vec<u32> = Vec::with_capacity(blast.count as usize);
-    let mut pending = FuturesUnordered::new();
-    let mut next = 0;
-    let one = |n: u64| {
+    let latencies = pipelined(blast.count, blast.in_flight, |n| {
         let ctx = ctx.clone();
+        async move { ctx.send(blast.target, Ping(n)).await.map_err(|e| e.to_string()) }
+    })
+    .await?;
+    ctx.reply(Figures::from_latencies(latencies, started.elapsed())).await.map_err(|e| e.to_string())
+}
+
+/// Runs `one(0..count)` with at most `in_flight` at once; returns each one's latency (ns).
+async fn pipelined<F, Fut>(count: u64, in_flight: u64, one: F) -> Result<Vec<u32>, String>
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let timed = |n: u64| {
+        let operation = one(n);
         async move {
             let sent = Instant::now();
-            ctx.send(blast.target, Ping(n)).await.map(|_| sent.elapsed().as_nanos().min(u32::MAX as u128) as u32)
+            operation.await.map(|()| sent.elapsed().as_nanos().min(u32::MAX as u128) as u32)
         }
     };
-    while next < blast.count.min(blast.in_flight) {
-        pending.push(one(next));
+    let mut latencies = Vec::with_capacity(count as usize);
+    let mut pending = FuturesUnordered::new();
+    let mut next = 0;
+    while next < count.min(in_flight) {
+        pending.push(timed(next));
         next += 1;
     }
     while let Some(done) = pending.next().await {
-        latencies.push(done.map_err(|e| e.to_string())?);
-        if next < blast.count {
-            pending.push(one(next));
+        latencies.push(done?);
+        if next < count {
+            pending.push(timed(next));
             next += 1;
         }
     }
-    ctx.reply(Figures::from_latencies(latencies, started.elapsed())).await.map_err(|e| e.to_string())
+    Ok(latencies)
 }
 
 /// The far end of the cross-process benchmark: a bureau listening on `listen` with an
