@@ -16,6 +16,9 @@ use crate::handler::Body;
 use crate::identity::Address;
 use crate::router::{Delivery, ReplyTo};
 
+/// Agents one stream may bind, at most (keys are free to make; memory is not).
+const MAX_BINDINGS: usize = 10_000;
+
 /// Frames handled (and signatures verified) per batch, at most.
 const BATCH: usize = 64;
 
@@ -93,9 +96,10 @@ async fn serve(
         for (frame, decoded) in batch.into_iter().zip(verified) {
             match frame {
                 Frame::Bind(binding) => match binding.verify(&peer, unix_now_ms()) {
-                    Ok(()) => {
+                    Ok(()) if bindings.len() < MAX_BINDINGS || bindings.contains_key(&binding.agent) => {
                         bindings.insert(binding.agent, binding.expires_ms);
                     }
+                    Ok(()) => tracing::warn!(%peer, "too many session bindings on one stream; refusing more"),
                     Err(err) => {
                         tracing::warn!(%peer, agent = %binding.agent, error = %err, "refused a session binding")
                     }
