@@ -40,8 +40,8 @@ use crate::{AlmanacError, Registered};
 /// The Kademlia protocol name of the almanac DHT.
 pub const PROTOCOL: &str = "/agora/kad/1";
 
-/// How long a DHT lookup or store may take before it is reported unfinished.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a DHT lookup or store may take before it is reported unfinished, by default.
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 enum Command {
     Put(Record, oneshot::Sender<Result<(), String>>),
@@ -67,6 +67,7 @@ pub struct DhtAlmanac {
     peer_id: PeerId,
     listen_addrs: Vec<Multiaddr>,
     clock: fn() -> u64,
+    query_timeout: Duration,
 }
 
 fn protocol_key(protocol: &ProtocolDigest) -> RecordKey {
@@ -126,16 +127,19 @@ fn to_record(registration: &Registration, now_ms: u64) -> Result<Record, Almanac
 }
 
 impl DhtAlmanac {
-    /// Starts a DHT node listening on `listen`, knowing the peers in `bootstrap`.
+    /// Starts a DHT node listening on `listen`, knowing the peers in `bootstrap`, holding
+    /// at most `max_records`, and giving up on a query after `query_timeout` (see
+    /// [`DEFAULT_QUERY_TIMEOUT`]).
     pub async fn start(
         keypair: libp2p::identity::Keypair,
         listen: &[Multiaddr],
         bootstrap: &[(PeerId, Multiaddr)],
         max_records: usize,
+        query_timeout: Duration,
     ) -> Result<DhtAlmanac, NetError> {
         let peer_id = keypair.public().to_peer_id();
         let mut config = kad::Config::new(StreamProtocol::new(PROTOCOL));
-        config.set_record_filtering(StoreInserts::FilterBoth).set_query_timeout(QUERY_TIMEOUT).set_record_ttl(None);
+        config.set_record_filtering(StoreInserts::FilterBoth).set_query_timeout(query_timeout).set_record_ttl(None);
         let store_config =
             kad::store::MemoryStoreConfig { max_records, max_value_bytes: 32 * 1024, ..Default::default() };
         let mut behaviour =
@@ -259,7 +263,7 @@ impl DhtAlmanac {
                 }
             }
         });
-        Ok(DhtAlmanac { commands, peer_id, listen_addrs, clock: agent_core::envelope::unix_now_ms })
+        Ok(DhtAlmanac { commands, peer_id, listen_addrs, clock: agent_core::envelope::unix_now_ms, query_timeout })
     }
 
     /// This node's peer id.
@@ -291,7 +295,7 @@ impl DhtAlmanac {
             .send(Command::Put(record, reply))
             .await
             .map_err(|_| AlmanacError::Unavailable("the DHT node stopped".into()))?;
-        match tokio::time::timeout(QUERY_TIMEOUT + Duration::from_secs(1), stored).await {
+        match tokio::time::timeout(self.query_timeout + Duration::from_secs(1), stored).await {
             Ok(Ok(Ok(()))) => {
                 for protocol in &registration.protocols {
                     let _ = self.commands.send(Command::Index(*protocol, registration.address)).await;
@@ -317,7 +321,7 @@ impl DhtAlmanac {
         let stopped = || AlmanacError::Unavailable("the DHT node stopped".into());
         let (reply, found) = oneshot::channel();
         self.commands.send(Command::Providers(protocol_key(protocol), reply)).await.map_err(|_| stopped())?;
-        let mut nodes = tokio::time::timeout(QUERY_TIMEOUT + Duration::from_secs(1), found)
+        let mut nodes = tokio::time::timeout(self.query_timeout + Duration::from_secs(1), found)
             .await
             .map_err(|_| AlmanacError::Unavailable("the DHT provider lookup did not finish".into()))?
             .map_err(|_| stopped())?;
@@ -327,7 +331,8 @@ impl DhtAlmanac {
         for node in nodes.into_iter().take(64) {
             let (reply, found) = oneshot::channel();
             self.commands.send(Command::Get(index_key(&node, protocol), reply)).await.map_err(|_| stopped())?;
-            if let Ok(Ok(Ok(records))) = tokio::time::timeout(QUERY_TIMEOUT + Duration::from_secs(1), found).await {
+            if let Ok(Ok(Ok(records))) = tokio::time::timeout(self.query_timeout + Duration::from_secs(1), found).await
+            {
                 for record in records {
                     if index_owner(&record.key) == Some(node) {
                         agents.extend(serde_json::from_slice::<Vec<Address>>(&record.value).unwrap_or_default());
@@ -358,7 +363,7 @@ impl DhtAlmanac {
             .send(Command::Get(key_of(address), reply))
             .await
             .map_err(|_| AlmanacError::Unavailable("the DHT node stopped".into()))?;
-        let records = match tokio::time::timeout(QUERY_TIMEOUT + Duration::from_secs(1), found).await {
+        let records = match tokio::time::timeout(self.query_timeout + Duration::from_secs(1), found).await {
             Ok(Ok(Ok(records))) => records,
             Ok(Ok(Err(GetFailure::NotFound))) => return Err(AlmanacError::NotRegistered(*address)),
             Ok(Ok(Err(GetFailure::Unfinished(reason)))) => {

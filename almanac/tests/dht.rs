@@ -13,6 +13,7 @@ async fn node() -> DhtAlmanac {
         &["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
         &[],
         1_000_000,
+        almanac::dht::DEFAULT_QUERY_TIMEOUT,
     )
     .await
     .unwrap()
@@ -94,4 +95,33 @@ async fn a_record_stored_through_one_node_is_found_through_another_until_it_expi
             other => panic!("found after expiry: {other:?}"),
         }
     }
+}
+
+#[tokio::test]
+async fn a_lookup_that_does_not_finish_is_not_reported_as_not_found() {
+    // The only known peer accepts TCP connections and then says nothing.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        let mut connections = Vec::new();
+        for connection in silent.incoming().take(4).flatten() {
+            connections.push(connection);
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    });
+    let lonely = DhtAlmanac::start(
+        libp2p::identity::Keypair::generate_ed25519(),
+        &["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        &[(libp2p::PeerId::random(), format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap())],
+        1_000,
+        Duration::from_millis(800),
+    )
+    .await
+    .unwrap();
+    let someone = Identity::from_seed("dht someone").address();
+    match lonely.lookup(&someone).await {
+        Err(AlmanacError::Unavailable(_)) => {}
+        other => panic!("an unfinished lookup must say the registry is unavailable, got {other:?}"),
+    }
+    drop(held);
 }
