@@ -213,9 +213,7 @@ impl Context {
                 ReplyTo::Local(slot) => slot
                     .send(Ok(Reply { name: M::NAME, value: Box::new(message) }))
                     .map_err(|_| ReplyError::RequesterGone),
-                ReplyTo::Remote { requester, request_nonce, session, trace_id } => {
-                    Box::pin(self.reply_remote(requester, request_nonce, session, trace_id, &message)).await
-                }
+                ReplyTo::Remote(requester) => Box::pin(self.reply_remote(requester, &message)).await,
             };
         }
         self.send(current.from, message).await.map_err(|err| ReplyError::Send(err.failure().clone()))

@@ -39,7 +39,17 @@ pub(crate) enum ReplyTo {
     /// The waiting future of a requester in this process.
     Local(oneshot::Sender<Result<Reply, RequestFailure>>),
     /// A requester in another process: the answer travels back as an envelope.
-    Remote { requester: Address, request_nonce: u64, session: u128, trace_id: u128 },
+    Remote(RemoteRequester),
+}
+
+/// A requester in another process, and how to answer it.
+pub(crate) struct RemoteRequester {
+    pub(crate) requester: Address,
+    pub(crate) request_nonce: u64,
+    pub(crate) session: u128,
+    pub(crate) trace_id: u128,
+    /// The stream the request came on: the reply goes back the same way.
+    pub(crate) back: Option<tokio::sync::mpsc::Sender<crate::transport::BackReply>>,
 }
 
 pub(crate) struct Reply {

@@ -121,18 +121,10 @@ async fn handle(cell: &Arc<AgentCell>, delivery: Delivery, seq: u64) {
                 ReplyTo::Local(slot) => {
                     let _ = slot.send(Err(failure));
                 }
-                ReplyTo::Remote { requester, request_nonce, session, trace_id } => {
+                ReplyTo::Remote(requester) => {
                     let ctx = Context { cell: Arc::clone(cell), current: None };
                     // Boxed: the network path is large and must not grow every idle agent's task.
-                    Box::pin(crate::transport::report_failure(
-                        &ctx,
-                        requester,
-                        request_nonce,
-                        session,
-                        trace_id,
-                        failure,
-                    ))
-                    .await;
+                    Box::pin(crate::transport::report_failure(&ctx, requester, failure)).await;
                 }
             }
         }

@@ -53,7 +53,8 @@ async fn exchange(listen: &str, auth: Auth) {
         let pong: Pong = ctx.request(p.server_agent, Ping(n), Duration::from_secs(10)).await.unwrap();
         assert_eq!(pong, Pong(n));
     }
-    ctx.send(p.server_agent, Ping(99)).await.unwrap();
+    // A plain send, acknowledged once it is in the remote agent's mailbox.
+    ctx.send(p.server_agent, Pong(99)).await.unwrap();
     p.client.shutdown().await.unwrap();
     p.server.shutdown().await.unwrap();
 }

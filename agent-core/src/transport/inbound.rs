@@ -6,15 +6,15 @@ use std::sync::Arc;
 
 use futures::{AsyncReadExt, StreamExt};
 use libp2p::PeerId;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::frame::{self, Auth, Frame, FrameError, Verdict};
-use super::Network;
+use super::{BackReply, Network, Outcome};
 use crate::bureau::Shared;
 use crate::envelope::{unix_now_ms, Envelope, EnvelopeError, VerifyPolicy};
 use crate::handler::Body;
 use crate::identity::Address;
-use crate::router::{Delivery, ReplyTo};
+use crate::router::{Delivery, RemoteRequester, ReplyTo};
 
 /// Agents one stream may bind, at most (keys are free to make; memory is not).
 const MAX_BINDINGS: usize = 10_000;
@@ -55,6 +55,9 @@ async fn serve(
     let mut bindings: HashMap<Address, u64> = HashMap::new();
     let silent_for = net.config.heartbeat * 3;
     let mut out = Vec::new();
+    // Replies to requests that came on this stream go back on it, beside the acks.
+    let (back_tx, mut back_rx) = mpsc::channel::<BackReply>(256);
+    let mut replies = Replies::default();
     // A lazily re-armed idle timer: checked when it fires, never reset per frame.
     let mut last_heard = tokio::time::Instant::now();
     let idle = tokio::time::sleep(silent_for);
@@ -68,6 +71,17 @@ async fn serve(
                     break;
                 }
                 idle.as_mut().reset(last_heard + silent_for);
+                continue;
+            }
+            Some(reply) = back_rx.recv() => {
+                replies.encode(reply, &mut out);
+                while let Ok(reply) = back_rx.try_recv() {
+                    replies.encode(reply, &mut out);
+                }
+                if frame::write(&mut writer, &out).await.is_err() {
+                    break;
+                }
+                out.clear();
                 continue;
             }
             first = reader.next() => first,
@@ -107,7 +121,7 @@ async fn serve(
                 Frame::Envelope { seq, auth, .. } => {
                     let verdict = match decoded {
                         Some(Ok((envelope, signature_checked))) => {
-                            accept(&shared, &net, peer, auth, envelope, signature_checked, &bindings).await
+                            accept(&shared, &net, peer, auth, envelope, signature_checked, &bindings, &back_tx).await
                         }
                         Some(Err(err)) => Verdict::Rejected(err.to_string()),
                         None => Verdict::Rejected("internal: envelope not decoded".into()),
@@ -118,8 +132,9 @@ async fn serve(
                     Frame::Ack { seq, verdict }.encode(&mut out);
                 }
                 Frame::Ping(n) => Frame::Pong(n).encode(&mut out),
-                Frame::Ack { .. } | Frame::Pong(_) => {
-                    garbage(&net, peer, &FrameError::Malformed("an ack or pong on an inbound stream")).await;
+                Frame::Ack { seq, verdict } => replies.acknowledge(seq, verdict),
+                Frame::Pong(_) => {
+                    garbage(&net, peer, &FrameError::Malformed("a pong on an inbound stream")).await;
                     failure = None;
                     out.clear();
                     break;
@@ -131,6 +146,9 @@ async fn serve(
             // request, then leaves in the same packet as these acks, and the peer wakes
             // once instead of twice.
             tokio::task::yield_now().await;
+            while let Ok(reply) = back_rx.try_recv() {
+                replies.encode(reply, &mut out);
+            }
             if frame::write(&mut writer, &out).await.is_err() {
                 break;
             }
@@ -206,6 +224,7 @@ fn verify_signatures(batch: &[Frame], net: &Network) -> Vec<Decoded> {
     decoded
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn accept(
     shared: &Shared,
     net: &Network,
@@ -214,57 +233,25 @@ async fn accept(
     envelope: Envelope,
     signature_checked: bool,
     bindings: &HashMap<Address, u64>,
+    back: &mpsc::Sender<BackReply>,
 ) -> Verdict {
-    let now = unix_now_ms();
-    let policy = VerifyPolicy::default().with_max_payload(net.config.max_frame);
     let target = envelope.target;
     let is_reply = envelope.in_reply_to.is_some();
     let known = |schema: &crate::SchemaDigest| is_reply || shared.router.accepts(&target, schema);
-    let checked = match auth {
-        Auth::Signed if !signature_checked => envelope.verify_stateless(&policy, now, known),
-        Auth::Signed => envelope.verify_unsigned(&policy, now, known),
-        Auth::Bound => match bindings.get(&envelope.sender) {
-            Some(expires) if *expires >= now => envelope.verify_unsigned(&policy, now, known),
-            Some(_) => return Verdict::Rejected("the sender's session binding has expired".into()),
-            None => return Verdict::Rejected("the sender has no session binding on this connection".into()),
-        },
-    };
-    if let Err(err) = checked {
-        return Verdict::Rejected(err.to_string());
+    if let Err(verdict) = check(net, peer, auth, &envelope, signature_checked, bindings, known) {
+        return verdict;
     }
-    if envelope.timestamp_ms < net.boot_ms {
-        return Verdict::Rejected("sealed before this node started; refused as a possible replay".into());
+    if is_reply {
+        return complete_reply(net, envelope);
     }
-    match net.replay.lock().check_and_insert(envelope.sender, envelope.nonce, envelope.expires_ms, now) {
-        Ok(()) => {}
-        Err(EnvelopeError::Replayed { .. }) => return Verdict::Duplicate,
-        Err(err) => return Verdict::Rejected(err.to_string()),
-    }
-    {
-        let mut learned = net.learned.lock();
-        if learned.len() < super::MAX_LEARNED || learned.contains_key(&envelope.sender) {
-            learned.insert(envelope.sender, peer);
-        }
-    }
-    if let Some(request_nonce) = envelope.in_reply_to {
-        let mut pending = net.pending.lock();
-        return match pending.remove(&(target, request_nonce)) {
-            Some((expected, slot)) if expected == envelope.sender => {
-                let _ = slot.send(envelope);
-                Verdict::Delivered
-            }
-            Some(entry) => {
-                pending.insert((target, request_nonce), entry);
-                Verdict::Rejected("a reply from an agent the request was not sent to".into())
-            }
-            None => Verdict::Rejected("no request is waiting for this reply (it may have timed out)".into()),
-        };
-    }
-    let reply = envelope.expects_reply.then_some(ReplyTo::Remote {
-        requester: envelope.sender,
-        request_nonce: envelope.nonce,
-        session: envelope.session,
-        trace_id: envelope.trace_id,
+    let reply = envelope.expects_reply.then(|| {
+        ReplyTo::Remote(RemoteRequester {
+            requester: envelope.sender,
+            request_nonce: envelope.nonce,
+            session: envelope.session,
+            trace_id: envelope.trace_id,
+            back: Some(back.clone()),
+        })
     });
     let delivery = Box::new(Delivery {
         from: envelope.sender,
@@ -278,5 +265,96 @@ async fn accept(
     match shared.router.deliver(target, delivery, None, shared.config.send_timeout).await {
         Ok(()) => Verdict::Delivered,
         Err((failure, _)) => Verdict::Rejected(failure.to_string()),
+    }
+}
+
+/// Everything a receiver checks before acting on an envelope: authentication (binding or
+/// signature), size, schema, clock, that it was sealed after this node started, and the
+/// replay guard. Remembers the sender's route on success.
+pub(crate) fn check(
+    net: &Network,
+    peer: PeerId,
+    auth: Auth,
+    envelope: &Envelope,
+    signature_checked: bool,
+    bindings: &HashMap<Address, u64>,
+    known: impl Fn(&crate::SchemaDigest) -> bool,
+) -> Result<(), Verdict> {
+    let now = unix_now_ms();
+    let policy = VerifyPolicy::default().with_max_payload(net.config.max_frame);
+    let checked = match auth {
+        Auth::Signed if !signature_checked => envelope.verify_stateless(&policy, now, known),
+        Auth::Signed => envelope.verify_unsigned(&policy, now, known),
+        Auth::Bound => match bindings.get(&envelope.sender) {
+            Some(expires) if *expires >= now => envelope.verify_unsigned(&policy, now, known),
+            Some(_) => return Err(Verdict::Rejected("the sender's session binding has expired".into())),
+            None => return Err(Verdict::Rejected("the sender has no session binding on this connection".into())),
+        },
+    };
+    checked.map_err(|err| Verdict::Rejected(err.to_string()))?;
+    if envelope.timestamp_ms < net.boot_ms {
+        return Err(Verdict::Rejected("sealed before this node started; refused as a possible replay".into()));
+    }
+    match net.replay.lock().check_and_insert(envelope.sender, envelope.nonce, envelope.expires_ms, now) {
+        Ok(()) => {}
+        Err(EnvelopeError::Replayed { .. }) => return Err(Verdict::Duplicate),
+        Err(err) => return Err(Verdict::Rejected(err.to_string())),
+    }
+    let mut learned = net.learned.lock();
+    if learned.len() < super::MAX_LEARNED || learned.contains_key(&envelope.sender) {
+        learned.insert(envelope.sender, peer);
+    }
+    Ok(())
+}
+
+/// Hands a checked reply to the request waiting for it (from its target only).
+pub(crate) fn complete_reply(net: &Network, envelope: Envelope) -> Verdict {
+    let Some(request_nonce) = envelope.in_reply_to else {
+        return Verdict::Rejected("not a reply".into());
+    };
+    let key = (envelope.target, request_nonce);
+    let mut pending = net.pending.lock();
+    match pending.remove(&key) {
+        Some((expected, slot)) if expected == envelope.sender => {
+            let _ = slot.send(envelope);
+            Verdict::Delivered
+        }
+        Some(entry) => {
+            pending.insert(key, entry);
+            Verdict::Rejected("a reply from an agent the request was not sent to".into())
+        }
+        None => Verdict::Rejected("no request is waiting for this reply (it may have timed out)".into()),
+    }
+}
+
+/// Replies written back on an inbound stream, awaiting the requester's acks.
+#[derive(Default)]
+struct Replies {
+    next_seq: u64,
+    bound: HashMap<Address, u64>,
+    awaiting: HashMap<u64, oneshot::Sender<Outcome>>,
+}
+
+impl Replies {
+    fn encode(&mut self, reply: BackReply, out: &mut Vec<u8>) {
+        if let (Auth::Bound, Some(binding)) = (reply.auth, &reply.binding) {
+            if self.bound.get(&reply.sender).is_none_or(|expires| *expires < binding.expires_ms) {
+                Frame::Bind(binding.clone()).encode(out);
+                self.bound.insert(reply.sender, binding.expires_ms);
+            }
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        Frame::Envelope { seq, auth: reply.auth, bytes: reply.bytes }.encode(out);
+        self.awaiting.insert(seq, reply.done);
+    }
+
+    fn acknowledge(&mut self, seq: u64, verdict: Verdict) {
+        if let Some(done) = self.awaiting.remove(&seq) {
+            let _ = done.send(match verdict {
+                Verdict::Delivered | Verdict::Duplicate => Outcome::Delivered,
+                Verdict::Rejected(reason) => Outcome::Rejected(reason),
+            });
+        }
     }
 }

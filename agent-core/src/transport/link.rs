@@ -73,6 +73,8 @@ async fn serve(
 ) -> String {
     let mut frames = frame::FrameReader::new(reader, net.config.max_frame);
     let mut bound: HashMap<Address, u64> = HashMap::new();
+    // Bindings of the agents replying to us on this stream.
+    let mut replier_bindings: HashMap<Address, u64> = HashMap::new();
     let mut next_seq = 0u64;
     let mut buf = Vec::new();
     for sent in unacked.iter_mut() {
@@ -129,19 +131,43 @@ async fn serve(
             }
             frame = frames.next() => {
                 last_heard = Instant::now();
-                match frame {
-                    Ok(Frame::Ack { seq, verdict }) => acknowledge(unacked, seq, verdict),
-                    Ok(Frame::Pong(_)) => {}
-                    Ok(other) => return format!("unexpected frame from the receiver: {other:?}"),
-                    Err(err) => return err.to_string(),
-                }
-                // Take every ack that has already arrived.
+                // This frame and every one that has already arrived: acks of what we sent,
+                // and replies (with their bindings) to our requests, which we ack in one write.
+                let mut acks = Vec::new();
+                let mut next = frame.map(Some);
                 loop {
-                    match frames.try_next() {
+                    match next {
                         Ok(Some(Frame::Ack { seq, verdict })) => acknowledge(unacked, seq, verdict),
-                        Ok(Some(Frame::Pong(_))) | Ok(None) => break,
-                        Ok(Some(other)) => return format!("unexpected frame from the receiver: {other:?}"),
+                        Ok(Some(Frame::Pong(_))) => {}
+                        Ok(Some(Frame::Bind(binding))) => match binding.verify(&endpoint.peer_id, crate::envelope::unix_now_ms()) {
+                            Ok(()) if replier_bindings.len() < 10_000 || replier_bindings.contains_key(&binding.agent) => {
+                                replier_bindings.insert(binding.agent, binding.expires_ms);
+                            }
+                            Ok(()) => {}
+                            Err(err) => tracing::warn!(peer = %endpoint.peer_id, error = %err, "refused a reply binding"),
+                        },
+                        Ok(Some(Frame::Envelope { seq, auth, bytes })) => {
+                            let verdict = match crate::envelope::Envelope::decode(&bytes, net.config.max_frame) {
+                                Ok(envelope) if envelope.in_reply_to.is_some() => {
+                                    match super::inbound::check(net, endpoint.peer_id, auth, &envelope, false, &replier_bindings, |_| true) {
+                                        Ok(()) => super::inbound::complete_reply(net, envelope),
+                                        Err(verdict) => verdict,
+                                    }
+                                }
+                                Ok(_) => Verdict::Rejected("only replies travel back on a sender's stream".into()),
+                                Err(err) => Verdict::Rejected(err.to_string()),
+                            };
+                            Frame::Ack { seq, verdict }.encode(&mut acks);
+                        }
+                        Ok(Some(Frame::Ping(_))) => return "unexpected ping from the receiver".into(),
+                        Ok(None) => break,
                         Err(err) => return err.to_string(),
+                    }
+                    next = frames.try_next();
+                }
+                if !acks.is_empty() {
+                    if let Err(err) = frame::write(&mut writer, &acks).await {
+                        return format!("write failed: {err}");
                     }
                 }
                 if !*queue_open && unacked.is_empty() {

@@ -166,6 +166,15 @@ impl std::fmt::Debug for NetworkConfig {
 /// A reply or failure coming back for a request sent over the network.
 pub(crate) type RemoteReply = oneshot::Sender<Envelope>;
 
+/// A reply to send back on the stream its request came on.
+pub(crate) struct BackReply {
+    pub(crate) sender: Address,
+    pub(crate) binding: Option<Binding>,
+    pub(crate) auth: Auth,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) done: oneshot::Sender<Outcome>,
+}
+
 /// One envelope waiting to go to a peer.
 pub(crate) struct Outbound {
     pub(crate) sender: Address,
@@ -263,7 +272,7 @@ impl Network {
         tx
     }
 
-    fn binding_for(&self, identity: &Identity) -> Binding {
+    pub(crate) fn binding_for(&self, identity: &Identity) -> Binding {
         let now = crate::envelope::unix_now_ms();
         let lifetime = self.config.binding_lifetime.as_millis() as u64;
         let mut bindings = self.bindings.lock();

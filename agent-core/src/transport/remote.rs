@@ -7,13 +7,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::{Auth, Network, Outcome};
+use super::{Auth, BackReply, Network, Outcome};
 use crate::context::Context;
 use crate::envelope::{unix_now_ms, Envelope, Header};
 use crate::error::{ReplyError, RequestError, SendFailure};
 use crate::identity::{Address, Identity};
 use crate::message::{Message, SchemaDigest};
-use crate::router::RequestFailure;
+use crate::router::{RemoteRequester, RequestFailure};
 
 /// The answer a remote requester receives when the handler failed or did not reply.
 #[derive(Debug, Serialize, Deserialize, crate::Message)]
@@ -134,38 +134,56 @@ impl Context {
         })
     }
 
-    pub(crate) async fn reply_remote<M: Message>(
-        &self,
-        requester: Address,
-        request_nonce: u64,
-        session: u128,
-        trace_id: u128,
-        message: &M,
-    ) -> Result<(), ReplyError> {
+    pub(crate) async fn reply_remote<M: Message>(&self, to: RemoteRequester, message: &M) -> Result<(), ReplyError> {
         let Some(net) = self.network() else {
-            return Err(ReplyError::Send(SendFailure::Stopped { to: requester }));
+            return Err(ReplyError::Send(SendFailure::Stopped { to: to.requester }));
         };
-        let header =
-            Header { session, protocol: None, in_reply_to: Some(request_nonce), expects_reply: false, trace_id };
+        let header = Header {
+            session: to.session,
+            protocol: None,
+            in_reply_to: Some(to.request_nonce),
+            expects_reply: false,
+            trace_id: to.trace_id,
+        };
         let timeout = self.cell.bureau.config.send_timeout;
-        self.send_remote(net, requester, message, header, timeout).await.map_err(ReplyError::Send)
+        let Some(back) = to.back.filter(|back| !back.is_closed()) else {
+            // The request's stream is gone: answer through a link of our own.
+            return self.send_remote(net, to.requester, message, header, timeout).await.map_err(ReplyError::Send);
+        };
+        let payload = serde_json::to_vec(message)
+            .map_err(|e| ReplyError::Send(SendFailure::Encode { to: to.requester, reason: e.to_string() }))?;
+        let identity = &self.cell.identity;
+        let envelope = seal(net, identity, to.requester, M::DIGEST, payload, header, timeout);
+        let binding = (net.config.auth == Auth::Bound).then(|| net.binding_for(identity));
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let reply =
+            BackReply { sender: identity.address(), binding, auth: net.config.auth, bytes: envelope.encode(), done };
+        let not_acknowledged = || {
+            ReplyError::Send(SendFailure::NotAcknowledged {
+                to: to.requester,
+                after: timeout,
+                endpoint: "the request's stream".into(),
+            })
+        };
+        if back.send(reply).await.is_err() {
+            return Err(ReplyError::Send(SendFailure::Stopped { to: to.requester }));
+        }
+        match tokio::time::timeout(timeout, outcome).await {
+            Ok(Ok(outcome)) => failure_of(to.requester, outcome).map_err(ReplyError::Send),
+            // The stream closed, or no ack came in time: it may or may not have arrived.
+            Ok(Err(_)) | Err(_) => Err(not_acknowledged()),
+        }
     }
 }
 
 /// Tells a remote requester that its request failed or got no reply.
-pub(crate) async fn report_failure(
-    ctx: &Context,
-    requester: Address,
-    request_nonce: u64,
-    session: u128,
-    trace_id: u128,
-    failure: RequestFailure,
-) {
+pub(crate) async fn report_failure(ctx: &Context, to: RemoteRequester, failure: RequestFailure) {
     let report = match failure {
         RequestFailure::NoReply => RequestFailed { no_reply: true, reason: String::new() },
         RequestFailure::HandlerFailed(reason) => RequestFailed { no_reply: false, reason },
     };
-    if let Err(err) = ctx.reply_remote(requester, request_nonce, session, trace_id, &report).await {
+    let requester = to.requester;
+    if let Err(err) = ctx.reply_remote(to, &report).await {
         tracing::warn!(%requester, error = %err, "could not report a failed request to its requester");
     }
 }
