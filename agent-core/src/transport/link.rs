@@ -166,6 +166,25 @@ async fn serve(
                     next = frames.try_next();
                 }
                 if !acks.is_empty() {
+                    // Let the requesters just answered run first: the next request they
+                    // send then leaves in the same packet as these acks.
+                    tokio::task::yield_now().await;
+                    while *queue_open && unacked.len() < window {
+                        match queue.try_recv() {
+                            Ok(out) => {
+                                let mut sent = Sent { out, seq: next_seq, attempts: 1 };
+                                next_seq += 1;
+                                encode(&mut acks, &mut sent, &mut bound);
+                                unacked.push_back(sent);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    if let Some(front) = unacked.front() {
+                        if front.out.deadline < expiry.deadline() {
+                            expiry.as_mut().reset(front.out.deadline);
+                        }
+                    }
                     if let Err(err) = frame::write(&mut writer, &acks).await {
                         return format!("write failed: {err}");
                     }
