@@ -274,15 +274,19 @@ pub async fn serve_echo(
 
 /// Cross-process figures against an echo agent at `endpoint`: request/reply one at a time
 /// (`round_trips`), and one-way messages with delivery acknowledgements, `in_flight` at a
-/// time (`messages`).
+/// time (`messages`). `cpu` reads the CPU time spent so far (by both processes, say); each
+/// figure comes with the CPU time spent while it was measured.
+#[allow(clippy::too_many_arguments)]
 pub async fn remote_figures(
     endpoint: agent_core::transport::Endpoint,
     echo: Address,
     auth: agent_core::transport::Auth,
+    busy_poll: Duration,
     round_trips: u64,
     messages: u64,
     in_flight: u64,
-) -> Result<(Figures, Figures), Box<dyn std::error::Error>> {
+    cpu: &mut dyn FnMut() -> Option<Duration>,
+) -> Result<((Figures, Option<Duration>), (Figures, Option<Duration>)), Box<dyn std::error::Error>> {
     use agent_core::transport::{NetworkConfig, StaticResolver};
     let resolver = std::sync::Arc::new(StaticResolver::new());
     resolver.insert(echo, endpoint);
@@ -293,16 +297,33 @@ pub async fn remote_figures(
     let pinger = bureau.add(pinger)?;
     let driver = bureau.add(Agent::builder("driver").build()?)?;
     let listen = std::env::var("AGORA_BENCH_LISTEN").unwrap_or_else(|_| "/ip4/127.0.0.1/tcp/0".into());
-    let config = NetworkConfig::new(vec![listen.parse()?], resolver).with_auth(auth);
+    let config = NetworkConfig::new(vec![listen.parse()?], resolver).with_auth(auth).with_busy_poll(busy_poll);
     bureau.listen(config).await?;
     let ctx = bureau.context(driver).ok_or("driver is missing")?;
     let long = Duration::from_secs(600);
     // Warm the connection up.
     let _: Figures = ctx.request(pinger, Run { round_trips: 100, in_flight: 1, target: echo }, long).await?;
+    let spent = |before: Option<Duration>, after: Option<Duration>| after?.checked_sub(before?);
+    let before = cpu();
     let one_at_a_time: Figures = ctx.request(pinger, Run { round_trips, in_flight: 1, target: echo }, long).await?;
+    let between = cpu();
     let pipelined: Figures = ctx.request(pinger, Blast { count: messages, in_flight, target: echo }, long).await?;
+    let after = cpu();
     bureau.shutdown().await?;
-    Ok((one_at_a_time, pipelined))
+    Ok(((one_at_a_time, spent(before, between)), (pipelined, spent(between, after))))
+}
+
+/// CPU time this process has used so far, all its threads (from `/proc`; `None` elsewhere).
+pub fn cpu_time() -> Option<Duration> {
+    // The first field of each thread's schedstat is its time on a CPU in nanoseconds,
+    // far finer than the clock ticks of /proc/self/stat.
+    let mut total = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let Ok(task) = task else { continue };
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else { continue };
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total))
 }
 
 /// Almanac figures: registrations per second (signature verified) and lookup latencies

@@ -8,6 +8,7 @@ use futures::{AsyncReadExt, StreamExt};
 use libp2p::PeerId;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::busy_poll::BusyPoll;
 use super::frame::{self, Auth, Frame, FrameError, Verdict};
 use super::{BackReply, Network, Outcome};
 use crate::bureau::Shared;
@@ -62,8 +63,11 @@ async fn serve(
     let mut last_heard = tokio::time::Instant::now();
     let idle = tokio::time::sleep(silent_for);
     tokio::pin!(idle);
+    let mut busy = BusyPoll::new(net.config.busy_poll);
     loop {
+        let polling = busy.polling();
         let first = tokio::select! {
+            () = tokio::task::yield_now(), if polling => continue,
             _ = stop.changed() => break,
             () = &mut idle => {
                 if last_heard.elapsed() >= silent_for {
@@ -82,11 +86,13 @@ async fn serve(
                     break;
                 }
                 out.clear();
+                busy.wrote();
                 continue;
             }
             first = reader.next() => first,
         };
         last_heard = tokio::time::Instant::now();
+        busy.heard();
         let first = match first {
             Ok(frame) => frame,
             Err(err) => {
@@ -153,6 +159,7 @@ async fn serve(
                 break;
             }
             out.clear();
+            busy.wrote();
         }
         if let Some(err) = failure {
             garbage(&net, peer, &err).await;

@@ -10,6 +10,7 @@ use futures::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::busy_poll::BusyPoll;
 use super::frame::{self, Auth, Frame, Verdict};
 use super::{Endpoint, Network, Outbound, Outcome};
 use crate::identity::Address;
@@ -95,8 +96,12 @@ async fn serve(
     let far = || Instant::now() + Duration::from_secs(3600);
     let expiry = tokio::time::sleep_until(unacked.front().map(|s| s.out.deadline).unwrap_or_else(far));
     tokio::pin!(expiry);
+    let mut busy = BusyPoll::new(net.config.busy_poll);
+    busy.wrote();
     loop {
+        let polling = !unacked.is_empty() && busy.polling();
         tokio::select! {
+            () = tokio::task::yield_now(), if polling => {}
             item = queue.recv(), if *queue_open && unacked.len() < window => {
                 let Some(out) = item else {
                     *queue_open = false;
@@ -128,9 +133,11 @@ async fn serve(
                 if let Err(err) = frame::write(&mut writer, &buf).await {
                     return format!("write failed: {err}");
                 }
+                busy.wrote();
             }
             frame = frames.next() => {
                 last_heard = Instant::now();
+                busy.heard();
                 // This frame and every one that has already arrived: acks of what we sent,
                 // and replies (with their bindings) to our requests, which we ack in one write.
                 let mut acks = Vec::new();
@@ -188,6 +195,7 @@ async fn serve(
                     if let Err(err) = frame::write(&mut writer, &acks).await {
                         return format!("write failed: {err}");
                     }
+                    busy.wrote();
                 }
                 if !*queue_open && unacked.is_empty() {
                     return "done".into();

@@ -59,6 +59,9 @@ struct Args {
     /// Measure only this runtime (current_thread or multi_thread).
     #[arg(long)]
     runtime: Option<String>,
+    /// Cross-process: measure only this authentication mode (bound or signed).
+    #[arg(long)]
+    auth: Option<String>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -106,7 +109,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out += &almanac_section()?;
     }
     if !args.no_network {
-        out += &network(args.uagents_http.as_ref())?;
+        out += &network(args.uagents_http.as_ref(), args.runtime.as_deref(), args.auth.as_deref())?;
     }
     write(&out);
     Ok(())
@@ -214,22 +217,39 @@ fn serve(auth: &str) -> Result<(), Box<dyn std::error::Error>> {
             vec![std::env::var("AGORA_BENCH_LISTEN").unwrap_or_else(|_| "/ip4/127.0.0.1/tcp/0".into()).parse()?],
             std::sync::Arc::new(agent_core::transport::StaticResolver::new()),
         )
-        .with_auth(auth);
+        .with_auth(auth)
+        .with_busy_poll(Duration::from_micros(
+            std::env::var("AGORA_BENCH_BUSY_POLL_US").ok().and_then(|us| us.parse().ok()).unwrap_or(100),
+        ));
         let (bureau, info, agent) = agora_benches::serve_echo(config).await?;
         let mut out = std::io::stdout().lock();
         writeln!(out, "{} {} {}", info.peer_id, info.listen_addrs[0], agent)?;
         out.flush()?;
         drop(out);
-        // Serve until the parent closes our stdin.
-        let _ = tokio::task::spawn_blocking(|| std::io::stdin().read_line(&mut String::new())).await;
+        // Serve until the parent closes our stdin; answer each line with our CPU time.
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
+                line.clear();
+                let cpu = agora_benches::cpu_time().map_or(0, |cpu| cpu.as_nanos());
+                let mut out = std::io::stdout().lock();
+                if writeln!(out, "{cpu}").and_then(|()| out.flush()).is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
         bureau.shutdown().await?;
         Ok(())
     })
 }
 
-fn network(uagents_python: Option<&PathBuf>) -> Result<String, Box<dyn std::error::Error>> {
-    use std::io::BufRead;
-    use std::process::{Command, Stdio};
+fn network(
+    uagents_python: Option<&PathBuf>,
+    only_runtime: Option<&str>,
+    only_auth: Option<&str>,
+) -> Result<String, Box<dyn std::error::Error>> {
+    use agent_core::transport::Auth;
     let uagents = uagents_python
         .and_then(measure_uagents_http)
         .map(|rt| (rt, "measured in this run"))
@@ -237,64 +257,112 @@ fn network(uagents_python: Option<&PathBuf>) -> Result<String, Box<dyn std::erro
     let verify = agora_benches::verify_rate(20_000);
     let mut out = format!(
         "\nCross-process over TCP on 127.0.0.1 (two OS processes)\n\
-         uAgents 0.26.1 over HTTP: {:.0} rt/s ({}); ed25519 verification here: {verify:.0}/s on one core\n\n\
-         {:<22} {:<30} {:>10} {:>9} {:>9} {:>11}\n",
-        uagents.0, uagents.1, "authentication", "mode", "per s", "p50 us", "p99 us", "ratio"
+         uAgents 0.26.1 over HTTP: {:.0} rt/s ({}); ed25519 verification here: {verify:.0}/s on one core\n\
+         busy poll: how long a stream polls for an answer before its thread sleeps (NetworkConfig::with_busy_poll)\n\
+         cpu us: CPU time of both processes per round trip or message\n\n\
+         {:<20} {:<5} {:<31} {:>9} {:>8} {:>8} {:>7} {:>11}\n",
+        uagents.0, uagents.1, "authentication", "poll", "mode", "per s", "p50 us", "p99 us", "cpu us", "ratio"
     );
+    let default_poll = agent_core::transport::NetworkConfig::DEFAULT_BUSY_POLL;
     let modes = [
-        ("session binding (b)", "bound", agent_core::transport::Auth::Bound),
-        ("signature (a)", "signed", agent_core::transport::Auth::Signed),
+        ("session binding (b)", "bound", Auth::Bound, default_poll),
+        ("session binding (b)", "bound", Auth::Bound, Duration::ZERO),
+        ("signature (a)", "signed", Auth::Signed, default_poll),
     ];
     for runtime_kind in ["current_thread", "multi_thread"] {
+        if only_runtime.is_some_and(|only| only != runtime_kind) {
+            continue;
+        }
         out += &format!("-- both processes on a {runtime_kind} runtime\n");
-        for (label, auth, mode) in modes {
-            let mut child = Command::new(std::env::current_exe()?)
-                .args(["--serve", auth])
-                .env("AGORA_BENCH_RUNTIME", runtime_kind)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()?;
-            let mut line = String::new();
-            std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
-            let mut parts = line.split_whitespace();
-            let peer_id: libp2p::PeerId = parts.next().ok_or("no peer id")?.parse()?;
-            let addr = parts.next().ok_or("no address")?.parse()?;
-            let echo: agent_core::Address = parts.next().ok_or("no agent")?.parse()?;
-            let endpoint = agent_core::transport::Endpoint { peer_id, addrs: vec![addr] };
-            let rt = runtime(runtime_kind)?;
-            let (one, pipelined) = rt.block_on(agora_benches::remote_figures(
-                endpoint,
-                echo,
-                mode,
-                remote_round_trips(),
-                remote_messages(),
-                256,
-            ))?;
-            drop(child.stdin.take());
-            let _ = child.wait();
+        for (label, auth, mode, busy_poll) in modes {
+            if only_auth.is_some_and(|only| only != auth) {
+                continue;
+            }
+            let poll = if busy_poll.is_zero() { "off".to_string() } else { format!("{}us", busy_poll.as_micros()) };
+            let (one, pipelined) = remote_run(runtime_kind, auth, mode, busy_poll)?;
+            let ratio = one.figures.per_second() / uagents.0;
             out += &format!(
-                "{label:<22} {:<30} {:>10.0} {:>9.1} {:>9.1} {:>10.0}x uAgents\n",
+                "{label:<20} {poll:<5} {:<31} {:>9.0} {:>8.1} {:>8.1} {:>7.1} {ratio:>10.0}x uAgents\n",
                 "request/reply, one at a time",
-                one.per_second(),
-                one.p50_ns as f64 / 1e3,
-                one.p99_ns as f64 / 1e3,
-                one.per_second() / uagents.0
+                one.figures.per_second(),
+                one.figures.p50_ns as f64 / 1e3,
+                one.figures.p99_ns as f64 / 1e3,
+                one.cpu_us,
             );
             let ratio = if auth == "signed" {
-                format!("{:>10.2} of verify", pipelined.per_second() / verify)
+                format!("{:>10.2} of verify", pipelined.figures.per_second() / verify)
             } else {
-                format!("{:>10.0}x uAgents", pipelined.per_second() / uagents.0)
+                format!("{:>10.0}x uAgents", pipelined.figures.per_second() / uagents.0)
             };
             out += &format!(
-                "{label:<22} {:<30} {:>10.0} {:>9.1} {:>9.1} {ratio}\n",
+                "{label:<20} {poll:<5} {:<31} {:>9.0} {:>8.1} {:>8.1} {:>7.1} {ratio}\n",
                 "messages, 256 in flight, acked",
-                pipelined.per_second(),
-                pipelined.p50_ns as f64 / 1e3,
-                pipelined.p99_ns as f64 / 1e3
+                pipelined.figures.per_second(),
+                pipelined.figures.p50_ns as f64 / 1e3,
+                pipelined.figures.p99_ns as f64 / 1e3,
+                pipelined.cpu_us,
             );
         }
     }
     Ok(out)
+}
+
+/// Figures of one cross-process measurement and the CPU time both processes spent per
+/// operation in it.
+struct Measured {
+    figures: Figures,
+    cpu_us: f64,
+}
+
+/// Starts the echo end in a child process and measures against it from this one.
+fn remote_run(
+    runtime_kind: &str,
+    auth: &str,
+    mode: agent_core::transport::Auth,
+    busy_poll: Duration,
+) -> Result<(Measured, Measured), Box<dyn std::error::Error>> {
+    use std::io::{BufRead, Write};
+    use std::process::Stdio;
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["--serve", auth])
+        .env("AGORA_BENCH_RUNTIME", runtime_kind)
+        .env("AGORA_BENCH_BUSY_POLL_US", busy_poll.as_micros().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut child_out = std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?);
+    let mut line = String::new();
+    child_out.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let peer_id: libp2p::PeerId = parts.next().ok_or("no peer id")?.parse()?;
+    let addr = parts.next().ok_or("no address")?.parse()?;
+    let echo: agent_core::Address = parts.next().ok_or("no agent")?.parse()?;
+    let endpoint = agent_core::transport::Endpoint { peer_id, addrs: vec![addr] };
+    let rt = runtime(runtime_kind)?;
+    let (one, pipelined) = rt.block_on(agora_benches::remote_figures(
+        endpoint,
+        echo,
+        mode,
+        busy_poll,
+        remote_round_trips(),
+        remote_messages(),
+        256,
+        &mut || -> Option<Duration> {
+            // Both processes' CPU time so far: ours, and the child's as it reports it.
+            let ours = agora_benches::cpu_time()?;
+            let mut theirs = String::new();
+            writeln!(child.stdin.as_ref()?, "cpu").ok()?;
+            child_out.read_line(&mut theirs).ok()?;
+            Some(ours + Duration::from_nanos(theirs.trim().parse().ok()?))
+        },
+    ))?;
+    drop(child.stdin.take());
+    let _ = child.wait();
+    let per_op = |(figures, cpu): (Figures, Option<Duration>)| Measured {
+        cpu_us: cpu.map_or(f64::NAN, |cpu| cpu.as_secs_f64() * 1e6 / figures.round_trips as f64),
+        figures,
+    };
+    Ok((per_op(one), per_op(pipelined)))
 }
 
 fn measure_uagents_http(python: &PathBuf) -> Option<f64> {
