@@ -53,6 +53,19 @@ pub enum SendFailure {
         /// serde_json's error.
         reason: String,
     },
+    /// Not delivered: the remote node could not be reached before the deadline, so the
+    /// message was never written to it.
+    #[error("not delivered to {to}: {endpoint} could not be reached within {after:?} ({reason})")]
+    Unreachable {
+        /// The target.
+        to: Address,
+        /// The deadline.
+        after: Duration,
+        /// The endpoint tried.
+        endpoint: String,
+        /// The last failure seen while trying.
+        reason: String,
+    },
     /// Maybe delivered: the remote node did not acknowledge before the deadline.
     #[error("no acknowledgement from {to} at {endpoint} within {after:?}; it may or may not have been delivered")]
     NotAcknowledged {

@@ -50,6 +50,10 @@ pub(crate) struct RemoteRequester {
     pub(crate) trace_id: u128,
     /// The stream the request came on: the reply goes back the same way.
     pub(crate) back: Option<tokio::sync::mpsc::Sender<crate::transport::BackReply>>,
+    /// The request's place in its peer's quota of requests in flight, given back when the
+    /// request is answered or abandoned. Held for its `Drop`, never read.
+    #[allow(dead_code)]
+    pub(crate) in_flight: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 pub(crate) struct Reply {

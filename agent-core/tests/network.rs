@@ -160,9 +160,20 @@ fn a_session_binding_holds_only_for_its_peer_agent_and_lifetime() {
 
 /// A bare libp2p client that opens the envelope stream and writes whatever it is given.
 async fn raw_stream(server: &agent_core::transport::NetworkInfo) -> (libp2p::Stream, libp2p::PeerId) {
+    let (mut control, me) = raw_peer(server);
+    (open_raw(&mut control, server).await, me)
+}
+
+async fn open_raw(control: &mut libp2p_stream::Control, server: &agent_core::transport::NetworkInfo) -> libp2p::Stream {
+    let protocol = libp2p::StreamProtocol::new(agent_core::transport::PROTOCOL);
+    tokio::time::timeout(Duration::from_secs(10), control.open_stream(server.peer_id, protocol)).await.unwrap().unwrap()
+}
+
+/// A bare libp2p peer dialing `server`, for opening envelope streams by hand.
+fn raw_peer(server: &agent_core::transport::NetworkInfo) -> (libp2p_stream::Control, libp2p::PeerId) {
     use futures::StreamExt;
     let behaviour = libp2p_stream::Behaviour::new();
-    let mut control = behaviour.new_control();
+    let control = behaviour.new_control();
     let mut swarm = libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(libp2p::tcp::Config::default(), libp2p::noise::Config::new, libp2p::yamux::Config::default)
@@ -178,14 +189,7 @@ async fn raw_stream(server: &agent_core::transport::NetworkInfo) -> (libp2p::Str
             swarm.select_next_some().await;
         }
     });
-    let stream = tokio::time::timeout(
-        Duration::from_secs(10),
-        control.open_stream(server.peer_id, libp2p::StreamProtocol::new(agent_core::transport::PROTOCOL)),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    (stream, me)
+    (control, me)
 }
 
 fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
@@ -329,4 +333,160 @@ async fn messages_to_one_agent_keep_their_order() {
     client.shutdown().await.unwrap();
     server.shutdown().await.unwrap();
     assert_eq!(*seen.lock(), (0..300).collect::<Vec<u64>>());
+}
+
+/// A bureau with one agent of its own, listening on TCP loopback with `resolver`.
+async fn client_of(resolver: &Arc<StaticResolver>, name: &str) -> (Bureau, Context) {
+    let bureau = Bureau::new().unwrap();
+    let me = bureau.add(Agent::builder(name).build().unwrap()).unwrap();
+    let config = NetworkConfig::new(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()], resolver.clone())
+        .with_delivery_timeout(Duration::from_secs(2));
+    bureau.listen(config).await.unwrap();
+    let ctx = bureau.context(me).unwrap();
+    (bureau, ctx)
+}
+
+#[tokio::test]
+async fn a_node_at_its_connection_limit_refuses_more_and_keeps_serving() {
+    let resolver = Arc::new(StaticResolver::new());
+    let server = Bureau::new().unwrap();
+    let mut ponger = Agent::builder("ponger").seed("net ponger").build().unwrap();
+    ponger.on_message(on_ping);
+    let server_agent = server.add(ponger).unwrap();
+    let config =
+        NetworkConfig::new(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()], resolver.clone()).with_max_connections(1);
+    let info = server.listen(config).await.unwrap();
+    resolver.insert(server_agent, Endpoint { peer_id: info.peer_id, addrs: info.listen_addrs });
+
+    let (first, first_ctx) = client_of(&resolver, "first").await;
+    let pong: Pong = first_ctx.request(server_agent, Ping(1), Duration::from_secs(10)).await.unwrap();
+    assert_eq!(pong, Pong(1));
+
+    // A second peer is refused: its message is never written, and it is told so.
+    let (second, second_ctx) = client_of(&resolver, "second").await;
+    let err = second_ctx.send(server_agent, Pong(0)).await.unwrap_err();
+    match err.failure() {
+        SendFailure::Unreachable { reason, .. } => assert!(reason.contains("connection closed"), "{reason}"),
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+    // The peer already connected is still served.
+    let pong: Pong = first_ctx.request(server_agent, Ping(2), Duration::from_secs(10)).await.unwrap();
+    assert_eq!(pong, Pong(2));
+
+    // Once the first peer leaves, its place is free.
+    first.shutdown().await.unwrap();
+    let mut served = None;
+    for attempt in 0..20 {
+        match second_ctx.request::<Ping, Pong>(server_agent, Ping(3), Duration::from_secs(1)).await {
+            Ok(pong) => {
+                served = Some(pong);
+                break;
+            }
+            Err(err) => tracing::debug!(attempt, %err, "not yet"),
+        }
+    }
+    assert_eq!(served, Some(Pong(3)), "the second peer is served once a place is free");
+    second.shutdown().await.unwrap();
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_peer_gets_at_most_its_quota_of_requests_in_flight() {
+    let resolver = Arc::new(StaticResolver::new());
+    let server = Bureau::new().unwrap();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let mut slow = Agent::builder("slow").seed("slow ponger").build().unwrap();
+    {
+        let release = release.clone();
+        slow.on_message(move |ctx: Context, _from: Address, Ping(n): Ping| {
+            let release = release.clone();
+            async move {
+                // Hold the first request until the test has seen the quota refuse one.
+                if n == 0 {
+                    release.notified().await;
+                }
+                ctx.reply(Pong(n)).await
+            }
+        });
+    }
+    let server_agent = server.add(slow).unwrap();
+    let config = NetworkConfig::new(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()], resolver.clone())
+        .with_max_requests_in_flight(2);
+    let info = server.listen(config).await.unwrap();
+    resolver.insert(server_agent, Endpoint { peer_id: info.peer_id, addrs: info.listen_addrs });
+    let (client, ctx) = client_of(&resolver, "eager").await;
+
+    let long = Duration::from_secs(10);
+    // Three requests leave in this order on the one stream to the server (join! polls them
+    // in order). The first two take the two places (the agent holds the first, the second
+    // waits behind it), so the third is refused at once, with the reason.
+    let third_then_release = async {
+        let third = ctx.request::<Ping, Pong>(server_agent, Ping(2), long).await;
+        release.notify_one();
+        third
+    };
+    let (first, second, third) = tokio::join!(
+        ctx.request::<Ping, Pong>(server_agent, Ping(0), long),
+        ctx.request::<Ping, Pong>(server_agent, Ping(1), long),
+        third_then_release
+    );
+    match third {
+        Err(RequestError::Send(SendFailure::Rejected { reason, .. })) => {
+            assert!(reason.contains("too many requests in flight"), "{reason}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(first.unwrap(), Pong(0));
+    assert_eq!(second.unwrap(), Pong(1));
+    // Answered requests give their places back.
+    let pong: Pong = ctx.request(server_agent, Ping(3), long).await.unwrap();
+    assert_eq!(pong, Pong(3));
+    client.shutdown().await.unwrap();
+    server.shutdown().await.unwrap();
+}
+
+/// Whether the node answers a heartbeat on `stream` within a second.
+async fn answers_ping(stream: &mut libp2p::Stream, n: u64) -> bool {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        stream.write_all(&frame(4, &n.to_be_bytes())).await?;
+        stream.flush().await?;
+        let mut pong = [0u8; 13];
+        stream.read_exact(&mut pong).await?;
+        std::io::Result::Ok(pong[4] == 5 && pong[5..] == n.to_be_bytes())
+    };
+    matches!(tokio::time::timeout(Duration::from_secs(1), exchange).await, Ok(Ok(true)))
+}
+
+#[tokio::test]
+async fn one_peer_may_open_only_a_few_streams() {
+    let p = pair("/ip4/127.0.0.1/tcp/0", Auth::Bound).await;
+    let info = p.server.network_info().unwrap();
+    let (mut control, _) = raw_peer(&info);
+    let mut open = Vec::new();
+    for n in 0..4 {
+        let mut stream = open_raw(&mut control, &info).await;
+        assert!(answers_ping(&mut stream, n).await, "stream {n} is served");
+        open.push(stream);
+    }
+    let mut fifth = open_raw(&mut control, &info).await;
+    assert!(!answers_ping(&mut fifth, 4).await, "a fifth stream from the same peer is refused");
+    assert!(closed_within(&mut fifth, Duration::from_secs(5)).await);
+    // Closing one gives its place back.
+    drop(open.remove(0));
+    let mut served = false;
+    for n in 0..20 {
+        let mut stream = open_raw(&mut control, &info).await;
+        if answers_ping(&mut stream, 10 + n).await {
+            served = true;
+            break;
+        }
+    }
+    assert!(served, "a place freed by a closed stream is given to a new one");
+    // Other peers were never affected.
+    let ctx = p.client.context(p.client_agent).unwrap();
+    let pong: Pong = ctx.request(p.server_agent, Ping(5), Duration::from_secs(5)).await.unwrap();
+    assert_eq!(pong, Pong(5));
+    p.client.shutdown().await.unwrap();
+    p.server.shutdown().await.unwrap();
 }

@@ -74,7 +74,14 @@ async fn receiver_killed_mid_stream_and_restarted() {
     for n in 0..400u64 {
         let outcome = ctx.send(echo, Ping(n)).await;
         match &outcome {
-            Err(err) if matches!(err.failure(), SendFailure::NotAcknowledged { .. } | SendFailure::Rejected { .. }) => {
+            Err(err)
+                if matches!(
+                    err.failure(),
+                    SendFailure::NotAcknowledged { .. }
+                        | SendFailure::Unreachable { .. }
+                        | SendFailure::Rejected { .. }
+                ) =>
+            {
                 timeouts_seen += 1
             }
             Ok(()) if second.is_some() => delivered_after_restart += 1,

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use futures::{AsyncReadExt, StreamExt};
 use libp2p::PeerId;
-use tokio::sync::{mpsc, oneshot, watch};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use super::busy_poll::BusyPoll;
 use super::frame::{self, Auth, Frame, FrameError, Verdict};
@@ -23,19 +24,68 @@ const MAX_BINDINGS: usize = 10_000;
 /// Frames handled (and signatures verified) per batch, at most.
 const BATCH: usize = 64;
 
+/// Envelope streams one peer may have open to this node at once (it needs one).
+const MAX_STREAMS_PER_PEER: usize = 4;
+
+/// What one peer holds of this node: open streams, and its quota of requests in flight
+/// (shared by its streams, so opening more streams does not buy more).
+struct Quota {
+    streams: usize,
+    requests: Arc<Semaphore>,
+}
+
+type Quotas = Arc<Mutex<HashMap<PeerId, Quota>>>;
+
+/// One open stream counted in its peer's quota; closing it gives the place back.
+struct StreamPlace {
+    quotas: Quotas,
+    peer: PeerId,
+    requests: Arc<Semaphore>,
+}
+
+impl StreamPlace {
+    fn take(quotas: &Quotas, peer: PeerId, max_requests: usize) -> Option<StreamPlace> {
+        let mut all = quotas.lock();
+        let quota =
+            all.entry(peer).or_insert_with(|| Quota { streams: 0, requests: Arc::new(Semaphore::new(max_requests)) });
+        if quota.streams >= MAX_STREAMS_PER_PEER {
+            return None;
+        }
+        quota.streams += 1;
+        Some(StreamPlace { quotas: Arc::clone(quotas), peer, requests: Arc::clone(&quota.requests) })
+    }
+}
+
+impl Drop for StreamPlace {
+    fn drop(&mut self) {
+        let mut all = self.quotas.lock();
+        if let Some(quota) = all.get_mut(&self.peer) {
+            quota.streams -= 1;
+            if quota.streams == 0 {
+                // Requests still in flight hold the semaphore itself; they finish normally.
+                all.remove(&self.peer);
+            }
+        }
+    }
+}
+
 pub(crate) async fn accept_loop(
     shared: Arc<Shared>,
     net: Arc<Network>,
     mut incoming: libp2p_stream::IncomingStreams,
     mut stop: watch::Receiver<bool>,
 ) {
+    let quotas = Quotas::default();
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             next = incoming.next() => match next {
-                Some((peer, stream)) => {
-                    tokio::spawn(serve(Arc::clone(&shared), Arc::clone(&net), peer, stream, stop.clone()));
-                }
+                Some((peer, stream)) => match StreamPlace::take(&quotas, peer, net.config.max_requests_in_flight) {
+                    Some(place) => {
+                        tokio::spawn(serve(Arc::clone(&shared), Arc::clone(&net), peer, stream, place, stop.clone()));
+                    }
+                    None => tracing::warn!(%peer, limit = MAX_STREAMS_PER_PEER, "too many envelope streams from one peer; refusing another"),
+                },
                 None => return,
             },
         }
@@ -47,6 +97,7 @@ async fn serve(
     net: Arc<Network>,
     peer: PeerId,
     stream: libp2p::Stream,
+    place: StreamPlace,
     mut stop: watch::Receiver<bool>,
 ) {
     let (reader, mut writer) = stream.split();
@@ -127,7 +178,9 @@ async fn serve(
                 Frame::Envelope { seq, auth, .. } => {
                     let verdict = match decoded {
                         Some(Ok((envelope, signature_checked))) => {
-                            accept(&shared, &net, peer, auth, envelope, signature_checked, &bindings, &back_tx).await
+                            let stream =
+                                Inbound { peer, bindings: &bindings, back: &back_tx, requests: &place.requests };
+                            accept(&shared, &net, &stream, auth, envelope, signature_checked).await
                         }
                         Some(Err(err)) => Verdict::Rejected(err.to_string()),
                         None => Verdict::Rejected("internal: envelope not decoded".into()),
@@ -231,35 +284,47 @@ fn verify_signatures(batch: &[Frame], net: &Network) -> Vec<Decoded> {
     decoded
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The inbound stream an envelope came on, as far as accepting it is concerned.
+struct Inbound<'a> {
+    peer: PeerId,
+    bindings: &'a HashMap<Address, u64>,
+    back: &'a mpsc::Sender<BackReply>,
+    requests: &'a Arc<Semaphore>,
+}
+
 async fn accept(
     shared: &Shared,
     net: &Network,
-    peer: PeerId,
+    stream: &Inbound<'_>,
     auth: Auth,
     envelope: Envelope,
     signature_checked: bool,
-    bindings: &HashMap<Address, u64>,
-    back: &mpsc::Sender<BackReply>,
 ) -> Verdict {
     let target = envelope.target;
     let is_reply = envelope.in_reply_to.is_some();
     let known = |schema: &crate::SchemaDigest| is_reply || shared.router.accepts(&target, schema);
-    if let Err(verdict) = check(net, peer, auth, &envelope, signature_checked, bindings, known) {
+    if let Err(verdict) = check(net, stream.peer, auth, &envelope, signature_checked, stream.bindings, known) {
         return verdict;
     }
     if is_reply {
         return complete_reply(net, envelope);
     }
-    let reply = envelope.expects_reply.then(|| {
-        ReplyTo::Remote(RemoteRequester {
+    let reply = if envelope.expects_reply {
+        let Ok(in_flight) = Arc::clone(stream.requests).try_acquire_owned() else {
+            let limit = net.config.max_requests_in_flight;
+            return Verdict::Rejected(format!("too many requests in flight from this peer (at most {limit})"));
+        };
+        Some(ReplyTo::Remote(RemoteRequester {
             requester: envelope.sender,
             request_nonce: envelope.nonce,
             session: envelope.session,
             trace_id: envelope.trace_id,
-            back: Some(back.clone()),
-        })
-    });
+            back: Some(stream.back.clone()),
+            in_flight: Some(in_flight),
+        }))
+    } else {
+        None
+    };
     let delivery = Box::new(Delivery {
         from: envelope.sender,
         schema: envelope.schema,

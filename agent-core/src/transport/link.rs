@@ -33,8 +33,10 @@ pub(crate) async fn run(net: Arc<Network>, endpoint: Endpoint, mut queue: mpsc::
     let mut unacked: VecDeque<Sent> = VecDeque::new();
     let mut backoff = MIN_BACKOFF;
     let mut queue_open = true;
+    // Why the peer could not be reached last, for envelopes that never left.
+    let mut last_failure = String::from("not connected yet");
     loop {
-        expire(&mut unacked, &endpoint);
+        expire(&mut unacked, &endpoint, &last_failure);
         if unacked.is_empty() {
             if !queue_open {
                 return;
@@ -50,6 +52,7 @@ pub(crate) async fn run(net: Arc<Network>, endpoint: Endpoint, mut queue: mpsc::
             Ok(stream) => stream,
             Err(reason) => {
                 tracing::debug!(peer = %endpoint.peer_id, %reason, "cannot reach peer; will retry");
+                last_failure = reason;
                 tokio::time::sleep_until((Instant::now() + backoff).min(deadline)).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
@@ -59,6 +62,7 @@ pub(crate) async fn run(net: Arc<Network>, endpoint: Endpoint, mut queue: mpsc::
         let (reader, writer) = stream.split();
         let ended = serve(&net, &endpoint, reader, writer, &mut unacked, &mut queue, &mut queue_open).await;
         tracing::debug!(peer = %endpoint.peer_id, reason = %ended, "stream ended");
+        last_failure = ended;
     }
 }
 
@@ -212,7 +216,7 @@ async fn serve(
                 }
             }
             () = &mut expiry => {
-                expire(unacked, endpoint);
+                expire(unacked, endpoint, "");
                 expiry.as_mut().reset(unacked.front().map(|s| s.out.deadline).unwrap_or_else(far));
             }
         }
@@ -246,7 +250,9 @@ fn acknowledge(unacked: &mut VecDeque<Sent>, seq: u64, verdict: Verdict) {
     let _ = sent.out.done.send(outcome);
 }
 
-fn expire(unacked: &mut VecDeque<Sent>, endpoint: &Endpoint) {
+/// Reports the envelopes whose deadline has passed: timed out if they were written to a
+/// stream (they may have arrived), unreachable with `last_failure` if never.
+fn expire(unacked: &mut VecDeque<Sent>, endpoint: &Endpoint, last_failure: &str) {
     let now = Instant::now();
     unacked.retain_mut(|sent| {
         if sent.out.deadline > now {
@@ -254,7 +260,12 @@ fn expire(unacked: &mut VecDeque<Sent>, endpoint: &Endpoint) {
         }
         let (done, _) = tokio::sync::oneshot::channel();
         let done = std::mem::replace(&mut sent.out.done, done);
-        let _ = done.send(Outcome::TimedOut { after: sent.out.timeout, endpoint: endpoint.to_string() });
+        let (after, endpoint) = (sent.out.timeout, endpoint.to_string());
+        let _ = done.send(if sent.attempts == 0 {
+            Outcome::Unreachable { after, endpoint, reason: last_failure.to_owned() }
+        } else {
+            Outcome::TimedOut { after, endpoint }
+        });
         false
     });
 }

@@ -8,8 +8,9 @@
 //!
 //! ## Delivery
 //! Every envelope sent ends in exactly one [`Outcome`]: delivered (the receiver queued it
-//! for the agent and acknowledged), rejected (with the receiver's reason), unroutable (why)
-//! or timed out (after how long, to which endpoint). The sender's deadline holds through the
+//! for the agent and acknowledged), rejected (with the receiver's reason), unroutable (why),
+//! unreachable (never written to the peer, with the last failure) or timed out (written,
+//! not acknowledged: after how long, to which endpoint). The sender's deadline holds through the
 //! outbound queue, reconnects and retries. Envelopes to one peer keep their order. A broken
 //! connection is re-established with backoff and unacknowledged envelopes are resent, in
 //! order, with the same nonce: the receiver's replay guard makes the handler run at most
@@ -70,7 +71,18 @@ pub enum Outcome {
     Rejected(String),
     /// No route: it was not sent.
     Unroutable(Unroutable),
-    /// No acknowledgement within the deadline; it may or may not have been handled.
+    /// Not sent: the peer could not be reached before the deadline (or the queue to it
+    /// stayed full), so nothing was written to it and it was not handled.
+    Unreachable {
+        /// The deadline.
+        after: Duration,
+        /// The endpoint tried.
+        endpoint: String,
+        /// The last failure seen while trying.
+        reason: String,
+    },
+    /// Written to the peer, but no acknowledgement within the deadline; it may or may not
+    /// have been handled.
     TimedOut {
         /// The deadline.
         after: Duration,
@@ -93,6 +105,7 @@ pub struct NetworkConfig {
     pub(crate) heartbeat: Duration,
     pub(crate) binding_lifetime: Duration,
     pub(crate) max_connections: u32,
+    pub(crate) max_requests_in_flight: usize,
     pub(crate) busy_poll: Duration,
 }
 
@@ -115,6 +128,7 @@ impl NetworkConfig {
             heartbeat: Duration::from_secs(5),
             binding_lifetime: Duration::from_secs(600),
             max_connections: 256,
+            max_requests_in_flight: 1024,
             busy_poll: Self::DEFAULT_BUSY_POLL,
         }
     }
@@ -147,6 +161,21 @@ impl NetworkConfig {
     /// Default deadline of a delivery when the sender gives none (default 10 s).
     pub fn with_delivery_timeout(mut self, timeout: Duration) -> Self {
         self.delivery_timeout = timeout;
+        self
+    }
+
+    /// Incoming connections, at most, pending or established (default 256); more are
+    /// refused. Each peer may hold a few connections at most, whatever this says.
+    pub fn with_max_connections(mut self, connections: u32) -> Self {
+        self.max_connections = connections;
+        self
+    }
+
+    /// Requests one peer may have in flight here, at most: received, not yet answered
+    /// (default 1024). A request beyond it is rejected at once, with that reason, so a
+    /// peer cannot queue unbounded work on this node's agents.
+    pub fn with_max_requests_in_flight(mut self, requests: usize) -> Self {
+        self.max_requests_in_flight = requests.max(1);
         self
     }
 
@@ -225,7 +254,6 @@ pub(crate) struct Network {
     /// Agents authenticated on inbound connections, by the peer that hosts them, so that
     /// replies find their way back without a resolver entry. Bounded by [`MAX_LEARNED`].
     pub(crate) learned: Mutex<HashMap<Address, PeerId>>,
-    pub(crate) max_connections: u32,
 }
 
 impl Network {
@@ -261,7 +289,11 @@ impl Network {
         let (done, outcome) = oneshot::channel();
         let outbound = Outbound { sender, bytes, auth, binding, deadline, timeout, done };
         let link = self.link(&endpoint);
-        let timed_out = || Outcome::TimedOut { after: timeout, endpoint: endpoint.to_string() };
+        let queue_full = || Outcome::Unreachable {
+            after: timeout,
+            endpoint: endpoint.to_string(),
+            reason: "the queue to this peer stayed full".into(),
+        };
         let stopped = || Outcome::Rejected("the connection task has stopped".into());
         match link.try_send(outbound) {
             Ok(()) => {}
@@ -271,12 +303,12 @@ impl Network {
                 match tokio::time::timeout_at(deadline, link.send(outbound)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return stopped(),
-                    Err(_) => return timed_out(),
+                    Err(_) => return queue_full(),
                 }
             }
         }
         // The link reports every envelope it accepted, at the latest at its deadline.
-        outcome.await.unwrap_or_else(|_| timed_out())
+        outcome.await.unwrap_or_else(|_| Outcome::TimedOut { after: timeout, endpoint: endpoint.to_string() })
     }
 
     /// The sending half of the link to `endpoint`'s peer, started on first use. A link

@@ -4,8 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
+use libp2p::connection_limits::{self, ConnectionLimits};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{DialError, SwarmEvent};
+use libp2p::swarm::{DialError, NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -24,6 +25,18 @@ pub struct NetworkInfo {
     pub listen_addrs: Vec<Multiaddr>,
 }
 
+/// Connections from one peer, at most: one each way, and room for a redial racing the
+/// close of a broken one.
+const MAX_CONNECTIONS_PER_PEER: u32 = 4;
+
+/// The node's behaviour: envelope streams, under connection limits.
+#[derive(NetworkBehaviour)]
+#[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+struct Behaviour {
+    limits: connection_limits::Behaviour,
+    streams: libp2p_stream::Behaviour,
+}
+
 pub(crate) enum Command {
     Dial { peer: PeerId, addrs: Vec<Multiaddr>, reply: oneshot::Sender<Result<(), String>> },
     Disconnect(PeerId),
@@ -34,11 +47,17 @@ pub(crate) async fn start(
     config: NetworkConfig,
 ) -> Result<(Arc<Network>, libp2p_stream::IncomingStreams, watch::Receiver<bool>), NetError> {
     let keypair = config.keypair.clone().unwrap_or_else(libp2p::identity::Keypair::generate_ed25519);
-    let behaviour = libp2p_stream::Behaviour::new();
-    let mut control = behaviour.new_control();
+    let streams = libp2p_stream::Behaviour::new();
+    let mut control = streams.new_control();
     let incoming = control
         .accept(StreamProtocol::new(PROTOCOL))
         .map_err(|_| NetError::Transport("the envelope protocol is already registered".into()))?;
+    // Denied before the handshake where possible (pending), else as soon as established.
+    let limits = ConnectionLimits::default()
+        .with_max_pending_incoming(Some(config.max_connections))
+        .with_max_established_incoming(Some(config.max_connections))
+        .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER));
+    let behaviour = Behaviour { limits: connection_limits::Behaviour::new(limits), streams };
     let mut swarm = crate::net::swarm(keypair, behaviour)?;
     let listen_addrs = crate::net::listen(&mut swarm, &config.listen).await?;
     let info = NetworkInfo { peer_id: *swarm.local_peer_id(), listen_addrs };
@@ -55,18 +74,16 @@ pub(crate) async fn start(
         bindings: Mutex::new(HashMap::new()),
         learned: Mutex::new(HashMap::new()),
         stop,
-        max_connections: config.max_connections,
         config,
     });
-    tokio::spawn(run(swarm, commands_rx, stop_rx.clone(), network.max_connections));
+    tokio::spawn(run(swarm, commands_rx, stop_rx.clone()));
     Ok((network, incoming, stop_rx))
 }
 
 async fn run(
-    mut swarm: libp2p::Swarm<libp2p_stream::Behaviour>,
+    mut swarm: libp2p::Swarm<Behaviour>,
     mut commands: mpsc::Receiver<Command>,
     mut stop: watch::Receiver<bool>,
-    max_connections: u32,
 ) {
     let mut waiting: HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>> = HashMap::new();
     loop {
@@ -92,12 +109,7 @@ async fn run(
                 }
             },
             event = swarm.select_next_some() => match event {
-                SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
-                    if endpoint.is_listener() && swarm.connected_peers().count() as u32 > max_connections {
-                        tracing::warn!(peer = %peer_id, "connection limit reached; closing the new connection");
-                        swarm.close_connection(connection_id);
-                        continue;
-                    }
+                SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                     for reply in waiting.remove(&peer_id).unwrap_or_default() {
                         let _ = reply.send(Ok(()));
                     }
@@ -107,7 +119,13 @@ async fn run(
                         let _ = reply.send(Err(error.to_string()));
                     }
                 }
-                SwarmEvent::IncomingConnectionError { error, .. } => tracing::debug!(%error, "incoming connection failed"),
+                SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
+                    if matches!(error, libp2p::swarm::ListenError::Denied { .. }) {
+                        tracing::warn!(%send_back_addr, %error, "connection limit reached; refused a connection");
+                    } else {
+                        tracing::debug!(%send_back_addr, %error, "incoming connection failed");
+                    }
+                }
                 _ => {}
             },
         }
@@ -129,7 +147,10 @@ pub(crate) async fn connect(net: &Network, endpoint: &Endpoint, deadline: Instan
     match tokio::time::timeout_at(deadline, control.open_stream(endpoint.peer_id, StreamProtocol::new(PROTOCOL))).await
     {
         Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(err)) => Err(err.to_string()),
+        // A node at its connection limit accepts the handshake, then closes the connection.
+        Ok(Err(err)) => Err(format!(
+            "the connection closed before a stream opened (the peer may be at its connection limit): {err}"
+        )),
         Err(_) => Err("opening the stream timed out".into()),
     }
 }

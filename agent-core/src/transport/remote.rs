@@ -51,6 +51,9 @@ fn failure_of(to: Address, outcome: Outcome) -> Result<(), SendFailure> {
         Outcome::Delivered => Ok(()),
         Outcome::Rejected(reason) => Err(SendFailure::Rejected { to, reason }),
         Outcome::Unroutable(reason) => Err(SendFailure::Unroutable { to, reason }),
+        Outcome::Unreachable { after, endpoint, reason } => {
+            Err(SendFailure::Unreachable { to, after, endpoint, reason })
+        }
         Outcome::TimedOut { after, endpoint } => Err(SendFailure::NotAcknowledged { to, after, endpoint }),
     }
 }
