@@ -3,7 +3,7 @@
 //! A bureau that [listens](crate::Bureau::listen) becomes a network node: one libp2p swarm
 //! (TCP with noise and yamux, and QUIC) for all its agents, one connection per peer
 //! process, and on it one long-lived stream per direction carrying length-prefixed
-//! [frames](frame). Handlers do not change: `ctx.send` and `ctx.request` reach a remote
+//! frames (docs/wire-format.md). Handlers do not change: `ctx.send` and `ctx.request` reach a remote
 //! agent exactly as a local one, resolved through a [`Resolver`].
 //!
 //! ## Delivery
