@@ -255,8 +255,9 @@ fn network(
         .map(|rt| (rt, "measured in this run"))
         .unwrap_or((84.0, "reference, shared/peers/uagents"));
     let verify = agora_benches::verify_rate(20_000);
+    let over = if std::env::var("AGORA_BENCH_LISTEN").is_ok_and(|addr| addr.contains("quic")) { "QUIC" } else { "TCP" };
     let mut out = format!(
-        "\nCross-process over TCP on 127.0.0.1 (two OS processes)\n\
+        "\nCross-process over {over} on 127.0.0.1 (two OS processes)\n\
          uAgents 0.26.1 over HTTP: {:.0} rt/s ({}); ed25519 verification here: {verify:.0}/s on one core\n\
          busy poll: how long a stream polls for an answer before its thread sleeps (NetworkConfig::with_busy_poll)\n\
          cpu us: CPU time of both processes per round trip or message\n\n\
