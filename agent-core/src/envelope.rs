@@ -11,7 +11,7 @@
 mod codec;
 mod replay;
 
-pub use replay::ReplayGuard;
+pub use replay::{ReplayGuard, WINDOW_PER_SENDER};
 
 use crate::identity::{Address, Identity, PublicKey, SignatureError};
 use crate::message::{Message, SchemaDigest};
@@ -191,6 +191,19 @@ pub enum EnvelopeError {
         /// The repeated nonce.
         nonce: u64,
     },
+    /// The nonce is older than the window of recent nonces the receiver keeps for this
+    /// sender; it may be a replay, so it is refused.
+    #[error(
+        "nonce {nonce} of {sender} is at or below the replay window's floor {floor}; refused as a possible replay"
+    )]
+    BelowWindow {
+        /// The sender.
+        sender: Address,
+        /// The nonce refused.
+        nonce: u64,
+        /// The highest nonce the window no longer holds exactly.
+        floor: u64,
+    },
     /// The replay guard is full of unexpired nonces; refusing is safer than forgetting.
     #[error("replay guard full ({capacity} unexpired nonces); try again later")]
     ReplayGuardFull {
@@ -262,7 +275,7 @@ impl Envelope {
             in_reply_to: header.in_reply_to,
             expects_reply: header.expects_reply,
             trace_id: header.trace_id,
-            nonce: rand::random(),
+            nonce: next_nonce(),
             timestamp_ms: now_ms,
             expires_ms: now_ms.saturating_add(lifetime_ms),
             payload,
@@ -381,6 +394,21 @@ impl Envelope {
 /// Milliseconds since the Unix epoch by the system clock.
 pub fn unix_now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// A fresh nonce: larger than every nonce this process handed out before, and, being
+/// derived from the clock (microseconds, times 4096), larger than those of its earlier runs
+/// too. Receivers rely on nonces increasing per sender to keep a bounded window of them
+/// ([`ReplayGuard`]).
+pub fn next_nonce() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+    let from_clock = u64::try_from(micros).unwrap_or(u64::MAX).min(u64::MAX >> 12) << 12;
+    let next = |last: u64| from_clock.max(last.saturating_add(1));
+    match LAST.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(next(last))) {
+        Ok(last) | Err(last) => next(last),
+    }
 }
 
 #[cfg(test)]

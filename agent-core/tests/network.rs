@@ -490,3 +490,41 @@ async fn one_peer_may_open_only_a_few_streams() {
     p.client.shutdown().await.unwrap();
     p.server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_fast_sender_is_not_stopped_by_the_replay_guard() {
+    // Far more envelopes than the guard can hold, from one sender, all within their
+    // lifetime: the guard keeps a window of the sender's recent nonces, not all of them.
+    let resolver = Arc::new(StaticResolver::new());
+    let server = Bureau::new().unwrap();
+    let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut counter = Agent::builder("counter").seed("counter").build().unwrap();
+    {
+        let count = count.clone();
+        counter.on_message(move |_ctx: Context, _from: Address, _ping: Ping| {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async {}
+        });
+    }
+    let target = server.add(counter).unwrap();
+    let config =
+        NetworkConfig::new(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()], resolver.clone()).with_replay_capacity(1_000);
+    let info = server.listen(config).await.unwrap();
+    resolver.insert(target, Endpoint { peer_id: info.peer_id, addrs: info.listen_addrs });
+    let (client, ctx) = client_of(&resolver, "fast").await;
+    let sent = 20_000u64;
+    let mut pending = futures::stream::FuturesUnordered::new();
+    for n in 0..sent {
+        pending.push(ctx.send(target, Ping(n)));
+        if pending.len() >= 256 {
+            futures::StreamExt::next(&mut pending).await.unwrap().unwrap();
+        }
+    }
+    while let Some(result) = futures::StreamExt::next(&mut pending).await {
+        result.unwrap();
+    }
+    client.shutdown().await.unwrap();
+    // Shutting down drains the mailbox: every delivered message has been handled after.
+    server.shutdown().await.unwrap();
+    assert_eq!(count.load(std::sync::atomic::Ordering::Relaxed), sent);
+}

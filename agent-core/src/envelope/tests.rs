@@ -65,6 +65,69 @@ fn wire_format_doc_test_vector_matches() {
 }
 
 #[test]
+fn nonces_increase_across_threads() {
+    let per_thread: Vec<Vec<u64>> = std::thread::scope(|scope| {
+        let workers: Vec<_> =
+            (0..4).map(|_| scope.spawn(|| (0..10_000).map(|_| super::next_nonce()).collect::<Vec<_>>())).collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    for nonces in &per_thread {
+        assert!(nonces.windows(2).all(|pair| pair[0] < pair[1]), "increasing within a thread");
+    }
+    let mut all: Vec<u64> = per_thread.concat();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 40_000, "never handed out twice");
+}
+
+#[test]
+fn the_replay_window_holds_out_of_order_nonces_and_stays_bounded() {
+    use super::replay::WINDOW_PER_SENDER;
+    let sender = alice().address();
+    let mut guard = ReplayGuard::default();
+    let expires = NOW + 60_000;
+    // Out of order within the window: each accepted once.
+    for nonce in [10, 5, 7, 11, 6] {
+        guard.check_and_insert(sender, nonce, expires, NOW).unwrap();
+    }
+    assert_eq!(guard.check_and_insert(sender, 7, expires, NOW), Err(EnvelopeError::Replayed { sender, nonce: 7 }));
+    // A sender far past its window: memory stays bounded, old nonces are refused.
+    let many = 3 * WINDOW_PER_SENDER as u64;
+    for nonce in 100..100 + many {
+        guard.check_and_insert(sender, nonce, expires, NOW).unwrap();
+    }
+    assert_eq!(guard.len(), WINDOW_PER_SENDER);
+    assert!(matches!(guard.check_and_insert(sender, 5, expires, NOW), Err(EnvelopeError::BelowWindow { .. })));
+    assert!(matches!(guard.check_and_insert(sender, 150, expires, NOW), Err(EnvelopeError::BelowWindow { .. })));
+    let newest = 100 + many - 1;
+    assert_eq!(
+        guard.check_and_insert(sender, newest, expires, NOW),
+        Err(EnvelopeError::Replayed { sender, nonce: newest })
+    );
+    guard.check_and_insert(sender, newest + 1, expires, NOW).unwrap();
+    // Everything expires, floors included: nothing is left of the sender.
+    guard.prune(expires + 1);
+    assert!(guard.is_empty());
+    guard.check_and_insert(sender, 1, expires + 60_000, expires + 1).unwrap();
+}
+
+#[test]
+fn a_full_guard_makes_a_known_sender_give_back_its_oldest() {
+    let (alice, bob) = (alice().address(), Identity::from_seed("bob").address());
+    let mut guard = ReplayGuard::with_capacity(3);
+    let expires = NOW + 60_000;
+    for nonce in 1..=3 {
+        guard.check_and_insert(alice, nonce, expires, NOW).unwrap();
+    }
+    // Alice keeps going: her oldest nonce moves into her floor.
+    guard.check_and_insert(alice, 4, expires, NOW).unwrap();
+    assert_eq!(guard.len(), 3);
+    assert!(matches!(guard.check_and_insert(alice, 1, expires, NOW), Err(EnvelopeError::BelowWindow { .. })));
+    // Bob has nothing to give back.
+    assert_eq!(guard.check_and_insert(bob, 1, expires, NOW), Err(EnvelopeError::ReplayGuardFull { capacity: 3 }));
+}
+
+#[test]
 fn round_trip_and_open() {
     let envelope = sealed(&quote());
     let decoded = Envelope::decode(&envelope.encode(), 1 << 20).unwrap();
@@ -122,15 +185,18 @@ fn every_rejection_has_its_own_variant() {
         Err(EnvelopeError::Replayed { sender: good.sender, nonce: good.nonce })
     );
 
-    // A full guard refuses rather than forgets.
+    // A full guard refuses a new sender rather than forget another's nonce.
     let mut tiny = ReplayGuard::with_capacity(1);
     sealed(&quote()).verify(&policy, NOW, &mut tiny, known).unwrap();
+    let bob = Identity::from_seed("bob");
     assert!(matches!(
-        sealed(&quote()).verify(&policy, NOW, &mut tiny, known),
+        Envelope::seal(&bob, good.target, &quote(), header, NOW, 60_000)
+            .unwrap()
+            .verify(&policy, NOW, &mut tiny, known),
         Err(EnvelopeError::ReplayGuardFull { .. })
     ));
     // Once the first expires it is pruned and there is room again.
-    let later = Envelope::seal(&alice(), good.target, &quote(), header, NOW + 60_001, 60_000).unwrap();
+    let later = Envelope::seal(&bob, good.target, &quote(), header, NOW + 60_001, 60_000).unwrap();
     later.verify(&policy, NOW + 60_001, &mut tiny, known).unwrap();
 }
 

@@ -106,6 +106,7 @@ pub struct NetworkConfig {
     pub(crate) binding_lifetime: Duration,
     pub(crate) max_connections: u32,
     pub(crate) max_requests_in_flight: usize,
+    pub(crate) replay_capacity: usize,
     pub(crate) busy_poll: Duration,
 }
 
@@ -129,6 +130,7 @@ impl NetworkConfig {
             binding_lifetime: Duration::from_secs(600),
             max_connections: 256,
             max_requests_in_flight: 1024,
+            replay_capacity: 1_000_000,
             busy_poll: Self::DEFAULT_BUSY_POLL,
         }
     }
@@ -176,6 +178,15 @@ impl NetworkConfig {
     /// peer cannot queue unbounded work on this node's agents.
     pub fn with_max_requests_in_flight(mut self, requests: usize) -> Self {
         self.max_requests_in_flight = requests.max(1);
+        self
+    }
+
+    /// Nonces the replay guard holds, all senders together (default 1,000,000, about
+    /// 100 MB at most). Each sender keeps at most a window of recent nonces
+    /// ([`WINDOW_PER_SENDER`](crate::envelope::WINDOW_PER_SENDER)), so this bounds how many
+    /// senders can be active within an envelope lifetime, not how fast one may send.
+    pub fn with_replay_capacity(mut self, nonces: usize) -> Self {
+        self.replay_capacity = nonces;
         self
     }
 

@@ -69,7 +69,7 @@ pub(crate) async fn start(
         commands,
         links: Mutex::new(HashMap::new()),
         pending: Mutex::new(HashMap::new()),
-        replay: Mutex::new(ReplayGuard::default()),
+        replay: Mutex::new(ReplayGuard::with_capacity(config.replay_capacity)),
         boot_ms: crate::envelope::unix_now_ms(),
         bindings: Mutex::new(HashMap::new()),
         learned: Mutex::new(HashMap::new()),
