@@ -528,3 +528,63 @@ async fn a_fast_sender_is_not_stopped_by_the_replay_guard() {
     server.shutdown().await.unwrap();
     assert_eq!(count.load(std::sync::atomic::Ordering::Relaxed), sent);
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+struct Bulk(String);
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_cannot_hold_sends_past_their_deadline() {
+    use futures::StreamExt;
+    // A peer that accepts envelope streams and never reads them.
+    let behaviour = libp2p_stream::Behaviour::new();
+    let mut control = behaviour.new_control();
+    let mut incoming = control.accept(libp2p::StreamProtocol::new(agent_core::transport::PROTOCOL)).unwrap();
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(libp2p::tcp::Config::default(), libp2p::noise::Config::new, libp2p::yamux::Config::default)
+        .unwrap()
+        .with_behaviour(|_| behaviour)
+        .unwrap()
+        .build();
+    swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
+    let listening = async {
+        loop {
+            if let libp2p::swarm::SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+                break address;
+            }
+        }
+    };
+    let addr = tokio::time::timeout(Duration::from_secs(5), listening).await.unwrap();
+    let stuck_peer = *swarm.local_peer_id();
+    tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    let held = tokio::spawn(async move {
+        let mut streams = Vec::new();
+        while let Some((_, stream)) = incoming.next().await {
+            streams.push(stream);
+        }
+    });
+
+    let resolver = Arc::new(StaticResolver::new());
+    let stuck_agent = Identity::from_seed("stuck").address();
+    resolver.insert(stuck_agent, Endpoint { peer_id: stuck_peer, addrs: vec![addr] });
+    let (client, ctx) = client_of(&resolver, "writer").await; // Deliveries time out after 2 s.
+    let started = tokio::time::Instant::now();
+    let big = "x".repeat(500_000);
+    let sends: Vec<_> = (0..30).map(|_| ctx.send(stuck_agent, Bulk(big.clone()))).collect();
+    let outcomes = tokio::time::timeout(Duration::from_secs(15), futures::future::join_all(sends))
+        .await
+        .expect("every send ends by its deadline, though the peer stopped reading");
+    for outcome in outcomes {
+        match outcome.unwrap_err().failure() {
+            SendFailure::NotAcknowledged { .. } | SendFailure::Unreachable { .. } => {}
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(10), "ended near the 2 s deadline: {:?}", started.elapsed());
+    client.shutdown().await.unwrap();
+    held.abort();
+}

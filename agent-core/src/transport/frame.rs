@@ -190,8 +190,21 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
-/// Writes pre-encoded frames and flushes.
-pub(crate) async fn write<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> std::io::Result<()> {
-    writer.write_all(bytes).await?;
-    writer.flush().await
+/// Writes pre-encoded frames and flushes, giving up at `deadline`: a peer that stops
+/// reading must not hold the writer, and everything waiting on it, forever. A write cut
+/// short leaves a partial frame, so the stream must be dropped after an error.
+pub(crate) async fn write<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    bytes: &[u8],
+    deadline: tokio::time::Instant,
+) -> std::io::Result<()> {
+    // The timer is registered only if the write has to wait: not on the fast path.
+    let written = async {
+        writer.write_all(bytes).await?;
+        writer.flush().await
+    };
+    match tokio::time::timeout_at(deadline, written).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the peer stopped reading")),
+    }
 }

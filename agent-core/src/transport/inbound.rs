@@ -133,7 +133,7 @@ async fn serve(
                 while let Ok(reply) = back_rx.try_recv() {
                     replies.encode(reply, &mut out);
                 }
-                if frame::write(&mut writer, &out).await.is_err() {
+                if frame::write(&mut writer, &out, tokio::time::Instant::now() + silent_for).await.is_err() {
                     break;
                 }
                 out.clear();
@@ -208,7 +208,7 @@ async fn serve(
             while let Ok(reply) = back_rx.try_recv() {
                 replies.encode(reply, &mut out);
             }
-            if frame::write(&mut writer, &out).await.is_err() {
+            if frame::write(&mut writer, &out, tokio::time::Instant::now() + silent_for).await.is_err() {
                 break;
             }
             out.clear();

@@ -88,11 +88,15 @@ async fn serve(
         sent.attempts += 1;
         encode(&mut buf, sent, &mut bound);
     }
-    if let Err(err) = frame::write(&mut writer, &buf).await {
+    let heartbeat_period = net.config.heartbeat;
+    // A write waits for the peer at most until the oldest envelope's deadline, and never
+    // longer than a silent peer is given.
+    let write_deadline = |oldest: Instant| oldest.min(Instant::now() + heartbeat_period * 3);
+    let oldest = unacked.iter().map(|s| s.out.deadline).min().unwrap_or_else(Instant::now);
+    if let Err(err) = frame::write(&mut writer, &buf, write_deadline(oldest)).await {
         return format!("write failed: {err}");
     }
     let window = net.config.window;
-    let heartbeat_period = net.config.heartbeat;
     let mut heartbeat = tokio::time::interval_at(Instant::now() + heartbeat_period, heartbeat_period);
     let mut last_heard = Instant::now();
     // One timer for all deadlines, armed for the oldest envelope and re-armed only when it
@@ -134,7 +138,7 @@ async fn serve(
                         expiry.as_mut().reset(front.out.deadline);
                     }
                 }
-                if let Err(err) = frame::write(&mut writer, &buf).await {
+                if let Err(err) = frame::write(&mut writer, &buf, write_deadline(expiry.deadline())).await {
                     return format!("write failed: {err}");
                 }
                 busy.wrote();
@@ -196,7 +200,7 @@ async fn serve(
                             expiry.as_mut().reset(front.out.deadline);
                         }
                     }
-                    if let Err(err) = frame::write(&mut writer, &acks).await {
+                    if let Err(err) = frame::write(&mut writer, &acks, write_deadline(expiry.deadline())).await {
                         return format!("write failed: {err}");
                     }
                     busy.wrote();
@@ -211,7 +215,7 @@ async fn serve(
                 }
                 buf.clear();
                 Frame::Ping(0).encode(&mut buf);
-                if let Err(err) = frame::write(&mut writer, &buf).await {
+                if let Err(err) = frame::write(&mut writer, &buf, write_deadline(expiry.deadline())).await {
                     return format!("write failed: {err}");
                 }
             }

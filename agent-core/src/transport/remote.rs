@@ -168,10 +168,22 @@ impl Context {
                 endpoint: "the request's stream".into(),
             })
         };
-        if back.send(reply).await.is_err() {
-            return Err(ReplyError::Send(SendFailure::Stopped { to: to.requester }));
+        // One deadline for the whole reply: a requester whose stream stopped draining
+        // must not hold the replying agent.
+        let deadline = tokio::time::Instant::now() + timeout;
+        match tokio::time::timeout_at(deadline, back.send(reply)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(ReplyError::Send(SendFailure::Stopped { to: to.requester })),
+            Err(_) => {
+                return Err(ReplyError::Send(SendFailure::Unreachable {
+                    to: to.requester,
+                    after: timeout,
+                    endpoint: "the request's stream".into(),
+                    reason: "the requester is not taking replies".into(),
+                }))
+            }
         }
-        match tokio::time::timeout(timeout, outcome).await {
+        match tokio::time::timeout_at(deadline, outcome).await {
             Ok(Ok(outcome)) => failure_of(to.requester, outcome).map_err(ReplyError::Send),
             // The stream closed, or no ack came in time: it may or may not have arrived.
             Ok(Err(_)) | Err(_) => Err(not_acknowledged()),
