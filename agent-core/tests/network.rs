@@ -228,11 +228,7 @@ async fn garbage_and_oversized_frames_disconnect_the_peer_and_others_are_served(
     garbage.flush().await.unwrap();
     assert!(closed_within(&mut garbage, Duration::from_secs(5)).await, "garbage closes the stream");
     // The node keeps serving others.
-    let ctx = p.client.context(p.client_agent).unwrap();
-    let pong: Pong = ctx.request(p.server_agent, Ping(5), Duration::from_secs(5)).await.unwrap();
-    assert_eq!(pong, Pong(5));
-    p.client.shutdown().await.unwrap();
-    p.server.shutdown().await.unwrap();
+    still_served_then_shut_down(p).await;
 }
 
 #[tokio::test]
@@ -304,8 +300,6 @@ async fn a_binding_for_another_peer_does_not_authenticate_and_a_silent_peer_is_d
 
 #[tokio::test]
 async fn messages_to_one_agent_keep_their_order() {
-    let resolver = Arc::new(StaticResolver::new());
-    let server = Bureau::new().unwrap();
     let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let mut recorder = Agent::builder("recorder").seed("recorder").build().unwrap();
     {
@@ -315,16 +309,8 @@ async fn messages_to_one_agent_keep_their_order() {
             async move { seen.lock().push(n) }
         });
     }
-    let target = server.add(recorder).unwrap();
-    let info = server
-        .listen(NetworkConfig::new(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()], resolver.clone()))
-        .await
-        .unwrap();
-    resolver.insert(target, Endpoint { peer_id: info.peer_id, addrs: info.listen_addrs });
-    let client = Bureau::new().unwrap();
-    let me = client.add(Agent::builder("sender").build().unwrap()).unwrap();
-    client.listen(NetworkConfig::new(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()], resolver)).await.unwrap();
-    let ctx = client.context(me).unwrap();
+    let (server, target, resolver) = serve_one(recorder, |config| config).await;
+    let (client, ctx) = client_of(&resolver, "sender").await;
     // 300 sends in flight at once, issued in order.
     let sends: Vec<_> = (0..300).map(|n| ctx.send(target, Ping(n))).collect();
     for result in futures::future::join_all(sends).await {
@@ -333,6 +319,30 @@ async fn messages_to_one_agent_keep_their_order() {
     client.shutdown().await.unwrap();
     server.shutdown().await.unwrap();
     assert_eq!(*seen.lock(), (0..300).collect::<Vec<u64>>());
+}
+
+/// A bureau listening on TCP loopback with `agent`, configured by `configure`, and a
+/// resolver that knows where the agent is.
+async fn serve_one(
+    agent: Agent,
+    configure: impl FnOnce(NetworkConfig) -> NetworkConfig,
+) -> (Bureau, Address, Arc<StaticResolver>) {
+    let resolver = Arc::new(StaticResolver::new());
+    let server = Bureau::new().unwrap();
+    let address = server.add(agent).unwrap();
+    let config = configure(NetworkConfig::new(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()], resolver.clone()));
+    let info = server.listen(config).await.unwrap();
+    resolver.insert(address, Endpoint { peer_id: info.peer_id, addrs: info.listen_addrs });
+    (server, address, resolver)
+}
+
+/// The pair's legitimate exchange still works; then both bureaus shut down.
+async fn still_served_then_shut_down(p: Pair) {
+    let ctx = p.client.context(p.client_agent).unwrap();
+    let pong: Pong = ctx.request(p.server_agent, Ping(5), Duration::from_secs(5)).await.unwrap();
+    assert_eq!(pong, Pong(5));
+    p.client.shutdown().await.unwrap();
+    p.server.shutdown().await.unwrap();
 }
 
 /// A bureau with one agent of its own, listening on TCP loopback with `resolver`.
@@ -348,15 +358,9 @@ async fn client_of(resolver: &Arc<StaticResolver>, name: &str) -> (Bureau, Conte
 
 #[tokio::test]
 async fn a_node_at_its_connection_limit_refuses_more_and_keeps_serving() {
-    let resolver = Arc::new(StaticResolver::new());
-    let server = Bureau::new().unwrap();
     let mut ponger = Agent::builder("ponger").seed("net ponger").build().unwrap();
     ponger.on_message(on_ping);
-    let server_agent = server.add(ponger).unwrap();
-    let config =
-        NetworkConfig::new(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()], resolver.clone()).with_max_connections(1);
-    let info = server.listen(config).await.unwrap();
-    resolver.insert(server_agent, Endpoint { peer_id: info.peer_id, addrs: info.listen_addrs });
+    let (server, server_agent, resolver) = serve_one(ponger, |config| config.with_max_connections(1)).await;
 
     let (first, first_ctx) = client_of(&resolver, "first").await;
     let pong: Pong = first_ctx.request(server_agent, Ping(1), Duration::from_secs(10)).await.unwrap();
@@ -392,8 +396,6 @@ async fn a_node_at_its_connection_limit_refuses_more_and_keeps_serving() {
 
 #[tokio::test]
 async fn a_peer_gets_at_most_its_quota_of_requests_in_flight() {
-    let resolver = Arc::new(StaticResolver::new());
-    let server = Bureau::new().unwrap();
     let release = Arc::new(tokio::sync::Notify::new());
     let mut slow = Agent::builder("slow").seed("slow ponger").build().unwrap();
     {
@@ -409,11 +411,7 @@ async fn a_peer_gets_at_most_its_quota_of_requests_in_flight() {
             }
         });
     }
-    let server_agent = server.add(slow).unwrap();
-    let config = NetworkConfig::new(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()], resolver.clone())
-        .with_max_requests_in_flight(2);
-    let info = server.listen(config).await.unwrap();
-    resolver.insert(server_agent, Endpoint { peer_id: info.peer_id, addrs: info.listen_addrs });
+    let (server, server_agent, resolver) = serve_one(slow, |config| config.with_max_requests_in_flight(2)).await;
     let (client, ctx) = client_of(&resolver, "eager").await;
 
     let long = Duration::from_secs(10);
@@ -484,19 +482,13 @@ async fn one_peer_may_open_only_a_few_streams() {
     }
     assert!(served, "a place freed by a closed stream is given to a new one");
     // Other peers were never affected.
-    let ctx = p.client.context(p.client_agent).unwrap();
-    let pong: Pong = ctx.request(p.server_agent, Ping(5), Duration::from_secs(5)).await.unwrap();
-    assert_eq!(pong, Pong(5));
-    p.client.shutdown().await.unwrap();
-    p.server.shutdown().await.unwrap();
+    still_served_then_shut_down(p).await;
 }
 
 #[tokio::test]
 async fn a_fast_sender_is_not_stopped_by_the_replay_guard() {
     // Far more envelopes than the guard can hold, from one sender, all within their
     // lifetime: the guard keeps a window of the sender's recent nonces, not all of them.
-    let resolver = Arc::new(StaticResolver::new());
-    let server = Bureau::new().unwrap();
     let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut counter = Agent::builder("counter").seed("counter").build().unwrap();
     {
@@ -506,11 +498,7 @@ async fn a_fast_sender_is_not_stopped_by_the_replay_guard() {
             async {}
         });
     }
-    let target = server.add(counter).unwrap();
-    let config =
-        NetworkConfig::new(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()], resolver.clone()).with_replay_capacity(1_000);
-    let info = server.listen(config).await.unwrap();
-    resolver.insert(target, Endpoint { peer_id: info.peer_id, addrs: info.listen_addrs });
+    let (server, target, resolver) = serve_one(counter, |config| config.with_replay_capacity(1_000)).await;
     let (client, ctx) = client_of(&resolver, "fast").await;
     let sent = 20_000u64;
     let mut pending = futures::stream::FuturesUnordered::new();
