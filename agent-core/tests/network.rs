@@ -174,13 +174,7 @@ fn raw_peer(server: &agent_core::transport::NetworkInfo) -> (libp2p_stream::Cont
     use futures::StreamExt;
     let behaviour = libp2p_stream::Behaviour::new();
     let control = behaviour.new_control();
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(libp2p::tcp::Config::default(), libp2p::noise::Config::new, libp2p::yamux::Config::default)
-        .unwrap()
-        .with_behaviour(|_| behaviour)
-        .unwrap()
-        .build();
+    let mut swarm = agent_core::net::swarm(libp2p::identity::Keypair::generate_ed25519(), behaviour).unwrap();
     let me = *swarm.local_peer_id();
     let addr = server.listen_addrs[0].clone().with(libp2p::multiaddr::Protocol::P2p(server.peer_id));
     swarm.dial(addr).unwrap();
@@ -527,22 +521,8 @@ async fn a_peer_that_stops_reading_cannot_hold_sends_past_their_deadline() {
     let behaviour = libp2p_stream::Behaviour::new();
     let mut control = behaviour.new_control();
     let mut incoming = control.accept(libp2p::StreamProtocol::new(agent_core::transport::PROTOCOL)).unwrap();
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(libp2p::tcp::Config::default(), libp2p::noise::Config::new, libp2p::yamux::Config::default)
-        .unwrap()
-        .with_behaviour(|_| behaviour)
-        .unwrap()
-        .build();
-    swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
-    let listening = async {
-        loop {
-            if let libp2p::swarm::SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-                break address;
-            }
-        }
-    };
-    let addr = tokio::time::timeout(Duration::from_secs(5), listening).await.unwrap();
+    let mut swarm = agent_core::net::swarm(libp2p::identity::Keypair::generate_ed25519(), behaviour).unwrap();
+    let addrs = agent_core::net::listen(&mut swarm, &["/ip4/127.0.0.1/tcp/0".parse().unwrap()]).await.unwrap();
     let stuck_peer = *swarm.local_peer_id();
     tokio::spawn(async move {
         loop {
@@ -558,7 +538,7 @@ async fn a_peer_that_stops_reading_cannot_hold_sends_past_their_deadline() {
 
     let resolver = Arc::new(StaticResolver::new());
     let stuck_agent = Identity::from_seed("stuck").address();
-    resolver.insert(stuck_agent, Endpoint { peer_id: stuck_peer, addrs: vec![addr] });
+    resolver.insert(stuck_agent, Endpoint { peer_id: stuck_peer, addrs });
     let (client, ctx) = client_of(&resolver, "writer").await; // Deliveries time out after 2 s.
     let started = tokio::time::Instant::now();
     let big = "x".repeat(500_000);
