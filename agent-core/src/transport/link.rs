@@ -220,6 +220,7 @@ async fn serve(
                 }
             }
             () = &mut expiry => {
+                // Everything here was written to this stream: none can be unreachable.
                 expire(unacked, endpoint, "");
                 expiry.as_mut().reset(unacked.front().map(|s| s.out.deadline).unwrap_or_else(far));
             }
