@@ -129,31 +129,26 @@ async fn serve(
                 continue;
             }
             Some(reply) = back_rx.recv() => {
+                // Written below, with whatever else is ready by then.
                 replies.encode(reply, &mut out);
-                while let Ok(reply) = back_rx.try_recv() {
-                    replies.encode(reply, &mut out);
-                }
-                if frame::write(&mut writer, &out, tokio::time::Instant::now() + silent_for).await.is_err() {
+                None
+            }
+            first = reader.next() => Some(first),
+        };
+        let mut batch = Vec::new();
+        if let Some(first) = first {
+            last_heard = tokio::time::Instant::now();
+            busy.heard();
+            match first {
+                Ok(frame) => batch.push(frame),
+                Err(err) => {
+                    garbage(&net, peer, &err).await;
                     break;
                 }
-                out.clear();
-                busy.wrote();
-                continue;
             }
-            first = reader.next() => first,
-        };
-        last_heard = tokio::time::Instant::now();
-        busy.heard();
-        let first = match first {
-            Ok(frame) => frame,
-            Err(err) => {
-                garbage(&net, peer, &err).await;
-                break;
-            }
-        };
-        let mut batch = vec![first];
+        }
         let mut failure = None;
-        while batch.len() < BATCH {
+        while !batch.is_empty() && batch.len() < BATCH {
             match reader.try_next() {
                 Ok(Some(frame)) => batch.push(frame),
                 Ok(None) => break,
