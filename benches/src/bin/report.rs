@@ -281,28 +281,23 @@ fn network(
             }
             let poll = if busy_poll.is_zero() { "off".to_string() } else { format!("{}us", busy_poll.as_micros()) };
             let (one, pipelined) = remote_run(runtime_kind, auth, mode, busy_poll)?;
-            let ratio = one.figures.per_second() / uagents.0;
-            out += &format!(
-                "{label:<20} {poll:<5} {:<31} {:>9.0} {:>8.1} {:>8.1} {:>7.1} {ratio:>10.0}x uAgents\n",
-                "request/reply, one at a time",
-                one.figures.per_second(),
-                one.figures.p50_ns as f64 / 1e3,
-                one.figures.p99_ns as f64 / 1e3,
-                one.cpu_us,
-            );
+            let row = |mode: &str, m: &Measured, ratio: String| {
+                format!(
+                    "{label:<20} {poll:<5} {mode:<31} {:>9.0} {:>8.1} {:>8.1} {:>7.1} {ratio}\n",
+                    m.figures.per_second(),
+                    m.figures.p50_ns as f64 / 1e3,
+                    m.figures.p99_ns as f64 / 1e3,
+                    m.cpu_us,
+                )
+            };
+            let x_uagents = |m: &Measured| format!("{:>10.0}x uAgents", m.figures.per_second() / uagents.0);
+            out += &row("request/reply, one at a time", &one, x_uagents(&one));
             let ratio = if auth == "signed" {
                 format!("{:>10.2} of verify", pipelined.figures.per_second() / verify)
             } else {
-                format!("{:>10.0}x uAgents", pipelined.figures.per_second() / uagents.0)
+                x_uagents(&pipelined)
             };
-            out += &format!(
-                "{label:<20} {poll:<5} {:<31} {:>9.0} {:>8.1} {:>8.1} {:>7.1} {ratio}\n",
-                "messages, 256 in flight, acked",
-                pipelined.figures.per_second(),
-                pipelined.figures.p50_ns as f64 / 1e3,
-                pipelined.figures.p99_ns as f64 / 1e3,
-                pipelined.cpu_us,
-            );
+            out += &row("messages, 256 in flight, acked", &pipelined, ratio);
         }
     }
     Ok(out)
