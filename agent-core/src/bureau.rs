@@ -89,8 +89,8 @@ impl Config {
         self
     }
 
-    /// Where agents' storage lives (a sled database directory). Without it, storage is a
-    /// temporary database removed when the bureau is dropped.
+    /// The directory of agents' storage (its database is `storage.redb` inside, created if
+    /// missing). Without it, storage is held in memory and gone when the bureau is dropped.
     pub fn with_storage_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.storage_dir = Some(dir.into());
         self
@@ -100,7 +100,7 @@ impl Config {
 pub(crate) struct Shared {
     pub(crate) network: std::sync::OnceLock<Arc<crate::transport::Network>>,
     pub(crate) router: Router,
-    pub(crate) db: sled::Db,
+    pub(crate) storage: crate::store::WriteBehind,
     pub(crate) config: Config,
 }
 
@@ -108,8 +108,8 @@ pub(crate) struct Shared {
 #[derive(Debug, thiserror::Error)]
 pub enum BureauError {
     /// The storage database could not be opened or flushed.
-    #[error("bureau storage: {0}")]
-    Storage(#[from] sled::Error),
+    #[error("bureau storage")]
+    Storage(#[from] crate::store::StoreError),
     /// An agent with this address is already running here.
     #[error("an agent with address {0} is already in this bureau")]
     DuplicateAddress(Address),
@@ -160,10 +160,12 @@ impl Bureau {
     /// A bureau with `config`.
     pub fn with_config(config: Config) -> Result<Bureau, BureauError> {
         let db = match &config.storage_dir {
-            Some(dir) => sled::open(dir)?,
-            None => sled::Config::new().temporary(true).open()?,
+            Some(dir) => crate::store::Database::open_in(dir, "storage.redb")?,
+            None => crate::store::Database::temporary()?,
         };
-        let shared = Arc::new(Shared { network: std::sync::OnceLock::new(), router: Router::default(), db, config });
+        let storage = crate::store::WriteBehind::new(db)?;
+        let shared =
+            Arc::new(Shared { network: std::sync::OnceLock::new(), router: Router::default(), storage, config });
         Ok(Bureau { shared, tasks: parking_lot::Mutex::new(Vec::new()) })
     }
 
@@ -287,7 +289,7 @@ impl Bureau {
             }
         }
         self.stop_network();
-        self.shared.db.flush_async().await?;
+        self.shared.storage.flush().await?;
         Ok(())
     }
 

@@ -250,7 +250,7 @@ impl Context {
         if let Some(storage) = self.cell.storage.get() {
             return Ok(storage.clone());
         }
-        let storage = Storage::open(&self.cell.bureau.db, self.address())?;
+        let storage = Storage::open(&self.cell.bureau.storage, self.address());
         Ok(self.cell.storage.get_or_init(|| storage).clone())
     }
 

@@ -58,6 +58,7 @@ pub mod protocol;
 mod router;
 mod runtime;
 pub mod storage;
+pub mod store;
 pub mod transport;
 pub mod wallet;
 

@@ -1,26 +1,34 @@
-//! Per-agent persistent key-value storage, typed through serde, backed by sled.
+//! Per-agent persistent key-value storage, typed through serde, in the bureau's database.
 //!
-//! Each agent gets its own sled tree, named by its address, inside the bureau's database.
-//! Values are stored as JSON. Writes are durable once [`Storage::flush`] returns; the
-//! bureau flushes on shutdown, and sled flushes in the background every 500 ms.
+//! Each agent's keys live under its address in one table of the bureau's
+//! [`Database`](crate::store::Database). Values are stored as JSON. A write is visible to
+//! reads at once and is committed in the background by the bureau's one committer thread
+//! (see [`WriteBehind`]); it is durable once [`Storage::flush`] returns. The bureau
+//! flushes on shutdown.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::identity::Address;
+use crate::store::{StoreError, Table, WriteBehind};
 
-/// An agent's key-value store. Cloning is cheap; clones share the same tree.
+/// Every agent's entries, keyed by the agent's address followed by its key.
+const TABLE: Table = Table::new("agent-storage");
+
+/// An agent's key-value store. Cheap to clone; clones share the same entries.
 #[derive(Clone)]
 pub struct Storage {
-    tree: sled::Tree,
+    store: WriteBehind,
+    owner: Address,
 }
 
 /// Why a storage operation failed. Nothing already stored is lost by a failed operation.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    /// The database failed (I/O error or corruption).
-    #[error("storage I/O failed: {0}")]
-    Io(#[from] sled::Error),
+    /// The database failed (I/O error or corruption), or a commit failed before the write
+    /// was durable.
+    #[error("agent storage failed")]
+    Store(#[from] StoreError),
     /// The value could not be serialised.
     #[error("cannot encode value for key {key:?}: {source}")]
     Encode {
@@ -40,13 +48,20 @@ pub enum StorageError {
 }
 
 impl Storage {
-    pub(crate) fn open(db: &sled::Db, owner: Address) -> Result<Storage, StorageError> {
-        Ok(Storage { tree: db.open_tree(owner.as_bytes())? })
+    pub(crate) fn open(store: &WriteBehind, owner: Address) -> Storage {
+        Storage { store: store.clone(), owner }
+    }
+
+    fn key(&self, key: &str) -> Vec<u8> {
+        let mut full = Vec::with_capacity(32 + key.len());
+        full.extend_from_slice(self.owner.as_bytes());
+        full.extend_from_slice(key.as_bytes());
+        full
     }
 
     /// The value at `key`, decoded as `T`, or `None`.
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
-        match self.tree.get(key.as_bytes())? {
+        match self.store.get(TABLE, &self.key(key))? {
             None => Ok(None),
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
@@ -54,43 +69,46 @@ impl Storage {
         }
     }
 
-    /// Stores `value` at `key`, replacing any previous value.
+    /// Stores `value` at `key`, replacing any previous value. Visible to reads at once;
+    /// durable once a later [`flush`](Self::flush) returns.
     pub fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<(), StorageError> {
         let bytes = serde_json::to_vec(value).map_err(|source| StorageError::Encode { key: key.to_owned(), source })?;
-        self.tree.insert(key.as_bytes(), bytes)?;
+        self.store.put(TABLE, self.key(key), Some(bytes))?;
         Ok(())
     }
 
     /// Removes `key`; returns whether it was present.
     pub fn remove(&self, key: &str) -> Result<bool, StorageError> {
-        Ok(self.tree.remove(key.as_bytes())?.is_some())
+        let present = self.contains(key)?;
+        if present {
+            self.store.put(TABLE, self.key(key), None)?;
+        }
+        Ok(present)
     }
 
     /// Whether `key` holds a value.
     pub fn contains(&self, key: &str) -> Result<bool, StorageError> {
-        Ok(self.tree.contains_key(key.as_bytes())?)
+        Ok(self.store.get(TABLE, &self.key(key))?.is_some())
     }
 
     /// Every key, in byte order (keys that are not UTF-8 are skipped).
     pub fn keys(&self) -> Result<Vec<String>, StorageError> {
-        let mut keys = Vec::new();
-        for entry in self.tree.iter().keys() {
-            if let Ok(key) = String::from_utf8(entry?.to_vec()) {
-                keys.push(key);
-            }
-        }
-        Ok(keys)
+        let entries = self.store.scan_prefix(TABLE, self.owner.as_bytes())?;
+        Ok(entries.into_iter().filter_map(|(key, _)| String::from_utf8(key[32..].to_vec()).ok()).collect())
     }
 
-    /// Waits until every write so far is on disk.
+    /// Waits until every write so far is on disk. Flushes of all agents of a bureau are
+    /// committed together by one thread, so many agents flushing at once share disk syncs.
+    ///
+    /// Cancel safety: cancelling the wait leaves the writes queued; they are still committed.
     pub async fn flush(&self) -> Result<(), StorageError> {
-        self.tree.flush_async().await?;
+        self.store.flush().await?;
         Ok(())
     }
 }
 
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Storage").field("entries", &self.tree.len()).finish()
+        f.debug_struct("Storage").field("owner", &self.owner).finish()
     }
 }

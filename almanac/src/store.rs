@@ -1,9 +1,11 @@
-//! The embedded almanac: records in memory with indexes, optionally persisted in sled.
+//! The embedded almanac: records in memory with indexes, optionally persisted in an
+//! embedded database (`almanac.redb` in its data directory).
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
+use agent_core::store::{Database, Table, WriteBehind};
 use agent_core::{Address, Manifest, ProtocolDigest};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -79,6 +81,10 @@ struct State {
 }
 
 const MAX_TOMBSTONES: usize = 100_000;
+/// Registrations by address.
+const RECORDS: Table = Table::new("records");
+/// Manifests by digest.
+const MANIFESTS: Table = Table::new("manifests");
 const SUBSCRIBER_QUEUE: usize = 1024;
 
 /// An almanac in this process. Cheap to clone; clones share the records.
@@ -86,7 +92,7 @@ const SUBSCRIBER_QUEUE: usize = 1024;
 pub struct Almanac {
     state: Arc<Mutex<State>>,
     config: Config,
-    db: Option<(sled::Db, sled::Tree, sled::Tree)>,
+    db: Option<WriteBehind>,
 }
 
 impl Almanac {
@@ -95,31 +101,33 @@ impl Almanac {
         Almanac { state: Arc::new(Mutex::new(State::default())), config, db: None }
     }
 
-    /// An almanac persisted in the sled database at `path`; records and manifests stored
-    /// there are loaded (and re-checked) first.
+    /// An almanac persisted in the directory `path` (created if missing); records and
+    /// manifests stored there are loaded first. Expired and unreadable records are dropped
+    /// from the database as they are found.
     pub fn open(path: impl AsRef<Path>, config: Config) -> Result<Almanac, AlmanacError> {
-        let storage = |e: sled::Error| AlmanacError::Storage(e.to_string());
-        let db = sled::open(path).map_err(storage)?;
-        let records = db.open_tree("records").map_err(storage)?;
-        let manifests = db.open_tree("manifests").map_err(storage)?;
+        let db = Database::open_in(path, "almanac.redb").map_err(storage)?;
+        let store = WriteBehind::new(db).map_err(storage)?;
         let almanac = Almanac { state: Arc::new(Mutex::new(State::default())), config, db: None };
         let mut stored = Vec::new();
-        for entry in records.iter() {
-            let (_, bytes) = entry.map_err(storage)?;
-            // Unreadable entries are skipped, not fatal.
-            if let Ok(record) = serde_json::from_slice::<Registration>(&bytes) {
-                stored.push(record);
+        let mut unusable = Vec::new();
+        let now = (almanac.config.clock)();
+        for (key, bytes) in store.scan_prefix(RECORDS, b"").map_err(storage)? {
+            match serde_json::from_slice::<Registration>(&bytes) {
+                Ok(record) if record.expires_ms > now => stored.push(record),
+                _ => unusable.push(key),
             }
         }
-        // Verified when they were registered; expired ones are dropped by the import.
+        // Verified when they were registered.
         almanac.import_trusted(stored);
-        for entry in manifests.iter() {
-            let (_, bytes) = entry.map_err(storage)?;
+        for key in unusable {
+            store.put(RECORDS, key, None).map_err(storage)?;
+        }
+        for (_, bytes) in store.scan_prefix(MANIFESTS, b"").map_err(storage)? {
             if let Ok(manifest) = Manifest::from_json(&String::from_utf8_lossy(&bytes)) {
                 almanac.state.lock().manifests.insert(manifest.digest(), manifest);
             }
         }
-        Ok(Almanac { db: Some((db, records, manifests)), ..almanac })
+        Ok(Almanac { db: Some(store), ..almanac })
     }
 
     /// Adds records that were verified before (read back from this almanac's own
@@ -147,18 +155,19 @@ impl Almanac {
     /// Checks and stores `record`. Refused records leave the stored ones untouched.
     /// Registering the same record again is harmless (it is acknowledged as stored).
     pub async fn register(&self, record: Registration) -> Result<Registered, AlmanacError> {
-        let registered = self.insert(record.clone(), true)?;
-        if let Some((db, records, _)) = &self.db {
-            let bytes = serde_json::to_vec(&record).map_err(|e| AlmanacError::Storage(e.to_string()))?;
-            records.insert(record.address.as_bytes(), bytes).map_err(|e| AlmanacError::Storage(e.to_string()))?;
-            // Acknowledge only what is on disk.
-            db.flush_async().await.map_err(|e| AlmanacError::Storage(e.to_string()))?;
+        let registered = self.insert(record, true)?;
+        if let Some(store) = &self.db {
+            // Acknowledge only what is on disk. This also covers an identical record
+            // registered before whose own commit had not yet landed.
+            store.flush().await.map_err(storage)?;
         }
         Ok(registered)
     }
 
-    fn validate(&self, record: &Registration, now: u64) -> Result<(), AlmanacError> {
-        let size = serde_json::to_vec(record).map(|b| b.len()).unwrap_or(usize::MAX);
+    /// Checks `record` and returns its encoding.
+    fn validate(&self, record: &Registration, now: u64) -> Result<Vec<u8>, AlmanacError> {
+        let encoded = serde_json::to_vec(record).map_err(|e| AlmanacError::Malformed(e.to_string()))?;
+        let size = encoded.len();
         if size > self.config.max_record_bytes {
             return Err(AlmanacError::Malformed(format!(
                 "record of {size} bytes exceeds {}",
@@ -180,12 +189,12 @@ impl Almanac {
                 max_ms: self.config.max_ttl_ms,
             });
         }
-        Ok(())
+        Ok(encoded)
     }
 
     fn insert(&self, record: Registration, notify: bool) -> Result<Registered, AlmanacError> {
         let now = (self.config.clock)();
-        self.validate(&record, now)?;
+        let encoded = self.validate(&record, now)?;
         let mut state = self.state.lock();
         purge(&mut state, now);
         let changed = match state.records.get(&record.address) {
@@ -201,6 +210,11 @@ impl Almanac {
             }
             None => false,
         };
+        if let Some(store) = &self.db {
+            // Queued under the state lock, so the database sees registrations of one
+            // address in the order memory does.
+            store.put(RECORDS, record.address.as_bytes().to_vec(), Some(encoded)).map_err(storage)?;
+        }
         if let Some(old) = state.records.remove(&record.address) {
             unindex(&mut state, &old);
         }
@@ -357,11 +371,9 @@ impl Almanac {
         }
         let manifest = Manifest::from_json(json).map_err(|e| AlmanacError::Malformed(e.to_string()))?;
         let digest = manifest.digest();
-        if let Some((db, _, manifests)) = &self.db {
-            manifests
-                .insert(digest.as_bytes(), manifest.to_json().into_bytes())
-                .map_err(|e| AlmanacError::Storage(e.to_string()))?;
-            db.flush_async().await.map_err(|e| AlmanacError::Storage(e.to_string()))?;
+        if let Some(store) = &self.db {
+            store.put(MANIFESTS, digest.as_bytes().to_vec(), Some(manifest.to_json().into_bytes())).map_err(storage)?;
+            store.flush().await.map_err(storage)?;
         }
         self.state.lock().manifests.insert(digest, manifest);
         Ok(digest)
@@ -381,6 +393,23 @@ impl Almanac {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// A database failure as the almanac reports it, with its cause chain.
+fn storage(err: agent_core::store::StoreError) -> AlmanacError {
+    AlmanacError::Storage(error_chain(&err))
+}
+
+/// `err` and each of its sources, joined by ": ".
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn index(state: &mut State, record: &Registration) {

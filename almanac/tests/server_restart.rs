@@ -1,61 +1,22 @@
 //! Records written to the almanac server survive a kill -9 of its process; agents that
 //! found each other through it keep talking after it is gone.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use agent_core::transport::NetworkConfig;
 use agent_core::{Address, Agent, Bureau, Context, Identity, Message, ReplyError};
 use almanac::{AlmanacResolver, Registration, RemoteAlmanac, WeightedEndpoint};
+use common::{free_port, record, start};
 use serde::{Deserialize, Serialize};
-
-struct Server {
-    child: Child,
-    peer_id: libp2p::PeerId,
-    addr: libp2p::Multiaddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(dir: &std::path::Path, port: u16) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_almanac"))
-        .args(["--data-dir", dir.to_str().unwrap(), "--node-seed", "almanac restart test"])
-        .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{port}")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let peer_id = lines.next().unwrap().unwrap().strip_prefix("peer_id ").unwrap().parse().unwrap();
-    let addr = lines.next().unwrap().unwrap().strip_prefix("listening ").unwrap().parse().unwrap();
-    std::thread::spawn(move || lines.for_each(drop));
-    Server { child, peer_id, addr }
-}
-
-fn record(seed: &str, sequence: u64) -> Registration {
-    Registration::sign(
-        &Identity::from_seed(seed),
-        libp2p::PeerId::random().to_string(),
-        vec![WeightedEndpoint { addr: "/ip4/127.0.0.1/tcp/4001".into(), weight: 1 }],
-        vec![],
-        BTreeMap::from([("service".to_string(), "test".to_string())]),
-        sequence,
-        agent_core::envelope::unix_now_ms() + 600_000,
-    )
-}
 
 #[tokio::test]
 async fn records_survive_kill_9_of_the_server() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let mut server = start(dir.path(), port);
     let remote = RemoteAlmanac::new(server.peer_id, vec![server.addr.clone()]).unwrap();
     let records: Vec<Registration> = (0..20).map(|i| record(&format!("survivor {i}"), 1)).collect();
@@ -92,7 +53,7 @@ struct Welcome(u64);
 #[tokio::test]
 async fn agents_keep_talking_when_the_almanac_server_dies() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let server = start(dir.path(), port);
     let remote = Arc::new(RemoteAlmanac::new(server.peer_id, vec![server.addr.clone()]).unwrap());
     let resolver = Arc::new(AlmanacResolver::new(remote.clone()));

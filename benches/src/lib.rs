@@ -11,6 +11,8 @@
 //! assert_eq!(figures.round_trips, 1_000);
 //! ```
 
+pub mod durable;
+
 use std::time::{Duration, Instant};
 
 use agent_core::{Address, Agent, Bureau, Context, Message, ReplyError};

@@ -1,17 +1,19 @@
-//! The local ledger: accounts, escrows and history in sled, applied one transaction at a
-//! time inside a sled transaction, acknowledged only after the write is on disk.
+//! The local ledger: accounts, escrows and history in an embedded database
+//! ([`Database`]), acknowledged only after the write is on disk.
 //!
-//! One committer thread applies transactions and flushes: it takes every transaction
-//! waiting, applies each in its own sled transaction, flushes once (group commit), and
-//! only then acknowledges them. Keeping transactions and flushes on one thread is also what
-//! avoids a deadlock in sled 0.34 between a flush and a concurrent transaction, which is
-//! why sled's own background flusher is turned off here.
+//! One committer thread applies transactions: it takes every transaction waiting (a
+//! group), applies them one after another inside one database transaction, commits that
+//! once (group commit: one disk sync for the group), and only then acknowledges them. Each
+//! ledger transaction is checked in full before it writes anything, so a refused one
+//! leaves no trace in the group. The group's time is read once, before it is applied, and
+//! handed to every transaction in it: applying never reads a clock, so the same group
+//! applied to the same state gives the same result.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use sled::Transactional;
+use crate::store::{Database, StoreError, Table, WriteTransaction};
 
 use super::tx::{Amount, Escrow, EscrowId, Operation, Receipt, Transaction, MAX_MEMO};
 use super::{Ledger, LedgerError};
@@ -33,7 +35,8 @@ impl Default for LocalLedgerConfig {
 }
 
 impl LocalLedgerConfig {
-    /// Where the ledger lives (a sled directory). Without it, a temporary database.
+    /// The ledger's directory (its database is `ledger.redb` inside, created if missing).
+    /// Without it, the ledger is held in memory.
     pub fn with_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.path = Some(path.into());
         self
@@ -46,7 +49,8 @@ impl LocalLedgerConfig {
     }
 
     /// Whether a receipt waits for the write to reach the disk (default true). Turning it
-    /// off trades the last ~500 ms of acknowledged transactions on a crash for speed.
+    /// off trades the last ~500 ms of acknowledged transactions on a crash for speed: groups
+    /// are then committed without a disk sync, and an idle committer syncs every 500 ms.
     pub fn with_durable(mut self, durable: bool) -> Self {
         self.durable = durable;
         self
@@ -97,13 +101,19 @@ const BATCH: usize = 1_024;
 /// How often an idle committer flushes what is not yet durable (in non-durable mode).
 const IDLE_FLUSH: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// Account records by address: balance (16 bytes) and next nonce (8 bytes), big-endian.
+const ACCOUNTS: Table = Table::new("accounts");
+/// Open escrows by id, as JSON.
+const ESCROWS: Table = Table::new("escrows");
+/// Receipts by height (8 bytes, big-endian), as JSON.
+const RECEIPTS: Table = Table::new("receipts");
+/// One empty entry per party of each transaction: address followed by height.
+const INDEX: Table = Table::new("index");
+/// `height` and `supply`.
+const META: Table = Table::new("meta");
+
 struct Inner {
-    db: sled::Db,
-    accounts: sled::Tree,
-    escrows: sled::Tree,
-    receipts: sled::Tree,
-    index: sled::Tree,
-    meta: sled::Tree,
+    db: Database,
     config: LocalLedgerConfig,
 }
 
@@ -114,7 +124,7 @@ struct Account {
 }
 
 impl Account {
-    fn decode(bytes: Option<sled::IVec>) -> Account {
+    fn decode(bytes: Option<Vec<u8>>) -> Account {
         match bytes {
             Some(b) if b.len() == 24 => {
                 let mut balance = [0u8; 16];
@@ -135,59 +145,53 @@ impl Account {
     }
 }
 
-type Abort = ConflictableTransactionError<LedgerError>;
-
-fn storage(e: impl std::fmt::Display) -> LedgerError {
-    LedgerError::Storage(e.to_string())
+fn storage(e: impl std::error::Error) -> LedgerError {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    LedgerError::Storage(text)
 }
 
 impl LocalLedger {
     /// Opens (or creates) a ledger.
     pub fn open(config: LocalLedgerConfig) -> Result<LocalLedger, LedgerError> {
-        let sled_config = match &config.path {
-            Some(path) => sled::Config::new().path(path),
-            None => sled::Config::new().temporary(true),
-        };
-        let db = sled_config.flush_every_ms(None).open().map_err(storage)?;
-        let tree = |name: &str| db.open_tree(name).map_err(storage);
-        let inner = Arc::new(Inner {
-            accounts: tree("accounts")?,
-            escrows: tree("escrows")?,
-            receipts: tree("receipts")?,
-            index: tree("index")?,
-            meta: tree("meta")?,
-            db,
-            config,
-        });
+        let db = match &config.path {
+            Some(dir) => Database::open_in(dir, "ledger.redb"),
+            None => Database::temporary(),
+        }
+        .map_err(storage)?;
+        let inner = Arc::new(Inner { db, config });
         let (commits, queue) = std::sync::mpsc::sync_channel(QUEUE);
         let state = Arc::clone(&inner);
         let thread = std::thread::Builder::new()
             .name("ledger-committer".into())
             .spawn(move || state.commit_loop(queue))
-            .map_err(storage)?;
+            .map_err(|e| LedgerError::Storage(format!("cannot start the committer thread: {e}")))?;
         let committer = Arc::new(Committer { commits: Some(commits), thread: Some(thread) });
         Ok(LocalLedger { inner, committer })
     }
 
     /// All tokens in existence: minted, in accounts or in escrow.
     pub fn supply(&self) -> Result<Amount, LedgerError> {
-        Ok(self.inner.meta.get("supply").map_err(storage)?.map(|b| be_u128(&b)).unwrap_or(0))
+        Ok(self.inner.db.get(META, b"supply").map_err(storage)?.map(|b| be_u128(&b)).unwrap_or(0))
     }
 
     /// How many transactions have been applied.
     pub fn height(&self) -> Result<u64, LedgerError> {
-        Ok(self.inner.meta.get("height").map_err(storage)?.map(|b| be_u64(&b)).unwrap_or(0))
+        Ok(self.inner.db.get(META, b"height").map_err(storage)?.map(|b| be_u64(&b)).unwrap_or(0))
     }
 
     /// The sum of every account balance plus every open escrow (for audits and tests).
     pub fn audit_total(&self) -> Result<Amount, LedgerError> {
         let mut total: Amount = 0;
-        for entry in self.inner.accounts.iter() {
-            let (_, value) = entry.map_err(storage)?;
+        for (_, value) in self.inner.db.scan_prefix(ACCOUNTS, b"").map_err(storage)? {
             total = total.saturating_add(Account::decode(Some(value)).balance);
         }
-        for entry in self.inner.escrows.iter() {
-            let (_, value) = entry.map_err(storage)?;
+        for (_, value) in self.inner.db.scan_prefix(ESCROWS, b"").map_err(storage)? {
             let escrow: Escrow = serde_json::from_slice(&value).map_err(storage)?;
             total = total.saturating_add(escrow.amount);
         }
@@ -212,17 +216,27 @@ impl LocalLedger {
     }
 }
 
+/// What one ledger transaction changes, worked out in full before anything is written.
+struct Plan {
+    accounts: HashMap<Address, Account>,
+    /// An escrow opened (`Some`) or settled (`None`).
+    escrow: Option<(EscrowId, Option<Escrow>)>,
+    receipt: Receipt,
+    parties: Vec<Address>,
+    supply: Amount,
+}
+
 impl Inner {
     /// Runs on the committer thread until every `LocalLedger` handle is dropped.
     fn commit_loop(&self, queue: std::sync::mpsc::Receiver<Job>) {
         use std::sync::mpsc::RecvTimeoutError;
-        let mut unflushed = false;
+        let mut unsynced = false;
         loop {
             let first = match queue.recv_timeout(IDLE_FLUSH) {
                 Ok(job) => job,
                 Err(RecvTimeoutError::Timeout) => {
-                    if unflushed && self.db.flush().is_ok() {
-                        unflushed = false;
+                    if unsynced && self.sync().is_ok() {
+                        unsynced = false;
                     }
                     continue;
                 }
@@ -235,162 +249,211 @@ impl Inner {
                     Err(_) => break,
                 }
             }
-            let mut results: Vec<_> = batch.into_iter().map(|job| (job.done, self.apply(&job.tx))).collect();
-            unflushed = true;
-            if self.config.durable {
-                match self.db.flush() {
-                    Ok(_) => unflushed = false,
-                    Err(err) => {
-                        let reason = format!("applied but not durable, flush failed: {err}");
-                        for (_, result) in &mut results {
-                            if result.is_ok() {
-                                *result = Err(LedgerError::Storage(reason.clone()));
-                            }
-                        }
-                    }
+            let now_ms = (self.config.clock)();
+            let durable = self.config.durable;
+            let results = match self.db.write(durable, |txn| self.apply_group(txn, &batch, now_ms)) {
+                Ok(Ok(results)) => {
+                    unsynced |= !durable;
+                    results
                 }
-            }
-            for (done, result) in results {
+                // Nothing of the group was committed.
+                Ok(Err(err)) => vec![Err(err); batch.len()],
+                Err(StoreError::Commit(err)) => {
+                    tracing::error!(error = %err, "ledger commit failed");
+                    let reason = format!("the ledger's commit failed ({err})");
+                    vec![Err(LedgerError::Unavailable(reason)); batch.len()]
+                }
+                Err(err) => vec![Err(storage(err)); batch.len()],
+            };
+            for (job, result) in batch.into_iter().zip(results) {
                 // The submitter may have given up waiting; the outcome stands regardless.
-                let _ = done.send(result);
+                let _ = job.done.send(result);
             }
         }
-        if unflushed {
-            if let Err(err) = self.db.flush() {
-                tracing::error!(error = %err, "final ledger flush failed");
+        if unsynced {
+            if let Err(err) = self.sync() {
+                tracing::error!(error = %err, "final ledger sync failed");
             }
-        }
-    }
-
-    fn apply(&self, tx: &Transaction) -> Result<Receipt, LedgerError> {
-        let inner = self;
-        let now_ms = (inner.config.clock)();
-        let trees = (&inner.accounts, &inner.escrows, &inner.receipts, &inner.index, &inner.meta);
-        let result = trees.transaction(|(accounts, escrows, receipts, index, meta)| {
-            let mut signer = read_account(accounts, &tx.signer)?;
-            if tx.nonce != signer.next_nonce {
-                return abort(LedgerError::NonceMismatch {
-                    account: tx.signer,
-                    expected: signer.next_nonce,
-                    got: tx.nonce,
-                });
-            }
-            signer.next_nonce += 1;
-            let mut parties = vec![tx.signer];
-            let mut created = None;
-            let mut supply_delta: Amount = 0;
-            match &tx.operation {
-                Operation::Transfer { to, amount } => {
-                    debit(&mut signer, &tx.signer, *amount)?;
-                    write_account(accounts, &tx.signer, &signer)?;
-                    credit(accounts, to, *amount)?;
-                    parties.push(*to);
-                }
-                Operation::Lock { amount, beneficiary, deadline_ms, arbiter } => {
-                    debit(&mut signer, &tx.signer, *amount)?;
-                    write_account(accounts, &tx.signer, &signer)?;
-                    let id = EscrowId::of(&tx.signer, tx.nonce);
-                    let escrow = Escrow {
-                        payer: tx.signer,
-                        beneficiary: *beneficiary,
-                        arbiter: *arbiter,
-                        amount: *amount,
-                        deadline_ms: *deadline_ms,
-                    };
-                    escrows.insert(&id.0, json(&escrow)?)?;
-                    created = Some(id);
-                    parties.extend([*beneficiary, *arbiter]);
-                }
-                Operation::Release { escrow } | Operation::Refund { escrow } => {
-                    let Some(bytes) = escrows.get(escrow.0)? else {
-                        return abort(LedgerError::UnknownEscrow(*escrow));
-                    };
-                    let open: Escrow = serde_json::from_slice(&bytes).map_err(|e| Abort::Abort(storage(e)))?;
-                    if tx.signer != open.payer && tx.signer != open.arbiter {
-                        return abort(LedgerError::Unauthorized(format!(
-                            "only the escrow's payer or arbiter may settle escrow {escrow}"
-                        )));
-                    }
-                    let refund = matches!(tx.operation, Operation::Refund { .. });
-                    if refund && now_ms <= open.deadline_ms {
-                        return abort(LedgerError::EscrowNotExpired { deadline_ms: open.deadline_ms, now_ms });
-                    }
-                    write_account(accounts, &tx.signer, &signer)?;
-                    let to = if refund { open.payer } else { open.beneficiary };
-                    credit(accounts, &to, open.amount)?;
-                    escrows.remove(&escrow.0)?;
-                    parties.extend([open.payer, open.beneficiary]);
-                }
-                Operation::Mint { to, amount } => {
-                    if inner.config.authority != Some(tx.signer) {
-                        return abort(LedgerError::Unauthorized("only the mint authority may mint".into()));
-                    }
-                    write_account(accounts, &tx.signer, &signer)?;
-                    credit(accounts, to, *amount)?;
-                    supply_delta = *amount;
-                    parties.push(*to);
-                }
-            }
-            let height = meta.get("height")?.map(|b| be_u64(&b)).unwrap_or(0) + 1;
-            meta.insert("height", &height.to_be_bytes())?;
-            if supply_delta > 0 {
-                let supply = meta.get("supply")?.map(|b| be_u128(&b)).unwrap_or(0);
-                let supply = supply
-                    .checked_add(supply_delta)
-                    .ok_or_else(|| Abort::Abort(LedgerError::Invalid("supply would overflow".into())))?;
-                meta.insert("supply", &supply.to_be_bytes())?;
-            }
-            let receipt = Receipt { hash: tx.hash(), tx: tx.clone(), height, applied_ms: now_ms, escrow: created };
-            receipts.insert(&height.to_be_bytes(), json(&receipt)?)?;
-            parties.sort();
-            parties.dedup();
-            for party in parties {
-                let mut key = party.as_bytes().to_vec();
-                key.extend_from_slice(&height.to_be_bytes());
-                index.insert(key, &[])?;
-            }
-            Ok(receipt)
-        });
-        match result {
-            Ok(receipt) => Ok(receipt),
-            Err(TransactionError::Abort(err)) => Err(err),
-            Err(TransactionError::Storage(err)) => Err(storage(err)),
         }
     }
+
+    /// Makes every commit so far durable.
+    fn sync(&self) -> Result<(), StoreError> {
+        self.db.write(true, |_| Ok::<(), StoreError>(())).and_then(|done| done)
+    }
+
+    /// Applies `batch` in order inside `txn`. A refused transaction changes nothing and
+    /// gets its refusal; a storage failure fails the whole group (nothing is committed).
+    fn apply_group(
+        &self,
+        txn: &WriteTransaction,
+        batch: &[Job],
+        now_ms: u64,
+    ) -> Result<Vec<Result<Receipt, LedgerError>>, LedgerError> {
+        let mut height = read(txn, META, b"height")?.map(|b| be_u64(&b)).unwrap_or(0);
+        let start = (height, read(txn, META, b"supply")?.map(|b| be_u128(&b)).unwrap_or(0));
+        let mut supply = start.1;
+        let mut results = Vec::with_capacity(batch.len());
+        for job in batch {
+            match self.plan(txn, &job.tx, now_ms, height + 1, supply) {
+                Ok(plan) => {
+                    write(txn, &plan)?;
+                    height = plan.receipt.height;
+                    supply = plan.supply;
+                    results.push(Ok(plan.receipt));
+                }
+                Err(err @ LedgerError::Storage(_)) => return Err(err),
+                Err(refused) => results.push(Err(refused)),
+            }
+        }
+        if height != start.0 {
+            put(txn, META, b"height", Some(&height.to_be_bytes()))?;
+        }
+        if supply != start.1 {
+            put(txn, META, b"supply", Some(&supply.to_be_bytes()))?;
+        }
+        Ok(results)
+    }
+
+    /// Checks `tx` against the state in `txn` and works out what it changes.
+    fn plan(
+        &self,
+        txn: &WriteTransaction,
+        tx: &Transaction,
+        now_ms: u64,
+        height: u64,
+        supply: Amount,
+    ) -> Result<Plan, LedgerError> {
+        let mut signer = account(txn, &HashMap::new(), &tx.signer)?;
+        if tx.nonce != signer.next_nonce {
+            return Err(LedgerError::NonceMismatch { account: tx.signer, expected: signer.next_nonce, got: tx.nonce });
+        }
+        signer.next_nonce += 1;
+        let mut accounts = HashMap::new();
+        let mut parties = vec![tx.signer];
+        let mut escrow = None;
+        let mut created = None;
+        let mut supply = supply;
+        match &tx.operation {
+            Operation::Transfer { to, amount } => {
+                debit(&mut signer, &tx.signer, *amount)?;
+                accounts.insert(tx.signer, signer);
+                credit(txn, &mut accounts, to, *amount)?;
+                parties.push(*to);
+            }
+            Operation::Lock { amount, beneficiary, deadline_ms, arbiter } => {
+                debit(&mut signer, &tx.signer, *amount)?;
+                accounts.insert(tx.signer, signer);
+                let id = EscrowId::of(&tx.signer, tx.nonce);
+                let locked = Escrow {
+                    payer: tx.signer,
+                    beneficiary: *beneficiary,
+                    arbiter: *arbiter,
+                    amount: *amount,
+                    deadline_ms: *deadline_ms,
+                };
+                escrow = Some((id, Some(locked)));
+                created = Some(id);
+                parties.extend([*beneficiary, *arbiter]);
+            }
+            Operation::Release { escrow: id } | Operation::Refund { escrow: id } => {
+                let Some(bytes) = read(txn, ESCROWS, &id.0)? else {
+                    return Err(LedgerError::UnknownEscrow(*id));
+                };
+                let open: Escrow = serde_json::from_slice(&bytes).map_err(storage)?;
+                if tx.signer != open.payer && tx.signer != open.arbiter {
+                    return Err(LedgerError::Unauthorized(format!(
+                        "only the escrow's payer or arbiter may settle escrow {id}"
+                    )));
+                }
+                let refund = matches!(tx.operation, Operation::Refund { .. });
+                if refund && now_ms <= open.deadline_ms {
+                    return Err(LedgerError::EscrowNotExpired { deadline_ms: open.deadline_ms, now_ms });
+                }
+                accounts.insert(tx.signer, signer);
+                let to = if refund { open.payer } else { open.beneficiary };
+                credit(txn, &mut accounts, &to, open.amount)?;
+                escrow = Some((*id, None));
+                parties.extend([open.payer, open.beneficiary]);
+            }
+            Operation::Mint { to, amount } => {
+                if self.config.authority != Some(tx.signer) {
+                    return Err(LedgerError::Unauthorized("only the mint authority may mint".into()));
+                }
+                accounts.insert(tx.signer, signer);
+                credit(txn, &mut accounts, to, *amount)?;
+                supply =
+                    supply.checked_add(*amount).ok_or_else(|| LedgerError::Invalid("supply would overflow".into()))?;
+                parties.push(*to);
+            }
+        }
+        parties.sort();
+        parties.dedup();
+        let receipt = Receipt { hash: tx.hash(), tx: tx.clone(), height, applied_ms: now_ms, escrow: created };
+        Ok(Plan { accounts, escrow, receipt, parties, supply })
+    }
 }
 
-fn abort<T>(err: LedgerError) -> Result<T, Abort> {
-    Err(Abort::Abort(err))
-}
-
-fn json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, Abort> {
-    serde_json::to_vec(value).map_err(|e| Abort::Abort(storage(e)))
-}
-
-fn read_account(accounts: &TransactionalTree, who: &Address) -> Result<Account, Abort> {
-    Ok(Account::decode(accounts.get(who.as_bytes())?))
-}
-
-fn write_account(accounts: &TransactionalTree, who: &Address, account: &Account) -> Result<(), Abort> {
-    accounts.insert(who.as_bytes(), &account.encode())?;
+/// Writes what `plan` changes.
+fn write(txn: &WriteTransaction, plan: &Plan) -> Result<(), LedgerError> {
+    for (who, account) in &plan.accounts {
+        put(txn, ACCOUNTS, who.as_bytes(), Some(&account.encode()))?;
+    }
+    if let Some((id, escrow)) = &plan.escrow {
+        match escrow {
+            Some(escrow) => put(txn, ESCROWS, &id.0, Some(&json(escrow)?))?,
+            None => put(txn, ESCROWS, &id.0, None)?,
+        }
+    }
+    let height = plan.receipt.height.to_be_bytes();
+    put(txn, RECEIPTS, &height, Some(&json(&plan.receipt)?))?;
+    for party in &plan.parties {
+        let mut key = party.as_bytes().to_vec();
+        key.extend_from_slice(&height);
+        put(txn, INDEX, &key, Some(&[]))?;
+    }
     Ok(())
 }
 
-fn debit(account: &mut Account, who: &Address, amount: Amount) -> Result<(), Abort> {
+fn read(txn: &WriteTransaction, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, LedgerError> {
+    crate::store::get_in(txn, table, key).map_err(storage)
+}
+
+fn put(txn: &WriteTransaction, table: Table, key: &[u8], value: Option<&[u8]>) -> Result<(), LedgerError> {
+    crate::store::put(txn, table, key, value).map_err(storage)
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, LedgerError> {
+    serde_json::to_vec(value).map_err(storage)
+}
+
+/// `who`'s account as this transaction has changed it so far, or as stored.
+fn account(txn: &WriteTransaction, changed: &HashMap<Address, Account>, who: &Address) -> Result<Account, LedgerError> {
+    match changed.get(who) {
+        Some(account) => Ok(*account),
+        None => Ok(Account::decode(read(txn, ACCOUNTS, who.as_bytes())?)),
+    }
+}
+
+fn debit(account: &mut Account, who: &Address, amount: Amount) -> Result<(), LedgerError> {
     if account.balance < amount {
-        return abort(LedgerError::InsufficientFunds { account: *who, needed: amount, available: account.balance });
+        return Err(LedgerError::InsufficientFunds { account: *who, needed: amount, available: account.balance });
     }
     account.balance -= amount;
     Ok(())
 }
 
-fn credit(accounts: &TransactionalTree, who: &Address, amount: Amount) -> Result<(), Abort> {
-    let mut account = read_account(accounts, who)?;
-    account.balance = account
-        .balance
-        .checked_add(amount)
-        .ok_or_else(|| Abort::Abort(LedgerError::Invalid("balance would overflow".into())))?;
-    write_account(accounts, who, &account)
+fn credit(
+    txn: &WriteTransaction,
+    changed: &mut HashMap<Address, Account>,
+    who: &Address,
+    amount: Amount,
+) -> Result<(), LedgerError> {
+    let mut credited = account(txn, changed, who)?;
+    credited.balance =
+        credited.balance.checked_add(amount).ok_or_else(|| LedgerError::Invalid("balance would overflow".into()))?;
+    changed.insert(*who, credited);
+    Ok(())
 }
 
 fn be_u64(bytes: &[u8]) -> u64 {
@@ -432,19 +495,18 @@ impl Ledger for LocalLedger {
     }
 
     async fn balance(&self, account: Address) -> Result<Amount, LedgerError> {
-        Ok(Account::decode(self.inner.accounts.get(account.as_bytes()).map_err(storage)?).balance)
+        Ok(Account::decode(self.inner.db.get(ACCOUNTS, account.as_bytes()).map_err(storage)?).balance)
     }
 
     async fn next_nonce(&self, account: Address) -> Result<u64, LedgerError> {
-        Ok(Account::decode(self.inner.accounts.get(account.as_bytes()).map_err(storage)?).next_nonce)
+        Ok(Account::decode(self.inner.db.get(ACCOUNTS, account.as_bytes()).map_err(storage)?).next_nonce)
     }
 
     async fn history(&self, account: Address, limit: usize) -> Result<Vec<Receipt>, LedgerError> {
         let mut out = Vec::new();
-        for entry in self.inner.index.scan_prefix(account.as_bytes()).keys().rev().take(limit) {
-            let key = entry.map_err(storage)?;
+        for (key, _) in self.inner.db.last_with_prefix(INDEX, account.as_bytes(), limit).map_err(storage)? {
             let height = &key[32..];
-            if let Some(bytes) = self.inner.receipts.get(height).map_err(storage)? {
+            if let Some(bytes) = self.inner.db.get(RECEIPTS, height).map_err(storage)? {
                 out.push(serde_json::from_slice(&bytes).map_err(storage)?);
             }
         }
@@ -452,7 +514,7 @@ impl Ledger for LocalLedger {
     }
 
     async fn escrow(&self, id: EscrowId) -> Result<Option<Escrow>, LedgerError> {
-        match self.inner.escrows.get(id.0).map_err(storage)? {
+        match self.inner.db.get(ESCROWS, &id.0).map_err(storage)? {
             None => Ok(None),
             Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(storage)?)),
         }

@@ -1,6 +1,6 @@
 //! Ledgers: where agents' tokens live, and how payments and escrows settle.
 //!
-//! [`Ledger`] is the seam: [`LocalLedger`] keeps accounts in sled inside this process
+//! [`Ledger`] is the seam: [`LocalLedger`] keeps accounts in an embedded database inside this process
 //! (tests, simulations, a single node); [`RemoteLedger`] talks over libp2p to a
 //! [`service`] that hosts a `LocalLedger`, so agents in different processes settle on one
 //! shared ledger. Every transaction is signed by its signer, carries the signer's next

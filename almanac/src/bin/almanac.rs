@@ -1,4 +1,5 @@
-//! The almanac server: stores registrations in sled and serves them over libp2p.
+//! The almanac server: stores registrations on disk (`almanac.redb` in its data directory)
+//! and serves them over libp2p.
 //!
 //! ```text
 //! almanac --data-dir ./almanac --listen /ip4/0.0.0.0/tcp/4000 --node-seed "secret"

@@ -43,6 +43,16 @@ struct Args {
     /// Skip the almanac measurement.
     #[arg(long)]
     no_almanac: bool,
+    /// Skip the durable stores measurement (agent storage and almanac on disk).
+    #[arg(long)]
+    no_durable: bool,
+    /// Seconds each durable store measurement runs.
+    #[arg(long, default_value_t = 5)]
+    durable_secs: u64,
+    /// Run only the storage soak: 64 agents writing and flushing for this many seconds,
+    /// printing flushes/s and resident memory every 10 s.
+    #[arg(long)]
+    soak_secs: Option<u64>,
     /// Skip the cross-process measurement.
     #[arg(long)]
     no_network: bool,
@@ -68,6 +78,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     if let Some(auth) = &args.serve {
         return serve(auth);
+    }
+    if let Some(seconds) = args.soak_secs {
+        write(&soak(seconds)?);
+        return Ok(());
     }
     if args.memory_only {
         write(&memory(args.agents)?);
@@ -108,6 +122,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !args.no_almanac {
         out += &almanac_section()?;
     }
+    if !args.no_durable {
+        out += &durable_section(args.durable_secs)?;
+    }
     if !args.no_network {
         out += &network(args.uagents_http.as_ref(), args.runtime.as_deref(), args.auth.as_deref())?;
     }
@@ -119,7 +136,7 @@ fn ledger() -> Result<String, Box<dyn std::error::Error>> {
     let rt = runtime("multi_thread")?;
     let verify = agora_benches::verify_rate(20_000);
     let mut out = format!(
-        "\nLocal ledger: pre-signed transfers applied (signature verified, sled transaction)\n\
+        "\nLocal ledger: pre-signed transfers applied (signature verified, one database commit per group)\n\
          ed25519 strict verification on one core, measured in this run: {verify:.0}/s\n\n\
          {:<34} {:>12} {:>14}\n",
         "mode", "transfers/s", "/ verify rate"
@@ -133,6 +150,59 @@ fn ledger() -> Result<String, Box<dyn std::error::Error>> {
         let rate = rt.block_on(agora_benches::ledger_transfers(count, senders, durable))?;
         out += &format!("{label:<34} {rate:>12.0} {:>14.2}\n", rate / verify);
     }
+    Ok(out)
+}
+
+fn durable_section(seconds: u64) -> Result<String, Box<dyn std::error::Error>> {
+    use agora_benches::durable::{almanac_registrations, storage_flushes, Series};
+    let mut out = format!(
+        "\nDurable stores on disk, {seconds} s each: every write below is on disk when it is counted\n\n\
+         {:<44} {:>10} {:>12} {:>9}\n",
+        "what", "mean /s", "last second", "RSS MiB"
+    );
+    let line = |label: &str, series: &Series| {
+        let hung = if series.shut_down { "" } else { "  (hung: did not shut down)" };
+        format!(
+            "{label:<44} {:>10.0} {:>12} {:>9.1}{hung}\n",
+            series.mean(),
+            series.last(),
+            series.resident_bytes.last().copied().unwrap_or(0) as f64 / (1024.0 * 1024.0)
+        )
+    };
+    for agents in [1, 64] {
+        out += &line(&format!("agent storage, {agents} agents set + flush"), &storage_flushes(agents, seconds)?);
+    }
+    for registrants in [1, 64] {
+        out += &line(
+            &format!("almanac on disk, {registrants} registrants"),
+            &almanac_registrations(registrants, seconds)?,
+        );
+    }
+    Ok(out)
+}
+
+/// The storage soak: 64 agents writing and flushing for `seconds`.
+fn soak(seconds: u64) -> Result<String, Box<dyn std::error::Error>> {
+    let series = agora_benches::durable::storage_flushes(64, seconds)?;
+    let mut out = format!(
+        "Storage soak: 64 agents set + flush for {seconds} s\n{:>8} {:>12} {:>9}\n",
+        "second", "flushes/s", "RSS MiB"
+    );
+    for (i, chunk) in series.per_second.chunks(10).enumerate() {
+        let at = (i * 10 + chunk.len()).min(series.resident_bytes.len()) - 1;
+        out += &format!(
+            "{:>8} {:>12.0} {:>9.1}\n",
+            at + 1,
+            chunk.iter().sum::<u64>() as f64 / chunk.len() as f64,
+            series.resident_bytes[at] as f64 / (1024.0 * 1024.0)
+        );
+    }
+    let min = series.per_second.iter().min().copied().unwrap_or(0);
+    out += &format!(
+        "mean {:.0} flushes/s, slowest second {min}, shut down cleanly: {}\n",
+        series.mean(),
+        series.shut_down
+    );
     Ok(out)
 }
 

@@ -1,0 +1,261 @@
+//! The embedded database under every durable store: agent storage, the almanac server and
+//! the local ledger.
+//!
+//! [`Database`] is one [redb](https://docs.rs/redb) file: tables of byte keys and byte
+//! values, read through snapshots that never block writers, and written by one thread at a
+//! time in atomic transactions that are on disk when [`Database::write`] returns. Use it
+//! directly when one thread owns all writes and needs read-modify-write transactions (the
+//! ledger's committer); use [`WriteBehind`] when many tasks write and some of them wait
+//! for durability (agent storage, the almanac): it queues their writes, makes them visible
+//! at once, and commits them in groups on one thread.
+//!
+//! # Why redb, not sled
+//! sled 0.34 deadlocks when several tasks flush one database at once (upstream issue 1308,
+//! fixed only on an unreleased branch) and under plain concurrent load (issue 1412, open);
+//! it is no longer released. redb is maintained, crash-safe by design (copy-on-write pages,
+//! checksummed commits) and serialises writers itself. `docs/architecture.md` records the
+//! measurements behind the choice.
+//!
+//! # Bounds and shutdown
+//! Each file is opened by one `Database` at a time (a second open in the same process fails
+//! with [`StoreError::Open`]); it is released when the last handle is dropped.
+
+mod write_behind;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+pub use write_behind::WriteBehind;
+
+/// A table: byte keys to byte values, created on its first write. Declare each as a
+/// constant: `const RECORDS: Table = Table::new("records");`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Table(&'static str);
+
+impl Table {
+    /// The table called `name`.
+    pub const fn new(name: &'static str) -> Table {
+        Table(name)
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &'static str {
+        self.0
+    }
+
+    fn definition(self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
+        TableDefinition::new(self.0)
+    }
+}
+
+/// Why a database operation failed. Nothing already committed is lost by a failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file could not be opened or created (missing permission, a corrupt
+    /// file, or already open in this process).
+    #[error("cannot open the database at {path}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// redb's error.
+        #[source]
+        source: redb::DatabaseError,
+    },
+    /// The directory meant to hold the database could not be created.
+    #[error("cannot create the directory {path}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A read or write failed (I/O error or corruption). A failed write committed nothing.
+    #[error("database {operation} failed")]
+    Io {
+        /// What was being done.
+        operation: &'static str,
+        /// redb's error.
+        #[source]
+        source: redb::Error,
+    },
+    /// Writes were queued but the commit that should have made them durable failed; they
+    /// are retried by the next commit, and until one succeeds they may be lost on a crash.
+    #[error("commit failed, writes not yet durable: {0}")]
+    NotDurable(Arc<str>),
+    /// The commit itself failed: its writes may or may not be on disk. Read the state back
+    /// to learn which.
+    #[error("commit failed; its writes may or may not be on disk")]
+    Commit(#[source] redb::CommitError),
+    /// The database was closed before the write was committed.
+    #[error("the database is closed; the write was not committed")]
+    Closed,
+}
+
+impl StoreError {
+    fn io(operation: &'static str) -> impl FnOnce(redb::Error) -> StoreError {
+        move |source| StoreError::Io { operation, source }
+    }
+}
+
+/// Converts any of redb's specific errors into a [`StoreError::Io`].
+fn io<E: Into<redb::Error>>(operation: &'static str) -> impl FnOnce(E) -> StoreError {
+    move |source| StoreError::io(operation)(source.into())
+}
+
+/// A key and its value, as scans return them.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// An embedded database. Cheap to clone; clones share the file. See the module docs.
+#[derive(Clone)]
+pub struct Database {
+    db: Arc<redb::Database>,
+}
+
+/// The transaction handed to [`Database::write`]'s closure.
+pub type WriteTransaction = redb::WriteTransaction;
+
+impl Database {
+    /// Opens (or creates) the database file `file`, creating its directory if needed.
+    pub fn open(file: impl AsRef<Path>) -> Result<Database, StoreError> {
+        let file = file.as_ref();
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { path: dir.to_path_buf(), source })?;
+        }
+        let db =
+            redb::Database::create(file).map_err(|source| StoreError::Open { path: file.to_path_buf(), source })?;
+        Ok(Database { db: Arc::new(db) })
+    }
+
+    /// Opens the database named `name` inside the directory `dir` (created if missing).
+    pub fn open_in(dir: impl AsRef<Path>, name: &str) -> Result<Database, StoreError> {
+        Self::open(dir.as_ref().join(name))
+    }
+
+    /// A database held in memory, gone when the last handle is dropped.
+    pub fn temporary() -> Result<Database, StoreError> {
+        let db = redb::Builder::new()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|source| StoreError::Open { path: PathBuf::from("(memory)"), source })?;
+        Ok(Database { db: Arc::new(db) })
+    }
+
+    /// The value at `key` in `table`, as committed.
+    pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let read = self.db.begin_read().map_err(io("begin read"))?;
+        let table = match read.open_table(table.definition()) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(io("open table")(e)),
+        };
+        Ok(table.get(key).map_err(io("get"))?.map(|value| value.value().to_vec()))
+    }
+
+    /// Every entry of `table` whose key starts with `prefix`, in key order, as committed.
+    pub fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        let read = self.db.begin_read().map_err(io("begin read"))?;
+        let table = match read.open_table(table.definition()) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(io("open table")(e)),
+        };
+        let mut out = Vec::new();
+        for entry in table.range::<&[u8]>(prefix..).map_err(io("scan"))? {
+            let (key, value) = entry.map_err(io("scan"))?;
+            if !key.value().starts_with(prefix) {
+                break;
+            }
+            out.push((key.value().to_vec(), value.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The last `limit` entries of `table` whose key starts with `prefix`, newest (highest
+    /// key) first, as committed.
+    pub fn last_with_prefix(&self, table: Table, prefix: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let read = self.db.begin_read().map_err(io("begin read"))?;
+        let table = match read.open_table(table.definition()) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(io("open table")(e)),
+        };
+        let range = match successor(prefix) {
+            Some(end) => table.range::<&[u8]>(prefix..end.as_slice()),
+            None => table.range::<&[u8]>(prefix..),
+        };
+        let mut out = Vec::new();
+        for entry in range.map_err(io("scan"))?.rev().take(limit) {
+            let (key, value) = entry.map_err(io("scan"))?;
+            out.push((key.value().to_vec(), value.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Runs `apply` in one write transaction and commits it; when this returns `Ok` the
+    /// changes are on disk if `durable`, and otherwise survive a crash only once a later
+    /// durable commit returns. If `apply` fails, nothing it wrote is committed. Blocks the
+    /// calling thread while another write runs: call it from a thread of its own.
+    pub fn write<T, E>(
+        &self,
+        durable: bool,
+        apply: impl FnOnce(&WriteTransaction) -> Result<T, E>,
+    ) -> Result<Result<T, E>, StoreError> {
+        let mut txn = self.db.begin_write().map_err(io("begin write"))?;
+        if !durable {
+            txn.set_durability(redb::Durability::None).map_err(|e| StoreError::Io {
+                operation: "set durability",
+                source: redb::Error::Corrupted(e.to_string()),
+            })?;
+        }
+        match apply(&txn) {
+            Ok(value) => {
+                txn.commit().map_err(StoreError::Commit)?;
+                Ok(Ok(value))
+            }
+            Err(err) => {
+                txn.abort().map_err(io("abort"))?;
+                Ok(Err(err))
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").finish_non_exhaustive()
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix` (`None`: no such key).
+fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// Inside a write transaction: the value at `key` in `table`, including this
+/// transaction's own writes.
+pub fn get_in(txn: &WriteTransaction, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    let table = txn.open_table(table.definition()).map_err(io("open table"))?;
+    let value = table.get(key).map_err(io("get"))?.map(|value| value.value().to_vec());
+    Ok(value)
+}
+
+/// Inside a write transaction: `value` at `key` in `table`, or removes it when `None`.
+pub fn put(txn: &WriteTransaction, table: Table, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
+    let mut table = txn.open_table(table.definition()).map_err(io("open table"))?;
+    match value {
+        Some(value) => table.insert(key, value).map(drop).map_err(io("insert")),
+        None => table.remove(key).map(drop).map_err(io("remove")),
+    }
+}
+
+#[cfg(test)]
+mod tests;
