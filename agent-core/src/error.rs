@@ -213,3 +213,22 @@ pub enum ReplyError {
     #[error("reply not delivered: {0}")]
     Send(SendFailure),
 }
+
+/// `err` followed by each of its sources, joined by ": ", for messages and logs that must
+/// name the cause (`Display` of most errors shows only the outermost layer).
+///
+/// ```
+/// let inner = std::io::Error::other("disk full");
+/// let outer = agent_core::store::StoreError::Spawn(inner);
+/// assert_eq!(agent_core::error::chain(&outer), "cannot start the committer thread: disk full");
+/// ```
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

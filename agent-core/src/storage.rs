@@ -79,11 +79,7 @@ impl Storage {
 
     /// Removes `key`; returns whether it was present.
     pub fn remove(&self, key: &str) -> Result<bool, StorageError> {
-        let present = self.contains(key)?;
-        if present {
-            self.store.put(TABLE, self.key(key), None)?;
-        }
-        Ok(present)
+        Ok(self.store.remove(TABLE, self.key(key))?)
     }
 
     /// Whether `key` holds a value.

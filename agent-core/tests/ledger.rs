@@ -289,3 +289,48 @@ proptest! {
         });
     }
 }
+
+/// A ledger on disk whose disk fails on demand, with 100 tokens minted to alice.
+async fn faulty_ledger(dir: &std::path::Path) -> (LocalLedger, agent_core::store::Faults, Identity) {
+    let mint = Identity::from_seed("faulty mint");
+    let faults = agent_core::store::Faults::new();
+    let config = LocalLedgerConfig::default().with_path(dir).with_authority(mint.address());
+    let ledger = LocalLedger::open(config.with_faults(faults.clone())).unwrap();
+    let alice = Identity::from_seed("faulty alice");
+    ledger.submit(Transaction::sign(&mint, 0, Operation::Mint { to: alice.address(), amount: 100 }, "")).await.unwrap();
+    (ledger, faults, alice)
+}
+
+/// The disk fails under the ledger: a transaction that was applied but whose commit failed
+/// is reported as maybe applied (never as "nothing changed"), a refusal stays a refusal,
+/// and after reopening the books balance and every nonce matches the history.
+#[tokio::test]
+async fn a_failed_commit_is_reported_as_maybe_applied() {
+    let bob = Identity::from_seed("faulty bob").address();
+
+    let refused_dir = tempfile::tempdir().unwrap();
+    let (ledger, faults, alice) = faulty_ledger(refused_dir.path()).await;
+    faults.fail_syncs(true);
+    let replay = Transaction::sign(&alice, 7, Operation::Transfer { to: bob, amount: 1 }, "");
+    let refused = ledger.submit(replay).await;
+    assert!(matches!(refused, Err(LedgerError::NonceMismatch { .. })), "a refusal stays a refusal: {refused:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (ledger, faults, alice) = faulty_ledger(dir.path()).await;
+    faults.fail_syncs(true);
+    let transfer = Transaction::sign(&alice, 0, Operation::Transfer { to: bob, amount: 30 }, "");
+    match ledger.submit(transfer).await {
+        Err(LedgerError::Unavailable(reason)) => assert!(reason.contains("injected fault"), "{reason}"),
+        other => panic!("a failed commit must be 'may have been applied', got {other:?}"),
+    }
+    faults.fail_syncs(false);
+    drop(ledger);
+
+    let ledger = LocalLedger::open(LocalLedgerConfig::default().with_path(dir.path())).unwrap();
+    assert_eq!(ledger.supply().unwrap(), 100);
+    assert_eq!(ledger.audit_total().unwrap(), 100, "nothing half applied");
+    let history = ledger.history(alice.address(), 100).await.unwrap();
+    let sent = history.iter().filter(|r| r.tx.signer == alice.address()).count() as u64;
+    assert_eq!(ledger.next_nonce(alice.address()).await.unwrap(), sent);
+    assert_eq!(ledger.balance(bob).await.unwrap(), 30 * u128::from(sent == 1));
+}

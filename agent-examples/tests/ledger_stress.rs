@@ -1,6 +1,6 @@
 //! 64 wallets transferring at once through a running `ledger-node`: every transfer is
-//! acknowledged, and each is in the ledger afterwards. A hung store fails the test through
-//! its own deadlines.
+//! acknowledged, and each is in the ledger afterwards, also after a kill -9 and a restart
+//! of the node. A hung store fails the test through its own deadlines.
 
 mod common;
 
@@ -26,8 +26,10 @@ async fn sixty_four_concurrent_transfers_are_all_acknowledged() {
         &format!("/ip4/127.0.0.1/tcp/{port}"),
         "--authority",
         &mint.address().to_string(),
+        "--node-seed",
+        "ledger stress node",
     ]);
-    let node = Node::spawn(env!("CARGO_BIN_EXE_ledger-node"), &args);
+    let mut node = Node::spawn(env!("CARGO_BIN_EXE_ledger-node"), &args);
     let ledger = Arc::new(RemoteLedger::new(node.peer_id, node.addrs.clone()).unwrap());
     let faucet = Wallet::new(mint, ledger.clone());
     let sink = Identity::from_seed("stress sink").address();
@@ -47,10 +49,26 @@ async fn sixty_four_concurrent_transfers_are_all_acknowledged() {
             result.unwrap().unwrap_or_else(|e| panic!("round {round}: transfer {i} refused: {e}"));
         }
     }
-    for wallet in &wallets {
+    check(&ledger, &wallets, sink).await;
+    // Acknowledged means on disk: kill -9, restart on the same port, and it all is back.
+    node.kill();
+    let _restarted = Node::spawn(env!("CARGO_BIN_EXE_ledger-node"), &args);
+    let mut answered = false;
+    for _ in 0..100 {
+        if ledger.balance(sink).await.is_ok() {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered, "the restarted node answers");
+    check(&ledger, &wallets, sink).await;
+}
+
+async fn check(ledger: &RemoteLedger, wallets: &[Wallet], sink: agent_core::Address) {
+    for wallet in wallets {
         assert_eq!(ledger.balance(wallet.address()).await.unwrap(), 1_000 - 10 * u128::from(ROUNDS));
         assert_eq!(ledger.next_nonce(wallet.address()).await.unwrap(), ROUNDS);
     }
     assert_eq!(ledger.balance(sink).await.unwrap(), 10 * WALLETS as u128 * u128::from(ROUNDS));
-    drop(node);
 }

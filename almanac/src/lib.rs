@@ -113,7 +113,9 @@ pub enum AlmanacError {
     /// The almanac could not be reached or did not answer.
     #[error("almanac unavailable: {0}")]
     Unavailable(String),
-    /// The almanac's storage failed.
+    /// The almanac's storage failed. A registration that gets this answer may still be
+    /// stored, and is visible to lookups until the almanac restarts: registering the same
+    /// record again is harmless and tells which.
     #[error("almanac storage failed: {0}")]
     Storage(String),
 }

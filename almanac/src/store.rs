@@ -397,19 +397,7 @@ impl Almanac {
 
 /// A database failure as the almanac reports it, with its cause chain.
 fn storage(err: agent_core::store::StoreError) -> AlmanacError {
-    AlmanacError::Storage(error_chain(&err))
-}
-
-/// `err` and each of its sources, joined by ": ".
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    AlmanacError::Storage(agent_core::error::chain(&err))
 }
 
 fn index(state: &mut State, record: &Registration) {

@@ -1,6 +1,6 @@
 //! 64 registrations at once against a running `almanac` server: every one is acknowledged
-//! (stored on disk), and each can be looked up afterwards. A hung store fails the test
-//! through its own deadlines.
+//! (stored on disk), and each can be looked up afterwards, also after a kill -9 and a
+//! restart of the server. A hung store fails the test through its own deadlines.
 
 mod common;
 
@@ -15,7 +15,8 @@ const ROUNDS: u64 = 10;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_concurrent_registrations_are_all_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), free_port());
+    let port = free_port();
+    let mut server = start(dir.path(), port);
     let remote = RemoteAlmanac::new(server.peer_id, vec![server.addr.clone()]).unwrap();
     // 64 registrants at once, each renewing its registration ROUNDS times in a row, so
     // registrations keep meeting the flushes of others.
@@ -43,11 +44,29 @@ async fn sixty_four_concurrent_registrations_are_all_acknowledged() {
         failures.len(),
         &failures[..failures.len().min(3)]
     );
-    for r in results.into_iter().map(Result::unwrap) {
+    let last: Vec<_> = results.into_iter().map(Result::unwrap).collect();
+    for r in &last {
         let stored = tokio::time::timeout(Duration::from_secs(10), remote.lookup(&r.address))
             .await
             .expect("a lookup is answered")
             .unwrap();
-        assert_eq!(stored, r, "the last registration is the one stored");
+        assert_eq!(&stored, r, "the last registration is the one stored");
+    }
+    // Acknowledged means on disk: kill -9, restart, and every last registration is back.
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let _restarted = start(dir.path(), port);
+    for r in &last {
+        let mut stored = None;
+        for _ in 0..50 {
+            match tokio::time::timeout(Duration::from_secs(10), remote.lookup(&r.address)).await {
+                Ok(Ok(found)) => {
+                    stored = Some(found);
+                    break;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        assert_eq!(stored.as_ref(), Some(r), "after the restart, the last registration is the one stored");
     }
 }

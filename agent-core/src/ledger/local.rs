@@ -26,11 +26,18 @@ pub struct LocalLedgerConfig {
     authority: Option<Address>,
     durable: bool,
     clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+    faults: Option<crate::store::Faults>,
 }
 
 impl Default for LocalLedgerConfig {
     fn default() -> Self {
-        LocalLedgerConfig { path: None, authority: None, durable: true, clock: Arc::new(crate::envelope::unix_now_ms) }
+        LocalLedgerConfig {
+            path: None,
+            authority: None,
+            durable: true,
+            clock: Arc::new(crate::envelope::unix_now_ms),
+            faults: None,
+        }
     }
 }
 
@@ -53,6 +60,13 @@ impl LocalLedgerConfig {
     /// are then committed without a disk sync, and an idle committer syncs every 500 ms.
     pub fn with_durable(mut self, durable: bool) -> Self {
         self.durable = durable;
+        self
+    }
+
+    /// Disk faults on demand, for tests and simulations of a failing disk (default: none).
+    /// They apply to a ledger with a path; one without a path is held in memory.
+    pub fn with_faults(mut self, faults: crate::store::Faults) -> Self {
+        self.faults = Some(faults);
         self
     }
 
@@ -146,22 +160,16 @@ impl Account {
 }
 
 fn storage(e: impl std::error::Error) -> LedgerError {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    LedgerError::Storage(text)
+    LedgerError::Storage(crate::error::chain(&e))
 }
 
 impl LocalLedger {
     /// Opens (or creates) a ledger.
     pub fn open(config: LocalLedgerConfig) -> Result<LocalLedger, LedgerError> {
-        let db = match &config.path {
-            Some(dir) => Database::open_in(dir, "ledger.redb"),
-            None => Database::temporary(),
+        let db = match (&config.path, &config.faults) {
+            (Some(dir), Some(faults)) => Database::open_with_faults(dir.join("ledger.redb"), faults.clone()),
+            (Some(dir), None) => Database::open_in(dir, "ledger.redb"),
+            (None, _) => Database::temporary(),
         }
         .map_err(storage)?;
         let inner = Arc::new(Inner { db, config });
@@ -231,12 +239,16 @@ impl Inner {
     fn commit_loop(&self, queue: std::sync::mpsc::Receiver<Job>) {
         use std::sync::mpsc::RecvTimeoutError;
         let mut unsynced = false;
+        let mut last_sync = std::time::Instant::now();
         loop {
             let first = match queue.recv_timeout(IDLE_FLUSH) {
                 Ok(job) => job,
                 Err(RecvTimeoutError::Timeout) => {
-                    if unsynced && self.sync().is_ok() {
-                        unsynced = false;
+                    if unsynced {
+                        match self.sync() {
+                            Ok(()) => (unsynced, last_sync) = (false, std::time::Instant::now()),
+                            Err(err) => tracing::error!(error = %crate::error::chain(&err), "ledger sync failed"),
+                        }
                     }
                     continue;
                 }
@@ -250,18 +262,34 @@ impl Inner {
                 }
             }
             let now_ms = (self.config.clock)();
-            let durable = self.config.durable;
-            let results = match self.db.write(durable, |txn| self.apply_group(txn, &batch, now_ms)) {
-                Ok(Ok(results)) => {
-                    unsynced |= !durable;
-                    results
+            // In non-durable mode, a group is still synced every IDLE_FLUSH under steady load.
+            let durable = self.config.durable || last_sync.elapsed() >= IDLE_FLUSH;
+            let mut applied = Vec::new();
+            let outcome = self.db.write(durable, |txn| {
+                applied = self.apply_group(txn, &batch, now_ms)?;
+                Ok::<(), LedgerError>(())
+            });
+            let results = match outcome {
+                Ok(Ok(())) => {
+                    if durable {
+                        (unsynced, last_sync) = (false, std::time::Instant::now());
+                    } else {
+                        unsynced = true;
+                    }
+                    applied
                 }
                 // Nothing of the group was committed.
                 Ok(Err(err)) => vec![Err(err); batch.len()],
                 Err(StoreError::Commit(err)) => {
-                    tracing::error!(error = %err, "ledger commit failed");
-                    let reason = format!("the ledger's commit failed ({err})");
-                    vec![Err(LedgerError::Unavailable(reason)); batch.len()]
+                    let reason = crate::error::chain(&err);
+                    tracing::error!(error = %reason, "ledger commit failed");
+                    // Refusals stand; what was applied may or may not have reached the disk.
+                    let maybe = |result: Result<Receipt, LedgerError>| {
+                        result.and_then(|_| {
+                            Err(LedgerError::Unavailable(format!("the ledger's commit failed: {reason}")))
+                        })
+                    };
+                    applied.into_iter().map(maybe).collect()
                 }
                 Err(err) => vec![Err(storage(err)); batch.len()],
             };
@@ -272,7 +300,7 @@ impl Inner {
         }
         if unsynced {
             if let Err(err) = self.sync() {
-                tracing::error!(error = %err, "final ledger sync failed");
+                tracing::error!(error = %crate::error::chain(&err), "final ledger sync failed");
             }
         }
     }

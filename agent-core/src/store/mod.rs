@@ -20,6 +20,7 @@
 //! Each file is opened by one `Database` at a time (a second open in the same process fails
 //! with [`StoreError::Open`]); it is released when the last handle is dropped.
 
+mod faults;
 mod write_behind;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use std::sync::Arc;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
+pub use faults::Faults;
 pub use write_behind::WriteBehind;
 
 /// A table: byte keys to byte values, created on its first write. Declare each as a
@@ -81,10 +83,34 @@ pub enum StoreError {
         #[source]
         source: redb::Error,
     },
-    /// Writes were queued but the commit that should have made them durable failed; they
-    /// are retried by the next commit, and until one succeeds they may be lost on a crash.
-    #[error("commit failed, writes not yet durable: {0}")]
-    NotDurable(Arc<str>),
+    /// The directory holds a database of the sled engine that earlier versions of Agora
+    /// used. It is not read (its data would silently be missing), nor touched.
+    #[error(
+        "{dir} holds a sled database from an earlier Agora version; it is left untouched. \
+         Move it aside to start empty, or migrate it with the earlier version's export"
+    )]
+    LegacyDatabase {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// Writes were queued but the commit that should have made them durable failed (the
+    /// source says why). They stay queued and are retried; until a retry succeeds they may
+    /// be lost on a crash.
+    #[error("writes not yet durable")]
+    NotDurable(#[source] Arc<StoreError>),
+    /// Writes were refused because commits have been failing and the queue of writes
+    /// waiting for one is full. Nothing was queued.
+    #[error("{queued} writes already wait for a commit that keeps failing; write refused")]
+    Backlog {
+        /// How many writes wait.
+        queued: usize,
+        /// Why the last commit failed.
+        #[source]
+        last_failure: Arc<StoreError>,
+    },
+    /// The committer thread could not be started.
+    #[error("cannot start the committer thread")]
+    Spawn(#[source] std::io::Error),
     /// The commit itself failed: its writes may or may not be on disk. Read the state back
     /// to learn which.
     #[error("commit failed; its writes may or may not be on disk")]
@@ -130,8 +156,35 @@ impl Database {
     }
 
     /// Opens the database named `name` inside the directory `dir` (created if missing).
+    /// A directory that holds a sled database of an earlier Agora version is refused with
+    /// [`StoreError::LegacyDatabase`], so old data is never silently ignored.
     pub fn open_in(dir: impl AsRef<Path>, name: &str) -> Result<Database, StoreError> {
-        Self::open(dir.as_ref().join(name))
+        let dir = dir.as_ref();
+        // sled keeps a `conf` file and a `db` file side by side in its directory.
+        if dir.join("conf").is_file() && dir.join("db").is_file() {
+            return Err(StoreError::LegacyDatabase { dir: dir.to_path_buf() });
+        }
+        Self::open(dir.join(name))
+    }
+
+    /// Opens (or creates) the database file `file` with `faults` able to make its writes
+    /// and syncs fail, for tests of what a store does when its disk fails.
+    pub fn open_with_faults(file: impl AsRef<Path>, faults: Faults) -> Result<Database, StoreError> {
+        let file = file.as_ref();
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { path: dir.to_path_buf(), source })?;
+        }
+        let open = |source| StoreError::Open { path: file.to_path_buf(), source };
+        let handle = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(file)
+            .map_err(|e| open(redb::DatabaseError::Storage(redb::StorageError::Io(e))))?;
+        let backend = faults::FaultyFile::new(handle, faults).map_err(open)?;
+        let db = redb::Builder::new().create_with_backend(backend).map_err(open)?;
+        Ok(Database { db: Arc::new(db) })
     }
 
     /// A database held in memory, gone when the last handle is dropped.
@@ -204,10 +257,7 @@ impl Database {
     ) -> Result<Result<T, E>, StoreError> {
         let mut txn = self.db.begin_write().map_err(io("begin write"))?;
         if !durable {
-            txn.set_durability(redb::Durability::None).map_err(|e| StoreError::Io {
-                operation: "set durability",
-                source: redb::Error::Corrupted(e.to_string()),
-            })?;
+            txn.set_durability(redb::Durability::None).map_err(io("set durability"))?;
         }
         match apply(&txn) {
             Ok(value) => {

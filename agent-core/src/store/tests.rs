@@ -1,4 +1,3 @@
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Database, StoreError, Table, WriteBehind};
@@ -89,10 +88,96 @@ async fn dropping_the_last_handle_commits_what_was_queued() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("drop.redb");
     let store = WriteBehind::new(Database::open(&file).unwrap()).unwrap();
-    let clone = Arc::new(store.clone());
-    store.put(ITEMS, b"late".to_vec(), Some(b"kept".to_vec())).unwrap();
+    let clone = store.clone();
+    // Far more writes than one commit takes in the time it takes to queue them, so some
+    // are still queued when the handles go.
+    for i in 0..20_000u32 {
+        store.put(ITEMS, i.to_be_bytes().to_vec(), Some(b"kept".to_vec())).unwrap();
+    }
     drop(store);
     drop(clone);
     let reopened = Database::open(&file).unwrap();
-    assert_eq!(reopened.get(ITEMS, b"late").unwrap().as_deref(), Some(&b"kept"[..]));
+    assert_eq!(reopened.scan_prefix(ITEMS, b"").unwrap().len(), 20_000);
+}
+
+/// A file whose syncs fail: flushes say the writes are not durable, and why; readers still
+/// see them; later flushes keep failing (the engine refuses writes after an I/O error until
+/// it is reopened), and reopening finds everything that was durable before.
+#[tokio::test]
+async fn a_failing_disk_is_reported_and_what_was_durable_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("faulty.redb");
+    let faults = super::Faults::new();
+    let store = WriteBehind::new(Database::open_with_faults(&file, faults.clone()).unwrap()).unwrap();
+    store.put(ITEMS, b"before".to_vec(), Some(b"1".to_vec())).unwrap();
+    store.flush().await.unwrap();
+
+    faults.fail_syncs(true);
+    store.put(ITEMS, b"during".to_vec(), Some(b"2".to_vec())).unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), store.flush()).await.unwrap().unwrap_err();
+    assert!(matches!(err, StoreError::NotDurable(_)), "{err:?}");
+    assert!(crate::error::chain(&err).contains("injected fault"), "the cause is named: {}", crate::error::chain(&err));
+    assert_eq!(store.get(ITEMS, b"during").unwrap().as_deref(), Some(&b"2"[..]), "still readable");
+
+    faults.fail_syncs(false);
+    store.put(ITEMS, b"after".to_vec(), Some(b"3".to_vec())).unwrap();
+    let later = tokio::time::timeout(Duration::from_secs(10), store.flush()).await.unwrap();
+    assert!(later.is_err(), "never reported durable while the engine refuses writes");
+    drop(store);
+    let reopened = Database::open(&file).unwrap();
+    assert_eq!(reopened.get(ITEMS, b"before").unwrap().as_deref(), Some(&b"1"[..]));
+}
+
+#[tokio::test]
+async fn writes_are_refused_once_a_failing_disk_has_a_full_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = super::Faults::new();
+    let store =
+        WriteBehind::new(Database::open_with_faults(dir.path().join("full.redb"), faults.clone()).unwrap()).unwrap();
+    faults.fail_syncs(true);
+    store.put(ITEMS, b"first".to_vec(), Some(vec![])).unwrap();
+    assert!(store.flush().await.is_err());
+    let mut refused = None;
+    for i in 0..super::write_behind::MAX_BACKLOG as u64 + 10 {
+        if let Err(err) = store.put(ITEMS, i.to_be_bytes().to_vec(), Some(vec![])) {
+            refused = Some(err);
+            break;
+        }
+    }
+    assert!(matches!(refused, Some(StoreError::Backlog { .. })), "{refused:?}");
+    faults.fail_syncs(false);
+}
+
+#[test]
+fn a_file_is_opened_once_and_an_old_sled_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Database::open_in(dir.path(), "one.redb").unwrap();
+    assert!(matches!(Database::open_in(dir.path(), "one.redb"), Err(StoreError::Open { .. })));
+    drop(first);
+    Database::open_in(dir.path(), "one.redb").unwrap();
+
+    let old = tempfile::tempdir().unwrap();
+    std::fs::write(old.path().join("conf"), b"segment_size: 524288").unwrap();
+    std::fs::write(old.path().join("db"), b"sled data").unwrap();
+    let err = Database::open_in(old.path(), "storage.redb").unwrap_err();
+    assert!(matches!(err, StoreError::LegacyDatabase { .. }), "{err:?}");
+    assert!(!old.path().join("storage.redb").exists(), "nothing created beside the old data");
+}
+
+#[tokio::test]
+async fn of_two_concurrent_removals_one_finds_the_value() {
+    let store = WriteBehind::new(Database::temporary().unwrap()).unwrap();
+    for round in 0..200u32 {
+        let key = round.to_be_bytes().to_vec();
+        store.put(ITEMS, key.clone(), Some(vec![1])).unwrap();
+        if round % 2 == 0 {
+            store.flush().await.unwrap(); // Half the time from the database, half from the queue.
+        }
+        let (a, b) = (store.clone(), store.clone());
+        let (k1, k2) = (key.clone(), key.clone());
+        let first = std::thread::spawn(move || a.remove(ITEMS, k1).unwrap());
+        let second = std::thread::spawn(move || b.remove(ITEMS, k2).unwrap());
+        let found = [first.join().unwrap(), second.join().unwrap()];
+        assert_eq!(found.iter().filter(|f| **f).count(), 1, "round {round}: {found:?}");
+    }
 }

@@ -2,12 +2,13 @@
 //! and committed in groups by one thread; [`WriteBehind::flush`] waits for the commit that
 //! covers every write made before it.
 //!
-//! Every flush of the database goes through that one thread, so concurrent flushes cannot
+//! Every commit of the database goes through that one thread, so concurrent flushes cannot
 //! race inside the engine, and 64 agents flushing at once cost one disk sync per group,
 //! not 64.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
@@ -31,9 +32,10 @@ struct Shared {
     progress: tokio::sync::watch::Sender<Progress>,
 }
 
-/// Writes not yet committed. `pending` has no size cap of its own: it holds at most one
-/// entry per key written since the last commit (a rewrite replaces the entry), so it is
-/// bounded by what the writers store, and the committer drains it continuously.
+/// Writes not yet committed. While commits succeed, `pending` needs no cap of its own: it
+/// holds at most one entry per key written since the last commit began (a rewrite replaces
+/// the entry) and the committer drains it continuously. While commits fail it could grow
+/// without end, so then writes beyond [`MAX_BACKLOG`] are refused.
 #[derive(Default)]
 struct Queue {
     /// Written since the current commit began.
@@ -42,6 +44,8 @@ struct Queue {
     committing: Arc<Writes>,
     /// Sequence number of the latest write.
     written: u64,
+    /// Why the last commit failed, while it is not followed by a successful one.
+    failing: Option<Arc<StoreError>>,
     closing: bool,
 }
 
@@ -50,8 +54,14 @@ struct Progress {
     /// Every write up to this sequence number is on disk.
     durable: u64,
     /// The last commit failed: writes up to this number wait for a retry.
-    failed: Option<(u64, Arc<str>)>,
+    failed: Option<(u64, Arc<StoreError>)>,
 }
+
+/// Writes that may wait while commits fail, at most.
+pub(super) const MAX_BACKLOG: usize = 65_536;
+/// The first wait before retrying a failed commit; it doubles up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_millis(50);
+const MAX_RETRY: Duration = Duration::from_secs(5);
 
 /// Owns the committer thread: dropping it closes the queue and waits for the last commit.
 struct Committer {
@@ -71,8 +81,23 @@ impl Drop for Committer {
     }
 }
 
-/// How long a failed commit waits before it is retried.
-const RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+/// Whatever way the committer thread ends, including a panic, no writer is left waiting:
+/// the queue closes and every waiting flush is told its writes were not committed.
+struct EndOfCommits<'a>(&'a Shared);
+
+impl Drop for EndOfCommits<'_> {
+    fn drop(&mut self) {
+        let mut queue = self.0.queue.lock();
+        queue.closing = true;
+        if queue.pending.is_empty() && queue.committing.is_empty() {
+            return;
+        }
+        let last = queue.written;
+        drop(queue);
+        let closed = Arc::new(StoreError::Closed);
+        self.0.progress.send_modify(|p| p.failed = Some((last, closed)));
+    }
+}
 
 impl WriteBehind {
     /// Starts the committer thread for `db`.
@@ -83,7 +108,7 @@ impl WriteBehind {
         let thread = std::thread::Builder::new()
             .name("storage-committer".into())
             .spawn(move || worker.commit_loop())
-            .map_err(|e| StoreError::NotDurable(format!("cannot start the committer thread: {e}").into()))?;
+            .map_err(StoreError::Spawn)?;
         let committer = Arc::new(Committer { shared: Arc::clone(&shared), thread: Mutex::new(Some(thread)) });
         Ok(WriteBehind { shared, _committer: committer })
     }
@@ -95,12 +120,8 @@ impl WriteBehind {
 
     /// The value at `key` in `table`, including writes not yet committed.
     pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let lookup = (table, key.to_vec());
-        {
-            let queue = self.shared.queue.lock();
-            if let Some(value) = queue.pending.get(&lookup).or_else(|| queue.committing.get(&lookup)) {
-                return Ok(value.clone());
-            }
+        if let Some(queued) = self.shared.queue.lock().queued(table, key) {
+            return Ok(queued);
         }
         // Not queued: committed already, and a read that begins now sees that commit.
         self.shared.db.get(table, key)
@@ -111,11 +132,14 @@ impl WriteBehind {
     pub fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
         let queued: Vec<(Vec<u8>, Option<Vec<u8>>)> = {
             let queue = self.shared.queue.lock();
-            let in_table = |(k, _): &(&Key, &Option<Vec<u8>>)| k.0 == table && k.1.starts_with(prefix);
-            // `pending` is newer than `committing`, so it is applied last.
+            let start = (table, prefix.to_vec());
+            let in_scope = |(key, _): &(&Key, &Option<Vec<u8>>)| key.0 == table && key.1.starts_with(prefix);
             let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-            for (k, v) in queue.committing.iter().filter(in_table).chain(queue.pending.iter().filter(in_table)) {
-                merged.insert(k.1.clone(), v.clone());
+            // `pending` is newer than `committing`, so it is applied last.
+            for writes in [&*queue.committing, &queue.pending] {
+                for (key, value) in writes.range(start.clone()..).take_while(in_scope) {
+                    merged.insert(key.1.clone(), value.clone());
+                }
             }
             merged.into_iter().collect()
         };
@@ -131,16 +155,36 @@ impl WriteBehind {
 
     /// Queues `value` at `key` in `table` (or its removal when `None`); readers see it at
     /// once, and it is durable once a later [`flush`](Self::flush) returns.
+    ///
+    /// Fails with [`StoreError::Backlog`] when commits keep failing and too many writes
+    /// already wait, and with [`StoreError::Closed`] once the store is closing.
     pub fn put(&self, table: Table, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), StoreError> {
         let mut queue = self.shared.queue.lock();
-        if queue.closing {
-            return Err(StoreError::Closed);
-        }
+        queue.admit()?;
         queue.pending.insert((table, key), value);
         queue.written += 1;
         drop(queue);
         self.shared.wake.notify_one();
         Ok(())
+    }
+
+    /// Queues the removal of `key` from `table`; returns whether it held a value. The check
+    /// and the removal are one step: of two concurrent removals, one returns true.
+    pub fn remove(&self, table: Table, key: Vec<u8>) -> Result<bool, StoreError> {
+        let mut queue = self.shared.queue.lock();
+        queue.admit()?;
+        let present = match queue.queued(table, &key) {
+            Some(queued) => queued.is_some(),
+            // Read under the lock, so no write to this key can slip in between.
+            None => self.shared.db.get(table, &key)?.is_some(),
+        };
+        if present {
+            queue.pending.insert((table, key), None);
+            queue.written += 1;
+            drop(queue);
+            self.shared.wake.notify_one();
+        }
+        Ok(present)
     }
 
     /// Waits until every write queued before this call is on disk.
@@ -159,7 +203,7 @@ impl WriteBehind {
                 }
                 if let Some((up_to, reason)) = &now.failed {
                     if *up_to >= target {
-                        return Err(StoreError::NotDurable(reason.clone()));
+                        return Err(StoreError::NotDurable(Arc::clone(reason)));
                     }
                 }
             }
@@ -170,8 +214,32 @@ impl WriteBehind {
     }
 }
 
+impl Queue {
+    /// The queued value at `key` (`Some(None)`: a queued removal), newest first.
+    fn queued(&self, table: Table, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        let lookup = (table, key.to_vec());
+        self.pending.get(&lookup).or_else(|| self.committing.get(&lookup)).cloned()
+    }
+
+    /// Whether one more write may be queued.
+    fn admit(&self) -> Result<(), StoreError> {
+        if self.closing {
+            return Err(StoreError::Closed);
+        }
+        if let Some(last_failure) = &self.failing {
+            let queued = self.pending.len() + self.committing.len();
+            if queued >= MAX_BACKLOG {
+                return Err(StoreError::Backlog { queued, last_failure: Arc::clone(last_failure) });
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Shared {
     fn commit_loop(&self) {
+        let _end = EndOfCommits(self);
+        let mut retry = FIRST_RETRY;
         loop {
             let (batch, up_to) = {
                 let mut queue = self.queue.lock();
@@ -190,26 +258,33 @@ impl Shared {
             let committing = std::mem::take(&mut queue.committing);
             match result {
                 Ok(()) => {
+                    queue.failing = None;
                     drop(queue);
+                    retry = FIRST_RETRY;
                     self.progress.send_modify(|p| {
                         p.durable = up_to;
                         p.failed = None;
                     });
                 }
                 Err(err) => {
-                    tracing::error!(error = %err, writes = batch.len(), "storage commit failed; retrying");
+                    let err = Arc::new(err);
+                    if queue.failing.is_none() {
+                        tracing::error!(error = %crate::error::chain(&*err), writes = batch.len(), "storage commit failed; retrying");
+                    }
+                    queue.failing = Some(Arc::clone(&err));
                     // Back into the queue, under anything written since.
                     for (key, value) in committing.iter() {
                         queue.pending.entry(key.clone()).or_insert_with(|| value.clone());
                     }
                     let closing = queue.closing;
                     drop(queue);
-                    self.progress.send_modify(|p| p.failed = Some((up_to, err.to_string().into())));
+                    self.progress.send_modify(|p| p.failed = Some((up_to, err)));
                     if closing {
-                        tracing::error!("storage closed with writes that could not be committed");
+                        tracing::error!(writes = batch.len(), "storage closed with writes it could not commit");
                         return;
                     }
-                    std::thread::sleep(RETRY);
+                    std::thread::sleep(retry);
+                    retry = (retry * 2).min(MAX_RETRY);
                 }
             }
         }
