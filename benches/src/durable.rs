@@ -19,6 +19,8 @@ pub struct Series {
     pub per_second: Vec<u64>,
     /// Resident memory of this process at the end of each second, in bytes.
     pub resident_bytes: Vec<u64>,
+    /// Size of the store's files at the end, in bytes.
+    pub disk_bytes: u64,
     /// Whether the writers were still running normally at the end (false: the runtime
     /// had to be abandoned because it did not shut down within 30 s).
     pub shut_down: bool,
@@ -66,8 +68,9 @@ pub fn storage_flushes(agents: usize, seconds: u64) -> Result<Series, Box<dyn st
     let (per_second, resident_bytes) = sample(&count, seconds);
     stop.store(true, Ordering::Relaxed);
     let shut_down = finish(runtime, async move { bureau.shutdown().await.is_ok() });
+    let disk_bytes = dir_bytes(&dir);
     let _ = std::fs::remove_dir_all(&dir); // Scratch space; a leftover directory is harmless.
-    Ok(Series { per_second, resident_bytes, shut_down })
+    Ok(Series { per_second, resident_bytes, disk_bytes, shut_down })
 }
 
 /// An almanac persisted in a fresh directory, with `registrants` tasks each registering
@@ -111,8 +114,9 @@ pub fn almanac_registrations(registrants: usize, seconds: u64) -> Result<Series,
         drop(almanac);
         true
     });
+    let disk_bytes = dir_bytes(&dir);
     let _ = std::fs::remove_dir_all(&dir); // Scratch space; a leftover directory is harmless.
-    Ok(Series { per_second, resident_bytes, shut_down })
+    Ok(Series { per_second, resident_bytes, disk_bytes, shut_down })
 }
 
 /// Reads `count` and the resident memory once a second for `seconds` seconds; returns
@@ -152,6 +156,12 @@ fn finish(
             false
         }
     }
+}
+
+/// The total size of the files directly in `dir` (0 where unreadable).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let entries = std::fs::read_dir(dir).into_iter().flatten().flatten();
+    entries.filter_map(|entry| entry.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
 }
 
 fn scratch_dir(what: &str) -> std::io::Result<std::path::PathBuf> {

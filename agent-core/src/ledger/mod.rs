@@ -10,6 +10,7 @@
 //! Agents normally use a [`Wallet`](crate::wallet::Wallet), which signs, numbers and
 //! checks transactions for them.
 
+mod apply;
 mod local;
 pub mod service;
 mod tx;

@@ -174,7 +174,10 @@ fn main() {
         return;
     }
     let seconds = 5;
-    println!("{:<8} {:>16} {:>17} {:>9} {:>26}", "engine", "1 writer /s", "64 writers /s", "RSS MiB", "kill -9: acked / missing");
+    println!(
+        "{:<8} {:>16} {:>17} {:>9} {:>26}",
+        "engine", "1 writer /s", "64 writers /s", "RSS MiB", "kill -9: acked / missing"
+    );
     for name in ["sled", "redb"] {
         let before = resident_mib();
         let (one, many) = match name {

@@ -199,8 +199,9 @@ fn soak(seconds: u64) -> Result<String, Box<dyn std::error::Error>> {
     }
     let min = series.per_second.iter().min().copied().unwrap_or(0);
     out += &format!(
-        "mean {:.0} flushes/s, slowest second {min}, shut down cleanly: {}\n",
+        "mean {:.0} flushes/s, slowest second {min}, database file {:.1} MiB, shut down cleanly: {}\n",
         series.mean(),
+        series.disk_bytes as f64 / (1024.0 * 1024.0),
         series.shut_down
     );
     Ok(out)
