@@ -78,6 +78,9 @@ struct State {
     expired: HashMap<Address, u64>,
     manifests: HashMap<ProtocolDigest, Manifest>,
     subscribers: Vec<(Query, mpsc::Sender<Event>)>,
+    /// Registrations queued for the disk and not yet served, the newest per agent: a
+    /// registration is served (and announced) only once it is on disk.
+    persisting: HashMap<Address, Registration>,
 }
 
 const MAX_TOMBSTONES: usize = 100_000;
@@ -105,7 +108,12 @@ impl Almanac {
     /// manifests stored there are loaded first. Expired and unreadable records are dropped
     /// from the database as they are found.
     pub fn open(path: impl AsRef<Path>, config: Config) -> Result<Almanac, AlmanacError> {
-        let db = Database::open_in(path, "almanac.redb").map_err(storage)?;
+        Self::with_database(Database::open_in(path, "almanac.redb").map_err(storage)?, config)
+    }
+
+    /// An almanac persisted in `db`, which may be any [`Database`], for example one whose
+    /// disk fails on demand in a test; what it holds is loaded first, as by [`open`](Self::open).
+    pub fn with_database(db: Database, config: Config) -> Result<Almanac, AlmanacError> {
         let store = WriteBehind::new(db).map_err(storage)?;
         let almanac = Almanac { state: Arc::new(Mutex::new(State::default())), config, db: None };
         let mut stored = Vec::new();
@@ -154,14 +162,64 @@ impl Almanac {
 
     /// Checks and stores `record`. Refused records leave the stored ones untouched.
     /// Registering the same record again is harmless (it is acknowledged as stored).
+    ///
+    /// A persisted almanac writes first and publishes after: the record is served by
+    /// lookups and announced to subscribers only once it is on disk. Registrations of one
+    /// agent reach the disk in sequence order, so the newest one is what a restart finds.
     pub async fn register(&self, record: Registration) -> Result<Registered, AlmanacError> {
-        let registered = self.insert(record, true)?;
-        if let Some(store) = &self.db {
-            // Acknowledge only what is on disk. This also covers an identical record
-            // registered before whose own commit had not yet landed.
-            store.flush().await.map_err(storage)?;
+        let now = (self.config.clock)();
+        let encoded = self.validate(&record, now)?;
+        let registered = Registered { sequence: record.sequence, expires_ms: record.expires_ms };
+        let Some(store) = &self.db else {
+            let mut state = self.state.lock();
+            purge(&mut state, now);
+            if !self.admit(&state, &record, state.records.get(&record.address))? {
+                publish_stored(&mut state, record);
+            }
+            return Ok(registered);
+        };
+        {
+            let mut state = self.state.lock();
+            purge(&mut state, now);
+            if state.records.get(&record.address) == Some(&record) {
+                return Ok(registered); // Served, so already on disk.
+            }
+            // Compared with what is on its way to the disk too, not only with what is served.
+            let newest = state.persisting.get(&record.address).or_else(|| state.records.get(&record.address));
+            if !self.admit(&state, &record, newest)? {
+                // Queued under the state lock: the disk sees one agent's registrations in
+                // the order they were admitted, which is sequence order.
+                store.put(RECORDS, record.address.as_bytes().to_vec(), Some(encoded)).map_err(storage)?;
+                state.persisting.insert(record.address, record.clone());
+            }
         }
+        let flushed = store.flush().await;
+        let mut state = self.state.lock();
+        if state.persisting.get(&record.address) == Some(&record) {
+            state.persisting.remove(&record.address);
+        }
+        // A failed flush leaves the write queued and retried: the record may still be
+        // stored, which `AlmanacError::Storage` says.
+        flushed.map_err(storage)?;
+        publish_stored(&mut state, record);
         Ok(registered)
+    }
+
+    /// Whether `record` is already known (identical to `newest`, the agent's newest
+    /// registration: nothing to store), or an error if it is refused: an older sequence, or
+    /// a full almanac.
+    fn admit(&self, state: &State, record: &Registration, newest: Option<&Registration>) -> Result<bool, AlmanacError> {
+        match newest {
+            Some(newest) if newest == record => Ok(true),
+            Some(newest) if newest.sequence >= record.sequence => {
+                Err(AlmanacError::StaleSequence { stored: newest.sequence, offered: record.sequence })
+            }
+            Some(_) => Ok(false),
+            None if !state.records.contains_key(&record.address) && state.records.len() >= self.config.max_records => {
+                Err(AlmanacError::Full { capacity: self.config.max_records })
+            }
+            None => Ok(false),
+        }
     }
 
     /// Checks `record` and returns its encoding.
@@ -190,42 +248,6 @@ impl Almanac {
             });
         }
         Ok(encoded)
-    }
-
-    fn insert(&self, record: Registration, notify: bool) -> Result<Registered, AlmanacError> {
-        let now = (self.config.clock)();
-        let encoded = self.validate(&record, now)?;
-        let mut state = self.state.lock();
-        purge(&mut state, now);
-        let changed = match state.records.get(&record.address) {
-            Some(stored) if stored == &record => {
-                return Ok(Registered { sequence: record.sequence, expires_ms: record.expires_ms });
-            }
-            Some(stored) if stored.sequence >= record.sequence => {
-                return Err(AlmanacError::StaleSequence { stored: stored.sequence, offered: record.sequence });
-            }
-            Some(_) => true,
-            None if state.records.len() >= self.config.max_records => {
-                return Err(AlmanacError::Full { capacity: self.config.max_records });
-            }
-            None => false,
-        };
-        if let Some(store) = &self.db {
-            // Queued under the state lock, so the database sees registrations of one
-            // address in the order memory does.
-            store.put(RECORDS, record.address.as_bytes().to_vec(), Some(encoded)).map_err(storage)?;
-        }
-        if let Some(old) = state.records.remove(&record.address) {
-            unindex(&mut state, &old);
-        }
-        let registered = Registered { sequence: record.sequence, expires_ms: record.expires_ms };
-        index(&mut state, &record);
-        if notify {
-            let event = if changed { Event::Changed(record.clone()) } else { Event::Registered(record.clone()) };
-            publish(&mut state, &record, event);
-        }
-        state.records.insert(record.address, record);
-        Ok(registered)
     }
 
     /// The registration of `address`.
@@ -398,6 +420,23 @@ impl Almanac {
 /// A database failure as the almanac reports it, with its cause chain.
 fn storage(err: agent_core::store::StoreError) -> AlmanacError {
     AlmanacError::Storage(agent_core::error::chain(&err))
+}
+
+/// Serves `record` (indexes it and tells subscribers), unless a newer or equal sequence
+/// of its agent is served already.
+fn publish_stored(state: &mut State, record: Registration) {
+    let changed = match state.records.get(&record.address) {
+        Some(served) if served.sequence >= record.sequence => return,
+        Some(_) => true,
+        None => false,
+    };
+    if let Some(old) = state.records.remove(&record.address) {
+        unindex(state, &old);
+    }
+    index(state, &record);
+    let event = if changed { Event::Changed(record.clone()) } else { Event::Registered(record.clone()) };
+    publish(state, &record, event);
+    state.records.insert(record.address, record);
 }
 
 fn index(state: &mut State, record: &Registration) {
