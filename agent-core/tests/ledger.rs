@@ -317,20 +317,35 @@ async fn a_failed_commit_is_reported_as_maybe_applied() {
 
     let dir = tempfile::tempdir().unwrap();
     let (ledger, faults, alice) = faulty_ledger(dir.path()).await;
+    let ledger = Arc::new(ledger);
+    let wallet = Wallet::new(alice.clone(), ledger.clone());
     faults.fail_syncs(true);
-    let transfer = Transaction::sign(&alice, 0, Operation::Transfer { to: bob, amount: 30 }, "");
-    match ledger.submit(transfer).await {
-        Err(LedgerError::Unavailable(reason)) => assert!(reason.contains("injected fault"), "{reason}"),
+    match wallet.transfer(bob, 30, "during the fault").await {
+        Err(WalletError::Ledger(LedgerError::Unavailable(reason))) => {
+            assert!(reason.contains("injected fault"), "{reason}")
+        }
         other => panic!("a failed commit must be 'may have been applied', got {other:?}"),
     }
+    // The disk recovers: the ledger reopens its file by itself, and the wallet learns from
+    // the ledger whether the first transfer counted before it signs the next one.
     faults.fail_syncs(false);
+    wallet.transfer(bob, 30, "after the fault").await.unwrap();
+    let check = |ledger: &LocalLedger| {
+        let ledger = ledger.clone();
+        let alice = alice.address();
+        async move {
+            assert_eq!(ledger.supply().unwrap(), 100);
+            assert_eq!(ledger.audit_total().unwrap(), 100, "nothing half applied");
+            let history = ledger.history(alice, 100).await.unwrap();
+            let sent = history.iter().filter(|r| r.tx.signer == alice).count() as u64;
+            assert!(sent == 1 || sent == 2, "{sent} transfers recorded");
+            assert_eq!(ledger.next_nonce(alice).await.unwrap(), sent);
+            assert_eq!(ledger.balance(bob).await.unwrap(), 30 * u128::from(sent), "each recorded transfer paid once");
+        }
+    };
+    check(&ledger).await;
+    drop(wallet);
     drop(ledger);
-
-    let ledger = LocalLedger::open(LocalLedgerConfig::default().with_path(dir.path())).unwrap();
-    assert_eq!(ledger.supply().unwrap(), 100);
-    assert_eq!(ledger.audit_total().unwrap(), 100, "nothing half applied");
-    let history = ledger.history(alice.address(), 100).await.unwrap();
-    let sent = history.iter().filter(|r| r.tx.signer == alice.address()).count() as u64;
-    assert_eq!(ledger.next_nonce(alice.address()).await.unwrap(), sent);
-    assert_eq!(ledger.balance(bob).await.unwrap(), 30 * u128::from(sent == 1));
+    let reopened = LocalLedger::open(LocalLedgerConfig::default().with_path(dir.path())).unwrap();
+    check(&reopened).await;
 }

@@ -28,16 +28,16 @@ pub(super) struct Account {
 }
 
 impl Account {
-    pub(super) fn decode(bytes: Option<Vec<u8>>) -> Account {
+    /// The stored account (a fresh one if none is stored). A record of the wrong size is
+    /// refused as corrupt, never read as an empty account: that would let old nonces
+    /// be replayed.
+    pub(super) fn decode(bytes: Option<Vec<u8>>) -> Result<Account, LedgerError> {
         match bytes {
-            Some(b) if b.len() == 24 => {
-                let mut balance = [0u8; 16];
-                let mut nonce = [0u8; 8];
-                balance.copy_from_slice(&b[..16]);
-                nonce.copy_from_slice(&b[16..]);
-                Account { balance: u128::from_be_bytes(balance), next_nonce: u64::from_be_bytes(nonce) }
-            }
-            _ => Account::default(),
+            None => Ok(Account::default()),
+            Some(b) => Ok(Account {
+                balance: be_u128(b.get(..16).unwrap_or_default(), "account balance")?,
+                next_nonce: be_u64(b.get(16..).unwrap_or_default(), "account nonce")?,
+            }),
         }
     }
 
@@ -67,12 +67,14 @@ pub(super) fn apply_group<'a>(
     now_ms: u64,
     authority: Option<Address>,
 ) -> Result<Vec<Result<Receipt, LedgerError>>, LedgerError> {
-    let mut height = read(txn, META, b"height")?.map(|b| be_u64(&b)).unwrap_or(0);
-    let start = (height, read(txn, META, b"supply")?.map(|b| be_u128(&b)).unwrap_or(0));
+    let mut height = read(txn, META, b"height")?.map(|b| be_u64(&b, "height")).transpose()?.unwrap_or(0);
+    let supply = read(txn, META, b"supply")?.map(|b| be_u128(&b, "supply")).transpose()?.unwrap_or(0);
+    let start = (height, supply);
     let mut supply = start.1;
     let mut results = Vec::new();
     for tx in batch {
-        match plan(txn, tx, now_ms, height + 1, supply, authority) {
+        let next = height.checked_add(1).ok_or_else(|| corrupt("height", 8))?;
+        match plan(txn, tx, now_ms, next, supply, authority) {
             Ok(plan) => {
                 write(txn, &plan)?;
                 height = plan.receipt.height;
@@ -105,7 +107,10 @@ fn plan(
     if tx.nonce != signer.next_nonce {
         return Err(LedgerError::NonceMismatch { account: tx.signer, expected: signer.next_nonce, got: tx.nonce });
     }
-    signer.next_nonce += 1;
+    signer.next_nonce = signer
+        .next_nonce
+        .checked_add(1)
+        .ok_or_else(|| LedgerError::Invalid(format!("account {} has used every nonce", tx.signer)))?;
     let mut accounts = HashMap::new();
     let mut parties = vec![tx.signer];
     let mut escrow = None;
@@ -206,7 +211,7 @@ fn json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, LedgerError> {
 fn account(txn: &WriteTransaction, changed: &HashMap<Address, Account>, who: &Address) -> Result<Account, LedgerError> {
     match changed.get(who) {
         Some(account) => Ok(*account),
-        None => Ok(Account::decode(read(txn, ACCOUNTS, who.as_bytes())?)),
+        None => Account::decode(read(txn, ACCOUNTS, who.as_bytes())?),
     }
 }
 
@@ -231,12 +236,18 @@ fn credit(
     Ok(())
 }
 
-pub(super) fn be_u64(bytes: &[u8]) -> u64 {
-    bytes.try_into().map(u64::from_be_bytes).unwrap_or(0)
+/// A stored big-endian `u64`; a value of the wrong size is reported as corrupt.
+pub(super) fn be_u64(bytes: &[u8], what: &str) -> Result<u64, LedgerError> {
+    bytes.try_into().map(u64::from_be_bytes).map_err(|_| corrupt(what, bytes.len()))
 }
 
-pub(super) fn be_u128(bytes: &[u8]) -> u128 {
-    bytes.try_into().map(u128::from_be_bytes).unwrap_or(0)
+/// A stored big-endian `u128`; a value of the wrong size is reported as corrupt.
+pub(super) fn be_u128(bytes: &[u8], what: &str) -> Result<u128, LedgerError> {
+    bytes.try_into().map(u128::from_be_bytes).map_err(|_| corrupt(what, bytes.len()))
+}
+
+fn corrupt(what: &str, size: usize) -> LedgerError {
+    LedgerError::Storage(format!("the stored {what} is corrupt ({size} bytes)"))
 }
 
 fn storage(e: impl std::error::Error) -> LedgerError {

@@ -1,5 +1,6 @@
 //! The local ledger: accounts, escrows and history in an embedded database
-//! ([`Database`]), acknowledged only after the write is on disk.
+//! ([`Database`]), acknowledged only after the write is on disk (unless configured not to
+//! wait, [`LocalLedgerConfig::with_durable`]).
 //!
 //! One committer thread applies transactions: it takes every transaction waiting (a
 //! group), applies them one after another inside one database transaction, commits that
@@ -143,19 +144,26 @@ impl LocalLedger {
 
     /// All tokens in existence: minted, in accounts or in escrow.
     pub fn supply(&self) -> Result<Amount, LedgerError> {
-        Ok(self.inner.db.get(META, b"supply").map_err(storage)?.map(|b| be_u128(&b)).unwrap_or(0))
+        Ok(self
+            .inner
+            .db
+            .get(META, b"supply")
+            .map_err(storage)?
+            .map(|b| be_u128(&b, "supply"))
+            .transpose()?
+            .unwrap_or(0))
     }
 
     /// How many transactions have been applied.
     pub fn height(&self) -> Result<u64, LedgerError> {
-        Ok(self.inner.db.get(META, b"height").map_err(storage)?.map(|b| be_u64(&b)).unwrap_or(0))
+        Ok(self.inner.db.get(META, b"height").map_err(storage)?.map(|b| be_u64(&b, "height")).transpose()?.unwrap_or(0))
     }
 
     /// The sum of every account balance plus every open escrow (for audits and tests).
     pub fn audit_total(&self) -> Result<Amount, LedgerError> {
         let mut total: Amount = 0;
         for (_, value) in self.inner.db.scan_prefix(ACCOUNTS, b"").map_err(storage)? {
-            total = total.saturating_add(Account::decode(Some(value)).balance);
+            total = total.saturating_add(Account::decode(Some(value))?.balance);
         }
         for (_, value) in self.inner.db.scan_prefix(ESCROWS, b"").map_err(storage)? {
             let escrow: Escrow = serde_json::from_slice(&value).map_err(storage)?;
@@ -290,11 +298,11 @@ impl Ledger for LocalLedger {
     }
 
     async fn balance(&self, account: Address) -> Result<Amount, LedgerError> {
-        Ok(Account::decode(self.inner.db.get(ACCOUNTS, account.as_bytes()).map_err(storage)?).balance)
+        Ok(Account::decode(self.inner.db.get(ACCOUNTS, account.as_bytes()).map_err(storage)?)?.balance)
     }
 
     async fn next_nonce(&self, account: Address) -> Result<u64, LedgerError> {
-        Ok(Account::decode(self.inner.db.get(ACCOUNTS, account.as_bytes()).map_err(storage)?).next_nonce)
+        Ok(Account::decode(self.inner.db.get(ACCOUNTS, account.as_bytes()).map_err(storage)?)?.next_nonce)
     }
 
     async fn history(&self, account: Address, limit: usize) -> Result<Vec<Receipt>, LedgerError> {

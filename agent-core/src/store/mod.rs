@@ -115,6 +115,10 @@ pub enum StoreError {
     /// to learn which.
     #[error("commit failed; its writes may or may not be on disk")]
     Commit(#[source] redb::CommitError),
+    /// The database is being reopened after an I/O error (or, held in memory, cannot be):
+    /// try again later.
+    #[error("the database is being reopened after an I/O error")]
+    Reopening,
     /// The database was closed before the write was committed.
     #[error("the database is closed; the write was not committed")]
     Closed,
@@ -135,9 +139,24 @@ fn io<E: Into<redb::Error>>(operation: &'static str) -> impl FnOnce(E) -> StoreE
 pub type Entry = (Vec<u8>, Vec<u8>);
 
 /// An embedded database. Cheap to clone; clones share the file. See the module docs.
+///
+/// After an I/O error the engine refuses every operation until the file is opened again;
+/// the next write does that (redb repairs the file on opening, back to its last commit),
+/// so a disk that recovers (space freed, device back) makes the store work again without
+/// a restart.
 #[derive(Clone)]
 pub struct Database {
-    db: Arc<redb::Database>,
+    shared: Arc<Handle>,
+}
+
+type Opener = Box<dyn Fn() -> Result<redb::Database, redb::DatabaseError> + Send + Sync>;
+
+struct Handle {
+    /// `None` only while the file is being reopened.
+    engine: parking_lot::RwLock<Option<Arc<redb::Database>>>,
+    /// Opens the file again (none for a database in memory).
+    reopen: Option<Opener>,
+    path: PathBuf,
 }
 
 /// The transaction handed to [`Database::write`]'s closure.
@@ -150,9 +169,14 @@ impl Database {
         if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { path: dir.to_path_buf(), source })?;
         }
-        let db =
-            redb::Database::create(file).map_err(|source| StoreError::Open { path: file.to_path_buf(), source })?;
-        Ok(Database { db: Arc::new(db) })
+        let path = file.to_path_buf();
+        Database::with_opener(path.clone(), Box::new(move || redb::Database::create(&path)))
+    }
+
+    fn with_opener(path: PathBuf, open: Opener) -> Result<Database, StoreError> {
+        let engine = open().map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        let handle = Handle { engine: parking_lot::RwLock::new(Some(Arc::new(engine))), reopen: Some(open), path };
+        Ok(Database { shared: Arc::new(handle) })
     }
 
     /// Opens the database named `name` inside the directory `dir` (created if missing).
@@ -174,17 +198,18 @@ impl Database {
         if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { path: dir.to_path_buf(), source })?;
         }
-        let open = |source| StoreError::Open { path: file.to_path_buf(), source };
-        let handle = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(file)
-            .map_err(|e| open(redb::DatabaseError::Storage(redb::StorageError::Io(e))))?;
-        let backend = faults::FaultyFile::new(handle, faults).map_err(open)?;
-        let db = redb::Builder::new().create_with_backend(backend).map_err(open)?;
-        Ok(Database { db: Arc::new(db) })
+        let path = file.to_path_buf();
+        let open = move || {
+            let handle = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(e)))?;
+            redb::Builder::new().create_with_backend(faults::FaultyFile::new(handle, faults.clone())?)
+        };
+        Database::with_opener(file.to_path_buf(), Box::new(open))
     }
 
     /// A database held in memory, gone when the last handle is dropped.
@@ -192,12 +217,46 @@ impl Database {
         let db = redb::Builder::new()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(|source| StoreError::Open { path: PathBuf::from("(memory)"), source })?;
-        Ok(Database { db: Arc::new(db) })
+        let handle = Handle {
+            engine: parking_lot::RwLock::new(Some(Arc::new(db))),
+            reopen: None,
+            path: PathBuf::from("(memory)"),
+        };
+        Ok(Database { shared: Arc::new(handle) })
+    }
+
+    /// The engine, unless it is being reopened.
+    fn engine(&self) -> Result<Arc<redb::Database>, StoreError> {
+        self.shared.engine.read().clone().ok_or(StoreError::Reopening)
+    }
+
+    /// Closes and opens the file again, after an I/O error made the engine refuse work.
+    /// Waits for no one: if a read is still using the engine, it fails and a later write
+    /// tries again.
+    fn reopen(&self) -> Result<(), StoreError> {
+        let Some(open) = &self.shared.reopen else {
+            return Err(StoreError::Reopening);
+        };
+        let mut slot = self.shared.engine.write();
+        if let Some(current) = slot.take() {
+            match Arc::try_unwrap(current) {
+                Ok(engine) => drop(engine), // Releases the file.
+                Err(in_use) => {
+                    *slot = Some(in_use);
+                    return Err(StoreError::Reopening);
+                }
+            }
+        }
+        let engine = open().map_err(|source| StoreError::Open { path: self.shared.path.clone(), source })?;
+        *slot = Some(Arc::new(engine));
+        tracing::warn!(path = %self.shared.path.display(), "database reopened after an I/O error");
+        Ok(())
     }
 
     /// The value at `key` in `table`, as committed.
     pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let read = self.db.begin_read().map_err(io("begin read"))?;
+        let engine = self.engine()?;
+        let read = engine.begin_read().map_err(io("begin read"))?;
         let table = match read.open_table(table.definition()) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -208,7 +267,8 @@ impl Database {
 
     /// Every entry of `table` whose key starts with `prefix`, in key order, as committed.
     pub fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
-        let read = self.db.begin_read().map_err(io("begin read"))?;
+        let engine = self.engine()?;
+        let read = engine.begin_read().map_err(io("begin read"))?;
         let table = match read.open_table(table.definition()) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -228,7 +288,8 @@ impl Database {
     /// The last `limit` entries of `table` whose key starts with `prefix`, newest (highest
     /// key) first, as committed.
     pub fn last_with_prefix(&self, table: Table, prefix: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError> {
-        let read = self.db.begin_read().map_err(io("begin read"))?;
+        let engine = self.engine()?;
+        let read = engine.begin_read().map_err(io("begin read"))?;
         let table = match read.open_table(table.definition()) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -255,7 +316,16 @@ impl Database {
         durable: bool,
         apply: impl FnOnce(&WriteTransaction) -> Result<T, E>,
     ) -> Result<Result<T, E>, StoreError> {
-        let mut txn = self.db.begin_write().map_err(io("begin write"))?;
+        let engine = self.engine()?;
+        let mut txn = match engine.begin_write() {
+            Ok(txn) => txn,
+            // After an I/O error the engine refuses every write until it is reopened.
+            Err(first) => {
+                drop(engine);
+                self.reopen().map_err(|_| io("begin write")(first))?;
+                self.engine()?.begin_write().map_err(io("begin write"))?
+            }
+        };
         if !durable {
             txn.set_durability(redb::Durability::None).map_err(io("set durability"))?;
         }

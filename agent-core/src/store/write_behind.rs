@@ -15,7 +15,8 @@ use parking_lot::{Condvar, Mutex};
 use super::{Database, Entry, StoreError, Table};
 
 /// A [`Database`] written through one committer thread. Cheap to clone; clones share the
-/// queue. When the last clone is dropped, queued writes are committed and the thread ends.
+/// queue. When the last clone is dropped, queued writes are committed (one last attempt:
+/// if it fails, they are lost and logged) and the thread ends; the drop waits for that.
 #[derive(Clone)]
 pub struct WriteBehind {
     shared: Arc<Shared>,
@@ -89,11 +90,11 @@ impl Drop for EndOfCommits<'_> {
     fn drop(&mut self) {
         let mut queue = self.0.queue.lock();
         queue.closing = true;
-        if queue.pending.is_empty() && queue.committing.is_empty() {
-            return;
-        }
         let last = queue.written;
         drop(queue);
+        if self.0.progress.borrow().durable >= last {
+            return;
+        }
         let closed = Arc::new(StoreError::Closed);
         self.0.progress.send_modify(|p| p.failed = Some((last, closed)));
     }
@@ -283,7 +284,14 @@ impl Shared {
                         tracing::error!(writes = batch.len(), "storage closed with writes it could not commit");
                         return;
                     }
-                    std::thread::sleep(retry);
+                    // Wait before retrying, but not past a close: the last handle's drop waits
+                    // for this thread.
+                    let deadline = std::time::Instant::now() + retry;
+                    let mut queue = self.queue.lock();
+                    while !queue.closing && std::time::Instant::now() < deadline {
+                        self.wake.wait_until(&mut queue, deadline);
+                    }
+                    drop(queue);
                     retry = (retry * 2).min(MAX_RETRY);
                 }
             }
