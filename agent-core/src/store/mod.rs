@@ -255,56 +255,36 @@ impl Database {
 
     /// The value at `key` in `table`, as committed.
     pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let engine = self.engine()?;
-        let read = engine.begin_read().map_err(io("begin read"))?;
-        let table = match read.open_table(table.definition()) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(io("open table")(e)),
-        };
-        Ok(table.get(key).map_err(io("get"))?.map(|value| value.value().to_vec()))
+        self.read(table, |table| match table {
+            Some(table) => Ok(table.get(key).map_err(io("get"))?.map(|value| value.value().to_vec())),
+            None => Ok(None),
+        })
     }
 
     /// Every entry of `table` whose key starts with `prefix`, in key order, as committed.
     pub fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
-        let engine = self.engine()?;
-        let read = engine.begin_read().map_err(io("begin read"))?;
-        let table = match read.open_table(table.definition()) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(io("open table")(e)),
-        };
-        let mut out = Vec::new();
-        for entry in table.range::<&[u8]>(prefix..).map_err(io("scan"))? {
-            let (key, value) = entry.map_err(io("scan"))?;
-            if !key.value().starts_with(prefix) {
-                break;
-            }
-            out.push((key.value().to_vec(), value.value().to_vec()));
-        }
-        Ok(out)
+        self.read(table, |table| collect(table, prefix, usize::MAX, false))
     }
 
     /// The last `limit` entries of `table` whose key starts with `prefix`, newest (highest
     /// key) first, as committed.
     pub fn last_with_prefix(&self, table: Table, prefix: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError> {
+        self.read(table, |table| collect(table, prefix, limit, true))
+    }
+
+    /// Runs `read` on a snapshot of `table` (`None`: the table was never written).
+    fn read<T>(
+        &self,
+        table: Table,
+        read: impl FnOnce(Option<&ReadTable>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let engine = self.engine()?;
-        let read = engine.begin_read().map_err(io("begin read"))?;
-        let table = match read.open_table(table.definition()) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(io("open table")(e)),
-        };
-        let range = match successor(prefix) {
-            Some(end) => table.range::<&[u8]>(prefix..end.as_slice()),
-            None => table.range::<&[u8]>(prefix..),
-        };
-        let mut out = Vec::new();
-        for entry in range.map_err(io("scan"))?.rev().take(limit) {
-            let (key, value) = entry.map_err(io("scan"))?;
-            out.push((key.value().to_vec(), value.value().to_vec()));
+        let snapshot = engine.begin_read().map_err(io("begin read"))?;
+        match snapshot.open_table(table.definition()) {
+            Ok(table) => read(Some(&table)),
+            Err(redb::TableError::TableDoesNotExist(_)) => read(None),
+            Err(e) => Err(io("open table")(e)),
         }
-        Ok(out)
     }
 
     /// Runs `apply` in one write transaction and commits it; when this returns `Ok` the
@@ -346,6 +326,33 @@ impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Database").finish_non_exhaustive()
     }
+}
+
+type ReadTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
+
+/// Up to `limit` entries of `table` whose key starts with `prefix`, in key order or
+/// (`newest_first`) reversed.
+fn collect(
+    table: Option<&ReadTable>,
+    prefix: &[u8],
+    limit: usize,
+    newest_first: bool,
+) -> Result<Vec<Entry>, StoreError> {
+    let Some(table) = table else {
+        return Ok(Vec::new());
+    };
+    let range = match successor(prefix) {
+        Some(end) => table.range::<&[u8]>(prefix..end.as_slice()),
+        None => table.range::<&[u8]>(prefix..),
+    }
+    .map_err(io("scan"))?;
+    let entries: Box<dyn Iterator<Item = _>> = if newest_first { Box::new(range.rev()) } else { Box::new(range) };
+    let mut out = Vec::new();
+    for entry in entries.take(limit) {
+        let (key, value) = entry.map_err(io("scan"))?;
+        out.push((key.value().to_vec(), value.value().to_vec()));
+    }
+    Ok(out)
 }
 
 /// The smallest key greater than every key starting with `prefix` (`None`: no such key).
