@@ -9,9 +9,12 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use agent_core::ledger::{LocalLedger, LocalLedgerConfig, Operation};
+use agent_core::ledger::{LocalLedger, LocalLedgerConfig, Operation, Units};
 use agent_core::{Address, Agent, Bureau, Config, Context, Identity, Message, Protocol, Wallet};
 use serde::{Deserialize, Serialize};
+
+/// The demo's money is in euro cents: two decimals.
+const CENTS: u32 = 2;
 
 /// Asks an airline for a price.
 #[derive(Debug, Clone, Serialize, Deserialize, Message)]
@@ -85,7 +88,7 @@ async fn shop(ctx: &Context, airlines: &[Address], route: &str, seats: u32) -> a
     for &airline in airlines {
         let request = QuoteRequest { route: route.to_owned(), seats };
         let quote: Quote = ctx.request(airline, request, Duration::from_secs(2)).await?;
-        println!("  {} quotes {route} x{seats}: {:.2} EUR", quote.airline, quote.price_cents as f64 / 100.0);
+        println!("  {} quotes {route} x{seats}: {} EUR", quote.airline, Units::new(quote.price_cents.into(), CENTS));
         if best.as_ref().is_none_or(|(_, b)| quote.price_cents < b.price_cents) {
             best = Some((airline, quote));
         }
@@ -116,14 +119,15 @@ async fn main() -> anyhow::Result<()> {
     println!("  traveller {traveller}");
     let ctx = bureau.context(traveller).ok_or_else(|| anyhow::anyhow!("traveller is not running"))?;
     let faucet = Wallet::new(mint, ledger);
-    faucet.mint(ctx.wallet()?.address(), 100_000).await?;
-    println!("  traveller's wallet funded with 1000.00 EUR\n");
+    let funds = 100_000;
+    faucet.mint(ctx.wallet()?.address(), funds).await?;
+    println!("  traveller's wallet funded with {} EUR\n", Units::new(funds, CENTS));
     for (route, seats) in [("BER-LIS", 2), ("LIS-NYC", 1), ("NYC-BER", 3)] {
         let (quote, booked) = shop(&ctx, &[skyways, jetlow], route, seats).await?;
         println!("  paid and booked {route} with {} as {}\n", quote.airline, booked.reference);
     }
-    let left = ctx.wallet()?.balance().await? as f64 / 100.0;
-    println!("traveller's balance: {left:.2} EUR");
+    let left = Units::new(ctx.wallet()?.balance().await?, CENTS);
+    println!("traveller's balance: {left} EUR");
     bureau.shutdown().await?;
     println!("done: 3 trips paid and booked, storage flushed, agents shut down");
     Ok(())

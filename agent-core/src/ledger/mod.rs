@@ -14,10 +14,12 @@ mod apply;
 mod local;
 pub mod service;
 mod tx;
+mod units;
 
 pub use local::{LocalLedger, LocalLedgerConfig};
 pub use service::RemoteLedger;
 pub use tx::{Amount, Escrow, EscrowId, Operation, Receipt, Transaction, TxHash, MAX_MEMO};
+pub use units::Units;
 
 use crate::identity::Address;
 
