@@ -27,7 +27,7 @@
 use std::sync::Arc;
 
 use crate::identity::{Address, Identity};
-use crate::ledger::{Amount, EscrowId, Ledger, LedgerError, Operation, Receipt, Transaction};
+use crate::ledger::{Amount, DealId, EscrowId, Ledger, LedgerError, Operation, Receipt, Transaction};
 
 /// Why a wallet operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,15 +85,17 @@ impl Wallet {
     }
 
     /// Locks `amount` in escrow for `beneficiary`; `arbiter` (the condition) or this wallet
-    /// may release it, and after `deadline_ms` this wallet may refund it.
+    /// may release it, and after `deadline_ms` this wallet may refund it. `deal` names the
+    /// deal it settles (shown in the receipts of the lock and of its release or refund).
     pub async fn lock(
         &self,
         amount: Amount,
         beneficiary: Address,
         deadline_ms: u64,
         arbiter: Address,
+        deal: Option<DealId>,
     ) -> Result<(EscrowId, Receipt), WalletError> {
-        let operation = Operation::Lock { amount, beneficiary, deadline_ms, arbiter };
+        let operation = Operation::Lock { amount, beneficiary, deadline_ms, arbiter, deal };
         let receipt = self.submit(operation, Some(amount), String::new()).await?;
         let id = receipt
             .escrow

@@ -4,7 +4,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use agent_core::ledger::{Ledger, LedgerError, LocalLedger, LocalLedgerConfig, Operation, RemoteLedger, Transaction};
+use agent_core::ledger::{
+    DealId, Ledger, LedgerError, LocalLedger, LocalLedgerConfig, Operation, RemoteLedger, Transaction,
+};
 use agent_core::{Agent, Bureau, Config, Identity, Wallet, WalletError};
 use proptest::prelude::*;
 
@@ -109,6 +111,16 @@ async fn forged_replayed_and_unauthorised_transactions_fail() {
     let mut tampered = Transaction::sign(&alice_id, 0, Operation::Transfer { to: bob.address(), amount: 1 }, "");
     tampered.operation = Operation::Transfer { to: bob.address(), amount: 999 };
     assert_eq!(s.ledger.submit(tampered).await, Err(LedgerError::BadSignature));
+    let lock = |deal| Operation::Lock {
+        amount: 1,
+        beneficiary: bob.address(),
+        deadline_ms: T0 + 1,
+        arbiter: bob.address(),
+        deal: Some(DealId::named(deal)),
+    };
+    let mut moved = Transaction::sign(&alice_id, 0, lock("the deal agreed"), "");
+    moved.operation = lock("another deal");
+    assert_eq!(s.ledger.submit(moved).await, Err(LedgerError::BadSignature), "the deal is signed");
 
     // Replayed and reordered.
     let first = Transaction::sign(&alice_id, 0, Operation::Transfer { to: bob.address(), amount: 1 }, "");
@@ -122,7 +134,7 @@ async fn forged_replayed_and_unauthorised_transactions_fail() {
 
     // Release and refund by a third party.
     let arbiter = wallet(&s, "arbiter");
-    let (escrow, _) = alice.lock(100, bob.address(), T0 + 1_000, arbiter.address()).await.unwrap();
+    let (escrow, _) = alice.lock(100, bob.address(), T0 + 1_000, arbiter.address(), None).await.unwrap();
     assert!(matches!(carol.release(escrow).await, Err(WalletError::Ledger(LedgerError::Unauthorized(_)))));
     s.clock.store(T0 + 2_000, Ordering::SeqCst);
     assert!(matches!(carol.refund(escrow).await, Err(WalletError::Ledger(LedgerError::Unauthorized(_)))));
@@ -135,19 +147,26 @@ async fn escrow_releases_to_the_beneficiary_or_refunds_after_the_deadline() {
     let (alice, bob, arbiter) = (wallet(&s, "alice"), wallet(&s, "bob"), wallet(&s, "arbiter"));
     s.faucet.mint(alice.address(), 1_000).await.unwrap();
 
-    // Released by the arbiter (the condition).
-    let (first, _) = alice.lock(300, bob.address(), T0 + 1_000, arbiter.address()).await.unwrap();
+    // Released by the arbiter (the condition); the deal it settles is named in the escrow,
+    // in the receipts of the lock and the release, and so in the history.
+    let deal = DealId::named("flight BER-LIS, booking 7");
+    let (first, locked) = alice.lock(300, bob.address(), T0 + 1_000, arbiter.address(), Some(deal)).await.unwrap();
     assert_eq!(alice.balance().await.unwrap(), 700);
-    assert_eq!(s.ledger.escrow(first).await.unwrap().unwrap().amount, 300);
-    arbiter.release(first).await.unwrap();
+    let open = s.ledger.escrow(first).await.unwrap().unwrap();
+    assert_eq!((open.amount, open.deal), (300, Some(deal)));
+    assert_eq!(locked.deal, Some(deal));
+    let released = arbiter.release(first).await.unwrap();
+    assert_eq!(released.deal, Some(deal), "the release names what it settles");
     assert_eq!(bob.balance().await.unwrap(), 300);
+    let history = bob.history(10).await.unwrap();
+    assert_eq!(history.iter().filter(|r| r.deal == Some(deal)).count(), 2, "lock and release, in bob's history");
     assert!(
         matches!(alice.release(first).await, Err(WalletError::Ledger(LedgerError::UnknownEscrow(_)))),
         "settled once"
     );
 
     // Refunded only after the deadline.
-    let (second, _) = alice.lock(200, bob.address(), T0 + 1_000, arbiter.address()).await.unwrap();
+    let (second, _) = alice.lock(200, bob.address(), T0 + 1_000, arbiter.address(), None).await.unwrap();
     assert!(matches!(alice.refund(second).await, Err(WalletError::Ledger(LedgerError::EscrowNotExpired { .. }))));
     s.clock.store(T0 + 1_001, Ordering::SeqCst);
     alice.refund(second).await.unwrap();
@@ -261,7 +280,7 @@ proptest! {
                             Op::Transfer { from, to, amount } => { let _ = wallets[from].transfer(wallets[to].address(), amount, "").await; }
                             Op::Lock { from, to, amount, deadline_offset } => {
                                 let deadline = clock.load(Ordering::SeqCst) + deadline_offset;
-                                if let Ok((id, _)) = wallets[from].lock(amount, wallets[to].address(), deadline, wallets[(from + 1) % 6].address()).await {
+                                if let Ok((id, _)) = wallets[from].lock(amount, wallets[to].address(), deadline, wallets[(from + 1) % 6].address(), None).await {
                                     locks.lock().push(id);
                                 }
                             }

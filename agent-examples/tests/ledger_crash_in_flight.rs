@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agent_core::ledger::{EscrowId, Ledger, Operation, RemoteLedger, TxHash};
+use agent_core::ledger::{DealId, EscrowId, Ledger, Operation, RemoteLedger, TxHash};
 use agent_core::{Address, Identity, Wallet};
 use common::{free_tcp_port, Node};
 
@@ -45,7 +45,10 @@ async fn submit_until_failure(
         let attempt = async {
             match (i % 3, open) {
                 (2, Some(id)) => wallet.release(id).await.map(|r| (r, None)),
-                (1, _) => wallet.lock(LOCKED, sink, deadline, wallet.address()).await.map(|(id, r)| (r, Some(id))),
+                (1, _) => {
+                    let deal = DealId::named(&format!("{} deal {i}", wallet.address()));
+                    wallet.lock(LOCKED, sink, deadline, wallet.address(), Some(deal)).await.map(|(id, r)| (r, Some(id)))
+                }
                 _ => wallet.transfer(sink, 1 + u128::from(i % 5), "").await.map(|r| (r, None)),
             }
         };
@@ -138,8 +141,9 @@ async fn kill_9_with_64_submitters_in_flight() {
                     balance -= amount;
                     sink_expected += amount;
                 }
-                Operation::Lock { amount, .. } => {
+                Operation::Lock { amount, deal, .. } => {
                     balance -= amount;
+                    assert_eq!(receipt.deal, *deal, "the lock's receipt names its deal");
                     open.insert(receipt.escrow.expect("a lock names its escrow"), *amount);
                 }
                 Operation::Release { escrow } => {

@@ -115,6 +115,7 @@ fn plan(
     let mut parties = vec![tx.signer];
     let mut escrow = None;
     let mut created = None;
+    let mut settles = None;
     let mut supply = supply;
     match &tx.operation {
         Operation::Transfer { to, amount } => {
@@ -123,7 +124,7 @@ fn plan(
             credit(txn, &mut accounts, to, *amount)?;
             parties.push(*to);
         }
-        Operation::Lock { amount, beneficiary, deadline_ms, arbiter } => {
+        Operation::Lock { amount, beneficiary, deadline_ms, arbiter, deal } => {
             debit(&mut signer, &tx.signer, *amount)?;
             accounts.insert(tx.signer, signer);
             let id = EscrowId::of(&tx.signer, tx.nonce);
@@ -133,9 +134,11 @@ fn plan(
                 arbiter: *arbiter,
                 amount: *amount,
                 deadline_ms: *deadline_ms,
+                deal: *deal,
             };
             escrow = Some((id, Some(locked)));
             created = Some(id);
+            settles = *deal;
             parties.extend([*beneficiary, *arbiter]);
         }
         Operation::Release { escrow: id } | Operation::Refund { escrow: id } => {
@@ -156,6 +159,7 @@ fn plan(
             let to = if refund { open.payer } else { open.beneficiary };
             credit(txn, &mut accounts, &to, open.amount)?;
             escrow = Some((*id, None));
+            settles = open.deal;
             parties.extend([open.payer, open.beneficiary]);
         }
         Operation::Mint { to, amount } => {
@@ -170,7 +174,8 @@ fn plan(
     }
     parties.sort();
     parties.dedup();
-    let receipt = Receipt { hash: tx.hash(), tx: tx.clone(), height, applied_ms: now_ms, escrow: created };
+    let receipt =
+        Receipt { hash: tx.hash(), tx: tx.clone(), height, applied_ms: now_ms, escrow: created, deal: settles };
     Ok(Plan { accounts, escrow, receipt, parties, supply })
 }
 

@@ -18,7 +18,7 @@ mod units;
 
 pub use local::{LocalLedger, LocalLedgerConfig};
 pub use service::RemoteLedger;
-pub use tx::{Amount, Escrow, EscrowId, Operation, Receipt, Transaction, TxHash, MAX_MEMO};
+pub use tx::{Amount, DealId, Escrow, EscrowId, Operation, Receipt, Transaction, TxHash, MAX_MEMO};
 pub use units::Units;
 
 use crate::identity::Address;

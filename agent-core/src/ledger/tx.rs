@@ -32,6 +32,25 @@ impl EscrowId {
     }
 }
 
+/// Names the deal an escrow settles: the conversation (for example a protocol dialogue's
+/// session id) in which payer and beneficiary agreed on it. Shown in the receipts of the
+/// lock and of its release or refund, so each names what it settles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DealId(#[serde(with = "crate::message::hex_digest")] pub [u8; 32]);
+
+impl DealId {
+    /// The deal id derived from `name` (sha256 with a domain tag), for deals named by text.
+    pub fn named(name: &str) -> DealId {
+        DealId(Sha256::new().chain_update(b"agora.deal.v1").chain_update(name.as_bytes()).finalize().into())
+    }
+}
+
+impl std::fmt::Display for DealId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(&self.0[..12]))
+    }
+}
+
 /// What a transaction does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Operation {
@@ -54,6 +73,9 @@ pub enum Operation {
         deadline_ms: u64,
         /// The account that decides the condition and may release besides the payer.
         arbiter: Address,
+        /// The deal this escrow settles, if it belongs to one.
+        #[serde(default)]
+        deal: Option<DealId>,
     },
     /// Pays an escrow out to its beneficiary. Signer: the escrow's payer or its arbiter.
     Release {
@@ -113,7 +135,7 @@ impl Transaction {
     /// The canonical bytes the signature covers.
     pub fn signing_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(160 + self.memo.len());
-        out.extend_from_slice(b"agora.tx.v1");
+        out.extend_from_slice(b"agora.tx.v2");
         out.extend_from_slice(self.signer.as_bytes());
         out.extend_from_slice(&self.signer_key.0);
         out.extend_from_slice(&self.nonce.to_be_bytes());
@@ -123,12 +145,19 @@ impl Transaction {
                 out.extend_from_slice(to.as_bytes());
                 out.extend_from_slice(&amount.to_be_bytes());
             }
-            Operation::Lock { amount, beneficiary, deadline_ms, arbiter } => {
+            Operation::Lock { amount, beneficiary, deadline_ms, arbiter, deal } => {
                 out.push(2);
                 out.extend_from_slice(&amount.to_be_bytes());
                 out.extend_from_slice(beneficiary.as_bytes());
                 out.extend_from_slice(&deadline_ms.to_be_bytes());
                 out.extend_from_slice(arbiter.as_bytes());
+                match deal {
+                    Some(deal) => {
+                        out.push(1);
+                        out.extend_from_slice(&deal.0);
+                    }
+                    None => out.push(0),
+                }
             }
             Operation::Release { escrow } => {
                 out.push(3);
@@ -178,6 +207,9 @@ pub struct Receipt {
     pub applied_ms: u64,
     /// For a lock: the escrow created.
     pub escrow: Option<EscrowId>,
+    /// For a lock, release or refund of an escrow that belongs to a deal: that deal.
+    #[serde(default)]
+    pub deal: Option<DealId>,
 }
 
 /// Funds held in escrow.
@@ -193,4 +225,7 @@ pub struct Escrow {
     pub amount: Amount,
     /// After this instant the payer may take them back.
     pub deadline_ms: u64,
+    /// The deal it settles, if any.
+    #[serde(default)]
+    pub deal: Option<DealId>,
 }
