@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use super::tx::{Amount, Escrow, EscrowId, Operation, Receipt, Transaction};
 use super::LedgerError;
 use crate::identity::Address;
-use crate::store::{Table, WriteTransaction};
+use crate::store::{Table, Tables};
 
 /// Account records by address: balance (16 bytes) and next nonce (8 bytes), big-endian.
 pub(super) const ACCOUNTS: Table = Table::new("accounts");
@@ -59,24 +59,24 @@ struct Plan {
     supply: Amount,
 }
 
-/// Applies `batch` in order inside `txn`. A refused transaction changes nothing and
+/// Applies `batch` in order to the tables of one write transaction. A refused transaction changes nothing and
 /// gets its refusal; a storage failure fails the whole group (nothing is committed).
 pub(super) fn apply_group<'a>(
-    txn: &WriteTransaction,
+    t: &mut Tables<'_>,
     batch: impl IntoIterator<Item = &'a Transaction>,
     now_ms: u64,
     authority: Option<Address>,
 ) -> Result<Vec<Result<Receipt, LedgerError>>, LedgerError> {
-    let mut height = read(txn, META, b"height")?.map(|b| be_u64(&b, "height")).transpose()?.unwrap_or(0);
-    let supply = read(txn, META, b"supply")?.map(|b| be_u128(&b, "supply")).transpose()?.unwrap_or(0);
+    let mut height = read(t, META, b"height")?.map(|b| be_u64(&b, "height")).transpose()?.unwrap_or(0);
+    let supply = read(t, META, b"supply")?.map(|b| be_u128(&b, "supply")).transpose()?.unwrap_or(0);
     let start = (height, supply);
     let mut supply = start.1;
     let mut results = Vec::new();
     for tx in batch {
         let next = height.checked_add(1).ok_or_else(|| corrupt("height", 8))?;
-        match plan(txn, tx, now_ms, next, supply, authority) {
+        match plan(t, tx, now_ms, next, supply, authority) {
             Ok(plan) => {
-                write(txn, &plan)?;
+                write(t, &plan)?;
                 height = plan.receipt.height;
                 supply = plan.supply;
                 results.push(Ok(plan.receipt));
@@ -86,24 +86,24 @@ pub(super) fn apply_group<'a>(
         }
     }
     if height != start.0 {
-        put(txn, META, b"height", Some(&height.to_be_bytes()))?;
+        put(t, META, b"height", Some(&height.to_be_bytes()))?;
     }
     if supply != start.1 {
-        put(txn, META, b"supply", Some(&supply.to_be_bytes()))?;
+        put(t, META, b"supply", Some(&supply.to_be_bytes()))?;
     }
     Ok(results)
 }
 
-/// Checks `tx` against the state in `txn` and works out what it changes.
+/// Checks `tx` against the state in `t` and works out what it changes.
 fn plan(
-    txn: &WriteTransaction,
+    t: &mut Tables<'_>,
     tx: &Transaction,
     now_ms: u64,
     height: u64,
     supply: Amount,
     authority: Option<Address>,
 ) -> Result<Plan, LedgerError> {
-    let mut signer = account(txn, &HashMap::new(), &tx.signer)?;
+    let mut signer = account(t, &HashMap::new(), &tx.signer)?;
     if tx.nonce != signer.next_nonce {
         return Err(LedgerError::NonceMismatch { account: tx.signer, expected: signer.next_nonce, got: tx.nonce });
     }
@@ -121,7 +121,7 @@ fn plan(
         Operation::Transfer { to, amount } => {
             debit(&mut signer, &tx.signer, *amount)?;
             accounts.insert(tx.signer, signer);
-            credit(txn, &mut accounts, to, *amount)?;
+            credit(t, &mut accounts, to, *amount)?;
             parties.push(*to);
         }
         Operation::Lock { amount, beneficiary, deadline_ms, arbiter, deal } => {
@@ -142,7 +142,7 @@ fn plan(
             parties.extend([*beneficiary, *arbiter]);
         }
         Operation::Release { escrow: id } | Operation::Refund { escrow: id } => {
-            let Some(bytes) = read(txn, ESCROWS, &id.0)? else {
+            let Some(bytes) = read(t, ESCROWS, &id.0)? else {
                 return Err(LedgerError::UnknownEscrow(*id));
             };
             let open: Escrow = serde_json::from_slice(&bytes).map_err(storage)?;
@@ -157,7 +157,7 @@ fn plan(
             }
             accounts.insert(tx.signer, signer);
             let to = if refund { open.payer } else { open.beneficiary };
-            credit(txn, &mut accounts, &to, open.amount)?;
+            credit(t, &mut accounts, &to, open.amount)?;
             escrow = Some((*id, None));
             settles = open.deal;
             parties.extend([open.payer, open.beneficiary]);
@@ -167,7 +167,7 @@ fn plan(
                 return Err(LedgerError::Unauthorized("only the mint authority may mint".into()));
             }
             accounts.insert(tx.signer, signer);
-            credit(txn, &mut accounts, to, *amount)?;
+            credit(t, &mut accounts, to, *amount)?;
             supply = supply.checked_add(*amount).ok_or_else(|| LedgerError::Invalid("supply would overflow".into()))?;
             parties.push(*to);
         }
@@ -180,32 +180,32 @@ fn plan(
 }
 
 /// Writes what `plan` changes.
-fn write(txn: &WriteTransaction, plan: &Plan) -> Result<(), LedgerError> {
+fn write(t: &mut Tables<'_>, plan: &Plan) -> Result<(), LedgerError> {
     for (who, account) in &plan.accounts {
-        put(txn, ACCOUNTS, who.as_bytes(), Some(&account.encode()))?;
+        put(t, ACCOUNTS, who.as_bytes(), Some(&account.encode()))?;
     }
     if let Some((id, escrow)) = &plan.escrow {
         match escrow {
-            Some(escrow) => put(txn, ESCROWS, &id.0, Some(&json(escrow)?))?,
-            None => put(txn, ESCROWS, &id.0, None)?,
+            Some(escrow) => put(t, ESCROWS, &id.0, Some(&json(escrow)?))?,
+            None => put(t, ESCROWS, &id.0, None)?,
         }
     }
     let height = plan.receipt.height.to_be_bytes();
-    put(txn, RECEIPTS, &height, Some(&json(&plan.receipt)?))?;
+    put(t, RECEIPTS, &height, Some(&json(&plan.receipt)?))?;
     for party in &plan.parties {
         let mut key = party.as_bytes().to_vec();
         key.extend_from_slice(&height);
-        put(txn, INDEX, &key, Some(&[]))?;
+        put(t, INDEX, &key, Some(&[]))?;
     }
     Ok(())
 }
 
-fn read(txn: &WriteTransaction, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, LedgerError> {
-    crate::store::get_in(txn, table, key).map_err(storage)
+fn read(t: &mut Tables<'_>, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, LedgerError> {
+    t.get(table, key).map_err(storage)
 }
 
-fn put(txn: &WriteTransaction, table: Table, key: &[u8], value: Option<&[u8]>) -> Result<(), LedgerError> {
-    crate::store::put(txn, table, key, value).map_err(storage)
+fn put(t: &mut Tables<'_>, table: Table, key: &[u8], value: Option<&[u8]>) -> Result<(), LedgerError> {
+    t.put(table, key, value).map_err(storage)
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, LedgerError> {
@@ -213,10 +213,10 @@ fn json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, LedgerError> {
 }
 
 /// `who`'s account as this transaction has changed it so far, or as stored.
-fn account(txn: &WriteTransaction, changed: &HashMap<Address, Account>, who: &Address) -> Result<Account, LedgerError> {
+fn account(t: &mut Tables<'_>, changed: &HashMap<Address, Account>, who: &Address) -> Result<Account, LedgerError> {
     match changed.get(who) {
         Some(account) => Ok(*account),
-        None => Account::decode(read(txn, ACCOUNTS, who.as_bytes())?),
+        None => Account::decode(read(t, ACCOUNTS, who.as_bytes())?),
     }
 }
 
@@ -229,12 +229,12 @@ fn debit(account: &mut Account, who: &Address, amount: Amount) -> Result<(), Led
 }
 
 fn credit(
-    txn: &WriteTransaction,
+    t: &mut Tables<'_>,
     changed: &mut HashMap<Address, Account>,
     who: &Address,
     amount: Amount,
 ) -> Result<(), LedgerError> {
-    let mut credited = account(txn, changed, who)?;
+    let mut credited = account(t, changed, who)?;
     credited.balance =
         credited.balance.checked_add(amount).ok_or_else(|| LedgerError::Invalid("balance would overflow".into()))?;
     changed.insert(*who, credited);

@@ -222,7 +222,9 @@ impl Inner {
             let durable = self.config.durable || last_sync.elapsed() >= IDLE_FLUSH;
             let mut applied = Vec::new();
             let outcome = self.db.write(durable, |txn| {
-                applied = apply::apply_group(txn, batch.iter().map(|job| &job.tx), now_ms, self.config.authority)?;
+                let mut tables = crate::store::Tables::new(txn);
+                applied =
+                    apply::apply_group(&mut tables, batch.iter().map(|job| &job.tx), now_ms, self.config.authority)?;
                 Ok::<(), LedgerError>(())
             });
             let results = match outcome {

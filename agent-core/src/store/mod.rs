@@ -329,6 +329,7 @@ impl std::fmt::Debug for Database {
 }
 
 type ReadTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
+type WriteTable<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
 
 /// Up to `limit` entries of `table` whose key starts with `prefix`, in key order or
 /// (`newest_first`) reversed.
@@ -367,20 +368,46 @@ fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// Inside a write transaction: the value at `key` in `table`, including this
-/// transaction's own writes.
-pub fn get_in(txn: &WriteTransaction, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-    let table = txn.open_table(table.definition()).map_err(io("open table"))?;
-    let value = table.get(key).map_err(io("get"))?.map(|value| value.value().to_vec());
-    Ok(value)
+/// The tables of one write transaction, each opened once on first use: opening a table
+/// costs a lookup and, on closing, a write-back of its root, so a transaction that touches
+/// a table many times should open it once. Reads see the transaction's own writes.
+pub struct Tables<'txn> {
+    txn: &'txn WriteTransaction,
+    open: Vec<(Table, WriteTable<'txn>)>,
 }
 
-/// Inside a write transaction: `value` at `key` in `table`, or removes it when `None`.
-pub fn put(txn: &WriteTransaction, table: Table, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
-    let mut table = txn.open_table(table.definition()).map_err(io("open table"))?;
-    match value {
-        Some(value) => table.insert(key, value).map(drop).map_err(io("insert")),
-        None => table.remove(key).map(drop).map_err(io("remove")),
+impl<'txn> Tables<'txn> {
+    /// No table open yet in `txn`.
+    pub fn new(txn: &'txn WriteTransaction) -> Tables<'txn> {
+        Tables { txn, open: Vec::new() }
+    }
+
+    fn table(&mut self, table: Table) -> Result<&mut WriteTable<'txn>, StoreError> {
+        let index = match self.open.iter().position(|(name, _)| *name == table) {
+            Some(index) => index,
+            None => {
+                let opened = self.txn.open_table(table.definition()).map_err(io("open table"))?;
+                self.open.push((table, opened));
+                self.open.len() - 1
+            }
+        };
+        Ok(&mut self.open[index].1)
+    }
+
+    /// The value at `key` in `table`.
+    pub fn get(&mut self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let table = self.table(table)?;
+        let value = table.get(key).map_err(io("get"))?.map(|value| value.value().to_vec());
+        Ok(value)
+    }
+
+    /// `value` at `key` in `table`, or removes it when `None`.
+    pub fn put(&mut self, table: Table, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
+        let table = self.table(table)?;
+        match value {
+            Some(value) => table.insert(key, value).map(drop).map_err(io("insert")),
+            None => table.remove(key).map(drop).map_err(io("remove")),
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use super::{Database, StoreError, Table, WriteBehind};
+use super::{Database, StoreError, Table, Tables, WriteBehind};
 
 const ITEMS: Table = Table::new("items");
 const OTHER: Table = Table::new("other");
@@ -8,11 +8,12 @@ const OTHER: Table = Table::new("other");
 #[test]
 fn a_failed_write_commits_nothing() {
     let db = Database::temporary().unwrap();
-    db.write(true, |txn| super::put(txn, ITEMS, b"a", Some(b"1"))).unwrap().unwrap();
+    db.write(true, |txn| Tables::new(txn).put(ITEMS, b"a", Some(b"1"))).unwrap().unwrap();
     let outcome = db
         .write(true, |txn| {
-            super::put(txn, ITEMS, b"a", Some(b"2"))?;
-            super::put(txn, ITEMS, b"b", Some(b"2"))?;
+            let mut tables = Tables::new(txn);
+            tables.put(ITEMS, b"a", Some(b"2"))?;
+            tables.put(ITEMS, b"b", Some(b"2"))?;
             Err::<(), StoreError>(StoreError::Closed)
         })
         .unwrap();
@@ -26,8 +27,9 @@ fn a_failed_write_commits_nothing() {
 fn prefix_scans_stop_at_the_prefix() {
     let db = Database::temporary().unwrap();
     db.write(true, |txn| {
+        let mut tables = Tables::new(txn);
         for key in [&b"aa"[..], b"ab", b"b", b"a"] {
-            super::put(txn, ITEMS, key, Some(key))?;
+            tables.put(ITEMS, key, Some(key))?;
         }
         Ok::<_, StoreError>(())
     })

@@ -301,8 +301,9 @@ impl Shared {
     fn commit(&self, batch: &Writes) -> Result<(), StoreError> {
         self.db
             .write(true, |txn| {
+                let mut tables = super::Tables::new(txn);
                 for ((table, key), value) in batch {
-                    super::put(txn, *table, key, value.as_deref())?;
+                    tables.put(*table, key, value.as_deref())?;
                 }
                 Ok::<(), StoreError>(())
             })
