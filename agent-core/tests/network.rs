@@ -20,6 +20,14 @@ async fn on_ping(ctx: Context, _from: Address, Ping(n): Ping) -> Result<(), Repl
     ctx.reply(Pong(n)).await
 }
 
+/// Asks the ponger for something its handler refuses with an error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+struct Refuse(String);
+
+async fn on_refuse(_ctx: Context, _from: Address, Refuse(what): Refuse) -> Result<(), String> {
+    Err(format!("will not {what}"))
+}
+
 struct Pair {
     client: Bureau,
     server: Bureau,
@@ -33,6 +41,7 @@ async fn pair(listen: &str, auth: Auth) -> Pair {
     let server = Bureau::new().unwrap();
     let mut ponger = Agent::builder("ponger").seed("net ponger").build().unwrap();
     ponger.on_message(on_ping);
+    ponger.on_message(on_refuse);
     ponger.on_message(|_ctx: Context, _from: Address, _p: Pong| async {});
     let server_agent = server.add(ponger).unwrap();
     let config = |r: Arc<StaticResolver>| NetworkConfig::new(vec![listen.parse().unwrap()], r).with_auth(auth);
@@ -96,7 +105,13 @@ async fn unroutable_and_rejected_sends_say_why() {
         SendFailure::Rejected { reason, .. } => assert!(reason.contains("schema"), "{reason}"),
         other => panic!("expected Rejected, got {other:?}"),
     }
-    // A handler error travels back to the remote requester.
+    // A handler error travels back to the remote requester, with the handler's words.
+    let refused = Refuse("lend money".into());
+    match ctx.request::<Refuse, Pong>(p.server_agent, refused, Duration::from_secs(5)).await.unwrap_err() {
+        RequestError::HandlerFailed { reason, .. } => assert!(reason.contains("will not lend money"), "{reason}"),
+        other => panic!("expected HandlerFailed, got {other:?}"),
+    }
+    // A reply of another type than the one awaited is reported as such.
     let err = ctx.request::<Ping, Ping>(p.server_agent, Ping(1), Duration::from_secs(5)).await.unwrap_err();
     assert!(matches!(err, RequestError::WrongReplyType { .. }), "{err:?}");
     p.client.shutdown().await.unwrap();
