@@ -147,9 +147,15 @@ pub fn verify_rate(count: usize) -> f64 {
 }
 
 /// Applies `count` pre-signed transfers to a fresh local ledger from `senders` accounts
-/// submitting concurrently (each its own nonce sequence); returns transfers per second.
-/// Signing is excluded (it happens in the payers' processes); verification is included.
-pub async fn ledger_transfers(count: usize, senders: usize, durable: bool) -> Result<f64, Box<dyn std::error::Error>> {
+/// submitting concurrently (each its own nonce sequence, one in flight); returns the
+/// transfers per second and each submission's latency (submit to receipt), in the order
+/// they finished. Signing is excluded (it happens in the payers' processes); verification
+/// is included.
+pub async fn ledger_transfers(
+    count: usize,
+    senders: usize,
+    durable: bool,
+) -> Result<(f64, Vec<Duration>), Box<dyn std::error::Error>> {
     use agent_core::ledger::{Ledger, LocalLedger, LocalLedgerConfig, Operation, Transaction};
     use std::sync::Arc;
     let dir = std::env::temp_dir().join(format!("agora-ledger-bench-{}-{}", std::process::id(), rand_suffix()));
@@ -183,20 +189,24 @@ pub async fn ledger_transfers(count: usize, senders: usize, durable: bool) -> Re
         .map(|batch| {
             let ledger = Arc::clone(&ledger);
             tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(batch.len());
                 for tx in batch {
+                    let submitted = Instant::now();
                     ledger.submit(tx).await.map_err(|e| e.to_string())?;
+                    latencies.push(submitted.elapsed());
                 }
-                Ok::<(), String>(())
+                Ok::<_, String>(latencies)
             })
         })
         .collect();
+    let mut latencies = Vec::with_capacity(count);
     for task in tasks {
-        task.await??;
+        latencies.extend(task.await??);
     }
     let rate = (per_sender * senders) as f64 / started.elapsed().as_secs_f64();
     drop(ledger);
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(rate)
+    let _ = std::fs::remove_dir_all(&dir); // Scratch space; a leftover directory is harmless.
+    Ok((rate, latencies))
 }
 
 fn rand_suffix() -> u64 {

@@ -138,8 +138,8 @@ fn ledger() -> Result<String, Box<dyn std::error::Error>> {
     let mut out = format!(
         "\nLocal ledger: pre-signed transfers applied (signature verified, one database commit per group)\n\
          ed25519 strict verification on one core, measured in this run: {verify:.0}/s\n\n\
-         {:<34} {:>12} {:>14}\n",
-        "mode", "transfers/s", "/ verify rate"
+         {:<34} {:>12} {:>14} {:>9} {:>9}\n",
+        "mode", "transfers/s", "/ verify rate", "p50 ms", "p99 ms"
     );
     for (label, count, senders, durable) in [
         ("durable, 1 sender (fsync per ack)", 300, 1, true),
@@ -147,8 +147,10 @@ fn ledger() -> Result<String, Box<dyn std::error::Error>> {
         ("not durable, 1 sender", 20_000, 1, false),
         ("not durable, 64 senders", 64_000, 64, false),
     ] {
-        let rate = rt.block_on(agora_benches::ledger_transfers(count, senders, durable))?;
-        out += &format!("{label:<34} {rate:>12.0} {:>14.2}\n", rate / verify);
+        let (rate, mut latencies) = rt.block_on(agora_benches::ledger_transfers(count, senders, durable))?;
+        latencies.sort_unstable();
+        let at = |q: f64| latencies.get((latencies.len() as f64 * q) as usize).map_or(0.0, |d| d.as_secs_f64() * 1e3);
+        out += &format!("{label:<34} {rate:>12.0} {:>14.2} {:>9.2} {:>9.2}\n", rate / verify, at(0.5), at(0.99));
     }
     Ok(out)
 }
