@@ -105,8 +105,9 @@ impl Almanac {
     }
 
     /// An almanac persisted in the directory `path` (created if missing); records and
-    /// manifests stored there are loaded first. Expired and unreadable records are dropped
-    /// from the database as they are found.
+    /// manifests stored there are loaded first. Expired records are dropped from the
+    /// database as they are found; records that do not decode (written by another version,
+    /// or damaged) are skipped, counted in a warning, and left on disk untouched.
     pub fn open(path: impl AsRef<Path>, config: Config) -> Result<Almanac, AlmanacError> {
         Self::with_database(Database::open_in(path, "almanac.redb").map_err(storage)?, config)
     }
@@ -117,17 +118,22 @@ impl Almanac {
         let store = WriteBehind::new(db).map_err(storage)?;
         let almanac = Almanac { state: Arc::new(Mutex::new(State::default())), config, db: None };
         let mut stored = Vec::new();
-        let mut unusable = Vec::new();
+        let mut expired = Vec::new();
+        let mut undecodable = 0usize;
         let now = (almanac.config.clock)();
         for (key, bytes) in store.scan_prefix(RECORDS, b"").map_err(storage)? {
             match serde_json::from_slice::<Registration>(&bytes) {
                 Ok(record) if record.expires_ms > now => stored.push(record),
-                _ => unusable.push(key),
+                Ok(_) => expired.push(key),
+                Err(_) => undecodable += 1,
             }
+        }
+        if undecodable > 0 {
+            tracing::warn!(records = undecodable, "stored registrations that do not decode were skipped");
         }
         // Verified when they were registered.
         almanac.import_trusted(stored);
-        for key in unusable {
+        for key in expired {
             store.put(RECORDS, key, None).map_err(storage)?;
         }
         for (_, bytes) in store.scan_prefix(MANIFESTS, b"").map_err(storage)? {
