@@ -74,8 +74,12 @@ struct State {
     by_protocol: HashMap<ProtocolDigest, BTreeSet<Address>>,
     by_attribute: HashMap<(String, String), BTreeSet<Address>>,
     by_expiry: BTreeSet<(u64, Address)>,
-    /// When recently purged records expired, so lookups can say so (bounded).
-    expired: HashMap<Address, u64>,
+    /// Agents whose record expired: when, and the record's sequence, kept until no older
+    /// record of the agent can still be valid, so a stale record cannot be registered
+    /// again and lookups can say when the agent's record expired.
+    expired: HashMap<Address, Tombstone>,
+    /// The same tombstones, by when they may be forgotten.
+    forget: BTreeSet<(u64, Address)>,
     manifests: HashMap<ProtocolDigest, Manifest>,
     subscribers: Vec<(Query, mpsc::Sender<Event>)>,
     /// Registrations queued for the disk and not yet served, the newest per agent: a
@@ -83,7 +87,18 @@ struct State {
     persisting: HashMap<Address, Registration>,
 }
 
-const MAX_TOMBSTONES: usize = 100_000;
+/// Tombstones kept at most. Past this the one closest to being forgotten goes first: the
+/// memory bound wins over the last hours of a tombstone's watch.
+const MAX_TOMBSTONES: usize = 1_000_000;
+
+/// What is left of an expired registration.
+#[derive(Clone, Copy)]
+struct Tombstone {
+    at_ms: u64,
+    sequence: u64,
+    /// When it may be forgotten (its key in `State::forget`).
+    until: u64,
+}
 /// Registrations by address.
 const RECORDS: Table = Table::new("records");
 /// Manifests by digest.
@@ -105,8 +120,9 @@ impl Almanac {
     }
 
     /// An almanac persisted in the directory `path` (created if missing); records and
-    /// manifests stored there are loaded first. Expired records are dropped from the
-    /// database as they are found; records that do not decode (written by another version,
+    /// manifests stored there are loaded first. Expired records are kept as tombstones
+    /// until no older record of their agent can be valid, then dropped from the database;
+    /// records that do not decode (written by another version,
     /// or damaged) are skipped, counted in a warning, and left on disk untouched.
     pub fn open(path: impl AsRef<Path>, config: Config) -> Result<Almanac, AlmanacError> {
         Self::with_database(Database::open_in(path, "almanac.redb").map_err(storage)?, config)
@@ -121,9 +137,15 @@ impl Almanac {
         let mut expired = Vec::new();
         let mut undecodable = 0usize;
         let now = (almanac.config.clock)();
+        let keep_ms = almanac.config.max_ttl_ms;
         for (key, bytes) in store.scan_prefix(RECORDS, b"").map_err(storage)? {
             match serde_json::from_slice::<Registration>(&bytes) {
                 Ok(record) if record.expires_ms > now => stored.push(record),
+                // Expired, but an older record of the agent could still be valid: kept on
+                // disk and in memory as a tombstone, so it survives restarts too.
+                Ok(record) if record.expires_ms.saturating_add(keep_ms) > now => {
+                    bury(&mut almanac.state.lock(), &record, keep_ms)
+                }
                 Ok(_) => expired.push(key),
                 Err(_) => undecodable += 1,
             }
@@ -178,7 +200,7 @@ impl Almanac {
         let registered = Registered { sequence: record.sequence, expires_ms: record.expires_ms };
         let Some(store) = &self.db else {
             let mut state = self.state.lock();
-            purge(&mut state, now);
+            purge(&mut state, now, self.config.max_ttl_ms);
             if !self.admit(&state, &record, state.records.get(&record.address))? {
                 publish_stored(&mut state, record);
             }
@@ -186,7 +208,7 @@ impl Almanac {
         };
         {
             let mut state = self.state.lock();
-            purge(&mut state, now);
+            purge(&mut state, now, self.config.max_ttl_ms);
             if state.records.get(&record.address) == Some(&record) {
                 return Ok(registered); // Served, so already on disk.
             }
@@ -215,6 +237,11 @@ impl Almanac {
     /// registration: nothing to store), or an error if it is refused: an older sequence, or
     /// a full almanac.
     fn admit(&self, state: &State, record: &Registration, newest: Option<&Registration>) -> Result<bool, AlmanacError> {
+        if let Some(tomb) = state.expired.get(&record.address) {
+            if newest.is_none() && record.sequence <= tomb.sequence {
+                return Err(AlmanacError::StaleSequence { stored: tomb.sequence, offered: record.sequence });
+            }
+        }
         match newest {
             Some(newest) if newest == record => Ok(true),
             Some(newest) if newest.sequence >= record.sequence => {
@@ -264,11 +291,11 @@ impl Almanac {
             Some(record) if record.expires_ms > now => Ok(record.clone()),
             Some(record) => {
                 let at_ms = record.expires_ms;
-                purge(&mut state, now);
+                purge(&mut state, now, self.config.max_ttl_ms);
                 Err(AlmanacError::Expired { at_ms })
             }
             None => match state.expired.get(address) {
-                Some(at_ms) => Err(AlmanacError::Expired { at_ms: *at_ms }),
+                Some(tomb) => Err(AlmanacError::Expired { at_ms: tomb.at_ms }),
                 None => Err(AlmanacError::NotRegistered(*address)),
             },
         }
@@ -375,7 +402,7 @@ impl Almanac {
     /// subscribers. Returns how many were removed.
     pub fn purge_expired(&self) -> usize {
         let now = (self.config.clock)();
-        purge(&mut self.state.lock(), now)
+        purge(&mut self.state.lock(), now, self.config.max_ttl_ms)
     }
 
     /// Purges expired records every `period` in a background task, so subscribers hear of
@@ -453,7 +480,9 @@ fn index(state: &mut State, record: &Registration) {
         state.by_attribute.entry((key.clone(), value.clone())).or_default().insert(record.address);
     }
     state.by_expiry.insert((record.expires_ms, record.address));
-    state.expired.remove(&record.address);
+    if let Some(tomb) = state.expired.remove(&record.address) {
+        state.forget.remove(&(tomb.until, record.address));
+    }
 }
 
 fn unindex(state: &mut State, record: &Registration) {
@@ -470,7 +499,17 @@ fn unindex(state: &mut State, record: &Registration) {
     state.by_expiry.remove(&(record.expires_ms, record.address));
 }
 
-fn purge(state: &mut State, now: u64) -> usize {
+/// Removes the records expired at `now` (leaving tombstones watched for `keep_ms` past
+/// each expiry: the longest lifetime an older record of the agent could have had), and
+/// forgets the tombstones whose watch is over.
+fn purge(state: &mut State, now: u64, keep_ms: u64) -> usize {
+    while let Some(&(until, address)) = state.forget.first() {
+        if until > now {
+            break;
+        }
+        state.forget.pop_first();
+        state.expired.remove(&address);
+    }
     let mut removed = 0;
     while let Some(&(expires, address)) = state.by_expiry.first() {
         if expires > now {
@@ -479,15 +518,27 @@ fn purge(state: &mut State, now: u64) -> usize {
         state.by_expiry.pop_first();
         if let Some(record) = state.records.remove(&address) {
             unindex(state, &record);
-            if state.expired.len() >= MAX_TOMBSTONES {
-                state.expired.clear();
-            }
-            state.expired.insert(address, record.expires_ms);
+            bury(state, &record, keep_ms);
             publish(state, &record, Event::Expired { address, at_ms: record.expires_ms });
             removed += 1;
         }
     }
     removed
+}
+
+/// Leaves a tombstone of the expired `record`, watched until `keep_ms` after its expiry.
+fn bury(state: &mut State, record: &Registration, keep_ms: u64) {
+    if state.expired.len() >= MAX_TOMBSTONES {
+        if let Some((_, oldest)) = state.forget.pop_first() {
+            state.expired.remove(&oldest);
+        }
+    }
+    let until = record.expires_ms.saturating_add(keep_ms);
+    let tomb = Tombstone { at_ms: record.expires_ms, sequence: record.sequence, until };
+    if let Some(old) = state.expired.insert(record.address, tomb) {
+        state.forget.remove(&(old.until, record.address));
+    }
+    state.forget.insert((until, record.address));
 }
 
 fn publish(state: &mut State, record: &Registration, event: Event) {

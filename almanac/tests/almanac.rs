@@ -263,3 +263,40 @@ async fn the_server_answers_over_libp2p_and_resolution_survives_its_loss() {
     let bob = Identity::from_seed("bob").address();
     assert!(matches!(resolver.resolve(&bob).await, Err(Unroutable::ResolverUnavailable(_))));
 }
+
+/// An agent's record expires; an older record of it, signed to live longer, cannot be
+/// registered again while it could still be valid (expiry + the longest lifetime). A newer
+/// sequence is welcome.
+#[tokio::test]
+async fn an_expired_agent_cannot_be_replaced_by_its_older_record() {
+    let (almanac, clock) = clocked();
+    let newer = record("phoenix", &[QUOTES], &[], 5, T0 + 10_000);
+    let older = record("phoenix", &[QUOTES], &[], 4, T0 + 60_000);
+    almanac.register(newer).await.unwrap();
+    clock.store(T0 + 10_001, Ordering::SeqCst);
+    almanac.purge_expired();
+    assert!(matches!(
+        almanac.register(older.clone()).await,
+        Err(AlmanacError::StaleSequence { stored: 5, offered: 4 })
+    ));
+    assert!(matches!(almanac.lookup(&older.address), Err(AlmanacError::Expired { at_ms }) if at_ms == T0 + 10_000));
+    let next = record("phoenix", &[QUOTES], &[], 6, T0 + 20_000);
+    almanac.register(next).await.unwrap();
+}
+
+#[tokio::test]
+async fn tombstones_survive_a_restart_of_a_persisted_almanac() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(AtomicU64::new(T0));
+    let config = || {
+        let read = clock.clone();
+        Config::default().with_clock(move || read.load(Ordering::SeqCst))
+    };
+    let almanac = Almanac::open(dir.path(), config()).unwrap();
+    almanac.register(record("lazarus", &[], &[], 9, T0 + 10_000)).await.unwrap();
+    drop(almanac);
+    clock.store(T0 + 10_001, Ordering::SeqCst);
+    let almanac = Almanac::open(dir.path(), config()).unwrap();
+    let stale = record("lazarus", &[], &[], 8, T0 + 50_000);
+    assert!(matches!(almanac.register(stale).await, Err(AlmanacError::StaleSequence { stored: 9, offered: 8 })));
+}
