@@ -42,7 +42,7 @@
 pub mod dht;
 mod query;
 mod record;
-mod registrar;
+pub mod registrar;
 mod resolver;
 pub mod service;
 mod store;

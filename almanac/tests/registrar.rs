@@ -84,3 +84,92 @@ async fn an_agent_without_an_endpoint_is_an_error_unless_local_only() {
     assert_eq!(almanac.lookup(&agent).unwrap().endpoints.len(), 0);
     bureau.shutdown().await.unwrap();
 }
+
+/// A directory that refuses registrations while `failing` is set.
+struct Flaky {
+    inner: Almanac,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Directory for Flaky {
+    async fn register(&self, record: almanac::Registration) -> Result<almanac::Registered, almanac::AlmanacError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(almanac::AlmanacError::Unavailable("switched off by the test".into()));
+        }
+        self.inner.register(record).await
+    }
+    async fn lookup(&self, address: &Address) -> Result<almanac::Registration, almanac::AlmanacError> {
+        self.inner.lookup(address)
+    }
+    async fn query(&self, query: almanac::Query) -> Result<almanac::Page, almanac::AlmanacError> {
+        Ok(self.inner.query(&query))
+    }
+}
+
+/// Renewals come at a quarter of the lifetime; failed ones are retried with backoff and
+/// reported as events; a directory that comes back gets the registration renewed.
+#[tokio::test(start_paused = true)]
+async fn failed_renewals_are_retried_and_reported() {
+    use almanac::registrar::Event;
+    let flaky = Arc::new(Flaky { inner: Almanac::new(almanac::Config::default()), failing: false.into() });
+    let bureau = Bureau::new().unwrap();
+    let agent = bureau.add(Agent::builder("steady").build().unwrap()).unwrap();
+    let config = RegistrarConfig::default().local_only().with_ttl(Duration::from_secs(400));
+    let registrar = register_bureau(&bureau, flaky.clone(), config).await.unwrap();
+    let mut events = registrar.events();
+    // Renewed at a quarter of the lifetime.
+    let started = tokio::time::Instant::now();
+    let first = tokio::time::timeout(Duration::from_secs(200), events.recv()).await.unwrap().unwrap();
+    assert!(matches!(first, Event::Renewed { agent: a, .. } if a == agent), "{first:?}");
+    assert_eq!(started.elapsed().as_secs(), 100);
+
+    // The directory fails: retries after 1, 2, 4 s ..., each reported with its cause.
+    flaky.failing.store(true, Ordering::SeqCst);
+    let mut retries = Vec::new();
+    for _ in 0..4 {
+        match tokio::time::timeout(Duration::from_secs(200), events.recv()).await.unwrap().unwrap() {
+            Event::RenewalFailed { agent: a, attempt, error, retry_in, .. } => {
+                assert_eq!(a, agent);
+                assert!(error.to_string().contains("switched off"), "{error}");
+                retries.push((attempt, retry_in.as_secs()));
+            }
+            other => panic!("expected a failed renewal, got {other:?}"),
+        }
+    }
+    assert_eq!(retries, vec![(1, 1), (2, 2), (3, 4), (4, 8)]);
+
+    // It comes back: the next attempt renews, and the count starts again.
+    flaky.failing.store(false, Ordering::SeqCst);
+    let back = tokio::time::timeout(Duration::from_secs(200), events.recv()).await.unwrap().unwrap();
+    assert!(matches!(back, Event::Renewed { .. }), "{back:?}");
+    drop(registrar);
+    bureau.shutdown().await.unwrap();
+}
+
+/// Renewals that keep failing until the registration expires end in one `Lapsed` event.
+#[tokio::test]
+async fn a_registration_whose_renewals_all_fail_lapses_and_says_so() {
+    use almanac::registrar::Event;
+    let flaky = Arc::new(Flaky { inner: Almanac::new(almanac::Config::default()), failing: false.into() });
+    let bureau = Bureau::new().unwrap();
+    let agent = bureau.add(Agent::builder("fading").build().unwrap()).unwrap();
+    let config = RegistrarConfig::default().local_only().with_ttl(Duration::from_millis(1600));
+    let registrar = register_bureau(&bureau, flaky.clone(), config).await.unwrap();
+    let expires_ms = registrar.registered()[0].expires_ms;
+    let mut events = registrar.events();
+    flaky.failing.store(true, Ordering::SeqCst);
+    let lapsed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Event::Lapsed { agent: a, at_ms } = events.recv().await.unwrap() {
+                return (a, at_ms);
+            }
+        }
+    })
+    .await
+    .expect("the lapse is reported");
+    assert_eq!(lapsed, (agent, expires_ms));
+    assert!(agent_core::envelope::unix_now_ms() >= expires_ms);
+    drop(registrar);
+    bureau.shutdown().await.unwrap();
+}
