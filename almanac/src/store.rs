@@ -71,6 +71,9 @@ impl Config {
 #[derive(Default)]
 struct State {
     records: HashMap<Address, Registration>,
+    /// Every address in `records`, in order: an unfiltered query pages through it instead
+    /// of sorting every key under the lock.
+    ordered: BTreeSet<Address>,
     by_protocol: HashMap<ProtocolDigest, BTreeSet<Address>>,
     by_attribute: HashMap<(String, String), BTreeSet<Address>>,
     by_expiry: BTreeSet<(u64, Address)>,
@@ -340,10 +343,7 @@ impl Almanac {
                 }
             }
         } else {
-            let mut all: Vec<&Address> =
-                state.records.keys().filter(|a| query.after.is_none_or(|after| **a > after)).collect();
-            all.sort();
-            for address in all {
+            for address in state.ordered.range((start, std::ops::Bound::Unbounded)) {
                 if !consider(address, &mut records) {
                     break;
                 }
@@ -473,6 +473,7 @@ fn publish_stored(state: &mut State, record: Registration) {
 }
 
 fn index(state: &mut State, record: &Registration) {
+    state.ordered.insert(record.address);
     for protocol in &record.protocols {
         state.by_protocol.entry(*protocol).or_default().insert(record.address);
     }
@@ -486,6 +487,7 @@ fn index(state: &mut State, record: &Registration) {
 }
 
 fn unindex(state: &mut State, record: &Registration) {
+    state.ordered.remove(&record.address);
     for protocol in &record.protocols {
         if let Some(set) = state.by_protocol.get_mut(protocol) {
             set.remove(&record.address);

@@ -348,6 +348,9 @@ pub struct AlmanacFigures {
     pub protocol_query_ns: (u64, u64),
     /// Lookup by address: median and 99th percentile, nanoseconds.
     pub lookup_ns: (u64, u64),
+    /// Unfiltered query (a page of 10 from a random point): median and 99th percentile,
+    /// nanoseconds.
+    pub unfiltered_query_ns: (u64, u64),
 }
 
 /// Registers `registrations` freshly signed records into an empty embedded almanac, then
@@ -457,9 +460,18 @@ pub async fn almanac_figures(
         lookup_ns.push(t.elapsed().as_nanos() as u64);
         assert!(found.is_ok());
     }
+    let mut unfiltered_ns = Vec::with_capacity(10_000);
+    for i in 0..10_000 {
+        let query = Query::default().with_limit(10).after(addresses[(i * 7919) % addresses.len()]);
+        let t = Instant::now();
+        let page = almanac.query(&query);
+        unfiltered_ns.push(t.elapsed().as_nanos() as u64);
+        assert!(!page.records.is_empty() || page.next.is_none());
+    }
     Ok(AlmanacFigures {
         registrations_per_s,
         protocol_query_ns: percentiles(query_ns),
         lookup_ns: percentiles(lookup_ns),
+        unfiltered_query_ns: percentiles(unfiltered_ns),
     })
 }
