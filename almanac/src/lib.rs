@@ -101,6 +101,15 @@ pub enum AlmanacError {
         /// Its capacity.
         capacity: usize,
     },
+    /// The manifest was refused: the almanac holds as many as it may, or its publisher
+    /// has published as many as one may (`per_publisher`).
+    #[error("manifest refused: at most {limit} manifests{}", if *per_publisher { " per publisher" } else { "" })]
+    ManifestLimit {
+        /// The limit reached.
+        limit: usize,
+        /// Whether it is the publisher's quota (otherwise the almanac's total).
+        per_publisher: bool,
+    },
     /// No registration for this address.
     #[error("{0} is not registered")]
     NotRegistered(Address),

@@ -51,14 +51,16 @@ pub async fn serve(
     keypair: libp2p::identity::Keypair,
     listen: &[Multiaddr],
 ) -> Result<ServerHandle, NetError> {
-    rpc::serve(PROTOCOL, keypair, listen, ServerLimits::default(), move |_peer, request: Request| {
+    rpc::serve(PROTOCOL, keypair, listen, ServerLimits::default(), move |peer, request: Request| {
         let almanac = almanac.clone();
         async move {
             match request {
                 Request::Register(record) => Response::Registered(almanac.register(*record).await),
                 Request::Lookup(address) => Response::Record(almanac.lookup(&address).map(Box::new)),
                 Request::Query(query) => Response::Page(almanac.query(&query)),
-                Request::PublishManifest(json) => Response::Published(almanac.publish_manifest(&json).await),
+                Request::PublishManifest(json) => {
+                    Response::Published(almanac.publish_manifest_from(&peer.to_string(), &json).await)
+                }
                 Request::Manifest(digest) => Response::Manifest(almanac.manifest(&digest)),
             }
         }

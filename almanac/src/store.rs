@@ -20,6 +20,8 @@ pub struct Config {
     min_ttl_ms: u64,
     max_ttl_ms: u64,
     max_records: usize,
+    max_manifests: usize,
+    max_manifests_per_publisher: usize,
     max_record_bytes: usize,
     clock: Arc<dyn Fn() -> u64 + Send + Sync>,
 }
@@ -30,6 +32,8 @@ impl Default for Config {
             min_ttl_ms: 1_000,
             max_ttl_ms: 24 * 3_600_000,
             max_records: 10_000_000,
+            max_manifests: 100_000,
+            max_manifests_per_publisher: 100,
             max_record_bytes: 16 * 1024,
             clock: Arc::new(agent_core::envelope::unix_now_ms),
         }
@@ -52,6 +56,19 @@ impl Config {
     /// Most records held (default 10 million); new agents are refused beyond it.
     pub fn with_max_records(mut self, records: usize) -> Self {
         self.max_records = records;
+        self
+    }
+
+    /// Most manifests held (default 100,000); new ones are refused beyond it.
+    pub fn with_max_manifests(mut self, manifests: usize) -> Self {
+        self.max_manifests = manifests;
+        self
+    }
+
+    /// Most manifests one publisher may publish (default 100), counted by
+    /// [`Almanac::publish_manifest_from`]; the server counts per requesting peer.
+    pub fn with_max_manifests_per_publisher(mut self, manifests: usize) -> Self {
+        self.max_manifests_per_publisher = manifests;
         self
     }
 
@@ -84,6 +101,8 @@ struct State {
     /// The same tombstones, by when they may be forgotten.
     forget: BTreeSet<(u64, Address)>,
     manifests: HashMap<ProtocolDigest, Manifest>,
+    /// Manifests published (or being published) per publisher.
+    publishers: HashMap<String, usize>,
     subscribers: Vec<(Query, mpsc::Sender<Event>)>,
     /// Registrations queued for the disk and not yet served, the newest per agent: a
     /// registration is served (and announced) only once it is on disk.
@@ -106,6 +125,8 @@ struct Tombstone {
 const RECORDS: Table = Table::new("records");
 /// Manifests by digest.
 const MANIFESTS: Table = Table::new("manifests");
+/// Who published each manifest, by digest (manifests published locally have no entry).
+const MANIFEST_PUBLISHERS: Table = Table::new("manifest-publishers");
 const SUBSCRIBER_QUEUE: usize = 1024;
 
 /// An almanac in this process. Cheap to clone; clones share the records.
@@ -165,6 +186,9 @@ impl Almanac {
             if let Ok(manifest) = Manifest::from_json(&String::from_utf8_lossy(&bytes)) {
                 almanac.state.lock().manifests.insert(manifest.digest(), manifest);
             }
+        }
+        for (_, publisher) in store.scan_prefix(MANIFEST_PUBLISHERS, b"").map_err(storage)? {
+            *almanac.state.lock().publishers.entry(String::from_utf8_lossy(&publisher).into_owned()).or_default() += 1;
         }
         Ok(Almanac { db: Some(store), ..almanac })
     }
@@ -419,19 +443,69 @@ impl Almanac {
         })
     }
 
-    /// Publishes a protocol manifest (its JSON); returns its digest.
+    /// Publishes a protocol manifest (its JSON); returns its digest. Publishing one that is
+    /// held already is harmless. Counts against the total only: for manifests published
+    /// in this process.
     pub async fn publish_manifest(&self, json: &str) -> Result<ProtocolDigest, AlmanacError> {
+        self.publish(None, json).await
+    }
+
+    /// Publishes a manifest on behalf of `publisher` (the almanac server passes the
+    /// requesting peer's id), counted against that publisher's quota and the total.
+    pub async fn publish_manifest_from(&self, publisher: &str, json: &str) -> Result<ProtocolDigest, AlmanacError> {
+        self.publish(Some(publisher), json).await
+    }
+
+    async fn publish(&self, publisher: Option<&str>, json: &str) -> Result<ProtocolDigest, AlmanacError> {
         if json.len() > 256 * 1024 {
             return Err(AlmanacError::Malformed("manifest larger than 256 KiB".into()));
         }
         let manifest = Manifest::from_json(json).map_err(|e| AlmanacError::Malformed(e.to_string()))?;
         let digest = manifest.digest();
-        if let Some(store) = &self.db {
-            store.put(MANIFESTS, digest.as_bytes().to_vec(), Some(manifest.to_json().into_bytes())).map_err(storage)?;
-            store.flush().await.map_err(storage)?;
+        {
+            let mut state = self.state.lock();
+            if state.manifests.contains_key(&digest) {
+                return Ok(digest);
+            }
+            let held: usize = state.manifests.len();
+            if held >= self.config.max_manifests {
+                return Err(AlmanacError::ManifestLimit { limit: self.config.max_manifests, per_publisher: false });
+            }
+            if let Some(publisher) = publisher {
+                let published = state.publishers.entry(publisher.to_owned()).or_default();
+                if *published >= self.config.max_manifests_per_publisher {
+                    let limit = self.config.max_manifests_per_publisher;
+                    return Err(AlmanacError::ManifestLimit { limit, per_publisher: true });
+                }
+                // Counted now, so concurrent publications cannot pass the quota together.
+                *published += 1;
+            }
         }
-        self.state.lock().manifests.insert(digest, manifest);
+        let stored = self.persist_manifest(publisher, &digest, &manifest).await;
+        let mut state = self.state.lock();
+        if let Err(err) = stored {
+            if let Some(count) = publisher.and_then(|p| state.publishers.get_mut(p)) {
+                *count = count.saturating_sub(1);
+            }
+            return Err(err);
+        }
+        state.manifests.insert(digest, manifest);
         Ok(digest)
+    }
+
+    async fn persist_manifest(
+        &self,
+        publisher: Option<&str>,
+        digest: &ProtocolDigest,
+        manifest: &Manifest,
+    ) -> Result<(), AlmanacError> {
+        let Some(store) = &self.db else { return Ok(()) };
+        if let Some(publisher) = publisher {
+            let entry = Some(publisher.as_bytes().to_vec());
+            store.put(MANIFEST_PUBLISHERS, digest.as_bytes().to_vec(), entry).map_err(storage)?;
+        }
+        store.put(MANIFESTS, digest.as_bytes().to_vec(), Some(manifest.to_json().into_bytes())).map_err(storage)?;
+        store.flush().await.map_err(storage)
     }
 
     /// A published manifest.

@@ -300,3 +300,30 @@ async fn tombstones_survive_a_restart_of_a_persisted_almanac() {
     let stale = record("lazarus", &[], &[], 8, T0 + 50_000);
     assert!(matches!(almanac.register(stale).await, Err(AlmanacError::StaleSequence { stored: 9, offered: 8 })));
 }
+
+/// Manifests are bounded per publisher and in total; republishing one held is free; the
+/// counts survive a restart of a persisted almanac.
+#[tokio::test]
+async fn manifests_are_bounded_per_publisher_and_in_total() {
+    #[derive(serde::Serialize, serde::Deserialize, agent_core::Message)]
+    struct Ask(u64);
+    #[derive(serde::Serialize, serde::Deserialize, agent_core::Message)]
+    struct Tell(u64);
+    let manifest = |n: u32| Protocol::new(format!("bounded-{n}"), "1.0").replies::<Ask, Tell>().manifest().to_json();
+    let dir = tempfile::tempdir().unwrap();
+    let config = || Config::default().with_max_manifests(3).with_max_manifests_per_publisher(2);
+    let almanac = Almanac::open(dir.path(), config()).unwrap();
+    almanac.publish_manifest_from("peer-a", &manifest(1)).await.unwrap();
+    almanac.publish_manifest_from("peer-a", &manifest(2)).await.unwrap();
+    let refused = almanac.publish_manifest_from("peer-a", &manifest(3)).await;
+    assert!(matches!(refused, Err(AlmanacError::ManifestLimit { limit: 2, per_publisher: true })), "{refused:?}");
+    almanac.publish_manifest_from("peer-a", &manifest(1)).await.expect("republishing one held is free");
+    drop(almanac);
+
+    let almanac = Almanac::open(dir.path(), config()).unwrap();
+    let refused = almanac.publish_manifest_from("peer-a", &manifest(3)).await;
+    assert!(matches!(refused, Err(AlmanacError::ManifestLimit { per_publisher: true, .. })), "after a restart too");
+    almanac.publish_manifest_from("peer-b", &manifest(3)).await.unwrap();
+    let full = almanac.publish_manifest_from("peer-c", &manifest(4)).await;
+    assert!(matches!(full, Err(AlmanacError::ManifestLimit { limit: 3, per_publisher: false })), "{full:?}");
+}
