@@ -326,4 +326,16 @@ async fn manifests_are_bounded_per_publisher_and_in_total() {
     almanac.publish_manifest_from("peer-b", &manifest(3)).await.unwrap();
     let full = almanac.publish_manifest_from("peer-c", &manifest(4)).await;
     assert!(matches!(full, Err(AlmanacError::ManifestLimit { limit: 3, per_publisher: false })), "{full:?}");
+    drop(almanac);
+
+    // The server counts per requesting peer.
+    let almanac = Almanac::new(Config::default().with_max_manifests_per_publisher(1));
+    let keypair = libp2p::identity::Keypair::generate_ed25519();
+    let server = almanac::service::serve(almanac, keypair, &["/ip4/127.0.0.1/tcp/0".parse().unwrap()]).await.unwrap();
+    let remote = RemoteAlmanac::new(server.peer_id(), server.listen_addrs().to_vec()).unwrap();
+    remote.publish_manifest(&manifest(5)).await.unwrap();
+    let refused = remote.publish_manifest(&manifest(6)).await;
+    assert!(matches!(refused, Err(AlmanacError::ManifestLimit { limit: 1, per_publisher: true })), "{refused:?}");
+    let other = RemoteAlmanac::new(server.peer_id(), server.listen_addrs().to_vec()).unwrap();
+    other.publish_manifest(&manifest(6)).await.expect("another peer has its own quota");
 }
