@@ -110,15 +110,7 @@ async fn kill_9_with_64_submitters_in_flight() {
     let acked: HashSet<TxHash> = acked.lock().unwrap().iter().copied().collect();
 
     let _node = start(dir.path(), port, &mint);
-    let mut answered = false;
-    for _ in 0..100 {
-        if ledger.balance(sink).await.is_ok() {
-            answered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(answered, "the restarted node answers");
+    common::until_ledger_answers(&ledger).await;
 
     // The history is the ground truth: every acknowledged transaction is in it, and every
     // account and escrow is exactly what the history says, so nothing was half applied.

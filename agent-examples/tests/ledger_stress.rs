@@ -53,15 +53,7 @@ async fn sixty_four_concurrent_transfers_are_all_acknowledged() {
     // Acknowledged means on disk: kill -9, restart on the same port, and it all is back.
     node.kill();
     let _restarted = Node::spawn(env!("CARGO_BIN_EXE_ledger-node"), &args);
-    let mut answered = false;
-    for _ in 0..100 {
-        if ledger.balance(sink).await.is_ok() {
-            answered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(answered, "the restarted node answers");
+    common::until_ledger_answers(&ledger).await;
     check(&ledger, &wallets, sink).await;
 }
 

@@ -69,3 +69,16 @@ pub fn free_tcp_port() -> u16 {
 pub fn args(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
+
+/// Waits (at most 10 s) until `ledger` answers again, as after its node restarted.
+pub async fn until_ledger_answers(ledger: &agent_core::ledger::RemoteLedger) {
+    use agent_core::ledger::Ledger;
+    let anyone = agent_core::Identity::from_seed("anyone").address();
+    for _ in 0..100 {
+        if ledger.balance(anyone).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the ledger node did not answer within 10 s");
+}
