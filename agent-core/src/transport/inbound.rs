@@ -250,32 +250,31 @@ fn verify_signatures(batch: &[Frame], net: &Network) -> Vec<Decoded> {
     if signed.len() < 2 {
         return decoded;
     }
-    let mut messages = Vec::with_capacity(signed.len());
-    let mut signatures = Vec::with_capacity(signed.len());
-    let mut keys = Vec::with_capacity(signed.len());
+    let mut items = Vec::with_capacity(signed.len());
+    let mut bytes = Vec::with_capacity(signed.len());
     for &i in &signed {
         let Some(Ok((envelope, _))) = &decoded[i] else {
             continue;
         };
-        let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&envelope.sender_key.0) else {
-            return decoded;
-        };
         if Address::from_public_key(&envelope.sender_key) != envelope.sender {
-            return decoded;
+            continue; // Refused when it is checked on its own.
         }
-        messages.push(envelope.signed_bytes());
-        signatures.push(ed25519_dalek::Signature::from_bytes(&envelope.signature));
-        keys.push(key);
+        bytes.push((i, envelope.signed_bytes()));
     }
-    let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
-    if ed25519_dalek::verify_batch(&refs, &signatures, &keys).is_ok() {
-        for &i in &signed {
-            if let Some(Ok((_, checked))) = &mut decoded[i] {
-                *checked = true;
-            }
+    for (i, signed_bytes) in &bytes {
+        if let Some(Ok((envelope, _))) = &decoded[*i] {
+            items.push((&envelope.sender_key, signed_bytes.as_slice(), &envelope.signature));
         }
     }
-    // On failure each envelope is verified on its own below, to find the bad ones.
+    let verified = crate::identity::verify_batch_strict(&items);
+    let batched: Vec<usize> = bytes.iter().zip(verified).filter(|(_, ok)| *ok).map(|((i, _), _)| *i).collect();
+    drop(items);
+    for i in batched {
+        if let Some(Ok((_, checked))) = &mut decoded[i] {
+            *checked = true;
+        }
+    }
+    // Envelopes not verified here are verified on their own below (strictly).
     decoded
 }
 
