@@ -144,6 +144,7 @@ fn finish(
 ) -> bool {
     let (done, finished) = std::sync::mpsc::channel();
     runtime.spawn(async move {
+        // The caller may have stopped waiting (and leaked the runtime): nothing to tell.
         let _ = done.send(shutdown.await);
     });
     match finished.recv_timeout(Duration::from_secs(30)) {
