@@ -74,6 +74,7 @@ fn committer<E: Engine>(mut engine: E) -> mpsc::SyncSender<(Vec<u8>, Vec<u8>, Ac
             }
             engine.sync();
             for ack in acks {
+                // A writer that timed out no longer listens; its write is committed regardless.
                 let _ = ack.send(());
             }
         }
@@ -134,6 +135,7 @@ fn child<E: Engine>(dir: &str) {
         })
         .collect();
     for w in writers {
+        // The writers loop until the parent kills this process; a join never returns.
         let _ = w.join();
     }
 }
@@ -158,6 +160,7 @@ fn crash<E: Engine>(name: &str, acks: usize) -> (usize, usize) {
             break;
         }
     }
+    // Only reaps the killed child; its exit status says nothing the check needs.
     let _ = child.wait();
     let engine = E::open(dir.path());
     let missing = acked.iter().filter(|k| engine.get(&k.to_be_bytes()).is_none()).count();
