@@ -99,7 +99,7 @@ impl Config {
 
 pub(crate) struct Shared {
     pub(crate) network: std::sync::OnceLock<Arc<crate::transport::Network>>,
-    pub(crate) router: Router,
+    pub(crate) router: Arc<Router>,
     pub(crate) storage: crate::store::WriteBehind,
     pub(crate) config: Config,
 }
@@ -164,8 +164,8 @@ impl Bureau {
             None => crate::store::Database::temporary()?,
         };
         let storage = crate::store::WriteBehind::new(db)?;
-        let shared =
-            Arc::new(Shared { network: std::sync::OnceLock::new(), router: Router::default(), storage, config });
+        let router = Arc::new(Router::new(config.send_timeout));
+        let shared = Arc::new(Shared { network: std::sync::OnceLock::new(), router, storage, config });
         Ok(Bureau { shared, tasks: parking_lot::Mutex::new(Vec::new()) })
     }
 
@@ -258,7 +258,8 @@ impl Bureau {
         if self.shared.network.set(Arc::clone(&network)).is_err() {
             return Err(crate::net::NetError::Transport("the bureau started listening twice at once".into()));
         }
-        tokio::spawn(crate::transport::accept_loop(Arc::clone(&self.shared), network, incoming, stop));
+        let sink: Arc<dyn crate::transport::Sink> = self.shared.router.clone();
+        tokio::spawn(crate::transport::accept_loop(sink, network, incoming, stop));
         Ok(info)
     }
 

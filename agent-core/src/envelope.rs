@@ -9,9 +9,10 @@
 //! be wrong has its own [`EnvelopeError`] variant; none panics.
 
 mod codec;
+pub(crate) use codec::MAX_OVERHEAD;
 mod replay;
 
-pub use replay::{ReplayGuard, WINDOW_PER_SENDER};
+pub use replay::{FirstCopy, ReplayGuard, WINDOW_PER_SENDER};
 
 use crate::identity::{Address, Identity, PublicKey, SignatureError};
 use crate::message::{Message, SchemaDigest};
@@ -221,6 +222,29 @@ pub enum EnvelopeError {
         /// serde_json's explanation.
         reason: String,
     },
+}
+
+impl EnvelopeError {
+    /// The rejection this error is answered with on the wire.
+    pub fn rejection(&self) -> crate::error::Rejection {
+        use crate::error::Cause;
+        let cause = match self {
+            EnvelopeError::Truncated { .. }
+            | EnvelopeError::BadMagic
+            | EnvelopeError::UnsupportedVersion(_)
+            | EnvelopeError::TrailingBytes(_)
+            | EnvelopeError::UnknownFlags(_)
+            | EnvelopeError::Payload { .. } => Cause::Malformed,
+            EnvelopeError::PayloadTooLarge { .. } => Cause::TooLarge,
+            EnvelopeError::SenderKeyMismatch | EnvelopeError::BadSignature(_) => Cause::BadSignature,
+            EnvelopeError::Expired { .. } | EnvelopeError::LifetimeTooLong { .. } => Cause::Expired,
+            EnvelopeError::FromTheFuture { .. } => Cause::ClockSkew,
+            EnvelopeError::Replayed { .. } | EnvelopeError::BelowWindow { .. } => Cause::Replayed,
+            EnvelopeError::ReplayGuardFull { .. } => Cause::QuotaExceeded,
+            EnvelopeError::UnknownSchema(_) => Cause::NoHandler,
+        };
+        crate::error::Rejection::new(cause, self.to_string())
+    }
 }
 
 impl Envelope {

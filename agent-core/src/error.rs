@@ -31,19 +31,31 @@ pub enum SendFailure {
         /// How long the sender waited.
         after: Duration,
     },
-    /// Not delivered: the target refused the message before queueing it.
-    #[error("{to} rejected the message: {reason}")]
+    /// The target refused the message before queueing it: not delivered, unless
+    /// [`Rejection::may_have_been_handled`] says an earlier copy may have been.
+    #[error("{to} rejected the message: {rejection}")]
     Rejected {
         /// The target.
         to: Address,
-        /// The target's reason.
-        reason: String,
+        /// Why, as a cause to match on and a detail to show.
+        rejection: Rejection,
     },
     /// Not delivered: the target agent has stopped.
     #[error("{to} has stopped")]
     Stopped {
         /// The target.
         to: Address,
+    },
+    /// Not sent: the serialised message is larger than an envelope frame may be, so no
+    /// receiver would take it.
+    #[error("message of {size} bytes for {to} exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The target.
+        to: Address,
+        /// The serialised size.
+        size: usize,
+        /// The largest payload allowed.
+        limit: usize,
     },
     /// Not sent: the message could not be serialised for the network.
     #[error("cannot encode the message for {to}: {reason}")]
@@ -76,6 +88,176 @@ pub enum SendFailure {
         /// The endpoint tried.
         endpoint: String,
     },
+}
+
+impl SendFailure {
+    /// Whether the message may have reached its target's handler despite this failure:
+    /// true only when no acknowledgement came ([`NotAcknowledged`](Self::NotAcknowledged))
+    /// or the receiver cannot tell ([`Rejection::may_have_been_handled`]). On `false`,
+    /// the message was certainly not handled and may be sent again.
+    pub fn may_have_been_delivered(&self) -> bool {
+        match self {
+            SendFailure::NotAcknowledged { .. } => true,
+            SendFailure::Rejected { rejection, .. } => rejection.may_have_been_handled(),
+            _ => false,
+        }
+    }
+}
+
+/// Why a receiver refused an envelope: a [`Cause`] to match on, and a detail for people.
+///
+/// ```
+/// use agent_core::error::{Cause, Rejection};
+/// let rejection = Rejection::new(Cause::MailboxFull, "agent1qq…");
+/// assert_eq!(rejection.cause, Cause::MailboxFull);
+/// assert!(!rejection.may_have_been_handled());
+/// assert_eq!(Cause::from_code(Cause::MailboxFull.code()), Cause::MailboxFull);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// What the receiver refused it for.
+    pub cause: Cause,
+    /// Details where they help (which limit, which schema); may be empty.
+    pub detail: String,
+}
+
+impl Rejection {
+    /// A rejection for `cause`, with `detail`.
+    pub fn new(cause: Cause, detail: impl Into<String>) -> Self {
+        Rejection { cause, detail: detail.into() }
+    }
+
+    /// Whether an earlier copy of the message may have been handled. The copy this
+    /// rejection answers was not; see [`Cause::MayHaveBeenHandled`] and [`Cause::Replayed`].
+    pub fn may_have_been_handled(&self) -> bool {
+        matches!(self.cause, Cause::MayHaveBeenHandled | Cause::Replayed)
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.detail.is_empty() {
+            fmt::Display::fmt(&self.cause, f)
+        } else {
+            write!(f, "{}: {}", self.cause, self.detail)
+        }
+    }
+}
+
+/// The cause of a [`Rejection`], each with the one-byte code it has on the wire
+/// (`docs/wire-format.md` lists them). Unless it says otherwise, a rejected envelope was
+/// not handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum Cause {
+    /// The target agent has no handler for the message's schema (code 1).
+    #[error("no handler for this message type")]
+    NoHandler,
+    /// The target's mailbox was full, and its policy is to refuse or its wait ran out
+    /// (code 2).
+    #[error("the agent's mailbox is full")]
+    MailboxFull,
+    /// The target agent has stopped (code 3).
+    #[error("the agent has stopped")]
+    AgentStopped,
+    /// No agent with the target address runs at the receiver (code 4).
+    #[error("no such agent at this node")]
+    UnknownAgent,
+    /// The envelope expired, or asked for a longer lifetime than the receiver allows
+    /// (code 5).
+    #[error("expired")]
+    Expired,
+    /// The envelope's timestamp is too far ahead of the receiver's clock (code 6).
+    #[error("timestamp too far ahead of the receiver's clock")]
+    ClockSkew,
+    /// The signature does not verify, or the sender key does not match its address
+    /// (code 7).
+    #[error("bad signature")]
+    BadSignature,
+    /// Sent under a session binding that is missing or has expired on this connection
+    /// (code 8).
+    #[error("no valid session binding for the sender")]
+    NoBinding,
+    /// Its nonce was seen before and the first copy's verdict is no longer remembered:
+    /// this copy was not handled, an earlier one may have been (code 9).
+    #[error("replayed")]
+    Replayed,
+    /// A limit of the receiver was reached: requests in flight from this peer, or the
+    /// replay guard's capacity (code 10).
+    #[error("quota exceeded")]
+    QuotaExceeded,
+    /// Larger than the receiver's limit (code 11).
+    #[error("too large")]
+    TooLarge,
+    /// The receiver restarted and cannot tell whether it handled an earlier copy before
+    /// it stopped: this copy was not handled, an earlier one may have been (code 12).
+    #[error("may have been handled before the receiver restarted")]
+    MayHaveBeenHandled,
+    /// The bytes are not a well-formed envelope, or the payload does not decode (code 13).
+    #[error("malformed")]
+    Malformed,
+    /// A reply that no request is waiting for: unknown, timed out, or from another agent
+    /// than the one asked (code 14).
+    #[error("no request is waiting for this reply")]
+    NotAwaited,
+    /// The sending node stopped before the envelope left (code 15; never on the wire).
+    #[error("the sending node has stopped")]
+    NodeStopped,
+    /// A code this build does not know (a newer peer); the detail says more.
+    #[error("unknown cause (code {0})")]
+    Unknown(u8),
+}
+
+impl Cause {
+    /// The cause's code on the wire.
+    pub fn code(self) -> u8 {
+        match self {
+            Cause::NoHandler => 1,
+            Cause::MailboxFull => 2,
+            Cause::AgentStopped => 3,
+            Cause::UnknownAgent => 4,
+            Cause::Expired => 5,
+            Cause::ClockSkew => 6,
+            Cause::BadSignature => 7,
+            Cause::NoBinding => 8,
+            Cause::Replayed => 9,
+            Cause::QuotaExceeded => 10,
+            Cause::TooLarge => 11,
+            Cause::MayHaveBeenHandled => 12,
+            Cause::Malformed => 13,
+            Cause::NotAwaited => 14,
+            Cause::NodeStopped => 15,
+            Cause::Unknown(code) => code,
+        }
+    }
+
+    /// The cause with this wire code.
+    pub fn from_code(code: u8) -> Cause {
+        match code {
+            1 => Cause::NoHandler,
+            2 => Cause::MailboxFull,
+            3 => Cause::AgentStopped,
+            4 => Cause::UnknownAgent,
+            5 => Cause::Expired,
+            6 => Cause::ClockSkew,
+            7 => Cause::BadSignature,
+            8 => Cause::NoBinding,
+            9 => Cause::Replayed,
+            10 => Cause::QuotaExceeded,
+            11 => Cause::TooLarge,
+            12 => Cause::MayHaveBeenHandled,
+            13 => Cause::Malformed,
+            14 => Cause::NotAwaited,
+            15 => Cause::NodeStopped,
+            other => Cause::Unknown(other),
+        }
+    }
+
+    /// Whether this cause says the sender itself is not who it claims or is misbehaving
+    /// (bad signature or binding); a node disconnects peers that send many of these.
+    pub fn is_authentication_failure(self) -> bool {
+        matches!(self, Cause::BadSignature | Cause::NoBinding)
+    }
 }
 
 /// Why a target has no route.

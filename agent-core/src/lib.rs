@@ -67,7 +67,7 @@ pub use agent_core_derive::Message;
 pub use bureau::{AgentInfo, Bureau, BureauError, Config, Discovery};
 pub use context::{BroadcastReport, Context};
 pub use envelope::{Envelope, EnvelopeError, Header, ReplayGuard, VerifyPolicy};
-pub use error::{ReplyError, RequestError, SendError, SendFailure, Unroutable};
+pub use error::{Cause, Rejection, ReplyError, RequestError, SendError, SendFailure, Unroutable};
 pub use handler::HandlerOutput;
 pub use identity::{Address, AddressError, Identity, IdentityError, PublicKey};
 pub use message::{Message, SchemaDigest};

@@ -72,16 +72,35 @@ pub(crate) struct Entry {
     pub(crate) cell: Arc<AgentCell>,
 }
 
-#[derive(Default)]
 pub(crate) struct Router {
     pub(crate) agents: RwLock<DigestMap<Address, Entry>>,
     pub(crate) by_protocol: RwLock<DigestMap<ProtocolDigest, Vec<Address>>>,
     pub(crate) stopping: std::sync::atomic::AtomicBool,
+    /// How long a delivery from another process may wait for room in a full mailbox.
+    pub(crate) wait_limit: Duration,
+}
+
+impl crate::transport::Sink for Router {
+    fn accepts(&self, to: &Address, schema: &SchemaDigest) -> bool {
+        Router::accepts(self, to, schema)
+    }
+
+    fn offer(&self, to: Address, delivery: Box<Delivery>) -> Result<(), Blocked> {
+        self.try_deliver(to, delivery)
+    }
+
+    fn wait_limit(&self) -> Duration {
+        self.wait_limit
+    }
 }
 
 pub(crate) type DeliverError = (SendFailure, Box<Delivery>);
 
 impl Router {
+    pub(crate) fn new(wait_limit: Duration) -> Self {
+        Router { agents: Default::default(), by_protocol: Default::default(), stopping: Default::default(), wait_limit }
+    }
+
     /// Queues `delivery` for `to`. With a full mailbox and [`WhenFull::Wait`], waits until
     /// `deadline` (computed lazily from `timeout` when not given).
     ///
@@ -102,7 +121,7 @@ impl Router {
         }
     }
 
-    fn try_deliver(&self, to: Address, delivery: Box<Delivery>) -> Result<(), Blocked> {
+    pub(crate) fn try_deliver(&self, to: Address, delivery: Box<Delivery>) -> Result<(), Blocked> {
         let agents = self.agents.read();
         let Some(entry) = agents.get(&to) else {
             let failure = if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
@@ -113,8 +132,8 @@ impl Router {
             return Err(Blocked::Failed(failure, delivery));
         };
         if !entry.cell.kind.routes.contains_key(&delivery.schema) {
-            let reason = format!("it has no handler for {}", delivery.name);
-            return Err(Blocked::Failed(SendFailure::Rejected { to, reason }, delivery));
+            let rejection = crate::error::Rejection::new(crate::error::Cause::NoHandler, delivery.name);
+            return Err(Blocked::Failed(SendFailure::Rejected { to, rejection }, delivery));
         }
         match entry.tx.try_send(delivery) {
             Ok(()) => Ok(()),
@@ -138,12 +157,16 @@ impl Router {
     }
 }
 
-enum Blocked {
+/// Why a delivery could not be queued at once.
+pub(crate) enum Blocked {
+    /// It never will be.
     Failed(SendFailure, Box<Delivery>),
+    /// The mailbox is full and its agent waits for room: [`wait_for_space`] may succeed.
     Full(mpsc::Sender<Item>, Box<Delivery>),
 }
 
-async fn wait_for_space(
+/// Waits until `deadline` (or `timeout` from now) for room in a full mailbox.
+pub(crate) async fn wait_for_space(
     tx: mpsc::Sender<Item>,
     to: Address,
     delivery: Box<Delivery>,

@@ -171,7 +171,10 @@ async fn routing_failures_name_their_cause() {
     assert_eq!(err.into_message(), Some(Ask(1)), "a failed send hands the message back");
     let err = ctx.send(server, Note("no handler".into())).await.unwrap_err();
     match err.failure() {
-        SendFailure::Rejected { reason, .. } => assert!(reason.contains("Note"), "{reason}"),
+        SendFailure::Rejected { rejection, .. } => {
+            assert_eq!(rejection.cause, agent_core::Cause::NoHandler);
+            assert!(rejection.detail.contains("Note"), "{rejection}");
+        }
         other => panic!("expected Rejected, got {other:?}"),
     }
     bureau.shutdown().await.unwrap();

@@ -15,6 +15,9 @@ const FLAG_REPLY: u8 = 0b10;
 const FLAG_EXPECTS_REPLY: u8 = 0b100;
 
 /// Length of the fields before the optional ones and the payload.
+/// The most an envelope adds to its payload: fixed fields, protocol, reply nonce, signature.
+pub(crate) const MAX_OVERHEAD: usize = FIXED_LEN + 32 + 8 + 64;
+
 pub(crate) const FIXED_LEN: usize = 3 + 1 + 32 + 32 + 32 + 16 + 32 + 1 + 16 + 8 + 8 + 8 + 4;
 
 pub(crate) fn write_unsigned(e: &Envelope, out: &mut Vec<u8>) {

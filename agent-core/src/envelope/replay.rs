@@ -3,7 +3,21 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::EnvelopeError;
+use crate::error::Cause;
 use crate::identity::Address;
+
+/// What became of the first copy of an envelope, as its receiver remembers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstCopy {
+    /// Accepted by the guard; its delivery has not ended yet.
+    Pending,
+    /// Delivered to its agent.
+    Delivered,
+    /// Refused, for this cause.
+    Rejected(Cause),
+    /// Seen, but summed up in the sender's floor or expired: its verdict is forgotten.
+    Forgotten,
+}
 
 /// Nonces remembered per sender, at most; older ones are summed up by the sender's floor.
 pub const WINDOW_PER_SENDER: usize = 16_384;
@@ -36,8 +50,8 @@ pub struct ReplayGuard {
 /// What is remembered of one sender.
 #[derive(Debug, Default)]
 struct Window {
-    /// Nonce → expiry of its envelope.
-    seen: BTreeMap<u64, u64>,
+    /// Nonce → expiry of its envelope, and what became of it.
+    seen: BTreeMap<u64, (u64, FirstCopy)>,
     /// Every nonce at or under this is refused.
     floor: Option<u64>,
     /// When the last envelope summed up by the floor expires; the floor is needed until then.
@@ -85,11 +99,11 @@ impl ReplayGuard {
         if full && window.seen.is_empty() {
             return Err(EnvelopeError::ReplayGuardFull { capacity: self.capacity });
         }
-        window.seen.insert(nonce, expires_ms);
+        window.seen.insert(nonce, (expires_ms, FirstCopy::Pending));
         self.by_expiry.insert((expires_ms, sender, nonce));
         if full || window.seen.len() > WINDOW_PER_SENDER {
             // Sum the oldest nonce up in the floor; it may be the one just accepted.
-            if let Some((oldest, expires)) = window.seen.pop_first() {
+            if let Some((oldest, (expires, _))) = window.seen.pop_first() {
                 self.by_expiry.remove(&(expires, sender, oldest));
                 window.floor = Some(oldest);
                 if expires > window.floor_until {
@@ -100,6 +114,22 @@ impl ReplayGuard {
             }
         }
         Ok(())
+    }
+
+    /// Records what became of the envelope (sender, nonce) accepted earlier, so that a
+    /// resend of it can be answered with the same verdict.
+    pub fn settle(&mut self, sender: Address, nonce: u64, outcome: FirstCopy) {
+        if let Some((_, first)) = self.senders.get_mut(&sender).and_then(|window| window.seen.get_mut(&nonce)) {
+            *first = outcome;
+        }
+    }
+
+    /// What became of the first copy of (sender, nonce), for a copy the guard refused.
+    pub fn first_copy(&self, sender: &Address, nonce: u64) -> FirstCopy {
+        match self.senders.get(sender).and_then(|window| window.seen.get(&nonce)) {
+            Some((_, first)) => *first,
+            None => FirstCopy::Forgotten,
+        }
     }
 
     /// Forgets every nonce whose envelope expired before `now_ms`, and the senders of whom

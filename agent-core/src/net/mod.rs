@@ -40,8 +40,18 @@ pub fn node_keypair(seed: &str) -> libp2p::identity::Keypair {
         .unwrap_or_else(|_| libp2p::identity::Keypair::generate_ed25519())
 }
 
-/// Builds a swarm with TCP (noise, yamux) and QUIC for `behaviour`.
+/// Builds a swarm with TCP (noise, yamux) and QUIC for `behaviour`; a connection with no
+/// stream open closes after 60 s.
 pub fn swarm<B: NetworkBehaviour>(keypair: libp2p::identity::Keypair, behaviour: B) -> Result<Swarm<B>, NetError> {
+    swarm_with_idle_timeout(keypair, behaviour, Duration::from_secs(60))
+}
+
+/// [`swarm`], with connections that have no stream open closed after `idle`.
+pub fn swarm_with_idle_timeout<B: NetworkBehaviour>(
+    keypair: libp2p::identity::Keypair,
+    behaviour: B,
+    idle: Duration,
+) -> Result<Swarm<B>, NetError> {
     let transport_error = |e: &dyn std::fmt::Display| NetError::Transport(e.to_string());
     Ok(libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
@@ -50,7 +60,7 @@ pub fn swarm<B: NetworkBehaviour>(keypair: libp2p::identity::Keypair, behaviour:
         .with_quic()
         .with_behaviour(|_| behaviour)
         .map_err(|e| transport_error(&e))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build())
 }
 

@@ -4,6 +4,7 @@
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::binding::Binding;
+use crate::error::{Cause, Rejection};
 
 const BIND: u8 = 1;
 const ENVELOPE: u8 = 2;
@@ -20,13 +21,18 @@ pub enum Auth {
     Bound,
 }
 
-/// The receiver's verdict on one envelope.
+/// The receiver's verdict on one envelope. A resend is answered with the verdict its
+/// first copy got.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Verdict {
     Delivered,
-    Rejected(String),
-    /// The (sender, nonce) was accepted before.
-    Duplicate,
+    Rejected(Rejection),
+}
+
+impl Verdict {
+    pub(crate) fn rejected(cause: Cause, detail: impl Into<String>) -> Verdict {
+        Verdict::Rejected(Rejection::new(cause, detail))
+    }
 }
 
 #[derive(Debug)]
@@ -72,11 +78,11 @@ impl Frame {
                 out.extend_from_slice(&seq.to_be_bytes());
                 match verdict {
                     Verdict::Delivered => out.push(0),
-                    Verdict::Rejected(reason) => {
+                    Verdict::Rejected(rejection) => {
                         out.push(1);
-                        out.extend_from_slice(reason.as_bytes());
+                        out.push(rejection.cause.code());
+                        out.extend_from_slice(rejection.detail.as_bytes());
                     }
-                    Verdict::Duplicate => out.push(2),
                 }
             }
             Frame::Ping(n) => {
@@ -116,8 +122,11 @@ impl Frame {
                 let seq = u64_at(rest)?;
                 let verdict = match rest.get(8) {
                     Some(0) => Verdict::Delivered,
-                    Some(1) => Verdict::Rejected(String::from_utf8_lossy(&rest[9..]).into_owned()),
-                    Some(2) => Verdict::Duplicate,
+                    Some(1) => {
+                        let code = *rest.get(9).ok_or(FrameError::Malformed("rejection without a cause"))?;
+                        let detail = String::from_utf8_lossy(&rest[10..]).into_owned();
+                        Verdict::Rejected(Rejection::new(Cause::from_code(code), detail))
+                    }
                     _ => return Err(FrameError::Malformed("bad verdict")),
                 };
                 Ok(Frame::Ack { seq, verdict })

@@ -13,23 +13,23 @@ use tokio::time::Instant;
 use super::busy_poll::BusyPoll;
 use super::frame::{self, Auth, Frame, Verdict};
 use super::{Endpoint, Network, Outbound, Outcome};
+use crate::error::Cause;
 use crate::identity::Address;
 
 struct Sent {
     out: Outbound,
     seq: u64,
-    /// How many streams it was written to; a duplicate verdict after a resend means the
-    /// first copy was delivered.
+    /// How many streams it was written to: none means it never left.
     attempts: u32,
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
+/// Why [`serve`] returns when the link had nothing to do for the idle period.
+const IDLE: &str = "idle";
+
 pub(crate) async fn run(net: Arc<Network>, endpoint: Endpoint, mut queue: mpsc::Receiver<Outbound>) {
-    let span = tracing::debug_span!("link", peer = %endpoint.peer_id);
-    let _enter = span.enter();
-    drop(_enter);
     let mut unacked: VecDeque<Sent> = VecDeque::new();
     let mut backoff = MIN_BACKOFF;
     let mut queue_open = true;
@@ -41,9 +41,10 @@ pub(crate) async fn run(net: Arc<Network>, endpoint: Endpoint, mut queue: mpsc::
             if !queue_open {
                 return;
             }
-            match queue.recv().await {
-                Some(out) => unacked.push_back(Sent { out, seq: 0, attempts: 0 }),
-                None => return,
+            match tokio::time::timeout(net.config.idle_timeout, queue.recv()).await {
+                Ok(Some(out)) => unacked.push_back(Sent { out, seq: 0, attempts: 0 }),
+                Ok(None) => return,
+                Err(_) => retire(&mut queue, &mut unacked, &mut queue_open),
             }
             continue;
         }
@@ -61,8 +62,23 @@ pub(crate) async fn run(net: Arc<Network>, endpoint: Endpoint, mut queue: mpsc::
         backoff = MIN_BACKOFF;
         let (reader, writer) = stream.split();
         let ended = serve(&net, &endpoint, reader, writer, &mut unacked, &mut queue, &mut queue_open).await;
-        tracing::debug!(peer = %endpoint.peer_id, reason = %ended, "stream ended");
+        tracing::debug!(reason = %ended, "stream ended");
+        if ended == IDLE {
+            // Dropping the stream lets the connection close once idle, so that a peer
+            // talked to once does not hold a place in its connection limits forever.
+            retire(&mut queue, &mut unacked, &mut queue_open);
+        }
         last_failure = ended;
+    }
+}
+
+/// Ends an idle link: closes its queue (the node then starts a new link for the next
+/// send) and takes on what was queued before the close, to finish it.
+fn retire(queue: &mut mpsc::Receiver<Outbound>, unacked: &mut VecDeque<Sent>, queue_open: &mut bool) {
+    queue.close();
+    *queue_open = false;
+    while let Ok(out) = queue.try_recv() {
+        unacked.push_back(Sent { out, seq: 0, attempts: 0 });
     }
 }
 
@@ -97,12 +113,20 @@ async fn serve(
         return format!("write failed: {err}");
     }
     let window = net.config.window;
-    let mut heartbeat = tokio::time::interval_at(Instant::now() + heartbeat_period, heartbeat_period);
+    // Ticks for heartbeats and for noticing idleness, whichever needs it more often.
+    let idle_after = net.config.idle_timeout;
+    let tick = heartbeat_period.min(idle_after / 2).max(Duration::from_millis(10));
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + tick, tick);
     let mut last_heard = Instant::now();
-    // One timer for all deadlines, armed for the oldest envelope and re-armed only when it
-    // fires: no timer is registered per envelope.
+    let mut last_ping = Instant::now();
+    // When the last envelope was queued or acknowledged.
+    let mut last_active = Instant::now();
+    // One timer for all deadlines, armed for the soonest one (each envelope has its own),
+    // moved earlier when a sooner one is queued and re-armed when it fires: no timer is
+    // registered per envelope.
     let far = || Instant::now() + Duration::from_secs(3600);
-    let expiry = tokio::time::sleep_until(unacked.front().map(|s| s.out.deadline).unwrap_or_else(far));
+    let soonest = |unacked: &VecDeque<Sent>| unacked.iter().map(|s| s.out.deadline).min();
+    let expiry = tokio::time::sleep_until(soonest(unacked).unwrap_or_else(far));
     tokio::pin!(expiry);
     let mut busy = BusyPoll::new(net.config.busy_poll);
     busy.wrote();
@@ -111,6 +135,7 @@ async fn serve(
         tokio::select! {
             () = tokio::task::yield_now(), if polling => {}
             item = queue.recv(), if *queue_open && unacked.len() < window => {
+                last_active = Instant::now();
                 let Some(out) = item else {
                     *queue_open = false;
                     if unacked.is_empty() {
@@ -125,18 +150,20 @@ async fn serve(
                     encode(buf, &mut sent, &mut bound);
                     unacked.push_back(sent);
                 };
+                let mut soonest = out.deadline;
                 push(out, unacked, &mut buf);
                 // Batch what is already queued into one write.
                 while unacked.len() < window {
                     match queue.try_recv() {
-                        Ok(out) => push(out, unacked, &mut buf),
+                        Ok(out) => {
+                            soonest = soonest.min(out.deadline);
+                            push(out, unacked, &mut buf);
+                        }
                         Err(_) => break,
                     }
                 }
-                if let Some(front) = unacked.front() {
-                    if front.out.deadline < expiry.deadline() {
-                        expiry.as_mut().reset(front.out.deadline);
-                    }
+                if soonest < expiry.deadline() {
+                    expiry.as_mut().reset(soonest);
                 }
                 if let Err(err) = frame::write(&mut writer, &buf, write_deadline(expiry.deadline())).await {
                     return format!("write failed: {err}");
@@ -152,7 +179,10 @@ async fn serve(
                 let mut next = frame.map(Some);
                 loop {
                     match next {
-                        Ok(Some(Frame::Ack { seq, verdict })) => acknowledge(unacked, seq, verdict),
+                        Ok(Some(Frame::Ack { seq, verdict })) => {
+                            last_active = last_heard;
+                            acknowledge(unacked, seq, verdict)
+                        }
                         Ok(Some(Frame::Pong(_))) => {}
                         Ok(Some(Frame::Bind(binding))) => match binding.verify(&endpoint.peer_id, crate::envelope::unix_now_ms()) {
                             Ok(()) if replier_bindings.len() < 10_000 || replier_bindings.contains_key(&binding.agent) => {
@@ -162,16 +192,7 @@ async fn serve(
                             Err(err) => tracing::warn!(peer = %endpoint.peer_id, error = %err, "refused a reply binding"),
                         },
                         Ok(Some(Frame::Envelope { seq, auth, bytes })) => {
-                            let verdict = match crate::envelope::Envelope::decode(&bytes, net.config.max_frame) {
-                                Ok(envelope) if envelope.in_reply_to.is_some() => {
-                                    match super::inbound::check(net, endpoint.peer_id, auth, &envelope, false, &replier_bindings, |_| true) {
-                                        Ok(()) => super::inbound::complete_reply(net, envelope),
-                                        Err(verdict) => verdict,
-                                    }
-                                }
-                                Ok(_) => Verdict::Rejected("only replies travel back on a sender's stream".into()),
-                                Err(err) => Verdict::Rejected(err.to_string()),
-                            };
+                            let verdict = reply_verdict(net, endpoint, auth, &bytes, &replier_bindings);
                             Frame::Ack { seq, verdict }.encode(&mut acks);
                         }
                         Ok(Some(Frame::Ping(_))) => return "unexpected ping from the receiver".into(),
@@ -187,17 +208,15 @@ async fn serve(
                     while *queue_open && unacked.len() < window {
                         match queue.try_recv() {
                             Ok(out) => {
+                                if out.deadline < expiry.deadline() {
+                                    expiry.as_mut().reset(out.deadline);
+                                }
                                 let mut sent = Sent { out, seq: next_seq, attempts: 1 };
                                 next_seq += 1;
                                 encode(&mut acks, &mut sent, &mut bound);
                                 unacked.push_back(sent);
                             }
                             Err(_) => break,
-                        }
-                    }
-                    if let Some(front) = unacked.front() {
-                        if front.out.deadline < expiry.deadline() {
-                            expiry.as_mut().reset(front.out.deadline);
                         }
                     }
                     if let Err(err) = frame::write(&mut writer, &acks, write_deadline(expiry.deadline())).await {
@@ -213,6 +232,13 @@ async fn serve(
                 if last_heard.elapsed() > heartbeat_period * 3 {
                     return "peer silent for three heartbeats".into();
                 }
+                if unacked.is_empty() && last_active.elapsed() >= idle_after {
+                    return IDLE.into();
+                }
+                if last_ping.elapsed() < heartbeat_period {
+                    continue;
+                }
+                last_ping = Instant::now();
                 buf.clear();
                 Frame::Ping(0).encode(&mut buf);
                 if let Err(err) = frame::write(&mut writer, &buf, write_deadline(expiry.deadline())).await {
@@ -222,9 +248,37 @@ async fn serve(
             () = &mut expiry => {
                 // Everything here was written to this stream: none can be unreachable.
                 expire(unacked, endpoint, "");
-                expiry.as_mut().reset(unacked.front().map(|s| s.out.deadline).unwrap_or_else(far));
+                expiry.as_mut().reset(soonest(unacked).unwrap_or_else(far));
             }
         }
+    }
+}
+
+/// The verdict on a reply that came back on this stream. Replies are settled at once, so a
+/// resent reply is answered with its first copy's verdict without waiting.
+fn reply_verdict(
+    net: &Network,
+    endpoint: &Endpoint,
+    auth: Auth,
+    bytes: &[u8],
+    bindings: &HashMap<Address, u64>,
+) -> Verdict {
+    use super::inbound::{answer_resend, check, complete_reply, settle, Refusal};
+    let envelope = match crate::envelope::Envelope::decode(bytes, net.config.max_frame) {
+        Ok(envelope) if envelope.in_reply_to.is_some() => envelope,
+        Ok(_) => return Verdict::rejected(Cause::Malformed, "only replies travel back on a sender's stream"),
+        Err(err) => return Verdict::Rejected(err.rejection()),
+    };
+    match check(net, auth, &envelope, false, bindings, |_| true) {
+        Ok(()) => {
+            let (sender, nonce) = (envelope.sender, envelope.nonce);
+            let verdict = complete_reply(net, envelope);
+            settle(net, sender, nonce, endpoint.peer_id, &verdict);
+            verdict
+        }
+        Err(Refusal::Verdict(verdict)) => verdict,
+        Err(Refusal::Duplicate) => answer_resend(net, envelope.sender, envelope.nonce, None)
+            .unwrap_or_else(|| Verdict::rejected(Cause::Replayed, "its first copy is still being delivered")),
     }
 }
 
@@ -248,9 +302,7 @@ fn acknowledge(unacked: &mut VecDeque<Sent>, seq: u64, verdict: Verdict) {
     };
     let outcome = match verdict {
         Verdict::Delivered => Outcome::Delivered,
-        Verdict::Duplicate if sent.attempts > 1 => Outcome::Delivered,
-        Verdict::Duplicate => Outcome::Rejected("replayed envelope".into()),
-        Verdict::Rejected(reason) => Outcome::Rejected(reason),
+        Verdict::Rejected(rejection) => Outcome::Rejected(rejection),
     };
     let _ = sent.out.done.send(outcome);
 }

@@ -8,13 +8,27 @@
 //!
 //! ## Delivery
 //! Every envelope sent ends in exactly one [`Outcome`]: delivered (the receiver queued it
-//! for the agent and acknowledged), rejected (with the receiver's reason), unroutable (why),
+//! for the agent and acknowledged), rejected (with a typed [`Rejection`]), unroutable (why),
 //! unreachable (never written to the peer, with the last failure) or timed out (written,
-//! not acknowledged: after how long, to which endpoint). The sender's deadline holds through the
-//! outbound queue, reconnects and retries. Envelopes to one peer keep their order. A broken
-//! connection is re-established with backoff and unacknowledged envelopes are resent, in
-//! order, with the same nonce: the receiver's replay guard makes the handler run at most
-//! once, and acknowledges the duplicate. Heartbeats detect a silent connection.
+//! not acknowledged: after how long, to which endpoint). Each envelope's own deadline holds
+//! through the outbound queue, reconnects and retries. Envelopes to one peer keep their
+//! order; see "Order" below. A broken connection is re-established with backoff and
+//! unacknowledged envelopes are resent, in order, with the same nonce: the receiver
+//! remembers the verdict it gave each (sender, nonce) and answers a copy with it, so the
+//! handler runs at most once and a refused envelope is never reported delivered.
+//! Heartbeats detect a silent connection; a link with nothing to carry for
+//! [`NetworkConfig::with_idle_timeout`] is closed, and reopened by the next envelope.
+//!
+//! A message bigger than a frame fails at the sender ([`SendFailure::TooLarge`](crate::SendFailure::TooLarge)),
+//! before it is sealed. A receiver whose agent's mailbox is full and waits for room keeps
+//! serving the other agents on the connection: envelopes for the full one wait in a line
+//! of their own, and are acknowledged when queued.
+//!
+//! ## Order
+//! Sends and requests from one agent to one target arrive in the order they were issued,
+//! including across resends and while they wait for room in a full mailbox. Replies go back
+//! on the request's stream and are ordered with the other replies on it, not with
+//! messages the replier sends on its own.
 //!
 //! ## Authentication
 //! [`Auth::Signed`]: every envelope carries its sender's signature (always used for
@@ -23,7 +37,9 @@
 //! the receiver accepts that agent's unsigned envelopes on that stream until the binding
 //! expires. Either way the receiver checks expiry, clock skew, size and schema, and
 //! refuses replays, including across its own restart: envelopes sealed before the
-//! receiver started are refused, so nothing accepted before a crash can be replayed after.
+//! receiver started are refused as [`Cause::MayHaveBeenHandled`], so nothing accepted
+//! before a crash can be handled again after. A peer sending envelopes that fail
+//! authentication is disconnected and kept out for a while.
 
 mod binding;
 mod busy_poll;
@@ -33,6 +49,7 @@ mod link;
 mod node;
 mod remote;
 mod resolver;
+mod sink;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,13 +68,14 @@ pub use resolver::{Endpoint, Resolver, StaticResolver};
 pub(crate) use inbound::accept_loop;
 pub(crate) use node::start;
 pub(crate) use remote::report_failure;
+pub(crate) use sink::Sink;
 
 use crate::envelope::{Envelope, ReplayGuard};
-use crate::error::Unroutable;
+use crate::error::{Cause, Rejection, Unroutable};
 use crate::identity::{Address, Identity};
 
 /// The libp2p protocol of the envelope stream.
-pub const PROTOCOL: &str = "/agora/envelope/1";
+pub const PROTOCOL: &str = "/agora/envelope/2";
 
 /// Routes learned from inbound connections, at most (then the oldest are not kept).
 pub(crate) const MAX_LEARNED: usize = 100_000;
@@ -67,8 +85,9 @@ pub(crate) const MAX_LEARNED: usize = 100_000;
 pub enum Outcome {
     /// The receiver accepted the envelope and queued it for its agent.
     Delivered,
-    /// The receiver refused it, for this reason; it was not handled.
-    Rejected(String),
+    /// The receiver refused it, for this reason. It was not handled, unless
+    /// [`Rejection::may_have_been_handled`] says an earlier copy may have been.
+    Rejected(Rejection),
     /// No route: it was not sent.
     Unroutable(Unroutable),
     /// Not sent: the peer could not be reached before the deadline (or the queue to it
@@ -108,6 +127,7 @@ pub struct NetworkConfig {
     pub(crate) max_requests_in_flight: usize,
     pub(crate) replay_capacity: usize,
     pub(crate) busy_poll: Duration,
+    pub(crate) idle_timeout: Duration,
 }
 
 impl NetworkConfig {
@@ -132,6 +152,7 @@ impl NetworkConfig {
             max_requests_in_flight: 1024,
             replay_capacity: 1_000_000,
             busy_poll: Self::DEFAULT_BUSY_POLL,
+            idle_timeout: Duration::from_secs(60),
         }
     }
 
@@ -212,6 +233,14 @@ impl NetworkConfig {
         self
     }
 
+    /// How long a link or connection with nothing to carry stays open (default 60 s).
+    /// Then it is closed, so that peers talked to once do not keep places in connection
+    /// limits (theirs and this node's); the next envelope opens it again.
+    pub fn with_idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle_timeout = idle.max(Duration::from_millis(20));
+        self
+    }
+
     /// Lifetime of the session bindings this node's agents sign (default 10 min).
     pub fn with_binding_lifetime(mut self, lifetime: Duration) -> Self {
         self.binding_lifetime = lifetime;
@@ -258,8 +287,12 @@ pub(crate) struct Network {
     /// Requests sent from here awaiting a reply: (requester, request nonce) → (target, slot).
     pub(crate) pending: Mutex<HashMap<(Address, u64), (Address, RemoteReply)>>,
     pub(crate) replay: Mutex<ReplayGuard>,
-    /// Envelopes sealed before this instant predate this node and are refused.
-    pub(crate) boot_ms: u64,
+    /// Resends waiting for the verdict of their first copy, still being delivered:
+    /// (sender, nonce) → where each resend's acknowledgement goes.
+    pub(crate) awaiting_first: Mutex<HashMap<(Address, u64), Vec<inbound::LaterAck>>>,
+    /// Envelopes sealed before this instant may have been handled before this node
+    /// (re)started, and are refused as such.
+    pub(crate) accept_from_ms: u64,
     pub(crate) bindings: Mutex<HashMap<Address, Binding>>,
     pub(crate) stop: tokio::sync::watch::Sender<bool>,
     /// Agents authenticated on inbound connections, by the peer that hosts them, so that
@@ -267,7 +300,15 @@ pub(crate) struct Network {
     pub(crate) learned: Mutex<HashMap<Address, PeerId>>,
 }
 
+/// What a frame adds to the envelope it carries: tag, sequence number, authentication mode.
+const ENVELOPE_FRAME_OVERHEAD: usize = 1 + 8 + 1;
+
 impl Network {
+    /// The largest payload an envelope from here may carry: it must fit in one frame.
+    pub(crate) fn max_payload(&self) -> usize {
+        self.config.max_frame.saturating_sub(ENVELOPE_FRAME_OVERHEAD + crate::envelope::MAX_OVERHEAD)
+    }
+
     /// Resolves `to` and queues `bytes` for it; the returned outcome is final.
     pub(crate) async fn send(
         self: &Arc<Self>,
@@ -277,6 +318,10 @@ impl Network {
         auth: Auth,
         timeout: Duration,
     ) -> Outcome {
+        if bytes.len() + ENVELOPE_FRAME_OVERHEAD > self.config.max_frame {
+            let detail = format!("{} bytes; frames carry at most {}", bytes.len(), self.config.max_frame);
+            return Outcome::Rejected(Rejection::new(Cause::TooLarge, detail));
+        }
         let deadline = tokio::time::Instant::now() + timeout;
         // Most resolutions are answered from memory: only a pending one gets a timer.
         let resolution = match futures::FutureExt::now_or_never(self.config.resolver.resolve(&to)) {
@@ -299,26 +344,35 @@ impl Network {
         let sender = identity.map(Identity::address).unwrap_or_else(|| Address::from_bytes([0; 32]));
         let (done, outcome) = oneshot::channel();
         let outbound = Outbound { sender, bytes, auth, binding, deadline, timeout, done };
-        let link = self.link(&endpoint);
         let queue_full = || Outcome::Unreachable {
             after: timeout,
             endpoint: endpoint.to_string(),
             reason: "the queue to this peer stayed full".into(),
         };
-        let stopped = || Outcome::Rejected("the connection task has stopped".into());
-        match link.try_send(outbound) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Closed(_)) => return stopped(),
-            // The queue is full: wait for room, within the deadline.
-            Err(mpsc::error::TrySendError::Full(outbound)) => {
-                match tokio::time::timeout_at(deadline, link.send(outbound)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return stopped(),
-                    Err(_) => return queue_full(),
+        let stopped = || Outcome::Rejected(Rejection::new(Cause::NodeStopped, "the connection task has stopped"));
+        let mut outbound = outbound;
+        // A second try only if the first link had just retired, being idle.
+        for attempt in 0..2 {
+            let link = self.link(&endpoint);
+            match link.try_send(outbound) {
+                Ok(()) => break,
+                Err(mpsc::error::TrySendError::Closed(back)) if attempt == 0 && !*self.stop.borrow() => outbound = back,
+                Err(mpsc::error::TrySendError::Closed(_)) => return stopped(),
+                // The queue is full: wait for room, within the deadline.
+                Err(mpsc::error::TrySendError::Full(back)) => {
+                    match tokio::time::timeout_at(deadline, link.send(back)).await {
+                        Ok(Ok(())) => break,
+                        Ok(Err(_)) => return stopped(),
+                        Err(_) => return queue_full(),
+                    }
                 }
             }
         }
-        // The link reports every envelope it accepted, at the latest at its deadline.
+        self.finish(outcome, timeout, &endpoint).await
+    }
+
+    /// The outcome the link reports for an envelope it accepted, at the latest at its deadline.
+    async fn finish(&self, outcome: oneshot::Receiver<Outcome>, timeout: Duration, endpoint: &Endpoint) -> Outcome {
         outcome.await.unwrap_or_else(|_| Outcome::TimedOut { after: timeout, endpoint: endpoint.to_string() })
     }
 
@@ -331,8 +385,11 @@ impl Network {
                 return link.clone();
             }
         }
+        // Links of peers gone idle are retired (closed); forget them when adding one.
+        links.retain(|_, link| !link.is_closed());
         let (tx, rx) = mpsc::channel(self.config.queue);
-        tokio::spawn(link::run(Arc::clone(self), endpoint.clone(), rx));
+        let span = tracing::debug_span!("link", peer = %endpoint.peer_id);
+        tokio::spawn(tracing::Instrument::instrument(link::run(Arc::clone(self), endpoint.clone(), rx), span));
         links.insert(endpoint.peer_id, tx.clone());
         tx
     }

@@ -58,7 +58,7 @@ pub(crate) async fn start(
         .with_max_established_incoming(Some(config.max_connections))
         .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER));
     let behaviour = Behaviour { limits: connection_limits::Behaviour::new(limits), streams };
-    let mut swarm = crate::net::swarm(keypair, behaviour)?;
+    let mut swarm = crate::net::swarm_with_idle_timeout(keypair, behaviour, config.idle_timeout)?;
     let listen_addrs = crate::net::listen(&mut swarm, &config.listen).await?;
     let info = NetworkInfo { peer_id: *swarm.local_peer_id(), listen_addrs };
     let (commands, commands_rx) = mpsc::channel(256);
@@ -70,7 +70,8 @@ pub(crate) async fn start(
         links: Mutex::new(HashMap::new()),
         pending: Mutex::new(HashMap::new()),
         replay: Mutex::new(ReplayGuard::with_capacity(config.replay_capacity)),
-        boot_ms: crate::envelope::unix_now_ms(),
+        awaiting_first: Mutex::new(HashMap::new()),
+        accept_from_ms: crate::envelope::unix_now_ms(),
         bindings: Mutex::new(HashMap::new()),
         learned: Mutex::new(HashMap::new()),
         stop,

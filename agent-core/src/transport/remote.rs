@@ -28,6 +28,15 @@ pub struct RequestFailed {
 /// The longest lifetime an envelope asks for (receivers refuse longer by default).
 const MAX_LIFETIME: Duration = Duration::from_secs(600);
 
+/// Refuses, before anything is sealed or queued, a payload no frame could carry.
+fn check_size(net: &Network, to: Address, payload: &[u8]) -> Result<(), SendFailure> {
+    let limit = net.max_payload();
+    if payload.len() > limit {
+        return Err(SendFailure::TooLarge { to, size: payload.len(), limit });
+    }
+    Ok(())
+}
+
 fn seal(
     net: &Network,
     identity: &Identity,
@@ -49,7 +58,7 @@ fn seal(
 fn failure_of(to: Address, outcome: Outcome) -> Result<(), SendFailure> {
     match outcome {
         Outcome::Delivered => Ok(()),
-        Outcome::Rejected(reason) => Err(SendFailure::Rejected { to, reason }),
+        Outcome::Rejected(rejection) => Err(SendFailure::Rejected { to, rejection }),
         Outcome::Unroutable(reason) => Err(SendFailure::Unroutable { to, reason }),
         Outcome::Unreachable { after, endpoint, reason } => {
             Err(SendFailure::Unreachable { to, after, endpoint, reason })
@@ -84,6 +93,7 @@ impl Context {
         timeout: Duration,
     ) -> Result<(), SendFailure> {
         let payload = serde_json::to_vec(message).map_err(|e| SendFailure::Encode { to, reason: e.to_string() })?;
+        check_size(net, to, &payload)?;
         let envelope = seal(net, &self.cell.identity, to, M::DIGEST, payload, header, timeout);
         let outcome = net.send(Some(&self.cell.identity), to, envelope.encode(), net.config.auth, timeout).await;
         failure_of(to, outcome)
@@ -100,6 +110,7 @@ impl Context {
     ) -> Result<Resp, RequestError> {
         let payload = serde_json::to_vec(message)
             .map_err(|e| RequestError::Send(SendFailure::Encode { to, reason: e.to_string() }))?;
+        check_size(net, to, &payload).map_err(RequestError::Send)?;
         let remaining = deadline.saturating_duration_since(Instant::now());
         let header = Header { expects_reply: true, ..header };
         let envelope = seal(net, &self.cell.identity, to, Req::DIGEST, payload, header, remaining);
@@ -155,6 +166,7 @@ impl Context {
         };
         let payload = serde_json::to_vec(message)
             .map_err(|e| ReplyError::Send(SendFailure::Encode { to: to.requester, reason: e.to_string() }))?;
+        check_size(net, to.requester, &payload).map_err(ReplyError::Send)?;
         let identity = &self.cell.identity;
         let envelope = seal(net, identity, to.requester, M::DIGEST, payload, header, timeout);
         let binding = (net.config.auth == Auth::Bound).then(|| net.binding_for(identity));

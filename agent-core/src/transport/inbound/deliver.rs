@@ -1,0 +1,239 @@
+//! Handing checked envelopes to local agents, and remembering each one's verdict.
+//!
+//! A full mailbox whose agent waits for room must not stall the stream: envelopes for that
+//! agent wait in a line of their own (in arrival order, so they stay in order), while
+//! envelopes for other agents go on. Their acknowledgements follow when they are queued.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use libp2p::PeerId;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::super::frame::Verdict;
+use super::super::{Network, Sink};
+use crate::envelope::{Envelope, FirstCopy};
+use crate::error::{Cause, Rejection, SendFailure};
+use crate::identity::Address;
+use crate::router::{Blocked, Delivery, Item};
+
+/// Where a verdict given later goes: the stream's acknowledgements, with the frame's seq.
+pub(crate) type Acks = mpsc::UnboundedSender<(u64, Verdict)>;
+
+/// A verdict owed later: where it goes, and the seq of the frame it answers.
+pub(crate) type LaterAck = (Acks, u64);
+
+/// Resends waiting for their first copy's verdict, all streams together, at most.
+const MAX_AWAITING_FIRST: usize = 10_000;
+
+/// Envelopes one stream may have waiting for room in full mailboxes, at most.
+pub(super) const MAX_WAITING_PER_STREAM: usize = 4096;
+
+/// The verdict of the envelope (sender, nonce) is final: remember it for resends, tell the
+/// resends waiting for it, and, if it was delivered, remember how to reach its sender.
+pub(crate) fn settle(net: &Network, sender: Address, nonce: u64, peer: PeerId, verdict: &Verdict) {
+    let first = match verdict {
+        Verdict::Delivered => FirstCopy::Delivered,
+        Verdict::Rejected(rejection) => FirstCopy::Rejected(rejection.cause),
+    };
+    {
+        let mut replay = net.replay.lock();
+        replay.settle(sender, nonce, first);
+        // Under the guard's lock, so that no resend registers after this.
+        if let Some(waiting) = net.awaiting_first.lock().remove(&(sender, nonce)) {
+            for (acks, seq) in waiting {
+                let _ = acks.send((seq, verdict.clone()));
+            }
+        }
+    }
+    if *verdict == Verdict::Delivered {
+        // Only a delivered envelope proves its sender is reached through this peer.
+        let mut learned = net.learned.lock();
+        if learned.len() < super::super::MAX_LEARNED || learned.contains_key(&sender) {
+            learned.insert(sender, peer);
+        }
+    }
+}
+
+/// The verdict for a copy of (sender, nonce) after the first: the first copy's, now, or
+/// later through `acks` while the first is still being delivered (`None`).
+pub(crate) fn answer_resend(
+    net: &Network,
+    sender: Address,
+    nonce: u64,
+    later: Option<(&Acks, u64)>,
+) -> Option<Verdict> {
+    let replay = net.replay.lock();
+    match replay.first_copy(&sender, nonce) {
+        FirstCopy::Delivered => Some(Verdict::Delivered),
+        FirstCopy::Rejected(cause) => Some(Verdict::rejected(cause, "answer to a resend: the first copy was refused")),
+        FirstCopy::Forgotten => Some(Verdict::rejected(Cause::Replayed, "its first copy's verdict is no longer known")),
+        FirstCopy::Pending => {
+            let mut awaiting = net.awaiting_first.lock();
+            match later {
+                Some((acks, seq)) if awaiting.len() < MAX_AWAITING_FIRST || awaiting.contains_key(&(sender, nonce)) => {
+                    awaiting.entry((sender, nonce)).or_default().push((acks.clone(), seq));
+                    None
+                }
+                _ => Some(Verdict::rejected(Cause::Replayed, "its first copy is still being delivered")),
+            }
+        }
+    }
+}
+
+/// The rejection a local delivery failure is answered with.
+pub(crate) fn rejection_of(failure: SendFailure) -> Rejection {
+    let detail = failure.to_string();
+    match failure {
+        SendFailure::Rejected { rejection, .. } => rejection,
+        SendFailure::MailboxFull { .. } | SendFailure::Timeout { .. } => Rejection::new(Cause::MailboxFull, detail),
+        SendFailure::Stopped { .. } => Rejection::new(Cause::AgentStopped, detail),
+        SendFailure::Unroutable { .. } => Rejection::new(Cause::UnknownAgent, detail),
+        SendFailure::Encode { .. } => Rejection::new(Cause::Malformed, detail),
+        SendFailure::TooLarge { .. } => Rejection::new(Cause::TooLarge, detail),
+        SendFailure::Unreachable { .. } | SendFailure::NotAcknowledged { .. } => {
+            Rejection::new(Cause::UnknownAgent, detail)
+        }
+    }
+}
+
+/// Hands a checked reply to the request waiting for it (from its target only).
+pub(crate) fn complete_reply(net: &Network, envelope: Envelope) -> Verdict {
+    let Some(request_nonce) = envelope.in_reply_to else {
+        return Verdict::rejected(Cause::Malformed, "not a reply");
+    };
+    let key = (envelope.target, request_nonce);
+    let mut pending = net.pending.lock();
+    match pending.remove(&key) {
+        Some((expected, slot)) if expected == envelope.sender => {
+            let _ = slot.send(envelope);
+            Verdict::Delivered
+        }
+        Some(entry) => {
+            pending.insert(key, entry);
+            Verdict::rejected(Cause::NotAwaited, "a reply from an agent the request was not sent to")
+        }
+        None => Verdict::rejected(Cause::NotAwaited, "no request is waiting for this reply (it may have timed out)"),
+    }
+}
+
+/// One envelope waiting for room in a full mailbox.
+struct Waiting {
+    seq: u64,
+    sender: Address,
+    nonce: u64,
+    delivery: Box<Delivery>,
+    deadline: Instant,
+}
+
+/// The lines of envelopes waiting for full mailboxes, on one stream.
+pub(super) struct Lines {
+    lines: HashMap<Address, mpsc::UnboundedSender<Waiting>>,
+    waiting: Arc<AtomicUsize>,
+    pub(super) acks: Acks,
+    peer: PeerId,
+}
+
+/// The envelope being delivered: its frame's seq and its (sender, nonce).
+pub(super) struct Arrival {
+    pub(super) seq: u64,
+    pub(super) sender: Address,
+    pub(super) nonce: u64,
+    pub(super) target: Address,
+}
+
+impl Lines {
+    pub(super) fn new(acks: Acks, peer: PeerId) -> Self {
+        Lines { lines: HashMap::new(), waiting: Arc::default(), acks, peer }
+    }
+
+    /// Envelopes of this stream waiting for room in a mailbox.
+    pub(super) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Delivers at once, or puts the envelope in its target's line: `None` then, and the
+    /// verdict comes through `acks` later. Settles every verdict it gives.
+    pub(super) fn deliver(
+        &mut self,
+        net: &Arc<Network>,
+        sink: &dyn Sink,
+        arrival: Arrival,
+        mut delivery: Box<Delivery>,
+    ) -> Option<Verdict> {
+        let Arrival { seq, sender, nonce, target } = arrival;
+        if let Some(line) = self.lines.get(&target) {
+            // Behind the envelopes already waiting for this agent, to keep their order.
+            let waiting = Waiting { seq, sender, nonce, delivery, deadline: Instant::now() + sink.wait_limit() };
+            match line.send(waiting) {
+                Ok(()) => {
+                    self.waiting.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+                Err(mpsc::error::SendError(waiting)) => {
+                    // The line emptied and closed: the mailbox had room again.
+                    self.lines.remove(&target);
+                    delivery = waiting.delivery;
+                }
+            }
+        }
+        let verdict = match sink.offer(target, delivery) {
+            Ok(()) => Verdict::Delivered,
+            Err(Blocked::Failed(failure, _)) => Verdict::Rejected(rejection_of(failure)),
+            Err(Blocked::Full(_, _)) if self.waiting.load(Ordering::Relaxed) >= MAX_WAITING_PER_STREAM => {
+                Verdict::rejected(Cause::MailboxFull, "too many envelopes from this peer are waiting for room")
+            }
+            Err(Blocked::Full(mailbox, delivery)) => {
+                let (line, queue) = mpsc::unbounded_channel();
+                let deadline = Instant::now() + sink.wait_limit();
+                let _ = line.send(Waiting { seq, sender, nonce, delivery, deadline });
+                self.waiting.fetch_add(1, Ordering::Relaxed);
+                self.lines.insert(target, line);
+                let (net, acks, waiting, peer) =
+                    (Arc::clone(net), self.acks.clone(), Arc::clone(&self.waiting), self.peer);
+                tokio::spawn(wait_in_line(net, mailbox, queue, acks, waiting, peer));
+                return None;
+            }
+        };
+        settle(net, sender, nonce, self.peer, &verdict);
+        Some(verdict)
+    }
+}
+
+/// Delivers one agent's line in order as its mailbox makes room, and ends when the line
+/// is empty (closing it first, so nothing is left behind).
+async fn wait_in_line(
+    net: Arc<Network>,
+    mailbox: mpsc::Sender<Item>,
+    mut line: mpsc::UnboundedReceiver<Waiting>,
+    acks: Acks,
+    waiting: Arc<AtomicUsize>,
+    peer: PeerId,
+) {
+    loop {
+        let next = match line.try_recv() {
+            Ok(next) => next,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                line.close();
+                match line.try_recv() {
+                    Ok(next) => next,
+                    Err(_) => return,
+                }
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => return,
+        };
+        let verdict = match tokio::time::timeout_at(next.deadline, mailbox.reserve()).await {
+            Ok(Ok(permit)) => {
+                permit.send(next.delivery);
+                Verdict::Delivered
+            }
+            Ok(Err(_)) => Verdict::rejected(Cause::AgentStopped, "the agent stopped while the envelope waited"),
+            Err(_) => Verdict::rejected(Cause::MailboxFull, "the agent's mailbox stayed full until the deadline"),
+        };
+        waiting.fetch_sub(1, Ordering::Relaxed);
+        settle(&net, next.sender, next.nonce, peer, &verdict);
+        let _ = acks.send((next.seq, verdict));
+    }
+}
