@@ -253,7 +253,10 @@ impl Bureau {
         if let Some(existing) = self.shared.network.get() {
             return Ok(existing.info.clone());
         }
-        let (network, incoming, stop) = crate::transport::start(config).await?;
+        // What must survive a restart of the node is kept with the agents' storage, when
+        // that is on disk.
+        let state = self.shared.config.storage_dir.is_some().then(|| self.shared.storage.clone());
+        let (network, incoming, stop) = crate::transport::start(config, state).await?;
         let info = network.info.clone();
         if self.shared.network.set(Arc::clone(&network)).is_err() {
             return Err(crate::net::NetError::Transport("the bureau started listening twice at once".into()));
@@ -297,6 +300,7 @@ impl Bureau {
     fn stop_network(&self) {
         if let Some(network) = self.shared.network.get() {
             let _ = network.stop.send(true);
+            network.ceiling.lower_on_stop();
             network.links.lock().clear();
         }
     }

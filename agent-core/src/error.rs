@@ -203,6 +203,9 @@ pub enum Cause {
     /// The sending node stopped before the envelope left (code 15; never on the wire).
     #[error("the sending node has stopped")]
     NodeStopped,
+    /// The receiver cannot accept envelopes now: it cannot write to its storage (code 16).
+    #[error("the receiver is unavailable")]
+    Unavailable,
     /// A code this build does not know (a newer peer); the detail says more.
     #[error("unknown cause (code {0})")]
     Unknown(u8),
@@ -227,6 +230,7 @@ impl Cause {
             Cause::Malformed => 13,
             Cause::NotAwaited => 14,
             Cause::NodeStopped => 15,
+            Cause::Unavailable => 16,
             Cause::Unknown(code) => code,
         }
     }
@@ -249,6 +253,7 @@ impl Cause {
             13 => Cause::Malformed,
             14 => Cause::NotAwaited,
             15 => Cause::NodeStopped,
+            16 => Cause::Unavailable,
             other => Cause::Unknown(other),
         }
     }

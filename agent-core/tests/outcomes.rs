@@ -308,3 +308,78 @@ async fn idle_peers_give_their_connection_places_back() {
     }
     server.shutdown().await.unwrap();
 }
+
+/// A bureau storing in `dir`, serving a worker that counts what it handles, listening on
+/// loopback and entered in `resolver`.
+async fn counting_node(
+    dir: &std::path::Path,
+    resolver: &Arc<agent_core::transport::StaticResolver>,
+) -> (agent_core::Bureau, Address, Arc<AtomicU64>) {
+    let handled = Arc::new(AtomicU64::new(0));
+    let mut worker = Agent::builder("restarting worker").seed("restarting worker").build().unwrap();
+    {
+        let handled = handled.clone();
+        worker.on_message(move |_ctx: Context, _from: Address, Job(_): Job| {
+            handled.fetch_add(1, Ordering::SeqCst);
+            async {}
+        });
+    }
+    // A node dropped just now lets go of its database once its tasks have ended.
+    let mut opened = None;
+    for _ in 0..500 {
+        match agent_core::Bureau::with_config(agent_core::Config::default().with_storage_dir(dir)) {
+            Ok(bureau) => {
+                opened = Some(bureau);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    let bureau = opened.expect("the database is released within 5 s");
+    let address = bureau.add(worker).unwrap();
+    let config =
+        agent_core::transport::NetworkConfig::new(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()], resolver.clone());
+    let info = bureau.listen(config).await.unwrap();
+    resolver.insert(address, Endpoint { peer_id: info.peer_id, addrs: info.listen_addrs });
+    (bureau, address, handled)
+}
+
+#[tokio::test]
+async fn after_a_restart_no_envelope_is_handled_twice_and_fresh_ones_still_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let resolver = Arc::new(agent_core::transport::StaticResolver::new());
+    let (client, _ctx) = client_of(&resolver, "restart sender").await;
+    let sender = Identity::from_seed("restart sender");
+    let skewed = Identity::from_seed("a sender whose clock runs ahead");
+
+    let (node, target, handled) = counting_node(dir.path(), &resolver).await;
+    // Within the allowed clock skew: stamped 20 s ahead, and one stamped now.
+    let ahead = Envelope::seal(&skewed, target, &Job(1), Header::default(), unix_now_ms() + 20_000, 60_000).unwrap();
+    let now = job(&sender, target, 2);
+    assert_eq!(client.forward(&ahead, Duration::from_secs(5)).await.unwrap(), Outcome::Delivered);
+    assert_eq!(client.forward(&now, Duration::from_secs(5)).await.unwrap(), Outcome::Delivered);
+    until("both are handled", || handled.load(Ordering::SeqCst) == 2).await;
+    drop(node); // Stopped without a graceful shutdown.
+
+    let (node, _, handled) = counting_node(dir.path(), &resolver).await;
+    for copy in [&ahead, &now] {
+        match client.forward(copy, Duration::from_secs(5)).await.unwrap() {
+            Outcome::Rejected(rejection) => {
+                assert_eq!(rejection.cause, Cause::MayHaveBeenHandled, "{rejection}");
+                assert!(rejection.may_have_been_handled());
+            }
+            other => panic!("a copy from before the restart was not refused: {other:?}"),
+        }
+    }
+    // Fresh envelopes are accepted at once, even from the sender whose clock is ahead
+    // of the others (its own ceiling delays no one else).
+    let fresh = job(&sender, target, 3);
+    assert_eq!(client.forward(&fresh, Duration::from_secs(5)).await.unwrap(), Outcome::Delivered);
+    let later = Envelope::seal(&skewed, target, &Job(4), Header::default(), unix_now_ms() + 25_000, 60_000).unwrap();
+    assert_eq!(client.forward(&later, Duration::from_secs(5)).await.unwrap(), Outcome::Delivered);
+    until("the fresh ones are handled", || handled.load(Ordering::SeqCst) == 2).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(handled.load(Ordering::SeqCst), 2, "nothing from before the restart was handled again");
+    node.shutdown().await.unwrap();
+    client.shutdown().await.unwrap();
+}

@@ -36,13 +36,19 @@
 //! short-lived [`Binding`] of its address to this node's noise-authenticated peer id, and
 //! the receiver accepts that agent's unsigned envelopes on that stream until the binding
 //! expires. Either way the receiver checks expiry, clock skew, size and schema, and
-//! refuses replays, including across its own restart: envelopes sealed before the
-//! receiver started are refused as [`Cause::MayHaveBeenHandled`], so nothing accepted
-//! before a crash can be handled again after. A peer sending envelopes that fail
+//! refuses replays, including across its own restart: every envelope it accepts is stamped
+//! below a ceiling stored (with the agents' storage) before the envelope is acknowledged,
+//! and after a restart an envelope stamped below the ceilings left is refused as
+//! [`Cause::MayHaveBeenHandled`], so nothing accepted before a crash is handled again.
+//! This needs the bureau's storage on disk ([`Config::with_storage_dir`](crate::Config::with_storage_dir));
+//! a node keeping storage in memory only refuses envelopes sealed before it started, which
+//! leaves envelopes stamped ahead of the clock (up to the allowed skew) open to a second
+//! handling after a fast restart. A peer sending envelopes that fail
 //! authentication is disconnected and kept out for a while.
 
 mod binding;
 mod busy_poll;
+mod ceiling;
 pub(crate) mod frame;
 mod inbound;
 mod link;
@@ -290,9 +296,9 @@ pub(crate) struct Network {
     /// Resends waiting for the verdict of their first copy, still being delivered:
     /// (sender, nonce) → where each resend's acknowledgement goes.
     pub(crate) awaiting_first: Mutex<HashMap<(Address, u64), Vec<inbound::LaterAck>>>,
-    /// Envelopes sealed before this instant may have been handled before this node
-    /// (re)started, and are refused as such.
-    pub(crate) accept_from_ms: u64,
+    /// The durable ceiling on accepted timestamps, which keeps a restart from handling an
+    /// envelope twice.
+    pub(crate) ceiling: ceiling::Ceiling,
     pub(crate) bindings: Mutex<HashMap<Address, Binding>>,
     pub(crate) stop: tokio::sync::watch::Sender<bool>,
     /// Agents authenticated on inbound connections, by the peer that hosts them, so that

@@ -45,7 +45,13 @@ pub(crate) enum Command {
 /// Starts the swarm and returns the node.
 pub(crate) async fn start(
     config: NetworkConfig,
+    state: Option<crate::store::WriteBehind>,
 ) -> Result<(Arc<Network>, libp2p_stream::IncomingStreams, watch::Receiver<bool>), NetError> {
+    let ceiling = super::ceiling::Ceiling::load(state)
+        .map_err(|err| NetError::Transport(format!("cannot read the node's state: {}", crate::error::chain(&err))))?;
+    // Restarted right after a crash: let the clock pass what the last run may have
+    // accepted, so fresh envelopes are not refused as possibly handled.
+    tokio::time::sleep(ceiling.wait_before_accepting()).await;
     let keypair = config.keypair.clone().unwrap_or_else(libp2p::identity::Keypair::generate_ed25519);
     let streams = libp2p_stream::Behaviour::new();
     let mut control = streams.new_control();
@@ -71,13 +77,16 @@ pub(crate) async fn start(
         pending: Mutex::new(HashMap::new()),
         replay: Mutex::new(ReplayGuard::with_capacity(config.replay_capacity)),
         awaiting_first: Mutex::new(HashMap::new()),
-        accept_from_ms: crate::envelope::unix_now_ms(),
+        ceiling,
         bindings: Mutex::new(HashMap::new()),
         learned: Mutex::new(HashMap::new()),
         stop,
         config,
     });
     tokio::spawn(run(swarm, commands_rx, stop_rx.clone()));
+    let keeper = Arc::clone(&network);
+    let keeper_stop = stop_rx.clone();
+    tokio::spawn(async move { keeper.ceiling.keep_ahead(keeper_stop).await });
     Ok((network, incoming, stop_rx))
 }
 

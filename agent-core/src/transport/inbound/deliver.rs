@@ -17,7 +17,7 @@ use super::super::{Network, Sink};
 use crate::envelope::{Envelope, FirstCopy};
 use crate::error::{Cause, Rejection, SendFailure};
 use crate::identity::Address;
-use crate::router::{Blocked, Delivery, Item};
+use crate::router::{Blocked, Delivery};
 
 /// Where a verdict given later goes: the stream's acknowledgements, with the frame's seq.
 pub(crate) type Acks = mpsc::UnboundedSender<(u64, Verdict)>;
@@ -119,16 +119,20 @@ pub(crate) fn complete_reply(net: &Network, envelope: Envelope) -> Verdict {
     }
 }
 
-/// One envelope waiting for room in a full mailbox.
+/// One envelope waiting in its target's line.
 struct Waiting {
     seq: u64,
     sender: Address,
     nonce: u64,
+    target: Address,
     delivery: Box<Delivery>,
     deadline: Instant,
+    /// Its timestamp, if the acceptance ceiling must be raised over it first.
+    raise: Option<u64>,
 }
 
-/// The lines of envelopes waiting for full mailboxes, on one stream.
+/// The lines of envelopes waiting on one stream: for room in a full mailbox, or for the
+/// acceptance ceiling to cover them.
 pub(super) struct Lines {
     lines: HashMap<Address, mpsc::UnboundedSender<Waiting>>,
     waiting: Arc<AtomicUsize>,
@@ -136,12 +140,14 @@ pub(super) struct Lines {
     peer: PeerId,
 }
 
-/// The envelope being delivered: its frame's seq and its (sender, nonce).
+/// The envelope being delivered: its frame's seq, its (sender, nonce), its target, and
+/// its timestamp.
 pub(super) struct Arrival {
     pub(super) seq: u64,
     pub(super) sender: Address,
     pub(super) nonce: u64,
     pub(super) target: Address,
+    pub(super) timestamp_ms: u64,
 }
 
 impl Lines {
@@ -149,7 +155,7 @@ impl Lines {
         Lines { lines: HashMap::new(), waiting: Arc::default(), acks, peer }
     }
 
-    /// Envelopes of this stream waiting for room in a mailbox.
+    /// Envelopes of this stream waiting in lines.
     pub(super) fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
     }
@@ -159,57 +165,65 @@ impl Lines {
     pub(super) fn deliver(
         &mut self,
         net: &Arc<Network>,
-        sink: &dyn Sink,
+        sink: &Arc<dyn Sink>,
         arrival: Arrival,
-        mut delivery: Box<Delivery>,
+        delivery: Box<Delivery>,
     ) -> Option<Verdict> {
-        let Arrival { seq, sender, nonce, target } = arrival;
+        let Arrival { seq, sender, nonce, target, timestamp_ms } = arrival;
+        let raise = (!net.ceiling.covers(&sender, timestamp_ms)).then_some(timestamp_ms);
+        let deadline = Instant::now() + sink.wait_limit();
+        let mut waiting = Waiting { seq, sender, nonce, target, delivery, deadline, raise };
         if let Some(line) = self.lines.get(&target) {
             // Behind the envelopes already waiting for this agent, to keep their order.
-            let waiting = Waiting { seq, sender, nonce, delivery, deadline: Instant::now() + sink.wait_limit() };
             match line.send(waiting) {
                 Ok(()) => {
                     self.waiting.fetch_add(1, Ordering::Relaxed);
                     return None;
                 }
-                Err(mpsc::error::SendError(waiting)) => {
-                    // The line emptied and closed: the mailbox had room again.
+                Err(mpsc::error::SendError(back)) => {
+                    // The line emptied and closed.
                     self.lines.remove(&target);
-                    delivery = waiting.delivery;
+                    waiting = back;
                 }
             }
         }
-        let verdict = match sink.offer(target, delivery) {
-            Ok(()) => Verdict::Delivered,
-            Err(Blocked::Failed(failure, _)) => Verdict::Rejected(rejection_of(failure)),
-            Err(Blocked::Full(_, _)) if self.waiting.load(Ordering::Relaxed) >= MAX_WAITING_PER_STREAM => {
-                Verdict::rejected(Cause::MailboxFull, "too many envelopes from this peer are waiting for room")
+        if waiting.raise.is_none() {
+            match sink.offer(target, waiting.delivery) {
+                Ok(()) => return Some(self.settled(net, sender, nonce, Verdict::Delivered)),
+                Err(Blocked::Failed(failure, _)) => {
+                    return Some(self.settled(net, sender, nonce, Verdict::Rejected(rejection_of(failure))))
+                }
+                Err(Blocked::Full(_, delivery)) => waiting.delivery = delivery,
             }
-            Err(Blocked::Full(mailbox, delivery)) => {
-                let (line, queue) = mpsc::unbounded_channel();
-                let deadline = Instant::now() + sink.wait_limit();
-                let _ = line.send(Waiting { seq, sender, nonce, delivery, deadline });
-                self.waiting.fetch_add(1, Ordering::Relaxed);
-                self.lines.insert(target, line);
-                let (net, acks, waiting, peer) =
-                    (Arc::clone(net), self.acks.clone(), Arc::clone(&self.waiting), self.peer);
-                tokio::spawn(wait_in_line(net, mailbox, queue, acks, waiting, peer));
-                return None;
-            }
-        };
+        }
+        if self.waiting() >= MAX_WAITING_PER_STREAM {
+            let verdict = Verdict::rejected(Cause::MailboxFull, "too many envelopes from this peer are waiting");
+            return Some(self.settled(net, sender, nonce, verdict));
+        }
+        let (line, queue) = mpsc::unbounded_channel();
+        let _ = line.send(waiting);
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        self.lines.insert(target, line);
+        let (net, sink, acks, count, peer) =
+            (Arc::clone(net), Arc::clone(sink), self.acks.clone(), Arc::clone(&self.waiting), self.peer);
+        tokio::spawn(wait_in_line(net, sink, queue, acks, count, peer));
+        None
+    }
+
+    fn settled(&self, net: &Network, sender: Address, nonce: u64, verdict: Verdict) -> Verdict {
         settle(net, sender, nonce, self.peer, &verdict);
-        Some(verdict)
+        verdict
     }
 }
 
-/// Delivers one agent's line in order as its mailbox makes room, and ends when the line
-/// is empty (closing it first, so nothing is left behind).
+/// Delivers one agent's line in order, and ends when the line is empty (closing it first,
+/// so nothing is left behind).
 async fn wait_in_line(
     net: Arc<Network>,
-    mailbox: mpsc::Sender<Item>,
+    sink: Arc<dyn Sink>,
     mut line: mpsc::UnboundedReceiver<Waiting>,
     acks: Acks,
-    waiting: Arc<AtomicUsize>,
+    count: Arc<AtomicUsize>,
     peer: PeerId,
 ) {
     loop {
@@ -224,16 +238,33 @@ async fn wait_in_line(
             }
             Err(mpsc::error::TryRecvError::Disconnected) => return,
         };
-        let verdict = match tokio::time::timeout_at(next.deadline, mailbox.reserve()).await {
-            Ok(Ok(permit)) => {
-                permit.send(next.delivery);
-                Verdict::Delivered
+        let (seq, sender, nonce) = (next.seq, next.sender, next.nonce);
+        let verdict = deliver_waiting(&net, sink.as_ref(), next).await;
+        count.fetch_sub(1, Ordering::Relaxed);
+        settle(&net, sender, nonce, peer, &verdict);
+        let _ = acks.send((seq, verdict));
+    }
+}
+
+async fn deliver_waiting(net: &Network, sink: &dyn Sink, waiting: Waiting) -> Verdict {
+    if let Some(timestamp_ms) = waiting.raise {
+        if let Err(err) = net.ceiling.raise(&waiting.sender, timestamp_ms).await {
+            tracing::warn!(error = %crate::error::chain(&err), "cannot record an envelope's timestamp durably; refusing it");
+            return Verdict::rejected(Cause::Unavailable, "the receiver cannot write to its storage");
+        }
+    }
+    match sink.offer(waiting.target, waiting.delivery) {
+        Ok(()) => Verdict::Delivered,
+        Err(Blocked::Failed(failure, _)) => Verdict::Rejected(rejection_of(failure)),
+        Err(Blocked::Full(mailbox, delivery)) => {
+            match tokio::time::timeout_at(waiting.deadline, mailbox.reserve()).await {
+                Ok(Ok(permit)) => {
+                    permit.send(delivery);
+                    Verdict::Delivered
+                }
+                Ok(Err(_)) => Verdict::rejected(Cause::AgentStopped, "the agent stopped while the envelope waited"),
+                Err(_) => Verdict::rejected(Cause::MailboxFull, "the agent's mailbox stayed full until the deadline"),
             }
-            Ok(Err(_)) => Verdict::rejected(Cause::AgentStopped, "the agent stopped while the envelope waited"),
-            Err(_) => Verdict::rejected(Cause::MailboxFull, "the agent's mailbox stayed full until the deadline"),
-        };
-        waiting.fetch_sub(1, Ordering::Relaxed);
-        settle(&net, next.sender, next.nonce, peer, &verdict);
-        let _ = acks.send((next.seq, verdict));
+        }
     }
 }

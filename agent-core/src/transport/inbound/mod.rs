@@ -261,7 +261,7 @@ impl InboundStream {
                 return answer_resend(net, envelope.sender, envelope.nonce, Some((&state.lines.acks, seq)))
             }
         }
-        let (sender, nonce) = (envelope.sender, envelope.nonce);
+        let (sender, nonce, timestamp_ms) = (envelope.sender, envelope.nonce, envelope.timestamp_ms);
         if is_reply {
             let verdict = complete_reply(net, envelope);
             settle(net, sender, nonce, self.peer, &verdict);
@@ -297,7 +297,8 @@ impl InboundStream {
             body: Body::Json(envelope.payload),
             reply,
         });
-        state.lines.deliver(net, self.sink.as_ref(), Arrival { seq, sender, nonce, target }, delivery)
+        let arrival = Arrival { seq, sender, nonce, target, timestamp_ms };
+        state.lines.deliver(net, &self.sink, arrival, delivery)
     }
 }
 

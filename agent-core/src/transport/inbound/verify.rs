@@ -92,7 +92,7 @@ pub(crate) fn check(
         },
     };
     checked.map_err(|err| Refusal::Verdict(Verdict::Rejected(err.rejection())))?;
-    if envelope.timestamp_ms < net.accept_from_ms {
+    if net.ceiling.before_restart(&envelope.sender, envelope.timestamp_ms) {
         return Err(refuse(
             Cause::MayHaveBeenHandled,
             "sealed before this node started; an earlier copy may have been handled before it stopped",
