@@ -27,16 +27,32 @@ pub enum WhenFull {
     Reject,
 }
 
+/// When a message from another process is acknowledged to its sender as delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Acknowledge {
+    /// Once it is queued in the agent's mailbox (the default, and the fastest). A process
+    /// killed before its agent handles what is queued loses it, so a sender's `Ok` means
+    /// "will be handled unless the receiver crashes first".
+    #[default]
+    WhenQueued,
+    /// Once the agent's handler has run it (whether the handler succeeded or not). A
+    /// sender's `Ok` then means handled, even if the receiver is killed right after; a
+    /// crash before that is reported as not acknowledged. Envelopes to the agent from one
+    /// peer are then handed over one at a time.
+    WhenHandled,
+}
+
 /// An agent's mailbox: bounded, with an explicit policy when full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MailboxConfig {
     capacity: usize,
     when_full: WhenFull,
+    acknowledge: Acknowledge,
 }
 
 impl Default for MailboxConfig {
     fn default() -> Self {
-        MailboxConfig { capacity: 1024, when_full: WhenFull::Wait }
+        MailboxConfig { capacity: 1024, when_full: WhenFull::Wait, acknowledge: Acknowledge::WhenQueued }
     }
 }
 
@@ -51,6 +67,19 @@ impl MailboxConfig {
     pub fn with_when_full(mut self, when_full: WhenFull) -> Self {
         self.when_full = when_full;
         self
+    }
+
+    /// When messages from other processes are acknowledged (default
+    /// [`Acknowledge::WhenQueued`]). Messages sent inside the process are acknowledged once
+    /// queued either way.
+    pub fn with_acknowledge(mut self, acknowledge: Acknowledge) -> Self {
+        self.acknowledge = acknowledge;
+        self
+    }
+
+    /// When messages from other processes are acknowledged.
+    pub fn acknowledge(&self) -> Acknowledge {
+        self.acknowledge
     }
 
     /// The capacity.

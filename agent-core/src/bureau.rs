@@ -184,6 +184,7 @@ impl Bureau {
             kind: agent.kind,
             bureau: Arc::clone(&self.shared),
             when_full: mailbox.when_full(),
+            acknowledge: mailbox.acknowledge(),
             multi_thread: runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread,
             storage: Default::default(),
             wallet: Default::default(),

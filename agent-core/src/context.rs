@@ -29,6 +29,7 @@ pub(crate) struct AgentCell {
     pub(crate) kind: Arc<Kind>,
     pub(crate) bureau: Arc<Shared>,
     pub(crate) when_full: WhenFull,
+    pub(crate) acknowledge: crate::agent::Acknowledge,
     /// Whether the agent runs on a multi-thread runtime (read once, at start).
     pub(crate) multi_thread: bool,
     pub(crate) storage: OnceLock<Storage>,
@@ -282,6 +283,7 @@ impl Context {
             trace_id,
             body: Body::Typed(Box::new(message)),
             reply,
+            handled: None,
         })
     }
 }

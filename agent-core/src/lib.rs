@@ -62,7 +62,7 @@ pub mod store;
 pub mod transport;
 pub mod wallet;
 
-pub use agent::{Agent, AgentBuilder, AgentError, MailboxConfig, WhenFull};
+pub use agent::{Acknowledge, Agent, AgentBuilder, AgentError, MailboxConfig, WhenFull};
 pub use agent_core_derive::Message;
 pub use bureau::{AgentInfo, Bureau, BureauError, Config, Discovery};
 pub use context::{BroadcastReport, Context};

@@ -32,6 +32,8 @@ pub(crate) struct Delivery {
     pub(crate) trace_id: u128,
     pub(crate) body: Body,
     pub(crate) reply: Option<ReplyTo>,
+    /// Told once the handler has run, for an agent that acknowledges when handled.
+    pub(crate) handled: Option<oneshot::Sender<()>>,
 }
 
 /// Where the answer to a request goes.
@@ -91,6 +93,11 @@ impl crate::transport::Sink for Router {
 
     fn wait_limit(&self) -> Duration {
         self.wait_limit
+    }
+
+    fn acknowledges_when_handled(&self, to: &Address) -> bool {
+        let agents = self.agents.read();
+        agents.get(to).is_some_and(|entry| entry.cell.acknowledge == crate::agent::Acknowledge::WhenHandled)
     }
 }
 

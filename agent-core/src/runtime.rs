@@ -56,6 +56,16 @@ pub(crate) async fn run(cell: Arc<AgentCell>, mut mailbox: mpsc::Receiver<Item>)
     }
 }
 
+/// Tells the transport that a delivery was handled, when dropped.
+struct Handled(tokio::sync::oneshot::Sender<()>);
+
+impl Drop for Handled {
+    fn drop(&mut self) {
+        let (tell, _) = tokio::sync::oneshot::channel();
+        let _ = std::mem::replace(&mut self.0, tell).send(());
+    }
+}
+
 fn earliest(times: &[Instant]) -> (usize, Instant) {
     let mut best = (0, times[0]);
     for (i, t) in times.iter().enumerate().skip(1) {
@@ -66,7 +76,9 @@ fn earliest(times: &[Instant]) -> (usize, Instant) {
     best
 }
 
-async fn handle(cell: &Arc<AgentCell>, delivery: Delivery, seq: u64) {
+async fn handle(cell: &Arc<AgentCell>, mut delivery: Delivery, seq: u64) {
+    // Told when this function returns, however it returns: the handler has run.
+    let _handled = delivery.handled.take().map(Handled);
     let Some(route) = cell.kind.routes.get(&delivery.schema) else {
         // The router checks handlers before queueing; this is a message from the network.
         tracing::warn!(agent = %cell.name, message = delivery.name, "no handler for message");

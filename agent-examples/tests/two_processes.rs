@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use agent_core::envelope::{unix_now_ms, Header};
 use agent_core::transport::{Endpoint, NetworkConfig, Outcome, StaticResolver};
-use agent_core::{Address, Agent, Bureau, Envelope, Identity, SendFailure};
+use agent_core::{Address, Agent, Bureau, Envelope, Identity};
 use agent_examples::{Ping, Pong};
 use common::{args, free_tcp_port, Node};
 
@@ -53,11 +53,29 @@ async fn request_reply_across_processes_with_signed_envelopes() {
     round_trips("/ip4/127.0.0.1/tcp/0", &["--signed"]).await;
 }
 
+/// Pings handled by `node`, as it reported them.
+fn handled_by(node: &Node) -> Vec<u64> {
+    node.lines.lock().unwrap().iter().filter_map(|l| l.strip_prefix("handled ").and_then(|n| n.parse().ok())).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn receiver_killed_mid_stream_and_restarted() {
+async fn receiver_killed_with_sends_in_flight_and_restarted() {
     let port = free_tcp_port();
     let listen = format!("/ip4/127.0.0.1/tcp/{port}");
-    let node_args = args(&["--listen", &listen, "--node-seed", "fault test node", "--log-handled"]);
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap();
+    let node_args = args(&[
+        "--listen",
+        &listen,
+        "--node-seed",
+        "fault test node",
+        "--log-handled",
+        "--ack-when-handled",
+        "--handle-ms",
+        "2",
+        "--data",
+        data_dir,
+    ]);
     let mut first = Node::spawn(ECHO, &node_args);
     let (bureau, me, echo) = client(&first, "/ip4/127.0.0.1/tcp/0", Duration::from_millis(1500)).await;
     let ctx = bureau.context(me).unwrap();
@@ -68,71 +86,80 @@ async fn receiver_killed_mid_stream_and_restarted() {
         Envelope::seal(&me_identity, echo, &Ping(1_000_000), Header::default(), unix_now_ms(), 120_000).unwrap();
     assert_eq!(bureau.forward(&accepted, Duration::from_secs(5)).await.unwrap(), Outcome::Delivered);
 
-    let mut outcomes = Vec::new();
-    let mut second = None;
-    let (mut timeouts_seen, mut delivered_after_restart) = (0, 0);
-    for n in 0..400u64 {
-        let outcome = ctx.send(echo, Ping(n)).await;
-        match &outcome {
-            Err(err)
-                if matches!(
-                    err.failure(),
-                    SendFailure::NotAcknowledged { .. }
-                        | SendFailure::Unreachable { .. }
-                        | SendFailure::Rejected { .. }
-                ) =>
-            {
-                timeouts_seen += 1
+    // 32 senders, each sending its own numbered pings one after another, to a handler
+    // taking 2 ms each: 32 in flight at every moment, when the kill lands too.
+    const SENDERS: u64 = 32;
+    const EACH: u64 = 40;
+    let outcomes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let acknowledged = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut senders = Vec::new();
+    for sender in 0..SENDERS {
+        let (ctx, outcomes, acknowledged) = (ctx.clone(), outcomes.clone(), acknowledged.clone());
+        senders.push(tokio::spawn(async move {
+            for i in 0..EACH {
+                let n = sender * 1000 + i;
+                let outcome = ctx.send(echo, Ping(n)).await.map_err(|e| e.failure().clone());
+                if outcome.is_ok() {
+                    acknowledged.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                outcomes.lock().unwrap().push((n, outcome));
             }
-            Ok(()) if second.is_some() => delivered_after_restart += 1,
-            _ => {}
-        }
-        outcomes.push(outcome.map_err(|e| e.failure().clone()));
-        if n == 100 {
-            first.kill();
-        }
-        if n > 100 && timeouts_seen >= 2 && second.is_none() {
-            second = Some(Node::spawn(ECHO, &node_args));
-        }
-        if delivered_after_restart >= 50 {
+        }));
+    }
+    for _ in 0..500 {
+        if acknowledged.load(std::sync::atomic::Ordering::SeqCst) >= 200 {
             break;
         }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let second = second.expect("the node was restarted");
-    assert!(timeouts_seen >= 2, "the sender saw the receiver go away");
-    assert!(delivered_after_restart >= 50, "delivery resumed after the restart");
-    let sent = outcomes.len();
-    assert_eq!(sent, outcomes.iter().filter(|o| o.is_ok()).count() + outcomes.iter().filter(|o| o.is_err()).count());
+    first.kill();
+    let acknowledged_before_kill = acknowledged.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = Node::spawn(ECHO, &node_args);
+    for sender in senders {
+        tokio::time::timeout(Duration::from_secs(120), sender).await.expect("the senders finish").unwrap();
+    }
 
-    // Replaying what the first process accepted is refused by the second.
+    // Replaying what the first process accepted is refused by the second, as possibly
+    // handled.
     let replayed = bureau.forward(&accepted, Duration::from_secs(5)).await.unwrap();
     assert!(
         matches!(&replayed, Outcome::Rejected(r) if r.cause == agent_core::Cause::MayHaveBeenHandled),
         "{replayed:?}"
     );
-
     bureau.shutdown().await.unwrap();
-    // Every message acknowledged after the restart is handled by the second process; wait
-    // (bounded) for the last one's report to come through the pipe.
-    let last_ok = outcomes.iter().rposition(|o| o.is_ok()).unwrap() as u64;
-    let reported = |node: &Node| -> Vec<u64> {
-        node.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|l| l.strip_prefix("handled ").and_then(|n| n.parse().ok()))
-            .collect()
-    };
-    for _ in 0..100 {
-        if reported(&second).contains(&last_ok) {
+
+    let outcomes = outcomes.lock().unwrap().clone();
+    let acknowledged: Vec<u64> = outcomes.iter().filter(|(_, o)| o.is_ok()).map(|(n, _)| *n).collect();
+    let certainly_not: Vec<u64> = outcomes
+        .iter()
+        .filter(|(_, o)| o.as_ref().is_err_and(|failure| !failure.may_have_been_delivered()))
+        .map(|(n, _)| *n)
+        .collect();
+    let uncertain = outcomes.len() - acknowledged.len() - certainly_not.len();
+    let acknowledged_after = acknowledged.len() as u64 - acknowledged_before_kill.min(acknowledged.len() as u64);
+    assert!(acknowledged_after >= SENDERS, "delivery resumed after the restart ({acknowledged_after})");
+    assert!(uncertain + certainly_not.len() >= 1, "the kill landed while sends were in flight");
+    // A ping is acknowledged once handled, and the handler reports it before that: give the
+    // pipe reader a moment (bounded) to catch up with the last report.
+    let reported = || -> Vec<u64> { handled_by(&first).into_iter().chain(handled_by(&second)).collect() };
+    for _ in 0..200 {
+        let all = reported();
+        if acknowledged.iter().all(|n| all.contains(n)) {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let mut handled: Vec<u64> = reported(&first).into_iter().chain(reported(&second)).collect();
-    let total = handled.len();
-    handled.sort_unstable();
-    handled.dedup();
-    assert_eq!(handled.len(), total, "no message was handled twice");
-    assert!(handled.contains(&last_ok), "the last acknowledged message ({last_ok}) was handled");
+    let handled = reported();
+    let mut once = handled.clone();
+    once.sort_unstable();
+    once.dedup();
+    assert_eq!(once.len(), handled.len(), "no ping was handled twice");
+    for n in &acknowledged {
+        assert!(once.binary_search(n).is_ok(), "ping {n} was acknowledged but never handled");
+    }
+    for n in &certainly_not {
+        assert!(once.binary_search(n).is_err(), "ping {n} was reported not delivered, yet handled");
+    }
+    drop(second);
 }

@@ -8,7 +8,7 @@
 use std::io::Write;
 
 use agent_core::transport::{Auth, NetworkConfig, StaticResolver};
-use agent_core::{Address, Agent, Bureau, Context, ReplyError};
+use agent_core::{Acknowledge, Address, Agent, Bureau, Context, MailboxConfig, ReplyError};
 use agent_examples::{Ping, Pong};
 use clap::Parser;
 use libp2p::Multiaddr;
@@ -31,6 +31,16 @@ struct Args {
     /// Print `handled <n>` for each ping.
     #[arg(long)]
     log_handled: bool,
+    /// Directory for the node's storage, so that a restarted node knows what it may
+    /// already have handled (default: in memory).
+    #[arg(long)]
+    data: Option<std::path::PathBuf>,
+    /// Acknowledge a ping only once it is handled, not once it is queued.
+    #[arg(long)]
+    ack_when_handled: bool,
+    /// Time each ping takes to handle, in milliseconds (default 0).
+    #[arg(long, default_value_t = 0)]
+    handle_ms: u64,
 }
 
 #[tokio::main]
@@ -40,10 +50,22 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let bureau = Bureau::new()?;
-    let mut echo = Agent::builder("echo").seed(args.seed.clone()).build()?;
+    let mut config = agent_core::Config::default();
+    if let Some(dir) = &args.data {
+        config = config.with_storage_dir(dir);
+    }
+    let bureau = Bureau::with_config(config)?;
+    let mut mailbox = MailboxConfig::default();
+    if args.ack_when_handled {
+        mailbox = mailbox.with_acknowledge(Acknowledge::WhenHandled);
+    }
+    let mut echo = Agent::builder("echo").seed(args.seed.clone()).mailbox(mailbox).build()?;
     let log_handled = args.log_handled;
+    let handle_time = std::time::Duration::from_millis(args.handle_ms);
     echo.on_message(move |ctx: Context, _from: Address, Ping(n): Ping| async move {
+        if !handle_time.is_zero() {
+            tokio::time::sleep(handle_time).await;
+        }
         if log_handled {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "handled {n}");

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use libp2p::PeerId;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::super::frame::Verdict;
@@ -129,6 +129,8 @@ struct Waiting {
     deadline: Instant,
     /// Its timestamp, if the acceptance ceiling must be raised over it first.
     raise: Option<u64>,
+    /// Told once the handler has run, for an agent that acknowledges when handled.
+    handled: Option<oneshot::Receiver<()>>,
 }
 
 /// The lines of envelopes waiting on one stream: for room in a full mailbox, or for the
@@ -167,12 +169,17 @@ impl Lines {
         net: &Arc<Network>,
         sink: &Arc<dyn Sink>,
         arrival: Arrival,
-        delivery: Box<Delivery>,
+        mut delivery: Box<Delivery>,
     ) -> Option<Verdict> {
         let Arrival { seq, sender, nonce, target, timestamp_ms } = arrival;
         let raise = (!net.ceiling.covers(&sender, timestamp_ms)).then_some(timestamp_ms);
         let deadline = Instant::now() + sink.wait_limit();
-        let mut waiting = Waiting { seq, sender, nonce, target, delivery, deadline, raise };
+        let handled = sink.acknowledges_when_handled(&target).then(|| {
+            let (tell, handled) = oneshot::channel();
+            delivery.handled = Some(tell);
+            handled
+        });
+        let mut waiting = Waiting { seq, sender, nonce, target, delivery, deadline, raise, handled };
         if let Some(line) = self.lines.get(&target) {
             // Behind the envelopes already waiting for this agent, to keep their order.
             match line.send(waiting) {
@@ -187,7 +194,7 @@ impl Lines {
                 }
             }
         }
-        if waiting.raise.is_none() {
+        if waiting.raise.is_none() && waiting.handled.is_none() {
             match sink.offer(target, waiting.delivery) {
                 Ok(()) => return Some(self.settled(net, sender, nonce, Verdict::Delivered)),
                 Err(Blocked::Failed(failure, _)) => {
@@ -253,7 +260,7 @@ async fn deliver_waiting(net: &Network, sink: &dyn Sink, waiting: Waiting) -> Ve
             return Verdict::rejected(Cause::Unavailable, "the receiver cannot write to its storage");
         }
     }
-    match sink.offer(waiting.target, waiting.delivery) {
+    let queued = match sink.offer(waiting.target, waiting.delivery) {
         Ok(()) => Verdict::Delivered,
         Err(Blocked::Failed(failure, _)) => Verdict::Rejected(rejection_of(failure)),
         Err(Blocked::Full(mailbox, delivery)) => {
@@ -266,5 +273,14 @@ async fn deliver_waiting(net: &Network, sink: &dyn Sink, waiting: Waiting) -> Ve
                 Err(_) => Verdict::rejected(Cause::MailboxFull, "the agent's mailbox stayed full until the deadline"),
             }
         }
+    };
+    match (queued, waiting.handled) {
+        // No deadline: until it is handled, the sender's own deadline reports it as not
+        // acknowledged, which is the truth.
+        (Verdict::Delivered, Some(handled)) => match handled.await {
+            Ok(()) => Verdict::Delivered,
+            Err(_) => Verdict::rejected(Cause::AgentStopped, "the agent stopped before handling it"),
+        },
+        (queued, _) => queued,
     }
 }

@@ -296,6 +296,7 @@ impl InboundStream {
             trace_id: envelope.trace_id,
             body: Body::Json(envelope.payload),
             reply,
+            handled: None,
         });
         let arrival = Arrival { seq, sender, nonce, target, timestamp_ms };
         state.lines.deliver(net, &self.sink, arrival, delivery)
