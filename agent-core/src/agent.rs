@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::context::Context;
 use crate::handler::{HandlerOutput, MessageFn, MessageHandler, TaskFn, TaskHandler};
 use crate::identity::{Address, Identity, IdentityError};
+use crate::message::ProtocolDigest;
 use crate::message::{Message, SchemaDigest};
 use crate::protocol::{Protocol, ProtocolSpec};
 
@@ -134,6 +135,11 @@ pub(crate) struct Kind {
 }
 
 impl Kind {
+    /// The protocol this agent speaks that `message` belongs to, if any.
+    pub(crate) fn protocol_of(&self, message: &SchemaDigest) -> Option<ProtocolDigest> {
+        self.protocols.iter().find(|protocol| protocol.includes(message)).map(|protocol| protocol.digest)
+    }
+
     fn add_route(&mut self, digest: SchemaDigest, route: Route) {
         if let Some(existing) = self.routes.get(&digest) {
             self.conflicts.push(format!("{} is handled twice (first as {})", route.name, existing.name));

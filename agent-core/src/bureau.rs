@@ -99,6 +99,8 @@ impl Config {
 
 pub(crate) struct Shared {
     pub(crate) network: std::sync::OnceLock<Arc<crate::transport::Network>>,
+    /// How agents here reach agents elsewhere: the network node, once listening.
+    pub(crate) remote: std::sync::OnceLock<Arc<dyn crate::remote::RemoteSend>>,
     pub(crate) router: Arc<Router>,
     pub(crate) storage: crate::store::WriteBehind,
     pub(crate) config: Config,
@@ -165,7 +167,13 @@ impl Bureau {
         };
         let storage = crate::store::WriteBehind::new(db)?;
         let router = Arc::new(Router::new(config.send_timeout));
-        let shared = Arc::new(Shared { network: std::sync::OnceLock::new(), router, storage, config });
+        let shared = Arc::new(Shared {
+            network: std::sync::OnceLock::new(),
+            remote: std::sync::OnceLock::new(),
+            router,
+            storage,
+            config,
+        });
         Ok(Bureau { shared, tasks: parking_lot::Mutex::new(Vec::new()) })
     }
 
@@ -262,6 +270,7 @@ impl Bureau {
         if self.shared.network.set(Arc::clone(&network)).is_err() {
             return Err(crate::net::NetError::Transport("the bureau started listening twice at once".into()));
         }
+        let _ = self.shared.remote.set(Arc::new(crate::transport::Remote(Arc::clone(&network))));
         let sink: Arc<dyn crate::transport::Sink> = self.shared.router.clone();
         tokio::spawn(crate::transport::accept_loop(sink, network, incoming, stop));
         Ok(info)

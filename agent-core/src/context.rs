@@ -13,13 +13,13 @@ use tokio::time::Instant;
 
 use crate::agent::{Kind, WhenFull};
 use crate::bureau::Shared;
+use crate::delivery::{Body, Delivery, Reply, ReplyTo, RequestFailure};
 use crate::envelope::Header;
 use crate::error::{ReplyError, RequestError, SendError, SendFailure};
-use crate::handler::Body;
 use crate::identity::{Address, Identity};
+use crate::message::ProtocolDigest;
 use crate::message::{Message, SchemaDigest};
-use crate::protocol::ProtocolDigest;
-use crate::router::{Delivery, Reply, ReplyTo, RequestFailure};
+use crate::remote::{Outgoing, RemoteSend};
 use crate::storage::{Storage, StorageError};
 
 /// One running agent's state, shared by its loop and its contexts.
@@ -123,11 +123,11 @@ impl Context {
             Err(failed) => failed,
         };
         let message = take_back(*delivery);
-        match (&failure, self.network(), message) {
-            (SendFailure::Unroutable { .. }, Some(net), Some(message)) => {
-                let header = Header { session, protocol: None, in_reply_to: None, expects_reply: false, trace_id };
+        match (&failure, self.remote(), message) {
+            (SendFailure::Unroutable { .. }, Some(remote), Some(message)) => {
+                let header = self.header::<M>(session, trace_id, false);
                 // Boxed: the network path is large; local sends must not carry its state.
-                match Box::pin(self.send_remote(net, to, &message, header, net.config.delivery_timeout)).await {
+                match Box::pin(self.send_remote(remote.as_ref(), to, &message, header)).await {
                     Ok(()) => Ok(()),
                     Err(failure) => Err(SendError::new(failure, Some(message))),
                 }
@@ -153,10 +153,10 @@ impl Context {
         let (reply_tx, reply_rx) = oneshot::channel();
         let delivery = self.delivery::<Req>(message, Some(ReplyTo::Local(reply_tx)), session, trace_id);
         if let Err((failure, delivery)) = self.cell.bureau.router.deliver(to, delivery, Some(deadline), timeout).await {
-            return match (&failure, self.network(), take_back::<Req>(*delivery)) {
-                (SendFailure::Unroutable { .. }, Some(net), Some(message)) => {
-                    let header = Header { session, protocol: None, in_reply_to: None, expects_reply: true, trace_id };
-                    Box::pin(self.request_remote(net, to, &message, header, deadline, timeout)).await
+            return match (&failure, self.remote(), take_back::<Req>(*delivery)) {
+                (SendFailure::Unroutable { .. }, Some(remote), Some(message)) => {
+                    let header = self.header::<Req>(session, trace_id, true);
+                    Box::pin(self.request_remote(remote.as_ref(), to, &message, header, deadline, timeout)).await
                 }
                 _ => Err(RequestError::Send(failure)),
             };
@@ -214,7 +214,14 @@ impl Context {
                 ReplyTo::Local(slot) => slot
                     .send(Ok(Reply { name: M::NAME, value: Box::new(message) }))
                     .map_err(|_| ReplyError::RequesterGone),
-                ReplyTo::Remote(requester) => Box::pin(self.reply_remote(requester, &message)).await,
+                ReplyTo::Remote(path) => {
+                    let payload = serde_json::to_vec(&message).map_err(|e| {
+                        ReplyError::Send(SendFailure::Encode { to: path.requester(), reason: e.to_string() })
+                    })?;
+                    let timeout = self.cell.bureau.config.send_timeout;
+                    let protocol = self.cell.kind.protocol_of(&M::DIGEST);
+                    path.reply(&self.cell.identity, M::DIGEST, payload, protocol, timeout).await
+                }
             };
         }
         self.send(current.from, message).await.map_err(|err| ReplyError::Send(err.failure().clone()))
@@ -264,6 +271,57 @@ impl Context {
             .wallet
             .get_or_init(|| crate::wallet::Wallet::new(self.cell.identity.derive("wallet"), ledger))
             .clone())
+    }
+
+    /// How agents outside this bureau are reached, once it is a network node.
+    fn remote(&self) -> Option<&Arc<dyn RemoteSend>> {
+        self.cell.bureau.remote.get()
+    }
+
+    /// The header of a new message `M` from this agent: the protocol it belongs to, if the
+    /// agent speaks one with it, travels with it.
+    fn header<M: Message>(&self, session: u128, trace_id: u128, expects_reply: bool) -> Header {
+        let protocol = self.cell.kind.protocol_of(&M::DIGEST);
+        Header { session, protocol, in_reply_to: None, expects_reply, trace_id }
+    }
+
+    async fn send_remote<M: Message>(
+        &self,
+        remote: &dyn RemoteSend,
+        to: Address,
+        message: &M,
+        header: Header,
+    ) -> Result<(), SendFailure> {
+        let payload = serde_json::to_vec(message).map_err(|e| SendFailure::Encode { to, reason: e.to_string() })?;
+        let message = Outgoing { schema: M::DIGEST, payload, header };
+        remote.send(&self.cell.identity, to, message, remote.delivery_timeout()).await
+    }
+
+    async fn request_remote<Req: Message, Resp: Message>(
+        &self,
+        remote: &dyn RemoteSend,
+        to: Address,
+        message: &Req,
+        header: Header,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Resp, RequestError> {
+        let payload = serde_json::to_vec(message)
+            .map_err(|e| RequestError::Send(SendFailure::Encode { to, reason: e.to_string() }))?;
+        let message = Outgoing { schema: Req::DIGEST, payload, header };
+        let reply = remote.request(&self.cell.identity, to, message, deadline, timeout).await?;
+        if reply.schema != Resp::DIGEST {
+            return Err(RequestError::WrongReplyType {
+                to,
+                expected: Resp::NAME,
+                got: format!("schema {}", reply.schema),
+            });
+        }
+        serde_json::from_slice(&reply.payload).map_err(|e| RequestError::WrongReplyType {
+            to,
+            expected: Resp::NAME,
+            got: format!("undecodable payload: {e}"),
+        })
     }
 
     fn session_for_new(&self) -> u128 {

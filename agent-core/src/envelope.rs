@@ -15,8 +15,8 @@ mod replay;
 pub use replay::{FirstCopy, ReplayGuard, WINDOW_PER_SENDER};
 
 use crate::identity::{Address, Identity, PublicKey, SignatureError};
+use crate::message::ProtocolDigest;
 use crate::message::{Message, SchemaDigest};
-use crate::protocol::ProtocolDigest;
 
 /// The envelope format version this build writes and reads.
 pub const VERSION: u8 = 1;

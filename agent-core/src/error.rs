@@ -284,7 +284,7 @@ pub enum Unroutable {
     #[error("does not speak protocol {protocol}")]
     ProtocolMismatch {
         /// The protocol asked for.
-        protocol: crate::ProtocolDigest,
+        protocol: crate::message::ProtocolDigest,
     },
     /// The resolver could not be asked (for example, the registry is down).
     #[error("resolver unavailable: {0}")]

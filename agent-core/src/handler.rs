@@ -1,12 +1,12 @@
 //! Type erasure for handlers: plain async functions stored in one table per agent kind.
 
-use std::any::Any;
 use std::fmt::Display;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 
 use crate::context::Context;
+use crate::delivery::Body;
 use crate::identity::Address;
 use crate::message::Message;
 
@@ -30,13 +30,6 @@ impl<E: Display + Send + 'static> HandlerOutput for Result<(), E> {
 }
 
 pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
-
-/// A message as it reaches an agent: the typed value from inside the process, or JSON
-/// from the network, decoded only right before the handler runs.
-pub(crate) enum Body {
-    Typed(Box<dyn Any + Send>),
-    Json(Vec<u8>),
-}
 
 /// A message handler with its message type erased.
 pub(crate) trait MessageHandler: Send + Sync {

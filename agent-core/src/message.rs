@@ -26,7 +26,7 @@
 use std::fmt;
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A message type an agent can send and handle. Derive it with `#[derive(Message)]`.
 pub trait Message: Serialize + DeserializeOwned + Send + 'static {
@@ -91,5 +91,45 @@ impl serde::Serialize for SchemaDigest {
 impl<'de> serde::Deserialize<'de> for SchemaDigest {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         hex_digest::deserialize(d).map(SchemaDigest)
+    }
+}
+
+/// sha256 of a protocol's canonical manifest.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProtocolDigest([u8; 32]);
+
+impl ProtocolDigest {
+    /// Wraps raw digest bytes.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        ProtocolDigest(bytes)
+    }
+
+    /// The raw digest bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Display for ProtocolDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for ProtocolDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ProtocolDigest({})", &hex::encode(self.0)[..16])
+    }
+}
+
+impl Serialize for ProtocolDigest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        hex_digest::serialize(&self.0, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ProtocolDigest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        hex_digest::deserialize(d).map(ProtocolDigest)
     }
 }

@@ -38,47 +38,8 @@ use sha2::{Digest, Sha256};
 use crate::context::Context;
 use crate::handler::{HandlerOutput, MessageFn, MessageHandler};
 use crate::identity::Address;
+pub use crate::message::ProtocolDigest;
 use crate::message::{Message, SchemaDigest};
-
-/// sha256 of a protocol's canonical manifest.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ProtocolDigest([u8; 32]);
-
-impl ProtocolDigest {
-    /// Wraps raw digest bytes.
-    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
-        ProtocolDigest(bytes)
-    }
-
-    /// The raw digest bytes.
-    pub const fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-}
-
-impl fmt::Display for ProtocolDigest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
-    }
-}
-
-impl fmt::Debug for ProtocolDigest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ProtocolDigest({})", &hex::encode(self.0)[..16])
-    }
-}
-
-impl Serialize for ProtocolDigest {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        crate::message::hex_digest::serialize(&self.0, s)
-    }
-}
-
-impl<'de> Deserialize<'de> for ProtocolDigest {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        crate::message::hex_digest::deserialize(d).map(ProtocolDigest)
-    }
-}
 
 /// One message type in a manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,7 +92,9 @@ impl Manifest {
     /// The protocol digest: sha256 over the canonical (sorted) JSON of the manifest.
     pub fn digest(&self) -> ProtocolDigest {
         let canonical = serde_json::to_vec(&self.canonical()).unwrap_or_default();
-        ProtocolDigest(Sha256::new().chain_update(b"agora.protocol.v1\n").chain_update(canonical).finalize().into())
+        ProtocolDigest::from_bytes(
+            Sha256::new().chain_update(b"agora.protocol.v1\n").chain_update(canonical).finalize().into(),
+        )
     }
 
     /// Pretty JSON for publishing.
@@ -181,6 +144,11 @@ pub(crate) struct ProtocolSpec {
 impl ProtocolSpec {
     pub(crate) fn allows_reply(&self, request: &SchemaDigest, reply: &SchemaDigest) -> bool {
         self.replies.get(request).is_some_and(|allowed| allowed.contains(reply))
+    }
+
+    /// Whether `message` is one of this protocol's messages.
+    pub(crate) fn includes(&self, message: &SchemaDigest) -> bool {
+        self.replies.contains_key(message) || self.replies.values().any(|replies| replies.contains(message))
     }
 }
 

@@ -4,70 +4,20 @@
 //! serialised or signed. Mailboxes are bounded; when one is full the receiving agent's
 //! [`WhenFull`] policy decides between waiting (until the sender's deadline) and refusing.
 
-use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::agent::{DigestMap, WhenFull};
 use crate::context::AgentCell;
+pub(crate) use crate::delivery::{Blocked, Delivery, Item};
 use crate::error::{SendFailure, Unroutable};
-use crate::handler::Body;
 use crate::identity::Address;
+use crate::message::ProtocolDigest;
 use crate::message::SchemaDigest;
-use crate::protocol::ProtocolDigest;
-
-/// A mailbox slot is one pointer, so an idle agent's mailbox stays small. An agent stops
-/// when the router drops its sender: it handles what is queued, then runs its shutdown.
-pub(crate) type Item = Box<Delivery>;
-
-pub(crate) struct Delivery {
-    pub(crate) from: Address,
-    pub(crate) schema: SchemaDigest,
-    pub(crate) name: &'static str,
-    pub(crate) session: u128,
-    pub(crate) trace_id: u128,
-    pub(crate) body: Body,
-    pub(crate) reply: Option<ReplyTo>,
-    /// Told once the handler has run, for an agent that acknowledges when handled.
-    pub(crate) handled: Option<oneshot::Sender<()>>,
-}
-
-/// Where the answer to a request goes.
-pub(crate) enum ReplyTo {
-    /// The waiting future of a requester in this process.
-    Local(oneshot::Sender<Result<Reply, RequestFailure>>),
-    /// A requester in another process: the answer travels back as an envelope.
-    Remote(RemoteRequester),
-}
-
-/// A requester in another process, and how to answer it.
-pub(crate) struct RemoteRequester {
-    pub(crate) requester: Address,
-    pub(crate) request_nonce: u64,
-    pub(crate) session: u128,
-    pub(crate) trace_id: u128,
-    /// The stream the request came on: the reply goes back the same way.
-    pub(crate) back: Option<tokio::sync::mpsc::Sender<crate::transport::BackReply>>,
-    /// The request's place in its peer's quota of requests in flight, given back when the
-    /// request is answered or abandoned. Held for its `Drop`, never read.
-    #[allow(dead_code)]
-    pub(crate) in_flight: Option<tokio::sync::OwnedSemaphorePermit>,
-}
-
-pub(crate) struct Reply {
-    pub(crate) name: &'static str,
-    pub(crate) value: Box<dyn Any + Send>,
-}
-
-/// How a request ended without a reply, as reported by the receiving agent's loop.
-pub(crate) enum RequestFailure {
-    NoReply,
-    HandlerFailed(String),
-}
 
 pub(crate) struct Entry {
     pub(crate) tx: mpsc::Sender<Item>,
@@ -162,14 +112,6 @@ impl Router {
     pub(crate) fn agents_speaking(&self, protocol: &ProtocolDigest) -> Vec<Address> {
         self.by_protocol.read().get(protocol).cloned().unwrap_or_default()
     }
-}
-
-/// Why a delivery could not be queued at once.
-pub(crate) enum Blocked {
-    /// It never will be.
-    Failed(SendFailure, Box<Delivery>),
-    /// The mailbox is full and its agent waits for room: [`wait_for_space`] may succeed.
-    Full(mpsc::Sender<Item>, Box<Delivery>),
 }
 
 /// Waits until `deadline` (or `timeout` from now) for room in a full mailbox.

@@ -9,8 +9,8 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::context::{AgentCell, Context, Current, PendingReply};
+use crate::delivery::{Delivery, Item, ReplyTo, RequestFailure};
 use crate::handler::{HandlerFuture, TaskHandler};
-use crate::router::{Delivery, Item, ReplyTo, RequestFailure};
 
 pub(crate) async fn run(cell: Arc<AgentCell>, mut mailbox: mpsc::Receiver<Item>) {
     let kind = Arc::clone(&cell.kind);
@@ -133,10 +133,9 @@ async fn handle(cell: &Arc<AgentCell>, mut delivery: Delivery, seq: u64) {
                 ReplyTo::Local(slot) => {
                     let _ = slot.send(Err(failure));
                 }
-                ReplyTo::Remote(requester) => {
-                    let ctx = Context { cell: Arc::clone(cell), current: None };
-                    // Boxed: the network path is large and must not grow every idle agent's task.
-                    Box::pin(crate::transport::report_failure(&ctx, requester, failure)).await;
+                ReplyTo::Remote(path) => {
+                    let timeout = cell.bureau.config.send_timeout;
+                    path.fail(&cell.identity, failure, timeout).await;
                 }
             }
         }

@@ -5,8 +5,8 @@
 
 use super::{Envelope, EnvelopeError, VERSION};
 use crate::identity::{Address, PublicKey};
+use crate::message::ProtocolDigest;
 use crate::message::SchemaDigest;
-use crate::protocol::ProtocolDigest;
 
 /// The first three bytes of every envelope.
 pub(crate) const MAGIC: [u8; 3] = *b"AGE";

@@ -73,7 +73,7 @@ pub use resolver::{Endpoint, Resolver, StaticResolver};
 
 pub(crate) use inbound::accept_loop;
 pub(crate) use node::start;
-pub(crate) use remote::report_failure;
+pub(crate) use remote::Remote;
 pub(crate) use sink::Sink;
 
 use crate::envelope::{Envelope, ReplayGuard};

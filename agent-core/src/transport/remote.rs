@@ -1,19 +1,20 @@
-//! The network half of [`Context`]: sealing messages for remote agents, waiting for their
-//! replies, and answering remote requesters.
+//! The transport's side of the [`RemoteSend`] seam: sealing messages for remote agents,
+//! waiting for their replies, and answering remote requesters.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use super::{Auth, BackReply, Network, Outcome};
-use crate::context::Context;
+use crate::delivery::RequestFailure;
 use crate::envelope::{unix_now_ms, Envelope, Header};
 use crate::error::{ReplyError, RequestError, SendFailure};
 use crate::identity::{Address, Identity};
-use crate::message::{Message, SchemaDigest};
-use crate::router::{RemoteRequester, RequestFailure};
+use crate::message::{Message, ProtocolDigest, SchemaDigest};
+use crate::remote::{Incoming, Outgoing, RemoteSend, ReplyPath};
 
 /// The answer a remote requester receives when the handler failed or did not reply.
 #[derive(Debug, Serialize, Deserialize, crate::Message)]
@@ -28,6 +29,9 @@ pub struct RequestFailed {
 /// The longest lifetime an envelope asks for (receivers refuse longer by default).
 const MAX_LIFETIME: Duration = Duration::from_secs(600);
 
+/// The libp2p node as the runtime sees it: a [`RemoteSend`].
+pub(crate) struct Remote(pub(crate) Arc<Network>);
+
 /// Refuses, before anything is sealed or queued, a payload no frame could carry.
 fn check_size(net: &Network, to: Address, payload: &[u8]) -> Result<(), SendFailure> {
     let limit = net.max_payload();
@@ -37,18 +41,11 @@ fn check_size(net: &Network, to: Address, payload: &[u8]) -> Result<(), SendFail
     Ok(())
 }
 
-fn seal(
-    net: &Network,
-    identity: &Identity,
-    to: Address,
-    schema: SchemaDigest,
-    payload: Vec<u8>,
-    header: Header,
-    timeout: Duration,
-) -> Envelope {
+fn seal(net: &Network, identity: &Identity, to: Address, message: Outgoing, timeout: Duration) -> Envelope {
     // Valid for the whole delivery deadline, resends included, plus clock-skew slack.
     let lifetime = (timeout + Duration::from_secs(60)).min(MAX_LIFETIME).as_millis() as u64;
     let now = unix_now_ms();
+    let Outgoing { schema, payload, header } = message;
     match net.config.auth {
         Auth::Signed => Envelope::seal_raw(identity, to, schema, payload, header, now, lifetime),
         Auth::Bound => Envelope::unsigned(identity, to, schema, payload, header, now, lifetime),
@@ -79,46 +76,39 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
-impl Context {
-    pub(crate) fn network(&self) -> Option<&Arc<Network>> {
-        self.cell.bureau.network.get()
-    }
-
-    pub(crate) async fn send_remote<M: Message>(
+#[async_trait::async_trait]
+impl RemoteSend for Remote {
+    async fn send(
         &self,
-        net: &Arc<Network>,
+        from: &Identity,
         to: Address,
-        message: &M,
-        header: Header,
+        message: Outgoing,
         timeout: Duration,
     ) -> Result<(), SendFailure> {
-        let payload = serde_json::to_vec(message).map_err(|e| SendFailure::Encode { to, reason: e.to_string() })?;
-        check_size(net, to, &payload)?;
-        let envelope = seal(net, &self.cell.identity, to, M::DIGEST, payload, header, timeout);
-        let outcome = net.send(Some(&self.cell.identity), to, envelope.encode(), net.config.auth, timeout).await;
-        failure_of(to, outcome)
+        let net = &self.0;
+        check_size(net, to, &message.payload)?;
+        let envelope = seal(net, from, to, message, timeout);
+        failure_of(to, net.send(Some(from), to, envelope.encode(), net.config.auth, timeout).await)
     }
 
-    pub(crate) async fn request_remote<Req: Message, Resp: Message>(
+    async fn request(
         &self,
-        net: &Arc<Network>,
+        from: &Identity,
         to: Address,
-        message: &Req,
-        header: Header,
+        message: Outgoing,
         deadline: Instant,
         timeout: Duration,
-    ) -> Result<Resp, RequestError> {
-        let payload = serde_json::to_vec(message)
-            .map_err(|e| RequestError::Send(SendFailure::Encode { to, reason: e.to_string() }))?;
-        check_size(net, to, &payload).map_err(RequestError::Send)?;
+    ) -> Result<Incoming, RequestError> {
+        let net = &self.0;
+        check_size(net, to, &message.payload).map_err(RequestError::Send)?;
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let header = Header { expects_reply: true, ..header };
-        let envelope = seal(net, &self.cell.identity, to, Req::DIGEST, payload, header, remaining);
+        let message = Outgoing { header: Header { expects_reply: true, ..message.header }, ..message };
+        let envelope = seal(net, from, to, message, remaining);
         let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
-        let key = (self.address(), envelope.nonce);
+        let key = (from.address(), envelope.nonce);
         net.pending.lock().insert(key, (to, reply_tx));
         let _pending = PendingGuard { net, key };
-        let outcome = net.send(Some(&self.cell.identity), to, envelope.encode(), net.config.auth, remaining).await;
+        let outcome = net.send(Some(from), to, envelope.encode(), net.config.auth, remaining).await;
         failure_of(to, outcome).map_err(RequestError::Send)?;
         let reply = match tokio::time::timeout_at(deadline, reply_rx).await {
             Err(_) => return Err(RequestError::Timeout { to, after: timeout }),
@@ -134,83 +124,103 @@ impl Context {
                 RequestError::HandlerFailed { to, reason: failed.reason }
             });
         }
-        if reply.schema != Resp::DIGEST {
-            return Err(RequestError::WrongReplyType {
-                to,
-                expected: Resp::NAME,
-                got: format!("schema {}", reply.schema),
-            });
-        }
-        serde_json::from_slice(&reply.payload).map_err(|e| RequestError::WrongReplyType {
-            to,
-            expected: Resp::NAME,
-            got: format!("undecodable payload: {e}"),
-        })
+        Ok(Incoming { schema: reply.schema, payload: reply.payload })
     }
 
-    pub(crate) async fn reply_remote<M: Message>(&self, to: RemoteRequester, message: &M) -> Result<(), ReplyError> {
-        let Some(net) = self.network() else {
-            return Err(ReplyError::Send(SendFailure::Stopped { to: to.requester }));
-        };
+    fn delivery_timeout(&self) -> Duration {
+        self.0.config.delivery_timeout
+    }
+}
+
+/// A requester in another process, and how to answer it: back on the stream its request
+/// came on, or, if that is gone, through a link of this node's own.
+pub(crate) struct RemoteRequester {
+    pub(crate) net: Arc<Network>,
+    pub(crate) requester: Address,
+    pub(crate) request_nonce: u64,
+    pub(crate) session: u128,
+    pub(crate) trace_id: u128,
+    pub(crate) back: Option<mpsc::Sender<BackReply>>,
+    /// The request's place in its peer's quota of requests in flight, given back when the
+    /// request is answered or abandoned. Held for its `Drop`, never read.
+    #[allow(dead_code)]
+    pub(crate) in_flight: Option<OwnedSemaphorePermit>,
+}
+
+#[async_trait::async_trait]
+impl ReplyPath for RemoteRequester {
+    fn requester(&self) -> Address {
+        self.requester
+    }
+
+    async fn reply(
+        self: Box<Self>,
+        from: &Identity,
+        schema: SchemaDigest,
+        payload: Vec<u8>,
+        protocol: Option<ProtocolDigest>,
+        timeout: Duration,
+    ) -> Result<(), ReplyError> {
+        let net = &self.net;
+        let to = self.requester;
+        check_size(net, to, &payload).map_err(ReplyError::Send)?;
         let header = Header {
-            session: to.session,
-            protocol: None,
-            in_reply_to: Some(to.request_nonce),
+            session: self.session,
+            protocol,
+            in_reply_to: Some(self.request_nonce),
             expects_reply: false,
-            trace_id: to.trace_id,
+            trace_id: self.trace_id,
         };
-        let timeout = self.cell.bureau.config.send_timeout;
-        let Some(back) = to.back.filter(|back| !back.is_closed()) else {
+        let message = Outgoing { schema, payload, header };
+        let Some(back) = self.back.as_ref().filter(|back| !back.is_closed()) else {
             // The request's stream is gone: answer through a link of our own.
-            return self.send_remote(net, to.requester, message, header, timeout).await.map_err(ReplyError::Send);
+            return Remote(Arc::clone(net)).send(from, to, message, timeout).await.map_err(ReplyError::Send);
         };
-        let payload = serde_json::to_vec(message)
-            .map_err(|e| ReplyError::Send(SendFailure::Encode { to: to.requester, reason: e.to_string() }))?;
-        check_size(net, to.requester, &payload).map_err(ReplyError::Send)?;
-        let identity = &self.cell.identity;
-        let envelope = seal(net, identity, to.requester, M::DIGEST, payload, header, timeout);
-        let binding = (net.config.auth == Auth::Bound).then(|| net.binding_for(identity));
+        let envelope = seal(net, from, to, message, timeout);
+        let binding = (net.config.auth == Auth::Bound).then(|| net.binding_for(from));
         let (done, outcome) = tokio::sync::oneshot::channel();
         let reply =
-            BackReply { sender: identity.address(), binding, auth: net.config.auth, bytes: envelope.encode(), done };
-        let not_acknowledged = || {
-            ReplyError::Send(SendFailure::NotAcknowledged {
-                to: to.requester,
-                after: timeout,
-                endpoint: "the request's stream".into(),
-            })
-        };
+            BackReply { sender: from.address(), binding, auth: net.config.auth, bytes: envelope.encode(), done };
+        let stream = || "the request's stream".to_owned();
         // One deadline for the whole reply: a requester whose stream stopped draining
         // must not hold the replying agent.
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
         match tokio::time::timeout_at(deadline, back.send(reply)).await {
             Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(ReplyError::Send(SendFailure::Stopped { to: to.requester })),
+            Ok(Err(_)) => return Err(ReplyError::Send(SendFailure::Stopped { to })),
             Err(_) => {
                 return Err(ReplyError::Send(SendFailure::Unreachable {
-                    to: to.requester,
+                    to,
                     after: timeout,
-                    endpoint: "the request's stream".into(),
+                    endpoint: stream(),
                     reason: "the requester is not taking replies".into(),
                 }))
             }
         }
         match tokio::time::timeout_at(deadline, outcome).await {
-            Ok(Ok(outcome)) => failure_of(to.requester, outcome).map_err(ReplyError::Send),
+            Ok(Ok(outcome)) => failure_of(to, outcome).map_err(ReplyError::Send),
             // The stream closed, or no ack came in time: it may or may not have arrived.
-            Ok(Err(_)) | Err(_) => Err(not_acknowledged()),
+            Ok(Err(_)) | Err(_) => {
+                Err(ReplyError::Send(SendFailure::NotAcknowledged { to, after: timeout, endpoint: stream() }))
+            }
         }
     }
-}
 
-/// Tells a remote requester that its request failed or got no reply.
-pub(crate) async fn report_failure(ctx: &Context, to: RemoteRequester, failure: RequestFailure) {
-    let report = match failure {
-        RequestFailure::NoReply => RequestFailed { no_reply: true, reason: String::new() },
-        RequestFailure::HandlerFailed(reason) => RequestFailed { no_reply: false, reason },
-    };
-    let requester = to.requester;
-    if let Err(err) = ctx.reply_remote(to, &report).await {
-        tracing::warn!(%requester, error = %err, "could not report a failed request to its requester");
+    async fn fail(self: Box<Self>, from: &Identity, failure: RequestFailure, timeout: Duration) {
+        let report = match failure {
+            RequestFailure::NoReply => RequestFailed { no_reply: true, reason: String::new() },
+            RequestFailure::HandlerFailed(reason) => RequestFailed { no_reply: false, reason },
+        };
+        let requester = self.requester;
+        let payload = match serde_json::to_vec(&report) {
+            Ok(payload) => payload,
+            Err(err) => {
+                tracing::warn!(%requester, error = %err, "cannot encode a failure report");
+                return;
+            }
+        };
+        if let Err(err) = self.reply(from, RequestFailed::DIGEST, payload, None, timeout).await {
+            tracing::warn!(%requester, error = %err, "could not report a failed request to its requester");
+        }
     }
 }

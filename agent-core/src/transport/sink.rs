@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use crate::delivery::{Blocked, Delivery};
 use crate::identity::Address;
 use crate::message::SchemaDigest;
-use crate::router::{Blocked, Delivery};
 
 /// The local side of a node: the agents envelopes are delivered to. The bureau's router
 /// implements it.

@@ -14,10 +14,10 @@ use tokio::time::Instant;
 
 use super::super::frame::Verdict;
 use super::super::{Network, Sink};
+use crate::delivery::{Blocked, Delivery};
 use crate::envelope::{Envelope, FirstCopy};
 use crate::error::{Cause, Rejection, SendFailure};
 use crate::identity::Address;
-use crate::router::{Blocked, Delivery};
 
 /// Where a verdict given later goes: the stream's acknowledgements, with the frame's seq.
 pub(crate) type Acks = mpsc::UnboundedSender<(u64, Verdict)>;

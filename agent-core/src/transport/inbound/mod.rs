@@ -19,12 +19,12 @@ use tokio::sync::{mpsc, watch};
 
 use super::busy_poll::BusyPoll;
 use super::frame::{self, Auth, Frame, FrameError, Verdict};
+use super::remote::RemoteRequester;
 use super::{BackReply, Network, Sink};
+use crate::delivery::{Body, Delivery, ReplyTo};
 use crate::envelope::{unix_now_ms, Envelope};
 use crate::error::Cause;
-use crate::handler::Body;
 use crate::identity::Address;
-use crate::router::{Delivery, RemoteRequester, ReplyTo};
 
 pub(crate) use deliver::{answer_resend, complete_reply, settle, LaterAck};
 pub(crate) use verify::{check, Refusal};
@@ -277,14 +277,15 @@ impl InboundStream {
                 settle(net, sender, nonce, self.peer, &verdict);
                 return Some(verdict);
             };
-            Some(ReplyTo::Remote(RemoteRequester {
+            Some(ReplyTo::Remote(Box::new(RemoteRequester {
+                net: Arc::clone(net),
                 requester: envelope.sender,
                 request_nonce: envelope.nonce,
                 session: envelope.session,
                 trace_id: envelope.trace_id,
                 back: Some(state.back.clone()),
                 in_flight: Some(in_flight),
-            }))
+            })))
         } else {
             None
         };

@@ -1,0 +1,64 @@
+//! The layering `docs/architecture.md` draws, checked on the sources: the leaves (identity,
+//! messages, envelopes, errors, deliveries, the remote seam) import nothing from the
+//! runtime, and the transport imports nothing from the bureau or contexts. A second
+//! transport (the simulated network) plugs into the same seam.
+
+use std::path::{Path, PathBuf};
+
+const RUNTIME: &[&str] = &["bureau", "context", "router", "runtime", "agent", "handler", "protocol"];
+
+fn sources(path: &Path) -> Vec<PathBuf> {
+    if path.is_file() {
+        return vec![path.to_owned()];
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).unwrap() {
+        files.extend(sources(&entry.unwrap().path()));
+    }
+    files
+}
+
+/// Every `crate::<module>` a file refers to, in `use` lines or paths.
+fn imports(file: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(file).unwrap();
+    let mut found = Vec::new();
+    for (at, _) in text.match_indices("crate::") {
+        let rest = &text[at + "crate::".len()..];
+        let module: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        found.push(module);
+    }
+    found
+}
+
+fn src(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(relative)
+}
+
+fn assert_no_imports(files: &[&str], forbidden: &[&str]) {
+    for relative in files {
+        for file in sources(&src(relative)) {
+            for module in imports(&file) {
+                assert!(!forbidden.contains(&module.as_str()), "{} imports crate::{module}", file.display());
+            }
+        }
+    }
+}
+
+#[test]
+fn identity_messages_and_envelopes_are_leaves() {
+    assert_no_imports(
+        &["identity.rs", "message.rs", "envelope.rs", "envelope", "error.rs", "delivery.rs", "remote.rs"],
+        RUNTIME,
+    );
+}
+
+#[test]
+fn the_transport_knows_nothing_of_bureaus_contexts_or_the_router() {
+    assert_no_imports(&["transport"], &["bureau", "context", "router", "runtime", "agent", "handler"]);
+}
+
+#[test]
+fn the_check_sees_imports() {
+    // The check itself can fail: the router does import the delivery leaf.
+    assert!(imports(&src("router.rs")).contains(&"delivery".to_owned()));
+}
