@@ -10,6 +10,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::agent::{Kind, WhenFull};
 use crate::bureau::Shared;
@@ -126,8 +127,9 @@ impl Context {
         match (&failure, self.remote(), message) {
             (SendFailure::Unroutable { .. }, Some(remote), Some(message)) => {
                 let header = self.header::<M>(session, trace_id, false);
+                let span = self.span("send", to, trace_id);
                 // Boxed: the network path is large; local sends must not carry its state.
-                match Box::pin(self.send_remote(remote.as_ref(), to, &message, header)).await {
+                match Box::pin(self.send_remote(remote.as_ref(), to, &message, header).instrument(span)).await {
                     Ok(()) => Ok(()),
                     Err(failure) => Err(SendError::new(failure, Some(message))),
                 }
@@ -156,7 +158,9 @@ impl Context {
             return match (&failure, self.remote(), take_back::<Req>(*delivery)) {
                 (SendFailure::Unroutable { .. }, Some(remote), Some(message)) => {
                     let header = self.header::<Req>(session, trace_id, true);
-                    Box::pin(self.request_remote(remote.as_ref(), to, &message, header, deadline, timeout)).await
+                    let span = self.span("request", to, trace_id);
+                    let requested = self.request_remote(remote.as_ref(), to, &message, header, deadline, timeout);
+                    Box::pin(requested.instrument(span)).await
                 }
                 _ => Err(RequestError::Send(failure)),
             };
@@ -271,6 +275,13 @@ impl Context {
             .wallet
             .get_or_init(|| crate::wallet::Wallet::new(self.cell.identity.derive("wallet"), ledger))
             .clone())
+    }
+
+    /// The span of a message leaving this agent for another process: its trace id follows
+    /// the message through the transport, into the receiver's delivery and handler, and
+    /// back with the reply.
+    fn span(&self, what: &'static str, to: Address, trace_id: u128) -> tracing::Span {
+        tracing::debug_span!("message", what, agent = %self.cell.name, %to, trace_id = %format_args!("{trace_id:032x}"))
     }
 
     /// How agents outside this bureau are reached, once it is a network node.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::{Auth, BackReply, Network, Outcome};
 use crate::delivery::RequestFailure;
@@ -64,6 +65,11 @@ fn failure_of(to: Address, outcome: Outcome) -> Result<(), SendFailure> {
     }
 }
 
+/// The span of one envelope in this node's transport.
+fn transport_span(to: Address, trace_id: u128) -> tracing::Span {
+    tracing::debug_span!("transport", %to, trace_id = %format_args!("{trace_id:032x}"))
+}
+
 /// Removes a pending request when its wait ends, however it ends.
 struct PendingGuard<'a> {
     net: &'a Network,
@@ -87,8 +93,10 @@ impl RemoteSend for Remote {
     ) -> Result<(), SendFailure> {
         let net = &self.0;
         check_size(net, to, &message.payload)?;
+        let span = transport_span(to, message.header.trace_id);
         let envelope = seal(net, from, to, message, timeout);
-        failure_of(to, net.send(Some(from), to, envelope.encode(), net.config.auth, timeout).await)
+        let outcome = net.send(Some(from), to, envelope.encode(), net.config.auth, timeout).instrument(span).await;
+        failure_of(to, outcome)
     }
 
     async fn request(
@@ -108,7 +116,8 @@ impl RemoteSend for Remote {
         let key = (from.address(), envelope.nonce);
         net.pending.lock().insert(key, (to, reply_tx));
         let _pending = PendingGuard { net, key };
-        let outcome = net.send(Some(from), to, envelope.encode(), net.config.auth, remaining).await;
+        let span = transport_span(to, envelope.trace_id);
+        let outcome = net.send(Some(from), to, envelope.encode(), net.config.auth, remaining).instrument(span).await;
         failure_of(to, outcome).map_err(RequestError::Send)?;
         let reply = match tokio::time::timeout_at(deadline, reply_rx).await {
             Err(_) => return Err(RequestError::Timeout { to, after: timeout }),
@@ -147,13 +156,9 @@ pub(crate) struct RemoteRequester {
     pub(crate) in_flight: Option<OwnedSemaphorePermit>,
 }
 
-#[async_trait::async_trait]
-impl ReplyPath for RemoteRequester {
-    fn requester(&self) -> Address {
-        self.requester
-    }
-
-    async fn reply(
+impl RemoteRequester {
+    /// Sends the reply: back on the request's stream, or through a link of our own.
+    async fn answer(
         self: Box<Self>,
         from: &Identity,
         schema: SchemaDigest,
@@ -204,6 +209,26 @@ impl ReplyPath for RemoteRequester {
                 Err(ReplyError::Send(SendFailure::NotAcknowledged { to, after: timeout, endpoint: stream() }))
             }
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl ReplyPath for RemoteRequester {
+    fn requester(&self) -> Address {
+        self.requester
+    }
+
+    async fn reply(
+        self: Box<Self>,
+        from: &Identity,
+        schema: SchemaDigest,
+        payload: Vec<u8>,
+        protocol: Option<ProtocolDigest>,
+        timeout: Duration,
+    ) -> Result<(), ReplyError> {
+        let span =
+            tracing::debug_span!("reply", to = %self.requester, trace_id = %format_args!("{:032x}", self.trace_id));
+        self.answer(from, schema, payload, protocol, timeout).instrument(span).await
     }
 
     async fn fail(self: Box<Self>, from: &Identity, failure: RequestFailure, timeout: Duration) {
