@@ -1,89 +1,23 @@
-//! The sending half of the link to one peer: a bounded queue, one stream, a window of
-//! unacknowledged envelopes, reconnection with backoff, and a final outcome for each.
+//! One stream of a link: writes queued envelopes in batches, reads acknowledgements and
+//! replies, sends heartbeats, and reports each envelope at its own deadline.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::io::{ReadHalf, WriteHalf};
-use futures::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::busy_poll::BusyPoll;
-use super::frame::{self, Auth, Frame, Verdict};
-use super::{Endpoint, Network, Outbound, Outcome};
-use crate::error::Cause;
+use super::super::busy_poll::BusyPoll;
+use super::super::frame::{self, Frame};
+use super::super::{Endpoint, Network, Outbound};
+use super::replies::reply_verdict;
+use super::window::{acknowledge, encode, expire, Sent};
+use super::IDLE;
 use crate::identity::Address;
 
-struct Sent {
-    out: Outbound,
-    seq: u64,
-    /// How many streams it was written to: none means it never left.
-    attempts: u32,
-}
-
-const MIN_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
-
-/// Why [`serve`] returns when the link had nothing to do for the idle period.
-const IDLE: &str = "idle";
-
-pub(crate) async fn run(net: Arc<Network>, endpoint: Endpoint, mut queue: mpsc::Receiver<Outbound>) {
-    let mut unacked: VecDeque<Sent> = VecDeque::new();
-    let mut backoff = MIN_BACKOFF;
-    let mut queue_open = true;
-    // Why the peer could not be reached last, for envelopes that never left.
-    let mut last_failure = String::from("not connected yet");
-    loop {
-        expire(&mut unacked, &endpoint, &last_failure);
-        if unacked.is_empty() {
-            if !queue_open {
-                return;
-            }
-            match tokio::time::timeout(net.config.idle_timeout, queue.recv()).await {
-                Ok(Some(out)) => unacked.push_back(Sent { out, seq: 0, attempts: 0 }),
-                Ok(None) => return,
-                Err(_) => retire(&mut queue, &mut unacked, &mut queue_open),
-            }
-            continue;
-        }
-        let deadline = unacked.iter().map(|s| s.out.deadline).min().unwrap_or_else(Instant::now);
-        let stream = match super::node::connect(&net, &endpoint, deadline).await {
-            Ok(stream) => stream,
-            Err(reason) => {
-                tracing::debug!(peer = %endpoint.peer_id, %reason, "cannot reach peer; will retry");
-                last_failure = reason;
-                tokio::time::sleep_until((Instant::now() + backoff).min(deadline)).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                continue;
-            }
-        };
-        backoff = MIN_BACKOFF;
-        let (reader, writer) = stream.split();
-        let ended = serve(&net, &endpoint, reader, writer, &mut unacked, &mut queue, &mut queue_open).await;
-        tracing::debug!(reason = %ended, "stream ended");
-        if ended == IDLE {
-            // Dropping the stream lets the connection close once idle, so that a peer
-            // talked to once does not hold a place in its connection limits forever.
-            retire(&mut queue, &mut unacked, &mut queue_open);
-        }
-        last_failure = ended;
-    }
-}
-
-/// Ends an idle link: closes its queue (the node then starts a new link for the next
-/// send) and takes on what was queued before the close, to finish it.
-fn retire(queue: &mut mpsc::Receiver<Outbound>, unacked: &mut VecDeque<Sent>, queue_open: &mut bool) {
-    queue.close();
-    *queue_open = false;
-    while let Ok(out) = queue.try_recv() {
-        unacked.push_back(Sent { out, seq: 0, attempts: 0 });
-    }
-}
-
 /// Drives one stream until it breaks. Unacknowledged envelopes stay in `unacked`.
-async fn serve(
+pub(super) async fn serve(
     net: &Network,
     endpoint: &Endpoint,
     reader: ReadHalf<libp2p::Stream>,
@@ -252,84 +186,4 @@ async fn serve(
             }
         }
     }
-}
-
-/// The verdict on a reply that came back on this stream. Replies are settled at once, so a
-/// resent reply is answered with its first copy's verdict without waiting.
-fn reply_verdict(
-    net: &Network,
-    endpoint: &Endpoint,
-    auth: Auth,
-    bytes: &[u8],
-    bindings: &HashMap<Address, u64>,
-) -> Verdict {
-    use super::inbound::{answer_resend, check, complete_reply, settle, Refusal};
-    let envelope = match crate::envelope::Envelope::decode(bytes, net.config.max_frame) {
-        Ok(envelope) if envelope.in_reply_to.is_some() => envelope,
-        Ok(_) => return Verdict::rejected(Cause::Malformed, "only replies travel back on a sender's stream"),
-        Err(err) => return Verdict::Rejected(err.rejection()),
-    };
-    let _span = tracing::debug_span!(
-        "response",
-        from = %envelope.sender,
-        to = %envelope.target,
-        trace_id = %format_args!("{:032x}", envelope.trace_id),
-    )
-    .entered();
-    match check(net, auth, &envelope, false, bindings, |_| true) {
-        Ok(()) => {
-            let (sender, nonce) = (envelope.sender, envelope.nonce);
-            let verdict = complete_reply(net, envelope);
-            settle(net, sender, nonce, endpoint.peer_id, &verdict);
-            verdict
-        }
-        Err(Refusal::Verdict(verdict)) => verdict,
-        Err(Refusal::Duplicate) => answer_resend(net, envelope.sender, envelope.nonce, None)
-            .unwrap_or_else(|| Verdict::rejected(Cause::Replayed, "its first copy is still being delivered")),
-    }
-}
-
-fn encode(buf: &mut Vec<u8>, sent: &mut Sent, bound: &mut HashMap<Address, u64>) {
-    if let (Auth::Bound, Some(binding)) = (sent.out.auth, &sent.out.binding) {
-        if bound.get(&sent.out.sender).is_none_or(|expires| *expires < binding.expires_ms) {
-            Frame::Bind(binding.clone()).encode(buf);
-            bound.insert(sent.out.sender, binding.expires_ms);
-        }
-    }
-    // The envelope bytes are copied into the frame; they stay in `sent` for resends.
-    Frame::Envelope { seq: sent.seq, auth: sent.out.auth, bytes: sent.out.bytes.clone() }.encode(buf);
-}
-
-fn acknowledge(unacked: &mut VecDeque<Sent>, seq: u64, verdict: Verdict) {
-    let Some(position) = unacked.iter().position(|s| s.seq == seq) else {
-        return; // Already timed out and reported.
-    };
-    let Some(sent) = unacked.remove(position) else {
-        return;
-    };
-    let outcome = match verdict {
-        Verdict::Delivered => Outcome::Delivered,
-        Verdict::Rejected(rejection) => Outcome::Rejected(rejection),
-    };
-    let _ = sent.out.done.send(outcome);
-}
-
-/// Reports the envelopes whose deadline has passed: timed out if they were written to a
-/// stream (they may have arrived), unreachable with `last_failure` if never.
-fn expire(unacked: &mut VecDeque<Sent>, endpoint: &Endpoint, last_failure: &str) {
-    let now = Instant::now();
-    unacked.retain_mut(|sent| {
-        if sent.out.deadline > now {
-            return true;
-        }
-        let (done, _) = tokio::sync::oneshot::channel();
-        let done = std::mem::replace(&mut sent.out.done, done);
-        let (after, endpoint) = (sent.out.timeout, endpoint.to_string());
-        let _ = done.send(if sent.attempts == 0 {
-            Outcome::Unreachable { after, endpoint, reason: last_failure.to_owned() }
-        } else {
-            Outcome::TimedOut { after, endpoint }
-        });
-        false
-    });
 }

@@ -1,0 +1,80 @@
+//! The sending half of the link to one peer: a bounded queue, one stream, a window of
+//! unacknowledged envelopes, reconnection with backoff, and a final outcome for each.
+//!
+//! `mod.rs` keeps the link alive across streams (connect, back off, retire when idle);
+//! `stream` drives one stream; `window` is the envelopes written and not yet
+//! acknowledged; `replies` checks the replies that come back on the stream.
+
+mod replies;
+mod stream;
+mod window;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{Endpoint, Network, Outbound};
+use window::{expire, Sent};
+
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Why [`stream::serve`] returns when the link had nothing to do for the idle period.
+pub(super) const IDLE: &str = "idle";
+
+pub(crate) async fn run(net: Arc<Network>, endpoint: Endpoint, mut queue: mpsc::Receiver<Outbound>) {
+    let mut unacked: VecDeque<Sent> = VecDeque::new();
+    let mut backoff = MIN_BACKOFF;
+    let mut queue_open = true;
+    // Why the peer could not be reached last, for envelopes that never left.
+    let mut last_failure = String::from("not connected yet");
+    loop {
+        expire(&mut unacked, &endpoint, &last_failure);
+        if unacked.is_empty() {
+            if !queue_open {
+                return;
+            }
+            match tokio::time::timeout(net.config.idle_timeout, queue.recv()).await {
+                Ok(Some(out)) => unacked.push_back(Sent { out, seq: 0, attempts: 0 }),
+                Ok(None) => return,
+                Err(_) => retire(&mut queue, &mut unacked, &mut queue_open),
+            }
+            continue;
+        }
+        let deadline = unacked.iter().map(|s| s.out.deadline).min().unwrap_or_else(Instant::now);
+        let stream = match super::node::connect(&net, &endpoint, deadline).await {
+            Ok(stream) => stream,
+            Err(reason) => {
+                tracing::debug!(peer = %endpoint.peer_id, %reason, "cannot reach peer; will retry");
+                last_failure = reason;
+                tokio::time::sleep_until((Instant::now() + backoff).min(deadline)).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        backoff = MIN_BACKOFF;
+        let (reader, writer) = stream.split();
+        let ended = stream::serve(&net, &endpoint, reader, writer, &mut unacked, &mut queue, &mut queue_open).await;
+        tracing::debug!(reason = %ended, "stream ended");
+        if ended == IDLE {
+            // Dropping the stream lets the connection close once idle, so that a peer
+            // talked to once does not hold a place in its connection limits forever.
+            retire(&mut queue, &mut unacked, &mut queue_open);
+        }
+        last_failure = ended;
+    }
+}
+
+/// Ends an idle link: closes its queue (the node then starts a new link for the next
+/// send) and takes on what was queued before the close, to finish it.
+fn retire(queue: &mut mpsc::Receiver<Outbound>, unacked: &mut VecDeque<Sent>, queue_open: &mut bool) {
+    queue.close();
+    *queue_open = false;
+    while let Ok(out) = queue.try_recv() {
+        unacked.push_back(Sent { out, seq: 0, attempts: 0 });
+    }
+}
