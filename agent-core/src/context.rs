@@ -10,7 +10,6 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use crate::agent::{Kind, WhenFull};
 use crate::bureau::Shared;
@@ -129,7 +128,8 @@ impl Context {
                 let header = self.header::<M>(session, trace_id, false);
                 let span = self.span("send", to, trace_id);
                 // Boxed: the network path is large; local sends must not carry its state.
-                match Box::pin(self.send_remote(remote.as_ref(), to, &message, header).instrument(span)).await {
+                let sent = Box::pin(self.send_remote(remote.as_ref(), to, &message, header));
+                match crate::trace::traced!(span, sent) {
                     Ok(()) => Ok(()),
                     Err(failure) => Err(SendError::new(failure, Some(message))),
                 }
@@ -160,7 +160,7 @@ impl Context {
                     let header = self.header::<Req>(session, trace_id, true);
                     let span = self.span("request", to, trace_id);
                     let requested = self.request_remote(remote.as_ref(), to, &message, header, deadline, timeout);
-                    Box::pin(requested.instrument(span)).await
+                    crate::trace::traced!(span, Box::pin(requested))
                 }
                 _ => Err(RequestError::Send(failure)),
             };
@@ -280,8 +280,9 @@ impl Context {
     /// The span of a message leaving this agent for another process: its trace id follows
     /// the message through the transport, into the receiver's delivery and handler, and
     /// back with the reply.
-    fn span(&self, what: &'static str, to: Address, trace_id: u128) -> tracing::Span {
-        tracing::debug_span!("message", what, agent = %self.cell.name, %to, trace_id = %format_args!("{trace_id:032x}"))
+    fn span(&self, what: &'static str, to: Address, trace_id: u128) -> Option<tracing::Span> {
+        let agent = &self.cell.name;
+        crate::trace::message_span!("message", what, %agent, %to, trace_id = %format_args!("{trace_id:032x}"))
     }
 
     /// How agents outside this bureau are reached, once it is a network node.

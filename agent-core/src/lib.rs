@@ -48,6 +48,7 @@ pub mod agent;
 pub mod bureau;
 pub mod context;
 mod delivery;
+mod digest_map;
 pub mod envelope;
 pub mod error;
 mod handler;
@@ -61,6 +62,7 @@ mod router;
 mod runtime;
 pub mod storage;
 pub mod store;
+mod trace;
 pub mod transport;
 pub mod wallet;
 

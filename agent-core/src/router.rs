@@ -45,9 +45,9 @@ impl crate::transport::Sink for Router {
         self.wait_limit
     }
 
-    fn acknowledges_when_handled(&self, to: &Address) -> bool {
+    fn acknowledges_when_handled(&self, to: &Address) -> Option<bool> {
         let agents = self.agents.read();
-        agents.get(to).is_some_and(|entry| entry.cell.acknowledge == crate::agent::Acknowledge::WhenHandled)
+        agents.get(to).map(|entry| entry.cell.acknowledge == crate::agent::Acknowledge::WhenHandled)
     }
 }
 

@@ -296,6 +296,8 @@ pub(crate) struct Network {
     /// Resends waiting for the verdict of their first copy, still being delivered:
     /// (sender, nonce) → where each resend's acknowledgement goes.
     pub(crate) awaiting_first: Mutex<HashMap<(Address, u64), Vec<inbound::LaterAck>>>,
+    /// How many entries `awaiting_first` has, read without its lock.
+    pub(crate) awaiting_count: std::sync::atomic::AtomicUsize,
     /// The durable ceiling on accepted timestamps, which keeps a restart from handling an
     /// envelope twice.
     pub(crate) ceiling: ceiling::Ceiling,

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::trace::{message_span, traced};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use super::{Auth, BackReply, Network, Outcome};
 use crate::delivery::RequestFailure;
@@ -66,8 +66,8 @@ fn failure_of(to: Address, outcome: Outcome) -> Result<(), SendFailure> {
 }
 
 /// The span of one envelope in this node's transport.
-fn transport_span(to: Address, trace_id: u128) -> tracing::Span {
-    tracing::debug_span!("transport", %to, trace_id = %format_args!("{trace_id:032x}"))
+fn transport_span(to: Address, trace_id: u128) -> Option<tracing::Span> {
+    message_span!("transport", %to, trace_id = %format_args!("{trace_id:032x}"))
 }
 
 /// Removes a pending request when its wait ends, however it ends.
@@ -95,7 +95,7 @@ impl RemoteSend for Remote {
         check_size(net, to, &message.payload)?;
         let span = transport_span(to, message.header.trace_id);
         let envelope = seal(net, from, to, message, timeout);
-        let outcome = net.send(Some(from), to, envelope.encode(), net.config.auth, timeout).instrument(span).await;
+        let outcome = traced!(span, net.send(Some(from), to, envelope.encode(), net.config.auth, timeout));
         failure_of(to, outcome)
     }
 
@@ -117,7 +117,7 @@ impl RemoteSend for Remote {
         net.pending.lock().insert(key, (to, reply_tx));
         let _pending = PendingGuard { net, key };
         let span = transport_span(to, envelope.trace_id);
-        let outcome = net.send(Some(from), to, envelope.encode(), net.config.auth, remaining).instrument(span).await;
+        let outcome = traced!(span, net.send(Some(from), to, envelope.encode(), net.config.auth, remaining));
         failure_of(to, outcome).map_err(RequestError::Send)?;
         let reply = match tokio::time::timeout_at(deadline, reply_rx).await {
             Err(_) => return Err(RequestError::Timeout { to, after: timeout }),
@@ -226,9 +226,9 @@ impl ReplyPath for RemoteRequester {
         protocol: Option<ProtocolDigest>,
         timeout: Duration,
     ) -> Result<(), ReplyError> {
-        let span =
-            tracing::debug_span!("reply", to = %self.requester, trace_id = %format_args!("{:032x}", self.trace_id));
-        self.answer(from, schema, payload, protocol, timeout).instrument(span).await
+        let (to, trace_id) = (self.requester, self.trace_id);
+        let span = message_span!("reply", %to, trace_id = %format_args!("{trace_id:032x}"));
+        traced!(span, self.answer(from, schema, payload, protocol, timeout))
     }
 
     async fn fail(self: Box<Self>, from: &Identity, failure: RequestFailure, timeout: Duration) {

@@ -19,6 +19,7 @@ pub(crate) trait Sink: Send + Sync + 'static {
     /// How long a delivery may wait for room in a full mailbox whose agent waits.
     fn wait_limit(&self) -> Duration;
 
-    /// Whether `to` acknowledges envelopes only once its handler has run them.
-    fn acknowledges_when_handled(&self, to: &Address) -> bool;
+    /// Whether `to` acknowledges envelopes only once its handler has run them; `None` if
+    /// no such agent is here.
+    fn acknowledges_when_handled(&self, to: &Address) -> Option<bool>;
 }

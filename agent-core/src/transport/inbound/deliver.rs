@@ -4,7 +4,7 @@
 //! agent wait in a line of their own (in arrival order, so they stay in order), while
 //! envelopes for other agents go on. Their acknowledgements follow when they are queued.
 
-use std::collections::HashMap;
+use crate::digest_map::DigestMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -41,10 +41,15 @@ pub(crate) fn settle(net: &Network, sender: Address, nonce: u64, peer: PeerId, v
     {
         let mut replay = net.replay.lock();
         replay.settle(sender, nonce, first);
-        // Under the guard's lock, so that no resend registers after this.
-        if let Some(waiting) = net.awaiting_first.lock().remove(&(sender, nonce)) {
-            for (acks, seq) in waiting {
-                let _ = acks.send((seq, verdict.clone()));
+        // Under the guard's lock, so that no resend registers after this; and only when
+        // some resend waits, which is rare, to keep this lock off the common path.
+        if net.awaiting_count.load(Ordering::Acquire) > 0 {
+            let mut awaiting = net.awaiting_first.lock();
+            if let Some(waiting) = awaiting.remove(&(sender, nonce)) {
+                net.awaiting_count.store(awaiting.len(), Ordering::Release);
+                for (acks, seq) in waiting {
+                    let _ = acks.send((seq, verdict.clone()));
+                }
             }
         }
     }
@@ -75,6 +80,7 @@ pub(crate) fn answer_resend(
             match later {
                 Some((acks, seq)) if awaiting.len() < MAX_AWAITING_FIRST || awaiting.contains_key(&(sender, nonce)) => {
                     awaiting.entry((sender, nonce)).or_default().push((acks.clone(), seq));
+                    net.awaiting_count.store(awaiting.len(), Ordering::Release);
                     None
                 }
                 _ => Some(Verdict::rejected(Cause::Replayed, "its first copy is still being delivered")),
@@ -136,7 +142,11 @@ struct Waiting {
 /// The lines of envelopes waiting on one stream: for room in a full mailbox, or for the
 /// acceptance ceiling to cover them.
 pub(super) struct Lines {
-    lines: HashMap<Address, mpsc::UnboundedSender<Waiting>>,
+    // Keyed by local agents only (a line or a mode exists only for an agent here), so the
+    // digest hasher is safe.
+    lines: DigestMap<Address, mpsc::UnboundedSender<Waiting>>,
+    /// Whether each target acknowledges only once handled (fixed when the agent is added).
+    when_handled: DigestMap<Address, bool>,
     waiting: Arc<AtomicUsize>,
     pub(super) acks: Acks,
     peer: PeerId,
@@ -154,7 +164,7 @@ pub(super) struct Arrival {
 
 impl Lines {
     pub(super) fn new(acks: Acks, peer: PeerId) -> Self {
-        Lines { lines: HashMap::new(), waiting: Arc::default(), acks, peer }
+        Lines { lines: DigestMap::default(), when_handled: DigestMap::default(), waiting: Arc::default(), acks, peer }
     }
 
     /// Envelopes of this stream waiting in lines.
@@ -173,13 +183,34 @@ impl Lines {
     ) -> Option<Verdict> {
         let Arrival { seq, sender, nonce, target, timestamp_ms } = arrival;
         let raise = (!net.ceiling.covers(&sender, timestamp_ms)).then_some(timestamp_ms);
-        let deadline = Instant::now() + sink.wait_limit();
-        let handled = sink.acknowledges_when_handled(&target).then(|| {
+        if self.when_handled.len() >= MAX_WAITING_PER_STREAM && !self.when_handled.contains_key(&target) {
+            self.when_handled.clear();
+        }
+        // Cached per stream: an agent's mode is fixed when it is added.
+        let when_handled = match self.when_handled.get(&target) {
+            Some(known) => *known,
+            None => match sink.acknowledges_when_handled(&target) {
+                Some(mode) => *self.when_handled.entry(target).or_insert(mode),
+                None => false,
+            },
+        };
+        let handled = when_handled.then(|| {
             let (tell, handled) = oneshot::channel();
             delivery.handled = Some(tell);
             handled
         });
-        let mut waiting = Waiting { seq, sender, nonce, target, delivery, deadline, raise, handled };
+        // The wait for room starts now; the clock is read only when the line is needed.
+        let deadline = || Instant::now() + sink.wait_limit();
+        if waiting_is_needless(raise.is_none(), handled.is_none(), &self.lines, &target) {
+            match sink.offer(target, delivery) {
+                Ok(()) => return Some(self.settled(net, sender, nonce, Verdict::Delivered)),
+                Err(Blocked::Failed(failure, _)) => {
+                    return Some(self.settled(net, sender, nonce, Verdict::Rejected(rejection_of(failure))))
+                }
+                Err(Blocked::Full(_, back)) => delivery = back,
+            }
+        }
+        let mut waiting = Waiting { seq, sender, nonce, target, delivery, deadline: deadline(), raise, handled };
         if let Some(line) = self.lines.get(&target) {
             // Behind the envelopes already waiting for this agent, to keep their order.
             match line.send(waiting) {
@@ -194,7 +225,7 @@ impl Lines {
                 }
             }
         }
-        if waiting.raise.is_none() && waiting.handled.is_none() {
+        if waiting_is_needless(waiting.raise.is_none(), waiting.handled.is_none(), &self.lines, &target) {
             match sink.offer(target, waiting.delivery) {
                 Ok(()) => return Some(self.settled(net, sender, nonce, Verdict::Delivered)),
                 Err(Blocked::Failed(failure, _)) => {
@@ -221,6 +252,17 @@ impl Lines {
         settle(net, sender, nonce, self.peer, &verdict);
         verdict
     }
+}
+
+/// Whether an envelope may be offered to its agent at once: nothing to write first, no
+/// handling to wait for, and no line of earlier envelopes for the same agent.
+fn waiting_is_needless(
+    covered: bool,
+    queued_is_enough: bool,
+    lines: &DigestMap<Address, mpsc::UnboundedSender<Waiting>>,
+    target: &Address,
+) -> bool {
+    covered && queued_is_enough && lines.get(target).is_none_or(|line| line.is_closed())
 }
 
 /// Delivers one agent's line in order, and ends when the line is empty (closing it first,

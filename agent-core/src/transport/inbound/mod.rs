@@ -252,15 +252,15 @@ impl InboundStream {
     ) -> Option<Verdict> {
         let net = &self.net;
         let target = envelope.target;
-        let _span = tracing::debug_span!(
+        let span = crate::trace::message_span!(
             "deliver",
             peer = %self.peer,
             from = %envelope.sender,
             to = %target,
             trace_id = %format_args!("{:032x}", envelope.trace_id),
             protocol = %envelope.protocol.map(|p| p.to_string()).unwrap_or_default(),
-        )
-        .entered();
+        );
+        let _entered = span.as_ref().map(tracing::Span::enter);
         let is_reply = envelope.in_reply_to.is_some();
         let known = |schema: &crate::SchemaDigest| is_reply || self.sink.accepts(&target, schema);
         match check(net, auth, &envelope, signature_checked, &state.bindings, known) {

@@ -22,13 +22,13 @@ pub(super) fn reply_verdict(
         Ok(_) => return Verdict::rejected(Cause::Malformed, "only replies travel back on a sender's stream"),
         Err(err) => return Verdict::Rejected(err.rejection()),
     };
-    let _span = tracing::debug_span!(
+    let span = crate::trace::message_span!(
         "response",
         from = %envelope.sender,
         to = %envelope.target,
         trace_id = %format_args!("{:032x}", envelope.trace_id),
-    )
-    .entered();
+    );
+    let _entered = span.as_ref().map(tracing::Span::enter);
     match check(net, auth, &envelope, false, bindings, |_| true) {
         Ok(()) => {
             let (sender, nonce) = (envelope.sender, envelope.nonce);
