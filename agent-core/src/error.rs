@@ -289,6 +289,10 @@ pub enum Unroutable {
     /// The resolver could not be asked (for example, the registry is down).
     #[error("resolver unavailable: {0}")]
     ResolverUnavailable(String),
+    /// The registry answered with a record that is not the agent's own, signed by its key:
+    /// it is not used.
+    #[error("the registry's record fails verification: {0}")]
+    BadRecord(String),
 }
 
 /// A failed send; hands the message back.

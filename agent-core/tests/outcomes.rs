@@ -383,3 +383,46 @@ async fn after_a_restart_no_envelope_is_handled_twice_and_fresh_ones_still_are()
     node.shutdown().await.unwrap();
     client.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn routes_are_learned_only_from_delivered_envelopes() {
+    let gate = Arc::new(Notify::new());
+    let handled = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let mailbox = MailboxConfig::default().with_capacity(1).with_when_full(WhenFull::Reject);
+    let worker = gated_worker("route worker", mailbox, gate.clone(), handled.clone());
+    let (server, target, _resolver) =
+        serve_one(worker, |config| config.with_delivery_timeout(Duration::from_millis(500))).await;
+    let info = server.network_info().unwrap();
+    let (delivered_sender, refused_sender) = (Identity::from_seed("delivered sender"), Identity::from_seed("refused"));
+
+    let (mut stream, raw_peer_id) = raw_stream(&info).await;
+    write_envelope(&mut stream, 0, &job(&delivered_sender, target, 1)).await;
+    assert_eq!(read_ack(&mut stream, 0).await, None);
+    until("job 1 is being handled", || handled.lock().len() == 1).await;
+    write_envelope(&mut stream, 1, &job(&delivered_sender, target, 2)).await;
+    assert_eq!(read_ack(&mut stream, 1).await, None);
+    write_envelope(&mut stream, 2, &job(&refused_sender, target, 3)).await;
+    assert_eq!(read_ack(&mut stream, 2).await, Some(Cause::MailboxFull));
+
+    // The worker's node knows no endpoint for either sender: only the delivered one's
+    // envelope taught it a route (through the peer it came from).
+    let ctx = server.context(target).unwrap();
+    let refused = ctx.send(refused_sender.address(), Job(9)).await.unwrap_err();
+    assert!(
+        matches!(refused.failure(), agent_core::SendFailure::Unroutable { .. }),
+        "a refused envelope taught a route: {:?}",
+        refused.failure()
+    );
+    let learned = ctx.send(delivered_sender.address(), Job(9)).await.unwrap_err();
+    assert!(
+        matches!(learned.failure(), agent_core::SendFailure::Unreachable { endpoint, .. } if endpoint.contains(&raw_peer_id.to_string())),
+        "the delivered sender is sought through its peer (which speaks no envelopes): {:?}",
+        learned.failure()
+    );
+    gate.notify_waiters();
+    for _ in 0..3 {
+        gate.notify_one();
+    }
+    drop(stream);
+    server.shutdown().await.unwrap();
+}

@@ -106,13 +106,7 @@ fn validate(record: &Record, now_ms: u64) -> Result<Registration, AlmanacError> 
     if record.key != key_of(&registration.address) {
         return Err(AlmanacError::Malformed("record stored under another agent's key".into()));
     }
-    if Address::from_public_key(&registration.key) != registration.address {
-        return Err(AlmanacError::BadSignature("the address does not belong to the key".into()));
-    }
-    registration
-        .key
-        .verify(&registration.signing_bytes(), &registration.signature)
-        .map_err(|e| AlmanacError::BadSignature(e.to_string()))?;
+    registration.verify()?;
     if registration.expires_ms <= now_ms {
         return Err(AlmanacError::Expired { at_ms: registration.expires_ms });
     }

@@ -65,6 +65,18 @@ impl Registration {
         record
     }
 
+    /// Checks that `key` is the agent's and signed every field. Anything that hands out
+    /// registrations it did not make (a remote almanac, the DHT, a cache) is trusted only
+    /// after this.
+    pub fn verify(&self) -> Result<(), crate::AlmanacError> {
+        if Address::from_public_key(&self.key) != self.address {
+            return Err(crate::AlmanacError::BadSignature("the address does not belong to the key".into()));
+        }
+        self.key
+            .verify(&self.signing_bytes(), &self.signature)
+            .map_err(|e| crate::AlmanacError::BadSignature(e.to_string()))
+    }
+
     /// The bytes the signature covers: a domain tag, then the JSON of every other field
     /// (deterministic: fields in declaration order, attributes sorted).
     pub fn signing_bytes(&self) -> Vec<u8> {

@@ -92,7 +92,7 @@ impl AlmanacResolver {
     /// Resolves `address` for a conversation in `protocol`: fails with
     /// [`Unroutable::ProtocolMismatch`] if the agent's registration does not list it.
     pub async fn resolve_speaking(&self, address: &Address, protocol: &ProtocolDigest) -> Result<Endpoint, Unroutable> {
-        match self.directory.lookup(address).await {
+        match self.directory.lookup(address).await.and_then(|record| trusted(address, record)) {
             Ok(record) if !record.protocols.contains(protocol) => {
                 Err(Unroutable::ProtocolMismatch { protocol: *protocol })
             }
@@ -102,8 +102,19 @@ impl AlmanacResolver {
     }
 }
 
+/// `record`, if it is the registration of `address`, signed by that agent's key: a
+/// directory (remote, or the DHT's peers) is never trusted to hand out endpoints itself.
+fn trusted(address: &Address, record: Registration) -> Result<Registration, AlmanacError> {
+    if record.address != *address {
+        return Err(AlmanacError::BadSignature(format!("asked for {address}, got the record of {}", record.address)));
+    }
+    record.verify()?;
+    Ok(record)
+}
+
 fn unroutable(err: AlmanacError) -> Unroutable {
     match err {
+        AlmanacError::BadSignature(reason) => Unroutable::BadRecord(reason),
         AlmanacError::NotRegistered(_) => Unroutable::UnknownAddress,
         AlmanacError::Expired { at_ms } => Unroutable::Expired { at_ms },
         other => Unroutable::ResolverUnavailable(other.to_string()),
@@ -130,7 +141,7 @@ impl Resolver for AlmanacResolver {
                 return Ok(endpoint.clone());
             }
         }
-        match self.directory.lookup(address).await {
+        match self.directory.lookup(address).await.and_then(|record| trusted(address, record)) {
             Ok(record) => {
                 let endpoint = endpoint_of(&record)?;
                 let mut cache = self.cache.lock();

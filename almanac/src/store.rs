@@ -292,13 +292,7 @@ impl Almanac {
                 self.config.max_record_bytes
             )));
         }
-        if agent_core::Address::from_public_key(&record.key) != record.address {
-            return Err(AlmanacError::BadSignature("the address does not belong to the key".into()));
-        }
-        record
-            .key
-            .verify(&record.signing_bytes(), &record.signature)
-            .map_err(|e| AlmanacError::BadSignature(e.to_string()))?;
+        record.verify()?;
         let ttl = record.expires_ms.saturating_sub(now);
         if record.expires_ms <= now || ttl < self.config.min_ttl_ms || ttl > self.config.max_ttl_ms {
             return Err(AlmanacError::TtlOutOfBounds {
