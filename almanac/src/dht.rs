@@ -43,6 +43,11 @@ pub const PROTOCOL: &str = "/agora/kad/1";
 /// How long a DHT lookup or store may take before it is reported unfinished, by default.
 pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The longest lifetime a registration may ask for, here as in the embedded almanac's
+/// default: a longer one is refused, by the registering node and by every node asked to
+/// store it.
+pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+
 enum Command {
     Put(Record, oneshot::Sender<Result<(), String>>),
     /// Adds an agent to this node's index for a protocol, republishes the index record and
@@ -50,10 +55,15 @@ enum Command {
     Index(ProtocolDigest, Address),
     Providers(RecordKey, oneshot::Sender<Vec<PeerId>>),
     Get(RecordKey, GetReply),
+    /// This node's own copy of a record, if it holds one.
+    Held(RecordKey, oneshot::Sender<Option<Record>>),
     AddPeer(PeerId, Multiaddr),
 }
 
-type GetReply = oneshot::Sender<Result<Vec<Record>, GetFailure>>;
+/// Records found, each with the peer that held it (`None`: this node's own copy).
+type Found = Vec<(Option<PeerId>, Record)>;
+
+type GetReply = oneshot::Sender<Result<Found, GetFailure>>;
 
 enum GetFailure {
     NotFound,
@@ -99,7 +109,18 @@ fn key_of(address: &Address) -> RecordKey {
     RecordKey::new(&key)
 }
 
-/// Checks a DHT record: a registration under its own key, validly signed, unexpired.
+/// Whether `offered` may replace `held`: a higher sequence, or the very same record.
+fn replaces(held: Option<&Registration>, offered: &Registration) -> Result<(), AlmanacError> {
+    match held {
+        Some(held) if held.sequence > offered.sequence || (held.sequence == offered.sequence && held != offered) => {
+            Err(AlmanacError::StaleSequence { stored: held.sequence, offered: offered.sequence })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Checks a DHT record: a registration under its own key, validly signed, unexpired, and
+/// asking for no longer a lifetime than [`MAX_TTL`].
 fn validate(record: &Record, now_ms: u64) -> Result<Registration, AlmanacError> {
     let registration: Registration =
         serde_json::from_slice(&record.value).map_err(|e| AlmanacError::Malformed(e.to_string()))?;
@@ -109,6 +130,10 @@ fn validate(record: &Record, now_ms: u64) -> Result<Registration, AlmanacError> 
     registration.verify()?;
     if registration.expires_ms <= now_ms {
         return Err(AlmanacError::Expired { at_ms: registration.expires_ms });
+    }
+    let ttl_ms = registration.expires_ms - now_ms;
+    if ttl_ms > MAX_TTL.as_millis() as u64 {
+        return Err(AlmanacError::TtlOutOfBounds { ttl_ms, min_ms: 1, max_ms: MAX_TTL.as_millis() as u64 });
     }
     Ok(registration)
 }
@@ -147,7 +172,7 @@ impl DhtAlmanac {
         let (commands, mut commands_rx) = mpsc::channel::<Command>(256);
         tokio::spawn(async move {
             let mut puts: HashMap<kad::QueryId, oneshot::Sender<Result<(), String>>> = HashMap::new();
-            let mut gets: HashMap<kad::QueryId, (Vec<Record>, GetReply)> = HashMap::new();
+            let mut gets: HashMap<kad::QueryId, (Found, GetReply)> = HashMap::new();
             let mut providers: HashMap<kad::QueryId, (Vec<PeerId>, oneshot::Sender<Vec<PeerId>>)> = HashMap::new();
             let mut index: HashMap<ProtocolDigest, std::collections::BTreeSet<Address>> = HashMap::new();
             loop {
@@ -156,11 +181,16 @@ impl DhtAlmanac {
                         None => break,
                         Some(Command::Put(record, reply)) => {
                             // Keep our own copy too, then replicate to the closest peers.
-                            let _ = swarm.behaviour_mut().store_mut().put(record.clone());
+                            if let Err(err) = swarm.behaviour_mut().store_mut().put(record.clone()) {
+                                tracing::warn!(error = ?err, "cannot keep a copy of a registration here; the other nodes decide");
+                            }
                             match swarm.behaviour_mut().put_record(record, Quorum::One) {
                                 Ok(id) => { puts.insert(id, reply); }
                                 Err(err) => { let _ = reply.send(Err(format!("{err:?}"))); }
                             }
+                        }
+                        Some(Command::Held(key, reply)) => {
+                            let _ = reply.send(swarm.behaviour_mut().store_mut().get(&key).map(|record| record.into_owned()));
                         }
                         Some(Command::Get(key, reply)) => {
                             let id = swarm.behaviour_mut().get_record(key);
@@ -199,9 +229,15 @@ impl DhtAlmanac {
                             match validate(&record, now) {
                                 Ok(offered) => {
                                     let store = swarm.behaviour_mut().store_mut();
-                                    let newer = store.get(&record.key).and_then(|held| validate(&held, now).ok()).is_none_or(|held| held.sequence < offered.sequence || held == offered);
-                                    if newer {
-                                        let _ = store.put(record);
+                                    let held = store.get(&record.key).and_then(|held| validate(&held, now).ok());
+                                    if replaces(held.as_ref(), &offered).is_ok() {
+                                        // Expires here at the time its agent signed, whatever
+                                        // the sender's copy says.
+                                        let mut record = record;
+                                        record.expires = Some(Instant::now() + Duration::from_millis(offered.expires_ms - now));
+                                        if let Err(err) = store.put(record) {
+                                            tracing::warn!(peer = %source, error = ?err, "cannot store a DHT record");
+                                        }
                                     }
                                 }
                                 Err(err) => tracing::warn!(peer = %source, error = %err, "refused a DHT record"),
@@ -229,7 +265,7 @@ impl DhtAlmanac {
                                 let finished = step.last;
                                 match result {
                                     Ok(kad::GetRecordOk::FoundRecord(peer_record)) => {
-                                        if let Some((found, _)) = gets.get_mut(&id) { found.push(peer_record.record); }
+                                        if let Some((found, _)) = gets.get_mut(&id) { found.push((peer_record.peer, peer_record.record)); }
                                     }
                                     Ok(kad::GetRecordOk::FinishedWithNoAdditionalRecord { .. }) => {}
                                     Err(err) => {
@@ -278,12 +314,23 @@ impl DhtAlmanac {
             .map_err(|_| AlmanacError::Unavailable("the DHT node stopped".into()))
     }
 
-    /// Validates `registration` and stores it in the DHT (here and on the nodes closest to
-    /// its key). Acknowledged once at least one other node stored it.
+    /// Validates `registration` (signature, lifetime at most [`MAX_TTL`], a sequence above
+    /// the one this node holds) and stores it in the DHT, here and on the nodes closest to
+    /// its key.
+    ///
+    /// Acknowledged only once it is accepted: at least one other node answers a read-back
+    /// with this very record. Nodes store what they validate and may refuse (an older
+    /// sequence, a full store), which a plain DHT put does not report; an error here means
+    /// no other node showed it, though some may hold it.
     pub async fn register(&self, registration: Registration) -> Result<Registered, AlmanacError> {
         let now = (self.clock)();
         let record = to_record(&registration, now)?;
         validate(&record, now)?;
+        let stopped = || AlmanacError::Unavailable("the DHT node stopped".into());
+        let (reply, held) = oneshot::channel();
+        self.commands.send(Command::Held(record.key.clone(), reply)).await.map_err(|_| stopped())?;
+        let held = held.await.map_err(|_| stopped())?.and_then(|held| validate(&held, now).ok());
+        replaces(held.as_ref(), &registration)?;
         let (reply, stored) = oneshot::channel();
         self.commands
             .send(Command::Put(record, reply))
@@ -291,6 +338,7 @@ impl DhtAlmanac {
             .map_err(|_| AlmanacError::Unavailable("the DHT node stopped".into()))?;
         match tokio::time::timeout(self.query_timeout + Duration::from_secs(1), stored).await {
             Ok(Ok(Ok(()))) => {
+                self.accepted_elsewhere(&registration).await?;
                 for protocol in &registration.protocols {
                     let _ = self.commands.send(Command::Index(*protocol, registration.address)).await;
                 }
@@ -301,6 +349,29 @@ impl DhtAlmanac {
             }
             Ok(Err(_)) => Err(AlmanacError::Unavailable("the DHT node stopped".into())),
             Err(_) => Err(AlmanacError::Unavailable("storing in the DHT did not finish".into())),
+        }
+    }
+
+    /// Reads `registration` back from the DHT: `Ok` once another node returns this very
+    /// record.
+    async fn accepted_elsewhere(&self, registration: &Registration) -> Result<(), AlmanacError> {
+        let (reply, found) = oneshot::channel();
+        self.commands
+            .send(Command::Get(key_of(&registration.address), reply))
+            .await
+            .map_err(|_| AlmanacError::Unavailable("the DHT node stopped".into()))?;
+        let found = match tokio::time::timeout(self.query_timeout + Duration::from_secs(1), found).await {
+            Ok(Ok(Ok(found))) => found,
+            _ => Vec::new(),
+        };
+        let now = (self.clock)();
+        let elsewhere = found.iter().any(|(peer, record)| {
+            peer.is_some_and(|peer| peer != self.peer_id) && validate(record, now).is_ok_and(|r| r == *registration)
+        });
+        if elsewhere {
+            Ok(())
+        } else {
+            Err(AlmanacError::Unavailable("no other DHT node accepted the registration".into()))
         }
     }
 
@@ -325,13 +396,25 @@ impl DhtAlmanac {
         for node in nodes.into_iter().take(64) {
             let (reply, found) = oneshot::channel();
             self.commands.send(Command::Get(index_key(&node, protocol), reply)).await.map_err(|_| stopped())?;
-            if let Ok(Ok(Ok(records))) = tokio::time::timeout(self.query_timeout + Duration::from_secs(1), found).await
-            {
-                for record in records {
-                    if index_owner(&record.key) == Some(node) {
-                        agents.extend(serde_json::from_slice::<Vec<Address>>(&record.value).unwrap_or_default());
+            match tokio::time::timeout(self.query_timeout + Duration::from_secs(1), found).await {
+                Ok(Ok(Ok(records))) => {
+                    for (_, record) in records {
+                        if index_owner(&record.key) == Some(node) {
+                            agents.extend(serde_json::from_slice::<Vec<Address>>(&record.value).unwrap_or_default());
+                        }
                     }
                 }
+                // A node announced as providing the protocol whose index is gone: nothing
+                // of it to miss.
+                Ok(Ok(Err(GetFailure::NotFound))) => {}
+                // Never a silently shorter answer.
+                Ok(Ok(Err(GetFailure::Unfinished(reason)))) => {
+                    return Err(AlmanacError::Unavailable(format!(
+                        "partial answer: an index fetch did not finish: {reason}"
+                    )))
+                }
+                Ok(Err(_)) => return Err(stopped()),
+                Err(_) => return Err(AlmanacError::Unavailable("partial answer: an index fetch timed out".into())),
             }
         }
         let mut registrations = Vec::new();
@@ -340,9 +423,11 @@ impl DhtAlmanac {
                 break;
             }
             // Index entries outlive registrations: keep only agents still registered for it.
-            if let Ok(registration) = self.lookup(&address).await {
-                if registration.protocols.contains(protocol) {
-                    registrations.push(registration);
+            match self.lookup(&address).await {
+                Ok(registration) if registration.protocols.contains(protocol) => registrations.push(registration),
+                Ok(_) | Err(AlmanacError::NotRegistered(_)) | Err(AlmanacError::Expired { .. }) => {}
+                Err(err) => {
+                    return Err(AlmanacError::Unavailable(format!("partial answer: looking up {address}: {err}")))
                 }
             }
         }
@@ -369,7 +454,7 @@ impl DhtAlmanac {
         let now = (self.clock)();
         let mut best: Option<Registration> = None;
         let mut expired_at = None;
-        for record in &records {
+        for (_, record) in &records {
             match validate(record, now) {
                 Ok(registration)
                     if registration.address == *address

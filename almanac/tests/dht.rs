@@ -125,3 +125,60 @@ async fn a_lookup_that_does_not_finish_is_not_reported_as_not_found() {
     }
     drop(held);
 }
+
+async fn node_holding(max_records: usize) -> DhtAlmanac {
+    DhtAlmanac::start(
+        libp2p::identity::Keypair::generate_ed25519(),
+        &["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        &[],
+        max_records,
+        Duration::from_secs(3),
+    )
+    .await
+    .unwrap()
+}
+
+fn registration_of(identity: &Identity, sequence: u64, lifetime_ms: u64) -> Registration {
+    Registration::sign(
+        identity,
+        libp2p::PeerId::random().to_string(),
+        vec![WeightedEndpoint { addr: "/ip4/127.0.0.1/tcp/4001".into(), weight: 1 }],
+        vec![],
+        BTreeMap::new(),
+        sequence,
+        agent_core::envelope::unix_now_ms() + lifetime_ms,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_no_other_node_stored_is_not_acknowledged() {
+    // The only other node stores nothing (its store holds no records at all).
+    let (registering, refusing) = (node_holding(1_000).await, node_holding(0).await);
+    registering.add_peer(refusing.peer_id(), refusing.listen_addrs()[0].clone()).await.unwrap();
+    refusing.add_peer(registering.peer_id(), registering.listen_addrs()[0].clone()).await.unwrap();
+    let bob = Identity::from_seed("dht bob");
+    match registering.register(registration_of(&bob, 1, 60_000)).await {
+        Err(AlmanacError::Unavailable(reason)) => assert!(reason.contains("accepted"), "{reason}"),
+        other => panic!("acknowledged though no other node stored it: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dht_refuses_older_sequences_and_overlong_lifetimes_like_the_store() {
+    let (a, b) = (node_holding(1_000).await, node_holding(1_000).await);
+    a.add_peer(b.peer_id(), b.listen_addrs()[0].clone()).await.unwrap();
+    b.add_peer(a.peer_id(), a.listen_addrs()[0].clone()).await.unwrap();
+    let carol = Identity::from_seed("dht carol");
+    a.register(registration_of(&carol, 5, 60_000)).await.unwrap();
+    // An older record, with a longer lifetime, through the same node: refused.
+    match a.register(registration_of(&carol, 4, 3_600_000)).await {
+        Err(AlmanacError::StaleSequence { stored: 5, offered: 4 }) => {}
+        other => panic!("an older sequence was taken: {other:?}"),
+    }
+    // Through the other node (which stored sequence 5): refused too, and 5 stays.
+    assert!(matches!(b.register(registration_of(&carol, 4, 60_000)).await, Err(AlmanacError::StaleSequence { .. })));
+    assert_eq!(a.lookup(&carol.address()).await.unwrap().sequence, 5);
+    // A lifetime beyond the cap.
+    let forever = registration_of(&carol, 6, 48 * 3_600_000);
+    assert!(matches!(a.register(forever).await, Err(AlmanacError::TtlOutOfBounds { .. })));
+}
