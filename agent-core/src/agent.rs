@@ -36,8 +36,10 @@ pub enum Acknowledge {
     WhenQueued,
     /// Once the agent's handler has run it (whether the handler succeeded or not). A
     /// sender's `Ok` then means handled, even if the receiver is killed right after; a
-    /// crash before that is reported as not acknowledged. Envelopes to the agent from one
-    /// peer are then handed over one at a time.
+    /// crash before that is reported as not acknowledged. What the handler wrote to its
+    /// storage is durable only once flushed: a handler that must not lose its writes calls
+    /// `Storage::flush` before returning. Envelopes from one sender to the agent are then
+    /// handed over one at a time.
     WhenHandled,
 }
 

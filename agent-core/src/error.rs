@@ -130,7 +130,8 @@ impl Rejection {
     /// Whether an earlier copy of the message may have been handled. The copy this
     /// rejection answers was not; see [`Cause::MayHaveBeenHandled`] and [`Cause::Replayed`].
     pub fn may_have_been_handled(&self) -> bool {
-        matches!(self.cause, Cause::MayHaveBeenHandled | Cause::Replayed)
+        // A cause this build does not know may say so: assume the worse.
+        matches!(self.cause, Cause::MayHaveBeenHandled | Cause::Replayed | Cause::Unknown(_))
     }
 }
 

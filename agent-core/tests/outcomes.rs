@@ -182,7 +182,7 @@ async fn each_envelope_keeps_its_own_deadline_in_the_link_queue() {
     let long = job(&sender, nobody, 1);
     let short = job(&sender, nobody, 2);
     let started = tokio::time::Instant::now();
-    let (long_outcome, short_outcome) = tokio::join!(client.forward(&long, Duration::from_secs(30)), async {
+    let (long_outcome, short_outcome) = tokio::join!(client.forward(&long, Duration::from_secs(12)), async {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let outcome = client.forward(&short, Duration::from_millis(500)).await;
         (outcome, started.elapsed())
@@ -190,7 +190,7 @@ async fn each_envelope_keeps_its_own_deadline_in_the_link_queue() {
     let (short_outcome, short_after) = short_outcome;
     assert!(matches!(short_outcome.unwrap(), Outcome::TimedOut { .. }));
     assert!(
-        short_after < Duration::from_secs(15),
+        short_after < Duration::from_secs(6),
         "the short deadline is reported at its own time, not the long one's ({short_after:?})"
     );
     assert!(matches!(long_outcome.unwrap(), Outcome::TimedOut { .. }));
@@ -425,4 +425,38 @@ async fn routes_are_learned_only_from_delivered_envelopes() {
     }
     drop(stream);
     server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_short_deadline_behind_a_long_one_is_kept_while_the_peer_cannot_be_reached() {
+    // A peer that accepts TCP connections and never speaks: connecting to it never ends.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        let connections: Vec<_> = silent.incoming().take(8).flatten().collect();
+        std::thread::sleep(Duration::from_secs(10));
+        drop(connections);
+    });
+    let resolver = Arc::new(agent_core::transport::StaticResolver::new());
+    let (client, _ctx) = client_of(&resolver, "unreachable sender").await;
+    let nobody = Identity::from_seed("a black-holed agent").address();
+    let addr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
+    resolver.insert(nobody, Endpoint { peer_id: libp2p::PeerId::random(), addrs: vec![addr] });
+    let sender = Identity::from_seed("unreachable sender");
+    let (long, short) = (job(&sender, nobody, 1), job(&sender, nobody, 2));
+    let started = tokio::time::Instant::now();
+    let (long_outcome, (short_outcome, short_after)) =
+        tokio::join!(client.forward(&long, Duration::from_secs(12)), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let outcome = client.forward(&short, Duration::from_millis(500)).await;
+            (outcome, started.elapsed())
+        });
+    assert!(matches!(short_outcome.unwrap(), Outcome::Unreachable { .. }));
+    assert!(
+        short_after < Duration::from_secs(6),
+        "reported near its own deadline, not the long one's ({short_after:?})"
+    );
+    assert!(matches!(long_outcome.unwrap(), Outcome::Unreachable { .. }));
+    client.shutdown().await.unwrap();
+    drop(held);
 }

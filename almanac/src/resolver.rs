@@ -109,6 +109,12 @@ fn trusted(address: &Address, record: Registration) -> Result<Registration, Alma
         return Err(AlmanacError::BadSignature(format!("asked for {address}, got the record of {}", record.address)));
     }
     record.verify()?;
+    // A directory may hand out an old record of the agent's own (a rollback): an expired
+    // one is never used.
+    let now = agent_core::envelope::unix_now_ms();
+    if record.expires_ms <= now {
+        return Err(AlmanacError::Expired { at_ms: record.expires_ms });
+    }
     Ok(record)
 }
 

@@ -97,9 +97,14 @@ impl Ceiling {
     /// Whether an envelope from `sender` stamped `timestamp_ms` is covered already, so it
     /// may be accepted without a write.
     pub(crate) fn covers(&self, sender: &Address, timestamp_ms: u64) -> bool {
-        if timestamp_ms < self.shared.load(Ordering::Acquire) {
-            self.highest.fetch_max(timestamp_ms, Ordering::Relaxed);
-            return true;
+        if timestamp_ms < self.shared.load(Ordering::SeqCst) {
+            // Recorded, then checked again: lowering the ceiling on stop stores first and
+            // reads this after, so either it sees this timestamp or this sees the lowered
+            // ceiling (and takes the raising path).
+            self.highest.fetch_max(timestamp_ms, Ordering::SeqCst);
+            if timestamp_ms < self.shared.load(Ordering::SeqCst) {
+                return true;
+            }
         }
         self.senders.lock().get(sender).is_some_and(|ceiling| timestamp_ms < *ceiling)
     }
@@ -111,13 +116,16 @@ impl Ceiling {
             return Ok(());
         }
         let Some(store) = &self.store else { return Ok(()) };
-        let ceiling = timestamp_ms + 1;
+        // With room for the sender's next envelopes, so a clock ahead costs one write per
+        // `AHEAD`, not one per envelope.
+        let ceiling = timestamp_ms + 1 + AHEAD.as_millis() as u64;
         if self.senders.lock().len() < MAX_SENDER_CEILINGS {
             store.put(TABLE, sender_key(sender), Some(ceiling.to_be_bytes().to_vec()))?;
             store.flush().await?;
             self.senders.lock().insert(*sender, ceiling);
         } else {
             self.raise_shared(store, ceiling).await?;
+            self.highest.fetch_max(timestamp_ms, Ordering::SeqCst);
         }
         Ok(())
     }
@@ -125,7 +133,7 @@ impl Ceiling {
     async fn raise_shared(&self, store: &WriteBehind, ceiling: u64) -> Result<(), StoreError> {
         store.put(TABLE, SHARED_KEY.to_vec(), Some(ceiling.to_be_bytes().to_vec()))?;
         store.flush().await?;
-        self.shared.fetch_max(ceiling, Ordering::AcqRel);
+        self.shared.fetch_max(ceiling, Ordering::SeqCst);
         Ok(())
     }
 
@@ -155,6 +163,10 @@ impl Ceiling {
                         let shared = self.shared.load(Ordering::Acquire);
                         let passed: Vec<Address> =
                             self.senders.lock().iter().filter(|(_, c)| **c <= shared).map(|(a, _)| *a).collect();
+                        // What they covered is the shared ceiling's now: never lowered below it.
+                        if !passed.is_empty() {
+                            self.highest.fetch_max(shared.saturating_sub(1), Ordering::SeqCst);
+                        }
                         for sender in &passed {
                             store.put(TABLE, sender_key(sender), None)?;
                         }
@@ -182,10 +194,10 @@ impl Ceiling {
         // A raise in progress would leave the value in memory above the one stored: keep
         // the higher ceiling instead.
         let Ok(_no_raise) = self.raising.try_lock() else { return };
-        let lowered = self.highest.load(Ordering::Relaxed) + 1;
-        self.shared.store(lowered, Ordering::Release);
+        let lowered = self.highest.load(Ordering::SeqCst) + 1;
+        self.shared.store(lowered, Ordering::SeqCst);
         // Re-read: an acceptance that passed the old ceiling just now is covered too.
-        let lowered = lowered.max(self.highest.load(Ordering::Relaxed) + 1);
+        let lowered = lowered.max(self.highest.load(Ordering::SeqCst) + 1);
         if let Err(err) = store.put(TABLE, SHARED_KEY.to_vec(), Some(lowered.to_be_bytes().to_vec())) {
             tracing::warn!(error = %crate::error::chain(&err), "cannot lower the acceptance ceiling");
         }

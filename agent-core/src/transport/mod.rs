@@ -272,6 +272,12 @@ pub(crate) struct BackReply {
     pub(crate) done: oneshot::Sender<Outcome>,
 }
 
+/// A link to one peer, as the node holds it: its queue, and a signal of its task's end.
+pub(crate) struct Link {
+    queue: mpsc::Sender<Outbound>,
+    ended: tokio::sync::watch::Receiver<()>,
+}
+
 /// One envelope waiting to go to a peer.
 pub(crate) struct Outbound {
     pub(crate) sender: Address,
@@ -289,13 +295,15 @@ pub(crate) struct Network {
     pub(crate) config: NetworkConfig,
     pub(crate) control: libp2p_stream::Control,
     pub(crate) commands: mpsc::Sender<node::Command>,
-    pub(crate) links: Mutex<HashMap<PeerId, mpsc::Sender<Outbound>>>,
+    pub(crate) links: Mutex<HashMap<PeerId, Link>>,
     /// Requests sent from here awaiting a reply: (requester, request nonce) → (target, slot).
     pub(crate) pending: Mutex<HashMap<(Address, u64), (Address, RemoteReply)>>,
     pub(crate) replay: Mutex<ReplayGuard>,
     /// Resends waiting for the verdict of their first copy, still being delivered:
     /// (sender, nonce) → where each resend's acknowledgement goes.
     pub(crate) awaiting_first: Mutex<HashMap<(Address, u64), Vec<inbound::LaterAck>>>,
+    /// Envelopes waiting their turn, by (sender, target), across all streams.
+    pub(crate) lines: inbound::LineMap,
     /// How many entries `awaiting_first` has, read without its lock.
     pub(crate) awaiting_count: std::sync::atomic::AtomicUsize,
     /// The durable ceiling on accepted timestamps, which keeps a restart from handling an
@@ -376,29 +384,38 @@ impl Network {
                 }
             }
         }
-        self.finish(outcome, timeout, &endpoint).await
-    }
-
-    /// The outcome the link reports for an envelope it accepted, at the latest at its deadline.
-    async fn finish(&self, outcome: oneshot::Receiver<Outcome>, timeout: Duration, endpoint: &Endpoint) -> Outcome {
+        // The link reports every envelope it took, at the latest at its deadline (no
+        // timer here: one per message would cost more than the rest of a send).
         outcome.await.unwrap_or_else(|_| Outcome::TimedOut { after: timeout, endpoint: endpoint.to_string() })
     }
 
     /// The sending half of the link to `endpoint`'s peer, started on first use. A link
-    /// whose task ended (the node stopped) is replaced.
+    /// that retired (idle) or whose task ended (the node stopped) is replaced; the new one
+    /// starts sending only once the old one has finished what it took, so that envelopes
+    /// to one peer never overtake each other.
     fn link(self: &Arc<Self>, endpoint: &Endpoint) -> mpsc::Sender<Outbound> {
         let mut links = self.links.lock();
-        if let Some(link) = links.get(&endpoint.peer_id) {
-            if !link.is_closed() {
-                return link.clone();
-            }
-        }
+        let previous = match links.get(&endpoint.peer_id) {
+            Some(link) if !link.queue.is_closed() => return link.queue.clone(),
+            Some(link) => Some(link.ended.clone()),
+            None => None,
+        };
         // Links of peers gone idle are retired (closed); forget them when adding one.
-        links.retain(|_, link| !link.is_closed());
+        links.retain(|_, link| !link.queue.is_closed());
         let (tx, rx) = mpsc::channel(self.config.queue);
+        let (ended_tx, ended) = tokio::sync::watch::channel(());
         let span = tracing::debug_span!("link", peer = %endpoint.peer_id);
-        tokio::spawn(tracing::Instrument::instrument(link::run(Arc::clone(self), endpoint.clone(), rx), span));
-        links.insert(endpoint.peer_id, tx.clone());
+        let (net, endpoint_owned) = (Arc::clone(self), endpoint.clone());
+        let run = async move {
+            if let Some(mut previous) = previous {
+                // Ends with an error once the old link's task has dropped its sender.
+                while previous.changed().await.is_ok() {}
+            }
+            link::run(net, endpoint_owned, rx).await;
+            drop(ended_tx);
+        };
+        tokio::spawn(tracing::Instrument::instrument(run, span));
+        links.insert(endpoint.peer_id, Link { queue: tx.clone(), ended });
         tx
     }
 

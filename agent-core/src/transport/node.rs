@@ -78,6 +78,7 @@ pub(crate) async fn start(
         replay: Mutex::new(ReplayGuard::with_capacity(config.replay_capacity)),
         awaiting_first: Mutex::new(HashMap::new()),
         awaiting_count: Default::default(),
+        lines: Default::default(),
         ceiling,
         bindings: Mutex::new(HashMap::new()),
         learned: Mutex::new(HashMap::new()),

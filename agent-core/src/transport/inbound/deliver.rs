@@ -5,10 +5,12 @@
 //! envelopes for other agents go on. Their acknowledgements follow when they are queued.
 
 use crate::digest_map::DigestMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use libp2p::PeerId;
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -27,6 +29,10 @@ pub(crate) type LaterAck = (Acks, u64);
 
 /// Resends waiting for their first copy's verdict, all streams together, at most.
 const MAX_AWAITING_FIRST: usize = 10_000;
+
+/// Copies of one envelope waiting for its first copy's verdict, at most (an honest sender
+/// resends once per reconnect).
+const MAX_RESENDS_AWAITING_ONE: usize = 8;
 
 /// Envelopes one stream may have waiting for room in full mailboxes, at most.
 pub(super) const MAX_WAITING_PER_STREAM: usize = 4096;
@@ -77,8 +83,12 @@ pub(crate) fn answer_resend(
         FirstCopy::Forgotten => Some(Verdict::rejected(Cause::Replayed, "its first copy's verdict is no longer known")),
         FirstCopy::Pending => {
             let mut awaiting = net.awaiting_first.lock();
+            let room = match awaiting.get(&(sender, nonce)) {
+                Some(waiting) => waiting.len() < MAX_RESENDS_AWAITING_ONE,
+                None => awaiting.len() < MAX_AWAITING_FIRST,
+            };
             match later {
-                Some((acks, seq)) if awaiting.len() < MAX_AWAITING_FIRST || awaiting.contains_key(&(sender, nonce)) => {
+                Some((acks, seq)) if room => {
                     awaiting.entry((sender, nonce)).or_default().push((acks.clone(), seq));
                     net.awaiting_count.store(awaiting.len(), Ordering::Release);
                     None
@@ -125,7 +135,7 @@ pub(crate) fn complete_reply(net: &Network, envelope: Envelope) -> Verdict {
     }
 }
 
-/// One envelope waiting in its target's line.
+/// One envelope waiting in its line.
 struct Waiting {
     seq: u64,
     sender: Address,
@@ -137,15 +147,32 @@ struct Waiting {
     raise: Option<u64>,
     /// Told once the handler has run, for an agent that acknowledges when handled.
     handled: Option<oneshot::Receiver<()>>,
+    /// Where its verdict goes: the acks of the stream it came on, and that stream's count
+    /// of waiting envelopes.
+    acks: Acks,
+    count: Arc<AtomicUsize>,
+    peer: PeerId,
 }
 
-/// The lines of envelopes waiting on one stream: for room in a full mailbox, or for the
-/// acceptance ceiling to cover them.
+/// The envelopes from one sender to one target that wait, in arrival order, whichever
+/// stream they came on, so that a resend after a reconnect never lets a later envelope
+/// overtake one still waiting. A task delivers them while `running`; it stops, under the
+/// lock, only when the line is empty, so nothing is ever left behind or overtaken.
+#[derive(Default)]
+pub(crate) struct Line {
+    queue: VecDeque<Waiting>,
+    running: bool,
+}
+
+/// Every line of the node, by (sender, target). Keys are chosen by peers, so they are
+/// hashed with the default (keyed) hasher; a line is removed when it empties.
+pub(crate) type LineMap = Mutex<HashMap<(Address, Address), Arc<Mutex<Line>>>>;
+
+/// What one stream keeps for delivering: its acks, its count of waiting envelopes, and
+/// which agents acknowledge only once handled.
 pub(super) struct Lines {
-    // Keyed by local agents only (a line or a mode exists only for an agent here), so the
-    // digest hasher is safe.
-    lines: DigestMap<Address, mpsc::UnboundedSender<Waiting>>,
-    /// Whether each target acknowledges only once handled (fixed when the agent is added).
+    /// Whether each target acknowledges only once handled (fixed when the agent is added;
+    /// keyed by local agents only, so the digest hasher is safe).
     when_handled: DigestMap<Address, bool>,
     waiting: Arc<AtomicUsize>,
     pub(super) acks: Acks,
@@ -164,7 +191,7 @@ pub(super) struct Arrival {
 
 impl Lines {
     pub(super) fn new(acks: Acks, peer: PeerId) -> Self {
-        Lines { lines: DigestMap::default(), when_handled: DigestMap::default(), waiting: Arc::default(), acks, peer }
+        Lines { when_handled: DigestMap::default(), waiting: Arc::default(), acks, peer }
     }
 
     /// Envelopes of this stream waiting in lines.
@@ -172,8 +199,8 @@ impl Lines {
         self.waiting.load(Ordering::Relaxed)
     }
 
-    /// Delivers at once, or puts the envelope in its target's line: `None` then, and the
-    /// verdict comes through `acks` later. Settles every verdict it gives.
+    /// Delivers at once, or puts the envelope in its line: `None` then, and the verdict
+    /// comes through `acks` later. Settles every verdict it gives.
     pub(super) fn deliver(
         &mut self,
         net: &Arc<Network>,
@@ -199,52 +226,53 @@ impl Lines {
             delivery.handled = Some(tell);
             handled
         });
-        // The wait for room starts now; the clock is read only when the line is needed.
-        let deadline = || Instant::now() + sink.wait_limit();
-        if waiting_is_needless(raise.is_none(), handled.is_none(), &self.lines, &target) {
+        let key = (sender, target);
+        let mut lines = net.lines.lock();
+        if raise.is_none() && handled.is_none() && !lines.contains_key(&key) {
+            // The common case: nothing waits, nothing to write first, no handling to wait
+            // for. The lock is held so that no line for this pair starts meanwhile.
             match sink.offer(target, delivery) {
-                Ok(()) => return Some(self.settled(net, sender, nonce, Verdict::Delivered)),
+                Ok(()) => {
+                    drop(lines);
+                    return Some(self.settled(net, sender, nonce, Verdict::Delivered));
+                }
                 Err(Blocked::Failed(failure, _)) => {
-                    return Some(self.settled(net, sender, nonce, Verdict::Rejected(rejection_of(failure))))
+                    drop(lines);
+                    return Some(self.settled(net, sender, nonce, Verdict::Rejected(rejection_of(failure))));
                 }
                 Err(Blocked::Full(_, back)) => delivery = back,
             }
         }
-        let mut waiting = Waiting { seq, sender, nonce, target, delivery, deadline: deadline(), raise, handled };
-        if let Some(line) = self.lines.get(&target) {
-            // Behind the envelopes already waiting for this agent, to keep their order.
-            match line.send(waiting) {
-                Ok(()) => {
-                    self.waiting.fetch_add(1, Ordering::Relaxed);
-                    return None;
-                }
-                Err(mpsc::error::SendError(back)) => {
-                    // The line emptied and closed.
-                    self.lines.remove(&target);
-                    waiting = back;
-                }
-            }
-        }
-        if waiting_is_needless(waiting.raise.is_none(), waiting.handled.is_none(), &self.lines, &target) {
-            match sink.offer(target, waiting.delivery) {
-                Ok(()) => return Some(self.settled(net, sender, nonce, Verdict::Delivered)),
-                Err(Blocked::Failed(failure, _)) => {
-                    return Some(self.settled(net, sender, nonce, Verdict::Rejected(rejection_of(failure))))
-                }
-                Err(Blocked::Full(_, delivery)) => waiting.delivery = delivery,
-            }
-        }
         if self.waiting() >= MAX_WAITING_PER_STREAM {
+            drop(lines);
             let verdict = Verdict::rejected(Cause::MailboxFull, "too many envelopes from this peer are waiting");
             return Some(self.settled(net, sender, nonce, verdict));
         }
-        let (line, queue) = mpsc::unbounded_channel();
-        let _ = line.send(waiting);
+        let deadline = Instant::now() + sink.wait_limit();
+        let waiting = Waiting {
+            seq,
+            sender,
+            nonce,
+            target,
+            delivery,
+            deadline,
+            raise,
+            handled,
+            acks: self.acks.clone(),
+            count: Arc::clone(&self.waiting),
+            peer: self.peer,
+        };
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        self.lines.insert(target, line);
-        let (net, sink, acks, count, peer) =
-            (Arc::clone(net), Arc::clone(sink), self.acks.clone(), Arc::clone(&self.waiting), self.peer);
-        tokio::spawn(wait_in_line(net, sink, queue, acks, count, peer));
+        let line = Arc::clone(lines.entry(key).or_default());
+        drop(lines);
+        let start = {
+            let mut line = line.lock();
+            line.queue.push_back(waiting);
+            !std::mem::replace(&mut line.running, true)
+        };
+        if start {
+            tokio::spawn(run_line(Arc::clone(net), Arc::clone(sink), key, line));
+        }
         None
     }
 
@@ -254,40 +282,26 @@ impl Lines {
     }
 }
 
-/// Whether an envelope may be offered to its agent at once: nothing to write first, no
-/// handling to wait for, and no line of earlier envelopes for the same agent.
-fn waiting_is_needless(
-    covered: bool,
-    queued_is_enough: bool,
-    lines: &DigestMap<Address, mpsc::UnboundedSender<Waiting>>,
-    target: &Address,
-) -> bool {
-    covered && queued_is_enough && lines.get(target).is_none_or(|line| line.is_closed())
-}
-
-/// Delivers one agent's line in order, and ends when the line is empty (closing it first,
-/// so nothing is left behind).
-async fn wait_in_line(
-    net: Arc<Network>,
-    sink: Arc<dyn Sink>,
-    mut line: mpsc::UnboundedReceiver<Waiting>,
-    acks: Acks,
-    count: Arc<AtomicUsize>,
-    peer: PeerId,
-) {
+/// Delivers one line in order; stops, and removes the line, once it is empty.
+async fn run_line(net: Arc<Network>, sink: Arc<dyn Sink>, key: (Address, Address), line: Arc<Mutex<Line>>) {
     loop {
-        let next = match line.try_recv() {
-            Ok(next) => next,
-            Err(mpsc::error::TryRecvError::Empty) => {
-                line.close();
-                match line.try_recv() {
-                    Ok(next) => next,
-                    Err(_) => return,
+        let next = {
+            // Lock order: the node's map, then the line (as in `deliver`).
+            let mut lines = net.lines.lock();
+            let mut state = line.lock();
+            match state.queue.pop_front() {
+                Some(next) => next,
+                None => {
+                    state.running = false;
+                    if lines.get(&key).is_some_and(|current| Arc::ptr_eq(current, &line)) {
+                        lines.remove(&key);
+                    }
+                    return;
                 }
             }
-            Err(mpsc::error::TryRecvError::Disconnected) => return,
         };
-        let (seq, sender, nonce) = (next.seq, next.sender, next.nonce);
+        let (seq, sender, nonce, peer) = (next.seq, next.sender, next.nonce, next.peer);
+        let (acks, count) = (next.acks.clone(), Arc::clone(&next.count));
         let verdict = deliver_waiting(&net, sink.as_ref(), next).await;
         count.fetch_sub(1, Ordering::Relaxed);
         settle(&net, sender, nonce, peer, &verdict);

@@ -26,7 +26,7 @@ use crate::envelope::{unix_now_ms, Envelope};
 use crate::error::Cause;
 use crate::identity::Address;
 
-pub(crate) use deliver::{answer_resend, complete_reply, settle, LaterAck};
+pub(crate) use deliver::{answer_resend, complete_reply, settle, LaterAck, LineMap};
 pub(crate) use verify::{check, Refusal};
 
 use deliver::{Arrival, Lines};

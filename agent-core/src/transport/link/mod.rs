@@ -21,7 +21,8 @@ use super::{Endpoint, Network, Outbound};
 use window::{expire, Sent};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+const CONNECT_ATTEMPT: Duration = Duration::from_secs(1);
 
 /// Why [`stream::serve`] returns when the link had nothing to do for the idle period.
 pub(super) const IDLE: &str = "idle";
@@ -45,8 +46,19 @@ pub(crate) async fn run(net: Arc<Network>, endpoint: Endpoint, mut queue: mpsc::
             }
             continue;
         }
+        // Everything queued counts while connecting: the soonest deadline is the one
+        // connecting may take, whichever envelope has it.
+        while queue_open && unacked.len() < net.config.window {
+            match queue.try_recv() {
+                Ok(out) => unacked.push_back(Sent { out, seq: 0, attempts: 0 }),
+                Err(_) => break,
+            }
+        }
         let deadline = unacked.iter().map(|s| s.out.deadline).min().unwrap_or_else(Instant::now);
-        let stream = match super::node::connect(&net, &endpoint, deadline).await {
+        // One attempt waits at most a second, so that an envelope queued meanwhile with a
+        // sooner deadline is reported about on time even if the peer is a black hole.
+        let attempt_until = deadline.min(Instant::now() + CONNECT_ATTEMPT);
+        let stream = match super::node::connect(&net, &endpoint, attempt_until).await {
             Ok(stream) => stream,
             Err(reason) => {
                 tracing::debug!(peer = %endpoint.peer_id, %reason, "cannot reach peer; will retry");
