@@ -484,15 +484,18 @@ impl Directory for DhtAlmanac {
         DhtAlmanac::lookup(self, address).await
     }
 
-    /// Queries by protocol (required here), filtered by attributes, in one page.
+    /// Queries by protocol (required here), filtered by attributes, in pages by address
+    /// like the embedded almanac: `next` is set while more remain.
     async fn query(&self, query: Query) -> Result<Page, AlmanacError> {
         let Some(protocol) = query.protocol else {
             return Err(AlmanacError::Malformed("a DHT query needs a protocol".into()));
         };
-        let mut records = self.agents_speaking(&protocol, crate::MAX_LIMIT).await?;
+        let mut records = self.agents_speaking(&protocol, usize::MAX).await?;
         records.retain(|r| query.matches(r) && query.after.is_none_or(|after| r.address > after));
         records.sort_by_key(|r| r.address);
-        records.truncate(query.limit.clamp(1, crate::MAX_LIMIT));
-        Ok(Page { records, next: None })
+        let limit = query.limit.clamp(1, crate::MAX_LIMIT);
+        let next = (records.len() > limit).then(|| records[limit - 1].address);
+        records.truncate(limit);
+        Ok(Page { records, next })
     }
 }

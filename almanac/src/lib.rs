@@ -12,6 +12,21 @@
 //! [`AlmanacResolver`] plugs either into the runtime's transport, caching what it
 //! resolved for the records' lifetime so agents keep talking when the almanac goes down.
 //!
+//! ## What each backend offers
+//!
+//! [`Directory`] is what every backend offers; the rest is backend-specific, by design:
+//!
+//! | | [`Almanac`] (embedded) | [`RemoteAlmanac`] (server) | [`DhtAlmanac`] |
+//! |---|---|---|---|
+//! | `register`, `lookup` | yes | yes | yes (acknowledged once another node returns the record) |
+//! | `query` | pages, any filter | pages, any filter | pages, a protocol is required |
+//! | `sample` (by endpoint weight) | [`Almanac::sample`] | no: query a page and draw from it | no: same |
+//! | `subscribe` (events) | [`Almanac::subscribe`] | no: poll `query` | no: poll `query` |
+//!
+//! Subscriptions need one node that sees every registration, which the DHT has not, and
+//! over the network they would hold a stream per subscriber; polling a query page is the
+//! documented equivalent for both.
+//!
 //! ```
 //! use std::collections::BTreeMap;
 //! use almanac::{Almanac, Config, Query, Registration, WeightedEndpoint};

@@ -86,6 +86,18 @@ async fn a_record_stored_through_one_node_is_found_through_another_until_it_expi
     let mut expected: Vec<_> = sellers.iter().map(|s| s.address()).collect();
     expected.sort();
     assert_eq!(found, expected, "every seller found through the third node");
+    // The same through the Directory API, two to a page.
+    let mut paged = Vec::new();
+    let mut query = almanac::Query::protocol(quotes).with_limit(2);
+    for _ in 0..4 {
+        let page = almanac::Directory::query(&nodes[2], query.clone()).await.unwrap();
+        paged.extend(page.records.iter().map(|r| r.address));
+        match page.next {
+            Some(next) => query = query.after(next),
+            None => break,
+        }
+    }
+    assert_eq!(paged, expected, "pages of two cover every seller once, in order");
 
     tokio::time::sleep(Duration::from_millis(2_600)).await;
     assert!(nodes[2].agents_speaking(&quotes, 100).await.unwrap().is_empty(), "expired sellers are not listed");
