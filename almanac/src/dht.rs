@@ -86,18 +86,27 @@ fn protocol_key(protocol: &ProtocolDigest) -> RecordKey {
     RecordKey::new(&key)
 }
 
-/// The record in which `node` lists the agents it registered for `protocol`; only
-/// `node` itself may write it.
-fn index_key(node: &PeerId, protocol: &ProtocolDigest) -> RecordKey {
+/// Agents one index record lists, at most: 128 addresses of about 65 bytes each keep a
+/// record well under kad's packet limit (16 KiB).
+const INDEX_SHARD: usize = 128;
+
+/// Index records one node publishes per protocol, at most (10,240 agents).
+const MAX_INDEX_SHARDS: u32 = 80;
+
+/// Shard `shard` of the records in which `node` lists the agents it registered for
+/// `protocol`; only `node` itself may write them. Readers fetch shards 0, 1, … until one
+/// is missing.
+fn index_key(node: &PeerId, protocol: &ProtocolDigest, shard: u32) -> RecordKey {
     let mut key = b"agora/index/".to_vec();
     key.extend_from_slice(protocol.as_bytes());
+    key.extend_from_slice(&shard.to_be_bytes());
     key.extend_from_slice(&node.to_bytes());
     RecordKey::new(&key)
 }
 
 fn index_owner(key: &RecordKey) -> Option<PeerId> {
     let bytes = key.as_ref().strip_prefix(b"agora/index/".as_slice())?;
-    PeerId::from_bytes(bytes.get(32..)?).ok()
+    PeerId::from_bytes(bytes.get(36..)?).ok()
 }
 
 /// How long an index record lives without being republished.
@@ -174,7 +183,9 @@ impl DhtAlmanac {
             let mut puts: HashMap<kad::QueryId, oneshot::Sender<Result<(), String>>> = HashMap::new();
             let mut gets: HashMap<kad::QueryId, (Found, GetReply)> = HashMap::new();
             let mut providers: HashMap<kad::QueryId, (Vec<PeerId>, oneshot::Sender<Vec<PeerId>>)> = HashMap::new();
-            let mut index: HashMap<ProtocolDigest, std::collections::BTreeSet<Address>> = HashMap::new();
+            // Per protocol: the agents listed, and the shards in the order they filled.
+            let mut index: HashMap<ProtocolDigest, (std::collections::HashSet<Address>, Vec<Vec<Address>>)> =
+                HashMap::new();
             loop {
                 tokio::select! {
                     command = commands_rx.recv() => match command {
@@ -197,14 +208,30 @@ impl DhtAlmanac {
                             gets.insert(id, (Vec::new(), reply));
                         }
                         Some(Command::Index(protocol, address)) => {
-                            let agents = index.entry(protocol).or_default();
-                            if agents.insert(address) {
-                                let value = serde_json::to_vec(&agents.iter().collect::<Vec<_>>()).unwrap_or_default();
-                                let mut record = Record::new(index_key(&peer_id, &protocol), value);
+                            let (listed, shards) = index.entry(protocol).or_default();
+                            let full = shards.last().is_none_or(|shard| shard.len() >= INDEX_SHARD);
+                            if full && shards.len() >= MAX_INDEX_SHARDS as usize {
+                                tracing::warn!(%protocol, "this node's index of the protocol is full; the agent is not listed");
+                            } else if listed.insert(address) {
+                                if full {
+                                    shards.push(Vec::new());
+                                }
+                                let shard = shards.len() - 1;
+                                shards[shard].push(address);
+                                // Only the shard that changed is republished.
+                                let value = serde_json::to_vec(&shards[shard]).unwrap_or_default();
+                                let mut record = Record::new(index_key(&peer_id, &protocol, shard as u32), value);
                                 record.expires = Some(Instant::now() + INDEX_LIFETIME);
                                 let behaviour = swarm.behaviour_mut();
-                                let _ = behaviour.put_record(record, Quorum::One);
-                                let _ = behaviour.start_providing(protocol_key(&protocol));
+                                if let Err(err) = behaviour.store_mut().put(record.clone()) {
+                                    tracing::warn!(error = ?err, "cannot keep this node's index here");
+                                }
+                                if let Err(err) = behaviour.put_record(record, Quorum::One) {
+                                    tracing::warn!(error = ?err, "cannot publish this node's index");
+                                }
+                                if shard == 0 && shards[0].len() == 1 {
+                                    let _ = behaviour.start_providing(protocol_key(&protocol));
+                                }
                             }
                         }
                         Some(Command::Providers(key, reply)) => {
@@ -394,36 +421,42 @@ impl DhtAlmanac {
         nodes.dedup();
         let mut agents = std::collections::BTreeSet::new();
         for node in nodes.into_iter().take(64) {
-            let (reply, found) = oneshot::channel();
-            self.commands.send(Command::Get(index_key(&node, protocol), reply)).await.map_err(|_| stopped())?;
-            match tokio::time::timeout(self.query_timeout + Duration::from_secs(1), found).await {
-                Ok(Ok(Ok(records))) => {
-                    for (_, record) in records {
-                        if index_owner(&record.key) == Some(node) {
-                            agents.extend(serde_json::from_slice::<Vec<Address>>(&record.value).unwrap_or_default());
+            for shard in 0..MAX_INDEX_SHARDS {
+                let (reply, found) = oneshot::channel();
+                let key = index_key(&node, protocol, shard);
+                self.commands.send(Command::Get(key, reply)).await.map_err(|_| stopped())?;
+                match tokio::time::timeout(self.query_timeout + Duration::from_secs(1), found).await {
+                    Ok(Ok(Ok(records))) => {
+                        // Copies from several peers may differ in age: their union is the
+                        // newest (shards only grow).
+                        for (_, record) in records {
+                            if index_owner(&record.key) == Some(node) {
+                                agents
+                                    .extend(serde_json::from_slice::<Vec<Address>>(&record.value).unwrap_or_default());
+                            }
                         }
                     }
+                    // Past the node's last shard (or a provider whose index is gone).
+                    Ok(Ok(Err(GetFailure::NotFound))) => break,
+                    // Never a silently shorter answer.
+                    Ok(Ok(Err(GetFailure::Unfinished(reason)))) => {
+                        return Err(AlmanacError::Unavailable(format!(
+                            "partial answer: an index fetch did not finish: {reason}"
+                        )))
+                    }
+                    Ok(Err(_)) => return Err(stopped()),
+                    Err(_) => return Err(AlmanacError::Unavailable("partial answer: an index fetch timed out".into())),
                 }
-                // A node announced as providing the protocol whose index is gone: nothing
-                // of it to miss.
-                Ok(Ok(Err(GetFailure::NotFound))) => {}
-                // Never a silently shorter answer.
-                Ok(Ok(Err(GetFailure::Unfinished(reason)))) => {
-                    return Err(AlmanacError::Unavailable(format!(
-                        "partial answer: an index fetch did not finish: {reason}"
-                    )))
-                }
-                Ok(Err(_)) => return Err(stopped()),
-                Err(_) => return Err(AlmanacError::Unavailable("partial answer: an index fetch timed out".into())),
             }
         }
+        // Each agent's own registration, looked up 64 at a time.
+        let lookups =
+            futures::stream::iter(agents).map(|address| async move { (address, self.lookup(&address).await) });
+        let mut looked_up = lookups.buffer_unordered(64);
         let mut registrations = Vec::new();
-        for address in agents {
-            if registrations.len() >= limit {
-                break;
-            }
+        while let Some((address, found)) = looked_up.next().await {
             // Index entries outlive registrations: keep only agents still registered for it.
-            match self.lookup(&address).await {
+            match found {
                 Ok(registration) if registration.protocols.contains(protocol) => registrations.push(registration),
                 Ok(_) | Err(AlmanacError::NotRegistered(_)) | Err(AlmanacError::Expired { .. }) => {}
                 Err(err) => {
@@ -431,6 +464,8 @@ impl DhtAlmanac {
                 }
             }
         }
+        registrations.sort_by_key(|r| r.address);
+        registrations.truncate(limit);
         Ok(registrations)
     }
 

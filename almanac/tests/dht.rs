@@ -194,3 +194,46 @@ async fn the_dht_refuses_older_sequences_and_overlong_lifetimes_like_the_store()
     let forever = registration_of(&carol, 6, 48 * 3_600_000);
     assert!(matches!(a.register(forever).await, Err(AlmanacError::TtlOutOfBounds { .. })));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_agents_of_one_protocol_on_one_node_are_all_found() {
+    use futures::StreamExt;
+    let (home, other) = (node_holding(100_000).await, node_holding(100_000).await);
+    home.add_peer(other.peer_id(), other.listen_addrs()[0].clone()).await.unwrap();
+    other.add_peer(home.peer_id(), home.listen_addrs()[0].clone()).await.unwrap();
+    let crowded = agent_core::ProtocolDigest::from_bytes([42; 32]);
+    let expires = agent_core::envelope::unix_now_ms() + 600_000;
+    let agents: Vec<Identity> = (0..10_000).map(|i| Identity::from_seed(&format!("crowd {i}"))).collect();
+    let registered = futures::stream::iter(&agents)
+        .map(|agent| {
+            let home = home.clone();
+            let record = Registration::sign(
+                agent,
+                libp2p::PeerId::random().to_string(),
+                vec![WeightedEndpoint { addr: "/ip4/127.0.0.1/tcp/4001".into(), weight: 1 }],
+                vec![crowded],
+                BTreeMap::new(),
+                1,
+                expires,
+            );
+            async move { home.register(record).await.is_ok() }
+        })
+        .buffer_unordered(64)
+        .filter(|ok| std::future::ready(*ok))
+        .count()
+        .await;
+    assert_eq!(registered, agents.len());
+    let mut found = Vec::new();
+    for _ in 0..20 {
+        found = other.agents_speaking(&crowded, 20_000).await.unwrap();
+        if found.len() == agents.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut expected: Vec<_> = agents.iter().map(|a| a.address()).collect();
+    expected.sort();
+    let found: Vec<_> = found.iter().map(|r| r.address).collect();
+    assert_eq!(found.len(), expected.len(), "every agent found through the other node");
+    assert_eq!(found, expected);
+}
