@@ -270,6 +270,7 @@ impl Bureau {
         if self.shared.network.set(Arc::clone(&network)).is_err() {
             return Err(crate::net::NetError::Transport("the bureau started listening twice at once".into()));
         }
+        // Set only here, after `network` was set above exactly once: it cannot be set yet.
         let _ = self.shared.remote.set(Arc::new(crate::transport::Remote(Arc::clone(&network))));
         let sink: Arc<dyn crate::transport::Sink> = self.shared.router.clone();
         tokio::spawn(crate::transport::accept_loop(sink, network, incoming, stop));

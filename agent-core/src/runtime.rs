@@ -62,6 +62,7 @@ struct Handled(tokio::sync::oneshot::Sender<()>);
 impl Drop for Handled {
     fn drop(&mut self) {
         let (tell, _) = tokio::sync::oneshot::channel();
+        // The transport may have stopped waiting (its stream closed): then no one is told.
         let _ = std::mem::replace(&mut self.0, tell).send(());
     }
 }

@@ -201,6 +201,7 @@ impl DhtAlmanac {
                             }
                         }
                         Some(Command::Held(key, reply)) => {
+                            // The caller may have given up waiting.
                             let _ = reply.send(swarm.behaviour_mut().store_mut().get(&key).map(|record| record.into_owned()));
                         }
                         Some(Command::Get(key, reply)) => {
@@ -230,7 +231,9 @@ impl DhtAlmanac {
                                     tracing::warn!(error = ?err, "cannot publish this node's index");
                                 }
                                 if shard == 0 && shards[0].len() == 1 {
-                                    let _ = behaviour.start_providing(protocol_key(&protocol));
+                                    if let Err(err) = behaviour.start_providing(protocol_key(&protocol)) {
+                                        tracing::warn!(error = ?err, %protocol, "cannot announce this node as a provider of the protocol");
+                                    }
                                 }
                             }
                         }

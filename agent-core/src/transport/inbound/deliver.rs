@@ -54,6 +54,7 @@ pub(crate) fn settle(net: &Network, sender: Address, nonce: u64, peer: PeerId, v
             if let Some(waiting) = awaiting.remove(&(sender, nonce)) {
                 net.awaiting_count.store(awaiting.len(), Ordering::Release);
                 for (acks, seq) in waiting {
+                    // A closed stream is told nothing; its sender's resend gets the verdict.
                     let _ = acks.send((seq, verdict.clone()));
                 }
             }
@@ -124,6 +125,7 @@ pub(crate) fn complete_reply(net: &Network, envelope: Envelope) -> Verdict {
     let mut pending = net.pending.lock();
     match pending.remove(&key) {
         Some((expected, slot)) if expected == envelope.sender => {
+            // A requester that stopped waiting (its deadline passed) drops the reply.
             let _ = slot.send(envelope);
             Verdict::Delivered
         }
@@ -305,6 +307,7 @@ async fn run_line(net: Arc<Network>, sink: Arc<dyn Sink>, key: (Address, Address
         let verdict = deliver_waiting(&net, sink.as_ref(), next).await;
         count.fetch_sub(1, Ordering::Relaxed);
         settle(&net, sender, nonce, peer, &verdict);
+        // Settled above: if the stream closed meanwhile, a resend gets this verdict.
         let _ = acks.send((seq, verdict));
     }
 }

@@ -60,6 +60,7 @@ pub(crate) async fn accept_loop(
                     }
                     Err(quota::Refused::Banned { remaining }) => {
                         tracing::debug!(%peer, ?remaining, "refused a stream from a banned peer");
+                        // The swarm task is gone only when the node stopped, connections with it.
                         let _ = net.commands.try_send(super::node::Command::Disconnect(peer));
                     }
                 },
@@ -213,6 +214,8 @@ impl InboundStream {
             if state.auth_failures > quota::AUTH_FAILURES_ALLOWED {
                 let banned_for = self.quotas.ban(peer);
                 tracing::warn!(%peer, ?banned_for, "peer sent envelopes or bindings failing authentication; disconnecting and banning it");
+                // The swarm task is gone only when the node stopped, connections with it.
+                // The swarm task is gone only when the node stopped, connections with it.
                 let _ = net.commands.send(super::node::Command::Disconnect(peer)).await;
                 break;
             }
@@ -318,6 +321,7 @@ async fn garbage(net: &Network, peer: PeerId, err: &FrameError) {
         FrameError::Io(_) => tracing::debug!(%peer, error = %err, "inbound stream closed"),
         _ => {
             tracing::warn!(%peer, error = %err, "peer sent garbage; disconnecting it");
+            // The swarm task is gone only when the node stopped, connections with it.
             let _ = net.commands.send(super::node::Command::Disconnect(peer)).await;
         }
     }

@@ -36,6 +36,7 @@ impl Replies {
 
     pub(super) fn acknowledge(&mut self, seq: u64, verdict: Verdict) {
         if let Some(done) = self.awaiting.remove(&seq) {
+            // The replier may have stopped waiting for this ack (its deadline passed).
             let _ = done.send(match verdict {
                 Verdict::Delivered => Outcome::Delivered,
                 Verdict::Rejected(rejection) => Outcome::Rejected(rejection),

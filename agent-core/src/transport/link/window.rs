@@ -38,6 +38,7 @@ pub(super) fn acknowledge(unacked: &mut VecDeque<Sent>, seq: u64, verdict: Verdi
         Verdict::Delivered => Outcome::Delivered,
         Verdict::Rejected(rejection) => Outcome::Rejected(rejection),
     };
+    // The sender may have stopped waiting (its future was dropped): no one to tell.
     let _ = sent.out.done.send(outcome);
 }
 
@@ -52,6 +53,7 @@ pub(super) fn expire(unacked: &mut VecDeque<Sent>, endpoint: &Endpoint, last_fai
         let (done, _) = tokio::sync::oneshot::channel();
         let done = std::mem::replace(&mut sent.out.done, done);
         let (after, endpoint) = (sent.out.timeout, endpoint.to_string());
+        // As above: a sender that stopped waiting needs no report.
         let _ = done.send(if sent.attempts == 0 {
             Outcome::Unreachable { after, endpoint, reason: last_failure.to_owned() }
         } else {
