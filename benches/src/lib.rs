@@ -146,16 +146,26 @@ pub fn verify_rate(count: usize) -> f64 {
     count as f64 / started.elapsed().as_secs_f64()
 }
 
+/// What [`ledger_transfers`] measured.
+pub struct LedgerRun {
+    /// Transfers applied per second.
+    pub rate: f64,
+    /// Each submission's latency (submit to receipt), in the order they finished.
+    pub latencies: Vec<Duration>,
+    /// Transactions in the ledger at the end (mints included).
+    pub height: u64,
+    /// How long reopening the ledger took (replaying its log).
+    pub reopen: Duration,
+}
+
 /// Applies `count` pre-signed transfers to a fresh local ledger from `senders` accounts
-/// submitting concurrently (each its own nonce sequence, one in flight); returns the
-/// transfers per second and each submission's latency (submit to receipt), in the order
-/// they finished. Signing is excluded (it happens in the payers' processes); verification
-/// is included.
+/// submitting concurrently (each its own nonce sequence, one in flight), then reopens it.
+/// Signing is excluded (it happens in the payers' processes); verification is included.
 pub async fn ledger_transfers(
     count: usize,
     senders: usize,
     durable: bool,
-) -> Result<(f64, Vec<Duration>), Box<dyn std::error::Error>> {
+) -> Result<LedgerRun, Box<dyn std::error::Error>> {
     use agent_core::ledger::{Ledger, LocalLedger, LocalLedgerConfig, Operation, Transaction};
     use std::sync::Arc;
     let dir = std::env::temp_dir().join(format!("agora-ledger-bench-{}-{}", std::process::id(), rand_suffix()));
@@ -204,9 +214,17 @@ pub async fn ledger_transfers(
         latencies.extend(task.await??);
     }
     let rate = (per_sender * senders) as f64 / started.elapsed().as_secs_f64();
+    let height = ledger.height()?;
     drop(ledger);
+    let reopening = Instant::now();
+    let reopened = LocalLedger::open(LocalLedgerConfig::default().with_path(&dir).with_durable(durable))?;
+    let reopen = reopening.elapsed();
+    if reopened.height()? != height {
+        return Err(format!("reopened at height {} instead of {height}", reopened.height()?).into());
+    }
+    drop(reopened);
     let _ = std::fs::remove_dir_all(&dir); // Scratch space; a leftover directory is harmless.
-    Ok((rate, latencies))
+    Ok(LedgerRun { rate, latencies, height, reopen })
 }
 
 fn rand_suffix() -> u64 {

@@ -1,222 +1,225 @@
-//! Applying ledger transactions: each is checked in full against the state before it
-//! writes anything ([`Plan`]), so a refused one leaves no trace in its group. Applying reads
-//! no clock: the group's time is an argument, so the same group applied to the same state
-//! gives the same result.
+//! Applying ledger transactions to the state held in memory. Each transaction is checked in
+//! full against the state before it changes anything, so a refused one leaves no trace in
+//! its group. Applying reads no clock: the group's time is an argument, so the same group
+//! applied to the same state gives the same receipts, which is what replaying the log at
+//! start (and, later, replication) relies on.
 
 use std::collections::HashMap;
 
 use super::tx::{Amount, Escrow, EscrowId, Operation, Receipt, Transaction};
 use super::LedgerError;
 use crate::identity::Address;
-use crate::store::{Table, Tables};
 
-/// Account records by address: balance (16 bytes) and next nonce (8 bytes), big-endian.
-pub(super) const ACCOUNTS: Table = Table::new("accounts");
-/// Open escrows by id, as JSON.
-pub(super) const ESCROWS: Table = Table::new("escrows");
-/// Receipts by height (8 bytes, big-endian), as JSON.
-pub(super) const RECEIPTS: Table = Table::new("receipts");
-/// One empty entry per party of each transaction: address followed by height.
-pub(super) const INDEX: Table = Table::new("index");
-/// `height` and `supply`.
-pub(super) const META: Table = Table::new("meta");
-
-#[derive(Clone, Copy, Default)]
+/// An account: its balance and the nonce its next transaction must carry.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub(super) struct Account {
     pub(super) balance: Amount,
     pub(super) next_nonce: u64,
 }
 
-impl Account {
-    /// The stored account (a fresh one if none is stored). A record of the wrong size is
-    /// refused as corrupt, never read as an empty account: that would let old nonces
-    /// be replayed.
-    pub(super) fn decode(bytes: Option<Vec<u8>>) -> Result<Account, LedgerError> {
-        match bytes {
-            None => Ok(Account::default()),
-            Some(b) => Ok(Account {
-                balance: be_u128(b.get(..16).unwrap_or_default(), "account balance")?,
-                next_nonce: be_u64(b.get(16..).unwrap_or_default(), "account nonce")?,
-            }),
-        }
-    }
-
-    fn encode(&self) -> [u8; 24] {
-        let mut out = [0u8; 24];
-        out[..16].copy_from_slice(&self.balance.to_be_bytes());
-        out[16..].copy_from_slice(&self.next_nonce.to_be_bytes());
-        out
-    }
+/// Everything the ledger knows, as of `height`.
+#[derive(Default, Debug)]
+pub(super) struct State {
+    pub(super) accounts: HashMap<Address, Account>,
+    pub(super) escrows: HashMap<EscrowId, Escrow>,
+    pub(super) height: u64,
+    pub(super) supply: Amount,
 }
 
-/// What one ledger transaction changes, worked out in full before anything is written.
-struct Plan {
+/// Who may mint while applying.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Minting {
+    /// Only this account (none: nobody).
+    Authority(Option<Address>),
+    /// Replaying the ledger's own log: a mint there was authorised when it was applied,
+    /// whatever the authority is configured as now.
+    AsLogged,
+}
+
+/// What a group changes, kept apart from the state until the group is durable.
+#[derive(Default, Debug)]
+pub(super) struct Changes {
     accounts: HashMap<Address, Account>,
     /// An escrow opened (`Some`) or settled (`None`).
-    escrow: Option<(EscrowId, Option<Escrow>)>,
-    receipt: Receipt,
-    parties: Vec<Address>,
-    supply: Amount,
-}
-
-/// Applies `batch` in order to the tables of one write transaction. A refused transaction changes nothing and
-/// gets its refusal; a storage failure fails the whole group (nothing is committed).
-pub(super) fn apply_group<'a>(
-    t: &mut Tables<'_>,
-    batch: impl IntoIterator<Item = &'a Transaction>,
-    now_ms: u64,
-    authority: Option<Address>,
-) -> Result<Vec<Result<Receipt, LedgerError>>, LedgerError> {
-    let mut height = read(t, META, b"height")?.map(|b| be_u64(&b, "height")).transpose()?.unwrap_or(0);
-    let supply = read(t, META, b"supply")?.map(|b| be_u128(&b, "supply")).transpose()?.unwrap_or(0);
-    let start = (height, supply);
-    let mut supply = start.1;
-    let mut results = Vec::new();
-    for tx in batch {
-        let next = height.checked_add(1).ok_or_else(|| corrupt("height", 8))?;
-        match plan(t, tx, now_ms, next, supply, authority) {
-            Ok(plan) => {
-                write(t, &plan)?;
-                height = plan.receipt.height;
-                supply = plan.supply;
-                results.push(Ok(plan.receipt));
-            }
-            Err(err @ LedgerError::Storage(_)) => return Err(err),
-            Err(refused) => results.push(Err(refused)),
-        }
-    }
-    if height != start.0 {
-        put(t, META, b"height", Some(&height.to_be_bytes()))?;
-    }
-    if supply != start.1 {
-        put(t, META, b"supply", Some(&supply.to_be_bytes()))?;
-    }
-    Ok(results)
-}
-
-/// Checks `tx` against the state in `t` and works out what it changes.
-fn plan(
-    t: &mut Tables<'_>,
-    tx: &Transaction,
-    now_ms: u64,
+    escrows: HashMap<EscrowId, Option<Escrow>>,
     height: u64,
     supply: Amount,
-    authority: Option<Address>,
-) -> Result<Plan, LedgerError> {
-    let mut signer = account(t, &HashMap::new(), &tx.signer)?;
-    if tx.nonce != signer.next_nonce {
-        return Err(LedgerError::NonceMismatch { account: tx.signer, expected: signer.next_nonce, got: tx.nonce });
+}
+
+/// The outcome of applying a group: one result per transaction, in order, and the changes
+/// of the applied ones.
+pub(super) struct Applied {
+    pub(super) results: Vec<Result<Receipt, LedgerError>>,
+    /// For each applied transaction, in order, the accounts it concerns (its history is
+    /// listed under each): signer, payee, and an escrow's payer, beneficiary and arbiter.
+    pub(super) parties: Vec<Vec<Address>>,
+    pub(super) changes: Changes,
+}
+
+impl Applied {
+    /// The receipts of the transactions applied, in order.
+    pub(super) fn receipts(&self) -> impl Iterator<Item = &Receipt> {
+        self.results.iter().filter_map(|r| r.as_ref().ok())
     }
-    signer.next_nonce = signer
-        .next_nonce
-        .checked_add(1)
-        .ok_or_else(|| LedgerError::Invalid(format!("account {} has used every nonce", tx.signer)))?;
-    let mut accounts = HashMap::new();
-    let mut parties = vec![tx.signer];
-    let mut escrow = None;
-    let mut created = None;
-    let mut settles = None;
-    let mut supply = supply;
-    match &tx.operation {
-        Operation::Transfer { to, amount } => {
-            debit(&mut signer, &tx.signer, *amount)?;
-            accounts.insert(tx.signer, signer);
-            credit(t, &mut accounts, to, *amount)?;
-            parties.push(*to);
-        }
-        Operation::Lock { amount, beneficiary, deadline_ms, arbiter, deal } => {
-            debit(&mut signer, &tx.signer, *amount)?;
-            accounts.insert(tx.signer, signer);
-            let id = EscrowId::of(&tx.signer, tx.nonce);
-            let locked = Escrow {
-                payer: tx.signer,
-                beneficiary: *beneficiary,
-                arbiter: *arbiter,
-                amount: *amount,
-                deadline_ms: *deadline_ms,
-                deal: *deal,
+}
+
+impl State {
+    /// Applies `batch` in order on top of this state without changing it; the changes are
+    /// kept in the result, for [`State::commit`] once the group is durable.
+    pub(super) fn apply<'a>(
+        &self,
+        batch: impl IntoIterator<Item = &'a Transaction>,
+        now_ms: u64,
+        minting: Minting,
+    ) -> Applied {
+        let mut changes = Changes { height: self.height, supply: self.supply, ..Changes::default() };
+        let mut parties = Vec::new();
+        let results = batch
+            .into_iter()
+            .map(|tx| {
+                let (receipt, concerned) = self.plan(&mut changes, tx, now_ms, minting)?;
+                changes.height = receipt.height;
+                parties.push(concerned);
+                Ok(receipt)
+            })
+            .collect();
+        Applied { results, parties, changes }
+    }
+
+    /// Makes a durable group's changes the state.
+    pub(super) fn commit(&mut self, changes: Changes) {
+        self.accounts.extend(changes.accounts);
+        for (id, escrow) in changes.escrows {
+            match escrow {
+                Some(open) => self.escrows.insert(id, open),
+                None => self.escrows.remove(&id),
             };
-            escrow = Some((id, Some(locked)));
-            created = Some(id);
-            settles = *deal;
-            parties.extend([*beneficiary, *arbiter]);
         }
-        Operation::Release { escrow: id } | Operation::Refund { escrow: id } => {
-            let Some(bytes) = read(t, ESCROWS, &id.0)? else {
-                return Err(LedgerError::UnknownEscrow(*id));
-            };
-            let open: Escrow = serde_json::from_slice(&bytes).map_err(storage)?;
-            if tx.signer != open.payer && tx.signer != open.arbiter {
-                return Err(LedgerError::Unauthorized(format!(
-                    "only the escrow's payer or arbiter may settle escrow {id}"
-                )));
+        self.height = changes.height;
+        self.supply = changes.supply;
+    }
+
+    /// The account as the group has changed it so far, or as the state holds it.
+    fn account(&self, changes: &Changes, who: &Address) -> Account {
+        changes.accounts.get(who).or_else(|| self.accounts.get(who)).copied().unwrap_or_default()
+    }
+
+    fn escrow(&self, changes: &Changes, id: &EscrowId) -> Option<Escrow> {
+        match changes.escrows.get(id) {
+            Some(changed) => changed.clone(),
+            None => self.escrows.get(id).cloned(),
+        }
+    }
+
+    /// Checks `tx` against the state as `changes` leaves it and, if it is accepted, adds
+    /// what it changes to `changes`. A refusal adds nothing.
+    fn plan(
+        &self,
+        changes: &mut Changes,
+        tx: &Transaction,
+        now_ms: u64,
+        minting: Minting,
+    ) -> Result<(Receipt, Vec<Address>), LedgerError> {
+        let height = changes.height.checked_add(1).ok_or_else(|| LedgerError::Invalid("the ledger is full".into()))?;
+        let mut signer = self.account(changes, &tx.signer);
+        if tx.nonce != signer.next_nonce {
+            return Err(LedgerError::NonceMismatch { account: tx.signer, expected: signer.next_nonce, got: tx.nonce });
+        }
+        signer.next_nonce = signer
+            .next_nonce
+            .checked_add(1)
+            .ok_or_else(|| LedgerError::Invalid(format!("account {} has used every nonce", tx.signer)))?;
+        // Worked out in full before anything is added to `changes`.
+        let mut accounts: Vec<(Address, Account)> = Vec::with_capacity(2);
+        let mut parties = vec![tx.signer];
+        let mut escrow = None;
+        let mut created = None;
+        let mut settles = None;
+        let mut supply = changes.supply;
+        match &tx.operation {
+            Operation::Transfer { to, amount } => {
+                debit(&mut signer, &tx.signer, *amount)?;
+                accounts.push((tx.signer, signer));
+                accounts.push(self.credited(changes, &accounts, to, *amount)?);
+                parties.push(*to);
             }
-            let refund = matches!(tx.operation, Operation::Refund { .. });
-            if refund && now_ms <= open.deadline_ms {
-                return Err(LedgerError::EscrowNotExpired { deadline_ms: open.deadline_ms, now_ms });
+            Operation::Lock { amount, beneficiary, deadline_ms, arbiter, deal } => {
+                debit(&mut signer, &tx.signer, *amount)?;
+                accounts.push((tx.signer, signer));
+                let id = EscrowId::of(&tx.signer, tx.nonce);
+                let locked = Escrow {
+                    payer: tx.signer,
+                    beneficiary: *beneficiary,
+                    arbiter: *arbiter,
+                    amount: *amount,
+                    deadline_ms: *deadline_ms,
+                    deal: *deal,
+                };
+                escrow = Some((id, Some(locked)));
+                created = Some(id);
+                settles = *deal;
+                parties.extend([*beneficiary, *arbiter]);
             }
-            accounts.insert(tx.signer, signer);
-            let to = if refund { open.payer } else { open.beneficiary };
-            credit(t, &mut accounts, &to, open.amount)?;
-            escrow = Some((*id, None));
-            settles = open.deal;
-            parties.extend([open.payer, open.beneficiary]);
-        }
-        Operation::Mint { to, amount } => {
-            if authority != Some(tx.signer) {
-                return Err(LedgerError::Unauthorized("only the mint authority may mint".into()));
+            Operation::Release { escrow: id } | Operation::Refund { escrow: id } => {
+                let Some(open) = self.escrow(changes, id) else {
+                    return Err(LedgerError::UnknownEscrow(*id));
+                };
+                if tx.signer != open.payer && tx.signer != open.arbiter {
+                    return Err(LedgerError::Unauthorized(format!(
+                        "only the escrow's payer or arbiter may settle escrow {id}"
+                    )));
+                }
+                let refund = matches!(tx.operation, Operation::Refund { .. });
+                if refund && now_ms <= open.deadline_ms {
+                    return Err(LedgerError::EscrowNotExpired { deadline_ms: open.deadline_ms, now_ms });
+                }
+                accounts.push((tx.signer, signer));
+                let to = if refund { open.payer } else { open.beneficiary };
+                accounts.push(self.credited(changes, &accounts, &to, open.amount)?);
+                escrow = Some((*id, None));
+                settles = open.deal;
+                parties.extend([open.payer, open.beneficiary]);
             }
-            accounts.insert(tx.signer, signer);
-            credit(t, &mut accounts, to, *amount)?;
-            supply = supply.checked_add(*amount).ok_or_else(|| LedgerError::Invalid("supply would overflow".into()))?;
-            parties.push(*to);
+            Operation::Mint { to, amount } => {
+                if let Minting::Authority(authority) = minting {
+                    if authority != Some(tx.signer) {
+                        return Err(LedgerError::Unauthorized("only the mint authority may mint".into()));
+                    }
+                }
+                accounts.push((tx.signer, signer));
+                accounts.push(self.credited(changes, &accounts, to, *amount)?);
+                supply =
+                    supply.checked_add(*amount).ok_or_else(|| LedgerError::Invalid("supply would overflow".into()))?;
+                parties.push(*to);
+            }
         }
-    }
-    parties.sort();
-    parties.dedup();
-    let receipt =
-        Receipt { hash: tx.hash(), tx: tx.clone(), height, applied_ms: now_ms, escrow: created, deal: settles };
-    Ok(Plan { accounts, escrow, receipt, parties, supply })
-}
-
-/// Writes what `plan` changes.
-fn write(t: &mut Tables<'_>, plan: &Plan) -> Result<(), LedgerError> {
-    for (who, account) in &plan.accounts {
-        put(t, ACCOUNTS, who.as_bytes(), Some(&account.encode()))?;
-    }
-    if let Some((id, escrow)) = &plan.escrow {
-        match escrow {
-            Some(escrow) => put(t, ESCROWS, &id.0, Some(&json(escrow)?))?,
-            None => put(t, ESCROWS, &id.0, None)?,
+        changes.accounts.extend(accounts);
+        if let Some((id, escrow)) = escrow {
+            changes.escrows.insert(id, escrow);
         }
+        changes.supply = supply;
+        parties.sort();
+        parties.dedup();
+        let receipt =
+            Receipt { hash: tx.hash(), tx: tx.clone(), height, applied_ms: now_ms, escrow: created, deal: settles };
+        Ok((receipt, parties))
     }
-    let height = plan.receipt.height.to_be_bytes();
-    put(t, RECEIPTS, &height, Some(&json(&plan.receipt)?))?;
-    for party in &plan.parties {
-        let mut key = party.as_bytes().to_vec();
-        key.extend_from_slice(&height);
-        put(t, INDEX, &key, Some(&[]))?;
-    }
-    Ok(())
-}
 
-fn read(t: &mut Tables<'_>, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, LedgerError> {
-    t.get(table, key).map_err(storage)
-}
-
-fn put(t: &mut Tables<'_>, table: Table, key: &[u8], value: Option<&[u8]>) -> Result<(), LedgerError> {
-    t.put(table, key, value).map_err(storage)
-}
-
-fn json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, LedgerError> {
-    serde_json::to_vec(value).map_err(storage)
-}
-
-/// `who`'s account as this transaction has changed it so far, or as stored.
-fn account(t: &mut Tables<'_>, changed: &HashMap<Address, Account>, who: &Address) -> Result<Account, LedgerError> {
-    match changed.get(who) {
-        Some(account) => Ok(*account),
-        None => Account::decode(read(t, ACCOUNTS, who.as_bytes())?),
+    /// `who` credited with `amount`, seeing this transaction's own earlier changes first.
+    fn credited(
+        &self,
+        changes: &Changes,
+        this_tx: &[(Address, Account)],
+        who: &Address,
+        amount: Amount,
+    ) -> Result<(Address, Account), LedgerError> {
+        let mut account = match this_tx.iter().rev().find(|(address, _)| address == who) {
+            Some((_, account)) => *account,
+            None => self.account(changes, who),
+        };
+        account.balance =
+            account.balance.checked_add(amount).ok_or_else(|| LedgerError::Invalid("balance would overflow".into()))?;
+        Ok((*who, account))
     }
 }
 
@@ -226,35 +229,4 @@ fn debit(account: &mut Account, who: &Address, amount: Amount) -> Result<(), Led
     }
     account.balance -= amount;
     Ok(())
-}
-
-fn credit(
-    t: &mut Tables<'_>,
-    changed: &mut HashMap<Address, Account>,
-    who: &Address,
-    amount: Amount,
-) -> Result<(), LedgerError> {
-    let mut credited = account(t, changed, who)?;
-    credited.balance =
-        credited.balance.checked_add(amount).ok_or_else(|| LedgerError::Invalid("balance would overflow".into()))?;
-    changed.insert(*who, credited);
-    Ok(())
-}
-
-/// A stored big-endian `u64`; a value of the wrong size is reported as corrupt.
-pub(super) fn be_u64(bytes: &[u8], what: &str) -> Result<u64, LedgerError> {
-    bytes.try_into().map(u64::from_be_bytes).map_err(|_| corrupt(what, bytes.len()))
-}
-
-/// A stored big-endian `u128`; a value of the wrong size is reported as corrupt.
-pub(super) fn be_u128(bytes: &[u8], what: &str) -> Result<u128, LedgerError> {
-    bytes.try_into().map(u128::from_be_bytes).map_err(|_| corrupt(what, bytes.len()))
-}
-
-fn corrupt(what: &str, size: usize) -> LedgerError {
-    LedgerError::Storage(format!("the stored {what} is corrupt ({size} bytes)"))
-}
-
-fn storage(e: impl std::error::Error) -> LedgerError {
-    LedgerError::Storage(crate::error::chain(&e))
 }

@@ -12,6 +12,7 @@
 
 mod apply;
 mod local;
+mod log;
 pub mod service;
 mod tx;
 mod units;

@@ -1,5 +1,5 @@
-//! Disk faults on demand, for tests and simulations: a database file whose writes or syncs
-//! fail while a switch is on, so a test can show what a store promises when the disk
+//! Disk faults on demand, for tests and simulations: a database file (or the ledger's log)
+//! whose writes or syncs fail while a switch is on, so a test can show what a store promises when the disk
 //! fails under it.
 
 use std::io;
@@ -39,6 +39,16 @@ impl Faults {
     /// While on, every write to the file fails.
     pub fn fail_writes(&self, on: bool) {
         self.switches.writes.store(on, Ordering::SeqCst);
+    }
+
+    /// Fails if writes are switched off; `what` names the operation in the error.
+    pub(crate) fn check_write(&self, what: &str) -> io::Result<()> {
+        self.check(&self.switches.writes, what)
+    }
+
+    /// Fails if syncs are switched off; `what` names the operation in the error.
+    pub(crate) fn check_sync(&self, what: &str) -> io::Result<()> {
+        self.check(&self.switches.syncs, what)
     }
 
     fn check(&self, switch: &AtomicBool, what: &str) -> io::Result<()> {

@@ -1,4 +1,4 @@
-//! A ledger node: hosts a ledger on disk (`ledger.redb` in its data directory) and serves it over libp2p, so agents in other
+//! A ledger node: hosts a ledger on disk (`ledger.log` in its data directory) and serves it over libp2p, so agents in other
 //! processes settle on one shared ledger.
 //!
 //! ```text
