@@ -190,3 +190,45 @@ fn append(path: &std::path::Path, bytes: &[u8]) {
     let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
     file.write_all(bytes).unwrap();
 }
+
+/// A ledger written by an earlier Agora (`ledger.redb`, receipts by height) is imported
+/// into the log on first open, with every receipt checked, and the old file is renamed so
+/// it is never imported twice: nothing stored is lost by upgrading.
+#[tokio::test]
+async fn an_earlier_ledger_database_is_imported_once() {
+    use agent_core::store::{Database, Table, Tables};
+    let mint = Identity::from_seed("import mint");
+    let (alice, bob) = (Identity::from_seed("import alice"), Identity::from_seed("import bob"));
+    let source = LocalLedger::open(LocalLedgerConfig::default().with_authority(mint.address())).unwrap();
+    let mut receipts = vec![source
+        .submit(Transaction::sign(&mint, 0, Operation::Mint { to: alice.address(), amount: 500 }, ""))
+        .await
+        .unwrap()];
+    for nonce in 0..3 {
+        let pay = Operation::Transfer { to: bob.address(), amount: 10 + nonce as u128 };
+        receipts.push(source.submit(Transaction::sign(&alice, nonce, pay, "")).await.unwrap());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let earlier = Database::open(dir.path().join("ledger.redb")).unwrap();
+    earlier
+        .write(true, |txn| {
+            let mut tables = Tables::new(txn);
+            receipts.iter().try_for_each(|r| {
+                tables.put(Table::new("receipts"), &r.height.to_be_bytes(), Some(&serde_json::to_vec(r).unwrap()))
+            })
+        })
+        .unwrap()
+        .unwrap();
+    drop(earlier);
+
+    for _ in 0..2 {
+        let ledger = LocalLedger::open(LocalLedgerConfig::default().with_path(dir.path())).unwrap();
+        assert_eq!(ledger.height().unwrap(), 4);
+        assert_eq!(ledger.balance(bob.address()).await.unwrap(), 33);
+        assert_eq!(ledger.next_nonce(alice.address()).await.unwrap(), 3);
+        let mut history = ledger.history(alice.address(), 10).await.unwrap();
+        history.reverse();
+        assert_eq!(history, receipts);
+        assert!(!dir.path().join("ledger.redb").exists() && dir.path().join("ledger.redb.imported").exists());
+    }
+}

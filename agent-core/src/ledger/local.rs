@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::apply::{Account, Minting, State};
-use super::log::{AppendError, Located, Log, Reader};
+use super::log::{self, AppendError, Located, Log, Reader};
 use super::tx::{Amount, Escrow, EscrowId, Operation, Receipt, Transaction, MAX_MEMO};
 use super::{Ledger, LedgerError};
 use crate::identity::Address;
@@ -156,7 +156,11 @@ impl LocalLedger {
         let mut book = Book::default();
         let log = match &config.path {
             None => Log::in_memory(),
-            Some(dir) => Log::open(dir, config.faults.clone(), config.durable, |group| replay(&mut book, group))?,
+            Some(dir) => {
+                let mut log = Log::open(dir, config.faults.clone(), config.durable, |group| replay(&mut book, group))?;
+                import_earlier(dir, &mut log, &mut book)?;
+                log
+            }
         };
         let inner = Arc::new(Inner { config, ledger: parking_lot::RwLock::new(book), log: log.reader() });
         let (commits, queue) = std::sync::mpsc::sync_channel(QUEUE);
@@ -206,6 +210,66 @@ impl LocalLedger {
             _ => Ok(()),
         }
     }
+}
+
+/// The database an earlier Agora kept the ledger in, and what it is renamed to once its
+/// history is in the log.
+const EARLIER: &str = "ledger.redb";
+const IMPORTED: &str = "ledger.redb.imported";
+
+/// Moves the history of a ledger written by an earlier Agora (`ledger.redb`, whose
+/// `receipts` table held every receipt by height) into the log, checking each receipt
+/// replays, then renames the old file so it is never imported twice. Its other tables were
+/// derived from the receipts.
+fn import_earlier(dir: &std::path::Path, log: &mut Log, book: &mut Book) -> Result<(), LedgerError> {
+    let earlier = dir.join(EARLIER);
+    if !earlier.exists() {
+        return Ok(());
+    }
+    let failed = |what: &str, e: &dyn std::error::Error| {
+        LedgerError::Storage(format!("cannot {what} {}: {}", earlier.display(), crate::error::chain(e)))
+    };
+    let db = crate::store::Database::open(&earlier).map_err(|e| failed("open", &e))?;
+    let rows = db.scan_prefix(crate::store::Table::new("receipts"), b"").map_err(|e| failed("read", &e))?;
+    drop(db);
+    let mut receipts = Vec::with_capacity(rows.len());
+    for (_, json) in rows {
+        receipts.push(serde_json::from_slice::<Receipt>(&json).map_err(|e| failed("decode a receipt of", &e))?);
+    }
+    if book.state.height != 0 {
+        // The import finished and only the rename is left, or an import was cut short.
+        if book.state.height != receipts.len() as u64 {
+            return Err(LedgerError::Storage(format!(
+                "{} holds {} transactions but the log only {}: an import was cut short; remove {} to import again",
+                earlier.display(),
+                receipts.len(),
+                book.state.height,
+                log::FILE
+            )));
+        }
+    } else {
+        // One group per run of receipts applied at the same instant, as the committer made them.
+        for group in receipts.chunk_by(|a, b| a.applied_ms == b.applied_ms) {
+            for group in group.chunks(BATCH) {
+                let applied = book.state.apply(group.iter().map(|r| &r.tx), group[0].applied_ms, Minting::AsLogged);
+                if applied.results.iter().zip(group).any(|(again, logged)| again.as_ref() != Ok(logged)) {
+                    return Err(LedgerError::Storage(format!(
+                        "the history in {} does not replay at height {}; remove {} to import again",
+                        earlier.display(),
+                        group[0].height,
+                        log::FILE
+                    )));
+                }
+                let located = log.append(group, false).map_err(|e| {
+                    LedgerError::Storage(format!("cannot import {} into the log: {e:?}", earlier.display()))
+                })?;
+                book.record(applied, located);
+            }
+        }
+        log.sync().map_err(|e| failed("make durable the import of", &e))?;
+        tracing::info!(from = %earlier.display(), transactions = book.state.height, "imported an earlier ledger");
+    }
+    std::fs::rename(&earlier, dir.join(IMPORTED)).map_err(|e| failed("rename", &e))
 }
 
 /// Applies one group read back from the log, checking it gives the receipts logged.
