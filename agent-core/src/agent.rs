@@ -233,7 +233,7 @@ impl Agent {
         O: HandlerOutput,
     {
         let route = Route { name: M::NAME, handler: Arc::new(MessageFn::<M, F>::new(handler)), protocol: None };
-        Arc::make_mut(&mut self.kind).add_route(M::DIGEST, route);
+        Arc::make_mut(&mut self.kind).add_route(M::digest(), route);
         self
     }
 

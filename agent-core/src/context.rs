@@ -197,7 +197,7 @@ impl Context {
     pub async fn reply<M: Message>(&self, message: M) -> Result<(), ReplyError> {
         let current = self.current.ok_or(ReplyError::NoCurrentMessage)?;
         if let Some(protocol) = self.cell.kind.routes.get(&current.schema).and_then(|r| r.protocol.as_ref()) {
-            if !protocol.allows_reply(&current.schema, &M::DIGEST) {
+            if !protocol.allows_reply(&current.schema, &M::digest()) {
                 return Err(ReplyError::NotAllowed {
                     protocol: protocol.name.clone(),
                     request: current.name,
@@ -223,8 +223,8 @@ impl Context {
                         ReplyError::Send(SendFailure::Encode { to: path.requester(), reason: e.to_string() })
                     })?;
                     let timeout = self.cell.bureau.config.send_timeout;
-                    let protocol = self.cell.kind.protocol_of(&M::DIGEST);
-                    path.reply(&self.cell.identity, M::DIGEST, payload, protocol, timeout).await
+                    let protocol = self.cell.kind.protocol_of(&M::digest());
+                    path.reply(&self.cell.identity, M::digest(), payload, protocol, timeout).await
                 }
             };
         }
@@ -293,7 +293,7 @@ impl Context {
     /// The header of a new message `M` from this agent: the protocol it belongs to, if the
     /// agent speaks one with it, travels with it.
     fn header<M: Message>(&self, session: u128, trace_id: u128, expects_reply: bool) -> Header {
-        let protocol = self.cell.kind.protocol_of(&M::DIGEST);
+        let protocol = self.cell.kind.protocol_of(&M::digest());
         Header { session, protocol, in_reply_to: None, expects_reply, trace_id }
     }
 
@@ -305,7 +305,7 @@ impl Context {
         header: Header,
     ) -> Result<(), SendFailure> {
         let payload = serde_json::to_vec(message).map_err(|e| SendFailure::Encode { to, reason: e.to_string() })?;
-        let message = Outgoing { schema: M::DIGEST, payload, header };
+        let message = Outgoing { schema: M::digest(), payload, header };
         remote.send(&self.cell.identity, to, message, remote.delivery_timeout()).await
     }
 
@@ -320,9 +320,9 @@ impl Context {
     ) -> Result<Resp, RequestError> {
         let payload = serde_json::to_vec(message)
             .map_err(|e| RequestError::Send(SendFailure::Encode { to, reason: e.to_string() }))?;
-        let message = Outgoing { schema: Req::DIGEST, payload, header };
+        let message = Outgoing { schema: Req::digest(), payload, header };
         let reply = remote.request(&self.cell.identity, to, message, deadline, timeout).await?;
-        if reply.schema != Resp::DIGEST {
+        if reply.schema != Resp::digest() {
             return Err(RequestError::WrongReplyType {
                 to,
                 expected: Resp::NAME,
@@ -347,7 +347,7 @@ impl Context {
     fn delivery<M: Message>(&self, message: M, reply: Option<ReplyTo>, session: u128, trace_id: u128) -> Box<Delivery> {
         Box::new(Delivery {
             from: self.address(),
-            schema: M::DIGEST,
+            schema: M::digest(),
             name: M::NAME,
             session,
             trace_id,

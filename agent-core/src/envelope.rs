@@ -259,7 +259,7 @@ impl Envelope {
         lifetime_ms: u64,
     ) -> Result<Envelope, serde_json::Error> {
         let payload = serde_json::to_vec(message)?;
-        Ok(Self::seal_raw(identity, target, M::DIGEST, payload, header, now_ms, lifetime_ms))
+        Ok(Self::seal_raw(identity, target, M::digest(), payload, header, now_ms, lifetime_ms))
     }
 
     /// Signs a new envelope around an already serialised payload.
@@ -407,7 +407,7 @@ impl Envelope {
 
     /// Decodes the payload as `M`. Fails if the schema is not `M`'s or the JSON does not fit.
     pub fn open<M: Message>(&self) -> Result<M, EnvelopeError> {
-        if self.schema != M::DIGEST {
+        if self.schema != M::digest() {
             return Err(EnvelopeError::UnknownSchema(self.schema));
         }
         serde_json::from_slice(&self.payload)

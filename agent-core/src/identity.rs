@@ -101,6 +101,18 @@ impl<'de> serde::Deserialize<'de> for Address {
     }
 }
 
+/// On the wire an address is its bech32m text, so its schema (and every message schema
+/// containing one) says so.
+impl schemars::JsonSchema for Address {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Address".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "pattern": "^agent1[02-9ac-hj-np-z]{58}$" })
+    }
+}
+
 /// An ed25519 public key, as carried in envelopes and registrations.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PublicKey(pub [u8; 32]);

@@ -10,10 +10,10 @@
 //! use agent_core::{Address, Agent, Bureau, Context, Message, ReplyError};
 //! use serde::{Deserialize, Serialize};
 //!
-//! #[derive(Debug, Serialize, Deserialize, Message)]
+//! #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema, Message)]
 //! struct QuoteRequest { flight: String }
 //!
-//! #[derive(Debug, Serialize, Deserialize, Message)]
+//! #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema, Message)]
 //! struct Quote { flight: String, price_cents: u64 }
 //!
 //! async fn on_request(ctx: Context, _from: Address, req: QuoteRequest) -> Result<(), ReplyError> {
@@ -74,7 +74,8 @@ pub use envelope::{Envelope, EnvelopeError, Header, ReplayGuard, VerifyPolicy};
 pub use error::{Cause, Rejection, ReplyError, RequestError, SendError, SendFailure, Unroutable};
 pub use handler::HandlerOutput;
 pub use identity::{Address, AddressError, Identity, IdentityError, PublicKey};
-pub use message::{Message, ProtocolDigest, SchemaDigest};
+pub use message::{Message, MessageSchema, ProtocolDigest, SchemaDigest};
 pub use protocol::{Manifest, Protocol};
+pub use schemars::JsonSchema;
 pub use storage::{Storage, StorageError};
 pub use wallet::{Wallet, WalletError};

@@ -12,9 +12,9 @@
 //! use agent_core::{Address, Context, Message, Protocol};
 //! use serde::{Deserialize, Serialize};
 //!
-//! #[derive(Serialize, Deserialize, Message)]
+//! #[derive(Serialize, Deserialize, schemars::JsonSchema, Message)]
 //! struct Ping(u64);
-//! #[derive(Serialize, Deserialize, Message)]
+//! #[derive(Serialize, Deserialize, schemars::JsonSchema, Message)]
 //! struct Pong(u64);
 //!
 //! async fn on_ping(ctx: Context, _from: Address, Ping(n): Ping) -> Result<(), agent_core::ReplyError> {
@@ -126,12 +126,7 @@ impl Manifest {
     }
 }
 
-/// The digest the derive macro computes for a canonical schema string.
-pub fn schema_digest(schema: &str) -> SchemaDigest {
-    SchemaDigest::from_bytes(
-        Sha256::new().chain_update(b"agora.schema.v1\n").chain_update(schema.as_bytes()).finalize().into(),
-    )
-}
+pub use crate::message::schema_digest;
 
 /// The part of a protocol the runtime consults while handling messages.
 #[derive(Debug)]
@@ -182,15 +177,15 @@ impl Protocol {
         O: HandlerOutput,
     {
         self = self.message::<M>();
-        self.handlers.push((M::DIGEST, M::NAME, Arc::new(MessageFn::<M, F>::new(handler))));
+        self.handlers.push((M::digest(), M::NAME, Arc::new(MessageFn::<M, F>::new(handler))));
         self
     }
 
     /// Declares `M` part of the protocol without handling it here (a type this side sends).
     pub fn message<M: Message>(mut self) -> Self {
         self.messages.insert(
-            M::DIGEST,
-            MessageSpec { name: M::NAME.to_owned(), schema: M::SCHEMA.to_owned(), digest: M::DIGEST },
+            M::digest(),
+            MessageSpec { name: M::NAME.to_owned(), schema: M::schema().json().to_owned(), digest: M::digest() },
         );
         self
     }
@@ -198,7 +193,7 @@ impl Protocol {
     /// Allows `Resp` as a reply to `Req` (declaring both).
     pub fn replies<Req: Message, Resp: Message>(mut self) -> Self {
         self = self.message::<Req>().message::<Resp>();
-        self.replies.entry(Req::DIGEST).or_default().insert(Resp::DIGEST);
+        self.replies.entry(Req::digest()).or_default().insert(Resp::digest());
         self
     }
 

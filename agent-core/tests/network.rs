@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 mod common;
 use common::*;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
 struct Ping(u64);
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
 struct Pong(u64);
 
 async fn on_ping(ctx: Context, _from: Address, Ping(n): Ping) -> Result<(), ReplyError> {
@@ -26,7 +26,7 @@ async fn on_ping(ctx: Context, _from: Address, Ping(n): Ping) -> Result<(), Repl
 }
 
 /// Asks the ponger for something its handler refuses with an error.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
 struct Refuse(String);
 
 async fn on_refuse(_ctx: Context, _from: Address, Refuse(what): Refuse) -> Result<(), String> {
@@ -101,7 +101,7 @@ async fn unroutable_and_rejected_sends_say_why() {
         other => panic!("expected Rejected, got {other:?}"),
     }
     // A message type the remote agent does not handle.
-    #[derive(Serialize, Deserialize, Message)]
+    #[derive(Serialize, Deserialize, schemars::JsonSchema, Message)]
     struct Unhandled;
     match ctx.send(p.server_agent, Unhandled).await.unwrap_err().failure() {
         SendFailure::Rejected { rejection, .. } => {
@@ -218,7 +218,7 @@ async fn a_binding_for_another_peer_does_not_authenticate_and_a_silent_peer_is_d
     body.extend_from_slice(&stolen.expires_ms.to_be_bytes());
     body.extend_from_slice(&stolen.signature);
     let unsigned =
-        Envelope::unsigned(&alice, server_agent, Ping::DIGEST, b"[1]".to_vec(), Header::default(), now, 60_000);
+        Envelope::unsigned(&alice, server_agent, Ping::digest(), b"[1]".to_vec(), Header::default(), now, 60_000);
     let mut envelope_body = 7u64.to_be_bytes().to_vec();
     envelope_body.push(1); // bound mode
     envelope_body.extend_from_slice(&unsigned.encode());
@@ -243,7 +243,8 @@ async fn a_binding_for_another_peer_does_not_authenticate_and_a_silent_peer_is_d
     body.extend_from_slice(&good.agent_key.0);
     body.extend_from_slice(&good.expires_ms.to_be_bytes());
     body.extend_from_slice(&good.signature);
-    let fresh = Envelope::unsigned(&alice, server_agent, Ping::DIGEST, b"[2]".to_vec(), Header::default(), now, 60_000);
+    let fresh =
+        Envelope::unsigned(&alice, server_agent, Ping::digest(), b"[2]".to_vec(), Header::default(), now, 60_000);
     let mut envelope_body = 8u64.to_be_bytes().to_vec();
     envelope_body.push(1);
     envelope_body.extend_from_slice(&fresh.encode());
@@ -455,7 +456,7 @@ async fn a_fast_sender_is_not_stopped_by_the_replay_guard() {
     assert_eq!(count.load(std::sync::atomic::Ordering::Relaxed), sent);
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, Message)]
 struct Bulk(String);
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 const CHILD: &str = "AGORA_NO_FILES_CHILD";
 
-#[derive(Serialize, Deserialize, Message)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Message)]
 struct Hello(u32);
 
 async fn on_hello(ctx: Context, _from: Address, Hello(n): Hello) -> Result<(), ReplyError> {

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 mod common;
 use common::*;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
 struct Job(u64);
 
 /// An agent whose handler records each job, then waits at `gate` until released.
@@ -197,7 +197,7 @@ async fn each_envelope_keeps_its_own_deadline_in_the_link_queue() {
     client.shutdown().await.unwrap();
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
 struct Blob(String);
 
 #[tokio::test]

@@ -12,16 +12,16 @@ use agent_core::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
 struct Ask(u64);
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
 struct Answer(u64);
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
 struct Note(String);
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
 struct Slow(u64);
 
 async fn double(ctx: Context, _from: Address, Ask(n): Ask) -> Result<(), ReplyError> {

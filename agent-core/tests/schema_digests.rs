@@ -1,66 +1,74 @@
-//! Pins schema digests: an accidental change to the canonical schema or the digest would
-//! silently break every peer built from an older version, so it must fail here instead.
+//! Schema digests cover a message's whole wire shape. Pinned digests: an accidental change
+//! to the canonical schema or the digest would silently break every peer built from an
+//! older version, so it must fail here instead. And each change of wire form, however
+//! deep, changes the digest; what does not change the wire form does not.
+
+use std::collections::BTreeMap;
 
 use agent_core::{Address, Message};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-#[derive(Serialize, Deserialize, Message)]
+#[derive(Serialize, Deserialize, JsonSchema, Message)]
 struct Ping(u64);
 
-#[derive(Serialize, Deserialize, Message)]
+#[derive(Serialize, Deserialize, JsonSchema, Message)]
 struct Quote {
     flight: String,
     price_cents: u64,
     seats: Vec<u32>,
 }
 
-#[derive(Serialize, Deserialize, Message)]
+#[derive(Serialize, Deserialize, JsonSchema, Message)]
 struct Bid {
     bidder: Address,
     amount: u128,
     memo: Option<String>,
 }
 
-#[derive(Serialize, Deserialize, Message)]
+#[derive(Serialize, Deserialize, JsonSchema, Message)]
 enum Decision {
     Accept { id: u64 },
     Reject(String),
     Withdraw,
 }
 
-#[derive(Serialize, Deserialize, Message)]
+#[derive(Serialize, Deserialize, JsonSchema, Message)]
 struct Heartbeat;
 
 #[test]
 fn pinned_digests() {
-    let cases: [(&str, &str, agent_core::SchemaDigest); 5] = [
-        (Ping::SCHEMA, "Ping(u64)", Ping::DIGEST),
-        (Quote::SCHEMA, "Quote{flight:String,price_cents:u64,seats:Vec<u32>}", Quote::DIGEST),
-        (Bid::SCHEMA, "Bid{amount:u128,bidder:Address,memo:Option<String>}", Bid::DIGEST),
-        (Decision::SCHEMA, "Decision=Accept{id:u64}|Reject(String)|Withdraw", Decision::DIGEST),
-        (Heartbeat::SCHEMA, "Heartbeat", Heartbeat::DIGEST),
-    ];
-    for (schema, expected_schema, digest) in cases {
-        assert_eq!(schema, expected_schema);
-        assert_eq!(digest, agent_core::protocol::schema_digest(schema), "the derive and the runtime agree");
-    }
+    assert_eq!(
+        Quote::schema().json(),
+        r#"{"name":"Quote","schema":{"properties":{"flight":{"type":"string"},"price_cents":{"format":"uint64","minimum":0,"type":"integer"},"seats":{"items":{"format":"uint32","minimum":0,"type":"integer"},"type":"array"}},"required":["flight","price_cents","seats"],"type":"object"}}"#
+    );
     let pinned = [
-        (Ping::DIGEST, "c495582d0665346af58041333fc58237e930b7c93109cc94dfc821db725a3af7"),
-        (Quote::DIGEST, "e0363df5195442548b54179c3d2d65aecaafc1f99df16ccf438c94ec8d6ea87d"),
-        (Bid::DIGEST, "d374464ed3f684c3ba5afc15a6917989848bcd2f4659e30539a6fed76fcd6336"),
-        (Decision::DIGEST, "7c6b40d17f04258032188619461b1be727307b9c474d76f023099ec4407234f9"),
-        (Heartbeat::DIGEST, "ad6c02a9b108d5523a9db0f1be16b53203d78f5f629cd81ab14178ec9ba00132"),
+        (Ping::digest(), Ping::schema(), "Ping"),
+        (Quote::digest(), Quote::schema(), "Quote"),
+        (Bid::digest(), Bid::schema(), "Bid"),
+        (Decision::digest(), Decision::schema(), "Decision"),
+        (Heartbeat::digest(), Heartbeat::schema(), "Heartbeat"),
     ];
-    for (digest, expected) in pinned {
-        assert_eq!(digest.to_string(), expected);
+    let mut printed = String::new();
+    for (digest, schema, name) in pinned {
+        assert_eq!(digest, agent_core::message::schema_digest(schema.json()), "the digest is of the published schema");
+        printed += &format!("{name} {digest}\n");
     }
+    assert_eq!(
+        printed,
+        "Ping 1d4140e2f558d9d89500b66befd72e2336a3dbe3c111a4c2af31111316a86d01\n\
+         Quote 49d721912c4a95c0e6fd75f4dc70533f9862d6dc335a26e9f0444b1816a701c1\n\
+         Bid ba4afeeed84b444ecee8c3f256f02bccc5e8cdf744cfd57894f9071c49cfc4ad\n\
+         Decision cab84e31ec774545f092bb90d471cdf5d24f49f22d8dd7ea11b26e14e7d1e27e\n\
+         Heartbeat 3fd14751274374da7ab157338af8812883e7943ad10bf0b607e21a8119b03d19\n"
+    );
 }
 
 mod same_type_other_binary {
     use super::*;
 
     /// Same name, fields reordered, doc comments added, paths spelled out.
-    #[derive(Serialize, Deserialize, Message)]
+    #[derive(Serialize, Deserialize, JsonSchema, Message)]
     #[message(name = "Quote")]
     pub struct Reordered {
         /// Seats still free.
@@ -70,7 +78,7 @@ mod same_type_other_binary {
         pub flight: std::string::String,
     }
 
-    #[derive(Serialize, Deserialize, Message)]
+    #[derive(Serialize, Deserialize, JsonSchema, Message)]
     #[message(name = "Quote")]
     pub struct Renamed {
         pub flight: String,
@@ -78,7 +86,7 @@ mod same_type_other_binary {
         pub seats: Vec<u32>,
     }
 
-    #[derive(Serialize, Deserialize, Message)]
+    #[derive(Serialize, Deserialize, JsonSchema, Message)]
     #[message(name = "Quote")]
     pub struct Retyped {
         pub flight: String,
@@ -86,7 +94,7 @@ mod same_type_other_binary {
         pub seats: Vec<u32>,
     }
 
-    #[derive(Serialize, Deserialize, Message)]
+    #[derive(Serialize, Deserialize, JsonSchema, Message)]
     #[message(name = "Quote")]
     pub struct SerdeRenamed {
         pub flight: String,
@@ -99,8 +107,270 @@ mod same_type_other_binary {
 #[test]
 fn order_and_docs_do_not_matter_names_and_types_do() {
     use same_type_other_binary::*;
-    assert_eq!(Reordered::DIGEST, Quote::DIGEST);
-    assert_ne!(Renamed::DIGEST, Quote::DIGEST);
-    assert_ne!(Retyped::DIGEST, Quote::DIGEST);
-    assert_eq!(SerdeRenamed::DIGEST, Renamed::DIGEST, "the wire name counts, not the Rust name");
+    assert_eq!(Reordered::digest(), Quote::digest());
+    assert_ne!(Renamed::digest(), Quote::digest());
+    assert_ne!(Retyped::digest(), Quote::digest());
+    assert_eq!(SerdeRenamed::digest(), Renamed::digest(), "the wire name counts, not the Rust name");
+}
+
+/// Two versions of one program's types: `v1` and `v2` differ in one nested place each; the
+/// message type itself is unchanged in source.
+mod v1 {
+    use super::*;
+
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    pub struct Seat {
+        pub row: u32,
+        pub letter: char,
+    }
+
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    pub enum Class {
+        Economy,
+        Business { lounge: bool },
+    }
+
+    #[derive(Serialize, Deserialize, JsonSchema, Message)]
+    #[message(name = "Booking")]
+    pub struct Booking {
+        pub seat: Seat,
+        pub class: Class,
+        pub extras: Option<Vec<Seat>>,
+        pub prices: BTreeMap<String, Seat>,
+    }
+}
+
+macro_rules! variant {
+    ($module:ident, $seat:item, $class:item) => {
+        #[allow(dead_code)] // Only their schemas are used.
+        mod $module {
+            use super::*;
+            $seat
+            $class
+            #[derive(Serialize, Deserialize, JsonSchema, Message)]
+            #[message(name = "Booking")]
+            pub struct Booking {
+                pub seat: Seat,
+                pub class: Class,
+                pub extras: Option<Vec<Seat>>,
+                pub prices: BTreeMap<String, Seat>,
+            }
+        }
+    };
+}
+
+variant!(
+    nested_field_retyped,
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    pub struct Seat {
+        pub row: u64,
+        pub letter: char,
+    },
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    pub enum Class {
+        Economy,
+        Business { lounge: bool },
+    }
+);
+variant!(
+    nested_rename_all,
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+    pub struct Seat {
+        pub row: u32,
+        pub letter: char,
+    },
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    pub enum Class {
+        Economy,
+        Business { lounge: bool },
+    }
+);
+variant!(
+    variant_field_added,
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    pub struct Seat {
+        pub row: u32,
+        pub letter: char,
+    },
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    pub enum Class {
+        Economy,
+        Business { lounge: bool, meals: u8 },
+    }
+);
+variant!(
+    enum_internally_tagged,
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    pub struct Seat {
+        pub row: u32,
+        pub letter: char,
+    },
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[serde(tag = "kind")]
+    pub enum Class {
+        Economy,
+        Business { lounge: bool },
+    }
+);
+variant!(
+    enum_adjacently_tagged,
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    pub struct Seat {
+        pub row: u32,
+        pub letter: char,
+    },
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[serde(tag = "kind", content = "data")]
+    pub enum Class {
+        Economy,
+        Business { lounge: bool },
+    }
+);
+variant!(
+    enum_untagged,
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    pub struct Seat {
+        pub row: u32,
+        pub letter: char,
+    },
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[serde(untagged)]
+    pub enum Class {
+        Economy,
+        Business { lounge: bool },
+    }
+);
+variant!(
+    nested_field_skipped,
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    pub struct Seat {
+        pub row: u32,
+        #[serde(skip)]
+        pub letter: char,
+    },
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    pub enum Class {
+        Economy,
+        Business { lounge: bool },
+    }
+);
+variant!(
+    nested_field_defaulted,
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    pub struct Seat {
+        pub row: u32,
+        #[serde(default)]
+        pub letter: char,
+    },
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    pub enum Class {
+        Economy,
+        Business { lounge: bool },
+    }
+);
+variant!(
+    variants_reordered_and_documented,
+    /// A seat.
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    pub struct Seat {
+        pub letter: char,
+        /** The row. */
+        pub row: u32,
+    },
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    pub enum Class {
+        Business { lounge: bool },
+        Economy,
+    }
+);
+
+#[allow(dead_code)] // Only their schemas are used.
+mod flattened {
+    use super::*;
+
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    pub struct Row {
+        pub row: u32,
+    }
+
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    pub struct Seat {
+        #[serde(flatten)]
+        pub at: Row,
+        pub letter: char,
+    }
+
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    pub struct Nested {
+        pub at: Row,
+        pub letter: char,
+    }
+
+    #[derive(Serialize, Deserialize, JsonSchema, Message)]
+    #[message(name = "Seat")]
+    pub struct Flat(pub Seat);
+
+    #[derive(Serialize, Deserialize, JsonSchema, Message)]
+    #[message(name = "Seat")]
+    pub struct Deep(pub Nested);
+
+    #[derive(Serialize, Deserialize, JsonSchema, Message)]
+    #[message(name = "Seat")]
+    pub struct Plain(pub super::v1::Seat);
+}
+
+#[test]
+fn a_change_anywhere_in_the_wire_form_changes_the_digest() {
+    let original = v1::Booking::digest();
+    let changed = [
+        ("a nested struct's field retyped", nested_field_retyped::Booking::digest()),
+        ("rename_all on a nested struct", nested_rename_all::Booking::digest()),
+        ("a field added to an enum variant", variant_field_added::Booking::digest()),
+        ("enum tag", enum_internally_tagged::Booking::digest()),
+        ("enum tag and content", enum_adjacently_tagged::Booking::digest()),
+        ("untagged enum", enum_untagged::Booking::digest()),
+        ("a nested field skipped", nested_field_skipped::Booking::digest()),
+        ("a nested field defaulted", nested_field_defaulted::Booking::digest()),
+    ];
+    let mut seen = vec![original];
+    for (what, digest) in changed {
+        assert!(!seen.contains(&digest), "{what}: the digest must differ from the original and every other change");
+        seen.push(digest);
+    }
+    assert_eq!(
+        variants_reordered_and_documented::Booking::digest(),
+        original,
+        "reordering fields or variants and adding doc comments changes nothing on the wire"
+    );
+    // `flatten` puts the inner fields beside the outer ones: the same wire form as the
+    // plain struct, and not the form of the same types nested.
+    assert_eq!(flattened::Flat::digest(), flattened::Plain::digest());
+    assert_ne!(flattened::Flat::digest(), flattened::Deep::digest());
+}
+
+async fn on_booking(_ctx: agent_core::Context, _from: Address, _booking: v1::Booking) -> Result<(), String> {
+    Ok(())
+}
+
+/// The manifest publishes each message's schema beside its digest, and a program that
+/// reads it can check the one against the other.
+#[test]
+fn the_manifest_publishes_schemas_a_reader_can_check() {
+    use agent_core::protocol::{Manifest, Protocol};
+    let protocol = Protocol::new("booking", "1.0.0").on_message(on_booking);
+    let manifest = protocol.manifest();
+    let text = manifest.to_json();
+    let published: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let message = &published["messages"][0];
+    assert_eq!(message["digest"], v1::Booking::digest().to_string());
+    let schema = message["schema"].as_str().unwrap();
+    assert_eq!(agent_core::message::schema_digest(schema), v1::Booking::digest());
+    let schema: serde_json::Value = serde_json::from_str(schema).unwrap();
+    assert_eq!(schema["schema"]["properties"]["seat"]["properties"]["row"]["type"], "integer", "nested types inline");
+
+    let tampered = text.replace("\\\"row\\\"", "\\\"rows\\\"");
+    assert_ne!(tampered, text);
+    assert!(Manifest::from_json(&tampered).is_err(), "a schema that does not match its digest is refused");
+    assert_eq!(Manifest::from_json(&text).unwrap(), manifest);
 }

@@ -1,9 +1,9 @@
 //! Helpers shared by the example binaries.
 
 /// The request of the echo node.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, agent_core::Message)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema, agent_core::Message)]
 pub struct Ping(pub u64);
 
 /// The echo node's reply.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, agent_core::Message)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema, agent_core::Message)]
 pub struct Pong(pub u64);

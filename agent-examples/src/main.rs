@@ -17,14 +17,14 @@ use serde::{Deserialize, Serialize};
 const CENTS: u32 = 2;
 
 /// Asks an airline for a price.
-#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, Message)]
 struct QuoteRequest {
     route: String,
     seats: u32,
 }
 
 /// An airline's offer, valid for the session.
-#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, Message)]
 struct Quote {
     airline: String,
     price_cents: u64,
@@ -33,7 +33,7 @@ struct Quote {
 }
 
 /// Books the quoted seats, paid by the ledger transaction at `payment_height`.
-#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, Message)]
 struct Book {
     route: String,
     seats: u32,
@@ -42,7 +42,7 @@ struct Book {
 }
 
 /// The airline's confirmation.
-#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, Message)]
 struct Booked {
     reference: String,
 }

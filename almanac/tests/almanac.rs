@@ -170,9 +170,9 @@ async fn subscribers_hear_of_registrations_changes_and_expiries() {
 
 #[tokio::test]
 async fn manifests_publish_and_fetch_by_digest() {
-    #[derive(serde::Serialize, serde::Deserialize, agent_core::Message)]
+    #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema, agent_core::Message)]
     struct Ask(u64);
-    #[derive(serde::Serialize, serde::Deserialize, agent_core::Message)]
+    #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema, agent_core::Message)]
     struct Tell(u64);
     let protocol = Protocol::new("ask", "1.0").replies::<Ask, Tell>();
     let (almanac, _) = clocked();
@@ -305,9 +305,9 @@ async fn tombstones_survive_a_restart_of_a_persisted_almanac() {
 /// counts survive a restart of a persisted almanac.
 #[tokio::test]
 async fn manifests_are_bounded_per_publisher_and_in_total() {
-    #[derive(serde::Serialize, serde::Deserialize, agent_core::Message)]
+    #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema, agent_core::Message)]
     struct Ask(u64);
-    #[derive(serde::Serialize, serde::Deserialize, agent_core::Message)]
+    #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema, agent_core::Message)]
     struct Tell(u64);
     let manifest = |n: u32| Protocol::new(format!("bounded-{n}"), "1.0").replies::<Ask, Tell>().manifest().to_json();
     let dir = tempfile::tempdir().unwrap();

@@ -10,7 +10,7 @@ use agent_core::{Address, Agent, Bureau, Config, Context, Identity, Message, Pro
 use almanac::{register_bureau, Almanac, AlmanacDiscovery, AlmanacResolver, Directory, RegistrarConfig};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, Message)]
 struct News(String);
 
 fn news(count: Arc<AtomicUsize>) -> Protocol {

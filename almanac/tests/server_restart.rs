@@ -45,9 +45,9 @@ async fn records_survive_kill_9_of_the_server() {
     assert!(matches!(remote.register(record("survivor 0", 1)).await, Err(almanac::AlmanacError::StaleSequence { .. })));
 }
 
-#[derive(Debug, Serialize, Deserialize, Message)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema, Message)]
 struct Hello(u64);
-#[derive(Debug, Serialize, Deserialize, Message)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema, Message)]
 struct Welcome(u64);
 
 #[tokio::test]

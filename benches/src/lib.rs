@@ -20,15 +20,15 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 
 /// The request of the ping-pong benchmark.
-#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, Message)]
 pub struct Ping(pub u64);
 
 /// The reply of the ping-pong benchmark.
-#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, Message)]
 pub struct Pong(pub u64);
 
 /// Asks the pinger to run a series of requests.
-#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, Message)]
 pub struct Run {
     /// How many round trips.
     pub round_trips: u64,
@@ -39,7 +39,7 @@ pub struct Run {
 }
 
 /// The pinger's measurements.
-#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, Message)]
 pub struct Figures {
     /// Round trips completed.
     pub round_trips: u64,
@@ -233,7 +233,7 @@ fn rand_suffix() -> u64 {
 
 /// Asks the pinger to send `count` one-way messages with at most `in_flight` awaiting
 /// their delivery acknowledgement.
-#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, Message)]
 pub struct Blast {
     /// How many messages.
     pub count: u64,

@@ -3,7 +3,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::Message;
 
-#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, crate::Message)]
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema, crate::Message)]
 struct TestQuote {
     flight: String,
     price_cents: u64,
@@ -25,7 +25,7 @@ fn quote() -> TestQuote {
 }
 
 fn known(d: &SchemaDigest) -> bool {
-    *d == TestQuote::DIGEST
+    *d == TestQuote::digest()
 }
 
 /// The envelope of `docs/wire-format.md`'s test vector.
@@ -36,7 +36,7 @@ fn vector_envelope() -> Envelope {
         sender_key: alice().public_key(),
         target: Identity::from_seed("bob").address(),
         session: 0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10,
-        schema: TestQuote::DIGEST,
+        schema: TestQuote::digest(),
         protocol: Some(ProtocolDigest::from_bytes([0xab; 32])),
         in_reply_to: Some(42),
         expects_reply: false,
@@ -176,7 +176,10 @@ fn every_rejection_has_its_own_variant() {
     assert!(matches!(Envelope::decode(&good.encode(), 8), Err(EnvelopeError::PayloadTooLarge { .. })));
 
     // Unknown schema.
-    assert_eq!(good.verify(&policy, NOW, &mut guard, |_| false), Err(EnvelopeError::UnknownSchema(TestQuote::DIGEST)));
+    assert_eq!(
+        good.verify(&policy, NOW, &mut guard, |_| false),
+        Err(EnvelopeError::UnknownSchema(TestQuote::digest()))
+    );
 
     // None of the refusals above burned the nonce: the genuine envelope is accepted once.
     good.verify(&policy, NOW, &mut guard, known).unwrap();
@@ -244,7 +247,7 @@ fn arb_envelope() -> impl Strategy<Value = Envelope> {
             Envelope::seal_raw(
                 &alice(),
                 Identity::from_seed("bob").address(),
-                TestQuote::DIGEST,
+                TestQuote::digest(),
                 payload,
                 header,
                 NOW,

@@ -18,7 +18,7 @@ use crate::message::{Message, ProtocolDigest, SchemaDigest};
 use crate::remote::{Incoming, Outgoing, RemoteSend, ReplyPath};
 
 /// The answer a remote requester receives when the handler failed or did not reply.
-#[derive(Debug, Serialize, Deserialize, crate::Message)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema, crate::Message)]
 #[message(name = "agora.RequestFailed")]
 pub struct RequestFailed {
     /// True when the handler finished without replying; false when it failed.
@@ -124,7 +124,7 @@ impl RemoteSend for Remote {
             Ok(Err(_)) => return Err(RequestError::Stopped { to }),
             Ok(Ok(reply)) => reply,
         };
-        if reply.schema == RequestFailed::DIGEST {
+        if reply.schema == RequestFailed::digest() {
             let failed: RequestFailed = serde_json::from_slice(&reply.payload)
                 .unwrap_or(RequestFailed { no_reply: false, reason: "undecodable failure report".into() });
             return Err(if failed.no_reply {
@@ -244,7 +244,7 @@ impl ReplyPath for RemoteRequester {
                 return;
             }
         };
-        if let Err(err) = self.reply(from, RequestFailed::DIGEST, payload, None, timeout).await {
+        if let Err(err) = self.reply(from, RequestFailed::digest(), payload, None, timeout).await {
             tracing::warn!(%requester, error = %err, "could not report a failed request to its requester");
         }
     }
