@@ -101,39 +101,70 @@ async fn a_torn_last_write_is_cut_off_and_every_acknowledged_transaction_replays
     assert_eq!(next.height, 6);
 }
 
-/// Damage in the middle of the log (more bytes after it than one unsynced write could
-/// leave) is refused with an error naming the file, and the file is left as it was: the
-/// transactions after it were acknowledged and must not be dropped.
-#[tokio::test]
-async fn a_damaged_log_is_refused_and_left_as_it_is() {
-    let dir = tempfile::tempdir().unwrap();
-    let mint = Identity::from_seed("damage mint");
-    let config = || LocalLedgerConfig::default().with_path(dir.path()).with_authority(mint.address());
-    {
-        let ledger = Arc::new(LocalLedger::open(config().with_durable(false)).unwrap());
-        let payee = Identity::from_seed("damage payee").address();
-        // Each transaction its own group, until the log holds well over one group's limit.
-        for nonce in 0..4_000u64 {
-            let memo = "x".repeat(200);
-            ledger
-                .submit(Transaction::sign(&mint, nonce, Operation::Mint { to: payee, amount: 1 }, memo))
-                .await
-                .unwrap();
-        }
+/// Where each record (group) of a log starts: records are a length, a checksum, a payload.
+fn record_starts(bytes: &[u8]) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut at = 0;
+    while at + 8 <= bytes.len() {
+        starts.push(at);
+        at += 8 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
     }
-    let path = dir.path().join(LOG);
-    let mut bytes = std::fs::read(&path).unwrap();
-    assert!(bytes.len() > 3 << 20, "the log is {} bytes", bytes.len());
-    bytes[20] ^= 0x40; // Inside the first record's payload.
-    std::fs::write(&path, &bytes).unwrap();
+    starts
+}
 
-    match LocalLedger::open(config()) {
-        Err(LedgerError::Storage(why)) => {
-            assert!(why.contains("damaged") && why.contains(LOG), "{why}");
-        }
-        other => panic!("a damaged log must be refused, got {other:?}"),
+/// A durable ledger of `n` transactions, each acknowledged (so each its own group).
+async fn durable_ledger(dir: &std::path::Path, n: u64) -> (Identity, LedgerConfig) {
+    let mint = Identity::from_seed("damage mint");
+    let config = LedgerConfig { dir: dir.to_path_buf(), authority: mint.address() };
+    let ledger = LocalLedger::open(config.open()).unwrap();
+    let payee = Identity::from_seed("damage payee").address();
+    for nonce in 0..n {
+        ledger.submit(Transaction::sign(&mint, nonce, Operation::Mint { to: payee, amount: 1 }, "")).await.unwrap();
     }
-    assert_eq!(std::fs::read(&path).unwrap(), bytes, "the file is left as it was");
+    (mint, config)
+}
+
+struct LedgerConfig {
+    dir: std::path::PathBuf,
+    authority: agent_core::Address,
+}
+
+impl LedgerConfig {
+    fn open(&self) -> LocalLedgerConfig {
+        LocalLedgerConfig::default().with_path(&self.dir).with_authority(self.authority)
+    }
+}
+
+/// Damage anywhere but in the last record (which only a crash during its write could tear)
+/// is refused with an error naming the file, and the file is left as it was: the
+/// transactions after it were acknowledged and must not be dropped. Damage in the last
+/// record is a torn write, cut off.
+#[tokio::test]
+async fn damage_before_the_last_record_is_refused_and_a_bad_last_record_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, config) = durable_ledger(dir.path(), 10).await;
+    let path = dir.path().join(LOG);
+    let original = std::fs::read(&path).unwrap();
+    let starts = record_starts(&original);
+    assert_eq!(starts.len(), 10, "one record per acknowledged group");
+
+    for damaged in [0, 4, 8] {
+        let mut bytes = original.clone();
+        bytes[starts[damaged] + 20] ^= 0x40; // Inside the record's payload.
+        std::fs::write(&path, &bytes).unwrap();
+        match LocalLedger::open(config.open()) {
+            Err(LedgerError::Storage(why)) => assert!(why.contains("damaged") && why.contains(LOG), "{why}"),
+            other => panic!("damage in record {damaged} of 10 must be refused, got {other:?}"),
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "the file is left as it was");
+    }
+
+    let mut bytes = original.clone();
+    bytes[starts[9] + 20] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let reopened = LocalLedger::open(config.open()).unwrap();
+    assert_eq!(reopened.height().unwrap(), 9, "a bad last record is a torn write: cut off");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), starts[9] as u64);
 }
 
 /// A group whose sync failed is reported as maybe applied and is not in the state; before
@@ -170,6 +201,51 @@ async fn a_group_whose_sync_failed_never_resurfaces_after_a_restart() {
     assert_eq!(reopened.history(alice.address(), 10).await.unwrap(), live);
     assert_eq!(reopened.balance(bob).await.unwrap(), 30, "paid once");
     assert_eq!(reopened.next_nonce(alice.address()).await.unwrap(), 1);
+}
+
+/// A group whose sync failed is cut back at once: a restart right after (before any other
+/// group is written) does not find it either.
+#[tokio::test]
+async fn a_group_whose_sync_failed_is_gone_even_if_the_ledger_stops_right_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let mint = Identity::from_seed("stop mint");
+    let alice = Identity::from_seed("stop alice");
+    let bob = Identity::from_seed("stop bob").address();
+    let faults = Faults::new();
+    let config = || LocalLedgerConfig::default().with_path(dir.path()).with_authority(mint.address());
+    let ledger = LocalLedger::open(config().with_faults(faults.clone())).unwrap();
+    ledger.submit(Transaction::sign(&mint, 0, Operation::Mint { to: alice.address(), amount: 100 }, "")).await.unwrap();
+    faults.fail_syncs(true);
+    let failed = ledger.submit(Transaction::sign(&alice, 0, Operation::Transfer { to: bob, amount: 30 }, "")).await;
+    assert!(matches!(failed, Err(LedgerError::Unavailable(_))), "{failed:?}");
+    faults.fail_syncs(false);
+    drop(ledger);
+
+    let reopened = LocalLedger::open(config()).unwrap();
+    assert_eq!(reopened.height().unwrap(), 1);
+    assert_eq!(reopened.balance(bob).await.unwrap(), 0, "what the live ledger said was not applied stays so");
+    assert_eq!(reopened.next_nonce(alice.address()).await.unwrap(), 0);
+}
+
+/// An escrow's arbiter sees its settlement in its history, as it saw the lock.
+#[tokio::test]
+async fn the_arbiter_sees_the_settlement_in_its_history() {
+    let mint = Identity::from_seed("arbiter mint");
+    let (alice, bob, carol) =
+        (Identity::from_seed("arb alice"), Identity::from_seed("arb bob"), Identity::from_seed("arb carol"));
+    let ledger = LocalLedger::open(LocalLedgerConfig::default().with_authority(mint.address())).unwrap();
+    ledger.submit(Transaction::sign(&mint, 0, Operation::Mint { to: alice.address(), amount: 100 }, "")).await.unwrap();
+    let lock = Operation::Lock {
+        amount: 40,
+        beneficiary: bob.address(),
+        deadline_ms: u64::MAX,
+        arbiter: carol.address(),
+        deal: None,
+    };
+    let escrow = ledger.submit(Transaction::sign(&alice, 0, lock, "")).await.unwrap().escrow.unwrap();
+    ledger.submit(Transaction::sign(&alice, 1, Operation::Release { escrow }, "")).await.unwrap();
+    let seen = ledger.history(carol.address(), 10).await.unwrap();
+    assert_eq!(seen.iter().map(|r| r.height).collect::<Vec<_>>(), [3, 2], "the release and the lock");
 }
 
 /// Two ledgers on one directory would interleave their logs: the second is refused.

@@ -178,7 +178,7 @@ impl State {
                 accounts.push(self.credited(changes, &accounts, &to, open.amount)?);
                 escrow = Some((*id, None));
                 settles = open.deal;
-                parties.extend([open.payer, open.beneficiary]);
+                parties.extend([open.payer, open.beneficiary, open.arbiter]);
             }
             Operation::Mint { to, amount } => {
                 if let Minting::Authority(authority) = minting {

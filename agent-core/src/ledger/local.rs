@@ -237,10 +237,16 @@ fn import_earlier(dir: &std::path::Path, log: &mut Log, book: &mut Book) -> Resu
         receipts.push(serde_json::from_slice::<Receipt>(&json).map_err(|e| failed("decode a receipt of", &e))?);
     }
     if book.state.height != 0 {
-        // The import finished and only the rename is left, or an import was cut short.
-        if book.state.height != receipts.len() as u64 {
+        // The import finished (and the ledger may have gone on since) and only the rename is
+        // left, or an import was cut short.
+        let imported = receipts.last().is_none_or(|last| {
+            book.receipts.get(last.height as usize - 1).and_then(|at| log.reader().read(*at).ok()).as_ref()
+                == Some(last)
+        });
+        if book.state.height < receipts.len() as u64 || !imported {
             return Err(LedgerError::Storage(format!(
-                "{} holds {} transactions but the log only {}: an import was cut short; remove {} to import again",
+                "{} holds {} transactions and the log {}, not the same history: an import was cut short; \
+                 remove {} to import again (only if nothing was applied since)",
                 earlier.display(),
                 receipts.len(),
                 book.state.height,
@@ -269,7 +275,9 @@ fn import_earlier(dir: &std::path::Path, log: &mut Log, book: &mut Book) -> Resu
         log.sync().map_err(|e| failed("make durable the import of", &e))?;
         tracing::info!(from = %earlier.display(), transactions = book.state.height, "imported an earlier ledger");
     }
-    std::fs::rename(&earlier, dir.join(IMPORTED)).map_err(|e| failed("rename", &e))
+    std::fs::rename(&earlier, dir.join(IMPORTED)).map_err(|e| failed("rename", &e))?;
+    // The rename must outlast a crash, or the old file would come back beside a newer log.
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| failed("sync the directory of", &e))
 }
 
 /// Applies one group read back from the log, checking it gives the receipts logged.
@@ -363,6 +371,7 @@ impl Inner {
                 let _ = job.done.send(result);
             }
         }
+        log.repair();
         if unsynced {
             if let Err(err) = log.sync() {
                 tracing::error!(error = %crate::error::chain(&err), "final ledger sync failed");
@@ -397,7 +406,7 @@ impl Ledger for LocalLedger {
             }
         }
         outcome.await.map_err(|_| {
-            LedgerError::Storage("the ledger's committer stopped; the transaction may have been applied".into())
+            LedgerError::Unavailable("the ledger's committer stopped; the transaction may have been applied".into())
         })?
     }
 

@@ -10,12 +10,13 @@
 //! payload = (receipt length: u32 LE, receipt as JSON)*
 //! ```
 //!
-//! A group is one write and, when durable, one `fdatasync`. A crash can tear only the
-//! groups written after the last sync: at start, the first record that is short or fails
-//! its checksum ends the log, and what follows is cut off. In durable mode only the last
-//! group written can be torn, so if more than one record's worth of bytes follows a bad
-//! record, the file is damaged rather than torn, and opening fails instead of dropping
-//! acknowledged transactions.
+//! A group is one record, one write and, when durable, one `fdatasync` before the next
+//! group is written. A crash can therefore tear only the last record in durable mode: at
+//! start, a last record that runs past the end of the file or fails its checksum is cut
+//! off. A bad record with anything after it is damage, not a tear, and opening fails
+//! (leaving the file as it is) instead of dropping the acknowledged transactions after it.
+//! In non-durable mode several unsynced groups may be torn at once, so the first bad
+//! record ends the log and everything from it is cut off, with a warning.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -32,8 +33,9 @@ pub(super) const FILE: &str = "ledger.log";
 /// A record's header: length and checksum.
 const HEADER: usize = 8;
 /// The largest record, written or read. A group holds at most 1,024 receipts of at most
-/// about 1.3 KiB each (a 256-byte memo included).
-pub(super) const MAX_RECORD: usize = 2 << 20;
+/// about 2.6 KiB each (a 256-byte memo of control characters, escaped by JSON, included),
+/// so a group always fits one record.
+pub(super) const MAX_RECORD: usize = 4 << 20;
 
 /// Where one receipt's JSON lies in the log.
 #[derive(Clone, Copy, Debug)]
@@ -136,19 +138,21 @@ impl Log {
                     end += (HEADER + payload.len()) as u64;
                 }
                 Ok(None) => break None,
-                Err(why) => break Some(why),
+                Err(bad) => break Some(bad),
             }
         };
-        if let Some(why) = bad_tail {
+        if let Some(bad) = bad_tail {
             let dropped = len - end;
-            if durable && dropped > (HEADER + MAX_RECORD) as u64 {
+            if durable && !bad.torn {
                 return Err(LedgerError::Storage(format!(
-                    "the ledger log {} is damaged at byte {end} ({why}) with {dropped} bytes after it: more than one \
-                     unsynced write could leave, so acknowledged transactions would be lost; the file is left as it is",
-                    path.display()
+                    "the ledger log {} is damaged at byte {end} ({}) with {dropped} bytes from there to the end: \
+                     only the last record can be torn by a crash, so acknowledged transactions would be lost; \
+                     the file is left as it is",
+                    path.display(),
+                    bad.why
                 )));
             }
-            tracing::warn!(log = %path.display(), at = end, dropped, why, "cutting off the ledger log's torn tail");
+            tracing::warn!(log = %path.display(), at = end, dropped, why = %bad.why, "cutting off the ledger log's torn tail");
             file.set_len(end)
                 .and_then(|()| file.sync_data())
                 .map_err(|e| io_error("cut the torn tail of", &path, e))?;
@@ -194,10 +198,22 @@ impl Log {
         record[4..HEADER].copy_from_slice(&crc.to_le_bytes());
         if let Err(e) = self.write_at(&record, sync) {
             self.damaged = Some(self.end);
+            // At once, so that a restart (even one before the next group) does not find it.
+            self.repair();
             return Err(AppendError::Unknown(crate::error::chain(&e)));
         }
         self.end += record.len() as u64;
         Ok(located)
+    }
+
+    /// Cuts the log back to its last good record if a failed append left it damaged; on
+    /// failure it stays marked, and the next append (or the next call) tries again.
+    pub(super) fn repair(&mut self) {
+        if let Some(good) = self.damaged {
+            if let Err(e) = self.cut_back(good) {
+                tracing::error!(log = %self.path.display(), error = %crate::error::chain(&e), "cannot repair the ledger log yet");
+            }
+        }
     }
 
     /// Makes every append so far durable.
@@ -266,29 +282,40 @@ impl Reader {
     }
 }
 
+/// A record that could not be read: whether a crash during its write explains it (it is
+/// the last thing in the file), and what is wrong.
+struct BadRecord {
+    torn: bool,
+    why: String,
+}
+
 /// The next record's payload; `None` at a clean end. `remaining` is the file's length
-/// from the record on. An error describes a torn or damaged record.
-fn read_record(reader: &mut impl Read, remaining: u64) -> Result<Option<Vec<u8>>, String> {
+/// from the record on.
+fn read_record(reader: &mut impl Read, remaining: u64) -> Result<Option<Vec<u8>>, BadRecord> {
+    let bad = |torn: bool, why: String| BadRecord { torn, why };
     if remaining == 0 {
         return Ok(None);
     }
     if remaining < HEADER as u64 {
-        return Err(format!("{remaining} bytes, too few for a record header"));
+        return Err(bad(true, format!("{remaining} bytes, too few for a record header")));
     }
     let mut header = [0u8; HEADER];
-    reader.read_exact(&mut header).map_err(|e| e.to_string())?;
+    reader.read_exact(&mut header).map_err(|e| bad(false, e.to_string()))?;
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
     let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    let extent = (HEADER + len) as u64;
     if len == 0 || len > MAX_RECORD {
-        return Err(format!("a record length of {len} bytes"));
+        // A header lost in a crash: only possible within one record's reach of the end.
+        let torn = remaining <= (HEADER + MAX_RECORD) as u64;
+        return Err(bad(torn, format!("a record length of {len} bytes")));
     }
-    if (HEADER + len) as u64 > remaining {
-        return Err(format!("a record of {len} bytes with {} left in the file", remaining - HEADER as u64));
+    if extent > remaining {
+        return Err(bad(true, format!("a record of {len} bytes with {} left in the file", remaining - HEADER as u64)));
     }
     let mut payload = vec![0u8; len];
-    reader.read_exact(&mut payload).map_err(|e| e.to_string())?;
+    reader.read_exact(&mut payload).map_err(|e| bad(false, e.to_string()))?;
     if crc32fast::hash(&payload) != crc {
-        return Err("a record whose checksum does not match".into());
+        return Err(bad(extent == remaining, "a record whose checksum does not match".into()));
     }
     Ok(Some(payload))
 }

@@ -1,7 +1,7 @@
 //! Ledgers: where agents' tokens live, and how payments and escrows settle.
 //!
-//! [`Ledger`] is the seam: [`LocalLedger`] keeps accounts in an embedded database inside this process
-//! (tests, simulations, a single node); [`RemoteLedger`] talks over libp2p to a
+//! [`Ledger`] is the seam: [`LocalLedger`] keeps accounts in memory and its history in an
+//! append-only log on disk, inside this process (tests, simulations, a single node); [`RemoteLedger`] talks over libp2p to a
 //! [`service`] that hosts a `LocalLedger`, so agents in different processes settle on one
 //! shared ledger. Every transaction is signed by its signer, carries the signer's next
 //! nonce (used exactly once, in order), and is applied atomically and durably before it is
