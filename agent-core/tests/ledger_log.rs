@@ -2,8 +2,6 @@
 //! than silently dropping acknowledged transactions, a failed write never resurfaces after
 //! a restart, and reopening rebuilds exactly the state that was acknowledged.
 
-use std::sync::Arc;
-
 use agent_core::ledger::{DealId, Escrow, Ledger, LedgerError, LocalLedger, LocalLedgerConfig, Operation, Transaction};
 use agent_core::store::Faults;
 use agent_core::Identity;
