@@ -109,8 +109,31 @@ fn index_owner(key: &RecordKey) -> Option<PeerId> {
     PeerId::from_bytes(bytes.get(36..)?).ok()
 }
 
-/// How long an index record lives without being republished.
-const INDEX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// How long an index record lives without being republished. Each node republishes its
+/// index every quarter of this, dropping agents whose registration it no longer holds
+/// unexpired, so an index lives as long as its node and forgets agents that are gone.
+pub const INDEX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// Stores this node's index shard here and sends it to the closest peers, living `lifetime`.
+fn publish_index(
+    swarm: &mut libp2p::Swarm<kad::Behaviour<MemoryStore>>,
+    node: &PeerId,
+    protocol: &ProtocolDigest,
+    shard: usize,
+    entries: &[Address],
+    lifetime: Duration,
+) {
+    let value = serde_json::to_vec(entries).unwrap_or_default();
+    let mut record = Record::new(index_key(node, protocol, shard as u32), value);
+    record.expires = Some(Instant::now() + lifetime);
+    let behaviour = swarm.behaviour_mut();
+    if let Err(err) = behaviour.store_mut().put(record.clone()) {
+        tracing::warn!(error = ?err, "cannot keep this node's index here");
+    }
+    if let Err(err) = behaviour.put_record(record, Quorum::One) {
+        tracing::warn!(error = ?err, "cannot publish this node's index");
+    }
+}
 
 fn key_of(address: &Address) -> RecordKey {
     let mut key = b"agora/agent/".to_vec();
@@ -165,6 +188,20 @@ impl DhtAlmanac {
         max_records: usize,
         query_timeout: Duration,
     ) -> Result<DhtAlmanac, NetError> {
+        Self::start_with_index_lifetime(keypair, listen, bootstrap, max_records, query_timeout, INDEX_LIFETIME).await
+    }
+
+    /// [`start`](Self::start) with index records living `index_lifetime` instead of
+    /// [`INDEX_LIFETIME`] (republished every quarter of it): for tests that must see an
+    /// index outlive its first lifetime.
+    pub async fn start_with_index_lifetime(
+        keypair: libp2p::identity::Keypair,
+        listen: &[Multiaddr],
+        bootstrap: &[(PeerId, Multiaddr)],
+        max_records: usize,
+        query_timeout: Duration,
+        index_lifetime: Duration,
+    ) -> Result<DhtAlmanac, NetError> {
         let peer_id = keypair.public().to_peer_id();
         let mut config = kad::Config::new(StreamProtocol::new(PROTOCOL));
         config.set_record_filtering(StoreInserts::FilterBoth).set_query_timeout(query_timeout).set_record_ttl(None);
@@ -186,8 +223,26 @@ impl DhtAlmanac {
             // Per protocol: the agents listed, and the shards in the order they filled.
             let mut index: HashMap<ProtocolDigest, (std::collections::HashSet<Address>, Vec<Vec<Address>>)> =
                 HashMap::new();
+            let mut republish =
+                tokio::time::interval_at(tokio::time::Instant::now() + index_lifetime / 4, index_lifetime / 4);
+            republish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
+                    _ = republish.tick() => {
+                        let now = agent_core::envelope::unix_now_ms();
+                        for (protocol, (listed, shards)) in index.iter_mut() {
+                            // Forget agents whose registration this node no longer holds unexpired.
+                            let store = swarm.behaviour_mut().store_mut();
+                            listed.retain(|address| {
+                                store.get(&key_of(address)).is_some_and(|record| validate(&record, now).is_ok())
+                            });
+                            let kept: Vec<Address> = shards.iter().flatten().filter(|a| listed.contains(a)).copied().collect();
+                            *shards = kept.chunks(INDEX_SHARD).map(<[Address]>::to_vec).collect();
+                            for (shard, entries) in shards.iter().enumerate() {
+                                publish_index(&mut swarm, &peer_id, protocol, shard, entries, index_lifetime);
+                            }
+                        }
+                    }
                     command = commands_rx.recv() => match command {
                         None => break,
                         Some(Command::Put(record, reply)) => {
@@ -220,16 +275,8 @@ impl DhtAlmanac {
                                 let shard = shards.len() - 1;
                                 shards[shard].push(address);
                                 // Only the shard that changed is republished.
-                                let value = serde_json::to_vec(&shards[shard]).unwrap_or_default();
-                                let mut record = Record::new(index_key(&peer_id, &protocol, shard as u32), value);
-                                record.expires = Some(Instant::now() + INDEX_LIFETIME);
+                                publish_index(&mut swarm, &peer_id, &protocol, shard, &shards[shard], index_lifetime);
                                 let behaviour = swarm.behaviour_mut();
-                                if let Err(err) = behaviour.store_mut().put(record.clone()) {
-                                    tracing::warn!(error = ?err, "cannot keep this node's index here");
-                                }
-                                if let Err(err) = behaviour.put_record(record, Quorum::One) {
-                                    tracing::warn!(error = ?err, "cannot publish this node's index");
-                                }
                                 if shard == 0 && shards[0].len() == 1 {
                                     if let Err(err) = behaviour.start_providing(protocol_key(&protocol)) {
                                         tracing::warn!(error = ?err, %protocol, "cannot announce this node as a provider of the protocol");
@@ -405,6 +452,21 @@ impl DhtAlmanac {
         }
     }
 
+    /// The agents this node lists in shard `shard` of its own index of `protocol`, as held
+    /// here (empty if it lists none there): what other nodes read to find them.
+    pub async fn held_index(&self, protocol: &ProtocolDigest, shard: u32) -> Result<Vec<Address>, AlmanacError> {
+        let stopped = || AlmanacError::Unavailable("the DHT node stopped".into());
+        let (reply, held) = oneshot::channel();
+        self.commands
+            .send(Command::Held(index_key(&self.peer_id, protocol, shard), reply))
+            .await
+            .map_err(|_| stopped())?;
+        match held.await.map_err(|_| stopped())? {
+            None => Ok(Vec::new()),
+            Some(record) => serde_json::from_slice(&record.value).map_err(|e| AlmanacError::Malformed(e.to_string())),
+        }
+    }
+
     /// Up to `limit` unexpired registrations of agents speaking `protocol`: the nodes
     /// providing the protocol are found through provider records, their index records list
     /// the agents, and each agent's own registration is looked up and checked.
@@ -430,8 +492,9 @@ impl DhtAlmanac {
                 self.commands.send(Command::Get(key, reply)).await.map_err(|_| stopped())?;
                 match tokio::time::timeout(self.query_timeout + Duration::from_secs(1), found).await {
                     Ok(Ok(Ok(records))) => {
-                        // Copies from several peers may differ in age: their union is the
-                        // newest (shards only grow).
+                        // Copies from several peers may differ in age: take their union.
+                        // An older copy may list an agent since dropped; its lookup below
+                        // leaves it out.
                         for (_, record) in records {
                             if index_owner(&record.key) == Some(node) {
                                 agents

@@ -237,3 +237,41 @@ async fn ten_thousand_agents_of_one_protocol_on_one_node_are_all_found() {
     assert_eq!(found.len(), expected.len(), "every agent found through the other node");
     assert_eq!(found, expected);
 }
+
+/// A node's protocol index outlives its first lifetime (each node republishes it every
+/// quarter of it), and forgets an agent once its registration has expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_index_outlives_its_lifetime_and_forgets_expired_agents() {
+    let lifetime = Duration::from_millis(1_200);
+    let loopback: [libp2p::Multiaddr; 1] = ["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    let start = || {
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        DhtAlmanac::start_with_index_lifetime(key, &loopback, &[], 1_000, Duration::from_secs(3), lifetime)
+    };
+    let (home, other) = (start().await.unwrap(), start().await.unwrap());
+    home.add_peer(other.peer_id(), other.listen_addrs()[0].clone()).await.unwrap();
+    other.add_peer(home.peer_id(), home.listen_addrs()[0].clone()).await.unwrap();
+    let protocol = agent_core::ProtocolDigest::from_bytes([7; 32]);
+    let speaker = |seed: &str, lifetime_ms: u64| {
+        Registration::sign(
+            &Identity::from_seed(seed),
+            libp2p::PeerId::random().to_string(),
+            vec![WeightedEndpoint { addr: "/ip4/127.0.0.1/tcp/4001".into(), weight: 1 }],
+            vec![protocol],
+            BTreeMap::new(),
+            1,
+            agent_core::envelope::unix_now_ms() + lifetime_ms,
+        )
+    };
+    let staying = Identity::from_seed("index stays").address();
+    home.register(speaker("index stays", 120_000)).await.unwrap();
+    home.register(speaker("index leaves", 1_500)).await.unwrap();
+    assert_eq!(other.agents_speaking(&protocol, 10).await.unwrap().len(), 2);
+
+    // Three lifetimes later the index is still there, without the agent that left.
+    tokio::time::sleep(lifetime * 3).await;
+    let found = other.agents_speaking(&protocol, 10).await.unwrap();
+    assert_eq!(found.iter().map(|r| r.address).collect::<Vec<_>>(), [staying]);
+    let index = home.held_index(&protocol, 0).await.unwrap();
+    assert_eq!(index, [staying], "the expired agent is no longer listed");
+}
