@@ -53,7 +53,8 @@ enum Command {
     /// Adds an agent to this node's index for a protocol, republishes the index record and
     /// announces this node as a provider of the protocol.
     Index(ProtocolDigest, Address),
-    Providers(RecordKey, oneshot::Sender<Vec<PeerId>>),
+    /// The providers found, or why the search ended before it finished.
+    Providers(RecordKey, oneshot::Sender<Result<Vec<PeerId>, String>>),
     Get(RecordKey, GetReply),
     /// This node's own copy of a record, if it holds one.
     Held(RecordKey, oneshot::Sender<Option<Record>>),
@@ -68,6 +69,8 @@ type GetReply = oneshot::Sender<Result<Found, GetFailure>>;
 enum GetFailure {
     NotFound,
     Unfinished(String),
+    /// The query ended (timed out) after finding these copies; others may exist.
+    Partial(Found, String),
 }
 
 /// A node of the almanac DHT. Cheap to clone.
@@ -219,7 +222,11 @@ impl DhtAlmanac {
         tokio::spawn(async move {
             let mut puts: HashMap<kad::QueryId, oneshot::Sender<Result<(), String>>> = HashMap::new();
             let mut gets: HashMap<kad::QueryId, (Found, GetReply)> = HashMap::new();
-            let mut providers: HashMap<kad::QueryId, (Vec<PeerId>, oneshot::Sender<Vec<PeerId>>)> = HashMap::new();
+            #[allow(clippy::type_complexity)]
+            let mut providers: HashMap<
+                kad::QueryId,
+                (Vec<PeerId>, oneshot::Sender<Result<Vec<PeerId>, String>>),
+            > = HashMap::new();
             // Per protocol: the agents listed, and the shards in the order they filled.
             let mut index: HashMap<ProtocolDigest, (std::collections::HashSet<Address>, Vec<Vec<Address>>)> =
                 HashMap::new();
@@ -327,14 +334,20 @@ impl DhtAlmanac {
                                 }
                             }
                             kad::QueryResult::GetProviders(result) => {
-                                if let Ok(kad::GetProvidersOk::FoundProviders { providers: found, .. }) = result {
-                                    if let Some((all, _)) = providers.get_mut(&id) {
-                                        all.extend(found);
+                                let ended_early = match result {
+                                    Ok(kad::GetProvidersOk::FoundProviders { providers: found, .. }) => {
+                                        if let Some((all, _)) = providers.get_mut(&id) {
+                                            all.extend(found);
+                                        }
+                                        None
                                     }
-                                }
-                                if step.last {
+                                    Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => None,
+                                    Err(err) => Some(err.to_string()),
+                                };
+                                if step.last || ended_early.is_some() {
                                     if let Some((all, reply)) = providers.remove(&id) {
-                                        let _ = reply.send(all);
+                                        // The asker may have given up waiting.
+                                        let _ = reply.send(ended_early.map_or(Ok(all), Err));
                                     }
                                 }
                             }
@@ -348,7 +361,7 @@ impl DhtAlmanac {
                                     Err(err) => {
                                         if let Some((found, reply)) = gets.remove(&id) {
                                             let outcome = match err {
-                                                _ if !found.is_empty() => Ok(found),
+                                                other if !found.is_empty() => Err(GetFailure::Partial(found, other.to_string())),
                                                 kad::GetRecordError::NotFound { .. } => Err(GetFailure::NotFound),
                                                 other => Err(GetFailure::Unfinished(other.to_string())),
                                             };
@@ -438,7 +451,8 @@ impl DhtAlmanac {
             .await
             .map_err(|_| AlmanacError::Unavailable("the DHT node stopped".into()))?;
         let found = match tokio::time::timeout(self.query_timeout + Duration::from_secs(1), found).await {
-            Ok(Ok(Ok(found))) => found,
+            // Some copies are enough: the question is whether another node holds this one.
+            Ok(Ok(Ok(found) | Err(GetFailure::Partial(found, _)))) => found,
             _ => Vec::new(),
         };
         let now = (self.clock)();
@@ -480,12 +494,15 @@ impl DhtAlmanac {
         self.commands.send(Command::Providers(protocol_key(protocol), reply)).await.map_err(|_| stopped())?;
         let mut nodes = tokio::time::timeout(self.query_timeout + Duration::from_secs(1), found)
             .await
-            .map_err(|_| AlmanacError::Unavailable("the DHT provider lookup did not finish".into()))?
-            .map_err(|_| stopped())?;
+            .map_err(|_| AlmanacError::Unavailable("partial answer: the DHT provider lookup did not finish".into()))?
+            .map_err(|_| stopped())?
+            .map_err(|reason| {
+                AlmanacError::Unavailable(format!("partial answer: the DHT provider lookup did not finish: {reason}"))
+            })?;
         nodes.sort();
         nodes.dedup();
         let mut agents = std::collections::BTreeSet::new();
-        for node in nodes.into_iter().take(64) {
+        for node in nodes {
             for shard in 0..MAX_INDEX_SHARDS {
                 let (reply, found) = oneshot::channel();
                 let key = index_key(&node, protocol, shard);
@@ -501,6 +518,16 @@ impl DhtAlmanac {
                                     .extend(serde_json::from_slice::<Vec<Address>>(&record.value).unwrap_or_default());
                             }
                         }
+                    }
+                    // Ended early, but with the owner's own copy: the newest there is.
+                    Ok(Ok(Err(GetFailure::Partial(records, reason)))) => {
+                        let owners = |peer: &Option<PeerId>| peer.unwrap_or(self.peer_id) == node;
+                        let Some((_, own)) = records.iter().find(|(peer, _)| owners(peer)) else {
+                            return Err(AlmanacError::Unavailable(format!(
+                                "partial answer: an index fetch ended without its owner's copy: {reason}"
+                            )));
+                        };
+                        agents.extend(serde_json::from_slice::<Vec<Address>>(&own.value).unwrap_or_default());
                     }
                     // Past the node's last shard (or a provider whose index is gone).
                     Ok(Ok(Err(GetFailure::NotFound))) => break,
@@ -544,7 +571,9 @@ impl DhtAlmanac {
             .await
             .map_err(|_| AlmanacError::Unavailable("the DHT node stopped".into()))?;
         let records = match tokio::time::timeout(self.query_timeout + Duration::from_secs(1), found).await {
-            Ok(Ok(Ok(records))) => records,
+            // Copies found before the query ended: each is signed by the agent, and the
+            // newest of them is the answer (a later renewal may not have reached them yet).
+            Ok(Ok(Ok(records) | Err(GetFailure::Partial(records, _)))) => records,
             Ok(Ok(Err(GetFailure::NotFound))) => return Err(AlmanacError::NotRegistered(*address)),
             Ok(Ok(Err(GetFailure::Unfinished(reason)))) => {
                 return Err(AlmanacError::Unavailable(format!("the DHT lookup did not finish: {reason}")))

@@ -135,6 +135,12 @@ async fn a_lookup_that_does_not_finish_is_not_reported_as_not_found() {
         Err(AlmanacError::Unavailable(_)) => {}
         other => panic!("an unfinished lookup must say the registry is unavailable, got {other:?}"),
     }
+    // A query whose provider search ends early is not an empty (shorter) page.
+    let protocol = agent_core::ProtocolDigest::from_bytes([9; 32]);
+    match lonely.agents_speaking(&protocol, 10).await {
+        Err(AlmanacError::Unavailable(reason)) => assert!(reason.contains("partial answer"), "{reason}"),
+        other => panic!("an unfinished provider search must be marked partial, got {other:?}"),
+    }
     drop(held);
 }
 
