@@ -92,6 +92,8 @@ pub enum Event {
     },
 }
 
+/// Renewals in flight at once.
+const RENEWALS_AT_ONCE: usize = 32;
 /// Events kept for a subscriber that does not keep up, at most; it then misses the oldest
 /// (and learns how many from the receiver's `Lagged` error).
 const EVENT_QUEUE: usize = 256;
@@ -185,10 +187,18 @@ pub async fn register_bureau(
             let Some(next) = entries.iter().map(|e| e.due).min() else { return };
             tokio::time::sleep_until(next).await;
             let now = tokio::time::Instant::now();
-            for entry in entries.iter_mut().filter(|e| e.due <= now) {
-                let event = renew(entry, directory.as_ref(), &sign, period).await;
-                // No subscriber is fine: the event is also logged where it matters.
-                let _ = sender.send(event);
+            // Several at once: one agent's slow or failing directory call must not hold up
+            // the others' renewals until their records lapse.
+            let mut due: Vec<&mut Entry> = entries.iter_mut().filter(|e| e.due <= now).collect();
+            for chunk in due.chunks_mut(RENEWALS_AT_ONCE) {
+                let mut renewals = Vec::with_capacity(chunk.len());
+                for entry in chunk.iter_mut() {
+                    renewals.push(renew(entry, directory.as_ref(), &sign, period));
+                }
+                for event in futures::future::join_all(renewals).await {
+                    // No subscriber is fine: the event is also logged where it matters.
+                    let _ = sender.send(event);
+                }
             }
         }
     });

@@ -173,3 +173,64 @@ async fn a_registration_whose_renewals_all_fail_lapses_and_says_so() {
     drop(registrar);
     bureau.shutdown().await.unwrap();
 }
+
+/// A directory whose every renewal takes a minute to answer.
+struct Slow {
+    inner: Almanac,
+    calls: std::sync::Mutex<std::collections::HashMap<Address, u32>>,
+    /// When each renewal's minute was over.
+    answered: std::sync::Mutex<Vec<tokio::time::Instant>>,
+}
+
+#[async_trait::async_trait]
+impl Directory for Slow {
+    async fn register(&self, record: almanac::Registration) -> Result<almanac::Registered, almanac::AlmanacError> {
+        let renewal = {
+            let mut calls = self.calls.lock().unwrap();
+            let count = calls.entry(record.address).or_default();
+            *count += 1;
+            *count > 1
+        };
+        if renewal {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            self.answered.lock().unwrap().push(tokio::time::Instant::now());
+        }
+        self.inner.register(record).await
+    }
+    async fn lookup(&self, address: &Address) -> Result<almanac::Registration, almanac::AlmanacError> {
+        self.inner.lookup(address)
+    }
+    async fn query(&self, query: almanac::Query) -> Result<almanac::Page, almanac::AlmanacError> {
+        Ok(self.inner.query(&query))
+    }
+}
+
+/// Renewals run side by side: three agents whose directory takes a minute per renewal are
+/// all renewed a minute after they fall due, not one after another (which would leave the
+/// last one waiting three minutes, and with more agents, past its record's lifetime).
+#[tokio::test(start_paused = true)]
+async fn renewals_do_not_wait_for_each_other() {
+    use almanac::registrar::Event;
+    let slow = Arc::new(Slow {
+        inner: Almanac::new(almanac::Config::default()),
+        calls: Default::default(),
+        answered: Default::default(),
+    });
+    let bureau = Bureau::new().unwrap();
+    for i in 0..3 {
+        bureau.add(Agent::builder(format!("slow {i}")).build().unwrap()).unwrap();
+    }
+    let config = RegistrarConfig::default().local_only().with_ttl(Duration::from_secs(400));
+    let started = tokio::time::Instant::now();
+    let registrar = register_bureau(&bureau, slow.clone(), config).await.unwrap();
+    let mut events = registrar.events();
+    for _ in 0..3 {
+        let event = tokio::time::timeout(Duration::from_secs(1_000), events.recv()).await.unwrap().unwrap();
+        assert!(matches!(event, Event::Renewed { .. }), "{event:?}");
+    }
+    // Due at 100 s; each renewal answers 60 s after it was asked.
+    let answered: Vec<u64> = slow.answered.lock().unwrap().iter().map(|at| (*at - started).as_secs()).collect();
+    assert_eq!(answered, [160, 160, 160], "side by side, not one after another");
+    drop(registrar);
+    bureau.shutdown().await.unwrap();
+}
