@@ -303,7 +303,14 @@ impl DhtAlmanac {
                         }) if record.key.as_ref().starts_with(b"agora/index/") => {
                             // An index record is accepted only from the node it belongs to.
                             if index_owner(&record.key) == Some(source) && serde_json::from_slice::<Vec<Address>>(&record.value).is_ok() {
-                                let _ = swarm.behaviour_mut().store_mut().put(record);
+                                // Kept no longer than an index lives, whatever the sender asked:
+                                // a record that never expires would stay after its node is gone.
+                                let mut record = record;
+                                let latest = Instant::now() + index_lifetime;
+                                record.expires = Some(record.expires.map_or(latest, |asked| asked.min(latest)));
+                                if let Err(err) = swarm.behaviour_mut().store_mut().put(record) {
+                                    tracing::warn!(peer = %source, error = ?err, "cannot keep a peer's index record");
+                                }
                             } else {
                                 tracing::warn!(peer = %source, "refused an index record not its own");
                             }
