@@ -115,7 +115,14 @@ impl Context {
     ///
     /// Cancel safety: dropping the future before it completes leaves the message undelivered.
     pub async fn send<M: Message>(&self, to: Address, message: M) -> Result<(), SendError<M>> {
-        let (session, trace_id) = (self.session_for_new(), self.trace_for_new());
+        self.send_in(self.session_for_new(), to, message).await
+    }
+
+    /// [`send`](Self::send) in the conversation `session`: the receiver's
+    /// [`session`](Self::session) is `session`. A dialogue keeps its messages in one
+    /// session this way, whichever handler sends them.
+    pub async fn send_in<M: Message>(&self, session: u128, to: Address, message: M) -> Result<(), SendError<M>> {
+        let trace_id = self.trace_for_new();
         let delivery = self.delivery::<M>(message, None, session, trace_id);
         let timeout = self.cell.bureau.config.send_timeout;
         let (failure, delivery) = match self.cell.bureau.router.deliver(to, delivery, None, timeout).await {

@@ -1,0 +1,386 @@
+//! An agent's dialogues of one kind: every message in or out is checked against the rules
+//! before it counts, and each dialogue is kept in the agent's storage.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use agent_core::storage::Storage;
+use agent_core::{Address, Message};
+use serde::{Deserialize, Serialize};
+
+use super::rules::Rules;
+
+/// The state a dialogue is put in when a deadline passes before the next step.
+pub const EXPIRED: &str = "expired";
+
+/// One message of a dialogue, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Said {
+    /// The message's name.
+    pub message: String,
+    /// The role that sent it.
+    pub sender: String,
+    /// When it was checked, ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// A conversation between this agent and one peer, under one kind of rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dialogue {
+    /// The dialogue's id: the session its messages travel in.
+    #[serde(with = "id_hex")]
+    pub id: u128,
+    /// The rules' name.
+    pub rules: String,
+    /// This agent's role.
+    pub me: String,
+    /// The other party.
+    pub peer: Address,
+    /// The other party's role.
+    pub peer_role: String,
+    /// Where the dialogue is.
+    pub state: String,
+    /// When the current state's deadline passes, if it has one.
+    pub deadline_ms: Option<u64>,
+    /// When the dialogue opened.
+    pub opened_ms: u64,
+    /// Every message that counted, in order.
+    pub said: Vec<Said>,
+}
+
+impl Dialogue {
+    /// Whether the dialogue is over (a terminal state, or expired).
+    pub fn is_closed(&self, rules: &Rules) -> bool {
+        self.state == EXPIRED || rules.is_terminal(&self.state)
+    }
+}
+
+/// Why a message was refused. The dialogue is unchanged by a refusal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DialogueError {
+    /// No dialogue with this id, and the message does not open one.
+    #[error("no dialogue {dialogue:032x}, and {message} does not open one")]
+    Unknown {
+        /// The id.
+        dialogue: u128,
+        /// The message.
+        message: String,
+    },
+    /// The id is already in use.
+    #[error("dialogue {dialogue:032x} already exists")]
+    Exists {
+        /// The id.
+        dialogue: u128,
+    },
+    /// The dialogue is over: nothing more is accepted.
+    #[error("dialogue {dialogue:032x} is closed in state {state}; {message} refused")]
+    Closed {
+        /// The id.
+        dialogue: u128,
+        /// Its final state.
+        state: String,
+        /// The refused message.
+        message: String,
+    },
+    /// The message may not follow in this state (from this sender).
+    #[error(
+        "dialogue {dialogue:032x} in state {state}: {message} from {sender} may not follow; expected {expected:?}"
+    )]
+    OutOfOrder {
+        /// The id.
+        dialogue: u128,
+        /// Its state.
+        state: String,
+        /// The refused message.
+        message: String,
+        /// The role that sent it.
+        sender: String,
+        /// What may follow, as "message from role".
+        expected: Vec<String>,
+    },
+    /// The sender is not a party to the dialogue.
+    #[error("dialogue {dialogue:032x}: {from} is not a party; {message} refused")]
+    NotAParty {
+        /// The id.
+        dialogue: u128,
+        /// The sender.
+        from: Address,
+        /// The refused message.
+        message: String,
+    },
+    /// The current state's deadline has passed.
+    #[error("dialogue {dialogue:032x} in state {state}: {message} came after the deadline ({deadline_ms} ms, now {now_ms} ms)")]
+    Late {
+        /// The id.
+        dialogue: u128,
+        /// Its state.
+        state: String,
+        /// The refused message.
+        message: String,
+        /// The deadline.
+        deadline_ms: u64,
+        /// The time of the check.
+        now_ms: u64,
+    },
+    /// The agent's storage failed: the step was not recorded.
+    #[error("dialogue {dialogue:032x}: storage failed: {reason}")]
+    Storage {
+        /// The id.
+        dialogue: u128,
+        /// What failed.
+        reason: String,
+    },
+}
+
+impl DialogueError {
+    /// What to tell the peer whose message was refused: the dialogue, its state and what
+    /// was expected. `None` for failures that are not the peer's doing (storage).
+    pub fn refusal(&self) -> Option<Refused> {
+        let (dialogue, state, expected) = match self {
+            DialogueError::Unknown { dialogue, .. } => (*dialogue, None, Vec::new()),
+            DialogueError::Exists { dialogue } => (*dialogue, None, Vec::new()),
+            DialogueError::Closed { dialogue, state, .. } => (*dialogue, Some(state.clone()), Vec::new()),
+            DialogueError::OutOfOrder { dialogue, state, expected, .. } => {
+                (*dialogue, Some(state.clone()), expected.clone())
+            }
+            DialogueError::NotAParty { dialogue, .. } => (*dialogue, None, Vec::new()),
+            DialogueError::Late { dialogue, state, .. } => (*dialogue, Some(state.clone()), Vec::new()),
+            DialogueError::Storage { .. } => return None,
+        };
+        Some(Refused { dialogue, state, expected, reason: self.to_string() })
+    }
+}
+
+/// Sent back to a peer whose message a dialogue refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::Message)]
+#[message(name = "agora.dialogue.Refused")]
+pub struct Refused {
+    /// The dialogue, as 32 hex digits.
+    #[serde(with = "id_hex")]
+    #[schemars(with = "String")]
+    pub dialogue: u128,
+    /// The state it is in (none if there is no such dialogue here).
+    pub state: Option<String>,
+    /// What may follow, as "message from role".
+    pub expected: Vec<String>,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// An agent's dialogues of one kind, playing one role in each.
+///
+/// Check each message with [`incoming`](Self::incoming) before acting on it and with
+/// [`outgoing`](Self::outgoing) before sending it: a refused message changes nothing. Each
+/// step is written to the agent's [`Storage`] before it counts, so a restarted agent that
+/// [`load`](Self::load)s its dialogues resumes them.
+pub struct Dialogues {
+    rules: Arc<Rules>,
+    me: String,
+    storage: Storage,
+    live: parking_lot::Mutex<HashMap<u128, Dialogue>>,
+}
+
+impl Dialogues {
+    /// This agent's dialogues under `rules`, in which it plays `me`, with those already
+    /// in `storage` (from before a restart).
+    pub fn load(rules: Rules, me: &str, storage: Storage) -> Result<Dialogues, DialogueError> {
+        let prefix = key_prefix(rules.name());
+        let mut live = HashMap::new();
+        let keys = storage.keys().map_err(|e| storage_error(0, e))?;
+        for key in keys.iter().filter(|k| k.starts_with(&prefix)) {
+            match storage.get::<Dialogue>(key) {
+                Ok(Some(dialogue)) if dialogue.me == me => {
+                    live.insert(dialogue.id, dialogue);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(key, error = %e, "an unreadable dialogue is skipped"),
+            }
+        }
+        Ok(Dialogues { rules: Arc::new(rules), me: me.into(), storage, live: parking_lot::Mutex::new(live) })
+    }
+
+    /// The rules.
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// The dialogue `id`, as it stands.
+    pub fn get(&self, id: u128) -> Option<Dialogue> {
+        self.live.lock().get(&id).cloned()
+    }
+
+    /// Every dialogue held, open or closed.
+    pub fn all(&self) -> Vec<Dialogue> {
+        self.live.lock().values().cloned().collect()
+    }
+
+    /// Opens dialogue `id` with `peer` (playing `peer_role`), in the initial state.
+    pub fn open(&self, id: u128, peer: Address, peer_role: &str, now_ms: u64) -> Result<Dialogue, DialogueError> {
+        let mut live = self.live.lock();
+        if live.contains_key(&id) {
+            return Err(DialogueError::Exists { dialogue: id });
+        }
+        let initial = self.rules.initial().to_string();
+        let dialogue = Dialogue {
+            id,
+            rules: self.rules.name().into(),
+            me: self.me.clone(),
+            peer,
+            peer_role: peer_role.into(),
+            deadline_ms: self.rules.deadline(&initial).map(|d| now_ms + d.as_millis() as u64),
+            state: initial,
+            opened_ms: now_ms,
+            said: Vec::new(),
+        };
+        self.save(&dialogue)?;
+        live.insert(id, dialogue.clone());
+        Ok(dialogue)
+    }
+
+    /// Checks that this agent may send an `M` in dialogue `id` now, and records it.
+    pub fn outgoing<M: Message>(&self, id: u128, now_ms: u64) -> Result<Dialogue, DialogueError> {
+        let mut live = self.live.lock();
+        let Some(dialogue) = live.get(&id) else {
+            return Err(DialogueError::Unknown { dialogue: id, message: M::NAME.into() });
+        };
+        let next = self.advance(dialogue, M::NAME, &self.me.clone(), now_ms)?;
+        self.save(&next)?;
+        live.insert(id, next.clone());
+        Ok(next)
+    }
+
+    /// Checks that `from` may send an `M` in dialogue `id` now, and records it. A message
+    /// that may open a dialogue (a step out of the initial state sent by a role other than
+    /// this agent's) opens one with its sender as the peer.
+    pub fn incoming<M: Message>(&self, id: u128, from: Address, now_ms: u64) -> Result<Dialogue, DialogueError> {
+        let mut live = self.live.lock();
+        let dialogue = match live.get(&id) {
+            Some(dialogue) if dialogue.peer != from => {
+                return Err(DialogueError::NotAParty { dialogue: id, from, message: M::NAME.into() })
+            }
+            Some(dialogue) => dialogue.clone(),
+            None => {
+                let opening =
+                    self.rules.steps_from(self.rules.initial()).find(|t| t.message == M::NAME && t.sender != self.me);
+                let Some(opening) = opening else {
+                    return Err(DialogueError::Unknown { dialogue: id, message: M::NAME.into() });
+                };
+                let initial = self.rules.initial().to_string();
+                Dialogue {
+                    id,
+                    rules: self.rules.name().into(),
+                    me: self.me.clone(),
+                    peer: from,
+                    peer_role: opening.sender.clone(),
+                    deadline_ms: self.rules.deadline(&initial).map(|d| now_ms + d.as_millis() as u64),
+                    state: initial,
+                    opened_ms: now_ms,
+                    said: Vec::new(),
+                }
+            }
+        };
+        let sender = dialogue.peer_role.clone();
+        let next = self.advance(&dialogue, M::NAME, &sender, now_ms)?;
+        self.save(&next)?;
+        live.insert(id, next.clone());
+        Ok(next)
+    }
+
+    /// Puts every open dialogue whose deadline has passed in the state [`EXPIRED`], and
+    /// forgets every dialogue older than the rules' maximum age. Returns the dialogues that
+    /// expired now.
+    pub fn expire(&self, now_ms: u64) -> Result<Vec<Dialogue>, DialogueError> {
+        let mut live = self.live.lock();
+        let max_age = self.rules.max_age().as_millis() as u64;
+        let stale: Vec<u128> =
+            live.values().filter(|d| now_ms >= d.opened_ms.saturating_add(max_age)).map(|d| d.id).collect();
+        for id in stale {
+            self.storage.remove(&key(self.rules.name(), id)).map_err(|e| storage_error(id, e))?;
+            live.remove(&id);
+        }
+        let mut expired = Vec::new();
+        for dialogue in live.values_mut() {
+            let overdue = dialogue.deadline_ms.is_some_and(|deadline| now_ms > deadline);
+            if overdue && !dialogue.is_closed(&self.rules) {
+                let mut next = dialogue.clone();
+                next.state = EXPIRED.into();
+                next.deadline_ms = None;
+                self.save(&next)?;
+                *dialogue = next.clone();
+                expired.push(next);
+            }
+        }
+        Ok(expired)
+    }
+
+    /// `dialogue` after `message` from `sender`, or why not.
+    fn advance(
+        &self,
+        dialogue: &Dialogue,
+        message: &str,
+        sender: &str,
+        now_ms: u64,
+    ) -> Result<Dialogue, DialogueError> {
+        let id = dialogue.id;
+        if dialogue.is_closed(&self.rules) {
+            return Err(DialogueError::Closed { dialogue: id, state: dialogue.state.clone(), message: message.into() });
+        }
+        if let Some(deadline_ms) = dialogue.deadline_ms.filter(|deadline| now_ms > *deadline) {
+            return Err(DialogueError::Late {
+                dialogue: id,
+                state: dialogue.state.clone(),
+                message: message.into(),
+                deadline_ms,
+                now_ms,
+            });
+        }
+        let Some(step) = self.rules.step(&dialogue.state, message, sender) else {
+            return Err(DialogueError::OutOfOrder {
+                dialogue: id,
+                state: dialogue.state.clone(),
+                message: message.into(),
+                sender: sender.into(),
+                expected: self
+                    .rules
+                    .steps_from(&dialogue.state)
+                    .map(|t| format!("{} from {}", t.message, t.sender))
+                    .collect(),
+            });
+        };
+        let mut next = dialogue.clone();
+        next.state = step.to.clone();
+        next.deadline_ms = self.rules.deadline(&step.to).map(|d| now_ms + d.as_millis() as u64);
+        next.said.push(Said { message: message.into(), sender: sender.into(), at_ms: now_ms });
+        Ok(next)
+    }
+
+    fn save(&self, dialogue: &Dialogue) -> Result<(), DialogueError> {
+        self.storage.set(&key(self.rules.name(), dialogue.id), dialogue).map_err(|e| storage_error(dialogue.id, e))
+    }
+}
+
+fn key_prefix(rules: &str) -> String {
+    format!("agora.dialogue/{rules}/")
+}
+
+fn key(rules: &str, id: u128) -> String {
+    format!("{}{id:032x}", key_prefix(rules))
+}
+
+fn storage_error(dialogue: u128, e: impl std::error::Error) -> DialogueError {
+    DialogueError::Storage { dialogue, reason: e.to_string() }
+}
+
+/// A dialogue id as 32 hex digits (JSON numbers lose precision past 2^53 in many readers).
+mod id_hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(id: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{id:032x}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        u128::from_str_radix(&text, 16).map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,21 @@
+//! Dialogues: conversations with a declared state machine.
+//!
+//! A dialogue is one conversation between two agents under one kind of [`Rules`]: its id
+//! is the session its messages travel in ([`Context::send_in`](agent_core::Context::send_in),
+//! [`Context::session`](agent_core::Context::session)), each party plays a role, and the
+//! rules say which message may follow which, who may send it, where the dialogue ends and
+//! how long each state may last.
+//!
+//! [`Dialogues`] checks every message in and out against the rules before it counts. A
+//! message out of order, from the wrong role, from someone who is not a party, after a
+//! deadline or after the dialogue closed is refused with a [`DialogueError`] and changes
+//! nothing; [`DialogueError::refusal`] is what to send back, naming the dialogue, its state
+//! and what was expected. A terminal state closes the dialogue for good. Each step is kept
+//! in the agent's storage, so a restarted agent resumes its dialogues; [`Dialogues::expire`]
+//! closes dialogues whose deadline passed and forgets old ones.
+
+mod book;
+mod rules;
+
+pub use book::{Dialogue, DialogueError, Dialogues, Refused, Said, EXPIRED};
+pub use rules::{Rules, RulesBuilder, RulesError, Transition, DEFAULT_MAX_AGE};

@@ -1,0 +1,236 @@
+//! A dialogue's declared state machine: which message may follow which, who may send it,
+//! where it ends, and how long each state may last.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use agent_core::Message;
+use serde::Serialize;
+
+/// One allowed step: in state `from`, the party playing `sender` may send `message`, and
+/// the dialogue moves to `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Transition {
+    /// The state the step leaves.
+    pub from: String,
+    /// The message's name ([`Message::NAME`]).
+    pub message: String,
+    /// The role that may send it.
+    pub sender: String,
+    /// The state the step enters.
+    pub to: String,
+}
+
+/// A dialogue's rules, checked when built. Declare them with [`Rules::builder`].
+#[derive(Debug, Clone)]
+pub struct Rules {
+    name: String,
+    initial: String,
+    terminal: BTreeSet<String>,
+    transitions: Vec<Transition>,
+    deadlines: BTreeMap<String, Duration>,
+    max_age: Duration,
+}
+
+/// Why a set of rules was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RulesError {
+    /// No initial state was named.
+    #[error("dialogue rules {0}: no initial state")]
+    NoInitial(String),
+    /// Two steps leave one state on the same message from the same role.
+    #[error("dialogue rules {rules}: in state {state}, {message} from {sender} leads to two states")]
+    Ambiguous {
+        /// The rules' name.
+        rules: String,
+        /// The state.
+        state: String,
+        /// The message.
+        message: String,
+        /// The sending role.
+        sender: String,
+    },
+    /// A terminal state has a step out of it: nothing may follow a terminal message.
+    #[error("dialogue rules {rules}: terminal state {state} has a step out of it ({message})")]
+    TerminalHasExit {
+        /// The rules' name.
+        rules: String,
+        /// The state.
+        state: String,
+        /// The message leaving it.
+        message: String,
+    },
+    /// A state that is not terminal has no step out of it: a dialogue there would hang.
+    #[error("dialogue rules {rules}: state {state} is neither terminal nor left by any step")]
+    DeadEnd {
+        /// The rules' name.
+        rules: String,
+        /// The state.
+        state: String,
+    },
+    /// A state no step reaches from the initial one.
+    #[error("dialogue rules {rules}: state {state} cannot be reached from the initial state")]
+    Unreachable {
+        /// The rules' name.
+        rules: String,
+        /// The state.
+        state: String,
+    },
+}
+
+/// Builds [`Rules`]; see [`Rules::builder`].
+#[derive(Debug, Clone)]
+pub struct RulesBuilder {
+    rules: Rules,
+}
+
+/// How long a dialogue is remembered after it opened, by default: a day.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+impl Rules {
+    /// Starts declaring the rules of the dialogue kind `name`.
+    pub fn builder(name: impl Into<String>) -> RulesBuilder {
+        RulesBuilder {
+            rules: Rules {
+                name: name.into(),
+                initial: String::new(),
+                terminal: BTreeSet::new(),
+                transitions: Vec::new(),
+                deadlines: BTreeMap::new(),
+                max_age: DEFAULT_MAX_AGE,
+            },
+        }
+    }
+
+    /// The dialogue kind's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The state every dialogue starts in.
+    pub fn initial(&self) -> &str {
+        &self.initial
+    }
+
+    /// Whether nothing may follow `state`.
+    pub fn is_terminal(&self, state: &str) -> bool {
+        self.terminal.contains(state)
+    }
+
+    /// The steps allowed out of `state`.
+    pub fn steps_from<'a>(&'a self, state: &'a str) -> impl Iterator<Item = &'a Transition> + 'a {
+        self.transitions.iter().filter(move |t| t.from == state)
+    }
+
+    /// Every step, in declaration order.
+    pub fn transitions(&self) -> &[Transition] {
+        &self.transitions
+    }
+
+    /// How long a dialogue may stay in `state`, if bounded.
+    pub fn deadline(&self, state: &str) -> Option<Duration> {
+        self.deadlines.get(state).copied()
+    }
+
+    /// How long a dialogue is remembered after it opened (closed or not).
+    pub fn max_age(&self) -> Duration {
+        self.max_age
+    }
+
+    /// The step `message` from `sender` takes out of `state`, if allowed.
+    pub(crate) fn step(&self, state: &str, message: &str, sender: &str) -> Option<&Transition> {
+        self.transitions.iter().find(|t| t.from == state && t.message == message && t.sender == sender)
+    }
+}
+
+impl RulesBuilder {
+    /// The state every dialogue starts in.
+    pub fn initial(mut self, state: impl Into<String>) -> Self {
+        self.rules.initial = state.into();
+        self
+    }
+
+    /// In state `from`, the party playing `sender` may send an `M`, which moves the
+    /// dialogue to `to`.
+    pub fn step<M: Message>(mut self, from: &str, sender: &str, to: &str) -> Self {
+        self.rules.transitions.push(Transition {
+            from: from.into(),
+            message: M::NAME.into(),
+            sender: sender.into(),
+            to: to.into(),
+        });
+        self
+    }
+
+    /// Marks `state` terminal: the dialogue is closed there and nothing more is accepted.
+    pub fn terminal(mut self, state: impl Into<String>) -> Self {
+        self.rules.terminal.insert(state.into());
+        self
+    }
+
+    /// A dialogue may stay in `state` at most `limit`; a message after that is refused as
+    /// late and the dialogue expires.
+    pub fn deadline(mut self, state: impl Into<String>, limit: Duration) -> Self {
+        self.rules.deadlines.insert(state.into(), limit);
+        self
+    }
+
+    /// How long a dialogue is remembered after it opened (default [`DEFAULT_MAX_AGE`]).
+    pub fn max_age(mut self, age: Duration) -> Self {
+        self.rules.max_age = age;
+        self
+    }
+
+    /// Checks the rules: an initial state, one outcome per (state, message, sender),
+    /// nothing out of a terminal state, no state without a way out, every state reachable.
+    pub fn build(self) -> Result<Rules, RulesError> {
+        let rules = self.rules;
+        let name = || rules.name.clone();
+        if rules.initial.is_empty() {
+            return Err(RulesError::NoInitial(name()));
+        }
+        for (i, t) in rules.transitions.iter().enumerate() {
+            let clash = rules.transitions[..i]
+                .iter()
+                .find(|o| o.from == t.from && o.message == t.message && o.sender == t.sender);
+            if clash.is_some_and(|o| o.to != t.to) {
+                return Err(RulesError::Ambiguous {
+                    rules: name(),
+                    state: t.from.clone(),
+                    message: t.message.clone(),
+                    sender: t.sender.clone(),
+                });
+            }
+            if rules.terminal.contains(&t.from) {
+                return Err(RulesError::TerminalHasExit {
+                    rules: name(),
+                    state: t.from.clone(),
+                    message: t.message.clone(),
+                });
+            }
+        }
+        let mut states: BTreeSet<&str> =
+            rules.transitions.iter().flat_map(|t| [t.from.as_str(), t.to.as_str()]).collect();
+        states.insert(&rules.initial);
+        states.extend(rules.terminal.iter().map(String::as_str));
+        states.extend(rules.deadlines.keys().map(String::as_str));
+        for state in &states {
+            if !rules.terminal.contains(*state) && !rules.transitions.iter().any(|t| t.from == *state) {
+                return Err(RulesError::DeadEnd { rules: name(), state: state.to_string() });
+            }
+        }
+        let mut reached = BTreeSet::from([rules.initial.as_str()]);
+        let mut frontier = vec![rules.initial.as_str()];
+        while let Some(state) = frontier.pop() {
+            for t in rules.transitions.iter().filter(|t| t.from == state) {
+                if reached.insert(&t.to) {
+                    frontier.push(&t.to);
+                }
+            }
+        }
+        if let Some(unreached) = states.iter().find(|s| !reached.contains(*s)) {
+            return Err(RulesError::Unreachable { rules: name(), state: unreached.to_string() });
+        }
+        Ok(rules)
+    }
+}

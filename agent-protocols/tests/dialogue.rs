@@ -1,0 +1,212 @@
+//! Dialogues: rules checked when declared; every message in and out checked against them;
+//! refusals change nothing and tell the peer what was expected; terminal states close for
+//! good; deadlines expire; a restarted agent resumes its dialogues.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_core::{Address, Agent, Bureau, Config, Context, Identity, Message};
+use agent_protocols::dialogue::{DialogueError, Dialogues, Refused, Rules, RulesError, EXPIRED};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema, Message)]
+struct Offer(u64);
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema, Message)]
+struct Counter(u64);
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema, Message)]
+struct Accept;
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema, Message)]
+struct Decline;
+
+/// buyer: Offer; seller: Counter (buyer may Offer again), Accept or Decline. A seller may
+/// take 5 s to answer.
+fn haggle() -> Rules {
+    Rules::builder("haggle")
+        .initial("start")
+        .step::<Offer>("start", "buyer", "offered")
+        .step::<Counter>("offered", "seller", "countered")
+        .step::<Accept>("offered", "seller", "accepted")
+        .step::<Decline>("offered", "seller", "declined")
+        .step::<Offer>("countered", "buyer", "offered")
+        .step::<Decline>("countered", "buyer", "declined")
+        .terminal("accepted")
+        .terminal("declined")
+        .deadline("offered", Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+const T0: u64 = 1_790_000_000_000;
+
+async fn storage_of(bureau: &Bureau, name: &str) -> (Address, agent_core::storage::Storage) {
+    let address = bureau.add(Agent::builder(name).seed(name).build().unwrap()).unwrap();
+    (address, bureau.context(address).unwrap().storage().unwrap())
+}
+
+#[test]
+fn rules_that_could_hang_mislead_or_never_be_reached_are_refused() {
+    let base = || Rules::builder("r").initial("a").step::<Offer>("a", "x", "b").terminal("b");
+    assert!(base().build().is_ok());
+    assert!(matches!(Rules::builder("r").step::<Offer>("a", "x", "b").build(), Err(RulesError::NoInitial(_))));
+    assert!(matches!(base().step::<Offer>("a", "x", "c").terminal("c").build(), Err(RulesError::Ambiguous { .. })));
+    assert!(matches!(base().step::<Accept>("b", "x", "a").build(), Err(RulesError::TerminalHasExit { .. })));
+    assert!(
+        matches!(base().step::<Accept>("a", "x", "c").build(), Err(RulesError::DeadEnd { state, .. }) if state == "c")
+    );
+    assert!(
+        matches!(base().terminal("island").build(), Err(RulesError::Unreachable { state, .. }) if state == "island")
+    );
+}
+
+#[tokio::test]
+async fn each_misbehaviour_is_refused_with_its_cause_and_changes_nothing() {
+    let bureau = Bureau::new().unwrap();
+    let (buyer, _) = storage_of(&bureau, "buyer").await;
+    let (_, storage) = storage_of(&bureau, "seller").await;
+    let stranger = Identity::from_seed("stranger").address();
+    let seller = Dialogues::load(haggle(), "seller", storage).unwrap();
+
+    // Only a buyer's Offer opens a haggle here.
+    assert!(matches!(seller.incoming::<Counter>(1, buyer, T0), Err(DialogueError::Unknown { .. })));
+    seller.incoming::<Offer>(1, buyer, T0).unwrap();
+    let before = seller.get(1).unwrap();
+    assert_eq!(before.state, "offered");
+
+    // The buyer sends what only the seller may send: refused, with what may follow.
+    match seller.incoming::<Accept>(1, buyer, T0) {
+        Err(DialogueError::OutOfOrder { state, sender, expected, .. }) => {
+            assert_eq!((state.as_str(), sender.as_str()), ("offered", "buyer"));
+            assert_eq!(expected, ["Counter from seller", "Accept from seller", "Decline from seller"]);
+        }
+        other => panic!("a wrong role must be refused: {other:?}"),
+    }
+    // The buyer offers twice in a row.
+    assert!(matches!(seller.incoming::<Offer>(1, buyer, T0), Err(DialogueError::OutOfOrder { .. })));
+    // Someone else speaks in the dialogue.
+    assert!(matches!(seller.incoming::<Offer>(1, stranger, T0), Err(DialogueError::NotAParty { .. })));
+    // The seller itself may not send what is the buyer's to send.
+    assert!(matches!(seller.outgoing::<Offer>(1, T0), Err(DialogueError::OutOfOrder { .. })));
+    assert_eq!(seller.get(1).unwrap(), before, "refusals change nothing");
+
+    // Too late: the seller had 5 s to answer.
+    let late = seller.outgoing::<Counter>(1, T0 + 5_001);
+    assert!(matches!(late, Err(DialogueError::Late { deadline_ms, .. }) if deadline_ms == T0 + 5_000), "{late:?}");
+    assert_eq!(seller.get(1).unwrap(), before);
+
+    // In time: a counter, another offer, and a decline closes it for good.
+    seller.outgoing::<Counter>(1, T0 + 1_000).unwrap();
+    seller.incoming::<Offer>(1, buyer, T0 + 2_000).unwrap();
+    seller.outgoing::<Decline>(1, T0 + 3_000).unwrap();
+    for late in [seller.outgoing::<Accept>(1, T0 + 3_001), seller.incoming::<Offer>(1, buyer, T0 + 3_001)] {
+        match late {
+            Err(error @ DialogueError::Closed { .. }) => {
+                let told = error.refusal().unwrap();
+                assert_eq!((told.dialogue, told.state.as_deref()), (1, Some("declined")));
+            }
+            other => panic!("nothing is accepted after a decline: {other:?}"),
+        }
+    }
+    let said: Vec<String> = seller.get(1).unwrap().said.iter().map(|s| format!("{} {}", s.sender, s.message)).collect();
+    assert_eq!(said, ["buyer Offer", "seller Counter", "buyer Offer", "seller Decline"]);
+    bureau.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn deadlines_expire_dialogues_and_old_ones_are_forgotten() {
+    let bureau = Bureau::new().unwrap();
+    let (buyer, _) = storage_of(&bureau, "buyer").await;
+    let (_, storage) = storage_of(&bureau, "seller").await;
+    let rules = Rules::builder("haggle-short")
+        .initial("start")
+        .step::<Offer>("start", "buyer", "offered")
+        .step::<Accept>("offered", "seller", "accepted")
+        .terminal("accepted")
+        .deadline("offered", Duration::from_secs(5))
+        .max_age(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let seller = Dialogues::load(rules, "seller", storage).unwrap();
+    seller.incoming::<Offer>(1, buyer, T0).unwrap();
+    seller.incoming::<Offer>(2, buyer, T0).unwrap();
+    seller.outgoing::<Accept>(2, T0 + 1_000).unwrap();
+
+    assert!(seller.expire(T0 + 5_000).unwrap().is_empty(), "not before the deadline");
+    let expired = seller.expire(T0 + 5_001).unwrap();
+    assert_eq!(expired.iter().map(|d| (d.id, d.state.as_str())).collect::<Vec<_>>(), [(1, EXPIRED)]);
+    assert!(matches!(seller.outgoing::<Accept>(1, T0 + 5_002), Err(DialogueError::Closed { .. })));
+    assert_eq!(seller.get(2).unwrap().state, "accepted", "a closed dialogue does not expire");
+
+    seller.expire(T0 + 60_000).unwrap();
+    assert!(seller.all().is_empty(), "forgotten after the maximum age");
+    bureau.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_restarted_agent_resumes_its_dialogues() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || Config::default().with_storage_dir(dir.path());
+    let buyer = Identity::from_seed("buyer").address();
+    {
+        let bureau = Bureau::with_config(config()).unwrap();
+        let (_, storage) = storage_of(&bureau, "seller").await;
+        let seller = Dialogues::load(haggle(), "seller", storage.clone()).unwrap();
+        seller.incoming::<Offer>(9, buyer, T0).unwrap();
+        seller.outgoing::<Counter>(9, T0 + 100).unwrap();
+        storage.flush().await.unwrap();
+        bureau.shutdown().await.unwrap();
+    }
+    let bureau = Bureau::with_config(config()).unwrap();
+    let (_, storage) = storage_of(&bureau, "seller").await;
+    let seller = Dialogues::load(haggle(), "seller", storage).unwrap();
+    let resumed = seller.get(9).expect("the dialogue is back");
+    assert_eq!((resumed.state.as_str(), resumed.peer), ("countered", buyer));
+    // It goes on from where it was, and keeps refusing what it refused before.
+    assert!(matches!(seller.outgoing::<Counter>(9, T0 + 200), Err(DialogueError::OutOfOrder { .. })));
+    seller.incoming::<Offer>(9, buyer, T0 + 300).unwrap();
+    bureau.shutdown().await.unwrap();
+}
+
+/// Two agents haggling through a bureau: the seller checks each message against the
+/// dialogue, and a buyer that offers twice in a row is told which dialogue and state were
+/// expected.
+#[tokio::test]
+async fn a_refused_peer_is_told_the_dialogue_state_and_what_was_expected() {
+    let bureau = Bureau::new().unwrap();
+    let refusals: Arc<parking_lot::Mutex<Vec<Refused>>> = Arc::default();
+
+    let mut seller = Agent::builder("seller").seed("seller").build().unwrap();
+    let seller_address = seller.address();
+    seller.on_message(|ctx: Context, from: Address, Offer(_price): Offer| async move {
+        let dialogues = ctx.storage().ok().and_then(|s| Dialogues::load(haggle(), "seller", s).ok());
+        let (Some(dialogues), Some(session)) = (dialogues, ctx.session()) else { return };
+        // The seller thinks it over (no answer yet); a second offer now is out of order.
+        if let Err(refused) = dialogues.incoming::<Offer>(session, from, agent_core::envelope::unix_now_ms()) {
+            if let Some(told) = refused.refusal() {
+                let _ = ctx.send_in(session, from, told).await;
+            }
+        }
+    });
+    let mut buyer = Agent::builder("buyer").seed("buyer").build().unwrap();
+    let told = refusals.clone();
+    buyer.on_message(move |_ctx: Context, _from: Address, refused: Refused| {
+        let told = told.clone();
+        async move { told.lock().push(refused) }
+    });
+    bureau.add(seller).unwrap();
+    let buyer = bureau.add(buyer).unwrap();
+    let ctx = bureau.context(buyer).unwrap();
+    let session = 0xd1a1_09e5;
+    ctx.send_in(session, seller_address, Offer(100)).await.unwrap();
+    ctx.send_in(session, seller_address, Offer(95)).await.unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while refusals.lock().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let refusals = refusals.lock().clone();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert_eq!(refusals[0].dialogue, session);
+    assert_eq!(refusals[0].state.as_deref(), Some("offered"));
+    assert_eq!(refusals[0].expected, ["Counter from seller", "Accept from seller", "Decline from seller"]);
+    bureau.shutdown().await.unwrap();
+}
