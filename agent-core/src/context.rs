@@ -156,9 +156,21 @@ impl Context {
         message: Req,
         timeout: impl Into<Option<Duration>>,
     ) -> Result<Resp, RequestError> {
+        self.request_in(self.session_for_new(), to, message, timeout).await
+    }
+
+    /// [`request`](Self::request) in the conversation `session` (see
+    /// [`send_in`](Self::send_in)).
+    pub async fn request_in<Req: Message, Resp: Message>(
+        &self,
+        session: u128,
+        to: Address,
+        message: Req,
+        timeout: impl Into<Option<Duration>>,
+    ) -> Result<Resp, RequestError> {
         let timeout = timeout.into().unwrap_or(self.cell.bureau.config.request_timeout);
         let deadline = Instant::now() + timeout;
-        let (session, trace_id) = (self.session_for_new(), self.trace_for_new());
+        let trace_id = self.trace_for_new();
         let (reply_tx, reply_rx) = oneshot::channel();
         let delivery = self.delivery::<Req>(message, Some(ReplyTo::Local(reply_tx)), session, trace_id);
         if let Err((failure, delivery)) = self.cell.bureau.router.deliver(to, delivery, Some(deadline), timeout).await {

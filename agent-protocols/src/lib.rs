@@ -43,4 +43,5 @@
 //! # }
 //! ```
 
+pub mod contract_net;
 pub mod dialogue;

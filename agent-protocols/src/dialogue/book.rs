@@ -239,11 +239,17 @@ impl Dialogues {
 
     /// Checks that this agent may send an `M` in dialogue `id` now, and records it.
     pub fn outgoing<M: Message>(&self, id: u128, now_ms: u64) -> Result<Dialogue, DialogueError> {
+        self.outgoing_named(M::NAME, id, now_ms)
+    }
+
+    /// [`outgoing`](Self::outgoing) for a step declared with
+    /// [`named_step`](super::RulesBuilder::named_step).
+    pub fn outgoing_named(&self, message: &str, id: u128, now_ms: u64) -> Result<Dialogue, DialogueError> {
         let mut live = self.live.lock();
         let Some(dialogue) = live.get(&id) else {
-            return Err(DialogueError::Unknown { dialogue: id, message: M::NAME.into() });
+            return Err(DialogueError::Unknown { dialogue: id, message: message.into() });
         };
-        let next = self.advance(dialogue, M::NAME, &self.me.clone(), now_ms)?;
+        let next = self.advance(dialogue, message, &self.me.clone(), now_ms)?;
         self.save(&next)?;
         live.insert(id, next.clone());
         Ok(next)
@@ -253,17 +259,29 @@ impl Dialogues {
     /// that may open a dialogue (a step out of the initial state sent by a role other than
     /// this agent's) opens one with its sender as the peer.
     pub fn incoming<M: Message>(&self, id: u128, from: Address, now_ms: u64) -> Result<Dialogue, DialogueError> {
+        self.incoming_named(M::NAME, id, from, now_ms)
+    }
+
+    /// [`incoming`](Self::incoming) for a step declared with
+    /// [`named_step`](super::RulesBuilder::named_step).
+    pub fn incoming_named(
+        &self,
+        message: &str,
+        id: u128,
+        from: Address,
+        now_ms: u64,
+    ) -> Result<Dialogue, DialogueError> {
         let mut live = self.live.lock();
         let dialogue = match live.get(&id) {
             Some(dialogue) if dialogue.peer != from => {
-                return Err(DialogueError::NotAParty { dialogue: id, from, message: M::NAME.into() })
+                return Err(DialogueError::NotAParty { dialogue: id, from, message: message.into() })
             }
             Some(dialogue) => dialogue.clone(),
             None => {
                 let opening =
-                    self.rules.steps_from(self.rules.initial()).find(|t| t.message == M::NAME && t.sender != self.me);
+                    self.rules.steps_from(self.rules.initial()).find(|t| t.message == message && t.sender != self.me);
                 let Some(opening) = opening else {
-                    return Err(DialogueError::Unknown { dialogue: id, message: M::NAME.into() });
+                    return Err(DialogueError::Unknown { dialogue: id, message: message.into() });
                 };
                 let initial = self.rules.initial().to_string();
                 Dialogue {
@@ -280,10 +298,24 @@ impl Dialogues {
             }
         };
         let sender = dialogue.peer_role.clone();
-        let next = self.advance(&dialogue, M::NAME, &sender, now_ms)?;
+        let next = self.advance(&dialogue, message, &sender, now_ms)?;
         self.save(&next)?;
         live.insert(id, next.clone());
         Ok(next)
+    }
+
+    /// Sets the current state's deadline of dialogue `id` (a call for proposals carries its
+    /// own).
+    pub fn set_deadline(&self, id: u128, deadline_ms: u64) -> Result<(), DialogueError> {
+        let mut live = self.live.lock();
+        let Some(dialogue) = live.get(&id) else {
+            return Err(DialogueError::Unknown { dialogue: id, message: "(deadline)".into() });
+        };
+        let mut next = dialogue.clone();
+        next.deadline_ms = Some(deadline_ms);
+        self.save(&next)?;
+        live.insert(id, next);
+        Ok(())
     }
 
     /// Puts every open dialogue whose deadline has passed in the state [`EXPIRED`], and
@@ -325,7 +357,9 @@ impl Dialogues {
         if dialogue.is_closed(&self.rules) {
             return Err(DialogueError::Closed { dialogue: id, state: dialogue.state.clone(), message: message.into() });
         }
-        if let Some(deadline_ms) = dialogue.deadline_ms.filter(|deadline| now_ms > *deadline) {
+        let step = self.rules.step(&dialogue.state, message, sender);
+        let overdue = dialogue.deadline_ms.filter(|deadline| now_ms > *deadline);
+        if let (Some(deadline_ms), false) = (overdue, step.is_some_and(|s| s.after_deadline)) {
             return Err(DialogueError::Late {
                 dialogue: id,
                 state: dialogue.state.clone(),
@@ -334,7 +368,7 @@ impl Dialogues {
                 now_ms,
             });
         }
-        let Some(step) = self.rules.step(&dialogue.state, message, sender) else {
+        let Some(step) = step else {
             return Err(DialogueError::OutOfOrder {
                 dialogue: id,
                 state: dialogue.state.clone(),

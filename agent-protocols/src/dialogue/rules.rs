@@ -19,6 +19,9 @@ pub struct Transition {
     pub sender: String,
     /// The state the step enters.
     pub to: String,
+    /// Whether the step is allowed after the state's deadline too (answering a late
+    /// message, giving up on a silent peer).
+    pub after_deadline: bool,
 }
 
 /// A dialogue's rules, checked when built. Declare them with [`Rules::builder`].
@@ -152,12 +155,19 @@ impl RulesBuilder {
 
     /// In state `from`, the party playing `sender` may send an `M`, which moves the
     /// dialogue to `to`.
-    pub fn step<M: Message>(mut self, from: &str, sender: &str, to: &str) -> Self {
+    pub fn step<M: Message>(self, from: &str, sender: &str, to: &str) -> Self {
+        self.named_step(M::NAME, from, sender, to, false)
+    }
+
+    /// A step named `message` rather than by a message type: for a message type whose
+    /// variants are different steps (an answer that is a proposal or a refusal).
+    pub fn named_step(mut self, message: &str, from: &str, sender: &str, to: &str, after_deadline: bool) -> Self {
         self.rules.transitions.push(Transition {
             from: from.into(),
-            message: M::NAME.into(),
+            message: message.into(),
             sender: sender.into(),
             to: to.into(),
+            after_deadline,
         });
         self
     }

@@ -1,0 +1,524 @@
+//! Contract-net (FIPA Contract Net Interaction Protocol).
+//!
+//! The initiator calls for proposals with a deadline; each participant proposes or
+//! refuses; at the deadline (or once everyone has answered) the initiator accepts some
+//! proposals and rejects the rest; a proposal that comes after the deadline is rejected
+//! with the reason [`RejectReason::Late`]; a winner performs the task and reports done (with
+//! a result) or failure; either side may cancel an award.
+//!
+//! Each participant's part is a dialogue of its own (its id is the session its messages
+//! travel in), checked on both sides against [`rules`]. The initiator side is [`call`] and
+//! [`award`], plain async functions usable from any handler. The participant side is a
+//! [`Participant`] attached to an agent with [`serve`].
+//!
+//! ```mermaid
+//! stateDiagram-v2
+//!     [*] --> start
+//!     start --> called: Cfp (initiator)
+//!     called --> proposed: Propose (participant)
+//!     called --> refused: Refuse (participant)
+//!     called --> rejected: Reject (initiator, also after the deadline: late)
+//!     called --> cancelled: Cancel (initiator)
+//!     proposed --> awarded: Accept (initiator)
+//!     proposed --> rejected: Reject (initiator)
+//!     awarded --> done: Done (participant)
+//!     awarded --> failed: Failure (participant)
+//!     awarded --> cancelled: Cancel (either)
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use agent_core::{Address, Agent, Context, Message};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::dialogue::{DialogueError, Dialogues, Refused, Rules};
+
+/// The roles.
+pub const INITIATOR: &str = "initiator";
+/// The roles.
+pub const PARTICIPANT: &str = "participant";
+
+/// A call for proposals: the task, as JSON, and when proposals are due.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.cnp.Cfp")]
+pub struct Cfp {
+    /// The task.
+    pub task: serde_json::Value,
+    /// Proposals later than this (ms since the Unix epoch) are rejected as late.
+    pub deadline_ms: u64,
+}
+
+/// A participant's answer to a call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.cnp.Answer")]
+pub enum Answer {
+    /// A proposal, held for the initiator until `hold_until_ms` if set.
+    Propose {
+        /// The proposal.
+        proposal: serde_json::Value,
+        /// Until when the participant holds what it proposes (a seat, a lot).
+        hold_until_ms: Option<u64>,
+    },
+    /// No proposal.
+    Refuse {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The initiator's decision on a proposal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.cnp.Accept")]
+pub struct Accept;
+
+/// Why a proposal was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum RejectReason {
+    /// Another proposal was chosen.
+    NotChosen,
+    /// It came after the deadline (FIPA requires the answer; JADE drops it silently).
+    Late,
+}
+
+/// A proposal rejected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.cnp.Reject")]
+pub struct Reject {
+    /// Why.
+    pub reason: RejectReason,
+}
+
+/// What a winner reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.cnp.Report")]
+pub enum Report {
+    /// Done, with the result.
+    Done {
+        /// The result.
+        result: serde_json::Value,
+    },
+    /// Could not do it.
+    Failure {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// An award or a call withdrawn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.cnp.Cancel")]
+pub struct Cancel {
+    /// Why.
+    pub reason: String,
+}
+
+/// The contract-net dialogue rules (both roles).
+pub fn rules() -> Rules {
+    Rules::builder("contract-net")
+        .initial("start")
+        .step::<Cfp>("start", INITIATOR, "called")
+        .named_step("Propose", "called", PARTICIPANT, "proposed", false)
+        .named_step("Refuse", "called", PARTICIPANT, "refused", false)
+        .named_step("Reject", "called", INITIATOR, "rejected", true)
+        .named_step("Cancel", "called", INITIATOR, "cancelled", true)
+        .named_step("Accept", "proposed", INITIATOR, "awarded", false)
+        .named_step("Reject", "proposed", INITIATOR, "rejected", true)
+        .named_step("Done", "awarded", PARTICIPANT, "done", false)
+        .named_step("Failure", "awarded", PARTICIPANT, "failed", false)
+        .named_step("Cancel", "awarded", INITIATOR, "cancelled", true)
+        .named_step("Cancel", "awarded", PARTICIPANT, "cancelled", true)
+        .terminal("refused")
+        .terminal("rejected")
+        .terminal("cancelled")
+        .terminal("done")
+        .terminal("failed")
+        .build()
+        .unwrap_or_else(|e| unreachable!("the contract-net rules are valid: {e}"))
+}
+
+fn now_ms() -> u64 {
+    agent_core::envelope::unix_now_ms()
+}
+
+fn answer_step(answer: &Answer) -> &'static str {
+    match answer {
+        Answer::Propose { .. } => "Propose",
+        Answer::Refuse { .. } => "Refuse",
+    }
+}
+
+fn report_step(report: &Report) -> &'static str {
+    match report {
+        Report::Done { .. } => "Done",
+        Report::Failure { .. } => "Failure",
+    }
+}
+
+/// An agent's contract-net dialogues in one role, loaded from its storage on first use.
+#[derive(Clone, Default)]
+pub struct Book {
+    dialogues: Arc<OnceLock<Dialogues>>,
+}
+
+impl Book {
+    fn get(&self, ctx: &Context, role: &str) -> Result<&Dialogues, String> {
+        if let Some(dialogues) = self.dialogues.get() {
+            return Ok(dialogues);
+        }
+        let storage = ctx.storage().map_err(|e| e.to_string())?;
+        let loaded = Dialogues::load(rules(), role, storage).map_err(|e| e.to_string())?;
+        Ok(self.dialogues.get_or_init(|| loaded))
+    }
+
+    /// The dialogues, once loaded.
+    pub fn dialogues(&self) -> Option<&Dialogues> {
+        self.dialogues.get()
+    }
+}
+
+/// A proposal received in time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proposal<P> {
+    /// Who proposed.
+    pub from: Address,
+    /// The dialogue with them.
+    pub dialogue: u128,
+    /// What they propose.
+    pub proposal: P,
+    /// Until when they hold it.
+    pub hold_until_ms: Option<u64>,
+}
+
+/// What a call for proposals gathered by its deadline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Called<P> {
+    /// Proposals in time, in the order they came.
+    pub proposals: Vec<Proposal<P>>,
+    /// Who refused, with their reasons.
+    pub refused: Vec<(Address, String)>,
+    /// Who did not answer in time (a later proposal is rejected as late).
+    pub silent: Vec<Address>,
+}
+
+/// How a contract-net round ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome<R> {
+    /// Some proposals were accepted: each winner's report (a result, or why it failed or
+    /// gave no report in time).
+    Awarded(Vec<(Address, Result<R, String>)>),
+    /// Nobody proposed in time.
+    NoProposals,
+    /// Every winner failed.
+    AllFailed(Vec<(Address, String)>),
+    /// The initiator chose no proposal: every proposer was rejected.
+    NoneChosen,
+}
+
+/// Calls `participants` for proposals on `task`, each in a dialogue of its own, and
+/// gathers the answers until all have answered or `deadline` has passed. A proposal that
+/// arrives later is rejected with [`RejectReason::Late`]. Use [`award`] next.
+pub async fn call<T: Serialize, P: DeserializeOwned + Send + 'static>(
+    ctx: &Context,
+    book: &Book,
+    participants: &[Address],
+    task: &T,
+    deadline: Duration,
+) -> Result<Called<P>, String> {
+    let dialogues = book.get(ctx, INITIATOR)?;
+    let task = serde_json::to_value(task).map_err(|e| e.to_string())?;
+    let deadline_ms = now_ms() + deadline.as_millis() as u64;
+    let late_window = deadline.max(Duration::from_secs(1));
+    let mut answers = tokio::task::JoinSet::new();
+    for &participant in participants {
+        let id: u128 = rand_id();
+        dialogues.open(id, participant, PARTICIPANT, now_ms()).map_err(|e| e.to_string())?;
+        dialogues.outgoing::<Cfp>(id, now_ms()).map_err(|e| e.to_string())?;
+        dialogues.set_deadline(id, deadline_ms).map_err(|e| e.to_string())?;
+        let ctx = ctx.clone();
+        let cfp = Cfp { task: task.clone(), deadline_ms };
+        let book = book.clone();
+        // Each call waits past the deadline, so a late proposal is seen and answered.
+        answers.spawn(async move {
+            let answer = ctx.request_in::<Cfp, Answer>(id, participant, cfp, Some(deadline + late_window)).await;
+            (participant, id, answer.map_err(|e| e.to_string()), book)
+        });
+    }
+    let mut called = Called { proposals: Vec::new(), refused: Vec::new(), silent: Vec::new() };
+    let mut answered = BTreeMap::new();
+    let until = tokio::time::Instant::now() + deadline;
+    while let Ok(Some(joined)) = tokio::time::timeout_at(until, answers.join_next()).await {
+        let Ok((from, id, answer, _)) = joined else { continue };
+        // No answer (the participant ended without one, or is unreachable) is silence.
+        let Ok(answer) = answer else { continue };
+        answered.insert(from, ());
+        match dialogues.incoming_named(answer_step(&answer), id, from, now_ms()) {
+            Ok(_) => match answer {
+                Answer::Propose { proposal, hold_until_ms } => match serde_json::from_value(proposal) {
+                    Ok(proposal) => called.proposals.push(Proposal { from, dialogue: id, proposal, hold_until_ms }),
+                    Err(e) => called.refused.push((from, format!("an unreadable proposal: {e}"))),
+                },
+                Answer::Refuse { reason } => called.refused.push((from, reason)),
+            },
+            Err(refused) => tracing::warn!(%from, error = %refused, "a contract-net answer was refused"),
+        }
+    }
+    called.silent = participants.iter().filter(|p| !answered.contains_key(p)).copied().collect();
+    // The rest answer late, if at all: each late proposal gets its rejection.
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        while let Some(joined) = answers.join_next().await {
+            let Ok((from, id, Ok(Answer::Propose { .. }), book)) = joined else { continue };
+            let Some(dialogues) = book.dialogues() else { continue };
+            if dialogues.outgoing_named("Reject", id, now_ms()).is_ok() {
+                // The participant may be gone; a late proposal has no claim.
+                let _ = ctx.send_in(id, from, Reject { reason: RejectReason::Late }).await;
+            }
+        }
+    });
+    Ok(called)
+}
+
+/// Accepts the proposals of `winners` (the rest of `called` are rejected as not chosen),
+/// waits up to `perform_timeout` for each winner's report, and says how the round ended.
+pub async fn award<P, R: DeserializeOwned>(
+    ctx: &Context,
+    book: &Book,
+    called: &Called<P>,
+    winners: &[Address],
+    perform_timeout: Duration,
+) -> Result<Outcome<R>, String> {
+    let dialogues = book.get(ctx, INITIATOR)?;
+    if called.proposals.is_empty() {
+        return Ok(Outcome::NoProposals);
+    }
+    let mut reports = tokio::task::JoinSet::new();
+    for proposal in &called.proposals {
+        let (id, to) = (proposal.dialogue, proposal.from);
+        if winners.contains(&to) && dialogues.outgoing_named("Accept", id, now_ms()).is_ok() {
+            let ctx = ctx.clone();
+            reports.spawn(async move {
+                (to, id, ctx.request_in::<Accept, Report>(id, to, Accept, Some(perform_timeout)).await)
+            });
+        } else if dialogues.outgoing_named("Reject", id, now_ms()).is_ok() {
+            // A rejected proposer that is gone loses nothing by not hearing it.
+            let _ = ctx.send_in(id, to, Reject { reason: RejectReason::NotChosen }).await;
+        }
+    }
+    if reports.is_empty() {
+        return Ok(Outcome::NoneChosen);
+    }
+    let mut results = Vec::new();
+    while let Some(joined) = reports.join_next().await {
+        let Ok((from, id, report)) = joined else { continue };
+        let result = match report {
+            Ok(report) => match dialogues.incoming_named(report_step(&report), id, from, now_ms()) {
+                Ok(_) => match report {
+                    Report::Done { result } => {
+                        serde_json::from_value(result).map_err(|e| format!("an unreadable result: {e}"))
+                    }
+                    Report::Failure { reason } => Err(reason),
+                },
+                Err(refused) => Err(refused.to_string()),
+            },
+            Err(e) => {
+                // No report in time: the award is withdrawn, so the winner stops too.
+                if dialogues.outgoing_named("Cancel", id, now_ms()).is_ok() {
+                    let _ = ctx.send_in(id, from, Cancel { reason: format!("no report in time: {e}") }).await;
+                }
+                Err(format!("no report: {e}"))
+            }
+        };
+        results.push((from, result));
+    }
+    if results.iter().all(|(_, r)| r.is_err()) {
+        return Ok(Outcome::AllFailed(results.into_iter().map(|(a, r)| (a, r.err().unwrap_or_default())).collect()));
+    }
+    Ok(Outcome::Awarded(results))
+}
+
+fn rand_id() -> u128 {
+    rand::random()
+}
+
+/// A participant's side of contract-net. `evaluate` decides whether to propose; `perform`
+/// does an awarded task; `release` is told when a proposal's hold ends without an award
+/// (rejected, cancelled), so what it held can go to someone else.
+#[async_trait::async_trait]
+pub trait Participant: Send + Sync + 'static {
+    /// The task, as the initiator describes it.
+    type Task: DeserializeOwned + Send;
+    /// What this participant proposes.
+    type Proposal: Serialize + DeserializeOwned + Send;
+    /// What performing the task gives.
+    type Result: Serialize + Send;
+
+    /// A proposal for `task` from `initiator` (and until when it is held), or `None` to
+    /// refuse.
+    async fn evaluate(&self, initiator: Address, task: Self::Task) -> Option<(Self::Proposal, Option<u64>)>;
+
+    /// Performs an awarded task.
+    async fn perform(&self, initiator: Address, proposal: Self::Proposal) -> Result<Self::Result, String>;
+
+    /// The hold on `proposal` ended without an award.
+    async fn release(&self, _initiator: Address, _proposal: Self::Proposal) {}
+}
+
+/// Makes `agent` a contract-net participant played by `participant`. Messages that do not
+/// fit a dialogue are refused and the sender told why ([`Refused`]).
+pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
+    let book = Book::default();
+    let proposals: Arc<parking_lot::Mutex<BTreeMap<u128, serde_json::Value>>> = Arc::default();
+    {
+        let (book, participant, proposals) = (book.clone(), participant.clone(), proposals.clone());
+        agent.on_message(move |ctx: Context, from: Address, cfp: Cfp| {
+            let (book, participant, proposals) = (book.clone(), participant.clone(), proposals.clone());
+            async move {
+                let (Ok(dialogues), Some(id)) = (book.get(&ctx, PARTICIPANT), ctx.session()) else { return };
+                if let Err(refused) = dialogues.incoming::<Cfp>(id, from, now_ms()) {
+                    return tell(&ctx, id, from, refused).await;
+                }
+                let _ = dialogues.set_deadline(id, cfp.deadline_ms);
+                let evaluated = match serde_json::from_value::<P::Task>(cfp.task) {
+                    Ok(task) => participant.evaluate(from, task).await,
+                    Err(_) => None,
+                };
+                let answer = match evaluated {
+                    Some((proposal, hold_until_ms)) => match serde_json::to_value(&proposal) {
+                        Ok(value) => {
+                            proposals.lock().insert(id, value.clone());
+                            Answer::Propose { proposal: value, hold_until_ms }
+                        }
+                        Err(e) => Answer::Refuse { reason: e.to_string() },
+                    },
+                    None => Answer::Refuse { reason: "no proposal".into() },
+                };
+                if dialogues.outgoing_named(answer_step(&answer), id, now_ms()).is_ok() {
+                    // The initiator may have given up: its deadline decides.
+                    let _ = ctx.reply(answer).await;
+                }
+            }
+        });
+    }
+    {
+        let (book, participant, proposals) = (book.clone(), participant.clone(), proposals.clone());
+        agent.on_message(move |ctx: Context, from: Address, _: Accept| {
+            let (book, participant, proposals) = (book.clone(), participant.clone(), proposals.clone());
+            async move {
+                let (Ok(dialogues), Some(id)) = (book.get(&ctx, PARTICIPANT), ctx.session()) else { return };
+                if let Err(refused) = dialogues.incoming_named("Accept", id, from, now_ms()) {
+                    return tell(&ctx, id, from, refused).await;
+                }
+                let proposal = proposals.lock().remove(&id);
+                let report = match proposal.map(serde_json::from_value::<P::Proposal>) {
+                    Some(Ok(proposal)) => match participant.perform(from, proposal).await {
+                        Ok(result) => match serde_json::to_value(result) {
+                            Ok(result) => Report::Done { result },
+                            Err(e) => Report::Failure { reason: e.to_string() },
+                        },
+                        Err(reason) => Report::Failure { reason },
+                    },
+                    _ => Report::Failure { reason: "the proposal is no longer known".into() },
+                };
+                if dialogues.outgoing_named(report_step(&report), id, now_ms()).is_ok() {
+                    // Cancelled meanwhile: the initiator no longer waits.
+                    let _ = ctx.reply(report).await;
+                }
+            }
+        });
+    }
+    let release = |book: Book,
+                   participant: Arc<P>,
+                   proposals: Arc<parking_lot::Mutex<BTreeMap<u128, serde_json::Value>>>,
+                   ctx: Context,
+                   from: Address,
+                   step: &'static str| async move {
+        let (Ok(dialogues), Some(id)) = (book.get(&ctx, PARTICIPANT), ctx.session()) else { return };
+        if let Err(refused) = dialogues.incoming_named(step, id, from, now_ms()) {
+            return tell(&ctx, id, from, refused).await;
+        }
+        let held = proposals.lock().remove(&id);
+        if let Some(Ok(proposal)) = held.map(serde_json::from_value::<P::Proposal>) {
+            participant.release(from, proposal).await;
+        }
+    };
+    {
+        let (book, participant, proposals) = (book.clone(), participant.clone(), proposals.clone());
+        agent.on_message(move |ctx: Context, from: Address, _: Reject| {
+            release(book.clone(), participant.clone(), proposals.clone(), ctx, from, "Reject")
+        });
+    }
+    {
+        let (book, participant, proposals) = (book.clone(), participant, proposals);
+        agent.on_message(move |ctx: Context, from: Address, _: Cancel| {
+            release(book.clone(), participant.clone(), proposals.clone(), ctx, from, "Cancel")
+        });
+    }
+    book
+}
+
+/// Tells `to` why its message in dialogue `id` was refused.
+async fn tell(ctx: &Context, id: u128, to: Address, refused: DialogueError) {
+    tracing::debug!(%to, error = %refused, "contract-net message refused");
+    if let Some(told) = refused.refusal() {
+        // The peer may be gone; the refusal stands either way.
+        let _ = ctx.send_in(id, to, told).await;
+    }
+}
+
+/// Makes `agent` answer stray contract-net messages (answers and reports outside a
+/// request, from misbehaving peers) with a [`Refused`] naming the dialogue and what was
+/// expected; they never change an outcome.
+pub fn refuse_strays(agent: &mut Agent, book: &Book) {
+    let strays = book.clone();
+    agent.on_message(move |ctx: Context, from: Address, answer: Answer| {
+        let book = strays.clone();
+        async move {
+            let (Ok(dialogues), Some(id)) = (book.get(&ctx, INITIATOR), ctx.session()) else { return };
+            let refused = match dialogues.get(id) {
+                None => DialogueError::Unknown { dialogue: id, message: answer_step(&answer).into() },
+                Some(d) if d.peer != from => {
+                    DialogueError::NotAParty { dialogue: id, from, message: answer_step(&answer).into() }
+                }
+                Some(d) => DialogueError::OutOfOrder {
+                    dialogue: id,
+                    state: d.state.clone(),
+                    message: answer_step(&answer).into(),
+                    sender: PARTICIPANT.into(),
+                    expected: vec!["an answer to the call, as its reply".into()],
+                },
+            };
+            tell(&ctx, id, from, refused).await
+        }
+    });
+    let strays = book.clone();
+    agent.on_message(move |ctx: Context, from: Address, report: Report| {
+        let book = strays.clone();
+        async move {
+            let (Ok(dialogues), Some(id)) = (book.get(&ctx, INITIATOR), ctx.session()) else { return };
+            let refused = match dialogues.get(id) {
+                None => DialogueError::Unknown { dialogue: id, message: report_step(&report).into() },
+                Some(d) if d.peer != from => {
+                    DialogueError::NotAParty { dialogue: id, from, message: report_step(&report).into() }
+                }
+                Some(d) => DialogueError::OutOfOrder {
+                    dialogue: id,
+                    state: d.state.clone(),
+                    message: report_step(&report).into(),
+                    sender: PARTICIPANT.into(),
+                    expected: dialogues
+                        .rules()
+                        .steps_from(&d.state)
+                        .map(|t| format!("{} from {}", t.message, t.sender))
+                        .collect(),
+                },
+            };
+            tell(&ctx, id, from, refused).await
+        }
+    });
+    agent.on_message(|_ctx: Context, from: Address, refused: Refused| async move {
+        tracing::info!(%from, reason = %refused.reason, "a contract-net message of ours was refused");
+    });
+}

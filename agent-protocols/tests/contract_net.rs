@@ -1,0 +1,237 @@
+//! Contract-net in one bureau: the happy path, and each misbehaviour of a participant
+//! (silent, late, proposing twice, informing without an award, speaking in another's
+//! dialogue, failing) with the initiator's outcome right in each case.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_core::{Address, Agent, Bureau, Context};
+use agent_protocols::contract_net::{self, Answer, Outcome, Participant, Reject, RejectReason, Report};
+use agent_protocols::dialogue::Refused;
+use parking_lot::Mutex;
+
+/// A seller of seats at a fixed price; it holds a seat for each proposal and gives it back
+/// when the proposal is rejected.
+struct Seller {
+    price: u64,
+    fails: bool,
+    held: Mutex<u32>,
+    released: Mutex<u32>,
+}
+
+impl Seller {
+    fn new(price: u64) -> Arc<Seller> {
+        Arc::new(Seller { price, fails: false, held: Mutex::new(0), released: Mutex::new(0) })
+    }
+}
+
+#[async_trait::async_trait]
+impl Participant for Seller {
+    type Task = String;
+    type Proposal = u64;
+    type Result = String;
+
+    async fn evaluate(&self, _initiator: Address, route: String) -> Option<(u64, Option<u64>)> {
+        if route == "nowhere" {
+            return None;
+        }
+        *self.held.lock() += 1;
+        Some((self.price, None))
+    }
+
+    async fn perform(&self, _initiator: Address, price: u64) -> Result<String, String> {
+        if self.fails {
+            return Err("overbooked".into());
+        }
+        Ok(format!("booked at {price}"))
+    }
+
+    async fn release(&self, _initiator: Address, _price: u64) {
+        *self.released.lock() += 1;
+    }
+}
+
+struct Market {
+    bureau: Bureau,
+    initiator: Address,
+    book: contract_net::Book,
+}
+
+async fn market() -> Market {
+    let bureau = Bureau::new().unwrap();
+    let mut agent = Agent::builder("traveller").build().unwrap();
+    let book = contract_net::Book::default();
+    contract_net::refuse_strays(&mut agent, &book);
+    let initiator = bureau.add(agent).unwrap();
+    Market { bureau, initiator, book }
+}
+
+fn add_seller(market: &Market, name: &str, seller: Arc<Seller>) -> Address {
+    let mut agent = Agent::builder(name).build().unwrap();
+    contract_net::serve(&mut agent, seller);
+    market.bureau.add(agent).unwrap()
+}
+
+/// The lowest price wins; the others are rejected (and release their holds).
+fn cheapest(called: &contract_net::Called<u64>) -> Vec<Address> {
+    called.proposals.iter().min_by_key(|p| p.proposal).map(|p| vec![p.from]).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_cheapest_proposal_wins_and_the_others_are_released() {
+    let m = market().await;
+    let sellers = [Seller::new(120), Seller::new(90), Seller::new(150)];
+    let addresses: Vec<Address> =
+        sellers.iter().enumerate().map(|(i, s)| add_seller(&m, &format!("seller {i}"), s.clone())).collect();
+    let ctx = m.bureau.context(m.initiator).unwrap();
+    let called =
+        contract_net::call::<_, u64>(&ctx, &m.book, &addresses, &"LHR-JFK", Duration::from_secs(2)).await.unwrap();
+    assert_eq!(called.proposals.len(), 3, "everyone answered before the deadline: {called:?}");
+    let outcome =
+        contract_net::award::<u64, String>(&ctx, &m.book, &called, &cheapest(&called), Duration::from_secs(2))
+            .await
+            .unwrap();
+    assert_eq!(outcome, Outcome::Awarded(vec![(addresses[1], Ok("booked at 90".into()))]));
+    wait_for(|| *sellers[0].released.lock() == 1 && *sellers[2].released.lock() == 1).await;
+    assert_eq!(*sellers[1].released.lock(), 0, "the winner keeps its seat");
+    let states: Vec<String> = m
+        .book
+        .dialogues()
+        .unwrap()
+        .all()
+        .iter()
+        .map(|d| d.state.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(states, ["done", "rejected"]);
+    m.bureau.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn no_proposals_and_failed_winners_are_outcomes_of_their_own() {
+    let m = market().await;
+    let seller = add_seller(&m, "seller", Seller::new(100));
+    let failing = Arc::new(Seller { price: 80, fails: true, held: Mutex::new(0), released: Mutex::new(0) });
+    let failing = add_seller(&m, "failing", failing);
+    let ctx = m.bureau.context(m.initiator).unwrap();
+
+    let called =
+        contract_net::call::<_, u64>(&ctx, &m.book, &[seller], &"nowhere", Duration::from_secs(2)).await.unwrap();
+    assert_eq!(called.refused.len(), 1);
+    let outcome =
+        contract_net::award::<u64, String>(&ctx, &m.book, &called, &[], Duration::from_secs(1)).await.unwrap();
+    assert_eq!(outcome, Outcome::NoProposals);
+
+    let called =
+        contract_net::call::<_, u64>(&ctx, &m.book, &[failing], &"LHR-JFK", Duration::from_secs(2)).await.unwrap();
+    let outcome =
+        contract_net::award::<u64, String>(&ctx, &m.book, &called, &[failing], Duration::from_secs(2)).await.unwrap();
+    assert_eq!(outcome, Outcome::AllFailed(vec![(failing, "overbooked".into())]));
+    m.bureau.shutdown().await.unwrap();
+}
+
+/// Misbehaving participants, written by hand: one never answers, one answers after the
+/// deadline, one proposes and then proposes again and reports without an award, one
+/// speaks in another participant's dialogue. The honest one still wins; each misbehaviour
+/// is refused or rejected, and told so.
+#[tokio::test]
+async fn misbehaving_participants_do_not_change_the_outcome_and_are_told() {
+    let m = market().await;
+    let honest = Seller::new(100);
+    let honest_address = add_seller(&m, "honest", honest.clone());
+    let told: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let record = |who: &'static str| {
+        let told = told.clone();
+        move |_ctx: Context, _from: Address, refused: Refused| {
+            let told = told.clone();
+            async move { told.lock().push((who.to_string(), refused.reason)) }
+        }
+    };
+    let rejections: Arc<Mutex<Vec<(String, RejectReason)>>> = Arc::default();
+    let rejected = |who: &'static str| {
+        let rejections = rejections.clone();
+        move |_ctx: Context, _from: Address, reject: Reject| {
+            let rejections = rejections.clone();
+            async move { rejections.lock().push((who.to_string(), reject.reason)) }
+        }
+    };
+
+    // Never answers.
+    let mut silent = Agent::builder("silent").build().unwrap();
+    silent.on_message(|_ctx: Context, _from: Address, _cfp: contract_net::Cfp| async {});
+    let silent = m.bureau.add(silent).unwrap();
+
+    // Answers after the deadline (the initiator waits 300 ms).
+    let mut late = Agent::builder("late").build().unwrap();
+    late.on_message(|ctx: Context, _from: Address, _cfp: contract_net::Cfp| async move {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let _ = ctx.reply(Answer::Propose { proposal: serde_json::json!(1), hold_until_ms: None }).await;
+    });
+    late.on_message(rejected("late"));
+    late.on_message(record("late"));
+    let late = m.bureau.add(late).unwrap();
+
+    // Proposes, proposes again outside the reply, and reports without an award.
+    let mut pushy = Agent::builder("pushy").build().unwrap();
+    pushy.on_message(|ctx: Context, from: Address, _cfp: contract_net::Cfp| async move {
+        let session = ctx.session().unwrap();
+        let _ = ctx.reply(Answer::Propose { proposal: serde_json::json!(500), hold_until_ms: None }).await;
+        let _ =
+            ctx.send_in(session, from, Answer::Propose { proposal: serde_json::json!(1), hold_until_ms: None }).await;
+        let _ = ctx.send_in(session, from, Report::Done { result: serde_json::json!("never awarded") }).await;
+    });
+    pushy.on_message(rejected("pushy"));
+    pushy.on_message(record("pushy"));
+    let pushy = m.bureau.add(pushy).unwrap();
+
+    let ctx = m.bureau.context(m.initiator).unwrap();
+    let participants = [honest_address, silent, late, pushy];
+    let called = contract_net::call::<_, u64>(&ctx, &m.book, &participants, &"LHR-JFK", Duration::from_millis(300))
+        .await
+        .unwrap();
+    let mut proposers: Vec<Address> = called.proposals.iter().map(|p| p.from).collect();
+    proposers.sort();
+    let mut expected = vec![honest_address, pushy];
+    expected.sort();
+    assert_eq!(proposers, expected, "one proposal each, in time");
+    let mut silent_ones = called.silent.clone();
+    silent_ones.sort();
+    let mut expected_silent = vec![silent, late];
+    expected_silent.sort();
+    assert_eq!(silent_ones, expected_silent);
+
+    // A stranger reports in the honest seller's dialogue.
+    let honest_dialogue = called.proposals.iter().find(|p| p.from == honest_address).unwrap().dialogue;
+    let pushy_ctx = m.bureau.context(pushy).unwrap();
+    pushy_ctx
+        .send_in(honest_dialogue, m.initiator, Report::Done { result: serde_json::json!("not mine") })
+        .await
+        .unwrap();
+
+    let outcome =
+        contract_net::award::<u64, String>(&ctx, &m.book, &called, &cheapest(&called), Duration::from_secs(2))
+            .await
+            .unwrap();
+    assert_eq!(outcome, Outcome::Awarded(vec![(honest_address, Ok("booked at 100".into()))]));
+
+    wait_for(|| rejections.lock().len() == 2 && told.lock().len() == 3).await;
+    let mut rejections = rejections.lock().clone();
+    rejections.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(rejections, [("late".into(), RejectReason::Late), ("pushy".into(), RejectReason::NotChosen)]);
+    let told = told.lock().clone();
+    assert!(told.iter().all(|(who, _)| who == "pushy"), "{told:?}");
+    let reasons: Vec<&str> = told.iter().map(|(_, reason)| reason.as_str()).collect();
+    assert!(reasons.iter().any(|r| r.contains("is not a party")), "{reasons:?}");
+    assert_eq!(reasons.iter().filter(|r| r.contains("may not follow")).count(), 2, "{reasons:?}");
+    m.bureau.shutdown().await.unwrap();
+}
+
+/// Waits (at most 5 s) until `done` holds.
+async fn wait_for(done: impl Fn() -> bool) {
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(tokio::time::Instant::now() < until, "timed out");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
