@@ -235,8 +235,7 @@ pub async fn call<T: Serialize, P: DeserializeOwned + Send + 'static>(
     for &participant in participants {
         let id: u128 = rand_id();
         dialogues.open(id, participant, PARTICIPANT, now_ms()).map_err(|e| e.to_string())?;
-        dialogues.outgoing::<Cfp>(id, now_ms()).map_err(|e| e.to_string())?;
-        dialogues.set_deadline(id, deadline_ms).map_err(|e| e.to_string())?;
+        dialogues.outgoing_until(Cfp::NAME, id, now_ms(), Some(deadline_ms)).map_err(|e| e.to_string())?;
         let ctx = ctx.clone();
         let cfp = Cfp { task: task.clone(), deadline_ms };
         let book = book.clone();
@@ -370,6 +369,19 @@ pub trait Participant: Send + Sync + 'static {
 /// fit a dialogue are refused and the sender told why ([`Refused`]).
 pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
     let book = Book::default();
+    {
+        // Dialogues from before a restart are read when the agent starts, not when the
+        // first call comes.
+        let book = book.clone();
+        agent.on_startup(move |ctx: Context| {
+            let book = book.clone();
+            async move {
+                if let Err(e) = book.get(&ctx, PARTICIPANT) {
+                    tracing::error!(error = %e, "cannot load the contract-net dialogues");
+                }
+            }
+        });
+    }
     let proposals: Arc<parking_lot::Mutex<BTreeMap<u128, serde_json::Value>>> = Arc::default();
     {
         let (book, participant, proposals) = (book.clone(), participant.clone(), proposals.clone());
@@ -377,10 +389,9 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
             let (book, participant, proposals) = (book.clone(), participant.clone(), proposals.clone());
             async move {
                 let (Ok(dialogues), Some(id)) = (book.get(&ctx, PARTICIPANT), ctx.session()) else { return };
-                if let Err(refused) = dialogues.incoming::<Cfp>(id, from, now_ms()) {
+                if let Err(refused) = dialogues.incoming_until(Cfp::NAME, id, from, now_ms(), Some(cfp.deadline_ms)) {
                     return tell(&ctx, id, from, refused).await;
                 }
-                let _ = dialogues.set_deadline(id, cfp.deadline_ms);
                 let evaluated = match serde_json::from_value::<P::Task>(cfp.task) {
                     Ok(task) => participant.evaluate(from, task).await,
                     Err(_) => None,

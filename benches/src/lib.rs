@@ -493,3 +493,53 @@ pub async fn almanac_figures(
         unfiltered_query_ns: percentiles(unfiltered_ns),
     })
 }
+
+/// A participant that proposes its fixed price at once and performs at once.
+struct Bidder(u64);
+
+#[async_trait::async_trait]
+impl agent_protocols::contract_net::Participant for Bidder {
+    type Task = String;
+    type Proposal = u64;
+    type Result = u64;
+
+    async fn evaluate(&self, _initiator: Address, _task: String) -> Option<(u64, Option<u64>)> {
+        Some((self.0, None))
+    }
+
+    async fn perform(&self, _initiator: Address, price: u64) -> Result<u64, String> {
+        Ok(price)
+    }
+}
+
+/// One contract-net round in one bureau with `participants` participants: the time from
+/// the call for proposals to the winner's report (every participant answers; the cheapest
+/// wins; the rest are rejected).
+pub async fn contract_net_round(participants: usize) -> Result<Duration, Box<dyn std::error::Error>> {
+    use agent_protocols::contract_net::{self, Book, Outcome};
+    let bureau = agent_core::Bureau::new()?;
+    let (mut addresses, mut books) = (Vec::with_capacity(participants), Vec::with_capacity(participants));
+    for i in 0..participants {
+        let mut agent = Agent::builder(format!("participant {i}")).build()?;
+        books.push(contract_net::serve(&mut agent, std::sync::Arc::new(Bidder(1_000 + (i as u64 * 7919) % 1_000))));
+        addresses.push(bureau.add(agent)?);
+    }
+    // Started: each participant has loaded its dialogues (at most 10 s).
+    let loading = Instant::now();
+    while books.iter().any(|b| b.dialogues().is_none()) && loading.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let initiator = bureau.add(Agent::builder("initiator").build()?)?;
+    let ctx = bureau.context(initiator).ok_or("initiator missing")?;
+    let book = Book::default();
+    let started = Instant::now();
+    let called = contract_net::call::<_, u64>(&ctx, &book, &addresses, &"task", Duration::from_secs(10)).await?;
+    let winner = called.proposals.iter().min_by_key(|p| p.proposal).map(|p| p.from).ok_or("no proposals")?;
+    let outcome = contract_net::award::<u64, u64>(&ctx, &book, &called, &[winner], Duration::from_secs(10)).await?;
+    let elapsed = started.elapsed();
+    if called.proposals.len() != participants || !matches!(outcome, Outcome::Awarded(_)) {
+        return Err(format!("{} proposals of {participants}, outcome {outcome:?}", called.proposals.len()).into());
+    }
+    bureau.shutdown().await?;
+    Ok(elapsed)
+}

@@ -182,12 +182,12 @@ pub struct Dialogues {
 
 impl Dialogues {
     /// This agent's dialogues under `rules`, in which it plays `me`, with those already
-    /// in `storage` (from before a restart).
+    /// in `storage` (from before a restart), all read now: load them when the agent
+    /// starts, not in the middle of a negotiation.
     pub fn load(rules: Rules, me: &str, storage: Storage) -> Result<Dialogues, DialogueError> {
         let prefix = key_prefix(rules.name());
         let mut live = HashMap::new();
-        let keys = storage.keys().map_err(|e| storage_error(0, e))?;
-        for key in keys.iter().filter(|k| k.starts_with(&prefix)) {
+        for key in storage.keys().map_err(|e| storage_error(0, e))?.iter().filter(|k| k.starts_with(&prefix)) {
             match storage.get::<Dialogue>(key) {
                 Ok(Some(dialogue)) if dialogue.me == me => {
                     live.insert(dialogue.id, dialogue);
@@ -245,11 +245,26 @@ impl Dialogues {
     /// [`outgoing`](Self::outgoing) for a step declared with
     /// [`named_step`](super::RulesBuilder::named_step).
     pub fn outgoing_named(&self, message: &str, id: u128, now_ms: u64) -> Result<Dialogue, DialogueError> {
+        self.outgoing_until(message, id, now_ms, None)
+    }
+
+    /// [`outgoing_named`](Self::outgoing_named), with the new state's deadline at
+    /// `deadline_ms` instead of the rules' (a call for proposals carries its own).
+    pub fn outgoing_until(
+        &self,
+        message: &str,
+        id: u128,
+        now_ms: u64,
+        deadline_ms: Option<u64>,
+    ) -> Result<Dialogue, DialogueError> {
         let mut live = self.live.lock();
         let Some(dialogue) = live.get(&id) else {
             return Err(DialogueError::Unknown { dialogue: id, message: message.into() });
         };
-        let next = self.advance(dialogue, message, &self.me.clone(), now_ms)?;
+        let mut next = self.advance(dialogue, message, &self.me.clone(), now_ms)?;
+        if deadline_ms.is_some() {
+            next.deadline_ms = deadline_ms;
+        }
         self.save(&next)?;
         live.insert(id, next.clone());
         Ok(next)
@@ -270,6 +285,19 @@ impl Dialogues {
         id: u128,
         from: Address,
         now_ms: u64,
+    ) -> Result<Dialogue, DialogueError> {
+        self.incoming_until(message, id, from, now_ms, None)
+    }
+
+    /// [`incoming_named`](Self::incoming_named), with the new state's deadline at
+    /// `deadline_ms` instead of the rules' (a call for proposals carries its own).
+    pub fn incoming_until(
+        &self,
+        message: &str,
+        id: u128,
+        from: Address,
+        now_ms: u64,
+        deadline_ms: Option<u64>,
     ) -> Result<Dialogue, DialogueError> {
         let mut live = self.live.lock();
         let dialogue = match live.get(&id) {
@@ -298,7 +326,10 @@ impl Dialogues {
             }
         };
         let sender = dialogue.peer_role.clone();
-        let next = self.advance(&dialogue, message, &sender, now_ms)?;
+        let mut next = self.advance(&dialogue, message, &sender, now_ms)?;
+        if deadline_ms.is_some() {
+            next.deadline_ms = deadline_ms;
+        }
         self.save(&next)?;
         live.insert(id, next.clone());
         Ok(next)

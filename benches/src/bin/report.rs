@@ -43,6 +43,9 @@ struct Args {
     /// Skip the almanac measurement.
     #[arg(long)]
     no_almanac: bool,
+    /// Skip the negotiation protocols measurement.
+    #[arg(long)]
+    no_protocols: bool,
     /// Skip the durable stores measurement (agent storage and almanac on disk).
     #[arg(long)]
     no_durable: bool,
@@ -122,6 +125,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !args.no_almanac {
         out += &almanac_section()?;
     }
+    if !args.no_protocols {
+        out += &protocols_section()?;
+    }
     if !args.no_durable {
         out += &durable_section(args.durable_secs)?;
     }
@@ -130,6 +136,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     write(&out);
     Ok(())
+}
+
+fn protocols_section() -> Result<String, Box<dyn std::error::Error>> {
+    let rt = runtime("multi_thread")?;
+    rt.block_on(agora_benches::contract_net_round(1_000))?; // Warm-up.
+    let mut rounds: Vec<f64> = (0..5)
+        .map(|_| rt.block_on(agora_benches::contract_net_round(1_000)).map(|d| d.as_secs_f64() * 1e3))
+        .collect::<Result<_, _>>()?;
+    rounds.sort_by(f64::total_cmp);
+    Ok(format!(
+        "\nContract-net, one round with 1,000 participants in one bureau, call to the winner's report\n\
+         median of 5: {:.1} ms (min {:.1}, max {:.1}; target < 20 ms)\n",
+        rounds[2], rounds[0], rounds[4]
+    ))
 }
 
 fn ledger() -> Result<String, Box<dyn std::error::Error>> {
