@@ -43,5 +43,6 @@
 //! # }
 //! ```
 
+pub mod auction;
 pub mod contract_net;
 pub mod dialogue;

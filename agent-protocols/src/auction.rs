@@ -1,0 +1,162 @@
+//! Auction rules as pure functions: given the bids received before the deadline, who wins
+//! and what they pay. The networked auctions (signed bids, deadlines, settlement) are built
+//! on these, and a user can call them directly to check a result.
+//!
+//! Ties are broken by arrival: each bid carries `seq`, its position in the order the
+//! auctioneer received it, and the earlier bid wins a tie.
+
+use agent_core::Address;
+use serde::{Deserialize, Serialize};
+
+/// A bid: who, how much, and when it arrived (lower `seq` = earlier).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bid {
+    /// The bidder.
+    pub bidder: Address,
+    /// The amount, in the ledger's smallest unit.
+    pub amount: u128,
+    /// Arrival order.
+    pub seq: u64,
+}
+
+/// Who won and what they pay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Award {
+    /// The winner.
+    pub winner: Address,
+    /// What the winner pays.
+    pub price: u128,
+}
+
+/// English (ascending) auction. Bids are taken in arrival order; a bid counts only if it
+/// reaches `reserve` and, after the first counted bid, beats the standing bid by at least
+/// `increment` (at least 1). The last bid counted wins and pays its amount. `None`: no bid
+/// counted.
+pub fn english(bids: &[Bid], reserve: u128, increment: u128) -> Option<Award> {
+    let increment = increment.max(1);
+    let mut arrived: Vec<&Bid> = bids.iter().collect();
+    arrived.sort_by_key(|b| b.seq);
+    let mut standing: Option<&Bid> = None;
+    for bid in arrived {
+        let needed = standing.map_or(reserve, |s| s.amount.saturating_add(increment).max(reserve));
+        if bid.amount >= needed {
+            standing = Some(bid);
+        }
+    }
+    standing.map(|b| Award { winner: b.bidder, price: b.amount })
+}
+
+/// A bidder's acceptance in a Dutch auction: at clock tick `tick`, when it arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acceptance {
+    /// The bidder.
+    pub bidder: Address,
+    /// The tick at which it accepted the clock price.
+    pub tick: u64,
+    /// Arrival order.
+    pub seq: u64,
+}
+
+/// Dutch (descending clock) auction. The price starts at `start` and falls by `step` each
+/// tick, never below `floor`; the clock stops at the first tick where the price would fall
+/// below `floor`. The first acceptance (lowest tick, then earliest arrival) at a tick the
+/// clock reached wins at that tick's price.
+pub fn dutch(acceptances: &[Acceptance], start: u128, step: u128, floor: u128) -> Option<Award> {
+    let price_at = |tick: u64| start.checked_sub(step.checked_mul(u128::from(tick))?).filter(|p| *p >= floor);
+    acceptances
+        .iter()
+        .filter(|a| price_at(a.tick).is_some())
+        .min_by_key(|a| (a.tick, a.seq))
+        .and_then(|a| price_at(a.tick).map(|price| Award { winner: a.bidder, price }))
+}
+
+/// Sealed-bid second-price (Vickrey) auction. Bids below `reserve` do not count. The
+/// highest bid wins (the earliest among equal highest); it pays the highest amount among
+/// the other counted bids, or `reserve` if there is none.
+pub fn vickrey(bids: &[Bid], reserve: u128) -> Option<Award> {
+    let mut best: Option<&Bid> = None;
+    let mut second: Option<u128> = None;
+    for bid in bids.iter().filter(|b| b.amount >= reserve) {
+        match best {
+            Some(b) if (bid.amount, std::cmp::Reverse(bid.seq)) > (b.amount, std::cmp::Reverse(b.seq)) => {
+                second = Some(second.map_or(b.amount, |s| s.max(b.amount)));
+                best = Some(bid);
+            }
+            Some(_) => second = Some(second.map_or(bid.amount, |s| s.max(bid.amount))),
+            None => best = Some(bid),
+        }
+    }
+    best.map(|b| Award { winner: b.bidder, price: second.unwrap_or(reserve).max(reserve) })
+}
+
+/// An order in a double auction: buy (a bid) or sell (an ask) up to `quantity` units at
+/// `price` per unit or better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    /// Who.
+    pub trader: Address,
+    /// The limit price per unit.
+    pub price: u128,
+    /// How many units.
+    pub quantity: u64,
+    /// Arrival order.
+    pub seq: u64,
+}
+
+/// Units traded between one buyer and one seller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fill {
+    /// The buyer.
+    pub buyer: Address,
+    /// The seller.
+    pub seller: Address,
+    /// How many units.
+    pub quantity: u64,
+}
+
+/// The result of clearing one round of a double auction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Clearing {
+    /// The uniform price every unit trades at.
+    pub price: u128,
+    /// The trades, in matching order.
+    pub fills: Vec<Fill>,
+}
+
+impl Clearing {
+    /// Units traded in all.
+    pub fn volume(&self) -> u64 {
+        self.fills.iter().map(|f| f.quantity).sum()
+    }
+}
+
+/// Clears one round of a double auction (a call market) at a uniform price. Bids are ranked
+/// by price, highest first, asks lowest first, earlier first at equal prices. Units are
+/// matched while the best remaining bid is at least the best remaining ask, which trades
+/// the most units possible. Every unit trades at the midpoint of the last matched bid and
+/// ask (rounded down), which no matched buyer finds too high and no matched seller too
+/// low. `None`: no bid meets any ask.
+pub fn double(bids: &[Order], asks: &[Order]) -> Option<Clearing> {
+    let mut bids: Vec<Order> = bids.iter().filter(|o| o.quantity > 0).copied().collect();
+    let mut asks: Vec<Order> = asks.iter().filter(|o| o.quantity > 0).copied().collect();
+    bids.sort_by_key(|o| (std::cmp::Reverse(o.price), o.seq));
+    asks.sort_by_key(|o| (o.price, o.seq));
+    let (mut b, mut a) = (0, 0);
+    let mut fills: Vec<Fill> = Vec::new();
+    let mut last = None;
+    while b < bids.len() && a < asks.len() && bids[b].price >= asks[a].price {
+        let quantity = bids[b].quantity.min(asks[a].quantity);
+        fills.push(Fill { buyer: bids[b].trader, seller: asks[a].trader, quantity });
+        last = Some((bids[b].price, asks[a].price));
+        bids[b].quantity -= quantity;
+        asks[a].quantity -= quantity;
+        if bids[b].quantity == 0 {
+            b += 1;
+        }
+        if asks[a].quantity == 0 {
+            a += 1;
+        }
+    }
+    let (bid, ask) = last?;
+    Some(Clearing { price: ask + (bid - ask) / 2, fills })
+}

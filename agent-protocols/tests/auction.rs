@@ -1,0 +1,132 @@
+//! Each auction's winner and price, on random bids, against a direct computation of its
+//! rules (written as plainly as possible, not as the library computes them).
+
+use agent_core::Address;
+use agent_protocols::auction::{self, Acceptance, Award, Bid, Order};
+use proptest::prelude::*;
+
+fn trader(i: u8) -> Address {
+    Address::from_bytes([i; 32])
+}
+
+fn bids() -> impl Strategy<Value = Vec<Bid>> {
+    prop::collection::vec((0u8..8, 0u128..200), 0..24).prop_map(|raw| {
+        raw.into_iter()
+            .enumerate()
+            .map(|(seq, (who, amount))| Bid { bidder: trader(who), amount, seq: seq as u64 })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// English: a bid counts if it reaches the reserve and beats every counted bid before
+    /// it by the increment; the last one counted wins at its amount.
+    #[test]
+    fn english_matches_its_rules(bids in bids(), reserve in 0u128..100, increment in 0u128..20) {
+        let increment = increment.max(1);
+        let mut counted: Vec<Bid> = Vec::new();
+        for bid in &bids {
+            let beats_all = counted.iter().all(|c| bid.amount >= c.amount + increment);
+            if bid.amount >= reserve && beats_all {
+                counted.push(*bid);
+            }
+        }
+        let expected = counted.last().map(|b| Award { winner: b.bidder, price: b.amount });
+        prop_assert_eq!(auction::english(&bids, reserve, increment), expected);
+    }
+
+    /// Vickrey: the highest counted bid (earliest among equals) wins and pays the highest
+    /// other counted bid, or the reserve.
+    #[test]
+    fn vickrey_matches_its_rules(bids in bids(), reserve in 0u128..100) {
+        let mut counted: Vec<Bid> = bids.iter().filter(|b| b.amount >= reserve).copied().collect();
+        counted.sort_by(|a, b| b.amount.cmp(&a.amount).then(a.seq.cmp(&b.seq)));
+        let expected = counted.first().map(|w| Award {
+            winner: w.bidder,
+            price: counted.get(1).map_or(reserve, |s| s.amount.max(reserve)),
+        });
+        prop_assert_eq!(auction::vickrey(&bids, reserve), expected);
+    }
+
+    /// Dutch: tick by tick, from the start price down to the floor; at the first tick with
+    /// an acceptance, the earliest one wins at that tick's price.
+    #[test]
+    fn dutch_matches_its_rules(
+        raw in prop::collection::vec((0u8..8, 0u64..40), 0..16),
+        start in 50u128..500,
+        step in 1u128..30,
+        floor in 0u128..100,
+    ) {
+        let acceptances: Vec<Acceptance> = raw.iter().enumerate()
+            .map(|(seq, (who, tick))| Acceptance { bidder: trader(*who), tick: *tick, seq: seq as u64 })
+            .collect();
+        let mut expected = None;
+        let mut tick = 0u64;
+        while start >= step * u128::from(tick) && start - step * u128::from(tick) >= floor && tick < 64 {
+            let price = start - step * u128::from(tick);
+            if let Some(first) = acceptances.iter().filter(|a| a.tick == tick).min_by_key(|a| a.seq) {
+                expected = Some(Award { winner: first.bidder, price });
+                break;
+            }
+            tick += 1;
+        }
+        prop_assert_eq!(auction::dutch(&acceptances, start, step, floor), expected);
+    }
+
+    /// Double auction: unit by unit, the k-th highest bid unit trades with the k-th lowest
+    /// ask unit while it is at least as high; the volume is the number of such units and
+    /// the price the midpoint of the last pair. Every buyer gets no more than it bid for at
+    /// no more than its limit; every seller likewise.
+    #[test]
+    fn double_auction_matches_its_rules(
+        raw_bids in prop::collection::vec((0u8..6, 1u128..100, 0u64..5), 0..10),
+        raw_asks in prop::collection::vec((6u8..12, 1u128..100, 0u64..5), 0..10),
+    ) {
+        let orders = |raw: &[(u8, u128, u64)], offset: u64| -> Vec<Order> {
+            raw.iter().enumerate()
+                .map(|(i, (who, price, quantity))| Order { trader: trader(*who), price: *price, quantity: *quantity, seq: offset + i as u64 })
+                .collect()
+        };
+        let (bids, asks) = (orders(&raw_bids, 0), orders(&raw_asks, 100));
+        let mut bid_units: Vec<u128> = bids.iter().flat_map(|o| std::iter::repeat_n(o.price, o.quantity as usize)).collect();
+        let mut ask_units: Vec<u128> = asks.iter().flat_map(|o| std::iter::repeat_n(o.price, o.quantity as usize)).collect();
+        bid_units.sort_by(|a, b| b.cmp(a));
+        ask_units.sort();
+        let matched = bid_units.iter().zip(&ask_units).take_while(|(b, a)| b >= a).count();
+        let cleared = auction::double(&bids, &asks);
+        if matched == 0 {
+            prop_assert!(cleared.is_none());
+        } else {
+            let cleared = cleared.unwrap();
+            prop_assert_eq!(cleared.volume(), matched as u64);
+            let (last_bid, last_ask) = (bid_units[matched - 1], ask_units[matched - 1]);
+            prop_assert_eq!(cleared.price, last_ask + (last_bid - last_ask) / 2);
+            for order in &bids {
+                let bought: u64 = cleared.fills.iter().filter(|f| f.buyer == order.trader).map(|f| f.quantity).sum();
+                let wanted: u64 = bids.iter().filter(|o| o.trader == order.trader && o.price >= cleared.price).map(|o| o.quantity).sum();
+                prop_assert!(bought <= wanted, "a buyer got more than it bid for at this price");
+            }
+            for order in &asks {
+                let sold: u64 = cleared.fills.iter().filter(|f| f.seller == order.trader).map(|f| f.quantity).sum();
+                let offered: u64 = asks.iter().filter(|o| o.trader == order.trader && o.price <= cleared.price).map(|o| o.quantity).sum();
+                prop_assert!(sold <= offered, "a seller sold more than it asked to at this price");
+            }
+        }
+    }
+}
+
+#[test]
+fn documented_ties_go_to_the_earlier_bid() {
+    let (a, b) = (trader(1), trader(2));
+    let tied = [Bid { bidder: b, amount: 50, seq: 2 }, Bid { bidder: a, amount: 50, seq: 1 }];
+    assert_eq!(auction::vickrey(&tied, 10), Some(Award { winner: a, price: 50 }));
+    assert_eq!(
+        auction::english(&tied, 10, 1),
+        Some(Award { winner: a, price: 50 }),
+        "the later equal bid does not beat it"
+    );
+    let accepted = [Acceptance { bidder: b, tick: 3, seq: 9 }, Acceptance { bidder: a, tick: 3, seq: 4 }];
+    assert_eq!(auction::dutch(&accepted, 100, 10, 0), Some(Award { winner: a, price: 70 }));
+}
