@@ -30,7 +30,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use agent_core::{Address, Agent, Context, Message};
+use agent_core::ledger::{DealId, EscrowId, LedgerError};
+use agent_core::{Address, Agent, Context, Message, Wallet};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +62,9 @@ pub enum Answer {
         proposal: serde_json::Value,
         /// Until when the participant holds what it proposes (a seat, a lot).
         hold_until_ms: Option<u64>,
+        /// The wallet to pay if the proposal wins and is paid through escrow.
+        #[serde(default)]
+        pay_to: Option<Address>,
     },
     /// No proposal.
     Refuse {
@@ -190,6 +194,8 @@ pub struct Proposal<P> {
     pub proposal: P,
     /// Until when they hold it.
     pub hold_until_ms: Option<u64>,
+    /// Their wallet, for [`award_and_pay`].
+    pub pay_to: Option<Address>,
 }
 
 /// What a call for proposals gathered by its deadline.
@@ -255,8 +261,10 @@ pub async fn call<T: Serialize, P: DeserializeOwned + Send + 'static>(
         answered.insert(from, ());
         match dialogues.incoming_named(answer_step(&answer), id, from, now_ms()) {
             Ok(_) => match answer {
-                Answer::Propose { proposal, hold_until_ms } => match serde_json::from_value(proposal) {
-                    Ok(proposal) => called.proposals.push(Proposal { from, dialogue: id, proposal, hold_until_ms }),
+                Answer::Propose { proposal, hold_until_ms, pay_to } => match serde_json::from_value(proposal) {
+                    Ok(proposal) => {
+                        called.proposals.push(Proposal { from, dialogue: id, proposal, hold_until_ms, pay_to })
+                    }
                     Err(e) => called.refused.push((from, format!("an unreadable proposal: {e}"))),
                 },
                 Answer::Refuse { reason } => called.refused.push((from, reason)),
@@ -338,6 +346,166 @@ pub async fn award<P, R: DeserializeOwned>(
     Ok(Outcome::Awarded(results))
 }
 
+/// The deal a contract-net dialogue settles: what its escrow names.
+pub fn deal_of(dialogue: u128) -> DealId {
+    DealId::named(&format!("agora.cnp/{dialogue:032x}"))
+}
+
+/// How long after a winner's report was due its escrow may be refunded.
+pub const REFUND_GRACE: Duration = Duration::from_secs(1);
+
+/// A winner's award, paid through escrow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settlement<R> {
+    /// The winner.
+    pub winner: Address,
+    /// Its report: the result, or why there is none.
+    pub result: Result<R, String>,
+    /// The escrow locked for it (none if the lock failed: then it was not awarded).
+    pub escrow: Option<EscrowId>,
+    /// Whether the escrow was released to the winner. If not, it is refunded to the
+    /// initiator once its deadline has passed ([`refund_when_due`] runs in the background).
+    pub paid: bool,
+}
+
+/// How a paid contract-net round ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Paid<R> {
+    /// Winners were chosen: each one's settlement.
+    Settled(Vec<Settlement<R>>),
+    /// Nobody proposed in time.
+    NoProposals,
+    /// No proposal was chosen.
+    NoneChosen,
+}
+
+/// [`award`], paying each winner through escrow from the initiator's wallet: the price
+/// (`price_of` the proposal) is locked for the winner's wallet, keyed by the dialogue
+/// ([`deal_of`]), before the award is sent; it is released when the winner reports done,
+/// and refunded after its deadline (`perform_timeout` plus [`REFUND_GRACE`]) on a failure,
+/// a cancellation or no report. A winner whose price cannot be locked (no wallet given,
+/// insufficient funds) is not awarded. No path leaves the money locked past its deadline
+/// or pays it twice: the ledger settles an escrow once.
+pub async fn award_and_pay<P, R: DeserializeOwned>(
+    ctx: &Context,
+    book: &Book,
+    called: &Called<P>,
+    winners: &[Address],
+    price_of: impl Fn(&P) -> u128,
+    perform_timeout: Duration,
+) -> Result<Paid<R>, String> {
+    let dialogues = book.get(ctx, INITIATOR)?;
+    if called.proposals.is_empty() {
+        return Ok(Paid::NoProposals);
+    }
+    let wallet = ctx.wallet().map_err(|e| e.to_string())?;
+    let deadline_ms = now_ms() + (perform_timeout + REFUND_GRACE).as_millis() as u64;
+    let mut settlements = Vec::new();
+    let mut reports = tokio::task::JoinSet::new();
+    for proposal in &called.proposals {
+        let (id, to) = (proposal.dialogue, proposal.from);
+        let locked = match (winners.contains(&to), proposal.pay_to) {
+            (false, _) => None,
+            (true, None) => {
+                settlements.push(Settlement {
+                    winner: to,
+                    result: Err("no wallet to pay".into()),
+                    escrow: None,
+                    paid: false,
+                });
+                None
+            }
+            (true, Some(pay_to)) => {
+                let price = price_of(&proposal.proposal);
+                match wallet.lock(price, pay_to, deadline_ms, wallet.address(), Some(deal_of(id))).await {
+                    Ok((escrow, _)) => Some(escrow),
+                    Err(e) => {
+                        let result = Err(format!("the price could not be locked: {e}"));
+                        settlements.push(Settlement { winner: to, result, escrow: None, paid: false });
+                        None
+                    }
+                }
+            }
+        };
+        match locked {
+            Some(escrow) if dialogues.outgoing_named("Accept", id, now_ms()).is_ok() => {
+                let ctx = ctx.clone();
+                reports.spawn(async move {
+                    (to, id, escrow, ctx.request_in::<Accept, Report>(id, to, Accept, Some(perform_timeout)).await)
+                });
+            }
+            _ => {
+                if let Some(escrow) = locked {
+                    refund_when_due(wallet.clone(), escrow, deadline_ms);
+                }
+                if dialogues.outgoing_named("Reject", id, now_ms()).is_ok() {
+                    // A rejected proposer that is gone loses nothing by not hearing it.
+                    let _ = ctx.send_in(id, to, Reject { reason: RejectReason::NotChosen }).await;
+                }
+            }
+        }
+    }
+    if reports.is_empty() && settlements.is_empty() {
+        return Ok(Paid::NoneChosen);
+    }
+    while let Some(joined) = reports.join_next().await {
+        let Ok((winner, id, escrow, report)) = joined else { continue };
+        let result = match report {
+            Ok(report) => match dialogues.incoming_named(report_step(&report), id, winner, now_ms()) {
+                Ok(_) => match report {
+                    Report::Done { result } => {
+                        serde_json::from_value(result).map_err(|e| format!("an unreadable result: {e}"))
+                    }
+                    Report::Failure { reason } => Err(reason),
+                },
+                Err(refused) => Err(refused.to_string()),
+            },
+            Err(e) => {
+                if dialogues.outgoing_named("Cancel", id, now_ms()).is_ok() {
+                    // The winner may be gone; the award is withdrawn either way.
+                    let _ = ctx.send_in(id, winner, Cancel { reason: format!("no report in time: {e}") }).await;
+                }
+                Err(format!("no report: {e}"))
+            }
+        };
+        let paid = match &result {
+            Ok(_) => match wallet.release(escrow).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::error!(%winner, error = %e, "releasing a winner's escrow failed; it is refunded when due");
+                    refund_when_due(wallet.clone(), escrow, deadline_ms);
+                    false
+                }
+            },
+            Err(_) => {
+                refund_when_due(wallet.clone(), escrow, deadline_ms);
+                false
+            }
+        };
+        settlements.push(Settlement { winner, result, escrow: Some(escrow), paid });
+    }
+    Ok(Paid::Settled(settlements))
+}
+
+/// Refunds `escrow` to `wallet` once its deadline has passed, in the background: tries
+/// just after the deadline, then every second for a minute (the ledger may be briefly
+/// unreachable). An escrow already settled (released) is left alone.
+pub fn refund_when_due(wallet: Wallet, escrow: EscrowId, deadline_ms: u64) {
+    tokio::spawn(async move {
+        let wait = deadline_ms.saturating_sub(now_ms()) + 1;
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        for _ in 0..60 {
+            match wallet.refund(escrow).await {
+                Ok(_) => return,
+                Err(agent_core::WalletError::Ledger(LedgerError::UnknownEscrow(_))) => return,
+                Err(e) => tracing::warn!(%escrow, error = %e, "refund not yet possible; trying again"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        tracing::error!(%escrow, "an escrow could not be refunded for a minute; its payer may refund it later");
+    });
+}
+
 fn rand_id() -> u128 {
     rand::random()
 }
@@ -400,7 +568,8 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                     Some((proposal, hold_until_ms)) => match serde_json::to_value(&proposal) {
                         Ok(value) => {
                             proposals.lock().insert(id, value.clone());
-                            Answer::Propose { proposal: value, hold_until_ms }
+                            let pay_to = ctx.wallet().ok().map(|wallet| wallet.address());
+                            Answer::Propose { proposal: value, hold_until_ms, pay_to }
                         }
                         Err(e) => Answer::Refuse { reason: e.to_string() },
                     },

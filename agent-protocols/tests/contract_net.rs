@@ -166,7 +166,7 @@ async fn misbehaving_participants_do_not_change_the_outcome_and_are_told() {
     let mut late = Agent::builder("late").build().unwrap();
     late.on_message(|ctx: Context, _from: Address, _cfp: contract_net::Cfp| async move {
         tokio::time::sleep(Duration::from_millis(600)).await;
-        let _ = ctx.reply(Answer::Propose { proposal: serde_json::json!(1), hold_until_ms: None }).await;
+        let _ = ctx.reply(Answer::Propose { proposal: serde_json::json!(1), hold_until_ms: None, pay_to: None }).await;
     });
     late.on_message(rejected("late"));
     late.on_message(record("late"));
@@ -176,9 +176,15 @@ async fn misbehaving_participants_do_not_change_the_outcome_and_are_told() {
     let mut pushy = Agent::builder("pushy").build().unwrap();
     pushy.on_message(|ctx: Context, from: Address, _cfp: contract_net::Cfp| async move {
         let session = ctx.session().unwrap();
-        let _ = ctx.reply(Answer::Propose { proposal: serde_json::json!(500), hold_until_ms: None }).await;
         let _ =
-            ctx.send_in(session, from, Answer::Propose { proposal: serde_json::json!(1), hold_until_ms: None }).await;
+            ctx.reply(Answer::Propose { proposal: serde_json::json!(500), hold_until_ms: None, pay_to: None }).await;
+        let _ = ctx
+            .send_in(
+                session,
+                from,
+                Answer::Propose { proposal: serde_json::json!(1), hold_until_ms: None, pay_to: None },
+            )
+            .await;
         let _ = ctx.send_in(session, from, Report::Done { result: serde_json::json!("never awarded") }).await;
     });
     pushy.on_message(rejected("pushy"));

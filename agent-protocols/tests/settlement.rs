@@ -1,0 +1,149 @@
+//! Contract-net awards paid through escrow keyed by the dialogue: released on done,
+//! refunded after the deadline on failure, never paid twice, and nothing awarded that
+//! cannot be paid. Balances are checked on the ledger.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_core::ledger::{Ledger, LocalLedger, LocalLedgerConfig};
+use agent_core::{Address, Agent, Bureau, Config, Identity, Wallet};
+use agent_protocols::contract_net::{self, Paid, Participant};
+
+struct Seller {
+    price: u128,
+    fails: bool,
+}
+
+#[async_trait::async_trait]
+impl Participant for Seller {
+    type Task = String;
+    type Proposal = u128;
+    type Result = String;
+
+    async fn evaluate(&self, _initiator: Address, _task: String) -> Option<(u128, Option<u64>)> {
+        Some((self.price, None))
+    }
+
+    async fn perform(&self, _initiator: Address, price: u128) -> Result<String, String> {
+        if self.fails {
+            return Err("out of stock".into());
+        }
+        Ok(format!("delivered for {price}"))
+    }
+}
+
+struct Setup {
+    bureau: Bureau,
+    ledger: Arc<LocalLedger>,
+    buyer: Address,
+    buyer_wallet: Wallet,
+    book: contract_net::Book,
+}
+
+async fn setup(funds: u128) -> Setup {
+    let mint = Identity::from_seed("settlement mint");
+    let ledger = Arc::new(LocalLedger::open(LocalLedgerConfig::default().with_authority(mint.address())).unwrap());
+    let bureau = Bureau::with_config(Config::default().with_ledger(ledger.clone())).unwrap();
+    let buyer = bureau.add(Agent::builder("buyer").build().unwrap()).unwrap();
+    let buyer_wallet = bureau.context(buyer).unwrap().wallet().unwrap();
+    Wallet::new(mint, ledger.clone()).mint(buyer_wallet.address(), funds).await.unwrap();
+    Setup { bureau, ledger, buyer, buyer_wallet, book: contract_net::Book::default() }
+}
+
+fn add_seller(s: &Setup, name: &str, seller: Seller) -> (Address, Address) {
+    let mut agent = Agent::builder(name).build().unwrap();
+    contract_net::serve(&mut agent, Arc::new(seller));
+    let address = s.bureau.add(agent).unwrap();
+    (address, s.bureau.context(address).unwrap().wallet().unwrap().address())
+}
+
+#[tokio::test]
+async fn the_winner_is_paid_once_through_escrow_keyed_by_the_dialogue() {
+    let s = setup(1_000).await;
+    let (cheap, cheap_wallet) = add_seller(&s, "cheap", Seller { price: 90, fails: false });
+    let (dear, dear_wallet) = add_seller(&s, "dear", Seller { price: 150, fails: false });
+    let ctx = s.bureau.context(s.buyer).unwrap();
+    let called =
+        contract_net::call::<_, u128>(&ctx, &s.book, &[cheap, dear], &"parts", Duration::from_secs(2)).await.unwrap();
+    let paid =
+        contract_net::award_and_pay::<u128, String>(&ctx, &s.book, &called, &[cheap], |p| *p, Duration::from_secs(2))
+            .await
+            .unwrap();
+    let Paid::Settled(settled) = paid else { panic!("{paid:?}") };
+    assert_eq!(settled.len(), 1);
+    assert_eq!((settled[0].winner, settled[0].paid), (cheap, true));
+    assert_eq!(settled[0].result, Ok("delivered for 90".into()));
+    let escrow = settled[0].escrow.unwrap();
+
+    assert_eq!(s.ledger.balance(s.buyer_wallet.address()).await.unwrap(), 910);
+    assert_eq!(s.ledger.balance(cheap_wallet).await.unwrap(), 90);
+    assert_eq!(s.ledger.balance(dear_wallet).await.unwrap(), 0);
+    assert_eq!(s.ledger.escrow(escrow).await.unwrap(), None, "settled");
+    assert_eq!(s.ledger.audit_total().unwrap(), s.ledger.supply().unwrap());
+    // The receipts name the dialogue's deal; a second release is refused by the ledger.
+    let dialogue = called.proposals.iter().find(|p| p.from == cheap).unwrap().dialogue;
+    let history = s.buyer_wallet.history(10).await.unwrap();
+    assert!(
+        history.iter().filter(|r| r.deal == Some(contract_net::deal_of(dialogue))).count() == 2,
+        "lock and release"
+    );
+    assert!(s.buyer_wallet.release(escrow).await.is_err(), "never paid twice");
+    assert_eq!(s.ledger.balance(cheap_wallet).await.unwrap(), 90);
+    s.bureau.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_winner_is_refunded_after_the_deadline() {
+    let s = setup(1_000).await;
+    let (failing, failing_wallet) = add_seller(&s, "failing", Seller { price: 90, fails: true });
+    let ctx = s.bureau.context(s.buyer).unwrap();
+    let called =
+        contract_net::call::<_, u128>(&ctx, &s.book, &[failing], &"parts", Duration::from_secs(2)).await.unwrap();
+    let paid = contract_net::award_and_pay::<u128, String>(
+        &ctx,
+        &s.book,
+        &called,
+        &[failing],
+        |p| *p,
+        Duration::from_millis(200),
+    )
+    .await
+    .unwrap();
+    let Paid::Settled(settled) = paid else { panic!("{paid:?}") };
+    assert_eq!(settled[0].result, Err("out of stock".into()));
+    assert!(!settled[0].paid);
+    let escrow = settled[0].escrow.unwrap();
+    assert_eq!(s.ledger.balance(s.buyer_wallet.address()).await.unwrap(), 910, "locked until its deadline");
+
+    // Refunded once the deadline (200 ms + the grace) has passed; at most 10 s.
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while s.ledger.escrow(escrow).await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < until, "never refunded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(s.ledger.balance(s.buyer_wallet.address()).await.unwrap(), 1_000);
+    assert_eq!(s.ledger.balance(failing_wallet).await.unwrap(), 0);
+    assert_eq!(s.ledger.audit_total().unwrap(), 1_000);
+    s.bureau.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_price_that_cannot_be_locked_is_not_awarded() {
+    let s = setup(50).await;
+    let (seller, seller_wallet) = add_seller(&s, "seller", Seller { price: 90, fails: false });
+    let ctx = s.bureau.context(s.buyer).unwrap();
+    let called =
+        contract_net::call::<_, u128>(&ctx, &s.book, &[seller], &"parts", Duration::from_secs(2)).await.unwrap();
+    let paid =
+        contract_net::award_and_pay::<u128, String>(&ctx, &s.book, &called, &[seller], |p| *p, Duration::from_secs(1))
+            .await
+            .unwrap();
+    let Paid::Settled(settled) = paid else { panic!("{paid:?}") };
+    assert_eq!(settled[0].escrow, None);
+    assert!(settled[0].result.as_ref().is_err_and(|e| e.contains("could not be locked")), "{:?}", settled[0].result);
+    assert_eq!(s.ledger.balance(s.buyer_wallet.address()).await.unwrap(), 50);
+    assert_eq!(s.ledger.balance(seller_wallet).await.unwrap(), 0);
+    let dialogue = called.proposals[0].dialogue;
+    assert_eq!(s.book.dialogues().unwrap().get(dialogue).unwrap().state, "rejected", "told it was not chosen");
+    s.bureau.shutdown().await.unwrap();
+}
