@@ -240,8 +240,9 @@ pub async fn call<T: Serialize, P: DeserializeOwned + Send + 'static>(
     let mut answers = tokio::task::JoinSet::new();
     for &participant in participants {
         let id: u128 = rand_id();
-        dialogues.open(id, participant, PARTICIPANT, now_ms()).map_err(|e| e.to_string())?;
-        dialogues.outgoing_until(Cfp::NAME, id, now_ms(), Some(deadline_ms)).map_err(|e| e.to_string())?;
+        dialogues
+            .open_with(Cfp::NAME, id, participant, PARTICIPANT, now_ms(), Some(deadline_ms))
+            .map_err(|e| e.to_string())?;
         let ctx = ctx.clone();
         let cfp = Cfp { task: task.clone(), deadline_ms };
         let book = book.clone();

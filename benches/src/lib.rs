@@ -512,34 +512,57 @@ impl agent_protocols::contract_net::Participant for Bidder {
     }
 }
 
-/// One contract-net round in one bureau with `participants` participants: the time from
-/// the call for proposals to the winner's report (every participant answers; the cheapest
-/// wins; the rest are rejected).
-pub async fn contract_net_round(participants: usize) -> Result<Duration, Box<dyn std::error::Error>> {
-    use agent_protocols::contract_net::{self, Book, Outcome};
-    let bureau = agent_core::Bureau::new()?;
-    let (mut addresses, mut books) = (Vec::with_capacity(participants), Vec::with_capacity(participants));
-    for i in 0..participants {
-        let mut agent = Agent::builder(format!("participant {i}")).build()?;
-        books.push(contract_net::serve(&mut agent, std::sync::Arc::new(Bidder(1_000 + (i as u64 * 7919) % 1_000))));
-        addresses.push(bureau.add(agent)?);
+/// A bureau with `participants` contract-net participants and an initiator, for timing
+/// rounds (each round is a new call, with new dialogues).
+pub struct ContractNetMarket {
+    bureau: agent_core::Bureau,
+    participants: Vec<Address>,
+    ctx: Context,
+    book: agent_protocols::contract_net::Book,
+}
+
+impl ContractNetMarket {
+    /// Starts the market and waits (at most 10 s) until every participant has started.
+    pub async fn new(participants: usize) -> Result<ContractNetMarket, Box<dyn std::error::Error>> {
+        use agent_protocols::contract_net;
+        let bureau = agent_core::Bureau::new()?;
+        let (mut addresses, mut books) = (Vec::with_capacity(participants), Vec::with_capacity(participants));
+        for i in 0..participants {
+            let mut agent = Agent::builder(format!("participant {i}")).build()?;
+            let price = 1_000 + (i as u64 * 7919) % 1_000;
+            books.push(contract_net::serve(&mut agent, std::sync::Arc::new(Bidder(price))));
+            addresses.push(bureau.add(agent)?);
+        }
+        let initiator = bureau.add(Agent::builder("initiator").build()?)?;
+        let ctx = bureau.context(initiator).ok_or("initiator missing")?;
+        let loading = Instant::now();
+        while books.iter().any(|b| b.dialogues().is_none()) && loading.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Ok(ContractNetMarket { bureau, participants: addresses, ctx, book: contract_net::Book::default() })
     }
-    // Started: each participant has loaded its dialogues (at most 10 s).
-    let loading = Instant::now();
-    while books.iter().any(|b| b.dialogues().is_none()) && loading.elapsed() < Duration::from_secs(10) {
-        tokio::time::sleep(Duration::from_millis(1)).await;
+
+    /// One round: the time from the call for proposals to the winner's report (every
+    /// participant answers; the cheapest wins; the rest are rejected).
+    pub async fn round(&self) -> Result<Duration, Box<dyn std::error::Error>> {
+        use agent_protocols::contract_net::{self, Outcome};
+        let started = Instant::now();
+        let called =
+            contract_net::call::<_, u64>(&self.ctx, &self.book, &self.participants, &"task", Duration::from_secs(10))
+                .await?;
+        let winner = called.proposals.iter().min_by_key(|p| p.proposal).map(|p| p.from).ok_or("no proposals")?;
+        let outcome =
+            contract_net::award::<u64, u64>(&self.ctx, &self.book, &called, &[winner], Duration::from_secs(10)).await?;
+        let elapsed = started.elapsed();
+        if called.proposals.len() != self.participants.len() || !matches!(outcome, Outcome::Awarded(_)) {
+            let got = called.proposals.len();
+            return Err(format!("{got} proposals of {}, outcome {outcome:?}", self.participants.len()).into());
+        }
+        Ok(elapsed)
     }
-    let initiator = bureau.add(Agent::builder("initiator").build()?)?;
-    let ctx = bureau.context(initiator).ok_or("initiator missing")?;
-    let book = Book::default();
-    let started = Instant::now();
-    let called = contract_net::call::<_, u64>(&ctx, &book, &addresses, &"task", Duration::from_secs(10)).await?;
-    let winner = called.proposals.iter().min_by_key(|p| p.proposal).map(|p| p.from).ok_or("no proposals")?;
-    let outcome = contract_net::award::<u64, u64>(&ctx, &book, &called, &[winner], Duration::from_secs(10)).await?;
-    let elapsed = started.elapsed();
-    if called.proposals.len() != participants || !matches!(outcome, Outcome::Awarded(_)) {
-        return Err(format!("{} proposals of {participants}, outcome {outcome:?}", called.proposals.len()).into());
+
+    /// Stops the market.
+    pub async fn shutdown(self) -> Result<(), Box<dyn std::error::Error>> {
+        Ok(self.bureau.shutdown().await?)
     }
-    bureau.shutdown().await?;
-    Ok(elapsed)
 }

@@ -238,6 +238,43 @@ impl Dialogues {
         Ok(dialogue)
     }
 
+    /// Opens dialogue `id` with `peer` by sending its first message, `message` (a step out
+    /// of the initial state), in one write; the new state's deadline is `deadline_ms` if
+    /// given. Nothing is recorded if the step is refused.
+    pub fn open_with(
+        &self,
+        message: &str,
+        id: u128,
+        peer: Address,
+        peer_role: &str,
+        now_ms: u64,
+        deadline_ms: Option<u64>,
+    ) -> Result<Dialogue, DialogueError> {
+        let mut live = self.live.lock();
+        if live.contains_key(&id) {
+            return Err(DialogueError::Exists { dialogue: id });
+        }
+        let initial = self.rules.initial().to_string();
+        let opened = Dialogue {
+            id,
+            rules: self.rules.name().into(),
+            me: self.me.clone(),
+            peer,
+            peer_role: peer_role.into(),
+            deadline_ms: None,
+            state: initial,
+            opened_ms: now_ms,
+            said: Vec::new(),
+        };
+        let mut next = self.advance(&opened, message, &self.me, now_ms)?;
+        if deadline_ms.is_some() {
+            next.deadline_ms = deadline_ms;
+        }
+        self.save(&next)?;
+        live.insert(id, next.clone());
+        Ok(next)
+    }
+
     /// Checks that this agent may send an `M` in dialogue `id` now, and records it.
     pub fn outgoing<M: Message>(&self, id: u128, now_ms: u64) -> Result<Dialogue, DialogueError> {
         self.outgoing_named(M::NAME, id, now_ms)
