@@ -119,6 +119,46 @@ pub struct Cancel {
     pub reason: String,
 }
 
+/// The contract-net protocol as agents publish it: its messages, which reply answers which
+/// request, and its digest, by which participants are found in the almanac. [`serve`]
+/// includes it (with the participant's handlers) in an agent.
+pub fn protocol() -> agent_core::Protocol {
+    agent_core::Protocol::new("agora.contract-net", "1.0.0")
+        .message::<Cfp>()
+        .message::<Answer>()
+        .message::<Accept>()
+        .message::<Reject>()
+        .message::<Report>()
+        .message::<Cancel>()
+        .message::<Refused>()
+        .replies::<Cfp, Answer>()
+        .replies::<Accept, Report>()
+}
+
+/// The agents registered in `directory` as speaking contract-net, with every attribute in
+/// `attributes` (a route, a region, a kind of goods), at most `limit`.
+pub async fn find_participants(
+    directory: &dyn almanac::Directory,
+    attributes: &[(&str, &str)],
+    limit: usize,
+) -> Result<Vec<Address>, almanac::AlmanacError> {
+    let mut query = almanac::Query::protocol(protocol().digest());
+    for (key, value) in attributes {
+        query = query.with_attribute(*key, *value);
+    }
+    let mut found = Vec::new();
+    loop {
+        let page = directory.query(query.clone()).await?;
+        found.extend(page.records.iter().map(|r| r.address));
+        match page.next {
+            Some(next) if found.len() < limit => query = query.after(next),
+            _ => break,
+        }
+    }
+    found.truncate(limit);
+    Ok(found)
+}
+
 /// The contract-net dialogue rules (both roles).
 pub fn rules() -> Rules {
     Rules::builder("contract-net")
@@ -552,9 +592,10 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
         });
     }
     let proposals: Arc<parking_lot::Mutex<BTreeMap<u128, serde_json::Value>>> = Arc::default();
+    let mut served = protocol();
     {
         let (book, participant, proposals) = (book.clone(), participant.clone(), proposals.clone());
-        agent.on_message(move |ctx: Context, from: Address, cfp: Cfp| {
+        served = served.on_message(move |ctx: Context, from: Address, cfp: Cfp| {
             let (book, participant, proposals) = (book.clone(), participant.clone(), proposals.clone());
             async move {
                 let (Ok(dialogues), Some(id)) = (book.get(&ctx, PARTICIPANT), ctx.session()) else { return };
@@ -585,7 +626,7 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
     }
     {
         let (book, participant, proposals) = (book.clone(), participant.clone(), proposals.clone());
-        agent.on_message(move |ctx: Context, from: Address, _: Accept| {
+        served = served.on_message(move |ctx: Context, from: Address, _: Accept| {
             let (book, participant, proposals) = (book.clone(), participant.clone(), proposals.clone());
             async move {
                 let (Ok(dialogues), Some(id)) = (book.get(&ctx, PARTICIPANT), ctx.session()) else { return };
@@ -627,16 +668,17 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
     };
     {
         let (book, participant, proposals) = (book.clone(), participant.clone(), proposals.clone());
-        agent.on_message(move |ctx: Context, from: Address, _: Reject| {
+        served = served.on_message(move |ctx: Context, from: Address, _: Reject| {
             release(book.clone(), participant.clone(), proposals.clone(), ctx, from, "Reject")
         });
     }
     {
         let (book, participant, proposals) = (book.clone(), participant, proposals);
-        agent.on_message(move |ctx: Context, from: Address, _: Cancel| {
+        served = served.on_message(move |ctx: Context, from: Address, _: Cancel| {
             release(book.clone(), participant.clone(), proposals.clone(), ctx, from, "Cancel")
         });
     }
+    agent.include(served);
     book
 }
 

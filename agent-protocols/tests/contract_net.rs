@@ -241,3 +241,64 @@ async fn wait_for(done: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Participants are found through the almanac by the contract-net protocol's digest and an
+/// attribute, and the round runs with just them.
+#[tokio::test]
+async fn participants_are_found_through_the_almanac_by_protocol_and_attribute() {
+    use std::collections::BTreeMap;
+    let m = market().await;
+    let almanac = almanac::Almanac::new(almanac::Config::default());
+    let mut on_route = Vec::new();
+    for (name, route, price) in [("lhr-a", "LHR-JFK", 110), ("lhr-b", "LHR-JFK", 95), ("cdg", "CDG-JFK", 10)] {
+        let mut agent = Agent::builder(name).seed(name).build().unwrap();
+        contract_net::serve(&mut agent, Seller::new(price));
+        let address = m.bureau.add(agent).unwrap();
+        let registration = almanac::Registration::sign(
+            &agent_core::Identity::from_seed(name),
+            libp2p_free_peer_id(),
+            vec![],
+            vec![contract_net::protocol().digest()],
+            BTreeMap::from([("route".to_string(), route.to_string())]),
+            1,
+            agent_core::envelope::unix_now_ms() + 60_000,
+        );
+        almanac.register(registration).await.unwrap();
+        if route == "LHR-JFK" {
+            on_route.push(address);
+        }
+    }
+    // An agent on the route that does not speak contract-net is not a participant.
+    let bystander = agent_core::Identity::from_seed("bystander");
+    let attributes = BTreeMap::from([("route".to_string(), "LHR-JFK".to_string())]);
+    let record = almanac::Registration::sign(
+        &bystander,
+        libp2p_free_peer_id(),
+        vec![],
+        vec![],
+        attributes,
+        1,
+        agent_core::envelope::unix_now_ms() + 60_000,
+    );
+    almanac.register(record).await.unwrap();
+
+    let mut found = contract_net::find_participants(&almanac, &[("route", "LHR-JFK")], 100).await.unwrap();
+    found.sort();
+    on_route.sort();
+    assert_eq!(found, on_route);
+
+    let ctx = m.bureau.context(m.initiator).unwrap();
+    let called = contract_net::call::<_, u64>(&ctx, &m.book, &found, &"LHR-JFK", Duration::from_secs(2)).await.unwrap();
+    let outcome =
+        contract_net::award::<u64, String>(&ctx, &m.book, &called, &cheapest(&called), Duration::from_secs(2))
+            .await
+            .unwrap();
+    assert!(matches!(&outcome, Outcome::Awarded(won) if won[0].1 == Ok("booked at 95".to_string())), "{outcome:?}");
+    m.bureau.shutdown().await.unwrap();
+}
+
+/// A registration names a libp2p peer id; these agents are reached in-process, so any
+/// well-formed one does.
+fn libp2p_free_peer_id() -> String {
+    "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN".to_string()
+}
