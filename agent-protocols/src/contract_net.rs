@@ -610,6 +610,9 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                     Some((proposal, hold_until_ms)) => match serde_json::to_value(&proposal) {
                         Ok(value) => {
                             proposals.lock().insert(id, value.clone());
+                            if let Some(until) = hold_until_ms {
+                                release_when_hold_ends(participant.clone(), proposals.clone(), id, from, until);
+                            }
                             let pay_to = ctx.wallet().ok().map(|wallet| wallet.address());
                             Answer::Propose { proposal: value, hold_until_ms, pay_to }
                         }
@@ -642,7 +645,7 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                         },
                         Err(reason) => Report::Failure { reason },
                     },
-                    _ => Report::Failure { reason: "the proposal is no longer known".into() },
+                    _ => Report::Failure { reason: "the proposal is no longer held (its hold ended)".into() },
                 };
                 if dialogues.outgoing_named(report_step(&report), id, now_ms()).is_ok() {
                     // Cancelled meanwhile: the initiator no longer waits.
@@ -680,6 +683,26 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
     }
     agent.include(served);
     book
+}
+
+/// Releases the proposal of dialogue `id` once its hold ends, if no decision took it first
+/// (an award takes it to perform; a rejection or cancellation releases it). An award that
+/// comes later is answered with a failure: what was held may be gone.
+fn release_when_hold_ends<P: Participant>(
+    participant: Arc<P>,
+    proposals: Arc<parking_lot::Mutex<BTreeMap<u128, serde_json::Value>>>,
+    id: u128,
+    initiator: Address,
+    until_ms: u64,
+) {
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(until_ms.saturating_sub(now_ms()))).await;
+        let held = proposals.lock().remove(&id);
+        if let Some(Ok(proposal)) = held.map(serde_json::from_value::<P::Proposal>) {
+            tracing::debug!(dialogue = %format!("{id:032x}"), "a proposal's hold ended without a decision");
+            participant.release(initiator, proposal).await;
+        }
+    });
 }
 
 /// Tells `to` why its message in dialogue `id` was refused.

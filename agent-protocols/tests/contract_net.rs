@@ -15,13 +15,15 @@ use parking_lot::Mutex;
 struct Seller {
     price: u64,
     fails: bool,
+    /// How long each proposal's seat is held, if bounded.
+    hold_ms: Option<u64>,
     held: Mutex<u32>,
     released: Mutex<u32>,
 }
 
 impl Seller {
     fn new(price: u64) -> Arc<Seller> {
-        Arc::new(Seller { price, fails: false, held: Mutex::new(0), released: Mutex::new(0) })
+        Arc::new(Seller { price, fails: false, hold_ms: None, held: Mutex::new(0), released: Mutex::new(0) })
     }
 }
 
@@ -36,7 +38,7 @@ impl Participant for Seller {
             return None;
         }
         *self.held.lock() += 1;
-        Some((self.price, None))
+        Some((self.price, self.hold_ms.map(|ms| agent_core::envelope::unix_now_ms() + ms)))
     }
 
     async fn perform(&self, _initiator: Address, price: u64) -> Result<String, String> {
@@ -112,7 +114,8 @@ async fn the_cheapest_proposal_wins_and_the_others_are_released() {
 async fn no_proposals_and_failed_winners_are_outcomes_of_their_own() {
     let m = market().await;
     let seller = add_seller(&m, "seller", Seller::new(100));
-    let failing = Arc::new(Seller { price: 80, fails: true, held: Mutex::new(0), released: Mutex::new(0) });
+    let failing =
+        Arc::new(Seller { price: 80, fails: true, hold_ms: None, held: Mutex::new(0), released: Mutex::new(0) });
     let failing = add_seller(&m, "failing", failing);
     let ctx = m.bureau.context(m.initiator).unwrap();
 
@@ -301,4 +304,27 @@ async fn participants_are_found_through_the_almanac_by_protocol_and_attribute() 
 /// well-formed one does.
 fn libp2p_free_peer_id() -> String {
     "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN".to_string()
+}
+
+/// A proposal holds a seat until its hold ends: with no decision by then the seat is
+/// released, and a later award is answered with a failure instead of a booking.
+#[tokio::test]
+async fn a_hold_that_ends_without_a_decision_is_released() {
+    let m = market().await;
+    let seller =
+        Arc::new(Seller { price: 70, fails: false, hold_ms: Some(200), held: Mutex::new(0), released: Mutex::new(0) });
+    let address = add_seller(&m, "holding", seller.clone());
+    let ctx = m.bureau.context(m.initiator).unwrap();
+    let called =
+        contract_net::call::<_, u64>(&ctx, &m.book, &[address], &"LHR-JFK", Duration::from_secs(2)).await.unwrap();
+    assert_eq!(called.proposals[0].proposal, 70);
+    wait_for(|| *seller.released.lock() == 1).await;
+    let outcome =
+        contract_net::award::<u64, String>(&ctx, &m.book, &called, &[address], Duration::from_secs(2)).await.unwrap();
+    match outcome {
+        Outcome::AllFailed(failed) => assert!(failed[0].1.contains("no longer held"), "{failed:?}"),
+        other => panic!("an award after the hold ended must fail: {other:?}"),
+    }
+    assert_eq!(*seller.released.lock(), 1, "released once");
+    m.bureau.shutdown().await.unwrap();
 }
