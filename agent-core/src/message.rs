@@ -28,9 +28,11 @@
 //! changes the digest of every message containing it.
 //!
 //! The schema is canonical: object keys are sorted; the order of `required`, `enum`,
-//! `oneOf`, `anyOf` and `type` lists is ignored (it does not change what is accepted);
-//! `title`, `description` and `examples` are dropped, so doc comments and the names of
-//! nested Rust types do not count. Field order does not count either. Two binaries that
+//! `oneOf` and `type` lists is ignored (it does not change what is accepted), while
+//! `anyOf` keeps its order (serde tries an untagged enum's variants in order); the schema
+//! keywords `title`, `description` and `examples` are dropped (a field of that name is
+//! kept), so doc comments and the names of nested Rust types do not count, except as the
+//! definition names of recursive types. Field order does not count either. Two binaries that
 //! never shared code agree on the digest. The receiving side routes by digest, so a peer
 //! that changed a type is refused with
 //! [`EnvelopeError::UnknownSchema`](crate::EnvelopeError::UnknownSchema) instead of being
@@ -52,10 +54,23 @@
 //!
 //! ```compile_fail
 //! # use serde::{Deserialize, Serialize};
-//! mod as_text { /* serialize / deserialize a u64 as a string */ }
+//! mod as_text {
+//!     pub fn serialize<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+//!         s.collect_str(v)
+//!     }
+//!     pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+//!         let text: String = serde::Deserialize::deserialize(d)?;
+//!         text.parse().map_err(serde::de::Error::custom)
+//!     }
+//! }
 //!
+//! // schemars ignores these attributes (its schema would say "integer"); `Message` refuses
+//! // them. The same type with `#[schemars(with = "String")]` (below) compiles.
 //! #[derive(Serialize, Deserialize, schemars::JsonSchema, agent_core::Message)]
-//! struct Price { #[serde(with = "as_text")] cents: u64 }
+//! struct Price {
+//!     #[serde(serialize_with = "as_text::serialize", deserialize_with = "as_text::deserialize")]
+//!     cents: u64,
+//! }
 //! ```
 //!
 //! The same, with the wire form described, compiles:
@@ -74,7 +89,7 @@
 //!
 //! #[derive(Serialize, Deserialize, schemars::JsonSchema, agent_core::Message)]
 //! struct Price {
-//!     #[serde(with = "as_text")]
+//!     #[serde(serialize_with = "as_text::serialize", deserialize_with = "as_text::deserialize")]
 //!     #[schemars(with = "String")]
 //!     cents: u64,
 //! }
@@ -140,29 +155,67 @@ pub fn schema_digest(json: &str) -> SchemaDigest {
 
 /// Keywords that describe a schema for people and do not change what it accepts.
 const ANNOTATIONS: [&str; 5] = ["title", "description", "examples", "$comment", "$schema"];
-/// Keywords whose list order does not change what the schema accepts.
-const UNORDERED: [&str; 5] = ["required", "enum", "oneOf", "anyOf", "type"];
+/// Keywords whose list order does not change what the schema accepts. Not `anyOf`: serde
+/// tries an untagged enum's variants in order, so their order is part of the wire form.
+const UNORDERED: [&str; 4] = ["required", "enum", "oneOf", "type"];
+/// Keywords whose value maps names (of fields, patterns, definitions) to schemas.
+const NAMED_SCHEMAS: [&str; 5] = ["properties", "patternProperties", "$defs", "definitions", "dependentSchemas"];
+/// Keywords whose value is a list of schemas.
+const SCHEMA_LISTS: [&str; 4] = ["allOf", "anyOf", "oneOf", "prefixItems"];
+/// Keywords whose value is one schema.
+const SUBSCHEMAS: [&str; 11] = [
+    "items",
+    "additionalProperties",
+    "additionalItems",
+    "not",
+    "if",
+    "then",
+    "else",
+    "contains",
+    "propertyNames",
+    "unevaluatedItems",
+    "unevaluatedProperties",
+];
 
-/// `value` with sorted keys, annotations dropped and unordered lists sorted.
-fn canonical(value: &serde_json::Value) -> serde_json::Value {
+/// A schema made canonical: keys sorted, annotations dropped (only where they are schema
+/// keywords: a field named `title` stays a field), unordered lists sorted.
+fn canonical(schema: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    let Value::Object(map) = schema else { return data(schema) };
+    let mut entries: Vec<(String, Value)> = map
+        .iter()
+        .filter(|(key, _)| !ANNOTATIONS.contains(&key.as_str()))
+        .map(|(key, value)| {
+            let key_is = |set: &[&str]| set.contains(&key.as_str());
+            let mut value = match value {
+                Value::Object(named) if key_is(&NAMED_SCHEMAS) => {
+                    Value::Object(named.iter().map(|(name, schema)| (name.clone(), canonical(schema))).collect())
+                }
+                Value::Array(schemas) if key_is(&SCHEMA_LISTS) => Value::Array(schemas.iter().map(canonical).collect()),
+                one if key_is(&SUBSCHEMAS) => canonical(one),
+                other => data(other),
+            };
+            if let (true, Value::Array(items)) = (key_is(&UNORDERED), &mut value) {
+                items.sort_by_cached_key(|item| item.to_string());
+            }
+            (key.clone(), value)
+        })
+        .collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    Value::Object(entries.into_iter().collect())
+}
+
+/// A JSON value inside a schema (an `enum` member, a `const`, a `default`): keys sorted,
+/// nothing dropped.
+fn data(value: &serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
     match value {
         Value::Object(map) => {
-            let mut entries: Vec<(&String, Value)> = map
-                .iter()
-                .filter(|(key, _)| !ANNOTATIONS.contains(&key.as_str()))
-                .map(|(key, inner)| {
-                    let mut inner = canonical(inner);
-                    if let (true, Value::Array(items)) = (UNORDERED.contains(&key.as_str()), &mut inner) {
-                        items.sort_by_cached_key(|item| item.to_string());
-                    }
-                    (key, inner)
-                })
-                .collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            Value::Object(entries.into_iter().map(|(k, v)| (k.clone(), v)).collect())
+            let mut entries: Vec<(String, Value)> = map.iter().map(|(k, v)| (k.clone(), data(v))).collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().collect())
         }
-        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+        Value::Array(items) => Value::Array(items.iter().map(data).collect()),
         other => other.clone(),
     }
 }

@@ -374,3 +374,52 @@ fn the_manifest_publishes_schemas_a_reader_can_check() {
     assert!(Manifest::from_json(&tampered).is_err(), "a schema that does not match its digest is refused");
     assert_eq!(Manifest::from_json(&text).unwrap(), manifest);
 }
+
+mod annotation_named_fields {
+    use super::*;
+
+    #[derive(Serialize, Deserialize, JsonSchema, Message)]
+    #[message(name = "Book")]
+    pub struct Text {
+        pub title: String,
+        pub description: String,
+    }
+
+    #[derive(Serialize, Deserialize, JsonSchema, Message)]
+    #[message(name = "Book")]
+    pub struct Number {
+        pub title: u64,
+        pub description: String,
+    }
+
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[serde(untagged)]
+    pub enum IntFirst {
+        I(u64),
+        F(f64),
+    }
+
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[serde(untagged)]
+    pub enum FloatFirst {
+        F(f64),
+        I(u64),
+    }
+
+    #[derive(Serialize, Deserialize, JsonSchema, Message)]
+    #[message(name = "Reading")]
+    pub struct ReadingA(pub IntFirst);
+
+    #[derive(Serialize, Deserialize, JsonSchema, Message)]
+    #[message(name = "Reading")]
+    pub struct ReadingB(pub FloatFirst);
+}
+
+#[test]
+fn fields_named_like_schema_keywords_and_untagged_variant_order_count() {
+    use annotation_named_fields::*;
+    assert_ne!(Text::digest(), Number::digest(), "a field named `title` is a field, not an annotation");
+    assert!(Text::schema().json().contains(r#""title":{"type":"string"}"#), "{}", Text::schema().json());
+    // serde tries untagged variants in order: `5` is an integer in one, a float in the other.
+    assert_ne!(ReadingA::digest(), ReadingB::digest());
+}

@@ -79,7 +79,13 @@ fn check_custom_serde(attrs: &[syn::Attribute], at: &dyn quote::ToTokens) -> syn
                 (false, "with" | "schema_with") => described = true,
                 _ => {}
             }
-            if let Ok(value) = meta.value() {
+            if meta.input.peek(syn::token::Paren) {
+                // `rename(serialize = "..")` and the like: skip the group, read on.
+                let _group: proc_macro2::TokenStream;
+                let content;
+                syn::parenthesized!(content in meta.input);
+                _group = content.parse()?;
+            } else if let Ok(value) = meta.value() {
                 let _: syn::Expr = value.parse()?;
             }
             Ok(())
