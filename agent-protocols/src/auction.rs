@@ -71,22 +71,14 @@ pub fn dutch(acceptances: &[Acceptance], start: u128, step: u128, floor: u128) -
 }
 
 /// Sealed-bid second-price (Vickrey) auction. Bids below `reserve` do not count. The
-/// highest bid wins (the earliest among equal highest); it pays the highest amount among
-/// the other counted bids, or `reserve` if there is none.
+/// highest bid wins (the earliest among equal highest); it pays the highest counted bid of
+/// any *other* bidder (a bidder's own lower bids never set its price), or `reserve` if
+/// there is none.
 pub fn vickrey(bids: &[Bid], reserve: u128) -> Option<Award> {
-    let mut best: Option<&Bid> = None;
-    let mut second: Option<u128> = None;
-    for bid in bids.iter().filter(|b| b.amount >= reserve) {
-        match best {
-            Some(b) if (bid.amount, std::cmp::Reverse(bid.seq)) > (b.amount, std::cmp::Reverse(b.seq)) => {
-                second = Some(second.map_or(b.amount, |s| s.max(b.amount)));
-                best = Some(bid);
-            }
-            Some(_) => second = Some(second.map_or(bid.amount, |s| s.max(bid.amount))),
-            None => best = Some(bid),
-        }
-    }
-    best.map(|b| Award { winner: b.bidder, price: second.unwrap_or(reserve).max(reserve) })
+    let counted = || bids.iter().filter(|b| b.amount >= reserve);
+    let winner = counted().max_by_key(|b| (b.amount, std::cmp::Reverse(b.seq)))?;
+    let price = counted().filter(|b| b.bidder != winner.bidder).map(|b| b.amount).max().unwrap_or(reserve);
+    Some(Award { winner: winner.bidder, price: price.max(reserve) })
 }
 
 /// An order in a double auction: buy (a bid) or sell (an ask) up to `quantity` units at

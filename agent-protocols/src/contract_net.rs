@@ -275,7 +275,10 @@ pub async fn call<T: Serialize, P: DeserializeOwned + Send + 'static>(
 ) -> Result<Called<P>, String> {
     let dialogues = book.get(ctx, INITIATOR)?;
     let task = serde_json::to_value(task).map_err(|e| e.to_string())?;
-    let deadline_ms = now_ms() + deadline.as_millis() as u64;
+    // One clock for both sides of the deadline: the participants are told `deadline_ms`,
+    // and answers are gathered until the same instant.
+    let until = tokio::time::Instant::now() + deadline;
+    let deadline_ms = now_ms().saturating_add(deadline.as_millis() as u64);
     let late_window = deadline.max(Duration::from_secs(1));
     let mut answers = tokio::task::JoinSet::new();
     for &participant in participants {
@@ -294,22 +297,31 @@ pub async fn call<T: Serialize, P: DeserializeOwned + Send + 'static>(
     }
     let mut called = Called { proposals: Vec::new(), refused: Vec::new(), silent: Vec::new() };
     let mut answered = BTreeMap::new();
-    let until = tokio::time::Instant::now() + deadline;
     while let Ok(Some(joined)) = tokio::time::timeout_at(until, answers.join_next()).await {
         let Ok((from, id, answer, _)) = joined else { continue };
         // No answer (the participant ended without one, or is unreachable) is silence.
         let Ok(answer) = answer else { continue };
-        answered.insert(from, ());
         match dialogues.incoming_named(answer_step(&answer), id, from, now_ms()) {
-            Ok(_) => match answer {
-                Answer::Propose { proposal, hold_until_ms, pay_to } => match serde_json::from_value(proposal) {
-                    Ok(proposal) => {
-                        called.proposals.push(Proposal { from, dialogue: id, proposal, hold_until_ms, pay_to })
-                    }
-                    Err(e) => called.refused.push((from, format!("an unreadable proposal: {e}"))),
-                },
-                Answer::Refuse { reason } => called.refused.push((from, reason)),
-            },
+            Ok(_) => {
+                answered.insert(from, ());
+                match answer {
+                    Answer::Propose { proposal, hold_until_ms, pay_to } => match serde_json::from_value(proposal) {
+                        Ok(proposal) => {
+                            called.proposals.push(Proposal { from, dialogue: id, proposal, hold_until_ms, pay_to })
+                        }
+                        Err(e) => {
+                            // Not a proposal this initiator can weigh: rejected, so its hold ends.
+                            reject(ctx, dialogues, id, from, RejectReason::NotChosen).await;
+                            called.refused.push((from, format!("an unreadable proposal: {e}")));
+                        }
+                    },
+                    Answer::Refuse { reason } => called.refused.push((from, reason)),
+                }
+            }
+            // Past the deadline by the dialogue's clock: late, and told so.
+            Err(DialogueError::Late { .. }) if matches!(answer, Answer::Propose { .. }) => {
+                reject(ctx, dialogues, id, from, RejectReason::Late).await;
+            }
             Err(refused) => tracing::warn!(%from, error = %refused, "a contract-net answer was refused"),
         }
     }
@@ -320,13 +332,18 @@ pub async fn call<T: Serialize, P: DeserializeOwned + Send + 'static>(
         while let Some(joined) = answers.join_next().await {
             let Ok((from, id, Ok(Answer::Propose { .. }), book)) = joined else { continue };
             let Some(dialogues) = book.dialogues() else { continue };
-            if dialogues.outgoing_named("Reject", id, now_ms()).is_ok() {
-                // The participant may be gone; a late proposal has no claim.
-                let _ = ctx.send_in(id, from, Reject { reason: RejectReason::Late }).await;
-            }
+            reject(&ctx, dialogues, id, from, RejectReason::Late).await;
         }
     });
     Ok(called)
+}
+
+/// Rejects the proposal of dialogue `id`, if the dialogue allows it now.
+async fn reject(ctx: &Context, dialogues: &Dialogues, id: u128, to: Address, reason: RejectReason) {
+    if dialogues.outgoing_named("Reject", id, now_ms()).is_ok() {
+        // The participant may be gone; a rejected proposal has no claim either way.
+        let _ = ctx.send_in(id, to, Reject { reason }).await;
+    }
 }
 
 /// Accepts the proposals of `winners` (the rest of `called` are rejected as not chosen),
@@ -350,9 +367,8 @@ pub async fn award<P, R: DeserializeOwned>(
             reports.spawn(async move {
                 (to, id, ctx.request_in::<Accept, Report>(id, to, Accept, Some(perform_timeout)).await)
             });
-        } else if dialogues.outgoing_named("Reject", id, now_ms()).is_ok() {
-            // A rejected proposer that is gone loses nothing by not hearing it.
-            let _ = ctx.send_in(id, to, Reject { reason: RejectReason::NotChosen }).await;
+        } else {
+            reject(ctx, dialogues, id, to, RejectReason::NotChosen).await;
         }
     }
     if reports.is_empty() {
@@ -459,7 +475,12 @@ pub async fn award_and_pay<P, R: DeserializeOwned>(
             (true, Some(pay_to)) => {
                 let price = price_of(&proposal.proposal);
                 match wallet.lock(price, pay_to, deadline_ms, wallet.address(), Some(deal_of(id))).await {
-                    Ok((escrow, _)) => Some(escrow),
+                    Ok((escrow, _)) => {
+                        // Scheduled now, whatever happens next (this future dropped, the
+                        // award refused): a release before the deadline makes it a no-op.
+                        refund_when_due(wallet.clone(), escrow, deadline_ms);
+                        Some(escrow)
+                    }
                     Err(e) => {
                         let result = Err(format!("the price could not be locked: {e}"));
                         settlements.push(Settlement { winner: to, result, escrow: None, paid: false });
@@ -476,13 +497,7 @@ pub async fn award_and_pay<P, R: DeserializeOwned>(
                 });
             }
             _ => {
-                if let Some(escrow) = locked {
-                    refund_when_due(wallet.clone(), escrow, deadline_ms);
-                }
-                if dialogues.outgoing_named("Reject", id, now_ms()).is_ok() {
-                    // A rejected proposer that is gone loses nothing by not hearing it.
-                    let _ = ctx.send_in(id, to, Reject { reason: RejectReason::NotChosen }).await;
-                }
+                reject(ctx, dialogues, id, to, RejectReason::NotChosen).await;
             }
         }
     }
@@ -514,14 +529,11 @@ pub async fn award_and_pay<P, R: DeserializeOwned>(
                 Ok(_) => true,
                 Err(e) => {
                     tracing::error!(%winner, error = %e, "releasing a winner's escrow failed; it is refunded when due");
-                    refund_when_due(wallet.clone(), escrow, deadline_ms);
                     false
                 }
             },
-            Err(_) => {
-                refund_when_due(wallet.clone(), escrow, deadline_ms);
-                false
-            }
+            // Refunded when due (scheduled at the lock).
+            Err(_) => false,
         };
         settlements.push(Settlement { winner, result, escrow: Some(escrow), paid });
     }
@@ -529,21 +541,25 @@ pub async fn award_and_pay<P, R: DeserializeOwned>(
 }
 
 /// Refunds `escrow` to `wallet` once its deadline has passed, in the background: tries
-/// just after the deadline, then every second for a minute (the ledger may be briefly
-/// unreachable). An escrow already settled (released) is left alone.
+/// just after the deadline, then again with backoff (1 s doubling to a minute, for about an
+/// hour) while the ledger is unreachable. An escrow already settled (released, or refunded)
+/// is left alone. The task lives in this process: after a restart, the payer refunds what
+/// is left with [`Wallet::refund`].
 pub fn refund_when_due(wallet: Wallet, escrow: EscrowId, deadline_ms: u64) {
     tokio::spawn(async move {
-        let wait = deadline_ms.saturating_sub(now_ms()) + 1;
+        let wait = deadline_ms.saturating_sub(now_ms()).saturating_add(1);
         tokio::time::sleep(Duration::from_millis(wait)).await;
-        for _ in 0..60 {
+        let mut pause = Duration::from_secs(1);
+        for _ in 0..70 {
             match wallet.refund(escrow).await {
                 Ok(_) => return,
                 Err(agent_core::WalletError::Ledger(LedgerError::UnknownEscrow(_))) => return,
                 Err(e) => tracing::warn!(%escrow, error = %e, "refund not yet possible; trying again"),
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(60));
         }
-        tracing::error!(%escrow, "an escrow could not be refunded for a minute; its payer may refund it later");
+        tracing::error!(%escrow, "an escrow could not be refunded for an hour; its payer may refund it later");
     });
 }
 
@@ -606,23 +622,35 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                     Ok(task) => participant.evaluate(from, task).await,
                     Err(_) => None,
                 };
-                let answer = match evaluated {
+                let (answer, held) = match evaluated {
                     Some((proposal, hold_until_ms)) => match serde_json::to_value(&proposal) {
                         Ok(value) => {
-                            proposals.lock().insert(id, value.clone());
+                            let pay_to = ctx.wallet().ok().map(|wallet| wallet.address());
+                            let held = (value.clone(), hold_until_ms, proposal);
+                            (Answer::Propose { proposal: value, hold_until_ms, pay_to }, Some(held))
+                        }
+                        Err(e) => (Answer::Refuse { reason: e.to_string() }, None),
+                    },
+                    None => (Answer::Refuse { reason: "no proposal".into() }, None),
+                };
+                match dialogues.outgoing_named(answer_step(&answer), id, now_ms()) {
+                    Ok(_) => {
+                        if let Some((value, hold_until_ms, _)) = held {
+                            proposals.lock().insert(id, value);
                             if let Some(until) = hold_until_ms {
                                 release_when_hold_ends(participant.clone(), proposals.clone(), id, from, until);
                             }
-                            let pay_to = ctx.wallet().ok().map(|wallet| wallet.address());
-                            Answer::Propose { proposal: value, hold_until_ms, pay_to }
                         }
-                        Err(e) => Answer::Refuse { reason: e.to_string() },
-                    },
-                    None => Answer::Refuse { reason: "no proposal".into() },
-                };
-                if dialogues.outgoing_named(answer_step(&answer), id, now_ms()).is_ok() {
-                    // The initiator may have given up: its deadline decides.
-                    let _ = ctx.reply(answer).await;
+                        // The initiator may have given up: its deadline decides.
+                        let _ = ctx.reply(answer).await;
+                    }
+                    // Too late to propose (the deadline passed while evaluating): what the
+                    // proposal would have held goes back at once.
+                    Err(_) => {
+                        if let Some((_, _, proposal)) = held {
+                            participant.release(from, proposal).await;
+                        }
+                    }
                 }
             }
         });

@@ -38,14 +38,14 @@ proptest! {
     }
 
     /// Vickrey: the highest counted bid (earliest among equals) wins and pays the highest
-    /// other counted bid, or the reserve.
+    /// counted bid of another bidder, or the reserve.
     #[test]
     fn vickrey_matches_its_rules(bids in bids(), reserve in 0u128..100) {
         let mut counted: Vec<Bid> = bids.iter().filter(|b| b.amount >= reserve).copied().collect();
         counted.sort_by(|a, b| b.amount.cmp(&a.amount).then(a.seq.cmp(&b.seq)));
         let expected = counted.first().map(|w| Award {
             winner: w.bidder,
-            price: counted.get(1).map_or(reserve, |s| s.amount.max(reserve)),
+            price: counted.iter().find(|b| b.bidder != w.bidder).map_or(reserve, |s| s.amount.max(reserve)),
         });
         prop_assert_eq!(auction::vickrey(&bids, reserve), expected);
     }
@@ -115,6 +115,17 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_vickrey_winner_does_not_pay_its_own_second_bid() {
+    let (a, b) = (trader(1), trader(2));
+    let bids = [
+        Bid { bidder: a, amount: 100, seq: 0 },
+        Bid { bidder: a, amount: 90, seq: 1 },
+        Bid { bidder: b, amount: 60, seq: 2 },
+    ];
+    assert_eq!(auction::vickrey(&bids, 10), Some(Award { winner: a, price: 60 }));
 }
 
 #[test]

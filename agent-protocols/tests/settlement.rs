@@ -147,3 +147,54 @@ async fn a_price_that_cannot_be_locked_is_not_awarded() {
     assert_eq!(s.book.dialogues().unwrap().get(dialogue).unwrap().state, "rejected", "told it was not chosen");
     s.bureau.shutdown().await.unwrap();
 }
+
+/// A slow seller, to drop the award half way.
+struct Slow;
+
+#[async_trait::async_trait]
+impl Participant for Slow {
+    type Task = String;
+    type Proposal = u128;
+    type Result = String;
+
+    async fn evaluate(&self, _initiator: Address, _task: String) -> Option<(u128, Option<u64>)> {
+        Some((70, None))
+    }
+
+    async fn perform(&self, _initiator: Address, _price: u128) -> Result<String, String> {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Ok("too late".into())
+    }
+}
+
+/// The initiator gives up on the award after the price was locked (its future dropped):
+/// the escrow is still refunded once due, never left locked.
+#[tokio::test]
+async fn an_award_abandoned_after_the_lock_is_still_refunded() {
+    let s = setup(1_000).await;
+    let mut agent = Agent::builder("slow").build().unwrap();
+    contract_net::serve(&mut agent, Arc::new(Slow));
+    let slow = s.bureau.add(agent).unwrap();
+    let winners = [slow];
+    let ctx = s.bureau.context(s.buyer).unwrap();
+    let called =
+        contract_net::call::<_, u128>(&ctx, &s.book, &winners, &"parts", Duration::from_secs(2)).await.unwrap();
+    let award = contract_net::award_and_pay::<u128, String>(
+        &ctx,
+        &s.book,
+        &called,
+        &winners,
+        |p| *p,
+        Duration::from_millis(200),
+    );
+    assert!(tokio::time::timeout(Duration::from_millis(100), award).await.is_err(), "abandoned while the seller works");
+    assert_eq!(s.ledger.balance(s.buyer_wallet.address()).await.unwrap(), 930, "locked");
+
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while s.ledger.balance(s.buyer_wallet.address()).await.unwrap() != 1_000 {
+        assert!(tokio::time::Instant::now() < until, "the escrow was left locked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(s.ledger.audit_total().unwrap(), 1_000);
+    s.bureau.shutdown().await.unwrap();
+}
