@@ -165,19 +165,33 @@ async fn damage_before_the_last_record_is_refused_and_a_bad_last_record_is_cut()
     assert_eq!(std::fs::metadata(&path).unwrap().len(), starts[9] as u64);
 }
 
+/// A ledger on `dir` whose disk can be made to fail, with alice holding 100 and bob
+/// holding nothing.
+struct Faulty {
+    ledger: LocalLedger,
+    faults: Faults,
+    alice: Identity,
+    bob: agent_core::Address,
+    config: LocalLedgerConfig,
+}
+
+async fn faulty(dir: &std::path::Path) -> Faulty {
+    let mint = Identity::from_seed("faulty log mint");
+    let config = LocalLedgerConfig::default().with_path(dir).with_authority(mint.address());
+    let faults = Faults::new();
+    let ledger = LocalLedger::open(config.clone().with_faults(faults.clone())).unwrap();
+    let alice = Identity::from_seed("faulty log alice");
+    ledger.submit(Transaction::sign(&mint, 0, Operation::Mint { to: alice.address(), amount: 100 }, "")).await.unwrap();
+    Faulty { ledger, faults, alice, bob: Identity::from_seed("faulty log bob").address(), config }
+}
+
 /// A group whose sync failed is reported as maybe applied and is not in the state; before
 /// the next group is written the log is cut back, so a restart never finds the failed group
 /// (which would replay a transfer the live ledger said nothing about, and diverge).
 #[tokio::test]
 async fn a_group_whose_sync_failed_never_resurfaces_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let mint = Identity::from_seed("sync mint");
-    let alice = Identity::from_seed("sync alice");
-    let bob = Identity::from_seed("sync bob").address();
-    let faults = Faults::new();
-    let config = || LocalLedgerConfig::default().with_path(dir.path()).with_authority(mint.address());
-    let ledger = LocalLedger::open(config().with_faults(faults.clone())).unwrap();
-    ledger.submit(Transaction::sign(&mint, 0, Operation::Mint { to: alice.address(), amount: 100 }, "")).await.unwrap();
+    let Faulty { ledger, faults, alice, bob, config } = faulty(dir.path()).await;
 
     faults.fail_syncs(true);
     let failed = ledger.submit(Transaction::sign(&alice, 0, Operation::Transfer { to: bob, amount: 30 }, "")).await;
@@ -195,7 +209,7 @@ async fn a_group_whose_sync_failed_never_resurfaces_after_a_restart() {
     let live = ledger.history(alice.address(), 10).await.unwrap();
     drop(ledger);
 
-    let reopened = LocalLedger::open(config()).unwrap();
+    let reopened = LocalLedger::open(config).unwrap();
     assert_eq!(reopened.history(alice.address(), 10).await.unwrap(), live);
     assert_eq!(reopened.balance(bob).await.unwrap(), 30, "paid once");
     assert_eq!(reopened.next_nonce(alice.address()).await.unwrap(), 1);
@@ -206,20 +220,14 @@ async fn a_group_whose_sync_failed_never_resurfaces_after_a_restart() {
 #[tokio::test]
 async fn a_group_whose_sync_failed_is_gone_even_if_the_ledger_stops_right_after() {
     let dir = tempfile::tempdir().unwrap();
-    let mint = Identity::from_seed("stop mint");
-    let alice = Identity::from_seed("stop alice");
-    let bob = Identity::from_seed("stop bob").address();
-    let faults = Faults::new();
-    let config = || LocalLedgerConfig::default().with_path(dir.path()).with_authority(mint.address());
-    let ledger = LocalLedger::open(config().with_faults(faults.clone())).unwrap();
-    ledger.submit(Transaction::sign(&mint, 0, Operation::Mint { to: alice.address(), amount: 100 }, "")).await.unwrap();
+    let Faulty { ledger, faults, alice, bob, config } = faulty(dir.path()).await;
     faults.fail_syncs(true);
     let failed = ledger.submit(Transaction::sign(&alice, 0, Operation::Transfer { to: bob, amount: 30 }, "")).await;
     assert!(matches!(failed, Err(LedgerError::Unavailable(_))), "{failed:?}");
     faults.fail_syncs(false);
     drop(ledger);
 
-    let reopened = LocalLedger::open(config()).unwrap();
+    let reopened = LocalLedger::open(config).unwrap();
     assert_eq!(reopened.height().unwrap(), 1);
     assert_eq!(reopened.balance(bob).await.unwrap(), 0, "what the live ledger said was not applied stays so");
     assert_eq!(reopened.next_nonce(alice.address()).await.unwrap(), 0);

@@ -338,6 +338,35 @@ pub async fn call<T: Serialize, P: DeserializeOwned + Send + 'static>(
     Ok(called)
 }
 
+/// What a winner's report (or its absence) means: its result, or why there is none. With
+/// no report in time the award is withdrawn, so the winner stops too.
+async fn outcome_of<R: DeserializeOwned>(
+    ctx: &Context,
+    dialogues: &Dialogues,
+    id: u128,
+    winner: Address,
+    report: Result<Report, agent_core::RequestError>,
+) -> Result<R, String> {
+    match report {
+        Ok(report) => match dialogues.incoming_named(report_step(&report), id, winner, now_ms()) {
+            Ok(_) => match report {
+                Report::Done { result } => {
+                    serde_json::from_value(result).map_err(|e| format!("an unreadable result: {e}"))
+                }
+                Report::Failure { reason } => Err(reason),
+            },
+            Err(refused) => Err(refused.to_string()),
+        },
+        Err(e) => {
+            if dialogues.outgoing_named("Cancel", id, now_ms()).is_ok() {
+                // The winner may be gone; the award is withdrawn either way.
+                let _ = ctx.send_in(id, winner, Cancel { reason: format!("no report in time: {e}") }).await;
+            }
+            Err(format!("no report: {e}"))
+        }
+    }
+}
+
 /// Rejects the proposal of dialogue `id`, if the dialogue allows it now.
 async fn reject(ctx: &Context, dialogues: &Dialogues, id: u128, to: Address, reason: RejectReason) {
     if dialogues.outgoing_named("Reject", id, now_ms()).is_ok() {
@@ -377,25 +406,7 @@ pub async fn award<P, R: DeserializeOwned>(
     let mut results = Vec::new();
     while let Some(joined) = reports.join_next().await {
         let Ok((from, id, report)) = joined else { continue };
-        let result = match report {
-            Ok(report) => match dialogues.incoming_named(report_step(&report), id, from, now_ms()) {
-                Ok(_) => match report {
-                    Report::Done { result } => {
-                        serde_json::from_value(result).map_err(|e| format!("an unreadable result: {e}"))
-                    }
-                    Report::Failure { reason } => Err(reason),
-                },
-                Err(refused) => Err(refused.to_string()),
-            },
-            Err(e) => {
-                // No report in time: the award is withdrawn, so the winner stops too.
-                if dialogues.outgoing_named("Cancel", id, now_ms()).is_ok() {
-                    let _ = ctx.send_in(id, from, Cancel { reason: format!("no report in time: {e}") }).await;
-                }
-                Err(format!("no report: {e}"))
-            }
-        };
-        results.push((from, result));
+        results.push((from, outcome_of(ctx, dialogues, id, from, report).await));
     }
     if results.iter().all(|(_, r)| r.is_err()) {
         return Ok(Outcome::AllFailed(results.into_iter().map(|(a, r)| (a, r.err().unwrap_or_default())).collect()));
@@ -506,24 +517,7 @@ pub async fn award_and_pay<P, R: DeserializeOwned>(
     }
     while let Some(joined) = reports.join_next().await {
         let Ok((winner, id, escrow, report)) = joined else { continue };
-        let result = match report {
-            Ok(report) => match dialogues.incoming_named(report_step(&report), id, winner, now_ms()) {
-                Ok(_) => match report {
-                    Report::Done { result } => {
-                        serde_json::from_value(result).map_err(|e| format!("an unreadable result: {e}"))
-                    }
-                    Report::Failure { reason } => Err(reason),
-                },
-                Err(refused) => Err(refused.to_string()),
-            },
-            Err(e) => {
-                if dialogues.outgoing_named("Cancel", id, now_ms()).is_ok() {
-                    // The winner may be gone; the award is withdrawn either way.
-                    let _ = ctx.send_in(id, winner, Cancel { reason: format!("no report in time: {e}") }).await;
-                }
-                Err(format!("no report: {e}"))
-            }
-        };
+        let result = outcome_of(ctx, dialogues, id, winner, report).await;
         let paid = match &result {
             Ok(_) => match wallet.release(escrow).await {
                 Ok(_) => true,
