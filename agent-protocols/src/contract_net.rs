@@ -210,7 +210,13 @@ pub struct Book {
 impl Book {
     fn get(&self, ctx: &Context, role: &str) -> Result<&Dialogues, String> {
         if let Some(dialogues) = self.dialogues.get() {
-            return Ok(dialogues);
+            return match dialogues.role() == role {
+                true => Ok(dialogues),
+                false => Err(format!(
+                    "this book holds the {} side of contract-net; the {role} side needs a book of its own",
+                    dialogues.role()
+                )),
+            };
         }
         let storage = ctx.storage().map_err(|e| e.to_string())?;
         let loaded = Dialogues::load(rules(), role, storage).map_err(|e| e.to_string())?;

@@ -200,6 +200,11 @@ impl Dialogues {
         Ok(Dialogues { rules: Arc::new(rules), me: me.into(), storage, live: parking_lot::Mutex::new(live) })
     }
 
+    /// The role this agent plays in these dialogues.
+    pub fn role(&self) -> &str {
+        &self.me
+    }
+
     /// The rules.
     pub fn rules(&self) -> &Rules {
         &self.rules
@@ -228,7 +233,7 @@ impl Dialogues {
             me: self.me.clone(),
             peer,
             peer_role: peer_role.into(),
-            deadline_ms: self.rules.deadline(&initial).map(|d| now_ms + d.as_millis() as u64),
+            deadline_ms: self.rules.deadline(&initial).map(|d| now_ms.saturating_add(d.as_millis() as u64)),
             state: initial,
             opened_ms: now_ms,
             said: Vec::new(),
@@ -356,7 +361,7 @@ impl Dialogues {
                     me: self.me.clone(),
                     peer: from,
                     peer_role: opening.sender.clone(),
-                    deadline_ms: self.rules.deadline(&initial).map(|d| now_ms + d.as_millis() as u64),
+                    deadline_ms: self.rules.deadline(&initial).map(|d| now_ms.saturating_add(d.as_millis() as u64)),
                     state: initial,
                     opened_ms: now_ms,
                     said: Vec::new(),
@@ -452,7 +457,7 @@ impl Dialogues {
         };
         let mut next = dialogue.clone();
         next.state = step.to.clone();
-        next.deadline_ms = self.rules.deadline(&step.to).map(|d| now_ms + d.as_millis() as u64);
+        next.deadline_ms = self.rules.deadline(&step.to).map(|d| now_ms.saturating_add(d.as_millis() as u64));
         next.said.push(Said { message: message.into(), sender: sender.into(), at_ms: now_ms });
         Ok(next)
     }
