@@ -19,6 +19,7 @@
 //!     called --> refused: Refuse (participant)
 //!     called --> rejected: Reject (initiator, also after the deadline: late)
 //!     called --> cancelled: Cancel (initiator)
+//!     proposed --> cancelled: Cancel (initiator)
 //!     proposed --> awarded: Accept (initiator)
 //!     proposed --> rejected: Reject (initiator)
 //!     awarded --> done: Done (participant)
@@ -170,6 +171,7 @@ pub fn rules() -> Rules {
         .named_step("Cancel", "called", INITIATOR, "cancelled", true)
         .named_step("Accept", "proposed", INITIATOR, "awarded", false)
         .named_step("Reject", "proposed", INITIATOR, "rejected", true)
+        .named_step("Cancel", "proposed", INITIATOR, "cancelled", true)
         .named_step("Done", "awarded", PARTICIPANT, "done", false)
         .named_step("Failure", "awarded", PARTICIPANT, "failed", false)
         .named_step("Cancel", "awarded", INITIATOR, "cancelled", true)
@@ -267,6 +269,8 @@ pub enum Outcome<R> {
     AllFailed(Vec<(Address, String)>),
     /// The initiator chose no proposal: every proposer was rejected.
     NoneChosen,
+    /// The initiator withdrew the call ([`cancel`]): every proposer was told.
+    Cancelled,
 }
 
 /// Calls `participants` for proposals on `task`, each in a dialogue of its own, and
@@ -379,6 +383,20 @@ async fn reject(ctx: &Context, dialogues: &Dialogues, id: u128, to: Address, rea
         // The participant may be gone; a rejected proposal has no claim either way.
         let _ = ctx.send_in(id, to, Reject { reason }).await;
     }
+}
+
+/// Withdraws a call before any award: every proposer is sent [`Cancel`] (and releases what
+/// it held), every dialogue of the call is closed. Returns [`Outcome::Cancelled`].
+pub async fn cancel<P, R>(ctx: &Context, book: &Book, called: &Called<P>, reason: &str) -> Result<Outcome<R>, String> {
+    let dialogues = book.get(ctx, INITIATOR)?;
+    for proposal in &called.proposals {
+        let (id, to) = (proposal.dialogue, proposal.from);
+        if dialogues.outgoing_named("Cancel", id, now_ms()).is_ok() {
+            // A proposer that is gone loses nothing by not hearing it.
+            let _ = ctx.send_in(id, to, Cancel { reason: reason.into() }).await;
+        }
+    }
+    Ok(Outcome::Cancelled)
 }
 
 /// Accepts the proposals of `winners` (the rest of `called` are rejected as not chosen),

@@ -328,3 +328,23 @@ async fn a_hold_that_ends_without_a_decision_is_released() {
     assert_eq!(*seller.released.lock(), 1, "released once");
     m.bureau.shutdown().await.unwrap();
 }
+
+/// The initiator withdraws its call: every proposer is told and releases its hold, and a
+/// late award of a withdrawn call is refused by the dialogue.
+#[tokio::test]
+async fn a_withdrawn_call_is_cancelled_for_every_proposer() {
+    let m = market().await;
+    let sellers = [Seller::new(100), Seller::new(120)];
+    let addresses: Vec<Address> =
+        sellers.iter().enumerate().map(|(i, s)| add_seller(&m, &format!("cancelled {i}"), s.clone())).collect();
+    let ctx = m.bureau.context(m.initiator).unwrap();
+    let called =
+        contract_net::call::<_, u64>(&ctx, &m.book, &addresses, &"LHR-JFK", Duration::from_secs(2)).await.unwrap();
+    let outcome = contract_net::cancel::<u64, String>(&ctx, &m.book, &called, "trip called off").await.unwrap();
+    assert_eq!(outcome, Outcome::Cancelled);
+    wait_for(|| sellers.iter().all(|s| *s.released.lock() == 1)).await;
+    let outcome =
+        contract_net::award::<u64, String>(&ctx, &m.book, &called, &addresses, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(outcome, Outcome::NoneChosen, "nothing can be awarded after a cancel");
+    m.bureau.shutdown().await.unwrap();
+}
