@@ -4,7 +4,8 @@
 //! refuses; at the deadline (or once everyone has answered) the initiator accepts some
 //! proposals and rejects the rest; a proposal that comes after the deadline is rejected
 //! with the reason [`RejectReason::Late`]; a winner performs the task and reports done (with
-//! a result) or failure; either side may cancel an award.
+//! a result) or failure. The initiator may withdraw a call ([`cancel`]); an award with no
+//! report in time is cancelled.
 //!
 //! Each participant's part is a dialogue of its own (its id is the session its messages
 //! travel in), checked on both sides against [`rules`]. The initiator side is [`call`] and
@@ -38,10 +39,28 @@ use serde::{Deserialize, Serialize};
 
 use crate::dialogue::{DialogueError, Dialogues, Refused, Rules};
 
-/// The roles.
+/// The role that calls for proposals.
 pub const INITIATOR: &str = "initiator";
-/// The roles.
+/// The role that proposes and performs.
 pub const PARTICIPANT: &str = "participant";
+
+/// Why a contract-net call or award could not run. What the participants did (refusals,
+/// failures, silence) is never an error: it is in the [`Called`] and [`Outcome`].
+#[derive(Debug, thiserror::Error)]
+pub enum ContractNetError {
+    /// The agent's dialogues could not be read, or the book belongs to the other role.
+    #[error("contract-net dialogues unavailable: {0}")]
+    Dialogues(String),
+    /// A step could not be recorded (storage) or was refused by the rules.
+    #[error(transparent)]
+    Dialogue(#[from] DialogueError),
+    /// The task could not be encoded as JSON.
+    #[error("the task cannot be encoded: {0}")]
+    Encode(String),
+    /// The initiator has no wallet to pay from (its bureau has no ledger).
+    #[error("no wallet to pay from: {0}")]
+    Wallet(String),
+}
 
 /// A call for proposals: the task, as JSON, and when proposals are due.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
@@ -210,18 +229,18 @@ pub struct Book {
 }
 
 impl Book {
-    fn get(&self, ctx: &Context, role: &str) -> Result<&Dialogues, String> {
+    fn get(&self, ctx: &Context, role: &str) -> Result<&Dialogues, ContractNetError> {
         if let Some(dialogues) = self.dialogues.get() {
             return match dialogues.role() == role {
                 true => Ok(dialogues),
-                false => Err(format!(
+                false => Err(ContractNetError::Dialogues(format!(
                     "this book holds the {} side of contract-net; the {role} side needs a book of its own",
                     dialogues.role()
-                )),
+                ))),
             };
         }
-        let storage = ctx.storage().map_err(|e| e.to_string())?;
-        let loaded = Dialogues::load(rules(), role, storage).map_err(|e| e.to_string())?;
+        let storage = ctx.storage().map_err(|e| ContractNetError::Dialogues(e.to_string()))?;
+        let loaded = Dialogues::load(rules(), role, storage)?;
         Ok(self.dialogues.get_or_init(|| loaded))
     }
 
@@ -282,9 +301,9 @@ pub async fn call<T: Serialize, P: DeserializeOwned + Send + 'static>(
     participants: &[Address],
     task: &T,
     deadline: Duration,
-) -> Result<Called<P>, String> {
+) -> Result<Called<P>, ContractNetError> {
     let dialogues = book.get(ctx, INITIATOR)?;
-    let task = serde_json::to_value(task).map_err(|e| e.to_string())?;
+    let task = serde_json::to_value(task).map_err(|e| ContractNetError::Encode(e.to_string()))?;
     // One clock for both sides of the deadline: the participants are told `deadline_ms`,
     // and answers are gathered until the same instant.
     let until = tokio::time::Instant::now() + deadline;
@@ -293,9 +312,7 @@ pub async fn call<T: Serialize, P: DeserializeOwned + Send + 'static>(
     let mut answers = tokio::task::JoinSet::new();
     for &participant in participants {
         let id: u128 = rand_id();
-        dialogues
-            .open_with(Cfp::NAME, id, participant, PARTICIPANT, now_ms(), Some(deadline_ms))
-            .map_err(|e| e.to_string())?;
+        dialogues.open_with(Cfp::NAME, id, participant, PARTICIPANT, now_ms(), Some(deadline_ms))?;
         let ctx = ctx.clone();
         let cfp = Cfp { task: task.clone(), deadline_ms };
         let book = book.clone();
@@ -387,7 +404,12 @@ async fn reject(ctx: &Context, dialogues: &Dialogues, id: u128, to: Address, rea
 
 /// Withdraws a call before any award: every proposer is sent [`Cancel`] (and releases what
 /// it held), every dialogue of the call is closed. Returns [`Outcome::Cancelled`].
-pub async fn cancel<P, R>(ctx: &Context, book: &Book, called: &Called<P>, reason: &str) -> Result<Outcome<R>, String> {
+pub async fn cancel<P, R>(
+    ctx: &Context,
+    book: &Book,
+    called: &Called<P>,
+    reason: &str,
+) -> Result<Outcome<R>, ContractNetError> {
     let dialogues = book.get(ctx, INITIATOR)?;
     for proposal in &called.proposals {
         let (id, to) = (proposal.dialogue, proposal.from);
@@ -407,7 +429,7 @@ pub async fn award<P, R: DeserializeOwned>(
     called: &Called<P>,
     winners: &[Address],
     perform_timeout: Duration,
-) -> Result<Outcome<R>, String> {
+) -> Result<Outcome<R>, ContractNetError> {
     let dialogues = book.get(ctx, INITIATOR)?;
     if called.proposals.is_empty() {
         return Ok(Outcome::NoProposals);
@@ -485,12 +507,12 @@ pub async fn award_and_pay<P, R: DeserializeOwned>(
     winners: &[Address],
     price_of: impl Fn(&P) -> u128,
     perform_timeout: Duration,
-) -> Result<Paid<R>, String> {
+) -> Result<Paid<R>, ContractNetError> {
     let dialogues = book.get(ctx, INITIATOR)?;
     if called.proposals.is_empty() {
         return Ok(Paid::NoProposals);
     }
-    let wallet = ctx.wallet().map_err(|e| e.to_string())?;
+    let wallet = ctx.wallet().map_err(|e| ContractNetError::Wallet(e.to_string()))?;
     let deadline_ms = now_ms() + (perform_timeout + REFUND_GRACE).as_millis() as u64;
     let mut settlements = Vec::new();
     let mut reports = tokio::task::JoinSet::new();
