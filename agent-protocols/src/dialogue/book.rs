@@ -172,8 +172,9 @@ pub struct Refused {
 ///
 /// Check each message with [`incoming`](Self::incoming) before acting on it and with
 /// [`outgoing`](Self::outgoing) before sending it: a refused message changes nothing. Each
-/// step is written to the agent's [`Storage`] before it counts, so a restarted agent that
-/// [`load`](Self::load)s its dialogues resumes them.
+/// step is written to the agent's [`Storage`] before it counts (on disk at the storage's
+/// next [`flush`](Storage::flush)), so a restarted agent that [`load`](Self::load)s its
+/// dialogues resumes them.
 pub struct Dialogues {
     rules: Arc<Rules>,
     me: String,
