@@ -349,7 +349,7 @@ pub async fn call<T: Serialize, P: DeserializeOwned + Send + 'static>(
             Err(DialogueError::Late { .. }) if matches!(answer, Answer::Propose { .. }) => {
                 reject(ctx, dialogues, id, from, RejectReason::Late).await;
             }
-            Err(refused) => tracing::warn!(%from, error = %refused, "a contract-net answer was refused"),
+            Err(refused) => tell(ctx, id, from, refused).await,
         }
     }
     called.silent = participants.iter().filter(|p| !answered.contains_key(p)).copied().collect();
@@ -382,7 +382,11 @@ async fn outcome_of<R: DeserializeOwned>(
                 }
                 Report::Failure { reason } => Err(reason),
             },
-            Err(refused) => Err(refused.to_string()),
+            Err(refused) => {
+                let reason = refused.to_string();
+                tell(ctx, id, winner, refused).await;
+                Err(reason)
+            }
         },
         Err(e) => {
             if dialogues.outgoing_named("Cancel", id, now_ms()).is_ok() {
