@@ -21,6 +21,7 @@
 //!     called --> rejected: Reject (initiator, also after the deadline: late)
 //!     called --> cancelled: Cancel (initiator)
 //!     proposed --> cancelled: Cancel (initiator)
+//!     proposed --> called: Cfp (initiator; a revised call)
 //!     proposed --> awarded: Accept (initiator)
 //!     proposed --> rejected: Reject (initiator)
 //!     awarded --> done: Done (participant)
@@ -191,6 +192,7 @@ pub fn rules() -> Rules {
         .named_step("Accept", "proposed", INITIATOR, "awarded", false)
         .named_step("Reject", "proposed", INITIATOR, "rejected", true)
         .named_step("Cancel", "proposed", INITIATOR, "cancelled", true)
+        .step::<Cfp>("proposed", INITIATOR, "called")
         .named_step("Done", "awarded", PARTICIPANT, "done", false)
         .named_step("Failure", "awarded", PARTICIPANT, "failed", false)
         .named_step("Cancel", "awarded", INITIATOR, "cancelled", true)
@@ -308,11 +310,55 @@ pub async fn call<T: Serialize, P: DeserializeOwned + Send + 'static>(
     // and answers are gathered until the same instant.
     let until = tokio::time::Instant::now() + deadline;
     let deadline_ms = now_ms().saturating_add(deadline.as_millis() as u64);
-    let late_window = deadline.max(Duration::from_secs(1));
-    let mut answers = tokio::task::JoinSet::new();
+    let mut targets = Vec::with_capacity(participants.len());
     for &participant in participants {
         let id: u128 = rand_id();
         dialogues.open_with(Cfp::NAME, id, participant, PARTICIPANT, now_ms(), Some(deadline_ms))?;
+        targets.push((participant, id));
+    }
+    Ok(gather(ctx, book, dialogues, targets, task, deadline, until, deadline_ms).await)
+}
+
+/// The iterated variant: calls the proposers of `called` again, in the same dialogues, with
+/// a revised `task` (a lower budget, a changed quantity), each answering with a new
+/// proposal or a refusal by the new `deadline`. Their earlier proposals are void: each
+/// participant releases what it held for them. Proposers that are not called again should
+/// be rejected (a later [`award`] or [`cancel`] does it).
+pub async fn call_again<T: Serialize, P: DeserializeOwned + Send + 'static, Q>(
+    ctx: &Context,
+    book: &Book,
+    called: &Called<Q>,
+    task: &T,
+    deadline: Duration,
+) -> Result<Called<P>, ContractNetError> {
+    let dialogues = book.get(ctx, INITIATOR)?;
+    let task = serde_json::to_value(task).map_err(|e| ContractNetError::Encode(e.to_string()))?;
+    let until = tokio::time::Instant::now() + deadline;
+    let deadline_ms = now_ms().saturating_add(deadline.as_millis() as u64);
+    let mut targets = Vec::with_capacity(called.proposals.len());
+    for proposal in &called.proposals {
+        dialogues.outgoing_until(Cfp::NAME, proposal.dialogue, now_ms(), Some(deadline_ms))?;
+        targets.push((proposal.from, proposal.dialogue));
+    }
+    Ok(gather(ctx, book, dialogues, targets, task, deadline, until, deadline_ms).await)
+}
+
+/// Sends the call to each (participant, dialogue) and gathers the answers until `until`.
+#[allow(clippy::too_many_arguments)]
+async fn gather<P: DeserializeOwned + Send + 'static>(
+    ctx: &Context,
+    book: &Book,
+    dialogues: &Dialogues,
+    targets: Vec<(Address, u128)>,
+    task: serde_json::Value,
+    deadline: Duration,
+    until: tokio::time::Instant,
+    deadline_ms: u64,
+) -> Called<P> {
+    let late_window = deadline.max(Duration::from_secs(1));
+    let participants: Vec<Address> = targets.iter().map(|(p, _)| *p).collect();
+    let mut answers = tokio::task::JoinSet::new();
+    for (participant, id) in targets {
         let ctx = ctx.clone();
         let cfp = Cfp { task: task.clone(), deadline_ms };
         let book = book.clone();
@@ -362,7 +408,7 @@ pub async fn call<T: Serialize, P: DeserializeOwned + Send + 'static>(
             reject(&ctx, dialogues, id, from, RejectReason::Late).await;
         }
     });
-    Ok(called)
+    called
 }
 
 /// What a winner's report (or its absence) means: its result, or why there is none. With
@@ -662,6 +708,11 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                 if let Err(refused) = dialogues.incoming_until(Cfp::NAME, id, from, now_ms(), Some(cfp.deadline_ms)) {
                     return tell(&ctx, id, from, refused).await;
                 }
+                // A revised call voids the earlier proposal in this dialogue.
+                let earlier = proposals.lock().remove(&id);
+                if let Some(Ok(earlier)) = earlier.map(serde_json::from_value::<P::Proposal>) {
+                    participant.release(from, earlier).await;
+                }
                 let evaluated = match serde_json::from_value::<P::Task>(cfp.task) {
                     Ok(task) => participant.evaluate(from, task).await,
                     Err(_) => None,
@@ -680,9 +731,9 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                 match dialogues.outgoing_named(answer_step(&answer), id, now_ms()) {
                     Ok(_) => {
                         if let Some((value, hold_until_ms, _)) = held {
-                            proposals.lock().insert(id, value);
+                            proposals.lock().insert(id, value.clone());
                             if let Some(until) = hold_until_ms {
-                                release_when_hold_ends(participant.clone(), proposals.clone(), id, from, until);
+                                release_when_hold_ends(participant.clone(), proposals.clone(), id, from, until, value);
                             }
                         }
                         // The initiator may have given up: its deadline decides.
@@ -766,10 +817,18 @@ fn release_when_hold_ends<P: Participant>(
     id: u128,
     initiator: Address,
     until_ms: u64,
+    proposal: serde_json::Value,
 ) {
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(until_ms.saturating_sub(now_ms()))).await;
-        let held = proposals.lock().remove(&id);
+        // Only the proposal this hold was for: a revised call may have replaced it.
+        let held = {
+            let mut proposals = proposals.lock();
+            match proposals.get(&id) == Some(&proposal) {
+                true => proposals.remove(&id),
+                false => None,
+            }
+        };
         if let Some(Ok(proposal)) = held.map(serde_json::from_value::<P::Proposal>) {
             tracing::debug!(dialogue = %format!("{id:032x}"), "a proposal's hold ended without a decision");
             participant.release(initiator, proposal).await;

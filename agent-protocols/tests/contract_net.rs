@@ -348,3 +348,68 @@ async fn a_withdrawn_call_is_cancelled_for_every_proposer() {
     assert_eq!(outcome, Outcome::NoneChosen, "nothing can be awarded after a cancel");
     m.bureau.shutdown().await.unwrap();
 }
+
+/// A seller that meets a lower budget down to its floor, and refuses below it.
+struct Haggler {
+    price: u64,
+    floor: u64,
+    released: Mutex<u32>,
+}
+
+#[async_trait::async_trait]
+impl Participant for Haggler {
+    type Task = u64;
+    type Proposal = u64;
+    type Result = String;
+
+    async fn evaluate(&self, _initiator: Address, budget: u64) -> Option<(u64, Option<u64>)> {
+        (self.floor <= budget).then(|| (self.price.min(budget).max(self.floor), None))
+    }
+
+    async fn perform(&self, _initiator: Address, price: u64) -> Result<String, String> {
+        Ok(format!("booked at {price}"))
+    }
+
+    async fn release(&self, _initiator: Address, _price: u64) {
+        *self.released.lock() += 1;
+    }
+}
+
+/// The iterated variant: a revised call to the proposers, in the same dialogues, gets
+/// counter-proposals (or refusals); the earlier proposals are void and released.
+#[tokio::test]
+async fn a_revised_call_gets_counter_proposals_in_the_same_dialogues() {
+    let m = market().await;
+    let a = Arc::new(Haggler { price: 100, floor: 85, released: Mutex::new(0) });
+    let b = Arc::new(Haggler { price: 120, floor: 95, released: Mutex::new(0) });
+    let mut addresses = Vec::new();
+    for (name, seller) in [("haggler a", a.clone()), ("haggler b", b.clone())] {
+        let mut agent = Agent::builder(name).build().unwrap();
+        contract_net::serve(&mut agent, seller);
+        addresses.push(m.bureau.add(agent).unwrap());
+    }
+    let ctx = m.bureau.context(m.initiator).unwrap();
+    let first =
+        contract_net::call::<_, u64>(&ctx, &m.book, &addresses, &1_000u64, Duration::from_secs(2)).await.unwrap();
+    let mut prices: Vec<u64> = first.proposals.iter().map(|p| p.proposal).collect();
+    prices.sort();
+    assert_eq!(prices, [100, 120]);
+
+    let revised =
+        contract_net::call_again::<_, u64, u64>(&ctx, &m.book, &first, &90u64, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(revised.proposals.iter().map(|p| (p.from, p.proposal)).collect::<Vec<_>>(), [(addresses[0], 90)]);
+    assert_eq!(revised.refused.iter().map(|(who, _)| *who).collect::<Vec<_>>(), [addresses[1]]);
+    assert_eq!(
+        revised.proposals[0].dialogue,
+        first.proposals.iter().find(|p| p.from == addresses[0]).unwrap().dialogue,
+        "the same dialogue"
+    );
+    wait_for(|| *a.released.lock() == 1 && *b.released.lock() == 1).await;
+
+    let outcome =
+        contract_net::award::<u64, String>(&ctx, &m.book, &revised, &cheapest(&revised), Duration::from_secs(2))
+            .await
+            .unwrap();
+    assert_eq!(outcome, Outcome::Awarded(vec![(addresses[0], Ok("booked at 90".into()))]));
+    m.bureau.shutdown().await.unwrap();
+}
