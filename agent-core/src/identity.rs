@@ -135,6 +135,17 @@ impl<'de> serde::Deserialize<'de> for PublicKey {
     }
 }
 
+/// On the wire a public key is 64 hex digits.
+impl schemars::JsonSchema for PublicKey {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "PublicKey".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "pattern": "^[0-9a-f]{64}$" })
+    }
+}
+
 impl PublicKey {
     /// Checks `signature` over `message`. Fails on a key that is not a curve point too.
     pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> Result<(), SignatureError> {

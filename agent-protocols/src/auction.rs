@@ -81,6 +81,13 @@ pub fn vickrey(bids: &[Bid], reserve: u128) -> Option<Award> {
     Some(Award { winner: winner.bidder, price: price.max(reserve) })
 }
 
+/// Sealed-bid first-price auction. Bids below `reserve` do not count. The highest bid wins
+/// (the earliest among equal highest) and pays its own amount.
+pub fn first_price(bids: &[Bid], reserve: u128) -> Option<Award> {
+    let winner = bids.iter().filter(|b| b.amount >= reserve).max_by_key(|b| (b.amount, std::cmp::Reverse(b.seq)))?;
+    Some(Award { winner: winner.bidder, price: winner.amount })
+}
+
 /// An order in a double auction: buy (a bid) or sell (an ask) up to `quantity` units at
 /// `price` per unit or better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

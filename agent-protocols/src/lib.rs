@@ -46,3 +46,4 @@
 pub mod auction;
 pub mod contract_net;
 pub mod dialogue;
+pub mod sealed_bid;

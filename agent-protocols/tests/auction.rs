@@ -50,6 +50,15 @@ proptest! {
         prop_assert_eq!(auction::vickrey(&bids, reserve), expected);
     }
 
+    /// First price: the highest counted bid (earliest among equals) wins and pays itself.
+    #[test]
+    fn first_price_matches_its_rules(bids in bids(), reserve in 0u128..100) {
+        let mut counted: Vec<Bid> = bids.iter().filter(|b| b.amount >= reserve).copied().collect();
+        counted.sort_by(|a, b| b.amount.cmp(&a.amount).then(a.seq.cmp(&b.seq)));
+        let expected = counted.first().map(|w| Award { winner: w.bidder, price: w.amount });
+        prop_assert_eq!(auction::first_price(&bids, reserve), expected);
+    }
+
     /// Dutch: tick by tick, from the start price down to the floor; at the first tick with
     /// an acceptance, the earliest one wins at that tick's price.
     #[test]

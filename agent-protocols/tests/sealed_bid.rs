@@ -1,0 +1,73 @@
+//! A sealed-bid auction over messages: signed bids, the deadline, a forger, and the
+//! winner and price exactly as the auction's rule gives for the bids that count.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_core::{Address, Agent, Bureau, Identity};
+use agent_protocols::auction::Award;
+use agent_protocols::sealed_bid::{self, BidError, Bidder, Pricing};
+
+struct Fixed {
+    amount: Option<u128>,
+    delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl Bidder for Fixed {
+    async fn bid(&self, _item: serde_json::Value, _reserve: u128) -> Option<u128> {
+        tokio::time::sleep(self.delay).await;
+        self.amount
+    }
+}
+
+/// Adds a bidder whose agent key is `seed`'s, signing its bids with `signer`'s key.
+fn add(bureau: &Bureau, seed: &str, signer: &str, amount: Option<u128>, delay: Duration) -> Address {
+    let mut agent = Agent::builder(seed).seed(seed).build().unwrap();
+    sealed_bid::serve(&mut agent, Identity::from_seed(signer), Arc::new(Fixed { amount, delay }));
+    bureau.add(agent).unwrap()
+}
+
+#[tokio::test]
+async fn the_winner_and_price_follow_the_rule_for_the_bids_that_count() {
+    let bureau = Bureau::new().unwrap();
+    let now = Duration::ZERO;
+    let low = add(&bureau, "bidder low", "bidder low", Some(50), now);
+    let high = add(&bureau, "bidder high", "bidder high", Some(80), now);
+    let mid = add(&bureau, "bidder mid", "bidder mid", Some(65), now);
+    let passer = add(&bureau, "bidder pass", "bidder pass", None, now);
+    let forger = add(&bureau, "bidder forger", "someone else", Some(500), now);
+    let late = add(&bureau, "bidder late", "bidder late", Some(900), Duration::from_millis(800));
+    let below = add(&bureau, "bidder below", "bidder below", Some(5), now);
+    let auctioneer = bureau.add(Agent::builder("auctioneer").build().unwrap()).unwrap();
+    let ctx = bureau.context(auctioneer).unwrap();
+    let bidders = [low, high, mid, passer, forger, late, below];
+
+    let sealed =
+        sealed_bid::run(&ctx, &bidders, &"lot 7", 10, Duration::from_millis(300), Pricing::SecondPrice).await.unwrap();
+    assert_eq!(sealed.award, Some(Award { winner: high, price: 65 }), "{sealed:?}");
+    let mut counted: Vec<Address> = sealed.bids.iter().map(|b| b.bidder).collect();
+    counted.sort();
+    let mut expected = vec![low, high, mid, below];
+    expected.sort();
+    assert_eq!(counted, expected, "the forger and the late bidder do not count; the passer did not bid");
+    assert!(
+        matches!(sealed.refused.as_slice(), [(who, BidError::NotTheBidder { .. })] if *who == forger),
+        "{:?}",
+        sealed.refused
+    );
+    // The bids are evidence: each verifies on its own, and a changed amount does not.
+    let auction = sealed.bids[0].auction.clone();
+    for bid in &sealed.bids {
+        bid.check(&auction, bid.bidder).unwrap();
+    }
+    let mut tampered = sealed.bids[0].clone();
+    tampered.amount += 1;
+    assert!(matches!(tampered.check(&auction, tampered.bidder), Err(BidError::Signature(_))));
+
+    let first = sealed_bid::run(&ctx, &[low, mid], &"lot 8", 10, Duration::from_millis(300), Pricing::FirstPrice)
+        .await
+        .unwrap();
+    assert_eq!(first.award, Some(Award { winner: mid, price: 65 }));
+    bureau.shutdown().await.unwrap();
+}
