@@ -132,9 +132,11 @@ impl Clearing {
 /// Clears one round of a double auction (a call market) at a uniform price. Bids are ranked
 /// by price, highest first, asks lowest first, earlier first at equal prices. Units are
 /// matched while the best remaining bid is at least the best remaining ask, which trades
-/// the most units possible. Every unit trades at the midpoint of the last matched bid and
-/// ask (rounded down), which no matched buyer finds too high and no matched seller too
-/// low. `None`: no bid meets any ask.
+/// the most units possible. Every unit trades at one price: the midpoint (rounded down) of
+/// the range from the higher of the last matched ask and the best unmatched bid, to the
+/// lower of the last matched bid and the best unmatched ask. At that price every matched
+/// buyer and seller is willing, and no unmatched one would trade. `None`: no bid meets
+/// any ask.
 pub fn double(bids: &[Order], asks: &[Order]) -> Option<Clearing> {
     let mut bids: Vec<Order> = bids.iter().filter(|o| o.quantity > 0).copied().collect();
     let mut asks: Vec<Order> = asks.iter().filter(|o| o.quantity > 0).copied().collect();
@@ -156,6 +158,11 @@ pub fn double(bids: &[Order], asks: &[Order]) -> Option<Clearing> {
             a += 1;
         }
     }
-    let (bid, ask) = last?;
-    Some(Clearing { price: ask + (bid - ask) / 2, fills })
+    let (last_bid, last_ask) = last?;
+    // The price lies between what the matched units need and what the unmatched ones
+    // refuse: at it, every matched buyer and seller is willing, and no unmatched one
+    // would trade.
+    let low = bids.get(b).map_or(last_ask, |next| last_ask.max(next.price));
+    let high = asks.get(a).map_or(last_bid, |next| last_bid.min(next.price));
+    Some(Clearing { price: low + (high - low) / 2, fills })
 }

@@ -85,8 +85,8 @@ proptest! {
     }
 
     /// Double auction: unit by unit, the k-th highest bid unit trades with the k-th lowest
-    /// ask unit while it is at least as high; the volume is the number of such units and
-    /// the price the midpoint of the last pair. Every buyer gets no more than it bid for at
+    /// ask unit while it is at least as high; the volume is the number of such units, and
+    /// the price clears the market (willing matched units, unwilling unmatched ones). Every buyer gets no more than it bid for at
     /// no more than its limit; every seller likewise.
     #[test]
     fn double_auction_matches_its_rules(
@@ -111,7 +111,14 @@ proptest! {
             let cleared = cleared.unwrap();
             prop_assert_eq!(cleared.volume(), matched as u64);
             let (last_bid, last_ask) = (bid_units[matched - 1], ask_units[matched - 1]);
-            prop_assert_eq!(cleared.price, last_ask + (last_bid - last_ask) / 2);
+            let low = bid_units.get(matched).map_or(last_ask, |next| last_ask.max(*next));
+            let high = ask_units.get(matched).map_or(last_bid, |next| last_bid.min(*next));
+            prop_assert_eq!(cleared.price, low + (high - low) / 2);
+            // Clearing: every matched unit is willing at the price, no unmatched one is.
+            prop_assert!(bid_units[..matched].iter().all(|b| *b >= cleared.price));
+            prop_assert!(ask_units[..matched].iter().all(|a| *a <= cleared.price));
+            prop_assert!(bid_units[matched..].iter().all(|b| *b <= cleared.price), "an unmatched buyer would buy");
+            prop_assert!(ask_units[matched..].iter().all(|a| *a >= cleared.price), "an unmatched seller would sell");
             for order in &bids {
                 let bought: u64 = cleared.fills.iter().filter(|f| f.buyer == order.trader).map(|f| f.quantity).sum();
                 let wanted: u64 = bids.iter().filter(|o| o.trader == order.trader && o.price >= cleared.price).map(|o| o.quantity).sum();
