@@ -805,6 +805,7 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
         });
     }
     agent.include(served);
+    sweep(agent, &book, PARTICIPANT);
     book
 }
 
@@ -836,6 +837,27 @@ fn release_when_hold_ends<P: Participant>(
     });
 }
 
+/// How often an agent's contract-net dialogues are swept, and how long after its deadline
+/// an open one is kept (a late proposal is still rejected as late within it).
+const SWEEP: Duration = Duration::from_secs(30);
+const GRACE: Duration = Duration::from_secs(60);
+
+/// Sweeps `book`'s dialogues on `agent` every [`SWEEP`]: open dialogues well past their
+/// deadline expire, dialogues older than the rules' maximum age are forgotten.
+fn sweep(agent: &mut Agent, book: &Book, role: &'static str) {
+    let book = book.clone();
+    agent.on_interval(SWEEP, move |ctx: Context| {
+        let book = book.clone();
+        async move {
+            if let Ok(dialogues) = book.get(&ctx, role) {
+                if let Err(e) = dialogues.expire_after(now_ms(), GRACE) {
+                    tracing::warn!(error = %e, "sweeping contract-net dialogues failed");
+                }
+            }
+        }
+    });
+}
+
 /// Tells `to` why its message in dialogue `id` was refused.
 async fn tell(ctx: &Context, id: u128, to: Address, refused: DialogueError) {
     tracing::debug!(%to, error = %refused, "contract-net message refused");
@@ -847,8 +869,11 @@ async fn tell(ctx: &Context, id: u128, to: Address, refused: DialogueError) {
 
 /// Makes `agent` answer stray contract-net messages (answers and reports outside a
 /// request, from misbehaving peers) with a [`Refused`] naming the dialogue and what was
-/// expected; they never change an outcome.
+/// expected; they never change an outcome. It also sweeps the initiator's dialogues (as
+/// [`serve`] does the participant's): open ones a minute past their deadline expire, and
+/// old ones are forgotten.
 pub fn refuse_strays(agent: &mut Agent, book: &Book) {
+    sweep(agent, book, INITIATOR);
     let strays = book.clone();
     agent.on_message(move |ctx: Context, from: Address, answer: Answer| {
         let book = strays.clone();

@@ -131,6 +131,8 @@ async fn deadlines_expire_dialogues_and_old_ones_are_forgotten() {
     seller.outgoing::<Accept>(2, T0 + 1_000).unwrap();
 
     assert!(seller.expire(T0 + 5_000).unwrap().is_empty(), "not before the deadline");
+    let grace = Duration::from_secs(1);
+    assert!(seller.expire_after(T0 + 6_000, grace).unwrap().is_empty(), "spared within the grace");
     let expired = seller.expire(T0 + 5_001).unwrap();
     assert_eq!(expired.iter().map(|d| (d.id, d.state.as_str())).collect::<Vec<_>>(), [(1, EXPIRED)]);
     assert!(matches!(seller.outgoing::<Accept>(1, T0 + 5_002), Err(DialogueError::Closed { .. })));

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use agent_core::storage::Storage;
 use agent_core::{Address, Message};
@@ -397,6 +398,13 @@ impl Dialogues {
     /// forgets every dialogue older than the rules' maximum age. Returns the dialogues that
     /// expired now.
     pub fn expire(&self, now_ms: u64) -> Result<Vec<Dialogue>, DialogueError> {
+        self.expire_after(now_ms, Duration::ZERO)
+    }
+
+    /// [`expire`](Self::expire), sparing open dialogues for `grace` after their deadline:
+    /// for protocols that still answer then (a late proposal is rejected as late).
+    pub fn expire_after(&self, now_ms: u64, grace: Duration) -> Result<Vec<Dialogue>, DialogueError> {
+        let grace = grace.as_millis() as u64;
         let mut live = self.live.lock();
         let max_age = self.rules.max_age().as_millis() as u64;
         let stale: Vec<u128> =
@@ -407,7 +415,7 @@ impl Dialogues {
         }
         let mut expired = Vec::new();
         for dialogue in live.values_mut() {
-            let overdue = dialogue.deadline_ms.is_some_and(|deadline| now_ms > deadline);
+            let overdue = dialogue.deadline_ms.is_some_and(|deadline| now_ms > deadline.saturating_add(grace));
             if overdue && !dialogue.is_closed(&self.rules) {
                 let mut next = dialogue.clone();
                 next.state = EXPIRED.into();
