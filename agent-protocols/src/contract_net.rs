@@ -858,6 +858,28 @@ fn sweep(agent: &mut Agent, book: &Book, role: &'static str) {
     });
 }
 
+/// Refuses `step`, which came outside the request it answers, naming what its dialogue
+/// expects instead.
+async fn refuse_stray(ctx: &Context, book: &Book, from: Address, step: &str) {
+    let (Ok(dialogues), Some(id)) = (book.get(ctx, INITIATOR), ctx.session()) else { return };
+    let refused = match dialogues.get(id) {
+        None => DialogueError::Unknown { dialogue: id, message: step.into() },
+        Some(d) if d.peer != from => DialogueError::NotAParty { dialogue: id, from, message: step.into() },
+        Some(d) => DialogueError::OutOfOrder {
+            dialogue: id,
+            message: step.into(),
+            sender: PARTICIPANT.into(),
+            expected: dialogues
+                .rules()
+                .steps_from(&d.state)
+                .map(|t| format!("{} from {}, as the reply to its request", t.message, t.sender))
+                .collect(),
+            state: d.state,
+        },
+    };
+    tell(ctx, id, from, refused).await
+}
+
 /// Tells `to` why its message in dialogue `id` was refused.
 async fn tell(ctx: &Context, id: u128, to: Address, refused: DialogueError) {
     tracing::debug!(%to, error = %refused, "contract-net message refused");
@@ -877,48 +899,12 @@ pub fn refuse_strays(agent: &mut Agent, book: &Book) {
     let strays = book.clone();
     agent.on_message(move |ctx: Context, from: Address, answer: Answer| {
         let book = strays.clone();
-        async move {
-            let (Ok(dialogues), Some(id)) = (book.get(&ctx, INITIATOR), ctx.session()) else { return };
-            let refused = match dialogues.get(id) {
-                None => DialogueError::Unknown { dialogue: id, message: answer_step(&answer).into() },
-                Some(d) if d.peer != from => {
-                    DialogueError::NotAParty { dialogue: id, from, message: answer_step(&answer).into() }
-                }
-                Some(d) => DialogueError::OutOfOrder {
-                    dialogue: id,
-                    state: d.state.clone(),
-                    message: answer_step(&answer).into(),
-                    sender: PARTICIPANT.into(),
-                    expected: vec!["an answer to the call, as its reply".into()],
-                },
-            };
-            tell(&ctx, id, from, refused).await
-        }
+        async move { refuse_stray(&ctx, &book, from, answer_step(&answer)).await }
     });
     let strays = book.clone();
     agent.on_message(move |ctx: Context, from: Address, report: Report| {
         let book = strays.clone();
-        async move {
-            let (Ok(dialogues), Some(id)) = (book.get(&ctx, INITIATOR), ctx.session()) else { return };
-            let refused = match dialogues.get(id) {
-                None => DialogueError::Unknown { dialogue: id, message: report_step(&report).into() },
-                Some(d) if d.peer != from => {
-                    DialogueError::NotAParty { dialogue: id, from, message: report_step(&report).into() }
-                }
-                Some(d) => DialogueError::OutOfOrder {
-                    dialogue: id,
-                    state: d.state.clone(),
-                    message: report_step(&report).into(),
-                    sender: PARTICIPANT.into(),
-                    expected: dialogues
-                        .rules()
-                        .steps_from(&d.state)
-                        .map(|t| format!("{} from {}", t.message, t.sender))
-                        .collect(),
-                },
-            };
-            tell(&ctx, id, from, refused).await
-        }
+        async move { refuse_stray(&ctx, &book, from, report_step(&report)).await }
     });
     agent.on_message(|_ctx: Context, from: Address, refused: Refused| async move {
         tracing::info!(%from, reason = %refused.reason, "a contract-net message of ours was refused");
