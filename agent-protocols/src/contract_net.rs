@@ -305,11 +305,7 @@ pub async fn call<T: Serialize, P: DeserializeOwned + Send + 'static>(
     deadline: Duration,
 ) -> Result<Called<P>, ContractNetError> {
     let dialogues = book.get(ctx, INITIATOR)?;
-    let task = serde_json::to_value(task).map_err(|e| ContractNetError::Encode(e.to_string()))?;
-    // One clock for both sides of the deadline: the participants are told `deadline_ms`,
-    // and answers are gathered until the same instant.
-    let until = tokio::time::Instant::now() + deadline;
-    let deadline_ms = now_ms().saturating_add(deadline.as_millis() as u64);
+    let (task, until, deadline_ms) = prepare(task, deadline)?;
     let mut targets = Vec::with_capacity(participants.len());
     for &participant in participants {
         let id: u128 = rand_id();
@@ -332,15 +328,23 @@ pub async fn call_again<T: Serialize, P: DeserializeOwned + Send + 'static, Q>(
     deadline: Duration,
 ) -> Result<Called<P>, ContractNetError> {
     let dialogues = book.get(ctx, INITIATOR)?;
-    let task = serde_json::to_value(task).map_err(|e| ContractNetError::Encode(e.to_string()))?;
-    let until = tokio::time::Instant::now() + deadline;
-    let deadline_ms = now_ms().saturating_add(deadline.as_millis() as u64);
+    let (task, until, deadline_ms) = prepare(task, deadline)?;
     let mut targets = Vec::with_capacity(called.proposals.len());
     for proposal in &called.proposals {
         dialogues.outgoing_until(Cfp::NAME, proposal.dialogue, now_ms(), Some(deadline_ms))?;
         targets.push((proposal.from, proposal.dialogue));
     }
     Ok(gather(ctx, book, dialogues, targets, task, deadline, until, deadline_ms).await)
+}
+
+/// The task as JSON, and the deadline on both clocks: the participants are told
+/// `deadline_ms`, and answers are gathered until the same instant.
+fn prepare<T: Serialize>(
+    task: &T,
+    deadline: Duration,
+) -> Result<(serde_json::Value, tokio::time::Instant, u64), ContractNetError> {
+    let task = serde_json::to_value(task).map_err(|e| ContractNetError::Encode(e.to_string()))?;
+    Ok((task, tokio::time::Instant::now() + deadline, now_ms().saturating_add(deadline.as_millis() as u64)))
 }
 
 /// Sends the call to each (participant, dialogue) and gathers the answers until `until`.
