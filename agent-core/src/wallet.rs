@@ -27,7 +27,7 @@
 use std::sync::Arc;
 
 use crate::identity::{Address, Identity};
-use crate::ledger::{Amount, DealId, EscrowId, Ledger, LedgerError, Operation, Receipt, Transaction};
+use crate::ledger::{Amount, DealId, Escrow, EscrowId, Ledger, LedgerError, Operation, Receipt, Transaction};
 
 /// Why a wallet operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -116,6 +116,18 @@ impl Wallet {
     /// Creates tokens in `to`: the faucet. Only the ledger's mint authority may.
     pub async fn mint(&self, to: Address, amount: Amount) -> Result<Receipt, WalletError> {
         self.submit(Operation::Mint { to, amount }, None, String::new()).await
+    }
+
+    /// An open escrow (`None` once settled, or if it never existed): what a beneficiary
+    /// reads to check it was paid before it delivers.
+    pub async fn escrow(&self, id: EscrowId) -> Result<Option<Escrow>, WalletError> {
+        Ok(self.inner.ledger.escrow(id).await?)
+    }
+
+    /// The escrows this wallet locked that are still open, soonest deadline first, at most
+    /// `limit`.
+    pub async fn open_escrows(&self, limit: usize) -> Result<Vec<(EscrowId, Escrow)>, WalletError> {
+        Ok(self.inner.ledger.open_escrows(self.address(), limit).await?)
     }
 
     /// The account's transactions, newest first.

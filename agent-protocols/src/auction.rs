@@ -5,8 +5,19 @@
 //! Ties are broken by arrival: each bid carries `seq`, its position in the order the
 //! auctioneer received it, and the earlier bid wins a tie.
 
+use agent_core::ledger::DealId;
 use agent_core::Address;
 use serde::{Deserialize, Serialize};
+
+/// The deal an auction's sale settles: what the winner's escrow names.
+pub fn deal_of(auction: &str) -> DealId {
+    DealId::named(&format!("agora.auction/{auction}"))
+}
+
+/// A new auction id: 32 hex digits.
+pub(crate) fn new_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
 
 /// A bid: who, how much, and when it arrived (lower `seq` = earlier).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,7 +31,7 @@ pub struct Bid {
 }
 
 /// Who won and what they pay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Award {
     /// The winner.
     pub winner: Address,

@@ -33,12 +33,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use agent_core::ledger::{DealId, EscrowId, LedgerError};
-use agent_core::{Address, Agent, Context, Message, Wallet};
+use agent_core::ledger::{DealId, EscrowId};
+use agent_core::{Address, Agent, Context, Message};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::dialogue::{DialogueError, Dialogues, Refused, Rules};
+use crate::settlement::{refund_when_due, REFUND_GRACE};
 
 /// The role that calls for proposals.
 pub const INITIATOR: &str = "initiator";
@@ -519,9 +520,6 @@ pub fn deal_of(dialogue: u128) -> DealId {
     DealId::named(&format!("agora.cnp/{dialogue:032x}"))
 }
 
-/// How long after a winner's report was due its escrow may be refunded.
-pub const REFUND_GRACE: Duration = Duration::from_secs(1);
-
 /// A winner's award, paid through escrow.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settlement<R> {
@@ -632,29 +630,6 @@ pub async fn award_and_pay<P, R: DeserializeOwned>(
         settlements.push(Settlement { winner, result, escrow: Some(escrow), paid });
     }
     Ok(Paid::Settled(settlements))
-}
-
-/// Refunds `escrow` to `wallet` once its deadline has passed, in the background: tries
-/// just after the deadline, then again with backoff (1 s doubling to a minute, for about an
-/// hour) while the ledger is unreachable. An escrow already settled (released, or refunded)
-/// is left alone. The task lives in this process: after a restart, the payer refunds what
-/// is left with [`Wallet::refund`].
-pub fn refund_when_due(wallet: Wallet, escrow: EscrowId, deadline_ms: u64) {
-    tokio::spawn(async move {
-        let wait = deadline_ms.saturating_sub(now_ms()).saturating_add(1);
-        tokio::time::sleep(Duration::from_millis(wait)).await;
-        let mut pause = Duration::from_secs(1);
-        for _ in 0..70 {
-            match wallet.refund(escrow).await {
-                Ok(_) => return,
-                Err(agent_core::WalletError::Ledger(LedgerError::UnknownEscrow(_))) => return,
-                Err(e) => tracing::warn!(%escrow, error = %e, "refund not yet possible; trying again"),
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(60));
-        }
-        tracing::error!(%escrow, "an escrow could not be refunded for an hour; its payer may refund it later");
-    });
 }
 
 fn rand_id() -> u128 {

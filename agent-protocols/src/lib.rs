@@ -44,6 +44,11 @@
 //! ```
 
 pub mod auction;
+mod bidding;
 pub mod contract_net;
 pub mod dialogue;
+pub mod dutch;
+pub mod english;
+mod inbox;
 pub mod sealed_bid;
+pub mod settlement;

@@ -7,6 +7,10 @@
 //! price) or [`auction::first_price`] gives for the bids that count, ties to the earlier
 //! bid. A signed bid is evidence: anyone holding it can check who bid what, for which
 //! auction.
+//!
+//! The bidders are told the result ([`Closed`]); the winner pays through escrow keyed by
+//! [`auction::deal_of`] the auction and released on delivery
+//! ([`settlement`](crate::settlement)), as in the English and Dutch auctions.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +20,9 @@ use agent_core::{Address, Agent, Context, Identity, Message, PublicKey};
 use serde::{Deserialize, Serialize};
 
 use crate::auction::{self, Award, Bid};
+use crate::bidding::Followed;
+use crate::inbox::tell_all;
+use crate::settlement::{Sales, Settled, SettlementError};
 
 /// A call for one sealed bid on `item`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
@@ -29,6 +36,18 @@ pub struct CallForBids {
     pub reserve: u128,
     /// Bids later than this (ms since the Unix epoch) do not count.
     pub deadline_ms: u64,
+}
+
+/// The auction closed: who won, at what price (none if no bid counted).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.auction.sealed.Closed")]
+pub struct Closed {
+    /// The auction.
+    pub auction: String,
+    /// The winner and price.
+    pub award: Option<Award>,
+    /// The auctioneer's wallet, which the winner pays (through escrow).
+    pub pay_to: Option<Address>,
 }
 
 /// A bid, signed by its bidder over the auction, the bidder and the amount.
@@ -78,6 +97,9 @@ pub enum BidError {
     /// It came after the deadline.
     #[error("bid after the deadline")]
     Late,
+    /// A Dutch take at a price the clock has not called.
+    #[error("take at {0}, a price the clock has not called")]
+    NotCalled(u128),
 }
 
 impl SignedBid {
@@ -139,16 +161,19 @@ pub struct Sealed {
     pub refused: Vec<(Address, BidError)>,
 }
 
-/// Runs a sealed-bid auction of `item` among `bidders`, closing at `deadline`.
+/// Runs a sealed-bid auction of `item` among `bidders`, closing at `deadline`; records the
+/// sale in `sales` (serve them with [`serve_sales`](crate::settlement::serve_sales) to be
+/// paid) and tells the bidders the result.
 pub async fn run<T: Serialize>(
     ctx: &Context,
+    sales: &Sales,
     bidders: &[Address],
     item: &T,
     reserve: u128,
     deadline: Duration,
     pricing: Pricing,
 ) -> Result<Sealed, serde_json::Error> {
-    let auction = format!("{:032x}", rand::random::<u128>());
+    let auction = auction::new_id();
     let deadline_ms = agent_core::envelope::unix_now_ms().saturating_add(deadline.as_millis() as u64);
     let until = tokio::time::Instant::now() + deadline;
     let call = CallForBids { auction: auction.clone(), item: serde_json::to_value(item)?, reserve, deadline_ms };
@@ -181,6 +206,11 @@ pub async fn run<T: Serialize>(
         Pricing::SecondPrice => auction::vickrey(&counted, reserve),
         Pricing::FirstPrice => auction::first_price(&counted, reserve),
     };
+    if let Some(award) = sealed.award {
+        sales.expect(auction::deal_of(&auction), award.winner, award.price);
+    }
+    let pay_to = ctx.wallet().ok().map(|wallet| wallet.address());
+    tell_all(ctx, bidders, &Closed { auction, award: sealed.award, pay_to }).await;
     Ok(sealed)
 }
 
@@ -189,20 +219,39 @@ pub async fn run<T: Serialize>(
 pub trait Bidder: Send + Sync + 'static {
     /// The bid for `item` with `reserve`, or `None` to pass.
     async fn bid(&self, item: serde_json::Value, reserve: u128) -> Option<u128>;
+
+    /// How paying for a won item ended. The default does nothing.
+    async fn settled(&self, _auction: &str, _settled: Result<Settled, SettlementError>) {}
 }
 
 /// Makes `agent` (whose key is `identity`) answer calls for bids with `bidder`'s bids,
-/// signed with that key.
-pub fn serve<B: Bidder>(agent: &mut Agent, identity: Identity, bidder: Arc<B>) {
+/// signed with that key, and pay for what it wins on delivery (the auctioneer has
+/// `deliver_within` to deliver before the escrow becomes refundable).
+pub fn serve<B: Bidder>(agent: &mut Agent, identity: Identity, bidder: Arc<B>, deliver_within: Duration) {
     let identity = Arc::new(identity);
-    agent.on_message(move |ctx: Context, _from: Address, call: CallForBids| {
-        let (identity, bidder) = (identity.clone(), bidder.clone());
+    let followed = Followed::default();
+    let (on_call, strategy) = (followed.clone(), bidder.clone());
+    agent.on_message(move |ctx: Context, from: Address, call: CallForBids| {
+        let (followed, identity, bidder) = (on_call.clone(), identity.clone(), strategy.clone());
         async move {
-            let answer = match bidder.bid(call.item, call.reserve).await {
-                Some(amount) => BidAnswer::Bid(SignedBid::sign(&identity, &call.auction, amount)),
-                None => BidAnswer::Pass,
+            let answer = match bidder.bid(call.item.clone(), call.reserve).await {
+                Some(amount) if followed.follow(&call.auction, from, call.item) => {
+                    followed.signed(&call.auction, amount);
+                    BidAnswer::Bid(SignedBid::sign(&identity, &call.auction, amount))
+                }
+                _ => BidAnswer::Pass,
             };
             ctx.reply(answer).await
+        }
+    });
+    agent.on_message(move |ctx: Context, from: Address, closed: Closed| {
+        let (followed, bidder) = (followed.clone(), bidder.clone());
+        async move {
+            if let Some(settled) =
+                followed.close(&ctx, &closed.auction, from, closed.award, closed.pay_to, deliver_within).await
+            {
+                bidder.settled(&closed.auction, settled).await;
+            }
         }
     });
 }

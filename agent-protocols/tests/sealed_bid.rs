@@ -7,6 +7,7 @@ use std::time::Duration;
 use agent_core::{Address, Agent, Bureau, Identity};
 use agent_protocols::auction::Award;
 use agent_protocols::sealed_bid::{self, BidError, Bidder, Pricing};
+use agent_protocols::settlement::Sales;
 
 struct Fixed {
     amount: Option<u128>,
@@ -24,7 +25,12 @@ impl Bidder for Fixed {
 /// Adds a bidder whose agent key is `seed`'s, signing its bids with `signer`'s key.
 fn add(bureau: &Bureau, seed: &str, signer: &str, amount: Option<u128>, delay: Duration) -> Address {
     let mut agent = Agent::builder(seed).seed(seed).build().unwrap();
-    sealed_bid::serve(&mut agent, Identity::from_seed(signer), Arc::new(Fixed { amount, delay }));
+    sealed_bid::serve(
+        &mut agent,
+        Identity::from_seed(signer),
+        Arc::new(Fixed { amount, delay }),
+        Duration::from_secs(1),
+    );
     bureau.add(agent).unwrap()
 }
 
@@ -44,7 +50,9 @@ async fn the_winner_and_price_follow_the_rule_for_the_bids_that_count() {
     let bidders = [low, high, mid, passer, forger, late, below];
 
     let sealed =
-        sealed_bid::run(&ctx, &bidders, &"lot 7", 10, Duration::from_millis(300), Pricing::SecondPrice).await.unwrap();
+        sealed_bid::run(&ctx, &Sales::new(), &bidders, &"lot 7", 10, Duration::from_millis(300), Pricing::SecondPrice)
+            .await
+            .unwrap();
     assert_eq!(sealed.award, Some(Award { winner: high, price: 65 }), "{sealed:?}");
     let mut counted: Vec<Address> = sealed.bids.iter().map(|b| b.bidder).collect();
     counted.sort();
@@ -65,9 +73,17 @@ async fn the_winner_and_price_follow_the_rule_for_the_bids_that_count() {
     tampered.amount += 1;
     assert!(matches!(tampered.check(&auction, tampered.bidder), Err(BidError::Signature(_))));
 
-    let first = sealed_bid::run(&ctx, &[low, mid], &"lot 8", 10, Duration::from_millis(300), Pricing::FirstPrice)
-        .await
-        .unwrap();
+    let first = sealed_bid::run(
+        &ctx,
+        &Sales::new(),
+        &[low, mid],
+        &"lot 8",
+        10,
+        Duration::from_millis(300),
+        Pricing::FirstPrice,
+    )
+    .await
+    .unwrap();
     assert_eq!(first.award, Some(Award { winner: mid, price: 65 }));
     bureau.shutdown().await.unwrap();
 }

@@ -430,6 +430,16 @@ impl Ledger for LocalLedger {
     async fn escrow(&self, id: EscrowId) -> Result<Option<Escrow>, LedgerError> {
         Ok(self.inner.ledger.read().state.escrows.get(&id).cloned())
     }
+
+    async fn open_escrows(&self, payer: Address, limit: usize) -> Result<Vec<(EscrowId, Escrow)>, LedgerError> {
+        let mut open: Vec<(EscrowId, Escrow)> = {
+            let book = self.inner.ledger.read();
+            book.state.escrows.iter().filter(|(_, e)| e.payer == payer).map(|(id, e)| (*id, e.clone())).collect()
+        };
+        open.sort_by_key(|(id, e)| (e.deadline_ms, *id));
+        open.truncate(limit);
+        Ok(open)
+    }
 }
 
 impl LocalLedger {

@@ -94,4 +94,8 @@ pub trait Ledger: Send + Sync + 'static {
     async fn history(&self, account: Address, limit: usize) -> Result<Vec<Receipt>, LedgerError>;
     /// An open escrow.
     async fn escrow(&self, id: EscrowId) -> Result<Option<Escrow>, LedgerError>;
+    /// The escrows `payer` locked that are still open, soonest deadline first, at most
+    /// `limit`. What a payer restarted with no memory of its deals reads to take back what
+    /// it is owed.
+    async fn open_escrows(&self, payer: Address, limit: usize) -> Result<Vec<(EscrowId, Escrow)>, LedgerError>;
 }

@@ -41,6 +41,13 @@ pub enum Request {
     },
     /// An open escrow.
     Escrow(EscrowId),
+    /// The open escrows a payer locked, soonest deadline first.
+    OpenEscrows {
+        /// The payer.
+        payer: Address,
+        /// At most this many (capped at [`MAX_HISTORY`]).
+        limit: usize,
+    },
 }
 
 /// The ledger service's answer.
@@ -56,6 +63,8 @@ pub enum Response {
     History(Result<Vec<Receipt>, LedgerError>),
     /// To `Escrow`.
     Escrow(Result<Option<Escrow>, LedgerError>),
+    /// To `OpenEscrows`.
+    OpenEscrows(Result<Vec<(EscrowId, Escrow)>, LedgerError>),
 }
 
 /// Serves `ledger` on `listen` (for example `/ip4/127.0.0.1/tcp/0`).
@@ -75,6 +84,9 @@ pub async fn serve(
                     Response::History(ledger.history(account, limit.min(MAX_HISTORY)).await)
                 }
                 Request::Escrow(id) => Response::Escrow(ledger.escrow(id).await),
+                Request::OpenEscrows { payer, limit } => {
+                    Response::OpenEscrows(ledger.open_escrows(payer, limit.min(MAX_HISTORY)).await)
+                }
             }
         }
     })
@@ -136,6 +148,13 @@ impl Ledger for RemoteLedger {
     async fn escrow(&self, id: EscrowId) -> Result<Option<Escrow>, LedgerError> {
         match self.call(Request::Escrow(id)).await? {
             Response::Escrow(result) => result,
+            other => unexpected(other),
+        }
+    }
+
+    async fn open_escrows(&self, payer: Address, limit: usize) -> Result<Vec<(EscrowId, Escrow)>, LedgerError> {
+        match self.call(Request::OpenEscrows { payer, limit }).await? {
+            Response::OpenEscrows(result) => result,
             other => unexpected(other),
         }
     }

@@ -45,6 +45,31 @@ impl DealId {
     }
 }
 
+/// The JSON Schema of a 32-byte id written as 64 hex digits (escrow and deal ids).
+fn hex_id_schema() -> schemars::Schema {
+    schemars::json_schema!({ "type": "string", "pattern": "^[0-9a-f]{64}$" })
+}
+
+impl schemars::JsonSchema for EscrowId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "EscrowId".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        hex_id_schema()
+    }
+}
+
+impl schemars::JsonSchema for DealId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DealId".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        hex_id_schema()
+    }
+}
+
 impl std::fmt::Display for DealId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&hex::encode(&self.0[..12]))

@@ -1,0 +1,86 @@
+//! What a bidder keeps of the auctions it follows, and how it pays for what it wins; shared
+//! by the English and Dutch auctions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_core::{Address, Context};
+use parking_lot::Mutex;
+
+use crate::auction::{self, Award};
+use crate::settlement::{self, Settled, SettlementError};
+
+/// At most this many auctions a bidder follows at once; further openings are ignored.
+const MAX_FOLLOWED: usize = 1024;
+
+/// An auction a bidder was invited to.
+struct Invited {
+    auctioneer: Address,
+    item: serde_json::Value,
+    /// The highest amount it signed: it never pays more.
+    highest: u128,
+}
+
+/// The auctions a bidder follows, by id.
+#[derive(Clone, Default)]
+pub(crate) struct Followed {
+    auctions: Arc<Mutex<HashMap<String, Invited>>>,
+}
+
+impl Followed {
+    /// Follows `auction`, run by `auctioneer`, selling `item`. False (and logged) when
+    /// following too many already.
+    pub(crate) fn follow(&self, auction: &str, auctioneer: Address, item: serde_json::Value) -> bool {
+        let mut auctions = self.auctions.lock();
+        if auctions.len() >= MAX_FOLLOWED && !auctions.contains_key(auction) {
+            tracing::warn!(auction, "following too many auctions; this one is ignored");
+            return false;
+        }
+        auctions.entry(auction.to_owned()).or_insert(Invited { auctioneer, item, highest: 0 });
+        true
+    }
+
+    /// The item of `auction`, if it is followed and `from` runs it.
+    pub(crate) fn item(&self, auction: &str, from: Address) -> Option<serde_json::Value> {
+        self.auctions.lock().get(auction).filter(|a| a.auctioneer == from).map(|a| a.item.clone())
+    }
+
+    /// Notes that the bidder signed `amount` in `auction`.
+    pub(crate) fn signed(&self, auction: &str, amount: u128) {
+        if let Some(invited) = self.auctions.lock().get_mut(auction) {
+            invited.highest = invited.highest.max(amount);
+        }
+    }
+
+    /// Stops following `auction`, closed by `from` with `award`, and pays `pay_to` for it if
+    /// this bidder won at no more than it bid. `None` if there is nothing to pay.
+    pub(crate) async fn close(
+        &self,
+        ctx: &Context,
+        auction: &str,
+        from: Address,
+        award: Option<Award>,
+        pay_to: Option<Address>,
+        deliver_within: Duration,
+    ) -> Option<Result<Settled, SettlementError>> {
+        let invited = {
+            let mut auctions = self.auctions.lock();
+            match auctions.get(auction) {
+                Some(invited) if invited.auctioneer == from => auctions.remove(auction)?,
+                _ => return None,
+            }
+        };
+        let award = award.filter(|a| a.winner == ctx.address())?;
+        if award.price > invited.highest {
+            tracing::warn!(auction, price = award.price, "asked to pay more than bid; not paying");
+            return None;
+        }
+        let Some(pay_to) = pay_to else {
+            tracing::warn!(auction, "won, but the auctioneer named no wallet to pay; not paying");
+            return None;
+        };
+        let deal = auction::deal_of(auction);
+        Some(settlement::pay_on_delivery(ctx, from, pay_to, award.price, deal, deliver_within).await)
+    }
+}

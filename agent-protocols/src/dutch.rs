@@ -1,0 +1,216 @@
+//! A Dutch (descending clock) auction over messages, with acceptances signed by their
+//! bidders.
+//!
+//! The auctioneer calls out a falling price to its bidders, one [`Clock`] per tick: `start`
+//! at tick 0, then `step` less each tick, never below `floor`. A bidder takes the item by
+//! sending a [`Take`]: a [`SignedBid`] for the price of a tick the clock has reached. The
+//! clock stops at the first valid take, and the auction closes ([`Closed`]). The winner and
+//! price are exactly [`auction::dutch`] of the takes that counted (validly signed by the
+//! agent that sent them, for this auction, at a price the clock called, received before
+//! the close). If the clock passes the floor untaken, the item is not sold.
+//!
+//! The winner pays as in the English auction: through escrow keyed by
+//! [`auction::deal_of`] the auction, released on delivery ([`settlement`](crate::settlement)).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_core::{Address, Agent, Context, Identity, Message};
+use serde::{Deserialize, Serialize};
+
+use crate::auction::{self, Acceptance, Award};
+use crate::bidding::Followed;
+use crate::inbox::{tell_all, Inbox};
+use crate::sealed_bid::{BidError, SignedBid};
+use crate::settlement::{Sales, Settled, SettlementError};
+
+/// The clock's price at `tick`: take it now, or wait for a lower one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.auction.dutch.Clock")]
+pub struct Clock {
+    /// The auction, as 32 hex digits.
+    pub auction: String,
+    /// What is sold.
+    pub item: serde_json::Value,
+    /// The tick, from 0.
+    pub tick: u64,
+    /// The price at this tick.
+    pub price: u128,
+}
+
+/// A bidder takes the item at the price it signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.auction.dutch.Take")]
+pub struct Take(pub SignedBid);
+
+/// The auction closed: who took the item at what price (none if the clock passed the floor).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.auction.dutch.Closed")]
+pub struct Closed {
+    /// The auction.
+    pub auction: String,
+    /// The winner and price.
+    pub award: Option<Award>,
+    /// The auctioneer's wallet, which the winner pays (through escrow).
+    pub pay_to: Option<Address>,
+}
+
+/// A Dutch auction's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Terms {
+    /// The price at tick 0.
+    pub start: u128,
+    /// How much the price falls each tick (at least 1).
+    pub step: u128,
+    /// The lowest price the clock calls.
+    pub floor: u128,
+    /// How long each price stands.
+    pub tick_every: Duration,
+}
+
+impl Terms {
+    /// The price at `tick`, or `None` once it would be below the floor.
+    pub fn price_at(&self, tick: u64) -> Option<u128> {
+        self.start.checked_sub(self.step.max(1).checked_mul(u128::from(tick))?).filter(|p| *p >= self.floor)
+    }
+
+    /// The tick whose price is `price`, if the clock calls it.
+    fn tick_of(&self, price: u128) -> Option<u64> {
+        let below = self.start.checked_sub(price)?;
+        let step = self.step.max(1);
+        let tick = u64::try_from(below / step).ok()?;
+        (below % step == 0 && price >= self.floor).then_some(tick)
+    }
+}
+
+/// What a Dutch auction gathered and decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Descent {
+    /// The auction's id.
+    pub auction: String,
+    /// The winner and price: [`auction::dutch`] of the takes that counted.
+    pub award: Option<Award>,
+    /// The ticks the clock called.
+    pub ticks: u64,
+    /// The signed takes that counted, in arrival order: the evidence.
+    pub takes: Vec<SignedBid>,
+    /// Takes that did not count, and why.
+    pub refused: Vec<(Address, BidError)>,
+}
+
+/// The auctioneer's side: receives takes for the auctions it runs.
+#[derive(Clone)]
+pub struct Auctioneer {
+    takes: Inbox<SignedBid>,
+    sales: Sales,
+}
+
+impl Auctioneer {
+    /// Makes `agent` a Dutch auctioneer whose sales are recorded in `sales` (serve them
+    /// with [`serve_sales`](crate::settlement::serve_sales) to be paid).
+    pub fn serve(agent: &mut Agent, sales: Sales) -> Auctioneer {
+        let auctioneer = Auctioneer { takes: Inbox::default(), sales };
+        let takes = auctioneer.takes.clone();
+        agent.on_message(move |_ctx: Context, from: Address, Take(bid): Take| {
+            let takes = takes.clone();
+            async move {
+                let auction = bid.auction.clone();
+                if !takes.deliver(&auction, from, bid) {
+                    tracing::debug!(%from, auction, "a take for an auction not running here");
+                }
+            }
+        });
+        auctioneer
+    }
+
+    /// Sells `item` to the first of `bidders` to take it on the falling clock `terms`;
+    /// returns when the auction has closed and the bidders have been told.
+    pub async fn run<T: Serialize>(
+        &self,
+        ctx: &Context,
+        bidders: &[Address],
+        item: &T,
+        terms: Terms,
+    ) -> Result<Descent, serde_json::Error> {
+        let auction = auction::new_id();
+        let item = serde_json::to_value(item)?;
+        let mut opened = self.takes.open(&auction);
+        let mut descent =
+            Descent { auction: auction.clone(), award: None, ticks: 0, takes: Vec::new(), refused: Vec::new() };
+        let mut acceptances = Vec::new();
+        'clock: while let Some(price) = terms.price_at(descent.ticks) {
+            let tick = descent.ticks;
+            descent.ticks += 1;
+            tell_all(ctx, bidders, &Clock { auction: auction.clone(), item: item.clone(), tick, price }).await;
+            let next = tokio::time::Instant::now() + terms.tick_every;
+            while let Ok(Some((from, bid))) = tokio::time::timeout_at(next, opened.messages.recv()).await {
+                if let Err(why) = bid.check(&auction, from) {
+                    descent.refused.push((from, why));
+                    continue;
+                }
+                let Some(taken_at) = terms.tick_of(bid.amount).filter(|t| *t <= tick) else {
+                    descent.refused.push((from, BidError::NotCalled(bid.amount)));
+                    continue;
+                };
+                acceptances.push(Acceptance { bidder: from, tick: taken_at, seq: descent.takes.len() as u64 });
+                descent.takes.push(bid);
+                break 'clock;
+            }
+        }
+        drop(opened);
+        descent.award = auction::dutch(&acceptances, terms.start, terms.step.max(1), terms.floor);
+        if let Some(award) = descent.award {
+            self.sales.expect(auction::deal_of(&auction), award.winner, award.price);
+        }
+        let pay_to = ctx.wallet().ok().map(|wallet| wallet.address());
+        tell_all(ctx, bidders, &Closed { auction, pay_to, award: descent.award }).await;
+        Ok(descent)
+    }
+}
+
+/// A bidder's side of Dutch auctions.
+#[async_trait::async_trait]
+pub trait Bidder: Send + Sync + 'static {
+    /// Whether to take `item` at `price` now.
+    async fn take(&self, item: &serde_json::Value, price: u128) -> bool;
+
+    /// How paying for a won item ended. The default does nothing.
+    async fn settled(&self, _auction: &str, _settled: Result<Settled, SettlementError>) {}
+}
+
+/// Makes `agent` (whose key is `identity`) bid in Dutch auctions with `bidder`'s strategy,
+/// signing with that key, and pay for what it wins on delivery (the auctioneer has
+/// `deliver_within` to deliver before the escrow becomes refundable).
+pub fn serve<B: Bidder>(agent: &mut Agent, identity: Identity, bidder: Arc<B>, deliver_within: Duration) {
+    let identity = Arc::new(identity);
+    let followed = Followed::default();
+
+    let (on_clock, strategy) = (followed.clone(), bidder.clone());
+    agent.on_message(move |ctx: Context, from: Address, clock: Clock| {
+        let (followed, identity, bidder) = (on_clock.clone(), identity.clone(), strategy.clone());
+        async move {
+            if !followed.follow(&clock.auction, from, clock.item) {
+                return;
+            }
+            let Some(item) = followed.item(&clock.auction, from) else { return };
+            if bidder.take(&item, clock.price).await {
+                followed.signed(&clock.auction, clock.price);
+                let take = Take(SignedBid::sign(&identity, &clock.auction, clock.price));
+                if let Err(e) = ctx.send(from, take).await {
+                    tracing::debug!(auction = clock.auction, error = %e, "a take was not delivered");
+                }
+            }
+        }
+    });
+
+    agent.on_message(move |ctx: Context, from: Address, closed: Closed| {
+        let (followed, bidder) = (followed.clone(), bidder.clone());
+        async move {
+            if let Some(settled) =
+                followed.close(&ctx, &closed.auction, from, closed.award, closed.pay_to, deliver_within).await
+            {
+                bidder.settled(&closed.auction, settled).await;
+            }
+        }
+    });
+}

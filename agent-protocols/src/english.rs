@@ -1,0 +1,253 @@
+//! An English (ascending) auction over messages, with bids signed by their bidders.
+//!
+//! The auctioneer opens the auction to its bidders ([`Opening`]: the item, the reserve, the
+//! increment and the closing time). Bidders raise ([`Raise`], a [`SignedBid`]); each raise
+//! that meets the reserve and beats the standing bid by the increment becomes the standing
+//! bid and is announced to every bidder ([`Standing`]). At the closing time the auction
+//! closes ([`Closed`]): the standing bid wins and pays its amount. The winner and price are
+//! exactly [`auction::english`] of the bids that counted (validly signed by the agent that
+//! sent them, for this auction, received before the close), in arrival order.
+//!
+//! The winner pays through escrow ([`settlement`](crate::settlement)): it locks the price for the auctioneer,
+//! keyed by [`auction::deal_of`] the auction, and releases it on delivery. The auctioneer
+//! records the sale in its [`Sales`] and delivers through
+//! [`serve_sales`](crate::settlement::serve_sales).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_core::{Address, Agent, Context, Identity, Message};
+use serde::{Deserialize, Serialize};
+
+use crate::auction::{self, Award, Bid};
+use crate::bidding::Followed;
+use crate::inbox::{tell_all, Inbox};
+use crate::sealed_bid::{BidError, SignedBid};
+use crate::settlement::{Sales, Settled, SettlementError};
+
+/// The auction is open: raise at least `minimum` before `closes_at_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.auction.english.Opening")]
+pub struct Opening {
+    /// The auction, as 32 hex digits.
+    pub auction: String,
+    /// What is sold.
+    pub item: serde_json::Value,
+    /// The lowest first bid.
+    pub reserve: u128,
+    /// How much a raise must beat the standing bid by.
+    pub increment: u128,
+    /// When the auction closes (ms since the Unix epoch).
+    pub closes_at_ms: u64,
+}
+
+/// A bidder's raise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.auction.english.Raise")]
+pub struct Raise(pub SignedBid);
+
+/// A new standing bid: the next raise must be at least `minimum`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.auction.english.Standing")]
+pub struct Standing {
+    /// The auction.
+    pub auction: String,
+    /// Who leads.
+    pub leader: Address,
+    /// With how much.
+    pub amount: u128,
+    /// The lowest raise that counts now.
+    pub minimum: u128,
+}
+
+/// The auction closed: who won, at what price (none if no bid counted).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.auction.english.Closed")]
+pub struct Closed {
+    /// The auction.
+    pub auction: String,
+    /// The winner and price.
+    pub award: Option<Award>,
+    /// The auctioneer's wallet, which the winner pays (through escrow).
+    pub pay_to: Option<Address>,
+}
+
+/// An English auction's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Terms {
+    /// The lowest first bid.
+    pub reserve: u128,
+    /// How much a raise must beat the standing bid by (at least 1).
+    pub increment: u128,
+    /// How long the auction is open.
+    pub open_for: Duration,
+}
+
+/// What an English auction gathered and decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcry {
+    /// The auction's id.
+    pub auction: String,
+    /// The winner and price: [`auction::english`] of `bids`.
+    pub award: Option<Award>,
+    /// The signed bids received in time, in arrival order (including those too low to
+    /// stand): the evidence.
+    pub bids: Vec<SignedBid>,
+    /// Bids that did not count, and why.
+    pub refused: Vec<(Address, BidError)>,
+}
+
+/// The auctioneer's side: receives raises for the auctions it runs.
+#[derive(Clone)]
+pub struct Auctioneer {
+    raises: Inbox<SignedBid>,
+    sales: Sales,
+}
+
+impl Auctioneer {
+    /// Makes `agent` an English auctioneer whose sales are recorded in `sales` (serve them
+    /// with [`settlement::serve_sales`] to be paid).
+    pub fn serve(agent: &mut Agent, sales: Sales) -> Auctioneer {
+        let auctioneer = Auctioneer { raises: Inbox::default(), sales };
+        let raises = auctioneer.raises.clone();
+        agent.on_message(move |_ctx: Context, from: Address, Raise(bid): Raise| {
+            let raises = raises.clone();
+            async move {
+                let auction = bid.auction.clone();
+                if !raises.deliver(&auction, from, bid) {
+                    tracing::debug!(%from, auction, "a raise for an auction not running here");
+                }
+            }
+        });
+        auctioneer
+    }
+
+    /// Sells `item` to the highest of `bidders` by English auction on `terms`; returns when
+    /// it has closed and the bidders have been told.
+    pub async fn run<T: Serialize>(
+        &self,
+        ctx: &Context,
+        bidders: &[Address],
+        item: &T,
+        terms: Terms,
+    ) -> Result<Outcry, serde_json::Error> {
+        let auction = auction::new_id();
+        let increment = terms.increment.max(1);
+        let closes_at_ms = unix_now_ms().saturating_add(terms.open_for.as_millis() as u64);
+        let closes = tokio::time::Instant::now() + terms.open_for;
+        let mut opened = self.raises.open(&auction);
+        let opening = Opening {
+            auction: auction.clone(),
+            item: serde_json::to_value(item)?,
+            reserve: terms.reserve,
+            increment,
+            closes_at_ms,
+        };
+        tell_all(ctx, bidders, &opening).await;
+
+        let mut outcry = Outcry { auction: auction.clone(), award: None, bids: Vec::new(), refused: Vec::new() };
+        let mut standing: Option<(Address, u128)> = None;
+        while let Ok(Some((from, bid))) = tokio::time::timeout_at(closes, opened.messages.recv()).await {
+            if let Err(why) = bid.check(&auction, from) {
+                outcry.refused.push((from, why));
+                continue;
+            }
+            let needed =
+                standing.map_or(terms.reserve, |(_, amount)| amount.saturating_add(increment).max(terms.reserve));
+            let amount = bid.amount;
+            outcry.bids.push(bid);
+            if amount >= needed {
+                standing = Some((from, amount));
+                let minimum = amount.saturating_add(increment);
+                tell_all(ctx, bidders, &Standing { auction: auction.clone(), leader: from, amount, minimum }).await;
+            }
+        }
+        drop(opened);
+        let counted: Vec<Bid> = outcry
+            .bids
+            .iter()
+            .enumerate()
+            .map(|(seq, b)| Bid { bidder: b.bidder, amount: b.amount, seq: seq as u64 })
+            .collect();
+        outcry.award = auction::english(&counted, terms.reserve, increment);
+        if let Some(award) = outcry.award {
+            self.sales.expect(auction::deal_of(&auction), award.winner, award.price);
+        }
+        let pay_to = ctx.wallet().ok().map(|wallet| wallet.address());
+        tell_all(ctx, bidders, &Closed { auction, pay_to, award: outcry.award }).await;
+        Ok(outcry)
+    }
+}
+
+/// A bidder's side of English auctions.
+#[async_trait::async_trait]
+pub trait Bidder: Send + Sync + 'static {
+    /// The raise to make on `item` when the lowest that counts is `minimum` (at opening,
+    /// and each time another bidder leads), or `None` to stay out for now.
+    async fn raise(&self, item: &serde_json::Value, minimum: u128) -> Option<u128>;
+
+    /// How paying for a won item ended. The default does nothing.
+    async fn settled(&self, _auction: &str, _settled: Result<Settled, SettlementError>) {}
+}
+
+/// Makes `agent` (whose key is `identity`) bid in English auctions with `bidder`'s
+/// strategy, signing with that key, and pay for what it wins on delivery (the auctioneer
+/// has `deliver_within` to deliver before the escrow becomes refundable).
+pub fn serve<B: Bidder>(agent: &mut Agent, identity: Identity, bidder: Arc<B>, deliver_within: Duration) {
+    let identity = Arc::new(identity);
+    let followed = Followed::default();
+
+    let (on_open, id, strategy) = (followed.clone(), identity.clone(), bidder.clone());
+    agent.on_message(move |ctx: Context, from: Address, opening: Opening| {
+        let (followed, identity, bidder) = (on_open.clone(), id.clone(), strategy.clone());
+        async move {
+            if followed.follow(&opening.auction, from, opening.item) {
+                raise(&ctx, &followed, &identity, &*bidder, &opening.auction, from, opening.reserve).await;
+            }
+        }
+    });
+
+    let (on_standing, id, strategy) = (followed.clone(), identity.clone(), bidder.clone());
+    agent.on_message(move |ctx: Context, from: Address, standing: Standing| {
+        let (followed, identity, bidder) = (on_standing.clone(), id.clone(), strategy.clone());
+        async move {
+            if standing.leader != ctx.address() {
+                raise(&ctx, &followed, &identity, &*bidder, &standing.auction, from, standing.minimum).await;
+            }
+        }
+    });
+
+    agent.on_message(move |ctx: Context, from: Address, closed: Closed| {
+        let (followed, bidder) = (followed.clone(), bidder.clone());
+        async move {
+            if let Some(settled) =
+                followed.close(&ctx, &closed.auction, from, closed.award, closed.pay_to, deliver_within).await
+            {
+                bidder.settled(&closed.auction, settled).await;
+            }
+        }
+    });
+}
+
+/// Asks the strategy for a raise in `auction` (if `auctioneer` runs it) and sends it.
+async fn raise<B: Bidder + ?Sized>(
+    ctx: &Context,
+    followed: &Followed,
+    identity: &Identity,
+    bidder: &B,
+    auction: &str,
+    auctioneer: Address,
+    minimum: u128,
+) {
+    let Some(item) = followed.item(auction, auctioneer) else { return };
+    let Some(amount) = bidder.raise(&item, minimum).await else { return };
+    followed.signed(auction, amount);
+    let bid = SignedBid::sign(identity, auction, amount);
+    if let Err(e) = ctx.send(auctioneer, Raise(bid)).await {
+        tracing::debug!(auction, error = %e, "a raise was not delivered");
+    }
+}
+
+fn unix_now_ms() -> u64 {
+    agent_core::envelope::unix_now_ms()
+}

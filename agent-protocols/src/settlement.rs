@@ -1,0 +1,240 @@
+//! Paying for what was won, through escrow, so that no path leaves money locked forever or
+//! pays it twice.
+//!
+//! The buyer locks the price in escrow for the seller, keyed by the deal (the dialogue or
+//! auction it was agreed in), and tells the seller with a [`Payment`]. The seller checks the
+//! escrow on the ledger (its amount, payer, beneficiary and deal) before it delivers, and
+//! answers with a [`Delivery`]. The buyer releases the escrow on delivery; on a refusal, a
+//! failure or no answer, the escrow is refunded to the buyer once its deadline has passed
+//! ([`refund_when_due`]). The ledger settles an escrow once, so it is paid out or refunded,
+//! never both. A buyer restarted with escrows still open calls [`refund_open_escrows`].
+//!
+//! Contract-net's [`award_and_pay`](crate::contract_net::award_and_pay) uses the same
+//! escrow rules with the initiator as the buyer; the auctions use [`pay_on_delivery`] and
+//! [`serve_sales`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_core::ledger::{DealId, EscrowId, LedgerError};
+use agent_core::{Address, Agent, Context, Message, RequestError, Wallet, WalletError};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+/// How long after a delivery was due its escrow may be refunded: the time the buyer has to
+/// release it once the delivery arrives.
+pub const REFUND_GRACE: Duration = Duration::from_secs(1);
+
+/// The buyer's word that it has paid: `escrow` holds `price` for the seller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.settlement.Payment")]
+pub struct Payment {
+    /// The deal paid for.
+    pub deal: DealId,
+    /// The escrow holding the price.
+    pub escrow: EscrowId,
+    /// The price, in the ledger's smallest unit.
+    pub price: u128,
+}
+
+/// The seller's answer to a [`Payment`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.settlement.Delivery")]
+pub enum Delivery {
+    /// Delivered: what the buyer gets (a booking reference, a lot number).
+    Delivered(serde_json::Value),
+    /// Not delivered, and why; the escrow is refunded to the buyer after its deadline.
+    Refused(String),
+}
+
+/// How a payment on delivery ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settled {
+    /// Delivered, and the escrow released to the seller.
+    Paid {
+        /// The escrow released.
+        escrow: EscrowId,
+        /// What was delivered.
+        delivery: serde_json::Value,
+    },
+    /// Not delivered: the escrow is refunded to the buyer once its deadline has passed.
+    Refunding {
+        /// The escrow to be refunded.
+        escrow: EscrowId,
+        /// Why there was no delivery.
+        reason: String,
+    },
+}
+
+/// Why a payment could not even start.
+#[derive(Debug, thiserror::Error)]
+pub enum SettlementError {
+    /// The buyer's agent has no wallet.
+    #[error("the buyer has no wallet: {0}")]
+    NoWallet(#[source] WalletError),
+    /// The price could not be locked (not enough funds, ledger down): nothing was paid,
+    /// unless the error says the lock may have been applied.
+    #[error("locking the price failed: {0}")]
+    Lock(#[source] WalletError),
+}
+
+/// Pays the agent `seller` `price` for `deal` on delivery: locks the price in escrow for
+/// the seller's wallet `pay_to` (refundable after `deliver_within` plus [`REFUND_GRACE`]),
+/// sends the [`Payment`], and releases the escrow once the seller answers
+/// [`Delivery::Delivered`]. Any other end leaves the escrow to be refunded to the buyer
+/// when due (scheduled here, in the background).
+pub async fn pay_on_delivery(
+    ctx: &Context,
+    seller: Address,
+    pay_to: Address,
+    price: u128,
+    deal: DealId,
+    deliver_within: Duration,
+) -> Result<Settled, SettlementError> {
+    let wallet = ctx.wallet().map_err(SettlementError::NoWallet)?;
+    let deadline_ms = unix_now_ms().saturating_add((deliver_within + REFUND_GRACE).as_millis() as u64);
+    let (escrow, _) =
+        wallet.lock(price, pay_to, deadline_ms, wallet.address(), Some(deal)).await.map_err(SettlementError::Lock)?;
+    refund_when_due(wallet.clone(), escrow, deadline_ms);
+    let answer = ctx.request::<Payment, Delivery>(seller, Payment { deal, escrow, price }, Some(deliver_within)).await;
+    let reason = match answer {
+        Ok(Delivery::Delivered(delivery)) => match wallet.release(escrow).await {
+            Ok(_) => return Ok(Settled::Paid { escrow, delivery }),
+            Err(e) => format!("delivered, but releasing the escrow failed ({e}); it is refunded when due"),
+        },
+        Ok(Delivery::Refused(reason)) => reason,
+        Err(e) => no_delivery(&e),
+    };
+    Ok(Settled::Refunding { escrow, reason })
+}
+
+fn no_delivery(e: &RequestError) -> String {
+    format!("no delivery: {e}")
+}
+
+/// What a seller does once paid: hands over what was sold, or says why it cannot (then the
+/// buyer's escrow is refunded to it).
+#[async_trait::async_trait]
+pub trait Seller: Send + Sync + 'static {
+    /// Delivers `deal` to `buyer`, who has locked `price` for it.
+    async fn deliver(&self, buyer: Address, deal: DealId, price: u128) -> Result<serde_json::Value, String>;
+}
+
+/// The sales a seller awaits payment for: which buyer owes what for each deal. An auction
+/// records its award here; [`serve_sales`] delivers each one once, to its buyer, when its
+/// escrow is on the ledger.
+#[derive(Clone, Default)]
+pub struct Sales {
+    owed: Arc<Mutex<HashMap<DealId, (Address, u128)>>>,
+}
+
+impl Sales {
+    /// No sales yet.
+    pub fn new() -> Sales {
+        Sales::default()
+    }
+
+    /// Awaits `price` from `buyer` for `deal`.
+    pub fn expect(&self, deal: DealId, buyer: Address, price: u128) {
+        self.owed.lock().insert(deal, (buyer, price));
+    }
+
+    /// Whether `deal` is still awaiting payment.
+    pub fn awaits(&self, deal: &DealId) -> bool {
+        self.owed.lock().contains_key(deal)
+    }
+}
+
+/// Makes `agent` answer [`Payment`]s for the sales in `sales`: the deal must be awaited from
+/// the paying agent, and the escrow open on the ledger for this agent's wallet, naming the
+/// deal, holding at least the price, and refundable no earlier than a second from now; then
+/// `seller` delivers, once. (Who locked the escrow does not matter to the seller: it is
+/// paid all the same.)
+pub fn serve_sales<S: Seller>(agent: &mut Agent, sales: Sales, seller: Arc<S>) {
+    agent.on_message(move |ctx: Context, buyer: Address, payment: Payment| {
+        let (sales, seller) = (sales.clone(), seller.clone());
+        async move {
+            let answer = match check_payment(&ctx, &sales, buyer, &payment).await {
+                Ok(price) => match seller.deliver(buyer, payment.deal, price).await {
+                    Ok(goods) => Delivery::Delivered(goods),
+                    Err(why) => {
+                        // Not delivered: the buyer may pay again for the same deal.
+                        sales.expect(payment.deal, buyer, price);
+                        Delivery::Refused(why)
+                    }
+                },
+                Err(why) => Delivery::Refused(why),
+            };
+            ctx.reply(answer).await
+        }
+    });
+}
+
+/// Takes the sale out of `sales` (so it is delivered once) if the payment is good.
+async fn check_payment(ctx: &Context, sales: &Sales, buyer: Address, payment: &Payment) -> Result<u128, String> {
+    let price = match sales.owed.lock().get(&payment.deal) {
+        Some(&(owed_by, price)) if owed_by == buyer => price,
+        Some(_) => return Err("this deal is owed by another buyer".into()),
+        None => return Err("no sale awaits payment for this deal".into()),
+    };
+    let wallet = ctx.wallet().map_err(|e| format!("the seller has no wallet: {e}"))?;
+    let escrow = match wallet.escrow(payment.escrow).await {
+        Ok(Some(escrow)) => escrow,
+        Ok(None) => return Err(format!("escrow {} is not open", payment.escrow)),
+        Err(e) => return Err(format!("the ledger could not be read: {e}")),
+    };
+    if escrow.beneficiary != wallet.address() || escrow.deal != Some(payment.deal) {
+        return Err(format!("escrow {} does not pay this seller for this deal", payment.escrow));
+    }
+    if escrow.deadline_ms < unix_now_ms().saturating_add(1000) {
+        return Err(format!("escrow {} is refundable too soon to deliver against", payment.escrow));
+    }
+    if escrow.amount < price {
+        return Err(format!("escrow {} holds {} of the {price} owed", payment.escrow, escrow.amount));
+    }
+    // Taken out under the lock: a second payment for the same deal finds nothing owed.
+    match sales.owed.lock().remove(&payment.deal) {
+        Some((owed_by, _)) if owed_by == buyer => Ok(price),
+        _ => Err("this deal was just paid".into()),
+    }
+}
+
+/// Refunds `escrow` to `wallet` once its deadline has passed, in the background: tries
+/// just after the deadline, then again with backoff (1 s doubling to a minute, for about an
+/// hour) while the ledger is unreachable. An escrow already settled (released, or refunded)
+/// is left alone. The task lives in this process: a restarted payer calls
+/// [`refund_open_escrows`].
+pub fn refund_when_due(wallet: Wallet, escrow: EscrowId, deadline_ms: u64) {
+    tokio::spawn(async move {
+        let wait = deadline_ms.saturating_sub(unix_now_ms()).saturating_add(1);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let mut pause = Duration::from_secs(1);
+        for _ in 0..70 {
+            match wallet.refund(escrow).await {
+                Ok(_) => return,
+                Err(WalletError::Ledger(LedgerError::UnknownEscrow(_))) => return,
+                Err(e) => tracing::warn!(%escrow, error = %e, "refund not yet possible; trying again"),
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(60));
+        }
+        tracing::error!(%escrow, "an escrow could not be refunded for an hour; its payer may refund it later");
+    });
+}
+
+/// Schedules a refund ([`refund_when_due`]) of every escrow `wallet` locked that is still
+/// open (at most 1,000, soonest deadline first), and returns how many. For a payer that
+/// restarted with deals in flight: what it locked before is refunded at each escrow's
+/// deadline unless it is released first. Call it again for more than 1,000.
+pub async fn refund_open_escrows(wallet: &Wallet) -> Result<usize, WalletError> {
+    let open = wallet.open_escrows(1000).await?;
+    for (id, escrow) in &open {
+        refund_when_due(wallet.clone(), *id, escrow.deadline_ms);
+    }
+    Ok(open.len())
+}
+
+fn unix_now_ms() -> u64 {
+    agent_core::envelope::unix_now_ms()
+}

@@ -1,0 +1,333 @@
+//! English and Dutch auctions over messages: signed bids, the close, forgers, and the winner
+//! and price exactly as the auction's rule gives for the bids that counted; then the sale
+//! paid through escrow keyed by the auction, with balances checked on the ledger.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_core::ledger::{DealId, Ledger, LocalLedger, LocalLedgerConfig};
+use agent_core::{Address, Agent, Bureau, Config, Identity, Wallet};
+use agent_protocols::auction::{self, Acceptance, Award, Bid};
+use agent_protocols::sealed_bid::{self, BidError, Pricing};
+use agent_protocols::settlement::{self, Sales, Settled, SettlementError};
+use agent_protocols::{dutch, english};
+use parking_lot::Mutex;
+
+const DELIVER_WITHIN: Duration = Duration::from_millis(500);
+
+/// Raises to the minimum while it is within `max`; takes a Dutch price at or below `max`.
+struct UpTo {
+    max: u128,
+    settled: Mutex<Vec<Result<Settled, String>>>,
+}
+
+impl UpTo {
+    fn new(max: u128) -> Arc<UpTo> {
+        Arc::new(UpTo { max, settled: Mutex::new(Vec::new()) })
+    }
+}
+
+#[async_trait::async_trait]
+impl english::Bidder for UpTo {
+    async fn raise(&self, _item: &serde_json::Value, minimum: u128) -> Option<u128> {
+        (minimum <= self.max).then_some(minimum)
+    }
+
+    async fn settled(&self, _auction: &str, settled: Result<Settled, SettlementError>) {
+        self.settled.lock().push(settled.map_err(|e| e.to_string()));
+    }
+}
+
+#[async_trait::async_trait]
+impl dutch::Bidder for UpTo {
+    async fn take(&self, _item: &serde_json::Value, price: u128) -> bool {
+        price <= self.max
+    }
+
+    async fn settled(&self, _auction: &str, settled: Result<Settled, SettlementError>) {
+        self.settled.lock().push(settled.map_err(|e| e.to_string()));
+    }
+}
+
+#[async_trait::async_trait]
+impl sealed_bid::Bidder for UpTo {
+    async fn bid(&self, _item: serde_json::Value, reserve: u128) -> Option<u128> {
+        (self.max >= reserve).then_some(self.max)
+    }
+
+    async fn settled(&self, _auction: &str, settled: Result<Settled, SettlementError>) {
+        self.settled.lock().push(settled.map_err(|e| e.to_string()));
+    }
+}
+
+/// Hands over a lot, or refuses when `out_of_stock`.
+struct Lots {
+    out_of_stock: bool,
+}
+
+#[async_trait::async_trait]
+impl settlement::Seller for Lots {
+    async fn deliver(&self, _buyer: Address, _deal: DealId, price: u128) -> Result<serde_json::Value, String> {
+        if self.out_of_stock {
+            return Err("the lot was sold elsewhere".into());
+        }
+        Ok(serde_json::json!({ "lot": 7, "paid": price.to_string() }))
+    }
+}
+
+struct Market {
+    bureau: Bureau,
+    ledger: Arc<LocalLedger>,
+    mint: Wallet,
+    sales: Sales,
+    english: english::Auctioneer,
+    dutch: dutch::Auctioneer,
+    auctioneer: Address,
+}
+
+impl Market {
+    fn new(out_of_stock: bool) -> Market {
+        let mint = Identity::from_seed("open auctions mint");
+        let ledger = Arc::new(LocalLedger::open(LocalLedgerConfig::default().with_authority(mint.address())).unwrap());
+        let bureau = Bureau::with_config(Config::default().with_ledger(ledger.clone())).unwrap();
+        let mut agent = Agent::builder("auctioneer").build().unwrap();
+        let sales = Sales::new();
+        let english = english::Auctioneer::serve(&mut agent, sales.clone());
+        let dutch = dutch::Auctioneer::serve(&mut agent, sales.clone());
+        settlement::serve_sales(&mut agent, sales.clone(), Arc::new(Lots { out_of_stock }));
+        let auctioneer = bureau.add(agent).unwrap();
+        Market { bureau, mint: Wallet::new(mint, ledger.clone()), ledger, sales, english, dutch, auctioneer }
+    }
+
+    /// A bidder with `funds`, whose agent key is `seed`'s and which signs with `signer`'s.
+    async fn bidder(&self, seed: &str, signer: &str, strategy: Arc<UpTo>, funds: u128) -> Address {
+        let mut agent = Agent::builder(seed).seed(seed).build().unwrap();
+        english::serve(&mut agent, Identity::from_seed(signer), strategy.clone(), DELIVER_WITHIN);
+        dutch::serve(&mut agent, Identity::from_seed(signer), strategy.clone(), DELIVER_WITHIN);
+        sealed_bid::serve(&mut agent, Identity::from_seed(signer), strategy, DELIVER_WITHIN);
+        let address = self.bureau.add(agent).unwrap();
+        self.mint.mint(self.wallet(address), funds).await.unwrap();
+        address
+    }
+
+    fn wallet(&self, agent: Address) -> Address {
+        self.bureau.context(agent).unwrap().wallet().unwrap().address()
+    }
+
+    async fn balance(&self, agent: Address) -> u128 {
+        self.ledger.balance(self.wallet(agent)).await.unwrap()
+    }
+
+    /// Waits (bounded) until `strategy` has heard how its payment ended.
+    async fn settled(&self, strategy: &UpTo) -> Result<Settled, String> {
+        for _ in 0..300 {
+            if let Some(settled) = strategy.settled.lock().first() {
+                return settled.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the winner never settled");
+    }
+}
+
+#[tokio::test]
+async fn english_the_highest_bidder_wins_as_the_rule_gives_and_pays_through_escrow() {
+    let m = Market::new(false);
+    let (low, high, mid) = (UpTo::new(100), UpTo::new(150), UpTo::new(120));
+    let low_agent = m.bidder("english low", "english low", low.clone(), 1_000).await;
+    let high_agent = m.bidder("english high", "english high", high.clone(), 1_000).await;
+    let mid_agent = m.bidder("english mid", "english mid", mid.clone(), 1_000).await;
+    let forger = m.bidder("english forger", "someone else", UpTo::new(10_000), 1_000).await;
+    let ctx = m.bureau.context(m.auctioneer).unwrap();
+    let terms = english::Terms { reserve: 50, increment: 10, open_for: Duration::from_millis(600) };
+
+    let outcry = m.english.run(&ctx, &[low_agent, high_agent, mid_agent, forger], &"lot 7", terms).await.unwrap();
+
+    // The award is the rule's, for the bids that counted, in arrival order.
+    let counted: Vec<Bid> = outcry
+        .bids
+        .iter()
+        .enumerate()
+        .map(|(seq, b)| Bid { bidder: b.bidder, amount: b.amount, seq: seq as u64 })
+        .collect();
+    assert_eq!(outcry.award, auction::english(&counted, 50, 10));
+    let Award { winner, price } = outcry.award.expect("a bid stood");
+    assert_eq!(winner, high_agent, "{outcry:?}");
+    assert!((120..=130).contains(&price), "the winner pays one increment over the last rival bid: {price}");
+    assert!(outcry.bids.iter().all(|b| b.bidder != forger), "the forger's bids never count");
+    assert!(outcry.refused.iter().all(|(who, why)| *who == forger && matches!(why, BidError::NotTheBidder { .. })));
+    assert!(!outcry.refused.is_empty(), "the forger bid, and was refused");
+    for bid in &outcry.bids {
+        bid.check(&outcry.auction, bid.bidder).expect("each counted bid is evidence on its own");
+    }
+
+    // The winner paid the price through escrow keyed by the auction, once.
+    let Ok(Settled::Paid { delivery, .. }) = m.settled(&high).await else { panic!("not paid") };
+    assert_eq!(delivery["lot"], 7);
+    assert_eq!(m.balance(high_agent).await, 1_000 - price);
+    assert_eq!(m.balance(m.auctioneer).await, price);
+    for loser in [low_agent, mid_agent, forger] {
+        assert_eq!(m.balance(loser).await, 1_000, "losers pay nothing");
+    }
+    assert!(low.settled.lock().is_empty() && mid.settled.lock().is_empty());
+    assert!(!m.sales.awaits(&auction::deal_of(&outcry.auction)), "the sale is delivered once");
+    let deal = auction::deal_of(&outcry.auction);
+    let history = m.ledger.history(m.wallet(high_agent), 10).await.unwrap();
+    assert_eq!(history.iter().filter(|r| r.deal == Some(deal)).count(), 2, "one lock, one release: {history:?}");
+    m.bureau.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn english_with_no_bid_at_the_reserve_sells_nothing() {
+    let m = Market::new(false);
+    let a = m.bidder("english shy a", "english shy a", UpTo::new(40), 100).await;
+    let b = m.bidder("english shy b", "english shy b", UpTo::new(49), 100).await;
+    let ctx = m.bureau.context(m.auctioneer).unwrap();
+    let terms = english::Terms { reserve: 50, increment: 5, open_for: Duration::from_millis(300) };
+    let outcry = m.english.run(&ctx, &[a, b], &"lot 8", terms).await.unwrap();
+    assert_eq!(outcry.award, None);
+    assert!(outcry.bids.is_empty());
+    assert_eq!((m.balance(a).await, m.balance(b).await), (100, 100));
+    m.bureau.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn dutch_the_first_to_take_wins_at_the_called_price_and_forgers_do_not_stop_the_clock() {
+    let m = Market::new(false);
+    let (eager, patient) = (UpTo::new(150), UpTo::new(130));
+    let eager_agent = m.bidder("dutch eager", "dutch eager", eager.clone(), 1_000).await;
+    let patient_agent = m.bidder("dutch patient", "dutch patient", patient.clone(), 1_000).await;
+    let forger = m.bidder("dutch forger", "not me", UpTo::new(10_000), 1_000).await;
+    let ctx = m.bureau.context(m.auctioneer).unwrap();
+    let terms = dutch::Terms { start: 200, step: 10, floor: 50, tick_every: Duration::from_millis(60) };
+
+    let descent = m.dutch.run(&ctx, &[eager_agent, patient_agent, forger], &"lot 9", terms).await.unwrap();
+
+    assert_eq!(descent.award, Some(Award { winner: eager_agent, price: 150 }), "{descent:?}");
+    assert_eq!(descent.ticks, 6, "the clock stopped at the take: 200, 190, 180, 170, 160, 150");
+    let acceptances: Vec<Acceptance> = descent
+        .takes
+        .iter()
+        .enumerate()
+        .map(|(seq, t)| Acceptance { bidder: t.bidder, tick: 5, seq: seq as u64 })
+        .collect();
+    assert_eq!(descent.award, auction::dutch(&acceptances, 200, 10, 50));
+    assert!(!descent.refused.is_empty(), "the forger took at 200 and was refused");
+    assert!(descent.refused.iter().all(|(who, _)| *who == forger));
+
+    assert!(matches!(m.settled(&eager).await, Ok(Settled::Paid { .. })));
+    assert_eq!(m.balance(eager_agent).await, 850);
+    assert_eq!(m.balance(m.auctioneer).await, 150);
+    assert_eq!((m.balance(patient_agent).await, m.balance(forger).await), (1_000, 1_000));
+    m.bureau.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn dutch_untaken_down_to_the_floor_sells_nothing() {
+    let m = Market::new(false);
+    let a = m.bidder("dutch miser", "dutch miser", UpTo::new(10), 100).await;
+    let ctx = m.bureau.context(m.auctioneer).unwrap();
+    let terms = dutch::Terms { start: 100, step: 25, floor: 40, tick_every: Duration::from_millis(30) };
+    let descent = m.dutch.run(&ctx, &[a], &"lot 10", terms).await.unwrap();
+    assert_eq!((descent.award, descent.ticks), (None, 3), "100, 75 and 50 were called; 25 is below the floor");
+    assert_eq!(m.balance(a).await, 100);
+    m.bureau.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_undelivered_sale_is_refunded_to_the_winner_after_its_deadline() {
+    let m = Market::new(true);
+    let winner = UpTo::new(500);
+    let agent = m.bidder("refunded winner", "refunded winner", winner.clone(), 1_000).await;
+    let ctx = m.bureau.context(m.auctioneer).unwrap();
+    let terms = dutch::Terms { start: 300, step: 1, floor: 1, tick_every: Duration::from_millis(30) };
+    let descent = m.dutch.run(&ctx, &[agent], &"lot 11", terms).await.unwrap();
+    assert_eq!(descent.award, Some(Award { winner: agent, price: 300 }));
+    let Ok(Settled::Refunding { reason, .. }) = m.settled(&winner).await else { panic!("not refused") };
+    assert!(reason.contains("sold elsewhere"), "{reason}");
+    assert_eq!(m.balance(agent).await, 700, "locked until the deadline");
+    assert_eq!(m.balance(m.auctioneer).await, 0);
+    // Refunded once the deadline (delivery time plus grace) has passed; bounded wait.
+    for _ in 0..100 {
+        if m.balance(agent).await == 1_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(m.balance(agent).await, 1_000, "refunded");
+    assert!(m.ledger.open_escrows(m.wallet(agent), 10).await.unwrap().is_empty());
+    m.bureau.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_payment_for_a_sale_not_awaited_or_short_is_refused_and_nothing_is_delivered() {
+    let m = Market::new(false);
+    let buyer = m.bidder("stray buyer", "stray buyer", UpTo::new(0), 1_000).await;
+    let ctx = m.bureau.context(buyer).unwrap();
+    let seller_wallet = m.wallet(m.auctioneer);
+    let deal = auction::deal_of("no such auction");
+    let settled = settlement::pay_on_delivery(&ctx, m.auctioneer, seller_wallet, 40, deal, DELIVER_WITHIN).await;
+    let Ok(Settled::Refunding { reason, .. }) = settled else { panic!("{settled:?}") };
+    assert!(reason.contains("no sale awaits"), "{reason}");
+
+    // Awaited at 100, paid 40: refused, and still awaited.
+    let deal = auction::deal_of("short");
+    m.sales.expect(deal, buyer, 100);
+    let settled = settlement::pay_on_delivery(&ctx, m.auctioneer, seller_wallet, 40, deal, DELIVER_WITHIN).await;
+    let Ok(Settled::Refunding { reason, .. }) = settled else { panic!("{settled:?}") };
+    assert!(reason.contains("holds 40 of the 100"), "{reason}");
+    assert!(m.sales.awaits(&deal));
+    assert_eq!(m.balance(m.auctioneer).await, 0);
+    m.bureau.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_restarted_payer_takes_back_what_it_left_locked() {
+    let m = Market::new(false);
+    let payer = m.bidder("forgetful payer", "forgetful payer", UpTo::new(0), 1_000).await;
+    let wallet = m.bureau.context(payer).unwrap().wallet().unwrap();
+    let deadline = agent_core::envelope::unix_now_ms() + 300;
+    for amount in [10, 20, 30] {
+        wallet.lock(amount, m.wallet(m.auctioneer), deadline, wallet.address(), None).await.unwrap();
+    }
+    assert_eq!(m.balance(payer).await, 940);
+    // As after a restart: a fresh wallet of the same key, which remembers nothing.
+    let fresh = Wallet::new(Identity::from_seed("forgetful payer").derive("wallet"), m.ledger.clone());
+    assert_eq!(fresh.address(), wallet.address());
+    assert_eq!(settlement::refund_open_escrows(&fresh).await.unwrap(), 3);
+    for _ in 0..100 {
+        if m.balance(payer).await == 1_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(m.balance(payer).await, 1_000);
+    assert_eq!(settlement::refund_open_escrows(&fresh).await.unwrap(), 0);
+    m.bureau.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn sealed_second_price_the_winner_pays_the_runner_up_bid_through_escrow() {
+    let m = Market::new(false);
+    let (high, low) = (UpTo::new(300), UpTo::new(220));
+    let high_agent = m.bidder("sealed high", "sealed high", high.clone(), 1_000).await;
+    let low_agent = m.bidder("sealed low", "sealed low", low.clone(), 1_000).await;
+    let ctx = m.bureau.context(m.auctioneer).unwrap();
+    let sealed = sealed_bid::run(
+        &ctx,
+        &m.sales,
+        &[high_agent, low_agent],
+        &"lot 12",
+        100,
+        Duration::from_millis(300),
+        Pricing::SecondPrice,
+    )
+    .await
+    .unwrap();
+    assert_eq!(sealed.award, Some(Award { winner: high_agent, price: 220 }));
+    assert!(matches!(m.settled(&high).await, Ok(Settled::Paid { .. })));
+    assert_eq!((m.balance(high_agent).await, m.balance(low_agent).await), (780, 1_000));
+    assert_eq!(m.balance(m.auctioneer).await, 220);
+    assert!(low.settled.lock().is_empty());
+    m.bureau.shutdown().await.unwrap();
+}
