@@ -53,17 +53,16 @@ impl Followed {
         }
     }
 
-    /// Stops following `auction`, closed by `from` with `award`, and pays `pay_to` for it if
-    /// this bidder won at no more than it bid. `None` if there is nothing to pay.
-    pub(crate) async fn close(
+    /// Stops following `auction`, closed by `from` with `award`. What this bidder (`me`)
+    /// owes, if it won at no more than it bid and was told whom to pay.
+    pub(crate) fn close(
         &self,
-        ctx: &Context,
+        me: Address,
         auction: &str,
         from: Address,
         award: Option<Award>,
         pay_to: Option<Address>,
-        deliver_within: Duration,
-    ) -> Option<Result<Settled, SettlementError>> {
+    ) -> Option<Owed> {
         let invited = {
             let mut auctions = self.auctions.lock();
             match auctions.get(auction) {
@@ -71,7 +70,7 @@ impl Followed {
                 _ => return None,
             }
         };
-        let award = award.filter(|a| a.winner == ctx.address())?;
+        let award = award.filter(|a| a.winner == me)?;
         if award.price > invited.highest {
             tracing::warn!(auction, price = award.price, "asked to pay more than bid; not paying");
             return None;
@@ -80,7 +79,32 @@ impl Followed {
             tracing::warn!(auction, "won, but the auctioneer named no wallet to pay; not paying");
             return None;
         };
-        let deal = auction::deal_of(auction);
-        Some(settlement::pay_on_delivery(ctx, from, pay_to, award.price, deal, deliver_within).await)
+        Some(Owed { auction: auction.to_owned(), seller: from, pay_to, price: award.price })
+    }
+}
+
+/// What a winner owes for an auction.
+pub(crate) struct Owed {
+    /// The auction won.
+    pub(crate) auction: String,
+    seller: Address,
+    pay_to: Address,
+    price: u128,
+}
+
+impl Owed {
+    /// Pays on delivery, in the background so the bidder's agent goes on serving while
+    /// the seller delivers, and hands the result to `settled`.
+    pub(crate) fn pay<F, Fut>(self, ctx: Context, deliver_within: Duration, settled: F)
+    where
+        F: FnOnce(String, Result<Settled, SettlementError>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        tokio::spawn(async move {
+            let deal = auction::deal_of(&self.auction);
+            let result =
+                settlement::pay_on_delivery(&ctx, self.seller, self.pay_to, self.price, deal, deliver_within).await;
+            settled(self.auction, result).await;
+        });
     }
 }

@@ -220,10 +220,10 @@ pub fn serve<B: Bidder>(agent: &mut Agent, identity: Identity, bidder: Arc<B>, d
     agent.on_message(move |ctx: Context, from: Address, closed: Closed| {
         let (followed, bidder) = (followed.clone(), bidder.clone());
         async move {
-            if let Some(settled) =
-                followed.close(&ctx, &closed.auction, from, closed.award, closed.pay_to, deliver_within).await
-            {
-                bidder.settled(&closed.auction, settled).await;
+            if let Some(owed) = followed.close(ctx.address(), &closed.auction, from, closed.award, closed.pay_to) {
+                owed.pay(ctx, deliver_within, move |auction, settled| async move {
+                    bidder.settled(&auction, settled).await;
+                });
             }
         }
     });

@@ -47,6 +47,7 @@ pub mod auction;
 mod bidding;
 pub mod contract_net;
 pub mod dialogue;
+pub mod double_auction;
 pub mod dutch;
 pub mod english;
 mod inbox;

@@ -1,0 +1,464 @@
+//! A double auction over messages (a call market, as energy and IoT markets run): each
+//! round, buyers' bids and sellers' asks, signed by their traders, are cleared at one
+//! uniform price, and every trade is paid through escrow.
+//!
+//! The clearinghouse opens a round to its traders ([`RoundOpen`]). Traders send
+//! [`SignedOrder`]s (buy or sell up to a quantity at a limit price per unit) before the
+//! round closes. The round then clears by [`auction::double`] of the orders that counted
+//! (validly signed by the agent that sent them, for this round, received before the close),
+//! in arrival order. Each trade ([`Trade`]: a buyer, a seller, a quantity, at the round's
+//! price) is a deal of its own: the clearinghouse tells each seller its trades first
+//! ([`Cleared`], a request the seller answers once it awaits payment for them), then each
+//! buyer, who pays each seller on delivery through escrow ([`settlement`](crate::settlement)).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_core::identity::SignatureError;
+use agent_core::ledger::DealId;
+use agent_core::{Address, Agent, Context, Identity, Message, PublicKey};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::auction::{self, Clearing, Order};
+use crate::inbox::{tell_all, Inbox};
+use crate::settlement::{self, Sales, Settled, SettlementError};
+
+/// A round is open for orders until `closes_at_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.auction.double.RoundOpen")]
+pub struct RoundOpen {
+    /// The round, as 32 hex digits.
+    pub round: String,
+    /// What is traded (a unit of energy, a lot size), as the market describes it.
+    pub good: String,
+    /// When the round closes (ms since the Unix epoch).
+    pub closes_at_ms: u64,
+}
+
+/// Buy or sell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum Side {
+    /// A bid: buy up to the quantity at the price per unit or less.
+    Buy,
+    /// An ask: sell up to the quantity at the price per unit or more.
+    Sell,
+}
+
+/// An order, signed by its trader over the round, the trader, the side, the price, the
+/// quantity and the wallet it is paid to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.auction.double.SignedOrder")]
+pub struct SignedOrder {
+    /// The round it is for.
+    pub round: String,
+    /// The trader.
+    pub trader: Address,
+    /// The trader's public key.
+    pub key: PublicKey,
+    /// Buy or sell.
+    pub side: Side,
+    /// The limit price per unit.
+    pub price: u128,
+    /// How many units.
+    pub quantity: u64,
+    /// Where a seller is paid (its wallet); none for a buyer.
+    pub pay_to: Option<Address>,
+    /// ed25519 over [`SignedOrder::signing_bytes`].
+    #[serde(with = "agent_core::identity::signature_hex")]
+    #[schemars(with = "String")]
+    pub signature: [u8; 64],
+}
+
+/// Why an order did not count.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrderError {
+    /// The signature does not verify.
+    #[error("bad order signature: {0}")]
+    Signature(#[from] SignatureError),
+    /// The key is not the trader's, or the trader is not the agent that sent it.
+    #[error("order signed for {claimed}, sent by {sent}")]
+    NotTheTrader {
+        /// Whom the order names (or whose key signed it).
+        claimed: Address,
+        /// The agent that sent it.
+        sent: Address,
+    },
+    /// A sell order that names no wallet to be paid to.
+    #[error("a sell order must name the wallet it is paid to")]
+    NoWallet,
+}
+
+impl SignedOrder {
+    /// `identity`'s order in `round`.
+    pub fn sign(
+        identity: &Identity,
+        round: &str,
+        side: Side,
+        price: u128,
+        quantity: u64,
+        pay_to: Option<Address>,
+    ) -> SignedOrder {
+        let mut order = SignedOrder {
+            round: round.into(),
+            trader: identity.address(),
+            key: identity.public_key(),
+            side,
+            price,
+            quantity,
+            pay_to,
+            signature: [0; 64],
+        };
+        order.signature = identity.sign(&order.signing_bytes());
+        order
+    }
+
+    /// What the signature covers.
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        let mut out = b"agora.order.v1".to_vec();
+        out.extend_from_slice(&(self.round.len() as u32).to_be_bytes());
+        out.extend_from_slice(self.round.as_bytes());
+        out.extend_from_slice(self.trader.as_bytes());
+        out.push(match self.side {
+            Side::Buy => 0,
+            Side::Sell => 1,
+        });
+        out.extend_from_slice(&self.price.to_be_bytes());
+        out.extend_from_slice(&self.quantity.to_be_bytes());
+        match &self.pay_to {
+            Some(wallet) => {
+                out.push(1);
+                out.extend_from_slice(wallet.as_bytes());
+            }
+            None => out.push(0),
+        }
+        out
+    }
+
+    /// Checks the signature, that the key is the trader's and the trader is `sent_by`, and
+    /// that a sell order names its wallet.
+    pub fn check(&self, sent_by: Address) -> Result<(), OrderError> {
+        let signer = Address::from_public_key(&self.key);
+        if signer != self.trader || self.trader != sent_by {
+            return Err(OrderError::NotTheTrader { claimed: self.trader, sent: sent_by });
+        }
+        self.key.verify(&self.signing_bytes(), &self.signature)?;
+        if self.side == Side::Sell && self.pay_to.is_none() {
+            return Err(OrderError::NoWallet);
+        }
+        Ok(())
+    }
+}
+
+/// One trade of a round: `quantity` units from `seller` to `buyer` at the round's price.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Trade {
+    /// The deal it settles: what the buyer's escrow names.
+    pub deal: DealId,
+    /// The buyer.
+    pub buyer: Address,
+    /// The seller.
+    pub seller: Address,
+    /// The seller's wallet.
+    pub pay_to: Address,
+    /// How many units.
+    pub quantity: u64,
+    /// The price per unit (the round's uniform price).
+    pub price: u128,
+}
+
+impl Trade {
+    /// What the buyer pays: price times quantity (saturating).
+    pub fn total(&self) -> u128 {
+        self.price.saturating_mul(u128::from(self.quantity))
+    }
+}
+
+/// The round has cleared: the trades of the trader it is sent to (none if it traded nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.auction.double.Cleared")]
+pub struct Cleared {
+    /// The round.
+    pub round: String,
+    /// The uniform price, if anything traded.
+    pub price: Option<u128>,
+    /// This trader's trades.
+    pub trades: Vec<Trade>,
+}
+
+/// A seller's answer to [`Cleared`]: it now awaits payment for its trades.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.auction.double.Noted")]
+pub struct Noted;
+
+/// What one round gathered and decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Round {
+    /// The round's id.
+    pub round: String,
+    /// The clearing: [`auction::double`] of the orders that counted, or `None`.
+    pub clearing: Option<Clearing>,
+    /// Every trade, with its deal.
+    pub trades: Vec<Trade>,
+    /// The signed orders that counted, in arrival order: the evidence.
+    pub orders: Vec<SignedOrder>,
+    /// Orders that did not count, and why.
+    pub refused: Vec<(Address, OrderError)>,
+}
+
+/// The deal of the `index`th trade of `round`.
+pub fn deal_of(round: &str, index: usize) -> DealId {
+    DealId::named(&format!("agora.double/{round}/{index}"))
+}
+
+/// The clearinghouse's side: receives orders for the rounds it runs.
+#[derive(Clone)]
+pub struct Clearinghouse {
+    orders: Inbox<SignedOrder>,
+}
+
+impl Clearinghouse {
+    /// Makes `agent` a clearinghouse.
+    pub fn serve(agent: &mut Agent) -> Clearinghouse {
+        let house = Clearinghouse { orders: Inbox::default() };
+        let orders = house.orders.clone();
+        agent.on_message(move |_ctx: Context, from: Address, order: SignedOrder| {
+            let orders = orders.clone();
+            async move {
+                let round = order.round.clone();
+                if !orders.deliver(&round, from, order) {
+                    tracing::debug!(%from, round, "an order for a round not running here");
+                }
+            }
+        });
+        house
+    }
+
+    /// Runs one round of trading `good` among `traders`, open for `open_for`; returns once
+    /// it has cleared and every trader has been told its trades (sellers first).
+    pub async fn run_round(&self, ctx: &Context, traders: &[Address], good: &str, open_for: Duration) -> Round {
+        let round_id = auction::new_id();
+        let closes_at_ms = unix_now_ms().saturating_add(open_for.as_millis() as u64);
+        let closes = tokio::time::Instant::now() + open_for;
+        let mut opened = self.orders.open(&round_id);
+        tell_all(ctx, traders, &RoundOpen { round: round_id.clone(), good: good.into(), closes_at_ms }).await;
+
+        let mut round = Round {
+            round: round_id.clone(),
+            clearing: None,
+            trades: Vec::new(),
+            orders: Vec::new(),
+            refused: Vec::new(),
+        };
+        while let Ok(Some((from, order))) = tokio::time::timeout_at(closes, opened.messages.recv()).await {
+            if order.round != round_id {
+                continue;
+            }
+            match order.check(from) {
+                Ok(()) => round.orders.push(order),
+                Err(why) => round.refused.push((from, why)),
+            }
+        }
+        drop(opened);
+
+        let as_order = |(seq, o): (usize, &SignedOrder)| Order {
+            trader: o.trader,
+            price: o.price,
+            quantity: o.quantity,
+            seq: seq as u64,
+        };
+        let bids: Vec<Order> =
+            round.orders.iter().enumerate().filter(|(_, o)| o.side == Side::Buy).map(as_order).collect();
+        let asks: Vec<Order> =
+            round.orders.iter().enumerate().filter(|(_, o)| o.side == Side::Sell).map(as_order).collect();
+        round.clearing = auction::double(&bids, &asks);
+        if let Some(clearing) = &round.clearing {
+            round.trades = clearing
+                .fills
+                .iter()
+                .enumerate()
+                .map(|(index, fill)| Trade {
+                    deal: deal_of(&round_id, index),
+                    buyer: fill.buyer,
+                    seller: fill.seller,
+                    // Checked above: every counted sell order names its wallet.
+                    pay_to: round
+                        .orders
+                        .iter()
+                        .find(|o| o.trader == fill.seller && o.side == Side::Sell)
+                        .and_then(|o| o.pay_to)
+                        .unwrap_or(fill.seller),
+                    quantity: fill.quantity,
+                    price: clearing.price,
+                })
+                .collect();
+        }
+        self.tell(ctx, traders, &round).await;
+        round
+    }
+
+    /// Tells the sellers their trades (and waits for them to note them), then everyone else.
+    async fn tell(&self, ctx: &Context, traders: &[Address], round: &Round) {
+        let price = round.clearing.as_ref().map(|c| c.price);
+        let trades_of = |trader: Address| -> Vec<Trade> {
+            round.trades.iter().filter(|t| t.buyer == trader || t.seller == trader).cloned().collect()
+        };
+        let mut sellers = tokio::task::JoinSet::new();
+        let mut sellers_told = Vec::new();
+        for &trader in traders {
+            if !round.trades.iter().any(|t| t.seller == trader) {
+                continue;
+            }
+            sellers_told.push(trader);
+            let cleared = Cleared { round: round.round.clone(), price, trades: trades_of(trader) };
+            let ctx = ctx.clone();
+            sellers.spawn(async move {
+                (trader, ctx.request::<Cleared, Noted>(trader, cleared, Some(Duration::from_secs(5))).await)
+            });
+        }
+        while let Some(joined) = sellers.join_next().await {
+            if let Ok((seller, Err(e))) = joined {
+                tracing::warn!(%seller, error = %e, "a seller did not note its trades; its buyers' payments may be refused");
+            }
+        }
+        for &trader in traders.iter().filter(|t| !sellers_told.contains(t)) {
+            let cleared = Cleared { round: round.round.clone(), price, trades: trades_of(trader) };
+            if let Err(e) = ctx.send(trader, cleared).await {
+                tracing::debug!(%trader, error = %e, "a trader was not told its trades");
+            }
+        }
+    }
+}
+
+/// A trader's side of the double auction.
+#[async_trait::async_trait]
+pub trait Trader: Send + Sync + 'static {
+    /// The orders to place in a round just opened: (side, limit price per unit, quantity).
+    async fn orders(&self, round: &RoundOpen) -> Vec<(Side, u128, u64)>;
+
+    /// How paying for one bought trade ended. The default does nothing.
+    async fn settled(&self, _trade: &Trade, _settled: Result<Settled, SettlementError>) {}
+}
+
+/// Makes `agent` (whose key is `identity`) trade in double auctions with `trader`'s orders,
+/// signed with that key. What it sells is recorded in `sales` (serve them with
+/// [`settlement::serve_sales`] to deliver and be paid); what it buys it pays for on
+/// delivery (each seller has `deliver_within`).
+///
+/// A trader acts only on the trades of rounds it placed orders in, told by the
+/// clearinghouse that opened them, within its orders: a buyer never pays more per unit
+/// than it bid nor for more units than it ordered, and a seller never awaits less than it
+/// asked.
+pub fn serve<T: Trader>(agent: &mut Agent, identity: Identity, trader: Arc<T>, sales: Sales, deliver_within: Duration) {
+    let identity = Arc::new(identity);
+    let strategy = trader.clone();
+    let placed: Arc<Mutex<HashMap<String, Placed>>> = Arc::default();
+    let on_open = placed.clone();
+    agent.on_message(move |ctx: Context, house: Address, open: RoundOpen| {
+        let (identity, trader, placed) = (identity.clone(), strategy.clone(), on_open.clone());
+        async move {
+            let pay_to = ctx.wallet().ok().map(|wallet| wallet.address());
+            let orders = trader.orders(&open).await;
+            {
+                let mut placed = placed.lock();
+                if placed.len() >= MAX_ROUNDS {
+                    tracing::warn!(round = open.round, "in too many rounds at once; this one is skipped");
+                    return;
+                }
+                placed.insert(open.round.clone(), Placed { house, orders: orders.clone() });
+            }
+            for (side, price, quantity) in orders {
+                let pay_to = (side == Side::Sell).then_some(pay_to).flatten();
+                let order = SignedOrder::sign(&identity, &open.round, side, price, quantity, pay_to);
+                if let Err(e) = ctx.send(house, order).await {
+                    tracing::debug!(round = open.round, error = %e, "an order was not delivered");
+                }
+            }
+        }
+    });
+    agent.on_message(move |ctx: Context, house: Address, cleared: Cleared| {
+        let (trader, sales, placed) = (trader.clone(), sales.clone(), placed.clone());
+        async move {
+            let me = ctx.address();
+            let placed = {
+                let mut placed = placed.lock();
+                match placed.get(&cleared.round) {
+                    Some(p) if p.house == house => placed.remove(&cleared.round),
+                    _ => None,
+                }
+            };
+            let Some(placed) = placed else {
+                tracing::warn!(round = cleared.round, %house, "trades of a round this trader is not in; ignored");
+                return;
+            };
+            if let Err(why) = placed.allows(me, &cleared.trades) {
+                tracing::warn!(round = cleared.round, why, "trades beyond this trader's orders; ignored");
+                return;
+            }
+            for trade in cleared.trades.iter().filter(|t| t.seller == me) {
+                sales.expect(trade.deal, trade.buyer, trade.total());
+            }
+            if ctx.is_request() {
+                if let Err(e) = ctx.reply(Noted).await {
+                    tracing::debug!(round = cleared.round, error = %e, "the clearinghouse did not hear that trades were noted");
+                }
+            }
+            // Paid in the background: the agent goes on serving (its own sales too) while
+            // the sellers deliver.
+            let bought: Vec<Trade> = cleared.trades.into_iter().filter(|t| t.buyer == me).collect();
+            tokio::spawn(async move {
+                for trade in bought {
+                    let (seller, pay_to, total) = (trade.seller, trade.pay_to, trade.total());
+                    let settled =
+                        settlement::pay_on_delivery(&ctx, seller, pay_to, total, trade.deal, deliver_within).await;
+                    trader.settled(&trade, settled).await;
+                }
+            });
+        }
+    });
+}
+
+/// At most this many rounds a trader is in at once.
+const MAX_ROUNDS: usize = 1024;
+
+/// A trader's orders in a round, and the clearinghouse that opened it.
+struct Placed {
+    house: Address,
+    orders: Vec<(Side, u128, u64)>,
+}
+
+impl Placed {
+    /// Whether `trades` stay within the orders: per side, no more units than the orders
+    /// willing at the round's uniform price add up to.
+    fn allows(&self, me: Address, trades: &[Trade]) -> Result<(), &'static str> {
+        for side in [Side::Buy, Side::Sell] {
+            let mine: Vec<&Trade> =
+                trades.iter().filter(|t| if side == Side::Buy { t.buyer == me } else { t.seller == me }).collect();
+            let units: u64 = mine.iter().map(|t| t.quantity).sum();
+            let willing: u64 = self
+                .orders
+                .iter()
+                .filter(|(s, price, _)| {
+                    *s == side
+                        && mine.first().is_none_or(|t| {
+                            if side == Side::Buy {
+                                t.price <= *price
+                            } else {
+                                t.price >= *price
+                            }
+                        })
+                })
+                .map(|(_, _, quantity)| quantity)
+                .sum();
+            if units > willing {
+                return Err("more units, or at a worse price, than ordered");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unix_now_ms() -> u64 {
+    agent_core::envelope::unix_now_ms()
+}
