@@ -53,3 +53,5 @@ pub mod english;
 mod inbox;
 pub mod sealed_bid;
 pub mod settlement;
+/// Scored subnets: Yuma Consensus as a pure function of stakes, weights and bonds.
+pub mod subnet;
