@@ -409,18 +409,125 @@ pub enum ReplyError {
 /// `err` followed by each of its sources, joined by ": ", for messages and logs that must
 /// name the cause (`Display` of most errors shows only the outermost layer).
 ///
+/// A layer that displays as nothing (libp2p's `TransportError::Other` does) is skipped, and
+/// so is a layer whose text an outer layer already includes (an error that formats its
+/// source into its own message), so each cause appears once. If every layer is silent, the
+/// outermost error's `Debug` form stands in, so the result is never empty. At most 32 layers
+/// are followed.
+///
 /// ```
 /// let inner = std::io::Error::other("disk full");
 /// let outer = agent_core::store::StoreError::Spawn(inner);
 /// assert_eq!(agent_core::error::chain(&outer), "cannot start the committer thread: disk full");
 /// ```
 pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+    const MAX_LAYERS: usize = 32;
+    let mut text = String::new();
+    for layer in std::iter::successors(Some(err), |layer| layer.source()).take(MAX_LAYERS) {
+        let message = layer.to_string();
+        if message.is_empty() || text.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    if text.is_empty() {
+        text = format!("{err:?}");
     }
     text
+}
+
+/// An error as a binary's `main` reports it: the whole cause chain on one line (see
+/// [`chain`]), as in `Error: cannot listen on /ip4/127.0.0.1/tcp/4000: Address already in
+/// use (os error 98)`.
+///
+/// Return it from `main` (`fn main() -> Result<(), Report>`): `?` converts any error that
+/// converts into `Box<dyn Error + Send + Sync>` (a `std::error::Error`, an `anyhow::Error`,
+/// a `String`), and the runtime prints the `Debug` form, which here is the chain rather than
+/// the outermost message alone. It keeps no backtrace.
+///
+/// ```
+/// use agent_core::error::Report;
+///
+/// let err = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+/// let report = Report::from(err);
+/// assert_eq!(format!("{report:?}"), "Address already in use");
+/// ```
+pub struct Report(Box<dyn std::error::Error + Send + Sync + 'static>);
+
+impl<E> From<E> for Report
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+{
+    fn from(err: E) -> Self {
+        Report(err.into())
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&chain(&*self.0))
+    }
+}
+
+impl fmt::Debug for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chain;
+
+    /// An error with a fixed message and an optional source.
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|layer| layer as _)
+        }
+    }
+
+    fn layers(messages: &[&'static str]) -> Layer {
+        let mut err: Option<Box<Layer>> = None;
+        for message in messages.iter().rev() {
+            err = Some(Box::new(Layer(message, err)));
+        }
+        *err.expect("at least one layer")
+    }
+
+    #[test]
+    fn each_cause_is_named_once() {
+        assert_eq!(chain(&layers(&["a", "b", "c"])), "a: b: c");
+        // A layer that already shows its source does not repeat it.
+        assert_eq!(chain(&layers(&["cannot open x: gone", "gone"])), "cannot open x: gone");
+    }
+
+    #[test]
+    fn a_silent_layer_is_skipped() {
+        assert_eq!(chain(&layers(&["cannot listen on x", "", "in use"])), "cannot listen on x: in use");
+        assert_eq!(chain(&layers(&["", "in use"])), "in use");
+    }
+
+    #[test]
+    fn an_all_silent_chain_is_still_named() {
+        assert!(!chain(&layers(&["", ""])).is_empty());
+    }
+
+    #[test]
+    fn a_report_shows_the_chain_as_debug() {
+        let report = super::Report::from(layers(&["cannot listen on x", "", "in use"]));
+        assert_eq!(format!("{report:?}"), "cannot listen on x: in use");
+        assert_eq!(report.to_string(), "cannot listen on x: in use");
+    }
 }

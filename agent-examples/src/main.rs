@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
+use agent_core::error::Report;
 use agent_core::ledger::{LocalLedger, LocalLedgerConfig, Operation, Units};
 use agent_core::{Address, Agent, Bureau, Config, Context, Identity, Message, Protocol, Wallet};
 use serde::{Deserialize, Serialize};
@@ -102,7 +103,7 @@ async fn shop(ctx: &Context, airlines: &[Address], route: &str, seats: u32) -> a
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> Result<(), Report> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .init();

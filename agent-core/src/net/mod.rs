@@ -65,33 +65,49 @@ pub fn swarm_with_idle_timeout<B: NetworkBehaviour>(
 }
 
 /// Listens on `addresses` and waits (up to 5 s) to learn the bound addresses.
+///
+/// An address that cannot be bound gives [`NetError::Listen`] naming it and the operating
+/// system's cause (for example `Address already in use (os error 98)`).
 pub async fn listen<B: NetworkBehaviour>(
     swarm: &mut Swarm<B>,
     addresses: &[libp2p::Multiaddr],
 ) -> Result<Vec<libp2p::Multiaddr>, NetError> {
     use futures::StreamExt;
+    let mut listeners = Vec::with_capacity(addresses.len());
     for address in addresses {
-        swarm
+        // The transport error displays as nothing when the cause is an I/O error; its
+        // sources name it.
+        let id = swarm
             .listen_on(address.clone())
-            .map_err(|e| NetError::Listen { address: address.to_string(), reason: e.to_string() })?;
+            .map_err(|e| NetError::Listen { address: address.to_string(), reason: crate::error::chain(&e) })?;
+        listeners.push((id, address));
     }
+    let address_of = |id: libp2p::core::transport::ListenerId| match listeners.iter().find(|(l, _)| *l == id) {
+        Some((_, address)) => address.to_string(),
+        None => list(addresses),
+    };
     let mut bound = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while bound.len() < addresses.len() {
         match tokio::time::timeout_at(deadline, swarm.select_next_some()).await {
             Ok(libp2p::swarm::SwarmEvent::NewListenAddr { address, .. }) => bound.push(address),
-            Ok(libp2p::swarm::SwarmEvent::ListenerError { error, .. }) => {
-                return Err(NetError::Listen { address: format!("{addresses:?}"), reason: error.to_string() });
+            Ok(libp2p::swarm::SwarmEvent::ListenerError { listener_id, error }) => {
+                return Err(NetError::Listen { address: address_of(listener_id), reason: crate::error::chain(&error) });
+            }
+            Ok(libp2p::swarm::SwarmEvent::ListenerClosed { listener_id, reason: Err(error), .. }) => {
+                return Err(NetError::Listen { address: address_of(listener_id), reason: crate::error::chain(&error) });
             }
             Ok(_) => {}
             Err(_) => break,
         }
     }
     if bound.is_empty() {
-        return Err(NetError::Listen {
-            address: format!("{addresses:?}"),
-            reason: "no address was bound within 5 s".into(),
-        });
+        return Err(NetError::Listen { address: list(addresses), reason: "no address was bound within 5 s".into() });
     }
     Ok(bound)
+}
+
+/// `addresses` for a message: separated by ", ".
+fn list(addresses: &[libp2p::Multiaddr]) -> String {
+    addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }

@@ -7,6 +7,7 @@
 
 use std::io::Write;
 
+use agent_core::error::Report;
 use agent_core::transport::{Auth, NetworkConfig, StaticResolver};
 use agent_core::{Acknowledge, Address, Agent, Bureau, Context, MailboxConfig, ReplyError};
 use agent_examples::{Ping, Pong};
@@ -44,7 +45,7 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> Result<(), Report> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)

@@ -12,6 +12,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use agent_core::error::Report;
 use agent_core::ledger::{service, LocalLedger, LocalLedgerConfig};
 use agent_core::Address;
 use anyhow::Context as _;
@@ -36,7 +37,7 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> Result<(), Report> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
@@ -47,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
         config = config.with_authority(authority);
     }
     let ledger =
-        LocalLedger::open(config).with_context(|| format!("opening the ledger in {}", args.data_dir.display()))?;
+        LocalLedger::open(config).with_context(|| format!("cannot open the ledger in {}", args.data_dir.display()))?;
     let keypair = match &args.node_seed {
         Some(seed) => agent_core::net::node_keypair(seed),
         None => libp2p::identity::Keypair::generate_ed25519(),

@@ -11,6 +11,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use agent_core::error::Report;
 use almanac::{service, Almanac, Config};
 use anyhow::Context as _;
 use clap::Parser;
@@ -37,15 +38,15 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> Result<(), Report> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
     let config = Config::default().with_max_records(args.max_records).with_max_ttl_ms(args.max_ttl_secs * 1000);
-    let almanac =
-        Almanac::open(&args.data_dir, config).with_context(|| format!("opening {}", args.data_dir.display()))?;
+    let almanac = Almanac::open(&args.data_dir, config)
+        .with_context(|| format!("cannot open the almanac in {}", args.data_dir.display()))?;
     let _expiry = almanac.start_expiry(Duration::from_secs(1));
     let keypair = match &args.node_seed {
         Some(seed) => agent_core::net::node_keypair(seed),
