@@ -131,6 +131,35 @@ pub enum Report {
         /// Why.
         reason: String,
     },
+    /// The participant withdrew from the award (the FIPA cancel, from the participant's
+    /// side): the task will not be done, and the dialogue is over.
+    Cancelled {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why an awarded task was not done: it failed, or the participant withdrew.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unperformed {
+    /// Tried, and failed: reported as [`Report::Failure`].
+    #[error("failed: {0}")]
+    Failed(String),
+    /// Withdrawn by the participant: reported as [`Report::Cancelled`].
+    #[error("cancelled: {0}")]
+    Cancelled(String),
+}
+
+impl From<String> for Unperformed {
+    fn from(reason: String) -> Self {
+        Unperformed::Failed(reason)
+    }
+}
+
+impl From<&str> for Unperformed {
+    fn from(reason: &str) -> Self {
+        Unperformed::Failed(reason.into())
+    }
 }
 
 /// An award or a call withdrawn.
@@ -222,6 +251,7 @@ fn report_step(report: &Report) -> &'static str {
     match report {
         Report::Done { .. } => "Done",
         Report::Failure { .. } => "Failure",
+        Report::Cancelled { .. } => "Cancel",
     }
 }
 
@@ -367,20 +397,26 @@ async fn gather<P: DeserializeOwned + Send + 'static>(
         let ctx = ctx.clone();
         let cfp = Cfp { task: task.clone(), deadline_ms };
         let book = book.clone();
-        // Each call waits past the deadline, so a late proposal is seen and answered.
+        // Each call waits past the deadline, so a late proposal is seen and answered. The
+        // answer's step is checked here, as it arrives, so answers are recorded side by side.
         answers.spawn(async move {
             let answer = ctx.request_in::<Cfp, Answer>(id, participant, cfp, Some(deadline + late_window)).await;
-            (participant, id, answer.map_err(|e| e.to_string()), book)
+            let step = match (&answer, book.dialogues()) {
+                (Ok(answer), Some(dialogues)) => {
+                    Some(dialogues.incoming_named(answer_step(answer), id, participant, now_ms()).map(drop))
+                }
+                _ => None,
+            };
+            (participant, id, answer.map_err(|e| e.to_string()), step, book)
         });
     }
     let mut called = Called { proposals: Vec::new(), refused: Vec::new(), silent: Vec::new() };
     let mut answered = BTreeMap::new();
     while let Ok(Some(joined)) = tokio::time::timeout_at(until, answers.join_next()).await {
-        let Ok((from, id, answer, _)) = joined else { continue };
         // No answer (the participant ended without one, or is unreachable) is silence.
-        let Ok(answer) = answer else { continue };
-        match dialogues.incoming_named(answer_step(&answer), id, from, now_ms()) {
-            Ok(_) => {
+        let Ok((from, id, Ok(answer), Some(step), _)) = joined else { continue };
+        match step {
+            Ok(()) => {
                 answered.insert(from, ());
                 match answer {
                     Answer::Propose { proposal, hold_until_ms, pay_to } => match serde_json::from_value(proposal) {
@@ -404,11 +440,12 @@ async fn gather<P: DeserializeOwned + Send + 'static>(
         }
     }
     called.silent = participants.iter().filter(|p| !answered.contains_key(p)).copied().collect();
-    // The rest answer late, if at all: each late proposal gets its rejection.
+    // The rest answer late, if at all: each late proposal gets its rejection (one that
+    // arrived just before the deadline but was not gathered in time is late too).
     let ctx = ctx.clone();
     tokio::spawn(async move {
         while let Some(joined) = answers.join_next().await {
-            let Ok((from, id, Ok(Answer::Propose { .. }), book)) = joined else { continue };
+            let Ok((from, id, Ok(Answer::Propose { .. }), _, book)) = joined else { continue };
             let Some(dialogues) = book.dialogues() else { continue };
             reject(&ctx, dialogues, id, from, RejectReason::Late).await;
         }
@@ -432,6 +469,7 @@ async fn outcome_of<R: DeserializeOwned>(
                     serde_json::from_value(result).map_err(|e| format!("an unreadable result: {e}"))
                 }
                 Report::Failure { reason } => Err(reason),
+                Report::Cancelled { reason } => Err(format!("cancelled by the participant: {reason}")),
             },
             Err(refused) => {
                 let reason = refused.to_string();
@@ -490,6 +528,8 @@ pub async fn award<P, R: DeserializeOwned>(
         return Ok(Outcome::NoProposals);
     }
     let mut reports = tokio::task::JoinSet::new();
+    let mut losers = Vec::with_capacity(called.proposals.len());
+    // Winners first: they perform while the others are told.
     for proposal in &called.proposals {
         let (id, to) = (proposal.dialogue, proposal.from);
         if winners.contains(&to) && dialogues.outgoing_named("Accept", id, now_ms()).is_ok() {
@@ -498,8 +538,11 @@ pub async fn award<P, R: DeserializeOwned>(
                 (to, id, ctx.request_in::<Accept, Report>(id, to, Accept, Some(perform_timeout)).await)
             });
         } else {
-            reject(ctx, dialogues, id, to, RejectReason::NotChosen).await;
+            losers.push((id, to));
         }
+    }
+    for (id, to) in losers {
+        reject(ctx, dialogues, id, to, RejectReason::NotChosen).await;
     }
     if reports.is_empty() {
         return Ok(Outcome::NoneChosen);
@@ -652,8 +695,11 @@ pub trait Participant: Send + Sync + 'static {
     /// refuse.
     async fn evaluate(&self, initiator: Address, task: Self::Task) -> Option<(Self::Proposal, Option<u64>)>;
 
-    /// Performs an awarded task.
-    async fn perform(&self, initiator: Address, proposal: Self::Proposal) -> Result<Self::Result, String>;
+    /// Performs an awarded task. `Err` says why not: [`Unperformed::Failed`] (a `String`
+    /// converts to it) is reported as a failure; [`Unperformed::Cancelled`] withdraws from
+    /// the award (the participant's cancel). Either way the initiator's escrow, if any, goes
+    /// back to it.
+    async fn perform(&self, initiator: Address, proposal: Self::Proposal) -> Result<Self::Result, Unperformed>;
 
     /// The hold on `proposal` ended without an award.
     async fn release(&self, _initiator: Address, _proposal: Self::Proposal) {}
@@ -745,7 +791,8 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                             Ok(result) => Report::Done { result },
                             Err(e) => Report::Failure { reason: e.to_string() },
                         },
-                        Err(reason) => Report::Failure { reason },
+                        Err(Unperformed::Failed(reason)) => Report::Failure { reason },
+                        Err(Unperformed::Cancelled(reason)) => Report::Cancelled { reason },
                     },
                     _ => Report::Failure { reason: "the proposal is no longer held (its hold ended)".into() },
                 };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_core::{Address, Agent, Bureau, Context};
-use agent_protocols::contract_net::{self, Answer, Outcome, Participant, Reject, RejectReason, Report};
+use agent_protocols::contract_net::{self, Answer, Outcome, Participant, Reject, RejectReason, Report, Unperformed};
 use agent_protocols::dialogue::Refused;
 use parking_lot::Mutex;
 
@@ -41,7 +41,7 @@ impl Participant for Seller {
         Some((self.price, self.hold_ms.map(|ms| agent_core::envelope::unix_now_ms() + ms)))
     }
 
-    async fn perform(&self, _initiator: Address, price: u64) -> Result<String, String> {
+    async fn perform(&self, _initiator: Address, price: u64) -> Result<String, Unperformed> {
         if self.fails {
             return Err("overbooked".into());
         }
@@ -366,7 +366,7 @@ impl Participant for Haggler {
         (self.floor <= budget).then(|| (self.price.min(budget).max(self.floor), None))
     }
 
-    async fn perform(&self, _initiator: Address, price: u64) -> Result<String, String> {
+    async fn perform(&self, _initiator: Address, price: u64) -> Result<String, Unperformed> {
         Ok(format!("booked at {price}"))
     }
 

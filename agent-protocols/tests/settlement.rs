@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use agent_core::ledger::{Ledger, LocalLedger, LocalLedgerConfig};
 use agent_core::{Address, Agent, Bureau, Config, Identity, Wallet};
-use agent_protocols::contract_net::{self, Paid, Participant};
+use agent_protocols::contract_net::{self, Paid, Participant, Unperformed};
 
 struct Seller {
     price: u128,
@@ -24,7 +24,7 @@ impl Participant for Seller {
         Some((self.price, None))
     }
 
-    async fn perform(&self, _initiator: Address, price: u128) -> Result<String, String> {
+    async fn perform(&self, _initiator: Address, price: u128) -> Result<String, Unperformed> {
         if self.fails {
             return Err("out of stock".into());
         }
@@ -127,6 +127,61 @@ async fn a_failed_winner_is_refunded_after_the_deadline() {
     s.bureau.shutdown().await.unwrap();
 }
 
+/// Proposes, and withdraws when awarded.
+struct Withdraws;
+
+#[async_trait::async_trait]
+impl Participant for Withdraws {
+    type Task = String;
+    type Proposal = u128;
+    type Result = String;
+
+    async fn evaluate(&self, _initiator: Address, _task: String) -> Option<(u128, Option<u64>)> {
+        Some((80, None))
+    }
+
+    async fn perform(&self, _initiator: Address, _price: u128) -> Result<String, Unperformed> {
+        Err(Unperformed::Cancelled("the truck broke down".into()))
+    }
+}
+
+#[tokio::test]
+async fn a_winner_that_cancels_is_not_paid_and_the_dialogue_ends_cancelled_on_both_sides() {
+    let s = setup(1_000).await;
+    let mut agent = Agent::builder("withdraws").build().unwrap();
+    let participant_book = contract_net::serve(&mut agent, Arc::new(Withdraws));
+    let winner = s.bureau.add(agent).unwrap();
+    let ctx = s.bureau.context(s.buyer).unwrap();
+    let called =
+        contract_net::call::<_, u128>(&ctx, &s.book, &[winner], &"parts", Duration::from_secs(2)).await.unwrap();
+    let paid = contract_net::award_and_pay::<u128, String>(
+        &ctx,
+        &s.book,
+        &called,
+        &[winner],
+        |p| *p,
+        Duration::from_millis(200),
+    )
+    .await
+    .unwrap();
+    let Paid::Settled(settled) = paid else { panic!("{paid:?}") };
+    assert_eq!(settled[0].result, Err("cancelled by the participant: the truck broke down".into()));
+    assert!(!settled[0].paid);
+    let dialogue = called.proposals[0].dialogue;
+    assert_eq!(s.book.dialogues().unwrap().get(dialogue).unwrap().state, "cancelled");
+    assert_eq!(participant_book.dialogues().unwrap().get(dialogue).unwrap().state, "cancelled");
+
+    let escrow = settled[0].escrow.unwrap();
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while s.ledger.escrow(escrow).await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < until, "never refunded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(s.ledger.balance(s.buyer_wallet.address()).await.unwrap(), 1_000);
+    assert_eq!(s.ledger.audit_total().unwrap(), 1_000);
+    s.bureau.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_price_that_cannot_be_locked_is_not_awarded() {
     let s = setup(50).await;
@@ -161,7 +216,7 @@ impl Participant for Slow {
         Some((70, None))
     }
 
-    async fn perform(&self, _initiator: Address, _price: u128) -> Result<String, String> {
+    async fn perform(&self, _initiator: Address, _price: u128) -> Result<String, Unperformed> {
         tokio::time::sleep(Duration::from_secs(2)).await;
         Ok("too late".into())
     }

@@ -507,7 +507,11 @@ impl agent_protocols::contract_net::Participant for Bidder {
         Some((self.0, None))
     }
 
-    async fn perform(&self, _initiator: Address, price: u64) -> Result<u64, String> {
+    async fn perform(
+        &self,
+        _initiator: Address,
+        price: u64,
+    ) -> Result<u64, agent_protocols::contract_net::Unperformed> {
         Ok(price)
     }
 }
@@ -543,22 +547,24 @@ impl ContractNetMarket {
     }
 
     /// One round: the time from the call for proposals to the winner's report (every
-    /// participant answers; the cheapest wins; the rest are rejected).
-    pub async fn round(&self) -> Result<Duration, Box<dyn std::error::Error>> {
+    /// participant answers; the cheapest wins; the rest are rejected), as (call, award):
+    /// until every proposal is in, and from then to the winner's report.
+    pub async fn round(&self) -> Result<(Duration, Duration), Box<dyn std::error::Error>> {
         use agent_protocols::contract_net::{self, Outcome};
         let started = Instant::now();
         let called =
             contract_net::call::<_, u64>(&self.ctx, &self.book, &self.participants, &"task", Duration::from_secs(10))
                 .await?;
+        let call = started.elapsed();
         let winner = called.proposals.iter().min_by_key(|p| p.proposal).map(|p| p.from).ok_or("no proposals")?;
         let outcome =
             contract_net::award::<u64, u64>(&self.ctx, &self.book, &called, &[winner], Duration::from_secs(10)).await?;
-        let elapsed = started.elapsed();
+        let award = started.elapsed() - call;
         if called.proposals.len() != self.participants.len() || !matches!(outcome, Outcome::Awarded(_)) {
             let got = called.proposals.len();
             return Err(format!("{got} proposals of {}, outcome {outcome:?}", self.participants.len()).into());
         }
-        Ok(elapsed)
+        Ok((call, award))
     }
 
     /// Stops the market.
