@@ -165,6 +165,11 @@ impl Bureau {
             Some(dir) => crate::store::Database::open_in(dir, "storage.redb")?,
             None => crate::store::Database::temporary()?,
         };
+        Self::with_database(config, db)
+    }
+
+    /// A bureau on `db`: a simulated host restarted on the storage it crashed with.
+    pub(crate) fn with_database(config: Config, db: crate::store::Database) -> Result<Bureau, BureauError> {
         let storage = crate::store::WriteBehind::new(db)?;
         let router = Arc::new(Router::new(config.send_timeout));
         let shared = Arc::new(Shared {
@@ -292,6 +297,26 @@ impl Bureau {
     ) -> Result<crate::transport::Outcome, crate::net::NetError> {
         let network = self.shared.network.get().ok_or(crate::net::NetError::Stopped)?;
         Ok(network.send(None, envelope.target, envelope.encode(), crate::transport::Auth::Signed, timeout).await)
+    }
+
+    /// Makes `remote` carry this bureau's messages for agents elsewhere (a simulated
+    /// network). False if the bureau already has a way out.
+    pub(crate) fn attach_remote(&self, remote: Arc<dyn crate::remote::RemoteSend>) -> bool {
+        self.shared.remote.set(remote).is_ok()
+    }
+
+    /// Where messages from elsewhere are handed in.
+    pub(crate) fn sink(&self) -> Arc<dyn crate::transport::Sink> {
+        self.shared.router.clone()
+    }
+
+    /// Stops every agent at once, as a crash would: no shutdown handler runs, queued
+    /// messages are lost. What storage holds is kept.
+    pub(crate) fn crash(self) {
+        self.close_mailboxes();
+        for task in std::mem::take(&mut *self.tasks.lock()) {
+            task.abort();
+        }
     }
 
     /// Stops every agent gracefully (see the module docs) and flushes storage.

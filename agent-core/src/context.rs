@@ -324,7 +324,7 @@ impl Context {
         header: Header,
     ) -> Result<(), SendFailure> {
         let payload = serde_json::to_vec(message).map_err(|e| SendFailure::Encode { to, reason: e.to_string() })?;
-        let message = Outgoing { schema: M::digest(), payload, header };
+        let message = Outgoing { schema: M::digest(), name: M::NAME, payload, header };
         remote.send(&self.cell.identity, to, message, remote.delivery_timeout()).await
     }
 
@@ -339,7 +339,7 @@ impl Context {
     ) -> Result<Resp, RequestError> {
         let payload = serde_json::to_vec(message)
             .map_err(|e| RequestError::Send(SendFailure::Encode { to, reason: e.to_string() }))?;
-        let message = Outgoing { schema: Req::digest(), payload, header };
+        let message = Outgoing { schema: Req::digest(), name: Req::NAME, payload, header };
         let reply = remote.request(&self.cell.identity, to, message, deadline, timeout).await?;
         if reply.schema != Resp::digest() {
             return Err(RequestError::WrongReplyType {

@@ -60,6 +60,7 @@ pub mod protocol;
 mod remote;
 mod router;
 mod runtime;
+pub mod sim;
 pub mod storage;
 pub mod store;
 mod trace;

@@ -19,6 +19,8 @@ use crate::message::{ProtocolDigest, SchemaDigest};
 /// A message serialised for another process.
 pub(crate) struct Outgoing {
     pub(crate) schema: SchemaDigest,
+    /// The message type's name, for logs and simulation traces.
+    pub(crate) name: &'static str,
     pub(crate) payload: Vec<u8>,
     pub(crate) header: Header,
 }

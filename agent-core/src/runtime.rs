@@ -24,8 +24,11 @@ pub(crate) async fn run(cell: Arc<AgentCell>, mut mailbox: mpsc::Receiver<Item>)
             mailbox.recv().await
         } else {
             let (due, at) = earliest(&next_tick);
+            // Biased, the timer first: the same events are handled in the same order every
+            // time (a simulation replays a run exactly), and a busy mailbox cannot starve a
+            // due interval, which is re-armed a full period later.
             tokio::select! {
-                item = mailbox.recv() => item,
+                biased;
                 () = tokio::time::sleep_until(at) => {
                     let (period, handler) = &kind.intervals[due];
                     let started = Instant::now();
@@ -40,6 +43,7 @@ pub(crate) async fn run(cell: Arc<AgentCell>, mut mailbox: mpsc::Receiver<Item>)
                     next_tick[due] = if scheduled <= ended { ended + *period } else { scheduled };
                     continue;
                 }
+                item = mailbox.recv() => item,
             }
         };
         let Some(delivery) = item else { break };

@@ -195,7 +195,7 @@ impl LocalLedger {
     /// It runs on the submitting task, so signatures are checked on every core at once;
     /// verifying a group in one batch on the committer was measured slower (one core, and
     /// a subgroup check per distinct key).
-    fn check_stateless(tx: &Transaction) -> Result<(), LedgerError> {
+    pub(super) fn check_stateless(tx: &Transaction) -> Result<(), LedgerError> {
         if Address::from_public_key(&tx.signer_key) != tx.signer {
             return Err(LedgerError::SignerKeyMismatch);
         }

@@ -13,11 +13,13 @@
 mod apply;
 mod local;
 mod log;
+mod memory;
 pub mod service;
 mod tx;
 mod units;
 
 pub use local::{LocalLedger, LocalLedgerConfig};
+pub use memory::MemoryLedger;
 pub use service::RemoteLedger;
 pub use tx::{Amount, DealId, Escrow, EscrowId, Operation, Receipt, Transaction, TxHash, MAX_MEMO};
 pub use units::Units;

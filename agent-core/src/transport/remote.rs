@@ -46,7 +46,7 @@ fn seal(net: &Network, identity: &Identity, to: Address, message: Outgoing, time
     // Valid for the whole delivery deadline, resends included, plus clock-skew slack.
     let lifetime = (timeout + Duration::from_secs(60)).min(MAX_LIFETIME).as_millis() as u64;
     let now = unix_now_ms();
-    let Outgoing { schema, payload, header } = message;
+    let Outgoing { schema, payload, header, .. } = message;
     match net.config.auth {
         Auth::Signed => Envelope::seal_raw(identity, to, schema, payload, header, now, lifetime),
         Auth::Bound => Envelope::unsigned(identity, to, schema, payload, header, now, lifetime),
@@ -176,7 +176,7 @@ impl RemoteRequester {
             expects_reply: false,
             trace_id: self.trace_id,
         };
-        let message = Outgoing { schema, payload, header };
+        let message = Outgoing { schema, name: "reply", payload, header };
         let Some(back) = self.back.as_ref().filter(|back| !back.is_closed()) else {
             // The request's stream is gone: answer through a link of our own.
             return Remote(Arc::clone(net)).send(from, to, message, timeout).await.map_err(ReplyError::Send);
