@@ -53,5 +53,6 @@ pub mod english;
 mod inbox;
 pub mod sealed_bid;
 pub mod settlement;
-/// Scored subnets: Yuma Consensus as a pure function of stakes, weights and bonds.
+/// Scored subnets: Yuma Consensus as a pure function, and subnets of miners, validators and
+/// an owner over messages, with commit-reveal weights and emissions paid through the ledger.
 pub mod subnet;

@@ -1,0 +1,684 @@
+//! A subnet over messages, in one bureau on a local ledger: registration, stake, queries,
+//! commit-reveal, epochs closed by hand, emissions paid and checked on the ledger.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_core::ledger::{Ledger, LocalLedger, LocalLedgerConfig};
+use agent_core::{Address, Agent, Bureau, Config, Context, Identity, Wallet};
+use agent_protocols::subnet::commit_reveal::{commitment, weights_from_scores, WeightsProblem};
+use agent_protocols::subnet::miner::{self, Miner, Serve};
+use agent_protocols::subnet::owner::{self, EpochReport, Owner};
+use agent_protocols::subnet::validator::{self, QueryError, SubmitError, Validator};
+use agent_protocols::subnet::{
+    stake_deal, Commit, Register, RegisterError, RegisterRefusal, Registered, Reveal, Role, Roster, TaskRefusal, Uid,
+    UidWeight, WeightsAnswer, WeightsRefusal,
+};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+const TREASURY: u128 = 100_000_000;
+const FUNDS: u128 = 10_000;
+
+/// A question: what is `3x + 1` for each `x`, in round `round`?
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Question {
+    round: u64,
+    xs: Vec<u64>,
+}
+
+fn truth(x: u64) -> u64 {
+    3 * x + 1
+}
+
+/// A miner that knows the answer when `skill(round, x)` says so, and is wrong otherwise.
+struct Skilled(Box<dyn Fn(u64, u64) -> bool + Send + Sync>);
+
+impl Skilled {
+    fn new(skill: impl Fn(u64, u64) -> bool + Send + Sync + 'static) -> Arc<Skilled> {
+        Arc::new(Skilled(Box::new(skill)))
+    }
+}
+
+#[async_trait::async_trait]
+impl Serve for Skilled {
+    type Request = Question;
+    type Response = Vec<u64>;
+
+    async fn serve(&self, _from: Address, q: Question) -> Result<Vec<u64>, String> {
+        Ok(q.xs.iter().map(|&x| if (self.0)(q.round, x) { truth(x) } else { truth(x) + 1 }).collect())
+    }
+}
+
+/// The share of right answers.
+fn accuracy(q: &Question, answer: Result<Vec<u64>, QueryError>) -> f64 {
+    let Ok(answer) = answer else { return 0.0 };
+    let right = q.xs.iter().zip(&answer).filter(|(&x, &a)| truth(x) == a).count();
+    right as f64 / q.xs.len() as f64
+}
+
+struct Net {
+    bureau: Bureau,
+    ledger: Arc<LocalLedger>,
+    faucet: Wallet,
+    owner: Owner,
+    owner_ctx: Context,
+    owner_address: Address,
+}
+
+impl Net {
+    async fn new(config: owner::Config) -> Net {
+        let mint = Identity::from_seed("subnet test mint");
+        let ledger = Arc::new(LocalLedger::open(LocalLedgerConfig::default().with_authority(mint.address())).unwrap());
+        let bureau = Bureau::with_config(Config::default().with_ledger(ledger.clone())).unwrap();
+        let faucet = Wallet::new(mint, ledger.clone());
+        let mut agent = Agent::builder("owner").seed("subnet owner").build().unwrap();
+        let owner = Owner::serve(&mut agent, config);
+        let owner_address = bureau.add(agent).unwrap();
+        let owner_ctx = bureau.context(owner_address).unwrap();
+        faucet.mint(owner_ctx.wallet().unwrap().address(), TREASURY).await.unwrap();
+        Net { bureau, ledger, faucet, owner, owner_ctx, owner_address }
+    }
+
+    async fn miner(&self, name: &str, server: Arc<Skilled>, config: miner::Config) -> (Miner, Context) {
+        let identity = Identity::from_seed(name);
+        let mut agent = Agent::builder(name).identity(identity.clone()).build().unwrap();
+        let miner = Miner::serve(&mut agent, identity, self.owner_address, config, server);
+        let ctx = self.bureau.context(self.bureau.add(agent).unwrap()).unwrap();
+        miner.register(&ctx).await.unwrap();
+        (miner, ctx)
+    }
+
+    /// A validator agent with `FUNDS` in its wallet, not yet registered.
+    async fn unregistered_validator(&self, name: &str) -> (Validator, Context) {
+        let identity = Identity::from_seed(name);
+        let mut agent = Agent::builder(name).identity(identity.clone()).build().unwrap();
+        let validator = Validator::serve(&mut agent, identity, self.owner_address, validator::Config::default());
+        let ctx = self.bureau.context(self.bureau.add(agent).unwrap()).unwrap();
+        self.faucet.mint(ctx.wallet().unwrap().address(), FUNDS).await.unwrap();
+        (validator, ctx)
+    }
+
+    async fn validator(&self, name: &str, stake: u128) -> (Validator, Context) {
+        let (validator, ctx) = self.unregistered_validator(name).await;
+        validator.register(&ctx, stake).await.unwrap();
+        (validator, ctx)
+    }
+
+    async fn balance(&self, ctx: &Context) -> u128 {
+        self.ledger.balance(ctx.wallet().unwrap().address()).await.unwrap()
+    }
+
+    async fn close(&self) -> EpochReport {
+        let report = self.owner.close_epoch(&self.owner_ctx).await.unwrap();
+        assert!(report.failed.is_empty(), "failed payouts: {:?}", report.failed);
+        report
+    }
+
+    fn uid(&self, ctx: &Context) -> Uid {
+        self.owner.members().iter().find(|m| m.agent == ctx.address()).unwrap().uid
+    }
+}
+
+/// An honest validator's epoch: reveal last epoch's commitment, score every miner on
+/// `xs`, commit the scores as weights.
+async fn honest_epoch(v: &Validator, ctx: &Context, xs: &[u64]) -> Roster {
+    let roster = v.roster(ctx).await.unwrap();
+    if roster.epoch > 0 {
+        match v.reveal(ctx, roster.epoch - 1).await {
+            Ok(()) | Err(SubmitError::NothingCommitted { .. }) => {}
+            Err(e) => panic!("reveal failed: {e}"),
+        }
+    }
+    let q = Question { round: roster.epoch, xs: xs.to_vec() };
+    let scores = v.score_miners(ctx, &roster, &q, |_, answer| accuracy(&q, answer)).await;
+    v.commit(ctx, roster.epoch, weights_from_scores(&scores)).await.unwrap();
+    roster
+}
+
+/// A validator's epoch giving all its weight to `favourite` (after revealing the last one).
+async fn colluding_epoch(v: &Validator, ctx: &Context, favourite: Uid) {
+    let roster = v.roster(ctx).await.unwrap();
+    if roster.epoch > 0 {
+        v.reveal(ctx, roster.epoch - 1).await.unwrap();
+    }
+    v.commit(ctx, roster.epoch, vec![UidWeight { uid: favourite, weight: u16::MAX }]).await.unwrap();
+}
+
+#[tokio::test]
+async fn happy_path_pays_miners_by_quality_and_validators_by_stake_conserving_supply() {
+    let net = Net::new(owner::Config::default()).await;
+    // Miners right on x % 4 < skill: accuracies 1, 1/2, 1/4 on xs 0..4.
+    let mut miners = Vec::new();
+    for (name, skill) in [("m-best", 4), ("m-half", 2), ("m-poor", 1)] {
+        miners.push(net.miner(name, Skilled::new(move |_, x| x % 4 < skill), miner::Config::default()).await);
+    }
+    let (v1, c1) = net.validator("v-big", 6_000).await;
+    let (v2, c2) = net.validator("v-small", 4_000).await;
+    assert_eq!(net.balance(&c1).await, FUNDS - 6_000, "the stake is locked, not spendable");
+    assert_eq!(net.owner.members().iter().map(|m| m.stake).collect::<Vec<_>>(), [0, 0, 0, 6_000, 4_000]);
+    let supply = net.ledger.supply().unwrap();
+    let audit = net.ledger.audit_total().unwrap();
+    assert_eq!(audit, supply);
+
+    let xs: Vec<u64> = (0..4).collect();
+    let mut reports = Vec::new();
+    for _ in 0..5 {
+        honest_epoch(&v1, &c1, &xs).await;
+        honest_epoch(&v2, &c2, &xs).await;
+        reports.push(net.close().await);
+    }
+
+    // The first close has nothing revealed: nothing scored, nothing paid.
+    assert_eq!(reports[0].scored, None);
+    assert_eq!(reports[0].paid(), 0);
+    for (i, report) in reports.iter().enumerate().skip(1) {
+        assert_eq!(report.scored, Some(i as u64 - 1), "each close scores the epoch before");
+        let outcome = report.outcome.as_ref().unwrap();
+        let incentive = &outcome.incentive;
+        assert!((incentive.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        assert!(incentive[0] > incentive[1] && incentive[1] > incentive[2] && incentive[2] > 0.0, "{incentive:?}");
+        // Honest validators agree, so their dividends follow their stake.
+        let d = &outcome.dividends;
+        assert!((d[3] - 0.6).abs() < 1e-9 && (d[4] - 0.4).abs() < 1e-9, "{d:?}");
+        assert_eq!(report.emission, 1_000_000);
+        assert_eq!(report.paid() + u128::from(report.owner_cut), 1_000_000, "everything paid but the owner's cut");
+    }
+
+    // Every wallet holds exactly what the reports say it was paid.
+    for (uid, ctx) in miners.iter().map(|(_, c)| c).chain([&c1, &c2]).enumerate() {
+        let paid: u128 = reports.iter().map(|r| r.payout(uid as Uid).total()).sum();
+        let start = if uid < 3 { 0 } else { FUNDS - [6_000, 4_000][uid - 3] };
+        assert_eq!(net.balance(ctx).await, start + paid, "uid {uid}");
+        assert!(paid > 0, "uid {uid} was paid");
+    }
+    let paid: u128 = reports.iter().map(EpochReport::paid).sum();
+    assert_eq!(net.ledger.balance(net.owner_ctx.wallet().unwrap().address()).await.unwrap(), TREASURY - paid);
+    assert_eq!(net.ledger.supply().unwrap(), supply, "no token minted or burnt");
+    assert_eq!(net.ledger.audit_total().unwrap(), audit, "balances plus escrows unchanged");
+    net.bureau.shutdown().await.unwrap();
+}
+
+/// Sends `commit` as `ctx`'s agent; the owner's answer.
+async fn send_commit(net: &Net, ctx: &Context, commit: Commit) -> WeightsAnswer {
+    ctx.request::<Commit, WeightsAnswer>(net.owner_address, commit, None).await.unwrap()
+}
+
+async fn send_reveal(net: &Net, ctx: &Context, reveal: Reveal) -> WeightsAnswer {
+    ctx.request::<Reveal, WeightsAnswer>(net.owner_address, reveal, None).await.unwrap()
+}
+
+fn refused(reason: WeightsRefusal) -> WeightsAnswer {
+    WeightsAnswer::Refused(reason)
+}
+
+#[tokio::test]
+async fn every_refusal_of_weights_names_its_reason() {
+    let net = Net::new(owner::Config::default()).await;
+    let (_, miner_ctx) = net.miner("m", Skilled::new(|_, _| true), miner::Config::default()).await;
+    let (v, vc) = net.validator("v", 1_000).await;
+    let (w, wc) = net.validator("w", 1_000).await;
+    let (x, xc) = net.validator("x", 1_000).await;
+    let (y, yc) = net.validator("y", 1_000).await;
+    let (_, outsider) = net.unregistered_validator("outsider").await;
+    let id = |name: &str| Identity::from_seed(name);
+    let weights = vec![UidWeight { uid: 0, weight: 100 }];
+    let salt = [5; 32];
+    let hash = |who: &str, epoch: u64, weights: &[UidWeight]| commitment(1, epoch, &id(who).address(), weights, &salt);
+
+    // Epoch 0: commits.
+    let mut tampered = Commit::sign(&id("v"), 1, 0, hash("v", 0, &weights));
+    tampered.commitment[0] ^= 1;
+    assert_eq!(send_commit(&net, &vc, tampered).await, refused(WeightsRefusal::BadSignature));
+    let vs = Commit::sign(&id("v"), 1, 0, hash("v", 0, &weights));
+    assert_eq!(send_commit(&net, &wc, vs.clone()).await, refused(WeightsRefusal::NotTheSender));
+    let other_subnet = Commit::sign(&id("v"), 9, 0, hash("v", 0, &weights));
+    assert_eq!(
+        send_commit(&net, &vc, other_subnet).await,
+        refused(WeightsRefusal::WrongSubnet { expected: 1, got: 9 })
+    );
+    let by_miner = Commit::sign(&id("m"), 1, 0, hash("m", 0, &weights));
+    assert_eq!(send_commit(&net, &miner_ctx, by_miner).await, refused(WeightsRefusal::NotAValidator));
+    let by_outsider = Commit::sign(&id("outsider"), 1, 0, hash("outsider", 0, &weights));
+    assert_eq!(send_commit(&net, &outsider, by_outsider).await, refused(WeightsRefusal::NotAValidator));
+    let future = Commit::sign(&id("v"), 1, 5, hash("v", 5, &weights));
+    assert_eq!(send_commit(&net, &vc, future).await, refused(WeightsRefusal::WrongEpoch { current: 0, got: 5 }));
+    assert!(w.unstake(&wc).await.unwrap());
+    let unstaked = Commit::sign(&id("w"), 1, 0, hash("w", 0, &weights));
+    assert_eq!(send_commit(&net, &wc, unstaked).await, refused(WeightsRefusal::NoStake));
+
+    assert_eq!(send_commit(&net, &vc, vs.clone()).await, WeightsAnswer::Committed { epoch: 0, reveal_in: 1 });
+    assert_eq!(send_commit(&net, &vc, vs).await, refused(WeightsRefusal::AlreadyCommitted { epoch: 0 }));
+    let unknown_uid = vec![UidWeight { uid: 99, weight: 1 }];
+    let y_commit = Commit::sign(&id("y"), 1, 0, hash("y", 0, &unknown_uid));
+    assert!(matches!(send_commit(&net, &yc, y_commit).await, WeightsAnswer::Committed { .. }));
+    let reveal_now = Reveal::sign(&id("v"), 1, 0, weights.clone(), salt);
+    assert_eq!(
+        send_reveal(&net, &vc, reveal_now).await,
+        refused(WeightsRefusal::RevealTooEarly { epoch: 0, reveal_in: 1 })
+    );
+    // Through the handle: a commit the validator keeps the salt of, revealed two epochs on.
+    x.commit(&xc, 0, weights.clone()).await.unwrap();
+    let zero = vec![UidWeight { uid: 0, weight: 0 }];
+    assert_eq!(v.commit(&vc, 0, zero).await, Err(SubmitError::Weights(WeightsProblem::AllZero)));
+
+    net.close().await;
+
+    // Epoch 1: reveals of epoch 0.
+    let wrong_weights = Reveal::sign(&id("v"), 1, 0, vec![UidWeight { uid: 0, weight: 101 }], salt);
+    assert_eq!(send_reveal(&net, &vc, wrong_weights).await, refused(WeightsRefusal::CommitMismatch { epoch: 0 }));
+    let wrong_salt = Reveal::sign(&id("v"), 1, 0, weights.clone(), [6; 32]);
+    assert_eq!(send_reveal(&net, &vc, wrong_salt).await, refused(WeightsRefusal::CommitMismatch { epoch: 0 }));
+    let mut forged = Reveal::sign(&id("v"), 1, 0, weights.clone(), salt);
+    forged.weights[0].weight = 7;
+    assert_eq!(send_reveal(&net, &vc, forged).await, refused(WeightsRefusal::BadSignature));
+    let uncommitted = Reveal::sign(&id("w"), 1, 0, weights.clone(), salt);
+    assert_eq!(send_reveal(&net, &wc, uncommitted).await, refused(WeightsRefusal::CommitMissing { epoch: 0 }));
+    let never_committed = Reveal::sign(&id("outsider"), 1, 0, weights.clone(), salt);
+    assert_eq!(send_reveal(&net, &outsider, never_committed).await, refused(WeightsRefusal::NotAValidator));
+    let y_reveal = Reveal::sign(&id("y"), 1, 0, unknown_uid, salt);
+    assert_eq!(
+        send_reveal(&net, &yc, y_reveal).await,
+        refused(WeightsRefusal::InvalidWeights(WeightsProblem::UnknownUid { uid: 99, uids: 5 }))
+    );
+    let early_for_next = Reveal::sign(&id("v"), 1, 2, weights.clone(), salt);
+    assert_eq!(
+        send_reveal(&net, &vc, early_for_next).await,
+        refused(WeightsRefusal::WrongEpoch { current: 1, got: 2 })
+    );
+    let good = Reveal::sign(&id("v"), 1, 0, weights.clone(), salt);
+    assert_eq!(send_reveal(&net, &vc, good.clone()).await, WeightsAnswer::Revealed { epoch: 0 });
+    assert_eq!(send_reveal(&net, &vc, good).await, refused(WeightsRefusal::AlreadyRevealed { epoch: 0 }));
+    // A validator that committed nothing for epoch 1 has nothing to reveal: x committed
+    // only for 0, and y nothing at all for 1.
+    let y_missing = Reveal::sign(&id("y"), 1, 1, weights.clone(), salt);
+    assert_eq!(
+        send_reveal(&net, &yc, y_missing).await,
+        refused(WeightsRefusal::RevealTooEarly { epoch: 1, reveal_in: 2 })
+    );
+
+    net.close().await;
+
+    // Epoch 2: epoch 0 is scored and gone; epoch 1 is revealable, and y committed nothing.
+    assert_eq!(x.reveal(&xc, 0).await, Err(SubmitError::Refused(WeightsRefusal::RevealTooLate { epoch: 0 })));
+    let y_missing = Reveal::sign(&id("y"), 1, 1, weights.clone(), salt);
+    assert_eq!(send_reveal(&net, &yc, y_missing).await, refused(WeightsRefusal::CommitMissing { epoch: 1 }));
+    assert_eq!(y.reveal(&yc, 1).await, Err(SubmitError::NothingCommitted { epoch: 1 }));
+    net.bureau.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn every_refusal_of_registration_names_its_reason() {
+    let net = Net::new(owner::Config::default().with_max_uids(3).with_min_stake(100)).await;
+    let (_, a) = net.unregistered_validator("a").await;
+    let (b_validator, b) = net.unregistered_validator("b").await;
+    let id = |name: &str| Identity::from_seed(name);
+    let ask = |ctx: &Context, register: Register| {
+        let ctx = ctx.clone();
+        let owner = net.owner_address;
+        async move { ctx.request::<Register, Registered>(owner, register, None).await.unwrap() }
+    };
+    let refused = Registered::Refused;
+    let wallet_a = a.wallet().unwrap();
+    let owner_wallet = net.owner_ctx.wallet().unwrap().address();
+    let far = agent_core::envelope::unix_now_ms() + 7_200_000;
+
+    let other = Register::sign(&id("a"), 2, Role::Miner, wallet_a.address(), None);
+    assert_eq!(ask(&a, other).await, refused(RegisterRefusal::WrongSubnet { expected: 1, got: 2 }));
+    let mut tampered = Register::sign(&id("a"), 1, Role::Miner, wallet_a.address(), None);
+    tampered.role = Role::Validator;
+    assert_eq!(ask(&a, tampered).await, refused(RegisterRefusal::BadSignature));
+    let as_a = Register::sign(&id("a"), 1, Role::Miner, wallet_a.address(), None);
+    assert_eq!(ask(&b, as_a).await, refused(RegisterRefusal::NotTheSender));
+    let no_stake = Register::sign(&id("a"), 1, Role::Validator, wallet_a.address(), None);
+    assert_eq!(ask(&a, no_stake).await, refused(RegisterRefusal::StakeRequired));
+
+    // Escrows that are not stake locks.
+    let deal = Some(stake_deal(1, &a.address()));
+    let lock = |amount, beneficiary, deadline, arbiter, deal| {
+        let wallet = wallet_a.clone();
+        async move { wallet.lock(amount, beneficiary, deadline, arbiter, deal).await.unwrap().0 }
+    };
+    let cases = [
+        (lock(500, owner_wallet, far, owner_wallet, deal).await, "payer and beneficiary"),
+        (lock(500, wallet_a.address(), far, wallet_a.address(), deal).await, "arbiter"),
+        (lock(500, wallet_a.address(), far, owner_wallet, Some(stake_deal(1, &b.address()))).await, "deal"),
+    ];
+    for (escrow, what) in cases {
+        let register = Register::sign(&id("a"), 1, Role::Validator, wallet_a.address(), Some(escrow));
+        match ask(&a, register).await {
+            Registered::Refused(RegisterRefusal::StakeNotALock { detail }) => {
+                assert!(detail.contains(what), "{detail}")
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    let small = lock(50, wallet_a.address(), far, owner_wallet, deal).await;
+    let register = Register::sign(&id("a"), 1, Role::Validator, wallet_a.address(), Some(small));
+    assert_eq!(ask(&a, register).await, refused(RegisterRefusal::StakeTooSmall { min: 100, got: 50 }));
+    let soon = agent_core::envelope::unix_now_ms() + 60_000;
+    let short = lock(500, wallet_a.address(), soon, owner_wallet, deal).await;
+    let register = Register::sign(&id("a"), 1, Role::Validator, wallet_a.address(), Some(short));
+    assert!(matches!(ask(&a, register).await, Registered::Refused(RegisterRefusal::StakeUnlocksTooSoon { .. })));
+    // Released: no longer open.
+    let gone = lock(500, wallet_a.address(), far, owner_wallet, deal).await;
+    wallet_a.release(gone).await.unwrap();
+    let register = Register::sign(&id("a"), 1, Role::Validator, wallet_a.address(), Some(gone));
+    assert_eq!(ask(&a, register).await, refused(RegisterRefusal::StakeNotFound));
+
+    // Through the handle: a refused stake is released back at once.
+    let before = net.balance(&b).await;
+    let refused_small = b_validator.register(&b, 50).await;
+    assert_eq!(refused_small, Err(RegisterError::Refused(RegisterRefusal::StakeTooSmall { min: 100, got: 50 })));
+    assert_eq!(net.balance(&b).await, before, "the refused stake came back");
+    assert_eq!(b_validator.register(&b, 500).await, Ok(0));
+    assert_eq!(
+        b_validator.register(&b, 500).await,
+        Err(RegisterError::Refused(RegisterRefusal::AlreadyRegistered { uid: 0 }))
+    );
+    net.miner("m1", Skilled::new(|_, _| true), miner::Config::default()).await;
+    net.miner("m2", Skilled::new(|_, _| true), miner::Config::default()).await;
+    let (_, c) = net.unregistered_validator("c").await;
+    let full = Register::sign(&id("c"), 1, Role::Miner, c.wallet().unwrap().address(), None);
+    assert_eq!(ask(&c, full).await, refused(RegisterRefusal::Full { max: 3 }));
+    net.bureau.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_colluding_validator_is_clipped_and_its_dividends_fall() {
+    let net = Net::new(owner::Config::default()).await;
+    // m0..m2 are good (accuracy 1, 3/4, 1/2); m3 is always wrong.
+    for (name, skill) in [("good-0", 4), ("good-1", 3), ("good-2", 2), ("bad", 0)] {
+        net.miner(name, Skilled::new(move |_, x| x % 4 < skill), miner::Config::default()).await;
+    }
+    let bad: Uid = 3;
+    let (h1, c1) = net.validator("honest-1", 4_000).await;
+    let (h2, c2) = net.validator("honest-2", 3_500).await;
+    let (col, cc) = net.validator("colluder", 2_500).await;
+    let colluder = net.uid(&cc);
+    let supply = net.ledger.audit_total().unwrap();
+    let xs: Vec<u64> = (0..4).collect();
+
+    // The colluder is honest for epochs 0..3, then gives everything to the bad miner.
+    const TURNS_AT: u64 = 3;
+    let mut reports = Vec::new();
+    for epoch in 0..9 {
+        honest_epoch(&h1, &c1, &xs).await;
+        honest_epoch(&h2, &c2, &xs).await;
+        if epoch < TURNS_AT {
+            honest_epoch(&col, &cc, &xs).await;
+        } else {
+            colluding_epoch(&col, &cc, bad).await;
+        }
+        reports.push(net.close().await);
+    }
+
+    let scored: Vec<_> = reports.iter().filter(|r| r.scored.is_some()).collect();
+    let dividends: Vec<f64> =
+        scored.iter().map(|r| r.outcome.as_ref().unwrap().dividends[usize::from(colluder)]).collect();
+    for r in &scored {
+        let outcome = r.outcome.as_ref().unwrap();
+        let epoch = r.scored.unwrap();
+        assert!(outcome.incentive[usize::from(bad)] < 1e-9, "epoch {epoch}: the bad miner earns nothing");
+        assert_eq!(r.payout(bad).incentive, 0);
+        let trust = outcome.validator_trust[usize::from(colluder)];
+        if epoch >= TURNS_AT {
+            assert!(trust < 1e-9, "epoch {epoch}: all of the colluder's weight is clipped ({trust})");
+        } else {
+            assert!(trust > 0.99, "epoch {epoch}: honest, nothing clipped ({trust})");
+        }
+    }
+    // Dividends fall every epoch after it turns, well below its honest share (25% of stake).
+    let turned = TURNS_AT as usize;
+    assert!(dividends[turned - 1] > 0.24, "{dividends:?}");
+    for pair in dividends[turned - 1..].windows(2) {
+        assert!(pair[1] < pair[0], "dividends fall: {dividends:?}");
+    }
+    assert!(*dividends.last().unwrap() < 0.65 * dividends[turned - 1], "{dividends:?}");
+    // The honest validators gain what it loses.
+    let last = scored.last().unwrap().outcome.as_ref().unwrap();
+    let (d1, d2) = (last.dividends[usize::from(net.uid(&c1))], last.dividends[usize::from(net.uid(&c2))]);
+    assert!(
+        d1 / 4_000.0 > last.dividends[usize::from(colluder)] / 2_500.0 && d2 > last.dividends[usize::from(colluder)]
+    );
+    assert_eq!(net.ledger.audit_total().unwrap(), supply);
+    net.bureau.shutdown().await.unwrap();
+}
+
+/// Three miners; miner `k` is right only in rounds `r` with `r % 3 == k`, so the best miner
+/// changes every epoch. Two honest validators and a copier that replays the honest one's
+/// last revealed weights; the copier has the same stake as `honest-b`. Returns the balances
+/// of honest-b and the copier after `epochs` closes.
+async fn copier_scenario(commit_reveal: bool, epochs: u64) -> (u128, u128) {
+    let net = Net::new(owner::Config::default().with_commit_reveal(commit_reveal)).await;
+    for k in 0..3u64 {
+        net.miner(&format!("rotating-{k}"), Skilled::new(move |round, _| round % 3 == k), miner::Config::default())
+            .await;
+    }
+    let (a, ac) = net.validator("honest-a", 4_000).await;
+    let (b, bc) = net.validator("honest-b", 3_000).await;
+    let (copier, cc) = net.validator("copier", 3_000).await;
+    let copied = net.uid(&bc);
+    let audit = net.ledger.audit_total().unwrap();
+    let xs = [0, 1];
+    for _ in 0..epochs {
+        for (v, ctx) in [(&a, &ac), (&b, &bc)] {
+            if commit_reveal {
+                honest_epoch(v, ctx, &xs).await;
+            } else {
+                let roster = v.roster(ctx).await.unwrap();
+                let q = Question { round: roster.epoch, xs: xs.to_vec() };
+                let scores = v.score_miners(ctx, &roster, &q, |_, answer| accuracy(&q, answer)).await;
+                v.set_weights(ctx, &roster, weights_from_scores(&scores)).await.unwrap();
+            }
+        }
+        // The copier replays the freshest weights honest-b has revealed, after honest-b
+        // revealed this epoch: the best a copier can do.
+        let roster = copier.roster(&cc).await.unwrap();
+        if commit_reveal && roster.epoch > 0 {
+            match copier.reveal(&cc, roster.epoch - 1).await {
+                Ok(()) | Err(SubmitError::NothingCommitted { .. }) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let last = copier.last_revealed(&cc, copied).await.unwrap();
+        if last.epoch.is_some() {
+            copier.set_weights(&cc, &roster, last.weights).await.unwrap();
+        }
+        net.close().await;
+    }
+    assert_eq!(net.ledger.audit_total().unwrap(), audit, "supply conserved");
+    let balances = (net.balance(&bc).await, net.balance(&cc).await);
+    net.bureau.shutdown().await.unwrap();
+    balances
+}
+
+#[tokio::test]
+async fn with_commit_reveal_a_weight_copier_earns_less_than_an_honest_validator() {
+    let (honest, copier) = copier_scenario(true, 8).await;
+    // Both started with the same funds and stake.
+    let (honest_gain, copier_gain) = (honest - (FUNDS - 3_000), copier - (FUNDS - 3_000));
+    assert!(honest_gain > 0);
+    assert!(copier_gain * 2 < honest_gain, "copier gained {copier_gain}, honest {honest_gain}");
+}
+
+#[tokio::test]
+async fn without_commit_reveal_a_weight_copier_earns_as_much_as_the_one_it_copies() {
+    // The contrast: with weights public as soon as they are set, copying pays.
+    let (honest, copier) = copier_scenario(false, 8).await;
+    assert!(honest > FUNDS - 3_000);
+    assert!(honest.abs_diff(copier) <= 16, "honest {honest}, copier {copier}");
+}
+
+#[tokio::test]
+async fn a_commit_is_refused_when_commit_reveal_is_off() {
+    let net = Net::new(owner::Config::default().with_commit_reveal(false)).await;
+    let (v, vc) = net.validator("v", 1_000).await;
+    let weights = vec![UidWeight { uid: 0, weight: 1 }];
+    assert_eq!(v.commit(&vc, 0, weights).await, Err(SubmitError::Refused(WeightsRefusal::CommitRevealOff)));
+    net.bureau.shutdown().await.unwrap();
+}
+
+/// Records who it served, in order, and holds each task until given a permit.
+struct Gate {
+    served: Mutex<Vec<Address>>,
+    permits: tokio::sync::Semaphore,
+}
+
+#[async_trait::async_trait]
+impl Serve for Gate {
+    type Request = u64;
+    type Response = u64;
+
+    async fn serve(&self, from: Address, x: u64) -> Result<u64, String> {
+        self.served.lock().push(from);
+        let permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
+        permit.forget();
+        Ok(x)
+    }
+}
+
+/// Waits (at most 5 s) until `done` holds.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test]
+async fn miners_serve_staked_validators_only_highest_stake_first_under_load() {
+    let net = Net::new(owner::Config::default()).await;
+    let gate = Arc::new(Gate { served: Mutex::new(Vec::new()), permits: tokio::sync::Semaphore::new(0) });
+    let identity = Identity::from_seed("gated miner");
+    let mut agent = Agent::builder("gated").identity(identity.clone()).build().unwrap();
+    let miner =
+        Miner::serve(&mut agent, identity, net.owner_address, miner::Config::default().with_capacity(2), gate.clone());
+    let miner_ctx = net.bureau.context(net.bureau.add(agent).unwrap()).unwrap();
+    miner.register(&miner_ctx).await.unwrap();
+    let m = miner_ctx.address();
+
+    let (low, lc) = net.validator("low", 100).await;
+    let (mid, mc) = net.validator("mid", 200).await;
+    let (high, hc) = net.validator("high", 300).await;
+
+    // Refused at once, with a reason: an outsider, a miner, a validator without stake.
+    let (outsider, oc) = net.unregistered_validator("outsider").await;
+    assert_eq!(outsider.query::<u64, u64>(&oc, m, &1).await, Err(QueryError::Refused(TaskRefusal::NotRegistered)));
+    let identity = Identity::from_seed("miner and asker");
+    let mut agent = Agent::builder("both").identity(identity.clone()).build().unwrap();
+    let as_miner =
+        Miner::serve(&mut agent, identity.clone(), net.owner_address, miner::Config::default(), gate.clone());
+    let as_asker = Validator::serve(&mut agent, identity, net.owner_address, validator::Config::default());
+    let both = net.bureau.context(net.bureau.add(agent).unwrap()).unwrap();
+    as_miner.register(&both).await.unwrap();
+    assert_eq!(as_asker.query::<u64, u64>(&both, m, &1).await, Err(QueryError::Refused(TaskRefusal::NotAValidator)));
+    let (quitter, qc) = net.validator("quitter", 500).await;
+    assert!(quitter.unstake(&qc).await.unwrap());
+    net.close().await; // the close finds the stake gone and tells the miners
+    assert_eq!(quitter.query::<u64, u64>(&qc, m, &1).await, Err(QueryError::Refused(TaskRefusal::NoStake)));
+    assert!(gate.served.lock().is_empty(), "nothing refused reached the server");
+
+    // Load: low's first task is in service; then low, mid and high queue up (capacity 2).
+    let ask = |v: &Validator, ctx: &Context, x: u64| {
+        let (v, ctx) = (v.clone(), ctx.clone());
+        tokio::spawn(async move { v.query::<u64, u64>(&ctx, m, &x).await })
+    };
+    let first = ask(&low, &lc, 1);
+    until("the first task is in service", || gate.served.lock().len() == 1).await;
+    let low_queued = ask(&low, &lc, 2);
+    until("low's task is queued", || miner.queued() == 1).await;
+    let mid_queued = ask(&mid, &mc, 3);
+    until("mid's task is queued", || miner.queued() == 2).await;
+    // The queue is full: high's task pushes out low's (the least stake) ...
+    let high_queued = ask(&high, &hc, 4);
+    assert_eq!(low_queued.await.unwrap(), Err(QueryError::Refused(TaskRefusal::Busy { queued: 2 })));
+    // ... and another from low finds only more stake ahead of it.
+    assert_eq!(low.query::<u64, u64>(&lc, m, &5).await, Err(QueryError::Refused(TaskRefusal::Busy { queued: 2 })));
+
+    gate.permits.add_permits(3);
+    assert_eq!(first.await.unwrap(), Ok(1));
+    assert_eq!(high_queued.await.unwrap(), Ok(4));
+    assert_eq!(mid_queued.await.unwrap(), Ok(3));
+    let order = gate.served.lock().clone();
+    assert_eq!(order, [lc.address(), hc.address(), mc.address()], "served by stake once queued");
+    net.bureau.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_request_that_is_not_the_subnets_type_is_refused_not_served() {
+    let net = Net::new(owner::Config::default()).await;
+    let (_, mc) = net.miner("typed", Skilled::new(|_, _| true), miner::Config::default()).await;
+    let (v, vc) = net.validator("v", 1_000).await;
+    let answer = v.query::<&str, Vec<u64>>(&vc, mc.address(), &"not a question").await;
+    assert!(matches!(answer, Err(QueryError::Refused(TaskRefusal::BadRequest { .. }))), "{answer:?}");
+    let q = Question { round: 0, xs: vec![2] };
+    assert_eq!(v.query::<Question, Vec<u64>>(&vc, mc.address(), &q).await, Ok(vec![7]));
+    net.bureau.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn with_a_tempo_the_owner_closes_epochs_on_its_own_timer() {
+    let net = Net::new(owner::Config::default().with_tempo(Duration::from_millis(20))).await;
+    until("three epochs closed", || net.owner.epoch() >= 3).await;
+    // Nothing registered, so nothing was paid.
+    assert_eq!(net.ledger.balance(net.owner_ctx.wallet().unwrap().address()).await.unwrap(), TREASURY);
+    net.bureau.shutdown().await.unwrap();
+}
+
+/// Panics on zero; echoes anything else.
+struct Panicky;
+
+#[async_trait::async_trait]
+impl Serve for Panicky {
+    type Request = u64;
+    type Response = u64;
+
+    async fn serve(&self, _from: Address, x: u64) -> Result<u64, String> {
+        assert_ne!(x, 0, "zero");
+        Ok(x)
+    }
+}
+
+#[tokio::test]
+async fn a_panic_in_the_miners_code_fails_that_task_not_the_miner() {
+    let net = Net::new(owner::Config::default()).await;
+    let identity = Identity::from_seed("panicky");
+    let mut agent = Agent::builder("panicky").identity(identity.clone()).build().unwrap();
+    let miner = Miner::serve(&mut agent, identity, net.owner_address, miner::Config::default(), Arc::new(Panicky));
+    let mc = net.bureau.context(net.bureau.add(agent).unwrap()).unwrap();
+    miner.register(&mc).await.unwrap();
+    let (v, vc) = net.validator("v", 1_000).await;
+    let failed = v.query::<u64, u64>(&vc, mc.address(), &0).await;
+    assert!(matches!(failed, Err(QueryError::Refused(TaskRefusal::Failed { .. }))), "{failed:?}");
+    assert_eq!(v.query::<u64, u64>(&vc, mc.address(), &3).await, Ok(3), "the miner still serves");
+    net.bureau.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_owner_without_a_ledger_refuses_stake_it_cannot_check() {
+    let bureau = Bureau::new().unwrap();
+    let mut agent = Agent::builder("owner").build().unwrap();
+    let owner = Owner::serve(&mut agent, owner::Config::default());
+    let owner_address = bureau.add(agent).unwrap();
+    let identity = Identity::from_seed("no ledger validator");
+    let agent = Agent::builder("v").identity(identity.clone()).build().unwrap();
+    let ctx = bureau.context(bureau.add(agent).unwrap()).unwrap();
+    let fake_escrow = agent_core::ledger::EscrowId([1; 32]);
+    let register = Register::sign(&identity, 1, Role::Validator, ctx.address(), Some(fake_escrow));
+    match ctx.request::<Register, Registered>(owner_address, register, None).await.unwrap() {
+        Registered::Refused(RegisterRefusal::LedgerUnavailable { detail }) => {
+            assert!(detail.contains("ledger"), "{detail}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let roster: Roster =
+        ctx.request(owner_address, agent_protocols::subnet::RosterQuery { subnet: 1 }, None).await.unwrap();
+    assert_eq!(roster.owner_wallet, None);
+    assert!(owner.close_epoch(&bureau.context(owner_address).unwrap()).await.is_err(), "no treasury to read");
+    assert_eq!(owner.epoch(), 0, "a failed close leaves the epoch open");
+    bureau.shutdown().await.unwrap();
+}
