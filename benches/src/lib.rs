@@ -13,6 +13,7 @@
 
 pub mod durable;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent_core::{Address, Agent, Bureau, Context, Message, ReplyError};
@@ -571,4 +572,90 @@ impl ContractNetMarket {
     pub async fn shutdown(self) -> Result<(), Box<dyn std::error::Error>> {
         Ok(self.bureau.shutdown().await?)
     }
+}
+
+/// What the simulated-network benchmark measured.
+#[derive(Debug, Clone, Copy)]
+pub struct SimRun {
+    /// Messages handed to their receivers (resends and duplicates not counted).
+    pub deliveries: u64,
+    /// Wall time of the exchange, setup excluded.
+    pub wall: Duration,
+    /// Simulated time it covered.
+    pub simulated: Duration,
+    /// Copies the network lost (and resent).
+    pub lost: u64,
+    /// Resident memory added by the hosts and agents, per agent, in bytes.
+    pub bytes_per_agent: Option<u64>,
+}
+
+/// A hop of the simulated-network benchmark: forwarded `ttl` more times.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, agent_core::Message)]
+struct Hop(u32);
+
+/// `hosts` simulated hosts with `agents_per_host` agents each, on links of 5-15 ms with 1%
+/// loss; every agent starts a chain of `hops` messages, each forwarded to another agent
+/// (mostly on another host). Runs on a current-thread runtime with the clock paused.
+pub fn sim_deliveries(hosts: usize, agents_per_host: usize, hops: u32) -> Result<SimRun, Box<dyn std::error::Error>> {
+    use agent_core::sim::{Link, Sim};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build()?;
+    runtime.block_on(async {
+        let before = resident_bytes();
+        let sim = Sim::new(7).without_trace();
+        sim.set_default_link(Link::with_latency(Duration::from_millis(5)).jitter(Duration::from_millis(10)).loss(0.01));
+        let total = hosts * agents_per_host;
+        let everyone: Arc<std::sync::OnceLock<Vec<Address>>> = Arc::default();
+        let mut placed = Vec::with_capacity(total);
+        for h in 0..hosts {
+            let host = sim.add_host(&format!("host {h}"))?;
+            for a in 0..agents_per_host {
+                let index = h * agents_per_host + a;
+                let mut agent = Agent::builder(format!("agent {index}")).seed(format!("agent {index}")).build()?;
+                let everyone = Arc::clone(&everyone);
+                agent.on_message(move |ctx: Context, _from: Address, Hop(ttl): Hop| {
+                    let everyone = Arc::clone(&everyone);
+                    async move {
+                        let Some(all) = everyone.get() else { return };
+                        if ttl > 0 {
+                            // Deterministic and spread, always to another host.
+                            let mut next = (index * 7919 + ttl as usize * 104_729) % all.len();
+                            if next / agents_per_host == index / agents_per_host {
+                                next = (next + agents_per_host) % all.len();
+                            }
+                            let _ = ctx.send(all[next], Hop(ttl - 1)).await;
+                        }
+                    }
+                });
+                placed.push((host.clone(), host.add(agent)?));
+            }
+        }
+        let _ = everyone.set(placed.iter().map(|(_, address)| *address).collect());
+        let bytes_per_agent = match (before, resident_bytes()) {
+            (Some(before), Some(after)) => Some(after.saturating_sub(before) / total as u64),
+            _ => None,
+        };
+        let started = Instant::now();
+        let simulated = tokio::time::Instant::now();
+        let mut chains = tokio::task::JoinSet::new();
+        for (host, address) in &placed {
+            let ctx = host.context(*address).ok_or("agent missing")?;
+            let target = *address;
+            chains.spawn(async move { ctx.send(target, Hop(hops)).await.is_ok() });
+        }
+        while chains.join_next().await.is_some() {}
+        // Each chain runs on by itself; wait (in simulated time, bounded) until all hops
+        // are delivered.
+        let expected = (total as u64) * u64::from(hops);
+        let done = sim
+            .wait_until(Duration::from_secs(3600), Duration::from_millis(100), || sim.stats().delivered >= expected)
+            .await;
+        let wall = started.elapsed();
+        let stats = sim.stats();
+        let simulated = simulated.elapsed();
+        sim.shutdown().await;
+        if !done {
+            return Err(format!("only {} of {expected} hops were delivered", stats.delivered).into());
+        }
+        Ok(SimRun { deliveries: stats.delivered, wall, simulated, lost: stats.lost, bytes_per_agent })
+    })
 }

@@ -174,7 +174,8 @@ impl Net {
         let host = &mut hosts[id];
         let bureau = Bureau::with_database(host.config.clone(), host.db.clone())
             .map_err(|source| SimError::Bureau { host: host.name.clone(), source: Box::new(source) })?;
-        bureau.attach_remote(Arc::new(SimRemote { net: Arc::clone(self), host: id }));
+        let send_timeout = host.config.send_timeout;
+        bureau.attach_remote(Arc::new(SimRemote { net: Arc::clone(self), host: id, send_timeout }));
         host.sink = Some(bureau.sink());
         host.bureau = Some(bureau);
         Ok(())
@@ -281,7 +282,7 @@ impl Net {
         src: usize,
         from: Address,
         to: Address,
-        message: Outgoing,
+        mut message: Outgoing,
         mut reply: Option<Box<dyn ReplyPath>>,
         deadline: Instant,
         timeout: Duration,
@@ -297,22 +298,29 @@ impl Net {
         let Some(dst) = self.directory.read().get(&to).map(|(host, _)| *host) else {
             return Err(SendFailure::Unroutable { to, reason: Unroutable::UnknownAddress });
         };
-        let (sender, receiver) = (self.name_of(&from), self.name_of(&to));
+        let names = || (self.name_of(&from), self.name_of(&to));
         let what = message.name;
         let link = self.link(src, dst);
-        let endpoint = format!("sim/{}", self.hosts.lock()[dst].name);
+        let endpoint = || format!("sim/{}", self.hosts.lock()[dst].name);
+        let size = message.payload.len();
         let mut verdict: Option<Result<(), SendFailure>> = None;
         let mut reached = false;
         while Instant::now() < deadline {
-            match self.way(src, dst, message.payload.len(), Some((from, to))) {
+            match self.way(src, dst, size, Some((from, to))) {
                 Way::Blocked => {
-                    self.record(|| format!("blocked {sender} -> {receiver} {what}"));
+                    self.record(|| {
+                        let (sender, receiver) = names();
+                        format!("blocked {sender} -> {receiver} {what}")
+                    });
                     sleep_until_or(deadline, link.retransmit_after()).await;
                     continue;
                 }
                 Way::Lost => {
                     reached = true;
-                    self.record(|| format!("lost {sender} -> {receiver} {what}"));
+                    self.record(|| {
+                        let (sender, receiver) = names();
+                        format!("lost {sender} -> {receiver} {what}")
+                    });
                     sleep_until_or(deadline, link.retransmit_after()).await;
                     continue;
                 }
@@ -328,17 +336,27 @@ impl Net {
             let outcome = match &verdict {
                 Some(first) => {
                     self.stats.lock().duplicates += 1;
-                    self.record(|| format!("again {sender} -> {receiver} {what}"));
+                    self.record(|| {
+                        let (sender, receiver) = names();
+                        format!("again {sender} -> {receiver} {what}")
+                    });
                     first.clone()
                 }
                 None => {
-                    let outcome = hand_over(&sink, from, to, &message, reply.take(), deadline, timeout).await;
+                    let payload = std::mem::take(&mut message.payload);
+                    let outcome = hand_over(&sink, from, to, &message, payload, reply.take(), deadline, timeout).await;
                     match &outcome {
                         Ok(()) => {
                             self.stats.lock().delivered += 1;
-                            self.record(|| format!("delivered {sender} -> {receiver} {what}"));
+                            self.record(|| {
+                                let (sender, receiver) = names();
+                                format!("delivered {sender} -> {receiver} {what}")
+                            });
                         }
-                        Err(e) => self.record(|| format!("refused {sender} -> {receiver} {what}: {e}")),
+                        Err(e) => self.record(|| {
+                            let (sender, receiver) = names();
+                            format!("refused {sender} -> {receiver} {what}: {e}")
+                        }),
                     }
                     verdict = Some(outcome.clone());
                     outcome
@@ -346,7 +364,10 @@ impl Net {
             };
             if self.duplicates(src, dst) {
                 self.stats.lock().duplicates += 1;
-                self.record(|| format!("duplicate {sender} -> {receiver} {what}"));
+                self.record(|| {
+                    let (sender, receiver) = names();
+                    format!("duplicate {sender} -> {receiver} {what}")
+                });
             }
             // The acknowledgement travels back, and may be lost too.
             match self.way(dst, src, 16, None) {
@@ -356,18 +377,24 @@ impl Net {
                 }
                 Way::Arrives(_) => break,
                 Way::Lost | Way::Blocked => {
-                    self.record(|| format!("ack lost {receiver} -> {sender} {what}"));
+                    self.record(|| {
+                        let (sender, receiver) = names();
+                        format!("ack lost {receiver} -> {sender} {what}")
+                    });
                     sleep_until_or(deadline, link.retransmit_after()).await;
                 }
             }
         }
         self.stats.lock().failed += 1;
-        self.record(|| format!("failed {sender} -> {receiver} {what}"));
+        self.record(|| {
+            let (sender, receiver) = names();
+            format!("failed {sender} -> {receiver} {what}")
+        });
         if reached {
-            Err(SendFailure::NotAcknowledged { to, after: timeout, endpoint })
+            Err(SendFailure::NotAcknowledged { to, after: timeout, endpoint: endpoint() })
         } else {
             let reason = "no route to the host (partitioned or down)".to_owned();
-            Err(SendFailure::Unreachable { to, after: timeout, endpoint, reason })
+            Err(SendFailure::Unreachable { to, after: timeout, endpoint: endpoint(), reason })
         }
     }
 
@@ -382,26 +409,35 @@ impl Net {
         deadline: Instant,
     ) -> bool {
         let link = self.link(src, dst);
-        let (sender, receiver) = (self.name_of(&replier), self.name_of(&requester));
+        let names = || (self.name_of(&replier), self.name_of(&requester));
         while Instant::now() < deadline {
             match self.way(src, dst, 64, Some((replier, requester))) {
                 Way::Arrives(at) if at <= deadline => {
                     tokio::time::sleep_until(at).await;
                     if self.sink(dst).is_some() {
                         self.stats.lock().delivered += 1;
-                        self.record(|| format!("replied {sender} -> {receiver}"));
+                        self.record(|| {
+                            let (sender, receiver) = names();
+                            format!("replied {sender} -> {receiver}")
+                        });
                         return true;
                     }
                 }
                 Way::Arrives(_) => break,
                 Way::Lost | Way::Blocked => {
-                    self.record(|| format!("reply lost {sender} -> {receiver}"));
+                    self.record(|| {
+                        let (sender, receiver) = names();
+                        format!("reply lost {sender} -> {receiver}")
+                    });
                     sleep_until_or(deadline, link.retransmit_after()).await;
                 }
             }
         }
         self.stats.lock().failed += 1;
-        self.record(|| format!("reply failed {sender} -> {receiver}"));
+        self.record(|| {
+            let (sender, receiver) = names();
+            format!("reply failed {sender} -> {receiver}")
+        });
         false
     }
 }
@@ -411,11 +447,13 @@ async fn sleep_until_or(deadline: Instant, pause: Duration) {
 }
 
 /// Hands a message to the receiving host's agents, as the transport's inbound side does.
+#[allow(clippy::too_many_arguments)]
 async fn hand_over(
     sink: &Arc<dyn Sink>,
     from: Address,
     to: Address,
     message: &Outgoing,
+    payload: Vec<u8>,
     reply: Option<Box<dyn ReplyPath>>,
     deadline: Instant,
     timeout: Duration,
@@ -433,7 +471,7 @@ async fn hand_over(
         name: message.name,
         session: message.header.session,
         trace_id: message.header.trace_id,
-        body: Body::Json(message.payload.clone()),
+        body: Body::Json(payload),
         reply: reply.map(ReplyTo::Remote),
         handled,
     });
@@ -457,6 +495,7 @@ async fn hand_over(
 struct SimRemote {
     net: Arc<Net>,
     host: usize,
+    send_timeout: Duration,
 }
 
 #[async_trait::async_trait]
@@ -499,7 +538,7 @@ impl RemoteSend for SimRemote {
     }
 
     fn delivery_timeout(&self) -> Duration {
-        self.net.hosts.lock()[self.host].config.send_timeout
+        self.send_timeout
     }
 }
 
