@@ -9,7 +9,7 @@
 //! in arrival order. Each trade ([`Trade`]: a buyer, a seller, a quantity, at the round's
 //! price) is a deal of its own: the clearinghouse tells each seller its trades first
 //! ([`Cleared`], a request the seller answers once it awaits payment for them), then each
-//! buyer, who pays each seller on delivery through escrow ([`settlement`](crate::settlement)).
+//! buyer, who pays each seller on delivery through escrow ([`settlement`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;

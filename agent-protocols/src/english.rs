@@ -106,7 +106,7 @@ pub struct Auctioneer {
 
 impl Auctioneer {
     /// Makes `agent` an English auctioneer whose sales are recorded in `sales` (serve them
-    /// with [`settlement::serve_sales`] to be paid).
+    /// with [`serve_sales`](crate::settlement::serve_sales) to be paid).
     pub fn serve(agent: &mut Agent, sales: Sales) -> Auctioneer {
         let auctioneer = Auctioneer { raises: Inbox::default(), sales };
         let raises = auctioneer.raises.clone();

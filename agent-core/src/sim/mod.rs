@@ -2,10 +2,10 @@
 //! by a simulated network with latency, loss, duplication, reordering, bandwidth limits,
 //! partitions and crashes, all on tokio's paused clock and driven by one seed.
 //!
-//! The network plugs into the same seam as the libp2p transport ([`crate::remote`]), so the
-//! agents, handlers and protocols under test run unchanged, and every send still ends in one
-//! of the real outcomes: delivered, refused by the receiver, unreachable, or not
-//! acknowledged (may have been delivered).
+//! The network plugs into the runtime where the libp2p transport does (the way out of a
+//! bureau, and the router on the way in), so the agents, handlers and protocols under test
+//! run unchanged, and every send still ends in one of the real outcomes: delivered, refused
+//! by the receiver, unreachable, or not acknowledged (may have been delivered).
 //!
 //! Run a simulation on a current-thread runtime with the clock paused
 //! (`#[tokio::test(start_paused = true)]`): an hour of market time then takes as long as
