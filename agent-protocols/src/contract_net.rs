@@ -39,7 +39,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::dialogue::{DialogueError, Dialogues, Refused, Rules};
-use crate::settlement::{refund_when_due, REFUND_GRACE};
+use crate::settlement::{refund_when_due, release_by, REFUND_GRACE};
 
 /// The role that calls for proposals.
 pub const INITIATOR: &str = "initiator";
@@ -595,7 +595,7 @@ pub enum Paid<R> {
 /// a cancellation or no report. A winner whose price cannot be locked (no wallet given,
 /// insufficient funds) is not awarded. No path leaves the money locked past its deadline
 /// or pays it twice: the ledger settles an escrow once.
-pub async fn award_and_pay<P, R: DeserializeOwned>(
+pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
     ctx: &Context,
     book: &Book,
     called: &Called<P>,
@@ -608,7 +608,6 @@ pub async fn award_and_pay<P, R: DeserializeOwned>(
         return Ok(Paid::NoProposals);
     }
     let wallet = ctx.wallet().map_err(|e| ContractNetError::Wallet(e.to_string()))?;
-    let deadline_ms = now_ms() + (perform_timeout + REFUND_GRACE).as_millis() as u64;
     let mut settlements = Vec::new();
     let mut reports = tokio::task::JoinSet::new();
     for proposal in &called.proposals {
@@ -626,12 +625,15 @@ pub async fn award_and_pay<P, R: DeserializeOwned>(
             }
             (true, Some(pay_to)) => {
                 let price = price_of(&proposal.proposal);
+                // Each winner's own deadline, from its own lock: winners locked later get
+                // their full time too.
+                let deadline_ms = now_ms() + (perform_timeout + REFUND_GRACE).as_millis() as u64;
                 match wallet.lock(price, pay_to, deadline_ms, wallet.address(), Some(deal_of(id))).await {
                     Ok((escrow, _)) => {
                         // Scheduled now, whatever happens next (this future dropped, the
                         // award refused): a release before the deadline makes it a no-op.
                         refund_when_due(wallet.clone(), escrow, deadline_ms);
-                        Some(escrow)
+                        Some((escrow, deadline_ms))
                     }
                     Err(e) => {
                         let result = Err(format!("the price could not be locked: {e}"));
@@ -642,10 +644,22 @@ pub async fn award_and_pay<P, R: DeserializeOwned>(
             }
         };
         match locked {
-            Some(escrow) if dialogues.outgoing_named("Accept", id, now_ms()).is_ok() => {
-                let ctx = ctx.clone();
+            Some((escrow, deadline_ms)) if dialogues.outgoing_named("Accept", id, now_ms()).is_ok() => {
+                let (ctx, book, wallet) = (ctx.clone(), book.clone(), wallet.clone());
+                // Each winner is heard and paid on its own, side by side.
                 reports.spawn(async move {
-                    (to, id, escrow, ctx.request_in::<Accept, Report>(id, to, Accept, Some(perform_timeout)).await)
+                    let report = ctx.request_in::<Accept, Report>(id, to, Accept, Some(perform_timeout)).await;
+                    let Some(dialogues) = book.dialogues() else {
+                        return Settlement {
+                            winner: to,
+                            result: Err("no dialogues".into()),
+                            escrow: Some(escrow),
+                            paid: false,
+                        };
+                    };
+                    let result = outcome_of(&ctx, dialogues, id, to, report).await;
+                    let paid = result.is_ok() && release_by(&wallet, escrow, deadline_ms).await;
+                    Settlement { winner: to, result, escrow: Some(escrow), paid }
                 });
             }
             _ => {
@@ -657,20 +671,10 @@ pub async fn award_and_pay<P, R: DeserializeOwned>(
         return Ok(Paid::NoneChosen);
     }
     while let Some(joined) = reports.join_next().await {
-        let Ok((winner, id, escrow, report)) = joined else { continue };
-        let result = outcome_of(ctx, dialogues, id, winner, report).await;
-        let paid = match &result {
-            Ok(_) => match wallet.release(escrow).await {
-                Ok(_) => true,
-                Err(e) => {
-                    tracing::error!(%winner, error = %e, "releasing a winner's escrow failed; it is refunded when due");
-                    false
-                }
-            },
-            // Refunded when due (scheduled at the lock).
-            Err(_) => false,
-        };
-        settlements.push(Settlement { winner, result, escrow: Some(escrow), paid });
+        // A failed winner's escrow is refunded when due (scheduled at the lock).
+        if let Ok(settlement) = joined {
+            settlements.push(settlement);
+        }
     }
     Ok(Paid::Settled(settlements))
 }

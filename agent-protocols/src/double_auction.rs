@@ -392,7 +392,7 @@ pub fn serve<T: Trader>(agent: &mut Agent, identity: Identity, trader: Arc<T>, s
                 tracing::warn!(round = cleared.round, %house, "trades of a round this trader is not in; ignored");
                 return;
             };
-            if let Err(why) = placed.allows(me, &cleared.trades) {
+            if let Err(why) = placed.allows(me, cleared.price, &cleared.trades) {
                 tracing::warn!(round = cleared.round, why, "trades beyond this trader's orders; ignored");
                 return;
             }
@@ -429,27 +429,26 @@ struct Placed {
 }
 
 impl Placed {
-    /// Whether `trades` stay within the orders: per side, no more units than the orders
-    /// willing at the round's uniform price add up to.
-    fn allows(&self, me: Address, trades: &[Trade]) -> Result<(), &'static str> {
+    /// Whether `trades` stay within the orders: every trade at the round's one price, and
+    /// per side no more units than the orders willing at that price add up to.
+    fn allows(&self, me: Address, price: Option<u128>, trades: &[Trade]) -> Result<(), &'static str> {
+        let Some(price) = price else {
+            return if trades.is_empty() { Ok(()) } else { Err("trades without a clearing price") };
+        };
+        if trades.iter().any(|t| t.price != price) {
+            return Err("trades at another price than the round's");
+        }
         for side in [Side::Buy, Side::Sell] {
-            let mine: Vec<&Trade> =
-                trades.iter().filter(|t| if side == Side::Buy { t.buyer == me } else { t.seller == me }).collect();
-            let units: u64 = mine.iter().map(|t| t.quantity).sum();
-            let willing: u64 = self
+            let units: u128 = trades
+                .iter()
+                .filter(|t| if side == Side::Buy { t.buyer == me } else { t.seller == me })
+                .map(|t| u128::from(t.quantity))
+                .sum();
+            let willing: u128 = self
                 .orders
                 .iter()
-                .filter(|(s, price, _)| {
-                    *s == side
-                        && mine.first().is_none_or(|t| {
-                            if side == Side::Buy {
-                                t.price <= *price
-                            } else {
-                                t.price >= *price
-                            }
-                        })
-                })
-                .map(|(_, _, quantity)| quantity)
+                .filter(|(s, limit, _)| *s == side && if side == Side::Buy { price <= *limit } else { price >= *limit })
+                .map(|(_, _, quantity)| u128::from(*quantity))
                 .sum();
             if units > willing {
                 return Err("more units, or at a worse price, than ordered");

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_core::ledger::{DealId, EscrowId, LedgerError};
+use agent_core::ledger::{DealId, EscrowId, LedgerError, Operation};
 use agent_core::{Address, Agent, Context, Message, RequestError, Wallet, WalletError};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -99,10 +99,12 @@ pub async fn pay_on_delivery(
     refund_when_due(wallet.clone(), escrow, deadline_ms);
     let answer = ctx.request::<Payment, Delivery>(seller, Payment { deal, escrow, price }, Some(deliver_within)).await;
     let reason = match answer {
-        Ok(Delivery::Delivered(delivery)) => match wallet.release(escrow).await {
-            Ok(_) => return Ok(Settled::Paid { escrow, delivery }),
-            Err(e) => format!("delivered, but releasing the escrow failed ({e}); it is refunded when due"),
-        },
+        Ok(Delivery::Delivered(delivery)) => {
+            if release_by(&wallet, escrow, deadline_ms).await {
+                return Ok(Settled::Paid { escrow, delivery });
+            }
+            "delivered, but the escrow could not be released before its deadline; it goes back to the buyer".into()
+        }
         Ok(Delivery::Refused(reason)) => reason,
         Err(e) => no_delivery(&e),
     };
@@ -198,6 +200,35 @@ async fn check_payment(ctx: &Context, sales: &Sales, buyer: Address, payment: &P
         Some((owed_by, _)) if owed_by == buyer => Ok(price),
         _ => Err("this deal was just paid".into()),
     }
+}
+
+/// Releases `escrow` from `wallet`, trying again (every 100 ms, doubling to 2 s) while the
+/// ledger cannot be reached, until `deadline_ms`, after which the escrow belongs to the
+/// refund. True once released (or already settled by a release).
+pub async fn release_by(wallet: &Wallet, escrow: EscrowId, deadline_ms: u64) -> bool {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match wallet.release(escrow).await {
+            Ok(_) => return true,
+            // Settled already: by an earlier try whose answer was lost, or by the refund.
+            Err(WalletError::Ledger(LedgerError::UnknownEscrow(_))) => return released(wallet, escrow).await,
+            Err(e) if unix_now_ms().saturating_add(pause.as_millis() as u64) < deadline_ms => {
+                tracing::warn!(%escrow, error = %e, "release not yet possible; trying again");
+            }
+            Err(e) => {
+                tracing::error!(%escrow, error = %e, "the escrow could not be released before its deadline");
+                return false;
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Whether the wallet's recent history shows `escrow` released.
+async fn released(wallet: &Wallet, escrow: EscrowId) -> bool {
+    let history = wallet.history(1000).await.unwrap_or_default();
+    history.iter().any(|r| matches!(r.tx.operation, Operation::Release { escrow: e } if e == escrow))
 }
 
 /// Refunds `escrow` to `wallet` once its deadline has passed, in the background: tries

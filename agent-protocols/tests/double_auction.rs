@@ -182,6 +182,12 @@ async fn trades_from_anyone_but_the_rounds_clearinghouse_or_beyond_the_orders_ar
     house_ctx.send(buyer, open("r2")).await.unwrap();
     house_ctx.send(buyer, cleared("r2", 3, 50)).await.unwrap();
     assert_eq!(settle().await, 0, "more than ordered");
+    // A second trade at a price above the bid, behind one at the bid: ignored.
+    house_ctx.send(buyer, open("r2b")).await.unwrap();
+    let mut two = cleared("r2b", 1, 50);
+    two.trades.push(Trade { price: 10_000, ..trade("r2b", 1, 10_000) });
+    house_ctx.send(buyer, two).await.unwrap();
+    assert_eq!(settle().await, 0, "every trade at the round's price");
     // Within the orders, from the round's house: the buyer pays (here the seller refuses,
     // as it awaits no such sale, so the escrow is refunded).
     house_ctx.send(buyer, open("r3")).await.unwrap();
