@@ -26,7 +26,7 @@
 //!     proposed --> rejected: Reject (initiator)
 //!     awarded --> done: Done (participant)
 //!     awarded --> failed: Failure (participant)
-//!     awarded --> cancelled: Cancel (either)
+//!     awarded --> cancelled: Cancel (initiator), or Report::Cancelled (participant)
 //! ```
 
 use std::collections::BTreeMap;

@@ -179,7 +179,8 @@ impl RulesBuilder {
     }
 
     /// A dialogue may stay in `state` at most `limit`; a message after that is refused as
-    /// late and the dialogue expires.
+    /// late (and changes nothing), and [`Dialogues::expire`](super::Dialogues::expire)
+    /// closes the dialogue as expired.
     pub fn deadline(mut self, state: impl Into<String>, limit: Duration) -> Self {
         self.rules.deadlines.insert(state.into(), limit);
         self
