@@ -20,6 +20,8 @@ struct Invited {
     item: serde_json::Value,
     /// The highest amount it signed: it never pays more.
     highest: u128,
+    /// When it was invited.
+    since: tokio::time::Instant,
 }
 
 /// The auctions a bidder follows, by id.
@@ -34,10 +36,22 @@ impl Followed {
     pub(crate) fn follow(&self, auction: &str, auctioneer: Address, item: serde_json::Value) -> bool {
         let mut auctions = self.auctions.lock();
         if auctions.len() >= MAX_FOLLOWED && !auctions.contains_key(auction) {
-            tracing::warn!(auction, "following too many auctions; this one is ignored");
-            return false;
+            // Full (auctions never closed, or a flood of invitations): the oldest invitation
+            // with no bid in it makes room, so no one can shut this bidder out for good.
+            let oldest =
+                auctions.iter().filter(|(_, a)| a.highest == 0).min_by_key(|(_, a)| a.since).map(|(id, _)| id.clone());
+            match oldest {
+                Some(oldest) => {
+                    auctions.remove(&oldest);
+                }
+                None => {
+                    tracing::warn!(auction, "bidding in too many auctions; this one is ignored");
+                    return false;
+                }
+            }
         }
-        auctions.entry(auction.to_owned()).or_insert(Invited { auctioneer, item, highest: 0 });
+        let since = tokio::time::Instant::now();
+        auctions.entry(auction.to_owned()).or_insert(Invited { auctioneer, item, highest: 0, since });
         true
     }
 

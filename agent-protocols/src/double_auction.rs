@@ -241,7 +241,7 @@ impl Clearinghouse {
         let round_id = auction::new_id();
         let closes_at_ms = unix_now_ms().saturating_add(open_for.as_millis() as u64);
         let closes = tokio::time::Instant::now() + open_for;
-        let mut opened = self.orders.open(&round_id);
+        let mut opened = self.orders.open(&round_id, traders);
         tell_all(ctx, traders, &RoundOpen { round: round_id.clone(), good: good.into(), closes_at_ms }).await;
 
         let mut round = Round {
@@ -251,7 +251,7 @@ impl Clearinghouse {
             orders: Vec::new(),
             refused: Vec::new(),
         };
-        while let Ok(Some((from, order))) = tokio::time::timeout_at(closes, opened.messages.recv()).await {
+        while let Some((from, order)) = opened.next_before(closes).await {
             if order.round != round_id {
                 continue;
             }
@@ -363,10 +363,16 @@ pub fn serve<T: Trader>(agent: &mut Agent, identity: Identity, trader: Arc<T>, s
             {
                 let mut placed = placed.lock();
                 if placed.len() >= MAX_ROUNDS {
-                    tracing::warn!(round = open.round, "in too many rounds at once; this one is skipped");
-                    return;
+                    // Rounds never cleared (a house gone, or a flood of openings): the oldest
+                    // makes room, so no one can shut this trader out for good.
+                    let oldest = placed.iter().min_by_key(|(_, p)| p.since).map(|(round, _)| round.clone());
+                    if let Some(oldest) = oldest {
+                        tracing::warn!(round = oldest, "in too many rounds at once; the oldest is forgotten");
+                        placed.remove(&oldest);
+                    }
                 }
-                placed.insert(open.round.clone(), Placed { house, orders: orders.clone() });
+                let since = tokio::time::Instant::now();
+                placed.insert(open.round.clone(), Placed { house, orders: orders.clone(), since });
             }
             for (side, price, quantity) in orders {
                 let pay_to = (side == Side::Sell).then_some(pay_to).flatten();
@@ -426,6 +432,8 @@ const MAX_ROUNDS: usize = 1024;
 struct Placed {
     house: Address,
     orders: Vec<(Side, u128, u64)>,
+    /// When the round opened.
+    since: tokio::time::Instant,
 }
 
 impl Placed {

@@ -134,7 +134,7 @@ impl Auctioneer {
     ) -> Result<Descent, serde_json::Error> {
         let auction = auction::new_id();
         let item = serde_json::to_value(item)?;
-        let mut opened = self.takes.open(&auction);
+        let mut opened = self.takes.open(&auction, bidders);
         let mut descent =
             Descent { auction: auction.clone(), award: None, ticks: 0, takes: Vec::new(), refused: Vec::new() };
         let mut acceptances = Vec::new();
@@ -143,7 +143,7 @@ impl Auctioneer {
             descent.ticks += 1;
             tell_all(ctx, bidders, &Clock { auction: auction.clone(), item: item.clone(), tick, price }).await;
             let next = tokio::time::Instant::now() + terms.tick_every;
-            while let Ok(Some((from, bid))) = tokio::time::timeout_at(next, opened.messages.recv()).await {
+            while let Some((from, bid)) = opened.next_before(next).await {
                 if let Err(why) = bid.check(&auction, from) {
                     descent.refused.push((from, why));
                     continue;

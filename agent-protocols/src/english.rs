@@ -135,7 +135,7 @@ impl Auctioneer {
         let increment = terms.increment.max(1);
         let closes_at_ms = unix_now_ms().saturating_add(terms.open_for.as_millis() as u64);
         let closes = tokio::time::Instant::now() + terms.open_for;
-        let mut opened = self.raises.open(&auction);
+        let mut opened = self.raises.open(&auction, bidders);
         let opening = Opening {
             auction: auction.clone(),
             item: serde_json::to_value(item)?,
@@ -147,7 +147,7 @@ impl Auctioneer {
 
         let mut outcry = Outcry { auction: auction.clone(), award: None, bids: Vec::new(), refused: Vec::new() };
         let mut standing: Option<(Address, u128)> = None;
-        while let Ok(Some((from, bid))) = tokio::time::timeout_at(closes, opened.messages.recv()).await {
+        while let Some((from, bid)) = opened.next_before(closes).await {
             if let Err(why) = bid.check(&auction, from) {
                 outcry.refused.push((from, why));
                 continue;

@@ -1,18 +1,29 @@
 //! Routes messages that arrive in a handler to the running auction (or round) they name.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use agent_core::Address;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 /// How many messages one running auction may have waiting; more are dropped (and logged),
 /// so a flood from one bidder cannot grow the auctioneer's memory.
 const CAPACITY: usize = 4096;
 
-/// Where one running auction's messages go, with their senders.
-type Line<T> = mpsc::Sender<(Address, T)>;
+/// Where one running auction's messages go, with their senders and when they arrived, and
+/// who may send them.
+struct Line<T> {
+    to: mpsc::Sender<(Address, T, Instant)>,
+    allowed: Arc<HashSet<Address>>,
+}
+
+impl<T> Clone for Line<T> {
+    fn clone(&self) -> Self {
+        Line { to: self.to.clone(), allowed: Arc::clone(&self.allowed) }
+    }
+}
 
 /// The running auctions of one agent, by id, each with the line its messages go to.
 pub(crate) struct Inbox<T> {
@@ -35,7 +46,7 @@ impl<T> Default for Inbox<T> {
 pub(crate) struct Opened<T> {
     id: String,
     inbox: Inbox<T>,
-    pub(crate) messages: mpsc::Receiver<(Address, T)>,
+    messages: mpsc::Receiver<(Address, T, Instant)>,
 }
 
 impl<T> Drop for Opened<T> {
@@ -44,19 +55,37 @@ impl<T> Drop for Opened<T> {
     }
 }
 
+impl<T> Opened<T> {
+    /// The next message that arrived before `closes`, waiting for it until then; `None` once
+    /// every message that arrived in time has been taken. Messages queued at the close
+    /// still count: they arrived in time.
+    pub(crate) async fn next_before(&mut self, closes: Instant) -> Option<(Address, T)> {
+        let (from, message, arrived) = match tokio::time::timeout_at(closes, self.messages.recv()).await {
+            Ok(next) => next?,
+            Err(_) => self.messages.try_recv().ok()?,
+        };
+        (arrived <= closes).then_some((from, message))
+    }
+}
+
 impl<T> Inbox<T> {
-    /// Opens auction `id` to messages.
-    pub(crate) fn open(&self, id: &str) -> Opened<T> {
-        let (tx, messages) = mpsc::channel(CAPACITY);
-        self.running.lock().insert(id.to_owned(), tx);
+    /// Opens auction `id` to messages from `allowed` (its invited bidders or traders);
+    /// anyone else's are not taken.
+    pub(crate) fn open(&self, id: &str, allowed: &[Address]) -> Opened<T> {
+        let (to, messages) = mpsc::channel(CAPACITY);
+        let allowed = Arc::new(allowed.iter().copied().collect());
+        self.running.lock().insert(id.to_owned(), Line { to, allowed });
         Opened { id: id.to_owned(), inbox: self.clone(), messages }
     }
 
     /// Hands `message` from `from` to auction `id`. False if that auction is not running
-    /// (closed, or never opened here) or its line is full.
+    /// (closed, or never opened here), `from` was not invited, or its line is full.
     pub(crate) fn deliver(&self, id: &str, from: Address, message: T) -> bool {
         let Some(line) = self.running.lock().get(id).cloned() else { return false };
-        match line.try_send((from, message)) {
+        if !line.allowed.contains(&from) {
+            return false;
+        }
+        match line.to.try_send((from, message, Instant::now())) {
             Ok(()) => true,
             Err(_) => {
                 tracing::warn!(auction = id, %from, "an auction's line is full; a message was dropped");
