@@ -709,6 +709,75 @@ pub trait Participant: Send + Sync + 'static {
     async fn release(&self, _initiator: Address, _proposal: Self::Proposal) {}
 }
 
+/// A participant's proposals still held, by dialogue: in memory, and in the agent's storage
+/// (under `agora.cnp.held/<dialogue>`), so a restarted participant still honours an award
+/// and still releases a hold when it ends.
+#[derive(Clone, Default)]
+struct Held {
+    proposals: Arc<parking_lot::Mutex<BTreeMap<u128, HeldProposal>>>,
+    /// The timers that release holds when they end; stopped with the agent, so a stopped
+    /// agent's timers do not act on what a restarted one holds.
+    timers: Arc<parking_lot::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+/// One held proposal, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct HeldProposal {
+    proposal: serde_json::Value,
+    initiator: Address,
+    hold_until_ms: Option<u64>,
+}
+
+const HELD_PREFIX: &str = "agora.cnp.held/";
+
+fn held_key(id: u128) -> String {
+    format!("{HELD_PREFIX}{id:032x}")
+}
+
+impl Held {
+    /// Reads what a participant held before a restart.
+    fn load(&self, storage: &agent_core::Storage) -> Vec<(u128, HeldProposal)> {
+        let mut loaded = Vec::new();
+        for key in storage.keys().unwrap_or_default().iter().filter(|k| k.starts_with(HELD_PREFIX)) {
+            let id = u128::from_str_radix(&key[HELD_PREFIX.len()..], 16);
+            match (id, storage.get::<HeldProposal>(key)) {
+                (Ok(id), Ok(Some(held))) => loaded.push((id, held)),
+                _ => tracing::warn!(key, "an unreadable held proposal is skipped"),
+            }
+        }
+        self.proposals.lock().extend(loaded.iter().cloned());
+        loaded
+    }
+
+    fn insert(&self, storage: Option<&agent_core::Storage>, id: u128, held: HeldProposal) {
+        if let Some(Err(e)) = storage.map(|s| s.set(&held_key(id), &held)) {
+            tracing::warn!(error = %e, "a held proposal could not be stored; a restart forgets it");
+        }
+        self.proposals.lock().insert(id, held);
+    }
+
+    /// Takes the proposal of dialogue `id` out (to perform or release it), if `still` is
+    /// the one held (or any, when `still` is `None`).
+    fn take(
+        &self,
+        storage: Option<&agent_core::Storage>,
+        id: u128,
+        still: Option<&serde_json::Value>,
+    ) -> Option<HeldProposal> {
+        let taken = {
+            let mut proposals = self.proposals.lock();
+            match proposals.get(&id) {
+                Some(held) if still.is_none_or(|value| *value == held.proposal) => proposals.remove(&id),
+                _ => None,
+            }
+        }?;
+        if let Some(Err(e)) = storage.map(|s| s.remove(&held_key(id))) {
+            tracing::warn!(error = %e, "a settled proposal could not be removed from storage");
+        }
+        Some(taken)
+    }
+}
+
 /// Makes `agent` a contract-net participant played by `participant`. Messages that do not
 /// fit a dialogue are refused and the sender told why ([`Refused`]).
 pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
@@ -726,7 +795,40 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
             }
         });
     }
-    let proposals: Arc<parking_lot::Mutex<BTreeMap<u128, serde_json::Value>>> = Arc::default();
+    let proposals = Held::default();
+    {
+        let timers = Arc::clone(&proposals.timers);
+        agent.on_shutdown(move |_ctx: Context| {
+            let timers = Arc::clone(&timers);
+            async move {
+                for timer in timers.lock().drain(..) {
+                    timer.abort();
+                }
+            }
+        });
+    }
+    {
+        // Proposals held before a restart: still held, and released when their hold ends.
+        let (proposals, participant) = (proposals.clone(), participant.clone());
+        agent.on_startup(move |ctx: Context| {
+            let (proposals, participant) = (proposals.clone(), participant.clone());
+            async move {
+                let Ok(storage) = ctx.storage() else { return };
+                for (id, held) in proposals.load(&storage) {
+                    if let Some(until) = held.hold_until_ms {
+                        release_when_hold_ends(
+                            participant.clone(),
+                            proposals.clone(),
+                            storage.clone(),
+                            id,
+                            held,
+                            until,
+                        );
+                    }
+                }
+            }
+        });
+    }
     let mut served = protocol();
     {
         let (book, participant, proposals) = (book.clone(), participant.clone(), proposals.clone());
@@ -738,8 +840,9 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                     return tell(&ctx, id, from, refused).await;
                 }
                 // A revised call voids the earlier proposal in this dialogue.
-                let earlier = proposals.lock().remove(&id);
-                if let Some(Ok(earlier)) = earlier.map(serde_json::from_value::<P::Proposal>) {
+                let storage = ctx.storage().ok();
+                let earlier = proposals.take(storage.as_ref(), id, None);
+                if let Some(Ok(earlier)) = earlier.map(|held| serde_json::from_value::<P::Proposal>(held.proposal)) {
                     participant.release(from, earlier).await;
                 }
                 let evaluated = match serde_json::from_value::<P::Task>(cfp.task) {
@@ -760,9 +863,17 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                 match dialogues.outgoing_named(answer_step(&answer), id, now_ms()) {
                     Ok(_) => {
                         if let Some((value, hold_until_ms, _)) = held {
-                            proposals.lock().insert(id, value.clone());
-                            if let Some(until) = hold_until_ms {
-                                release_when_hold_ends(participant.clone(), proposals.clone(), id, from, until, value);
+                            let held = HeldProposal { proposal: value, initiator: from, hold_until_ms };
+                            proposals.insert(storage.as_ref(), id, held.clone());
+                            if let (Some(until), Some(storage)) = (hold_until_ms, storage) {
+                                release_when_hold_ends(
+                                    participant.clone(),
+                                    proposals.clone(),
+                                    storage,
+                                    id,
+                                    held,
+                                    until,
+                                );
                             }
                         }
                         // The initiator may have given up: its deadline decides.
@@ -788,8 +899,8 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                 if let Err(refused) = dialogues.incoming_named("Accept", id, from, now_ms()) {
                     return tell(&ctx, id, from, refused).await;
                 }
-                let proposal = proposals.lock().remove(&id);
-                let report = match proposal.map(serde_json::from_value::<P::Proposal>) {
+                let proposal = proposals.take(ctx.storage().ok().as_ref(), id, None);
+                let report = match proposal.map(|held| serde_json::from_value::<P::Proposal>(held.proposal)) {
                     Some(Ok(proposal)) => match participant.perform(from, proposal).await {
                         Ok(result) => match serde_json::to_value(result) {
                             Ok(result) => Report::Done { result },
@@ -809,7 +920,7 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
     }
     let release = |book: Book,
                    participant: Arc<P>,
-                   proposals: Arc<parking_lot::Mutex<BTreeMap<u128, serde_json::Value>>>,
+                   proposals: Held,
                    ctx: Context,
                    from: Address,
                    step: &'static str| async move {
@@ -817,8 +928,8 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
         if let Err(refused) = dialogues.incoming_named(step, id, from, now_ms()) {
             return tell(&ctx, id, from, refused).await;
         }
-        let held = proposals.lock().remove(&id);
-        if let Some(Ok(proposal)) = held.map(serde_json::from_value::<P::Proposal>) {
+        let held = proposals.take(ctx.storage().ok().as_ref(), id, None);
+        if let Some(Ok(proposal)) = held.map(|held| serde_json::from_value::<P::Proposal>(held.proposal)) {
             participant.release(from, proposal).await;
         }
     };
@@ -844,27 +955,25 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
 /// comes later is answered with a failure: what was held may be gone.
 fn release_when_hold_ends<P: Participant>(
     participant: Arc<P>,
-    proposals: Arc<parking_lot::Mutex<BTreeMap<u128, serde_json::Value>>>,
+    proposals: Held,
+    storage: agent_core::Storage,
     id: u128,
-    initiator: Address,
+    held: HeldProposal,
     until_ms: u64,
-    proposal: serde_json::Value,
 ) {
-    tokio::spawn(async move {
+    let timers = Arc::clone(&proposals.timers);
+    let timer = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(until_ms.saturating_sub(now_ms()))).await;
         // Only the proposal this hold was for: a revised call may have replaced it.
-        let held = {
-            let mut proposals = proposals.lock();
-            match proposals.get(&id) == Some(&proposal) {
-                true => proposals.remove(&id),
-                false => None,
-            }
-        };
-        if let Some(Ok(proposal)) = held.map(serde_json::from_value::<P::Proposal>) {
+        let taken = proposals.take(Some(&storage), id, Some(&held.proposal));
+        if let Some(Ok(proposal)) = taken.map(|held| serde_json::from_value::<P::Proposal>(held.proposal)) {
             tracing::debug!(dialogue = %format!("{id:032x}"), "a proposal's hold ended without a decision");
-            participant.release(initiator, proposal).await;
+            participant.release(held.initiator, proposal).await;
         }
     });
+    let mut timers = timers.lock();
+    timers.retain(|timer| !timer.is_finished());
+    timers.push(timer.abort_handle());
 }
 
 /// How often an agent's contract-net dialogues are swept, and how long after its deadline

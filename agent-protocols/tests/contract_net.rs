@@ -168,7 +168,7 @@ async fn misbehaving_participants_do_not_change_the_outcome_and_are_told() {
     // Answers after the deadline (the initiator waits 300 ms).
     let mut late = Agent::builder("late").build().unwrap();
     late.on_message(|ctx: Context, _from: Address, _cfp: contract_net::Cfp| async move {
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        tokio::time::sleep(Duration::from_millis(1_700)).await;
         let _ = ctx.reply(Answer::Propose { proposal: serde_json::json!(1), hold_until_ms: None, pay_to: None }).await;
     });
     late.on_message(rejected("late"));
@@ -412,4 +412,53 @@ async fn a_revised_call_gets_counter_proposals_in_the_same_dialogues() {
             .unwrap();
     assert_eq!(outcome, Outcome::Awarded(vec![(addresses[0], Ok("booked at 90".into()))]));
     m.bureau.shutdown().await.unwrap();
+}
+
+/// Both sides restart between the call and the award: the participant still holds its
+/// proposal (kept in its storage), performs the award, and a hold that ends while it is
+/// down is released when it is back.
+#[tokio::test]
+async fn a_restarted_participant_honours_its_proposals_and_releases_ended_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || agent_core::Config::default().with_storage_dir(dir.path());
+    let start = |seller: Arc<Seller>, held: Arc<Seller>| {
+        let bureau = Bureau::with_config(config()).unwrap();
+        let traveller = bureau.add(Agent::builder("traveller").seed("traveller").build().unwrap()).unwrap();
+        let mut agent = Agent::builder("seller").seed("seller").build().unwrap();
+        contract_net::serve(&mut agent, seller);
+        let seller = bureau.add(agent).unwrap();
+        let mut agent = Agent::builder("short hold").seed("short hold").build().unwrap();
+        contract_net::serve(&mut agent, held);
+        let short = bureau.add(agent).unwrap();
+        (bureau, traveller, seller, short)
+    };
+    let short_hold = || {
+        Arc::new(Seller { price: 95, fails: false, hold_ms: Some(1_500), held: Mutex::new(0), released: Mutex::new(0) })
+    };
+
+    let (bureau, traveller, seller, short) = start(Seller::new(90), short_hold());
+    let ctx = bureau.context(traveller).unwrap();
+    let book = contract_net::Book::default();
+    let called =
+        contract_net::call::<_, u64>(&ctx, &book, &[seller, short], &"LHR-JFK", Duration::from_secs(2)).await.unwrap();
+    assert_eq!(called.proposals.len(), 2);
+    // Everything holding the store goes: the context, and the book with its dialogues.
+    drop((ctx, book));
+    bureau.shutdown().await.unwrap();
+
+    // Back up after the short hold ended: it is released at start; the other still holds.
+    tokio::time::sleep(Duration::from_millis(1_700)).await;
+    let (again, short_again) = (Seller::new(90), short_hold());
+    let (bureau, traveller, seller_again, _) = start(again.clone(), short_again.clone());
+    assert_eq!(seller_again, seller, "the same agent");
+    wait_for(|| *short_again.released.lock() == 1).await;
+    let ctx = bureau.context(traveller).unwrap();
+    let book = contract_net::Book::default();
+    let outcome =
+        contract_net::award::<u64, String>(&ctx, &book, &called, &[seller], Duration::from_secs(2)).await.unwrap();
+    assert_eq!(outcome, Outcome::Awarded(vec![(seller, Ok("booked at 90".into()))]));
+    assert_eq!(*again.released.lock(), 0, "the winner's proposal was performed, not released");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(*short_again.released.lock(), 1, "released once, not again on its rejection");
+    bureau.shutdown().await.unwrap();
 }
