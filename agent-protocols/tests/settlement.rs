@@ -253,3 +253,48 @@ async fn an_award_abandoned_after_the_lock_is_still_refunded() {
     assert_eq!(s.ledger.audit_total().unwrap(), 1_000);
     s.bureau.shutdown().await.unwrap();
 }
+
+/// A winner that reports after its deadline: the award is withdrawn, its late report is
+/// refused, it is never paid, and the escrow goes back to the initiator.
+#[tokio::test]
+async fn a_winner_that_reports_too_late_is_not_paid_and_the_escrow_is_refunded() {
+    let s = setup(1_000).await;
+    let mut agent = Agent::builder("slow").build().unwrap();
+    let participant_book = contract_net::serve(&mut agent, Arc::new(Slow));
+    let slow = s.bureau.add(agent).unwrap();
+    let slow_wallet = s.bureau.context(slow).unwrap().wallet().unwrap().address();
+    let ctx = s.bureau.context(s.buyer).unwrap();
+    let called = contract_net::call::<_, u128>(&ctx, &s.book, &[slow], &"parts", Duration::from_secs(2)).await.unwrap();
+    let paid = contract_net::award_and_pay::<u128, String>(
+        &ctx,
+        &s.book,
+        &called,
+        &[slow],
+        |p| *p,
+        Duration::from_millis(200),
+    )
+    .await
+    .unwrap();
+    let Paid::Settled(settled) = paid else { panic!("{paid:?}") };
+    assert!(settled[0].result.as_ref().is_err_and(|e| e.contains("no report")), "{:?}", settled[0].result);
+    assert!(!settled[0].paid);
+    let dialogue = called.proposals[0].dialogue;
+    assert_eq!(s.book.dialogues().unwrap().get(dialogue).unwrap().state, "cancelled");
+
+    // The seller finishes at 2 s and reports; the report finds the award withdrawn.
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while s.ledger.balance(s.buyer_wallet.address()).await.unwrap() != 1_000 {
+        assert!(tokio::time::Instant::now() < until, "the escrow was left locked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    // The seller was busy performing when the withdrawal came, so it finished and reported
+    // ("done" on its side) before it read the Cancel, which its dialogue then refused. Its
+    // late report reached no one: it is not paid.
+    let seller_side = participant_book.dialogues().unwrap().get(dialogue).unwrap().state;
+    assert!(seller_side == "done" || seller_side == "cancelled", "{seller_side}");
+    assert_eq!(s.ledger.balance(slow_wallet).await.unwrap(), 0, "never paid");
+    assert_eq!(s.ledger.balance(s.buyer_wallet.address()).await.unwrap(), 1_000);
+    assert_eq!(s.ledger.audit_total().unwrap(), 1_000);
+    s.bureau.shutdown().await.unwrap();
+}
