@@ -168,7 +168,7 @@ async fn misbehaving_participants_do_not_change_the_outcome_and_are_told() {
     // Answers after the deadline (the initiator waits 300 ms).
     let mut late = Agent::builder("late").build().unwrap();
     late.on_message(|ctx: Context, _from: Address, _cfp: contract_net::Cfp| async move {
-        tokio::time::sleep(Duration::from_millis(1_700)).await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
         let _ = ctx.reply(Answer::Propose { proposal: serde_json::json!(1), hold_until_ms: None, pay_to: None }).await;
     });
     late.on_message(rejected("late"));
