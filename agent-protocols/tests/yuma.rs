@@ -11,7 +11,7 @@
 //! and paste the printed blocks over the ones here. Fractions are compared within
 //! [`TOLERANCE`]; token amounts exactly.
 
-use agent_protocols::subnet::yuma::{epoch, Inputs, Outcome, Params, YumaError};
+use agent_protocols::subnet::yuma::{epoch, Inputs, Outcome, Params, SparseRow, YumaError};
 use proptest::prelude::*;
 
 /// The reference is exact; the implementation is f64. 1e-9 leaves room for a few dozen
@@ -25,15 +25,38 @@ fn assert_close(actual: &[f64], expected: &[f64], what: &str) {
     }
 }
 
-fn assert_close_matrix<const N: usize>(actual: &[Vec<f64>], expected: &[[f64; N]; N], what: &str) {
+/// Compares an outcome's sparse matrix with a dense square one, and checks the outcome's
+/// form: rows list non-zero entries only, in ascending uid.
+fn assert_close_matrix<const N: usize>(actual: &[SparseRow], expected: &[[f64; N]; N], what: &str) {
     assert_eq!(actual.len(), N, "{what}: rows");
-    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
-        assert_close(a, e, &format!("{what}[{i}]"));
+    for (i, e) in expected.iter().enumerate() {
+        assert_sparse_form(&actual[i], N, &format!("{what}[{i}]"));
+        assert_close(&dense(&actual[i], N), e, &format!("{what}[{i}]"));
     }
 }
 
-fn rows(m: &[&[f64]]) -> Vec<Vec<f64>> {
-    m.iter().map(|r| r.to_vec()).collect()
+fn assert_sparse_form(row: &[(usize, f64)], n: usize, what: &str) {
+    assert!(row.windows(2).all(|p| p[0].0 < p[1].0), "{what}: uids not ascending: {row:?}");
+    assert!(row.iter().all(|&(j, v)| j < n && v != 0.0), "{what}: {row:?}");
+}
+
+/// A sparse row as a dense one of `n` entries.
+fn dense(row: &[(usize, f64)], n: usize) -> Vec<f64> {
+    let mut out = vec![0.0; n];
+    for &(j, v) in row {
+        out[j] = v;
+    }
+    out
+}
+
+/// `matrix[i][j]` of a sparse matrix.
+fn at(matrix: &[SparseRow], i: usize, j: usize) -> f64 {
+    matrix[i].iter().find(|&&(k, _)| k == j).map_or(0.0, |&(_, v)| v)
+}
+
+/// A sparse matrix from dense rows (explicit zeros and all; an empty row stays empty).
+fn rows(m: &[&[f64]]) -> Vec<SparseRow> {
+    m.iter().map(|r| r.iter().copied().enumerate().collect()).collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -137,7 +160,7 @@ fn example_two_validators_two_miners() {
     assert_eq!(out.emissions.validators, EX1_VALIDATORS);
     assert_eq!(out.emissions.unallocated, EX1_UNALLOCATED);
     assert_eq!(out.emissions.total(), 1_000_000);
-    assert_eq!(out.weights[0][0], 0.0, "self-weight masked");
+    assert_eq!(at(&out.weights, 0, 0), 0.0, "self-weight masked");
 }
 
 /// Every parameter away from its default, and bonds from a previous epoch: only two
@@ -299,7 +322,7 @@ fn defaults_are_subtensors() {
 #[test]
 fn bad_inputs_are_refused_not_panicked_on() {
     let p = Params::default();
-    let run = |stakes: &[u64], weights: &[Vec<f64>], bonds: &[Vec<f64>], params: &Params| {
+    let run = |stakes: &[u64], weights: &[SparseRow], bonds: &[SparseRow], params: &Params| {
         epoch(&Inputs { stakes, weights, bonds, emission: 10 }, params)
     };
     assert_eq!(run(&[], &[], &[], &p), Err(YumaError::Empty));
@@ -308,8 +331,12 @@ fn bad_inputs_are_refused_not_panicked_on() {
         Err(YumaError::RowCount { matrix: "weights", rows: 1, uids: 2 })
     );
     assert_eq!(
-        run(&[1, 2], &[], &rows(&[&[0.0, 1.0], &[1.0]]), &p),
-        Err(YumaError::RowLength { matrix: "bonds", row: 1, len: 1, uids: 2 })
+        run(&[1, 2], &[], &[vec![(1, 0.5)], vec![(0, 1.0), (2, 1.0)]], &p),
+        Err(YumaError::UnknownUid { matrix: "bonds", row: 1, uid: 2, uids: 2 })
+    );
+    assert_eq!(
+        run(&[1, 2], &[vec![(1, 0.5), (0, 1.0), (1, 0.0)], vec![]], &[], &p),
+        Err(YumaError::DuplicateEntry { matrix: "weights", row: 0, uid: 1 })
     );
     for bad in [f64::NAN, -0.5, f64::INFINITY, f64::NEG_INFINITY] {
         let err = run(&[1, 2], &rows(&[&[0.0, bad], &[]]), &[], &p).unwrap_err();
@@ -337,7 +364,7 @@ fn extreme_magnitudes_stay_finite() {
             .unwrap();
     let all = [&out.consensus, &out.incentive, &out.dividends, &out.trust, &out.ranks, &out.validator_trust];
     assert!(all.iter().all(|v| v.iter().all(|x| x.is_finite())), "{out:?}");
-    assert!(out.bonds.iter().flatten().all(|x| x.is_finite()));
+    assert!(out.bonds.iter().flatten().all(|(_, x)| x.is_finite()));
     assert_eq!(out.emissions.total(), u128::from(u64::MAX));
 }
 
@@ -352,12 +379,18 @@ fn entry() -> impl Strategy<Value = f64> {
     prop_oneof![1 => Just(0.0), 3 => 0.0f64..1.0]
 }
 
-fn row(n: usize) -> impl Strategy<Value = Vec<f64>> {
-    prop_oneof![1 => Just(Vec::new()), 4 => prop::collection::vec(entry(), n)]
+/// A sparse row of `n` uids: the non-zero entries of a dense one (or an empty row).
+fn row(n: usize) -> impl Strategy<Value = SparseRow> {
+    prop_oneof![1 => Just(Vec::new()), 4 => prop::collection::vec(entry(), n).prop_map(|r| sparse(&r))]
+}
+
+/// The non-zero entries of a dense row.
+fn sparse(row: &[f64]) -> SparseRow {
+    row.iter().copied().enumerate().filter(|&(_, v)| v != 0.0).collect()
 }
 
 /// A subnet of 1–8 uids: stakes, weights and bonds.
-fn subnet() -> impl Strategy<Value = (Vec<u64>, Vec<Vec<f64>>, Vec<Vec<f64>>)> {
+fn subnet() -> impl Strategy<Value = (Vec<u64>, Vec<SparseRow>, Vec<SparseRow>)> {
     (1usize..=8).prop_flat_map(|n| {
         (prop::collection::vec(stake(), n), prop::collection::vec(row(n), n), prop::collection::vec(row(n), n))
     })
@@ -379,7 +412,7 @@ fn params() -> impl Strategy<Value = Params> {
     )
 }
 
-fn run(stakes: &[u64], weights: &[Vec<f64>], bonds: &[Vec<f64>], emission: u64, params: &Params) -> Outcome {
+fn run(stakes: &[u64], weights: &[SparseRow], bonds: &[SparseRow], emission: u64, params: &Params) -> Outcome {
     epoch(&Inputs { stakes, weights, bonds, emission }, params).expect("valid inputs")
 }
 
@@ -432,11 +465,11 @@ proptest! {
         let z = pick.index(n);
         stakes[z] = 0;
         let a = run(&stakes, &weights, &bonds, 1_000_000, &params);
-        weights[z] = other[..n].to_vec();
+        weights[z] = sparse(&other[..n]);
         let b = run(&stakes, &weights, &bonds, 1_000_000, &params);
         prop_assert_eq!(&a, &b);
         prop_assert!(!a.validator_permits[z]);
-        prop_assert!(a.bonds[z].iter().all(|&x| x == 0.0));
+        prop_assert!(a.bonds[z].is_empty());
     }
 
     /// Clipping, on a subnet with a majority and a minority validator: the majority holds
@@ -451,11 +484,9 @@ proptest! {
     ) {
         let n = miners + 2;
         let mut weights = vec![Vec::new(); n];
-        weights[0] = vec![0.0; n];
-        weights[1] = vec![0.0; n];
         for (j, &(high, low)) in raw.iter().take(miners).enumerate() {
-            weights[0][j + 2] = high;
-            weights[1][j + 2] = low;
+            weights[0].push((j + 2, high));
+            weights[1].push((j + 2, low));
         }
         let mut stakes = vec![0; n];
         stakes[0] = majority_stake;
@@ -464,19 +495,19 @@ proptest! {
 
         let mut above = 0;
         for j in 2..n {
-            let (major, minor, c) = (out.weights[0][j], out.weights[1][j], out.consensus[j]);
+            let (major, minor, c) = (at(&out.weights, 0, j), at(&out.weights, 1, j), out.consensus[j]);
             prop_assert!((c - major).abs() < 1e-12, "consensus {c} is the majority's {major}");
             if minor > c {
                 above += 1;
-                prop_assert_eq!(out.clipped_weights[1][j], c, "above consensus: cut to it");
+                prop_assert_eq!(at(&out.clipped_weights, 1, j), c, "above consensus: cut to it");
             } else {
-                prop_assert_eq!(out.clipped_weights[1][j], minor, "at or below consensus: kept");
+                prop_assert_eq!(at(&out.clipped_weights, 1, j), minor, "at or below consensus: kept");
             }
-            prop_assert_eq!(out.clipped_weights[0][j], major);
+            prop_assert_eq!(at(&out.clipped_weights, 0, j), major);
         }
         // Both rows sum to 1 over the same miners, so unless they are equal the minority is
         // above consensus somewhere.
-        let equal = (2..n).all(|j| out.weights[0][j] == out.weights[1][j]);
+        let equal = (2..n).all(|j| at(&out.weights, 0, j) == at(&out.weights, 1, j));
         prop_assert!(equal || above > 0);
         prop_assert!((out.validator_trust[0] - 1.0).abs() < 1e-12);
         prop_assert!(out.validator_trust[1] <= 1.0 + 1e-12);
@@ -497,22 +528,166 @@ proptest! {
                 prop_assert_eq!(c, 0.0);
                 continue;
             }
-            let ge: f64 = voters.iter().filter(|&&i| out.weights[i][j] >= c).map(|&i| out.active_stake[i]).sum();
-            let gt: f64 = voters.iter().filter(|&&i| out.weights[i][j] > c).map(|&i| out.active_stake[i]).sum();
+            let ge: f64 = voters.iter().filter(|&&i| at(&out.weights, i, j) >= c).map(|&i| out.active_stake[i]).sum();
+            let gt: f64 = voters.iter().filter(|&&i| at(&out.weights, i, j) > c).map(|&i| out.active_stake[i]).sum();
             prop_assert!(ge >= kappa - 1e-9, "col {j}: {ge} back {c}, kappa {kappa}");
             prop_assert!(gt < kappa + 1e-9, "col {j}: {gt} back more than {c}, kappa {kappa}");
-            prop_assert!(voters.iter().any(|&i| out.weights[i][j] == c), "consensus is one of the weights");
+            prop_assert!(voters.iter().any(|&i| at(&out.weights, i, j) == c), "consensus is one of the weights");
             let mut rank = 0.0;
             for i in 0..n {
-                let (w, clipped) = (out.weights[i][j], out.clipped_weights[i][j]);
+                let (w, clipped) = (at(&out.weights, i, j), at(&out.clipped_weights, i, j));
                 prop_assert_eq!(clipped, if w > c { c } else { w });
                 rank += clipped * out.active_stake[i];
             }
             prop_assert!((rank - out.ranks[j]).abs() < 1e-12);
         }
         for i in 0..n {
-            let vtrust: f64 = out.clipped_weights[i].iter().sum();
+            let vtrust: f64 = out.clipped_weights[i].iter().map(|&(_, c)| c).sum();
             prop_assert!((vtrust - out.validator_trust[i]).abs() < 1e-12);
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Permutations and the form of the input.
+
+/// A subnet of 1–8 uids as [`subnet`] makes, but with every non-zero stake different, and a
+/// permutation of its uids. (Equal stakes would not do: permits go to the higher uid among
+/// equal stakes, and renumbering changes which one that is.)
+#[allow(clippy::type_complexity)]
+fn permuted_subnet() -> impl Strategy<Value = (Vec<u64>, Vec<SparseRow>, Vec<SparseRow>, Vec<usize>)> {
+    (1usize..=8).prop_flat_map(|n| {
+        (
+            prop::collection::vec(prop::option::weighted(0.75, 1u64..100_000), n),
+            prop::collection::vec(row(n), n),
+            prop::collection::vec(row(n), n),
+            Just((0..n).collect::<Vec<usize>>()).prop_shuffle(),
+        )
+            .prop_map(|(stakes, weights, bonds, order)| {
+                // base · 8 + uid: distinct for distinct uids, as n ≤ 8.
+                let stakes = stakes.iter().enumerate().map(|(i, s)| s.map_or(0, |s| s * 8 + i as u64)).collect();
+                (stakes, weights, bonds, order)
+            })
+    })
+}
+
+/// Renumbers a matrix: new uid `k` is old uid `order[k]`, in rows and columns alike.
+fn renumber(matrix: &[SparseRow], order: &[usize], new_uid: &[usize]) -> Vec<SparseRow> {
+    if matrix.is_empty() {
+        return Vec::new();
+    }
+    order.iter().map(|&old| matrix[old].iter().map(|&(j, v)| (new_uid[j], v)).collect()).collect()
+}
+
+/// Within [`TOLERANCE`]: `actual[k]` against `expected[order[k]]`.
+fn assert_permuted(actual: &[f64], expected: &[f64], order: &[usize], what: &str) -> Result<(), TestCaseError> {
+    for (k, &old) in order.iter().enumerate() {
+        let (a, e) = (actual[k], expected[old]);
+        prop_assert!((a - e).abs() <= TOLERANCE, "{}: new uid {} (old {}) has {}, expected {}", what, k, old, a, e);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Renumbering the uids (validators and miners alike: stakes, rows and columns of the
+    /// weights and bonds) renumbers every per-uid output the same way, and nothing else
+    /// changes. Fractions agree within rounding (the sums run in another order); payouts
+    /// within one token per uid, with every total exact: the tokens left after flooring go
+    /// to the lower uid among equal remainders, and rounding can make or break such a tie.
+    /// (Emissions up to 10^12 tokens, so that rounding in the shares, about 10^-16 of the
+    /// emission, stays below a token.)
+    #[test]
+    fn permuting_uids_permutes_the_outcome(
+        (stakes, weights, bonds, order) in permuted_subnet(),
+        params in params(),
+        emission in 0u64..=1_000_000_000_000,
+    ) {
+        let n = stakes.len();
+        let mut new_uid = vec![0; n];
+        for (k, &old) in order.iter().enumerate() {
+            new_uid[old] = k;
+        }
+        let p_stakes: Vec<u64> = order.iter().map(|&old| stakes[old]).collect();
+        let p_weights = renumber(&weights, &order, &new_uid);
+        let p_bonds = renumber(&bonds, &order, &new_uid);
+
+        let a = run(&stakes, &weights, &bonds, emission, &params);
+        let b = run(&p_stakes, &p_weights, &p_bonds, emission, &params);
+
+        let permits: Vec<bool> = order.iter().map(|&old| a.validator_permits[old]).collect();
+        prop_assert_eq!(&b.validator_permits, &permits);
+        for (what, x, y) in [
+            ("stake", &b.stake, &a.stake),
+            ("active_stake", &b.active_stake, &a.active_stake),
+            ("consensus", &b.consensus, &a.consensus),
+            ("ranks", &b.ranks, &a.ranks),
+            ("trust", &b.trust, &a.trust),
+            ("incentive", &b.incentive, &a.incentive),
+            ("validator_trust", &b.validator_trust, &a.validator_trust),
+            ("dividends", &b.dividends, &a.dividends),
+        ] {
+            assert_permuted(x, y, &order, what)?;
+        }
+        for (what, x, y) in [
+            ("weights", &b.weights, &a.weights),
+            ("clipped_weights", &b.clipped_weights, &a.clipped_weights),
+            ("bonds", &b.bonds, &a.bonds),
+        ] {
+            for (k, &old_k) in order.iter().enumerate() {
+                for (l, &old_l) in order.iter().enumerate() {
+                    let (got, was) = (at(x, k, l), at(y, old_k, old_l));
+                    prop_assert!(
+                        (got - was).abs() <= TOLERANCE,
+                        "{}[{}][{}] is {}; [{}][{}] was {}", what, k, l, got, old_k, old_l, was
+                    );
+                }
+            }
+        }
+
+        let (ea, eb) = (&a.emissions, &b.emissions);
+        prop_assert_eq!(eb.owner, ea.owner);
+        prop_assert_eq!(eb.unallocated, ea.unallocated);
+        for (what, x, y) in [("miners", &eb.miners, &ea.miners), ("validators", &eb.validators, &ea.validators)] {
+            let total = |v: &[u64]| v.iter().map(|&t| u128::from(t)).sum::<u128>();
+            prop_assert_eq!(total(x), total(y), "{} total", what);
+            for (k, &old) in order.iter().enumerate() {
+                prop_assert!(
+                    x[k].abs_diff(y[old]) <= 1,
+                    "{}: new uid {} has {}, old uid {} had {}", what, k, x[k], old, y[old]
+                );
+            }
+        }
+    }
+
+    /// The order of a row's entries, and zeros listed in it, make no difference at all.
+    #[test]
+    fn entry_order_and_listed_zeros_change_nothing(
+        (stakes, weights, bonds) in subnet(),
+        params in params(),
+        seed in any::<u64>(),
+    ) {
+        let shuffle = |matrix: &[SparseRow]| -> Vec<SparseRow> {
+            matrix
+                .iter()
+                .enumerate()
+                .map(|(i, row)| {
+                    // Every uid without an entry gets a listed zero; then rotate, and reverse.
+                    let mut row = row.clone();
+                    let unlisted: Vec<usize> = (0..stakes.len()).filter(|&j| row.iter().all(|e| e.0 != j)).collect();
+                    row.extend(unlisted.into_iter().map(|j| (j, 0.0)));
+                    let turn = (seed as usize).wrapping_add(i) % row.len().max(1);
+                    row.rotate_left(turn);
+                    if seed % 2 == 1 {
+                        row.reverse();
+                    }
+                    row
+                })
+                .collect()
+        };
+        let a = run(&stakes, &weights, &bonds, 1_000_000, &params);
+        let b = run(&stakes, &shuffle(&weights), &shuffle(&bonds), 1_000_000, &params);
+        prop_assert_eq!(a, b);
     }
 }

@@ -659,3 +659,125 @@ pub fn sim_deliveries(hosts: usize, agents_per_host: usize, hops: u32) -> Result
         Ok(SimRun { deliveries: stats.delivered, wall, simulated, lost: stats.lost, bytes_per_agent })
     })
 }
+
+/// What [`yuma_epoch`] measured.
+#[derive(Debug, Clone)]
+pub struct YumaRun {
+    /// Wall time of each timed epoch, shortest first.
+    pub times: Vec<Duration>,
+    /// Uids in the subnet (validators and miners).
+    pub uids: usize,
+    /// Non-zero weights the validators set in the timed epoch.
+    pub weights_set: usize,
+    /// Validators holding bonds from the previous epoch.
+    pub bond_holders: usize,
+    /// Miners with a positive incentive after the timed epoch.
+    pub paid_miners: usize,
+}
+
+impl YumaRun {
+    /// The median epoch time.
+    pub fn median(&self) -> Duration {
+        self.times.get(self.times.len() / 2).copied().unwrap_or_default()
+    }
+}
+
+/// One epoch of Yuma Consensus ([`agent_protocols::subnet::yuma::epoch`]) on a subnet of
+/// `validators` validators (uids `0..validators`, each with its own stake, all with a permit)
+/// and `miners` miners (the uids after them, no stake). Each validator weights a random 10–20%
+/// of the miners (nine in ten validators weight each of the best 8%, so that those reach
+/// consensus), in proportion to the miner's quality times its own noise, on subtensor's `u16`
+/// scale; the bonds are those a previous epoch (other weights, same validators) left.
+/// Everything is drawn from `seed`. The epoch runs once untimed, then `runs` times timed on the
+/// same inputs.
+///
+/// ```
+/// let run = agora_benches::yuma_epoch(8, 64, 3, 1).unwrap();
+/// assert_eq!(run.times.len(), 3);
+/// assert_eq!(run.uids, 72);
+/// assert_eq!(run.bond_holders, 8);
+/// ```
+pub fn yuma_epoch(
+    validators: usize,
+    miners: usize,
+    runs: usize,
+    seed: u64,
+) -> Result<YumaRun, agent_protocols::subnet::yuma::YumaError> {
+    use agent_protocols::subnet::yuma::{epoch, Inputs, Params, SparseRow};
+    let n = validators + miners;
+    let mut rng = SplitMix64(seed);
+    // Distinct stakes between 1,000 and 1,000,000 tokens of 10⁹ units.
+    let stakes: Vec<u64> = (0..n)
+        .map(|i| if i < validators { 1_000_000_000_000 + rng.below(999_000) * 1_000_000_000 + i as u64 } else { 0 })
+        .collect();
+    // Quality between 0.1 and 1; the best 8% are popular.
+    const POPULAR: f64 = 1.0 - 0.9 * 0.08;
+    let quality: Vec<f64> = (0..miners).map(|_| 0.1 + 0.9 * rng.unit()).collect();
+    let weights = |rng: &mut SplitMix64| -> Vec<SparseRow> {
+        (0..n)
+            .map(|i| {
+                if i >= validators {
+                    return Vec::new(); // Miners set no weights.
+                }
+                // Nine validators in ten weight each of the best miners (the best 8%); the
+                // rest of the row's 10-20% is spread over the others.
+                let share = 0.10 + 0.10 * rng.unit();
+                let others = (share - 0.08 * 0.9) / 0.92;
+                let mut row = Vec::with_capacity(miners / 5);
+                for (j, &q) in quality.iter().enumerate() {
+                    if rng.unit() < if q >= POPULAR { 0.9 } else { others } {
+                        row.push((validators + j, (q * (0.5 + 0.5 * rng.unit()) * 65_535.0).round().max(1.0)));
+                    }
+                }
+                row
+            })
+            .collect()
+    };
+    let params = Params { max_allowed_validators: u16::try_from(validators).unwrap_or(u16::MAX), ..Params::default() };
+    // A tempo of 360 blocks at one token (10⁹ units) per block.
+    let emission = 360_000_000_000;
+    let before = weights(&mut rng);
+    let bonds = epoch(&Inputs { stakes: &stakes, weights: &before, bonds: &[], emission }, &params)?.bonds;
+    let now = weights(&mut rng);
+    let inputs = Inputs { stakes: &stakes, weights: &now, bonds: &bonds, emission };
+    let warm_up = epoch(&inputs, &params)?;
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        let outcome = epoch(&inputs, &params)?;
+        times.push(started.elapsed());
+        drop(std::hint::black_box(outcome));
+    }
+    times.sort_unstable();
+    Ok(YumaRun {
+        times,
+        uids: n,
+        weights_set: now.iter().map(Vec::len).sum(),
+        bond_holders: bonds.iter().filter(|row| !row.is_empty()).count(),
+        paid_miners: warm_up.incentive.iter().filter(|&&x| x > 0.0).count(),
+    })
+}
+
+/// SplitMix64: a small seeded generator, so the benchmark's inputs never change with a
+/// dependency's version.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`.
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in `0..bound` (a negligible modulo bias for small bounds).
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound.max(1)
+    }
+}

@@ -11,7 +11,7 @@ use super::wire::{
     stake_deal, Commit, Member, Register, RegisterRefusal, Reveal, RevealedWeights, Role, Roster, SubnetId, Uid,
     UidWeight, WeightsRefusal,
 };
-use super::yuma::{self, Outcome, Params, YumaError};
+use super::yuma::{self, Outcome, Params, SparseRow, YumaError};
 
 /// A member and the escrow holding its stake.
 #[derive(Debug, Clone)]
@@ -54,7 +54,7 @@ pub(crate) struct Book {
     /// Revealed weights, by the epoch they count for; emptied as epochs are scored.
     reveals: BTreeMap<u64, BTreeMap<Uid, Vec<UidWeight>>>,
     last_revealed: HashMap<Uid, (u64, Vec<UidWeight>)>,
-    bonds: Vec<Vec<f64>>,
+    bonds: Vec<SparseRow>,
 }
 
 impl Book {
@@ -248,20 +248,16 @@ impl Book {
                 let stake_vector: Vec<u64> =
                     members.iter().map(|m| u64::try_from(m.stake).unwrap_or(u64::MAX)).collect();
                 let revealed = self.reveals.get(&epoch);
-                let weights: Vec<Vec<f64>> = (0..n)
+                let weights: Vec<SparseRow> = (0..n)
                     .map(|i| match Uid::try_from(i).ok().and_then(|uid| revealed?.get(&uid)) {
-                        Some(row) => dense_row(row, n),
+                        Some(row) => sparse_row(row, n),
                         None => Vec::new(),
                     })
                     .collect();
-                let bonds: Vec<Vec<f64>> = (0..n)
+                let bonds: Vec<SparseRow> = (0..n)
                     .map(|i| match self.bonds.get(i) {
-                        Some(row) if !row.is_empty() => {
-                            let mut row = row.clone();
-                            row.resize(n, 0.0);
-                            row
-                        }
-                        _ => Vec::new(),
+                        Some(row) => row.iter().copied().filter(|&(j, _)| j < n).collect(),
+                        None => Vec::new(),
                     })
                     .collect();
                 let inputs = yuma::Inputs { stakes: &stake_vector, weights: &weights, bonds: &bonds, emission };
@@ -296,15 +292,10 @@ fn lock_of(entry: &Entry) -> StakeLock {
     }
 }
 
-/// A sparse weight row as a dense one of `n` entries.
-fn dense_row(row: &[UidWeight], n: usize) -> Vec<f64> {
-    let mut dense = vec![0.0; n];
-    for w in row {
-        if let Some(slot) = dense.get_mut(usize::from(w.uid)) {
-            *slot = f64::from(w.weight);
-        }
-    }
-    dense
+/// A revealed weight row as Yuma's sparse row, without uids at or above `n` (a reveal names
+/// each uid at most once: [`check_weights`] refused it otherwise).
+fn sparse_row(row: &[UidWeight], n: usize) -> SparseRow {
+    row.iter().map(|w| (usize::from(w.uid), f64::from(w.weight))).filter(|&(j, _)| j < n).collect()
 }
 
 /// What a stake escrow must be: from and to the validator's wallet, arbitrated by the

@@ -49,6 +49,9 @@ struct Args {
     /// Skip the simulated-network measurement.
     #[arg(long)]
     no_simulation: bool,
+    /// Skip the subnet measurement (one Yuma Consensus epoch).
+    #[arg(long)]
+    no_subnet: bool,
     /// Skip the durable stores measurement (agent storage and almanac on disk).
     #[arg(long)]
     no_durable: bool,
@@ -134,6 +137,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !args.no_protocols {
         out += &protocols_section()?;
     }
+    if !args.no_subnet {
+        out += &subnet_section()?;
+    }
     if !args.no_durable {
         out += &durable_section(args.durable_secs)?;
     }
@@ -191,6 +197,25 @@ fn protocols_section() -> Result<String, Box<dyn std::error::Error>> {
         ms(award),
         ms(rounds[0].0),
         ms(rounds[8].0)
+    ))
+}
+
+fn subnet_section() -> Result<String, Box<dyn std::error::Error>> {
+    let run = agora_benches::yuma_epoch(256, 4_096, 11, 15)?;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let median = ms(run.median());
+    Ok(format!(
+        "\nSubnet: one Yuma Consensus epoch, 256 validators and 4,096 miners ({} uids), each validator weighting \
+         10-20% of the miners ({} weights), bonds of {} validators from the epoch before; {} miners paid\n\
+         median of {} epochs: {median:.2} ms (min {:.2}, max {:.2}; target < 50 ms: {:.2} of it)\n",
+        run.uids,
+        run.weights_set,
+        run.bond_holders,
+        run.paid_miners,
+        run.times.len(),
+        ms(run.times.first().copied().unwrap_or_default()),
+        ms(run.times.last().copied().unwrap_or_default()),
+        median / 50.0
     ))
 }
 
