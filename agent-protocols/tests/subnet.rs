@@ -372,10 +372,15 @@ async fn every_refusal_of_registration_names_its_reason() {
     assert_eq!(refused_small, Err(RegisterError::Refused(RegisterRefusal::StakeTooSmall { min: 100, got: 50 })));
     assert_eq!(net.balance(&b).await, before, "the refused stake came back");
     assert_eq!(b_validator.register(&b, 500).await, Ok(0));
+    let staked = net.balance(&b).await;
     assert_eq!(
         b_validator.register(&b, 500).await,
         Err(RegisterError::Refused(RegisterRefusal::AlreadyRegistered { uid: 0 }))
     );
+    assert_eq!(net.balance(&b).await, staked, "the second stake came back");
+    // The first stake is still known, so it can be taken back.
+    assert_eq!(b_validator.unstake(&b).await, Ok(true));
+    assert_eq!(net.balance(&b).await, staked + 500);
     net.miner("m1", Skilled::new(|_, _| true), miner::Config::default()).await;
     net.miner("m2", Skilled::new(|_, _| true), miner::Config::default()).await;
     let (_, c) = net.unregistered_validator("c").await;

@@ -240,15 +240,20 @@ impl Validator {
             agent_core::envelope::unix_now_ms().saturating_add(self.inner.config.lock_for.as_millis() as u64);
         let deal = stake_deal(self.subnet(), &self.address());
         let (escrow, _) = wallet.lock(stake, wallet.address(), deadline, arbiter, Some(deal)).await?;
-        *self.inner.stake.lock() = Some(escrow);
         let registered =
             client::register(ctx, &self.inner.identity, self.inner.owner, self.subnet(), Role::Validator, Some(escrow))
                 .await;
-        if let Err(RegisterError::Refused(_)) = &registered {
-            match wallet.release(escrow).await {
-                Ok(_) => *self.inner.stake.lock() = None,
-                Err(e) => tracing::warn!(%escrow, error = %e, "a refused stake could not be released yet"),
+        match &registered {
+            // Refused: this new escrow goes back; a stake locked by an earlier registration
+            // stays recorded, so it can still be unstaked.
+            Err(RegisterError::Refused(_)) => {
+                if let Err(e) = wallet.release(escrow).await {
+                    tracing::warn!(%escrow, error = %e, "a refused stake could not be released yet");
+                }
             }
+            // Registered, or no answer (the stake stays locked and is recorded, so
+            // `unstake` can take it back).
+            _ => *self.inner.stake.lock() = Some(escrow),
         }
         registered
     }
