@@ -687,3 +687,33 @@ async fn an_owner_without_a_ledger_refuses_stake_it_cannot_check() {
     assert_eq!(owner.epoch(), 0, "a failed close leaves the epoch open");
     bureau.shutdown().await.unwrap();
 }
+
+/// A validator that takes its stake back just before a close is not paid at that close:
+/// without stake it keeps no bonds (subtensor would still pay it dividends on them).
+#[tokio::test]
+async fn a_validator_that_unstakes_before_a_close_is_not_paid_at_it() {
+    let net = Net::new(owner::Config::default()).await;
+    for (name, skill) in [("good", 4), ("fair", 2)] {
+        net.miner(name, Skilled::new(move |_, x| x % 4 < skill), miner::Config::default()).await;
+    }
+    let (stays, sc) = net.validator("stays", 3_000).await;
+    let (leaves, lc) = net.validator("leaves", 3_000).await;
+    let leaver = usize::from(net.uid(&lc));
+    let xs: Vec<u64> = (0..4).collect();
+    let mut last = None;
+    for _ in 0..4 {
+        honest_epoch(&stays, &sc, &xs).await;
+        honest_epoch(&leaves, &lc, &xs).await;
+        last = Some(net.close().await);
+    }
+    let earned = last.unwrap().outcome.unwrap().dividends[leaver];
+    assert!(earned > 0.3, "it earned while staked: {earned}");
+
+    honest_epoch(&stays, &sc, &xs).await;
+    assert!(leaves.unstake(&lc).await.unwrap());
+    let before = net.balance(&lc).await;
+    let report = net.close().await;
+    assert_eq!(report.outcome.as_ref().unwrap().dividends[leaver], 0.0, "no stake, no dividends");
+    assert_eq!(net.balance(&lc).await, before, "nothing paid to it at this close");
+    net.bureau.shutdown().await.unwrap();
+}

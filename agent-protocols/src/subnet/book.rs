@@ -254,10 +254,13 @@ impl Book {
                         None => Vec::new(),
                     })
                     .collect();
+                // A validator without stake now keeps no bonds: subtensor would still pay it
+                // dividends on them this epoch, so stake released just before a close would
+                // be paid as if it were still there.
                 let bonds: Vec<SparseRow> = (0..n)
                     .map(|i| match self.bonds.get(i) {
-                        Some(row) => row.iter().copied().filter(|&(j, _)| j < n).collect(),
-                        None => Vec::new(),
+                        Some(row) if stake_vector[i] > 0 => row.iter().copied().filter(|&(j, _)| j < n).collect(),
+                        _ => Vec::new(),
                     })
                     .collect();
                 let inputs = yuma::Inputs { stakes: &stake_vector, weights: &weights, bonds: &bonds, emission };
