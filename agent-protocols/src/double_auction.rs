@@ -192,6 +192,15 @@ pub struct Cleared {
 #[message(name = "agora.auction.double.Noted")]
 pub struct Noted;
 
+/// The double auction as agents publish it: its messages, which reply answers which
+/// request, and its digest. Both sides include it ([`Clearinghouse::serve`], [`serve`]).
+pub fn protocol() -> agent_core::Protocol {
+    agent_core::Protocol::new("agora.auction.double", "1.0.0")
+        .message::<RoundOpen>()
+        .message::<SignedOrder>()
+        .replies::<Cleared, Noted>()
+}
+
 /// What one round gathered and decided.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Round {
@@ -223,7 +232,8 @@ impl Clearinghouse {
     pub fn serve(agent: &mut Agent) -> Clearinghouse {
         let house = Clearinghouse { orders: Inbox::default() };
         let orders = house.orders.clone();
-        agent.on_message(move |_ctx: Context, from: Address, order: SignedOrder| {
+        let mut served = protocol();
+        served = served.on_message(move |_ctx: Context, from: Address, order: SignedOrder| {
             let orders = orders.clone();
             async move {
                 let round = order.round.clone();
@@ -232,6 +242,7 @@ impl Clearinghouse {
                 }
             }
         });
+        agent.include(served);
         house
     }
 
@@ -351,11 +362,12 @@ pub trait Trader: Send + Sync + 'static {
 /// than it bid nor for more units than it ordered, and a seller never awaits less than it
 /// asked.
 pub fn serve<T: Trader>(agent: &mut Agent, identity: Identity, trader: Arc<T>, sales: Sales, deliver_within: Duration) {
+    let mut served = protocol();
     let identity = Arc::new(identity);
     let strategy = trader.clone();
     let placed: Arc<Mutex<HashMap<String, Placed>>> = Arc::default();
     let on_open = placed.clone();
-    agent.on_message(move |ctx: Context, house: Address, open: RoundOpen| {
+    served = served.on_message(move |ctx: Context, house: Address, open: RoundOpen| {
         let (identity, trader, placed) = (identity.clone(), strategy.clone(), on_open.clone());
         async move {
             let pay_to = ctx.wallet().ok().map(|wallet| wallet.address());
@@ -383,7 +395,7 @@ pub fn serve<T: Trader>(agent: &mut Agent, identity: Identity, trader: Arc<T>, s
             }
         }
     });
-    agent.on_message(move |ctx: Context, house: Address, cleared: Cleared| {
+    served = served.on_message(move |ctx: Context, house: Address, cleared: Cleared| {
         let (trader, sales, placed) = (trader.clone(), sales.clone(), placed.clone());
         async move {
             let me = ctx.address();
@@ -423,6 +435,7 @@ pub fn serve<T: Trader>(agent: &mut Agent, identity: Identity, trader: Arc<T>, s
             });
         }
     });
+    agent.include(served);
 }
 
 /// At most this many rounds a trader is in at once.

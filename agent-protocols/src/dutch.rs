@@ -55,6 +55,12 @@ pub struct Closed {
     pub pay_to: Option<Address>,
 }
 
+/// The Dutch auction as agents publish it: its messages and digest. Both sides include it
+/// ([`Auctioneer::serve`], [`serve`]).
+pub fn protocol() -> agent_core::Protocol {
+    agent_core::Protocol::new("agora.auction.dutch", "1.0.0").message::<Clock>().message::<Take>().message::<Closed>()
+}
+
 /// A Dutch auction's clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Terms {
@@ -111,7 +117,8 @@ impl Auctioneer {
     pub fn serve(agent: &mut Agent, sales: Sales) -> Auctioneer {
         let auctioneer = Auctioneer { takes: Inbox::default(), sales };
         let takes = auctioneer.takes.clone();
-        agent.on_message(move |_ctx: Context, from: Address, Take(bid): Take| {
+        let mut served = protocol();
+        served = served.on_message(move |_ctx: Context, from: Address, Take(bid): Take| {
             let takes = takes.clone();
             async move {
                 let auction = bid.auction.clone();
@@ -120,6 +127,7 @@ impl Auctioneer {
                 }
             }
         });
+        agent.include(served);
         auctioneer
     }
 
@@ -182,11 +190,12 @@ pub trait Bidder: Send + Sync + 'static {
 /// signing with that key, and pay for what it wins on delivery (the auctioneer has
 /// `deliver_within` to deliver before the escrow becomes refundable).
 pub fn serve<B: Bidder>(agent: &mut Agent, identity: Identity, bidder: Arc<B>, deliver_within: Duration) {
+    let mut served = protocol();
     let identity = Arc::new(identity);
     let followed = Followed::default();
 
     let (on_clock, strategy) = (followed.clone(), bidder.clone());
-    agent.on_message(move |ctx: Context, from: Address, clock: Clock| {
+    served = served.on_message(move |ctx: Context, from: Address, clock: Clock| {
         let (followed, identity, bidder) = (on_clock.clone(), identity.clone(), strategy.clone());
         async move {
             if !followed.follow(&clock.auction, from, clock.item) {
@@ -203,7 +212,7 @@ pub fn serve<B: Bidder>(agent: &mut Agent, identity: Identity, bidder: Arc<B>, d
         }
     });
 
-    agent.on_message(move |ctx: Context, from: Address, closed: Closed| {
+    served = served.on_message(move |ctx: Context, from: Address, closed: Closed| {
         let (followed, bidder) = (followed.clone(), bidder.clone());
         async move {
             if let Some(owed) = followed.close(ctx.address(), &closed.auction, from, closed.award, closed.pay_to) {
@@ -213,4 +222,5 @@ pub fn serve<B: Bidder>(agent: &mut Agent, identity: Identity, bidder: Arc<B>, d
             }
         }
     });
+    agent.include(served);
 }

@@ -72,6 +72,17 @@ pub struct Closed {
     pub pay_to: Option<Address>,
 }
 
+/// The English auction as agents publish it: its messages and digest. Both sides include
+/// it ([`Auctioneer::serve`], [`serve`]), so bidders and auctioneers can be found in the
+/// almanac by its digest.
+pub fn protocol() -> agent_core::Protocol {
+    agent_core::Protocol::new("agora.auction.english", "1.0.0")
+        .message::<Opening>()
+        .message::<Raise>()
+        .message::<Standing>()
+        .message::<Closed>()
+}
+
 /// An English auction's terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Terms {
@@ -110,7 +121,8 @@ impl Auctioneer {
     pub fn serve(agent: &mut Agent, sales: Sales) -> Auctioneer {
         let auctioneer = Auctioneer { raises: Inbox::default(), sales };
         let raises = auctioneer.raises.clone();
-        agent.on_message(move |_ctx: Context, from: Address, Raise(bid): Raise| {
+        let mut served = protocol();
+        served = served.on_message(move |_ctx: Context, from: Address, Raise(bid): Raise| {
             let raises = raises.clone();
             async move {
                 let auction = bid.auction.clone();
@@ -119,6 +131,7 @@ impl Auctioneer {
                 }
             }
         });
+        agent.include(served);
         auctioneer
     }
 
@@ -194,11 +207,12 @@ pub trait Bidder: Send + Sync + 'static {
 /// strategy, signing with that key, and pay for what it wins on delivery (the auctioneer
 /// has `deliver_within` to deliver before the escrow becomes refundable).
 pub fn serve<B: Bidder>(agent: &mut Agent, identity: Identity, bidder: Arc<B>, deliver_within: Duration) {
+    let mut served = protocol();
     let identity = Arc::new(identity);
     let followed = Followed::default();
 
     let (on_open, id, strategy) = (followed.clone(), identity.clone(), bidder.clone());
-    agent.on_message(move |ctx: Context, from: Address, opening: Opening| {
+    served = served.on_message(move |ctx: Context, from: Address, opening: Opening| {
         let (followed, identity, bidder) = (on_open.clone(), id.clone(), strategy.clone());
         async move {
             if followed.follow(&opening.auction, from, opening.item) {
@@ -208,7 +222,7 @@ pub fn serve<B: Bidder>(agent: &mut Agent, identity: Identity, bidder: Arc<B>, d
     });
 
     let (on_standing, id, strategy) = (followed.clone(), identity.clone(), bidder.clone());
-    agent.on_message(move |ctx: Context, from: Address, standing: Standing| {
+    served = served.on_message(move |ctx: Context, from: Address, standing: Standing| {
         let (followed, identity, bidder) = (on_standing.clone(), id.clone(), strategy.clone());
         async move {
             if standing.leader != ctx.address() {
@@ -217,7 +231,7 @@ pub fn serve<B: Bidder>(agent: &mut Agent, identity: Identity, bidder: Arc<B>, d
         }
     });
 
-    agent.on_message(move |ctx: Context, from: Address, closed: Closed| {
+    served = served.on_message(move |ctx: Context, from: Address, closed: Closed| {
         let (followed, bidder) = (followed.clone(), bidder.clone());
         async move {
             if let Some(owed) = followed.close(ctx.address(), &closed.auction, from, closed.award, closed.pay_to) {
@@ -227,6 +241,7 @@ pub fn serve<B: Bidder>(agent: &mut Agent, identity: Identity, bidder: Arc<B>, d
             }
         }
     });
+    agent.include(served);
 }
 
 /// Asks the strategy for a raise in `auction` (if `auctioneer` runs it) and sends it.

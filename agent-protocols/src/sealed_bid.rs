@@ -141,6 +141,12 @@ impl SignedBid {
     }
 }
 
+/// The sealed-bid auction as agents publish it: its messages, which reply answers which
+/// request, and its digest. Bidders include it ([`serve`]).
+pub fn protocol() -> agent_core::Protocol {
+    agent_core::Protocol::new("agora.auction.sealed", "1.0.0").replies::<CallForBids, BidAnswer>().message::<Closed>()
+}
+
 /// How the winner pays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pricing {
@@ -228,10 +234,11 @@ pub trait Bidder: Send + Sync + 'static {
 /// signed with that key, and pay for what it wins on delivery (the auctioneer has
 /// `deliver_within` to deliver before the escrow becomes refundable).
 pub fn serve<B: Bidder>(agent: &mut Agent, identity: Identity, bidder: Arc<B>, deliver_within: Duration) {
+    let mut served = protocol();
     let identity = Arc::new(identity);
     let followed = Followed::default();
     let (on_call, strategy) = (followed.clone(), bidder.clone());
-    agent.on_message(move |ctx: Context, from: Address, call: CallForBids| {
+    served = served.on_message(move |ctx: Context, from: Address, call: CallForBids| {
         let (followed, identity, bidder) = (on_call.clone(), identity.clone(), strategy.clone());
         async move {
             let answer = match bidder.bid(call.item.clone(), call.reserve).await {
@@ -244,7 +251,7 @@ pub fn serve<B: Bidder>(agent: &mut Agent, identity: Identity, bidder: Arc<B>, d
             ctx.reply(answer).await
         }
     });
-    agent.on_message(move |ctx: Context, from: Address, closed: Closed| {
+    served = served.on_message(move |ctx: Context, from: Address, closed: Closed| {
         let (followed, bidder) = (followed.clone(), bidder.clone());
         async move {
             if let Some(owed) = followed.close(ctx.address(), &closed.auction, from, closed.award, closed.pay_to) {
@@ -254,4 +261,5 @@ pub fn serve<B: Bidder>(agent: &mut Agent, identity: Identity, bidder: Arc<B>, d
             }
         }
     });
+    agent.include(served);
 }

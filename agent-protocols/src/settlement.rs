@@ -48,6 +48,12 @@ pub enum Delivery {
     Refused(String),
 }
 
+/// Payment on delivery as agents publish it: its messages, which reply answers which
+/// request, and its digest. Sellers include it ([`serve_sales`]).
+pub fn protocol() -> agent_core::Protocol {
+    agent_core::Protocol::new("agora.settlement", "1.0.0").replies::<Payment, Delivery>()
+}
+
 /// How a payment on delivery ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Settled {
@@ -154,7 +160,8 @@ impl Sales {
 /// `seller` delivers, once. (Who locked the escrow does not matter to the seller: it is
 /// paid all the same.)
 pub fn serve_sales<S: Seller>(agent: &mut Agent, sales: Sales, seller: Arc<S>) {
-    agent.on_message(move |ctx: Context, buyer: Address, payment: Payment| {
+    let mut served = protocol();
+    served = served.on_message(move |ctx: Context, buyer: Address, payment: Payment| {
         let (sales, seller) = (sales.clone(), seller.clone());
         async move {
             let answer = match check_payment(&ctx, &sales, buyer, &payment).await {
@@ -171,6 +178,7 @@ pub fn serve_sales<S: Seller>(agent: &mut Agent, sales: Sales, seller: Arc<S>) {
             ctx.reply(answer).await
         }
     });
+    agent.include(served);
 }
 
 /// Takes the sale out of `sales` (so it is delivered once) if the payment is good.

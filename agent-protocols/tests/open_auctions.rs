@@ -331,3 +331,26 @@ async fn sealed_second_price_the_winner_pays_the_runner_up_bid_through_escrow() 
     assert!(low.settled.lock().is_empty());
     m.bureau.shutdown().await.unwrap();
 }
+
+/// Each auction, and payment on delivery, is a published protocol: both sides speak it, so
+/// they can be found in the almanac by its digest, and its manifest lists every message.
+#[tokio::test]
+async fn the_auctions_are_protocols_both_sides_speak() {
+    let m = Market::new(false);
+    let bidder = m.bidder("speaker", "speaker", UpTo::new(1), 1).await;
+    let agents = m.bureau.agents();
+    let speaks = |who: Address, protocol: &agent_core::Protocol| {
+        agents.iter().find(|a| a.address == who).unwrap().protocols.contains(&protocol.digest())
+    };
+    for protocol in [english::protocol(), dutch::protocol(), settlement::protocol()] {
+        assert!(speaks(m.auctioneer, &protocol), "the auctioneer speaks {}", protocol.manifest().to_json());
+    }
+    for protocol in [english::protocol(), dutch::protocol(), sealed_bid::protocol()] {
+        assert!(speaks(bidder, &protocol), "the bidder speaks {}", protocol.manifest().to_json());
+    }
+    let manifest = english::protocol().manifest().to_json();
+    for message in ["agora.auction.english.Opening", "agora.auction.english.Raise", "agora.auction.english.Closed"] {
+        assert!(manifest.contains(message), "{manifest}");
+    }
+    m.bureau.shutdown().await.unwrap();
+}
