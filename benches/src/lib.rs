@@ -622,6 +622,8 @@ pub fn sim_deliveries(hosts: usize, agents_per_host: usize, hops: u32) -> Result
                             if next / agents_per_host == index / agents_per_host {
                                 next = (next + agents_per_host) % all.len();
                             }
+                            // A hop that fails ends its chain; the run then reports how
+                            // many hops were delivered short of the expected number.
                             let _ = ctx.send(all[next], Hop(ttl - 1)).await;
                         }
                     }
@@ -629,6 +631,7 @@ pub fn sim_deliveries(hosts: usize, agents_per_host: usize, hops: u32) -> Result
                 placed.push((host.clone(), host.add(agent)?));
             }
         }
+        // Set once, here, before any hop runs: it cannot be set already.
         let _ = everyone.set(placed.iter().map(|(_, address)| *address).collect());
         let bytes_per_agent = match (before, resident_bytes()) {
             (Some(before), Some(after)) => Some(after.saturating_sub(before) / total as u64),

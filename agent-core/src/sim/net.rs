@@ -586,12 +586,12 @@ impl ReplyPath for SimReply {
     }
 
     async fn fail(self: Box<Self>, from: &Identity, failure: RequestFailure, _timeout: Duration) {
-        let to = self.requester;
         let error = match failure {
             RequestFailure::NoReply => RequestError::NoReply { to: from.address() },
             RequestFailure::HandlerFailed(reason) => RequestError::HandlerFailed { to: from.address(), reason },
         };
-        let _ = to;
+        // A failure report lost on the way back ends the request as timed out, which is
+        // what the requester would see on a real network: nothing more to do here.
         self.answer(from.address(), Err(error)).await;
     }
 }
