@@ -231,18 +231,7 @@ impl Clearinghouse {
     /// Makes `agent` a clearinghouse.
     pub fn serve(agent: &mut Agent) -> Clearinghouse {
         let house = Clearinghouse { orders: Inbox::default() };
-        let orders = house.orders.clone();
-        let mut served = protocol();
-        served = served.on_message(move |_ctx: Context, from: Address, order: SignedOrder| {
-            let orders = orders.clone();
-            async move {
-                let round = order.round.clone();
-                if !orders.deliver(&round, from, order) {
-                    tracing::debug!(%from, round, "an order for a round not running here");
-                }
-            }
-        });
-        agent.include(served);
+        agent.include(protocol().on_message(house.orders.route(|order: SignedOrder| (order.round.clone(), order))));
         house
     }
 

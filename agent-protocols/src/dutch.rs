@@ -116,18 +116,7 @@ impl Auctioneer {
     /// with [`serve_sales`](crate::settlement::serve_sales) to be paid).
     pub fn serve(agent: &mut Agent, sales: Sales) -> Auctioneer {
         let auctioneer = Auctioneer { takes: Inbox::default(), sales };
-        let takes = auctioneer.takes.clone();
-        let mut served = protocol();
-        served = served.on_message(move |_ctx: Context, from: Address, Take(bid): Take| {
-            let takes = takes.clone();
-            async move {
-                let auction = bid.auction.clone();
-                if !takes.deliver(&auction, from, bid) {
-                    tracing::debug!(%from, auction, "a take for an auction not running here");
-                }
-            }
-        });
-        agent.include(served);
+        agent.include(protocol().on_message(auctioneer.takes.route(|Take(bid): Take| (bid.auction.clone(), bid))));
         auctioneer
     }
 

@@ -120,18 +120,7 @@ impl Auctioneer {
     /// with [`serve_sales`](crate::settlement::serve_sales) to be paid).
     pub fn serve(agent: &mut Agent, sales: Sales) -> Auctioneer {
         let auctioneer = Auctioneer { raises: Inbox::default(), sales };
-        let raises = auctioneer.raises.clone();
-        let mut served = protocol();
-        served = served.on_message(move |_ctx: Context, from: Address, Raise(bid): Raise| {
-            let raises = raises.clone();
-            async move {
-                let auction = bid.auction.clone();
-                if !raises.deliver(&auction, from, bid) {
-                    tracing::debug!(%from, auction, "a raise for an auction not running here");
-                }
-            }
-        });
-        agent.include(served);
+        agent.include(protocol().on_message(auctioneer.raises.route(|Raise(bid): Raise| (bid.auction.clone(), bid))));
         auctioneer
     }
 

@@ -68,6 +68,24 @@ impl<T> Opened<T> {
     }
 }
 
+impl<T: Send + 'static> Inbox<T> {
+    /// A handler for `M`: `split` names the auction a message is for and what it carries,
+    /// which goes to that auction if it runs here (and is dropped, logged, if not).
+    pub(crate) fn route<M: agent_core::Message>(
+        &self,
+        split: fn(M) -> (String, T),
+    ) -> impl Fn(agent_core::Context, Address, M) -> std::future::Ready<()> + Send + Sync + 'static {
+        let inbox = self.clone();
+        move |_ctx, from, message| {
+            let (auction, item) = split(message);
+            if !inbox.deliver(&auction, from, item) {
+                tracing::debug!(%from, auction, message = M::NAME, "a message for an auction not running here");
+            }
+            std::future::ready(())
+        }
+    }
+}
+
 impl<T> Inbox<T> {
     /// Opens auction `id` to messages from `allowed` (its invited bidders or traders);
     /// anyone else's are not taken.
