@@ -415,9 +415,34 @@ impl Envelope {
     }
 }
 
-/// Milliseconds since the Unix epoch by the system clock.
+/// Milliseconds since the Unix epoch: by the system clock, or, on a thread where a
+/// simulation ([`crate::sim::Sim`]) lives, by the simulated clock, so that envelope
+/// timestamps, protocol deadlines and escrow deadlines follow simulated time there.
 pub fn unix_now_ms() -> u64 {
+    if let Some((_, started)) = SIMULATED_CLOCK.get() {
+        return crate::sim::EPOCH_UNIX_MS.saturating_add(started.elapsed().as_millis() as u64);
+    }
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+thread_local! {
+    /// The simulation living on this thread (an id, and when its clock started). A
+    /// simulation runs on a current-thread runtime, so every agent task it drives reads
+    /// the clock on this thread.
+    static SIMULATED_CLOCK: std::cell::Cell<Option<(u64, tokio::time::Instant)>> = const { std::cell::Cell::new(None) };
+}
+
+/// Makes [`unix_now_ms`] follow a simulation's clock on this thread, until
+/// [`unfollow_simulated_clock`] is called with the same `id`.
+pub(crate) fn follow_simulated_clock(id: u64, started: tokio::time::Instant) {
+    SIMULATED_CLOCK.set(Some((id, started)));
+}
+
+/// Gives this thread the system clock back, if simulation `id` is the one it follows.
+pub(crate) fn unfollow_simulated_clock(id: u64) {
+    if SIMULATED_CLOCK.get().is_some_and(|(current, _)| current == id) {
+        SIMULATED_CLOCK.set(None);
+    }
 }
 
 /// A fresh nonce: larger than every nonce this process handed out before, and, being

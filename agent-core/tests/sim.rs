@@ -212,3 +212,19 @@ async fn a_ledger_outage_gives_may_have_been_applied_and_the_wallet_recovers_aft
     assert_eq!(ledger.audit_total(), ledger.supply());
     sim.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_unix_clock_follows_simulated_time_while_a_simulation_lives() {
+    use agent_core::envelope::unix_now_ms;
+    use agent_core::sim::EPOCH_UNIX_MS;
+    let sim = Sim::new(5);
+    assert_eq!(unix_now_ms(), EPOCH_UNIX_MS);
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(unix_now_ms(), EPOCH_UNIX_MS + 3_600_000, "an hour of simulated time");
+    assert_eq!(unix_now_ms(), sim.unix_ms());
+    drop(sim);
+    assert!(
+        unix_now_ms() > EPOCH_UNIX_MS + 365 * 24 * 3_600_000,
+        "the system clock is back once the simulation is gone"
+    );
+}

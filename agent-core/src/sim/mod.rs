@@ -103,8 +103,18 @@ pub enum SimError {
 impl Sim {
     /// An empty network whose every random choice follows `seed`. Links default to 1 ms
     /// of latency and no faults.
+    ///
+    /// From now until the simulation is dropped, [`unix_now_ms`](crate::envelope::unix_now_ms)
+    /// on this thread reads the simulated clock ([`unix_ms`](Self::unix_ms)), so protocol
+    /// and escrow deadlines and envelope timestamps follow simulated time.
     pub fn new(seed: u64) -> Sim {
-        Sim { net: Arc::new(net::Net::new(seed)) }
+        let sim = Sim { net: Arc::new(net::Net::new(seed)) };
+        crate::envelope::follow_simulated_clock(sim.clock_id(), sim.net.started());
+        sim
+    }
+
+    fn clock_id(&self) -> u64 {
+        Arc::as_ptr(&self.net) as usize as u64
     }
 
     /// The seed in `AGORA_SIM_SEED` if set (to rerun a failed simulation), else `default`.
@@ -245,6 +255,7 @@ impl Sim {
 
 impl Drop for Sim {
     fn drop(&mut self) {
+        crate::envelope::unfollow_simulated_clock(self.clock_id());
         if std::thread::panicking() {
             // Written straight to stderr, not through tracing: whoever reads the failed
             // test's output needs the seed whether or not a subscriber is installed.

@@ -150,6 +150,10 @@ impl Net {
         }
     }
 
+    pub(super) fn started(&self) -> Instant {
+        self.started
+    }
+
     pub(super) fn elapsed(&self) -> Duration {
         Instant::now() - self.started
     }
