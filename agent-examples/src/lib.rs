@@ -1,4 +1,8 @@
-//! Helpers shared by the example binaries.
+//! Example Agora agents and the demo markets: flight booking ([`flights`]), and what they
+//! share ([`market`]).
+
+pub mod flights;
+pub mod market;
 
 /// The request of the echo node.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema, agent_core::Message)]
