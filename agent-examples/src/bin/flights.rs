@@ -7,7 +7,12 @@
 //! cargo run -p agent-examples --bin flights                      # the built-in market
 //! cargo run -p agent-examples --bin flights -- --travellers 1000 --airlines 100
 //! cargo run -p agent-examples --bin flights -- --scenario my-market.json --json
+//! cargo run -p agent-examples --bin flights -- --distributed       # across processes
 //! ```
+//!
+//! With `--distributed`, the demo starts an almanac node, a ledger node and `--shards`
+//! airline nodes as child processes (itself, with `--role`), talking over libp2p on
+//! loopback, and runs the travellers in its own process (`docs/markets.md`).
 #![allow(clippy::print_stdout)] // A demo binary talks to its user on stdout.
 
 use std::path::PathBuf;
@@ -47,6 +52,66 @@ struct Args {
     /// Print the summary as JSON instead of tables.
     #[arg(long)]
     json: bool,
+    /// Run across OS processes over libp2p instead of on the simulation kit.
+    #[arg(long, conflicts_with = "loss")]
+    distributed: bool,
+    /// Airline processes with --distributed.
+    #[arg(long, default_value_t = 2)]
+    shards: usize,
+    /// Run one node of a distributed market (started by --distributed).
+    #[arg(long, hide = true, value_enum)]
+    role: Option<Role>,
+    /// The airline shard this node serves (--role airlines).
+    #[arg(long, hide = true, default_value_t = 0)]
+    shard: usize,
+    /// The almanac node (--role airlines), as /ip4/.../tcp/PORT/p2p/PEER_ID.
+    #[arg(long, hide = true)]
+    almanac: Option<String>,
+    /// The ledger node (--role airlines).
+    #[arg(long, hide = true)]
+    ledger: Option<String>,
+    /// The ledger's directory (--role ledger).
+    #[arg(long, hide = true)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Role {
+    Almanac,
+    Ledger,
+    Airlines,
+}
+
+/// Runs one node of a distributed market: announces where it listens on stdout, then
+/// serves until stopped.
+async fn serve(args: &Args, role: Role) -> Result<(), Report> {
+    use agent_examples::flights::distributed::{self, announcement, NodeAddress};
+    let node = |name: &str, value: &Option<String>| match value {
+        Some(text) => NodeAddress::parse(text).map_err(Report::from),
+        None => Err(anyhow::anyhow!("--role airlines needs --{name}").into()),
+    };
+    let (_keep, address): (Box<dyn std::any::Any>, NodeAddress) = match role {
+        Role::Almanac => {
+            let (server, address) = distributed::serve_almanac().await?;
+            (Box::new(server), address)
+        }
+        Role::Ledger => {
+            let dir = args.data_dir.clone().ok_or_else(|| anyhow::anyhow!("--role ledger needs --data-dir"))?;
+            let (server, address) = distributed::serve_ledger(&dir).await?;
+            (Box::new(server), address)
+        }
+        Role::Airlines => {
+            let scenario = scenario(args)?;
+            let (almanac, ledger) = (node("almanac", &args.almanac)?, node("ledger", &args.ledger)?);
+            let (bureau, address) =
+                distributed::serve_airlines(&scenario, args.shard, args.shards, &almanac, &ledger).await?;
+            (Box::new(bureau), address)
+        }
+    };
+    print!("{}", announcement(address.peer_id, &address.addrs));
+    std::io::Write::flush(&mut std::io::stdout())?;
+    tokio::signal::ctrl_c().await?;
+    Ok(())
 }
 
 fn scenario(args: &Args) -> Result<Scenario, flights::ScenarioError> {
@@ -65,6 +130,10 @@ fn main() -> Result<std::process::ExitCode, Report> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if let Some(role) = args.role {
+        tokio::runtime::Runtime::new()?.block_on(serve(&args, role))?;
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
     if !(0.0..=1.0).contains(&args.loss) {
         return Err(anyhow::anyhow!("--loss must be between 0 and 1, not {}", args.loss).into());
     }
@@ -77,16 +146,25 @@ fn main() -> Result<std::process::ExitCode, Report> {
         ..Options::default()
     };
     if !args.json {
+        let place = match args.distributed {
+            true => format!("across {} processes over libp2p", args.shards.max(1) + 2),
+            false => format!("simulated, seed {}", args.seed),
+        };
+        let order = if args.sequential { "served in order" } else { "shopping at once" };
         println!(
-            "Flight market: {} airlines, {} travellers, seed {}, {}\n",
+            "Flight market: {} airlines, {} travellers, {place}, {order}\n",
             scenario.airlines.len(),
             scenario.travellers.len(),
-            args.seed,
-            if args.sequential { "served in order" } else { "shopping at once" }
         );
     }
-    let summary =
-        agent_examples::market::simulated_runtime()?.block_on(flights::run(&scenario, args.seed, &options))?;
+    let summary = match args.distributed {
+        true => {
+            let exe = std::env::current_exe()?;
+            let run = flights::distributed::run(&exe, &scenario, args.shards, &options);
+            tokio::runtime::Runtime::new()?.block_on(run)?
+        }
+        false => agent_examples::market::simulated_runtime()?.block_on(flights::run(&scenario, args.seed, &options))?,
+    };
     match args.json {
         true => println!("{}", serde_json::to_string_pretty(&summary)?),
         false => print!("{summary}"),

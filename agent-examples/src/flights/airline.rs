@@ -34,7 +34,7 @@ pub struct Offer {
 }
 
 /// A booking, as the airline issues it when awarded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Ticket {
     /// The booking reference ("SK100-0003").
     pub reference: String,
@@ -47,7 +47,7 @@ pub struct Ticket {
 }
 
 /// A booking as the airline's books record it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Booking {
     /// Who booked.
     pub traveller: Address,
@@ -56,7 +56,7 @@ pub struct Booking {
 }
 
 /// One flight's inventory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Flight {
     /// The flight.
     pub spec: FlightSpec,
@@ -99,6 +99,11 @@ impl Airline {
     /// Its flights as they stand.
     pub fn flights(&self) -> Vec<Flight> {
         self.flights.lock().clone()
+    }
+
+    /// Its books, with the wallet it is paid to.
+    pub fn books(&self, wallet: agent_core::Address) -> super::summary::Books {
+        super::summary::Books { airline: self.name.clone(), wallet, flights: self.flights() }
     }
 
     /// The price of the next `seats` seats on `flight`, by the airline's pricing policy.

@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use agent_core::ledger::{Ledger, MemoryLedger};
 use agent_core::sim::{FaultyLedger, Link, Outage, Outages, Sim};
-use agent_core::{Agent, Config, Identity, Wallet};
+use agent_core::{Address, Agent, Config, Context, Identity, Wallet};
 use agent_protocols::contract_net;
 use almanac::{Almanac, Registration};
+use serde::{Deserialize, Serialize};
 
 use super::airline::Airline;
-use super::scenario::Scenario;
-use super::summary::{self, Summary};
+use super::scenario::{AirlineSpec, Scenario, Terms, TravellerSpec};
+use super::summary::{self, Books, Summary};
 use super::traveller::{route_attribute, shop, Shopping};
 use crate::market::Progress;
 
@@ -104,24 +105,10 @@ pub async fn run(scenario: &Scenario, seed: u64, options: &Options) -> Result<Su
             host = Some(sim.add_host_with(&format!("airlines-{}", i / per_host), config.clone())?);
         }
         let Some(host) = &host else { continue };
-        let airline = Airline::new(spec, scenario.terms.hold_ms);
-        let identity = Identity::from_seed(&seed_of(&spec.name));
-        let mut agent = Agent::builder(spec.name.clone()).identity(identity.clone()).build()?;
-        contract_net::serve(&mut agent, airline.clone());
+        let (agent, airline) = airline_agent(spec, &scenario.terms)?;
         let address = host.add(agent)?;
         let wallet = host.context(address).ok_or(agent_core::sim::SimError::Down(host.name()))?.wallet()?.address();
-        let attributes: BTreeMap<String, String> =
-            spec.flights.iter().map(|f| (route_attribute(&f.route), "yes".to_owned())).collect();
-        let now = agent_core::envelope::unix_now_ms();
-        let record = Registration::sign(
-            &identity,
-            String::new(),
-            Vec::new(),
-            vec![contract_net::protocol().digest()],
-            attributes,
-            now,
-            now + 20 * 3_600_000,
-        );
+        let record = registration(spec, String::new(), Vec::new(), vec![contract_net::protocol().digest()]);
         almanac.register(record).await?;
         airlines.push((wallet, airline));
     }
@@ -143,16 +130,77 @@ pub async fn run(scenario: &Scenario, seed: u64, options: &Options) -> Result<Su
         travellers.push((context, book, spec.clone()));
     }
 
+    let shopped = shop_all(&travellers, almanac, scenario.terms, options).await;
+    let wallets: Vec<_> = shopped.iter().filter_map(|t| t.wallet).collect();
+    await_settled(memory_ledger.as_ref(), &wallets, &scenario.terms).await;
+
+    let books: Vec<_> = airlines.iter().map(|(wallet, airline)| airline.books(*wallet)).collect();
+    let summary = summary::check(scenario, &shopped, &books, memory_ledger.as_ref(), sim.elapsed()).await;
+    sim.shutdown().await;
+    Ok(summary)
+}
+
+/// An airline's agent: a contract-net participant selling `spec`'s flights, which also
+/// shows its books to whoever asks ([`BooksRequest`]).
+pub(super) fn airline_agent(spec: &AirlineSpec, terms: &Terms) -> Result<(Agent, Arc<Airline>), MarketError> {
+    let airline = Airline::new(spec, terms.hold_ms);
+    let mut agent = Agent::builder(spec.name.clone()).identity(Identity::from_seed(&seed_of(&spec.name))).build()?;
+    contract_net::serve(&mut agent, airline.clone());
+    let shown = airline.clone();
+    agent.include(
+        agent_core::Protocol::new("flights-demo-books", "1.0")
+            .on_message(move |ctx: Context, _from: Address, _: BooksRequest| {
+                let shown = shown.clone();
+                async move {
+                    let wallet = ctx.wallet()?.address();
+                    ctx.reply(shown.books(wallet)).await?;
+                    Ok::<(), anyhow::Error>(())
+                }
+            })
+            .replies::<BooksRequest, Books>(),
+    );
+    Ok((agent, airline))
+}
+
+/// Asks an airline for its books.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::Message)]
+#[message(name = "agora.demo.flights.BooksRequest")]
+pub struct BooksRequest;
+
+/// The almanac registration of airline `spec`: contract-net, and an attribute for each
+/// route it flies, signed with its key.
+pub(super) fn registration(
+    spec: &AirlineSpec,
+    peer_id: String,
+    endpoints: Vec<almanac::WeightedEndpoint>,
+    protocols: Vec<agent_core::ProtocolDigest>,
+) -> Registration {
+    let attributes: BTreeMap<String, String> =
+        spec.flights.iter().map(|f| (route_attribute(&f.route), "yes".to_owned())).collect();
+    let now = agent_core::envelope::unix_now_ms();
+    let identity = Identity::from_seed(&seed_of(&spec.name));
+    Registration::sign(&identity, peer_id, endpoints, protocols, attributes, now, now + REGISTERED_FOR_MS)
+}
+
+/// How long an airline's registration lasts: longer than any demo market.
+const REGISTERED_FOR_MS: u64 = 20 * 3_600_000;
+
+/// Runs every traveller's shopping, at once or in order, each until the market closes.
+pub(super) async fn shop_all(
+    travellers: &[(Context, contract_net::Book, TravellerSpec)],
+    directory: Arc<dyn almanac::Directory>,
+    terms: Terms,
+    options: &Options,
+) -> Vec<Shopping> {
     let progress = match options.progress {
         true => Progress::new(travellers.len() as u64, "travellers"),
         false => Progress::hidden(),
     };
-    let terms = scenario.terms;
     let closes = options.duration.map(|d| tokio::time::Instant::now() + d);
     let shop_until_close = |ctx, book, spec| {
-        let almanac = almanac.clone();
+        let directory = directory.clone();
         async move {
-            let shopping = shop(ctx, book, almanac.as_ref(), spec, &terms);
+            let shopping = shop(ctx, book, directory.as_ref(), spec, &terms);
             match closes {
                 None => shopping.await,
                 Some(closes) => tokio::time::timeout_at(closes, shopping)
@@ -164,7 +212,7 @@ pub async fn run(scenario: &Scenario, seed: u64, options: &Options) -> Result<Su
     let mut shopped = Vec::with_capacity(travellers.len());
     match options.sequential {
         true => {
-            for (ctx, book, spec) in &travellers {
+            for (ctx, book, spec) in travellers {
                 shopped.push(shop_until_close(ctx, book, spec).await);
                 progress.inc();
             }
@@ -183,17 +231,28 @@ pub async fn run(scenario: &Scenario, seed: u64, options: &Options) -> Result<Su
         }
     }
     progress.finish();
-    // Every escrow's deadline passes, and the refunds scheduled for it run.
-    let settle = Duration::from_millis(terms.perform_ms) + contract_net_grace() + Duration::from_secs(60);
-    tokio::time::sleep(settle).await;
-
-    let summary = summary::check(scenario, &shopped, &airlines, memory_ledger.as_ref(), sim.elapsed()).await;
-    sim.shutdown().await;
-    Ok(summary)
+    shopped
 }
 
-fn contract_net_grace() -> Duration {
-    agent_protocols::settlement::REFUND_GRACE
+/// Waits until none of `wallets` has an open escrow (released, or refunded at its
+/// deadline), for at most the escrow window plus two minutes: a refund due during a ledger
+/// outage goes through once the ledger is back.
+pub(super) async fn await_settled(ledger: &dyn Ledger, wallets: &[Address], terms: &Terms) {
+    let limit = Duration::from_millis(terms.perform_ms) + Duration::from_secs(120);
+    let until = tokio::time::Instant::now() + limit;
+    loop {
+        let mut open = false;
+        for wallet in wallets {
+            open |= ledger.open_escrows(*wallet, 1).await.map_or(true, |e| !e.is_empty());
+            if open {
+                break;
+            }
+        }
+        if !open || tokio::time::Instant::now() >= until {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Links of 5-25 ms, with `loss`.

@@ -19,13 +19,14 @@
 //! ```
 
 mod airline;
+pub mod distributed;
 mod market;
 mod scenario;
 mod summary;
 mod traveller;
 
 pub use airline::{Airline, Booking, Flight, Offer, Ticket, Trip};
-pub use market::{run, MarketError, Options};
+pub use market::{run, BooksRequest, MarketError, Options};
 pub use scenario::{AirlineSpec, FlightSpec, Pricing, Scenario, ScenarioError, Terms, TravellerSpec, BUILT_IN};
-pub use summary::{check, AirlineLine, FlightLine, Summary};
+pub use summary::{check, AirlineLine, Books, FlightLine, Summary};
 pub use traveller::{route_attribute, shop, Booked, Shopping};

@@ -52,7 +52,7 @@ pub enum Pricing {
 }
 
 /// A flight.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlightSpec {
     /// Its number ("SK100"), unique in the market.

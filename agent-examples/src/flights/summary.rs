@@ -4,14 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use agent_core::ledger::Ledger;
 use agent_core::Address;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::airline::Airline;
+use super::airline::Flight;
 use super::scenario::Scenario;
 use super::traveller::Shopping;
 use crate::market::{cents, Invariants, Table};
@@ -61,13 +60,24 @@ pub struct AirlineLine {
     pub balance: u128,
 }
 
+/// An airline's books at the end of a market, as it reports them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::Message)]
+#[message(name = "agora.demo.flights.Books")]
+pub struct Books {
+    /// The airline.
+    pub airline: String,
+    /// Its wallet.
+    pub wallet: Address,
+    /// Its flights.
+    pub flights: Vec<Flight>,
+}
+
 /// Checks the market's invariants against the airlines' books and the ledger, and sums
-/// it up. `travellers` is in scenario order; `airlines` are each airline's wallet and
-/// books.
+/// it up. `travellers` is in scenario order.
 pub async fn check(
     scenario: &Scenario,
     travellers: &[Shopping],
-    airlines: &[(Address, Arc<Airline>)],
+    airlines: &[Books],
     ledger: &dyn Ledger,
     market_time: Duration,
 ) -> Summary {
@@ -77,10 +87,10 @@ pub async fn check(
     let mut bookings = Vec::new();
     let mut seat_violations = Vec::new();
     let mut over_violations = Vec::new();
-    for (wallet, airline) in airlines {
-        let mut line = AirlineLine { airline: airline.name.clone(), bookings: 0, booked: 0, balance: 0 };
-        line.balance = ledger.balance(*wallet).await.unwrap_or(0);
-        for flight in airline.flights() {
+    for airline in airlines {
+        let mut line = AirlineLine { airline: airline.airline.clone(), bookings: 0, booked: 0, balance: 0 };
+        line.balance = ledger.balance(airline.wallet).await.unwrap_or(0);
+        for flight in &airline.flights {
             let mut seats_taken = BTreeSet::new();
             for booking in &flight.bookings {
                 for seat in &booking.ticket.seat_numbers {
@@ -90,7 +100,7 @@ pub async fn check(
                 }
                 line.bookings += 1;
                 line.booked += booking.ticket.price;
-                bookings.push((airline.name.clone(), booking.clone()));
+                bookings.push((airline.airline.clone(), booking.clone()));
             }
             if flight.peak_committed > flight.spec.seats || flight.sold > flight.spec.seats {
                 over_violations.push(format!(
@@ -100,7 +110,7 @@ pub async fn check(
             }
             flights.push(FlightLine {
                 flight: flight.spec.id.clone(),
-                airline: airline.name.clone(),
+                airline: airline.airline.clone(),
                 route: flight.spec.route.clone(),
                 seats: flight.spec.seats,
                 sold: flight.sold,
@@ -185,7 +195,7 @@ pub async fn check(
     );
     let minted: u128 = scenario.travellers.iter().map(|t| u128::from(t.funds)).sum();
     let mut held = 0u128;
-    for address in travellers.iter().filter_map(|t| t.wallet).chain(airlines.iter().map(|(a, _)| *a)) {
+    for address in travellers.iter().filter_map(|t| t.wallet).chain(airlines.iter().map(|a| a.wallet)) {
         held += ledger.balance(address).await.unwrap_or(0);
     }
     let conserved = match held == minted {

@@ -1,0 +1,320 @@
+//! The flight market across OS processes over libp2p: an almanac server, a ledger node,
+//! airline nodes (each serving a shard of the airlines) and the travellers' node, which
+//! starts the others as child processes of the demo binary and stops them at the end.
+//!
+//! Each node announces itself on stdout, one line at a time: `node <multiaddr>/p2p/<peer>`
+//! for each address it listens on, then `ready`. The travellers' node reads those lines to
+//! learn where the almanac and the ledger are, and passes them on. Agents find each other
+//! through the almanac (their registrations carry their node's addresses), and every
+//! message between them is a signed envelope over the libp2p transport.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_core::ledger::{Ledger, LocalLedger, LocalLedgerConfig, RemoteLedger};
+use agent_core::transport::NetworkConfig;
+use agent_core::{Address, Agent, Bureau, Config, Identity, Wallet};
+use agent_protocols::contract_net;
+use almanac::{AlmanacResolver, RemoteAlmanac, WeightedEndpoint};
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use super::market::{airline_agent, await_settled, registration, seed_of, shop_all, BooksRequest, Options};
+use super::scenario::Scenario;
+use super::summary::{self, Books, Summary};
+
+/// Why the distributed market could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DistributedError {
+    /// A node process could not be started, or stopped before it was ready.
+    #[error("the {node} node did not start")]
+    Spawn {
+        /// Which node.
+        node: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A node's address could not be read.
+    #[error("bad node address {0:?}: expected /ip4/.../tcp/PORT/p2p/PEER_ID")]
+    Address(String),
+    /// The network failed.
+    #[error(transparent)]
+    Net(#[from] agent_core::net::NetError),
+    /// The bureau failed.
+    #[error(transparent)]
+    Bureau(#[from] agent_core::BureauError),
+    /// The market itself could not be set up.
+    #[error(transparent)]
+    Market(#[from] super::MarketError),
+    /// The almanac refused or failed.
+    #[error("the almanac failed")]
+    Almanac(#[from] almanac::AlmanacError),
+    /// The ledger refused or failed.
+    #[error("the ledger failed")]
+    Ledger(#[from] agent_core::ledger::LedgerError),
+    /// A wallet operation failed.
+    #[error(transparent)]
+    Wallet(#[from] agent_core::WalletError),
+    /// An airline did not show its books.
+    #[error("airline {airline} did not show its books")]
+    Books {
+        /// Which.
+        airline: String,
+        /// Why.
+        #[source]
+        source: agent_core::RequestError,
+    },
+    /// A file could not be written or read.
+    #[error("{what}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where a service node listens: its peer id and addresses.
+#[derive(Debug, Clone)]
+pub struct NodeAddress {
+    /// The node's peer id.
+    pub peer_id: PeerId,
+    /// Its addresses (without the `/p2p/` suffix).
+    pub addrs: Vec<Multiaddr>,
+}
+
+impl NodeAddress {
+    /// Reads `/ip4/.../tcp/PORT/p2p/PEER_ID`.
+    pub fn parse(text: &str) -> Result<NodeAddress, DistributedError> {
+        let bad = || DistributedError::Address(text.to_owned());
+        let mut addr: Multiaddr = text.parse().map_err(|_| bad())?;
+        match addr.pop() {
+            Some(Protocol::P2p(peer_id)) => Ok(NodeAddress { peer_id, addrs: vec![addr] }),
+            _ => Err(bad()),
+        }
+    }
+
+    /// The first address with its `/p2p/` suffix, as [`parse`](Self::parse) reads it.
+    pub fn to_arg(&self) -> String {
+        let addr = self.addrs.first().cloned().unwrap_or_else(Multiaddr::empty);
+        addr.with(Protocol::P2p(self.peer_id)).to_string()
+    }
+}
+
+/// The lines a node announces itself with: each listening address, then `ready`.
+pub fn announcement(peer_id: PeerId, addrs: &[Multiaddr]) -> String {
+    let mut lines = String::new();
+    for addr in addrs {
+        lines.push_str(&format!("node {}\n", addr.clone().with(Protocol::P2p(peer_id))));
+    }
+    lines.push_str("ready\n");
+    lines
+}
+
+const LOOPBACK: &str = "/ip4/127.0.0.1/tcp/0";
+
+fn loopback() -> Vec<Multiaddr> {
+    LOOPBACK.parse().map(|a| vec![a]).unwrap_or_default()
+}
+
+/// The mint authority of the flight market's ledger (the faucet that funds travellers).
+pub fn mint() -> Identity {
+    Identity::from_seed("flights demo mint")
+}
+
+/// Serves an in-memory almanac on loopback until the process is stopped; returns once it
+/// listens, with its address.
+pub async fn serve_almanac() -> Result<(agent_core::net::rpc::ServerHandle, NodeAddress), DistributedError> {
+    let keypair = libp2p::identity::Keypair::generate_ed25519();
+    let server =
+        almanac::service::serve(almanac::Almanac::new(almanac::Config::default()), keypair, &loopback()).await?;
+    let address = NodeAddress { peer_id: server.peer_id(), addrs: server.listen_addrs().to_vec() };
+    Ok((server, address))
+}
+
+/// Serves a ledger on disk in `dir`, minted by [`mint`], on loopback.
+pub async fn serve_ledger(dir: &Path) -> Result<(agent_core::net::rpc::ServerHandle, NodeAddress), DistributedError> {
+    let config = LocalLedgerConfig::default().with_path(dir).with_authority(mint().address());
+    let ledger = LocalLedger::open(config)?;
+    let keypair = libp2p::identity::Keypair::generate_ed25519();
+    let server = agent_core::ledger::service::serve(Arc::new(ledger), keypair, &loopback()).await?;
+    let address = NodeAddress { peer_id: server.peer_id(), addrs: server.listen_addrs().to_vec() };
+    Ok((server, address))
+}
+
+/// Starts the airlines of shard `shard` (of `shards`: airline `i` is in shard
+/// `i % shards`) in a bureau of their own, listening on loopback and registered in the
+/// almanac with their routes.
+pub async fn serve_airlines(
+    scenario: &Scenario,
+    shard: usize,
+    shards: usize,
+    almanac: &NodeAddress,
+    ledger: &NodeAddress,
+) -> Result<(Bureau, NodeAddress), DistributedError> {
+    let directory = Arc::new(RemoteAlmanac::new(almanac.peer_id, almanac.addrs.clone())?);
+    let ledger = Arc::new(RemoteLedger::new(ledger.peer_id, ledger.addrs.clone())?);
+    let bureau = Bureau::with_config(Config::default().with_ledger(ledger))?;
+    let mine: Vec<_> = scenario.airlines.iter().enumerate().filter(|(i, _)| i % shards.max(1) == shard).collect();
+    for (_, spec) in &mine {
+        let (agent, _) = airline_agent(spec, &scenario.terms)?;
+        bureau.add(agent)?;
+    }
+    let resolver = Arc::new(AlmanacResolver::new(directory.clone()));
+    let info = bureau.listen(NetworkConfig::new(loopback(), resolver)).await?;
+    let endpoints: Vec<WeightedEndpoint> =
+        info.listen_addrs.iter().map(|a| WeightedEndpoint { addr: a.to_string(), weight: 1 }).collect();
+    let agents = bureau.agents();
+    for (_, spec) in &mine {
+        let protocols = agents.iter().find(|a| a.name == spec.name).map(|a| a.protocols.clone()).unwrap_or_default();
+        directory.register(registration(spec, info.peer_id.to_string(), endpoints.clone(), protocols)).await?;
+    }
+    Ok((bureau, NodeAddress { peer_id: info.peer_id, addrs: info.listen_addrs }))
+}
+
+/// A child node: killed when dropped.
+struct Child {
+    process: tokio::process::Child,
+    address: NodeAddress,
+}
+
+async fn spawn(exe: &Path, node: &str, args: &[String]) -> Result<Child, DistributedError> {
+    let failed = |source| DistributedError::Spawn { node: node.to_owned(), source };
+    let mut process = tokio::process::Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(failed)?;
+    let stdout = process.stdout.take().ok_or_else(|| failed(std::io::Error::other("no stdout")))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let mut address = None;
+    let read = async {
+        while let Some(line) = lines.next_line().await? {
+            match line.split_once(' ') {
+                Some(("node", addr)) if address.is_none() => address = Some(addr.to_owned()),
+                _ if line == "ready" => return Ok(()),
+                _ => {}
+            }
+        }
+        Err(std::io::Error::other("it exited before it was ready"))
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .map_err(|_| failed(std::io::Error::other("not ready after 30 s")))?
+        .map_err(failed)?;
+    let address = NodeAddress::parse(&address.ok_or_else(|| failed(std::io::Error::other("no address")))?)?;
+    Ok(Child { process, address })
+}
+
+/// Runs `scenario` across processes: starts an almanac node, a ledger node and `shards`
+/// airline nodes as children (`exe` is the demo binary, run with `--role`), then runs the
+/// travellers in this process and checks the invariants against the airlines' books, as
+/// they report them, and the ledger node.
+pub async fn run(
+    exe: &Path,
+    scenario: &Scenario,
+    shards: usize,
+    options: &Options,
+) -> Result<Summary, DistributedError> {
+    scenario.validate().map_err(super::MarketError::from)?;
+    let io = |what: &str| {
+        let what = what.to_owned();
+        move |source| DistributedError::Io { what, source }
+    };
+    let dir = tempfile::tempdir().map_err(io("cannot create a directory for the ledger"))?;
+    let scenario_path: PathBuf = dir.path().join("scenario.json");
+    let json =
+        serde_json::to_string(scenario).map_err(|e| io("cannot write the scenario")(std::io::Error::other(e)))?;
+    std::fs::write(&scenario_path, json).map_err(io("cannot write the scenario"))?;
+    let started = tokio::time::Instant::now();
+
+    let almanac = spawn(exe, "almanac", &["--role".into(), "almanac".into()]).await?;
+    let ledger_dir = dir.path().join("ledger").display().to_string();
+    let ledger = spawn(exe, "ledger", &["--role".into(), "ledger".into(), "--data-dir".into(), ledger_dir]).await?;
+    let mut airline_nodes = Vec::new();
+    for shard in 0..shards.max(1) {
+        let args = [
+            "--role".into(),
+            "airlines".into(),
+            "--shard".into(),
+            shard.to_string(),
+            "--shards".into(),
+            shards.max(1).to_string(),
+            "--almanac".into(),
+            almanac.address.to_arg(),
+            "--ledger".into(),
+            ledger.address.to_arg(),
+            "--scenario".into(),
+            scenario_path.display().to_string(),
+        ];
+        airline_nodes.push(spawn(exe, &format!("airlines {shard}"), &args).await?);
+    }
+
+    let directory: Arc<dyn almanac::Directory> =
+        Arc::new(RemoteAlmanac::new(almanac.address.peer_id, almanac.address.addrs.clone())?);
+    let remote_ledger = Arc::new(RemoteLedger::new(ledger.address.peer_id, ledger.address.addrs.clone())?);
+    let bureau = Bureau::with_config(Config::default().with_ledger(remote_ledger.clone()))?;
+    let mut travellers = Vec::new();
+    let mut addresses = Vec::new();
+    for spec in &scenario.travellers {
+        let identity = Identity::from_seed(&seed_of(&spec.name));
+        let mut agent =
+            Agent::builder(spec.name.clone()).identity(identity).build().map_err(super::MarketError::from)?;
+        let book = contract_net::Book::default();
+        contract_net::refuse_strays(&mut agent, &book);
+        addresses.push(bureau.add(agent)?);
+        travellers.push((book, spec.clone()));
+    }
+    let resolver = Arc::new(AlmanacResolver::new(directory.clone()));
+    bureau.listen(NetworkConfig::new(loopback(), resolver)).await?;
+    let _registrar = almanac::register_bureau(&bureau, directory.clone(), almanac::RegistrarConfig::default()).await?;
+    let faucet = Wallet::new(mint(), remote_ledger.clone());
+    let mut shoppers = Vec::new();
+    for ((book, spec), address) in travellers.into_iter().zip(&addresses) {
+        let ctx = bureau.context(*address).ok_or(DistributedError::Io {
+            what: format!("traveller {} is not running", spec.name),
+            source: std::io::Error::other("stopped"),
+        })?;
+        faucet.mint(ctx.wallet()?.address(), spec.funds.into()).await?;
+        shoppers.push((ctx, book, spec));
+    }
+
+    let shopped = shop_all(&shoppers, directory.clone(), scenario.terms, options).await;
+    let wallets: Vec<Address> = shopped.iter().filter_map(|t| t.wallet).collect();
+    await_settled(remote_ledger.as_ref() as &dyn Ledger, &wallets, &scenario.terms).await;
+
+    let asker = &shoppers.first().map(|(ctx, _, _)| ctx.clone());
+    let mut books: Vec<Books> = Vec::new();
+    for spec in &scenario.airlines {
+        let Some(asker) = asker else { break };
+        let airline = Identity::from_seed(&seed_of(&spec.name)).address();
+        let shown: Books = asker
+            .request(airline, BooksRequest, Duration::from_secs(10))
+            .await
+            .map_err(|source| DistributedError::Books { airline: spec.name.clone(), source })?;
+        books.push(shown);
+    }
+    let summary =
+        summary::check(scenario, &shopped, &books, remote_ledger.as_ref() as &dyn Ledger, started.elapsed()).await;
+    bureau.shutdown().await?;
+    drop(airline_nodes);
+    drop((almanac, ledger));
+    Ok(summary)
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        // kill_on_drop does it too; this makes the order explicit and logs a failure.
+        if let Err(e) = self.process.start_kill() {
+            tracing::debug!(error = %e, "a node had already stopped");
+        }
+    }
+}
