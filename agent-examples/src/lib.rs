@@ -1,6 +1,7 @@
-//! Example Agora agents and the demo markets: flight booking ([`flights`]), and what they
-//! share ([`market`]).
+//! Example Agora agents and the demo markets: flight booking ([`flights`]), DeFi
+//! arbitrage ([`defi`]), and what they share ([`market`]).
 
+pub mod defi;
 pub mod flights;
 pub mod market;
 
