@@ -4,15 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_core::ledger::{Ledger, LocalLedger, LocalLedgerConfig};
-use agent_core::{Address, Agent, Bureau, Config, Context, Identity, Wallet};
+use agent_core::ledger::{Ledger, LedgerError, LocalLedger, LocalLedgerConfig};
+use agent_core::{Address, Agent, Bureau, Config, Context, Identity, Wallet, WalletError};
 use agent_protocols::subnet::commit_reveal::{commitment, weights_from_scores, WeightsProblem};
 use agent_protocols::subnet::miner::{self, Miner, Serve};
 use agent_protocols::subnet::owner::{self, EpochReport, Owner};
-use agent_protocols::subnet::validator::{self, QueryError, SubmitError, Validator};
+use agent_protocols::subnet::validator::{self, QueryError, SubmitError, UnstakeError, Validator};
 use agent_protocols::subnet::{
     deposit_deal, Commit, Register, RegisterError, RegisterRefusal, Registered, Reveal, Role, Roster, TaskRefusal, Uid,
-    UidWeight, WeightsAnswer, WeightsRefusal,
+    UidWeight, Unstake, UnstakeRefusal, Unstaked, WeightsAnswer, WeightsRefusal,
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -873,5 +873,182 @@ async fn a_validator_that_unstakes_before_a_close_is_not_paid_at_it() {
     let report = net.close().await;
     assert_eq!(report.outcome.as_ref().unwrap().dividends[leaver], 0.0, "no stake, no dividends");
     assert_eq!(net.balance(&lc).await, before, "nothing paid to it at this close");
+    net.bureau.shutdown().await.unwrap();
+}
+
+/// The stake is locked by the owner for the validator, so the ledger itself refuses the
+/// validator's attempts to take it back; the owner releases it on request, after which the
+/// validator's weights no longer count.
+#[tokio::test]
+async fn a_validator_cannot_release_its_own_stake_escrow_only_the_owner_can() {
+    let net = Net::new(owner::Config::default()).await;
+    let (v, vc) = net.validator("v", 2_000).await;
+    let (_, wc) = net.validator("w", 1_000).await;
+    let escrow = v.stake_escrow().expect("a registered validator knows its stake escrow");
+    let wallet = vc.wallet().unwrap();
+    let owner_wallet = net.owner_ctx.wallet().unwrap().address();
+    let held = net.ledger.escrow(escrow).await.unwrap().expect("the stake escrow is open");
+    assert_eq!((held.payer, held.beneficiary, held.arbiter), (owner_wallet, wallet.address(), owner_wallet));
+    assert_eq!((held.amount, held.deadline_ms), (2_000, u64::MAX), "never refundable, so only a release ends it");
+
+    for (what, attempt) in [("release", wallet.release(escrow).await), ("refund", wallet.refund(escrow).await)] {
+        match attempt {
+            Err(WalletError::Ledger(LedgerError::Unauthorized(_))) => {}
+            other => panic!("the validator's {what} of its own stake must be refused by the ledger: {other:?}"),
+        }
+    }
+    assert!(net.ledger.escrow(escrow).await.unwrap().is_some(), "still locked");
+    assert_eq!(net.balance(&vc).await, FUNDS - FEE - 2_000);
+    assert_eq!(net.owner.members()[usize::from(net.uid(&vc))].stake, 2_000);
+
+    // Unstaking is a request to the owner, signed by the validator itself.
+    let forged = Unstake::sign(&Identity::from_seed("v"), 1);
+    let answer: Unstaked = wc.request(net.owner_address, forged, None).await.unwrap();
+    assert_eq!(answer, Unstaked::Refused(UnstakeRefusal::NotTheSender));
+    assert_eq!(v.unstake(&vc).await, Ok(2_000));
+    assert_eq!(net.balance(&vc).await, FUNDS - FEE, "the stake came back; the fee did not");
+    assert!(net.ledger.escrow(escrow).await.unwrap().is_none());
+    assert_eq!(v.unstake(&vc).await, Err(UnstakeError::Refused(UnstakeRefusal::NoStake)));
+    let weights = vec![UidWeight { uid: 0, weight: 1 }];
+    assert_eq!(v.commit(&vc, 0, weights).await, Err(SubmitError::Refused(WeightsRefusal::NoStake)));
+    net.bureau.shutdown().await.unwrap();
+}
+
+/// Registration costs a fee: a flood of identities that do not pay it fills nothing.
+#[tokio::test]
+async fn a_flood_of_registrations_that_do_not_pay_is_refused() {
+    let net = Net::new(owner::Config::default().with_max_uids(8)).await;
+    let owner_wallet = net.owner_ctx.wallet().unwrap().address();
+    let treasury = net.ledger.balance(owner_wallet).await.unwrap();
+    for i in 0..20 {
+        let name = format!("throwaway-{i}");
+        let identity = Identity::from_seed(&name);
+        let agent = Agent::builder(&name).identity(identity.clone()).build().unwrap();
+        let ctx = net.bureau.context(net.bureau.add(agent).unwrap()).unwrap();
+        let wallet = ctx.wallet().unwrap();
+        // Half send nothing; the other half lock a deposit below the fee.
+        let deposit = if i % 2 == 0 {
+            None
+        } else {
+            net.faucet.mint(wallet.address(), FEE - 1).await.unwrap();
+            let deal = Some(deposit_deal(1, &identity.address()));
+            let far = agent_core::envelope::unix_now_ms() + 60_000;
+            Some(wallet.lock(FEE - 1, owner_wallet, far, owner_wallet, deal).await.unwrap().0)
+        };
+        let register = Register::sign(&identity, 1, Role::Miner, wallet.address(), deposit);
+        let answer: Registered = ctx.request(net.owner_address, register, None).await.unwrap();
+        let expected = match deposit {
+            None => RegisterRefusal::DepositRequired { min: FEE },
+            Some(_) => RegisterRefusal::DepositTooSmall { min: FEE, got: FEE - 1 },
+        };
+        assert_eq!(answer, Registered::Refused(expected), "{name}");
+    }
+    assert!(net.owner.members().is_empty(), "no uid was taken");
+    // One that pays gets the first uid; its fee is recycled into the treasury.
+    net.miner("paying", Skilled::new(|_, _| true), miner::Config::default()).await;
+    assert_eq!(net.owner.members().len(), 1);
+    assert_eq!(net.ledger.balance(owner_wallet).await.unwrap(), treasury + FEE);
+    net.bureau.shutdown().await.unwrap();
+}
+
+/// A full subnet makes room by pruning the miner with the lowest incentive among those past
+/// their immunity period, and gives its uid to the newcomer; weights set for the pruned
+/// miner do not count for the newcomer.
+#[tokio::test]
+async fn a_full_subnet_prunes_its_weakest_non_immune_miner_and_reuses_its_uid() {
+    let config = owner::Config::default().with_max_uids(4).with_immunity_epochs(2).with_reveal_delay(1);
+    let net = Net::new(config).await;
+    // Accuracies 1, 1/2 and 1/4 on xs 0..4.
+    let mut miners = Vec::new();
+    for (name, skill) in [("strong", 4), ("fair", 2), ("weak", 1)] {
+        miners.push(net.miner(name, Skilled::new(move |_, x| x % 4 < skill), miner::Config::default()).await.1);
+    }
+    let (v, vc) = net.validator("v", 1_000).await;
+    let xs: Vec<u64> = (0..4).collect();
+    for _ in 0..3 {
+        honest_epoch(&v, &vc, &xs).await;
+        net.close().await;
+    }
+    // Epoch 3: every miner registered in epoch 0 is past its immunity (2 epochs), and v has
+    // committed weights on all three.
+    honest_epoch(&v, &vc, &xs).await;
+    let weak: Uid = 2;
+    assert_eq!(net.uid(&miners[2]), weak);
+
+    let (_, newcomer) = net.miner("newcomer", Skilled::new(|_, _| true), miner::Config::default()).await;
+    assert_eq!(net.uid(&newcomer), weak, "the weakest miner's uid is reused");
+    let members = net.owner.members();
+    assert_eq!(members.len(), 4, "no uid was added");
+    assert!(members.iter().all(|m| m.agent != miners[2].address()), "the weakest miner is gone");
+
+    // The newcomer is immune now, though its incentive is zero: the next to go is "fair".
+    let (_, second) = net.miner("second newcomer", Skilled::new(|_, _| true), miner::Config::default()).await;
+    assert_eq!(net.uid(&second), net.owner.members()[1].uid);
+    assert!(net.owner.members().iter().all(|m| m.agent != miners[1].address()), "fair is gone");
+    assert_eq!(net.uid(&newcomer), weak, "the immune newcomer stays");
+
+    // v's weights for epoch 3 were committed before uids 1 and 2 changed hands: when they
+    // are scored (at the close of epoch 4), only the weight on the strong miner counts.
+    net.close().await;
+    honest_epoch(&v, &vc, &xs).await;
+    let report = net.close().await;
+    assert_eq!(report.scored, Some(3));
+    let outcome = report.outcome.unwrap();
+    let counted: Vec<usize> = outcome.weights[usize::from(net.uid(&vc))].iter().map(|&(j, _)| j).collect();
+    assert_eq!(counted, [0], "weights set for pruned miners do not count for their successors");
+    assert!(outcome.incentive[1] == 0.0 && outcome.incentive[2] == 0.0);
+    net.bureau.shutdown().await.unwrap();
+}
+
+/// Registers, by hand, a miner agent whose mailbox holds one message and whose handler
+/// never finishes taking a roster until `unblock` is given permits: a miner that is
+/// online but does not take messages.
+async fn stuck_miner(net: &Net, unblock: Arc<tokio::sync::Semaphore>) -> Context {
+    let identity = Identity::from_seed("stuck miner");
+    let mut agent = Agent::builder("stuck")
+        .identity(identity.clone())
+        .mailbox(agent_core::MailboxConfig::default().with_capacity(1))
+        .build()
+        .unwrap();
+    agent.on_message(move |_ctx: Context, _from: Address, _roster: Roster| {
+        let unblock = unblock.clone();
+        async move {
+            if let Ok(permit) = unblock.acquire().await {
+                permit.forget();
+            }
+        }
+    });
+    let ctx = net.bureau.context(net.bureau.add(agent).unwrap()).unwrap();
+    net.pay_fee(&ctx).await;
+    let wallet = ctx.wallet().unwrap();
+    let owner_wallet = net.owner_ctx.wallet().unwrap().address();
+    let deal = Some(deposit_deal(1, &identity.address()));
+    let far = agent_core::envelope::unix_now_ms() + 60_000;
+    let (deposit, _) = wallet.lock(FEE, owner_wallet, far, owner_wallet, deal).await.unwrap();
+    let register = Register::sign(&identity, 1, Role::Miner, wallet.address(), Some(deposit));
+    let answer: Registered = ctx.request(net.owner_address, register, None).await.unwrap();
+    assert!(matches!(answer, Registered::Accepted { .. }), "{answer:?}");
+    ctx
+}
+
+/// Roster pushes go to every miner side by side and wait at most the push timeout: a miner
+/// that does not take messages delays a registration's reply by no more than that.
+#[tokio::test]
+async fn an_offline_miner_does_not_delay_a_registration_beyond_the_push_timeout() {
+    const PUSH_TIMEOUT: Duration = Duration::from_millis(200);
+    let net = Net::new(owner::Config::default().with_push_timeout(PUSH_TIMEOUT)).await;
+    let unblock = Arc::new(tokio::sync::Semaphore::new(0));
+    stuck_miner(&net, unblock.clone()).await; // its handler now holds that push for good
+    net.miner("fills its mailbox", Skilled::new(|_, _| true), miner::Config::default()).await;
+    // From now on a push to the stuck miner waits for room in its mailbox: for the bureau's
+    // send timeout (10 s) if nothing bounds it.
+    for name in ["after-1", "after-2"] {
+        let started = std::time::Instant::now();
+        net.miner(name, Skilled::new(|_, _| true), miner::Config::default()).await;
+        let took = started.elapsed();
+        assert!(took < PUSH_TIMEOUT + Duration::from_secs(2), "{name}: registering took {took:?}");
+    }
+    // The others got the roster that lists them all.
+    unblock.add_permits(16);
     net.bureau.shutdown().await.unwrap();
 }
