@@ -13,7 +13,7 @@
 //!   [`deposit_deal`](super::deposit_deal), and the owner takes it into its treasury.
 //! - **Stake** is paid in with the same deposit (fee plus stake) and locked straight back
 //!   for the validator: an escrow from the owner's wallet to the validator's wallet,
-//!   arbitrated by the owner's wallet, naming [`stake_deal`](super::stake_deal), with a
+//!   arbitrated by the owner's wallet, naming [`stake_deal`], with a
 //!   deadline that never passes. The ledger lets only an escrow's payer or arbiter settle
 //!   it, so the validator cannot take its stake back by itself, and the owner cannot refund
 //!   it to itself: the only way out is a release, which pays the validator. Unstaking is an
