@@ -24,7 +24,7 @@ fn run(args: &[&str]) -> Output {
 
 #[test]
 fn the_subnet_demo_clips_the_colluder_and_conserves_supply() {
-    let output = run(&["--epochs", "6", "--miners", "3", "--seed", "3"]);
+    let output = run(&["--epochs", "8", "--miners", "3", "--seed", "3"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     for line in [
@@ -35,7 +35,7 @@ fn the_subnet_demo_clips_the_colluder_and_conserves_supply() {
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
-    // One row per scored epoch: six closes score epochs 0 to 4.
+    // One row per scored epoch: eight closes score epochs 0 to 4 (the reveal delay is 3).
     let rows = stdout.lines().filter(|l| l.split('|').count() == 4 && l.trim_start().starts_with(char::is_numeric));
     assert_eq!(rows.count(), 5, "{stdout}");
 }

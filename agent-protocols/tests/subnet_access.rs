@@ -94,7 +94,9 @@ async fn weights_and_registrations_in_another_validators_name_are_refused_over_t
 
     // The owner's node.
     let mut agent = Agent::builder("subnet owner").seed("subnet access owner").build().unwrap();
-    let subnet = Owner::serve(&mut agent, owner::Config::default().with_subnet(SUBNET));
+    // A reveal delay of one epoch: weights committed in epoch 0 are scored, and published,
+    // at the close of epoch 1.
+    let subnet = Owner::serve(&mut agent, owner::Config::default().with_subnet(SUBNET).with_reveal_delay(1));
     let (owner_node, addresses) = node(&ledger, &resolver, vec![agent]).await;
     let owner = addresses[0];
     let owner_ctx = owner_node.context(owner).unwrap();
@@ -112,8 +114,10 @@ async fn weights_and_registrations_in_another_validators_name_are_refused_over_t
     let (wc, vc) = (validators_node.context(addresses[0]).unwrap(), validators_node.context(addresses[1]).unwrap());
     let (w, v) = (&handles[0], &handles[1]);
     let (w_wallet, v_wallet) = (wc.wallet().unwrap().address(), vc.wallet().unwrap().address());
-    faucet.mint(w_wallet, 1_000).await.unwrap();
-    faucet.mint(v_wallet, 1_000).await.unwrap();
+    // Each locks 1 000 as stake and pays the registration fee.
+    let fee = subnet.config().registration_fee();
+    faucet.mint(w_wallet, 1_000 + fee).await.unwrap();
+    faucet.mint(v_wallet, 1_000 + fee).await.unwrap();
     let w_uid = w.register(&wc, 1_000).await.unwrap();
 
     // Registering V, as W.
@@ -151,7 +155,7 @@ async fn weights_and_registrations_in_another_validators_name_are_refused_over_t
     assert_eq!(ask(&wc, owner, with_vs_key.clone()).await, not_the_sender(), "naming V, V's key, W's signature");
     forward_as(&validators_node, &w_id, &v_id, owner, &with_vs_key).await;
     // The control: the commit W replayed is V's to make, and nothing was recorded for V.
-    assert_eq!(ask(&vc, owner, vs_commit).await, WeightsAnswer::Committed { epoch: 0, reveal_in: 1 });
+    assert_eq!(ask(&vc, owner, vs_commit).await, WeightsAnswer::Committed { epoch: 0, reveal_in: 1, scored_at: 1 });
     subnet.close_epoch(&owner_ctx).await.unwrap();
 
     // Epoch 1: reveals in V's name.
@@ -173,6 +177,7 @@ async fn weights_and_registrations_in_another_validators_name_are_refused_over_t
     assert_eq!((published.epoch, published.weights), (None, Vec::new()), "nothing revealed for V yet");
     // The control: V's own reveal counts, and the weights published for V are V's.
     assert_eq!(ask(&vc, owner, vs_reveal).await, WeightsAnswer::Revealed { epoch: 0 });
+    subnet.close_epoch(&owner_ctx).await.unwrap();
     let published = v.last_revealed(&vc, v_uid).await.unwrap();
     assert_eq!((published.epoch, published.weights), (Some(0), vs_weights));
 

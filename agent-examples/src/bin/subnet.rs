@@ -45,8 +45,9 @@ const BATCH: usize = 120;
 #[derive(Parser)]
 #[command(about = "A subnet of learned classifiers: honest validators, one colluder, Yuma Consensus")]
 struct Args {
-    /// Epochs to run (closes of the owner's epoch; with commit-reveal the first scores nothing).
-    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(5..=500))]
+    /// Epochs to run (closes of the owner's epoch; with commit-reveal's delay of three epochs,
+    /// the first three score nothing).
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(7..=500))]
     epochs: u64,
     /// Seed of the data, the training samples and the validators' batches.
     #[arg(long, default_value_t = 7)]
@@ -253,6 +254,8 @@ async fn main() -> anyhow::Result<ExitCode> {
     let owner_address = bureau.add(agent)?;
     let owner_ctx = bureau.context(owner_address).context("the owner agent is not running")?;
     faucet.mint(owner_ctx.wallet()?.address(), u128::from(EMISSION) * u128::from(args.epochs)).await?;
+    let fee = subnet.config().registration_fee();
+    let delay = subnet.config().reveal_delay();
 
     // Miners: trained here, each on its own sample.
     let n = usize::from(args.miners);
@@ -273,6 +276,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         let mut agent = Agent::builder(&name).identity(identity.clone()).build()?;
         let handle = Miner::serve(&mut agent, identity, owner_address, miner::Config::default(), Arc::new(model));
         let ctx = bureau.context(bureau.add(agent)?).context("a miner is not running")?;
+        faucet.mint(ctx.wallet()?.address(), fee).await?; // what registering costs
         handle.register(&ctx).await?;
         miners.push(Member { name, ctx });
     }
@@ -298,7 +302,8 @@ async fn main() -> anyhow::Result<ExitCode> {
     let worst_uid = uid_of(&miners[worst].ctx).context("the worst miner is not registered")?;
     let validator_uids: Vec<usize> = checkers.iter().filter_map(|c| uid_of(&c.member.ctx)).map(usize::from).collect();
     println!("validators: honest-1 (stake 5000), honest-2 (3000), colluder (2000; from epoch {turns_at} it gives all its weight to m{worst})");
-    println!("emission {EMISSION} per scored epoch, paid from the owner's treasury; commit-reveal on (epoch e is scored and paid when e+1 closes)\n");
+    println!("registration fee {fee} (miners and validators alike), recycled into the owner's treasury");
+    println!("emission {EMISSION} per scored epoch, paid from the owner's treasury; commit-reveal on (epoch e is scored and paid when e+{delay} closes)\n");
 
     let audit_before = ledger.audit_total()?;
     let supply_before = ledger.supply()?;
@@ -349,14 +354,17 @@ async fn main() -> anyhow::Result<ExitCode> {
         println!("{line}");
     }
 
-    println!("\nwallet balances after each close (validators started with 10000 and locked their stake):");
+    println!(
+        "\nwallet balances after each close (validators started with 10000, paid the fee and locked their stake):"
+    );
     let mut head = String::from("closed |");
     for m in &everyone {
         head += &format!(" {:>9}", m.name);
     }
     println!("{head}");
-    let mut balances: Vec<u128> =
-        (0..everyone.len()).map(|uid| if uid < n { 0 } else { 10_000 - [5_000, 3_000, 2_000][uid - n] }).collect();
+    let mut balances: Vec<u128> = (0..everyone.len())
+        .map(|uid| if uid < n { 0 } else { 10_000 - fee - [5_000, 3_000, 2_000][uid - n] })
+        .collect();
     for report in &reports {
         let mut line = format!("{:>6} |", report.closed);
         for (uid, balance) in balances.iter_mut().enumerate() {

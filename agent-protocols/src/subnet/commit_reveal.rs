@@ -1,29 +1,38 @@
 //! Commit-reveal: a validator first publishes only a hash of its weights, and the weights
-//! themselves an epoch later, so nobody can copy them while they still matter.
+//! are published only some epochs later, so a copier can only replay weights that are out
+//! of date.
 //!
 //! # Timing
 //!
 //! Epochs are numbered from 0; epoch `e` is open from the close of `e − 1` to its own close.
+//! `d` is the subnet's reveal delay
+//! ([`owner::Config::with_reveal_delay`](super::owner::Config::with_reveal_delay), default
+//! 3, at least 1).
 //!
 //! 1. During epoch `e` a validator scores the miners and sends a [`Commit`](super::Commit)
 //!    for epoch `e` carrying [`commitment`]`(subnet, e, validator, weights, salt)`. One
 //!    commit per validator per epoch; a commit naming any other epoch is refused.
-//! 2. During epoch `e + 1` (and only then) it sends the [`Reveal`](super::Reveal): the
-//!    weights and salt. The owner recomputes the hash and refuses a mismatch. A reveal during
-//!    `e` itself is refused as too early; after `e + 1` closed, as too late.
-//! 3. When epoch `e + 1` closes, the owner runs Yuma Consensus on the weights revealed for
-//!    `e` and pays epoch `e`'s emission. The weights count for the epoch they were committed
-//!    in; the payout comes one epoch later.
+//! 2. From epoch `e + 1` until the close of epoch `e + d` it sends the
+//!    [`Reveal`](super::Reveal): the weights and salt. The owner recomputes the hash and
+//!    refuses a mismatch. A reveal during `e` itself is refused as too early; after the
+//!    close of `e + d`, as too late. The owner keeps the revealed weights to itself.
+//! 3. When epoch `e + d` closes, the owner runs Yuma Consensus on the weights revealed for
+//!    `e`, pays epoch `e`'s emission, and publishes those weights (answers to
+//!    [`WeightsQuery`](super::WeightsQuery)). The weights count for the epoch they were
+//!    committed in; the payout comes `d` epochs later.
 //!
-//! The first close (of epoch 0) has nothing revealed yet and pays nothing.
+//! The first `d` closes have nothing to score and pay nothing.
 //!
-//! A copier can only replay weights that were revealed, which are at least one epoch old by
-//! the time it commits; when miners' quality moves, stale weights fall outside consensus, are
-//! clipped, and earn the copier fewer bonds and dividends than an honest validator.
+//! A copier can only replay published weights: in epoch `t` the freshest are those committed
+//! in `t − d − 1`. When miners' quality moves, stale weights fall outside consensus, are
+//! clipped, and earn the copier fewer bonds and dividends than an honest validator; and a
+//! copier starts building bonds `d + 1` epochs after an honest validator that joined with
+//! it. When quality does not move, correct weights copied late are still correct: no delay
+//! makes copying them unprofitable (`docs/subnet.md`, "Known limits").
 //!
 //! With commit-reveal off ([`owner::Config::with_commit_reveal`](super::owner::Config::with_commit_reveal)),
-//! validators send their `Reveal` for the open epoch directly, and each close scores the
-//! epoch it closes.
+//! validators send their `Reveal` for the open epoch directly, it is published at once, and
+//! each close scores the epoch it closes.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -176,14 +176,21 @@ impl Miner {
         miner
     }
 
-    /// Registers this miner with the owner; its uid.
+    /// Registers this miner with the owner, paying the subnet's registration fee (read
+    /// from the roster) as a deposit from this agent's wallet; its uid.
     ///
     /// # Errors
     ///
-    /// [`RegisterError`]: refused (with the owner's reason), no answer, or no wallet.
+    /// [`RegisterError`]: refused (with the owner's reason; the deposit is refundable after
+    /// the deposit window), no answer, no wallet, or the fee could not be locked.
     pub async fn register(&self, ctx: &Context) -> Result<Uid, RegisterError> {
         let inner = &self.inner;
-        client::register(ctx, &inner.identity, inner.owner, inner.config.subnet, Role::Miner, None).await
+        let subnet = inner.config.subnet;
+        let roster = client::roster(ctx, inner.owner, subnet).await?;
+        let deposit =
+            client::deposit(ctx, &inner.identity, &roster, roster.registration_fee, client::DEPOSIT_WINDOW).await?;
+        let (uid, _) = client::register(ctx, &inner.identity, inner.owner, subnet, Role::Miner, deposit).await?;
+        Ok(uid)
     }
 
     /// The roster the owner last pushed, if any.

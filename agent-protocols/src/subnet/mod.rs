@@ -50,21 +50,24 @@
 //! let owner_address = bureau.add(agent)?;
 //! let owner_ctx = bureau.context(owner_address).unwrap();
 //! faucet.mint(owner_ctx.wallet()?.address(), 10_000_000).await?; // the treasury
+//! let fee = subnet.config().registration_fee();
 //!
 //! let id = Identity::from_seed("doc miner");
 //! let mut agent = Agent::builder("miner").identity(id.clone()).build()?;
 //! let doubler = miner::Miner::serve(&mut agent, id, owner_address, miner::Config::default(), Arc::new(Doubler));
 //! let miner_ctx = bureau.context(bureau.add(agent)?).unwrap();
+//! faucet.mint(miner_ctx.wallet()?.address(), fee).await?; // registration costs a fee
 //! doubler.register(&miner_ctx).await?;
 //!
 //! let id = Identity::from_seed("doc validator");
 //! let mut agent = Agent::builder("validator").identity(id.clone()).build()?;
 //! let checker = validator::Validator::serve(&mut agent, id, owner_address, validator::Config::default());
 //! let ctx = bureau.context(bureau.add(agent)?).unwrap();
-//! faucet.mint(ctx.wallet()?.address(), 1_000).await?;
-//! checker.register(&ctx, 1_000).await?; // all of it locked as stake
+//! faucet.mint(ctx.wallet()?.address(), fee + 1_000).await?;
+//! checker.register(&ctx, 1_000).await?; // the fee paid, 1 000 locked as stake
 //!
-//! for _ in 0..2 {
+//! // Weights committed in epoch 0 are scored at the close of epoch 3 (the reveal delay).
+//! for _ in 0..4 {
 //!     let roster = checker.roster(&ctx).await?;
 //!     if roster.epoch > 0 {
 //!         checker.reveal(&ctx, roster.epoch - 1).await?;
@@ -75,7 +78,7 @@
 //!     checker.commit(&ctx, roster.epoch, commit_reveal::weights_from_scores(&scores)).await?;
 //!     subnet.close_epoch(&owner_ctx).await?;
 //! }
-//! // The second close scored epoch 0: the miner earned incentive, the validator dividends.
+//! // The fourth close scored epoch 0: the miner earned incentive, the validator dividends.
 //! assert!(ctx.wallet()?.balance().await? > 0);
 //! assert!(miner_ctx.wallet()?.balance().await? > 0);
 //! # bureau.shutdown().await?;
@@ -95,7 +98,7 @@ pub mod yuma;
 
 pub use client::RegisterError;
 pub use wire::{
-    stake_deal, Commit, Member, Register, RegisterRefusal, Registered, Reveal, RevealedWeights, Role, Roster,
-    RosterQuery, SignerError, SubnetId, Task, TaskOutcome, TaskRefusal, TaskResult, Uid, UidWeight, WeightsAnswer,
-    WeightsQuery, WeightsRefusal,
+    deposit_deal, stake_deal, Commit, Member, Register, RegisterRefusal, Registered, Reveal, RevealedWeights, Role,
+    Roster, RosterQuery, SignerError, SubnetId, Task, TaskOutcome, TaskRefusal, TaskResult, Uid, UidWeight, Unstake,
+    UnstakeRefusal, Unstaked, WeightsAnswer, WeightsQuery, WeightsRefusal,
 };

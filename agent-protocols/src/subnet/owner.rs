@@ -2,20 +2,24 @@
 //! epoch's close runs Yuma Consensus and pays emissions from its treasury.
 //!
 //! [`Owner::serve`] makes an agent the owner of one subnet. It answers [`Register`],
-//! [`RosterQuery`], [`Commit`], [`Reveal`] and [`WeightsQuery`], and pushes the [`Roster`]
-//! to every miner whenever it changes. Epochs close when [`Owner::close_epoch`] is called,
-//! or every [`Config::with_tempo`] if a tempo is set.
+//! [`RosterQuery`], [`Commit`], [`Reveal`], [`Unstake`] and [`WeightsQuery`], and pushes the
+//! [`Roster`] to every miner, side by side, whenever it changes. Epochs close when
+//! [`Owner::close_epoch`] is called, or every [`Config::with_tempo`] if a tempo is set.
 //!
 //! # Money
 //!
-//! - **Stake** stays in the validator's hands, locked: an escrow from its wallet to its own
-//!   wallet, arbitrated by the owner's wallet, naming [`stake_deal`](super::stake_deal), refundable no sooner
-//!   than [`Config::with_min_lock`] after registration. The owner never holds it. A stake
-//!   counts while its escrow is open and not yet refundable; it is checked on the ledger at
-//!   registration, at every commit and reveal, and at every close. A validator that releases
-//!   or refunds its escrow has no stake from then on (its commits and reveals are refused, it
-//!   has no influence in the next close, and miners stop admitting it once the roster says
-//!   so). There is no slashing.
+//! - **Registration** costs [`Config::with_registration_fee`]: the agent locks a deposit
+//!   from its wallet to the owner's wallet, arbitrated by the owner's wallet, naming
+//!   [`deposit_deal`](super::deposit_deal), and the owner takes it into its treasury.
+//! - **Stake** is paid in with the same deposit (fee plus stake) and locked straight back
+//!   for the validator: an escrow from the owner's wallet to the validator's wallet,
+//!   arbitrated by the owner's wallet, naming [`stake_deal`], with a
+//!   deadline that never passes. The ledger lets only an escrow's payer or arbiter settle
+//!   it, so the validator cannot take its stake back by itself, and the owner cannot refund
+//!   it to itself: the only way out is a release, which pays the validator. Unstaking is an
+//!   [`Unstake`] request: the stake stops counting at once (weights refused, no influence,
+//!   no bonds at the next close), then the owner releases the escrow. There is no
+//!   slashing.
 //! - **Emissions** are paid from a treasury: the owner agent's own wallet. The owner never
 //!   mints; whoever funds the treasury (a mint authority, a sponsor) fixes the total, and
 //!   supply is conserved exactly. Each scored epoch distributes
@@ -28,8 +32,10 @@
 //!
 //! # Bounds and shutdown
 //!
-//! At most [`Config::with_max_uids`] members; commitments and reveals are kept for the open
-//! and the previous epoch only; the bonds matrix is uids × uids. The record lives in memory:
+//! At most [`Config::with_max_uids`] members (a full subnet prunes its weakest non-immune
+//! miner for a newcomer); commitments and reveals are kept for the epochs whose reveals are
+//! still accepted (the reveal delay); the bonds matrix is uids × uids. Roster pushes wait at
+//! most [`Config::with_push_timeout`]. The record lives in memory:
 //! dropping the agent (or restarting its process) forgets the subnet.
 
 use std::collections::HashMap;
@@ -39,10 +45,12 @@ use std::time::Duration;
 use agent_core::{Address, Agent, Context, Wallet, WalletError};
 use parking_lot::Mutex;
 
-use super::book::{check_stake, Book, StakeLock};
+use agent_core::ledger::{EscrowId, LedgerError};
+
+use super::book::{check_deposit, counted_stake, Book, Rules, StakeLock};
 use super::wire::{
-    Commit, Member, Register, RegisterRefusal, Registered, Reveal, Role, Roster, RosterQuery, SubnetId, Uid,
-    WeightsAnswer, WeightsQuery, WeightsRefusal,
+    stake_deal, Commit, Member, Register, RegisterRefusal, Registered, Reveal, Role, Roster, RosterQuery, SubnetId,
+    Uid, Unstake, UnstakeRefusal, Unstaked, WeightsAnswer, WeightsQuery, WeightsRefusal,
 };
 use super::yuma::{Outcome, Params, YumaError};
 
@@ -53,10 +61,13 @@ pub struct Config {
     params: Params,
     emission: u64,
     max_uids: u16,
+    immunity_epochs: u64,
+    registration_fee: u128,
     min_stake: u128,
-    min_lock: Duration,
     commit_reveal: bool,
+    reveal_delay: u64,
     tempo: Option<Duration>,
+    push_timeout: Duration,
     owner_payee: Option<Address>,
 }
 
@@ -67,10 +78,13 @@ impl Default for Config {
             params: Params::default(),
             emission: 1_000_000,
             max_uids: 256,
+            immunity_epochs: 12,
+            registration_fee: 1_000,
             min_stake: 1,
-            min_lock: Duration::from_secs(3600),
             commit_reveal: true,
+            reveal_delay: 3,
             tempo: None,
+            push_timeout: Duration::from_secs(1),
             owner_payee: None,
         }
     }
@@ -96,10 +110,31 @@ impl Config {
         self
     }
 
-    /// Most members, miners and validators together (default 256); registrations beyond are
-    /// refused with [`RegisterRefusal::Full`].
+    /// Most members, miners and validators together (default 256, at least 1). When every
+    /// uid is taken, a registration prunes the miner with the lowest incentive at the last
+    /// scored close among those past their immunity period (ties: the earliest registered),
+    /// and takes its uid; if every miner is immune, it is refused with
+    /// [`RegisterRefusal::Full`]. Validators are never pruned.
     pub fn with_max_uids(mut self, max_uids: u16) -> Self {
-        self.max_uids = max_uids;
+        self.max_uids = max_uids.max(1);
+        self
+    }
+
+    /// How many epochs after registering a miner cannot be pruned (default 12, about
+    /// subtensor's 4 096 blocks at its default tempo of 360). Keep it above the reveal delay
+    /// plus one: a miner's first weights are scored that many epochs after it registers,
+    /// and until then its incentive is zero.
+    pub fn with_immunity_epochs(mut self, epochs: u64) -> Self {
+        self.immunity_epochs = epochs;
+        self
+    }
+
+    /// What a registration costs, miner or validator (default 1 000): the registering
+    /// agent deposits it in an escrow to the owner's wallet, which the owner takes into its
+    /// treasury, so it is recycled into later emissions. Zero makes miners' registration
+    /// free. Throwaway identities that would fill the subnet each pay it.
+    pub fn with_registration_fee(mut self, fee: u128) -> Self {
+        self.registration_fee = fee;
         self
     }
 
@@ -110,16 +145,19 @@ impl Config {
         self
     }
 
-    /// How long after registering a stake escrow must stay unrefundable (default one hour).
-    pub fn with_min_lock(mut self, min_lock: Duration) -> Self {
-        self.min_lock = min_lock;
+    /// Whether validators commit a hash first and reveal it later (default on). See
+    /// [`commit_reveal`](super::commit_reveal) for the timing.
+    pub fn with_commit_reveal(mut self, on: bool) -> Self {
+        self.commit_reveal = on;
         self
     }
 
-    /// Whether validators commit a hash first and reveal a whole epoch later (default on).
-    /// See [`commit_reveal`](super::commit_reveal) for the timing.
-    pub fn with_commit_reveal(mut self, on: bool) -> Self {
-        self.commit_reveal = on;
+    /// With commit-reveal, how many epochs after the epoch they are committed in weights
+    /// are scored and published (default 3, at least 1): weights committed in epoch `e`
+    /// count, and become public, at the close of epoch `e + delay`. A copier can then only
+    /// replay weights `delay + 1` epochs old.
+    pub fn with_reveal_delay(mut self, epochs: u64) -> Self {
+        self.reveal_delay = epochs.max(1);
         self
     }
 
@@ -127,6 +165,14 @@ impl Config {
     /// close only when [`Owner::close_epoch`] is called).
     pub fn with_tempo(mut self, tempo: Duration) -> Self {
         self.tempo = Some(tempo);
+        self
+    }
+
+    /// How long the owner waits for the roster to reach the miners after a registration,
+    /// an unstake or a close (default 1 s). The roster is sent to every miner side by side;
+    /// a miner that has not taken it by then misses this version and gets the next.
+    pub fn with_push_timeout(mut self, timeout: Duration) -> Self {
+        self.push_timeout = timeout;
         self
     }
 
@@ -144,6 +190,21 @@ impl Config {
     /// The Yuma parameters.
     pub fn params(&self) -> &Params {
         &self.params
+    }
+
+    /// Whether validators commit first and reveal later.
+    pub fn commit_reveal(&self) -> bool {
+        self.commit_reveal
+    }
+
+    /// What a registration costs.
+    pub fn registration_fee(&self) -> u128 {
+        self.registration_fee
+    }
+
+    /// With commit-reveal, how many epochs after their own weights are scored.
+    pub fn reveal_delay(&self) -> u64 {
+        self.reveal_delay
     }
 }
 
@@ -234,7 +295,15 @@ struct Inner {
 impl Owner {
     /// Makes `agent` the owner of the subnet `config` describes.
     pub fn serve(agent: &mut Agent, config: Config) -> Owner {
-        let book = Book::new(config.subnet, config.commit_reveal, config.max_uids);
+        let book = Book::new(Rules {
+            subnet: config.subnet,
+            commit_reveal: config.commit_reveal,
+            reveal_delay: config.reveal_delay,
+            max_uids: config.max_uids,
+            immunity_epochs: config.immunity_epochs,
+            registration_fee: config.registration_fee,
+            min_stake: config.min_stake,
+        });
         let tempo = config.tempo;
         let owner = Owner { inner: Arc::new(Inner { config, book: Mutex::new(book), closing: Default::default() }) };
         let o = owner.clone();
@@ -242,7 +311,7 @@ impl Owner {
             let o = o.clone();
             async move {
                 let answer = match o.register(&ctx, from, &register).await {
-                    Ok(uid) => Registered::Accepted { uid, epoch: o.epoch() },
+                    Ok((uid, stake)) => Registered::Accepted { uid, epoch: o.epoch(), stake },
                     Err(why) => {
                         tracing::debug!(subnet = o.inner.config.subnet, %from, reason = %why, "registration refused");
                         Registered::Refused(why)
@@ -261,7 +330,11 @@ impl Owner {
             let o = o.clone();
             async move {
                 let answer = match o.commit(&ctx, from, &commit).await {
-                    Ok(()) => WeightsAnswer::Committed { epoch: commit.epoch, reveal_in: commit.epoch + 1 },
+                    Ok(()) => WeightsAnswer::Committed {
+                        epoch: commit.epoch,
+                        reveal_in: commit.epoch + 1,
+                        scored_at: commit.epoch + o.inner.config.reveal_delay,
+                    },
                     Err(why) => {
                         tracing::debug!(%from, epoch = commit.epoch, reason = %why, "commit refused");
                         WeightsAnswer::Refused(why)
@@ -279,6 +352,20 @@ impl Owner {
                     Err(why) => {
                         tracing::debug!(%from, epoch = reveal.epoch, reason = %why, "reveal refused");
                         WeightsAnswer::Refused(why)
+                    }
+                };
+                ctx.reply(answer).await
+            }
+        });
+        let o = owner.clone();
+        agent.on_message(move |ctx: Context, from: Address, unstake: Unstake| {
+            let o = o.clone();
+            async move {
+                let answer = match o.unstake(&ctx, from, &unstake).await {
+                    Ok(amount) => Unstaked::Released { amount },
+                    Err(why) => {
+                        tracing::debug!(%from, reason = %why, "unstake refused");
+                        Unstaked::Refused(why)
                     }
                 };
                 ctx.reply(answer).await
@@ -402,36 +489,107 @@ impl Owner {
         Ok(report)
     }
 
-    /// The stake `lock` counts for now: its escrow's amount if it is still a valid lock,
-    /// else 0.
+    /// The stake `lock` counts for now: its escrow's amount if it is still open and still
+    /// the owner's lock for this validator, else 0.
     async fn counted_stake(&self, wallet: &Wallet, lock: &StakeLock) -> Result<u128, WalletError> {
         let Some(id) = lock.escrow else { return Ok(0) };
         let escrow = wallet.escrow(id).await?;
-        let now = agent_core::envelope::unix_now_ms();
         let config = &self.inner.config;
-        Ok(check_stake(escrow.as_ref(), config.subnet, lock, wallet.address(), config.min_stake, now.saturating_add(1))
-            .unwrap_or(0))
+        Ok(counted_stake(escrow.as_ref(), config.subnet, lock, wallet.address(), config.min_stake))
     }
 
-    async fn register(&self, ctx: &Context, from: Address, register: &Register) -> Result<Uid, RegisterRefusal> {
+    /// Registers `register`: takes its deposit, locks a validator's stake back for it, and
+    /// records the member (pruning a miner if the subnet is full). Its uid and stake escrow.
+    async fn register(
+        &self,
+        ctx: &Context,
+        from: Address,
+        register: &Register,
+    ) -> Result<(Uid, Option<EscrowId>), RegisterRefusal> {
         self.inner.book.lock().check_register(register, from)?;
+        let config = &self.inner.config;
+        let mut paid = None;
         let mut stake = 0;
-        if register.role == Role::Validator {
+        let mut stake_escrow = None;
+        if let Some(deposit) = register.deposit {
             let unavailable = |e: WalletError| RegisterRefusal::LedgerUnavailable { detail: e.to_string() };
             let wallet = ctx.wallet().map_err(unavailable)?;
-            let lock = StakeLock { uid: 0, agent: register.agent, wallet: register.wallet, escrow: register.stake };
-            let escrow = match register.stake {
-                Some(id) => wallet.escrow(id).await.map_err(unavailable)?,
-                None => None,
-            };
-            let config = &self.inner.config;
-            let needed = agent_core::envelope::unix_now_ms().saturating_add(config.min_lock.as_millis() as u64);
-            stake = check_stake(escrow.as_ref(), config.subnet, &lock, wallet.address(), config.min_stake, needed)?;
+            let escrow = wallet.escrow(deposit).await.map_err(unavailable)?;
+            let min = self.inner.book.lock().rules().min_deposit(register.role);
+            let amount = check_deposit(escrow.as_ref(), config.subnet, register, wallet.address(), min)?;
+            // Taking it: the release pays the owner's wallet. Refunded or taken since it was
+            // read, it is gone, and the ledger says so.
+            wallet.release(deposit).await.map_err(|e| match e {
+                WalletError::Ledger(LedgerError::UnknownEscrow(_)) => RegisterRefusal::DepositNotFound,
+                other => unavailable(other),
+            })?;
+            paid = Some(amount);
+            if register.role == Role::Validator {
+                stake = amount.saturating_sub(config.registration_fee);
+                // Locked by the owner for the validator: the ledger lets only an escrow's
+                // payer or arbiter settle it, so the validator cannot end it; a release is
+                // the only way out (the deadline never passes, so the owner cannot refund it
+                // to itself), and it pays the validator.
+                let deal = Some(stake_deal(config.subnet, &register.agent));
+                match wallet.lock(stake, register.wallet, u64::MAX, wallet.address(), deal).await {
+                    Ok((id, _)) => stake_escrow = Some(id),
+                    Err(e) => {
+                        self.give_back(&wallet, register.wallet, amount, None).await;
+                        return Err(unavailable(e));
+                    }
+                }
+            }
         }
-        let uid = self.inner.book.lock().add(register, from, stake)?;
-        tracing::debug!(subnet = self.inner.config.subnet, uid, role = ?register.role, %from, "registered");
+        let added = self.inner.book.lock().add(register, from, stake, stake_escrow);
+        let (uid, pruned) = match added {
+            Ok(added) => added,
+            Err(why) => {
+                // The book changed while the ledger was busy (a close, say): undo.
+                if let (Some(amount), Ok(wallet)) = (paid, ctx.wallet()) {
+                    self.give_back(&wallet, register.wallet, amount.saturating_sub(stake), stake_escrow).await;
+                }
+                return Err(why);
+            }
+        };
+        if let Some(old) = pruned {
+            tracing::info!(subnet = config.subnet, uid, pruned = %old.agent, "a miner was pruned to make room");
+        }
+        tracing::debug!(subnet = config.subnet, uid, role = ?register.role, %from, "registered");
         self.push_roster(ctx).await;
-        Ok(uid)
+        Ok((uid, stake_escrow))
+    }
+
+    /// Returns a deposit that could not be used: `amount` by transfer, and a stake escrow by
+    /// release. Best effort: a failure is logged.
+    async fn give_back(&self, wallet: &Wallet, to: Address, amount: u128, stake: Option<EscrowId>) {
+        if let Some(id) = stake {
+            if let Err(e) = wallet.release(id).await {
+                tracing::warn!(%to, error = %e, "a stake escrow for a refused registration could not be released");
+            }
+        }
+        if amount > 0 {
+            if let Err(e) = wallet.transfer(to, amount, "subnet deposit returned").await {
+                tracing::warn!(%to, error = %e, "a deposit for a refused registration could not be returned");
+            }
+        }
+    }
+
+    /// Ends a validator's stake: it stops counting at once, then the escrow is released to
+    /// the validator's wallet. The amount released.
+    async fn unstake(&self, ctx: &Context, from: Address, unstake: &Unstake) -> Result<u128, UnstakeRefusal> {
+        let subnet = self.inner.config.subnet;
+        if unstake.subnet != subnet {
+            return Err(UnstakeRefusal::WrongSubnet { expected: subnet, got: unstake.subnet });
+        }
+        unstake.check(from)?;
+        let (uid, escrow, amount) = self.inner.book.lock().unstake(from)?;
+        let unavailable = |e: WalletError| UnstakeRefusal::LedgerUnavailable { detail: e.to_string() };
+        let wallet = ctx.wallet().map_err(unavailable)?;
+        wallet.release(escrow).await.map_err(unavailable)?;
+        self.inner.book.lock().unstaked(uid);
+        tracing::debug!(subnet, uid, amount = %amount, "unstaked");
+        self.push_roster(ctx).await;
+        Ok(amount)
     }
 
     /// Refuses with [`WeightsRefusal::NoStake`] unless the validator `from` still has stake.
@@ -457,15 +615,26 @@ impl Owner {
         self.inner.book.lock().reveal(reveal, from).map(|_| ())
     }
 
-    /// Sends the roster to every miner; a miner that misses it keeps its older one (and
-    /// refuses validators it does not know yet, with a typed reason).
+    /// Sends the roster to every miner, side by side, and waits at most
+    /// [`Config::with_push_timeout`] for them to take it; a miner that does not (offline, or
+    /// its mailbox full) keeps its older roster until a later push, and refuses validators
+    /// it does not know yet with a typed reason.
     async fn push_roster(&self, ctx: &Context) {
         let roster = self.roster_for(ctx);
-        let miners: Vec<Address> = roster.miners().map(|m| m.agent).collect();
-        for miner in miners {
-            if let Err(e) = ctx.send(miner, roster.clone()).await {
-                tracing::warn!(%miner, error = %e.failure(), "the roster did not reach a miner");
-            }
+        let timeout = self.inner.config.push_timeout;
+        let mut pushes = tokio::task::JoinSet::new();
+        for miner in roster.miners().map(|m| m.agent) {
+            let (ctx, roster) = (ctx.clone(), roster.clone());
+            pushes.spawn(async move {
+                match tokio::time::timeout(timeout, ctx.send(miner, roster)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(%miner, error = %e.failure(), "the roster did not reach a miner"),
+                    Err(_) => tracing::warn!(%miner, ?timeout, "a miner did not take the roster in time"),
+                }
+            });
         }
+        // Each push ends by its own timeout, so this wait does too; dropping the set (if
+        // this future is dropped) aborts what is left.
+        while pushes.join_next().await.is_some() {}
     }
 }

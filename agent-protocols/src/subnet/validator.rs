@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_core::ledger::EscrowId;
-use agent_core::{Address, Agent, Context, Identity, RequestError, SendFailure, WalletError};
+use agent_core::{Address, Agent, Context, Identity, RequestError, SendFailure};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -36,8 +36,8 @@ use tokio::sync::oneshot;
 use super::client::{self, RegisterError};
 use super::commit_reveal::{check_weights, commitment, new_salt, Salt, WeightsProblem};
 use super::wire::{
-    stake_deal, Commit, Member, Reveal, RevealedWeights, Role, Roster, SubnetId, Task, TaskOutcome, TaskRefusal,
-    TaskResult, Uid, UidWeight, WeightsAnswer, WeightsQuery, WeightsRefusal,
+    Commit, Member, Reveal, RevealedWeights, Role, Roster, SubnetId, Task, TaskOutcome, TaskRefusal, TaskResult, Uid,
+    UidWeight, Unstake, UnstakeRefusal, Unstaked, WeightsAnswer, WeightsQuery, WeightsRefusal,
 };
 
 /// How many epochs of unrevealed commitments a validator remembers.
@@ -49,7 +49,7 @@ pub struct Config {
     subnet: SubnetId,
     query_timeout: Duration,
     max_pending: usize,
-    lock_for: Duration,
+    deposit_window: Duration,
 }
 
 impl Default for Config {
@@ -58,7 +58,7 @@ impl Default for Config {
             subnet: 1,
             query_timeout: Duration::from_secs(10),
             max_pending: 4096,
-            lock_for: Duration::from_secs(30 * 24 * 3600),
+            deposit_window: client::DEPOSIT_WINDOW,
         }
     }
 }
@@ -82,12 +82,25 @@ impl Config {
         self
     }
 
-    /// How long stake stays locked when registering (default 30 days); it must be at least
-    /// the owner's minimum lock.
-    pub fn with_lock_for(mut self, lock_for: Duration) -> Self {
-        self.lock_for = lock_for;
+    /// How long the registration deposit (fee plus stake) stays refundable only by the
+    /// owner taking it (default 10 minutes): if the owner refuses the registration, or never
+    /// answers, this wallet may refund the deposit after that.
+    pub fn with_deposit_window(mut self, window: Duration) -> Self {
+        self.deposit_window = window;
         self
     }
+}
+
+/// Why a stake was not released.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnstakeError {
+    /// The owner answered and refused (with `LedgerUnavailable`, the stake already no
+    /// longer counts: ask again).
+    #[error("refused: {0}")]
+    Refused(UnstakeRefusal),
+    /// No answer: the stake may or may not have been released.
+    #[error("the owner did not answer: {0}")]
+    Request(#[from] RequestError),
 }
 
 /// Why a query got no usable answer.
@@ -224,51 +237,47 @@ impl Validator {
         client::roster(ctx, self.inner.owner, self.subnet()).await
     }
 
-    /// Locks `stake` tokens from this agent's wallet (an escrow to itself, arbitrated by the
-    /// owner's wallet, for [`Config::with_lock_for`]) and registers as a validator; its uid.
-    /// If the owner refuses, the escrow is released back at once.
+    /// Registers as a validator with `stake` tokens: locks a deposit of the subnet's
+    /// registration fee plus `stake` from this agent's wallet for the owner, which takes it,
+    /// keeps the fee and locks the stake back for this validator, in an escrow only the
+    /// owner can end (see [`unstake`](Self::unstake)). Its uid.
     ///
     /// # Errors
     ///
-    /// [`RegisterError`]: refused (with the owner's reason), no answer (the stake then stays
-    /// locked; see [`unstake`](Self::unstake)), or the stake could not be locked.
+    /// [`RegisterError`]: refused (with the owner's reason; the deposit is refundable after
+    /// [`Config::with_deposit_window`]), no answer, or the deposit could not be locked.
     pub async fn register(&self, ctx: &Context, stake: u128) -> Result<Uid, RegisterError> {
         let roster = self.roster(ctx).await?;
-        let arbiter = roster.owner_wallet.ok_or(RegisterError::OwnerHasNoWallet)?;
-        let wallet = ctx.wallet()?;
-        let deadline =
-            agent_core::envelope::unix_now_ms().saturating_add(self.inner.config.lock_for.as_millis() as u64);
-        let deal = stake_deal(self.subnet(), &self.address());
-        let (escrow, _) = wallet.lock(stake, wallet.address(), deadline, arbiter, Some(deal)).await?;
-        let registered =
-            client::register(ctx, &self.inner.identity, self.inner.owner, self.subnet(), Role::Validator, Some(escrow))
-                .await;
-        match &registered {
-            // Refused: this new escrow goes back; a stake locked by an earlier registration
-            // stays recorded, so it can still be unstaked.
-            Err(RegisterError::Refused(_)) => {
-                if let Err(e) = wallet.release(escrow).await {
-                    tracing::warn!(%escrow, error = %e, "a refused stake could not be released yet");
-                }
-            }
-            // Registered, or no answer (the stake stays locked and is recorded, so
-            // `unstake` can take it back).
-            _ => *self.inner.stake.lock() = Some(escrow),
-        }
-        registered
+        let amount = roster.registration_fee.saturating_add(stake);
+        let window = self.inner.config.deposit_window;
+        let deposit = client::deposit(ctx, &self.inner.identity, &roster, amount, window).await?;
+        let (uid, escrow) =
+            client::register(ctx, &self.inner.identity, self.inner.owner, self.subnet(), Role::Validator, deposit)
+                .await?;
+        *self.inner.stake.lock() = escrow;
+        Ok(uid)
     }
 
-    /// Releases the stake escrow back to this agent's wallet: from then on the validator has
-    /// no stake (the owner refuses its weights, and it has no influence).
+    /// The escrow holding this validator's stake, once registered (and until unstaked).
+    pub fn stake_escrow(&self) -> Option<EscrowId> {
+        *self.inner.stake.lock()
+    }
+
+    /// Asks the owner to end this validator's stake: its weights stop counting at once and
+    /// the owner releases the stake escrow to this agent's wallet. The tokens released.
     ///
     /// # Errors
     ///
-    /// The wallet's error; `Ok(false)` if no stake is locked here.
-    pub async fn unstake(&self, ctx: &Context) -> Result<bool, WalletError> {
-        let Some(escrow) = *self.inner.stake.lock() else { return Ok(false) };
-        ctx.wallet()?.release(escrow).await?;
-        *self.inner.stake.lock() = None;
-        Ok(true)
+    /// [`UnstakeError`]: the owner's refusal, or no answer.
+    pub async fn unstake(&self, ctx: &Context) -> Result<u128, UnstakeError> {
+        let unstake = Unstake::sign(&self.inner.identity, self.subnet());
+        match ctx.request::<Unstake, Unstaked>(self.inner.owner, unstake, None).await? {
+            Unstaked::Released { amount } => {
+                *self.inner.stake.lock() = None;
+                Ok(amount)
+            }
+            Unstaked::Refused(why) => Err(UnstakeError::Refused(why)),
+        }
     }
 
     /// Sends `request` to `miner` as a task and waits for its typed answer.
@@ -385,7 +394,8 @@ impl Validator {
         }
     }
 
-    /// Reveals the weights committed for `epoch` (during the epoch after it).
+    /// Reveals the weights committed for `epoch` (from the epoch after it until the close
+    /// that scores it, `reveal_delay` epochs after it).
     ///
     /// # Errors
     ///
@@ -429,7 +439,7 @@ impl Validator {
         }
     }
 
-    /// The weights `uid` last revealed, as the owner publishes them.
+    /// The last weights of `uid` that were scored, as the owner publishes them.
     ///
     /// # Errors
     ///

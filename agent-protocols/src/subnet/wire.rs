@@ -41,14 +41,20 @@ pub struct Member {
     /// Miner or validator.
     pub role: Role,
     /// Tokens locked as stake, as last checked on the ledger (0 for miners, and for a
-    /// validator whose stake escrow was settled or has expired).
+    /// validator that has unstaked).
     pub stake: u128,
 }
 
-/// The deal a validator's stake escrow names: it ties the lock to one validator in one
-/// subnet, so it cannot be presented twice.
+/// The deal a validator's stake escrow names (the escrow the owner locks for it, from the
+/// owner's wallet to the validator's): it ties the lock to one validator in one subnet.
 pub fn stake_deal(subnet: SubnetId, validator: &Address) -> DealId {
     DealId::named(&format!("agora.subnet/{subnet}/stake/{validator}"))
+}
+
+/// The deal a registration deposit names: it ties the deposit to one agent registering in
+/// one subnet, so it cannot be presented for another agent (and, once taken, not again).
+pub fn deposit_deal(subnet: SubnetId, agent: &Address) -> DealId {
+    DealId::named(&format!("agora.subnet/{subnet}/deposit/{agent}"))
 }
 
 /// Asks the subnet owner to register the signing agent as a miner or validator. The
@@ -64,11 +70,14 @@ pub struct Register {
     pub key: PublicKey,
     /// Miner or validator.
     pub role: Role,
-    /// Where emissions are paid; for a validator, the account that locked the stake.
+    /// Where emissions are paid, and where a validator's stake goes back to.
     pub wallet: Address,
-    /// A validator's stake: an open escrow from `wallet` to `wallet`, arbitrated by the
-    /// owner's wallet, naming [`stake_deal`]. Ignored for miners.
-    pub stake: Option<EscrowId>,
+    /// The deposit paying for the registration: an open escrow from `wallet` to the
+    /// owner's wallet, arbitrated by the owner's wallet, naming [`deposit_deal`], holding
+    /// at least the subnet's registration fee (plus, for a validator, its stake). The owner
+    /// takes it; a validator's stake is then locked back for it (see
+    /// [`owner`](super::owner)). `None` only where the fee is zero and the role is miner.
+    pub deposit: Option<EscrowId>,
     /// ed25519 over [`Register::signing_bytes`].
     #[serde(with = "agent_core::identity::signature_hex")]
     #[schemars(with = "String")]
@@ -82,7 +91,7 @@ impl Register {
         subnet: SubnetId,
         role: Role,
         wallet: Address,
-        stake: Option<EscrowId>,
+        deposit: Option<EscrowId>,
     ) -> Register {
         let mut register = Register {
             subnet,
@@ -90,7 +99,7 @@ impl Register {
             key: identity.public_key(),
             role,
             wallet,
-            stake,
+            deposit,
             signature: [0; 64],
         };
         register.signature = identity.sign(&register.signing_bytes());
@@ -107,7 +116,7 @@ impl Register {
             Role::Validator => 1,
         });
         out.extend_from_slice(self.wallet.as_bytes());
-        match &self.stake {
+        match &self.deposit {
             Some(escrow) => {
                 out.push(1);
                 out.extend_from_slice(&escrow.0);
@@ -159,10 +168,13 @@ fn check_signer(
 pub enum Registered {
     /// Registered under `uid`, from epoch `epoch` on.
     Accepted {
-        /// The new member's uid.
+        /// The new member's uid (a pruned miner's, reused, when the subnet was full).
         uid: Uid,
         /// The epoch open when it registered.
         epoch: u64,
+        /// A validator's stake escrow: locked by the owner's wallet for the validator's
+        /// wallet, so only the owner can end it (see [`Unstake`]). `None` for a miner.
+        stake: Option<EscrowId>,
     },
     /// Not registered, and why.
     Refused(RegisterRefusal),
@@ -191,40 +203,37 @@ pub enum RegisterRefusal {
         /// Its uid.
         uid: Uid,
     },
-    /// Every uid is taken.
-    #[error("the subnet is full ({max} uids)")]
+    /// Every uid is taken, and no miner can be pruned (each is still immune).
+    #[error("the subnet is full ({max} uids) and no miner can be pruned")]
     Full {
         /// The subnet's uid limit.
         max: u16,
     },
-    /// A validator registered without a stake escrow.
-    #[error("a validator must lock stake")]
-    StakeRequired,
-    /// The stake escrow is not open on the ledger (never locked, or already settled).
-    #[error("the stake escrow is not open")]
-    StakeNotFound,
-    /// The escrow is not a stake lock for this validator in this subnet: wrong payer,
-    /// beneficiary, arbiter or deal.
-    #[error("the escrow is not a stake lock for this validator here: {detail}")]
-    StakeNotALock {
+    /// The subnet charges for registration (or the role is validator) and no deposit was
+    /// named.
+    #[error("a deposit of at least {min} is required")]
+    DepositRequired {
+        /// The least deposit accepted: the fee, plus the minimum stake for a validator.
+        min: u128,
+    },
+    /// The deposit escrow is not open on the ledger (never locked, already taken, or
+    /// refunded).
+    #[error("the deposit escrow is not open")]
+    DepositNotFound,
+    /// The escrow is not a deposit for this agent here: wrong payer, beneficiary, arbiter
+    /// or deal.
+    #[error("the escrow is not a deposit for this agent here: {detail}")]
+    DepositNotAPayment {
         /// What does not match.
         detail: String,
     },
-    /// The escrow holds less than the subnet's minimum stake.
-    #[error("stake {got} is below the minimum {min}")]
-    StakeTooSmall {
-        /// The minimum.
+    /// The deposit holds less than the fee (plus, for a validator, the minimum stake).
+    #[error("the deposit {got} is below the minimum {min}")]
+    DepositTooSmall {
+        /// The least deposit accepted.
         min: u128,
         /// The escrow's amount.
         got: u128,
-    },
-    /// The escrow becomes refundable before the subnet's minimum lock period ends.
-    #[error("the stake unlocks at {deadline_ms} ms; it must stay locked until at least {needed_ms} ms")]
-    StakeUnlocksTooSoon {
-        /// The escrow's deadline.
-        deadline_ms: u64,
-        /// The earliest deadline accepted.
-        needed_ms: u64,
     },
     /// The owner could not read the ledger (or has none); try again.
     #[error("the ledger could not be read: {detail}")]
@@ -254,8 +263,14 @@ pub struct Roster {
     pub epoch: u64,
     /// Grows with every change; a miner ignores a roster older than the one it holds.
     pub version: u64,
-    /// Whether weights are committed first and revealed an epoch later.
+    /// Whether weights are committed first and revealed later.
     pub commit_reveal: bool,
+    /// With commit-reveal, how many epochs after the epoch they were committed in weights
+    /// are scored and published (see [`commit_reveal`](super::commit_reveal)).
+    pub reveal_delay: u64,
+    /// What a registration costs (recycled into the treasury): the least deposit a miner
+    /// locks, and what a validator locks on top of its stake.
+    pub registration_fee: u128,
     /// The owner's wallet: the arbiter of stake escrows, and the treasury emissions are
     /// paid from. `None` if the owner has no ledger.
     pub owner_wallet: Option<Address>,
@@ -423,12 +438,16 @@ impl Reveal {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, Message)]
 #[message(name = "agora.subnet.WeightsAnswer")]
 pub enum WeightsAnswer {
-    /// The commitment is recorded; reveal it in epoch `reveal_in`.
+    /// The commitment is recorded; reveal it from epoch `reveal_in` on, before the close of
+    /// epoch `scored_at`, when it is scored and published.
     Committed {
         /// The epoch committed for.
         epoch: u64,
-        /// The epoch in which the reveal is accepted (`epoch + 1`).
+        /// The first epoch in which the reveal is accepted (`epoch + 1`).
         reveal_in: u64,
+        /// The epoch at whose close the weights are scored and published (`epoch` plus the
+        /// subnet's reveal delay); the reveal must arrive before that close.
+        scored_at: u64,
     },
     /// The weights are recorded and count for `epoch`.
     Revealed {
@@ -496,7 +515,8 @@ pub enum WeightsRefusal {
         /// The epoch in which the reveal is accepted.
         reveal_in: u64,
     },
-    /// A reveal after its epoch was scored.
+    /// A reveal after its epoch was scored (at the close of the epoch `reveal_delay` after
+    /// it).
     #[error("epoch {epoch} was already scored")]
     RevealTooLate {
         /// The epoch committed for.
@@ -540,8 +560,8 @@ impl From<SignerError> for RegisterRefusal {
     }
 }
 
-/// Asks the owner for the last weights a validator revealed (public, as on a chain); the
-/// answer is [`RevealedWeights`].
+/// Asks the owner for the last weights of a validator that were scored (public, as on a
+/// chain); the answer is [`RevealedWeights`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, Message)]
 #[message(name = "agora.subnet.WeightsQuery")]
 pub struct WeightsQuery {
@@ -551,7 +571,9 @@ pub struct WeightsQuery {
     pub uid: Uid,
 }
 
-/// The last weights `uid` revealed, and the epoch they counted for (`None` if none).
+/// The last weights of `uid` that were scored, and the epoch they counted for (`None` if
+/// none). With commit-reveal, weights are published only once scored, at the close of the
+/// epoch `reveal_delay` after the one they were committed in, whenever they were revealed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, Message)]
 #[message(name = "agora.subnet.RevealedWeights")]
 pub struct RevealedWeights {
@@ -637,4 +659,99 @@ pub enum TaskRefusal {
         /// What went wrong.
         detail: String,
     },
+}
+
+/// Asks the owner to end the sending validator's stake: its weights stop counting at once,
+/// and the owner releases the stake escrow back to the validator's wallet. Answered with
+/// [`Unstaked`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.subnet.Unstake")]
+pub struct Unstake {
+    /// The subnet.
+    pub subnet: SubnetId,
+    /// The validator (it must be the sender).
+    pub validator: Address,
+    /// The validator's public key.
+    pub key: PublicKey,
+    /// ed25519 over [`Unstake::signing_bytes`].
+    #[serde(with = "agent_core::identity::signature_hex")]
+    #[schemars(with = "String")]
+    pub signature: [u8; 64],
+}
+
+impl Unstake {
+    /// `identity`'s request to unstake.
+    pub fn sign(identity: &Identity, subnet: SubnetId) -> Unstake {
+        let mut unstake =
+            Unstake { subnet, validator: identity.address(), key: identity.public_key(), signature: [0; 64] };
+        unstake.signature = identity.sign(&unstake.signing_bytes());
+        unstake
+    }
+
+    /// What the signature covers.
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        let mut out = b"agora.subnet.unstake.v1".to_vec();
+        out.extend_from_slice(&self.subnet.to_be_bytes());
+        out.extend_from_slice(self.validator.as_bytes());
+        out
+    }
+
+    /// Checks that the key is the validator's, the validator is `from`, and the signature
+    /// verifies.
+    pub fn check(&self, from: Address) -> Result<(), SignerError> {
+        check_signer(&self.key, self.validator, from, &self.signing_bytes(), &self.signature)
+    }
+}
+
+/// The owner's answer to an [`Unstake`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.subnet.Unstaked")]
+pub enum Unstaked {
+    /// The stake escrow was released to the validator's wallet.
+    Released {
+        /// Tokens returned.
+        amount: u128,
+    },
+    /// Nothing was released, and why.
+    Refused(UnstakeRefusal),
+}
+
+/// Why an unstake was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, thiserror::Error)]
+pub enum UnstakeRefusal {
+    /// For another subnet.
+    #[error("this is subnet {expected}, not {got}")]
+    WrongSubnet {
+        /// This subnet.
+        expected: SubnetId,
+        /// The one named.
+        got: SubnetId,
+    },
+    /// The signature does not verify.
+    #[error("bad signature")]
+    BadSignature,
+    /// Signed by, or naming, another agent than the sender.
+    #[error("the request is not the sender's")]
+    NotTheSender,
+    /// The sender is not a registered validator.
+    #[error("not a registered validator")]
+    NotAValidator,
+    /// The validator has no stake left to release (it already unstaked).
+    #[error("no stake is locked for this validator")]
+    NoStake,
+    /// The stake no longer counts, but the ledger did not release it yet; ask again.
+    #[error("the ledger could not release the stake: {detail}")]
+    LedgerUnavailable {
+        /// The ledger's error.
+        detail: String,
+    },
+}
+
+impl From<SignerError> for UnstakeRefusal {
+    fn from(e: SignerError) -> Self {
+        match e {
+            SignerError::NotTheSender { .. } => UnstakeRefusal::NotTheSender,
+            SignerError::Signature(_) => UnstakeRefusal::BadSignature,
+        }
+    }
 }
