@@ -215,6 +215,42 @@ impl Context {
     /// protocol, `M` must be an allowed reply to it.
     pub async fn reply<M: Message>(&self, message: M) -> Result<(), ReplyError> {
         let current = self.current.ok_or(ReplyError::NoCurrentMessage)?;
+        self.check_reply::<M>(&current)?;
+        let slot = match current.is_request {
+            true => Some(self.take_reply_slot(&current).ok_or(ReplyError::AlreadyAnswered)?),
+            false => None,
+        };
+        self.answer(current, slot, message).await
+    }
+
+    /// Takes over the answer to the message being handled, to send it after the handler
+    /// returns: from a spawned task, once long work is done, while the agent goes on
+    /// handling other messages. A requester keeps waiting, up to its own timeout. A
+    /// [`DeferredReply`] dropped unsent tells the requester there is no reply.
+    ///
+    /// ```
+    /// # use agent_core::{Address, Context, Message, ReplyError};
+    /// # #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema, Message)] struct Build(u32);
+    /// # #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema, Message)] struct Built(u32);
+    /// async fn on_build(ctx: Context, _from: Address, Build(n): Build) -> Result<(), ReplyError> {
+    ///     let reply = ctx.defer_reply()?;
+    ///     tokio::spawn(async move {
+    ///         tokio::time::sleep(std::time::Duration::from_secs(3600)).await; // an hour's work
+    ///         let _ = reply.send(Built(n)).await;
+    ///     });
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn defer_reply(&self) -> Result<DeferredReply, ReplyError> {
+        let current = self.current.ok_or(ReplyError::NoCurrentMessage)?;
+        let slot = match current.is_request {
+            true => Some(self.take_reply_slot(&current).ok_or(ReplyError::AlreadyAnswered)?),
+            false => None,
+        };
+        Ok(DeferredReply { ctx: self.clone(), current, slot })
+    }
+
+    fn check_reply<M: Message>(&self, current: &Current) -> Result<(), ReplyError> {
         if let Some(protocol) = self.cell.kind.routes.get(&current.schema).and_then(|r| r.protocol.as_ref()) {
             if !protocol.allows_reply(&current.schema, &M::digest()) {
                 return Err(ReplyError::NotAllowed {
@@ -224,30 +260,37 @@ impl Context {
                 });
             }
         }
-        if current.is_request {
-            let slot = {
-                let mut pending = self.cell.pending.lock();
-                if pending.seq == current.seq {
-                    pending.slot.take()
-                } else {
-                    None
-                }
-            };
-            return match slot.ok_or(ReplyError::AlreadyAnswered)? {
-                ReplyTo::Local(slot) => slot
-                    .send(Ok(Reply { name: M::NAME, value: Box::new(message) }))
-                    .map_err(|_| ReplyError::RequesterGone),
-                ReplyTo::Remote(path) => {
-                    let payload = serde_json::to_vec(&message).map_err(|e| {
-                        ReplyError::Send(SendFailure::Encode { to: path.requester(), reason: e.to_string() })
-                    })?;
-                    let timeout = self.cell.bureau.config.send_timeout;
-                    let protocol = self.cell.kind.protocol_of(&M::digest());
-                    path.reply(&self.cell.identity, M::digest(), payload, protocol, timeout).await
-                }
-            };
+        Ok(())
+    }
+
+    /// The reply slot of `current`, if it is still the message being handled and
+    /// unanswered.
+    fn take_reply_slot(&self, current: &Current) -> Option<ReplyTo> {
+        let mut pending = self.cell.pending.lock();
+        match pending.seq == current.seq {
+            true => pending.slot.take(),
+            false => None,
         }
-        self.send(current.from, message).await.map_err(|err| ReplyError::Send(err.failure().clone()))
+    }
+
+    async fn answer<M: Message>(&self, current: Current, slot: Option<ReplyTo>, message: M) -> Result<(), ReplyError> {
+        match slot {
+            Some(ReplyTo::Local(slot)) => {
+                slot.send(Ok(Reply { name: M::NAME, value: Box::new(message) })).map_err(|_| ReplyError::RequesterGone)
+            }
+            Some(ReplyTo::Remote(path)) => {
+                let payload = serde_json::to_vec(&message).map_err(|e| {
+                    ReplyError::Send(SendFailure::Encode { to: path.requester(), reason: e.to_string() })
+                })?;
+                let timeout = self.cell.bureau.config.send_timeout;
+                let protocol = self.cell.kind.protocol_of(&M::digest());
+                path.reply(&self.cell.identity, M::digest(), payload, protocol, timeout).await
+            }
+            None => self
+                .send_in(current.session, current.from, message)
+                .await
+                .map_err(|err| ReplyError::Send(err.failure().clone())),
+        }
     }
 
     /// Sends `message` to every other agent that speaks `protocol`: those in this bureau,
@@ -391,5 +434,47 @@ impl std::fmt::Debug for Context {
             .field("agent", &self.cell.name)
             .field("address", &self.address())
             .finish_non_exhaustive()
+    }
+}
+
+/// The answer to a message, taken over by [`Context::defer_reply`] to be sent later.
+pub struct DeferredReply {
+    ctx: Context,
+    current: Current,
+    slot: Option<ReplyTo>,
+}
+
+impl DeferredReply {
+    /// Sends the answer (see [`Context::reply`]).
+    pub async fn send<M: Message>(mut self, message: M) -> Result<(), ReplyError> {
+        self.ctx.check_reply::<M>(&self.current)?;
+        let slot = self.slot.take();
+        self.ctx.answer(self.current, slot, message).await
+    }
+}
+
+impl Drop for DeferredReply {
+    fn drop(&mut self) {
+        match self.slot.take() {
+            Some(ReplyTo::Local(slot)) => {
+                let _ = slot.send(Err(RequestFailure::NoReply));
+            }
+            Some(ReplyTo::Remote(path)) => {
+                // Telling a remote requester takes a send: done on the runtime, if there
+                // is one; otherwise the requester's own timeout tells it.
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    let (identity, timeout) =
+                        (self.ctx.cell.identity.clone(), self.ctx.cell.bureau.config.send_timeout);
+                    runtime.spawn(async move { path.fail(&identity, RequestFailure::NoReply, timeout).await });
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+impl std::fmt::Debug for DeferredReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeferredReply").field("to", &self.current.from).field("message", &self.current.name).finish()
     }
 }

@@ -70,7 +70,7 @@ pub mod wallet;
 pub use agent::{Acknowledge, Agent, AgentBuilder, AgentError, MailboxConfig, WhenFull};
 pub use agent_core_derive::Message;
 pub use bureau::{AgentInfo, Bureau, BureauError, Config, Discovery};
-pub use context::{BroadcastReport, Context};
+pub use context::{BroadcastReport, Context, DeferredReply};
 pub use envelope::{Envelope, EnvelopeError, Header, ReplayGuard, VerifyPolicy};
 pub use error::{Cause, Rejection, ReplyError, RequestError, SendError, SendFailure, Unroutable};
 pub use handler::HandlerOutput;

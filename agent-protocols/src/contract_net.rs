@@ -900,21 +900,27 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                     return tell(&ctx, id, from, refused).await;
                 }
                 let proposal = proposals.take(ctx.storage().ok().as_ref(), id, None);
-                let report = match proposal.map(|held| serde_json::from_value::<P::Proposal>(held.proposal)) {
-                    Some(Ok(proposal)) => match participant.perform(from, proposal).await {
-                        Ok(result) => match serde_json::to_value(result) {
-                            Ok(result) => Report::Done { result },
-                            Err(e) => Report::Failure { reason: e.to_string() },
+                let Ok(reply) = ctx.defer_reply() else { return };
+                // Performed on a task of its own: the work may take long (a lead time, a
+                // computation), and the participant goes on answering other calls.
+                tokio::spawn(async move {
+                    let report = match proposal.map(|held| serde_json::from_value::<P::Proposal>(held.proposal)) {
+                        Some(Ok(proposal)) => match participant.perform(from, proposal).await {
+                            Ok(result) => match serde_json::to_value(result) {
+                                Ok(result) => Report::Done { result },
+                                Err(e) => Report::Failure { reason: e.to_string() },
+                            },
+                            Err(Unperformed::Failed(reason)) => Report::Failure { reason },
+                            Err(Unperformed::Cancelled(reason)) => Report::Cancelled { reason },
                         },
-                        Err(Unperformed::Failed(reason)) => Report::Failure { reason },
-                        Err(Unperformed::Cancelled(reason)) => Report::Cancelled { reason },
-                    },
-                    _ => Report::Failure { reason: "the proposal is no longer held (its hold ended)".into() },
-                };
-                if dialogues.outgoing_named(report_step(&report), id, now_ms()).is_ok() {
-                    // Cancelled meanwhile: the initiator no longer waits.
-                    let _ = ctx.reply(report).await;
-                }
+                        _ => Report::Failure { reason: "the proposal is no longer held (its hold ended)".into() },
+                    };
+                    let Some(dialogues) = book.dialogues() else { return };
+                    if dialogues.outgoing_named(report_step(&report), id, now_ms()).is_ok() {
+                        // Cancelled meanwhile: the initiator no longer waits.
+                        let _ = reply.send(report).await;
+                    }
+                });
             }
         });
     }

@@ -462,3 +462,48 @@ async fn a_restarted_participant_honours_its_proposals_and_releases_ended_holds(
     assert_eq!(*short_again.released.lock(), 1, "released once, not again on its rejection");
     bureau.shutdown().await.unwrap();
 }
+
+/// A workshop whose work takes an hour.
+struct SlowWorkshop;
+
+#[async_trait::async_trait]
+impl Participant for SlowWorkshop {
+    type Task = String;
+    type Proposal = u64;
+    type Result = String;
+
+    async fn evaluate(&self, _initiator: Address, _task: String) -> Option<(u64, Option<u64>)> {
+        Some((10, None))
+    }
+
+    async fn perform(&self, _initiator: Address, _price: u64) -> Result<String, Unperformed> {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok("built".into())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_participant_at_work_still_answers_other_calls() {
+    let m = market().await;
+    let mut agent = Agent::builder("workshop").build().unwrap();
+    contract_net::serve(&mut agent, Arc::new(SlowWorkshop));
+    let workshop = m.bureau.add(agent).unwrap();
+    let ctx = m.bureau.context(m.initiator).unwrap();
+    let first =
+        contract_net::call::<_, u64>(&ctx, &m.book, &[workshop], &"a shed", Duration::from_secs(2)).await.unwrap();
+    let award = {
+        let (ctx, book) = (ctx.clone(), m.book.clone());
+        tokio::spawn(async move {
+            contract_net::award::<u64, String>(&ctx, &book, &first, &[workshop], Duration::from_secs(7200)).await
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let started = tokio::time::Instant::now();
+    let second =
+        contract_net::call::<_, u64>(&ctx, &m.book, &[workshop], &"a barn", Duration::from_secs(2)).await.unwrap();
+    assert_eq!(second.proposals.len(), 1, "the workshop proposed while building: {second:?}");
+    assert!(started.elapsed() <= Duration::from_secs(2));
+    let outcome = award.await.unwrap().unwrap();
+    assert_eq!(outcome, Outcome::Awarded(vec![(workshop, Ok("built".into()))]));
+    m.bureau.shutdown().await.unwrap();
+}
