@@ -1,9 +1,10 @@
 //! Example Agora agents and the demo markets: flight booking ([`flights`]), DeFi
-//! arbitrage ([`defi`]), and what they share ([`market`]).
+//! arbitrage ([`defi`]), supply chain ([`supply`]), and what they share ([`market`]).
 
 pub mod defi;
 pub mod flights;
 pub mod market;
+pub mod supply;
 
 /// The request of the echo node.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema, agent_core::Message)]

@@ -210,6 +210,9 @@ pub async fn find_participants(
     Ok(found)
 }
 
+/// How long a contract-net dialogue is kept from its call: the longest a task may take.
+pub const MAX_AWARD_AGE: Duration = Duration::from_secs(31 * 24 * 3600);
+
 /// The contract-net dialogue rules (both roles).
 pub fn rules() -> Rules {
     Rules::builder("contract-net")
@@ -232,6 +235,9 @@ pub fn rules() -> Rules {
         .terminal("cancelled")
         .terminal("done")
         .terminal("failed")
+        // An award lasts as long as its work (a lead time of days): its dialogue must
+        // outlive it on both sides, or the report would find no dialogue.
+        .max_age(MAX_AWARD_AGE)
         .build()
         .unwrap_or_else(|e| unreachable!("the contract-net rules are valid: {e}"))
 }
@@ -983,8 +989,10 @@ fn release_when_hold_ends<P: Participant>(
 }
 
 /// How often an agent's contract-net dialogues are swept, and how long after its deadline
-/// an open one is kept (a late proposal is still rejected as late within it).
-const SWEEP: Duration = Duration::from_secs(30);
+/// an open one is kept (a late proposal is still rejected as late within it). Sweeping
+/// only frees memory and storage: a dialogue past its deadline refuses late steps whether
+/// or not it was swept, so the period is long (cheap for many idle agents over days).
+const SWEEP: Duration = Duration::from_secs(300);
 const GRACE: Duration = Duration::from_secs(60);
 
 /// Sweeps `book`'s dialogues on `agent` every [`SWEEP`]: open dialogues well past their

@@ -234,25 +234,11 @@ pub(super) async fn shop_all(
     shopped
 }
 
-/// Waits until none of `wallets` has an open escrow (released, or refunded at its
-/// deadline), for at most the escrow window plus two minutes: a refund due during a ledger
-/// outage goes through once the ledger is back.
+/// Waits until none of `wallets` has an open escrow, for at most the escrow window plus
+/// two minutes: a refund due during a ledger outage goes through once the ledger is back.
 pub(super) async fn await_settled(ledger: &dyn Ledger, wallets: &[Address], terms: &Terms) {
     let limit = Duration::from_millis(terms.perform_ms) + Duration::from_secs(120);
-    let until = tokio::time::Instant::now() + limit;
-    loop {
-        let mut open = false;
-        for wallet in wallets {
-            open |= ledger.open_escrows(*wallet, 1).await.map_or(true, |e| !e.is_empty());
-            if open {
-                break;
-            }
-        }
-        if !open || tokio::time::Instant::now() >= until {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    crate::market::await_settled(ledger, wallets, limit, Duration::from_millis(500)).await;
 }
 
 /// Links of 5-25 ms, with `loss`.

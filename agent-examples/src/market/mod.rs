@@ -73,6 +73,30 @@ pub fn simulated_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build()
 }
 
+/// Waits until none of `wallets` has an open escrow (each released, or refunded at its
+/// deadline), or until `limit` has passed, looking every `every`.
+pub async fn await_settled(
+    ledger: &dyn agent_core::ledger::Ledger,
+    wallets: &[agent_core::Address],
+    limit: std::time::Duration,
+    every: std::time::Duration,
+) {
+    let until = tokio::time::Instant::now() + limit;
+    loop {
+        let mut open = false;
+        for wallet in wallets {
+            open = ledger.open_escrows(*wallet, 1).await.map_or(true, |e| !e.is_empty());
+            if open {
+                break;
+            }
+        }
+        if !open || tokio::time::Instant::now() >= until {
+            return;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// Money in the demos: integer cents, printed with two decimals.
 pub fn cents(amount: u128) -> String {
     format!("{}.{:02}", amount / 100, amount % 100)

@@ -1,0 +1,158 @@
+//! The supply chain on the simulation kit: the manufacturer and every supplier on
+//! simulated hosts, an almanac and a ledger they share, the run from the first call to the
+//! last delivery.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_core::ledger::{Ledger, MemoryLedger};
+use agent_core::sim::{FaultyLedger, Link, Outage, Outages, Sim};
+use agent_core::{Agent, Config, Context, Identity, Wallet};
+use agent_protocols::contract_net;
+use almanac::{Almanac, Registration};
+
+use super::procure::{part_attribute, procure, Prefer};
+use super::scenario::{Scenario, MANUFACTURER};
+use super::summary::{self, Summary};
+use super::supplier::Supplier;
+use crate::market::Progress;
+
+/// How a simulated supply chain runs.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Share of messages lost on every link (0 to 1).
+    pub loss: f64,
+    /// When the ledger is unavailable, in market time since the start.
+    pub ledger_outage: Option<(Duration, Duration)>,
+    /// Show a progress bar (when stdout is a terminal).
+    pub progress: bool,
+}
+
+/// Why a market could not run (what the agents did is in the [`Summary`]).
+#[derive(Debug, thiserror::Error)]
+pub enum MarketError {
+    /// The scenario is not consistent.
+    #[error(transparent)]
+    Scenario(#[from] super::scenario::ScenarioError),
+    /// A simulated host or agent could not be started.
+    #[error("cannot start the market")]
+    Start(#[from] agent_core::sim::SimError),
+    /// An agent could not be built.
+    #[error("cannot build an agent")]
+    Agent(#[from] agent_core::AgentError),
+    /// The almanac refused a registration.
+    #[error("cannot register a supplier in the almanac")]
+    Almanac(#[from] almanac::AlmanacError),
+    /// The mint could not fund an agent.
+    #[error("cannot fund an agent")]
+    Funding(#[from] agent_core::WalletError),
+}
+
+/// How long a supplier's registration lasts.
+const REGISTERED_FOR_MS: u64 = 31 * 24 * 3_600_000;
+
+fn seed_of(name: &str) -> String {
+    format!("supply demo agent {name}")
+}
+
+/// Runs `scenario` on the simulation kit with `seed`, on the current (paused,
+/// current-thread) runtime, and checks the invariants at the end.
+pub async fn run(scenario: &Scenario, seed: u64, options: &Options) -> Result<Summary, MarketError> {
+    scenario.validate()?;
+    let scenario = Arc::new(scenario.clone());
+    let sim = Sim::new(seed).without_trace();
+    sim.set_default_link(
+        Link::with_latency(Duration::from_millis(5))
+            .jitter(Duration::from_millis(20))
+            .loss(options.loss.clamp(0.0, 1.0)),
+    );
+    let mint = Identity::from_seed("supply demo mint");
+    let memory_ledger = Arc::new(MemoryLedger::new(Some(mint.address()), sim.clock()));
+    let ledger: Arc<dyn Ledger> = match options.ledger_outage {
+        Some((from, until)) => Arc::new(FaultyLedger::new(
+            &sim,
+            memory_ledger.clone(),
+            Outages::none().add(from, until, Outage::Unavailable),
+        )),
+        None => memory_ledger.clone(),
+    };
+    let config = Config::default().with_ledger(ledger);
+    // A supply chain runs for days of market time: registrations last a month (a long-lived
+    // deployment renews them instead, with `almanac::register_bureau`).
+    let almanac = Arc::new(Almanac::new(almanac::Config::default().with_max_ttl_ms(REGISTERED_FOR_MS)));
+    let faucet = Wallet::new(mint, memory_ledger.clone());
+    let started_ms = agent_core::envelope::unix_now_ms();
+
+    let mut suppliers = Vec::new();
+    for tier in [1u8, 2] {
+        let host = sim.add_host_with(&format!("tier-{tier}"), config.clone())?;
+        for spec in scenario.suppliers.iter().filter(|s| s.tier.clamp(1, 2) == tier) {
+            let supplier = Supplier::new(spec, scenario.clone(), sim.rng(&spec.name), almanac.clone(), started_ms);
+            let identity = Identity::from_seed(&seed_of(&spec.name));
+            let mut agent = Agent::builder(spec.name.clone()).identity(identity.clone()).build()?;
+            contract_net::serve(&mut agent, supplier.clone());
+            contract_net::refuse_strays(&mut agent, &supplier.buying);
+            let address = host.add(agent)?;
+            let ctx = host.context(address).ok_or(agent_core::sim::SimError::Down(host.name()))?;
+            faucet.mint(ctx.wallet()?.address(), scenario.supplier_funds.into()).await?;
+            let _ = supplier.context.set(ctx);
+            let attributes: BTreeMap<String, String> =
+                spec.offers.iter().map(|o| (part_attribute(&o.part), "yes".to_owned())).collect();
+            let now = agent_core::envelope::unix_now_ms();
+            let protocols = vec![contract_net::protocol().digest()];
+            let record = Registration::sign(
+                &identity,
+                String::new(),
+                Vec::new(),
+                protocols,
+                attributes,
+                now,
+                now + REGISTERED_FOR_MS,
+            );
+            almanac.register(record).await?;
+            suppliers.push(supplier);
+        }
+    }
+
+    let host = sim.add_host_with("manufacturer", config)?;
+    let mut agent = Agent::builder(MANUFACTURER).identity(Identity::from_seed(&seed_of(MANUFACTURER))).build()?;
+    let book = contract_net::Book::default();
+    contract_net::refuse_strays(&mut agent, &book);
+    let address = host.add(agent)?;
+    let ctx: Context = host.context(address).ok_or(agent_core::sim::SimError::Down(host.name()))?;
+    let manufacturer_wallet = ctx.wallet()?.address();
+    faucet.mint(manufacturer_wallet, scenario.manufacturer_funds.into()).await?;
+
+    let progress = match options.progress {
+        true => Progress::new(scenario.bom.parts.len() as u64, "parts"),
+        false => Progress::hidden(),
+    };
+    let buys = scenario.bom.parts.iter().map(|part| {
+        let (ctx, book, almanac, progress, terms) = (&ctx, &book, almanac.clone(), &progress, &scenario.terms);
+        async move {
+            let bought = procure(ctx, book, almanac.as_ref(), &part.name, part.quantity, Prefer::Cheapest, terms).await;
+            progress.inc();
+            bought
+        }
+    });
+    let bought = futures::future::join_all(buys).await;
+    progress.finish();
+    let market_time = sim.elapsed();
+    // Suppliers whose buyer stopped waiting may still be at work (buying sub-parts): the
+    // books are read once every one is done, within a month of market time.
+    let idle_by = tokio::time::Instant::now() + Duration::from_secs(31 * 24 * 3600);
+    while suppliers.iter().any(|s| s.is_working()) && tokio::time::Instant::now() < idle_by {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    // Refunds of failed orders fall due a second after their deadline, at most the grace
+    // period after the last round.
+    let books: Vec<_> = suppliers.iter().map(|s| s.books()).collect();
+    let wallets: Vec<_> = books.iter().filter_map(|b| b.wallet).chain([manufacturer_wallet]).collect();
+    let grace = Duration::from_secs(3600 * u64::from(scenario.terms.grace_hours) + 60);
+    crate::market::await_settled(memory_ledger.as_ref(), &wallets, grace, Duration::from_secs(60)).await;
+    let summary =
+        summary::check(&scenario, bought, books, manufacturer_wallet, memory_ledger.as_ref(), market_time).await;
+    sim.shutdown().await;
+    Ok(summary)
+}
