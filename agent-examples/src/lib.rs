@@ -1,7 +1,8 @@
-//! Example Agora agents and the demo markets: flight booking ([`flights`]), and what they
-//! share ([`market`]).
+//! Example Agora agents and the demo markets: flight booking ([`flights`]), the energy grid
+//! ([`grid`]), and what they share ([`market`]).
 
 pub mod flights;
+pub mod grid;
 pub mod market;
 
 /// The request of the echo node.
