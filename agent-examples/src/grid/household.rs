@@ -66,7 +66,9 @@ async fn join(ctx: &Context, directory: &dyn almanac::Directory, terms: &Terms) 
             }
         };
         let Some(operator) = found else { continue };
-        match ctx.request::<Join, Welcome>(operator, Join { wallet }, Some(Duration::from_secs(5))).await {
+        // The operator answers joins one at a time, each reply acknowledged over the
+        // network: a large market's joins queue up, so the wait is generous.
+        match ctx.request::<Join, Welcome>(operator, Join { wallet }, Some(Duration::from_secs(120))).await {
             Ok(welcome) => return Some((operator, welcome)),
             Err(e) => tracing::debug!(error = %e, "the operator did not welcome us; trying again"),
         }
