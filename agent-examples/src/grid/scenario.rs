@@ -188,8 +188,14 @@ impl Scenario {
             }
         }
         let t = &self.terms;
-        if t.attempts == 0 || t.bill_every == 0 || t.open_ms == 0 {
-            return bad("terms.attempts, terms.bill_every and terms.open_ms must be at least 1".into());
+        if t.attempts == 0 || t.attempts > 100 || t.bill_every == 0 || t.open_ms == 0 {
+            return bad("terms.attempts must be 1 to 100, terms.bill_every and terms.open_ms at least 1".into());
+        }
+        if t.deliver_ms < 1_000 {
+            return bad(
+                "terms.deliver_ms must be at least 1000: a seller delivers against an escrow open a second longer"
+                    .into(),
+            );
         }
         if t.open_ms >= 15 * 60_000 / 2 || t.deliver_ms > 15 * 60_000 || t.retry_ms > 3_600_000 {
             return bad(
@@ -301,6 +307,12 @@ mod tests {
                     r#"{{"seed": 1, {op}, "battery": {{"name":"b","capacity_wh":1,"charge_wh":2,"rate_wh":1,"funds":0}}, "households": []}}"#
                 ),
                 "more than its capacity",
+            ),
+            (
+                &format!(
+                    r#"{{"seed": 1, {op}, "households": [], "terms": {{"open_ms": 1, "deliver_ms": 0, "bill_every": 1, "attempts": 1, "retry_ms": 0}}}}"#
+                ),
+                "deliver_ms must be at least 1000",
             ),
         ] {
             let error = Scenario::from_json(text).unwrap_err();
