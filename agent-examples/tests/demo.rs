@@ -73,6 +73,15 @@ fn the_grid_demo_prints_its_day_plots_it_and_names_a_bad_scenarios_cause() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("the scenario is not valid: missing field `panel_kw`"), "{stderr}");
+    // A household that cannot pay its bill breaks an invariant: printed, and a failure.
+    let broke = r#"{"seed": 1, "operator": {"name": "op", "funds": 1000000}, "households": [
+        {"name": "broke", "panel_kw": 0, "base_load_kw": 1.0, "funds": 0},
+        {"name": "fine", "panel_kw": 0, "base_load_kw": 1.0, "funds": 10000000}]}"#;
+    std::fs::write(&path, broke).unwrap();
+    let output = grid().arg("--scenario").arg(&path).args(["--intervals", "4"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("BROKEN  broke's statement for intervals 0..4"), "{stdout}");
     let output = grid().args(["--intervals", "0"]).output().unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("at least one interval"));

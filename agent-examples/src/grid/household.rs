@@ -85,6 +85,8 @@ pub struct HouseholdAgent {
     terms: Terms,
     account: Account,
     statements: Mutex<Vec<DealId>>,
+    paying: Mutex<std::collections::BTreeSet<DealId>>,
+    in_flight: Mutex<usize>,
 }
 
 /// What a household or the battery delivers when paid: the energy is metered by the
@@ -107,6 +109,8 @@ impl HouseholdAgent {
             terms,
             account: Account::default(),
             statements: Mutex::default(),
+            paying: Mutex::default(),
+            in_flight: Mutex::default(),
         })
     }
 
@@ -122,18 +126,30 @@ impl HouseholdAgent {
             let (me, sales) = (me.clone(), sales.clone());
             async move {
                 let answer = me.answer(from, &statement, &sales);
-                let accepted = answer == StatementAnswer::Accepted;
-                ctx.reply(answer).await.map_err(|e| e.to_string())?;
-                let net = statement.net();
-                let Some(&(operator, welcome)) = me.account.operator.get() else { return Ok(()) };
-                if accepted && net > 0 {
-                    let amount = net.unsigned_abs();
-                    let paid = operator::pay(&ctx, operator, welcome.wallet, amount, statement.deal, &me.terms).await;
-                    let payer = me.account.wallet.get().copied().unwrap_or(ctx.address());
-                    let payment = Payment { deal: statement.deal, payer, payee: welcome.wallet, amount, paid };
-                    me.account.payments.lock().push(payment);
+                let (accepted, net) = (answer == StatementAnswer::Accepted, statement.net());
+                let pay = match me.account.operator.get() {
+                    Some(&joined) if accepted && net > 0 && me.paying.lock().insert(statement.deal) => Some(joined),
+                    _ => None,
+                };
+                if pay.is_some() {
+                    *me.in_flight.lock() += 1;
                 }
-                Ok::<(), String>(())
+                let replied = ctx.reply(answer).await.map_err(|e| e.to_string());
+                if let Some((operator, welcome)) = pay {
+                    // Paid in the background (retries may span a ledger outage): the agent
+                    // handles one message at a time and goes on trading meanwhile.
+                    let amount = net.unsigned_abs();
+                    tokio::spawn(async move {
+                        let deal = statement.deal;
+                        let paid = operator::pay(&ctx, operator, welcome.wallet, amount, deal, &me.terms).await;
+                        let payer = me.account.wallet.get().copied().unwrap_or(ctx.address());
+                        let payment = Payment { deal, payer, payee: welcome.wallet, amount, paid };
+                        me.account.payments.lock().push(payment);
+                        let mut in_flight = me.in_flight.lock();
+                        *in_flight = in_flight.saturating_sub(1);
+                    });
+                }
+                replied
             }
         }));
     }
@@ -187,6 +203,11 @@ impl HouseholdAgent {
     /// The payments it made (or tried to).
     pub fn payments(&self) -> Vec<Payment> {
         self.account.payments.lock().clone()
+    }
+
+    /// Bills it is still paying (trying again after a refusal or an outage).
+    pub fn paying(&self) -> usize {
+        *self.in_flight.lock()
     }
 
     /// Whether it joined the operator's auction.

@@ -140,7 +140,7 @@ async fn run_market(scenario: &Scenario, seed: u64, options: &Options) -> Result
     let op_address = op_host.add(op_agent)?;
     let op_ctx = op_host.context(op_address).ok_or(SimError::Down(op_host.name()))?;
     let op_wallet = op_ctx.wallet()?.address();
-    faucet.mint(op_wallet, op_spec.funds.into()).await?;
+    fund(&faucet, op_wallet, op_spec.funds).await?;
     accounts.push((op_spec.name.clone(), op_address, op_wallet, op_spec.funds.into()));
     let now = agent_core::envelope::unix_now_ms();
     let attributes = BTreeMap::from([(OPERATOR_ATTRIBUTE.to_owned(), "yes".to_owned())]);
@@ -162,7 +162,7 @@ async fn run_market(scenario: &Scenario, seed: u64, options: &Options) -> Result
         let address = battery_host.add(agent)?;
         let ctx = battery_host.context(address).ok_or(SimError::Down(battery_host.name()))?;
         let wallet = ctx.wallet()?.address();
-        faucet.mint(wallet, spec.funds.into()).await?;
+        fund(&faucet, wallet, spec.funds).await?;
         accounts.push((spec.name.clone(), address, wallet, spec.funds.into()));
         battery = Some((state, address, ctx));
     }
@@ -180,7 +180,7 @@ async fn run_market(scenario: &Scenario, seed: u64, options: &Options) -> Result
         let address = host.add(agent)?;
         let ctx = host.context(address).ok_or(SimError::Down(host.name()))?;
         let wallet = ctx.wallet()?.address();
-        faucet.mint(wallet, spec.funds.into()).await?;
+        fund(&faucet, wallet, spec.funds).await?;
         accounts.push((spec.name.clone(), address, wallet, spec.funds.into()));
         operator.meter(address, wallet, energy);
         households.push((state, address, ctx));
@@ -219,6 +219,15 @@ async fn run_market(scenario: &Scenario, seed: u64, options: &Options) -> Result
         progress.inc();
     }
     while bills.join_next().await.is_some() {}
+    // Households pay what they owe in the background: wait (bounded by their retries)
+    // until every payment has ended.
+    let retries = (Duration::from_millis(terms.retry_ms) + Duration::from_millis(terms.deliver_ms) * 2)
+        * terms.attempts
+        + Duration::from_secs(60);
+    let paid_by = tokio::time::Instant::now() + retries;
+    while households.iter().any(|(state, _, _)| state.paying() > 0) && tokio::time::Instant::now() < paid_by {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     progress.finish();
     // Every escrow's deadline passes, and the refunds scheduled for it run.
     let settle =
@@ -264,6 +273,14 @@ async fn run_market(scenario: &Scenario, seed: u64, options: &Options) -> Result
     books.market_time_ms = sim.elapsed().as_millis() as u64;
     sim.shutdown().await;
     Ok(books)
+}
+
+/// Mints `amount` into `wallet` (nothing for none: the ledger refuses empty amounts).
+async fn fund(faucet: &Wallet, wallet: Address, amount: u64) -> Result<(), agent_core::WalletError> {
+    if amount > 0 {
+        faucet.mint(wallet, amount.into()).await?;
+    }
+    Ok(())
 }
 
 /// Links of 5-25 ms, with `loss`.
