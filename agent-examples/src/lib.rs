@@ -1,8 +1,10 @@
 //! Example Agora agents and the demo markets: flight booking ([`flights`]), DeFi
-//! arbitrage ([`defi`]), supply chain ([`supply`]), and what they share ([`market`]).
+//! arbitrage ([`defi`]), supply chain ([`supply`]), the energy grid ([`grid`]), and what
+//! they share ([`market`]).
 
 pub mod defi;
 pub mod flights;
+pub mod grid;
 pub mod market;
 pub mod supply;
 
