@@ -85,19 +85,20 @@ enum Role {
 /// Runs one node of a distributed market: announces where it listens on stdout, then
 /// serves until stopped.
 async fn serve(args: &Args, role: Role) -> Result<(), Report> {
-    use agent_examples::flights::distributed::{self, announcement, NodeAddress};
+    use agent_examples::flights::distributed;
+    use agent_examples::market::distributed::{announce_and_serve, serve_almanac, serve_ledger, NodeAddress};
     let node = |name: &str, value: &Option<String>| match value {
         Some(text) => NodeAddress::parse(text).map_err(Report::from),
         None => Err(anyhow::anyhow!("--role airlines needs --{name}").into()),
     };
     let (_keep, address): (Box<dyn std::any::Any>, NodeAddress) = match role {
         Role::Almanac => {
-            let (server, address) = distributed::serve_almanac().await?;
+            let (server, address) = serve_almanac(Duration::from_secs(24 * 3600)).await?;
             (Box::new(server), address)
         }
         Role::Ledger => {
             let dir = args.data_dir.clone().ok_or_else(|| anyhow::anyhow!("--role ledger needs --data-dir"))?;
-            let (server, address) = distributed::serve_ledger(&dir).await?;
+            let (server, address) = serve_ledger(&dir, distributed::mint().address()).await?;
             (Box::new(server), address)
         }
         Role::Airlines => {
@@ -108,9 +109,7 @@ async fn serve(args: &Args, role: Role) -> Result<(), Report> {
             (Box::new(bureau), address)
         }
     };
-    print!("{}", announcement(address.peer_id, &address.addrs));
-    std::io::Write::flush(&mut std::io::stdout())?;
-    tokio::signal::ctrl_c().await?;
+    announce_and_serve(&address).await?;
     Ok(())
 }
 

@@ -9,18 +9,16 @@
 //! message between them is a signed envelope over the libp2p transport.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_core::ledger::{Ledger, LocalLedger, LocalLedgerConfig, RemoteLedger};
+use agent_core::ledger::{Ledger, RemoteLedger};
 use agent_core::transport::NetworkConfig;
 use agent_core::{Address, Agent, Bureau, Config, Identity, Wallet};
 use agent_protocols::contract_net;
 use almanac::{AlmanacResolver, RemoteAlmanac, WeightedEndpoint};
-use libp2p::multiaddr::Protocol;
-use libp2p::{Multiaddr, PeerId};
-use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::market::distributed::{loopback, spawn, NodeAddress, NodeError};
 
 use super::market::{airline_agent, await_settled, registration, seed_of, shop_all, BooksRequest, Options};
 use super::scenario::Scenario;
@@ -29,18 +27,9 @@ use super::summary::{self, Books, Summary};
 /// Why the distributed market could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum DistributedError {
-    /// A node process could not be started, or stopped before it was ready.
-    #[error("the {node} node did not start")]
-    Spawn {
-        /// Which node.
-        node: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A node's address could not be read.
-    #[error("bad node address {0:?}: expected /ip4/.../tcp/PORT/p2p/PEER_ID")]
-    Address(String),
+    /// A node could not be started or reached.
+    #[error(transparent)]
+    Node(#[from] NodeError),
     /// The network failed.
     #[error(transparent)]
     Net(#[from] agent_core::net::NetError),
@@ -53,9 +42,6 @@ pub enum DistributedError {
     /// The almanac refused or failed.
     #[error("the almanac failed")]
     Almanac(#[from] almanac::AlmanacError),
-    /// The ledger refused or failed.
-    #[error("the ledger failed")]
-    Ledger(#[from] agent_core::ledger::LedgerError),
     /// A wallet operation failed.
     #[error(transparent)]
     Wallet(#[from] agent_core::WalletError),
@@ -79,72 +65,9 @@ pub enum DistributedError {
     },
 }
 
-/// Where a service node listens: its peer id and addresses.
-#[derive(Debug, Clone)]
-pub struct NodeAddress {
-    /// The node's peer id.
-    pub peer_id: PeerId,
-    /// Its addresses (without the `/p2p/` suffix).
-    pub addrs: Vec<Multiaddr>,
-}
-
-impl NodeAddress {
-    /// Reads `/ip4/.../tcp/PORT/p2p/PEER_ID`.
-    pub fn parse(text: &str) -> Result<NodeAddress, DistributedError> {
-        let bad = || DistributedError::Address(text.to_owned());
-        let mut addr: Multiaddr = text.parse().map_err(|_| bad())?;
-        match addr.pop() {
-            Some(Protocol::P2p(peer_id)) => Ok(NodeAddress { peer_id, addrs: vec![addr] }),
-            _ => Err(bad()),
-        }
-    }
-
-    /// The first address with its `/p2p/` suffix, as [`parse`](Self::parse) reads it.
-    pub fn to_arg(&self) -> String {
-        let addr = self.addrs.first().cloned().unwrap_or_else(Multiaddr::empty);
-        addr.with(Protocol::P2p(self.peer_id)).to_string()
-    }
-}
-
-/// The lines a node announces itself with: each listening address, then `ready`.
-pub fn announcement(peer_id: PeerId, addrs: &[Multiaddr]) -> String {
-    let mut lines = String::new();
-    for addr in addrs {
-        lines.push_str(&format!("node {}\n", addr.clone().with(Protocol::P2p(peer_id))));
-    }
-    lines.push_str("ready\n");
-    lines
-}
-
-const LOOPBACK: &str = "/ip4/127.0.0.1/tcp/0";
-
-fn loopback() -> Vec<Multiaddr> {
-    LOOPBACK.parse().map(|a| vec![a]).unwrap_or_default()
-}
-
 /// The mint authority of the flight market's ledger (the faucet that funds travellers).
 pub fn mint() -> Identity {
     Identity::from_seed("flights demo mint")
-}
-
-/// Serves an in-memory almanac on loopback until the process is stopped; returns once it
-/// listens, with its address.
-pub async fn serve_almanac() -> Result<(agent_core::net::rpc::ServerHandle, NodeAddress), DistributedError> {
-    let keypair = libp2p::identity::Keypair::generate_ed25519();
-    let server =
-        almanac::service::serve(almanac::Almanac::new(almanac::Config::default()), keypair, &loopback()).await?;
-    let address = NodeAddress { peer_id: server.peer_id(), addrs: server.listen_addrs().to_vec() };
-    Ok((server, address))
-}
-
-/// Serves a ledger on disk in `dir`, minted by [`mint`], on loopback.
-pub async fn serve_ledger(dir: &Path) -> Result<(agent_core::net::rpc::ServerHandle, NodeAddress), DistributedError> {
-    let config = LocalLedgerConfig::default().with_path(dir).with_authority(mint().address());
-    let ledger = LocalLedger::open(config)?;
-    let keypair = libp2p::identity::Keypair::generate_ed25519();
-    let server = agent_core::ledger::service::serve(Arc::new(ledger), keypair, &loopback()).await?;
-    let address = NodeAddress { peer_id: server.peer_id(), addrs: server.listen_addrs().to_vec() };
-    Ok((server, address))
 }
 
 /// Starts the airlines of shard `shard` (of `shards`: airline `i` is in shard
@@ -175,43 +98,6 @@ pub async fn serve_airlines(
         directory.register(registration(spec, info.peer_id.to_string(), endpoints.clone(), protocols)).await?;
     }
     Ok((bureau, NodeAddress { peer_id: info.peer_id, addrs: info.listen_addrs }))
-}
-
-/// A child node: killed when dropped.
-struct Child {
-    process: tokio::process::Child,
-    address: NodeAddress,
-}
-
-async fn spawn(exe: &Path, node: &str, args: &[String]) -> Result<Child, DistributedError> {
-    let failed = |source| DistributedError::Spawn { node: node.to_owned(), source };
-    let mut process = tokio::process::Command::new(exe)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(failed)?;
-    let stdout = process.stdout.take().ok_or_else(|| failed(std::io::Error::other("no stdout")))?;
-    let mut lines = BufReader::new(stdout).lines();
-    let mut address = None;
-    let read = async {
-        while let Some(line) = lines.next_line().await? {
-            match line.split_once(' ') {
-                Some(("node", addr)) if address.is_none() => address = Some(addr.to_owned()),
-                _ if line == "ready" => return Ok(()),
-                _ => {}
-            }
-        }
-        Err(std::io::Error::other("it exited before it was ready"))
-    };
-    tokio::time::timeout(Duration::from_secs(30), read)
-        .await
-        .map_err(|_| failed(std::io::Error::other("not ready after 30 s")))?
-        .map_err(failed)?;
-    let address = NodeAddress::parse(&address.ok_or_else(|| failed(std::io::Error::other("no address")))?)?;
-    Ok(Child { process, address })
 }
 
 /// Runs `scenario` across processes: starts an almanac node, a ledger node and `shards`
@@ -308,13 +194,4 @@ pub async fn run(
     drop(airline_nodes);
     drop((almanac, ledger));
     Ok(summary)
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        // kill_on_drop does it too; this makes the order explicit and logs a failure.
-        if let Err(e) = self.process.start_kill() {
-            tracing::debug!(error = %e, "a node had already stopped");
-        }
-    }
 }

@@ -7,6 +7,7 @@
 //! simulated, and the clock is tokio's paused clock, so an hour of market time takes as
 //! long as the work in it and the same seed gives the same market, event for event.
 
+pub mod distributed;
 mod progress;
 mod table;
 

@@ -1,0 +1,166 @@
+//! What every market needs to run across OS processes over libp2p on loopback: service
+//! nodes (an almanac server, ledger nodes) started as child processes of the demo binary,
+//! which announce where they listen on stdout, and are stopped when dropped.
+//!
+//! A node prints `node <multiaddr>/p2p/<peer>` for each address it listens on, then
+//! `ready`. The parent reads those lines ([`spawn`]) and passes the addresses on to the
+//! nodes it starts next (`--almanac ADDR`, `--ledger ADDR`).
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_core::ledger::{LocalLedger, LocalLedgerConfig};
+use agent_core::Address;
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Why a node could not be started or reached.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A node process could not be started, or stopped before it was ready.
+    #[error("the {node} node did not start")]
+    Spawn {
+        /// Which node.
+        node: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A node's address could not be read.
+    #[error("bad node address {0:?}: expected /ip4/.../tcp/PORT/p2p/PEER_ID")]
+    Address(String),
+    /// The network failed.
+    #[error(transparent)]
+    Net(#[from] agent_core::net::NetError),
+    /// The ledger could not be opened.
+    #[error("the ledger failed")]
+    Ledger(#[from] agent_core::ledger::LedgerError),
+}
+
+/// Where a service node listens: its peer id and addresses.
+#[derive(Debug, Clone)]
+pub struct NodeAddress {
+    /// The node's peer id.
+    pub peer_id: PeerId,
+    /// Its addresses (without the `/p2p/` suffix).
+    pub addrs: Vec<Multiaddr>,
+}
+
+impl NodeAddress {
+    /// Reads `/ip4/.../tcp/PORT/p2p/PEER_ID`.
+    pub fn parse(text: &str) -> Result<NodeAddress, NodeError> {
+        let bad = || NodeError::Address(text.to_owned());
+        let mut addr: Multiaddr = text.parse().map_err(|_| bad())?;
+        match addr.pop() {
+            Some(Protocol::P2p(peer_id)) => Ok(NodeAddress { peer_id, addrs: vec![addr] }),
+            _ => Err(bad()),
+        }
+    }
+
+    /// The first address with its `/p2p/` suffix, as [`parse`](Self::parse) reads it.
+    pub fn to_arg(&self) -> String {
+        let addr = self.addrs.first().cloned().unwrap_or_else(Multiaddr::empty);
+        addr.with(Protocol::P2p(self.peer_id)).to_string()
+    }
+}
+
+/// The lines a node announces itself with: each listening address, then `ready`.
+pub fn announcement(peer_id: PeerId, addrs: &[Multiaddr]) -> String {
+    let mut lines = String::new();
+    for addr in addrs {
+        lines.push_str(&format!("node {}\n", addr.clone().with(Protocol::P2p(peer_id))));
+    }
+    lines.push_str("ready\n");
+    lines
+}
+
+/// Loopback, on a port the system picks.
+pub fn loopback() -> Vec<Multiaddr> {
+    "/ip4/127.0.0.1/tcp/0".parse().map(|a| vec![a]).unwrap_or_default()
+}
+
+/// Serves an in-memory almanac on loopback until the process is stopped; returns once it
+/// listens, with its address. Registrations may last up to `max_ttl`.
+pub async fn serve_almanac(
+    max_ttl: Duration,
+) -> Result<(agent_core::net::rpc::ServerHandle, NodeAddress), NodeError> {
+    let keypair = libp2p::identity::Keypair::generate_ed25519();
+    let config = almanac::Config::default().with_max_ttl_ms(max_ttl.as_millis() as u64);
+    let server = almanac::service::serve(almanac::Almanac::new(config), keypair, &loopback()).await?;
+    let address = NodeAddress { peer_id: server.peer_id(), addrs: server.listen_addrs().to_vec() };
+    Ok((server, address))
+}
+
+/// Serves a ledger on disk in `dir`, where only `mint` may mint, on loopback.
+pub async fn serve_ledger(
+    dir: &Path,
+    mint: Address,
+) -> Result<(agent_core::net::rpc::ServerHandle, NodeAddress), NodeError> {
+    let ledger = LocalLedger::open(LocalLedgerConfig::default().with_path(dir).with_authority(mint))?;
+    let keypair = libp2p::identity::Keypair::generate_ed25519();
+    let server = agent_core::ledger::service::serve(Arc::new(ledger), keypair, &loopback()).await?;
+    let address = NodeAddress { peer_id: server.peer_id(), addrs: server.listen_addrs().to_vec() };
+    Ok((server, address))
+}
+
+/// A child node, killed when dropped.
+pub struct Child {
+    process: tokio::process::Child,
+    /// Where it listens.
+    pub address: NodeAddress,
+}
+
+/// Starts `exe` with `args` as the node called `node`, and waits (at most 30 s) until it
+/// announces itself.
+pub async fn spawn(exe: &Path, node: &str, args: &[String]) -> Result<Child, NodeError> {
+    let failed = |source| NodeError::Spawn { node: node.to_owned(), source };
+    let mut process = tokio::process::Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(failed)?;
+    let stdout = process.stdout.take().ok_or_else(|| failed(std::io::Error::other("no stdout")))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let mut address = None;
+    let read = async {
+        while let Some(line) = lines.next_line().await? {
+            match line.split_once(' ') {
+                Some(("node", addr)) if address.is_none() => address = Some(addr.to_owned()),
+                _ if line == "ready" => return Ok(()),
+                _ => {}
+            }
+        }
+        Err(std::io::Error::other("it exited before it was ready"))
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .map_err(|_| failed(std::io::Error::other("not ready after 30 s")))?
+        .map_err(failed)?;
+    let address = NodeAddress::parse(&address.ok_or_else(|| failed(std::io::Error::other("no address")))?)?;
+    Ok(Child { process, address })
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        // kill_on_drop does it too; this makes the order explicit.
+        if let Err(e) = self.process.start_kill() {
+            tracing::debug!(error = %e, "a node had already stopped");
+        }
+    }
+}
+
+/// Announces a node on stdout (see the module docs) and serves until Ctrl-C or SIGTERM.
+pub async fn announce_and_serve(address: &NodeAddress) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(announcement(address.peer_id, &address.addrs).as_bytes())?;
+    out.flush()?;
+    drop(out);
+    tokio::signal::ctrl_c().await
+}
