@@ -7,6 +7,7 @@
 //! cargo run -p agent-examples --bin supply
 //! cargo run -p agent-examples --bin supply -- --parts 20 --suppliers-per-part 4 --failure 0.2
 //! cargo run -p agent-examples --bin supply -- --scenario my-chain.json --json
+//! cargo run -p agent-examples --bin supply -- --distributed       # across processes
 //! ```
 #![allow(clippy::print_stdout)] // A demo binary talks to its user on stdout.
 
@@ -43,6 +44,67 @@ struct Args {
     /// Print the summary as JSON instead of tables.
     #[arg(long)]
     json: bool,
+    /// Run across OS processes over libp2p instead of on the simulation kit.
+    #[arg(long, conflicts_with = "loss")]
+    distributed: bool,
+    /// Supplier processes with --distributed.
+    #[arg(long, default_value_t = 2)]
+    shards: usize,
+    /// Milliseconds of real time per market hour with --distributed.
+    #[arg(long, default_value_t = 100)]
+    ms_per_hour: u64,
+    /// Run one node of a distributed chain (started by --distributed).
+    #[arg(long, hide = true, value_enum)]
+    role: Option<Role>,
+    /// The supplier shard this node serves (--role suppliers).
+    #[arg(long, hide = true, default_value_t = 0)]
+    shard: usize,
+    /// The almanac node (--role suppliers), as /ip4/.../tcp/PORT/p2p/PEER_ID.
+    #[arg(long, hide = true)]
+    almanac: Option<String>,
+    /// The ledger node (--role suppliers).
+    #[arg(long, hide = true)]
+    ledger: Option<String>,
+    /// The ledger's directory (--role ledger).
+    #[arg(long, hide = true)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Role {
+    Almanac,
+    Ledger,
+    Suppliers,
+}
+
+/// Runs one node of a distributed chain: announces where it listens, then serves until
+/// stopped.
+async fn serve(args: &Args, scenario: Scenario, role: Role) -> Result<(), Report> {
+    use agent_examples::market::distributed::{announce_and_serve, serve_almanac, serve_ledger, NodeAddress};
+    let node = |name: &str, value: &Option<String>| match value {
+        Some(text) => NodeAddress::parse(text).map_err(Report::from),
+        None => Err(anyhow::anyhow!("--role suppliers needs --{name}").into()),
+    };
+    let (_keep, address): (Box<dyn std::any::Any>, NodeAddress) = match role {
+        Role::Almanac => {
+            let (server, address) = serve_almanac(std::time::Duration::from_secs(31 * 24 * 3600)).await?;
+            (Box::new(server), address)
+        }
+        Role::Ledger => {
+            let dir = args.data_dir.clone().ok_or_else(|| anyhow::anyhow!("--role ledger needs --data-dir"))?;
+            let (server, address) = serve_ledger(&dir, supply::distributed::mint().address()).await?;
+            (Box::new(server), address)
+        }
+        Role::Suppliers => {
+            let (almanac, ledger) = (node("almanac", &args.almanac)?, node("ledger", &args.ledger)?);
+            let served =
+                supply::distributed::serve_suppliers(&scenario, args.seed, args.shard, args.shards, &almanac, &ledger);
+            let (bureau, address) = served.await?;
+            (Box::new(bureau), address)
+        }
+    };
+    announce_and_serve(&address).await?;
+    Ok(())
 }
 
 fn main() -> Result<std::process::ExitCode, Report> {
@@ -64,6 +126,13 @@ fn main() -> Result<std::process::ExitCode, Report> {
     if let Some(rounds) = args.rounds {
         scenario.terms.rounds = rounds.max(1);
     }
+    if let Some(role) = args.role {
+        tokio::runtime::Runtime::new()?.block_on(serve(&args, scenario, role))?;
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    if args.distributed {
+        scenario.terms.ms_per_hour = args.ms_per_hour.clamp(1, 3_600_000);
+    }
     let options = Options { loss: args.loss, progress: !args.json, ..Options::default() };
     if !args.json {
         println!(
@@ -73,7 +142,14 @@ fn main() -> Result<std::process::ExitCode, Report> {
             args.seed
         );
     }
-    let summary = agent_examples::market::simulated_runtime()?.block_on(supply::run(&scenario, args.seed, &options))?;
+    let summary = match args.distributed {
+        true => {
+            let exe = std::env::current_exe()?;
+            let run = supply::distributed::run(&exe, &scenario, args.seed, args.shards, &options);
+            tokio::runtime::Runtime::new()?.block_on(run)?
+        }
+        false => agent_examples::market::simulated_runtime()?.block_on(supply::run(&scenario, args.seed, &options))?,
+    };
     match args.json {
         true => println!("{}", serde_json::to_string_pretty(&summary)?),
         false => print!("{summary}"),

@@ -84,9 +84,7 @@ pub fn loopback() -> Vec<Multiaddr> {
 
 /// Serves an in-memory almanac on loopback until the process is stopped; returns once it
 /// listens, with its address. Registrations may last up to `max_ttl`.
-pub async fn serve_almanac(
-    max_ttl: Duration,
-) -> Result<(agent_core::net::rpc::ServerHandle, NodeAddress), NodeError> {
+pub async fn serve_almanac(max_ttl: Duration) -> Result<(agent_core::net::rpc::ServerHandle, NodeAddress), NodeError> {
     let keypair = libp2p::identity::Keypair::generate_ed25519();
     let config = almanac::Config::default().with_max_ttl_ms(max_ttl.as_millis() as u64);
     let server = almanac::service::serve(almanac::Almanac::new(config), keypair, &loopback()).await?;

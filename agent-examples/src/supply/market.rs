@@ -15,7 +15,7 @@ use almanac::{Almanac, Registration};
 use super::procure::{part_attribute, procure, Prefer};
 use super::scenario::{Scenario, MANUFACTURER};
 use super::summary::{self, Summary};
-use super::supplier::Supplier;
+use super::supplier::{BooksRequest, Supplier};
 use crate::market::Progress;
 
 /// How a simulated supply chain runs.
@@ -50,10 +50,50 @@ pub enum MarketError {
 }
 
 /// How long a supplier's registration lasts.
-const REGISTERED_FOR_MS: u64 = 31 * 24 * 3_600_000;
+pub(super) const REGISTERED_FOR_MS: u64 = 31 * 24 * 3_600_000;
 
-fn seed_of(name: &str) -> String {
+pub(super) fn seed_of(name: &str) -> String {
     format!("supply demo agent {name}")
+}
+
+/// A supplier's agent: a contract-net participant (and, for assemblies, a buyer of
+/// sub-parts) that also shows its books to whoever asks ([`BooksRequest`]).
+pub(super) fn supplier_agent(
+    spec: &super::bom::SupplierSpec,
+    scenario: &Arc<Scenario>,
+    rng: rand::rngs::StdRng,
+    directory: Arc<dyn almanac::Directory>,
+    started_ms: u64,
+) -> Result<(Agent, Arc<Supplier>), MarketError> {
+    let supplier = Supplier::new(spec, scenario.clone(), rng, directory, started_ms);
+    let mut agent = Agent::builder(spec.name.clone()).identity(Identity::from_seed(&seed_of(&spec.name))).build()?;
+    contract_net::serve(&mut agent, supplier.clone());
+    contract_net::refuse_strays(&mut agent, &supplier.buying);
+    let shown = supplier.clone();
+    agent.include(
+        agent_core::Protocol::new("supply-demo-books", "1.0")
+            .on_message(move |ctx: Context, _from: agent_core::Address, _: BooksRequest| {
+                let books = shown.books();
+                async move { ctx.reply(books).await }
+            })
+            .replies::<BooksRequest, super::supplier::SupplierBooks>(),
+    );
+    Ok((agent, supplier))
+}
+
+/// The registration of supplier `spec` in the almanac: contract-net, and an attribute
+/// for each part it makes, signed with its key.
+pub(super) fn registration(
+    spec: &super::bom::SupplierSpec,
+    peer_id: String,
+    endpoints: Vec<almanac::WeightedEndpoint>,
+    protocols: Vec<agent_core::ProtocolDigest>,
+) -> Registration {
+    let attributes: BTreeMap<String, String> =
+        spec.offers.iter().map(|o| (part_attribute(&o.part), "yes".to_owned())).collect();
+    let now = agent_core::envelope::unix_now_ms();
+    let identity = Identity::from_seed(&seed_of(&spec.name));
+    Registration::sign(&identity, peer_id, endpoints, protocols, attributes, now, now + REGISTERED_FOR_MS)
 }
 
 /// Runs `scenario` on the simulation kit with `seed`, on the current (paused,
@@ -88,28 +128,12 @@ pub async fn run(scenario: &Scenario, seed: u64, options: &Options) -> Result<Su
     for tier in [1u8, 2] {
         let host = sim.add_host_with(&format!("tier-{tier}"), config.clone())?;
         for spec in scenario.suppliers.iter().filter(|s| s.tier.clamp(1, 2) == tier) {
-            let supplier = Supplier::new(spec, scenario.clone(), sim.rng(&spec.name), almanac.clone(), started_ms);
-            let identity = Identity::from_seed(&seed_of(&spec.name));
-            let mut agent = Agent::builder(spec.name.clone()).identity(identity.clone()).build()?;
-            contract_net::serve(&mut agent, supplier.clone());
-            contract_net::refuse_strays(&mut agent, &supplier.buying);
+            let (agent, supplier) = supplier_agent(spec, &scenario, sim.rng(&spec.name), almanac.clone(), started_ms)?;
             let address = host.add(agent)?;
             let ctx = host.context(address).ok_or(agent_core::sim::SimError::Down(host.name()))?;
             faucet.mint(ctx.wallet()?.address(), scenario.supplier_funds.into()).await?;
             let _ = supplier.context.set(ctx);
-            let attributes: BTreeMap<String, String> =
-                spec.offers.iter().map(|o| (part_attribute(&o.part), "yes".to_owned())).collect();
-            let now = agent_core::envelope::unix_now_ms();
-            let protocols = vec![contract_net::protocol().digest()];
-            let record = Registration::sign(
-                &identity,
-                String::new(),
-                Vec::new(),
-                protocols,
-                attributes,
-                now,
-                now + REGISTERED_FOR_MS,
-            );
+            let record = registration(spec, String::new(), Vec::new(), vec![contract_net::protocol().digest()]);
             almanac.register(record).await?;
             suppliers.push(supplier);
         }
@@ -141,16 +165,16 @@ pub async fn run(scenario: &Scenario, seed: u64, options: &Options) -> Result<Su
     let market_time = sim.elapsed();
     // Suppliers whose buyer stopped waiting may still be at work (buying sub-parts): the
     // books are read once every one is done, within a month of market time.
-    let idle_by = tokio::time::Instant::now() + Duration::from_secs(31 * 24 * 3600);
+    let idle_by = tokio::time::Instant::now() + scenario.terms.hours(31 * 24);
     while suppliers.iter().any(|s| s.is_working()) && tokio::time::Instant::now() < idle_by {
-        tokio::time::sleep(Duration::from_secs(60)).await;
+        tokio::time::sleep(scenario.terms.hours(1) / 60).await;
     }
     // Refunds of failed orders fall due a second after their deadline, at most the grace
     // period after the last round.
     let books: Vec<_> = suppliers.iter().map(|s| s.books()).collect();
     let wallets: Vec<_> = books.iter().filter_map(|b| b.wallet).chain([manufacturer_wallet]).collect();
-    let grace = Duration::from_secs(3600 * u64::from(scenario.terms.grace_hours) + 60);
-    crate::market::await_settled(memory_ledger.as_ref(), &wallets, grace, Duration::from_secs(60)).await;
+    let grace = scenario.terms.hours(u64::from(scenario.terms.grace_hours) + 1);
+    crate::market::await_settled(memory_ledger.as_ref(), &wallets, grace, scenario.terms.hours(1) / 60).await;
     let summary =
         summary::check(&scenario, bought, books, manufacturer_wallet, memory_ledger.as_ref(), market_time).await;
     sim.shutdown().await;

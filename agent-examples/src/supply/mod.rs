@@ -15,6 +15,7 @@
 //! ```
 
 pub mod bom;
+pub mod distributed;
 mod market;
 pub mod optimum;
 mod procure;
@@ -26,4 +27,4 @@ pub use market::{run, MarketError, Options};
 pub use procure::{part_attribute, procure, Delivery, Order, PartOrder, Prefer, Procurement, Quote};
 pub use scenario::{Scenario, ScenarioError, Terms, BUILT_IN, MANUFACTURER};
 pub use summary::{Optimum, Summary};
-pub use supplier::{Capacity, Supplier, SupplierBooks};
+pub use supplier::{BooksRequest, Capacity, Supplier, SupplierBooks};

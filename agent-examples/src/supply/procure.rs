@@ -37,7 +37,7 @@ pub struct Quote {
 }
 
 /// What a supplier reports when it delivers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Delivery {
     /// The part.
     pub part: String,
@@ -50,7 +50,7 @@ pub struct Delivery {
 }
 
 /// One order placed with a supplier.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Order {
     /// The supplier.
     pub supplier: String,
@@ -71,7 +71,7 @@ pub struct Order {
 }
 
 /// How buying one part went.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Procurement {
     /// The buyer.
     pub buyer: String,
@@ -148,7 +148,7 @@ pub async fn procure(
             Ok(found) => found.into_iter().filter(|s| !failed.contains(s)).collect::<Vec<_>>(),
             Err(e) => {
                 procurement.short = Some(format!("the almanac could not be asked: {}", agent_core::error::chain(&e)));
-                tokio::time::sleep(Duration::from_secs(60)).await;
+                tokio::time::sleep(terms.hours(1)).await;
                 continue;
             }
         };
@@ -205,7 +205,7 @@ pub async fn procure(
             .map(|p| p.proposal.lead_time_hours)
             .max()
             .unwrap_or(0);
-        let perform = Duration::from_secs(3600 * u64::from(longest.saturating_add(terms.grace_hours)));
+        let perform = terms.hours(u64::from(longest.saturating_add(terms.grace_hours)));
         let price_of = |q: &Quote| u128::from(q.units.saturating_mul(q.unit_price));
         let settled =
             match contract_net::award_and_pay::<Quote, Delivery>(ctx, book, &called, &winners, price_of, perform).await

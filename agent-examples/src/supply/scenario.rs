@@ -40,11 +40,31 @@ pub struct Terms {
     /// Hours a supplier may take beyond its quoted lead time before the order counts as
     /// failed.
     pub grace_hours: u32,
+    /// How long an hour of market time lasts, in ms: an hour on the simulated clock, less
+    /// across processes in real time (`--distributed` makes it 100 ms).
+    #[serde(default = "real_hour_ms")]
+    pub ms_per_hour: u64,
+}
+
+fn real_hour_ms() -> u64 {
+    3_600_000
+}
+
+impl Terms {
+    /// `hours` of market time.
+    pub fn hours(&self, hours: u64) -> std::time::Duration {
+        std::time::Duration::from_millis(hours.saturating_mul(self.ms_per_hour))
+    }
+
+    /// Market hours in `ms` milliseconds.
+    pub fn hours_in(&self, ms: u64) -> f64 {
+        ms as f64 / self.ms_per_hour.max(1) as f64
+    }
 }
 
 impl Default for Terms {
     fn default() -> Terms {
-        Terms { call_ms: 2_000, rounds: 10, grace_hours: 2 }
+        Terms { call_ms: 2_000, rounds: 10, grace_hours: 2, ms_per_hour: real_hour_ms() }
     }
 }
 
@@ -125,6 +145,9 @@ impl Scenario {
         }
         if self.terms.rounds == 0 {
             return bad("terms.rounds must be at least 1".into());
+        }
+        if self.terms.ms_per_hour == 0 || self.terms.ms_per_hour > real_hour_ms() {
+            return bad("terms.ms_per_hour must be between 1 and 3600000".into());
         }
         Ok(())
     }

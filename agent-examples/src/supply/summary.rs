@@ -39,8 +39,8 @@ pub struct Summary {
     pub optimum: Result<Optimum, String>,
     /// Orders that failed and were placed again.
     pub reassigned: usize,
-    /// Market time the run took, in ms.
-    pub market_time_ms: u64,
+    /// Market time the run took, in hours.
+    pub market_time_hours: f64,
     /// The invariants, checked.
     pub invariants: Invariants,
 }
@@ -166,7 +166,7 @@ pub(super) async fn check(
         lead_time_hours,
         optimum,
         reassigned,
-        market_time_ms: market_time.as_millis() as u64,
+        market_time_hours: scenario.terms.hours_in(market_time.as_millis() as u64),
         invariants,
     }
 }
@@ -217,7 +217,7 @@ impl fmt::Display for Summary {
             )?,
             Err(why) => writeln!(f, "Optimum not computed: {why}")?,
         }
-        writeln!(f, "\nInvariants (market time {:.1} h)", self.market_time_ms as f64 / 3_600_000.0)?;
+        writeln!(f, "\nInvariants (market time {:.1} h)", self.market_time_hours)?;
         write!(f, "{}", self.invariants.table())
     }
 }

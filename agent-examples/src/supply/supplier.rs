@@ -5,19 +5,18 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use agent_core::{Address, Context};
 use agent_protocols::contract_net::{Book, Participant, Unperformed};
 use parking_lot::Mutex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::bom::{effective_lead_time, SupplierSpec};
 use super::procure::{procure, Delivery, PartOrder, Prefer, Procurement, Quote};
 use super::scenario::Scenario;
 
 /// One part's capacity at a supplier.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Capacity {
     /// Units it can make in all.
     pub capacity: u64,
@@ -30,7 +29,8 @@ pub struct Capacity {
 }
 
 /// What a supplier's books show at the end.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema, agent_core::Message)]
+#[message(name = "agora.demo.supply.SupplierBooks")]
 pub struct SupplierBooks {
     /// The supplier.
     pub supplier: String,
@@ -48,7 +48,14 @@ pub struct SupplierBooks {
     pub failures: u64,
     /// What it bought from tier 2.
     pub purchases: Vec<Procurement>,
+    /// Whether it was still working on an award when the books were read.
+    pub working: bool,
 }
+
+/// Asks a supplier for its books.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::Message)]
+#[message(name = "agora.demo.supply.BooksRequest")]
+pub struct BooksRequest;
 
 /// A supplier's state, shared with whoever reports on the market.
 pub struct Supplier {
@@ -103,6 +110,7 @@ impl Supplier {
     /// Its books as they stand.
     pub fn books(&self) -> SupplierBooks {
         let mut books = self.books.lock().clone();
+        books.working = self.is_working();
         books.wallet = self.context.get().and_then(|ctx| ctx.wallet().ok()).map(|w| w.address());
         books
     }
@@ -159,7 +167,7 @@ impl Supplier {
                 return Err(Unperformed::Failed(why));
             }
         }
-        tokio::time::sleep(Duration::from_secs(3600 * u64::from(offer.lead_time_hours))).await;
+        tokio::time::sleep(self.scenario.terms.hours(u64::from(offer.lead_time_hours))).await;
         // The sub-parts are used up whether the work succeeds or fails.
         for sub in &part.sub_parts {
             self.stock(&sub.name, -i128::from(quote.units.saturating_mul(sub.quantity)));
@@ -171,7 +179,8 @@ impl Supplier {
                 self.spec.name, quote.units, quote.part
             )));
         }
-        let at_hours = agent_core::envelope::unix_now_ms().saturating_sub(self.started_ms) as f64 / 3_600_000.0;
+        let at_hours =
+            self.scenario.terms.hours_in(agent_core::envelope::unix_now_ms().saturating_sub(self.started_ms));
         Ok(Delivery { part: quote.part.clone(), units: quote.units, unit_price: quote.unit_price, at_hours })
     }
 }
