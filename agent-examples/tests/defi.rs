@@ -41,6 +41,8 @@ fn a_large_market_keeps_every_invariant() {
 fn lost_messages_and_a_ledger_outage_break_no_invariant() {
     let mut scenario = Scenario::built_in().unwrap();
     scenario.terms.trading_ms = 60_000;
+    // Lost holds and swaps slow the arbitrageurs down: they get longer to close the gaps.
+    scenario.terms.calm_ms = 180_000;
     let options = Options {
         loss: 0.05,
         ledger_outage: Some((Duration::from_secs(20), Duration::from_secs(26))),

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::amm::{Pool, Token};
 use super::arbitrage::{optimise, Opportunity};
-use super::maker::{seed_of, wallets, Hold, HoldAnswer, Ledgers, Unheld, Unhold};
+use super::maker::{seed_of, wallets, Hold, HoldAnswer, Ledgers, Makers, Unheld, Unhold};
 use super::scenario::ArbitrageurSpec;
 use super::trader::{read_pools, swap, SwapFailure};
 
@@ -28,7 +28,7 @@ pub struct Arbitrage {
     pub at_ms: u64,
     /// The cycle's tokens, start first and last.
     pub cycle: Vec<String>,
-    /// The pools, by index in the scenario.
+    /// The pools, by index in the almanac's listing of makers (by address).
     pub pools: Vec<usize>,
     /// What went in.
     pub input: u128,
@@ -49,7 +49,7 @@ pub type ArbitrageLog = Arc<Mutex<Vec<Arbitrage>>>;
 pub fn arbitrageur_agent(
     spec: &ArbitrageurSpec,
     ledgers: Ledgers,
-    makers: Arc<Vec<Address>>,
+    makers: Arc<Makers>,
     (started_ms, closes_ms): (u64, u64),
     hold_ms: u64,
     escrow_ms: u64,
@@ -66,6 +66,7 @@ pub fn arbitrageur_agent(
             if agent_core::envelope::unix_now_ms() >= closes_ms {
                 return;
             }
+            let makers = makers.list().await;
             let look = Look { ctx: &ctx, wallets: &wallets, makers: &makers, start: &start, hold_ms, escrow_ms };
             if let Some(mut arbitrage) = look.once().await {
                 arbitrage.arbitrageur = name;
@@ -91,6 +92,9 @@ impl Look<'_> {
     async fn once(&self) -> Option<Arbitrage> {
         let wallet = self.wallets.get(self.start.as_str())?;
         let balance = wallet.balance().await.ok()?;
+        if self.makers.is_empty() {
+            return None;
+        }
         let read = read_pools(self.ctx, self.makers).await;
         let pools: Vec<Pool> = read.iter().map(|r| r.as_ref().and_then(|r| r.pool())).collect::<Option<_>>()?;
         let found = super::arbitrage::find_opportunity(&pools, self.start, balance)?;

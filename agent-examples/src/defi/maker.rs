@@ -107,6 +107,56 @@ pub enum Swapped {
     },
 }
 
+/// The pool protocol as makers publish it: its messages, which reply answers which
+/// request, and its digest, by which traders find the pools in the almanac.
+pub fn protocol() -> Protocol {
+    Protocol::new("agora.demo.defi-pool", "1.0")
+        .message::<GetReserves>()
+        .message::<Hold>()
+        .message::<Unhold>()
+        .message::<Swap>()
+        .replies::<GetReserves, Reserves>()
+        .replies::<Hold, HoldAnswer>()
+        .replies::<Unhold, Unheld>()
+        .replies::<Swap, Swapped>()
+}
+
+/// The pools' makers as the almanac lists them (by address), found once and kept.
+pub struct Makers {
+    directory: Arc<dyn almanac::Directory>,
+    found: Mutex<Arc<Vec<Address>>>,
+}
+
+impl Makers {
+    /// Makers found in `directory`.
+    pub fn new(directory: Arc<dyn almanac::Directory>) -> Arc<Makers> {
+        Arc::new(Makers { directory, found: Mutex::new(Arc::new(Vec::new())) })
+    }
+
+    /// The makers: asked of the almanac until some are found (an empty list while it
+    /// cannot be reached).
+    pub async fn list(&self) -> Arc<Vec<Address>> {
+        let known = self.found.lock().clone();
+        if !known.is_empty() {
+            return known;
+        }
+        let mut found = Vec::new();
+        let mut query = almanac::Query::protocol(protocol().digest());
+        loop {
+            let Ok(page) = self.directory.query(query.clone()).await else { return known };
+            found.extend(page.records.iter().map(|r| r.address));
+            match page.next {
+                Some(next) if found.len() < 10_000 => query = query.after(next),
+                _ => break,
+            }
+        }
+        found.sort();
+        let found = Arc::new(found);
+        *self.found.lock() = found.clone();
+        found
+    }
+}
+
 /// What a maker's books show at the end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MakerBooks {
@@ -188,6 +238,27 @@ pub fn wallets(ledgers: &Ledgers, name: &str) -> BTreeMap<String, Wallet> {
     ledgers.iter().map(|(token, ledger)| (token.clone(), Wallet::new(identity.clone(), ledger.clone()))).collect()
 }
 
+/// The almanac registration of the maker of `spec`: the pool protocol, and the pair as an
+/// attribute, signed with its key, for a day.
+pub fn registration(
+    spec: &PoolSpec,
+    peer_id: String,
+    endpoints: Vec<almanac::WeightedEndpoint>,
+) -> almanac::Registration {
+    let attributes = [("pool".to_owned(), format!("{}/{}", spec.token_a, spec.token_b))].into();
+    let now = agent_core::envelope::unix_now_ms();
+    let identity = Identity::from_seed(&seed_of(&spec.maker));
+    almanac::Registration::sign(
+        &identity,
+        peer_id,
+        endpoints,
+        vec![protocol().digest()],
+        attributes,
+        now,
+        now + 23 * 3_600_000,
+    )
+}
+
 /// The maker agent of `spec`; its pool's reserves must be minted into its wallets.
 pub fn maker_agent(spec: &PoolSpec, ledgers: Ledgers) -> Result<(Agent, Arc<Maker>), super::MarketError> {
     let pool =
@@ -218,7 +289,7 @@ pub fn maker_agent(spec: &PoolSpec, ledgers: Ledgers) -> Result<(Agent, Arc<Make
     let mut agent = Agent::builder(spec.maker.clone()).identity(identity).build()?;
     let (quoting, holding, unholding, swapping) = (maker.clone(), maker.clone(), maker.clone(), maker.clone());
     agent.include(
-        Protocol::new("defi-pool", "1.0")
+        protocol()
             .on_message(move |ctx: Context, _from: Address, _: GetReserves| {
                 let maker = quoting.clone();
                 async move {
@@ -264,11 +335,7 @@ pub fn maker_agent(spec: &PoolSpec, ledgers: Ledgers) -> Result<(Agent, Arc<Make
                     };
                     ctx.reply(answer).await
                 }
-            })
-            .replies::<GetReserves, Reserves>()
-            .replies::<Hold, HoldAnswer>()
-            .replies::<Unhold, Unheld>()
-            .replies::<Swap, Swapped>(),
+            }),
     );
     Ok((agent, maker))
 }

@@ -8,10 +8,11 @@ use std::time::Duration;
 use agent_core::ledger::{Ledger, MemoryLedger};
 use agent_core::sim::{FaultyLedger, Link, Outage, Outages, Sim};
 use agent_core::{Address, Identity, Wallet};
+use almanac::Almanac;
 
 use super::amm::Pool;
 use super::arbitrageur::arbitrageur_agent;
-use super::maker::{maker_agent, seed_of, Ledgers};
+use super::maker::{maker_agent, registration, seed_of, Ledgers, Makers};
 use super::scenario::Scenario;
 use super::summary::{self, Summary};
 use super::trader::trader_agent;
@@ -52,6 +53,9 @@ pub enum MarketError {
     /// The mint could not fund an agent.
     #[error("cannot fund an agent")]
     Funding(#[from] agent_core::WalletError),
+    /// The almanac refused a registration.
+    #[error("cannot register a pool in the almanac")]
+    Almanac(#[from] almanac::AlmanacError),
 }
 
 /// The mint of every token's ledger.
@@ -98,17 +102,18 @@ pub async fn run(scenario: &Scenario, seed: u64, options: &Options) -> Result<Su
 
     let started_ms = agent_core::envelope::unix_now_ms();
     let trading_ends_ms = started_ms + scenario.terms.trading_ms;
+    let almanac = Arc::new(Almanac::new(almanac::Config::default()));
     let market_host = sim.add_host("pools")?;
     let mut makers = Vec::new();
-    let mut maker_addresses = Vec::new();
     for spec in &scenario.pools {
         let (agent, maker) = maker_agent(spec, ledgers.clone())?;
-        maker_addresses.push(market_host.add(agent)?);
+        market_host.add(agent)?;
+        almanac.register(registration(spec, String::new(), Vec::new())).await?;
         fund(&spec.maker, &spec.token_a, spec.reserve_a).await?;
         fund(&spec.maker, &spec.token_b, spec.reserve_b).await?;
         makers.push(maker);
     }
-    let maker_addresses = Arc::new(maker_addresses);
+    let maker_addresses = Makers::new(almanac.clone());
     let traders_host = sim.add_host("traders")?;
     let mut traders = Vec::new();
     for spec in &scenario.traders {
@@ -179,6 +184,7 @@ pub async fn run(scenario: &Scenario, seed: u64, options: &Options) -> Result<Su
         .chain(scenario.arbitrageurs.iter().map(|a| a.name.as_str()))
         .map(|name| Identity::from_seed(&seed_of(name)).derive("wallet").address())
         .collect();
-    let summary = summary::check(&memory, makers, traders, arbitrages, &agents, spread, market_time).await;
+    let starts: Vec<(String, u128)> = scenario.arbitrageurs.iter().map(|a| (a.start.clone(), a.funds)).collect();
+    let summary = summary::check(&memory, makers, traders, arbitrages, &agents, &starts, spread, market_time).await;
     Ok(summary)
 }

@@ -34,10 +34,6 @@ pub struct Summary {
     pub invariants: Invariants,
 }
 
-/// The most the best cycle may pay at the end, once the traders have stopped and the
-/// arbitrageurs have had the calm period: a tenth of a percent.
-pub const CONVERGED_SPREAD: f64 = 0.001;
-
 /// Checks the market's invariants and sums it up.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn check(
@@ -46,6 +42,7 @@ pub(super) async fn check(
     traders: Vec<(String, TraderLog)>,
     mut arbitrages: Vec<Arbitrage>,
     agents: &[Address],
+    starts: &[(String, u128)],
     spread: Vec<(f64, f64)>,
     market_time: Duration,
 ) -> Summary {
@@ -118,16 +115,31 @@ pub(super) async fn check(
         .collect();
     invariants.check("no arbitrage executed at a loss", format!("{} arbitrages traded", completed.len()), losses);
 
+    // Converged: on the final reserves no arbitrageur could trade a cycle at an integer
+    // profit any more (the spread left is what rounding to base units eats), and the best
+    // cycle's spread ended below its peak.
     let peak = spread.iter().map(|(_, s)| *s).fold(f64::MIN, f64::max);
     let last = spread.last().map_or(0.0, |(_, s)| *s);
-    let converged = match last <= CONVERGED_SPREAD {
-        true => Vec::new(),
-        false => vec![format!("the best cycle still pays {:.3}% at the end (peak {:.3}%)", last * 100.0, peak * 100.0)],
-    };
+    let final_pools: Vec<super::amm::Pool> = pools.iter().filter_map(|p| p.pool.pool()).collect();
+    let mut open_gaps: Vec<String> = starts
+        .iter()
+        .filter_map(|(token, funds)| {
+            let found = super::arbitrage::find_opportunity(&final_pools, &super::amm::Token::new(token), *funds)?;
+            Some(format!("a cycle through {token} still pays {} on {}", found.predicted_profit, found.input))
+        })
+        .collect();
+    if last >= peak && peak > 0.0 {
+        open_gaps.push(format!("the best cycle pays {:.3}% at the end, as much as at its peak", last * 100.0));
+    }
     invariants.check(
         "spreads converge",
-        format!("best cycle {:.3}% at the peak, {:.3}% at the end", peak * 100.0, last * 100.0),
-        converged,
+        format!(
+            "best cycle {:.3}% at the peak, {:.3}% at the end; no integer arbitrage left through {} start tokens",
+            peak * 100.0,
+            last * 100.0,
+            starts.len()
+        ),
+        open_gaps,
     );
     Summary { arbitrages, pools, traders, spread, market_time_ms: market_time.as_millis() as u64, invariants }
 }
@@ -229,13 +241,14 @@ mod tests {
             realised_profit: realised,
             completed: Ok(()),
         };
-        let spread = vec![(0.0, 0.05), (1.0, 0.02)];
+        let spread = vec![(0.0, 0.02), (1.0, 0.05)];
         let summary = check(
             &ledgers,
             vec![pool],
             Vec::new(),
             vec![arbitrage(5, 4), arbitrage(3, -2)],
             &[wallet],
+            &[("A".to_owned(), 1_000)],
             spread,
             Duration::ZERO,
         )

@@ -10,7 +10,7 @@ use agent_protocols::settlement::{refund_when_due, release_by};
 use parking_lot::Mutex;
 use rand::Rng;
 
-use super::maker::{seed_of, wallets, GetReserves, Ledgers, Reserves, Swap, Swapped};
+use super::maker::{seed_of, wallets, GetReserves, Ledgers, Makers, Reserves, Swap, Swapped};
 use super::scenario::TraderSpec;
 
 /// How a swap went wrong.
@@ -87,7 +87,7 @@ pub struct TraderLog {
 pub fn trader_agent(
     spec: &TraderSpec,
     ledgers: Ledgers,
-    makers: Arc<Vec<Address>>,
+    makers: Arc<Makers>,
     rng: rand::rngs::StdRng,
     stop_ms: u64,
     escrow_ms: u64,
@@ -101,7 +101,12 @@ pub fn trader_agent(
     agent.on_interval(Duration::from_millis(spec.every_ms), move |ctx: Context| {
         let (wallets, makers, log, rng) = (wallets.clone(), makers.clone(), logged.clone(), rng.clone());
         async move {
-            if agent_core::envelope::unix_now_ms() >= stop_ms || makers.is_empty() {
+            if agent_core::envelope::unix_now_ms() >= stop_ms {
+                return;
+            }
+            let makers = makers.list().await;
+            if makers.is_empty() {
+                log.lock().failed += 1;
                 return;
             }
             let (pick, a_to_b, share) = {
