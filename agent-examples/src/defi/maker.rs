@@ -107,6 +107,11 @@ pub enum Swapped {
     },
 }
 
+/// Asks a maker or a trader for its books.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.demo.defi.BooksRequest")]
+pub struct BooksRequest;
+
 /// The pool protocol as makers publish it: its messages, which reply answers which
 /// request, and its digest, by which traders find the pools in the almanac.
 pub fn protocol() -> Protocol {
@@ -158,7 +163,8 @@ impl Makers {
 }
 
 /// What a maker's books show at the end.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.demo.defi.MakerBooks")]
 pub struct MakerBooks {
     /// The maker.
     pub maker: String,
@@ -288,6 +294,15 @@ pub fn maker_agent(spec: &PoolSpec, ledgers: Ledgers) -> Result<(Agent, Arc<Make
     });
     let mut agent = Agent::builder(spec.maker.clone()).identity(identity).build()?;
     let (quoting, holding, unholding, swapping) = (maker.clone(), maker.clone(), maker.clone(), maker.clone());
+    let shown = maker.clone();
+    agent.include(
+        Protocol::new("agora.demo.defi-books", "1.0")
+            .on_message(move |ctx: Context, _from: Address, _: BooksRequest| {
+                let books = shown.books();
+                async move { ctx.reply(books).await }
+            })
+            .replies::<BooksRequest, MakerBooks>(),
+    );
     agent.include(
         protocol()
             .on_message(move |ctx: Context, _from: Address, _: GetReserves| {

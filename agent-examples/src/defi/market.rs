@@ -185,6 +185,19 @@ pub async fn run(scenario: &Scenario, seed: u64, options: &Options) -> Result<Su
         .map(|name| Identity::from_seed(&seed_of(name)).derive("wallet").address())
         .collect();
     let starts: Vec<(String, u128)> = scenario.arbitrageurs.iter().map(|a| (a.start.clone(), a.funds)).collect();
-    let summary = summary::check(&memory, makers, traders, arbitrages, &agents, &starts, spread, market_time).await;
+    let checked: BTreeMap<String, Arc<dyn Ledger>> =
+        memory.iter().map(|(token, ledger)| (token.clone(), ledger.clone() as Arc<dyn Ledger>)).collect();
+    let summary = summary::check(
+        &checked,
+        &scenario.minted(),
+        makers,
+        traders,
+        arbitrages,
+        &agents,
+        &starts,
+        spread,
+        market_time,
+    )
+    .await;
     Ok(summary)
 }

@@ -185,6 +185,30 @@ impl Scenario {
         Ok(())
     }
 
+    /// What is minted of each token at the start: the pools' reserves, every trader's
+    /// funds in every token, and each arbitrageur's funds in its start token.
+    pub fn minted(&self) -> std::collections::BTreeMap<String, u128> {
+        let mut minted: std::collections::BTreeMap<String, u128> = self.tokens.iter().map(|t| (t.clone(), 0)).collect();
+        let mut add = |token: &str, amount: u128| {
+            if let Some(total) = minted.get_mut(token) {
+                *total = total.saturating_add(amount);
+            }
+        };
+        for pool in &self.pools {
+            add(&pool.token_a, pool.reserve_a);
+            add(&pool.token_b, pool.reserve_b);
+        }
+        for trader in &self.traders {
+            for token in &self.tokens {
+                add(token, trader.funds);
+            }
+        }
+        for arbitrageur in &self.arbitrageurs {
+            add(&arbitrageur.start, arbitrageur.funds);
+        }
+        minted
+    }
+
     /// A market of `tokens` tokens (at most 8), `pools` pools between random pairs (every
     /// token in at least one), `traders` traders and `arbitrageurs` arbitrageurs, drawn
     /// from `seed`. Pools start at the same fair prices, give or take 2%.

@@ -71,7 +71,18 @@ pub async fn read_pools(ctx: &Context, makers: &[Address]) -> Vec<Option<Reserve
 }
 
 /// What a trader did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+    agent_core::Message,
+)]
+#[message(name = "agora.demo.defi.TraderLog")]
 pub struct TraderLog {
     /// Swaps done.
     pub swaps: u64,
@@ -97,6 +108,15 @@ pub fn trader_agent(
     let wallets = Arc::new(wallets(&ledgers, &spec.name));
     let max_share = spec.max_share_bps;
     let rng = Arc::new(Mutex::new(rng));
+    let shown = log.clone();
+    agent.include(
+        agent_core::Protocol::new("agora.demo.defi-trader-books", "1.0")
+            .on_message(move |ctx: Context, _from: Address, _: super::maker::BooksRequest| {
+                let log = shown.lock().clone();
+                async move { ctx.reply(log).await }
+            })
+            .replies::<super::maker::BooksRequest, TraderLog>(),
+    );
     let logged = log.clone();
     agent.on_interval(Duration::from_millis(spec.every_ms), move |ctx: Context| {
         let (wallets, makers, log, rng) = (wallets.clone(), makers.clone(), logged.clone(), rng.clone());
