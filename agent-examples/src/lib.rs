@@ -8,6 +8,21 @@ pub mod grid;
 pub mod market;
 pub mod supply;
 
+/// The code blocks of `docs/guide.md` and of `README.md`, compiled and run as doc-tests
+/// (`cargo test -p agent-examples --doc`, part of `cargo test --workspace`). This crate
+/// depends on every other one, so the blocks can use them all. Only `cargo test` builds
+/// this module.
+#[cfg(doctest)]
+pub mod doc_blocks {
+    /// `docs/guide.md`.
+    #[doc = include_str!("../../docs/guide.md")]
+    pub struct Guide;
+
+    /// `README.md`.
+    #[doc = include_str!("../../README.md")]
+    pub struct Readme;
+}
+
 /// The request of the echo node.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema, agent_core::Message)]
 pub struct Ping(pub u64);
