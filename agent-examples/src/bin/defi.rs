@@ -8,6 +8,7 @@
 //! cargo run -p agent-examples --bin defi
 //! cargo run -p agent-examples --bin defi -- --tokens 5 --pools 10 --traders 20 --arbitrageurs 4
 //! cargo run -p agent-examples --bin defi -- --scenario my-market.json --json --plot spread.svg
+//! cargo run -p agent-examples --bin defi -- --distributed --duration 20   # across processes
 //! ```
 #![allow(clippy::print_stdout)] // A demo binary talks to its user on stdout.
 
@@ -51,6 +52,76 @@ struct Args {
     /// Print the summary as JSON instead of tables.
     #[arg(long)]
     json: bool,
+    /// Run across OS processes over libp2p (in real time) instead of on the simulation kit.
+    #[arg(long, conflicts_with = "loss")]
+    distributed: bool,
+    /// Seconds of calm after trading (default: the scenario's).
+    #[arg(long)]
+    calm: Option<u64>,
+    /// Run one node of a distributed market (started by --distributed).
+    #[arg(long, hide = true, value_enum)]
+    role: Option<Role>,
+    /// The almanac node, as /ip4/.../tcp/PORT/p2p/PEER_ID.
+    #[arg(long, hide = true)]
+    almanac: Option<String>,
+    /// A token's ledger node, as TOKEN=/ip4/.../p2p/PEER_ID; one per token.
+    #[arg(long, hide = true)]
+    ledger: Vec<String>,
+    /// The ledger's directory (--role ledger).
+    #[arg(long, hide = true)]
+    data_dir: Option<PathBuf>,
+    /// When the traders stop (--role traders), Unix ms.
+    #[arg(long, hide = true)]
+    until_ms: Option<u64>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Role {
+    Almanac,
+    Ledger,
+    Pools,
+    Traders,
+}
+
+/// Runs one node of a distributed market: announces where it listens, then serves until
+/// stopped.
+async fn serve(args: &Args, scenario: &Scenario, role: Role) -> Result<(), Report> {
+    use agent_examples::defi::distributed::{self, Part};
+    use agent_examples::market::distributed::{announce_and_serve, serve_almanac, serve_ledger, NodeAddress};
+    let almanac = || match &args.almanac {
+        Some(text) => NodeAddress::parse(text).map_err(Report::from),
+        None => Err(anyhow::anyhow!("this role needs --almanac").into()),
+    };
+    let mut ledgers = std::collections::BTreeMap::new();
+    for given in &args.ledger {
+        let (token, address) =
+            given.split_once('=').ok_or_else(|| anyhow::anyhow!("--ledger takes TOKEN=ADDRESS, not {given:?}"))?;
+        ledgers.insert(token.to_owned(), NodeAddress::parse(address)?);
+    }
+    let (_keep, address): (Box<dyn std::any::Any>, NodeAddress) = match role {
+        Role::Almanac => {
+            let (server, address) = serve_almanac(std::time::Duration::from_secs(24 * 3600)).await?;
+            (Box::new(server), address)
+        }
+        Role::Ledger => {
+            let dir = args.data_dir.clone().ok_or_else(|| anyhow::anyhow!("--role ledger needs --data-dir"))?;
+            let (server, address) = serve_ledger(&dir, distributed::mint().address()).await?;
+            (Box::new(server), address)
+        }
+        Role::Pools | Role::Traders => {
+            let part = match role {
+                Role::Pools => Part::Pools,
+                _ => Part::Traders {
+                    until_ms: args.until_ms.ok_or_else(|| anyhow::anyhow!("--role traders needs --until-ms"))?,
+                },
+            };
+            let served = distributed::serve(scenario, part, args.seed, &almanac()?, &ledgers).await?;
+            let address = served.address.clone();
+            (Box::new(served), address)
+        }
+    };
+    announce_and_serve(&address).await?;
+    Ok(())
 }
 
 fn main() -> Result<std::process::ExitCode, Report> {
@@ -76,6 +147,13 @@ fn main() -> Result<std::process::ExitCode, Report> {
     if let Some(seconds) = args.duration {
         scenario.terms.trading_ms = seconds.saturating_mul(1000);
     }
+    if let Some(seconds) = args.calm {
+        scenario.terms.calm_ms = seconds.saturating_mul(1000);
+    }
+    if let Some(role) = args.role {
+        tokio::runtime::Runtime::new()?.block_on(serve(&args, &scenario, role))?;
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
     let options = Options { loss: args.loss, progress: !args.json, ..Options::default() };
     if !args.json {
         println!(
@@ -87,7 +165,14 @@ fn main() -> Result<std::process::ExitCode, Report> {
             args.seed
         );
     }
-    let summary = agent_examples::market::simulated_runtime()?.block_on(defi::run(&scenario, args.seed, &options))?;
+    let summary = match args.distributed {
+        true => {
+            let exe = std::env::current_exe()?;
+            let run = defi::distributed::run(&exe, &scenario, args.seed, &options);
+            tokio::runtime::Runtime::new()?.block_on(run)?
+        }
+        false => agent_examples::market::simulated_runtime()?.block_on(defi::run(&scenario, args.seed, &options))?,
+    };
     defi::spread::plot_svg(&args.plot, &summary.spread)
         .map_err(|e| anyhow::anyhow!("cannot write the plot {}: {e}", args.plot.display()))?;
     match args.json {

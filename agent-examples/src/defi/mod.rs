@@ -20,6 +20,7 @@
 pub mod amm;
 pub mod arbitrage;
 mod arbitrageur;
+pub mod distributed;
 mod maker;
 mod market;
 mod scenario;
@@ -28,7 +29,7 @@ mod summary;
 mod trader;
 
 pub use arbitrageur::Arbitrage;
-pub use maker::{MakerBooks, Reserves};
+pub use maker::{BooksRequest, MakerBooks, Reserves};
 pub use market::{run, MarketError, Options};
 pub use scenario::{ArbitrageurSpec, PoolSpec, Scenario, ScenarioError, Terms, TraderSpec, BUILT_IN};
 pub use summary::Summary;
