@@ -8,6 +8,7 @@
 //! cargo run -p agent-examples --bin grid                          # the built-in market
 //! cargo run -p agent-examples --bin grid -- --households 200 --seed 3 --plot grid.svg
 //! cargo run -p agent-examples --bin grid -- --scenario my-grid.json --json
+//! cargo run -p agent-examples --bin grid -- --distributed --first 40 --intervals 16   # across processes
 //! ```
 #![allow(clippy::print_stdout)] // A demo binary talks to its user on stdout.
 
@@ -44,6 +45,73 @@ struct Args {
     /// Write an SVG chart of the clearing prices and traded energy to this file.
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Run across OS processes over libp2p (in real time) instead of on the simulation kit.
+    #[arg(long, conflicts_with = "loss")]
+    distributed: bool,
+    /// Household processes with --distributed.
+    #[arg(long, default_value_t = 2)]
+    shards: usize,
+    /// Milliseconds of real time per 15-minute interval with --distributed (250 to 900000).
+    #[arg(long, default_value_t = 1000)]
+    ms_per_interval: u64,
+    /// Run one node of a distributed market (started by --distributed).
+    #[arg(long, hide = true, value_enum)]
+    role: Option<Role>,
+    /// The household shard this node serves (--role households).
+    #[arg(long, hide = true, default_value_t = 0)]
+    shard: usize,
+    /// The almanac node (--role households), as /ip4/.../tcp/PORT/p2p/PEER_ID.
+    #[arg(long, hide = true)]
+    almanac: Option<String>,
+    /// The ledger node (--role households).
+    #[arg(long, hide = true)]
+    ledger: Option<String>,
+    /// The ledger's directory (--role ledger).
+    #[arg(long, hide = true)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Role {
+    Almanac,
+    Ledger,
+    Households,
+}
+
+/// Runs one node of a distributed market: announces where it listens, then serves until
+/// stopped.
+async fn serve(args: &Args, scenario: &Scenario, role: Role) -> Result<(), Report> {
+    use agent_examples::market::distributed::{announce_and_serve, serve_almanac, serve_ledger, NodeAddress};
+    let node = |name: &str, value: &Option<String>| match value {
+        Some(text) => NodeAddress::parse(text).map_err(Report::from),
+        None => Err(anyhow::anyhow!("--role households needs --{name}").into()),
+    };
+    let (_keep, address): (Box<dyn std::any::Any>, NodeAddress) = match role {
+        Role::Almanac => {
+            let (server, address) = serve_almanac(grid::distributed::REGISTERED_FOR).await?;
+            (Box::new(server), address)
+        }
+        Role::Ledger => {
+            let dir = args.data_dir.clone().ok_or_else(|| anyhow::anyhow!("--role ledger needs --data-dir"))?;
+            let (server, address) = serve_ledger(&dir, grid::distributed::mint().address()).await?;
+            (Box::new(server), address)
+        }
+        Role::Households => {
+            let (almanac, ledger) = (node("almanac", &args.almanac)?, node("ledger", &args.ledger)?);
+            if args.shards == 0 || args.shard >= args.shards {
+                return Err(anyhow::anyhow!("--shard {} of --shards {}: no such shard", args.shard, args.shards).into());
+            }
+            let end = args.first.saturating_add(args.intervals);
+            let shard = (args.shard, args.shards);
+            let served =
+                grid::distributed::serve_households(scenario, end, args.ms_per_interval, shard, &almanac, &ledger);
+            let households = served.await?;
+            let address = households.address.clone();
+            (Box::new(households), address)
+        }
+    };
+    announce_and_serve(&address).await?;
+    Ok(())
 }
 
 fn scenario(args: &Args) -> Result<Scenario, grid::ScenarioError> {
@@ -70,6 +138,14 @@ fn main() -> Result<std::process::ExitCode, Report> {
         );
     }
     let scenario = scenario(&args)?;
+    if let Some(role) = args.role {
+        tokio::runtime::Runtime::new()?.block_on(serve(&args, &scenario, role))?;
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    if args.distributed && !grid::distributed::MS_PER_INTERVAL.contains(&args.ms_per_interval) {
+        let ms = args.ms_per_interval;
+        return Err(anyhow::anyhow!("--ms-per-interval must be 250 to 900000, not {ms}").into());
+    }
     let options = Options {
         first: args.first,
         intervals: args.intervals,
@@ -89,7 +165,14 @@ fn main() -> Result<std::process::ExitCode, Report> {
             args.intervals
         );
     }
-    let summary = agent_examples::market::simulated_runtime()?.block_on(grid::run(&scenario, args.seed, &options))?;
+    let summary = match args.distributed {
+        true => {
+            let exe = std::env::current_exe()?;
+            let run = grid::distributed::run(&exe, &scenario, args.shards, args.ms_per_interval, &options);
+            tokio::runtime::Runtime::new()?.block_on(run)?
+        }
+        false => agent_examples::market::simulated_runtime()?.block_on(grid::run(&scenario, args.seed, &options))?,
+    };
     match args.json {
         true => println!("{}", serde_json::to_string_pretty(&summary)?),
         false => print!("{summary}"),

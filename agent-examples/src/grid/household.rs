@@ -11,6 +11,7 @@ use agent_core::{Address, Agent, Context, Identity};
 use agent_protocols::double_auction::{self, RoundOpen, Side, Trade, Trader};
 use agent_protocols::settlement::{self, Sales, Settled, SettlementError};
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 
 use super::operator::{self, interval_of, Join, Payment, Statement, StatementAnswer, Welcome, OPERATOR_ATTRIBUTE};
 use super::profile::{self, household_order, Battery, IntervalEnergy, Order};
@@ -76,6 +77,33 @@ async fn join(ctx: &Context, directory: &dyn almanac::Directory, terms: &Terms) 
     None
 }
 
+/// Asks a household for its books ([`HouseholdBooks`]): how `grid --distributed` reads the
+/// households running in other processes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::Message)]
+#[message(name = "agora.demo.grid.BooksRequest")]
+pub struct BooksRequest;
+
+/// What a household shows of its books when asked ([`BooksRequest`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::Message)]
+#[message(name = "agora.demo.grid.HouseholdBooks")]
+pub struct HouseholdBooks {
+    /// Its name.
+    pub name: String,
+    /// Whether it joined the operator's auction.
+    pub joined: bool,
+    /// Its solar production and consumption per interval.
+    pub energy: Vec<IntervalEnergy>,
+    /// The payments it made (or tried to).
+    pub payments: Vec<Payment>,
+    /// Bills it is still paying.
+    pub paying: usize,
+}
+
+/// The protocol a household shows its books with.
+pub fn books_protocol() -> agent_core::Protocol {
+    agent_core::Protocol::new("agora.demo.grid.books", "1.0.0").replies::<BooksRequest, HouseholdBooks>()
+}
+
 /// A household: its day, its orders, and its books; shared with whoever reports on the
 /// market.
 pub struct HouseholdAgent {
@@ -115,8 +143,14 @@ impl HouseholdAgent {
     }
 
     /// Makes `agent` (whose key is `identity`) this household: a trader in the double
-    /// auction, a seller paid on delivery, and a customer of the operator.
+    /// auction, a seller paid on delivery, a customer of the operator, and one that shows
+    /// its books to whoever asks ([`BooksRequest`]).
     pub fn serve(self: &Arc<Self>, agent: &mut Agent, identity: Identity) {
+        let shown = self.clone();
+        agent.include(books_protocol().on_message(move |ctx: Context, _from: Address, _: BooksRequest| {
+            let shown = shown.clone();
+            async move { ctx.reply(shown.books()).await.map_err(|e| e.to_string()) }
+        }));
         let sales = Sales::new();
         let within = Duration::from_millis(self.terms.deliver_ms);
         double_auction::serve(agent, identity, self.clone(), sales.clone(), within);
@@ -213,6 +247,17 @@ impl HouseholdAgent {
     /// Whether it joined the operator's auction.
     pub fn joined(&self) -> bool {
         self.account.operator.get().is_some()
+    }
+
+    /// Its books as they stand.
+    pub fn books(&self) -> HouseholdBooks {
+        HouseholdBooks {
+            name: self.name.clone(),
+            joined: self.joined(),
+            energy: self.energy.clone(),
+            payments: self.payments(),
+            paying: self.paying(),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use agent_core::ledger::{Ledger, MemoryLedger};
 use agent_core::sim::{FaultyLedger, Link, Outage, Outages, Sim, SimError};
-use agent_core::{Address, Agent, Config, Identity, Wallet};
+use agent_core::{Address, Agent, Config, Context, Identity, Wallet};
 use agent_protocols::double_auction;
 use almanac::{Almanac, Registration};
 
@@ -83,7 +83,7 @@ pub enum MarketError {
 }
 
 /// The key seed of a market agent called `name`.
-fn seed_of(name: &str) -> String {
+pub(super) fn seed_of(name: &str) -> String {
     format!("grid demo agent {name}")
 }
 
@@ -198,27 +198,9 @@ async fn run_market(scenario: &Scenario, seed: u64, options: &Options) -> Result
         true => Progress::new(intervals as u64, "intervals"),
         false => Progress::hidden(),
     };
-    let start = tokio::time::Instant::now();
     let interval_length = Duration::from_secs(60 * u64::from(INTERVAL_MINUTES));
-    let mut bills = tokio::task::JoinSet::new();
-    let mut billed = first;
-    for i in first..end {
-        tokio::time::sleep_until(start + interval_length * (i - first) as u32).await;
-        if let Some(record) = operator.run_interval(&op_ctx, i).await {
-            if let Some((state, address, _)) = &battery {
-                let bought = record.trades.iter().filter(|t| t.buyer == *address).map(|t| t.quantity).sum();
-                let sold = record.trades.iter().filter(|t| t.seller == *address).map(|t| t.quantity).sum();
-                state.meter(bought, sold, record.price);
-            }
-        }
-        if (i + 1 - first) % terms.bill_every as usize == 0 || i + 1 == end {
-            let (operator, ctx, from) = (operator.clone(), op_ctx.clone(), billed);
-            bills.spawn(async move { operator.bill(&ctx, from, i + 1).await });
-            billed = i + 1;
-        }
-        progress.inc();
-    }
-    while bills.join_next().await.is_some() {}
+    let metered_battery = battery.as_ref().map(|(state, address, _)| (state, *address));
+    run_day(&operator, &op_ctx, metered_battery, first..end, interval_length, terms.bill_every, &progress).await;
     // Households pay what they owe in the background: wait (bounded by their retries)
     // until every payment has ended.
     let retries = (Duration::from_millis(terms.retry_ms) + Duration::from_millis(terms.deliver_ms) * 2)
@@ -275,8 +257,44 @@ async fn run_market(scenario: &Scenario, seed: u64, options: &Options) -> Result
     Ok(books)
 }
 
+/// Runs the intervals `days` one every `interval_length`: each round among the traders
+/// that joined, the battery metered after it, and the households billed every
+/// `bill_every` intervals and after the last (settled in the background while the market
+/// goes on); returns once every bill is settled or given up.
+pub(super) async fn run_day(
+    operator: &Arc<Operator>,
+    op_ctx: &Context,
+    battery: Option<(&Arc<BatteryAgent>, Address)>,
+    days: std::ops::Range<usize>,
+    interval_length: Duration,
+    bill_every: u32,
+    progress: &Progress,
+) {
+    let (first, end) = (days.start, days.end);
+    let start = tokio::time::Instant::now();
+    let mut bills = tokio::task::JoinSet::new();
+    let mut billed = first;
+    for i in first..end {
+        tokio::time::sleep_until(start + interval_length * (i - first) as u32).await;
+        if let Some(record) = operator.run_interval(op_ctx, i).await {
+            if let Some((state, address)) = &battery {
+                let bought = record.trades.iter().filter(|t| t.buyer == *address).map(|t| t.quantity).sum();
+                let sold = record.trades.iter().filter(|t| t.seller == *address).map(|t| t.quantity).sum();
+                state.meter(bought, sold, record.price);
+            }
+        }
+        if (i + 1 - first) % bill_every.max(1) as usize == 0 || i + 1 == end {
+            let (operator, ctx, from) = (operator.clone(), op_ctx.clone(), billed);
+            bills.spawn(async move { operator.bill(&ctx, from, i + 1).await });
+            billed = i + 1;
+        }
+        progress.inc();
+    }
+    while bills.join_next().await.is_some() {}
+}
+
 /// Mints `amount` into `wallet` (nothing for none: the ledger refuses empty amounts).
-async fn fund(faucet: &Wallet, wallet: Address, amount: u64) -> Result<(), agent_core::WalletError> {
+pub(super) async fn fund(faucet: &Wallet, wallet: Address, amount: u64) -> Result<(), agent_core::WalletError> {
     if amount > 0 {
         faucet.mint(wallet, amount.into()).await?;
     }

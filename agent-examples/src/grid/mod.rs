@@ -8,7 +8,8 @@
 //! difference every few intervals, paid through the ledger too. Traders find the operator
 //! in the almanac and join its auction.
 //!
-//! [`run`] runs a market on the simulation kit in one process; `cargo run -p
+//! [`run`] runs a market on the simulation kit in one process, [`distributed::run`]
+//! across OS processes over libp2p (`grid --distributed`); `cargo run -p
 //! agent-examples --bin grid -- --help` shows the demo's options, and `docs/markets.md`
 //! the scenario format.
 //!
@@ -34,6 +35,7 @@
 //! and the orders households send to the market; [`clear`] is a uniform-price double
 //! auction for one interval; [`plot`] draws a day of clearing prices and traded energy.
 
+pub mod distributed;
 mod household;
 mod market;
 mod operator;
@@ -42,7 +44,7 @@ pub mod profile;
 mod scenario;
 mod summary;
 
-pub use household::{BatteryAgent, HouseholdAgent};
+pub use household::{books_protocol, BatteryAgent, BooksRequest, HouseholdAgent, HouseholdBooks};
 pub use market::{run, run_books, MarketError, Options, MAX_INTERVALS};
 pub use operator::{
     good_of, interval_of, protocol, IntervalRecord, Join, Operator, OrderLine, Payment, Statement, StatementAnswer,

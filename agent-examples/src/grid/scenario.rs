@@ -111,6 +111,33 @@ impl Default for Terms {
     }
 }
 
+/// Market time in one interval, in ms (15 minutes).
+const INTERVAL_MS: u64 = 15 * 60_000;
+
+impl Terms {
+    /// These terms for a market whose 15-minute interval lasts `ms_per_interval` ms of
+    /// real time (`grid --distributed`): every timing shrinks with the interval, but none
+    /// below what messages and payments over a real network need. A round takes orders for
+    /// its scaled `open_ms`, but at least two fifths of the interval or a second, whichever
+    /// is shorter (so it clears and its trades are told before the next one opens); a seller has its scaled
+    /// `deliver_ms` but at least 2 s to deliver (statements are answered within the same
+    /// time); attempts are at least 250 ms apart. `bill_every` and `attempts` count
+    /// intervals and tries, and stay as they are. `ms_per_interval` is taken to be 1 to
+    /// 900,000 (real time no slower than market time).
+    pub fn real_time(&self, ms_per_interval: u64) -> Terms {
+        let per_interval = ms_per_interval.clamp(1, INTERVAL_MS);
+        // Saturating: unchecked terms cannot overflow.
+        let scaled = |ms: u64| ms.saturating_mul(per_interval) / INTERVAL_MS;
+        Terms {
+            open_ms: scaled(self.open_ms).max((per_interval * 2 / 5).min(1_000)).max(1),
+            deliver_ms: scaled(self.deliver_ms).max(2_000),
+            bill_every: self.bill_every,
+            attempts: self.attempts,
+            retry_ms: scaled(self.retry_ms).max(250),
+        }
+    }
+}
+
 /// Why a scenario cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -274,6 +301,12 @@ mod tests {
         assert_eq!(Scenario::generate(3, 50), Scenario::generate(3, 50));
         assert_ne!(Scenario::generate(3, 50), Scenario::generate(4, 50));
         Scenario::generate(3, 50).validate().unwrap();
+        let real = Terms::default().real_time(1_000);
+        assert_eq!(real, Terms { open_ms: 400, deliver_ms: 2_000, bill_every: 16, attempts: 8, retry_ms: 250 });
+        let slow = Terms::default().real_time(900_000);
+        assert_eq!(slow, Terms::default());
+        let scenario = Scenario { terms: Terms::default().real_time(250), ..Scenario::generate(3, 5) };
+        scenario.validate().unwrap();
         let day = Scenario::generate(3, 5).profiles(96);
         assert_eq!(day, Scenario::generate(3, 5).profiles(96));
         assert_eq!(day.len(), 5);
