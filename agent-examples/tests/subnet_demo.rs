@@ -30,11 +30,24 @@ fn the_subnet_demo_clips_the_colluder_and_conserves_supply() {
     for line in [
         "invariant supply conserved: ok",
         "invariant colluder dividends fell: ok",
+        "invariant colluder clipped: ok (the colluder's validator trust at the last scored epoch is 0.",
+        "invariant favoured miner unpaid: ok (m",
         "invariant best miner most incentive: ok (m2 has the best accuracy; m2 earned the most incentive)",
         "scored |    I m0    I m1    I m2 | D honest-1 D honest-2 D colluder | colluder trust",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
+    // The two clipping invariants print their measured values; check them here too.
+    let value = |prefix: &str| -> f64 {
+        let line =
+            stdout.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix:?} in:\n{stdout}"));
+        let after = line.split(" is ").nth(1).unwrap_or_else(|| panic!("no value in {line:?}"));
+        after.split(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no value in {line:?}"))
+    };
+    let trust = value("invariant colluder clipped:");
+    assert!(trust < 0.05, "colluder trust {trust}:\n{stdout}");
+    let favoured = value("invariant favoured miner unpaid:");
+    assert!(favoured < 0.01, "favoured miner's incentive {favoured}:\n{stdout}");
     // One row per scored epoch: eight closes score epochs 0 to 4 (the reveal delay is 3).
     let rows = stdout.lines().filter(|l| l.split('|').count() == 4 && l.trim_start().starts_with(char::is_numeric));
     assert_eq!(rows.count(), 5, "{stdout}");

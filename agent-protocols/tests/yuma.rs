@@ -396,6 +396,26 @@ fn subnet() -> impl Strategy<Value = (Vec<u64>, Vec<SparseRow>, Vec<SparseRow>)>
     })
 }
 
+/// A [`subnet`] and a `target` uid on which every other uid sets a positive weight, the
+/// target's own stake zero half the time (then every validator that counts backs it).
+fn backed_subnet() -> impl Strategy<Value = (Vec<u64>, Vec<SparseRow>, Vec<SparseRow>, usize)> {
+    subnet()
+        .prop_flat_map(|(stakes, weights, bonds)| {
+            let n = stakes.len();
+            (Just(stakes), Just(weights), Just(bonds), 0..n, any::<bool>(), prop::collection::vec(0.01f64..1.0, n))
+        })
+        .prop_map(|(mut stakes, mut weights, bonds, target, unstaked, backing)| {
+            if unstaked {
+                stakes[target] = 0;
+            }
+            for (i, row) in weights.iter_mut().enumerate().filter(|&(i, _)| i != target) {
+                row.retain(|&(j, _)| j != target);
+                row.push((target, backing[i]));
+            }
+            (stakes, weights, bonds, target)
+        })
+}
+
 fn params() -> impl Strategy<Value = Params> {
     (any::<u16>(), 0u64..=1_000_000, any::<u16>(), 0u16..10, 0u64..1000, any::<u16>(), 0u32..=1_000_000).prop_map(
         |(kappa, bonds_moving_average, bonds_penalty, max_allowed_validators, min_stake, owner_cut, miner_share)| {
@@ -432,6 +452,36 @@ proptest! {
         let none = run(&stakes, &[], &bonds, 1_000, &params);
         prop_assert!(none.incentive.iter().all(|&x| x == 0.0));
         prop_assert!(none.emissions.miners.iter().all(|&x| x == 0));
+    }
+
+    /// Incentive is not all zero whenever it should not be: if the validators that count (stake
+    /// at least `min_stake`, a permit) and set a positive weight on some uid are all of them,
+    /// or hold more than kappa of their stake, incentive sums to 1, the uid's share is positive
+    /// and the miners are paid. (`incentive_sums_to_one_or_zero` alone would pass with
+    /// incentive always zero.) Permits and backing are computed here, not read from the outcome.
+    #[test]
+    fn incentive_sums_to_one_when_a_counted_validator_weights_a_miner(
+        (stakes, weights, bonds, target) in backed_subnet(),
+        params in params(),
+    ) {
+        let n = stakes.len();
+        let filtered: Vec<u64> = stakes.iter().map(|&s| if s < params.min_stake { 0 } else { s }).collect();
+        // Top `max_allowed_validators` non-zero stakes, the higher uid first among equals.
+        let mut permitted: Vec<usize> = (0..n).filter(|&i| filtered[i] > 0).collect();
+        permitted.sort_by_key(|&i| std::cmp::Reverse((filtered[i], i)));
+        permitted.truncate(usize::from(params.max_allowed_validators));
+        let total: f64 = permitted.iter().map(|&i| filtered[i] as f64).sum();
+        prop_assume!(total > 0.0, "no validator counts");
+        let backs = |i: usize| i != target && weights[i].iter().any(|&(j, w)| j == target && w > 0.0);
+        let backing = permitted.iter().filter(|&&i| backs(i)).map(|&i| filtered[i] as f64).sum::<f64>() / total;
+        let everyone = permitted.iter().all(|&i| backs(i));
+        prop_assume!(everyone || backing > params.kappa_fraction() + 1e-9, "too little backing");
+
+        let out = run(&stakes, &weights, &bonds, 1_000_000, &params);
+        let sum: f64 = out.incentive.iter().sum();
+        prop_assert!((sum - 1.0).abs() < 1e-9, "incentive sums to {sum} with backing {backing}: {:?}", out.incentive);
+        prop_assert!(out.incentive[target] > 0.0, "target {target} unpaid: {:?}", out.incentive);
+        prop_assert!(out.emissions.miners.iter().sum::<u64>() > 0, "no miner paid: {:?}", out.emissions);
     }
 
     /// Every token is accounted for: owner + miners + validators + unallocated = emission,

@@ -687,22 +687,25 @@ impl YumaRun {
 
 /// One epoch of Yuma Consensus ([`agent_protocols::subnet::yuma::epoch`]) on a subnet of
 /// `validators` validators (uids `0..validators`, each with its own stake, all with a permit)
-/// and `miners` miners (the uids after them, no stake). Each validator weights a random 10–20%
-/// of the miners (nine in ten validators weight each of the best 8%, so that those reach
-/// consensus), in proportion to the miner's quality times its own noise, on subtensor's `u16`
-/// scale; the bonds are those a previous epoch (other weights, same validators) left.
-/// Everything is drawn from `seed`. The epoch runs once untimed, then `runs` times timed on the
-/// same inputs.
+/// and `miners` miners (the uids after them, no stake). With `dense` false, each validator
+/// weights a random 10–20% of the miners (nine in ten validators weight each of the best 8%, so
+/// that those reach consensus); with `dense` true, every validator weights every miner. A
+/// weight is the miner's quality times the validator's own noise, on subtensor's `u16` scale;
+/// the bonds are those a previous epoch (other weights, same validators) left. Everything is
+/// drawn from `seed`. The epoch runs once untimed, then `runs` times timed on the same inputs.
 ///
 /// ```
-/// let run = agora_benches::yuma_epoch(8, 64, 3, 1).unwrap();
+/// let run = agora_benches::yuma_epoch(8, 64, false, 3, 1).unwrap();
 /// assert_eq!(run.times.len(), 3);
 /// assert_eq!(run.uids, 72);
 /// assert_eq!(run.bond_holders, 8);
+/// let dense = agora_benches::yuma_epoch(8, 64, true, 1, 1).unwrap();
+/// assert_eq!(dense.weights_set, 8 * 64);
 /// ```
 pub fn yuma_epoch(
     validators: usize,
     miners: usize,
+    dense: bool,
     runs: usize,
     seed: u64,
 ) -> Result<YumaRun, agent_protocols::subnet::yuma::YumaError> {
@@ -726,9 +729,9 @@ pub fn yuma_epoch(
                 // rest of the row's 10-20% is spread over the others.
                 let share = 0.10 + 0.10 * rng.unit();
                 let others = (share - 0.08 * 0.9) / 0.92;
-                let mut row = Vec::with_capacity(miners / 5);
+                let mut row = Vec::with_capacity(if dense { miners } else { miners / 5 });
                 for (j, &q) in quality.iter().enumerate() {
-                    if rng.unit() < if q >= POPULAR { 0.9 } else { others } {
+                    if dense || rng.unit() < if q >= POPULAR { 0.9 } else { others } {
                         row.push((validators + j, (q * (0.5 + 0.5 * rng.unit()) * 65_535.0).round().max(1.0)));
                     }
                 }

@@ -9,9 +9,11 @@
 //! honest majority agrees on, so the bad miner earns nearly nothing and the colluder's
 //! dividends fall, epoch after epoch.
 //!
-//! Prints a table per epoch (incentive, dividends, balances) and checks three invariants:
-//! supply conserved, the colluder's dividends fell, the best miner earned the most
-//! incentive. Exits with status 1 if one fails.
+//! Prints a table per epoch (incentive, dividends, balances) and checks five invariants:
+//! supply conserved, the colluder's dividends fell, the colluder's validator trust at the last
+//! scored epoch is below 0.05 (its weight clipped), the miner it favours has incentive below
+//! 0.01 at the last scored epoch, and the best miner earned the most incentive. Exits with
+//! status 1 if one fails.
 #![allow(clippy::print_stdout)] // A demo: its output is the point.
 
 use std::process::ExitCode;
@@ -232,6 +234,13 @@ fn percent(x: f64) -> String {
     format!("{:>6.2}%", 100.0 * x)
 }
 
+/// The "colluder clipped" invariant: the colluder's validator trust at the last scored epoch
+/// (the share of its weight that survived clipping) must be below this.
+const MAX_COLLUDER_TRUST: f64 = 0.05;
+/// The "favoured miner unpaid" invariant: the incentive of the miner the colluder favours, at
+/// the last scored epoch, must be below this.
+const MAX_FAVOURED_INCENTIVE: f64 = 0.01;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
@@ -333,6 +342,8 @@ async fn main() -> anyhow::Result<ExitCode> {
     let mut colluder_dividends = Vec::new();
     let mut total_incentive = vec![0.0; n];
     let mut worst_incentive_colluding: f64 = 0.0;
+    // At the last scored epoch: (epoch, the colluder's validator trust, the favoured miner's incentive).
+    let mut last = None;
     for report in &reports {
         let (Some(scored), Some(outcome)) = (report.scored, &report.outcome) else { continue };
         let mut line = format!("{scored:>6} |");
@@ -348,6 +359,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         let c = validator_uids[colluder];
         line += &format!(" | {:>14.3}", outcome.validator_trust[c]);
         colluder_dividends.push((scored, outcome.dividends[c]));
+        last = Some((scored, outcome.validator_trust[c], outcome.incentive[usize::from(worst_uid)]));
         if scored >= turns_at {
             worst_incentive_colluding = worst_incentive_colluding.max(outcome.incentive[usize::from(worst_uid)]);
         }
@@ -408,6 +420,27 @@ async fn main() -> anyhow::Result<ExitCode> {
             before.map_or("-".into(), percent),
             after.last().map_or("-".into(), |d| percent(*d)),
             percent(worst_incentive_colluding)
+        ),
+    );
+    // Clipped: at the last scored epoch (one the colluder colluded in) almost none of its
+    // weight survives consensus, and the miner it favours is paid (next to) nothing.
+    let colluding_at_end = last.filter(|&(scored, _, _)| scored >= turns_at);
+    let trust = colluding_at_end.map(|(_, trust, _)| trust);
+    check(
+        "colluder clipped",
+        trust.is_some_and(|t| t < MAX_COLLUDER_TRUST),
+        format!(
+            "the colluder's validator trust at the last scored epoch is {} (must be below {MAX_COLLUDER_TRUST})",
+            trust.map_or("- (no scored epoch while it colluded)".into(), |t| format!("{t:.4}"))
+        ),
+    );
+    let favoured = colluding_at_end.map(|(_, _, incentive)| incentive);
+    check(
+        "favoured miner unpaid",
+        favoured.is_some_and(|i| i < MAX_FAVOURED_INCENTIVE),
+        format!(
+            "m{worst}'s incentive at the last scored epoch is {} (must be below {MAX_FAVOURED_INCENTIVE})",
+            favoured.map_or("- (no scored epoch while the colluder colluded)".into(), |i| format!("{i:.4}"))
         ),
     );
     let most = (0..n).max_by(|&a, &b| total_incentive[a].total_cmp(&total_incentive[b])).unwrap_or(0);

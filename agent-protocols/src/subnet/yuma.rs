@@ -19,7 +19,9 @@
 //! The weight and bond matrices are uid by uid, stored as sparse rows as subtensor's own epoch
 //! stores them: row `i` lists uid `i`'s non-zero entries as `(uid, value)` pairs. Miners' rows
 //! are empty, so an epoch costs time and memory in proportion to the weights actually set
-//! (one with 256 validators and 4,096 miners takes about 20 ms on two cores), not to `n²`.
+//! (one with 256 validators and 4,096 miners, each validator weighting 10–20% of them, takes
+//! about 20 ms on two cores), not to `n²`. When most weights are set, consensus walks the
+//! columns densely instead, with the same result to the bit (`docs/subnet.md`, *Cost*).
 //!
 //! The arithmetic is `f64`; subtensor computes the same formulas in 32.32 fixed point, so
 //! its results differ from these by its rounding (about 1e-9). `docs/subnet.md` has every
@@ -286,6 +288,36 @@ pub struct Outcome {
 /// names a uid twice or one that does not exist, an entry is negative or not finite, or a
 /// per-million parameter is above one million.
 pub fn epoch(inputs: &Inputs<'_>, params: &Params) -> Result<Outcome, YumaError> {
+    epoch_with(inputs, params, Layout::Auto)
+}
+
+/// How [`epoch`] walks the weights for consensus. Every layout gives the same outcome, to the
+/// bit; they differ only in speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Dense when at least a quarter of the validators' possible weights are set.
+    Auto,
+    /// Column by column over every validator ([`weighted_median_cols_dense`]).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Dense,
+    /// Over the weights set only ([`weighted_median_cols`]).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Sparse,
+}
+
+impl Layout {
+    /// Whether to take the dense path with `set` weights on `rows` validators' rows of `n` uids.
+    fn dense(self, set: usize, rows: usize, n: usize) -> bool {
+        match self {
+            Layout::Auto => set.saturating_mul(4) >= rows.saturating_mul(n),
+            Layout::Dense => true,
+            Layout::Sparse => false,
+        }
+    }
+}
+
+/// [`epoch`], with the consensus computed in the given [`Layout`].
+fn epoch_with(inputs: &Inputs<'_>, params: &Params, layout: Layout) -> Result<Outcome, YumaError> {
     let n = validate(inputs, params)?;
 
     // Stake: filter by the threshold, normalise.
@@ -319,7 +351,12 @@ pub fn epoch(inputs: &Inputs<'_>, params: &Params) -> Result<Outcome, YumaError>
         .collect();
 
     // Consensus and clipping.
-    let consensus = weighted_median_cols(&validator_stake, &weights, n, params.kappa_fraction());
+    let set: usize = weights.iter().map(Vec::len).sum();
+    let consensus = if layout.dense(set, weights.len(), n) {
+        weighted_median_cols_dense(&validator_stake, &weights, n, params.kappa_fraction())
+    } else {
+        weighted_median_cols(&validator_stake, &weights, n, params.kappa_fraction())
+    };
     let clipped_weights: Vec<SparseRow> = weights
         .iter()
         .map(|row| {
@@ -664,27 +701,101 @@ fn weighted_median_cols(stake: &[f64], rows: &[SparseRow], n: usize, kappa: f64)
                 zero_stake += stake[k];
             }
         }
-        // Ascending weight, ties in row order: what a stable sort gives.
-        points.sort_unstable();
-        let total = points.iter().fold(zero_stake, |total, &(_, k)| total + stake[k]);
-        let minority = total * (1.0 - kappa);
-        // The running total only grows, so it exceeds the minority within the zeros exactly
-        // when it does after them.
-        consensus[j] = if zero_stake > minority {
-            0.0
-        } else {
-            let mut cumulative = zero_stake;
-            points
-                .iter()
-                .find(|&&(_, k)| {
-                    cumulative += stake[k];
-                    cumulative > minority
-                })
-                .or(points.last())
-                .map_or(0.0, |&(w, _)| f64::from_bits(w))
-        };
+        consensus[j] = column_quantile(points, zero_stake, stake, kappa);
     }
     consensus
+}
+
+/// [`weighted_median_cols`] for dense rows (each in ascending uid), a block of columns at a
+/// time: the voters' weights on [`BLOCK`] columns are copied, by a cursor walking each row, into
+/// one reused column-major buffer small enough to stay in cache, and each column's positive
+/// weights are then gathered from it in row order into another reused buffer; nothing is
+/// allocated per column. The sums and comparisons are [`weighted_median_cols`]'s own, term for
+/// term and in the same order, so the results are identical; it costs `n` times the number of
+/// voters rather than the number of weights, which is cheaper only when most weights are set.
+/// Columns are independent, so a large matrix is split in two halves of columns computed on
+/// two threads when the machine has two cores or more.
+fn weighted_median_cols_dense(stake: &[f64], rows: &[SparseRow], n: usize, kappa: f64) -> Vec<f64> {
+    let voters: Vec<(usize, &[(usize, f64)])> =
+        (0..rows.len()).filter(|&k| stake[k] > 0.0).map(|k| (k, rows[k].as_slice())).collect();
+    let mut consensus = vec![0.0; n];
+    let two_cores = std::thread::available_parallelism().is_ok_and(|cores| cores.get() >= 2);
+    if two_cores && voters.len().saturating_mul(n) >= 1 << 18 {
+        let (left, right) = consensus.split_at_mut(n / 2);
+        let voters = &voters;
+        std::thread::scope(|scope| {
+            scope.spawn(move || consensus_columns(stake, voters, kappa, 0, left));
+            consensus_columns(stake, voters, kappa, n / 2, right);
+        });
+    } else {
+        consensus_columns(stake, &voters, kappa, 0, &mut consensus);
+    }
+    consensus
+}
+
+/// [`weighted_median_cols_dense`] for the columns from `first` on, one per entry of `out`.
+fn consensus_columns(stake: &[f64], voters: &[(usize, &[(usize, f64)])], kappa: f64, first: usize, out: &mut [f64]) {
+    /// Columns per block: `BLOCK` times the voters' `f64`s (128 KiB for 256 voters).
+    const BLOCK: usize = 64;
+    let m = voters.len();
+    let voting: f64 = voters.iter().map(|&(k, _)| stake[k]).sum();
+    let margin = voting * 1e-9;
+    let minority_bound = voting * (1.0 - kappa) + margin;
+    let mut cursors: Vec<usize> = voters.iter().map(|&(_, row)| row.partition_point(|&(col, _)| col < first)).collect();
+    let mut block = vec![0.0f64; BLOCK * m];
+    let mut points: Vec<(u64, usize)> = Vec::with_capacity(m);
+    for (chunk, out) in out.chunks_mut(BLOCK).enumerate() {
+        let start = first + chunk * BLOCK;
+        let end = start + out.len();
+        for (v, (&(_, row), cursor)) in voters.iter().zip(&mut cursors).enumerate() {
+            while let Some(&(col, w)) = row.get(*cursor).filter(|&&(col, _)| col < end) {
+                block[(col - start) * m + v] = w;
+                *cursor += 1;
+            }
+        }
+        for (consensus, column) in out.iter_mut().zip(block.chunks_exact_mut(m.max(1))) {
+            points.clear();
+            let (mut zero_stake, mut backing) = (0.0, 0.0);
+            for (&(k, _), w) in voters.iter().zip(column.iter_mut()) {
+                if *w != 0.0 {
+                    points.push((w.to_bits(), k));
+                    backing += stake[k];
+                } else {
+                    zero_stake += stake[k];
+                }
+                *w = 0.0;
+            }
+            // As `weighted_median_cols`'s `zeros_decide`.
+            if points.is_empty() || voting - backing - margin > minority_bound {
+                continue;
+            }
+            *consensus = column_quantile(&mut points, zero_stake, stake, kappa);
+        }
+    }
+}
+
+/// One column's stake-weighted `kappa` quantile, from its positive weights `(bits, row)` in
+/// row order and the stake `zero_stake` of the rows giving it zero.
+fn column_quantile(points: &mut [(u64, usize)], zero_stake: f64, stake: &[f64], kappa: f64) -> f64 {
+    // Ascending weight, ties in row order: what a stable sort gives.
+    points.sort_unstable();
+    let total = points.iter().fold(zero_stake, |total, &(_, k)| total + stake[k]);
+    let minority = total * (1.0 - kappa);
+    // The running total only grows, so it exceeds the minority within the zeros exactly
+    // when it does after them.
+    if zero_stake > minority {
+        0.0
+    } else {
+        let mut cumulative = zero_stake;
+        points
+            .iter()
+            .find(|&&(_, k)| {
+                cumulative += stake[k];
+                cumulative > minority
+            })
+            .or(points.last())
+            .map_or(0.0, |&(w, _)| f64::from_bits(w))
+    }
 }
 
 /// `out[j] = Σ_k rows[k][j] · stake[k]`, over `n` columns.
@@ -858,5 +969,59 @@ mod tests {
         // Unstaked validators do not vote; with no voters consensus is 0.
         assert_eq!(weighted_median_cols(&[0.0, 1.0], &w, 2, 0.0), [0.8, 0.1]);
         assert_eq!(weighted_median_cols(&[0.0, 0.0], &w, 2, 0.5), [0.0, 0.0]);
+    }
+
+    /// A seeded generator for the layout test (no dependency needed).
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    #[test]
+    fn dense_and_sparse_consensus_give_the_same_outcome() {
+        // Random subnets from empty to fully dense, with ties (weights on a coarse grid), zero
+        // entries, unstaked uids, prior bonds, several kappas; large enough for the two-thread
+        // split and for blocks of columns that do not divide the uids evenly.
+        for case in 0..120u64 {
+            let mut rng = Rng(case);
+            let n = if case % 20 == 0 { 600 + rng.below(200) as usize } else { 1 + rng.below(90) as usize };
+            let density = rng.below(101) as f64 / 100.0;
+            let grid = 1 + rng.below(8);
+            let stakes: Vec<u64> = (0..n).map(|_| if rng.below(3) == 0 { 0 } else { rng.below(1_000) }).collect();
+            let matrix = |rng: &mut Rng, fill: f64| -> Vec<SparseRow> {
+                let mut rows = vec![Vec::new(); n];
+                for row in &mut rows {
+                    for j in 0..n {
+                        if (rng.below(1_000) as f64) < fill * 1_000.0 {
+                            row.push((j, rng.below(grid + 1) as f64));
+                        }
+                    }
+                }
+                rows
+            };
+            let weights = matrix(&mut rng, density);
+            let bonds = if rng.below(2) == 0 { Vec::new() } else { matrix(&mut rng, 0.5) };
+            let params = Params {
+                kappa: [0, 32_767, 32_768, 50_000, u16::MAX][rng.below(5) as usize],
+                max_allowed_validators: 1 + rng.below(n as u64 + 1) as u16,
+                ..Params::default()
+            };
+            let inputs = Inputs { stakes: &stakes, weights: &weights, bonds: &bonds, emission: 1_000_000_007 };
+            let dense = epoch_with(&inputs, &params, Layout::Dense).unwrap();
+            let sparse = epoch_with(&inputs, &params, Layout::Sparse).unwrap();
+            assert_eq!(dense, sparse, "case {case}: {n} uids, density {density}");
+            assert_eq!(epoch(&inputs, &params).unwrap(), sparse, "case {case}: automatic layout");
+        }
     }
 }

@@ -201,22 +201,29 @@ fn protocols_section() -> Result<String, Box<dyn std::error::Error>> {
 }
 
 fn subnet_section() -> Result<String, Box<dyn std::error::Error>> {
-    let run = agora_benches::yuma_epoch(256, 4_096, 11, 15)?;
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let median = ms(run.median());
-    Ok(format!(
-        "\nSubnet: one Yuma Consensus epoch, 256 validators and 4,096 miners ({} uids), each validator weighting \
-         10-20% of the miners ({} weights), bonds of {} validators from the epoch before; {} miners paid\n\
-         median of {} epochs: {median:.2} ms (min {:.2}, max {:.2}; target < 50 ms: {:.2} of it)\n",
-        run.uids,
-        run.weights_set,
-        run.bond_holders,
-        run.paid_miners,
-        run.times.len(),
-        ms(run.times.first().copied().unwrap_or_default()),
-        ms(run.times.last().copied().unwrap_or_default()),
-        median / 50.0
-    ))
+    let mut out = String::from(
+        "\nSubnet: one Yuma Consensus epoch, 256 validators and 4,096 miners, bonds from the epoch before\n",
+    );
+    for (dense, label) in
+        [(false, "each validator weighting 10-20% of the miners"), (true, "every validator weighting every miner")]
+    {
+        let run = agora_benches::yuma_epoch(256, 4_096, dense, 11, 15)?;
+        let median = ms(run.median());
+        out += &format!(
+            "{label} ({} uids, {} weights, bonds of {} validators; {} miners paid)\n\
+             median of {} epochs: {median:.2} ms (min {:.2}, max {:.2}; target < 50 ms: {:.2} of it)\n",
+            run.uids,
+            run.weights_set,
+            run.bond_holders,
+            run.paid_miners,
+            run.times.len(),
+            ms(run.times.first().copied().unwrap_or_default()),
+            ms(run.times.last().copied().unwrap_or_default()),
+            median / 50.0
+        );
+    }
+    Ok(out)
 }
 
 fn ledger() -> Result<String, Box<dyn std::error::Error>> {
