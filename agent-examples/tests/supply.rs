@@ -96,3 +96,13 @@ fn the_same_seed_gives_the_same_chain_twice_and_another_seed_another() {
     let other = serde_json::to_string(&run_sim(&scenario, 7, Options::default())).unwrap();
     assert_ne!(first, other);
 }
+
+#[test]
+fn a_market_that_closes_early_leaves_parts_short_but_keeps_every_invariant() {
+    let scenario = Scenario::generate(3, 8, 3, 0.5);
+    let options = Options { duration_hours: Some(50), ..Options::default() };
+    let summary = run_sim(&scenario, 3, options);
+    let closed: Vec<_> =
+        summary.parts.iter().filter_map(|p| p.short.as_deref()).filter(|s| s.contains("market closed")).collect();
+    assert!(!closed.is_empty(), "with failures up to 50%, some part is still missing after 50 h: {summary}");
+}

@@ -176,10 +176,10 @@ fn main() -> Result<std::process::ExitCode, Report> {
     defi::spread::plot_svg(&args.plot, &summary.spread)
         .map_err(|e| anyhow::anyhow!("cannot write the plot {}: {e}", args.plot.display()))?;
     match args.json {
-        true => println!("{}", serde_json::to_string_pretty(&summary)?),
+        true => agent_examples::market::write_stdout(&format!("{}\n", serde_json::to_string_pretty(&summary)?))?,
         false => {
-            print!("{summary}");
-            println!("\nThe spread over time is plotted in {}", args.plot.display());
+            let plotted = format!("\nThe spread over time is plotted in {}\n", args.plot.display());
+            agent_examples::market::write_stdout(&format!("{summary}{plotted}"))?;
         }
     }
     if !summary.invariants.all_hold() {

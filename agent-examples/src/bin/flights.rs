@@ -165,8 +165,8 @@ fn main() -> Result<std::process::ExitCode, Report> {
         false => agent_examples::market::simulated_runtime()?.block_on(flights::run(&scenario, args.seed, &options))?,
     };
     match args.json {
-        true => println!("{}", serde_json::to_string_pretty(&summary)?),
-        false => print!("{summary}"),
+        true => agent_examples::market::write_stdout(&format!("{}\n", serde_json::to_string_pretty(&summary)?))?,
+        false => agent_examples::market::write_stdout(&summary.to_string())?,
     }
     if !summary.invariants.all_hold() {
         eprintln!("invariants broken: {}", summary.invariants.broken().len());

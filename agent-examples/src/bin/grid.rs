@@ -174,13 +174,14 @@ fn main() -> Result<std::process::ExitCode, Report> {
         false => agent_examples::market::simulated_runtime()?.block_on(grid::run(&scenario, args.seed, &options))?,
     };
     match args.json {
-        true => println!("{}", serde_json::to_string_pretty(&summary)?),
-        false => print!("{summary}"),
+        true => agent_examples::market::write_stdout(&format!("{}\n", serde_json::to_string_pretty(&summary)?))?,
+        false => agent_examples::market::write_stdout(&summary.to_string())?,
     }
     if let Some(path) = &args.plot {
         grid::plot::plot_day_svg(path, &summary.plot_points()).map_err(|e| anyhow::anyhow!("cannot plot: {e}"))?;
         if !args.json {
-            println!("\nPlot of the clearing prices and traded energy: {}", path.display());
+            let plotted = format!("\nPlot of the clearing prices and traded energy: {}\n", path.display());
+            agent_examples::market::write_stdout(&plotted)?;
         }
     }
     if !summary.invariants.all_hold() {

@@ -35,6 +35,10 @@ struct Args {
     /// The seed of the generated chain, of the suppliers' failures and of the network.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Market hours after which buyers start no new round (parts still missing are
+    /// reported short).
+    #[arg(long)]
+    duration: Option<u64>,
     /// Rounds a buyer runs for one part (default: the scenario's).
     #[arg(long)]
     rounds: Option<u32>,
@@ -133,7 +137,8 @@ fn main() -> Result<std::process::ExitCode, Report> {
     if args.distributed {
         scenario.terms.ms_per_hour = args.ms_per_hour.clamp(1, 3_600_000);
     }
-    let options = Options { loss: args.loss, progress: !args.json, ..Options::default() };
+    let options =
+        Options { loss: args.loss, progress: !args.json, duration_hours: args.duration, ..Options::default() };
     if !args.json {
         println!(
             "Supply chain: {} parts, {} suppliers, seed {}\n",
@@ -151,8 +156,8 @@ fn main() -> Result<std::process::ExitCode, Report> {
         false => agent_examples::market::simulated_runtime()?.block_on(supply::run(&scenario, args.seed, &options))?,
     };
     match args.json {
-        true => println!("{}", serde_json::to_string_pretty(&summary)?),
-        false => print!("{summary}"),
+        true => agent_examples::market::write_stdout(&format!("{}\n", serde_json::to_string_pretty(&summary)?))?,
+        false => agent_examples::market::write_stdout(&summary.to_string())?,
     }
     if !summary.invariants.all_hold() {
         eprintln!("invariants broken: {}", summary.invariants.broken().len());

@@ -98,6 +98,17 @@ pub async fn await_settled(
     }
 }
 
+/// Writes `text` to stdout. A reader that went away (`demo | head`) is not an error:
+/// the demo's result no longer has anywhere to go.
+pub fn write_stdout(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
 /// Money in the demos: integer cents, printed with two decimals.
 pub fn cents(amount: u128) -> String {
     format!("{}.{:02}", amount / 100, amount % 100)

@@ -121,6 +121,11 @@ pub async fn run(
     options: &Options,
 ) -> Result<Summary, DistributedError> {
     scenario.validate().map_err(super::MarketError::from)?;
+    let mut scenario = scenario.clone();
+    let started_ms = agent_core::envelope::unix_now_ms();
+    scenario.terms.closes_at_ms =
+        options.duration_hours.map(|h| started_ms + scenario.terms.hours(h).as_millis() as u64);
+    let scenario = &scenario;
     let dir = tempfile::tempdir()?;
     let scenario_path = dir.path().join("scenario.json");
     std::fs::write(&scenario_path, serde_json::to_string(scenario).map_err(std::io::Error::other)?)?;

@@ -27,6 +27,8 @@ pub struct Options {
     pub ledger_outage: Option<(Duration, Duration)>,
     /// Show a progress bar (when stdout is a terminal).
     pub progress: bool,
+    /// Market hours after which buyers start no new round (none by default).
+    pub duration_hours: Option<u64>,
 }
 
 /// Why a market could not run (what the agents did is in the [`Summary`]).
@@ -100,8 +102,13 @@ pub(super) fn registration(
 /// current-thread) runtime, and checks the invariants at the end.
 pub async fn run(scenario: &Scenario, seed: u64, options: &Options) -> Result<Summary, MarketError> {
     scenario.validate()?;
-    let scenario = Arc::new(scenario.clone());
+    // From here on the Unix clock is the simulation's.
     let sim = Sim::new(seed).without_trace();
+    let mut scenario = scenario.clone();
+    let started_ms = agent_core::envelope::unix_now_ms();
+    scenario.terms.closes_at_ms =
+        options.duration_hours.map(|h| started_ms + scenario.terms.hours(h).as_millis() as u64);
+    let scenario = Arc::new(scenario);
     sim.set_default_link(
         Link::with_latency(Duration::from_millis(5))
             .jitter(Duration::from_millis(20))
@@ -122,7 +129,6 @@ pub async fn run(scenario: &Scenario, seed: u64, options: &Options) -> Result<Su
     // deployment renews them instead, with `almanac::register_bureau`).
     let almanac = Arc::new(Almanac::new(almanac::Config::default().with_max_ttl_ms(REGISTERED_FOR_MS)));
     let faucet = Wallet::new(mint, memory_ledger.clone());
-    let started_ms = agent_core::envelope::unix_now_ms();
 
     let mut suppliers = Vec::new();
     for tier in [1u8, 2] {

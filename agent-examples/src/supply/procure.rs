@@ -143,6 +143,10 @@ pub async fn procure(
         if remaining == 0 {
             return procurement;
         }
+        if terms.closes_at_ms.is_some_and(|closes| agent_core::envelope::unix_now_ms() >= closes) {
+            procurement.short = Some(format!("the market closed with {remaining} of {part} missing"));
+            return procurement;
+        }
         let attribute = part_attribute(part);
         let suppliers = match contract_net::find_participants(directory, &[(&attribute, "yes")], 1_000).await {
             Ok(found) => found.into_iter().filter(|s| !failed.contains(s)).collect::<Vec<_>>(),

@@ -44,6 +44,10 @@ pub struct Terms {
     /// across processes in real time (`--distributed` makes it 100 ms).
     #[serde(default = "real_hour_ms")]
     pub ms_per_hour: u64,
+    /// When the market closes (Unix ms): no buyer starts a round after it. Set by the run
+    /// from `--duration`, not read from the scenario.
+    #[serde(skip)]
+    pub closes_at_ms: Option<u64>,
 }
 
 fn real_hour_ms() -> u64 {
@@ -64,7 +68,7 @@ impl Terms {
 
 impl Default for Terms {
     fn default() -> Terms {
-        Terms { call_ms: 2_000, rounds: 10, grace_hours: 2, ms_per_hour: real_hour_ms() }
+        Terms { call_ms: 2_000, rounds: 10, grace_hours: 2, ms_per_hour: real_hour_ms(), closes_at_ms: None }
     }
 }
 
