@@ -22,7 +22,7 @@ fn the_flight_market_runs_across_processes_and_keeps_every_invariant() {
     assert!(output.status.success(), "the distributed market failed: {stderr}");
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let invariants = summary["invariants"].as_array().unwrap();
-    assert_eq!(invariants.len(), 7);
+    assert_eq!(invariants.len(), 8);
     for invariant in invariants {
         assert_eq!(invariant["holds"], true, "{invariant}");
     }

@@ -52,6 +52,18 @@ fn without_failures_the_manufacturer_pays_the_brute_force_optimum() {
     assert_eq!(summary.optimum.as_ref().map(|o| o.cost), Ok(optimum), "the demo's optimiser agrees");
     assert!(summary.parts.iter().all(|p| p.delivered == p.quantity));
     assert_eq!(summary.reassigned, 0);
+    // The cheapest plan's lead time, worked by hand: frames 24 h (frameworks; alloy-co
+    // 12 h), motors 36 h at dynamo plus 10 h for the slowest sub-part from its fastest
+    // supplier (magnets at neodym; coils at copperline take 8 h), batteries 48 h
+    // (voltcell), wheels 10 h: 48 h in all.
+    assert_eq!(summary.optimum.as_ref().map(|o| o.lead_time_hours), Ok(48));
+    assert!(
+        (summary.lead_time_hours - 48.0).abs() < 0.5,
+        "the last part arrives when the optimum says, give or take the network: {} h",
+        summary.lead_time_hours
+    );
+    let motor = summary.parts.iter().find(|p| p.part == "motor").unwrap();
+    assert!((motor.lead_time_hours() - 46.0).abs() < 0.5, "motors: {} h", motor.lead_time_hours());
 }
 
 #[test]

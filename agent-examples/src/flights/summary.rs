@@ -45,6 +45,8 @@ pub struct FlightLine {
     pub sold: u32,
     /// The most seats sold and held at one instant.
     pub peak_committed: u32,
+    /// Seats still held at the end (none: every hold ends released or booked).
+    pub held: u32,
 }
 
 /// One airline's revenue.
@@ -87,6 +89,7 @@ pub async fn check(
     let mut bookings = Vec::new();
     let mut seat_violations = Vec::new();
     let mut over_violations = Vec::new();
+    let mut held_violations = Vec::new();
     for airline in airlines {
         let mut line = AirlineLine { airline: airline.airline.clone(), bookings: 0, booked: 0, balance: 0 };
         line.balance = ledger.balance(airline.wallet).await.unwrap_or(0);
@@ -108,6 +111,9 @@ pub async fn check(
                     flight.spec.id, flight.spec.seats, flight.sold, flight.peak_committed
                 ));
             }
+            if flight.held > 0 {
+                held_violations.push(format!("{}: {} seats still held", flight.spec.id, flight.held));
+            }
             flights.push(FlightLine {
                 flight: flight.spec.id.clone(),
                 airline: airline.airline.clone(),
@@ -115,6 +121,7 @@ pub async fn check(
                 seats: flight.spec.seats,
                 sold: flight.sold,
                 peak_committed: flight.peak_committed,
+                held: flight.held,
             });
         }
         airline_lines.push(line);
@@ -142,6 +149,11 @@ pub async fn check(
             _ => disagreements.push(format!("{airline} issued {} that no traveller holds", booking.ticket.reference)),
         }
     }
+    invariants.check(
+        "every hold released or booked by the end (rejected and expired holds are released)",
+        format!("{} flights", flights.len()),
+        held_violations,
+    );
     invariants.check("no partial group booking", format!("{} group bookings", bookings.len()), partial);
 
     // Money: every traveller paid exactly its booking's price, or nothing.
@@ -268,5 +280,61 @@ impl fmt::Display for Summary {
         write!(f, "{airlines}")?;
         writeln!(f, "\nInvariants (market time {:.1} s)", self.market_time_ms as f64 / 1000.0)?;
         write!(f, "{}", self.invariants.table())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flights::{Booking, FlightSpec, Ticket};
+    use agent_core::ledger::MemoryLedger;
+
+    #[tokio::test]
+    async fn each_broken_invariant_is_reported() {
+        let scenario = Scenario::built_in().unwrap();
+        let ledger = MemoryLedger::new(None, agent_core::envelope::unix_now_ms);
+        let who = agent_core::Identity::from_seed("someone").address();
+        let ticket = |reference: &str, seats: Vec<u32>| Ticket {
+            reference: reference.into(),
+            flight: "JL10".into(),
+            seat_numbers: seats,
+            price: 9_900,
+        };
+        // Seat 2 sold twice, more sold than the flight has, a hold never released, and
+        // bookings no traveller holds (so the airline's balance is short of them too).
+        let flight = Flight {
+            spec: FlightSpec { id: "JL10".into(), route: "BER-LIS".into(), seats: 3, price: 9_900 },
+            sold: 4,
+            held: 1,
+            peak_committed: 5,
+            bookings: vec![
+                Booking { traveller: who, ticket: ticket("JL10-0001", vec![1, 2]) },
+                Booking { traveller: who, ticket: ticket("JL10-0002", vec![2, 3]) },
+            ],
+        };
+        let books = vec![Books { airline: "jetlow".into(), wallet: who, flights: vec![flight] }];
+        // A traveller booked 1 seat of a 2-seat group, and was charged for nothing it holds.
+        let mut shopping = Shopping::closed_for_test(&scenario.travellers[0], who);
+        shopping.booking = Some(crate::flights::Booked {
+            airline: "jetlow".into(),
+            airline_address: who,
+            ticket: ticket("JL10-0003", vec![1]),
+            paid: true,
+        });
+        let mut travellers = vec![shopping];
+        travellers[0].wallet = Some(who);
+        let summary = check(&scenario, &travellers, &books, &ledger, Duration::ZERO).await;
+        let broken: Vec<&str> = summary.invariants.broken().iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(
+            broken,
+            [
+                "no seat sold twice",
+                "bookings per flight never exceed seats, holds included at every instant",
+                "every hold released or booked by the end (rejected and expired holds are released)",
+                "no traveller charged without a booking, nor more than its price",
+                "every booking held by its traveller and paid to its airline",
+                "money conserved",
+            ]
+        );
     }
 }

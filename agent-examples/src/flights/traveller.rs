@@ -57,6 +57,24 @@ impl Shopping {
     }
 }
 
+#[cfg(test)]
+impl Shopping {
+    /// A traveller with no booking, for tests of the checks.
+    pub(crate) fn closed_for_test(traveller: &TravellerSpec, address: Address) -> Shopping {
+        Shopping {
+            name: traveller.name.clone(),
+            address,
+            wallet: None,
+            route: traveller.route.clone(),
+            seats: traveller.seats,
+            budget: traveller.budget,
+            booking: None,
+            why_not: None,
+            rounds: 0,
+        }
+    }
+}
+
 /// A traveller's booking.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Booked {
