@@ -19,6 +19,9 @@ fn the_demo_runs_the_built_in_flight_market_and_prints_its_summary() {
     }
     assert!(stdout.contains("JL10-0001"), "{stdout}");
     assert!(!stdout.contains("BROKEN"), "{stdout}");
+    // stdout is a pipe here, not a terminal: no progress bar anywhere.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("travellers [") && !stderr.contains('\r'), "{stderr}");
 }
 
 #[test]
@@ -85,4 +88,21 @@ fn the_grid_demo_prints_its_day_plots_it_and_names_a_bad_scenarios_cause() {
     let output = grid().args(["--intervals", "0"]).output().unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("at least one interval"));
+}
+
+#[test]
+fn a_broken_invariant_makes_the_supply_demo_exit_non_zero() {
+    // A manufacturer that cannot pay for anything: no order can be placed, every round
+    // fails, and the parts are still missing when the rounds run out.
+    let mut scenario: serde_json::Value = serde_json::from_str(include_str!("../scenarios/supply.json")).unwrap();
+    scenario["manufacturer_funds"] = 1.into();
+    scenario["terms"]["rounds"] = 2.into();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chain.json");
+    std::fs::write(&path, scenario.to_string()).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_supply")).arg("--scenario").arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    assert!(stdout.contains("BROKEN"), "{stdout}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("invariants broken"));
 }
