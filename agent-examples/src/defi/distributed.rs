@@ -20,45 +20,7 @@ use super::scenario::Scenario;
 use super::summary::{self, Summary};
 use super::trader::{read_pools, trader_agent, TraderLog};
 use super::Options;
-use crate::market::distributed::{loopback, spawn, NodeAddress, NodeError};
-
-/// Why the distributed market could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum DistributedError {
-    /// A node could not be started or reached.
-    #[error(transparent)]
-    Node(#[from] NodeError),
-    /// The network failed.
-    #[error(transparent)]
-    Net(#[from] agent_core::net::NetError),
-    /// The bureau failed.
-    #[error(transparent)]
-    Bureau(#[from] agent_core::BureauError),
-    /// The market itself could not be set up.
-    #[error(transparent)]
-    Market(#[from] super::MarketError),
-    /// The almanac refused or failed.
-    #[error("the almanac failed")]
-    Almanac(#[from] almanac::AlmanacError),
-    /// A wallet operation failed.
-    #[error(transparent)]
-    Wallet(#[from] agent_core::WalletError),
-    /// An agent did not show its books.
-    #[error("{agent} did not show its books")]
-    Books {
-        /// Which.
-        agent: String,
-        /// Why.
-        #[source]
-        source: agent_core::RequestError,
-    },
-    /// A token has no ledger node.
-    #[error("no ledger node for token {0} (give --ledger {0}=ADDR)")]
-    NoLedger(String),
-    /// A file could not be written.
-    #[error("cannot write the scenario for the nodes")]
-    Io(#[from] std::io::Error),
-}
+use crate::market::distributed::{loopback, spawn, DistributedError, NodeAddress};
 
 /// The mint of every token's ledger.
 pub fn mint() -> Identity {
@@ -69,7 +31,9 @@ pub fn mint() -> Identity {
 pub fn ledgers(nodes: &BTreeMap<String, NodeAddress>, scenario: &Scenario) -> Result<Ledgers, DistributedError> {
     let mut ledgers: BTreeMap<String, Arc<dyn Ledger>> = BTreeMap::new();
     for token in &scenario.tokens {
-        let node = nodes.get(token).ok_or_else(|| DistributedError::NoLedger(token.clone()))?;
+        let node = nodes.get(token).ok_or_else(|| {
+            DistributedError::Invalid(format!("no ledger node for token {token} (give --ledger {token}=ADDR)"))
+        })?;
         ledgers.insert(token.clone(), Arc::new(RemoteLedger::new(node.peer_id, node.addrs.clone())?));
     }
     Ok(Arc::new(ledgers))
@@ -158,7 +122,7 @@ fn name_bytes(name: &str) -> [u8; 8] {
 /// invariants are checked against the books the makers and traders report and the
 /// ledger nodes.
 pub async fn run(exe: &Path, scenario: &Scenario, seed: u64, options: &Options) -> Result<Summary, DistributedError> {
-    scenario.validate().map_err(super::MarketError::from)?;
+    scenario.validate().map_err(|e| DistributedError::from(super::MarketError::from(e)))?;
     let dir = tempfile::tempdir()?;
     let scenario_path = dir.path().join("scenario.json");
     std::fs::write(&scenario_path, serde_json::to_string(scenario).map_err(std::io::Error::other)?)?;
@@ -226,16 +190,19 @@ pub async fn run(exe: &Path, scenario: &Scenario, seed: u64, options: &Options) 
         let open = (started_ms, closes_ms);
         let (agent, log) =
             arbitrageur_agent(spec, ledgers.clone(), makers.clone(), open, terms.hold_ms, terms.escrow_ms)
-                .map_err(DistributedError::Market)?;
+                .map_err(DistributedError::from)?;
         bureau.add(agent)?;
         arbitrageurs.push(log);
     }
     let resolver = Arc::new(AlmanacResolver::new(directory.clone()));
     bureau.listen(NetworkConfig::new(loopback(), resolver)).await?;
     let _registrar = almanac::register_bureau(&bureau, directory.clone(), almanac::RegistrarConfig::default()).await?;
-    let watcher =
-        bureau.add(agent_core::Agent::builder("spread watcher").build().map_err(super::MarketError::from)?)?;
-    let ctx = bureau.context(watcher).ok_or(DistributedError::Io(std::io::Error::other("the watcher stopped")))?;
+    let watcher = bureau.add(
+        agent_core::Agent::builder("spread watcher")
+            .build()
+            .map_err(|e| DistributedError::from(super::MarketError::from(e)))?,
+    )?;
+    let ctx = bureau.context(watcher).ok_or_else(|| DistributedError::Stopped("the spread watcher".into()))?;
 
     let total_ms = scenario.terms.trading_ms + scenario.terms.calm_ms;
     let samples = total_ms / scenario.terms.sample_ms;
@@ -298,4 +265,10 @@ pub async fn run(exe: &Path, scenario: &Scenario, seed: u64, options: &Options) 
     bureau.shutdown().await?;
     drop((pools, traders, ledger_children, almanac));
     Ok(summary)
+}
+
+impl From<super::MarketError> for DistributedError {
+    fn from(error: super::MarketError) -> DistributedError {
+        DistributedError::Market(Box::new(error))
+    }
 }

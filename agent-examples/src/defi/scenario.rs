@@ -6,6 +6,8 @@
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+pub use crate::market::ScenarioError;
+
 /// The built-in market, as shipped in `agent-examples/scenarios/defi.json`.
 pub const BUILT_IN: &str = include_str!("../../scenarios/defi.json");
 
@@ -96,26 +98,6 @@ impl Default for Terms {
     }
 }
 
-/// Why a scenario cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ScenarioError {
-    /// The file could not be read.
-    #[error("cannot read the scenario {path}")]
-    Read {
-        /// The file.
-        path: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The JSON does not describe a DeFi market.
-    #[error("the scenario is not valid: {0}")]
-    Parse(#[from] serde_json::Error),
-    /// It describes one that cannot run.
-    #[error("the scenario is not consistent: {0}")]
-    Inconsistent(String),
-}
-
 /// The largest reserve or fund a scenario may give: far below where the pool arithmetic
 /// could overflow.
 pub const MAX_AMOUNT: u128 = 1 << 96;
@@ -128,16 +110,12 @@ impl Scenario {
 
     /// A market read from a JSON file.
     pub fn load(path: &std::path::Path) -> Result<Scenario, ScenarioError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ScenarioError::Read { path: path.display().to_string(), source })?;
-        Scenario::from_json(&text)
+        crate::market::scenario::load(path, Scenario::validate)
     }
 
     /// A market from JSON text, checked.
     pub fn from_json(text: &str) -> Result<Scenario, ScenarioError> {
-        let scenario: Scenario = serde_json::from_str(text)?;
-        scenario.validate()?;
-        Ok(scenario)
+        crate::market::scenario::from_json(text, Scenario::validate)
     }
 
     /// Checks what JSON cannot.

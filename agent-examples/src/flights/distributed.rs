@@ -18,52 +18,11 @@ use agent_core::{Address, Agent, Bureau, Config, Identity, Wallet};
 use agent_protocols::contract_net;
 use almanac::{AlmanacResolver, RemoteAlmanac, WeightedEndpoint};
 
-use crate::market::distributed::{loopback, spawn, NodeAddress, NodeError};
+use crate::market::distributed::{loopback, spawn, DistributedError, NodeAddress};
 
 use super::market::{airline_agent, await_settled, registration, seed_of, shop_all, BooksRequest, Options};
 use super::scenario::Scenario;
 use super::summary::{self, Books, Summary};
-
-/// Why the distributed market could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum DistributedError {
-    /// A node could not be started or reached.
-    #[error(transparent)]
-    Node(#[from] NodeError),
-    /// The network failed.
-    #[error(transparent)]
-    Net(#[from] agent_core::net::NetError),
-    /// The bureau failed.
-    #[error(transparent)]
-    Bureau(#[from] agent_core::BureauError),
-    /// The market itself could not be set up.
-    #[error(transparent)]
-    Market(#[from] super::MarketError),
-    /// The almanac refused or failed.
-    #[error("the almanac failed")]
-    Almanac(#[from] almanac::AlmanacError),
-    /// A wallet operation failed.
-    #[error(transparent)]
-    Wallet(#[from] agent_core::WalletError),
-    /// An airline did not show its books.
-    #[error("airline {airline} did not show its books")]
-    Books {
-        /// Which.
-        airline: String,
-        /// Why.
-        #[source]
-        source: agent_core::RequestError,
-    },
-    /// A file could not be written or read.
-    #[error("{what}")]
-    Io {
-        /// What was being done.
-        what: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-}
 
 /// The mint authority of the flight market's ledger (the faucet that funds travellers).
 pub fn mint() -> Identity {
@@ -110,16 +69,10 @@ pub async fn run(
     shards: usize,
     options: &Options,
 ) -> Result<Summary, DistributedError> {
-    scenario.validate().map_err(super::MarketError::from)?;
-    let io = |what: &str| {
-        let what = what.to_owned();
-        move |source| DistributedError::Io { what, source }
-    };
-    let dir = tempfile::tempdir().map_err(io("cannot create a directory for the ledger"))?;
+    scenario.validate().map_err(|e| DistributedError::from(super::MarketError::from(e)))?;
+    let dir = tempfile::tempdir()?;
     let scenario_path: PathBuf = dir.path().join("scenario.json");
-    let json =
-        serde_json::to_string(scenario).map_err(|e| io("cannot write the scenario")(std::io::Error::other(e)))?;
-    std::fs::write(&scenario_path, json).map_err(io("cannot write the scenario"))?;
+    std::fs::write(&scenario_path, serde_json::to_string(scenario).map_err(std::io::Error::other)?)?;
     let started = tokio::time::Instant::now();
 
     let almanac = spawn(exe, "almanac", &["--role".into(), "almanac".into()]).await?;
@@ -152,8 +105,10 @@ pub async fn run(
     let mut addresses = Vec::new();
     for spec in &scenario.travellers {
         let identity = Identity::from_seed(&seed_of(&spec.name));
-        let mut agent =
-            Agent::builder(spec.name.clone()).identity(identity).build().map_err(super::MarketError::from)?;
+        let mut agent = Agent::builder(spec.name.clone())
+            .identity(identity)
+            .build()
+            .map_err(|e| DistributedError::from(super::MarketError::from(e)))?;
         let book = contract_net::Book::default();
         contract_net::refuse_strays(&mut agent, &book);
         addresses.push(bureau.add(agent)?);
@@ -165,10 +120,8 @@ pub async fn run(
     let faucet = Wallet::new(mint(), remote_ledger.clone());
     let mut shoppers = Vec::new();
     for ((book, spec), address) in travellers.into_iter().zip(&addresses) {
-        let ctx = bureau.context(*address).ok_or(DistributedError::Io {
-            what: format!("traveller {} is not running", spec.name),
-            source: std::io::Error::other("stopped"),
-        })?;
+        let ctx =
+            bureau.context(*address).ok_or_else(|| DistributedError::Stopped(format!("traveller {}", spec.name)))?;
         faucet.mint(ctx.wallet()?.address(), spec.funds.into()).await?;
         shoppers.push((ctx, book, spec));
     }
@@ -185,7 +138,7 @@ pub async fn run(
         let shown: Books = asker
             .request(airline, BooksRequest, Duration::from_secs(10))
             .await
-            .map_err(|source| DistributedError::Books { airline: spec.name.clone(), source })?;
+            .map_err(|source| DistributedError::Books { agent: spec.name.clone(), source })?;
         books.push(shown);
     }
     let summary =
@@ -194,4 +147,10 @@ pub async fn run(
     drop(airline_nodes);
     drop((almanac, ledger));
     Ok(summary)
+}
+
+impl From<super::MarketError> for DistributedError {
+    fn from(error: super::MarketError) -> DistributedError {
+        DistributedError::Market(Box::new(error))
+    }
 }

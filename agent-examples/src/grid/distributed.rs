@@ -26,7 +26,7 @@ use super::profile::Battery;
 use super::scenario::Scenario;
 use super::summary::{AccountRecord, BatteryRecord, Books, HouseholdRecord, Summary};
 use super::INTERVAL_MINUTES;
-use crate::market::distributed::{loopback, spawn, NodeAddress, NodeError};
+use crate::market::distributed::{loopback, spawn, DistributedError, NodeAddress};
 use crate::market::Progress;
 
 /// How long registrations last in the almanac (the almanac node allows as much).
@@ -34,48 +34,6 @@ pub const REGISTERED_FOR: Duration = Duration::from_secs(31 * 24 * 3600);
 
 /// The shortest and longest interval in real time, in ms.
 pub const MS_PER_INTERVAL: std::ops::RangeInclusive<u64> = 250..=900_000;
-
-/// Why the distributed market could not run (what the agents did is never an error: it
-/// is in the [`Summary`]).
-#[derive(Debug, thiserror::Error)]
-pub enum DistributedError {
-    /// A node could not be started or reached.
-    #[error(transparent)]
-    Node(#[from] NodeError),
-    /// The network failed.
-    #[error(transparent)]
-    Net(#[from] agent_core::net::NetError),
-    /// The bureau failed.
-    #[error(transparent)]
-    Bureau(#[from] agent_core::BureauError),
-    /// The market itself could not be set up.
-    #[error(transparent)]
-    Market(#[from] MarketError),
-    /// The almanac refused or failed.
-    #[error("the almanac failed")]
-    Almanac(#[from] almanac::AlmanacError),
-    /// A wallet operation failed.
-    #[error(transparent)]
-    Wallet(#[from] agent_core::WalletError),
-    /// An interval's length in real time is out of range.
-    #[error("an interval must last 250 to 900000 ms of real time, not {0}")]
-    Timing(u64),
-    /// A household did not show its books.
-    #[error("household {household} did not show its books")]
-    Books {
-        /// Which.
-        household: String,
-        /// Why.
-        #[source]
-        source: agent_core::RequestError,
-    },
-    /// An agent of the demo's own process stopped.
-    #[error("{0} stopped")]
-    Stopped(String),
-    /// A file could not be written.
-    #[error("cannot write the scenario for the nodes")]
-    Io(#[from] std::io::Error),
-}
 
 /// The mint of the market's ledger (the same as on the simulation kit).
 pub fn mint() -> Identity {
@@ -151,7 +109,9 @@ fn check_timing(end: usize, ms_per_interval: u64) -> Result<(), DistributedError
         return Err(MarketError::Intervals { asked: end, max: MAX_INTERVALS }.into());
     }
     if !MS_PER_INTERVAL.contains(&ms_per_interval) {
-        return Err(DistributedError::Timing(ms_per_interval));
+        return Err(DistributedError::Invalid(format!(
+            "an interval must last 250 to 900000 ms of real time, not {ms_per_interval}"
+        )));
     }
     Ok(())
 }
@@ -366,7 +326,13 @@ async fn read_books(ctx: &agent_core::Context, scenario: &Scenario) -> Result<Ve
         let (agent, _) = addresses_of(&spec.name);
         ctx.request::<BooksRequest, HouseholdBooks>(agent, BooksRequest, Some(Duration::from_secs(10)))
             .await
-            .map_err(|source| DistributedError::Books { household: spec.name.clone(), source })
+            .map_err(|source| DistributedError::Books { agent: spec.name.clone(), source })
     });
     futures::future::join_all(asks).await.into_iter().collect()
+}
+
+impl From<super::MarketError> for DistributedError {
+    fn from(error: super::MarketError) -> DistributedError {
+        DistributedError::Market(Box::new(error))
+    }
 }

@@ -6,6 +6,8 @@
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+pub use crate::market::ScenarioError;
+
 use super::profile::{household_seed, Household, IntervalEnergy};
 use super::{DEFAULT_FEED_IN, DEFAULT_TARIFF, INTERVALS_PER_DAY};
 
@@ -138,26 +140,6 @@ impl Terms {
     }
 }
 
-/// Why a scenario cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ScenarioError {
-    /// The file could not be read.
-    #[error("cannot read the scenario {path}")]
-    Read {
-        /// The file.
-        path: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The JSON does not describe an energy market.
-    #[error("the scenario is not valid: {0}")]
-    Parse(#[from] serde_json::Error),
-    /// It describes one that cannot run.
-    #[error("the scenario is not consistent: {0}")]
-    Inconsistent(String),
-}
-
 impl Scenario {
     /// The built-in market.
     pub fn built_in() -> Result<Scenario, ScenarioError> {
@@ -166,16 +148,12 @@ impl Scenario {
 
     /// A market read from a JSON file.
     pub fn load(path: &std::path::Path) -> Result<Scenario, ScenarioError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ScenarioError::Read { path: path.display().to_string(), source })?;
-        Scenario::from_json(&text)
+        crate::market::scenario::load(path, Scenario::validate)
     }
 
     /// A market from JSON text, checked.
     pub fn from_json(text: &str) -> Result<Scenario, ScenarioError> {
-        let scenario: Scenario = serde_json::from_str(text)?;
-        scenario.validate()?;
-        Ok(scenario)
+        crate::market::scenario::from_json(text, Scenario::validate)
     }
 
     /// Checks what JSON cannot: unique names, sensible panels, loads and prices, and

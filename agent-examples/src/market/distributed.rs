@@ -40,6 +40,47 @@ pub enum NodeError {
     Ledger(#[from] agent_core::ledger::LedgerError),
 }
 
+/// Why a market could not run across processes (what its agents did is in its summary).
+#[derive(Debug, thiserror::Error)]
+pub enum DistributedError {
+    /// A node could not be started or reached.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// The network failed.
+    #[error(transparent)]
+    Net(#[from] agent_core::net::NetError),
+    /// The bureau failed.
+    #[error(transparent)]
+    Bureau(#[from] agent_core::BureauError),
+    /// The market itself could not be set up (its agents, its scenario).
+    #[error("the market could not be set up")]
+    Market(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The almanac refused or failed.
+    #[error("the almanac failed")]
+    Almanac(#[from] almanac::AlmanacError),
+    /// A wallet operation failed.
+    #[error(transparent)]
+    Wallet(#[from] agent_core::WalletError),
+    /// An agent in another process did not show its books.
+    #[error("{agent} did not show its books")]
+    Books {
+        /// Which.
+        agent: String,
+        /// Why.
+        #[source]
+        source: agent_core::RequestError,
+    },
+    /// An agent of the demo's own process stopped.
+    #[error("{0} stopped")]
+    Stopped(String),
+    /// The options do not describe a market that can run.
+    #[error("{0}")]
+    Invalid(String),
+    /// A file for the nodes could not be written.
+    #[error("cannot write the scenario for the nodes")]
+    Io(#[from] std::io::Error),
+}
+
 /// Where a service node listens: its peer id and addresses.
 #[derive(Debug, Clone)]
 pub struct NodeAddress {

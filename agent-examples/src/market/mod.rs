@@ -9,9 +9,11 @@
 
 pub mod distributed;
 mod progress;
+pub mod scenario;
 mod table;
 
 pub use progress::Progress;
+pub use scenario::ScenarioError;
 pub use table::Table;
 
 use serde::Serialize;

@@ -20,42 +20,7 @@ use super::procure::{procure, Prefer};
 use super::scenario::{Scenario, MANUFACTURER};
 use super::summary::{self, Summary};
 use super::supplier::{BooksRequest, SupplierBooks};
-use crate::market::distributed::{loopback, spawn, NodeAddress, NodeError};
-
-/// Why the distributed chain could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum DistributedError {
-    /// A node could not be started or reached.
-    #[error(transparent)]
-    Node(#[from] NodeError),
-    /// The network failed.
-    #[error(transparent)]
-    Net(#[from] agent_core::net::NetError),
-    /// The bureau failed.
-    #[error(transparent)]
-    Bureau(#[from] agent_core::BureauError),
-    /// The market itself could not be set up.
-    #[error(transparent)]
-    Market(#[from] super::MarketError),
-    /// The almanac refused or failed.
-    #[error("the almanac failed")]
-    Almanac(#[from] almanac::AlmanacError),
-    /// A wallet operation failed.
-    #[error(transparent)]
-    Wallet(#[from] agent_core::WalletError),
-    /// A supplier did not show its books.
-    #[error("supplier {supplier} did not show its books")]
-    Books {
-        /// Which.
-        supplier: String,
-        /// Why.
-        #[source]
-        source: agent_core::RequestError,
-    },
-    /// A file could not be written.
-    #[error("cannot write the scenario for the nodes")]
-    Io(#[from] std::io::Error),
-}
+use crate::market::distributed::{loopback, spawn, DistributedError, NodeAddress};
 
 /// The mint of the chain's ledger.
 pub fn mint() -> Identity {
@@ -120,7 +85,7 @@ pub async fn run(
     shards: usize,
     options: &Options,
 ) -> Result<Summary, DistributedError> {
-    scenario.validate().map_err(super::MarketError::from)?;
+    scenario.validate().map_err(|e| DistributedError::from(super::MarketError::from(e)))?;
     let mut scenario = scenario.clone();
     let started_ms = agent_core::envelope::unix_now_ms();
     scenario.terms.closes_at_ms =
@@ -169,7 +134,7 @@ pub async fn run(
     let mut agent = Agent::builder(MANUFACTURER)
         .identity(Identity::from_seed(&seed_of(MANUFACTURER)))
         .build()
-        .map_err(super::MarketError::from)?;
+        .map_err(|e| DistributedError::from(super::MarketError::from(e)))?;
     let book = contract_net::Book::default();
     contract_net::refuse_strays(&mut agent, &book);
     let address = bureau.add(agent)?;
@@ -177,7 +142,7 @@ pub async fn run(
     bureau.listen(NetworkConfig::new(loopback(), resolver)).await?;
     let registrar = almanac::RegistrarConfig::default().with_ttl(Duration::from_millis(REGISTERED_FOR_MS));
     let _registrar = almanac::register_bureau(&bureau, directory.clone(), registrar).await?;
-    let ctx = bureau.context(address).ok_or(DistributedError::Io(std::io::Error::other("the manufacturer stopped")))?;
+    let ctx = bureau.context(address).ok_or_else(|| DistributedError::Stopped("the manufacturer".into()))?;
     let manufacturer_wallet = ctx.wallet()?.address();
     faucet.mint(manufacturer_wallet, scenario.manufacturer_funds.into()).await?;
 
@@ -209,7 +174,7 @@ pub async fn run(
             let shown: SupplierBooks = ctx
                 .request(supplier, BooksRequest, Duration::from_secs(10))
                 .await
-                .map_err(|source| DistributedError::Books { supplier: spec.name.clone(), source })?;
+                .map_err(|source| DistributedError::Books { agent: spec.name.clone(), source })?;
             books.push(shown);
         }
         if !books.iter().any(|b| b.working) || tokio::time::Instant::now() >= idle_by {
@@ -235,4 +200,10 @@ pub async fn run(
     drop(nodes);
     drop((almanac, ledger));
     Ok(summary)
+}
+
+impl From<super::MarketError> for DistributedError {
+    fn from(error: super::MarketError) -> DistributedError {
+        DistributedError::Market(Box::new(error))
+    }
 }

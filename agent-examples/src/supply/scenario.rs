@@ -6,6 +6,8 @@
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+pub use crate::market::ScenarioError;
+
 use super::bom::{Bom, Offer, Part, SupplierSpec};
 
 /// The built-in market, as shipped in `agent-examples/scenarios/supply.json`.
@@ -72,26 +74,6 @@ impl Default for Terms {
     }
 }
 
-/// Why a scenario cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ScenarioError {
-    /// The file could not be read.
-    #[error("cannot read the scenario {path}")]
-    Read {
-        /// The file.
-        path: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The JSON does not describe a supply chain.
-    #[error("the scenario is not valid: {0}")]
-    Parse(#[from] serde_json::Error),
-    /// It describes one that cannot run.
-    #[error("the scenario is not consistent: {0}")]
-    Inconsistent(String),
-}
-
 /// The most units, price per unit or funds a scenario may state: far from any overflow.
 pub const MAX_AMOUNT: u64 = 1 << 40;
 
@@ -103,16 +85,12 @@ impl Scenario {
 
     /// A supply chain read from a JSON file.
     pub fn load(path: &std::path::Path) -> Result<Scenario, ScenarioError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ScenarioError::Read { path: path.display().to_string(), source })?;
-        Scenario::from_json(&text)
+        crate::market::scenario::load(path, Scenario::validate)
     }
 
     /// A supply chain from JSON text, checked.
     pub fn from_json(text: &str) -> Result<Scenario, ScenarioError> {
-        let scenario: Scenario = serde_json::from_str(text)?;
-        scenario.validate()?;
-        Ok(scenario)
+        crate::market::scenario::from_json(text, Scenario::validate)
     }
 
     /// Checks what JSON cannot: unique names, one level of sub-parts, amounts in range.
