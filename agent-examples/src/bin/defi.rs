@@ -61,15 +61,8 @@ struct Args {
     /// Run one node of a distributed market (started by --distributed).
     #[arg(long, hide = true, value_enum)]
     role: Option<Role>,
-    /// The almanac node, as /ip4/.../tcp/PORT/p2p/PEER_ID.
-    #[arg(long, hide = true)]
-    almanac: Option<String>,
-    /// A token's ledger node, as TOKEN=/ip4/.../p2p/PEER_ID; one per token.
-    #[arg(long, hide = true)]
-    ledger: Vec<String>,
-    /// The ledger's directory (--role ledger).
-    #[arg(long, hide = true)]
-    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    node: agent_examples::market::distributed::NodeArgs,
     /// When the traders stop (--role traders), Unix ms.
     #[arg(long, hide = true)]
     until_ms: Option<u64>,
@@ -87,26 +80,18 @@ enum Role {
 /// stopped.
 async fn serve(args: &Args, scenario: &Scenario, role: Role) -> Result<(), Report> {
     use agent_examples::defi::distributed::{self, Part};
-    use agent_examples::market::distributed::{announce_and_serve, serve_almanac, serve_ledger, NodeAddress};
-    let almanac = || match &args.almanac {
-        Some(text) => NodeAddress::parse(text).map_err(Report::from),
-        None => Err(anyhow::anyhow!("this role needs --almanac").into()),
-    };
-    let mut ledgers = std::collections::BTreeMap::new();
-    for given in &args.ledger {
-        let (token, address) =
-            given.split_once('=').ok_or_else(|| anyhow::anyhow!("--ledger takes TOKEN=ADDRESS, not {given:?}"))?;
-        ledgers.insert(token.to_owned(), NodeAddress::parse(address)?);
-    }
+    use agent_examples::market::distributed::{announce_and_serve, serve_service, NodeAddress, Service};
+    let ledgers = args.node.ledgers()?;
     let (_keep, address): (Box<dyn std::any::Any>, NodeAddress) = match role {
         Role::Almanac => {
-            let (server, address) = serve_almanac(std::time::Duration::from_secs(24 * 3600)).await?;
-            (Box::new(server), address)
+            return Ok(serve_service(
+                &args.node,
+                Service::Almanac { max_ttl: std::time::Duration::from_secs(24 * 3600) },
+            )
+            .await?)
         }
         Role::Ledger => {
-            let dir = args.data_dir.clone().ok_or_else(|| anyhow::anyhow!("--role ledger needs --data-dir"))?;
-            let (server, address) = serve_ledger(&dir, distributed::mint().address()).await?;
-            (Box::new(server), address)
+            return Ok(serve_service(&args.node, Service::Ledger { mint: distributed::mint().address() }).await?)
         }
         Role::Pools | Role::Traders => {
             let part = match role {
@@ -115,7 +100,7 @@ async fn serve(args: &Args, scenario: &Scenario, role: Role) -> Result<(), Repor
                     until_ms: args.until_ms.ok_or_else(|| anyhow::anyhow!("--role traders needs --until-ms"))?,
                 },
             };
-            let served = distributed::serve(scenario, part, args.seed, &almanac()?, &ledgers).await?;
+            let served = distributed::serve(scenario, part, args.seed, &args.node.almanac()?, &ledgers).await?;
             let address = served.address.clone();
             (Box::new(served), address)
         }

@@ -61,18 +61,8 @@ struct Args {
     /// Run one node of a distributed market (started by --distributed).
     #[arg(long, hide = true, value_enum)]
     role: Option<Role>,
-    /// The airline shard this node serves (--role airlines).
-    #[arg(long, hide = true, default_value_t = 0)]
-    shard: usize,
-    /// The almanac node (--role airlines), as /ip4/.../tcp/PORT/p2p/PEER_ID.
-    #[arg(long, hide = true)]
-    almanac: Option<String>,
-    /// The ledger node (--role airlines).
-    #[arg(long, hide = true)]
-    ledger: Option<String>,
-    /// The ledger's directory (--role ledger).
-    #[arg(long, hide = true)]
-    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    node: agent_examples::market::distributed::NodeArgs,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -86,26 +76,19 @@ enum Role {
 /// serves until stopped.
 async fn serve(args: &Args, role: Role) -> Result<(), Report> {
     use agent_examples::flights::distributed;
-    use agent_examples::market::distributed::{announce_and_serve, serve_almanac, serve_ledger, NodeAddress};
-    let node = |name: &str, value: &Option<String>| match value {
-        Some(text) => NodeAddress::parse(text).map_err(Report::from),
-        None => Err(anyhow::anyhow!("--role airlines needs --{name}").into()),
-    };
+    use agent_examples::market::distributed::{announce_and_serve, serve_service, NodeAddress, Service};
     let (_keep, address): (Box<dyn std::any::Any>, NodeAddress) = match role {
         Role::Almanac => {
-            let (server, address) = serve_almanac(Duration::from_secs(24 * 3600)).await?;
-            (Box::new(server), address)
+            return Ok(serve_service(&args.node, Service::Almanac { max_ttl: Duration::from_secs(24 * 3600) }).await?)
         }
         Role::Ledger => {
-            let dir = args.data_dir.clone().ok_or_else(|| anyhow::anyhow!("--role ledger needs --data-dir"))?;
-            let (server, address) = serve_ledger(&dir, distributed::mint().address()).await?;
-            (Box::new(server), address)
+            return Ok(serve_service(&args.node, Service::Ledger { mint: distributed::mint().address() }).await?)
         }
         Role::Airlines => {
             let scenario = scenario(args)?;
-            let (almanac, ledger) = (node("almanac", &args.almanac)?, node("ledger", &args.ledger)?);
+            let (almanac, ledger) = (args.node.almanac()?, args.node.ledger()?);
             let (bureau, address) =
-                distributed::serve_airlines(&scenario, args.shard, args.shards, &almanac, &ledger).await?;
+                distributed::serve_airlines(&scenario, args.node.shard, args.shards, &almanac, &ledger).await?;
             (Box::new(bureau), address)
         }
     };

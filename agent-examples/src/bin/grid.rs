@@ -57,18 +57,8 @@ struct Args {
     /// Run one node of a distributed market (started by --distributed).
     #[arg(long, hide = true, value_enum)]
     role: Option<Role>,
-    /// The household shard this node serves (--role households).
-    #[arg(long, hide = true, default_value_t = 0)]
-    shard: usize,
-    /// The almanac node (--role households), as /ip4/.../tcp/PORT/p2p/PEER_ID.
-    #[arg(long, hide = true)]
-    almanac: Option<String>,
-    /// The ledger node (--role households).
-    #[arg(long, hide = true)]
-    ledger: Option<String>,
-    /// The ledger's directory (--role ledger).
-    #[arg(long, hide = true)]
-    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    node: agent_examples::market::distributed::NodeArgs,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -81,28 +71,23 @@ enum Role {
 /// Runs one node of a distributed market: announces where it listens, then serves until
 /// stopped.
 async fn serve(args: &Args, scenario: &Scenario, role: Role) -> Result<(), Report> {
-    use agent_examples::market::distributed::{announce_and_serve, serve_almanac, serve_ledger, NodeAddress};
-    let node = |name: &str, value: &Option<String>| match value {
-        Some(text) => NodeAddress::parse(text).map_err(Report::from),
-        None => Err(anyhow::anyhow!("--role households needs --{name}").into()),
-    };
+    use agent_examples::market::distributed::{announce_and_serve, serve_service, NodeAddress, Service};
     let (_keep, address): (Box<dyn std::any::Any>, NodeAddress) = match role {
         Role::Almanac => {
-            let (server, address) = serve_almanac(grid::distributed::REGISTERED_FOR).await?;
-            (Box::new(server), address)
+            return Ok(serve_service(&args.node, Service::Almanac { max_ttl: grid::distributed::REGISTERED_FOR }).await?)
         }
         Role::Ledger => {
-            let dir = args.data_dir.clone().ok_or_else(|| anyhow::anyhow!("--role ledger needs --data-dir"))?;
-            let (server, address) = serve_ledger(&dir, grid::distributed::mint().address()).await?;
-            (Box::new(server), address)
+            return Ok(serve_service(&args.node, Service::Ledger { mint: grid::distributed::mint().address() }).await?)
         }
         Role::Households => {
-            let (almanac, ledger) = (node("almanac", &args.almanac)?, node("ledger", &args.ledger)?);
-            if args.shards == 0 || args.shard >= args.shards {
-                return Err(anyhow::anyhow!("--shard {} of --shards {}: no such shard", args.shard, args.shards).into());
+            let (almanac, ledger) = (args.node.almanac()?, args.node.ledger()?);
+            if args.shards == 0 || args.node.shard >= args.shards {
+                return Err(
+                    anyhow::anyhow!("--shard {} of --shards {}: no such shard", args.node.shard, args.shards).into()
+                );
             }
             let end = args.first.saturating_add(args.intervals);
-            let shard = (args.shard, args.shards);
+            let shard = (args.node.shard, args.shards);
             let served =
                 grid::distributed::serve_households(scenario, end, args.ms_per_interval, shard, &almanac, &ledger);
             let households = served.await?;

@@ -60,18 +60,8 @@ struct Args {
     /// Run one node of a distributed chain (started by --distributed).
     #[arg(long, hide = true, value_enum)]
     role: Option<Role>,
-    /// The supplier shard this node serves (--role suppliers).
-    #[arg(long, hide = true, default_value_t = 0)]
-    shard: usize,
-    /// The almanac node (--role suppliers), as /ip4/.../tcp/PORT/p2p/PEER_ID.
-    #[arg(long, hide = true)]
-    almanac: Option<String>,
-    /// The ledger node (--role suppliers).
-    #[arg(long, hide = true)]
-    ledger: Option<String>,
-    /// The ledger's directory (--role ledger).
-    #[arg(long, hide = true)]
-    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    node: agent_examples::market::distributed::NodeArgs,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -84,25 +74,28 @@ enum Role {
 /// Runs one node of a distributed chain: announces where it listens, then serves until
 /// stopped.
 async fn serve(args: &Args, scenario: Scenario, role: Role) -> Result<(), Report> {
-    use agent_examples::market::distributed::{announce_and_serve, serve_almanac, serve_ledger, NodeAddress};
-    let node = |name: &str, value: &Option<String>| match value {
-        Some(text) => NodeAddress::parse(text).map_err(Report::from),
-        None => Err(anyhow::anyhow!("--role suppliers needs --{name}").into()),
-    };
+    use agent_examples::market::distributed::{announce_and_serve, serve_service, NodeAddress, Service};
     let (_keep, address): (Box<dyn std::any::Any>, NodeAddress) = match role {
         Role::Almanac => {
-            let (server, address) = serve_almanac(std::time::Duration::from_secs(31 * 24 * 3600)).await?;
-            (Box::new(server), address)
+            return Ok(serve_service(
+                &args.node,
+                Service::Almanac { max_ttl: std::time::Duration::from_secs(31 * 24 * 3600) },
+            )
+            .await?)
         }
         Role::Ledger => {
-            let dir = args.data_dir.clone().ok_or_else(|| anyhow::anyhow!("--role ledger needs --data-dir"))?;
-            let (server, address) = serve_ledger(&dir, supply::distributed::mint().address()).await?;
-            (Box::new(server), address)
+            return Ok(serve_service(&args.node, Service::Ledger { mint: supply::distributed::mint().address() }).await?)
         }
         Role::Suppliers => {
-            let (almanac, ledger) = (node("almanac", &args.almanac)?, node("ledger", &args.ledger)?);
-            let served =
-                supply::distributed::serve_suppliers(&scenario, args.seed, args.shard, args.shards, &almanac, &ledger);
+            let (almanac, ledger) = (args.node.almanac()?, args.node.ledger()?);
+            let served = supply::distributed::serve_suppliers(
+                &scenario,
+                args.seed,
+                args.node.shard,
+                args.shards,
+                &almanac,
+                &ledger,
+            );
             let (bureau, address) = served.await?;
             (Box::new(bureau), address)
         }

@@ -38,6 +38,79 @@ pub enum NodeError {
     /// The ledger could not be opened.
     #[error("the ledger failed")]
     Ledger(#[from] agent_core::ledger::LedgerError),
+    /// A flag the node needs was not given.
+    #[error("this node needs --{0}")]
+    Missing(&'static str),
+    /// The node could not announce itself on stdout.
+    #[error("cannot announce the node")]
+    Announce(#[source] std::io::Error),
+}
+
+/// The flags a node of a distributed market is started with. Hidden from `--help`: the
+/// demo passes them to the nodes it starts (`docs/markets.md` shows them for running the
+/// nodes by hand).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct NodeArgs {
+    /// The almanac node, as /ip4/.../tcp/PORT/p2p/PEER_ID.
+    #[arg(long, hide = true)]
+    pub almanac: Option<String>,
+    /// The ledger node, as an address, or TOKEN=ADDRESS once per token.
+    #[arg(long, hide = true)]
+    pub ledger: Vec<String>,
+    /// The ledger's directory (a ledger node).
+    #[arg(long, hide = true)]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// The shard of the market's agents this node serves.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub shard: usize,
+}
+
+impl NodeArgs {
+    /// The almanac node.
+    pub fn almanac(&self) -> Result<NodeAddress, NodeError> {
+        NodeAddress::parse(self.almanac.as_deref().ok_or(NodeError::Missing("almanac"))?)
+    }
+
+    /// The one ledger node.
+    pub fn ledger(&self) -> Result<NodeAddress, NodeError> {
+        NodeAddress::parse(self.ledger.first().ok_or(NodeError::Missing("ledger"))?)
+    }
+
+    /// One ledger node per token (`TOKEN=ADDRESS`).
+    pub fn ledgers(&self) -> Result<std::collections::BTreeMap<String, NodeAddress>, NodeError> {
+        let mut ledgers = std::collections::BTreeMap::new();
+        for given in &self.ledger {
+            let (token, address) = given.split_once('=').ok_or_else(|| NodeError::Address(given.clone()))?;
+            ledgers.insert(token.to_owned(), NodeAddress::parse(address)?);
+        }
+        Ok(ledgers)
+    }
+}
+
+/// A service node of a distributed market.
+#[derive(Debug, Clone, Copy)]
+pub enum Service {
+    /// An almanac server keeping registrations for up to `max_ttl`.
+    Almanac {
+        /// The longest registration it keeps.
+        max_ttl: Duration,
+    },
+    /// A ledger on disk in `--data-dir`, where only `mint` may mint.
+    Ledger {
+        /// The mint authority.
+        mint: Address,
+    },
+}
+
+/// Runs `service` as this process: announces where it listens, then serves until stopped.
+pub async fn serve_service(args: &NodeArgs, service: Service) -> Result<(), NodeError> {
+    let (_server, address) = match service {
+        Service::Almanac { max_ttl } => serve_almanac(max_ttl).await?,
+        Service::Ledger { mint } => {
+            serve_ledger(args.data_dir.as_deref().ok_or(NodeError::Missing("data-dir"))?, mint).await?
+        }
+    };
+    announce_and_serve(&address).await.map_err(NodeError::Announce)
 }
 
 /// Why a market could not run across processes (what its agents did is in its summary).
