@@ -51,6 +51,8 @@ mod delivery;
 mod digest_map;
 pub mod envelope;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handler;
 pub mod identity;
 pub mod ledger;

@@ -35,7 +35,7 @@ impl Verdict {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Frame {
     Bind(Binding),
     Envelope { seq: u64, auth: Auth, bytes: Vec<u8> },
@@ -98,7 +98,8 @@ impl Frame {
         out[start..start + 4].copy_from_slice(&len.to_be_bytes());
     }
 
-    fn decode(body: &[u8]) -> Result<Frame, FrameError> {
+    /// Decodes one frame body (the bytes after the length prefix).
+    pub(crate) fn decode(body: &[u8]) -> Result<Frame, FrameError> {
         let (&tag, rest) = body.split_first().ok_or(FrameError::Malformed("empty frame"))?;
         let u64_at = |bytes: &[u8]| -> Result<u64, FrameError> {
             bytes
