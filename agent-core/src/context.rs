@@ -457,6 +457,7 @@ impl Drop for DeferredReply {
     fn drop(&mut self) {
         match self.slot.take() {
             Some(ReplyTo::Local(slot)) => {
+                // A requester that stopped waiting has nothing left to tell.
                 let _ = slot.send(Err(RequestFailure::NoReply));
             }
             Some(ReplyTo::Remote(path)) => {

@@ -923,7 +923,9 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                     };
                     let Some(dialogues) = book.dialogues() else { return };
                     if dialogues.outgoing_named(report_step(&report), id, now_ms()).is_ok() {
-                        // Cancelled meanwhile: the initiator no longer waits.
+                        // Not sent if cancelled meanwhile (the initiator no longer waits).
+                        // A send that fails ends like silence: the initiator's wait times
+                        // out and its escrow is refunded at the deadline.
                         let _ = reply.send(report).await;
                     }
                 });

@@ -58,6 +58,7 @@ pub async fn serve_suppliers(
         let (agent, supplier) = supplier_agent(spec, &scenario, rng, directory.clone(), started_ms)?;
         let address = bureau.add(agent)?;
         if let Some(ctx) = bureau.context(address) {
+            // Set once, as the agent starts: a second set cannot happen.
             let _ = supplier.context.set(ctx);
         }
         suppliers.push(supplier);

@@ -138,6 +138,7 @@ pub async fn run(scenario: &Scenario, seed: u64, options: &Options) -> Result<Su
             let address = host.add(agent)?;
             let ctx = host.context(address).ok_or(agent_core::sim::SimError::Down(host.name()))?;
             faucet.mint(ctx.wallet()?.address(), scenario.supplier_funds.into()).await?;
+            // Set once, as the agent starts: a second set cannot happen.
             let _ = supplier.context.set(ctx);
             let record = registration(spec, String::new(), Vec::new(), vec![contract_net::protocol().digest()]);
             almanac.register(record).await?;
