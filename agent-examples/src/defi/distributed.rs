@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use agent_core::ledger::{Ledger, RemoteLedger};
 use agent_core::transport::NetworkConfig;
-use agent_core::{Address, Bureau, Config, Identity, Wallet};
+use agent_core::{Bureau, Config, Identity, Wallet};
 use almanac::{AlmanacResolver, RemoteAlmanac, WeightedEndpoint};
 use rand::SeedableRng;
 
@@ -249,15 +249,7 @@ pub async fn run(exe: &Path, scenario: &Scenario, seed: u64, options: &Options) 
         logs.push((spec.name.clone(), shown));
     }
     let arbitrages: Vec<_> = arbitrageurs.iter().flat_map(|log| log.lock().clone()).collect();
-    let agents: Vec<Address> = scenario
-        .pools
-        .iter()
-        .map(|p| p.maker.as_str())
-        .chain(scenario.traders.iter().map(|t| t.name.as_str()))
-        .chain(scenario.arbitrageurs.iter().map(|a| a.name.as_str()))
-        .map(|name| Identity::from_seed(&seed_of(name)).derive("wallet").address())
-        .collect();
-    let starts: Vec<(String, u128)> = scenario.arbitrageurs.iter().map(|a| (a.start.clone(), a.funds)).collect();
+    let (agents, starts) = (summary::wallets(scenario), summary::starts(scenario));
     let checked: BTreeMap<String, Arc<dyn Ledger>> = ledgers.as_ref().clone();
     let summary =
         summary::check(&checked, &scenario.minted(), books, logs, arbitrages, &agents, &starts, spread, market_time)

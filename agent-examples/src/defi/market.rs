@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use agent_core::ledger::{Ledger, MemoryLedger};
 use agent_core::sim::{FaultyLedger, Link, Outage, Outages, Sim};
-use agent_core::{Address, Identity, Wallet};
+use agent_core::{Identity, Wallet};
 use almanac::Almanac;
 
 use super::amm::Pool;
@@ -176,15 +176,7 @@ pub async fn run(scenario: &Scenario, seed: u64, options: &Options) -> Result<Su
     let makers: Vec<_> = makers.iter().map(|m| m.books()).collect();
     let traders: Vec<_> = traders.iter().map(|(name, log)| (name.clone(), log.lock().clone())).collect();
     let arbitrages: Vec<_> = arbitrageurs.iter().flat_map(|log| log.lock().clone()).collect();
-    let agents: Vec<Address> = scenario
-        .pools
-        .iter()
-        .map(|p| p.maker.as_str())
-        .chain(scenario.traders.iter().map(|t| t.name.as_str()))
-        .chain(scenario.arbitrageurs.iter().map(|a| a.name.as_str()))
-        .map(|name| Identity::from_seed(&seed_of(name)).derive("wallet").address())
-        .collect();
-    let starts: Vec<(String, u128)> = scenario.arbitrageurs.iter().map(|a| (a.start.clone(), a.funds)).collect();
+    let (agents, starts) = (summary::wallets(scenario), summary::starts(scenario));
     let checked: BTreeMap<String, Arc<dyn Ledger>> =
         memory.iter().map(|(token, ledger)| (token.clone(), ledger.clone() as Arc<dyn Ledger>)).collect();
     let summary = summary::check(

@@ -34,6 +34,23 @@ pub struct Summary {
     pub invariants: Invariants,
 }
 
+/// Every market agent's wallet (the same address on every token's ledger).
+pub(super) fn wallets(scenario: &super::Scenario) -> Vec<Address> {
+    let makers = scenario.pools.iter().map(|p| p.maker.as_str());
+    let traders = scenario.traders.iter().map(|t| t.name.as_str());
+    let arbitrageurs = scenario.arbitrageurs.iter().map(|a| a.name.as_str());
+    makers
+        .chain(traders)
+        .chain(arbitrageurs)
+        .map(|name| agent_core::Identity::from_seed(&super::maker::seed_of(name)).derive("wallet").address())
+        .collect()
+}
+
+/// Each arbitrageur's start token and funds: where "spreads converge" looks for a gap.
+pub(super) fn starts(scenario: &super::Scenario) -> Vec<(String, u128)> {
+    scenario.arbitrageurs.iter().map(|a| (a.start.clone(), a.funds)).collect()
+}
+
 /// Checks the market's invariants and sums it up.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn check(

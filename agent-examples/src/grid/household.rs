@@ -221,6 +221,7 @@ impl HouseholdAgent {
     /// Finds the operator in `directory` and joins its auction; false if it could not.
     pub async fn join(&self, ctx: &Context, directory: &dyn almanac::Directory) -> bool {
         if let Ok(wallet) = ctx.wallet() {
+            // Set at the first join; a later join has the same wallet.
             let _ = self.account.wallet.set(wallet.address());
         }
         match join(ctx, directory, &self.terms).await {
@@ -313,6 +314,7 @@ impl BatteryAgent {
     /// Finds the operator in `directory` and joins its auction; false if it could not.
     pub async fn join(&self, ctx: &Context, directory: &dyn almanac::Directory) -> bool {
         if let Ok(wallet) = ctx.wallet() {
+            // Set at the first join; a later join has the same wallet.
             let _ = self.account.wallet.set(wallet.address());
         }
         match join(ctx, directory, &self.terms).await {

@@ -206,7 +206,9 @@ impl Operator {
 
     /// Makes `agent` this operator: the clearinghouse of the auction, the seller of bills,
     /// and the one traders join.
+    /// Call it once: a second call keeps the first clearinghouse.
     pub fn serve(self: &Arc<Self>, agent: &mut Agent) {
+        // Already set only if `serve` was called before; the first agent keeps the house.
         let _ = self.house.set(Clearinghouse::serve(agent));
         settlement::serve_sales(agent, self.sales.clone(), Arc::new(Receipt));
         let operator = self.clone();
