@@ -12,6 +12,8 @@
 //! ```
 
 pub mod durable;
+pub mod kameo_peer;
+pub mod tcp_limit;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

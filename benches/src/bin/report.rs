@@ -1,5 +1,6 @@
-//! Prints the figures the issues ask for, measured in this run, beside the reference
-//! figures of Python uAgents and kameo (or uAgents measured live with `--uagents`).
+//! Prints the figures the issues ask for, measured in this run, beside kameo measured in
+//! the same run and Python uAgents (measured live with `--uagents`, or a reference figure
+//! the output names as such, with the reason it was not measured).
 //!
 //! `cargo run --release -p agora-benches --bin report -- --help`
 
@@ -7,16 +8,15 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use agora_benches::{idle_agent, ping_pong, resident_bytes, Figures};
+use agora_benches::{idle_agent, kameo_peer, ping_pong, resident_bytes, Figures};
 use clap::Parser;
 
 /// uAgents 0.26.1 Bureau ping-pong on this class of machine (shared/peers/uagents).
 const UAGENTS_BUREAU_RT_PER_S: f64 = 2_426.0;
+/// uAgents 0.26.1 HTTP ping-pong between two processes on 127.0.0.1 (shared/peers/uagents).
+const UAGENTS_HTTP_RT_PER_S: f64 = 84.0;
 /// uAgents memory per idle agent, bytes (0.78 MiB).
 const UAGENTS_IDLE_AGENT_BYTES: f64 = 0.78 * 1024.0 * 1024.0;
-/// kameo 0.22 `ask` from a spawned task: current-thread and 2-worker runtimes.
-const KAMEO_CURRENT_THREAD: f64 = 2_000_000.0;
-const KAMEO_MULTI_THREAD: f64 = 1_600_000.0;
 
 #[derive(Parser)]
 #[command(about = "Agora's benchmark figures, with ratios to uAgents and kameo")]
@@ -104,25 +104,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .output()?;
         out += &String::from_utf8_lossy(&child.stdout);
     }
-    let uagents = match &args.uagents {
-        Some(python) => measure_uagents(python).map(|rt| (rt, "measured in this run")),
-        None => None,
-    }
-    .unwrap_or((UAGENTS_BUREAU_RT_PER_S, "reference, shared/peers/uagents"));
-    out += &format!(
-        "\nIn-process request/reply, two agents in one bureau, the requester inside the runtime\n\
-         uAgents 0.26.1 Bureau: {:.0} rt/s ({}); kameo 0.22: 2.0M/s current-thread, 1.6M/s 2 workers\n\n\
-         {:<15} {:<16} {:>12} {:>9} {:>9} {:>11} {:>9}\n",
-        uagents.0, uagents.1, "runtime", "mode", "rt/s", "p50 us", "p99 us", "x uAgents", "/ kameo"
+    let uagents = peer_figure(
+        "uAgents 0.26.1 Bureau",
+        args.uagents.as_ref().map(measure_uagents),
+        UAGENTS_BUREAU_RT_PER_S,
+        "shared/peers/uagents/README.md",
     );
-    for (runtime, kameo) in [("current_thread", KAMEO_CURRENT_THREAD), ("multi_thread", KAMEO_MULTI_THREAD)] {
+    out += &format!(
+        "\nIn-process request/reply, two agents in one bureau, the requester inside the runtime;\n\
+         kameo 0.22 measured beside each row on the same runtime (an `ask` per round trip from a spawned task)\n\
+         {}\n\n{:<15} {:<16} {:>12} {:>9} {:>9} {:>12} {:>11} {:>9}\n",
+        uagents.line, "runtime", "mode", "rt/s", "p50 us", "p99 us", "kameo rt/s", "x uAgents", "/ kameo"
+    );
+    for runtime in ["current_thread", "multi_thread"] {
         if args.runtime.as_deref().is_some_and(|only| only != runtime) {
             continue;
         }
         for (mode, in_flight) in [("one at a time", 1), ("pipelined", args.in_flight)] {
-            let figures = run(runtime, args.round_trips, in_flight)?;
+            let (figures, kameo) = run(runtime, args.round_trips, in_flight)?;
             let mode = if in_flight > 1 { format!("{mode} ({in_flight})") } else { mode.to_owned() };
-            out += &row(runtime, &mode, &figures, uagents.0, kameo);
+            out += &row(runtime, &mode, &figures, uagents.value, &kameo);
         }
     }
     if !args.no_ledger {
@@ -322,25 +323,63 @@ fn runtime(kind: &str) -> std::io::Result<tokio::runtime::Runtime> {
     }
 }
 
-fn run(kind: &str, round_trips: u64, in_flight: u64) -> Result<Figures, Box<dyn std::error::Error>> {
+/// Agora's ping-pong and kameo's on one runtime of `kind`, each warmed up, measured in
+/// alternation (Agora, kameo, Agora, kameo) so a burst of load on a shared machine falls
+/// on both; the better of each pair is kept.
+fn run(kind: &str, round_trips: u64, in_flight: u64) -> Result<(Figures, Figures), Box<dyn std::error::Error>> {
     let rt = runtime(kind)?;
-    // Warm up allocator and caches, then measure.
     rt.block_on(ping_pong(round_trips / 10 + 1, in_flight))?;
-    rt.block_on(ping_pong(round_trips, in_flight))
+    rt.block_on(kameo_peer::ping_pong(round_trips / 10 + 1, in_flight))?;
+    let mut agora: Option<Figures> = None;
+    let mut kameo: Option<Figures> = None;
+    let faster = |best: Option<Figures>, new: Figures| match best {
+        Some(best) if best.per_second() >= new.per_second() => best,
+        _ => new,
+    };
+    for _ in 0..2 {
+        agora = Some(faster(agora, rt.block_on(ping_pong(round_trips / 2, in_flight))?));
+        kameo = Some(faster(kameo, rt.block_on(kameo_peer::ping_pong(round_trips / 2, in_flight))?));
+    }
+    Ok((agora.ok_or("no Agora run")?, kameo.ok_or("no kameo run")?))
 }
 
-fn row(runtime: &str, mode: &str, f: &Figures, uagents: f64, kameo: f64) -> String {
+fn row(runtime: &str, mode: &str, f: &Figures, uagents: f64, kameo: &Figures) -> String {
     let rate = f.per_second();
     format!(
-        "{:<15} {:<16} {:>12.0} {:>9.2} {:>9.2} {:>10.0}x {:>9.2}\n",
+        "{:<15} {:<16} {:>12.0} {:>9.2} {:>9.2} {:>12.0} {:>10.0}x {:>9.2}\n",
         runtime,
         mode,
         rate,
         f.p50_ns as f64 / 1e3,
         f.p99_ns as f64 / 1e3,
+        kameo.per_second(),
         rate / uagents,
-        rate / kameo
+        rate / kameo.per_second()
     )
+}
+
+/// A peer's figure for a ratio: measured in this run when it could be, otherwise the
+/// reference figure, with a line saying which and why.
+struct PeerFigure {
+    value: f64,
+    line: String,
+}
+
+fn peer_figure(peer: &str, measured: Option<Result<f64, String>>, reference: f64, source: &str) -> PeerFigure {
+    match measured {
+        Some(Ok(value)) => PeerFigure { value, line: format!("{peer}: {value:.0} rt/s, measured in this run") },
+        Some(Err(why)) => PeerFigure {
+            value: reference,
+            line: format!("{peer}: not measured ({why}); reference figure {reference:.0} rt/s from {source}"),
+        },
+        None => PeerFigure {
+            value: reference,
+            line: format!(
+                "{peer}: not measured (no Python with uagents given: --uagents PYTHON); \
+                 reference figure {reference:.0} rt/s from {source}"
+            ),
+        },
+    }
 }
 
 fn memory(agents: usize) -> Result<String, Box<dyn std::error::Error>> {
@@ -368,10 +407,21 @@ fn memory(agents: usize) -> Result<String, Box<dyn std::error::Error>> {
     ))
 }
 
-fn measure_uagents(python: &PathBuf) -> Option<f64> {
+fn measure_uagents(python: &PathBuf) -> Result<f64, String> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers/uagents/bureau_pingpong.py");
-    let output = Command::new(python).arg(script).arg("2000").output().ok()?;
-    rate_in(&String::from_utf8_lossy(&output.stdout))
+    let output = Command::new(python)
+        .arg(&script)
+        .arg("2000")
+        .output()
+        .map_err(|e| format!("cannot run {} {}: {e}", python.display(), script.display()))?;
+    rate_in(&String::from_utf8_lossy(&output.stdout)).ok_or_else(|| {
+        format!(
+            "{} printed no \"rt/s\" line (exit {}): {}",
+            script.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or("")
+        )
+    })
 }
 
 /// The figure in a uAgents script's result line: "... = 2426.1 rt/s; ...".
@@ -389,6 +439,9 @@ fn write(text: &str) {
 fn serve(auth: &str) -> Result<(), Box<dyn std::error::Error>> {
     use std::io::Write;
     let rt = runtime(&std::env::var("AGORA_BENCH_RUNTIME").unwrap_or_else(|_| "current_thread".into()))?;
+    let busy_poll = Duration::from_micros(
+        std::env::var("AGORA_BENCH_BUSY_POLL_US").ok().and_then(|us| us.parse().ok()).unwrap_or(100),
+    );
     rt.block_on(async {
         let auth =
             if auth == "signed" { agent_core::transport::Auth::Signed } else { agent_core::transport::Auth::Bound };
@@ -397,12 +450,13 @@ fn serve(auth: &str) -> Result<(), Box<dyn std::error::Error>> {
             std::sync::Arc::new(agent_core::transport::StaticResolver::new()),
         )
         .with_auth(auth)
-        .with_busy_poll(Duration::from_micros(
-            std::env::var("AGORA_BENCH_BUSY_POLL_US").ok().and_then(|us| us.parse().ok()).unwrap_or(100),
-        ));
+        .with_busy_poll(busy_poll);
         let (bureau, info, agent) = agora_benches::serve_echo(config).await?;
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let tcp_addr = tcp.local_addr()?;
+        tokio::spawn(agora_benches::tcp_limit::serve_echo(tcp, busy_poll));
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{} {} {}", info.peer_id, info.listen_addrs[0], agent)?;
+        writeln!(out, "{} {} {} {tcp_addr}", info.peer_id, info.listen_addrs[0], agent)?;
         out.flush()?;
         drop(out);
         // Serve until the parent closes our stdin; answer each line with our CPU time.
@@ -429,19 +483,21 @@ fn network(
     only_auth: Option<&str>,
 ) -> Result<String, Box<dyn std::error::Error>> {
     use agent_core::transport::Auth;
-    let uagents = uagents_python
-        .and_then(measure_uagents_http)
-        .map(|rt| (rt, "measured in this run"))
-        .unwrap_or((84.0, "reference, shared/peers/uagents"));
+    let uagents = peer_figure(
+        "uAgents 0.26.1 over HTTP",
+        uagents_python.map(measure_uagents_http),
+        UAGENTS_HTTP_RT_PER_S,
+        "shared/peers/uagents/README.md",
+    );
     let verify = agora_benches::verify_rate(20_000);
     let over = if std::env::var("AGORA_BENCH_LISTEN").is_ok_and(|addr| addr.contains("quic")) { "QUIC" } else { "TCP" };
     let mut out = format!(
         "\nCross-process over {over} on 127.0.0.1 (two OS processes)\n\
-         uAgents 0.26.1 over HTTP: {:.0} rt/s ({}); ed25519 verification here: {verify:.0}/s on one core\n\
+         {}; ed25519 verification here: {verify:.0}/s on one core\n\
          busy poll: how long a stream polls for an answer before its thread sleeps (NetworkConfig::with_busy_poll)\n\
          cpu us: CPU time of both processes per round trip or message\n\n\
          {:<20} {:<5} {:<31} {:>9} {:>8} {:>8} {:>7} {:>11}\n",
-        uagents.0, uagents.1, "authentication", "poll", "mode", "per s", "p50 us", "p99 us", "cpu us", "ratio"
+        uagents.line, "authentication", "poll", "mode", "per s", "p50 us", "p99 us", "cpu us", "ratio"
     );
     let default_poll = agent_core::transport::NetworkConfig::DEFAULT_BUSY_POLL;
     let modes = [
@@ -459,7 +515,8 @@ fn network(
                 continue;
             }
             let poll = if busy_poll.is_zero() { "off".to_string() } else { format!("{}us", busy_poll.as_micros()) };
-            let (one, pipelined) = remote_run(runtime_kind, auth, mode, busy_poll)?;
+            let (one, pipelined, bare_tcp) = remote_run(runtime_kind, auth, mode, busy_poll)?;
+            let limit = bare_tcp.iter().map(Figures::per_second).fold(0.0, f64::max);
             let row = |mode: &str, m: &Measured, ratio: String| {
                 format!(
                     "{label:<20} {poll:<5} {mode:<31} {:>9.0} {:>8.1} {:>8.1} {:>7.1} {ratio}\n",
@@ -469,14 +526,29 @@ fn network(
                     m.cpu_us,
                 )
             };
-            let x_uagents = |m: &Measured| format!("{:>10.0}x uAgents", m.figures.per_second() / uagents.0);
-            out += &row("request/reply, one at a time", &one, x_uagents(&one));
+            let x_uagents = |m: &Measured| format!("{:>10.0}x uAgents", m.figures.per_second() / uagents.value);
+            out += &row(
+                "request/reply, one at a time",
+                &one,
+                format!("{}; {:.2} of bare TCP", x_uagents(&one), one.figures.per_second() / limit),
+            );
             let ratio = if auth == "signed" {
                 format!("{:>10.2} of verify", pipelined.figures.per_second() / verify)
             } else {
                 x_uagents(&pipelined)
             };
             out += &row("messages, 256 in flight, acked", &pipelined, ratio);
+            for (bare, poll) in bare_tcp.iter().zip([poll.as_str(), "off"]) {
+                out += &format!(
+                    "{:<20} {poll:<5} {:<31} {:>9.0} {:>8.1} {:>8.1} {:>7} physical limit, same processes\n",
+                    "bare tokio TCP",
+                    "8-byte ping-pong, one at a time",
+                    bare.per_second(),
+                    bare.p50_ns as f64 / 1e3,
+                    bare.p99_ns as f64 / 1e3,
+                    "-"
+                );
+            }
         }
     }
     Ok(out)
@@ -495,7 +567,7 @@ fn remote_run(
     auth: &str,
     mode: agent_core::transport::Auth,
     busy_poll: Duration,
-) -> Result<(Measured, Measured), Box<dyn std::error::Error>> {
+) -> Result<(Measured, Measured, Vec<Figures>), Box<dyn std::error::Error>> {
     use std::io::{BufRead, Write};
     use std::process::Stdio;
     let mut child = Command::new(std::env::current_exe()?)
@@ -512,6 +584,7 @@ fn remote_run(
     let peer_id: libp2p::PeerId = parts.next().ok_or("no peer id")?.parse()?;
     let addr = parts.next().ok_or("no address")?.parse()?;
     let echo: agent_core::Address = parts.next().ok_or("no agent")?.parse()?;
+    let tcp_echo: std::net::SocketAddr = parts.next().ok_or("no TCP echo address")?.parse()?;
     let endpoint = agent_core::transport::Endpoint { peer_id, addrs: vec![addr] };
     let rt = runtime(runtime_kind)?;
     let (one, pipelined) = rt.block_on(agora_benches::remote_figures(
@@ -531,29 +604,48 @@ fn remote_run(
             Some(ours + Duration::from_nanos(theirs.trim().parse().ok()?))
         },
     ))?;
+    // The limit with this mode's busy poll and without it; the faster is the limit.
+    let bare_tcp = rt.block_on(async {
+        let mut limit = Vec::new();
+        for poll in [busy_poll, Duration::ZERO] {
+            agora_benches::tcp_limit::ping_pong(tcp_echo, remote_round_trips() / 10 + 1, poll).await?;
+            limit.push(agora_benches::tcp_limit::ping_pong(tcp_echo, remote_round_trips(), poll).await?);
+        }
+        Ok::<_, std::io::Error>(limit)
+    })?;
     drop(child.stdin.take());
     let _ = child.wait();
     let per_op = |(figures, cpu): (Figures, Option<Duration>)| Measured {
         cpu_us: cpu.map_or(f64::NAN, |cpu| cpu.as_secs_f64() * 1e6 / figures.round_trips as f64),
         figures,
     };
-    Ok((per_op(one), per_op(pipelined)))
+    Ok((per_op(one), per_op(pipelined), bare_tcp))
 }
 
-fn measure_uagents_http(python: &PathBuf) -> Option<f64> {
+fn measure_uagents_http(python: &PathBuf) -> Result<f64, String> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers/uagents");
+    let script = dir.join("http_pingpong.py");
     let mut bob = Command::new(python)
-        .arg(dir.join("http_pingpong.py"))
+        .arg(&script)
         .arg("bob")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .ok()?;
+        .map_err(|e| format!("cannot run {} {}: {e}", python.display(), script.display()))?;
     std::thread::sleep(Duration::from_secs(5));
-    let output = Command::new(python).arg(dir.join("http_pingpong.py")).args(["alice", "500"]).output().ok();
+    let output = Command::new(python).arg(&script).args(["alice", "500"]).output();
+    // Bob may already have exited; either way it is gone after this.
     let _ = bob.kill();
     let _ = bob.wait();
-    rate_in(&String::from_utf8_lossy(&output?.stdout))
+    let output = output.map_err(|e| format!("cannot run {} alice: {e}", script.display()))?;
+    rate_in(&String::from_utf8_lossy(&output.stdout)).ok_or_else(|| {
+        format!(
+            "{} alice printed no \"rt/s\" line (exit {}): {}",
+            script.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or("")
+        )
+    })
 }
 
 fn almanac_section() -> Result<String, Box<dyn std::error::Error>> {
