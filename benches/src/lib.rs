@@ -13,6 +13,7 @@
 
 pub mod durable;
 pub mod kameo_peer;
+pub mod plot;
 pub mod tcp_limit;
 
 use std::sync::Arc;

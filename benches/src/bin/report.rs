@@ -34,6 +34,10 @@ struct Args {
     /// of quoting the reference figures.
     #[arg(long)]
     uagents: Option<PathBuf>,
+    /// Also sweep requests in flight (1 to 256, multi-thread runtime, Agora and kameo) and
+    /// draw throughput and latency percentiles against them as an SVG at this path.
+    #[arg(long)]
+    plot: Option<PathBuf>,
     /// Skip the memory measurement.
     #[arg(long)]
     no_memory: bool,
@@ -125,6 +129,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mode = if in_flight > 1 { format!("{mode} ({in_flight})") } else { mode.to_owned() };
             out += &row(runtime, &mode, &figures, uagents.value, &kameo);
         }
+    }
+    if let Some(path) = &args.plot {
+        out += &sweep(path, args.round_trips)?;
     }
     if !args.no_ledger {
         out += &ledger()?;
@@ -356,6 +363,40 @@ fn row(runtime: &str, mode: &str, f: &Figures, uagents: f64, kameo: &Figures) ->
         rate / uagents,
         rate / kameo.per_second()
     )
+}
+
+/// The in-flight sweep behind `--plot`: one row per load, and the SVG.
+fn sweep(path: &std::path::Path, round_trips: u64) -> Result<String, Box<dyn std::error::Error>> {
+    let mut points = Vec::new();
+    let mut out = format!(
+        "\nIn-process request/reply against requests in flight, multi_thread runtime (plotted to {})\n\
+         {:>9} {:>12} {:>9} {:>9} {:>12} {:>9}\n",
+        path.display(),
+        "in flight",
+        "rt/s",
+        "p50 us",
+        "p99 us",
+        "kameo rt/s",
+        "/ kameo"
+    );
+    for in_flight in [1, 2, 4, 8, 16, 32, 64, 128, 256] {
+        let (agora, kameo) = run("multi_thread", round_trips / 2, in_flight)?;
+        out += &format!(
+            "{in_flight:>9} {:>12.0} {:>9.2} {:>9.2} {:>12.0} {:>9.2}\n",
+            agora.per_second(),
+            agora.p50_ns as f64 / 1e3,
+            agora.p99_ns as f64 / 1e3,
+            kameo.per_second(),
+            agora.per_second() / kameo.per_second()
+        );
+        points.push(agora_benches::plot::SweepPoint { in_flight, agora, kameo });
+    }
+    agora_benches::plot::sweep_svg(
+        path,
+        "In-process request/reply, Agora and kameo 0.22, multi-thread runtime, same run",
+        &points,
+    )?;
+    Ok(out)
 }
 
 /// A peer's figure for a ratio: measured in this run when it could be, otherwise the
