@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::agent::Kind;
 use crate::context::{AgentCell, Context, Current, PendingReply};
 use crate::delivery::{Delivery, Item, ReplyTo, RequestFailure};
 use crate::handler::{HandlerFuture, TaskHandler};
@@ -15,14 +16,36 @@ use crate::handler::{HandlerFuture, TaskHandler};
 pub(crate) async fn run(cell: Arc<AgentCell>, mut mailbox: mpsc::Receiver<Item>) {
     let kind = Arc::clone(&cell.kind);
     for handler in &kind.startup {
-        run_task(&cell, handler.as_ref(), "startup").await;
+        Box::pin(run_task(&cell, handler.as_ref(), "startup")).await;
     }
+    if kind.intervals.is_empty() {
+        let mut seq: u64 = 0;
+        while let Some(delivery) = mailbox.recv().await {
+            seq += 1;
+            // Boxed: the handling future is large, and inline it would sit in every idle
+            // agent's task for its whole life (memory per idle agent is a target).
+            Box::pin(handle(&cell, *delivery, seq)).await;
+        }
+    } else {
+        // Boxed for the same reason: a timer is large and most agents have none.
+        Box::pin(messages_and_ticks(&cell, &kind, &mut mailbox)).await;
+    }
+    for handler in &kind.shutdown {
+        Box::pin(run_task(&cell, handler.as_ref(), "shutdown")).await;
+    }
+    if let Some(storage) = cell.storage.get() {
+        if let Err(err) = Box::pin(storage.flush()).await {
+            tracing::error!(agent = %cell.name, error = %err, "flushing storage at shutdown failed");
+        }
+    }
+}
+
+/// The loop of an agent with interval handlers: messages and due ticks, one at a time.
+async fn messages_and_ticks(cell: &Arc<AgentCell>, kind: &Kind, mailbox: &mut mpsc::Receiver<Item>) {
     let mut next_tick: Vec<Instant> = vec![Instant::now(); kind.intervals.len()];
     let mut seq: u64 = 0;
     loop {
-        let item = if next_tick.is_empty() {
-            mailbox.recv().await
-        } else {
+        let item = {
             let (due, at) = earliest(&next_tick);
             // Biased, the timer first: the same events are handled in the same order every
             // time (a simulation replays a run exactly), and a busy mailbox cannot starve a
@@ -32,7 +55,7 @@ pub(crate) async fn run(cell: Arc<AgentCell>, mut mailbox: mpsc::Receiver<Item>)
                 () = tokio::time::sleep_until(at) => {
                     let (period, handler) = &kind.intervals[due];
                     let started = Instant::now();
-                    run_task(&cell, handler.as_ref(), "interval").await;
+                    Box::pin(run_task(cell, handler.as_ref(), "interval")).await;
                     let ended = Instant::now();
                     if ended - started > *period {
                         tracing::warn!(agent = %cell.name, period = ?period, took = ?(ended - started), "interval handler overran its period");
@@ -48,15 +71,7 @@ pub(crate) async fn run(cell: Arc<AgentCell>, mut mailbox: mpsc::Receiver<Item>)
         };
         let Some(delivery) = item else { break };
         seq += 1;
-        handle(&cell, *delivery, seq).await;
-    }
-    for handler in &kind.shutdown {
-        run_task(&cell, handler.as_ref(), "shutdown").await;
-    }
-    if let Some(storage) = cell.storage.get() {
-        if let Err(err) = storage.flush().await {
-            tracing::error!(agent = %cell.name, error = %err, "flushing storage at shutdown failed");
-        }
+        handle(cell, *delivery, seq).await;
     }
 }
 

@@ -441,7 +441,7 @@ fn memory(agents: usize) -> Result<String, Box<dyn std::error::Error>> {
     let per_agent = after.saturating_sub(before) as f64 / agents as f64;
     Ok(format!(
         "Memory: {agents} idle agents in one bureau: {:.1} MiB resident, {:.0} bytes per agent \
-         (target < 4096; uAgents about 0.78 MiB per agent: {:.0}x less here)\n",
+         (target <= 2048; uAgents about 0.78 MiB per agent: {:.0}x less here)\n",
         after.saturating_sub(before) as f64 / (1024.0 * 1024.0),
         per_agent,
         UAGENTS_IDLE_AGENT_BYTES / per_agent
