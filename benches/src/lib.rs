@@ -14,6 +14,7 @@
 pub mod durable;
 pub mod kameo_peer;
 pub mod plot;
+pub mod summary;
 pub mod tcp_limit;
 
 use std::sync::Arc;

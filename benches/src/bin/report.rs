@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use agora_benches::summary::{self, Row};
 use agora_benches::{idle_agent, kameo_peer, ping_pong, resident_bytes, Figures};
 use clap::Parser;
 
@@ -106,7 +107,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let child = Command::new(std::env::current_exe()?)
             .args(["--memory-only", "--agents", &args.agents.to_string()])
             .output()?;
-        out += &String::from_utf8_lossy(&child.stdout);
+        let text = String::from_utf8_lossy(&child.stdout);
+        if let Some(bytes) = bytes_per_agent_in(&text) {
+            summary::record(Row {
+                figure: format!("memory per idle agent ({} agents)", args.agents),
+                value: format!("{bytes:.0} B"),
+                reference: format!("uAgents 0.78 MiB, {:.0}x more", UAGENTS_IDLE_AGENT_BYTES / bytes),
+                ratio: None,
+                target: "<= 2048 B".into(),
+                met: Some(bytes <= 2048.0),
+            });
+        }
+        out += &text;
     }
     let uagents = peer_figure(
         "uAgents 0.26.1 Bureau",
@@ -128,6 +140,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let (figures, kameo) = run(runtime, args.round_trips, in_flight)?;
             let mode = if in_flight > 1 { format!("{mode} ({in_flight})") } else { mode.to_owned() };
             out += &row(runtime, &mode, &figures, uagents.value, &kameo);
+            if in_flight == 1 {
+                let least = if runtime == "multi_thread" { 1.0 } else { 0.9 };
+                let ratio = figures.per_second() / kameo.per_second();
+                summary::record(Row {
+                    figure: format!("in-process request/reply, {runtime}"),
+                    value: format!("{:.0} rt/s", figures.per_second()),
+                    reference: format!("kameo {:.0} rt/s", kameo.per_second()),
+                    ratio: Some(ratio),
+                    target: format!(">= {least:.1} of kameo"),
+                    met: Some(ratio >= least),
+                });
+            }
         }
     }
     if let Some(path) = &args.plot {
@@ -154,8 +178,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !args.no_network {
         out += &network(args.uagents_http.as_ref(), args.runtime.as_deref(), args.auth.as_deref())?;
     }
+    out += &summary::render();
     write(&out);
     Ok(())
+}
+
+/// The figure in the memory section's line "... N bytes per agent ...".
+fn bytes_per_agent_in(text: &str) -> Option<f64> {
+    let before = &text[..text.find(" bytes per agent")?];
+    before.rsplit([' ', ',']).next()?.parse().ok()
 }
 
 fn simulation_section() -> Result<String, Box<dyn std::error::Error>> {
@@ -197,6 +228,14 @@ fn protocols_section() -> Result<String, Box<dyn std::error::Error>> {
     rounds.sort_by_key(|(total, _, _)| *total);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let (median, call, award) = rounds[4];
+    summary::record(Row {
+        figure: "contract-net round, 1,000 participants".into(),
+        value: format!("{:.1} ms", ms(median)),
+        reference: "-".into(),
+        ratio: None,
+        target: "< 20 ms".into(),
+        met: Some(ms(median) < 20.0),
+    });
     Ok(format!(
         "\nContract-net, one round with 1,000 participants in one bureau, call to the winner's report\n\
          median of 9 rounds, each in a fresh market: {:.1} ms (call {:.1} + award {:.1}; min {:.1}, max {:.1}; target < 20 ms)\n",
@@ -257,6 +296,18 @@ fn ledger() -> Result<String, Box<dyn std::error::Error>> {
             run.latencies.get((run.latencies.len() as f64 * q) as usize).map_or(0.0, |d| d.as_secs_f64() * 1e3)
         };
         let replay = run.height as f64 / run.reopen.as_secs_f64();
+        if durable {
+            let (reference, limit) =
+                if senders == 1 { ("store's flushed writes", flushed) } else { ("ed25519 verify rate", verify) };
+            summary::record(Row {
+                figure: format!("ledger, durable, {senders} sender(s)"),
+                value: format!("{:.0} tx/s", run.rate),
+                reference: format!("{reference} {limit:.0}/s"),
+                ratio: Some(run.rate / limit),
+                target: ">= 1.0".into(),
+                met: Some(run.rate >= limit),
+            });
+        }
         out += &format!(
             "{label:<34} {:>12.0} {:>14.2} {:>15.2} {:>9.2} {:>9.2} {replay:>12.0}\n",
             run.rate,
@@ -558,6 +609,27 @@ fn network(
             let poll = if busy_poll.is_zero() { "off".to_string() } else { format!("{}us", busy_poll.as_micros()) };
             let (one, pipelined, bare_tcp) = remote_run(runtime_kind, auth, mode, busy_poll)?;
             let limit = bare_tcp.iter().map(Figures::per_second).fold(0.0, f64::max);
+            if auth == "bound" && busy_poll == default_poll {
+                for (what, measured, least) in [("one at a time", &one, 100.0), ("pipelined", &pipelined, 600.0)] {
+                    let ratio = measured.figures.per_second() / uagents.value;
+                    summary::record(Row {
+                        figure: format!("cross-process {what}, {runtime_kind}"),
+                        value: format!("{:.0}/s", measured.figures.per_second()),
+                        reference: format!("uAgents HTTP {:.0}/s", uagents.value),
+                        ratio: Some(ratio),
+                        target: format!(">= {least:.0}x uAgents"),
+                        met: Some(ratio >= least),
+                    });
+                }
+                summary::record(Row {
+                    figure: format!("cross-process one at a time, {runtime_kind}"),
+                    value: format!("{:.0}/s", one.figures.per_second()),
+                    reference: format!("bare tokio TCP {limit:.0}/s"),
+                    ratio: Some(one.figures.per_second() / limit),
+                    target: "(physical limit)".into(),
+                    met: None,
+                });
+            }
             let row = |mode: &str, m: &Measured, ratio: String| {
                 format!(
                     "{label:<20} {poll:<5} {mode:<31} {:>9.0} {:>8.1} {:>8.1} {:>7.1} {ratio}\n",
@@ -693,6 +765,15 @@ fn almanac_section() -> Result<String, Box<dyn std::error::Error>> {
     let rt = runtime("multi_thread")?;
     let verify = agora_benches::verify_rate(20_000);
     let figures = rt.block_on(agora_benches::almanac_figures(20_000, 1_000_000))?;
+    let p99_us = figures.protocol_query_ns.1 as f64 / 1e3;
+    summary::record(Row {
+        figure: "almanac query by protocol p99, 1M records".into(),
+        value: format!("{p99_us:.1} us"),
+        reference: "-".into(),
+        ratio: None,
+        target: "< 50 us".into(),
+        met: Some(p99_us < 50.0),
+    });
     Ok(format!(
         "\nAlmanac, embedded, 1,000,000 stored records over 1,000 protocols\n\
          registrations (signature verified): {:.0}/s = {:.2} of the ed25519 verify rate measured here ({verify:.0}/s)\n\
