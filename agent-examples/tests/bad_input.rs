@@ -867,6 +867,9 @@ async fn echo_corpus(target: &Target, echo: Address, stale: Envelope, legit: &Le
 }
 
 /// The almanac and ledger services: one JSON request per stream, read to its end.
+/// `numbered` is a valid request with `LIMIT` where a number goes (the huge numbers are put
+/// there); `control` is a valid request, which must be answered, and whose first half
+/// makes the truncated ones.
 async fn rpc_corpus(
     target: &Target,
     protocol: &'static str,
@@ -888,11 +891,8 @@ async fn rpc_corpus(
         let mut rows: Vec<(String, Vec<Answer>, u64)> = Vec::new();
 
         // The hand-made codec first, on a valid request: the node must answer it.
-        let (answer, response) = {
-            let (bytes, end) =
-                on_stream(target, Attacker::connect(target), protocol, control.clone().into_bytes(), true, QUICK).await;
-            (end, bytes)
-        };
+        let (response, answer) =
+            on_stream(target, Attacker::connect(target), protocol, control.clone().into_bytes(), true, QUICK).await;
         let answered =
             matches!(answer, Answer::Closed(_)) && serde_json::from_slice::<serde_json::Value>(&response).is_ok();
         if !answered {
