@@ -307,13 +307,21 @@ async fn tcp_attack(to: SocketAddr, bytes: Vec<u8>, limit: Duration) -> Vec<Answ
     let mut received = Vec::new();
     let mut buf = [0u8; 4096];
     let deadline = tokio::time::Instant::now() + limit;
-    let end = loop {
+    // Bounded by the deadline, and by reads: a node never has 1,000 reads' worth to say.
+    let mut end = Answer::Silent("the node to stop talking (1,000 reads)");
+    for _ in 0..1000 {
         match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break Answer::Closed(sent.elapsed()),
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                end = Answer::Closed(sent.elapsed());
+                break;
+            }
             Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
-            Err(_) => break Answer::Silent("the node to answer or close"),
+            Err(_) => {
+                end = Answer::Silent("the node to answer or close");
+                break;
+            }
         }
-    };
+    }
     let refusals = count(&received, b"\x03na\n");
     let mut answers = vec![Answer::Answered("multistream `na` (protocol not available)".into()); refusals];
     answers.push(end);
@@ -534,13 +542,15 @@ async fn stream_attack(stream: &mut libp2p::Stream, bytes: &[u8], close: bool, l
     }
     let mut received = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
-    loop {
+    // Bounded by the deadline, and by reads: the answers here are a few hundred bytes.
+    for _ in 0..1000 {
         match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return (received, Answer::Closed(sent.elapsed())),
             Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
             Err(_) => return (received, Answer::Silent("the node to answer or close the stream")),
         }
     }
+    (received, Answer::Silent("the node to stop talking (1,000 reads)"))
 }
 
 /// Runs `cases` attacks of `attack` (each with a fresh peer of its own) side by side.
