@@ -309,6 +309,69 @@ async fn idle_peers_give_their_connection_places_back() {
     server.shutdown().await.unwrap();
 }
 
+/// A bare libp2p peer that connects to `server` (within 10 s) and opens no stream; the
+/// receiver reports when the connection closes. Dropping the sender's task is up to the
+/// test (it ends with the runtime).
+async fn streamless_peer(server: &agent_core::transport::NetworkInfo) -> tokio::sync::oneshot::Receiver<()> {
+    use futures::StreamExt;
+    use libp2p::swarm::SwarmEvent;
+    let behaviour = libp2p_stream::Behaviour::new();
+    let mut swarm = agent_core::net::swarm(libp2p::identity::Keypair::generate_ed25519(), behaviour).unwrap();
+    swarm.dial(server.listen_addrs[0].clone().with(libp2p::multiaddr::Protocol::P2p(server.peer_id))).unwrap();
+    let connected = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { .. } => return,
+                SwarmEvent::OutgoingConnectionError { error, .. } => panic!("cannot connect: {error}"),
+                _ => {}
+            }
+        }
+    });
+    connected.await.expect("connected within 10 s");
+    let (closed_tx, closed) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        loop {
+            if let SwarmEvent::ConnectionClosed { .. } = swarm.select_next_some().await {
+                let _ = closed_tx.send(());
+                return;
+            }
+        }
+    });
+    closed
+}
+
+#[tokio::test]
+async fn peers_that_open_no_stream_give_their_connection_places_back() {
+    let mut worker = Agent::builder("crowded").seed("crowded").build().unwrap();
+    worker.on_message(|_ctx: Context, _from: Address, Job(_): Job| async {});
+    // The idle timeout stays at its 60 s default: only connections without a stream go.
+    let unused = Duration::from_millis(500);
+    let (server, target, resolver) =
+        serve_one(worker, |config| config.with_max_connections(2).with_unused_connection_timeout(unused)).await;
+    let info = server.network_info().unwrap();
+    // Two peers take both places with a handshake each, and then do nothing.
+    let first = streamless_peer(&info).await;
+    let second = streamless_peer(&info).await;
+    for closed in [first, second] {
+        tokio::time::timeout(Duration::from_secs(5), closed)
+            .await
+            .expect("the node closes a connection with no stream long before the 60 s idle timeout")
+            .unwrap();
+    }
+    // Their places are free: an honest sender gets in, and keeps being served after the
+    // unused-connection timeout has passed several times.
+    let (client, ctx) = client_of(&resolver, "newcomer").await;
+    ctx.send(target, Job(1)).await.unwrap();
+    tokio::time::sleep(unused * 3).await;
+    let mut again = Vec::new();
+    for n in 2..5 {
+        again.push(ctx.send(target, Job(n)).await);
+    }
+    assert!(again.iter().all(Result::is_ok), "later sends are delivered: {again:?}");
+    client.shutdown().await.unwrap();
+    server.shutdown().await.unwrap();
+}
+
 /// A bureau storing in `dir`, serving a worker that counts what it handles, listening on
 /// loopback and entered in `resolver`.
 async fn counting_node(

@@ -134,11 +134,15 @@ pub struct NetworkConfig {
     pub(crate) replay_capacity: usize,
     pub(crate) busy_poll: Duration,
     pub(crate) idle_timeout: Duration,
+    pub(crate) unused_connection_timeout: Duration,
 }
 
 impl NetworkConfig {
     /// The default of [`with_busy_poll`](Self::with_busy_poll).
     pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(100);
+
+    /// The default of [`with_unused_connection_timeout`](Self::with_unused_connection_timeout).
+    pub const DEFAULT_UNUSED_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
     /// A node listening on `listen` (for example `/ip4/127.0.0.1/tcp/0` or
     /// `/ip4/127.0.0.1/udp/0/quic-v1`) that resolves addresses with `resolver`.
@@ -159,6 +163,7 @@ impl NetworkConfig {
             replay_capacity: 1_000_000,
             busy_poll: Self::DEFAULT_BUSY_POLL,
             idle_timeout: Duration::from_secs(60),
+            unused_connection_timeout: Self::DEFAULT_UNUSED_CONNECTION_TIMEOUT,
         }
     }
 
@@ -244,6 +249,21 @@ impl NetworkConfig {
     /// limits (theirs and this node's); the next envelope opens it again.
     pub fn with_idle_timeout(mut self, idle: Duration) -> Self {
         self.idle_timeout = idle.max(Duration::from_millis(20));
+        self
+    }
+
+    /// How long a connection with no stream open stays open (default
+    /// [`DEFAULT_UNUSED_CONNECTION_TIMEOUT`](Self::DEFAULT_UNUSED_CONNECTION_TIMEOUT), 10 s;
+    /// never longer than the [idle timeout](Self::with_idle_timeout)).
+    ///
+    /// Every link and inbound envelope stream keeps its connection open while it lives, so
+    /// this only closes connections nothing uses: a peer that finished the handshake and
+    /// opened no stream, or one whose streams all closed. Without it such peers would hold
+    /// places under [`with_max_connections`](Self::with_max_connections) for the whole idle
+    /// timeout, and a few hundred of them, which cost only a handshake each, would keep
+    /// every new peer out.
+    pub fn with_unused_connection_timeout(mut self, unused: Duration) -> Self {
+        self.unused_connection_timeout = unused;
         self
     }
 

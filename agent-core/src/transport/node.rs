@@ -64,7 +64,9 @@ pub(crate) async fn start(
         .with_max_established_incoming(Some(config.max_connections))
         .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER));
     let behaviour = Behaviour { limits: connection_limits::Behaviour::new(limits), streams };
-    let mut swarm = crate::net::swarm_with_idle_timeout(keypair, behaviour, config.idle_timeout)?;
+    // Streams keep their connections open; this closes the connections nobody uses.
+    let unused = config.unused_connection_timeout.min(config.idle_timeout);
+    let mut swarm = crate::net::swarm_with_idle_timeout(keypair, behaviour, unused)?;
     let listen_addrs = crate::net::listen(&mut swarm, &config.listen).await?;
     let info = NetworkInfo { peer_id: *swarm.local_peer_id(), listen_addrs };
     let (commands, commands_rx) = mpsc::channel(256);

@@ -21,7 +21,13 @@ pub struct Node {
 impl Node {
     /// Starts `binary` with `args` and reads its `peer_id`, `listening` and `agent` lines.
     pub fn spawn(binary: &str, args: &[String]) -> Node {
-        let mut child = Command::new(binary).args(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        Node::spawn_with_stderr(binary, args, Stdio::null())
+    }
+
+    /// [`Node::spawn`], with the node's stderr sent to `stderr` (a log file to search for
+    /// panics, say).
+    pub fn spawn_with_stderr(binary: &str, args: &[String], stderr: Stdio) -> Node {
+        let mut child = Command::new(binary).args(args).stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let (mut peer_id, mut addrs, mut agent) = (None, Vec::new(), None);
         for line in lines.by_ref() {
@@ -34,7 +40,9 @@ impl Node {
                 agent = Some(address.parse().unwrap());
                 break;
             }
-            if binary.ends_with("ledger-node") && peer_id.is_some() && !addrs.is_empty() {
+            // The servers print no agent line: their first address is all there is to wait for.
+            let server = binary.ends_with("ledger-node") || binary.ends_with("almanac");
+            if server && peer_id.is_some() && !addrs.is_empty() {
                 break;
             }
         }
