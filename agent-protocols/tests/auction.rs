@@ -86,8 +86,9 @@ proptest! {
 
     /// Double auction: unit by unit, the k-th highest bid unit trades with the k-th lowest
     /// ask unit while it is at least as high; the volume is the number of such units, and
-    /// the price clears the market (willing matched units, unwilling unmatched ones). Every buyer gets no more than it bid for at
-    /// no more than its limit; every seller likewise.
+    /// the price clears the market (willing matched units, unwilling unmatched ones). The
+    /// units filled are the best-ranked ones, per trader exactly. Every buyer gets no more
+    /// than it bid for at no more than its limit; every seller likewise.
     #[test]
     fn double_auction_matches_its_rules(
         raw_bids in prop::collection::vec((0u8..6, 1u128..100, 0u64..5), 0..10),
@@ -119,6 +120,25 @@ proptest! {
             prop_assert!(ask_units[..matched].iter().all(|a| *a <= cleared.price));
             prop_assert!(bid_units[matched..].iter().all(|b| *b <= cleared.price), "an unmatched buyer would buy");
             prop_assert!(ask_units[matched..].iter().all(|a| *a >= cleared.price), "an unmatched seller would sell");
+            // Who is filled: the first `matched` units in rank order (bids highest first,
+            // asks lowest first, the earlier order first at an equal price), each trader
+            // getting exactly the units of its orders among them.
+            let ranked_units = |orders: &[Order], highest_first: bool| -> Vec<Address> {
+                let mut ranked: Vec<&Order> = orders.iter().collect();
+                ranked.sort_by_key(|o| (if highest_first { u128::MAX - o.price } else { o.price }, o.seq));
+                ranked.iter().flat_map(|o| std::iter::repeat_n(o.trader, o.quantity as usize)).collect()
+            };
+            let (buyers, sellers) = (ranked_units(&bids, true), ranked_units(&asks, false));
+            for who in bids.iter().map(|o| o.trader) {
+                let expected = buyers[..matched].iter().filter(|b| **b == who).count() as u64;
+                let bought: u64 = cleared.fills.iter().filter(|f| f.buyer == who).map(|f| f.quantity).sum();
+                prop_assert_eq!(bought, expected, "buyer {:?} filled out of rank order", who);
+            }
+            for who in asks.iter().map(|o| o.trader) {
+                let expected = sellers[..matched].iter().filter(|s| **s == who).count() as u64;
+                let sold: u64 = cleared.fills.iter().filter(|f| f.seller == who).map(|f| f.quantity).sum();
+                prop_assert_eq!(sold, expected, "seller {:?} filled out of rank order", who);
+            }
             for order in &bids {
                 let bought: u64 = cleared.fills.iter().filter(|f| f.buyer == order.trader).map(|f| f.quantity).sum();
                 let wanted: u64 = bids.iter().filter(|o| o.trader == order.trader && o.price >= cleared.price).map(|o| o.quantity).sum();
