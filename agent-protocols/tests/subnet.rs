@@ -10,9 +10,11 @@ use agent_protocols::subnet::commit_reveal::{commitment, weights_from_scores, We
 use agent_protocols::subnet::miner::{self, Miner, Serve};
 use agent_protocols::subnet::owner::{self, EpochReport, Owner};
 use agent_protocols::subnet::validator::{self, QueryError, SubmitError, UnstakeError, Validator};
+use agent_protocols::subnet::yuma::Params;
 use agent_protocols::subnet::{
-    deposit_deal, Commit, Register, RegisterError, RegisterRefusal, Registered, Reveal, Role, Roster, TaskRefusal, Uid,
-    UidWeight, Unstake, UnstakeRefusal, Unstaked, WeightsAnswer, WeightsRefusal,
+    deposit_deal, Commit, DropReason, DroppedWeight, Register, RegisterError, RegisterRefusal, Registered, Reveal,
+    Role, Roster, TaskRefusal, Uid, UidWeight, Unstake, UnstakeRefusal, Unstaked, WeightsAnswer, WeightsDropped,
+    WeightsRefusal,
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -987,9 +989,19 @@ async fn a_full_subnet_prunes_its_weakest_non_immune_miner_and_reuses_its_uid() 
     assert!(net.owner.members().iter().all(|m| m.agent != miners[1].address()), "fair is gone");
     assert_eq!(net.uid(&newcomer), weak, "the immune newcomer stays");
 
-    // v's weights for epoch 3 were committed before uids 1 and 2 changed hands: when they
-    // are scored (at the close of epoch 4), only the weight on the strong miner counts.
-    net.close().await;
+    // v's weights for epochs 2 and 3 were committed before uids 1 and 2 changed hands: when
+    // they are scored (at the closes of epochs 3 and 4), only the weight on the strong miner
+    // counts, and v is told which did not, and why.
+    let dropped_on_pruned = |notice: &WeightsDropped| -> Vec<(Uid, DropReason)> {
+        assert!(notice.dropped.iter().all(|d| d.weight > 0));
+        notice.dropped.iter().map(|d| (d.uid, d.reason)).collect()
+    };
+    let pruned = [(1, DropReason::UidReassigned), (2, DropReason::UidReassigned)];
+    let report = net.close().await;
+    let notice = next_drop_notice(&v).await;
+    assert_eq!((notice.epoch, notice.closed, notice.uid), (2, 3, net.uid(&vc)));
+    assert_eq!(dropped_on_pruned(&notice), pruned);
+    assert_eq!(report.dropped, [notice]);
     honest_epoch(&v, &vc, &xs).await;
     let report = net.close().await;
     assert_eq!(report.scored, Some(3));
@@ -997,6 +1009,10 @@ async fn a_full_subnet_prunes_its_weakest_non_immune_miner_and_reuses_its_uid() 
     let counted: Vec<usize> = outcome.weights[usize::from(net.uid(&vc))].iter().map(|&(j, _)| j).collect();
     assert_eq!(counted, [0], "weights set for pruned miners do not count for their successors");
     assert!(outcome.incentive[1] == 0.0 && outcome.incentive[2] == 0.0);
+    let notice = next_drop_notice(&v).await;
+    assert_eq!((notice.epoch, notice.closed, notice.uid), (3, 4, net.uid(&vc)));
+    assert_eq!(dropped_on_pruned(&notice), pruned);
+    assert_eq!(report.dropped, [notice]);
     net.bureau.shutdown().await.unwrap();
 }
 
@@ -1155,4 +1171,86 @@ async fn without_commit_reveal_a_copier_joining_an_established_subnet_earns_as_m
     assert!(run.honest_gain > 100_000, "the honest newcomer gained {}", run.honest_gain);
     let ratio = run.copier_gain as f64 / run.honest_gain as f64;
     assert!(ratio > 0.99, "the copier gained {ratio:.3} of the honest newcomer (measured 1.000)");
+}
+
+/// The next notice of dropped weights `v` receives, waiting at most 5 s.
+async fn next_drop_notice(v: &Validator) -> WeightsDropped {
+    tokio::time::timeout(Duration::from_secs(5), v.next_drop_notice()).await.expect("no notice of dropped weights")
+}
+
+/// At the close that scores them, each validator whose revealed weights did not all count is
+/// sent a `WeightsDropped` naming each dropped weight and why: its own uid (Yuma ignores
+/// it), its whole row after it unstaked, its whole row without a validator permit (two
+/// permits, by stake). A validator whose weights all counted is sent nothing.
+#[tokio::test]
+async fn weights_that_do_not_count_at_the_close_are_reported_to_their_validator_with_the_reason() {
+    let params = Params { max_allowed_validators: 2, ..Params::default() };
+    let net = Net::new(owner::Config::default().with_params(params)).await;
+    let (_, mc) = net.miner("m", Skilled::new(|_, _| true), miner::Config::default()).await;
+    let miner = net.uid(&mc);
+    let (a, ac) = net.validator("a, weighting itself", 3_000).await;
+    let (b, bc) = net.validator("b, unstaking", 2_500).await;
+    let (c, cc) = net.validator("c, without a permit", 1_000).await;
+    let (d, dc) = net.validator("d, all counted", 2_000).await;
+    let on_miner = UidWeight { uid: miner, weight: 100 };
+    let own = UidWeight { uid: net.uid(&ac), weight: 50 };
+    a.commit(&ac, 0, vec![on_miner, own]).await.unwrap();
+    for (v, ctx) in [(&b, &bc), (&c, &cc), (&d, &dc)] {
+        v.commit(ctx, 0, vec![on_miner]).await.unwrap();
+    }
+    assert!(net.close().await.dropped.is_empty());
+    for (v, ctx) in [(&a, &ac), (&b, &bc), (&c, &cc), (&d, &dc)] {
+        v.reveal(ctx, 0).await.unwrap();
+    }
+    b.unstake(&bc).await.unwrap();
+    // Epoch 0's weights are scored at the close of epoch 3.
+    for epoch in 1..3 {
+        assert!(net.close().await.dropped.is_empty(), "nothing scored at the close of epoch {epoch}");
+    }
+    let report = net.close().await;
+    assert_eq!(report.scored, Some(0));
+    let expected = |ctx: &Context, dropped: Vec<DroppedWeight>| WeightsDropped {
+        subnet: net.owner.config().subnet(),
+        epoch: 0,
+        closed: 3,
+        uid: net.uid(ctx),
+        dropped,
+    };
+    let dropped = |w: UidWeight, reason| DroppedWeight { uid: w.uid, weight: w.weight, reason };
+    let a_told = expected(&ac, vec![dropped(own, DropReason::OwnUid)]);
+    let b_told = expected(&bc, vec![dropped(on_miner, DropReason::NoStake)]);
+    let c_told = expected(&cc, vec![dropped(on_miner, DropReason::NoValidatorPermit)]);
+    assert_eq!(report.dropped, [a_told.clone(), b_told.clone(), c_told.clone()]);
+    assert_eq!(next_drop_notice(&a).await, a_told);
+    assert_eq!(next_drop_notice(&b).await, b_told);
+    assert_eq!(next_drop_notice(&c).await, c_told);
+    // The close waited for every notice to be delivered: d's weights all counted.
+    assert_eq!(d.take_drop_notices(), []);
+    let outcome = report.outcome.unwrap();
+    assert!(!outcome.validator_permits[usize::from(net.uid(&cc))]);
+    assert_eq!(outcome.weights[usize::from(net.uid(&dc))], [(usize::from(miner), 1.0)]);
+    net.bureau.shutdown().await.unwrap();
+}
+
+/// A notice of dropped weights counts only from the validator's owner: one sent by anyone
+/// else is ignored.
+#[tokio::test]
+async fn a_notice_of_dropped_weights_from_anyone_but_the_owner_is_ignored() {
+    let net = Net::new(owner::Config::default()).await;
+    let (v, vc) = net.validator("v", 1_000).await;
+    let (_, other) = net.unregistered_validator("impostor").await;
+    let forged = WeightsDropped {
+        subnet: net.owner.config().subnet(),
+        epoch: 0,
+        closed: 3,
+        uid: net.uid(&vc),
+        dropped: vec![DroppedWeight { uid: 0, weight: 1, reason: DropReason::NoStake }],
+    };
+    other.send(vc.address(), forged.clone()).await.unwrap();
+    // Sent after the forgery, from the owner: delivered in order, so once it is in, the
+    // forgery has been handled.
+    net.owner_ctx.send(vc.address(), forged.clone()).await.unwrap();
+    assert_eq!(next_drop_notice(&v).await, forged);
+    assert_eq!(v.take_drop_notices(), []);
+    net.bureau.shutdown().await.unwrap();
 }
