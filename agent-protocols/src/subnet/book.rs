@@ -8,8 +8,8 @@ use agent_core::Address;
 
 use super::commit_reveal::{check_weights, commitment};
 use super::wire::{
-    deposit_deal, stake_deal, Commit, Member, Register, RegisterRefusal, Reveal, RevealedWeights, Role, Roster,
-    SubnetId, Uid, UidWeight, UnstakeRefusal, WeightsRefusal,
+    deposit_deal, stake_deal, Commit, DropReason, DroppedWeight, Member, Register, RegisterRefusal, Reveal,
+    RevealedWeights, Role, Roster, SubnetId, Uid, UidWeight, UnstakeRefusal, WeightsDropped, WeightsRefusal,
 };
 use super::yuma::{self, Outcome, Params, SparseRow, YumaError};
 
@@ -50,6 +50,9 @@ pub(crate) struct Closed {
     pub(crate) scored: Option<u64>,
     pub(crate) members: Vec<Member>,
     pub(crate) outcome: Option<Outcome>,
+    /// For each validator some of whose revealed weights did not count: its agent, and what
+    /// to tell it.
+    pub(crate) dropped: Vec<(Address, WeightsDropped)>,
 }
 
 /// The rules the book enforces, from the owner's configuration.
@@ -428,6 +431,10 @@ impl Book {
             }
             _ => None,
         };
+        let dropped = match (&outcome, scored) {
+            (Some(outcome), Some(epoch)) => self.dropped_weights(epoch, closed, &members, outcome),
+            _ => Vec::new(),
+        };
         // Decided: apply.
         for (entry, member) in self.members.iter_mut().zip(&members) {
             entry.member.stake = member.stake;
@@ -453,7 +460,56 @@ impl Book {
             if self.rules.commit_reveal { self.epoch.saturating_sub(self.rules.reveal_delay) } else { self.epoch };
         self.commits.retain(|(epoch, _), _| *epoch >= keep_from);
         self.reveals.retain(|epoch, _| *epoch >= keep_from);
-        Ok(Closed { closed, scored, members, outcome })
+        Ok(Closed { closed, scored, members, outcome, dropped })
+    }
+
+    /// The revealed weights for `epoch` that did not count in `outcome` (scored at the close
+    /// of `closed`, with `members`' stakes as counted then), by validator: whole rows of
+    /// validators without stake or without a permit, which Yuma ignores; weights on uids
+    /// reassigned since they were fixed, or out of range, which [`current_row`](Self::current_row)
+    /// leaves out; and weights on the validator itself, which Yuma masks.
+    fn dropped_weights(
+        &self,
+        epoch: u64,
+        closed: u64,
+        members: &[Member],
+        outcome: &Outcome,
+    ) -> Vec<(Address, WeightsDropped)> {
+        let n = self.members.len();
+        let Some(revealed) = self.reveals.get(&epoch) else { return Vec::new() };
+        revealed
+            .iter()
+            .filter_map(|(&uid, (row, fixed_at))| {
+                let i = usize::from(uid);
+                let member = members.get(i)?;
+                let whole_row = if member.stake == 0 {
+                    Some(DropReason::NoStake)
+                } else if !outcome.validator_permits.get(i).copied().unwrap_or(false) {
+                    Some(DropReason::NoValidatorPermit)
+                } else {
+                    None
+                };
+                let dropped: Vec<DroppedWeight> = row
+                    .iter()
+                    .filter(|w| w.weight > 0)
+                    .filter_map(|w| {
+                        let j = usize::from(w.uid);
+                        let reason = whole_row.or(if j >= n {
+                            Some(DropReason::UnknownUid)
+                        } else if self.reassigned_at[j] >= *fixed_at {
+                            Some(DropReason::UidReassigned)
+                        } else if j == i {
+                            Some(DropReason::OwnUid)
+                        } else {
+                            None
+                        })?;
+                        Some(DroppedWeight { uid: w.uid, weight: w.weight, reason })
+                    })
+                    .collect();
+                let notice = WeightsDropped { subnet: self.rules.subnet, epoch, closed, uid, dropped };
+                (!notice.dropped.is_empty()).then_some((member.agent, notice))
+            })
+            .collect()
     }
 
     /// A recorded weight row as Yuma's sparse row, without the weights on uids given to a

@@ -98,7 +98,7 @@ pub mod yuma;
 
 pub use client::RegisterError;
 pub use wire::{
-    deposit_deal, stake_deal, Commit, Member, Register, RegisterRefusal, Registered, Reveal, RevealedWeights, Role,
-    Roster, RosterQuery, SignerError, SubnetId, Task, TaskOutcome, TaskRefusal, TaskResult, Uid, UidWeight, Unstake,
-    UnstakeRefusal, Unstaked, WeightsAnswer, WeightsQuery, WeightsRefusal,
+    deposit_deal, stake_deal, Commit, DropReason, DroppedWeight, Member, Register, RegisterRefusal, Registered, Reveal,
+    RevealedWeights, Role, Roster, RosterQuery, SignerError, SubnetId, Task, TaskOutcome, TaskRefusal, TaskResult, Uid,
+    UidWeight, Unstake, UnstakeRefusal, Unstaked, WeightsAnswer, WeightsDropped, WeightsQuery, WeightsRefusal,
 };

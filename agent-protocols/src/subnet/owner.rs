@@ -50,7 +50,7 @@ use agent_core::ledger::{EscrowId, LedgerError};
 use super::book::{check_deposit, counted_stake, Book, Rules, StakeLock};
 use super::wire::{
     stake_deal, Commit, Member, Register, RegisterRefusal, Registered, Reveal, Role, Roster, RosterQuery, SubnetId,
-    Uid, Unstake, UnstakeRefusal, Unstaked, WeightsAnswer, WeightsQuery, WeightsRefusal,
+    Uid, Unstake, UnstakeRefusal, Unstaked, WeightsAnswer, WeightsDropped, WeightsQuery, WeightsRefusal,
 };
 use super::yuma::{Outcome, Params, YumaError};
 
@@ -248,6 +248,9 @@ pub struct EpochReport {
     pub payouts: Vec<Payout>,
     /// Transfers that failed, and why; their tokens stayed in the treasury.
     pub failed: Vec<(Payout, WalletError)>,
+    /// The validators some of whose scored weights did not count, and which: each was sent
+    /// its [`WeightsDropped`].
+    pub dropped: Vec<WeightsDropped>,
 }
 
 impl EpochReport {
@@ -444,6 +447,7 @@ impl Owner {
             owner_cut: 0,
             payouts: Vec::new(),
             failed: Vec::new(),
+            dropped: Vec::new(),
         };
         if let Some(outcome) = &report.outcome {
             report.emission = emission;
@@ -485,8 +489,37 @@ impl Owner {
             paid = %report.paid(),
             "epoch closed"
         );
+        report.dropped = self.tell_dropped(ctx, closed.dropped).await;
         self.push_roster(ctx).await;
         Ok(report)
+    }
+
+    /// Tells each validator which of its scored weights did not count, side by side, waiting
+    /// at most [`Config::with_push_timeout`] for each to take the message (as the roster
+    /// push); the notices, for the report.
+    async fn tell_dropped(&self, ctx: &Context, dropped: Vec<(Address, WeightsDropped)>) -> Vec<WeightsDropped> {
+        let timeout = self.inner.config.push_timeout;
+        let mut sends = tokio::task::JoinSet::new();
+        for (validator, notice) in &dropped {
+            tracing::info!(
+                subnet = notice.subnet,
+                uid = notice.uid,
+                epoch = notice.epoch,
+                dropped = notice.dropped.len(),
+                "revealed weights did not count; telling the validator"
+            );
+            let (ctx, validator, notice) = (ctx.clone(), *validator, notice.clone());
+            sends.spawn(async move {
+                match tokio::time::timeout(timeout, ctx.send(validator, notice)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(%validator, error = %e.failure(), "a validator was not told of its dropped weights"),
+                    Err(_) => tracing::warn!(%validator, ?timeout, "a validator did not take the news of its dropped weights in time"),
+                }
+            });
+        }
+        // Each send ends by its own timeout, so this wait does too.
+        while sends.join_next().await.is_some() {}
+        dropped.into_iter().map(|(_, notice)| notice).collect()
     }
 
     /// The stake `lock` counts for now: its escrow's amount if it is still open and still

@@ -15,13 +15,17 @@
 //!
 //! Or [`Validator::set_weights`], which commits or (with commit-reveal off) reveals at once.
 //!
+//! When some of its weights do not count at the close that scores them, the owner says which
+//! and why ([`WeightsDropped`]): take the notices with [`Validator::take_drop_notices`] or wait
+//! for the next with [`Validator::next_drop_notice`].
+//!
 //! # Bounds
 //!
 //! At most [`Config::with_max_pending`] queries wait at once (more fail with
 //! [`QueryError::TooManyPending`]), each for at most [`Config::with_query_timeout`]. The
 //! weights and salts of commitments not yet revealed are kept for the last 16 epochs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,11 +41,14 @@ use super::client::{self, RegisterError};
 use super::commit_reveal::{check_weights, commitment, new_salt, Salt, WeightsProblem};
 use super::wire::{
     Commit, Member, Reveal, RevealedWeights, Role, Roster, SubnetId, Task, TaskOutcome, TaskRefusal, TaskResult, Uid,
-    UidWeight, Unstake, UnstakeRefusal, Unstaked, WeightsAnswer, WeightsQuery, WeightsRefusal,
+    UidWeight, Unstake, UnstakeRefusal, Unstaked, WeightsAnswer, WeightsDropped, WeightsQuery, WeightsRefusal,
 };
 
 /// How many epochs of unrevealed commitments a validator remembers.
 const KEPT_EPOCHS: usize = 16;
+/// How many [`WeightsDropped`] notices a validator keeps until they are taken (the oldest go
+/// first).
+const KEPT_DROP_NOTICES: usize = 64;
 
 /// How a validator works. Every setter states its default.
 #[derive(Debug, Clone)]
@@ -167,6 +174,10 @@ struct Inner {
     /// Committed but not yet revealed: epoch → (weights, salt).
     secrets: Mutex<BTreeMap<u64, (Vec<UidWeight>, Salt)>>,
     stake: Mutex<Option<EscrowId>>,
+    /// The owner's notices of weights that did not count, not yet taken.
+    drop_notices: Mutex<VecDeque<WeightsDropped>>,
+    /// Woken when a notice arrives.
+    drop_notice_arrived: tokio::sync::Notify,
 }
 
 /// Removes a pending query when its wait ends, however it ends.
@@ -196,6 +207,8 @@ impl Validator {
             next_id: AtomicU64::new(rand::random::<u64>() >> 1),
             secrets: Mutex::new(BTreeMap::new()),
             stake: Mutex::new(None),
+            drop_notices: Mutex::new(VecDeque::new()),
+            drop_notice_arrived: tokio::sync::Notify::new(),
         });
         let validator = Validator { inner };
         let v = validator.clone();
@@ -203,7 +216,53 @@ impl Validator {
             v.route(from, result);
             async {}
         });
+        let v = validator.clone();
+        agent.on_message(move |_ctx: Context, from: Address, notice: WeightsDropped| {
+            v.keep_drop_notice(from, notice);
+            async {}
+        });
         validator
+    }
+
+    /// Keeps a notice of dropped weights if it comes from this validator's owner, about its
+    /// subnet.
+    fn keep_drop_notice(&self, from: Address, notice: WeightsDropped) {
+        if from != self.inner.owner || notice.subnet != self.subnet() {
+            tracing::debug!(%from, "a notice of dropped weights not from this subnet's owner was ignored");
+            return;
+        }
+        tracing::warn!(
+            subnet = notice.subnet,
+            epoch = notice.epoch,
+            dropped = notice.dropped.len(),
+            "some of this validator's weights did not count"
+        );
+        let mut notices = self.inner.drop_notices.lock();
+        notices.push_back(notice);
+        while notices.len() > KEPT_DROP_NOTICES {
+            notices.pop_front();
+        }
+        drop(notices);
+        self.inner.drop_notice_arrived.notify_waiters();
+    }
+
+    /// Takes the owner's notices, oldest first, of weights of this validator that did not
+    /// count at the close that scored them, and why ([`WeightsDropped`]); the last 64 are
+    /// kept until taken.
+    pub fn take_drop_notices(&self) -> Vec<WeightsDropped> {
+        self.inner.drop_notices.lock().drain(..).collect()
+    }
+
+    /// Waits for, and takes, the next notice of dropped weights (the oldest kept, if any).
+    pub async fn next_drop_notice(&self) -> WeightsDropped {
+        loop {
+            // Registered before looking, so a notice that arrives in between still wakes it.
+            let arrived = self.inner.drop_notice_arrived.notified();
+            if let Some(notice) = self.inner.drop_notices.lock().pop_front() {
+                return notice;
+            }
+            arrived.await;
+        }
     }
 
     /// This validator's agent address.

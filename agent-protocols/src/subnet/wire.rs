@@ -585,6 +585,52 @@ pub struct RevealedWeights {
     pub weights: Vec<UidWeight>,
 }
 
+/// Why a weight a validator revealed did not count at the close that scored it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum DropReason {
+    /// The validator had no stake counted at the close (it unstaked, or its stake escrow no
+    /// longer holds the minimum stake): its whole row.
+    NoStake,
+    /// Its stake did not earn a validator permit at the close (not among the
+    /// `max_allowed_validators` largest, or below Yuma's `min_stake`): its whole row.
+    NoValidatorPermit,
+    /// The uid was given to a new member, after pruning its miner, after these weights were
+    /// fixed: they were meant for the miner pruned.
+    UidReassigned,
+    /// The weight was on the validator's own uid, which Yuma ignores.
+    OwnUid,
+    /// The uid did not exist at the close.
+    UnknownUid,
+}
+
+/// One weight that did not count, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DroppedWeight {
+    /// The uid the weight was on.
+    pub uid: Uid,
+    /// The weight as revealed.
+    pub weight: u16,
+    /// Why it did not count.
+    pub reason: DropReason,
+}
+
+/// Sent by the owner to a validator at the close that scored its revealed weights, when some
+/// or all of them did not count. Validators whose weights all counted get nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.subnet.WeightsDropped")]
+pub struct WeightsDropped {
+    /// The subnet.
+    pub subnet: SubnetId,
+    /// The epoch the weights were set for (the one scored).
+    pub epoch: u64,
+    /// The epoch whose close scored them.
+    pub closed: u64,
+    /// The validator's uid.
+    pub uid: Uid,
+    /// Each non-zero weight that did not count, in the order revealed.
+    pub dropped: Vec<DroppedWeight>,
+}
+
 /// A validator's task for a miner. The miner answers with a [`TaskResult`] carrying the
 /// same `id`, sent back as a message (not a reply), so a miner can queue tasks and serve
 /// them in stake order.

@@ -21,7 +21,8 @@
 //! are empty, so an epoch costs time and memory in proportion to the weights actually set
 //! (one with 256 validators and 4,096 miners, each validator weighting 10–20% of them, takes
 //! about 20 ms on two cores), not to `n²`. When most weights are set, consensus walks the
-//! columns densely instead, with the same result to the bit (`docs/subnet.md`, *Cost*).
+//! columns densely instead; a large epoch splits each pass over two threads, by rows or by
+//! columns. Every way gives the same result to the bit (`docs/subnet.md`, *Cost*).
 //!
 //! The arithmetic is `f64`; subtensor computes the same formulas in 32.32 fixed point, so
 //! its results differ from these by its rounding (about 1e-9). `docs/subnet.md` has every
@@ -60,11 +61,20 @@
 //! ```
 
 use std::borrow::Cow;
+use std::ops::Range;
+use std::sync::OnceLock;
 
 use thiserror::Error;
 
 /// `u16::MAX` as a float: subtensor stores fractions such as kappa as `x / 65535`.
 const U16_DENOMINATOR: f64 = 65535.0;
+/// How far, relative to the voting stake, a sum of stakes may be from its exact value: sums of
+/// at most 2^16 positive terms (one per validator) are each within 2^-37 of it; allow 1e-9.
+/// Consensus decides a comparison without sorting only when it clears this margin.
+const ROUNDING_MARGIN: f64 = 1e-9;
+/// Below this many weights an epoch runs on one thread: on the development machine the
+/// second thread's start and its own allocations cost more than it saves below about this.
+const PARALLEL_MIN_WEIGHTS: usize = 1 << 18;
 /// Denominator of the per-million parameters ([`Params::bonds_moving_average`], [`Params::miner_share`]).
 const PER_MILLION: u64 = 1_000_000;
 
@@ -317,8 +327,17 @@ impl Layout {
 }
 
 /// [`epoch`], with the consensus computed in the given [`Layout`].
+///
+/// Each step runs on its own, in passes that each take a whole row or a whole column at a
+/// time: a row's entries depend only on that row, and a column's sums are added down the rows
+/// in ascending uid whichever pass adds them. A large epoch therefore splits every pass in
+/// two halves, of rows or of columns, on two threads ([`join`]); the outcome is the same to the
+/// bit as on one thread (`reference::epoch`, kept in the tests, is the plain one-pass-per-step
+/// version).
 fn epoch_with(inputs: &Inputs<'_>, params: &Params, layout: Layout) -> Result<Outcome, YumaError> {
-    let n = validate(inputs, params)?;
+    let given_weights: usize = inputs.weights.iter().map(Vec::len).sum();
+    let parallel = given_weights >= PARALLEL_MIN_WEIGHTS && two_cores();
+    let (n, bonds_ascending) = validate(inputs, params, parallel)?;
 
     // Stake: filter by the threshold, normalise.
     let filtered: Vec<u64> = inputs.stakes.iter().map(|&s| if s < params.min_stake { 0 } else { s }).collect();
@@ -338,63 +357,45 @@ fn epoch_with(inputs: &Inputs<'_>, params: &Params, layout: Layout) -> Result<Ou
     let validator_stake: Vec<f64> = validators.iter().map(|&i| active_stake[i]).collect();
 
     // Weights: unpermitted rows are zero; mask the diagonal, normalise rows.
-    let mut scratch = Vec::new();
-    let weights: Vec<SparseRow> = validators
-        .iter()
-        .map(|&i| {
-            let given = inputs.weights.get(i).map_or(&[][..], Vec::as_slice);
-            sorted_nonzero(&mut scratch, given.iter().filter(|&&(j, _)| j != i));
-            normalize_row(&mut scratch);
-            scratch.retain(|&(_, w)| w != 0.0); // Entries too small to survive normalisation.
-            scratch.to_vec()
-        })
-        .collect();
-
-    // Consensus and clipping.
-    let set: usize = weights.iter().map(Vec::len).sum();
-    let consensus = if layout.dense(set, weights.len(), n) {
-        weighted_median_cols_dense(&validator_stake, &weights, n, params.kappa_fraction())
-    } else {
-        weighted_median_cols(&validator_stake, &weights, n, params.kappa_fraction())
+    let given = |i: usize| inputs.weights.get(i).map_or(&[][..], Vec::as_slice);
+    let mid = balanced_split(validators.iter().map(|&i| given(i).len()));
+    let normalise = |uids: &[usize]| -> Vec<SparseRow> {
+        uids.iter()
+            .map(|&i| {
+                let mut row = Vec::with_capacity(given(i).len());
+                sorted_nonzero(&mut row, given(i).iter().filter(|&&(j, _)| j != i));
+                normalize_row(&mut row);
+                row.retain(|&(_, w)| w != 0.0); // Entries too small to survive normalisation.
+                row
+            })
+            .collect()
     };
-    let clipped_weights: Vec<SparseRow> = weights
-        .iter()
-        .map(|row| {
-            scratch.clear();
-            scratch.extend(row.iter().map(|&(j, w)| (j, w.min(consensus[j]))).filter(|&(_, c)| c != 0.0));
-            scratch.to_vec()
-        })
-        .collect();
-    let mut validator_trust = vec![0.0; n];
-    for (&i, row) in validators.iter().zip(&clipped_weights) {
-        validator_trust[i] = row.iter().map(|&(_, c)| c).sum();
-    }
+    let (left, right) = validators.split_at(mid);
+    let weights = concat(join(parallel, || normalise(left), || normalise(right)));
 
-    // Ranks, trust, incentive.
-    let preranks = stake_weighted_col_sums(&weights, &validator_stake, n);
-    let ranks = stake_weighted_col_sums(&clipped_weights, &validator_stake, n);
-    let trust: Vec<f64> = ranks.iter().zip(&preranks).map(|(&r, &p)| if p > 0.0 { r / p } else { 0.0 }).collect();
-    let mut incentive = ranks.clone();
-    normalize(&mut incentive);
-
-    // Bonds delta: the weights for bonds times stake, on the validators' rows, each column
-    // normalised. Computed entry by entry where it is used, rather than stored.
+    // Consensus, and the weights' column sums that depend on it: ranks before and after
+    // clipping, and the bonds delta (the weights for bonds times stake). The dense pass adds
+    // them up as it goes down each column; otherwise they take a pass of their own.
+    let set: usize = weights.iter().map(Vec::len).sum();
+    let kappa = params.kappa_fraction();
     let penalty = params.bonds_penalty_fraction();
-    let consensus_ref = &consensus;
-    let delta_scale = ColumnScale::new(n, || {
-        weights
-            .iter()
-            .zip(&validator_stake)
-            .flat_map(|(row, &s)| row.iter().map(move |&(j, w)| (j, delta_entry(w, consensus_ref[j], penalty, s))))
-    });
+    let (consensus, totals) = if layout.dense(set, weights.len(), n) {
+        weighted_median_cols_dense(&validator_stake, &weights, n, kappa, penalty, parallel)
+    } else {
+        let consensus = weighted_median_cols(&validator_stake, &weights, n, kappa);
+        let cut = column_split(weights.iter().map(Vec::as_slice), n);
+        let sums = |columns| weight_totals(&weights, &validator_stake, &consensus, penalty, columns);
+        let (left, right) = join(parallel, || sums(0..cut), || sums(cut..n));
+        let totals = left.append(right);
+        (consensus, totals)
+    };
 
-    // Old bonds, each column normalised; on the rows given, each sorted by uid.
-    let old_scale = ColumnScale::new(n, || inputs.bonds.iter().flatten().copied());
+    // Old bonds: the rows given, each sorted by uid.
     let holders: Vec<(usize, Cow<'_, [_]>)> = (0..inputs.bonds.len())
         .filter(|&i| !inputs.bonds[i].is_empty())
         .map(|i| {
             let row = &inputs.bonds[i];
-            if row.windows(2).all(|p| p[0].0 < p[1].0) {
+            if bonds_ascending || row.windows(2).all(|p| p[0].0 < p[1].0) {
                 (i, Cow::Borrowed(row.as_slice()))
             } else {
                 let mut sorted = row.clone();
@@ -404,59 +405,129 @@ fn epoch_with(inputs: &Inputs<'_>, params: &Params, layout: Layout) -> Result<Ou
         })
         .collect();
 
-    // The moving average, on the rows of validators and of old bond holders (a row or an
-    // entry missing from one side counts as zero there), each column normalised again.
+    // The old bonds' column sums.
+    let cut = column_split(holders.iter().map(|(_, row)| &row[..]), n);
+    let old_sums = |columns| column_sums(holders.iter().map(|(_, row)| &row[..]), columns);
+    let (mut old_bonds, right) = join(parallel, || old_sums(0..cut), || old_sums(cut..n));
+    old_bonds.extend(right);
+
+    let ranks = totals.ranks;
+    let trust: Vec<f64> =
+        ranks.iter().zip(&totals.preranks).map(|(&r, &p)| if p > 0.0 { r / p } else { 0.0 }).collect();
+    let mut incentive = ranks.clone();
+    normalize(&mut incentive);
+
+    // The bonds delta and the old bonds, each column normalised, entry by entry where used.
+    let consensus_ref = &consensus;
+    let delta_scale = ColumnScale::from_sums(totals.delta, || {
+        weights
+            .iter()
+            .zip(&validator_stake)
+            .flat_map(|(row, &s)| row.iter().map(move |&(j, w)| (j, delta_entry(w, consensus_ref[j], penalty, s))))
+    });
+    let old_scale = ColumnScale::from_sums(old_bonds, || inputs.bonds.iter().flatten().copied());
+
+    // Row by row: the clipped weights and validator trust of each validator, and the moving
+    // average on the rows of validators and of old bond holders (a row or an entry missing
+    // from one side counts as zero there).
     let alpha = params.bonds_alpha();
-    let mut bond_uids = Vec::with_capacity(validators.len() + holders.len());
-    let mut bonds = Vec::with_capacity(validators.len() + holders.len());
+    let mut bond_rows = Vec::with_capacity(validators.len() + holders.len());
     let (mut v, mut h) = (0, 0);
     loop {
         let (new_uid, old_uid) = (validators.get(v).copied(), holders.get(h).map(|&(i, _)| i));
         let Some(uid) = new_uid.into_iter().chain(old_uid).min() else { break };
-        let (new, s): (&[(usize, f64)], f64) = if new_uid == Some(uid) {
+        let validator = (new_uid == Some(uid)).then(|| {
             v += 1;
-            (&weights[v - 1], validator_stake[v - 1])
-        } else {
-            (&[], 0.0)
-        };
-        let old: &[(usize, f64)] = if old_uid == Some(uid) {
+            v - 1
+        });
+        let holder = (old_uid == Some(uid)).then(|| {
             h += 1;
-            &holders[h - 1].1
-        } else {
-            &[]
-        };
-        moving_average(
-            &mut scratch,
-            new,
-            |j, w| delta_scale.apply(j, delta_entry(w, consensus_ref[j], penalty, s)),
-            old,
-            |j, b| old_scale.apply(j, b),
-            alpha,
-        );
-        bond_uids.push(uid);
-        bonds.push(scratch.to_vec());
+            h - 1
+        });
+        bond_rows.push(BondRow { uid, validator, holder });
     }
-    let bonds_scale = ColumnScale::new(n, || bonds.iter().flatten().copied());
-    for row in &mut bonds {
-        row.iter_mut().for_each(|(j, b)| *b = bonds_scale.apply(*j, *b));
+    let rows_of = |rows: &[BondRow]| -> RowsOut {
+        let mut out = RowsOut::default();
+        for &BondRow { uid, validator, holder } in rows {
+            let (new, s): (&[(usize, f64)], f64) = match validator {
+                Some(v) => {
+                    // Counted first, so the row is allocated at its size (most of a
+                    // sparse row may be clipped to nothing).
+                    let clip = || weights[v].iter().map(|&(j, w)| (j, w.min(consensus[j]))).filter(|&(_, c)| c != 0.0);
+                    let mut clipped = Vec::with_capacity(clip().count());
+                    clipped.extend(clip());
+                    out.validator_trust.push(clipped.iter().map(|&(_, c)| c).sum());
+                    out.clipped_weights.push(clipped);
+                    (&weights[v], validator_stake[v])
+                }
+                None => (&[], 0.0),
+            };
+            let old: &[(usize, f64)] = holder.map_or(&[], |h| &holders[h].1);
+            let mut bonds = Vec::with_capacity(union_len(new, old));
+            moving_average(
+                &mut bonds,
+                new,
+                |j, w| delta_scale.apply(j, delta_entry(w, consensus[j], penalty, s)),
+                old,
+                |j, b| old_scale.apply(j, b),
+                alpha,
+            );
+            out.bonds.push((uid, bonds));
+        }
+        out
+    };
+    let mid = balanced_split(
+        bond_rows
+            .iter()
+            .map(|row| row.validator.map_or(0, |v| weights[v].len()) + row.holder.map_or(0, |h| holders[h].1.len())),
+    );
+    let (left, right) = bond_rows.split_at(mid);
+    let rows = {
+        let (left, right) = join(parallel, || rows_of(left), || rows_of(right));
+        left.append(right)
+    };
+    let mut validator_trust = vec![0.0; n];
+    for (&i, &t) in validators.iter().zip(&rows.validator_trust) {
+        validator_trust[i] = t;
     }
+
+    // The new bonds, each column normalised again, and the dividends they earn.
+    let mut bonds = rows.bonds;
+    let cut = column_split(bonds.iter().map(|(_, row)| &row[..]), n);
+    let bond_sums = |columns| column_sums(bonds.iter().map(|(_, row)| &row[..]), columns);
+    let (mut sums, right) = join(parallel, || bond_sums(0..cut), || bond_sums(cut..n));
+    sums.extend(right);
+    let bonds_scale = ColumnScale::from_sums(sums, || bonds.iter().flat_map(|(_, row)| row.iter().copied()));
+    let scale_rows = |rows: &mut [(usize, SparseRow)]| -> Vec<f64> {
+        rows.iter_mut()
+            .map(|(_, row)| {
+                row.iter_mut().for_each(|(j, b)| *b = bonds_scale.apply(*j, *b));
+                let dividend = row.iter().map(|&(j, b)| b * incentive[j]).sum();
+                row.retain(|&(_, b)| b != 0.0);
+                dividend
+            })
+            .collect()
+    };
+    let mid = balanced_split(bonds.iter().map(|(_, row)| row.len()));
+    let (left, right) = bonds.split_at_mut(mid);
+    let row_dividends = concat(join(parallel, || scale_rows(left), || scale_rows(right)));
     let mut dividends = vec![0.0; n];
-    for (&i, row) in bond_uids.iter().zip(&bonds) {
-        dividends[i] = row.iter().map(|&(j, b)| b * incentive[j]).sum();
+    for (&(i, _), d) in bonds.iter().zip(row_dividends) {
+        dividends[i] = d;
     }
     normalize(&mut dividends);
 
     let emissions = split_emission(inputs.emission, params, &incentive, &dividends, &active_stake, &stake);
 
     // Every other row is zero: left empty. Bonds of uids that lost their permit are cleared.
-    let bonds = spread(bond_uids.into_iter().zip(bonds).filter(|&(i, _)| validator_permits[i]), n);
+    let bonds = place(bonds.into_iter().filter(|&(i, _)| validator_permits[i]), n);
     Ok(Outcome {
         stake,
         validator_permits,
         active_stake,
-        weights: spread(validators.iter().copied().zip(weights), n),
+        weights: place(validators.iter().copied().zip(weights), n),
         consensus,
-        clipped_weights: spread(validators.iter().copied().zip(clipped_weights), n),
+        clipped_weights: place(validators.iter().copied().zip(rows.clipped_weights), n),
         ranks,
         trust,
         incentive,
@@ -466,25 +537,199 @@ fn epoch_with(inputs: &Inputs<'_>, params: &Params, layout: Layout) -> Result<Ou
         emissions,
     })
 }
+/// A row of the bonds moving average: the uid, its index among the validators if it has a
+/// permit, and among the old bond holders if it held bonds.
+#[derive(Debug, Clone, Copy)]
+struct BondRow {
+    uid: usize,
+    validator: Option<usize>,
+    holder: Option<usize>,
+}
 
-/// Checks shapes, entries and parameters; returns the number of uids.
-fn validate(inputs: &Inputs<'_>, params: &Params) -> Result<usize, YumaError> {
+/// What the row pass of [`epoch_with`] computes for a run of [`BondRow`]s.
+#[derive(Debug, Default)]
+struct RowsOut {
+    /// Each validator's clipped weights, in the order of its rows.
+    clipped_weights: Vec<SparseRow>,
+    /// Each validator's trust, likewise.
+    validator_trust: Vec<f64>,
+    /// Each row's uid and moving average, not yet normalised.
+    bonds: Vec<(usize, SparseRow)>,
+}
+
+impl RowsOut {
+    /// These rows, then `next`'s.
+    fn append(mut self, next: RowsOut) -> RowsOut {
+        self.clipped_weights.extend(next.clipped_weights);
+        self.validator_trust.extend(next.validator_trust);
+        self.bonds.extend(next.bonds);
+        self
+    }
+}
+
+/// The weights' column sums over a range of columns, indexed from its first.
+#[derive(Debug)]
+struct WeightTotals {
+    /// `Σ_i weights[i][j] · active_stake[i]`.
+    preranks: Vec<f64>,
+    /// `Σ_i clipped_weights[i][j] · active_stake[i]`: the ranks.
+    ranks: Vec<f64>,
+    /// `Σ_i delta_entry(weights[i][j], …)`: the bonds delta's column sums ([`delta_entry`]).
+    delta: Vec<f64>,
+}
+
+impl WeightTotals {
+    fn zeros(columns: usize) -> WeightTotals {
+        WeightTotals { preranks: vec![0.0; columns], ranks: vec![0.0; columns], delta: vec![0.0; columns] }
+    }
+
+    /// These columns, then `next`'s.
+    fn append(mut self, next: WeightTotals) -> WeightTotals {
+        self.preranks.extend(next.preranks);
+        self.ranks.extend(next.ranks);
+        self.delta.extend(next.delta);
+        self
+    }
+}
+
+/// [`WeightTotals`] over `columns`, down the validators' weight `rows` (each in ascending uid,
+/// `stake[k]` that of `rows[k]`) in order.
+fn weight_totals(
+    rows: &[SparseRow],
+    stake: &[f64],
+    consensus: &[f64],
+    penalty: f64,
+    columns: Range<usize>,
+) -> WeightTotals {
+    let mut totals = WeightTotals::zeros(columns.len());
+    for (row, &s) in rows.iter().zip(stake) {
+        for &(j, w) in in_columns(row, &columns) {
+            let c = j - columns.start;
+            totals.preranks[c] += w * s;
+            totals.ranks[c] += w.min(consensus[j]) * s;
+            totals.delta[c] += delta_entry(w, consensus[j], penalty, s);
+        }
+    }
+    totals
+}
+
+/// The sums over `columns` (indexed from its first) of the sparse `rows`, each in ascending
+/// uid, added down the rows in order.
+fn column_sums<'a>(rows: impl Iterator<Item = &'a [(usize, f64)]>, columns: Range<usize>) -> Vec<f64> {
+    let mut sums = vec![0.0; columns.len()];
+    for row in rows {
+        for &(j, v) in in_columns(row, &columns) {
+            sums[j - columns.start] += v;
+        }
+    }
+    sums
+}
+
+/// Whether the machine has a second core to split an epoch's passes over (asked once).
+fn two_cores() -> bool {
+    static TWO_CORES: OnceLock<bool> = OnceLock::new();
+    *TWO_CORES.get_or_init(|| std::thread::available_parallelism().is_ok_and(|cores| cores.get() >= 2))
+}
+
+/// Runs `left` and `right`, on two threads if `parallel` (`right` on a new one), else in turn.
+/// Each half computes its own part of the outcome, so the result is the same either way.
+fn join<L: Send, R: Send>(parallel: bool, left: impl FnOnce() -> L + Send, right: impl FnOnce() -> R + Send) -> (L, R) {
+    if !parallel {
+        return (left(), right());
+    }
+    std::thread::scope(|scope| {
+        let right = scope.spawn(right);
+        let left = left();
+        // A panic in `right` is re-raised here, as it would have been on this thread.
+        (left, right.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    })
+}
+
+/// The two halves' items, left then right.
+fn concat<T>((mut left, right): (Vec<T>, Vec<T>)) -> Vec<T> {
+    left.extend(right);
+    left
+}
+
+/// Where to split a run of rows, whose lengths `lens` gives, into two halves of about the same
+/// number of entries.
+fn balanced_split(lens: impl Iterator<Item = usize> + Clone) -> usize {
+    let half = lens.clone().sum::<usize>() / 2;
+    let mut seen = 0;
+    lens.take_while(|&len| {
+        seen += len;
+        seen <= half
+    })
+    .count()
+}
+
+/// A column that splits the entries of `rows` (each in ascending uid) into two halves of about
+/// the same size: the middle entry's column in the longest row, or `n / 2` if all are empty.
+fn column_split<'a>(rows: impl IntoIterator<Item = &'a [(usize, f64)]>, n: usize) -> usize {
+    rows.into_iter().max_by_key(|row| row.len()).and_then(|row| row.get(row.len() / 2)).map_or(n / 2, |&(j, _)| j)
+}
+
+/// How many uids appear in either of two sparse rows in ascending uid: the most entries their
+/// [`moving_average`] can have (reserved at once, so the row is never copied as it grows).
+fn union_len(a: &[(usize, f64)], b: &[(usize, f64)]) -> usize {
+    let (mut i, mut k, mut both) = (0, 0, 0);
+    while let (Some(&(x, _)), Some(&(y, _))) = (a.get(i), b.get(k)) {
+        both += usize::from(x == y);
+        i += usize::from(x <= y);
+        k += usize::from(y <= x);
+    }
+    a.len() + b.len() - both
+}
+
+/// The entries of `row` (in ascending uid) in `columns`.
+fn in_columns<'a>(row: &'a [(usize, f64)], columns: &Range<usize>) -> &'a [(usize, f64)] {
+    let start = row.partition_point(|&(j, _)| j < columns.start);
+    let end = start + row[start..].partition_point(|&(j, _)| j < columns.end);
+    &row[start..end]
+}
+
+/// Checks shapes, entries and parameters (the two matrices on two threads if `parallel`);
+/// returns the number of uids and whether every row of bonds is in ascending uid.
+fn validate(inputs: &Inputs<'_>, params: &Params, parallel: bool) -> Result<(usize, bool), YumaError> {
     let n = inputs.stakes.len();
     if n == 0 {
         return Err(YumaError::Empty);
     }
-    check_matrix("weights", inputs.weights, n)?;
-    check_matrix("bonds", inputs.bonds, n)?;
+    let (weights, bonds) =
+        join(parallel, || check_matrix("weights", inputs.weights, n), || check_matrix("bonds", inputs.bonds, n));
+    weights?;
+    let bonds_ascending = bonds?;
     if params.bonds_moving_average > PER_MILLION {
         return Err(YumaError::ParamOutOfRange { name: "bonds_moving_average", value: params.bonds_moving_average });
     }
     if u64::from(params.miner_share) > PER_MILLION {
         return Err(YumaError::ParamOutOfRange { name: "miner_share", value: u64::from(params.miner_share) });
     }
-    Ok(n)
+    Ok((n, bonds_ascending))
 }
 
-fn check_matrix(matrix: &'static str, rows: &[SparseRow], uids: usize) -> Result<(), YumaError> {
+/// Checks a matrix: one row per uid or none, each naming existing uids at most once, with
+/// finite non-negative entries; returns whether every row is in strictly ascending uid. Such
+/// rows (the usual case) are checked in one pass without a per-uid table; the first error is
+/// found by [`check_matrix_entries`].
+fn check_matrix(matrix: &'static str, rows: &[SparseRow], uids: usize) -> Result<bool, YumaError> {
+    let plain = |row: &SparseRow| {
+        let (mut valid, mut next) = (true, 0);
+        for &(uid, value) in row {
+            valid &= uid >= next && uid < uids && value >= 0.0 && value.is_finite();
+            next = uid.saturating_add(1);
+        }
+        valid
+    };
+    if rows.is_empty() || (rows.len() == uids && rows.iter().all(plain)) {
+        return Ok(true);
+    }
+    check_matrix_entries(matrix, rows, uids)?;
+    Ok(rows.iter().all(|row| row.windows(2).all(|p| p[0].0 < p[1].0)))
+}
+
+/// [`check_matrix`] entry by entry, for any order of uids: the first error in row order.
+fn check_matrix_entries(matrix: &'static str, rows: &[SparseRow], uids: usize) -> Result<(), YumaError> {
     if !rows.is_empty() && rows.len() != uids {
         return Err(YumaError::RowCount { matrix, rows: rows.len(), uids });
     }
@@ -524,10 +769,9 @@ fn sorted_nonzero<'a>(row: &mut SparseRow, entries: impl Iterator<Item = &'a (us
 }
 
 /// An `n`-row matrix from the rows of some uids, the other rows empty.
-fn spread(rows: impl Iterator<Item = (usize, SparseRow)>, n: usize) -> Vec<SparseRow> {
+fn place(rows: impl Iterator<Item = (usize, SparseRow)>, n: usize) -> Vec<SparseRow> {
     let mut matrix = vec![Vec::new(); n];
-    for (i, mut row) in rows {
-        row.retain(|&(_, v)| v != 0.0);
+    for (i, row) in rows {
         matrix[i] = row;
     }
     matrix
@@ -580,15 +824,13 @@ struct ColumnScale {
 }
 
 impl ColumnScale {
-    /// The scales of the `n` columns of the matrix whose entries, `(column, value)`, `entries`
-    /// yields with the rows in ascending uid (in any order within a row). Each column is summed
-    /// down the rows in order, as [`normalize`] sums it. `entries` is called once, and twice
-    /// more only if some column's sum overflows.
-    fn new<I: Iterator<Item = (usize, f64)>>(n: usize, entries: impl Fn() -> I) -> ColumnScale {
-        let mut post = vec![0.0; n];
-        for (j, v) in entries() {
-            post[j] += v;
-        }
+    /// The scales of the columns of a matrix from their `sums`, each summed down the rows in
+    /// ascending uid as [`normalize`] sums it, and its entries, `(column, value)`, which
+    /// `entries` yields in the same row order (in any order within a row). `entries` is called
+    /// only if some column's sum overflowed, twice.
+    fn from_sums<I: Iterator<Item = (usize, f64)>>(sums: Vec<f64>, entries: impl Fn() -> I) -> ColumnScale {
+        let n = sums.len();
+        let mut post = sums;
         let mut pre = Vec::new();
         if post.iter().any(|sum| !sum.is_finite()) {
             // Rare: huge entries. As `normalize` does: divide by the largest, sum again.
@@ -648,8 +890,8 @@ fn top_k_nonzero(stakes: &[u64], k: usize) -> Vec<bool> {
 /// The weights are non-negative, so a column sorts as its zeros, in row order (the sort is
 /// stable), then its positive weights. In a large subnet most columns are mostly zeros: where
 /// the zeros' stake exceeds the minority by far more than any rounding of these sums could
-/// move either, the answer is 0 without sorting. Every other column is computed exactly as
-/// described, so the result is the same as sorting every column.
+/// move either, the answer is 0 without sorting. Every other column goes to [`quantile`],
+/// whose answer is the same as sorting the column.
 fn weighted_median_cols(stake: &[f64], rows: &[SparseRow], n: usize, kappa: f64) -> Vec<f64> {
     let voters: Vec<usize> = (0..rows.len()).filter(|&k| stake[k] > 0.0).collect();
     let positive = |k: usize| rows[k].iter().filter(|&&(_, w)| w != 0.0);
@@ -662,10 +904,8 @@ fn weighted_median_cols(stake: &[f64], rows: &[SparseRow], n: usize, kappa: f64)
             backing[j] += stake[k];
         }
     }
-    // Sums of at most 2^16 positive terms (one per validator) are each within 2^-37 of their
-    // exact value, relative to the total; allow 1e-9.
     let voting: f64 = voters.iter().map(|&k| stake[k]).sum();
-    let margin = voting * 1e-9;
+    let margin = voting * ROUNDING_MARGIN;
     let minority_bound = voting * (1.0 - kappa) + margin;
     let zeros_decide = |j: usize| count[j] == 0 || voting - backing[j] - margin > minority_bound;
 
@@ -691,6 +931,7 @@ fn weighted_median_cols(stake: &[f64], rows: &[SparseRow], n: usize, kappa: f64)
     }
 
     let mut consensus = vec![0.0; n];
+    let mut scratch = Vec::new();
     for &j in &exact {
         let points = &mut points[start[j]..start[j] + count[j]];
         // The zeros' stake, summed in row order.
@@ -701,7 +942,7 @@ fn weighted_median_cols(stake: &[f64], rows: &[SparseRow], n: usize, kappa: f64)
                 zero_stake += stake[k];
             }
         }
-        consensus[j] = column_quantile(points, zero_stake, stake, kappa);
+        consensus[j] = quantile(points, &mut scratch, zero_stake, voting, stake, kappa);
     }
     consensus
 }
@@ -713,37 +954,52 @@ fn weighted_median_cols(stake: &[f64], rows: &[SparseRow], n: usize, kappa: f64)
 /// allocated per column. The sums and comparisons are [`weighted_median_cols`]'s own, term for
 /// term and in the same order, so the results are identical; it costs `n` times the number of
 /// voters rather than the number of weights, which is cheaper only when most weights are set.
-/// Columns are independent, so a large matrix is split in two halves of columns computed on
-/// two threads when the machine has two cores or more.
-fn weighted_median_cols_dense(stake: &[f64], rows: &[SparseRow], n: usize, kappa: f64) -> Vec<f64> {
+/// Columns are independent, so a large matrix is split in two halves of columns ([`column_split`])
+/// computed on two threads when `parallel`.
+fn weighted_median_cols_dense(
+    stake: &[f64],
+    rows: &[SparseRow],
+    n: usize,
+    kappa: f64,
+    penalty: f64,
+    parallel: bool,
+) -> (Vec<f64>, WeightTotals) {
     let voters: Vec<(usize, &[(usize, f64)])> =
         (0..rows.len()).filter(|&k| stake[k] > 0.0).map(|k| (k, rows[k].as_slice())).collect();
     let mut consensus = vec![0.0; n];
-    let two_cores = std::thread::available_parallelism().is_ok_and(|cores| cores.get() >= 2);
-    if two_cores && voters.len().saturating_mul(n) >= 1 << 18 {
-        let (left, right) = consensus.split_at_mut(n / 2);
-        let voters = &voters;
-        std::thread::scope(|scope| {
-            scope.spawn(move || consensus_columns(stake, voters, kappa, 0, left));
-            consensus_columns(stake, voters, kappa, n / 2, right);
-        });
-    } else {
-        consensus_columns(stake, &voters, kappa, 0, &mut consensus);
-    }
-    consensus
+    let cut = column_split(rows.iter().map(Vec::as_slice), n);
+    let (left, right) = consensus.split_at_mut(cut);
+    let (left, right) = join(
+        parallel,
+        || consensus_columns(stake, &voters, kappa, penalty, 0, left),
+        || consensus_columns(stake, &voters, kappa, penalty, cut, right),
+    );
+    (consensus, left.append(right))
 }
 
-/// [`weighted_median_cols_dense`] for the columns from `first` on, one per entry of `out`.
-fn consensus_columns(stake: &[f64], voters: &[(usize, &[(usize, f64)])], kappa: f64, first: usize, out: &mut [f64]) {
+/// [`weighted_median_cols_dense`] for the columns from `first` on, one per entry of `out`; and
+/// their [`WeightTotals`], each added down its column in row order once its consensus is known
+/// (the rows without stake, left out, would only add zeros), as [`weight_totals`] adds them.
+fn consensus_columns(
+    stake: &[f64],
+    voters: &[(usize, &[(usize, f64)])],
+    kappa: f64,
+    penalty: f64,
+    first: usize,
+    out: &mut [f64],
+) -> WeightTotals {
     /// Columns per block: `BLOCK` times the voters' `f64`s (128 KiB for 256 voters).
     const BLOCK: usize = 64;
     let m = voters.len();
-    let voting: f64 = voters.iter().map(|&(k, _)| stake[k]).sum();
-    let margin = voting * 1e-9;
-    let minority_bound = voting * (1.0 - kappa) + margin;
+    // Points name voters by their index `v` among the voters, in the same order as their
+    // rows, so ties sort as they would by row.
+    let voter_stake: Vec<f64> = voters.iter().map(|&(k, _)| stake[k]).collect();
+    let voting: f64 = voter_stake.iter().sum();
     let mut cursors: Vec<usize> = voters.iter().map(|&(_, row)| row.partition_point(|&(col, _)| col < first)).collect();
     let mut block = vec![0.0f64; BLOCK * m];
     let mut points: Vec<(u64, usize)> = Vec::with_capacity(m);
+    let mut scratch = Vec::with_capacity(m);
+    let mut totals = WeightTotals::zeros(out.len());
     for (chunk, out) in out.chunks_mut(BLOCK).enumerate() {
         let start = first + chunk * BLOCK;
         let end = start + out.len();
@@ -753,25 +1009,34 @@ fn consensus_columns(stake: &[f64], voters: &[(usize, &[(usize, f64)])], kappa: 
                 *cursor += 1;
             }
         }
-        for (consensus, column) in out.iter_mut().zip(block.chunks_exact_mut(m.max(1))) {
+        for (c, (consensus, column)) in out.iter_mut().zip(block.chunks_exact_mut(m.max(1))).enumerate() {
             points.clear();
-            let (mut zero_stake, mut backing) = (0.0, 0.0);
-            for (&(k, _), w) in voters.iter().zip(column.iter_mut()) {
-                if *w != 0.0 {
-                    points.push((w.to_bits(), k));
-                    backing += stake[k];
+            let mut zero_stake = 0.0;
+            for (v, (&w, &s)) in column.iter().zip(&voter_stake).enumerate() {
+                if w != 0.0 {
+                    points.push((w.to_bits(), v));
                 } else {
-                    zero_stake += stake[k];
+                    zero_stake += s;
                 }
-                *w = 0.0;
             }
-            // As `weighted_median_cols`'s `zeros_decide`.
-            if points.is_empty() || voting - backing - margin > minority_bound {
-                continue;
+            if !points.is_empty() {
+                *consensus = quantile(&mut points, &mut scratch, zero_stake, voting, &voter_stake, kappa);
             }
-            *consensus = column_quantile(&mut points, zero_stake, stake, kappa);
+            let column_consensus = *consensus;
+            let (mut prerank, mut rank, mut delta) = (0.0, 0.0, 0.0);
+            for (w, &s) in column.iter_mut().zip(&voter_stake) {
+                let w = std::mem::take(w); // Leaves the block zeroed for the next columns.
+                if w != 0.0 {
+                    prerank += w * s;
+                    rank += w.min(column_consensus) * s;
+                    delta += delta_entry(w, column_consensus, penalty, s);
+                }
+            }
+            let at = chunk * BLOCK + c;
+            (totals.preranks[at], totals.ranks[at], totals.delta[at]) = (prerank, rank, delta);
         }
     }
+    totals
 }
 
 /// One column's stake-weighted `kappa` quantile, from its positive weights `(bits, row)` in
@@ -798,15 +1063,93 @@ fn column_quantile(points: &mut [(u64, usize)], zero_stake: f64, stake: &[f64], 
     }
 }
 
-/// `out[j] = Σ_k rows[k][j] · stake[k]`, over `n` columns.
-fn stake_weighted_col_sums(rows: &[SparseRow], stake: &[f64], n: usize) -> Vec<f64> {
-    let mut out = vec![0.0; n];
-    for (row, &s) in rows.iter().zip(stake) {
-        for &(j, w) in row {
-            out[j] += w * s;
-        }
+/// One column's stake-weighted `kappa` quantile, as [`column_quantile`] computes it, with
+/// `voting` the stake of every voter (those giving it zero and the others). `scratch` is room
+/// for [`select_quantile`], reused from column to column.
+fn quantile(
+    points: &mut [(u64, usize)],
+    scratch: &mut Vec<(u64, usize)>,
+    zero_stake: f64,
+    voting: f64,
+    stake: &[f64],
+    kappa: f64,
+) -> f64 {
+    select_quantile(points, scratch, zero_stake, voting, stake, kappa)
+        .unwrap_or_else(|| column_quantile(points, zero_stake, stake, kappa))
+}
+
+/// [`column_quantile`] without sorting, or `None` where it cannot be sure to agree.
+///
+/// The quantile is the lowest weight at which the stake of the weights up to and including it
+/// exceeds the minority: a weighted quickselect finds it. Each round sums the stake below and
+/// at a pivot weight in one pass, then keeps (in `scratch`) only the points on the side the
+/// crossing is on. Its sums add the same stakes as the sorted walk of [`column_quantile`] but
+/// in another order, and its minority starts from `voting` rather than the sorted total; all of
+/// these are within [`ROUNDING_MARGIN`] of their exact values, so wherever each comparison
+/// clears that margin, the sorted walk makes the same one. Where one does not (a sum within
+/// rounding of the minority), or a run of bad pivots takes more than `2 log₂ m + 8` rounds, it
+/// returns `None` and the caller sorts.
+fn select_quantile(
+    points: &[(u64, usize)],
+    scratch: &mut Vec<(u64, usize)>,
+    zero_stake: f64,
+    voting: f64,
+    stake: &[f64],
+    kappa: f64,
+) -> Option<f64> {
+    let margin = voting * ROUNDING_MARGIN;
+    let minority = voting * (1.0 - kappa);
+    let (low, high) = (minority - margin, minority + margin);
+    if zero_stake > high {
+        return Some(0.0);
     }
-    out
+    if zero_stake >= low {
+        return None;
+    }
+    // Invariant: the crossing is in `scratch`; `below`, the stake of the zeros and of the
+    // points that weigh less than all of those in `scratch`, stays under the minority.
+    scratch.clear();
+    scratch.extend_from_slice(points);
+    let mut below = zero_stake;
+    let mut rounds = 2 * (usize::BITS - points.len().leading_zeros()) + 8;
+    while !scratch.is_empty() && rounds > 0 {
+        rounds -= 1;
+        let (first, middle, last) = (scratch[0].0, scratch[scratch.len() / 2].0, scratch[scratch.len() - 1].0);
+        let pivot = first.max(middle).min(first.min(middle).max(last)); // The median of three.
+                                                                        // Which side a point is on is as good as random, so a branch would be mispredicted
+                                                                        // half the time: each stake is masked to itself or to +0.0 instead.
+        let mask = |keep: bool| 0u64.wrapping_sub(u64::from(keep));
+        let (mut less, mut equal) = (0.0, 0.0);
+        for &(bits, k) in scratch.iter() {
+            let s = stake[k].to_bits();
+            less += f64::from_bits(s & mask(bits < pivot));
+            equal += f64::from_bits(s & mask(bits == pivot));
+        }
+        let under = below + less;
+        let keep_less = if under > high {
+            true // The crossing is below the pivot.
+        } else if under >= low {
+            return None;
+        } else {
+            let through = under + equal;
+            if through > high {
+                return Some(f64::from_bits(pivot));
+            }
+            if through >= low {
+                return None;
+            }
+            below = through; // The crossing is above the pivot.
+            false
+        };
+        let mut kept = 0;
+        for i in 0..scratch.len() {
+            let point = scratch[i];
+            scratch[kept] = point;
+            kept += usize::from(if keep_less { point.0 < pivot } else { point.0 > pivot });
+        }
+        scratch.truncate(kept);
+    }
+    None
 }
 
 /// An entry of the bonds delta before its column is normalised: the weight for bonds (raw
@@ -935,6 +1278,9 @@ fn apportion(pool: u64, shares: &[f64]) -> Option<Vec<u64>> {
 }
 
 #[cfg(test)]
+mod reference;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -1022,6 +1368,98 @@ mod tests {
             let sparse = epoch_with(&inputs, &params, Layout::Sparse).unwrap();
             assert_eq!(dense, sparse, "case {case}: {n} uids, density {density}");
             assert_eq!(epoch(&inputs, &params).unwrap(), sparse, "case {case}: automatic layout");
+            assert_eq!(reference::epoch(&inputs, &params).unwrap(), sparse, "case {case}: reference");
         }
+    }
+
+    #[test]
+    fn the_epoch_matches_the_one_pass_per_step_reference() {
+        // Subnets large enough to run on two threads, dense and sparse, and small ones whose
+        // stakes are equal or powers of two so that sums of stakes land exactly on the
+        // minority (where consensus must fall back to sorting); bonds in any row order.
+        for case in 0..40u64 {
+            let mut rng = Rng(1_000 + case);
+            let large = case % 4 == 0;
+            let n = if large { 700 + rng.below(300) as usize } else { 2 + rng.below(40) as usize };
+            let validators = if large { 64 + rng.below(64) as usize } else { n };
+            let density = [1.0, 0.9, 0.3, 0.05][rng.below(4) as usize];
+            let stakes: Vec<u64> = (0..n)
+                .map(|i| match (i < validators, case % 3) {
+                    (false, _) => 0,
+                    (true, 0) => 1_000,
+                    (true, 1) => 1 << rng.below(20),
+                    (true, _) => rng.below(1_000_000),
+                })
+                .collect();
+            let grid = [2, 16, 65_535][rng.below(3) as usize];
+            let mut weights = vec![Vec::new(); n];
+            let mut bonds = vec![Vec::new(); n];
+            for i in 0..validators {
+                for j in 0..n {
+                    if (rng.below(1_000) as f64) < density * 1_000.0 {
+                        weights[i].push((j, rng.below(grid + 1) as f64));
+                    }
+                    if rng.below(2) == 0 {
+                        bonds[i].push((j, rng.below(1_000) as f64 / 7.0));
+                    }
+                }
+                if rng.below(4) == 0 {
+                    bonds[i].reverse();
+                }
+            }
+            let params = Params {
+                kappa: [0, 32_767, 32_768, 49_151, u16::MAX][rng.below(5) as usize],
+                bonds_penalty: [0, 30_000, u16::MAX][rng.below(3) as usize],
+                max_allowed_validators: 1 + rng.below(n as u64) as u16,
+                ..Params::default()
+            };
+            let inputs = Inputs { stakes: &stakes, weights: &weights, bonds: &bonds, emission: 999_999_937 };
+            let expected = reference::epoch(&inputs, &params).unwrap();
+            for layout in [Layout::Auto, Layout::Dense, Layout::Sparse] {
+                assert_eq!(
+                    epoch_with(&inputs, &params, layout).unwrap(),
+                    expected,
+                    "case {case}, {layout:?}: {n} uids"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn consensus_by_selection_agrees_with_sorting() {
+        // Columns of up to 300 points with equal, power-of-two and random stakes, weights on
+        // coarse and fine grids, and kappas where the cumulative stake hits the minority exactly.
+        let mut selected_count = 0;
+        let mut scratch = Vec::new();
+        for case in 0..3_000u64 {
+            let mut rng = Rng(50_000 + case);
+            let m = 1 + rng.below(300) as usize;
+            let stake: Vec<f64> = match case % 3 {
+                0 => vec![1.0 / m as f64; m],
+                1 => (0..m).map(|_| (1u64 << rng.below(12)) as f64 / 4096.0).collect(),
+                _ => (0..m).map(|_| rng.below(1_000) as f64 / 997.0).collect(),
+            };
+            let grid = [1, 3, 1_000, 1 << 40][rng.below(4) as usize];
+            let mut points = Vec::new();
+            let mut zero_stake = 0.0;
+            for (k, &s) in stake.iter().enumerate() {
+                match rng.below(grid + 1) {
+                    0 => zero_stake += s,
+                    w => points.push(((w as f64 / grid as f64).to_bits(), k)),
+                }
+            }
+            let voting: f64 = stake.iter().sum();
+            let kappa = [0.0, 0.25, 0.5, 32_767.0 / 65_535.0, 0.75, 1.0][rng.below(6) as usize];
+            let mut sorted = points.clone();
+            let expected = column_quantile(&mut sorted, zero_stake, &stake, kappa);
+            if let Some(selected) = select_quantile(&points, &mut scratch, zero_stake, voting, &stake, kappa) {
+                assert_eq!(selected.to_bits(), expected.to_bits(), "case {case}: {m} points, kappa {kappa}");
+                selected_count += 1;
+            }
+            let quantile = quantile(&mut points, &mut scratch, zero_stake, voting, &stake, kappa);
+            assert_eq!(quantile.to_bits(), expected.to_bits(), "case {case}");
+        }
+        // Most columns are decided without sorting (kappas 0 and 1 never are).
+        assert!(selected_count > 1_500, "only {selected_count} of 3000 columns selected");
     }
 }
