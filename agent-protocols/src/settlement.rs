@@ -132,25 +132,81 @@ pub trait Seller: Send + Sync + 'static {
 /// The sales a seller awaits payment for: which buyer owes what for each deal. An auction
 /// records its award here; [`serve_sales`] delivers each one once, to its buyer, when its
 /// escrow is on the ledger.
+///
+/// A winner may never pay. Made [`with_payment_window`](Self::with_payment_window), a sale
+/// lapses when its window closes: a payment after it is refused (nothing is delivered, the
+/// buyer's escrow goes back to it), and [`lapsed`](Self::lapsed) hands the seller what is
+/// free to be offered again. Made with [`new`](Self::new), a sale waits for as long as the
+/// seller keeps it.
 #[derive(Clone, Default)]
 pub struct Sales {
-    owed: Arc<Mutex<HashMap<DealId, (Address, u128)>>>,
+    owed: Arc<Mutex<HashMap<DealId, Owed>>>,
+    window: Option<Duration>,
+}
+
+/// One sale awaiting payment.
+#[derive(Debug, Clone, Copy)]
+struct Owed {
+    buyer: Address,
+    price: u128,
+    /// When the payment window closes (Unix ms); `None`: never.
+    pay_by_ms: Option<u64>,
+}
+
+impl Owed {
+    fn lapsed_at(&self, now_ms: u64) -> bool {
+        self.pay_by_ms.is_some_and(|pay_by| now_ms >= pay_by)
+    }
+}
+
+/// A sale whose payment window closed before it was paid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lapsed {
+    /// The deal that was not paid.
+    pub deal: DealId,
+    /// The buyer that did not pay.
+    pub buyer: Address,
+    /// The price it owed.
+    pub price: u128,
 }
 
 impl Sales {
-    /// No sales yet.
+    /// No sales yet; a sale waits for payment until the seller drops it.
     pub fn new() -> Sales {
         Sales::default()
     }
 
-    /// Awaits `price` from `buyer` for `deal`.
-    pub fn expect(&self, deal: DealId, buyer: Address, price: u128) {
-        self.owed.lock().insert(deal, (buyer, price));
+    /// No sales yet; each sale must be paid within `window` of being expected, or lapses.
+    pub fn with_payment_window(window: Duration) -> Sales {
+        Sales { owed: Arc::default(), window: Some(window) }
     }
 
-    /// Whether `deal` is still awaiting payment.
+    /// Awaits `price` from `buyer` for `deal` (within the payment window from now, if any).
+    pub fn expect(&self, deal: DealId, buyer: Address, price: u128) {
+        let pay_by_ms = self.window.map(|window| unix_now_ms().saturating_add(window.as_millis() as u64));
+        self.owed.lock().insert(deal, Owed { buyer, price, pay_by_ms });
+    }
+
+    /// Whether `deal` is still awaiting payment (false once its payment window closed).
     pub fn awaits(&self, deal: &DealId) -> bool {
-        self.owed.lock().contains_key(deal)
+        let now_ms = unix_now_ms();
+        self.owed.lock().get(deal).is_some_and(|owed| !owed.lapsed_at(now_ms))
+    }
+
+    /// Takes out every sale whose payment window has closed unpaid, so the seller can offer
+    /// the goods again (or award them to the runner-up).
+    pub fn lapsed(&self) -> Vec<Lapsed> {
+        let now_ms = unix_now_ms();
+        let mut lapsed = Vec::new();
+        self.owed.lock().retain(|deal, owed| {
+            if owed.lapsed_at(now_ms) {
+                lapsed.push(Lapsed { deal: *deal, buyer: owed.buyer, price: owed.price });
+                false
+            } else {
+                true
+            }
+        });
+        lapsed
     }
 }
 
@@ -165,11 +221,12 @@ pub fn serve_sales<S: Seller>(agent: &mut Agent, sales: Sales, seller: Arc<S>) {
         let (sales, seller) = (sales.clone(), seller.clone());
         async move {
             let answer = match check_payment(&ctx, &sales, buyer, &payment).await {
-                Ok(price) => match seller.deliver(buyer, payment.deal, price).await {
+                Ok(owed) => match seller.deliver(buyer, payment.deal, owed.price).await {
                     Ok(goods) => Delivery::Delivered(goods),
                     Err(why) => {
-                        // Not delivered: the buyer may pay again for the same deal.
-                        sales.expect(payment.deal, buyer, price);
+                        // Not delivered: the buyer may pay again for the same deal, within
+                        // the same window.
+                        sales.owed.lock().insert(payment.deal, owed);
                         Delivery::Refused(why)
                     }
                 },
@@ -182,10 +239,13 @@ pub fn serve_sales<S: Seller>(agent: &mut Agent, sales: Sales, seller: Arc<S>) {
 }
 
 /// Takes the sale out of `sales` (so it is delivered once) if the payment is good.
-async fn check_payment(ctx: &Context, sales: &Sales, buyer: Address, payment: &Payment) -> Result<u128, String> {
+async fn check_payment(ctx: &Context, sales: &Sales, buyer: Address, payment: &Payment) -> Result<Owed, String> {
     let price = match sales.owed.lock().get(&payment.deal) {
-        Some(&(owed_by, price)) if owed_by == buyer => price,
-        Some(_) => return Err("this deal is owed by another buyer".into()),
+        Some(owed) if owed.buyer != buyer => return Err("this deal is owed by another buyer".into()),
+        Some(owed) if owed.lapsed_at(unix_now_ms()) => {
+            return Err("the payment window for this deal has closed; the sale lapsed".into())
+        }
+        Some(owed) => owed.price,
         None => return Err("no sale awaits payment for this deal".into()),
     };
     let wallet = ctx.wallet().map_err(|e| format!("the seller has no wallet: {e}"))?;
@@ -204,9 +264,15 @@ async fn check_payment(ctx: &Context, sales: &Sales, buyer: Address, payment: &P
         return Err(format!("escrow {} holds {} of the {price} owed", payment.escrow, escrow.amount));
     }
     // Taken out under the lock: a second payment for the same deal finds nothing owed.
-    match sales.owed.lock().remove(&payment.deal) {
-        Some((owed_by, _)) if owed_by == buyer => Ok(price),
-        _ => Err("this deal was just paid".into()),
+    let mut owed = sales.owed.lock();
+    match owed.remove(&payment.deal) {
+        Some(taken) if taken.buyer == buyer && !taken.lapsed_at(unix_now_ms()) => Ok(taken),
+        Some(taken) => {
+            // Lapsed while the escrow was being read, or owed by another: not this payment's.
+            owed.insert(payment.deal, taken);
+            Err("the payment window for this deal has closed; the sale lapsed".into())
+        }
+        None => Err("this deal was just paid".into()),
     }
 }
 

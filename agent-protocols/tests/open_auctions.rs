@@ -87,11 +87,14 @@ struct Market {
 
 impl Market {
     fn new(out_of_stock: bool) -> Market {
+        Market::selling(out_of_stock, Sales::new())
+    }
+
+    fn selling(out_of_stock: bool, sales: Sales) -> Market {
         let mint = Identity::from_seed("open auctions mint");
         let ledger = Arc::new(LocalLedger::open(LocalLedgerConfig::default().with_authority(mint.address())).unwrap());
         let bureau = Bureau::with_config(Config::default().with_ledger(ledger.clone())).unwrap();
         let mut agent = Agent::builder("auctioneer").build().unwrap();
-        let sales = Sales::new();
         let english = english::Auctioneer::serve(&mut agent, sales.clone());
         let dutch = dutch::Auctioneer::serve(&mut agent, sales.clone());
         settlement::serve_sales(&mut agent, sales.clone(), Arc::new(Lots { out_of_stock }));
@@ -352,5 +355,75 @@ async fn the_auctions_are_protocols_both_sides_speak() {
     for message in ["agora.auction.english.Opening", "agora.auction.english.Raise", "agora.auction.english.Closed"] {
         assert!(manifest.contains(message), "{manifest}");
     }
+    m.bureau.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_winner_that_never_pays_gets_nothing_and_its_sale_lapses_free_to_be_offered_again() {
+    let m = Market::selling(false, Sales::with_payment_window(Duration::from_millis(800)));
+    // It bids up to 150 with 10 to its name: its payment can never be locked.
+    let broke = UpTo::new(150);
+    let broke_agent = m.bidder("broke winner", "broke winner", broke.clone(), 10).await;
+    let rival_agent = m.bidder("honest rival", "honest rival", UpTo::new(100), 1_000).await;
+    let ctx = m.bureau.context(m.auctioneer).unwrap();
+    let terms = english::Terms { reserve: 50, increment: 10, open_for: Duration::from_millis(400) };
+    let outcry = m.english.run(&ctx, &[broke_agent, rival_agent], &"lot 9", terms).await.unwrap();
+    let Award { winner, price } = outcry.award.expect("a bid stood");
+    assert_eq!(winner, broke_agent, "{outcry:?}");
+    let deal = auction::deal_of(&outcry.auction);
+
+    let Err(why) = m.settled(&broke).await else { panic!("a winner with 10 paid {price}") };
+    assert!(why.contains("lock"), "{why}");
+    assert!(m.sales.awaits(&deal), "within its window the sale still waits for the winner");
+    assert!(m.sales.lapsed().is_empty(), "nothing has lapsed yet");
+
+    // The window closes (bounded wait): the sale lapses, and the seller gets the lot back.
+    let mut lapsed = Vec::new();
+    for _ in 0..40 {
+        lapsed = m.sales.lapsed();
+        if !lapsed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(lapsed, vec![settlement::Lapsed { deal, buyer: broke_agent, price }]);
+    assert!(!m.sales.awaits(&deal));
+    assert!(m.sales.lapsed().is_empty(), "a lapsed sale is handed back once");
+
+    // Funded too late, the winner's payment is refused: nothing delivered, nothing paid.
+    m.mint.mint(m.wallet(broke_agent), 1_000).await.unwrap();
+    let buyer = m.bureau.context(broke_agent).unwrap();
+    let pay_to = m.wallet(m.auctioneer);
+    let late = settlement::pay_on_delivery(&buyer, m.auctioneer, pay_to, price, deal, DELIVER_WITHIN).await.unwrap();
+    assert!(matches!(late, Settled::Refunding { .. }), "{late:?}");
+    assert_eq!(m.balance(m.auctioneer).await, 0, "the seller was never paid");
+    assert_eq!(m.balance(rival_agent).await, 1_000, "the loser paid nothing");
+    m.bureau.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_payment_after_the_window_closed_is_refused_even_before_the_seller_sweeps() {
+    let m = Market::selling(false, Sales::with_payment_window(Duration::from_millis(300)));
+    let winner = UpTo::new(500);
+    // Enough to pay, but it pays only after the window: the auction's own payment fails
+    // (no funds), and a second attempt comes late.
+    let agent = m.bidder("late payer", "late payer", winner.clone(), 1).await;
+    let ctx = m.bureau.context(m.auctioneer).unwrap();
+    let terms = dutch::Terms { start: 300, step: 1, floor: 1, tick_every: Duration::from_millis(30) };
+    let descent = m.dutch.run(&ctx, &[agent], &"lot 12", terms).await.unwrap();
+    assert_eq!(descent.award, Some(Award { winner: agent, price: 300 }));
+    assert!(m.settled(&winner).await.is_err(), "no funds: no payment");
+    let deal = auction::deal_of(&descent.auction);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    m.mint.mint(m.wallet(agent), 1_000).await.unwrap();
+    let buyer = m.bureau.context(agent).unwrap();
+    let pay_to = m.wallet(m.auctioneer);
+    let Settled::Refunding { reason, .. } =
+        settlement::pay_on_delivery(&buyer, m.auctioneer, pay_to, 300, deal, DELIVER_WITHIN).await.unwrap()
+    else {
+        panic!("delivered after the window closed")
+    };
+    assert!(reason.contains("window"), "{reason}");
+    assert_eq!(m.balance(m.auctioneer).await, 0);
     m.bureau.shutdown().await.unwrap();
 }
