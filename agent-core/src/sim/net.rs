@@ -18,7 +18,7 @@ use crate::error::{ReplyError, RequestError, SendFailure, Unroutable};
 use crate::identity::{Address, Identity};
 use crate::message::{ProtocolDigest, SchemaDigest};
 use crate::remote::{Incoming, Outgoing, RemoteSend, ReplyPath};
-use crate::store::Database;
+use crate::store::{Database, WriteBehind};
 use crate::transport::{Resolver, Sink};
 
 /// How one direction of a pair of hosts behaves. Built from a latency, then adjusted.
@@ -169,20 +169,18 @@ impl Net {
         let id = hosts.len();
         hosts.push(HostState { name: name.into(), config, db, bureau: None, sink: None });
         drop(hosts);
-        self.start(id)?;
+        self.start(id);
         Ok(id)
     }
 
-    fn start(self: &Arc<Self>, id: usize) -> Result<(), SimError> {
+    fn start(self: &Arc<Self>, id: usize) {
         let mut hosts = self.hosts.lock();
         let host = &mut hosts[id];
-        let bureau = Bureau::with_database(host.config.clone(), host.db.clone())
-            .map_err(|source| SimError::Bureau { host: host.name.clone(), source: Box::new(source) })?;
+        let bureau = Bureau::with_storage(host.config.clone(), WriteBehind::on_flush(host.db.clone()));
         let send_timeout = host.config.send_timeout;
         bureau.attach_remote(Arc::new(SimRemote { net: Arc::clone(self), host: id, send_timeout }));
         host.sink = Some(bureau.sink());
         host.bureau = Some(bureau);
-        Ok(())
     }
 
     pub(super) fn crash(&self, id: usize) {
@@ -191,10 +189,10 @@ impl Net {
             hosts[id].sink = None;
             hosts[id].bureau.take()
         };
-        self.record(|| format!("crash {}", self.hosts.lock()[id].name));
-        if let Some(bureau) = bureau {
-            bureau.crash();
-        }
+        let lost_writes = bureau.map_or(0, Bureau::crash);
+        self.record(|| {
+            format!("crash {} ({lost_writes} storage writes not flushed, lost)", self.hosts.lock()[id].name)
+        });
     }
 
     pub(super) fn restart(self: &Arc<Self>, id: usize) -> Result<(), SimError> {
@@ -202,7 +200,8 @@ impl Net {
             return Ok(());
         }
         self.record(|| format!("restart {}", self.hosts.lock()[id].name));
-        self.start(id)
+        self.start(id);
+        Ok(())
     }
 
     fn record(&self, line: impl FnOnce() -> String) {
