@@ -54,7 +54,6 @@
 mod faults;
 mod net;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -318,5 +317,6 @@ impl Host {
     }
 }
 
-/// The agents of a simulation by address: host and name.
-type Directory = HashMap<Address, (usize, String)>;
+/// The agents of a simulation by address: host and name. Looked up on every send;
+/// addresses are uniform already, so they need no SipHash.
+type Directory = crate::agent::DigestMap<Address, (usize, String)>;
