@@ -143,7 +143,7 @@ impl WriteBehind {
     }
 
     /// A store for `db` that commits only when [`flush`](Self::flush) is called (or
-    /// [`GATHER_MAX`] writes are queued), on the flushing task's own thread, and has no
+    /// 65,536 writes are queued), on the flushing task's own thread, and has no
     /// committer thread. Simulations use it: on a paused clock a flush then takes no
     /// simulated time and does not let the clock run while another thread works, and a
     /// [`crash`](Self::crash) loses exactly the writes made since the last flush, every
