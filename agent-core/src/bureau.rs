@@ -165,12 +165,12 @@ impl Bureau {
             Some(dir) => crate::store::Database::open_in(dir, "storage.redb")?,
             None => crate::store::Database::temporary()?,
         };
-        Self::with_database(config, db)
+        Ok(Self::with_storage(config, crate::store::WriteBehind::new(db)?))
     }
 
-    /// A bureau on `db`: a simulated host restarted on the storage it crashed with.
-    pub(crate) fn with_database(config: Config, db: crate::store::Database) -> Result<Bureau, BureauError> {
-        let storage = crate::store::WriteBehind::new(db)?;
+    /// A bureau writing its agents' storage to `storage`: a simulated host, whose store
+    /// commits on flush and outlives its crashes.
+    pub(crate) fn with_storage(config: Config, storage: crate::store::WriteBehind) -> Bureau {
         let router = Arc::new(Router::new(config.send_timeout));
         let shared = Arc::new(Shared {
             network: std::sync::OnceLock::new(),
@@ -179,7 +179,7 @@ impl Bureau {
             storage,
             config,
         });
-        Ok(Bureau { shared, tasks: parking_lot::Mutex::new(Vec::new()) })
+        Bureau { shared, tasks: parking_lot::Mutex::new(Vec::new()) }
     }
 
     /// Starts `agent` and returns its address.
@@ -311,12 +311,15 @@ impl Bureau {
     }
 
     /// Stops every agent at once, as a crash would: no shutdown handler runs, queued
-    /// messages are lost. What storage holds is kept.
-    pub(crate) fn crash(self) {
+    /// messages are lost, and so are storage writes not yet committed; what a returned
+    /// flush covered is kept. Returns how many storage writes were lost.
+    pub(crate) fn crash(self) -> usize {
+        let lost_writes = self.shared.storage.crash();
         self.close_mailboxes();
         for task in std::mem::take(&mut *self.tasks.lock()) {
             task.abort();
         }
+        lost_writes
     }
 
     /// Stops every agent gracefully (see the module docs) and flushes storage.

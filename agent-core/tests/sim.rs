@@ -115,7 +115,10 @@ async fn a_crashed_host_loses_its_mailboxes_and_keeps_its_storage() {
             let handled = handled.clone();
             async move {
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                ctx.storage()?.set("last", &n)?;
+                let storage = ctx.storage()?;
+                storage.set("last", &n)?;
+                // Flushed: the write survives a crash from here on.
+                storage.flush().await?;
                 handled.fetch_add(1, Ordering::SeqCst);
                 Ok::<_, agent_core::StorageError>(())
             }
@@ -227,4 +230,55 @@ async fn the_unix_clock_follows_simulated_time_while_a_simulation_lives() {
         unix_now_ms() > EPOCH_UNIX_MS + 365 * 24 * 3_600_000,
         "the system clock is back once the simulation is gone"
     );
+}
+
+/// A crash keeps what a returned flush covered and loses writes made after it: the store
+/// of a simulated host commits only on flush, so the line between the two is exact.
+#[tokio::test(start_paused = true)]
+async fn a_crash_keeps_flushed_writes_and_loses_the_ones_not_flushed() {
+    let sim = Sim::new(6);
+    let host = sim.add_host("keeper").unwrap();
+    let keeper = host.add(Agent::builder("keeper").seed("keeper").build().unwrap()).unwrap();
+    let storage = host.context(keeper).unwrap().storage().unwrap();
+    storage.set("flushed", &1u32).unwrap();
+    storage.set("overwritten", &1u32).unwrap();
+    storage.flush().await.expect("flushed");
+    storage.set("overwritten", &2u32).unwrap();
+    storage.set("not flushed", &3u32).unwrap();
+    assert!(storage.remove("flushed").unwrap() && !storage.contains("flushed").unwrap(), "removed, not flushed");
+    assert_eq!(storage.get::<u32>("not flushed").unwrap(), Some(3), "visible at once before the crash");
+    // Simulated time passes: a write behind is not committed by a timer in a simulation.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    sim.crash(&host);
+    assert!(storage.set("after the crash", &4u32).is_err(), "the crashed store takes no writes");
+    assert!(storage.flush().await.is_err(), "nor commits any");
+    sim.restart(&host).unwrap();
+    host.add(Agent::builder("keeper").seed("keeper").build().unwrap()).unwrap();
+    let after = host.context(keeper).unwrap().storage().unwrap();
+    assert_eq!(after.get::<u32>("flushed").unwrap(), Some(1), "flushed, its later removal lost");
+    assert_eq!(after.get::<u32>("overwritten").unwrap(), Some(1), "the flushed value, not the later one");
+    assert_eq!(after.get::<u32>("not flushed").unwrap(), None, "never flushed: lost");
+    assert_eq!(after.get::<u32>("after the crash").unwrap(), None);
+    assert!(
+        sim.trace().iter().any(|l| l.contains("crash keeper (3 storage writes not flushed, lost)")),
+        "{:#?}",
+        sim.trace()
+    );
+
+    after.set("again", &5u32).unwrap();
+    sim.shutdown().await;
+}
+
+/// A graceful shutdown is not a crash: it commits what was written, flushed or not.
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_commits_writes_not_flushed() {
+    let sim = Sim::new(7);
+    let host = sim.add_host("keeper").unwrap();
+    let keeper = host.add(Agent::builder("keeper").seed("keeper").build().unwrap()).unwrap();
+    let storage = host.context(keeper).unwrap().storage().unwrap();
+    storage.set("kept", &1u32).unwrap();
+    sim.shutdown().await;
+    assert!(storage.flush().await.is_ok(), "already committed by the shutdown");
+    assert_eq!(storage.get::<u32>("kept").unwrap(), Some(1));
 }

@@ -129,6 +129,14 @@ pub fn resident_bytes() -> Option<u64> {
     Some(pages * 4096)
 }
 
+/// CPU time this thread has run so far (Linux: /proc/thread-self/schedstat), for figures
+/// that must not depend on how busy the machine's other cores and processes are.
+pub fn thread_cpu_time() -> Option<Duration> {
+    let schedstat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let nanos: u64 = schedstat.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(nanos))
+}
+
 /// The agent kind of the memory benchmark: idle, with one message handler.
 pub fn idle_agent() -> Result<Agent, agent_core::AgentError> {
     let mut agent = Agent::builder("idle-0").build()?;
@@ -585,6 +593,10 @@ pub struct SimRun {
     pub deliveries: u64,
     /// Wall time of the exchange, setup excluded.
     pub wall: Duration,
+    /// CPU time the exchange took on the simulation's thread (which runs all of it), setup
+    /// excluded; none where it cannot be read. Unlike wall time it does not grow when other
+    /// processes share the cores.
+    pub cpu: Option<Duration>,
     /// Simulated time it covered.
     pub simulated: Duration,
     /// Copies the network lost (and resent).
@@ -642,6 +654,7 @@ pub fn sim_deliveries(hosts: usize, agents_per_host: usize, hops: u32) -> Result
             _ => None,
         };
         let started = Instant::now();
+        let cpu_before = thread_cpu_time();
         let simulated = tokio::time::Instant::now();
         let mut chains = tokio::task::JoinSet::new();
         for (host, address) in &placed {
@@ -657,13 +670,14 @@ pub fn sim_deliveries(hosts: usize, agents_per_host: usize, hops: u32) -> Result
             .wait_until(Duration::from_secs(3600), Duration::from_millis(100), || sim.stats().delivered >= expected)
             .await;
         let wall = started.elapsed();
+        let cpu = thread_cpu_time().zip(cpu_before).map(|(after, before)| after.saturating_sub(before));
         let stats = sim.stats();
         let simulated = simulated.elapsed();
         sim.shutdown().await;
         if !done {
             return Err(format!("only {} of {expected} hops were delivered", stats.delivered).into());
         }
-        Ok(SimRun { deliveries: stats.delivered, wall, simulated, lost: stats.lost, bytes_per_agent })
+        Ok(SimRun { deliveries: stats.delivered, wall, cpu, simulated, lost: stats.lost, bytes_per_agent })
     })
 }
 

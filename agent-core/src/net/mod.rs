@@ -1,9 +1,13 @@
-//! Networking building blocks over libp2p (TCP + noise + yamux, and QUIC).
+//! Networking building blocks over libp2p (TCP + noise + yamux, and QUIC, or libp2p's
+//! in-memory transport with injected faults for tests).
 //!
 //! [`rpc`] is a request/response service and client with JSON bodies, each request
 //! correlated by id and bounded by a deadline; the ledger service uses it.
 
+mod memory;
 pub mod rpc;
+
+pub use memory::WireFaults;
 
 use std::time::Duration;
 
@@ -58,6 +62,35 @@ pub fn swarm_with_idle_timeout<B: NetworkBehaviour>(
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
         .map_err(|e| transport_error(&e))?
         .with_quic()
+        .with_behaviour(|_| behaviour)
+        .map_err(|e| transport_error(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        .build())
+}
+
+/// A swarm for `behaviour` over libp2p's in-memory transport (`/memory/N` addresses), with
+/// noise and yamux as over TCP, and every raw connection under `faults`; a connection with
+/// no stream open closes after `idle`. No socket is opened.
+pub fn swarm_over_memory<B: NetworkBehaviour>(
+    keypair: libp2p::identity::Keypair,
+    behaviour: B,
+    idle: Duration,
+    faults: WireFaults,
+) -> Result<Swarm<B>, NetError> {
+    use libp2p::core::transport::MemoryTransport;
+    use libp2p::core::upgrade::Version;
+    use libp2p::Transport as _;
+    let transport_error = |e: &dyn std::fmt::Display| NetError::Transport(e.to_string());
+    Ok(libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+            Ok(MemoryTransport::default()
+                .map(move |connection, _| memory::FaultyConnection::new(connection, faults))
+                .upgrade(Version::V1)
+                .authenticate(noise::Config::new(key)?)
+                .multiplex(yamux::Config::default()))
+        })
+        .map_err(|e| transport_error(&e))?
         .with_behaviour(|_| behaviour)
         .map_err(|e| transport_error(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle))

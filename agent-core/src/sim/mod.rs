@@ -16,11 +16,12 @@
 //! seed to stderr; [`Sim::seed_from_env`] reads it back from `AGORA_SIM_SEED`.
 //!
 //! What stays real: handlers, mailboxes, storage (each host keeps its own store across a
-//! crash) and the ledger you give the agents. For runs that repeat exactly, use
-//! [`MemoryLedger`](crate::ledger::MemoryLedger) on the simulated clock
-//! ([`Sim::unix_ms`]), give agents fixed keys (`AgentBuilder::seed`), and avoid
-//! `Storage::flush` where timing matters (it waits on the store's own thread, while the
-//! simulated clock may move on). Services can be made to fail on a schedule with
+//! crash) and the ledger you give the agents. A host's store commits when an agent flushes
+//! ([`Storage::flush`](crate::Storage::flush)), at once and on the simulation's thread, so
+//! a crash loses exactly the writes made since the last flush. For runs that repeat
+//! exactly, use [`MemoryLedger`](crate::ledger::MemoryLedger) on the simulated clock
+//! ([`Sim::unix_ms`]) and give agents fixed keys (`AgentBuilder::seed`). Services can be
+//! made to fail on a schedule with
 //! [`FaultyLedger`] and [`FaultyResolver`]. `docs/simulation.md` explains the choices.
 //!
 //! ```
@@ -53,7 +54,6 @@
 mod faults;
 mod net;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -160,7 +160,8 @@ impl Sim {
     }
 
     /// Adds a host whose bureau uses `config` (its ledger, mailboxes, timeouts). Its
-    /// storage lives in memory and survives the host's crashes.
+    /// storage lives in memory, is committed when an agent flushes, and keeps what was
+    /// committed across the host's crashes.
     pub fn add_host_with(&self, name: &str, config: Config) -> Result<Host, SimError> {
         let id = self.net.add_host(name, config)?;
         Ok(Host { id, net: Arc::clone(&self.net) })
@@ -191,7 +192,9 @@ impl Sim {
     }
 
     /// Crashes `host`: its agents stop at once (no shutdown handler runs, queued messages
-    /// are lost), and messages to it go unanswered until it restarts. Its storage is kept.
+    /// are lost), and messages to it go unanswered until it restarts. Its storage keeps
+    /// what the agents flushed ([`Storage::flush`](crate::Storage::flush) returned); writes
+    /// made since their last flush are lost, as on a real crash.
     pub fn crash(&self, host: &Host) {
         self.net.crash(host.id);
     }
@@ -314,5 +317,6 @@ impl Host {
     }
 }
 
-/// The agents of a simulation by address: host and name.
-type Directory = HashMap<Address, (usize, String)>;
+/// The agents of a simulation by address: host and name. Looked up on every send;
+/// addresses are uniform already, so they need no SipHash.
+type Directory = crate::agent::DigestMap<Address, (usize, String)>;

@@ -17,6 +17,10 @@ use super::{Database, Entry, StoreError, Table};
 /// A [`Database`] written through one committer thread. Cheap to clone; clones share the
 /// queue. When the last clone is dropped, queued writes are committed (one last attempt:
 /// if it fails, they are lost and logged) and the thread ends; the drop waits for that.
+///
+/// A store made with [`on_flush`](Self::on_flush) has no thread: it commits only when
+/// flushed, on the flushing task's thread. [`crash`](Self::crash) stops either kind as a
+/// crash of the process would.
 #[derive(Clone)]
 pub struct WriteBehind {
     shared: Arc<Shared>,
@@ -28,6 +32,9 @@ type Writes = BTreeMap<Key, Option<Vec<u8>>>;
 
 struct Shared {
     db: Database,
+    /// Commits happen only in [`WriteBehind::flush`] (and when a batch is full), on the
+    /// caller's thread: there is no committer thread.
+    on_flush: bool,
     queue: Mutex<Queue>,
     wake: Condvar,
     progress: tokio::sync::watch::Sender<Progress>,
@@ -50,6 +57,9 @@ struct Queue {
     /// Someone waits in [`WriteBehind::flush`]: commit without gathering more writes.
     flush_wanted: bool,
     closing: bool,
+    /// Closed by [`WriteBehind::crash`]: what was pending was dropped, and nothing more
+    /// is committed.
+    crashed: bool,
 }
 
 #[derive(Clone, Default)]
@@ -79,6 +89,18 @@ struct Committer {
 
 impl Drop for Committer {
     fn drop(&mut self) {
+        if self.shared.on_flush {
+            // The last handle is going: the last commit that a thread would have made.
+            let _end = EndOfCommits(&self.shared);
+            // After a crash there is nothing to commit, and nothing may be.
+            let crashed = self.shared.queue.lock().crashed;
+            if !crashed {
+                if let Err(err) = self.shared.commit_pending() {
+                    tracing::error!(error = %crate::error::chain(&*err), "storage closed with writes it could not commit");
+                }
+            }
+            return;
+        }
         self.shared.queue.lock().closing = true;
         self.shared.wake.notify_one();
         if let Some(thread) = self.thread.lock().take() {
@@ -110,8 +132,7 @@ impl Drop for EndOfCommits<'_> {
 impl WriteBehind {
     /// Starts the committer thread for `db`.
     pub fn new(db: Database) -> Result<WriteBehind, StoreError> {
-        let (progress, _) = tokio::sync::watch::channel(Progress::default());
-        let shared = Arc::new(Shared { db, queue: Mutex::new(Queue::default()), wake: Condvar::new(), progress });
+        let shared = Shared::new(db, false);
         let worker = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("storage-committer".into())
@@ -119,6 +140,40 @@ impl WriteBehind {
             .map_err(StoreError::Spawn)?;
         let committer = Arc::new(Committer { shared: Arc::clone(&shared), thread: Mutex::new(Some(thread)) });
         Ok(WriteBehind { shared, _committer: committer })
+    }
+
+    /// A store for `db` that commits only when [`flush`](Self::flush) is called (or
+    /// 65,536 writes are queued), on the flushing task's own thread, and has no
+    /// committer thread. Simulations use it: on a paused clock a flush then takes no
+    /// simulated time and does not let the clock run while another thread works, and a
+    /// [`crash`](Self::crash) loses exactly the writes made since the last flush, every
+    /// time, instead of whatever a timer had not yet committed.
+    ///
+    /// A flush blocks its thread for the length of the commit: meant for in-memory
+    /// databases ([`Database::temporary`]), whose commits take microseconds.
+    pub fn on_flush(db: Database) -> WriteBehind {
+        let shared = Shared::new(db, true);
+        let committer = Arc::new(Committer { shared: Arc::clone(&shared), thread: Mutex::new(None) });
+        WriteBehind { shared, _committer: committer }
+    }
+
+    /// Stops the store as a crash of the process would: writes not yet committed are
+    /// dropped, so only what a returned [`flush`](Self::flush) covered (and any commit
+    /// already under way on the committer thread) is in the database. Later writes fail
+    /// with [`StoreError::Closed`], and flushes still waiting are told their writes were
+    /// not committed. Returns how many queued writes were dropped.
+    pub fn crash(&self) -> usize {
+        let mut queue = self.shared.queue.lock();
+        queue.closing = true;
+        queue.crashed = true;
+        let dropped = std::mem::take(&mut queue.pending).len();
+        let last = queue.written;
+        drop(queue);
+        self.shared.wake.notify_one();
+        if self.shared.progress.borrow().durable < last {
+            self.shared.progress.send_modify(|p| p.failed = Some((last, Arc::new(StoreError::Closed))));
+        }
+        dropped
     }
 
     /// The database underneath, for reads of committed data.
@@ -171,10 +226,10 @@ impl WriteBehind {
         queue.admit()?;
         queue.pending.insert((table, key), value);
         queue.written += 1;
-        let wake = queue.wants_committer();
+        let wake = queue.wants_committer(self.shared.on_flush);
         drop(queue);
         if wake {
-            self.shared.wake.notify_one();
+            self.shared.wake_committer();
         }
         Ok(())
     }
@@ -192,10 +247,10 @@ impl WriteBehind {
         if present {
             queue.pending.insert((table, key), None);
             queue.written += 1;
-            let wake = queue.wants_committer();
+            let wake = queue.wants_committer(self.shared.on_flush);
             drop(queue);
             if wake {
-                self.shared.wake.notify_one();
+                self.shared.wake_committer();
             }
         }
         Ok(present)
@@ -207,6 +262,9 @@ impl WriteBehind {
     /// committed. An error says the commit failed: the writes stay queued and are retried,
     /// but may be lost if the process stops before a retry succeeds.
     pub async fn flush(&self) -> Result<(), StoreError> {
+        if self.shared.on_flush {
+            return self.shared.commit_pending().map_err(StoreError::NotDurable);
+        }
         let target = {
             let mut queue = self.shared.queue.lock();
             queue.flush_wanted = true;
@@ -235,9 +293,10 @@ impl WriteBehind {
 
 impl Queue {
     /// Whether a write just queued should wake the committer: it is the first of a batch
-    /// (the committer sleeps until there is one), or the batch is full.
-    fn wants_committer(&self) -> bool {
-        self.pending.len() == 1 || self.pending.len() >= GATHER_MAX
+    /// (the committer thread sleeps until there is one), or the batch is full (the only
+    /// reason a store that commits on flush commits unasked).
+    fn wants_committer(&self, on_flush: bool) -> bool {
+        (self.pending.len() == 1 && !on_flush) || self.pending.len() >= GATHER_MAX
     }
 
     /// The queued value at `key` (`Some(None)`: a queued removal), newest first.
@@ -248,7 +307,7 @@ impl Queue {
 
     /// Whether one more write may be queued.
     fn admit(&self) -> Result<(), StoreError> {
-        if self.closing {
+        if self.closing || self.crashed {
             return Err(StoreError::Closed);
         }
         if let Some(last_failure) = &self.failing {
@@ -282,37 +341,19 @@ impl Shared {
                 {
                     self.wake.wait_until(&mut queue, gathered);
                 }
+                if queue.crashed {
+                    // What was gathered is gone with the crash.
+                    return;
+                }
                 queue.flush_wanted = false;
                 let batch = Arc::new(std::mem::take(&mut queue.pending));
                 queue.committing = Arc::clone(&batch);
                 (batch, queue.written)
             };
-            let result = self.commit(&batch);
-            let mut queue = self.queue.lock();
-            let committing = std::mem::take(&mut queue.committing);
-            match result {
-                Ok(()) => {
-                    queue.failing = None;
-                    drop(queue);
-                    retry = FIRST_RETRY;
-                    self.progress.send_modify(|p| {
-                        p.durable = up_to;
-                        p.failed = None;
-                    });
-                }
-                Err(err) => {
-                    let err = Arc::new(err);
-                    if queue.failing.is_none() {
-                        tracing::error!(error = %crate::error::chain(&*err), writes = batch.len(), "storage commit failed; retrying");
-                    }
-                    queue.failing = Some(Arc::clone(&err));
-                    // Back into the queue, under anything written since.
-                    for (key, value) in committing.iter() {
-                        queue.pending.entry(key.clone()).or_insert_with(|| value.clone());
-                    }
-                    let closing = queue.closing;
-                    drop(queue);
-                    self.progress.send_modify(|p| p.failed = Some((up_to, err)));
+            match self.commit_batch(&batch, up_to) {
+                Ok(()) => retry = FIRST_RETRY,
+                Err(_) => {
+                    let closing = self.queue.lock().closing;
                     if closing {
                         tracing::error!(writes = batch.len(), "storage closed with writes it could not commit");
                         return;
@@ -327,6 +368,81 @@ impl Shared {
                     drop(queue);
                     retry = (retry * 2).min(MAX_RETRY);
                 }
+            }
+        }
+    }
+
+    fn new(db: Database, on_flush: bool) -> Arc<Shared> {
+        let (progress, _) = tokio::sync::watch::channel(Progress::default());
+        Arc::new(Shared { db, on_flush, queue: Mutex::new(Queue::default()), wake: Condvar::new(), progress })
+    }
+
+    /// A batch is ready: the committer thread is woken, or, for a store without one, the
+    /// batch (full by now) is committed here.
+    fn wake_committer(&self) {
+        if !self.on_flush {
+            self.wake.notify_one();
+            return;
+        }
+        // A failure needs no handling here: the writes stay queued, the next flush retries
+        // them and reports the failure to whoever waits for durability.
+        let _ = self.commit_pending();
+    }
+
+    /// Commits every pending write on this thread (for a store without a committer thread).
+    fn commit_pending(&self) -> Result<(), Arc<StoreError>> {
+        let (batch, up_to) = {
+            let mut queue = self.queue.lock();
+            if queue.crashed {
+                return Err(Arc::new(StoreError::Closed));
+            }
+            if queue.pending.is_empty() {
+                return Ok(());
+            }
+            let batch = Arc::new(std::mem::take(&mut queue.pending));
+            queue.committing = Arc::clone(&batch);
+            (batch, queue.written)
+        };
+        self.commit_batch(&batch, up_to)
+    }
+
+    /// Commits `batch` (writes up to number `up_to`, now in `committing`) and settles the
+    /// outcome: progress for the flushes waiting, or the writes back into the queue.
+    fn commit_batch(&self, batch: &Writes, up_to: u64) -> Result<(), Arc<StoreError>> {
+        let result = self.commit(batch);
+        let mut queue = self.queue.lock();
+        let committing = std::mem::take(&mut queue.committing);
+        match result {
+            Ok(()) => {
+                queue.failing = None;
+                // A crash during this commit failed the flushes waiting for later writes:
+                // they stay failed.
+                let crashed = queue.crashed;
+                drop(queue);
+                self.progress.send_modify(|p| {
+                    p.durable = up_to;
+                    if !crashed {
+                        p.failed = None;
+                    }
+                });
+                Ok(())
+            }
+            Err(err) => {
+                let err = Arc::new(err);
+                if queue.failing.is_none() {
+                    tracing::error!(error = %crate::error::chain(&*err), writes = batch.len(), "storage commit failed; retrying");
+                }
+                queue.failing = Some(Arc::clone(&err));
+                // Back into the queue, under anything written since; not after a crash,
+                // which loses them as it lost the pending writes.
+                if !queue.crashed {
+                    for (key, value) in committing.iter() {
+                        queue.pending.entry(key.clone()).or_insert_with(|| value.clone());
+                    }
+                }
+                drop(queue);
+                self.progress.send_modify(|p| p.failed = Some((up_to, Arc::clone(&err))));
+                Err(err)
             }
         }
     }

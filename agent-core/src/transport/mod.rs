@@ -17,7 +17,12 @@
 //! remembers the verdict it gave each (sender, nonce) and answers a copy with it, so the
 //! handler runs at most once and a refused envelope is never reported delivered.
 //! Heartbeats detect a silent connection; a link with nothing to carry for
-//! [`NetworkConfig::with_idle_timeout`] is closed, and reopened by the next envelope.
+//! [`NetworkConfig::with_idle_timeout`] is closed, and reopened by the next envelope. A
+//! connection on which the peer went silent, or on which a stream cannot be opened in
+//! time, is closed too, so that the next attempt dials a fresh one.
+//!
+//! For tests, [`NetworkConfig::over_memory`] runs all of this over libp2p's in-memory
+//! transport, with faults injected under noise ([`WireFaults`](crate::net::WireFaults)).
 //!
 //! A message bigger than a frame fails at the sender ([`SendFailure::TooLarge`](crate::SendFailure::TooLarge)),
 //! before it is sealed. A receiver whose agent's mailbox is full and waits for room keeps
@@ -135,6 +140,8 @@ pub struct NetworkConfig {
     pub(crate) busy_poll: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) unused_connection_timeout: Duration,
+    /// Over libp2p's in-memory transport with these faults, instead of TCP and QUIC.
+    pub(crate) memory: Option<crate::net::WireFaults>,
 }
 
 impl NetworkConfig {
@@ -164,6 +171,7 @@ impl NetworkConfig {
             busy_poll: Self::DEFAULT_BUSY_POLL,
             idle_timeout: Duration::from_secs(60),
             unused_connection_timeout: Self::DEFAULT_UNUSED_CONNECTION_TIMEOUT,
+            memory: None,
         }
     }
 
@@ -270,6 +278,16 @@ impl NetworkConfig {
     /// Lifetime of the session bindings this node's agents sign (default 10 min).
     pub fn with_binding_lifetime(mut self, lifetime: Duration) -> Self {
         self.binding_lifetime = lifetime;
+        self
+    }
+
+    /// Runs the node over libp2p's in-memory transport instead of TCP and QUIC, every
+    /// connection under `faults` (see [`WireFaults`](crate::net::WireFaults)): for tests
+    /// of the transport under broken, silent and slow connections, with no socket. Listen
+    /// on `/memory/0` (a free `/memory/N` is picked) and publish the addresses the node
+    /// reports; such a node reaches only other in-memory nodes of the same process.
+    pub fn over_memory(mut self, faults: crate::net::WireFaults) -> Self {
+        self.memory = Some(faults);
         self
     }
 }

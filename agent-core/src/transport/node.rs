@@ -66,7 +66,10 @@ pub(crate) async fn start(
     let behaviour = Behaviour { limits: connection_limits::Behaviour::new(limits), streams };
     // Streams keep their connections open; this closes the connections nobody uses.
     let unused = config.unused_connection_timeout.min(config.idle_timeout);
-    let mut swarm = crate::net::swarm_with_idle_timeout(keypair, behaviour, unused)?;
+    let mut swarm = match &config.memory {
+        Some(faults) => crate::net::swarm_over_memory(keypair, behaviour, unused, faults.clone())?,
+        None => crate::net::swarm_with_idle_timeout(keypair, behaviour, unused)?,
+    };
     let listen_addrs = crate::net::listen(&mut swarm, &config.listen).await?;
     let info = NetworkInfo { peer_id: *swarm.local_peer_id(), listen_addrs };
     let (commands, commands_rx) = mpsc::channel(256);
@@ -165,6 +168,12 @@ pub(crate) async fn connect(net: &Network, endpoint: &Endpoint, deadline: Instan
         Ok(Err(err)) => Err(format!(
             "the connection closed before a stream opened (the peer may be at its connection limit): {err}"
         )),
-        Err(_) => Err("opening the stream timed out".into()),
+        Err(_) => {
+            // The connection carries nothing the peer answers (dead one way, or black-holed
+            // after it opened): close it, so that the next attempt dials a fresh one rather
+            // than waiting on this one again.
+            let _ = net.commands.send(Command::Disconnect(endpoint.peer_id)).await;
+            Err("opening the stream timed out".into())
+        }
     }
 }

@@ -195,10 +195,20 @@ fn simulation_section() -> Result<String, Box<dyn std::error::Error>> {
     let per_second = run.deliveries as f64 / run.wall.as_secs_f64();
     let memory =
         run.bytes_per_agent.map_or("not measured (no /proc)".to_owned(), |b| format!("{:.1} KiB", b as f64 / 1024.0));
+    // The whole simulation runs on one thread: its CPU time is what the run would take on
+    // an otherwise idle core, whatever else the machine is doing.
+    let cpu = run.cpu.map_or("CPU time not measured (no /proc)".to_owned(), |cpu| {
+        let per_cpu_second = run.deliveries as f64 / cpu.as_secs_f64();
+        format!(
+            "{:.2} s of CPU time on the simulation's thread: {per_cpu_second:.0} deliveries per CPU second ({:.2}x)",
+            cpu.as_secs_f64(),
+            per_cpu_second / 500_000.0
+        )
+    });
     Ok(format!(
         "\nSimulated network: 10,000 agents on 100 hosts, links of 5-15 ms with 1% loss, paused clock\n\
          {} deliveries ({} copies lost and resent) in {:.2} s of wall time for {:.1} s simulated: {:.0} deliveries/s \
-         (target >= 500,000/s = {:.2}x); memory per simulated agent: {memory}\n",
+         (target >= 500,000/s = {:.2}x); {cpu}; memory per simulated agent: {memory}\n",
         run.deliveries,
         run.lost,
         run.wall.as_secs_f64(),

@@ -26,6 +26,8 @@ const CONNECT_ATTEMPT: Duration = Duration::from_secs(1);
 
 /// Why [`stream::serve`] returns when the link had nothing to do for the idle period.
 pub(super) const IDLE: &str = "idle";
+/// How a stream ends whose peer stopped answering heartbeats.
+pub(super) const SILENT: &str = "peer silent for three heartbeats";
 
 pub(crate) async fn run(net: Arc<Network>, endpoint: Endpoint, mut queue: mpsc::Receiver<Outbound>) {
     let mut unacked: VecDeque<Sent> = VecDeque::new();
@@ -76,6 +78,12 @@ pub(crate) async fn run(net: Arc<Network>, endpoint: Endpoint, mut queue: mpsc::
             // Dropping the stream lets the connection close once idle, so that a peer
             // talked to once does not hold a place in its connection limits forever.
             retire(&mut queue, &mut unacked, &mut queue_open);
+        }
+        if ended == SILENT {
+            // Nothing came back on the connection, so it is likely dead one way (a
+            // half-open TCP connection, a path black-holing it). A new stream on it would
+            // be as silent; close it so that the next attempt dials a fresh one.
+            let _ = net.commands.send(super::node::Command::Disconnect(endpoint.peer_id)).await;
         }
         last_failure = ended;
     }

@@ -13,7 +13,7 @@ use super::super::frame::{self, Frame};
 use super::super::{Endpoint, Network, Outbound};
 use super::replies::reply_verdict;
 use super::window::{acknowledge, encode, expire, Sent};
-use super::IDLE;
+use super::{IDLE, SILENT};
 use crate::identity::Address;
 
 /// Drives one stream until it breaks. Unacknowledged envelopes stay in `unacked`.
@@ -164,7 +164,7 @@ pub(super) async fn serve(
             }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > heartbeat_period * 3 {
-                    return "peer silent for three heartbeats".into();
+                    return SILENT.into();
                 }
                 if unacked.is_empty() && last_active.elapsed() >= idle_after {
                     return IDLE.into();
