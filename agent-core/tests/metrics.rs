@@ -200,8 +200,17 @@ async fn a_scrape_shows_mailboxes_handlers_and_outcomes() {
         "{second:?}"
     );
 
-    let text = scrape(addr).await;
     let (server_peer, client_peer) = (remote_info.peer_id.to_string(), client_info.peer_id.to_string());
+    // A reply's outcome is known once it is acknowledged, just after the requester has it.
+    let replies = [("peer", client_peer.as_str()), ("outcome", "delivered")];
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = scrape(addr).await;
+        if sample(&text, "agora_outcomes_total", &replies) == Some(6.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let strict_peer = strict_info.peer_id.to_string();
     let delivered = [("peer", server_peer.as_str()), ("outcome", "delivered")];
     assert_eq!(value(&text, "agora_outcomes_total", &delivered), 5.0);
@@ -214,11 +223,12 @@ async fn a_scrape_shows_mailboxes_handlers_and_outcomes() {
     let unroutable = [("peer", ""), ("outcome", "unroutable"), ("cause", "unknown_address")];
     assert_eq!(value(&text, "agora_outcomes_total", &unroutable), 1.0);
     // The servers' six replies went back on the requests' stream, to the client's node.
-    let replies = [("peer", client_peer.as_str()), ("outcome", "delivered")];
     assert_eq!(value(&text, "agora_outcomes_total", &replies), 6.0);
     assert_eq!(value(&text, "agora_quota_refusals_total", &[("quota", "requests_in_flight")]), 1.0);
     assert!(value(&text, "agora_links", &[]) >= 1.0);
     assert_eq!(value(&text, "agora_link_queue_depth", &[]), 0.0);
+    // The last ping's handler ended once its reply was acknowledged: before the reply
+    // outcomes waited for above were all counted.
     let pings = [("kind", "metrics ponger"), ("message", Ping::NAME)];
     assert_eq!(value(&text, "agora_handler_seconds_count", &pings), 5.0);
 
