@@ -101,9 +101,8 @@ pub(crate) struct Route {
     pub(crate) name: &'static str,
     pub(crate) handler: Arc<dyn MessageHandler>,
     pub(crate) protocol: Option<Arc<ProtocolSpec>>,
-    /// The handler's latency histogram, resolved on first use once metrics are on (a
-    /// handle resolved before would record nowhere).
-    pub(crate) latency: OnceLock<metrics::Histogram>,
+    /// The handler's latency histogram, found on first use once metrics are on.
+    pub(crate) latency: OnceLock<Arc<crate::metrics::Latency>>,
 }
 
 impl Route {

@@ -122,7 +122,7 @@ async fn handle(cell: &Arc<AgentCell>, mut delivery: Delivery, seq: u64) {
     };
     if let Some(timer) = timer {
         let kind = &cell.kind.label;
-        route.latency.get_or_init(|| crate::metrics::handler_histogram(kind, route.name)).record(timer.elapsed());
+        route.latency.get_or_init(|| crate::metrics::handler_latency(kind, route.name)).record(timer.elapsed());
     }
     if let Err(reason) = &outcome {
         crate::metrics::handler_failed(&cell.kind.label, route.name);
