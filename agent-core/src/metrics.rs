@@ -331,8 +331,11 @@ impl Latency {
     }
 }
 
-/// Every handler latency histogram, by (kind, message).
-static LATENCIES: Mutex<BTreeMap<(Arc<str>, &'static str), Arc<Latency>>> = Mutex::new(BTreeMap::new());
+/// An agent kind and a message type's name.
+type KindAndMessage = (Arc<str>, &'static str);
+
+/// Every handler latency histogram, by kind and message.
+static LATENCIES: Mutex<BTreeMap<KindAndMessage, Arc<Latency>>> = Mutex::new(BTreeMap::new());
 
 /// The latency histogram of the handlers of `kind` for `message`, shared by every agent
 /// of the kind.
