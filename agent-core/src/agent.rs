@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::context::Context;
@@ -101,11 +101,21 @@ pub(crate) struct Route {
     pub(crate) name: &'static str,
     pub(crate) handler: Arc<dyn MessageHandler>,
     pub(crate) protocol: Option<Arc<ProtocolSpec>>,
+    /// The handler's latency histogram, found on first use once metrics are on.
+    pub(crate) latency: OnceLock<Arc<crate::metrics::Latency>>,
+}
+
+impl Route {
+    fn new(name: &'static str, handler: Arc<dyn MessageHandler>, protocol: Option<Arc<ProtocolSpec>>) -> Self {
+        Route { name, handler, protocol, latency: OnceLock::new() }
+    }
 }
 
 /// The handler table, shared by all agents of one kind.
 #[derive(Clone, Default)]
 pub(crate) struct Kind {
+    /// The kind's label in metrics (see [`AgentBuilder::kind`]).
+    pub(crate) label: Arc<str>,
     pub(crate) routes: DigestMap<SchemaDigest, Route>,
     pub(crate) intervals: Vec<(Duration, Arc<dyn TaskHandler>)>,
     pub(crate) startup: Vec<Arc<dyn TaskHandler>>,
@@ -150,6 +160,7 @@ pub enum AgentError {
 #[derive(Debug)]
 pub struct AgentBuilder {
     name: String,
+    kind: Option<String>,
     source: IdentitySource,
     mailbox: Option<MailboxConfig>,
 }
@@ -181,6 +192,15 @@ impl AgentBuilder {
         self
     }
 
+    /// The agent's kind, which labels its [metrics](crate::metrics) (default: its name
+    /// without a trailing number, so that `trader-17` and `trader 3` are both `trader`).
+    /// Agents made from it with [`Agent::sibling`] share it. A process labels at most
+    /// [`MAX_KINDS`](crate::metrics::MAX_KINDS) kinds; further ones count as `other`.
+    pub fn kind(mut self, kind: impl Into<String>) -> Self {
+        self.kind = Some(kind.into());
+        self
+    }
+
     /// This agent's mailbox (default: the bureau's).
     pub fn mailbox(mut self, config: MailboxConfig) -> Self {
         self.mailbox = Some(config);
@@ -196,14 +216,16 @@ impl AgentBuilder {
             IdentitySource::KeyFile(path) => Identity::load(path)?,
             IdentitySource::Identity(identity) => *identity,
         };
-        Ok(Agent { name: self.name.into(), identity, kind: Arc::new(Kind::default()), mailbox: self.mailbox })
+        let label = crate::metrics::kind_label(self.kind.as_deref().unwrap_or(&self.name));
+        let kind = Kind { label, ..Kind::default() };
+        Ok(Agent { name: self.name.into(), identity, kind: Arc::new(kind), mailbox: self.mailbox })
     }
 }
 
 impl Agent {
     /// Starts building an agent called `name` (the name appears in logs and spans).
     pub fn builder(name: impl Into<String>) -> AgentBuilder {
-        AgentBuilder { name: name.into(), source: IdentitySource::Fresh, mailbox: None }
+        AgentBuilder { name: name.into(), kind: None, source: IdentitySource::Fresh, mailbox: None }
     }
 
     /// The agent's address.
@@ -232,7 +254,7 @@ impl Agent {
         Fut: Future<Output = O> + Send + 'static,
         O: HandlerOutput,
     {
-        let route = Route { name: M::NAME, handler: Arc::new(MessageFn::<M, F>::new(handler)), protocol: None };
+        let route = Route::new(M::NAME, Arc::new(MessageFn::<M, F>::new(handler)), None);
         Arc::make_mut(&mut self.kind).add_route(M::digest(), route);
         self
     }
@@ -282,7 +304,7 @@ impl Agent {
         let spec = Arc::new(protocol.spec());
         let kind = Arc::make_mut(&mut self.kind);
         for (digest, name, handler) in protocol.handlers {
-            kind.add_route(digest, Route { name, handler, protocol: Some(Arc::clone(&spec)) });
+            kind.add_route(digest, Route::new(name, handler, Some(Arc::clone(&spec))));
         }
         kind.protocols.push(spec);
         self

@@ -172,6 +172,7 @@ impl Bureau {
     /// commits on flush and outlives its crashes.
     pub(crate) fn with_storage(config: Config, storage: crate::store::WriteBehind) -> Bureau {
         let router = Arc::new(Router::new(config.send_timeout));
+        crate::metrics::watch_router(&router);
         let shared = Arc::new(Shared {
             network: std::sync::OnceLock::new(),
             remote: std::sync::OnceLock::new(),
@@ -272,6 +273,7 @@ impl Bureau {
         let state = self.shared.config.storage_dir.is_some().then(|| self.shared.storage.clone());
         let (network, incoming, stop) = crate::transport::start(config, state).await?;
         let info = network.info.clone();
+        crate::metrics::watch_network(&network);
         if self.shared.network.set(Arc::clone(&network)).is_err() {
             return Err(crate::net::NetError::Transport("the bureau started listening twice at once".into()));
         }

@@ -40,7 +40,7 @@
 //!
 //! Modules, one concern each: [`identity`] (keys and addresses), [`message`] (typed
 //! messages and schema digests), [`envelope`] (the wire format), [`protocol`] (groups of
-//! handlers with reply rules), [`agent`], [`context`], [`bureau`], [`storage`], [`wallet`] and [`ledger`] (payments and escrow), [`net`] and [`transport`] (libp2p).
+//! handlers with reply rules), [`agent`], [`context`], [`bureau`], [`storage`], [`wallet`] and [`ledger`] (payments and escrow), [`net`] and [`transport`] (libp2p), [`metrics`] (Prometheus).
 
 extern crate self as agent_core;
 
@@ -57,6 +57,7 @@ mod handler;
 pub mod identity;
 pub mod ledger;
 pub mod message;
+pub mod metrics;
 pub mod net;
 pub mod protocol;
 mod remote;

@@ -45,6 +45,10 @@ impl crate::transport::Sink for Router {
         self.wait_limit
     }
 
+    fn refused_full(&self, to: &Address) {
+        Router::refused_full(self, to)
+    }
+
     fn acknowledges_when_handled(&self, to: &Address) -> Option<bool> {
         let agents = self.agents.read();
         agents.get(to).map(|entry| entry.cell.acknowledge == crate::agent::Acknowledge::WhenHandled)
@@ -74,7 +78,22 @@ impl Router {
             Err(Blocked::Failed(failure, delivery)) => Err((failure, delivery)),
             // The waiting path is boxed so that every future embedding `deliver` stays small
             // on the fast path, where the mailbox has room.
-            Err(Blocked::Full(tx, delivery)) => Box::pin(wait_for_space(tx, to, delivery, deadline, timeout)).await,
+            Err(Blocked::Full(tx, delivery)) => {
+                let waited = Box::pin(wait_for_space(tx, to, delivery, deadline, timeout)).await;
+                if let Err((SendFailure::Timeout { .. }, _)) = &waited {
+                    self.refused_full(&to);
+                }
+                waited
+            }
+        }
+    }
+
+    /// Counts a message refused because `to`'s mailbox stayed full while it waited.
+    pub(crate) fn refused_full(&self, to: &Address) {
+        if crate::metrics::enabled() {
+            if let Some(entry) = self.agents.read().get(to) {
+                crate::metrics::mailbox_full(&entry.cell.kind.label);
+            }
         }
     }
 
@@ -98,7 +117,10 @@ impl Router {
                 Err(Blocked::Failed(SendFailure::Stopped { to }, delivery))
             }
             Err(mpsc::error::TrySendError::Full(delivery)) => match entry.cell.when_full {
-                WhenFull::Reject => Err(Blocked::Failed(SendFailure::MailboxFull { to }, delivery)),
+                WhenFull::Reject => {
+                    crate::metrics::mailbox_full(&entry.cell.kind.label);
+                    Err(Blocked::Failed(SendFailure::MailboxFull { to }, delivery))
+                }
                 WhenFull::Wait => Err(Blocked::Full(entry.tx.clone(), delivery)),
             },
         }

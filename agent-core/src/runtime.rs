@@ -126,13 +126,21 @@ async fn handle(cell: &Arc<AgentCell>, mut delivery: Delivery, seq: u64) {
         session = %format_args!("{:032x}", delivery.session),
         trace_id = %format_args!("{:032x}", delivery.trace_id),
     );
+    // Wall-clock time, read only when metrics are on: a simulation's paused clock would
+    // say zero, and without a recorder the clock is not read at all.
+    let timer = crate::metrics::enabled().then(std::time::Instant::now);
     let started = std::panic::catch_unwind(AssertUnwindSafe(|| route.handler.call(ctx, delivery.from, delivery.body)));
     let outcome = match started {
         Ok(Ok(future)) => guard(future).instrument(span.clone()).await,
         Ok(Err(decode)) => Err(decode),
         Err(panic) => Err(panic_text(panic)),
     };
+    if let Some(timer) = timer {
+        let kind = &cell.kind.label;
+        route.latency.get_or_init(|| crate::metrics::handler_latency(kind, route.name)).record(timer.elapsed());
+    }
     if let Err(reason) = &outcome {
+        crate::metrics::handler_failed(&cell.kind.label, route.name);
         span.in_scope(|| tracing::error!(agent = %cell.name, message = route.name, error = %reason, "handler failed"));
     }
     if is_request {

@@ -112,3 +112,22 @@ fn ledger_node_names_the_data_directory_it_cannot_use_and_why() {
     );
     assert_names(&stderr, &data, "not a directory");
 }
+
+#[test]
+fn echo_node_names_the_metrics_address_it_cannot_bind_and_why() {
+    let (held, _) = taken_port();
+    let metrics = held.local_addr().expect("a bound address").to_string();
+    let stderr = stderr_of_failed_run(
+        env!("CARGO_BIN_EXE_echo-node"),
+        &["--listen", "/ip4/127.0.0.1/tcp/0", "--metrics-addr", &metrics],
+    );
+    assert_names(&stderr, &format!("cannot serve metrics on {metrics}"), "in use");
+}
+
+#[test]
+fn a_demo_names_the_metrics_address_it_cannot_bind_and_why() {
+    let (held, _) = taken_port();
+    let metrics = held.local_addr().expect("a bound address").to_string();
+    let stderr = stderr_of_failed_run(env!("CARGO_BIN_EXE_flights"), &["--json", "--metrics-addr", &metrics]);
+    assert_names(&stderr, &format!("cannot serve metrics on {metrics}"), "in use");
+}

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use agent_core::metrics;
 use agent_core::net::rpc::{self, ServerHandle, ServerLimits};
 use agent_core::net::NetError;
 use agent_core::{Address, Manifest, ProtocolDigest};
@@ -30,6 +31,19 @@ pub enum Request {
     Manifest(ProtocolDigest),
 }
 
+impl Request {
+    /// The request's name, as metrics label it.
+    fn name(&self) -> &'static str {
+        match self {
+            Request::Register(_) => "register",
+            Request::Lookup(_) => "lookup",
+            Request::Query(_) => "query",
+            Request::PublishManifest(_) => "publish_manifest",
+            Request::Manifest(_) => "manifest",
+        }
+    }
+}
+
 /// The almanac service's answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Response {
@@ -54,7 +68,8 @@ pub async fn serve(
     rpc::serve(PROTOCOL, keypair, listen, ServerLimits::default(), move |peer, request: Request| {
         let almanac = almanac.clone();
         async move {
-            match request {
+            let (name, timer) = (request.name(), metrics::start_timer());
+            let response = match request {
                 Request::Register(record) => Response::Registered(almanac.register(*record).await),
                 Request::Lookup(address) => Response::Record(almanac.lookup(&address).map(Box::new)),
                 Request::Query(query) => Response::Page(almanac.query(&query)),
@@ -62,7 +77,9 @@ pub async fn serve(
                     Response::Published(almanac.publish_manifest_from(&peer.to_string(), &json).await)
                 }
                 Request::Manifest(digest) => Response::Manifest(almanac.manifest(&digest)),
-            }
+            };
+            metrics::record_request(metrics::ALMANAC_SERVER_SECONDS, timer, name, None);
+            response
         }
     })
     .await
@@ -85,7 +102,10 @@ impl RemoteAlmanac {
     }
 
     async fn call(&self, request: Request) -> Result<Response, AlmanacError> {
-        self.client.call(request).await.map_err(|e| AlmanacError::Unavailable(e.to_string()))
+        let (name, timer) = (request.name(), metrics::start_timer());
+        let response = self.client.call(request).await;
+        metrics::record_request(metrics::ALMANAC_CLIENT_SECONDS, timer, name, Some(response.is_ok()));
+        response.map_err(|e| AlmanacError::Unavailable(e.to_string()))
     }
 
     /// Stores a registration.

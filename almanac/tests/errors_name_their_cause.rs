@@ -88,3 +88,16 @@ fn almanac_names_the_data_directory_it_cannot_use_and_why() {
         stderr_of_failed_run(env!("CARGO_BIN_EXE_almanac"), &["--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir", &data]);
     assert_names(&stderr, &data, "not a directory");
 }
+
+#[test]
+fn almanac_names_the_metrics_address_it_cannot_bind_and_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("almanac");
+    let (held, _) = taken_port();
+    let metrics = held.local_addr().expect("a bound address").to_string();
+    let stderr = stderr_of_failed_run(
+        env!("CARGO_BIN_EXE_almanac"),
+        &["--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir", data.to_str().unwrap(), "--metrics-addr", &metrics],
+    );
+    assert_names(&stderr, &format!("cannot serve metrics on {metrics}"), "in use");
+}

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::tx::{Amount, Escrow, EscrowId, Receipt, Transaction};
 use super::{Ledger, LedgerError};
 use crate::identity::Address;
+use crate::metrics;
 use crate::net::rpc::{self, RpcError, ServerHandle, ServerLimits};
 use crate::net::NetError;
 
@@ -50,6 +51,20 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// The request's name, as metrics label it.
+    fn name(&self) -> &'static str {
+        match self {
+            Request::Submit(_) => "submit",
+            Request::Balance(_) => "balance",
+            Request::NextNonce(_) => "next_nonce",
+            Request::History { .. } => "history",
+            Request::Escrow(_) => "escrow",
+            Request::OpenEscrows { .. } => "open_escrows",
+        }
+    }
+}
+
 /// The ledger service's answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Response {
@@ -76,7 +91,8 @@ pub async fn serve(
     rpc::serve(PROTOCOL, keypair, listen, ServerLimits::default(), move |_peer, request: Request| {
         let ledger = Arc::clone(&ledger);
         async move {
-            match request {
+            let (name, timer) = (request.name(), metrics::start_timer());
+            let response = match request {
                 Request::Submit(tx) => Response::Receipt(ledger.submit(*tx).await.map(Box::new)),
                 Request::Balance(account) => Response::Balance(ledger.balance(account).await),
                 Request::NextNonce(account) => Response::NextNonce(ledger.next_nonce(account).await),
@@ -87,7 +103,9 @@ pub async fn serve(
                 Request::OpenEscrows { payer, limit } => {
                     Response::OpenEscrows(ledger.open_escrows(payer, limit.min(MAX_HISTORY)).await)
                 }
-            }
+            };
+            metrics::record_request(metrics::LEDGER_SERVER_SECONDS, timer, name, None);
+            response
         }
     })
     .await
@@ -107,7 +125,10 @@ impl RemoteLedger {
     }
 
     async fn call(&self, request: Request) -> Result<Response, LedgerError> {
-        self.client.call(request).await.map_err(|e: RpcError| LedgerError::Unavailable(e.to_string()))
+        let (name, timer) = (request.name(), metrics::start_timer());
+        let response = self.client.call(request).await;
+        metrics::record_request(metrics::LEDGER_CLIENT_SECONDS, timer, name, Some(response.is_ok()));
+        response.map_err(|e: RpcError| LedgerError::Unavailable(e.to_string()))
     }
 }
 

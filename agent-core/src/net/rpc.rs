@@ -134,6 +134,7 @@ where
                         ..
                     }) => {
                         let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                            crate::metrics::quota_refused("rpc_in_flight");
                             tracing::warn!(%peer, "too many requests in flight; dropping one (the client sees a closed stream)");
                             continue;
                         };

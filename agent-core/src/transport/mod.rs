@@ -312,7 +312,7 @@ pub(crate) struct BackReply {
 
 /// A link to one peer, as the node holds it: its queue, and a signal of its task's end.
 pub(crate) struct Link {
-    queue: mpsc::Sender<Outbound>,
+    pub(crate) queue: mpsc::Sender<Outbound>,
     ended: tokio::sync::watch::Receiver<()>,
 }
 
@@ -372,6 +372,22 @@ impl Network {
         auth: Auth,
         timeout: Duration,
     ) -> Outcome {
+        let mut peer = None;
+        let outcome = self.send_to_peer(identity, to, bytes, auth, timeout, &mut peer).await;
+        crate::metrics::outcome(peer.as_ref(), &outcome);
+        outcome
+    }
+
+    /// [`send`](Self::send), telling through `peer` which peer `to` resolved to.
+    async fn send_to_peer(
+        self: &Arc<Self>,
+        identity: Option<&Identity>,
+        to: Address,
+        bytes: Vec<u8>,
+        auth: Auth,
+        timeout: Duration,
+        peer: &mut Option<PeerId>,
+    ) -> Outcome {
         if bytes.len() + ENVELOPE_FRAME_OVERHEAD > self.config.max_frame {
             let detail = format!("{} bytes; frames carry at most {}", bytes.len(), self.config.max_frame);
             return Outcome::Rejected(Rejection::new(Cause::TooLarge, detail));
@@ -391,6 +407,7 @@ impl Network {
             },
             Err(_) => return Outcome::Unroutable(Unroutable::ResolverUnavailable("resolution timed out".into())),
         };
+        *peer = Some(endpoint.peer_id);
         let (auth, binding) = match (auth, identity) {
             (Auth::Bound, Some(identity)) => (Auth::Bound, Some(self.binding_for(identity))),
             _ => (Auth::Signed, None),

@@ -150,6 +150,8 @@ pub(crate) struct RemoteRequester {
     pub(crate) session: u128,
     pub(crate) trace_id: u128,
     pub(crate) back: Option<mpsc::Sender<BackReply>>,
+    /// The node the request came from, which the reply's outcome is counted under.
+    pub(crate) peer: libp2p::PeerId,
     /// The request's place in its peer's quota of requests in flight, given back when the
     /// request is answered or abandoned. Held for its `Drop`, never read.
     #[allow(dead_code)]
@@ -202,13 +204,13 @@ impl RemoteRequester {
                 }))
             }
         }
-        match tokio::time::timeout_at(deadline, outcome).await {
-            Ok(Ok(outcome)) => failure_of(to, outcome).map_err(ReplyError::Send),
+        let outcome = match tokio::time::timeout_at(deadline, outcome).await {
+            Ok(Ok(outcome)) => outcome,
             // The stream closed, or no ack came in time: it may or may not have arrived.
-            Ok(Err(_)) | Err(_) => {
-                Err(ReplyError::Send(SendFailure::NotAcknowledged { to, after: timeout, endpoint: stream() }))
-            }
-        }
+            Ok(Err(_)) | Err(_) => Outcome::TimedOut { after: timeout, endpoint: stream() },
+        };
+        crate::metrics::outcome(Some(&self.peer), &outcome);
+        failure_of(to, outcome).map_err(ReplyError::Send)
     }
 }
 

@@ -19,6 +19,9 @@ pub(crate) trait Sink: Send + Sync + 'static {
     /// How long a delivery may wait for room in a full mailbox whose agent waits.
     fn wait_limit(&self) -> Duration;
 
+    /// Counts an envelope for `to` refused because its mailbox stayed full while it waited.
+    fn refused_full(&self, to: &Address);
+
     /// Whether `to` acknowledges envelopes only once its handler has run them; `None` if
     /// no such agent is here.
     fn acknowledges_when_handled(&self, to: &Address) -> Option<bool>;

@@ -2,7 +2,8 @@
 //! cross-process tests and benchmarks.
 //!
 //! Prints `peer_id <id>`, one `listening <multiaddr>` line per address and `agent <address>`,
-//! then `handled <n>` for each ping it handles.
+//! `metrics http://ADDR/metrics` when given `--metrics-addr`, then `handled <n>` for each
+//! ping it handles.
 #![allow(clippy::print_stdout)] // The node reports to the test that drives it on stdout.
 
 use std::io::Write;
@@ -42,6 +43,8 @@ struct Args {
     /// Time each ping takes to handle, in milliseconds (default 0).
     #[arg(long, default_value_t = 0)]
     handle_ms: u64,
+    #[command(flatten)]
+    metrics: agent_examples::MetricsArgs,
 }
 
 #[tokio::main]
@@ -86,6 +89,7 @@ async fn main() -> Result<(), Report> {
         config = config.with_auth(Auth::Signed);
     }
     let info = bureau.listen(config).await?;
+    let metrics = args.metrics.serve().await?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "peer_id {}", info.peer_id)?;
@@ -93,6 +97,9 @@ async fn main() -> Result<(), Report> {
             writeln!(out, "listening {address}")?;
         }
         writeln!(out, "agent {agent}")?;
+        if let Some(metrics) = &metrics {
+            writeln!(out, "metrics http://{}/metrics", metrics.local_addr())?;
+        }
         out.flush()?;
     }
     bureau.run_until_ctrl_c().await?;

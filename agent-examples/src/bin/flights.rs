@@ -63,6 +63,8 @@ struct Args {
     role: Option<Role>,
     #[command(flatten)]
     node: agent_examples::market::distributed::NodeArgs,
+    #[command(flatten)]
+    metrics: agent_examples::MetricsArgs,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -112,6 +114,10 @@ fn main() -> Result<std::process::ExitCode, Report> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if let Some(addr) = args.metrics.serve_in_background()? {
+        // On stderr: stdout carries the summary, which may be JSON.
+        eprintln!("metrics http://{addr}/metrics");
+    }
     if let Some(role) = args.role {
         tokio::runtime::Runtime::new()?.block_on(serve(&args, role))?;
         return Ok(std::process::ExitCode::SUCCESS);

@@ -5,7 +5,8 @@
 //! ledger-node --data-dir ./ledger --listen /ip4/127.0.0.1/tcp/4100 \
 //!             --node-seed "node secret" --authority agent1…
 //! ```
-//! Prints `peer_id <id>` and one `listening <multiaddr>` line per address, then serves
+//! Prints `peer_id <id>` and one `listening <multiaddr>` line per address (and
+//! `metrics http://ADDR/metrics` when given `--metrics-addr`), then serves
 //! until killed. The same `--node-seed` gives the same peer id after a restart.
 #![allow(clippy::print_stdout)] // The node reports its addresses on stdout for scripts.
 
@@ -34,6 +35,8 @@ struct Args {
     /// The only account allowed to mint (the faucet).
     #[arg(long)]
     authority: Option<Address>,
+    #[command(flatten)]
+    metrics: agent_examples::MetricsArgs,
 }
 
 #[tokio::main]
@@ -54,9 +57,13 @@ async fn main() -> Result<(), Report> {
         None => libp2p::identity::Keypair::generate_ed25519(),
     };
     let server = service::serve(Arc::new(ledger), keypair, &args.listen).await?;
+    let metrics = args.metrics.serve().await?;
     println!("peer_id {}", server.peer_id());
     for address in server.listen_addrs() {
         println!("listening {address}");
+    }
+    if let Some(metrics) = &metrics {
+        println!("metrics http://{}/metrics", metrics.local_addr());
     }
     tokio::signal::ctrl_c().await?;
     Ok(())

@@ -57,6 +57,8 @@ struct Args {
     /// Number of miners (classifiers of increasing quality).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..=8))]
     miners: u16,
+    #[command(flatten)]
+    metrics: agent_examples::MetricsArgs,
 }
 
 /// One labelled point.
@@ -248,6 +250,11 @@ async fn main() -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let metrics = args.metrics.serve().await?;
+    if let Some(metrics) = &metrics {
+        // On stderr: stdout carries the demo's report.
+        eprintln!("metrics http://{}/metrics", metrics.local_addr());
+    }
     let mut rng = StdRng::seed_from_u64(args.seed);
     let world = World::new(&mut rng);
     let test_set: Vec<Point> = (0..5_000).map(|_| world.sample(&mut rng)).collect();

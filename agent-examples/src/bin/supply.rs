@@ -62,6 +62,8 @@ struct Args {
     role: Option<Role>,
     #[command(flatten)]
     node: agent_examples::market::distributed::NodeArgs,
+    #[command(flatten)]
+    metrics: agent_examples::MetricsArgs,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -110,6 +112,10 @@ fn main() -> Result<std::process::ExitCode, Report> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if let Some(addr) = args.metrics.serve_in_background()? {
+        // On stderr: stdout carries the summary, which may be JSON.
+        eprintln!("metrics http://{addr}/metrics");
+    }
     if !(0.0..=1.0).contains(&args.loss) || !(0.0..=1.0).contains(&args.failure) {
         return Err(anyhow::anyhow!("--loss and --failure must be between 0 and 1").into());
     }

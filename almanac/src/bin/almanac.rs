@@ -4,7 +4,8 @@
 //! ```text
 //! almanac --data-dir ./almanac --listen /ip4/0.0.0.0/tcp/4000 --node-seed "secret"
 //! ```
-//! Prints `peer_id <id>` and one `listening <multiaddr>` line per address on start.
+//! Prints `peer_id <id>` and one `listening <multiaddr>` line per address on start, and
+//! `metrics http://ADDR/metrics` when given `--metrics-addr` (`docs/metrics.md`).
 #![allow(clippy::print_stdout)] // The server reports its addresses on stdout.
 
 use std::io::Write;
@@ -35,6 +36,10 @@ struct Args {
     /// Longest accepted time to live, in seconds.
     #[arg(long, default_value_t = 86_400)]
     max_ttl_secs: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (for example 127.0.0.1:9100; port 0
+    /// picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[tokio::main]
@@ -53,10 +58,14 @@ async fn main() -> Result<(), Report> {
         None => libp2p::identity::Keypair::generate_ed25519(),
     };
     let server = service::serve(almanac, keypair, &args.listen).await?;
+    let metrics = agent_core::metrics::serve_if(args.metrics_addr).await?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "peer_id {}", server.peer_id())?;
     for address in server.listen_addrs() {
         writeln!(out, "listening {address}")?;
+    }
+    if let Some(metrics) = &metrics {
+        writeln!(out, "metrics http://{}/metrics", metrics.local_addr())?;
     }
     out.flush()?;
     drop(out);

@@ -57,6 +57,9 @@ struct Args {
     /// Skip the subnet measurement (one Yuma Consensus epoch).
     #[arg(long)]
     no_subnet: bool,
+    /// Install the Prometheus metrics recorder first, to measure what recording costs.
+    #[arg(long)]
+    metrics: bool,
     /// Skip the durable stores measurement (agent storage and almanac on disk).
     #[arg(long)]
     no_durable: bool,
@@ -90,6 +93,10 @@ struct Args {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    if args.metrics {
+        // Everything below is then recorded, as in a node serving `--metrics-addr`.
+        agent_core::metrics::install()?;
+    }
     if let Some(auth) = &args.serve {
         return serve(auth);
     }

@@ -81,7 +81,10 @@ pub(crate) fn answer_resend(
     match replay.first_copy(&sender, nonce) {
         FirstCopy::Delivered => Some(Verdict::Delivered),
         FirstCopy::Rejected(cause) => Some(Verdict::rejected(cause, "answer to a resend: the first copy was refused")),
-        FirstCopy::Forgotten => Some(Verdict::rejected(Cause::Replayed, "its first copy's verdict is no longer known")),
+        FirstCopy::Forgotten => {
+            crate::metrics::replay_refused("forgotten");
+            Some(Verdict::rejected(Cause::Replayed, "its first copy's verdict is no longer known"))
+        }
         FirstCopy::Pending => {
             let mut awaiting = net.awaiting_first.lock();
             let room = match awaiting.get(&(sender, nonce)) {
@@ -94,7 +97,10 @@ pub(crate) fn answer_resend(
                     net.awaiting_count.store(awaiting.len(), Ordering::Release);
                     None
                 }
-                _ => Some(Verdict::rejected(Cause::Replayed, "its first copy is still being delivered")),
+                _ => {
+                    crate::metrics::replay_refused("pending");
+                    Some(Verdict::rejected(Cause::Replayed, "its first copy is still being delivered"))
+                }
             }
         }
     }
@@ -247,6 +253,7 @@ impl Lines {
         }
         if self.waiting() >= MAX_WAITING_PER_STREAM {
             drop(lines);
+            crate::metrics::quota_refused("waiting_envelopes");
             let verdict = Verdict::rejected(Cause::MailboxFull, "too many envelopes from this peer are waiting");
             return Some(self.settled(net, sender, nonce, verdict));
         }
@@ -329,7 +336,10 @@ async fn deliver_waiting(net: &Network, sink: &dyn Sink, waiting: Waiting) -> Ve
                     Verdict::Delivered
                 }
                 Ok(Err(_)) => Verdict::rejected(Cause::AgentStopped, "the agent stopped while the envelope waited"),
-                Err(_) => Verdict::rejected(Cause::MailboxFull, "the agent's mailbox stayed full until the deadline"),
+                Err(_) => {
+                    sink.refused_full(&waiting.target);
+                    Verdict::rejected(Cause::MailboxFull, "the agent's mailbox stayed full until the deadline")
+                }
             }
         }
     };

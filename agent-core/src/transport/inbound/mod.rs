@@ -56,9 +56,11 @@ pub(crate) async fn accept_loop(
                         tokio::spawn(tracing::Instrument::instrument(inbound.serve(stream, stop.clone()), span));
                     }
                     Err(quota::Refused::TooManyStreams) => {
+                        crate::metrics::quota_refused("streams_per_peer");
                         tracing::warn!(%peer, limit = quota::MAX_STREAMS_PER_PEER, "too many envelope streams from one peer; refusing another");
                     }
                     Err(quota::Refused::Banned { remaining }) => {
+                        crate::metrics::quota_refused("banned_peer");
                         tracing::debug!(%peer, ?remaining, "refused a stream from a banned peer");
                         // The swarm task is gone only when the node stopped, connections with it.
                         let _ = net.commands.try_send(super::node::Command::Disconnect(peer));
@@ -213,8 +215,8 @@ impl InboundStream {
             }
             if state.auth_failures > quota::AUTH_FAILURES_ALLOWED {
                 let banned_for = self.quotas.ban(peer);
+                crate::metrics::peer_banned();
                 tracing::warn!(%peer, ?banned_for, "peer sent envelopes or bindings failing authentication; disconnecting and banning it");
-                // The swarm task is gone only when the node stopped, connections with it.
                 // The swarm task is gone only when the node stopped, connections with it.
                 let _ = net.commands.send(super::node::Command::Disconnect(peer)).await;
                 break;
@@ -281,6 +283,7 @@ impl InboundStream {
         }
         let reply = if envelope.expects_reply {
             let Ok(in_flight) = Arc::clone(&self.place.requests).try_acquire_owned() else {
+                crate::metrics::quota_refused("requests_in_flight");
                 let limit = net.config.max_requests_in_flight;
                 let verdict = Verdict::rejected(
                     Cause::QuotaExceeded,
@@ -296,6 +299,7 @@ impl InboundStream {
                 session: envelope.session,
                 trace_id: envelope.trace_id,
                 back: Some(state.back.clone()),
+                peer: self.peer,
                 in_flight: Some(in_flight),
             })))
         } else {

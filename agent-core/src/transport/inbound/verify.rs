@@ -93,6 +93,7 @@ pub(crate) fn check(
     };
     checked.map_err(|err| Refusal::Verdict(Verdict::Rejected(err.rejection())))?;
     if net.ceiling.before_restart(&envelope.sender, envelope.timestamp_ms) {
+        crate::metrics::replay_refused("restart");
         return Err(refuse(
             Cause::MayHaveBeenHandled,
             "sealed before this node started; an earlier copy may have been handled before it stopped",
@@ -101,7 +102,14 @@ pub(crate) fn check(
     match net.replay.lock().check_and_insert(envelope.sender, envelope.nonce, envelope.expires_ms, now) {
         Ok(()) => Ok(()),
         Err(EnvelopeError::Replayed { .. }) => Err(Refusal::Duplicate),
-        Err(err) => Err(Refusal::Verdict(Verdict::Rejected(err.rejection()))),
+        Err(err) => {
+            match err {
+                EnvelopeError::ReplayGuardFull { .. } => crate::metrics::replay_refused("capacity"),
+                EnvelopeError::BelowWindow { .. } => crate::metrics::replay_refused("below_window"),
+                _ => {}
+            }
+            Err(Refusal::Verdict(Verdict::Rejected(err.rejection())))
+        }
     }
 }
 

@@ -32,12 +32,16 @@ pub(super) async fn serve(
     let mut replier_bindings: HashMap<Address, u64> = HashMap::new();
     let mut next_seq = 0u64;
     let mut buf = Vec::new();
+    let mut resent = 0u64;
     for sent in unacked.iter_mut() {
         sent.seq = next_seq;
         next_seq += 1;
         sent.attempts += 1;
+        // Written to an earlier stream that broke before its acknowledgement.
+        resent += u64::from(sent.attempts > 1);
         encode(&mut buf, sent, &mut bound);
     }
+    crate::metrics::resends(&endpoint.peer_id, resent);
     let heartbeat_period = net.config.heartbeat;
     // A write waits for the peer at most until the oldest envelope's deadline, and never
     // longer than a silent peer is given.
