@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 
-use crate::market::distributed::{DistributedError, NodeAddress};
+use crate::market::distributed::NodeAddress;
 
 /// A unit of work a sender asks a receiver to do; `id` is unique across the whole run.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema, agent_core::Message)]
@@ -82,6 +82,32 @@ fn handled_key(id: u64) -> String {
 /// while it is being killed and restarted.
 pub const REGISTERED_FOR: Duration = Duration::from_secs(20);
 
+/// Why a soak node could not start, run or be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SoakError {
+    /// An agent could not be built.
+    #[error("cannot build the agent")]
+    Agent(#[from] agent_core::AgentError),
+    /// The bureau failed.
+    #[error(transparent)]
+    Bureau(#[from] agent_core::BureauError),
+    /// The network failed.
+    #[error(transparent)]
+    Net(#[from] agent_core::net::NetError),
+    /// The almanac refused or did not answer.
+    #[error("the almanac failed")]
+    Almanac(#[from] almanac::AlmanacError),
+    /// A receiver's storage could not be read.
+    #[error("cannot read the receivers' storage")]
+    Storage(#[from] agent_core::StorageError),
+    /// An agent of this node stopped.
+    #[error("{0} stopped")]
+    Stopped(String),
+    /// The options do not describe a soak that can run.
+    #[error("{0}")]
+    Invalid(String),
+}
+
 /// Why a receiver could not record a request.
 #[derive(Debug, thiserror::Error)]
 enum HandleError {
@@ -113,14 +139,13 @@ pub async fn serve_receivers(
     data_dir: &Path,
     listen: Multiaddr,
     almanac: &NodeAddress,
-) -> Result<Receivers, DistributedError> {
+) -> Result<Receivers, SoakError> {
     let bureau = Bureau::with_config(Config::default().with_storage_dir(data_dir))?;
     for agent in 0..agents {
         let mut receiver = Agent::builder(format!("receiver {node}.{agent}"))
             .identity(receiver_identity(node, agent))
             .mailbox(MailboxConfig::default().with_acknowledge(agent_core::Acknowledge::WhenHandled))
-            .build()
-            .map_err(|e| DistributedError::Market(Box::new(e)))?;
+            .build()?;
         receiver.on_message(|ctx: Context, _from: Address, Work { id }: Work| async move {
             let storage = ctx.storage()?;
             let key = handled_key(id);
@@ -160,23 +185,20 @@ pub async fn serve_receivers(
 
 /// How many times each receiver agent of node `node` handled each work id, read from the
 /// node's storage in `data_dir` (the node must be stopped: the store is opened here).
-pub async fn read_handled(node: usize, agents: usize, data_dir: &Path) -> Result<BTreeMap<u64, u32>, DistributedError> {
+pub async fn read_handled(node: usize, agents: usize, data_dir: &Path) -> Result<BTreeMap<u64, u32>, SoakError> {
     let bureau = Bureau::with_config(Config::default().with_storage_dir(data_dir))?;
     let mut handled = BTreeMap::new();
     for agent in 0..agents {
-        let receiver = Agent::builder(format!("receiver {node}.{agent}"))
-            .identity(receiver_identity(node, agent))
-            .build()
-            .map_err(|e| DistributedError::Market(Box::new(e)))?;
+        let receiver =
+            Agent::builder(format!("receiver {node}.{agent}")).identity(receiver_identity(node, agent)).build()?;
         let address = bureau.add(receiver)?;
-        let ctx =
-            bureau.context(address).ok_or_else(|| DistributedError::Stopped(format!("receiver {node}.{agent}")))?;
-        let storage = ctx.storage().map_err(|e| DistributedError::Market(Box::new(e)))?;
-        for key in storage.keys().map_err(|e| DistributedError::Market(Box::new(e)))? {
+        let ctx = bureau.context(address).ok_or_else(|| SoakError::Stopped(format!("receiver {node}.{agent}")))?;
+        let storage = ctx.storage()?;
+        for key in storage.keys()? {
             let Some(id) = key.strip_prefix("handled/").and_then(|hex| u64::from_str_radix(hex, 16).ok()) else {
                 continue;
             };
-            let times = storage.get::<u32>(&key).map_err(|e| DistributedError::Market(Box::new(e)))?.unwrap_or(0);
+            let times = storage.get::<u32>(&key)?.unwrap_or(0);
             *handled.entry(id).or_insert(0) += times;
         }
     }
@@ -244,17 +266,16 @@ pub async fn start_senders(
     plan: SenderPlan,
     almanac: &NodeAddress,
     ledger: &NodeAddress,
-) -> Result<Senders, DistributedError> {
+) -> Result<Senders, SoakError> {
     let ledger = Arc::new(RemoteLedger::new(ledger.peer_id, ledger.addrs.clone())?);
     let bureau = Bureau::with_config(Config::default().with_ledger(ledger))?;
     let mut contexts = Vec::new();
     for agent in 0..plan.agents {
         let sender = Agent::builder(format!("sender {}.{agent}", plan.node))
             .identity(sender_identity(plan.node, agent))
-            .build()
-            .map_err(|e| DistributedError::Market(Box::new(e)))?;
+            .build()?;
         let address = bureau.add(sender)?;
-        contexts.push(bureau.context(address).ok_or_else(|| DistributedError::Stopped(format!("sender {agent}")))?);
+        contexts.push(bureau.context(address).ok_or_else(|| SoakError::Stopped(format!("sender {agent}")))?);
     }
     let directory = Arc::new(RemoteAlmanac::new(almanac.peer_id, almanac.addrs.clone())?);
     bureau
@@ -268,7 +289,7 @@ pub async fn start_senders(
         .flat_map(|node| (0..plan.receivers.1).map(move |agent| receiver_identity(node, agent).address()))
         .collect();
     if receivers.is_empty() {
-        return Err(DistributedError::Invalid("the soak needs at least one receiver".into()));
+        return Err(SoakError::Invalid("the soak needs at least one receiver".into()));
     }
     let receivers = Arc::new(receivers);
     let tasks = contexts
@@ -320,7 +341,7 @@ impl Senders {
     }
 
     /// Stops the agents and the bureau.
-    pub async fn shutdown(self) -> Result<(), DistributedError> {
+    pub async fn shutdown(self) -> Result<(), SoakError> {
         for task in &self.tasks {
             task.abort();
         }
