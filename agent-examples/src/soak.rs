@@ -103,6 +103,15 @@ pub enum SoakError {
     /// An agent of this node stopped.
     #[error("{0} stopped")]
     Stopped(String),
+    /// A sender's journal could not be written or read.
+    #[error("cannot write or read the journal {path}")]
+    Journal {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The options do not describe a soak that can run.
     #[error("{0}")]
     Invalid(String),
@@ -232,21 +241,73 @@ pub struct SenderPlan {
     pub timeout: Duration,
     /// Seeds the choice of receivers.
     pub seed: u64,
+    /// Where every acknowledged request and transfer is appended ([`read_journal`]).
+    pub journal: std::path::PathBuf,
 }
 
-/// What a sender node saw acknowledged, and what failed (by cause).
+/// What a sender node saw fail, and how much it saw acknowledged (what exactly is in its
+/// [journal](read_journal)).
 #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SenderReport {
-    /// Work ids answered with the matching [`Done`].
-    pub acknowledged: Vec<u64>,
+    /// Requests answered with the matching [`Done`].
+    pub acknowledged: u64,
     /// Requests without an answer, by cause.
     pub failed: BTreeMap<String, u64>,
     /// Answers that did not match their request (must stay empty).
     pub mismatched: Vec<u64>,
-    /// Transfers the ledger acknowledged, with the paying wallet.
-    pub transactions: Vec<(Address, TxHash)>,
+    /// Transfers the ledger acknowledged.
+    pub transactions: u64,
     /// Transfers that failed or were not answered in time.
     pub transactions_failed: u64,
+}
+
+/// One line of a sender's journal.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Acknowledged {
+    /// The request with this id was answered.
+    Request(u64),
+    /// The ledger acknowledged this transfer from this wallet.
+    Transfer(Address, TxHash),
+}
+
+/// Appends what is acknowledged to a file as it happens, so that a sender's memory does
+/// not grow with the length of the run (the soak measures that memory).
+struct Journal {
+    file: Mutex<std::io::BufWriter<std::fs::File>>,
+}
+
+impl Journal {
+    fn create(path: &Path) -> Result<Journal, SoakError> {
+        let file =
+            std::fs::File::create(path).map_err(|source| SoakError::Journal { path: path.to_owned(), source })?;
+        Ok(Journal { file: Mutex::new(std::io::BufWriter::new(file)) })
+    }
+
+    fn append(&self, entry: &Acknowledged) {
+        use std::io::Write;
+        let mut file = self.file.lock();
+        let written =
+            serde_json::to_writer(&mut *file, entry).map_err(std::io::Error::from).and_then(|()| file.write_all(b"\n"));
+        if let Err(error) = written {
+            // The driver then finds the entry missing and fails the run, naming it.
+            tracing::error!(%error, ?entry, "cannot write the journal");
+        }
+    }
+
+    fn flush(&self) -> std::io::Result<()> {
+        use std::io::Write;
+        self.file.lock().flush()
+    }
+}
+
+/// Reads a sender's journal (see [`SenderPlan::journal`]).
+pub fn read_journal(path: &Path) -> Result<Vec<Acknowledged>, SoakError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SoakError::Journal { path: path.to_owned(), source })?;
+    text.lines()
+        .map(|line| {
+            serde_json::from_str(line).map_err(|e| SoakError::Journal { path: path.to_owned(), source: e.into() })
+        })
+        .collect()
 }
 
 /// A running sender node: its agents loop while the phase is [`Phase::Run`].
@@ -256,6 +317,8 @@ pub struct Senders {
     phase: watch::Sender<Phase>,
     busy: Arc<AtomicUsize>,
     report: Arc<Mutex<SenderReport>>,
+    journal: Arc<Journal>,
+    journal_path: std::path::PathBuf,
     requests: Arc<AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -284,6 +347,7 @@ pub async fn start_senders(
     let (phase, _) = watch::channel(Phase::Pause);
     let busy = Arc::new(AtomicUsize::new(0));
     let report = Arc::new(Mutex::new(SenderReport::default()));
+    let journal = Arc::new(Journal::create(&plan.journal)?);
     let requests = Arc::new(AtomicU64::new(0));
     let receivers: Vec<Address> = (0..plan.receivers.0)
         .flat_map(|node| (0..plan.receivers.1).map(move |agent| receiver_identity(node, agent).address()))
@@ -304,12 +368,13 @@ pub async fn start_senders(
                 phase: phase.subscribe(),
                 busy: busy.clone(),
                 report: report.clone(),
+                journal: journal.clone(),
                 requests: requests.clone(),
             };
             tokio::spawn(looping.run())
         })
         .collect();
-    Ok(Senders { bureau, phase, busy, report, requests, tasks })
+    Ok(Senders { bureau, phase, busy, report, journal, journal_path: plan.journal.clone(), requests, tasks })
 }
 
 impl Senders {
@@ -335,9 +400,15 @@ impl Senders {
         self.requests.load(Ordering::Relaxed)
     }
 
-    /// What was acknowledged and what failed so far.
-    pub fn report(&self) -> SenderReport {
-        self.report.lock().clone()
+    /// What was acknowledged and what failed so far; the journal is flushed first.
+    pub fn report(&self) -> Result<SenderReport, SoakError> {
+        self.journal.flush().map_err(|source| SoakError::Journal { path: self.journal_path.clone(), source })?;
+        Ok(self.report.lock().clone())
+    }
+
+    /// How many requests were answered so far.
+    pub fn acknowledged(&self) -> u64 {
+        self.report.lock().acknowledged
     }
 
     /// Stops the agents and the bureau.
@@ -359,6 +430,7 @@ struct SenderLoop {
     phase: watch::Receiver<Phase>,
     busy: Arc<AtomicUsize>,
     report: Arc<Mutex<SenderReport>>,
+    journal: Arc<Journal>,
     requests: Arc<AtomicU64>,
 }
 
@@ -386,7 +458,10 @@ impl SenderLoop {
             {
                 let mut report = self.report.lock();
                 match answer {
-                    Ok(Done { id: answered }) if answered == id => report.acknowledged.push(id),
+                    Ok(Done { id: answered }) if answered == id => {
+                        report.acknowledged += 1;
+                        self.journal.append(&Acknowledged::Request(id));
+                    }
                     Ok(_) => report.mismatched.push(id),
                     Err(error) => *report.failed.entry(failure_kind(&error).to_owned()).or_insert(0) += 1,
                 }
@@ -396,7 +471,10 @@ impl SenderLoop {
                     tokio::time::timeout(self.plan.timeout, wallet.transfer(sink(), 1, format!("soak {id}"))).await;
                 let mut report = self.report.lock();
                 match paid {
-                    Ok(Ok(receipt)) => report.transactions.push((wallet.address(), receipt.hash)),
+                    Ok(Ok(receipt)) => {
+                        report.transactions += 1;
+                        self.journal.append(&Acknowledged::Transfer(wallet.address(), receipt.hash));
+                    }
                     Ok(Err(error)) => {
                         tracing::debug!(%error, "a transfer failed");
                         report.transactions_failed += 1;

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use agent_core::ledger::{Ledger, RemoteLedger, TxHash};
 use agent_core::Wallet;
-use agent_examples::soak::{self, SenderReport};
+use agent_examples::soak::{self, Acknowledged, SenderReport};
 use common::free_tcp_port;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -346,6 +346,8 @@ async fn soak(plan: Plan) -> Outcome {
                 &plan.pace_ms.to_string(),
                 "--seed",
                 &(plan.seed + node as u64).to_string(),
+                "--journal",
+                &path(&format!("sender-{node}.journal")),
             ]);
             Process::start(&format!("sender {node}"), Path::new(SOAK), &args, "ready", true).0
         })
@@ -448,7 +450,20 @@ async fn soak(plan: Plan) -> Outcome {
             *handled.entry(id).or_insert(0) += times;
         }
     }
-    let acknowledged: Vec<u64> = reports.iter().flat_map(|r| r.acknowledged.iter().copied()).collect();
+    let mut acknowledged: Vec<u64> = Vec::new();
+    let mut transactions: Vec<(agent_core::Address, TxHash)> = Vec::new();
+    for node in 0..plan.senders {
+        for entry in soak::read_journal(&dir.path().join(format!("sender-{node}.journal"))).unwrap() {
+            match entry {
+                Acknowledged::Request(id) => acknowledged.push(id),
+                Acknowledged::Transfer(wallet, hash) => transactions.push((wallet, hash)),
+            }
+        }
+    }
+    let reported: u64 = reports.iter().map(|r| r.acknowledged).sum();
+    assert_eq!(acknowledged.len() as u64, reported, "the journals hold every answered request");
+    let reported: u64 = reports.iter().map(|r| r.transactions).sum();
+    assert_eq!(transactions.len() as u64, reported, "the journals hold every acknowledged transfer");
     let lost: Vec<u64> = acknowledged.iter().copied().filter(|id| !handled.contains_key(id)).collect();
     let duplicated: Vec<(u64, u32)> = handled.iter().filter(|(_, times)| **times > 1).map(|(i, t)| (*i, *t)).collect();
     let handled_unacknowledged = handled.len() - (acknowledged.len() - lost.len());
@@ -462,8 +477,6 @@ async fn soak(plan: Plan) -> Outcome {
 
     // Every acknowledged transfer is in the ledger, which was killed and restarted too.
     common::until_ledger_answers(&ledger).await;
-    let transactions: Vec<(agent_core::Address, TxHash)> =
-        reports.iter().flat_map(|r| r.transactions.iter().copied()).collect();
     let mut present: HashSet<TxHash> = HashSet::new();
     for node in 0..plan.senders {
         for agent in 0..plan.sender_agents {

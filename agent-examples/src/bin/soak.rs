@@ -5,12 +5,13 @@
 //!   K receiver agents that record each request on disk before answering
 //!   ([`agent_examples::soak::serve_receivers`]). Announces `node <addr>` and `ready`.
 //! - `soak --role sender --node N --agents K --receivers R --receiver-agents K2 --almanac ADDR
-//!   --ledger ADDR`: K sender agents ([`agent_examples::soak::start_senders`]), paused
+//!   --ledger ADDR --journal FILE`: K sender agents ([`agent_examples::soak::start_senders`]), paused
 //!   until told. Announces `ready`, then obeys one command per line on stdin:
 //!   `run`, `pause` (answers `paused` or `busy` once nothing is in flight, waiting at most
 //!   the request timeout), `status` (answers `status tasks=… connections=… links=…
 //!   pending=… requests=… acknowledged=…`) and `report` (answers `report {json}`, a
-//!   [`agent_examples::soak::SenderReport`]). Ends at the end of stdin.
+//!   [`agent_examples::soak::SenderReport`]; what was acknowledged is in the journal,
+//!   flushed before the answer). Ends at the end of stdin.
 #![allow(clippy::print_stdout)] // The node answers the driving test on stdout.
 
 use std::io::Write;
@@ -46,6 +47,9 @@ struct Args {
     /// The receiver's storage (kept across restarts).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Where a sender appends what was acknowledged.
+    #[arg(long)]
+    journal: Option<PathBuf>,
     /// Where a receiver listens (the same across restarts).
     #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
     listen: Multiaddr,
@@ -102,6 +106,7 @@ async fn main() -> Result<(), Report> {
                 transfer_every: args.transfer_every,
                 timeout,
                 seed: args.seed,
+                journal: args.journal.clone().context("a sender needs --journal")?,
             };
             let senders = soak::start_senders(plan, &almanac, &ledger).await?;
             answer("ready")?;
@@ -120,7 +125,7 @@ async fn main() -> Result<(), Report> {
                     "status" => {
                         let stats = senders.bureau.network_stats().unwrap_or_default();
                         let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
-                        let acknowledged = senders.report().acknowledged.len();
+                        let acknowledged = senders.acknowledged();
                         answer(&format!(
                             "status tasks={tasks} connections={} links={} pending={} requests={} acknowledged={acknowledged}",
                             stats.connections,
@@ -129,7 +134,7 @@ async fn main() -> Result<(), Report> {
                             senders.requests()
                         ))?;
                     }
-                    "report" => answer(&format!("report {}", serde_json::to_string(&senders.report())?))?,
+                    "report" => answer(&format!("report {}", serde_json::to_string(&senders.report()?)?))?,
                     other => tracing::warn!(command = other, "unknown command"),
                 }
             }
