@@ -289,6 +289,12 @@ impl Bureau {
         self.shared.network.get().map(|network| network.info.clone())
     }
 
+    /// What the network node holds open right now (connections, links, requests awaiting
+    /// a reply), once [`Bureau::listen`] succeeded: a soak test's leak check.
+    pub fn network_stats(&self) -> Option<crate::transport::NetworkStats> {
+        self.shared.network.get().map(|network| network.stats())
+    }
+
     /// Sends an envelope sealed elsewhere (a relay forwarding a signed envelope, or a test
     /// replaying one) to its target through this node, with its own signature as
     /// authentication. Fails if the bureau is not a network node.

@@ -501,3 +501,29 @@ async fn a_peer_that_stops_reading_cannot_hold_sends_past_their_deadline() {
     client.shutdown().await.unwrap();
     held.abort();
 }
+
+#[tokio::test]
+async fn network_stats_count_what_is_open_and_fall_back_when_a_peer_goes() {
+    let p = pair("/ip4/127.0.0.1/tcp/0", Auth::Bound).await;
+    assert_eq!(p.client.network_stats().unwrap(), Default::default(), "nothing open before the first send");
+    let ctx = p.client.context(p.client_agent).unwrap();
+    for n in 0..5 {
+        let pong: Pong = ctx.request(p.server_agent, Ping(n), Duration::from_secs(10)).await.unwrap();
+        assert_eq!(pong, Pong(n));
+    }
+    let client = p.client.network_stats().unwrap();
+    assert_eq!((client.connections, client.links, client.pending_requests), (1, 1, 0), "{client:?}");
+    assert_eq!(p.server.network_stats().unwrap().connections, 1);
+    // The server goes: the client's connection closes (bounded wait).
+    p.server.shutdown().await.unwrap();
+    let mut connections = usize::MAX;
+    for _ in 0..100 {
+        connections = p.client.network_stats().unwrap().connections;
+        if connections == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(connections, 0, "the connection to a stopped peer is no longer counted");
+    assert!(Bureau::new().unwrap().network_stats().is_none(), "no stats without a network");
+}

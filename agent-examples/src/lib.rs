@@ -1,11 +1,12 @@
 //! Example Agora agents and the demo markets: flight booking ([`flights`]), DeFi
 //! arbitrage ([`defi`]), supply chain ([`supply`]), the energy grid ([`grid`]), and what
-//! they share ([`market`]).
+//! they share ([`market`]); the soak test's agents ([`soak`]).
 
 pub mod defi;
 pub mod flights;
 pub mod grid;
 pub mod market;
+pub mod soak;
 pub mod supply;
 
 use std::net::SocketAddr;

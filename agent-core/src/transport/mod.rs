@@ -72,7 +72,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use binding::{Binding, BindingError};
 pub use frame::Auth;
-pub use node::NetworkInfo;
+pub use node::{NetworkInfo, NetworkStats};
 pub use remote::RequestFailed;
 pub use resolver::{Endpoint, Resolver, StaticResolver};
 
@@ -352,12 +352,23 @@ pub(crate) struct Network {
     /// Agents authenticated on inbound connections, by the peer that hosts them, so that
     /// replies find their way back without a resolver entry. Bounded by [`MAX_LEARNED`].
     pub(crate) learned: Mutex<HashMap<Address, PeerId>>,
+    /// Established connections, kept by the swarm task.
+    pub(crate) connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// What a frame adds to the envelope it carries: tag, sequence number, authentication mode.
 const ENVELOPE_FRAME_OVERHEAD: usize = 1 + 8 + 1;
 
 impl Network {
+    /// What the node holds open right now.
+    pub(crate) fn stats(&self) -> NetworkStats {
+        NetworkStats {
+            connections: self.connections.load(std::sync::atomic::Ordering::Relaxed),
+            links: self.links.lock().len(),
+            pending_requests: self.pending.lock().len(),
+        }
+    }
+
     /// The largest payload an envelope from here may carry: it must fit in one frame.
     pub(crate) fn max_payload(&self) -> usize {
         self.config.max_frame.saturating_sub(ENVELOPE_FRAME_OVERHEAD + crate::envelope::MAX_OVERHEAD)

@@ -25,6 +25,19 @@ pub struct NetworkInfo {
     pub listen_addrs: Vec<Multiaddr>,
 }
 
+/// What a running node holds open right now, to tell a leak from a load: each figure
+/// should return to its idle value once traffic stops and broken peers are gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct NetworkStats {
+    /// Established libp2p connections, both ways.
+    pub connections: usize,
+    /// Outbound links (one per peer sent to, each with its queue and stream task).
+    pub links: usize,
+    /// Requests sent from here still waiting for a reply from another process.
+    pub pending_requests: usize,
+}
+
 /// Connections from one peer, at most: one each way, and room for a redial racing the
 /// close of a broken one.
 const MAX_CONNECTIONS_PER_PEER: u32 = 4;
@@ -74,6 +87,7 @@ pub(crate) async fn start(
     let info = NetworkInfo { peer_id: *swarm.local_peer_id(), listen_addrs };
     let (commands, commands_rx) = mpsc::channel(256);
     let (stop, stop_rx) = watch::channel(false);
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let network = Arc::new(Network {
         info,
         control,
@@ -89,8 +103,9 @@ pub(crate) async fn start(
         learned: Mutex::new(HashMap::new()),
         stop,
         config,
+        connections: Arc::clone(&connections),
     });
-    tokio::spawn(run(swarm, commands_rx, stop_rx.clone()));
+    tokio::spawn(run(swarm, commands_rx, stop_rx.clone(), connections));
     let keeper = Arc::clone(&network);
     let keeper_stop = stop_rx.clone();
     tokio::spawn(async move { keeper.ceiling.keep_ahead(keeper_stop).await });
@@ -101,7 +116,9 @@ async fn run(
     mut swarm: libp2p::Swarm<Behaviour>,
     mut commands: mpsc::Receiver<Command>,
     mut stop: watch::Receiver<bool>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
 ) {
+    use std::sync::atomic::Ordering;
     let mut waiting: HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>> = HashMap::new();
     loop {
         tokio::select! {
@@ -127,9 +144,13 @@ async fn run(
             },
             event = swarm.select_next_some() => match event {
                 SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                    connections.fetch_add(1, Ordering::Relaxed);
                     for reply in waiting.remove(&peer_id).unwrap_or_default() {
                         let _ = reply.send(Ok(()));
                     }
+                }
+                SwarmEvent::ConnectionClosed { .. } => {
+                    connections.fetch_sub(1, Ordering::Relaxed);
                 }
                 SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } if !swarm.is_connected(&peer) => {
                     for reply in waiting.remove(&peer).unwrap_or_default() {
