@@ -212,3 +212,35 @@ async fn a_refused_peer_is_told_the_dialogue_state_and_what_was_expected() {
     assert_eq!(refusals[0].expected, ["Counter from seller", "Accept from seller", "Decline from seller"]);
     bureau.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn one_peer_cannot_open_more_dialogues_than_its_bound_and_others_still_can() {
+    let bureau = Bureau::new().unwrap();
+    let (flooder, _) = storage_of(&bureau, "flooder").await;
+    let (_, storage) = storage_of(&bureau, "bounded seller").await;
+    let honest = Identity::from_seed("honest buyer").address();
+    let seller = Dialogues::load(haggle(), "seller", storage).unwrap().with_max_open_per_peer(3);
+
+    for id in 1..=3 {
+        seller.incoming::<Offer>(id, flooder, T0).unwrap();
+    }
+    // A fourth is refused, says why, and is not recorded.
+    match seller.incoming::<Offer>(4, flooder, T0) {
+        Err(e @ DialogueError::TooManyOpen { dialogue: 4, open: 3, .. }) => {
+            let refusal = e.refusal().expect("the peer is told");
+            assert!(refusal.reason.contains("3 dialogues open"), "{}", refusal.reason);
+        }
+        other => panic!("a fourth dialogue from one peer was not refused: {other:?}"),
+    }
+    assert!(seller.get(4).is_none(), "a refused opening changes nothing");
+    // Another peer is not held back by the flooder.
+    seller.incoming::<Offer>(5, honest, T0).unwrap();
+    // Once one of the flooder's dialogues ends, it may open another.
+    seller.outgoing::<Decline>(1, T0).unwrap();
+    seller.incoming::<Offer>(6, flooder, T0).unwrap();
+    assert!(matches!(seller.incoming::<Offer>(7, flooder, T0), Err(DialogueError::TooManyOpen { .. })));
+    // Continuing an open dialogue is never refused for the bound.
+    seller.outgoing::<Counter>(2, T0).unwrap();
+    seller.incoming::<Offer>(2, flooder, T0).unwrap();
+    bureau.shutdown().await.unwrap();
+}

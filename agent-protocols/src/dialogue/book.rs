@@ -124,6 +124,17 @@ pub enum DialogueError {
         /// The time of the check.
         now_ms: u64,
     },
+    /// The peer already has as many dialogues open here as one peer may open: it must let
+    /// some end (or expire) before it opens another.
+    #[error("dialogue {dialogue:032x}: {from} already has {open} dialogues open here, the most one peer may open")]
+    TooManyOpen {
+        /// The id of the dialogue it tried to open.
+        dialogue: u128,
+        /// The peer.
+        from: Address,
+        /// Its dialogues open here.
+        open: usize,
+    },
     /// The agent's storage failed: the step was not recorded.
     #[error("dialogue {dialogue:032x}: storage failed: {reason}")]
     Storage {
@@ -147,6 +158,7 @@ impl DialogueError {
             }
             DialogueError::NotAParty { dialogue, .. } => (*dialogue, None, Vec::new()),
             DialogueError::Late { dialogue, state, .. } => (*dialogue, Some(state.clone()), Vec::new()),
+            DialogueError::TooManyOpen { dialogue, .. } => (*dialogue, None, Vec::new()),
             DialogueError::Storage { .. } => return None,
         };
         Some(Refused { dialogue, state, expected, reason: self.to_string() })
@@ -181,7 +193,13 @@ pub struct Dialogues {
     me: String,
     storage: Storage,
     live: parking_lot::Mutex<HashMap<u128, Dialogue>>,
+    max_open_per_peer: usize,
 }
+
+/// How many dialogues one peer may have open with an agent at once, unless set with
+/// [`Dialogues::with_max_open_per_peer`]. Each is kept in the agent's storage until it ends
+/// or expires, so without a bound any peer could fill it.
+pub const DEFAULT_MAX_OPEN_PER_PEER: usize = 256;
 
 impl Dialogues {
     /// This agent's dialogues under `rules`, in which it plays `me`, with those already
@@ -199,7 +217,21 @@ impl Dialogues {
                 Err(e) => tracing::warn!(key, error = %e, "an unreadable dialogue is skipped"),
             }
         }
-        Ok(Dialogues { rules: Arc::new(rules), me: me.into(), storage, live: parking_lot::Mutex::new(live) })
+        Ok(Dialogues {
+            rules: Arc::new(rules),
+            me: me.into(),
+            storage,
+            live: parking_lot::Mutex::new(live),
+            max_open_per_peer: DEFAULT_MAX_OPEN_PER_PEER,
+        })
+    }
+
+    /// Lets one peer open at most `max` dialogues at once here (those it opens: a message
+    /// that would open one more is refused with [`DialogueError::TooManyOpen`]). Dialogues
+    /// this agent opens are not counted.
+    pub fn with_max_open_per_peer(mut self, max: usize) -> Dialogues {
+        self.max_open_per_peer = max;
+        self
     }
 
     /// The role this agent plays in these dialogues.
@@ -356,6 +388,13 @@ impl Dialogues {
                 let Some(opening) = opening else {
                     return Err(DialogueError::Unknown { dialogue: id, message: message.into() });
                 };
+                // Counted only when there could be that many: the common case costs nothing.
+                if live.len() >= self.max_open_per_peer {
+                    let open = live.values().filter(|d| d.peer == from && !d.is_closed(&self.rules)).count();
+                    if open >= self.max_open_per_peer {
+                        return Err(DialogueError::TooManyOpen { dialogue: id, from, open });
+                    }
+                }
                 let initial = self.rules.initial().to_string();
                 Dialogue {
                     id,
