@@ -1,6 +1,7 @@
 //! Contract-net in one bureau: the happy path, and each misbehaviour of a participant
 //! (silent, late, proposing twice, informing without an award, speaking in another's
-//! dialogue, failing) with the initiator's outcome right in each case.
+//! dialogue, failing; a stranger accepting in another's dialogue) with the outcome right in
+//! each case.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -505,5 +506,52 @@ async fn a_participant_at_work_still_answers_other_calls() {
     assert!(started.elapsed() <= Duration::from_secs(2));
     let outcome = award.await.unwrap().unwrap();
     assert_eq!(outcome, Outcome::Awarded(vec![(workshop, Ok("built".into()))]));
+    m.bureau.shutdown().await.unwrap();
+}
+
+/// A stranger that accepts a proposal made to another initiator, in that initiator's
+/// dialogue, is refused as not a party: nothing is performed for it, and the proposal is
+/// still there for its initiator to award.
+#[tokio::test]
+async fn an_accept_from_a_stranger_in_anothers_dialogue_is_refused_and_nothing_is_performed() {
+    let m = market().await;
+    let honest = Seller::new(100);
+    let seller = add_seller(&m, "accepted by a stranger", honest.clone());
+    let heard: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut stranger = Agent::builder("stranger").build().unwrap();
+    {
+        let heard = heard.clone();
+        stranger.on_message(move |_ctx: Context, _from: Address, refused: Refused| {
+            let heard = heard.clone();
+            async move { heard.lock().push(format!("refused: {}", refused.reason)) }
+        });
+    }
+    {
+        let heard = heard.clone();
+        stranger.on_message(move |_ctx: Context, _from: Address, report: Report| {
+            let heard = heard.clone();
+            async move { heard.lock().push(format!("report: {report:?}")) }
+        });
+    }
+    let stranger = m.bureau.add(stranger).unwrap();
+
+    let ctx = m.bureau.context(m.initiator).unwrap();
+    let called =
+        contract_net::call::<_, u64>(&ctx, &m.book, &[seller], &"LHR-JFK", Duration::from_millis(300)).await.unwrap();
+    let dialogue = called.proposals[0].dialogue;
+
+    let stranger_ctx = m.bureau.context(stranger).unwrap();
+    stranger_ctx.send_in(dialogue, seller, contract_net::Accept).await.unwrap();
+    wait_for(|| !heard.lock().is_empty()).await;
+    let heard_now = heard.lock().clone();
+    assert_eq!(heard_now.len(), 1, "{heard_now:?}");
+    assert!(heard_now[0].starts_with("refused: ") && heard_now[0].contains("is not a party"), "{heard_now:?}");
+
+    // The proposal is untouched: its own initiator awards it and gets the work done.
+    let outcome =
+        contract_net::award::<u64, String>(&ctx, &m.book, &called, &[seller], Duration::from_secs(2)).await.unwrap();
+    assert_eq!(outcome, Outcome::Awarded(vec![(seller, Ok("booked at 100".into()))]));
+    assert!(heard.lock().iter().all(|h| !h.starts_with("report")), "the stranger got no report: {:?}", heard.lock());
+    assert_eq!(*honest.released.lock(), 0, "the held seat was neither released nor taken by the stranger");
     m.bureau.shutdown().await.unwrap();
 }
