@@ -9,6 +9,15 @@ pub mod market;
 pub mod soak;
 pub mod supply;
 
+/// Logs to stderr, so stdout stays the program's output (tables, `--json`): warnings and
+/// above unless `RUST_LOG` says otherwise. Every binary here calls it first.
+pub fn log_to_stderr() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 use std::net::SocketAddr;
 
 use agent_core::metrics::{self, MetricsError, MetricsServer};

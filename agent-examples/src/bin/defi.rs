@@ -112,10 +112,7 @@ async fn serve(args: &Args, scenario: &Scenario, role: Role) -> Result<(), Repor
 }
 
 fn main() -> Result<std::process::ExitCode, Report> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    agent_examples::log_to_stderr();
     let args = Args::parse();
     if let Some(addr) = args.metrics.serve_in_background()? {
         // On stderr: stdout carries the summary, which may be JSON.

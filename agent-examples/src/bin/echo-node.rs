@@ -49,10 +49,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<(), Report> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    agent_examples::log_to_stderr();
     let args = Args::parse();
     let mut config = agent_core::Config::default();
     if let Some(dir) = &args.data {

@@ -110,10 +110,7 @@ fn scenario(args: &Args) -> Result<Scenario, grid::ScenarioError> {
 }
 
 fn main() -> Result<std::process::ExitCode, Report> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    agent_examples::log_to_stderr();
     let args = Args::parse();
     if let Some(addr) = args.metrics.serve_in_background()? {
         // On stderr: stdout carries the summary, which may be JSON.

@@ -41,10 +41,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<(), Report> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    agent_examples::log_to_stderr();
     let args = Args::parse();
     let mut config = LocalLedgerConfig::default().with_path(&args.data_dir);
     if let Some(authority) = args.authority {

@@ -81,10 +81,7 @@ enum Role {
 
 #[tokio::main]
 async fn main() -> Result<(), Report> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    agent_examples::log_to_stderr();
     let args = Args::parse();
     let almanac = NodeAddress::parse(&args.almanac)?;
     match args.role {

@@ -245,10 +245,7 @@ const MAX_FAVOURED_INCENTIVE: f64 = 0.01;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    agent_examples::log_to_stderr();
     let args = Args::parse();
     let metrics = args.metrics.serve().await?;
     if let Some(metrics) = &metrics {
