@@ -51,6 +51,16 @@ fn the_subnet_demo_clips_the_colluder_and_conserves_supply() {
     // One row per scored epoch: eight closes score epochs 0 to 4 (the reveal delay is 3).
     let rows = stdout.lines().filter(|l| l.split('|').count() == 4 && l.trim_start().starts_with(char::is_numeric));
     assert_eq!(rows.count(), 5, "{stdout}");
+    // The balances after each close, one row per close, and checked on the ledger.
+    assert!(stdout.contains("wallet balances after each close"), "{stdout}");
+    assert!(stdout.contains("(every final balance checked on the ledger)"), "{stdout}");
+    let balance_rows = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("closed |"))
+        .skip(1)
+        .take_while(|l| l.split('|').count() == 2 && l.trim_start().starts_with(char::is_numeric))
+        .count();
+    assert_eq!(balance_rows, 8, "one balance row per close:\n{stdout}");
 }
 
 #[test]
