@@ -298,7 +298,130 @@ pub struct Outcome {
 /// names a uid twice or one that does not exist, an entry is negative or not finite, or a
 /// per-million parameter is above one million.
 pub fn epoch(inputs: &Inputs<'_>, params: &Params) -> Result<Outcome, YumaError> {
-    epoch_with(inputs, params, Layout::Auto)
+    epoch_with(inputs, params, Layout::Auto, &mut Workspace::default(), &mut None)
+}
+
+/// Runs epochs one after another, reusing the memory of each outcome for the next: what a
+/// caller that runs every tempo (a subnet owner, a benchmark) should hold rather than calling
+/// [`epoch`] afresh. A dense epoch of 256 validators and 4,096 miners returns about 48 MB of
+/// weight, clipped weight and bond rows; allocated afresh each time, much of that memory is
+/// handed back to the operating system between epochs and faulted in again in the next.
+///
+/// Each [`run`](Self::run) gives the same outcome, to the bit, as [`epoch`] on the same inputs,
+/// whatever ran before it.
+///
+/// ```
+/// use agent_protocols::subnet::yuma::{epoch, Inputs, Params, Yuma};
+///
+/// let stakes = [60, 40, 0, 0];
+/// let weights = vec![vec![(2, 0.75), (3, 0.25)], vec![(2, 0.25), (3, 0.75)], vec![], vec![]];
+/// let params = Params::default();
+/// let mut yuma = Yuma::new();
+/// let mut bonds = Vec::new();
+/// for _ in 0..3 {
+///     let inputs = Inputs { stakes: &stakes, weights: &weights, bonds: &bonds, emission: 1_000_000 };
+///     let out = yuma.run(&inputs, &params)?;
+///     assert_eq!(*out, epoch(&inputs, &params)?);
+///     bonds.clone_from(&out.bonds); // The next epoch's input (its rows keep their memory too).
+/// }
+/// # Ok::<(), agent_protocols::subnet::yuma::YumaError>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct Yuma {
+    /// The last outcome; its rows become the next one's.
+    outcome: Option<Outcome>,
+    workspace: Workspace,
+}
+
+impl Yuma {
+    /// A workspace that has run no epoch yet.
+    pub fn new() -> Yuma {
+        Yuma::default()
+    }
+
+    /// Runs one epoch, as [`epoch`] does, into this workspace's outcome, and returns it. The
+    /// previous outcome's memory is reused, so it is gone once this succeeds; clone what must
+    /// outlive the next run (such as [`Outcome::bonds`], the next epoch's input).
+    ///
+    /// # Errors
+    ///
+    /// As [`epoch`]. On an error the previous outcome is kept.
+    pub fn run(&mut self, inputs: &Inputs<'_>, params: &Params) -> Result<&Outcome, YumaError> {
+        self.run_with(inputs, params, Layout::Auto)
+    }
+
+    /// [`run`](Self::run) with the consensus computed in the given [`Layout`].
+    fn run_with(&mut self, inputs: &Inputs<'_>, params: &Params, layout: Layout) -> Result<&Outcome, YumaError> {
+        let outcome = epoch_with(inputs, params, layout, &mut self.workspace, &mut self.outcome)?;
+        Ok(self.outcome.insert(outcome))
+    }
+
+    /// The outcome of the last successful [`run`](Self::run), if any.
+    pub fn outcome(&self) -> Option<&Outcome> {
+        self.outcome.as_ref()
+    }
+
+    /// The outcome of the last successful [`run`](Self::run), taken out of the workspace
+    /// (whose next run then allocates its rows afresh, unless one is handed back with
+    /// [`recycle`](Self::recycle)).
+    pub fn take_outcome(&mut self) -> Option<Outcome> {
+        self.outcome.take()
+    }
+
+    /// Hands back an outcome nobody needs any more (one [`take_outcome`](Self::take_outcome)
+    /// gave out, or any other), so that the next run reuses its memory.
+    pub fn recycle(&mut self, outcome: Outcome) {
+        self.workspace.recycle(outcome);
+    }
+}
+
+/// The memory one epoch leaves for the next: the rows of the last outcome, emptied, and the
+/// buffer sparse consensus gathers its columns into.
+#[derive(Debug, Default)]
+struct Workspace {
+    weights: SpareRows,
+    clipped_weights: SpareRows,
+    bonds: SpareRows,
+    /// [`weighted_median_cols`]'s points.
+    points: Vec<(u64, usize)>,
+}
+
+impl Workspace {
+    /// Keeps the rows of `outcome`, each matrix's for the same matrix next time, so a row
+    /// is usually long enough already.
+    fn recycle(&mut self, outcome: Outcome) {
+        self.weights.keep(outcome.weights);
+        self.clipped_weights.keep(outcome.clipped_weights);
+        self.bonds.keep(outcome.bonds);
+    }
+}
+
+/// Emptied rows whose memory new rows reuse.
+#[derive(Debug, Default)]
+struct SpareRows(Vec<SparseRow>);
+
+impl SpareRows {
+    /// Keeps the rows of `matrix` that hold memory.
+    fn keep(&mut self, matrix: Vec<SparseRow>) {
+        self.0.extend(matrix.into_iter().filter(|row| row.capacity() > 0));
+    }
+
+    /// An empty row with room for `capacity` entries: a kept one if any is left.
+    fn take(&mut self, capacity: usize) -> SparseRow {
+        match self.0.pop() {
+            Some(mut row) => {
+                row.clear();
+                row.reserve(capacity);
+                row
+            }
+            None => Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Splits off the last `count` rows (or all, if fewer), for another thread.
+    fn split(&mut self, count: usize) -> SpareRows {
+        SpareRows(self.0.split_off(self.0.len().saturating_sub(count)))
+    }
 }
 
 /// How [`epoch`] walks the weights for consensus. Every layout gives the same outcome, to the
@@ -334,10 +457,24 @@ impl Layout {
 /// two halves, of rows or of columns, on two threads ([`join`]); the outcome is the same to the
 /// bit as on one thread (`reference::epoch`, kept in the tests, is the plain one-pass-per-step
 /// version).
-fn epoch_with(inputs: &Inputs<'_>, params: &Params, layout: Layout) -> Result<Outcome, YumaError> {
+///
+/// Once the inputs are checked, the `previous` outcome (if any) is taken apart into
+/// `workspace`'s spare rows, and rows are taken from those where there are any ([`Yuma`]), so
+/// memory is reused from epoch to epoch; the values written are the same either way. On an
+/// error `previous` is left as it was.
+fn epoch_with(
+    inputs: &Inputs<'_>,
+    params: &Params,
+    layout: Layout,
+    workspace: &mut Workspace,
+    previous: &mut Option<Outcome>,
+) -> Result<Outcome, YumaError> {
     let given_weights: usize = inputs.weights.iter().map(Vec::len).sum();
     let parallel = given_weights >= PARALLEL_MIN_WEIGHTS && two_cores();
     let (n, bonds_ascending) = validate(inputs, params, parallel)?;
+    if let Some(previous) = previous.take() {
+        workspace.recycle(previous);
+    }
 
     // Stake: filter by the threshold, normalise.
     let filtered: Vec<u64> = inputs.stakes.iter().map(|&s| if s < params.min_stake { 0 } else { s }).collect();
@@ -359,10 +496,10 @@ fn epoch_with(inputs: &Inputs<'_>, params: &Params, layout: Layout) -> Result<Ou
     // Weights: unpermitted rows are zero; mask the diagonal, normalise rows.
     let given = |i: usize| inputs.weights.get(i).map_or(&[][..], Vec::as_slice);
     let mid = balanced_split(validators.iter().map(|&i| given(i).len()));
-    let normalise = |uids: &[usize]| -> Vec<SparseRow> {
+    let normalise = |uids: &[usize], mut spare: SpareRows| -> Vec<SparseRow> {
         uids.iter()
             .map(|&i| {
-                let mut row = Vec::with_capacity(given(i).len());
+                let mut row = spare.take(given(i).len());
                 sorted_nonzero(&mut row, given(i).iter().filter(|&&(j, _)| j != i));
                 normalize_row(&mut row);
                 row.retain(|&(_, w)| w != 0.0); // Entries too small to survive normalisation.
@@ -371,7 +508,9 @@ fn epoch_with(inputs: &Inputs<'_>, params: &Params, layout: Layout) -> Result<Ou
             .collect()
     };
     let (left, right) = validators.split_at(mid);
-    let weights = concat(join(parallel, || normalise(left), || normalise(right)));
+    let right_spare = workspace.weights.split(right.len());
+    let left_spare = std::mem::take(&mut workspace.weights);
+    let weights = concat(join(parallel, || normalise(left, left_spare), || normalise(right, right_spare)));
 
     // Consensus, and the weights' column sums that depend on it: ranks before and after
     // clipping, and the bonds delta (the weights for bonds times stake). The dense pass adds
@@ -382,7 +521,7 @@ fn epoch_with(inputs: &Inputs<'_>, params: &Params, layout: Layout) -> Result<Ou
     let (consensus, totals) = if layout.dense(set, weights.len(), n) {
         weighted_median_cols_dense(&validator_stake, &weights, n, kappa, penalty, parallel)
     } else {
-        let consensus = weighted_median_cols(&validator_stake, &weights, n, kappa);
+        let consensus = weighted_median_cols(&validator_stake, &weights, n, kappa, &mut workspace.points);
         let cut = column_split(weights.iter().map(Vec::as_slice), n);
         let sums = |columns| weight_totals(&weights, &validator_stake, &consensus, penalty, columns);
         let (left, right) = join(parallel, || sums(0..cut), || sums(cut..n));
@@ -446,7 +585,7 @@ fn epoch_with(inputs: &Inputs<'_>, params: &Params, layout: Layout) -> Result<Ou
         });
         bond_rows.push(BondRow { uid, validator, holder });
     }
-    let rows_of = |rows: &[BondRow]| -> RowsOut {
+    let rows_of = |rows: &[BondRow], mut spare_clipped: SpareRows, mut spare_bonds: SpareRows| -> RowsOut {
         let mut out = RowsOut::default();
         for &BondRow { uid, validator, holder } in rows {
             let (new, s): (&[(usize, f64)], f64) = match validator {
@@ -454,7 +593,7 @@ fn epoch_with(inputs: &Inputs<'_>, params: &Params, layout: Layout) -> Result<Ou
                     // Counted first, so the row is allocated at its size (most of a
                     // sparse row may be clipped to nothing).
                     let clip = || weights[v].iter().map(|&(j, w)| (j, w.min(consensus[j]))).filter(|&(_, c)| c != 0.0);
-                    let mut clipped = Vec::with_capacity(clip().count());
+                    let mut clipped = spare_clipped.take(clip().count());
                     clipped.extend(clip());
                     out.validator_trust.push(clipped.iter().map(|&(_, c)| c).sum());
                     out.clipped_weights.push(clipped);
@@ -463,7 +602,7 @@ fn epoch_with(inputs: &Inputs<'_>, params: &Params, layout: Layout) -> Result<Ou
                 None => (&[], 0.0),
             };
             let old: &[(usize, f64)] = holder.map_or(&[], |h| &holders[h].1);
-            let mut bonds = Vec::with_capacity(union_len(new, old));
+            let mut bonds = spare_bonds.take(union_len(new, old));
             moving_average(
                 &mut bonds,
                 new,
@@ -483,7 +622,13 @@ fn epoch_with(inputs: &Inputs<'_>, params: &Params, layout: Layout) -> Result<Ou
     );
     let (left, right) = bond_rows.split_at(mid);
     let rows = {
-        let (left, right) = join(parallel, || rows_of(left), || rows_of(right));
+        let right_validators = right.iter().filter(|row| row.validator.is_some()).count();
+        let right_clipped = workspace.clipped_weights.split(right_validators);
+        let right_bonds = workspace.bonds.split(right.len());
+        let left_clipped = std::mem::take(&mut workspace.clipped_weights);
+        let left_bonds = std::mem::take(&mut workspace.bonds);
+        let (left, right) =
+            join(parallel, || rows_of(left, left_clipped, left_bonds), || rows_of(right, right_clipped, right_bonds));
         left.append(right)
     };
     let mut validator_trust = vec![0.0; n];
@@ -892,7 +1037,13 @@ fn top_k_nonzero(stakes: &[u64], k: usize) -> Vec<bool> {
 /// the zeros' stake exceeds the minority by far more than any rounding of these sums could
 /// move either, the answer is 0 without sorting. Every other column goes to [`quantile`],
 /// whose answer is the same as sorting the column.
-fn weighted_median_cols(stake: &[f64], rows: &[SparseRow], n: usize, kappa: f64) -> Vec<f64> {
+fn weighted_median_cols(
+    stake: &[f64],
+    rows: &[SparseRow],
+    n: usize,
+    kappa: f64,
+    points: &mut Vec<(u64, usize)>,
+) -> Vec<f64> {
     let voters: Vec<usize> = (0..rows.len()).filter(|&k| stake[k] > 0.0).collect();
     let positive = |k: usize| rows[k].iter().filter(|&&(_, w)| w != 0.0);
     // Each column's count of positive weights, and the stake behind them.
@@ -918,8 +1069,10 @@ fn weighted_median_cols(stake: &[f64], rows: &[SparseRow], n: usize, kappa: f64)
         start[j] = next;
         next += count[j];
     }
-    // A positive finite weight's bits order as the weight does.
-    let mut points = vec![(0u64, 0usize); next];
+    // A positive finite weight's bits order as the weight does. `points` is reused from
+    // epoch to epoch (every entry is written before it is read).
+    points.clear();
+    points.resize(next, (0, 0));
     let mut fill = start.clone();
     for &k in &voters {
         for &(j, w) in positive(k) {
@@ -1302,19 +1455,29 @@ mod tests {
         assert_eq!(top_k_nonzero(&[5, 6], 0), [false, false]);
     }
 
+    /// [`weighted_median_cols`] with a fresh buffer.
+    fn weighted_median_cols_fresh(stake: &[f64], rows: &[SparseRow], n: usize, kappa: f64) -> Vec<f64> {
+        weighted_median_cols(stake, rows, n, kappa, &mut Vec::new())
+    }
+
+    /// [`epoch_with`] with a fresh workspace.
+    fn epoch_in(inputs: &Inputs<'_>, params: &Params, layout: Layout) -> Result<Outcome, YumaError> {
+        epoch_with(inputs, params, layout, &mut Workspace::default(), &mut None)
+    }
+
     #[test]
     fn weighted_median_edges() {
         let w = vec![vec![(0, 0.2), (1, 0.9)], vec![(0, 0.8), (1, 0.1)]];
         // Equal stakes, kappa just under one half: half the stake backs the higher weight.
-        assert_eq!(weighted_median_cols(&[0.5, 0.5], &w, 2, 32_767.0 / 65_535.0), [0.8, 0.9]);
+        assert_eq!(weighted_median_cols_fresh(&[0.5, 0.5], &w, 2, 32_767.0 / 65_535.0), [0.8, 0.9]);
         // Kappa just over one half: only the lower weight has enough backing.
-        assert_eq!(weighted_median_cols(&[0.5, 0.5], &w, 2, 32_768.0 / 65_535.0), [0.2, 0.1]);
+        assert_eq!(weighted_median_cols_fresh(&[0.5, 0.5], &w, 2, 32_768.0 / 65_535.0), [0.2, 0.1]);
         // Kappa 0 takes the highest, kappa 1 the lowest weight of any staked validator.
-        assert_eq!(weighted_median_cols(&[0.3, 0.7], &w, 2, 0.0), [0.8, 0.9]);
-        assert_eq!(weighted_median_cols(&[0.3, 0.7], &w, 2, 1.0), [0.2, 0.1]);
+        assert_eq!(weighted_median_cols_fresh(&[0.3, 0.7], &w, 2, 0.0), [0.8, 0.9]);
+        assert_eq!(weighted_median_cols_fresh(&[0.3, 0.7], &w, 2, 1.0), [0.2, 0.1]);
         // Unstaked validators do not vote; with no voters consensus is 0.
-        assert_eq!(weighted_median_cols(&[0.0, 1.0], &w, 2, 0.0), [0.8, 0.1]);
-        assert_eq!(weighted_median_cols(&[0.0, 0.0], &w, 2, 0.5), [0.0, 0.0]);
+        assert_eq!(weighted_median_cols_fresh(&[0.0, 1.0], &w, 2, 0.0), [0.8, 0.1]);
+        assert_eq!(weighted_median_cols_fresh(&[0.0, 0.0], &w, 2, 0.5), [0.0, 0.0]);
     }
 
     /// A seeded generator for the layout test (no dependency needed).
@@ -1364,8 +1527,8 @@ mod tests {
                 ..Params::default()
             };
             let inputs = Inputs { stakes: &stakes, weights: &weights, bonds: &bonds, emission: 1_000_000_007 };
-            let dense = epoch_with(&inputs, &params, Layout::Dense).unwrap();
-            let sparse = epoch_with(&inputs, &params, Layout::Sparse).unwrap();
+            let dense = epoch_in(&inputs, &params, Layout::Dense).unwrap();
+            let sparse = epoch_in(&inputs, &params, Layout::Sparse).unwrap();
             assert_eq!(dense, sparse, "case {case}: {n} uids, density {density}");
             assert_eq!(epoch(&inputs, &params).unwrap(), sparse, "case {case}: automatic layout");
             assert_eq!(reference::epoch(&inputs, &params).unwrap(), sparse, "case {case}: reference");
@@ -1416,13 +1579,71 @@ mod tests {
             let inputs = Inputs { stakes: &stakes, weights: &weights, bonds: &bonds, emission: 999_999_937 };
             let expected = reference::epoch(&inputs, &params).unwrap();
             for layout in [Layout::Auto, Layout::Dense, Layout::Sparse] {
-                assert_eq!(
-                    epoch_with(&inputs, &params, layout).unwrap(),
-                    expected,
-                    "case {case}, {layout:?}: {n} uids"
-                );
+                assert_eq!(epoch_in(&inputs, &params, layout).unwrap(), expected, "case {case}, {layout:?}: {n} uids");
             }
         }
+    }
+
+    #[test]
+    fn a_reused_workspace_gives_the_outcome_of_a_fresh_epoch() {
+        // One workspace runs epoch after epoch while the subnet grows and shrinks, its weights
+        // go from sparse to dense (and past the two-thread threshold) and back, and each
+        // epoch's bonds go into the next; every outcome must be that of a fresh run, to the
+        // bit. A refused epoch in the middle must leave the last outcome in place.
+        let mut rng = Rng(77);
+        let mut yumas = [Yuma::new(), Yuma::new(), Yuma::new()];
+        let layouts = [Layout::Auto, Layout::Dense, Layout::Sparse];
+        let mut bonds: Vec<SparseRow> = Vec::new();
+        let sizes = [40, 40, 700, 700, 90, 650, 650, 650, 3, 1];
+        for (step, &n) in sizes.iter().enumerate() {
+            // Steps 2 and 6 set over 2^18 weights: their passes run on two threads.
+            let validators = if n > 100 { 480 + rng.below(100) as usize } else { n };
+            let density = [1.0, 0.05, 0.9, 0.3][step % 4];
+            let stakes: Vec<u64> = (0..n).map(|i| if i < validators { 1 + rng.below(1_000_000) } else { 0 }).collect();
+            let mut weights = vec![Vec::new(); n];
+            for row in weights.iter_mut().take(validators) {
+                for j in 0..n {
+                    if (rng.below(1_000) as f64) < density * 1_000.0 {
+                        row.push((j, rng.below(65_536) as f64));
+                    }
+                }
+            }
+            // The last epoch's bonds fit only a subnet of the same size.
+            if bonds.len() != n {
+                bonds.clear();
+            }
+            let params = Params {
+                kappa: [32_767, 0, 50_000][step % 3],
+                max_allowed_validators: 1 + rng.below(n as u64) as u16,
+                ..Params::default()
+            };
+            let inputs = Inputs { stakes: &stakes, weights: &weights, bonds: &bonds, emission: 1_000_000_007 };
+            let fresh = epoch(&inputs, &params).unwrap();
+            assert_eq!(fresh, reference::epoch(&inputs, &params).unwrap(), "step {step}: {n} uids");
+            for (yuma, &layout) in yumas.iter_mut().zip(&layouts) {
+                let reused = yuma.run_with(&inputs, &params, layout).unwrap();
+                assert_eq!(*reused, fresh, "step {step}, {layout:?}: {n} uids, density {density}");
+            }
+            if step == 7 {
+                let mut bad = weights.clone();
+                bad[0].push((n, 1.0));
+                let refused = Inputs { weights: &bad, ..inputs };
+                for yuma in &mut yumas {
+                    assert!(matches!(yuma.run(&refused, &params), Err(YumaError::UnknownUid { .. })));
+                    assert_eq!(yuma.outcome(), Some(&fresh), "step {step}: the refused epoch kept the last outcome");
+                }
+            }
+            bonds = fresh.bonds;
+        }
+        // An outcome taken out and handed back is reused as well.
+        let taken = yumas[0].take_outcome().unwrap();
+        assert!(yumas[0].outcome().is_none());
+        yumas[0].recycle(taken);
+        let stakes = [5, 3, 0];
+        let weights = vec![vec![(2, 1.0)], vec![(2, 2.0), (0, 1.0)], vec![]];
+        let inputs = Inputs { stakes: &stakes, weights: &weights, bonds: &[], emission: 10 };
+        let params = Params::default();
+        assert_eq!(*yumas[0].run(&inputs, &params).unwrap(), epoch(&inputs, &params).unwrap());
     }
 
     #[test]
