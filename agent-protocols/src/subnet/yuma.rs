@@ -47,7 +47,7 @@
 //! assert!((out.consensus[3] - 0.25).abs() < 1e-12);
 //! assert!((out.incentive[2] - 0.6875).abs() < 1e-12);
 //! assert!((out.dividends[0] - 0.75).abs() < 1e-12);
-//! assert_eq!(out.clipped_weights[1], [(2, 0.25), (3, 0.25)]);
+//! assert_eq!(out.clipped_weights()[1], [(2, 0.25), (3, 0.25)]);
 //!
 //! // 18% to the owner, the rest half to miners, half to validators, to the last token.
 //! assert_eq!(out.emissions.owner, 179_995);
@@ -269,9 +269,9 @@ pub struct Outcome {
     /// ascending uid; the rows of uids without a validator permit are empty.
     pub weights: Vec<SparseRow>,
     /// Per uid, the `kappa`-quantile of the weights it received, weighted by active stake.
+    /// The clipped weights follow from it and [`Outcome::weights`]
+    /// ([`clipped_weights`](Outcome::clipped_weights)), so they are not stored.
     pub consensus: Vec<f64>,
-    /// `min(weights[i][j], consensus[j])`, sparse as [`Outcome::weights`].
-    pub clipped_weights: Vec<SparseRow>,
     /// Per uid, `Σ_i clipped_weights[i][j] · active_stake[i]` (not normalised).
     pub ranks: Vec<f64>,
     /// Per uid, its rank over the rank it would have had unclipped (0 if that is 0).
@@ -288,6 +288,26 @@ pub struct Outcome {
     pub bonds: Vec<SparseRow>,
     /// The token split.
     pub emissions: Emissions,
+}
+
+impl Outcome {
+    /// Row `i` of the clipped weights, `min(weights[i][j], consensus[j])`, without zeros, in
+    /// ascending uid (empty for a uid without a validator permit, or not in the subnet).
+    pub fn clipped_row(&self, i: usize) -> impl Iterator<Item = (usize, f64)> + '_ {
+        let row = self.weights.get(i).map_or(&[][..], Vec::as_slice);
+        clip(row, &self.consensus)
+    }
+
+    /// The clipped weights, `min(weights[i][j], consensus[j])`, sparse as
+    /// [`Outcome::weights`]: what ranks, trust and validator trust were computed from.
+    pub fn clipped_weights(&self) -> Vec<SparseRow> {
+        (0..self.weights.len()).map(|i| self.clipped_row(i).collect()).collect()
+    }
+}
+
+/// A weight row's entries clipped to `consensus`, zeros left out.
+fn clip<'a>(row: &'a [(usize, f64)], consensus: &'a [f64]) -> impl Iterator<Item = (usize, f64)> + 'a {
+    row.iter().map(|&(j, w)| (j, w.min(consensus[j]))).filter(|&(_, c)| c != 0.0)
 }
 
 /// Runs one epoch of Yuma Consensus. Pure and deterministic: same inputs, same outcome.
@@ -380,7 +400,6 @@ impl Yuma {
 #[derive(Debug, Default)]
 struct Workspace {
     weights: SpareRows,
-    clipped_weights: SpareRows,
     bonds: SpareRows,
     /// [`weighted_median_cols`]'s points.
     points: Vec<(u64, usize)>,
@@ -391,7 +410,6 @@ impl Workspace {
     /// is usually long enough already.
     fn recycle(&mut self, outcome: Outcome) {
         self.weights.keep(outcome.weights);
-        self.clipped_weights.keep(outcome.clipped_weights);
         self.bonds.keep(outcome.bonds);
     }
 }
@@ -585,18 +603,13 @@ fn epoch_with(
         });
         bond_rows.push(BondRow { uid, validator, holder });
     }
-    let rows_of = |rows: &[BondRow], mut spare_clipped: SpareRows, mut spare_bonds: SpareRows| -> RowsOut {
+    let rows_of = |rows: &[BondRow], mut spare_bonds: SpareRows| -> RowsOut {
         let mut out = RowsOut::default();
         for &BondRow { uid, validator, holder } in rows {
             let (new, s): (&[(usize, f64)], f64) = match validator {
                 Some(v) => {
-                    // Counted first, so the row is allocated at its size (most of a
-                    // sparse row may be clipped to nothing).
-                    let clip = || weights[v].iter().map(|&(j, w)| (j, w.min(consensus[j]))).filter(|&(_, c)| c != 0.0);
-                    let mut clipped = spare_clipped.take(clip().count());
-                    clipped.extend(clip());
-                    out.validator_trust.push(clipped.iter().map(|&(_, c)| c).sum());
-                    out.clipped_weights.push(clipped);
+                    // The sum of the clipped row, which the outcome derives rather than stores.
+                    out.validator_trust.push(clip(&weights[v], &consensus).map(|(_, c)| c).sum());
                     (&weights[v], validator_stake[v])
                 }
                 None => (&[], 0.0),
@@ -622,13 +635,9 @@ fn epoch_with(
     );
     let (left, right) = bond_rows.split_at(mid);
     let rows = {
-        let right_validators = right.iter().filter(|row| row.validator.is_some()).count();
-        let right_clipped = workspace.clipped_weights.split(right_validators);
         let right_bonds = workspace.bonds.split(right.len());
-        let left_clipped = std::mem::take(&mut workspace.clipped_weights);
         let left_bonds = std::mem::take(&mut workspace.bonds);
-        let (left, right) =
-            join(parallel, || rows_of(left, left_clipped, left_bonds), || rows_of(right, right_clipped, right_bonds));
+        let (left, right) = join(parallel, || rows_of(left, left_bonds), || rows_of(right, right_bonds));
         left.append(right)
     };
     let mut validator_trust = vec![0.0; n];
@@ -672,7 +681,6 @@ fn epoch_with(
         active_stake,
         weights: place(validators.iter().copied().zip(weights), n),
         consensus,
-        clipped_weights: place(validators.iter().copied().zip(rows.clipped_weights), n),
         ranks,
         trust,
         incentive,
@@ -694,9 +702,7 @@ struct BondRow {
 /// What the row pass of [`epoch_with`] computes for a run of [`BondRow`]s.
 #[derive(Debug, Default)]
 struct RowsOut {
-    /// Each validator's clipped weights, in the order of its rows.
-    clipped_weights: Vec<SparseRow>,
-    /// Each validator's trust, likewise.
+    /// Each validator's trust (the sum of its clipped weights), in the order of its rows.
     validator_trust: Vec<f64>,
     /// Each row's uid and moving average, not yet normalised.
     bonds: Vec<(usize, SparseRow)>,
@@ -705,7 +711,6 @@ struct RowsOut {
 impl RowsOut {
     /// These rows, then `next`'s.
     fn append(mut self, next: RowsOut) -> RowsOut {
-        self.clipped_weights.extend(next.clipped_weights);
         self.validator_trust.extend(next.validator_trust);
         self.bonds.extend(next.bonds);
         self
