@@ -489,7 +489,7 @@ fn epoch_with(
 ) -> Result<Outcome, YumaError> {
     let given_weights: usize = inputs.weights.iter().map(Vec::len).sum();
     let parallel = given_weights >= PARALLEL_MIN_WEIGHTS && two_cores();
-    let (n, bonds_ascending) = validate(inputs, params, parallel)?;
+    let (n, bonds_ascending, old_bonds) = validate(inputs, params, parallel)?;
     if let Some(previous) = previous.take() {
         workspace.recycle(previous);
     }
@@ -561,12 +561,6 @@ fn epoch_with(
             }
         })
         .collect();
-
-    // The old bonds' column sums.
-    let cut = column_split(holders.iter().map(|(_, row)| &row[..]), n);
-    let old_sums = |columns| column_sums(holders.iter().map(|(_, row)| &row[..]), columns);
-    let (mut old_bonds, right) = join(parallel, || old_sums(0..cut), || old_sums(cut..n));
-    old_bonds.extend(right);
 
     let ranks = totals.ranks;
     let trust: Vec<f64> =
@@ -839,14 +833,20 @@ fn in_columns<'a>(row: &'a [(usize, f64)], columns: &Range<usize>) -> &'a [(usiz
 }
 
 /// Checks shapes, entries and parameters (the two matrices on two threads if `parallel`);
-/// returns the number of uids and whether every row of bonds is in ascending uid.
-fn validate(inputs: &Inputs<'_>, params: &Params, parallel: bool) -> Result<(usize, bool), YumaError> {
+/// returns the number of uids, whether every row of bonds is in ascending uid, and the bonds'
+/// column sums (added down the rows in order while each row is still in cache from its check,
+/// which saves a pass over the bonds from memory).
+fn validate(inputs: &Inputs<'_>, params: &Params, parallel: bool) -> Result<(usize, bool, Vec<f64>), YumaError> {
     let n = inputs.stakes.len();
     if n == 0 {
         return Err(YumaError::Empty);
     }
-    let (weights, bonds) =
-        join(parallel, || check_matrix("weights", inputs.weights, n), || check_matrix("bonds", inputs.bonds, n));
+    let mut bond_sums = vec![0.0; n];
+    let (weights, bonds) = join(
+        parallel,
+        || check_matrix("weights", inputs.weights, n, None),
+        || check_matrix("bonds", inputs.bonds, n, Some(&mut bond_sums)),
+    );
     weights?;
     let bonds_ascending = bonds?;
     if params.bonds_moving_average > PER_MILLION {
@@ -855,14 +855,26 @@ fn validate(inputs: &Inputs<'_>, params: &Params, parallel: bool) -> Result<(usi
     if u64::from(params.miner_share) > PER_MILLION {
         return Err(YumaError::ParamOutOfRange { name: "miner_share", value: u64::from(params.miner_share) });
     }
-    Ok((n, bonds_ascending))
+    Ok((n, bonds_ascending, bond_sums))
 }
 
 /// Checks a matrix: one row per uid or none, each naming existing uids at most once, with
 /// finite non-negative entries; returns whether every row is in strictly ascending uid. Such
 /// rows (the usual case) are checked in one pass without a per-uid table; the first error is
-/// found by [`check_matrix_entries`].
-fn check_matrix(matrix: &'static str, rows: &[SparseRow], uids: usize) -> Result<bool, YumaError> {
+/// found by [`check_matrix_entries`]. With `sums`, also adds each column's entries into it,
+/// down the rows in order (as [`column_sums`] does); it is left unspecified on an error.
+fn check_matrix(
+    matrix: &'static str,
+    rows: &[SparseRow],
+    uids: usize,
+    mut sums: Option<&mut Vec<f64>>,
+) -> Result<bool, YumaError> {
+    // Only rows whose uids are checked to be below `uids` are added.
+    let add = |sums: &mut Option<&mut Vec<f64>>, row: &SparseRow| {
+        if let Some(sums) = sums.as_deref_mut() {
+            row.iter().for_each(|&(j, v)| sums[j] += v);
+        }
+    };
     let plain = |row: &SparseRow| {
         let (mut valid, mut next) = (true, 0);
         for &(uid, value) in row {
@@ -871,10 +883,24 @@ fn check_matrix(matrix: &'static str, rows: &[SparseRow], uids: usize) -> Result
         }
         valid
     };
-    if rows.is_empty() || (rows.len() == uids && rows.iter().all(plain)) {
+    if rows.is_empty()
+        || (rows.len() == uids
+            && rows.iter().all(|row| {
+                let valid = plain(row);
+                if valid {
+                    add(&mut sums, row);
+                }
+                valid
+            }))
+    {
         return Ok(true);
     }
     check_matrix_entries(matrix, rows, uids)?;
+    // Valid, but some row is not in ascending uid: sum again from the start.
+    if let Some(sums) = sums.as_deref_mut() {
+        sums.fill(0.0);
+    }
+    rows.iter().for_each(|row| add(&mut sums, row));
     Ok(rows.iter().all(|row| row.windows(2).all(|p| p[0].0 < p[1].0)))
 }
 
