@@ -8,8 +8,9 @@
 //!
 //! - the consensus weight per uid: the highest weight that validators holding at least
 //!   `kappa` of the active stake agree to give it;
-//! - the clipped weights (no validator may give more than consensus), ranks, trust and the
-//!   normalised incentive that pays miners;
+//! - the clipped weights (no validator may give more than consensus; derived from the weights
+//!   and consensus, [`Outcome::clipped_weights`]), ranks, trust and the normalised incentive
+//!   that pays miners;
 //! - validator trust (how much of its weight survived clipping);
 //! - the new bonds, an exponential moving average of clipped weight times stake, and the
 //!   dividends they earn, which pay validators;
@@ -20,7 +21,8 @@
 //! stores them: row `i` lists uid `i`'s non-zero entries as `(uid, value)` pairs. Miners' rows
 //! are empty, so an epoch costs time and memory in proportion to the weights actually set
 //! (one with 256 validators and 4,096 miners, each validator weighting 10–20% of them, takes
-//! about 20 ms on two cores), not to `n²`. When most weights are set, consensus walks the
+//! about 9 ms on the development machine), not to `n²`. A caller that runs epoch after epoch
+//! holds a [`Yuma`] workspace, which reuses each outcome's memory for the next. When most weights are set, consensus walks the
 //! columns densely instead; a large epoch splits each pass over two threads, by rows or by
 //! columns. Every way gives the same result to the bit (`docs/subnet.md`, *Cost*).
 //!
@@ -323,9 +325,9 @@ pub fn epoch(inputs: &Inputs<'_>, params: &Params) -> Result<Outcome, YumaError>
 
 /// Runs epochs one after another, reusing the memory of each outcome for the next: what a
 /// caller that runs every tempo (a subnet owner, a benchmark) should hold rather than calling
-/// [`epoch`] afresh. A dense epoch of 256 validators and 4,096 miners returns about 48 MB of
-/// weight, clipped weight and bond rows; allocated afresh each time, much of that memory is
-/// handed back to the operating system between epochs and faulted in again in the next.
+/// [`epoch`] afresh. A dense epoch of 256 validators and 4,096 miners returns about 32 MB of
+/// weight and bond rows; allocated afresh each time, much of that memory is handed back to
+/// the operating system between epochs and faulted in again in the next.
 ///
 /// Each [`run`](Self::run) gives the same outcome, to the bit, as [`epoch`] on the same inputs,
 /// whatever ran before it.
