@@ -694,6 +694,9 @@ pub struct YumaRun {
     pub bond_holders: usize,
     /// Miners with a positive incentive after the timed epoch.
     pub paid_miners: usize,
+    /// Processor time of the timed epochs, all threads, divided by their number (`None` where
+    /// the process's processor time cannot be read).
+    pub cpu_per_epoch: Option<Duration>,
 }
 
 impl YumaRun {
@@ -703,14 +706,16 @@ impl YumaRun {
     }
 }
 
-/// One epoch of Yuma Consensus ([`agent_protocols::subnet::yuma::epoch`]) on a subnet of
+/// One epoch of Yuma Consensus ([`agent_protocols::subnet::yuma::Yuma::run`], reusing one
+/// workspace as a subnet owner does from epoch to epoch) on a subnet of
 /// `validators` validators (uids `0..validators`, each with its own stake, all with a permit)
 /// and `miners` miners (the uids after them, no stake). With `dense` false, each validator
 /// weights a random 10–20% of the miners (nine in ten validators weight each of the best 8%, so
 /// that those reach consensus); with `dense` true, every validator weights every miner. A
 /// weight is the miner's quality times the validator's own noise, on subtensor's `u16` scale;
 /// the bonds are those a previous epoch (other weights, same validators) left. Everything is
-/// drawn from `seed`. The epoch runs once untimed, then `runs` times timed on the same inputs.
+/// drawn from `seed`. The epoch runs once untimed, then `runs` times timed on the same inputs,
+/// each into the memory the one before left.
 ///
 /// ```
 /// let run = agora_benches::yuma_epoch(8, 64, false, 3, 1).unwrap();
@@ -727,7 +732,7 @@ pub fn yuma_epoch(
     runs: usize,
     seed: u64,
 ) -> Result<YumaRun, agent_protocols::subnet::yuma::YumaError> {
-    use agent_protocols::subnet::yuma::{epoch, Inputs, Params, SparseRow};
+    use agent_protocols::subnet::yuma::{Inputs, Params, SparseRow, Yuma};
     let n = validators + miners;
     let mut rng = SplitMix64(seed);
     // Distinct stakes between 1,000 and 1,000,000 tokens of 10⁹ units.
@@ -761,25 +766,46 @@ pub fn yuma_epoch(
     // A tempo of 360 blocks at one token (10⁹ units) per block.
     let emission = 360_000_000_000;
     let before = weights(&mut rng);
-    let bonds = epoch(&Inputs { stakes: &stakes, weights: &before, bonds: &[], emission }, &params)?.bonds;
+    let mut yuma = Yuma::new();
+    let bonds = yuma.run(&Inputs { stakes: &stakes, weights: &before, bonds: &[], emission }, &params)?.bonds.clone();
     let now = weights(&mut rng);
     let inputs = Inputs { stakes: &stakes, weights: &now, bonds: &bonds, emission };
-    let warm_up = epoch(&inputs, &params)?;
+    let paid_miners = yuma.run(&inputs, &params)?.incentive.iter().filter(|&&x| x > 0.0).count();
     let mut times = Vec::with_capacity(runs);
+    // Whole-process figures (from /proc/self/stat, which counts the epoch's finished helper
+    // threads too), so other threads of this process must be idle meanwhile.
+    let cpu_before = process_cpu_time();
     for _ in 0..runs {
         let started = Instant::now();
-        let outcome = epoch(&inputs, &params)?;
+        std::hint::black_box(yuma.run(&inputs, &params)?);
         times.push(started.elapsed());
-        drop(std::hint::black_box(outcome));
     }
+    let cpu_per_epoch = process_cpu_time()
+        .zip(cpu_before)
+        .and_then(|(after, before)| after.checked_sub(before))
+        .map(|spent| spent / u32::try_from(runs.max(1)).unwrap_or(u32::MAX));
     times.sort_unstable();
     Ok(YumaRun {
         times,
         uids: n,
         weights_set: now.iter().map(Vec::len).sum(),
         bond_holders: bonds.iter().filter(|row| !row.is_empty()).count(),
-        paid_miners: warm_up.incentive.iter().filter(|&&x| x > 0.0).count(),
+        paid_miners,
+        cpu_per_epoch,
     })
+}
+
+/// Processor time (user and system) this process has used so far, including that of its
+/// threads that have finished, which [`cpu_time`] misses; in clock ticks of 10 ms, so it
+/// suits spans of several hundred milliseconds (from `/proc/self/stat`; `None` elsewhere).
+pub fn process_cpu_time() -> Option<Duration> {
+    const TICKS_PER_SECOND: u64 = 100; // USER_HZ on Linux.
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the command name (in parentheses, which may hold spaces): state is field 3, utime
+    // and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 1_000 / TICKS_PER_SECOND))
 }
 
 /// SplitMix64: a small seeded generator, so the benchmark's inputs never change with a

@@ -2,6 +2,7 @@
 //! and synchronous; [`owner`](super::owner) does the messaging and the ledger around it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use agent_core::ledger::{Escrow, EscrowId};
 use agent_core::Address;
@@ -49,7 +50,7 @@ pub(crate) struct Closed {
     pub(crate) closed: u64,
     pub(crate) scored: Option<u64>,
     pub(crate) members: Vec<Member>,
-    pub(crate) outcome: Option<Outcome>,
+    pub(crate) outcome: Option<Arc<Outcome>>,
     /// For each validator some of whose revealed weights did not count: its agent, and what
     /// to tell it.
     pub(crate) dropped: Vec<(Address, WeightsDropped)>,
@@ -109,6 +110,11 @@ pub(crate) struct Book {
     /// When each uid was last given to a new member after pruning (0: never).
     reassigned_at: Vec<u64>,
     bonds: Vec<SparseRow>,
+    /// Runs the epochs, reusing the memory of the last outcome once nobody holds it.
+    yuma: yuma::Yuma,
+    /// The last outcome, shared with the report that gave it out: handed back to `yuma` at
+    /// the next close if that report has been dropped by then.
+    last: Option<Arc<Outcome>>,
 }
 
 impl Book {
@@ -125,6 +131,8 @@ impl Book {
             published: HashMap::new(),
             reassigned_at: Vec::new(),
             bonds: Vec::new(),
+            yuma: yuma::Yuma::new(),
+            last: None,
         }
     }
 
@@ -427,7 +435,11 @@ impl Book {
                     })
                     .collect();
                 let inputs = yuma::Inputs { stakes: &stake_vector, weights: &weights, bonds: &bonds, emission };
-                Some(yuma::epoch(&inputs, params)?)
+                if let Some(unshared) = self.last.take().and_then(|last| Arc::try_unwrap(last).ok()) {
+                    self.yuma.recycle(unshared);
+                }
+                self.yuma.run(&inputs, params)?;
+                self.yuma.take_outcome().map(Arc::new)
             }
             _ => None,
         };
@@ -440,7 +452,9 @@ impl Book {
             entry.member.stake = member.stake;
         }
         if let (Some(outcome), Some(epoch)) = (&outcome, scored) {
-            self.bonds = outcome.bonds.clone();
+            // Into the rows the book already has, so they keep their memory too.
+            self.bonds.clone_from(&outcome.bonds);
+            self.last = Some(Arc::clone(outcome));
             for (entry, incentive) in self.members.iter_mut().zip(&outcome.incentive) {
                 entry.pruning_score = *incentive;
             }

@@ -237,8 +237,9 @@ pub struct EpochReport {
     pub scored: Option<u64>,
     /// The members, with the stakes that counted.
     pub members: Vec<Member>,
-    /// Yuma's outcome, indexed by uid (`None` when nothing was scored).
-    pub outcome: Option<Outcome>,
+    /// Yuma's outcome, indexed by uid (`None` when nothing was scored). Shared with the owner,
+    /// which reuses its memory for a later epoch once every report holding it is dropped.
+    pub outcome: Option<Arc<Outcome>>,
     /// Tokens distributed (0 when nothing was scored).
     pub emission: u64,
     /// The owner's cut: transferred to the payee if one is set, else it stayed in the

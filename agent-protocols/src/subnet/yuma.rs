@@ -8,8 +8,9 @@
 //!
 //! - the consensus weight per uid: the highest weight that validators holding at least
 //!   `kappa` of the active stake agree to give it;
-//! - the clipped weights (no validator may give more than consensus), ranks, trust and the
-//!   normalised incentive that pays miners;
+//! - the clipped weights (no validator may give more than consensus; derived from the weights
+//!   and consensus, [`Outcome::clipped_weights`]), ranks, trust and the normalised incentive
+//!   that pays miners;
 //! - validator trust (how much of its weight survived clipping);
 //! - the new bonds, an exponential moving average of clipped weight times stake, and the
 //!   dividends they earn, which pay validators;
@@ -20,7 +21,8 @@
 //! stores them: row `i` lists uid `i`'s non-zero entries as `(uid, value)` pairs. Miners' rows
 //! are empty, so an epoch costs time and memory in proportion to the weights actually set
 //! (one with 256 validators and 4,096 miners, each validator weighting 10–20% of them, takes
-//! about 20 ms on two cores), not to `n²`. When most weights are set, consensus walks the
+//! about 9 ms on the development machine), not to `n²`. A caller that runs epoch after epoch
+//! holds a [`Yuma`] workspace, which reuses each outcome's memory for the next. When most weights are set, consensus walks the
 //! columns densely instead; a large epoch splits each pass over two threads, by rows or by
 //! columns. Every way gives the same result to the bit (`docs/subnet.md`, *Cost*).
 //!
@@ -47,7 +49,7 @@
 //! assert!((out.consensus[3] - 0.25).abs() < 1e-12);
 //! assert!((out.incentive[2] - 0.6875).abs() < 1e-12);
 //! assert!((out.dividends[0] - 0.75).abs() < 1e-12);
-//! assert_eq!(out.clipped_weights[1], [(2, 0.25), (3, 0.25)]);
+//! assert_eq!(out.clipped_weights()[1], [(2, 0.25), (3, 0.25)]);
 //!
 //! // 18% to the owner, the rest half to miners, half to validators, to the last token.
 //! assert_eq!(out.emissions.owner, 179_995);
@@ -269,9 +271,9 @@ pub struct Outcome {
     /// ascending uid; the rows of uids without a validator permit are empty.
     pub weights: Vec<SparseRow>,
     /// Per uid, the `kappa`-quantile of the weights it received, weighted by active stake.
+    /// The clipped weights follow from it and [`Outcome::weights`]
+    /// ([`clipped_weights`](Outcome::clipped_weights)), so they are not stored.
     pub consensus: Vec<f64>,
-    /// `min(weights[i][j], consensus[j])`, sparse as [`Outcome::weights`].
-    pub clipped_weights: Vec<SparseRow>,
     /// Per uid, `Σ_i clipped_weights[i][j] · active_stake[i]` (not normalised).
     pub ranks: Vec<f64>,
     /// Per uid, its rank over the rank it would have had unclipped (0 if that is 0).
@@ -290,6 +292,26 @@ pub struct Outcome {
     pub emissions: Emissions,
 }
 
+impl Outcome {
+    /// Row `i` of the clipped weights, `min(weights[i][j], consensus[j])`, without zeros, in
+    /// ascending uid (empty for a uid without a validator permit, or not in the subnet).
+    pub fn clipped_row(&self, i: usize) -> impl Iterator<Item = (usize, f64)> + '_ {
+        let row = self.weights.get(i).map_or(&[][..], Vec::as_slice);
+        clip(row, &self.consensus)
+    }
+
+    /// The clipped weights, `min(weights[i][j], consensus[j])`, sparse as
+    /// [`Outcome::weights`]: what ranks, trust and validator trust were computed from.
+    pub fn clipped_weights(&self) -> Vec<SparseRow> {
+        (0..self.weights.len()).map(|i| self.clipped_row(i).collect()).collect()
+    }
+}
+
+/// A weight row's entries clipped to `consensus`, zeros left out.
+fn clip<'a>(row: &'a [(usize, f64)], consensus: &'a [f64]) -> impl Iterator<Item = (usize, f64)> + 'a {
+    row.iter().map(|&(j, w)| (j, w.min(consensus[j]))).filter(|&(_, c)| c != 0.0)
+}
+
 /// Runs one epoch of Yuma Consensus. Pure and deterministic: same inputs, same outcome.
 ///
 /// # Errors
@@ -298,7 +320,128 @@ pub struct Outcome {
 /// names a uid twice or one that does not exist, an entry is negative or not finite, or a
 /// per-million parameter is above one million.
 pub fn epoch(inputs: &Inputs<'_>, params: &Params) -> Result<Outcome, YumaError> {
-    epoch_with(inputs, params, Layout::Auto)
+    epoch_with(inputs, params, Layout::Auto, &mut Workspace::default(), &mut None)
+}
+
+/// Runs epochs one after another, reusing the memory of each outcome for the next: what a
+/// caller that runs every tempo (a subnet owner, a benchmark) should hold rather than calling
+/// [`epoch`] afresh. A dense epoch of 256 validators and 4,096 miners returns about 32 MB of
+/// weight and bond rows; allocated afresh each time, much of that memory is handed back to
+/// the operating system between epochs and faulted in again in the next.
+///
+/// Each [`run`](Self::run) gives the same outcome, to the bit, as [`epoch`] on the same inputs,
+/// whatever ran before it.
+///
+/// ```
+/// use agent_protocols::subnet::yuma::{epoch, Inputs, Params, Yuma};
+///
+/// let stakes = [60, 40, 0, 0];
+/// let weights = vec![vec![(2, 0.75), (3, 0.25)], vec![(2, 0.25), (3, 0.75)], vec![], vec![]];
+/// let params = Params::default();
+/// let mut yuma = Yuma::new();
+/// let mut bonds = Vec::new();
+/// for _ in 0..3 {
+///     let inputs = Inputs { stakes: &stakes, weights: &weights, bonds: &bonds, emission: 1_000_000 };
+///     let out = yuma.run(&inputs, &params)?;
+///     assert_eq!(*out, epoch(&inputs, &params)?);
+///     bonds.clone_from(&out.bonds); // The next epoch's input (its rows keep their memory too).
+/// }
+/// # Ok::<(), agent_protocols::subnet::yuma::YumaError>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct Yuma {
+    /// The last outcome; its rows become the next one's.
+    outcome: Option<Outcome>,
+    workspace: Workspace,
+}
+
+impl Yuma {
+    /// A workspace that has run no epoch yet.
+    pub fn new() -> Yuma {
+        Yuma::default()
+    }
+
+    /// Runs one epoch, as [`epoch`] does, into this workspace's outcome, and returns it. The
+    /// previous outcome's memory is reused, so it is gone once this succeeds; clone what must
+    /// outlive the next run (such as [`Outcome::bonds`], the next epoch's input).
+    ///
+    /// # Errors
+    ///
+    /// As [`epoch`]. On an error the previous outcome is kept.
+    pub fn run(&mut self, inputs: &Inputs<'_>, params: &Params) -> Result<&Outcome, YumaError> {
+        self.run_with(inputs, params, Layout::Auto)
+    }
+
+    /// [`run`](Self::run) with the consensus computed in the given [`Layout`].
+    fn run_with(&mut self, inputs: &Inputs<'_>, params: &Params, layout: Layout) -> Result<&Outcome, YumaError> {
+        let outcome = epoch_with(inputs, params, layout, &mut self.workspace, &mut self.outcome)?;
+        Ok(self.outcome.insert(outcome))
+    }
+
+    /// The outcome of the last successful [`run`](Self::run), if any.
+    pub fn outcome(&self) -> Option<&Outcome> {
+        self.outcome.as_ref()
+    }
+
+    /// The outcome of the last successful [`run`](Self::run), taken out of the workspace
+    /// (whose next run then allocates its rows afresh, unless one is handed back with
+    /// [`recycle`](Self::recycle)).
+    pub fn take_outcome(&mut self) -> Option<Outcome> {
+        self.outcome.take()
+    }
+
+    /// Hands back an outcome nobody needs any more (one [`take_outcome`](Self::take_outcome)
+    /// gave out, or any other), so that the next run reuses its memory.
+    pub fn recycle(&mut self, outcome: Outcome) {
+        self.workspace.recycle(outcome);
+    }
+}
+
+/// The memory one epoch leaves for the next: the rows of the last outcome, emptied, and the
+/// buffer sparse consensus gathers its columns into.
+#[derive(Debug, Default)]
+struct Workspace {
+    weights: SpareRows,
+    bonds: SpareRows,
+    /// [`weighted_median_cols`]'s points.
+    points: Vec<(u64, usize)>,
+}
+
+impl Workspace {
+    /// Keeps the rows of `outcome`, each matrix's for the same matrix next time, so a row
+    /// is usually long enough already.
+    fn recycle(&mut self, outcome: Outcome) {
+        self.weights.keep(outcome.weights);
+        self.bonds.keep(outcome.bonds);
+    }
+}
+
+/// Emptied rows whose memory new rows reuse.
+#[derive(Debug, Default)]
+struct SpareRows(Vec<SparseRow>);
+
+impl SpareRows {
+    /// Keeps the rows of `matrix` that hold memory.
+    fn keep(&mut self, matrix: Vec<SparseRow>) {
+        self.0.extend(matrix.into_iter().filter(|row| row.capacity() > 0));
+    }
+
+    /// An empty row with room for `capacity` entries: a kept one if any is left.
+    fn take(&mut self, capacity: usize) -> SparseRow {
+        match self.0.pop() {
+            Some(mut row) => {
+                row.clear();
+                row.reserve(capacity);
+                row
+            }
+            None => Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Splits off the last `count` rows (or all, if fewer), for another thread.
+    fn split(&mut self, count: usize) -> SpareRows {
+        SpareRows(self.0.split_off(self.0.len().saturating_sub(count)))
+    }
 }
 
 /// How [`epoch`] walks the weights for consensus. Every layout gives the same outcome, to the
@@ -334,10 +477,24 @@ impl Layout {
 /// two halves, of rows or of columns, on two threads ([`join`]); the outcome is the same to the
 /// bit as on one thread (`reference::epoch`, kept in the tests, is the plain one-pass-per-step
 /// version).
-fn epoch_with(inputs: &Inputs<'_>, params: &Params, layout: Layout) -> Result<Outcome, YumaError> {
+///
+/// Once the inputs are checked, the `previous` outcome (if any) is taken apart into
+/// `workspace`'s spare rows, and rows are taken from those where there are any ([`Yuma`]), so
+/// memory is reused from epoch to epoch; the values written are the same either way. On an
+/// error `previous` is left as it was.
+fn epoch_with(
+    inputs: &Inputs<'_>,
+    params: &Params,
+    layout: Layout,
+    workspace: &mut Workspace,
+    previous: &mut Option<Outcome>,
+) -> Result<Outcome, YumaError> {
     let given_weights: usize = inputs.weights.iter().map(Vec::len).sum();
     let parallel = given_weights >= PARALLEL_MIN_WEIGHTS && two_cores();
-    let (n, bonds_ascending) = validate(inputs, params, parallel)?;
+    let (n, bonds_ascending, old_bonds) = validate(inputs, params, parallel)?;
+    if let Some(previous) = previous.take() {
+        workspace.recycle(previous);
+    }
 
     // Stake: filter by the threshold, normalise.
     let filtered: Vec<u64> = inputs.stakes.iter().map(|&s| if s < params.min_stake { 0 } else { s }).collect();
@@ -359,10 +516,10 @@ fn epoch_with(inputs: &Inputs<'_>, params: &Params, layout: Layout) -> Result<Ou
     // Weights: unpermitted rows are zero; mask the diagonal, normalise rows.
     let given = |i: usize| inputs.weights.get(i).map_or(&[][..], Vec::as_slice);
     let mid = balanced_split(validators.iter().map(|&i| given(i).len()));
-    let normalise = |uids: &[usize]| -> Vec<SparseRow> {
+    let normalise = |uids: &[usize], mut spare: SpareRows| -> Vec<SparseRow> {
         uids.iter()
             .map(|&i| {
-                let mut row = Vec::with_capacity(given(i).len());
+                let mut row = spare.take(given(i).len());
                 sorted_nonzero(&mut row, given(i).iter().filter(|&&(j, _)| j != i));
                 normalize_row(&mut row);
                 row.retain(|&(_, w)| w != 0.0); // Entries too small to survive normalisation.
@@ -371,7 +528,9 @@ fn epoch_with(inputs: &Inputs<'_>, params: &Params, layout: Layout) -> Result<Ou
             .collect()
     };
     let (left, right) = validators.split_at(mid);
-    let weights = concat(join(parallel, || normalise(left), || normalise(right)));
+    let right_spare = workspace.weights.split(right.len());
+    let left_spare = std::mem::take(&mut workspace.weights);
+    let weights = concat(join(parallel, || normalise(left, left_spare), || normalise(right, right_spare)));
 
     // Consensus, and the weights' column sums that depend on it: ranks before and after
     // clipping, and the bonds delta (the weights for bonds times stake). The dense pass adds
@@ -382,7 +541,7 @@ fn epoch_with(inputs: &Inputs<'_>, params: &Params, layout: Layout) -> Result<Ou
     let (consensus, totals) = if layout.dense(set, weights.len(), n) {
         weighted_median_cols_dense(&validator_stake, &weights, n, kappa, penalty, parallel)
     } else {
-        let consensus = weighted_median_cols(&validator_stake, &weights, n, kappa);
+        let consensus = weighted_median_cols(&validator_stake, &weights, n, kappa, &mut workspace.points);
         let cut = column_split(weights.iter().map(Vec::as_slice), n);
         let sums = |columns| weight_totals(&weights, &validator_stake, &consensus, penalty, columns);
         let (left, right) = join(parallel, || sums(0..cut), || sums(cut..n));
@@ -404,12 +563,6 @@ fn epoch_with(inputs: &Inputs<'_>, params: &Params, layout: Layout) -> Result<Ou
             }
         })
         .collect();
-
-    // The old bonds' column sums.
-    let cut = column_split(holders.iter().map(|(_, row)| &row[..]), n);
-    let old_sums = |columns| column_sums(holders.iter().map(|(_, row)| &row[..]), columns);
-    let (mut old_bonds, right) = join(parallel, || old_sums(0..cut), || old_sums(cut..n));
-    old_bonds.extend(right);
 
     let ranks = totals.ranks;
     let trust: Vec<f64> =
@@ -446,24 +599,19 @@ fn epoch_with(inputs: &Inputs<'_>, params: &Params, layout: Layout) -> Result<Ou
         });
         bond_rows.push(BondRow { uid, validator, holder });
     }
-    let rows_of = |rows: &[BondRow]| -> RowsOut {
+    let rows_of = |rows: &[BondRow], mut spare_bonds: SpareRows| -> RowsOut {
         let mut out = RowsOut::default();
         for &BondRow { uid, validator, holder } in rows {
             let (new, s): (&[(usize, f64)], f64) = match validator {
                 Some(v) => {
-                    // Counted first, so the row is allocated at its size (most of a
-                    // sparse row may be clipped to nothing).
-                    let clip = || weights[v].iter().map(|&(j, w)| (j, w.min(consensus[j]))).filter(|&(_, c)| c != 0.0);
-                    let mut clipped = Vec::with_capacity(clip().count());
-                    clipped.extend(clip());
-                    out.validator_trust.push(clipped.iter().map(|&(_, c)| c).sum());
-                    out.clipped_weights.push(clipped);
+                    // The sum of the clipped row, which the outcome derives rather than stores.
+                    out.validator_trust.push(clip(&weights[v], &consensus).map(|(_, c)| c).sum());
                     (&weights[v], validator_stake[v])
                 }
                 None => (&[], 0.0),
             };
             let old: &[(usize, f64)] = holder.map_or(&[], |h| &holders[h].1);
-            let mut bonds = Vec::with_capacity(union_len(new, old));
+            let mut bonds = spare_bonds.take(union_len(new, old));
             moving_average(
                 &mut bonds,
                 new,
@@ -483,7 +631,9 @@ fn epoch_with(inputs: &Inputs<'_>, params: &Params, layout: Layout) -> Result<Ou
     );
     let (left, right) = bond_rows.split_at(mid);
     let rows = {
-        let (left, right) = join(parallel, || rows_of(left), || rows_of(right));
+        let right_bonds = workspace.bonds.split(right.len());
+        let left_bonds = std::mem::take(&mut workspace.bonds);
+        let (left, right) = join(parallel, || rows_of(left, left_bonds), || rows_of(right, right_bonds));
         left.append(right)
     };
     let mut validator_trust = vec![0.0; n];
@@ -527,7 +677,6 @@ fn epoch_with(inputs: &Inputs<'_>, params: &Params, layout: Layout) -> Result<Ou
         active_stake,
         weights: place(validators.iter().copied().zip(weights), n),
         consensus,
-        clipped_weights: place(validators.iter().copied().zip(rows.clipped_weights), n),
         ranks,
         trust,
         incentive,
@@ -549,9 +698,7 @@ struct BondRow {
 /// What the row pass of [`epoch_with`] computes for a run of [`BondRow`]s.
 #[derive(Debug, Default)]
 struct RowsOut {
-    /// Each validator's clipped weights, in the order of its rows.
-    clipped_weights: Vec<SparseRow>,
-    /// Each validator's trust, likewise.
+    /// Each validator's trust (the sum of its clipped weights), in the order of its rows.
     validator_trust: Vec<f64>,
     /// Each row's uid and moving average, not yet normalised.
     bonds: Vec<(usize, SparseRow)>,
@@ -560,7 +707,6 @@ struct RowsOut {
 impl RowsOut {
     /// These rows, then `next`'s.
     fn append(mut self, next: RowsOut) -> RowsOut {
-        self.clipped_weights.extend(next.clipped_weights);
         self.validator_trust.extend(next.validator_trust);
         self.bonds.extend(next.bonds);
         self
@@ -689,14 +835,20 @@ fn in_columns<'a>(row: &'a [(usize, f64)], columns: &Range<usize>) -> &'a [(usiz
 }
 
 /// Checks shapes, entries and parameters (the two matrices on two threads if `parallel`);
-/// returns the number of uids and whether every row of bonds is in ascending uid.
-fn validate(inputs: &Inputs<'_>, params: &Params, parallel: bool) -> Result<(usize, bool), YumaError> {
+/// returns the number of uids, whether every row of bonds is in ascending uid, and the bonds'
+/// column sums (added down the rows in order while each row is still in cache from its check,
+/// which saves a pass over the bonds from memory).
+fn validate(inputs: &Inputs<'_>, params: &Params, parallel: bool) -> Result<(usize, bool, Vec<f64>), YumaError> {
     let n = inputs.stakes.len();
     if n == 0 {
         return Err(YumaError::Empty);
     }
-    let (weights, bonds) =
-        join(parallel, || check_matrix("weights", inputs.weights, n), || check_matrix("bonds", inputs.bonds, n));
+    let mut bond_sums = vec![0.0; n];
+    let (weights, bonds) = join(
+        parallel,
+        || check_matrix("weights", inputs.weights, n, None),
+        || check_matrix("bonds", inputs.bonds, n, Some(&mut bond_sums)),
+    );
     weights?;
     let bonds_ascending = bonds?;
     if params.bonds_moving_average > PER_MILLION {
@@ -705,14 +857,26 @@ fn validate(inputs: &Inputs<'_>, params: &Params, parallel: bool) -> Result<(usi
     if u64::from(params.miner_share) > PER_MILLION {
         return Err(YumaError::ParamOutOfRange { name: "miner_share", value: u64::from(params.miner_share) });
     }
-    Ok((n, bonds_ascending))
+    Ok((n, bonds_ascending, bond_sums))
 }
 
 /// Checks a matrix: one row per uid or none, each naming existing uids at most once, with
 /// finite non-negative entries; returns whether every row is in strictly ascending uid. Such
 /// rows (the usual case) are checked in one pass without a per-uid table; the first error is
-/// found by [`check_matrix_entries`].
-fn check_matrix(matrix: &'static str, rows: &[SparseRow], uids: usize) -> Result<bool, YumaError> {
+/// found by [`check_matrix_entries`]. With `sums`, also adds each column's entries into it,
+/// down the rows in order (as [`column_sums`] does); it is left unspecified on an error.
+fn check_matrix(
+    matrix: &'static str,
+    rows: &[SparseRow],
+    uids: usize,
+    mut sums: Option<&mut Vec<f64>>,
+) -> Result<bool, YumaError> {
+    // Only rows whose uids are checked to be below `uids` are added.
+    let add = |sums: &mut Option<&mut Vec<f64>>, row: &SparseRow| {
+        if let Some(sums) = sums.as_deref_mut() {
+            row.iter().for_each(|&(j, v)| sums[j] += v);
+        }
+    };
     let plain = |row: &SparseRow| {
         let (mut valid, mut next) = (true, 0);
         for &(uid, value) in row {
@@ -721,10 +885,24 @@ fn check_matrix(matrix: &'static str, rows: &[SparseRow], uids: usize) -> Result
         }
         valid
     };
-    if rows.is_empty() || (rows.len() == uids && rows.iter().all(plain)) {
+    if rows.is_empty()
+        || (rows.len() == uids
+            && rows.iter().all(|row| {
+                let valid = plain(row);
+                if valid {
+                    add(&mut sums, row);
+                }
+                valid
+            }))
+    {
         return Ok(true);
     }
     check_matrix_entries(matrix, rows, uids)?;
+    // Valid, but some row is not in ascending uid: sum again from the start.
+    if let Some(sums) = sums.as_deref_mut() {
+        sums.fill(0.0);
+    }
+    rows.iter().for_each(|row| add(&mut sums, row));
     Ok(rows.iter().all(|row| row.windows(2).all(|p| p[0].0 < p[1].0)))
 }
 
@@ -892,7 +1070,13 @@ fn top_k_nonzero(stakes: &[u64], k: usize) -> Vec<bool> {
 /// the zeros' stake exceeds the minority by far more than any rounding of these sums could
 /// move either, the answer is 0 without sorting. Every other column goes to [`quantile`],
 /// whose answer is the same as sorting the column.
-fn weighted_median_cols(stake: &[f64], rows: &[SparseRow], n: usize, kappa: f64) -> Vec<f64> {
+fn weighted_median_cols(
+    stake: &[f64],
+    rows: &[SparseRow],
+    n: usize,
+    kappa: f64,
+    points: &mut Vec<(u64, usize)>,
+) -> Vec<f64> {
     let voters: Vec<usize> = (0..rows.len()).filter(|&k| stake[k] > 0.0).collect();
     let positive = |k: usize| rows[k].iter().filter(|&&(_, w)| w != 0.0);
     // Each column's count of positive weights, and the stake behind them.
@@ -918,8 +1102,10 @@ fn weighted_median_cols(stake: &[f64], rows: &[SparseRow], n: usize, kappa: f64)
         start[j] = next;
         next += count[j];
     }
-    // A positive finite weight's bits order as the weight does.
-    let mut points = vec![(0u64, 0usize); next];
+    // A positive finite weight's bits order as the weight does. `points` is reused from
+    // epoch to epoch (every entry is written before it is read).
+    points.clear();
+    points.resize(next, (0, 0));
     let mut fill = start.clone();
     for &k in &voters {
         for &(j, w) in positive(k) {
@@ -1302,19 +1488,29 @@ mod tests {
         assert_eq!(top_k_nonzero(&[5, 6], 0), [false, false]);
     }
 
+    /// [`weighted_median_cols`] with a fresh buffer.
+    fn weighted_median_cols_fresh(stake: &[f64], rows: &[SparseRow], n: usize, kappa: f64) -> Vec<f64> {
+        weighted_median_cols(stake, rows, n, kappa, &mut Vec::new())
+    }
+
+    /// [`epoch_with`] with a fresh workspace.
+    fn epoch_in(inputs: &Inputs<'_>, params: &Params, layout: Layout) -> Result<Outcome, YumaError> {
+        epoch_with(inputs, params, layout, &mut Workspace::default(), &mut None)
+    }
+
     #[test]
     fn weighted_median_edges() {
         let w = vec![vec![(0, 0.2), (1, 0.9)], vec![(0, 0.8), (1, 0.1)]];
         // Equal stakes, kappa just under one half: half the stake backs the higher weight.
-        assert_eq!(weighted_median_cols(&[0.5, 0.5], &w, 2, 32_767.0 / 65_535.0), [0.8, 0.9]);
+        assert_eq!(weighted_median_cols_fresh(&[0.5, 0.5], &w, 2, 32_767.0 / 65_535.0), [0.8, 0.9]);
         // Kappa just over one half: only the lower weight has enough backing.
-        assert_eq!(weighted_median_cols(&[0.5, 0.5], &w, 2, 32_768.0 / 65_535.0), [0.2, 0.1]);
+        assert_eq!(weighted_median_cols_fresh(&[0.5, 0.5], &w, 2, 32_768.0 / 65_535.0), [0.2, 0.1]);
         // Kappa 0 takes the highest, kappa 1 the lowest weight of any staked validator.
-        assert_eq!(weighted_median_cols(&[0.3, 0.7], &w, 2, 0.0), [0.8, 0.9]);
-        assert_eq!(weighted_median_cols(&[0.3, 0.7], &w, 2, 1.0), [0.2, 0.1]);
+        assert_eq!(weighted_median_cols_fresh(&[0.3, 0.7], &w, 2, 0.0), [0.8, 0.9]);
+        assert_eq!(weighted_median_cols_fresh(&[0.3, 0.7], &w, 2, 1.0), [0.2, 0.1]);
         // Unstaked validators do not vote; with no voters consensus is 0.
-        assert_eq!(weighted_median_cols(&[0.0, 1.0], &w, 2, 0.0), [0.8, 0.1]);
-        assert_eq!(weighted_median_cols(&[0.0, 0.0], &w, 2, 0.5), [0.0, 0.0]);
+        assert_eq!(weighted_median_cols_fresh(&[0.0, 1.0], &w, 2, 0.0), [0.8, 0.1]);
+        assert_eq!(weighted_median_cols_fresh(&[0.0, 0.0], &w, 2, 0.5), [0.0, 0.0]);
     }
 
     /// A seeded generator for the layout test (no dependency needed).
@@ -1364,8 +1560,8 @@ mod tests {
                 ..Params::default()
             };
             let inputs = Inputs { stakes: &stakes, weights: &weights, bonds: &bonds, emission: 1_000_000_007 };
-            let dense = epoch_with(&inputs, &params, Layout::Dense).unwrap();
-            let sparse = epoch_with(&inputs, &params, Layout::Sparse).unwrap();
+            let dense = epoch_in(&inputs, &params, Layout::Dense).unwrap();
+            let sparse = epoch_in(&inputs, &params, Layout::Sparse).unwrap();
             assert_eq!(dense, sparse, "case {case}: {n} uids, density {density}");
             assert_eq!(epoch(&inputs, &params).unwrap(), sparse, "case {case}: automatic layout");
             assert_eq!(reference::epoch(&inputs, &params).unwrap(), sparse, "case {case}: reference");
@@ -1416,13 +1612,71 @@ mod tests {
             let inputs = Inputs { stakes: &stakes, weights: &weights, bonds: &bonds, emission: 999_999_937 };
             let expected = reference::epoch(&inputs, &params).unwrap();
             for layout in [Layout::Auto, Layout::Dense, Layout::Sparse] {
-                assert_eq!(
-                    epoch_with(&inputs, &params, layout).unwrap(),
-                    expected,
-                    "case {case}, {layout:?}: {n} uids"
-                );
+                assert_eq!(epoch_in(&inputs, &params, layout).unwrap(), expected, "case {case}, {layout:?}: {n} uids");
             }
         }
+    }
+
+    #[test]
+    fn a_reused_workspace_gives_the_outcome_of_a_fresh_epoch() {
+        // One workspace runs epoch after epoch while the subnet grows and shrinks, its weights
+        // go from sparse to dense (and past the two-thread threshold) and back, and each
+        // epoch's bonds go into the next; every outcome must be that of a fresh run, to the
+        // bit. A refused epoch in the middle must leave the last outcome in place.
+        let mut rng = Rng(77);
+        let mut yumas = [Yuma::new(), Yuma::new(), Yuma::new()];
+        let layouts = [Layout::Auto, Layout::Dense, Layout::Sparse];
+        let mut bonds: Vec<SparseRow> = Vec::new();
+        let sizes = [40, 40, 700, 700, 90, 650, 650, 650, 3, 1];
+        for (step, &n) in sizes.iter().enumerate() {
+            // Steps 2 and 6 set over 2^18 weights: their passes run on two threads.
+            let validators = if n > 100 { 480 + rng.below(100) as usize } else { n };
+            let density = [1.0, 0.05, 0.9, 0.3][step % 4];
+            let stakes: Vec<u64> = (0..n).map(|i| if i < validators { 1 + rng.below(1_000_000) } else { 0 }).collect();
+            let mut weights = vec![Vec::new(); n];
+            for row in weights.iter_mut().take(validators) {
+                for j in 0..n {
+                    if (rng.below(1_000) as f64) < density * 1_000.0 {
+                        row.push((j, rng.below(65_536) as f64));
+                    }
+                }
+            }
+            // The last epoch's bonds fit only a subnet of the same size.
+            if bonds.len() != n {
+                bonds.clear();
+            }
+            let params = Params {
+                kappa: [32_767, 0, 50_000][step % 3],
+                max_allowed_validators: 1 + rng.below(n as u64) as u16,
+                ..Params::default()
+            };
+            let inputs = Inputs { stakes: &stakes, weights: &weights, bonds: &bonds, emission: 1_000_000_007 };
+            let fresh = epoch(&inputs, &params).unwrap();
+            assert_eq!(fresh, reference::epoch(&inputs, &params).unwrap(), "step {step}: {n} uids");
+            for (yuma, &layout) in yumas.iter_mut().zip(&layouts) {
+                let reused = yuma.run_with(&inputs, &params, layout).unwrap();
+                assert_eq!(*reused, fresh, "step {step}, {layout:?}: {n} uids, density {density}");
+            }
+            if step == 7 {
+                let mut bad = weights.clone();
+                bad[0].push((n, 1.0));
+                let refused = Inputs { weights: &bad, ..inputs };
+                for yuma in &mut yumas {
+                    assert!(matches!(yuma.run(&refused, &params), Err(YumaError::UnknownUid { .. })));
+                    assert_eq!(yuma.outcome(), Some(&fresh), "step {step}: the refused epoch kept the last outcome");
+                }
+            }
+            bonds = fresh.bonds;
+        }
+        // An outcome taken out and handed back is reused as well.
+        let taken = yumas[0].take_outcome().unwrap();
+        assert!(yumas[0].outcome().is_none());
+        yumas[0].recycle(taken);
+        let stakes = [5, 3, 0];
+        let weights = vec![vec![(2, 1.0)], vec![(2, 2.0), (0, 1.0)], vec![]];
+        let inputs = Inputs { stakes: &stakes, weights: &weights, bonds: &[], emission: 10 };
+        let params = Params::default();
+        assert_eq!(*yumas[0].run(&inputs, &params).unwrap(), epoch(&inputs, &params).unwrap());
     }
 
     #[test]

@@ -282,11 +282,12 @@ fn subnet_section() -> Result<String, Box<dyn std::error::Error>> {
     for (dense, label) in
         [(false, "each validator weighting 10-20% of the miners"), (true, "every validator weighting every miner")]
     {
-        let run = agora_benches::yuma_epoch(256, 4_096, dense, 11, 15)?;
+        let run = agora_benches::yuma_epoch(256, 4_096, dense, 21, 15)?;
         let median = ms(run.median());
         out += &format!(
             "{label} ({} uids, {} weights, bonds of {} validators; {} miners paid)\n\
-             median of {} epochs: {median:.2} ms (min {:.2}, max {:.2}; target < 50 ms: {:.2} of it)\n",
+             median of {} epochs, one workspace reused: {median:.2} ms (min {:.2}, max {:.2}; target < 50 ms: {:.2} of it); \
+             processor time per epoch, all threads: {}\n",
             run.uids,
             run.weights_set,
             run.bond_holders,
@@ -294,7 +295,8 @@ fn subnet_section() -> Result<String, Box<dyn std::error::Error>> {
             run.times.len(),
             ms(run.times.first().copied().unwrap_or_default()),
             ms(run.times.last().copied().unwrap_or_default()),
-            median / 50.0
+            median / 50.0,
+            run.cpu_per_epoch.map_or("not measured".to_string(), |cpu| format!("{:.1} ms", ms(cpu)))
         );
     }
     Ok(out)

@@ -144,7 +144,6 @@ pub(super) fn epoch(inputs: &Inputs<'_>, params: &Params) -> Result<Outcome, Yum
         active_stake,
         weights: spread(validators.iter().copied().zip(weights), n),
         consensus,
-        clipped_weights: spread(validators.iter().copied().zip(clipped_weights), n),
         ranks,
         trust,
         incentive,
