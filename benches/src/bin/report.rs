@@ -298,6 +298,14 @@ fn subnet_section() -> Result<String, Box<dyn std::error::Error>> {
             median / 50.0,
             run.cpu_per_epoch.map_or("not measured".to_string(), |cpu| format!("{:.1} ms", ms(cpu)))
         );
+        summary::record(Row {
+            figure: format!("subnet epoch, 256 x 4,096, {}", if dense { "dense" } else { "sparse" }),
+            value: format!("{median:.1} ms"),
+            reference: run.cpu_per_epoch.map_or("-".to_string(), |cpu| format!("processor {:.1} ms", ms(cpu))),
+            ratio: Some(median / 50.0),
+            target: "< 50 ms".into(),
+            met: Some(median < 50.0),
+        });
     }
     Ok(out)
 }
