@@ -1254,3 +1254,41 @@ async fn a_notice_of_dropped_weights_from_anyone_but_the_owner_is_ignored() {
     assert_eq!(v.take_drop_notices(), []);
     net.bureau.shutdown().await.unwrap();
 }
+
+#[test]
+fn commit_reveal_is_on_by_default_with_a_delay_of_three_epochs() {
+    let config = owner::Config::default();
+    assert!(config.commit_reveal());
+    assert_eq!(config.reveal_delay(), 3);
+}
+
+/// With a payee set, the owner's cut leaves the treasury for it through the ledger at each
+/// close that pays, and supply is unchanged.
+#[tokio::test]
+async fn the_owners_cut_is_paid_to_its_payee_through_the_ledger() {
+    let payee = Identity::from_seed("subnet owner payee").address();
+    let net = Net::new(owner::Config::default().with_reveal_delay(1).with_owner_payee(payee)).await;
+    let (_, _miner) = net.miner("m-cut", Skilled::new(|_, x| x % 2 == 0), miner::Config::default()).await;
+    let (v, vc) = net.validator("v-cut", 3_000).await;
+    let supply = net.ledger.supply().unwrap();
+    let audit = net.ledger.audit_total().unwrap();
+    let xs: Vec<u64> = (0..4).collect();
+    let mut reports = Vec::new();
+    for _ in 0..4 {
+        honest_epoch(&v, &vc, &xs).await;
+        reports.push(net.close().await);
+    }
+    let cuts: u128 = reports.iter().map(|r| u128::from(r.owner_cut)).sum();
+    assert!(cuts > 0, "three closes scored an epoch and cut for the owner: {reports:?}");
+    for report in reports.iter().filter(|r| r.scored.is_some()) {
+        assert_eq!(report.owner_cut, report.emission * 11_796 / 65_535, "subtensor's owner cut of the emission");
+    }
+    assert_eq!(net.ledger.balance(payee).await.unwrap(), cuts, "the payee holds every cut");
+    let paid: u128 = reports.iter().map(EpochReport::paid).sum();
+    let fees = 2 * FEE;
+    let treasury = net.ledger.balance(net.owner_ctx.wallet().unwrap().address()).await.unwrap();
+    assert_eq!(treasury, TREASURY + fees - paid - cuts, "the cuts left the treasury");
+    assert_eq!(net.ledger.supply().unwrap(), supply, "no token minted or burnt");
+    assert_eq!(net.ledger.audit_total().unwrap(), audit);
+    net.bureau.shutdown().await.unwrap();
+}
