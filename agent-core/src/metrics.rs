@@ -358,6 +358,7 @@ fn render_latencies(text: &mut String) {
     if latencies.is_empty() {
         return;
     }
+    // Writing to a `String` cannot fail: the results below are `Ok` by construction.
     let _ = writeln!(text, "# TYPE {HANDLER_SECONDS} histogram");
     for ((kind, message), latency) in latencies.iter() {
         let labels = format!("kind=\"{}\",message=\"{}\"", escape(kind), escape(message));
