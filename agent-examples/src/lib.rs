@@ -55,6 +55,7 @@ impl MetricsArgs {
             };
             runtime.block_on(async move {
                 match metrics::serve(addr).await {
+                    // As above: a caller that has gone needs no answer.
                     Ok(server) => {
                         let _ = bound_tx.send(Ok(server.local_addr()));
                         // Served until the process ends.

@@ -192,7 +192,8 @@ pub(crate) async fn connect(net: &Network, endpoint: &Endpoint, deadline: Instan
         Err(_) => {
             // The connection carries nothing the peer answers (dead one way, or black-holed
             // after it opened): close it, so that the next attempt dials a fresh one rather
-            // than waiting on this one again.
+            // than waiting on this one again. (If the node has stopped, its connections are
+            // gone with it: nothing is left to close.)
             let _ = net.commands.send(Command::Disconnect(endpoint.peer_id)).await;
             Err("opening the stream timed out".into())
         }

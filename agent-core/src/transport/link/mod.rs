@@ -82,7 +82,8 @@ pub(crate) async fn run(net: Arc<Network>, endpoint: Endpoint, mut queue: mpsc::
         if ended == SILENT {
             // Nothing came back on the connection, so it is likely dead one way (a
             // half-open TCP connection, a path black-holing it). A new stream on it would
-            // be as silent; close it so that the next attempt dials a fresh one.
+            // be as silent; close it so that the next attempt dials a fresh one. (If the node
+            // has stopped, its connections are gone with it: nothing is left to close.)
             let _ = net.commands.send(super::node::Command::Disconnect(endpoint.peer_id)).await;
         }
         last_failure = ended;
