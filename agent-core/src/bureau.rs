@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::agent::{Agent, MailboxConfig};
-use crate::context::{AgentCell, Context, PendingReply};
+use crate::context::{AgentCell, Context, PendingReply, RequestTimer};
 use crate::identity::Address;
 use crate::router::{Entry, Router};
 
@@ -203,6 +203,7 @@ impl Bureau {
             storage: Default::default(),
             wallet: Default::default(),
             pending: parking_lot::Mutex::new(PendingReply::default()),
+            request_timer: RequestTimer::default(),
         });
         {
             let mut agents = self.shared.router.agents.write();

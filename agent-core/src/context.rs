@@ -4,7 +4,10 @@
 //! and may be moved into a spawned task, but replies are only accepted while the handler
 //! of the message being answered is running.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -13,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::agent::{Kind, WhenFull};
 use crate::bureau::Shared;
-use crate::delivery::{Body, Delivery, Reply, ReplyTo, RequestFailure};
+use crate::delivery::{Body, Delivery, LocalReplySlot, Reply, ReplyTo, RequestFailure};
 use crate::envelope::Header;
 use crate::error::{ReplyError, RequestError, SendError, SendFailure};
 use crate::identity::{Address, Identity};
@@ -32,11 +35,57 @@ pub(crate) struct AgentCell {
     pub(crate) acknowledge: crate::agent::Acknowledge,
     /// Whether the agent runs on a multi-thread runtime (read once, at start).
     pub(crate) multi_thread: bool,
-    pub(crate) storage: OnceLock<Storage>,
+    /// Boxed: most agents never open storage, and every agent's cell is kept for its life.
+    pub(crate) storage: OnceLock<Box<Storage>>,
     pub(crate) wallet: OnceLock<crate::wallet::Wallet>,
     /// The reply slot of the request being handled, tagged with its sequence number so a
     /// context kept from an earlier message cannot answer a later one.
     pub(crate) pending: Mutex<PendingReply>,
+    /// The timer of the agent's own requests, rearmed for each one.
+    pub(crate) request_timer: RequestTimer,
+}
+
+/// One timer an agent rearms for each request it makes from its own task, instead of
+/// registering a new timer every time: rearming it to a later deadline is one atomic
+/// update, where registering (and, once answered, removing) takes the timer driver's lock
+/// twice, the costliest step of a local round trip. Only the agent's own task uses it, so
+/// it always runs on the runtime that created it; another request in flight at the same
+/// time (from the same task) uses a timer of its own.
+#[derive(Default)]
+pub(crate) struct RequestTimer(Mutex<OwnTimer>);
+
+#[derive(Default)]
+pub(crate) struct OwnTimer {
+    /// The task running the agent's loop, set when it starts.
+    task: Option<tokio::task::Id>,
+    /// Created on the first request; out while a request uses it.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl RequestTimer {
+    /// Records the task that runs the agent's loop: only requests made from it use the timer.
+    pub(crate) fn belongs_to(&self, task: tokio::task::Id) {
+        self.0.lock().task = Some(task);
+    }
+
+    /// For a request made in the agent's own task (its handlers, not a task they spawned),
+    /// the timer set to `deadline`: the agent's own if it is free, else a new one.
+    fn take(&self, deadline: Instant) -> Option<Pin<Box<tokio::time::Sleep>>> {
+        let mut own = self.0.lock();
+        if own.task.is_none() || tokio::task::try_id() != own.task {
+            return None;
+        }
+        let Some(mut timer) = own.timer.take() else {
+            return Some(Box::pin(tokio::time::sleep_until(deadline)));
+        };
+        drop(own);
+        timer.as_mut().reset(deadline);
+        Some(timer)
+    }
+
+    fn put_back(&self, timer: Pin<Box<tokio::time::Sleep>>) {
+        self.0.lock().timer = Some(timer);
+    }
 }
 
 #[derive(Default)]
@@ -55,6 +104,8 @@ pub(crate) struct Current {
     pub(crate) trace_id: u128,
     pub(crate) seq: u64,
     pub(crate) is_request: bool,
+    /// Whether the message belongs to a protocol, whose rules then constrain the reply.
+    pub(crate) in_protocol: bool,
 }
 
 /// A handler's view of its agent: address, sending, requests, replies, storage.
@@ -184,15 +235,12 @@ impl Context {
                 _ => Err(RequestError::Send(failure)),
             };
         }
-        // On a multi-thread runtime, let the target run first: a quick reply is then ready
-        // at the first poll of the timeout below, which then never registers its timer (a
-        // lock shared by all workers, the costliest step of a local round trip there). The
-        // deadline is unchanged. On a current-thread runtime the timer is cheaper than the
-        // yield.
-        if self.cell.multi_thread {
-            tokio::task::yield_now().await;
-        }
-        let reply = match tokio::time::timeout_at(deadline, reply_rx).await {
+        // Let the target run first: a quick reply is then ready at the first poll of the
+        // timeout below, which then never registers its timer (on a multi-thread runtime a
+        // lock shared by all workers, and on either the costliest step of a local round
+        // trip). The deadline is unchanged.
+        let answered = self.wait_for_reply(reply_rx, deadline).await;
+        let reply = match answered {
             Err(_) => return Err(RequestError::Timeout { to, after: timeout }),
             Ok(Err(_)) => return Err(RequestError::Stopped { to }),
             Ok(Ok(Err(RequestFailure::NoReply))) => return Err(RequestError::NoReply { to }),
@@ -220,7 +268,12 @@ impl Context {
             true => Some(self.take_reply_slot(&current).ok_or(ReplyError::AlreadyAnswered)?),
             false => None,
         };
-        self.answer(current, slot, message).await
+        match slot {
+            // Answered without awaiting: a handler's future then holds no send or network
+            // state for its reply, and is small enough to create and box cheaply.
+            Some(ReplyTo::Local(slot)) => answer_local(slot, message),
+            slot => Box::pin(self.answer(current, slot, message)).await,
+        }
     }
 
     /// Takes over the answer to the message being handled, to send it after the handler
@@ -251,6 +304,9 @@ impl Context {
     }
 
     fn check_reply<M: Message>(&self, current: &Current) -> Result<(), ReplyError> {
+        if !current.in_protocol {
+            return Ok(());
+        }
         if let Some(protocol) = self.cell.kind.routes.get(&current.schema).and_then(|r| r.protocol.as_ref()) {
             if !protocol.allows_reply(&current.schema, &M::digest()) {
                 return Err(ReplyError::NotAllowed {
@@ -275,9 +331,7 @@ impl Context {
 
     async fn answer<M: Message>(&self, current: Current, slot: Option<ReplyTo>, message: M) -> Result<(), ReplyError> {
         match slot {
-            Some(ReplyTo::Local(slot)) => {
-                slot.send(Ok(Reply { name: M::NAME, value: Box::new(message) })).map_err(|_| ReplyError::RequesterGone)
-            }
+            Some(ReplyTo::Local(slot)) => answer_local(slot, message),
             Some(ReplyTo::Remote(path)) => {
                 let payload = serde_json::to_vec(&message).map_err(|e| {
                     ReplyError::Send(SendFailure::Encode { to: path.requester(), reason: e.to_string() })
@@ -322,10 +376,10 @@ impl Context {
     /// This agent's persistent key-value storage (opened on first use).
     pub fn storage(&self) -> Result<Storage, StorageError> {
         if let Some(storage) = self.cell.storage.get() {
-            return Ok(storage.clone());
+            return Ok(Storage::clone(storage));
         }
         let storage = Storage::open(&self.cell.bureau.storage, self.address());
-        Ok(self.cell.storage.get_or_init(|| storage).clone())
+        Ok(Storage::clone(self.cell.storage.get_or_init(|| Box::new(storage))))
     }
 
     /// This agent's wallet on the bureau's ledger. Its key is derived from the agent's
@@ -398,6 +452,49 @@ impl Context {
         })
     }
 
+    /// Waits for `reply` until `deadline`, on the agent's rearmed timer where it can (see
+    /// [`RequestTimer`]).
+    async fn wait_for_reply<T>(
+        &self,
+        mut reply: oneshot::Receiver<T>,
+        deadline: Instant,
+    ) -> Result<Result<T, oneshot::error::RecvError>, ()> {
+        if !self.cell.multi_thread {
+            // A woken task goes to the back of a current-thread runtime's queue, behind the
+            // target the request just woke: requeued once, the requester finds a quick reply
+            // without touching the timer. (`yield_now` would wait for the next poll of the
+            // I/O driver, a system call; a multi-thread runtime would run the requester
+            // again before the target.)
+            let mut requeued = false;
+            let quick = std::future::poll_fn(|cx| match Pin::new(&mut reply).poll(cx) {
+                Poll::Ready(answered) => Poll::Ready(Some(answered)),
+                Poll::Pending if requeued => Poll::Ready(None),
+                Poll::Pending => {
+                    requeued = true;
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+            })
+            .await;
+            if let Some(answered) = quick {
+                return Ok(answered);
+            }
+        }
+        let timers = &self.cell.request_timer;
+        let Some(mut timer) = timers.take(deadline) else {
+            return tokio::time::timeout_at(deadline, reply).await.map_err(|_| ());
+        };
+        let answered = std::future::poll_fn(|cx| {
+            if let Poll::Ready(answered) = Pin::new(&mut reply).poll(cx) {
+                return Poll::Ready(Ok(answered));
+            }
+            timer.as_mut().poll(cx).map(Err)
+        })
+        .await;
+        timers.put_back(timer);
+        answered
+    }
+
     fn session_for_new(&self) -> u128 {
         self.current.map(|c| c.session).unwrap_or_else(rand::random)
     }
@@ -418,6 +515,11 @@ impl Context {
             handled: None,
         })
     }
+}
+
+/// Completes the wait of a requester in this process.
+fn answer_local<M: Message>(slot: LocalReplySlot, message: M) -> Result<(), ReplyError> {
+    slot.send(Ok(Reply { name: M::NAME, value: Box::new(message) })).map_err(|_| ReplyError::RequesterGone)
 }
 
 /// The typed value of a delivery that was handed back undelivered.

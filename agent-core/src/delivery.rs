@@ -37,10 +37,13 @@ pub(crate) enum Body {
 /// Where the answer to a request goes.
 pub(crate) enum ReplyTo {
     /// The waiting future of a requester in this process.
-    Local(oneshot::Sender<Result<Reply, RequestFailure>>),
+    Local(LocalReplySlot),
     /// A requester in another process, answered through the transport it came by.
     Remote(Box<dyn ReplyPath>),
 }
+
+/// Where the answer to a requester in this process goes.
+pub(crate) type LocalReplySlot = oneshot::Sender<Result<Reply, RequestFailure>>;
 
 /// A reply to a requester in this process: the typed value.
 pub(crate) struct Reply {

@@ -498,3 +498,84 @@ async fn agents_load_their_identity_from_a_key_file() {
     let missing = Agent::builder("bob").key_file(dir.path().join("missing.key")).build();
     assert!(matches!(missing, Err(agent_core::AgentError::Identity(agent_core::IdentityError::Io { .. }))));
 }
+
+/// An agent reuses one timer for the requests its handlers make (rearmed, not registered
+/// anew): each request must still end at its own deadline, earlier or later than the last
+/// one, after the timer fired or not, and with another request in flight beside it. On
+/// real time (`exact` false) a loaded machine may fire timers late, so only "not early" is
+/// checked; the paused clock checks the deadline itself.
+async fn requests_from_a_handler_keep_their_own_deadlines(exact: bool) {
+    let bureau = Bureau::new().unwrap();
+    let quick = bureau
+        .add({
+            let mut quick = agent("quick");
+            quick.on_message(double);
+            quick
+        })
+        .unwrap();
+    let silent = bureau
+        .add({
+            let mut silent = agent("silent");
+            silent.on_message(|ctx: Context, _from: Address, _ask: Ask| async move {
+                let reply = ctx.defer_reply().map_err(|e| e.to_string())?;
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    drop(reply);
+                });
+                Ok::<(), String>(())
+            });
+            silent
+        })
+        .unwrap();
+    let (report, mut reports) = mpsc::unbounded_channel::<(bool, Duration)>();
+    let mut asker = agent("asker");
+    asker.on_message(move |ctx: Context, _from: Address, _go: Note| {
+        let report = report.clone();
+        async move {
+            let steps: [(Address, u64); 6] =
+                [(quick, 1000), (silent, 1000), (quick, 200), (silent, 200), (quick, 5000), (silent, 5000)];
+            for (to, timeout_ms) in steps {
+                let started = tokio::time::Instant::now();
+                let answered = ctx.request::<Ask, Answer>(to, Ask(1), Duration::from_millis(timeout_ms)).await;
+                let timed_out = matches!(answered, Err(RequestError::Timeout { .. }));
+                assert!(timed_out || answered == Ok(Answer(2)), "unexpected outcome {answered:?}");
+                let _ = report.send((timed_out, started.elapsed()));
+            }
+            // Two at once: one takes the agent's timer, the other a timer of its own.
+            let started = tokio::time::Instant::now();
+            let (short, long) = tokio::join!(
+                ctx.request::<Ask, Answer>(silent, Ask(1), Duration::from_millis(300)),
+                ctx.request::<Ask, Answer>(silent, Ask(2), Duration::from_millis(700)),
+            );
+            for answered in [short, long] {
+                assert!(matches!(answered, Err(RequestError::Timeout { .. })), "unexpected outcome {answered:?}");
+            }
+            let _ = report.send((true, started.elapsed()));
+        }
+    });
+    let asker = bureau.add(asker).unwrap();
+    bureau.context(asker).unwrap().send(asker, Note("go".into())).await.unwrap();
+    let expected = [(false, 0), (true, 1000), (false, 0), (true, 200), (false, 0), (true, 5000), (true, 700)];
+    for (step, (timed_out, after_ms)) in expected.into_iter().enumerate() {
+        let (was_timed_out, took) =
+            tokio::time::timeout(Duration::from_secs(60), reports.recv()).await.unwrap().unwrap();
+        assert_eq!(was_timed_out, timed_out, "step {step}");
+        if timed_out {
+            let after = Duration::from_millis(after_ms);
+            assert!(took >= after, "step {step} ended early, after {took:?}");
+            // Timers fire on whole milliseconds, rounded up.
+            assert!(!exact || took <= after + Duration::from_millis(1), "step {step} took {took:?}");
+        }
+    }
+    bureau.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_from_a_handler_keep_their_own_deadlines_on_one_thread() {
+    requests_from_a_handler_keep_their_own_deadlines(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_from_a_handler_keep_their_own_deadlines_on_two_threads() {
+    requests_from_a_handler_keep_their_own_deadlines(false).await;
+}
