@@ -82,6 +82,7 @@ struct Market {
     sales: Sales,
     english: english::Auctioneer,
     dutch: dutch::Auctioneer,
+    sealed: sealed_bid::Auctioneer,
     auctioneer: Address,
 }
 
@@ -97,9 +98,10 @@ impl Market {
         let mut agent = Agent::builder("auctioneer").build().unwrap();
         let english = english::Auctioneer::serve(&mut agent, sales.clone());
         let dutch = dutch::Auctioneer::serve(&mut agent, sales.clone());
+        let sealed = sealed_bid::Auctioneer::serve(&mut agent, sales.clone());
         settlement::serve_sales(&mut agent, sales.clone(), Arc::new(Lots { out_of_stock }));
         let auctioneer = bureau.add(agent).unwrap();
-        Market { bureau, mint: Wallet::new(mint, ledger.clone()), ledger, sales, english, dutch, auctioneer }
+        Market { bureau, mint: Wallet::new(mint, ledger.clone()), ledger, sales, english, dutch, sealed, auctioneer }
     }
 
     /// A bidder with `funds`, whose agent key is `seed`'s and which signs with `signer`'s.
@@ -316,17 +318,11 @@ async fn sealed_second_price_the_winner_pays_the_runner_up_bid_through_escrow() 
     let high_agent = m.bidder("sealed high", "sealed high", high.clone(), 1_000).await;
     let low_agent = m.bidder("sealed low", "sealed low", low.clone(), 1_000).await;
     let ctx = m.bureau.context(m.auctioneer).unwrap();
-    let sealed = sealed_bid::run(
-        &ctx,
-        &m.sales,
-        &[high_agent, low_agent],
-        &"lot 12",
-        100,
-        Duration::from_millis(300),
-        Pricing::SecondPrice,
-    )
-    .await
-    .unwrap();
+    let sealed = m
+        .sealed
+        .run(&ctx, &[high_agent, low_agent], &"lot 12", 100, Duration::from_millis(300), Pricing::SecondPrice)
+        .await
+        .unwrap();
     assert_eq!(sealed.award, Some(Award { winner: high_agent, price: 220 }));
     assert!(matches!(m.settled(&high).await, Ok(Settled::Paid { .. })));
     assert_eq!((m.balance(high_agent).await, m.balance(low_agent).await), (780, 1_000));
@@ -345,7 +341,7 @@ async fn the_auctions_are_protocols_both_sides_speak() {
     let speaks = |who: Address, protocol: &agent_core::Protocol| {
         agents.iter().find(|a| a.address == who).unwrap().protocols.contains(&protocol.digest())
     };
-    for protocol in [english::protocol(), dutch::protocol(), settlement::protocol()] {
+    for protocol in [english::protocol(), dutch::protocol(), sealed_bid::protocol(), settlement::protocol()] {
         assert!(speaks(m.auctioneer, &protocol), "the auctioneer speaks {}", protocol.manifest().to_json());
     }
     for protocol in [english::protocol(), dutch::protocol(), sealed_bid::protocol()] {
