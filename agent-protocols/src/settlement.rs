@@ -220,8 +220,15 @@ pub fn serve_sales<S: Seller>(agent: &mut Agent, sales: Sales, seller: Arc<S>) {
     served = served.on_message(move |ctx: Context, buyer: Address, payment: Payment| {
         let (sales, seller) = (sales.clone(), seller.clone());
         async move {
-            let answer = match check_payment(&ctx, &sales, buyer, &payment).await {
-                Ok(owed) => match seller.deliver(buyer, payment.deal, owed.price).await {
+            let owed = match check_payment(&ctx, &sales, buyer, &payment).await {
+                Ok(owed) => owed,
+                Err(why) => return ctx.reply(Delivery::Refused(why)).await,
+            };
+            let reply = ctx.defer_reply()?;
+            // Delivered on a task of its own: a delivery may take long, and the seller's
+            // agent goes on serving meanwhile (other payments, and an auctioneer's late bids).
+            tokio::spawn(async move {
+                let answer = match seller.deliver(buyer, payment.deal, owed.price).await {
                     Ok(goods) => Delivery::Delivered(goods),
                     Err(why) => {
                         // Not delivered: the buyer may pay again for the same deal, within
@@ -229,10 +236,12 @@ pub fn serve_sales<S: Seller>(agent: &mut Agent, sales: Sales, seller: Arc<S>) {
                         sales.owed.lock().insert(payment.deal, owed);
                         Delivery::Refused(why)
                     }
-                },
-                Err(why) => Delivery::Refused(why),
-            };
-            ctx.reply(answer).await
+                };
+                if let Err(e) = reply.send(answer).await {
+                    tracing::debug!(%buyer, error = %e, "a buyer did not hear how its payment ended; its escrow decides");
+                }
+            });
+            Ok(())
         }
     });
     agent.include(served);
