@@ -271,6 +271,7 @@ impl Clearinghouse {
         let house = Clearinghouse { orders: Inbox::new(rules) };
         let orders = house.orders.route(|order: SignedOrder| (order.round.clone(), SignedOrder::NAME, order));
         agent.include(protocol().on_message(orders));
+        house.orders.sweep_on(agent);
         house
     }
 

@@ -147,6 +147,7 @@ impl Auctioneer {
         agent.include(
             protocol().on_message(auctioneer.takes.route(|Take(bid): Take| (bid.auction.clone(), Take::NAME, bid))),
         );
+        auctioneer.takes.sweep_on(agent);
         auctioneer
     }
 

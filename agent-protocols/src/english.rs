@@ -144,6 +144,7 @@ impl Auctioneer {
         let auctioneer = Auctioneer { raises: Inbox::new(rules), sales };
         let raises = auctioneer.raises.route(|Raise(bid): Raise| (bid.auction.clone(), Raise::NAME, bid));
         agent.include(protocol().on_message(raises));
+        auctioneer.raises.sweep_on(agent);
         auctioneer
     }
 

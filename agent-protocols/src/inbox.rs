@@ -13,8 +13,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use agent_core::{Address, Context};
+use agent_core::{Address, Agent, Context};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -25,6 +26,14 @@ use crate::dialogue::{DialogueError, Dialogues, Rules};
 /// How many messages one running auction may have waiting; more are dropped (and logged),
 /// so a flood from one bidder cannot grow the auctioneer's memory.
 const CAPACITY: usize = 4096;
+
+/// How often an auctioneer's dialogues are swept, and how long after its deadline an open
+/// one is spared. Sweeping frees storage: dialogues older than the rules' maximum age (a
+/// day) are forgotten, and those of auctions that never closed (the auctioneer stopped
+/// mid-auction) expire. A dialogue past its deadline refuses bids whether or not it was
+/// swept, and the grace keeps a running Dutch clock's dialogues open between its ticks.
+const SWEEP: Duration = Duration::from_secs(300);
+const GRACE: Duration = Duration::from_secs(60);
 
 /// A message that reached a running auction: its sender, and what it carries if its
 /// dialogue accepted it (or why not).
@@ -73,6 +82,20 @@ impl<T: Send + 'static> Inbox<T> {
         let storage = ctx.storage().map_err(|e| DialogueError::Storage { dialogue: 0, reason: e.to_string() })?;
         let loaded = Dialogues::load((self.rules)(), auction::AUCTIONEER, storage)?;
         Ok(self.dialogues.get_or_init(|| loaded))
+    }
+
+    /// Sweeps the auctioneer's dialogues on `agent` every [`SWEEP`].
+    pub(crate) fn sweep_on(&self, agent: &mut Agent) {
+        let inbox = self.clone();
+        agent.on_interval(SWEEP, move |ctx: Context| {
+            let inbox = inbox.clone();
+            async move {
+                let swept = inbox.dialogues(&ctx).and_then(|dialogues| dialogues.expire_after(now_ms(), GRACE));
+                if let Err(e) = swept {
+                    tracing::warn!(error = %e, "sweeping an auctioneer's dialogues failed");
+                }
+            }
+        });
     }
 
     /// The auctioneer's dialogues, once read (at its first auction or bid).

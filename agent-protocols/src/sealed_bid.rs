@@ -247,6 +247,7 @@ impl Auctioneer {
     pub fn serve(agent: &mut Agent, sales: Sales) -> Auctioneer {
         let auctioneer = Auctioneer { answers: Inbox::new(rules), sales };
         agent.include(protocol().on_message(auctioneer.answers.route(BidAnswer::split)));
+        auctioneer.answers.sweep_on(agent);
         auctioneer
     }
 

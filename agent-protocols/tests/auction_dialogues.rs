@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_core::{Address, Agent, Bureau, Context, Identity, Message};
+use agent_core::{Address, Agent, Bureau, Config, Context, Identity, Message};
 use agent_protocols::auction::{dialogue_of, AUCTIONEER, BIDDER};
-use agent_protocols::dialogue::{DialogueError, Dialogues, Refused, Rules};
+use agent_protocols::dialogue::{DialogueError, Dialogues, Refused, Rules, EXPIRED};
 use agent_protocols::double_auction::{self, Clearinghouse, RoundOpen, Side, SignedOrder};
 use agent_protocols::sealed_bid::{self, BidAnswer, CallForBids, Pricing, SignedBid};
 use agent_protocols::settlement::Sales;
@@ -265,5 +265,43 @@ async fn a_bid_or_a_close_from_the_wrong_role_is_refused_by_each_auctions_rules_
         let after = house.incoming_named(bid, id, bidder, now + 1_003);
         assert!(matches!(after, Err(DialogueError::Closed { .. })), "{name}: {after:?}");
     }
+    bureau.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_auction_cut_off_by_a_stop_expires_when_its_auctioneer_starts_again_and_old_ones_are_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || Config::default().with_storage_dir(dir.path());
+    let auctioneer = || Agent::builder("auctioneer").seed("auctioneer").build().unwrap();
+    let bidder = Identity::from_seed(ROGUE).address();
+    let now = agent_core::envelope::unix_now_ms();
+    let hour = 3_600_000;
+    // Stopped an hour ago in the middle of an auction, and a day and an hour ago in another.
+    let (cut_off, old) = (dialogue_of("cut off", &bidder), dialogue_of("old", &bidder));
+    {
+        let bureau = Bureau::with_config(config()).unwrap();
+        let address = bureau.add(auctioneer()).unwrap();
+        let storage = bureau.context(address).unwrap().storage().unwrap();
+        let dialogues = Dialogues::load(english::rules(), AUCTIONEER, storage.clone()).unwrap();
+        let opening = english::Opening::NAME;
+        dialogues.open_with(opening, cut_off, bidder, BIDDER, now - hour, Some(now - hour + 1_000)).unwrap();
+        dialogues.open_with(opening, old, bidder, BIDDER, now - 25 * hour, Some(now - 25 * hour + 1_000)).unwrap();
+        storage.flush().await.unwrap();
+        bureau.shutdown().await.unwrap();
+    }
+    let bureau = Bureau::with_config(config()).unwrap();
+    let mut agent = auctioneer();
+    let english = english::Auctioneer::serve(&mut agent, Sales::new());
+    bureau.add(agent).unwrap();
+    // The auctioneer sweeps its dialogues when it starts (bounded wait).
+    let state = || english.dialogues().and_then(|d| d.get(cut_off)).map(|d| d.state);
+    for _ in 0..200 {
+        if state().as_deref() == Some(EXPIRED) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(state().as_deref(), Some(EXPIRED), "an auction that never closed expires");
+    assert!(english.dialogues().unwrap().get(old).is_none(), "a dialogue older than a day is forgotten");
     bureau.shutdown().await.unwrap();
 }
