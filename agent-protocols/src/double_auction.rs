@@ -13,8 +13,7 @@
 //!
 //! Every order is checked against the round's dialogue with its trader ([`rules`]): an
 //! order after the close, or naming a round its sender has no dialogue in here, is
-//! refused, counts for nothing, and its sender is told why
-//! ([`Refused`]).
+//! refused, counts for nothing, and its sender is told why ([`Refused`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -11,8 +11,7 @@
 //!
 //! Every message is checked against the auction's dialogue with its bidder ([`rules`]): a
 //! take after the close, or naming an auction its sender has no dialogue in here, is
-//! refused, counts for nothing, and its sender is told why
-//! ([`Refused`]).
+//! refused, counts for nothing, and its sender is told why ([`Refused`]).
 //!
 //! The winner pays as in the English auction: through escrow keyed by
 //! [`auction::deal_of`] the auction, released on delivery ([`settlement`](crate::settlement)).
@@ -25,8 +24,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::auction::{self, Acceptance, AuctionError, Award, AUCTIONEER, BIDDER};
 use crate::bidding::Followed;
-use crate::dialogue::{Refused, Rules};
-use crate::inbox::Inbox;
+use crate::dialogue::{DialogueError, Refused, Rules};
+use crate::inbox::{tell_all, Inbox};
 use crate::sealed_bid::{BidError, SignedBid};
 use crate::settlement::{Sales, Settled, SettlementError};
 
@@ -168,8 +167,11 @@ impl Auctioneer {
     ) -> Result<Descent, AuctionError> {
         let auction = auction::new_id();
         let item = serde_json::to_value(item)?;
-        let tick_ends_ms = || unix_now_ms().saturating_add(terms.tick_every.as_millis() as u64);
-        let mut opened = self.takes.open(ctx, &auction, bidders, Clock::NAME, tick_ends_ms())?;
+        // Each tick is timed on both clocks from one moment: the dialogues' deadline (Unix
+        // ms) and the wait for takes (the runtime's) end together.
+        let tick_ms = terms.tick_every.as_millis() as u64;
+        let mut tick_began = (tokio::time::Instant::now(), unix_now_ms());
+        let mut opened = self.takes.open(ctx, &auction, bidders, Clock::NAME, tick_began.1.saturating_add(tick_ms))?;
         let mut descent =
             Descent { auction: auction.clone(), award: None, ticks: 0, takes: Vec::new(), refused: Vec::new() };
         let mut acceptances = Vec::new();
@@ -179,11 +181,12 @@ impl Auctioneer {
             let clock = Clock { auction: auction.clone(), item: item.clone(), tick, price };
             if tick == 0 {
                 // Recorded when the dialogues opened.
-                crate::inbox::tell_all(ctx, &opened.bidders(), &clock).await;
+                tell_all(ctx, &opened.bidders(), &clock).await;
             } else {
-                opened.tell(ctx, Clock::NAME, Some(tick_ends_ms()), &clock).await;
+                tick_began = (tokio::time::Instant::now(), unix_now_ms());
+                opened.tell(ctx, Clock::NAME, Some(tick_began.1.saturating_add(tick_ms)), &clock).await;
             }
-            let next = tokio::time::Instant::now() + terms.tick_every;
+            let next = tick_began.0 + terms.tick_every;
             while let Some((from, take)) = opened.next_before(next).await {
                 if descent.take(&terms, tick, from, take, &mut acceptances) {
                     break 'clock;
@@ -211,7 +214,7 @@ impl Descent {
         terms: &Terms,
         tick: u64,
         from: Address,
-        take: Result<SignedBid, crate::dialogue::DialogueError>,
+        take: Result<SignedBid, DialogueError>,
         acceptances: &mut Vec<Acceptance>,
     ) -> bool {
         let bid = match take.map_err(BidError::from).and_then(|bid| bid.check(&self.auction, from).map(|()| bid)) {
