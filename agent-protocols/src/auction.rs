@@ -8,10 +8,43 @@
 use agent_core::ledger::DealId;
 use agent_core::Address;
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 
 /// The deal an auction's sale settles: what the winner's escrow names.
 pub fn deal_of(auction: &str) -> DealId {
     DealId::named(&format!("agora.auction/{auction}"))
+}
+
+/// The role of the agent that runs an auction, in its dialogues.
+pub const AUCTIONEER: &str = "auctioneer";
+/// The role of an invited bidder (a trader, in a double auction), in its dialogue with the
+/// auctioneer.
+pub const BIDDER: &str = "bidder";
+
+/// The dialogue between `auction` and one of its bidders: each invited bidder has its own,
+/// so a bid is checked against the state of its sender's dialogue in the auction it names,
+/// and no one can speak in another's.
+pub fn dialogue_of(auction: &str, bidder: &Address) -> u128 {
+    let digest = sha2::Sha256::new()
+        .chain_update(b"agora.auction.dialogue.v1")
+        .chain_update((auction.len() as u64).to_be_bytes())
+        .chain_update(auction.as_bytes())
+        .chain_update(bidder.as_bytes())
+        .finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    u128::from_be_bytes(id)
+}
+
+/// Why an auction over messages could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AuctionError {
+    /// The item could not be written as JSON: nothing was sent.
+    #[error("the item could not be described: {0}")]
+    Item(#[from] serde_json::Error),
+    /// The auctioneer's dialogues could not be read from its storage: nothing was sent.
+    #[error("the auction's dialogues could not be opened: {0}")]
+    Dialogues(#[from] crate::dialogue::DialogueError),
 }
 
 /// A new auction id: 32 hex digits.

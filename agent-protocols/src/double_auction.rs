@@ -10,6 +10,10 @@
 //! price) is a deal of its own: the clearinghouse tells each seller its trades first
 //! ([`Cleared`], a request the seller answers once it awaits payment for them), then each
 //! buyer, who pays each seller on delivery through escrow ([`settlement`]).
+//!
+//! Every order is checked against the round's dialogue with its trader ([`rules`]): an
+//! order after the close, or naming a round its sender has no dialogue in here, is
+//! refused, counts for nothing, and its sender is told why ([`Refused`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,7 +25,8 @@ use agent_core::{Address, Agent, Context, Identity, Message, PublicKey};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use crate::auction::{self, Clearing, Order};
+use crate::auction::{self, AuctionError, Clearing, Order, AUCTIONEER, BIDDER};
+use crate::dialogue::{DialogueError, Refused, Rules};
 use crate::inbox::{tell_all, Inbox};
 use crate::settlement::{self, Sales, Settled, SettlementError};
 
@@ -88,6 +93,10 @@ pub enum OrderError {
     /// A sell order that names no wallet to be paid to.
     #[error("a sell order must name the wallet it is paid to")]
     NoWallet,
+    /// Its dialogue refused it: after the close, or in a dialogue its sender does not have
+    /// (another round's, or one it was not invited to).
+    #[error("refused by its dialogue: {0}")]
+    Refused(#[from] DialogueError),
 }
 
 impl SignedOrder {
@@ -199,6 +208,23 @@ pub fn protocol() -> agent_core::Protocol {
         .message::<RoundOpen>()
         .message::<SignedOrder>()
         .replies::<Cleared, Noted>()
+        .message::<Refused>()
+}
+
+/// A round's dialogue between the clearinghouse (in the role
+/// [`AUCTIONEER`]) and each trader
+/// ([`BIDDER`]): the opening, then any number of orders from the
+/// trader until the round closes, then the trader's trades (the only step allowed after the
+/// close), after which nothing is accepted.
+pub fn rules() -> Rules {
+    Rules::builder("agora.auction.double")
+        .initial("invited")
+        .step::<RoundOpen>("invited", AUCTIONEER, "open")
+        .step::<SignedOrder>("open", BIDDER, "open")
+        .named_step(Cleared::NAME, "open", AUCTIONEER, "cleared", true)
+        .terminal("cleared")
+        .build()
+        .unwrap_or_else(|e| unreachable!("the double auction's rules are valid: {e}"))
 }
 
 /// What one round gathered and decided.
@@ -216,6 +242,17 @@ pub struct Round {
     pub refused: Vec<(Address, OrderError)>,
 }
 
+impl Round {
+    /// Counts an order its dialogue accepted if it is validly signed; lists it as refused
+    /// otherwise.
+    fn count(&mut self, from: Address, order: Result<SignedOrder, DialogueError>) {
+        match order.map_err(OrderError::from).and_then(|order| order.check(from).map(|()| order)) {
+            Ok(order) => self.orders.push(order),
+            Err(why) => self.refused.push((from, why)),
+        }
+    }
+}
+
 /// The deal of the `index`th trade of `round`.
 pub fn deal_of(round: &str, index: usize) -> DealId {
     DealId::named(&format!("agora.double/{round}/{index}"))
@@ -230,19 +267,35 @@ pub struct Clearinghouse {
 impl Clearinghouse {
     /// Makes `agent` a clearinghouse.
     pub fn serve(agent: &mut Agent) -> Clearinghouse {
-        let house = Clearinghouse { orders: Inbox::default() };
-        agent.include(protocol().on_message(house.orders.route(|order: SignedOrder| (order.round.clone(), order))));
+        let house = Clearinghouse { orders: Inbox::new(rules) };
+        let orders = house.orders.route(|order: SignedOrder| (order.round.clone(), SignedOrder::NAME, order));
+        agent.include(protocol().on_message(orders));
+        house.orders.sweep_on(agent);
         house
     }
 
+    /// This clearinghouse's dialogues with its traders ([`rules`]), once read from its
+    /// storage (at its first round, or the first order to reach it).
+    pub fn dialogues(&self) -> Option<&crate::dialogue::Dialogues> {
+        self.orders.loaded()
+    }
+
     /// Runs one round of trading `good` among `traders`, open for `open_for`; returns once
-    /// it has cleared and every trader has been told its trades (sellers first).
-    pub async fn run_round(&self, ctx: &Context, traders: &[Address], good: &str, open_for: Duration) -> Round {
+    /// it has cleared and every trader has been told its trades (sellers first). Each
+    /// trader's orders are checked against its dialogue in the round ([`rules`]).
+    pub async fn run_round(
+        &self,
+        ctx: &Context,
+        traders: &[Address],
+        good: &str,
+        open_for: Duration,
+    ) -> Result<Round, AuctionError> {
         let round_id = auction::new_id();
         let closes_at_ms = unix_now_ms().saturating_add(open_for.as_millis() as u64);
         let closes = tokio::time::Instant::now() + open_for;
-        let mut opened = self.orders.open(&round_id, traders);
-        tell_all(ctx, traders, &RoundOpen { round: round_id.clone(), good: good.into(), closes_at_ms }).await;
+        let mut opened = self.orders.open(ctx, &round_id, traders, RoundOpen::NAME, closes_at_ms)?;
+        let traders = opened.bidders();
+        tell_all(ctx, &traders, &RoundOpen { round: round_id.clone(), good: good.into(), closes_at_ms }).await;
 
         let mut round = Round {
             round: round_id.clone(),
@@ -252,15 +305,13 @@ impl Clearinghouse {
             refused: Vec::new(),
         };
         while let Some((from, order)) = opened.next_before(closes).await {
-            if order.round != round_id {
-                continue;
-            }
-            match order.check(from) {
-                Ok(()) => round.orders.push(order),
-                Err(why) => round.refused.push((from, why)),
-            }
+            round.count(from, order);
         }
-        drop(opened);
+        // The trades are the step that closes each trader's dialogue: recorded now, told
+        // once the round has cleared.
+        for (from, order) in opened.close(Cleared::NAME) {
+            round.count(from, order);
+        }
 
         let as_order = |(seq, o): (usize, &SignedOrder)| Order {
             trader: o.trader,
@@ -294,8 +345,8 @@ impl Clearinghouse {
                 })
                 .collect();
         }
-        self.tell(ctx, traders, &round).await;
-        round
+        self.tell(ctx, &traders, &round).await;
+        Ok(round)
     }
 
     /// Tells the sellers their trades (and waits for them to note them), then everyone else.

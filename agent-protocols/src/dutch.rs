@@ -9,6 +9,10 @@
 //! agent that sent them, for this auction, at a price the clock called, received before
 //! the close). If the clock passes the floor untaken, the item is not sold.
 //!
+//! Every message is checked against the auction's dialogue with its bidder ([`rules`]): a
+//! take after the close, or naming an auction its sender has no dialogue in here, is
+//! refused, counts for nothing, and its sender is told why ([`Refused`]).
+//!
 //! The winner pays as in the English auction: through escrow keyed by
 //! [`auction::deal_of`] the auction, released on delivery ([`settlement`](crate::settlement)).
 
@@ -18,8 +22,9 @@ use std::time::Duration;
 use agent_core::{Address, Agent, Context, Identity, Message};
 use serde::{Deserialize, Serialize};
 
-use crate::auction::{self, Acceptance, Award};
+use crate::auction::{self, Acceptance, AuctionError, Award, AUCTIONEER, BIDDER};
 use crate::bidding::Followed;
+use crate::dialogue::{DialogueError, Refused, Rules};
 use crate::inbox::{tell_all, Inbox};
 use crate::sealed_bid::{BidError, SignedBid};
 use crate::settlement::{Sales, Settled, SettlementError};
@@ -58,7 +63,29 @@ pub struct Closed {
 /// The Dutch auction as agents publish it: its messages and digest. Both sides include it
 /// ([`Auctioneer::serve`], [`serve`]).
 pub fn protocol() -> agent_core::Protocol {
-    agent_core::Protocol::new("agora.auction.dutch", "1.0.0").message::<Clock>().message::<Take>().message::<Closed>()
+    agent_core::Protocol::new("agora.auction.dutch", "1.0.0")
+        .message::<Clock>()
+        .message::<Take>()
+        .message::<Closed>()
+        .message::<Refused>()
+}
+
+/// The Dutch auction's dialogue between the auctioneer and each bidder: the clock's first
+/// price, then a price each tick, each standing until the tick ends; one take from the
+/// bidder while a price stands; then the close, after which nothing is accepted. Each
+/// price may be called after the last one's tick ended (the clock goes on), and the close
+/// at any time.
+pub fn rules() -> Rules {
+    Rules::builder("agora.auction.dutch")
+        .initial("invited")
+        .step::<Clock>("invited", AUCTIONEER, "calling")
+        .named_step(Clock::NAME, "calling", AUCTIONEER, "calling", true)
+        .step::<Take>("calling", BIDDER, "taken")
+        .named_step(Closed::NAME, "calling", AUCTIONEER, "closed", true)
+        .named_step(Closed::NAME, "taken", AUCTIONEER, "closed", true)
+        .terminal("closed")
+        .build()
+        .unwrap_or_else(|e| unreachable!("the Dutch auction's rules are valid: {e}"))
 }
 
 /// A Dutch auction's clock.
@@ -115,9 +142,18 @@ impl Auctioneer {
     /// Makes `agent` a Dutch auctioneer whose sales are recorded in `sales` (serve them
     /// with [`serve_sales`](crate::settlement::serve_sales) to be paid).
     pub fn serve(agent: &mut Agent, sales: Sales) -> Auctioneer {
-        let auctioneer = Auctioneer { takes: Inbox::default(), sales };
-        agent.include(protocol().on_message(auctioneer.takes.route(|Take(bid): Take| (bid.auction.clone(), bid))));
+        let auctioneer = Auctioneer { takes: Inbox::new(rules), sales };
+        agent.include(
+            protocol().on_message(auctioneer.takes.route(|Take(bid): Take| (bid.auction.clone(), Take::NAME, bid))),
+        );
+        auctioneer.takes.sweep_on(agent);
         auctioneer
+    }
+
+    /// This auctioneer's dialogues with its bidders ([`rules`]), once read from its storage
+    /// (at its first auction, or the first bid to reach it).
+    pub fn dialogues(&self) -> Option<&crate::dialogue::Dialogues> {
+        self.takes.loaded()
     }
 
     /// Sells `item` to the first of `bidders` to take it on the falling clock `terms`;
@@ -128,40 +164,73 @@ impl Auctioneer {
         bidders: &[Address],
         item: &T,
         terms: Terms,
-    ) -> Result<Descent, serde_json::Error> {
+    ) -> Result<Descent, AuctionError> {
         let auction = auction::new_id();
         let item = serde_json::to_value(item)?;
-        let mut opened = self.takes.open(&auction, bidders);
+        // Each tick is timed on both clocks from one moment: the dialogues' deadline (Unix
+        // ms) and the wait for takes (the runtime's) end together.
+        let tick_ms = terms.tick_every.as_millis() as u64;
+        let mut tick_began = (tokio::time::Instant::now(), unix_now_ms());
+        let mut opened = self.takes.open(ctx, &auction, bidders, Clock::NAME, tick_began.1.saturating_add(tick_ms))?;
         let mut descent =
             Descent { auction: auction.clone(), award: None, ticks: 0, takes: Vec::new(), refused: Vec::new() };
         let mut acceptances = Vec::new();
         'clock: while let Some(price) = terms.price_at(descent.ticks) {
             let tick = descent.ticks;
             descent.ticks += 1;
-            tell_all(ctx, bidders, &Clock { auction: auction.clone(), item: item.clone(), tick, price }).await;
-            let next = tokio::time::Instant::now() + terms.tick_every;
-            while let Some((from, bid)) = opened.next_before(next).await {
-                if let Err(why) = bid.check(&auction, from) {
-                    descent.refused.push((from, why));
-                    continue;
+            let clock = Clock { auction: auction.clone(), item: item.clone(), tick, price };
+            if tick == 0 {
+                // Recorded when the dialogues opened.
+                tell_all(ctx, &opened.bidders(), &clock).await;
+            } else {
+                tick_began = (tokio::time::Instant::now(), unix_now_ms());
+                opened.tell(ctx, Clock::NAME, Some(tick_began.1.saturating_add(tick_ms)), &clock).await;
+            }
+            let next = tick_began.0 + terms.tick_every;
+            while let Some((from, take)) = opened.next_before(next).await {
+                if descent.take(&terms, tick, from, take, &mut acceptances) {
+                    break 'clock;
                 }
-                let Some(taken_at) = terms.tick_of(bid.amount).filter(|t| *t <= tick) else {
-                    descent.refused.push((from, BidError::NotCalled(bid.amount)));
-                    continue;
-                };
-                acceptances.push(Acceptance { bidder: from, tick: taken_at, seq: descent.takes.len() as u64 });
-                descent.takes.push(bid);
-                break 'clock;
             }
         }
-        drop(opened);
+        for (from, take) in opened.close(Closed::NAME) {
+            descent.take(&terms, descent.ticks.saturating_sub(1), from, take, &mut acceptances);
+        }
         descent.award = auction::dutch(&acceptances, terms.start, terms.step.max(1), terms.floor);
         if let Some(award) = descent.award {
             self.sales.expect(auction::deal_of(&auction), award.winner, award.price);
         }
         let pay_to = ctx.wallet().ok().map(|wallet| wallet.address());
-        tell_all(ctx, bidders, &Closed { auction, pay_to, award: descent.award }).await;
+        opened.tell_closed(ctx, &Closed { auction, pay_to, award: descent.award }).await;
         Ok(descent)
+    }
+}
+
+impl Descent {
+    /// Counts a take its dialogue accepted, at a price the clock had called by `tick`, as an
+    /// acceptance (true); lists it as refused otherwise (false).
+    fn take(
+        &mut self,
+        terms: &Terms,
+        tick: u64,
+        from: Address,
+        take: Result<SignedBid, DialogueError>,
+        acceptances: &mut Vec<Acceptance>,
+    ) -> bool {
+        let bid = match take.map_err(BidError::from).and_then(|bid| bid.check(&self.auction, from).map(|()| bid)) {
+            Ok(bid) => bid,
+            Err(why) => {
+                self.refused.push((from, why));
+                return false;
+            }
+        };
+        let Some(taken_at) = terms.tick_of(bid.amount).filter(|t| *t <= tick) else {
+            self.refused.push((from, BidError::NotCalled(bid.amount)));
+            return false;
+        };
+        acceptances.push(Acceptance { bidder: from, tick: taken_at, seq: self.takes.len() as u64 });
+        self.takes.push(bid);
+        true
     }
 }
 
@@ -212,4 +281,8 @@ pub fn serve<B: Bidder>(agent: &mut Agent, identity: Identity, bidder: Arc<B>, d
         }
     });
     agent.include(served);
+}
+
+fn unix_now_ms() -> u64 {
+    agent_core::envelope::unix_now_ms()
 }

@@ -8,6 +8,10 @@
 //! exactly [`auction::english`] of the bids that counted (validly signed by the agent that
 //! sent them, for this auction, received before the close), in arrival order.
 //!
+//! Every message is checked against the auction's dialogue with its bidder ([`rules`]): a
+//! raise after the close, or naming an auction its sender has no dialogue in here, is
+//! refused, counts for nothing, and its sender is told why ([`Refused`]).
+//!
 //! The winner pays through escrow ([`settlement`](crate::settlement)): it locks the price for the auctioneer,
 //! keyed by [`auction::deal_of`] the auction, and releases it on delivery. The auctioneer
 //! records the sale in its [`Sales`] and delivers through
@@ -19,8 +23,9 @@ use std::time::Duration;
 use agent_core::{Address, Agent, Context, Identity, Message};
 use serde::{Deserialize, Serialize};
 
-use crate::auction::{self, Award, Bid};
+use crate::auction::{self, AuctionError, Award, Bid, AUCTIONEER, BIDDER};
 use crate::bidding::Followed;
+use crate::dialogue::{DialogueError, Refused, Rules};
 use crate::inbox::{tell_all, Inbox};
 use crate::sealed_bid::{BidError, SignedBid};
 use crate::settlement::{Sales, Settled, SettlementError};
@@ -81,6 +86,22 @@ pub fn protocol() -> agent_core::Protocol {
         .message::<Raise>()
         .message::<Standing>()
         .message::<Closed>()
+        .message::<Refused>()
+}
+
+/// The English auction's dialogue between the auctioneer and each bidder: the opening,
+/// then raises from the bidder and standing bids from the auctioneer until the close time,
+/// then the close (the only step allowed after it), after which nothing is accepted.
+pub fn rules() -> Rules {
+    Rules::builder("agora.auction.english")
+        .initial("invited")
+        .step::<Opening>("invited", AUCTIONEER, "open")
+        .step::<Raise>("open", BIDDER, "open")
+        .step::<Standing>("open", AUCTIONEER, "open")
+        .named_step(Closed::NAME, "open", AUCTIONEER, "closed", true)
+        .terminal("closed")
+        .build()
+        .unwrap_or_else(|e| unreachable!("the English auction's rules are valid: {e}"))
 }
 
 /// An English auction's terms.
@@ -119,25 +140,34 @@ impl Auctioneer {
     /// Makes `agent` an English auctioneer whose sales are recorded in `sales` (serve them
     /// with [`serve_sales`](crate::settlement::serve_sales) to be paid).
     pub fn serve(agent: &mut Agent, sales: Sales) -> Auctioneer {
-        let auctioneer = Auctioneer { raises: Inbox::default(), sales };
-        agent.include(protocol().on_message(auctioneer.raises.route(|Raise(bid): Raise| (bid.auction.clone(), bid))));
+        let auctioneer = Auctioneer { raises: Inbox::new(rules), sales };
+        let raises = auctioneer.raises.route(|Raise(bid): Raise| (bid.auction.clone(), Raise::NAME, bid));
+        agent.include(protocol().on_message(raises));
+        auctioneer.raises.sweep_on(agent);
         auctioneer
     }
 
+    /// This auctioneer's dialogues with its bidders ([`rules`]), once read from its storage
+    /// (at its first auction, or the first bid to reach it).
+    pub fn dialogues(&self) -> Option<&crate::dialogue::Dialogues> {
+        self.raises.loaded()
+    }
+
     /// Sells `item` to the highest of `bidders` by English auction on `terms`; returns when
-    /// it has closed and the bidders have been told.
+    /// it has closed and the bidders have been told. Each bidder's messages are checked
+    /// against its dialogue ([`rules`]); those refused are listed in [`Outcry::refused`]
+    /// while the auction runs, and their senders told why.
     pub async fn run<T: Serialize>(
         &self,
         ctx: &Context,
         bidders: &[Address],
         item: &T,
         terms: Terms,
-    ) -> Result<Outcry, serde_json::Error> {
+    ) -> Result<Outcry, AuctionError> {
         let auction = auction::new_id();
         let increment = terms.increment.max(1);
         let closes_at_ms = unix_now_ms().saturating_add(terms.open_for.as_millis() as u64);
         let closes = tokio::time::Instant::now() + terms.open_for;
-        let mut opened = self.raises.open(&auction, bidders);
         let opening = Opening {
             auction: auction.clone(),
             item: serde_json::to_value(item)?,
@@ -145,26 +175,27 @@ impl Auctioneer {
             increment,
             closes_at_ms,
         };
-        tell_all(ctx, bidders, &opening).await;
+        let mut opened = self.raises.open(ctx, &auction, bidders, Opening::NAME, closes_at_ms)?;
+        tell_all(ctx, &opened.bidders(), &opening).await;
 
         let mut outcry = Outcry { auction: auction.clone(), award: None, bids: Vec::new(), refused: Vec::new() };
         let mut standing: Option<(Address, u128)> = None;
         while let Some((from, bid)) = opened.next_before(closes).await {
-            if let Err(why) = bid.check(&auction, from) {
-                outcry.refused.push((from, why));
-                continue;
-            }
+            let Some(amount) = outcry.count(&auction, from, bid) else { continue };
             let needed =
                 standing.map_or(terms.reserve, |(_, amount)| amount.saturating_add(increment).max(terms.reserve));
-            let amount = bid.amount;
-            outcry.bids.push(bid);
             if amount >= needed {
                 standing = Some((from, amount));
                 let minimum = amount.saturating_add(increment);
-                tell_all(ctx, bidders, &Standing { auction: auction.clone(), leader: from, amount, minimum }).await;
+                let standing = Standing { auction: auction.clone(), leader: from, amount, minimum };
+                opened.tell(ctx, Standing::NAME, None, &standing).await;
             }
         }
-        drop(opened);
+        // Accepted before the close, taken after it: they count, but no one hears of them
+        // standing (the auction is over).
+        for (from, bid) in opened.close(Closed::NAME) {
+            outcry.count(&auction, from, bid);
+        }
         let counted: Vec<Bid> = outcry
             .bids
             .iter()
@@ -176,8 +207,26 @@ impl Auctioneer {
             self.sales.expect(auction::deal_of(&auction), award.winner, award.price);
         }
         let pay_to = ctx.wallet().ok().map(|wallet| wallet.address());
-        tell_all(ctx, bidders, &Closed { auction, pay_to, award: outcry.award }).await;
+        opened.tell_closed(ctx, &Closed { auction, pay_to, award: outcry.award }).await;
         Ok(outcry)
+    }
+}
+
+impl Outcry {
+    /// Adds a raise its dialogue accepted to the bids if it is validly signed, and returns
+    /// its amount; lists it as refused otherwise.
+    fn count(&mut self, auction: &str, from: Address, bid: Result<SignedBid, DialogueError>) -> Option<u128> {
+        match bid.map_err(BidError::from).and_then(|bid| bid.check(auction, from).map(|()| bid)) {
+            Ok(bid) => {
+                let amount = bid.amount;
+                self.bids.push(bid);
+                Some(amount)
+            }
+            Err(why) => {
+                self.refused.push((from, why));
+                None
+            }
+        }
     }
 }
 

@@ -1,52 +1,65 @@
-//! Routes messages that arrive in a handler to the running auction (or round) they name.
+//! An auctioneer's dialogues with its bidders, and the routing of their messages to the
+//! running auction (or round) they name; shared by the English, Dutch, sealed-bid and
+//! double auctions.
+//!
+//! Each bidder has a dialogue of its own in each auction ([`auction::dialogue_of`]), under
+//! the auction's declared [`Rules`]. Every bid is checked against its sender's dialogue as
+//! it arrives: one out of order, from the wrong role, after the deadline, after the close,
+//! or in a dialogue the sender does not have (another auction's, or one it was not invited
+//! to) is refused with a [`DialogueError`], changes nothing, and its sender is told which
+//! dialogue and state it hit ([`Refused`](crate::dialogue::Refused)). The check and the hand-over to the running
+//! auction happen under one lock, which the close takes too: a bid counts exactly when its
+//! dialogue accepted it before the close.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use agent_core::Address;
+use agent_core::{Address, Agent, Context};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+
+use crate::auction::{self, BIDDER};
+use crate::dialogue::{DialogueError, Dialogues, Rules};
 
 /// How many messages one running auction may have waiting; more are dropped (and logged),
 /// so a flood from one bidder cannot grow the auctioneer's memory.
 const CAPACITY: usize = 4096;
 
-/// Where one running auction's messages go, with their senders and when they arrived, and
-/// who may send them.
-struct Line<T> {
-    to: mpsc::Sender<(Address, T, Instant)>,
-    allowed: Arc<HashSet<Address>>,
-}
+/// How often an auctioneer's dialogues are swept, and how long after its deadline an open
+/// one is spared. Sweeping frees storage: dialogues older than the rules' maximum age (a
+/// day) are forgotten, and those of auctions that never closed (the auctioneer stopped
+/// mid-auction) expire. A dialogue past its deadline refuses bids whether or not it was
+/// swept, and the grace keeps a running Dutch clock's dialogues open between its ticks.
+const SWEEP: Duration = Duration::from_secs(300);
+const GRACE: Duration = Duration::from_secs(60);
 
-impl<T> Clone for Line<T> {
-    fn clone(&self) -> Self {
-        Line { to: self.to.clone(), allowed: Arc::clone(&self.allowed) }
-    }
-}
+/// A message that reached a running auction: its sender, and what it carries if its
+/// dialogue accepted it (or why not).
+pub(crate) type Arrival<T> = (Address, Result<T, DialogueError>);
 
-/// The running auctions of one agent, by id, each with the line its messages go to.
+/// The running auctions of one agent, by id, with the line each one's messages go to, and
+/// the agent's dialogues of that auction kind.
 pub(crate) struct Inbox<T> {
-    running: Arc<Mutex<HashMap<String, Line<T>>>>,
+    running: Arc<Mutex<HashMap<String, mpsc::Sender<Arrival<T>>>>>,
+    dialogues: Arc<OnceLock<Dialogues>>,
+    rules: fn() -> Rules,
 }
 
 impl<T> Clone for Inbox<T> {
     fn clone(&self) -> Self {
-        Inbox { running: Arc::clone(&self.running) }
+        Inbox { running: Arc::clone(&self.running), dialogues: Arc::clone(&self.dialogues), rules: self.rules }
     }
 }
 
-impl<T> Default for Inbox<T> {
-    fn default() -> Self {
-        Inbox { running: Arc::default() }
-    }
-}
-
-/// Receives one auction's messages until dropped; then the auction is closed to them.
+/// One running auction: receives its bidders' messages until closed (or dropped).
 pub(crate) struct Opened<T> {
     id: String,
     inbox: Inbox<T>,
-    messages: mpsc::Receiver<(Address, T, Instant)>,
+    messages: mpsc::Receiver<Arrival<T>>,
+    /// The invited bidders whose dialogue opened, with its id.
+    bidders: Vec<(Address, u128)>,
 }
 
 impl<T> Drop for Opened<T> {
@@ -55,71 +68,215 @@ impl<T> Drop for Opened<T> {
     }
 }
 
-impl<T> Opened<T> {
-    /// The next message that arrived before `closes`, waiting for it until then; `None` once
-    /// every message that arrived in time has been taken. Messages queued at the close
-    /// still count: they arrived in time.
-    pub(crate) async fn next_before(&mut self, closes: Instant) -> Option<(Address, T)> {
-        let (from, message, arrived) = match tokio::time::timeout_at(closes, self.messages.recv()).await {
-            Ok(next) => next?,
-            Err(_) => self.messages.try_recv().ok()?,
-        };
-        (arrived <= closes).then_some((from, message))
-    }
-}
-
 impl<T: Send + 'static> Inbox<T> {
-    /// A handler for `M`: `split` names the auction a message is for and what it carries,
-    /// which goes to that auction if it runs here (and is dropped, logged, if not).
+    /// An auctioneer's inbox for auctions under `rules`.
+    pub(crate) fn new(rules: fn() -> Rules) -> Inbox<T> {
+        Inbox { running: Arc::default(), dialogues: Arc::default(), rules }
+    }
+
+    /// The auctioneer's dialogues, read from its storage on first use.
+    pub(crate) fn dialogues(&self, ctx: &Context) -> Result<&Dialogues, DialogueError> {
+        if let Some(dialogues) = self.dialogues.get() {
+            return Ok(dialogues);
+        }
+        let storage = ctx.storage().map_err(|e| DialogueError::Storage { dialogue: 0, reason: e.to_string() })?;
+        let loaded = Dialogues::load((self.rules)(), auction::AUCTIONEER, storage)?;
+        Ok(self.dialogues.get_or_init(|| loaded))
+    }
+
+    /// Sweeps the auctioneer's dialogues on `agent` every [`SWEEP`].
+    pub(crate) fn sweep_on(&self, agent: &mut Agent) {
+        let inbox = self.clone();
+        agent.on_interval(SWEEP, move |ctx: Context| {
+            let inbox = inbox.clone();
+            async move {
+                let swept = inbox.dialogues(&ctx).and_then(|dialogues| dialogues.expire_after(now_ms(), GRACE));
+                if let Err(e) = swept {
+                    tracing::warn!(error = %e, "sweeping an auctioneer's dialogues failed");
+                }
+            }
+        });
+    }
+
+    /// The auctioneer's dialogues, once read (at its first auction or bid).
+    pub(crate) fn loaded(&self) -> Option<&Dialogues> {
+        self.dialogues.get()
+    }
+
+    /// A handler for `M`, a bidder's message: `split` names the auction it is for, the
+    /// bidder's step of the dialogue it is, and what it carries. The message is checked
+    /// against its sender's dialogue in that auction, handed to the auction if it runs
+    /// here, and its sender told if it was refused.
     pub(crate) fn route<M: agent_core::Message>(
         &self,
-        split: fn(M) -> (String, T),
-    ) -> impl Fn(agent_core::Context, Address, M) -> std::future::Ready<()> + Send + Sync + 'static {
+        split: fn(M) -> (String, &'static str, T),
+    ) -> impl Fn(Context, Address, M) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+           + Send
+           + Sync
+           + 'static {
         let inbox = self.clone();
-        move |_ctx, from, message| {
-            let (auction, item) = split(message);
-            if !inbox.deliver(&auction, from, item) {
-                tracing::debug!(%from, auction, message = M::NAME, "a message for an auction not running here");
-            }
-            std::future::ready(())
+        move |ctx, from, message| {
+            let inbox = inbox.clone();
+            Box::pin(async move {
+                let (auction, step, item) = split(message);
+                let id = auction::dialogue_of(&auction, &from);
+                if let Err(refused) = inbox.take(&ctx, &auction, id, from, step, item) {
+                    tell(&ctx, id, from, refused).await;
+                }
+            })
         }
+    }
+
+    /// Checks `step` from `from` in dialogue `id` of `auction` and hands the outcome to the
+    /// auction if it runs here. A bidder's step never moves the dialogue's deadline: the
+    /// auction's close bounds every state a bid leads to.
+    fn take(
+        &self,
+        ctx: &Context,
+        auction: &str,
+        id: u128,
+        from: Address,
+        step: &str,
+        item: T,
+    ) -> Result<(), DialogueError> {
+        let dialogues = self.dialogues(ctx)?;
+        let running = self.running.lock();
+        let deadline_ms = dialogues.get(id).and_then(|d| d.deadline_ms);
+        let checked =
+            dialogues.incoming_until(step, id, from, now_ms(), deadline_ms).map(drop).map_err(|e| late(dialogues, e));
+        if let Some(line) = running.get(auction) {
+            if line.try_send((from, checked.clone().map(|()| item))).is_err() {
+                tracing::warn!(auction, %from, "an auction's line is full; a message was dropped");
+            }
+        }
+        checked
+    }
+
+    /// Opens auction `id` to `bidders`: a dialogue with each, opened by the auctioneer's
+    /// `opening` step, whose state lasts until `deadline_ms`. A bidder whose dialogue cannot
+    /// be opened (listed twice, or storage failing) is left out, and logged.
+    pub(crate) fn open(
+        &self,
+        ctx: &Context,
+        id: &str,
+        bidders: &[Address],
+        opening: &str,
+        deadline_ms: u64,
+    ) -> Result<Opened<T>, DialogueError> {
+        let dialogues = self.dialogues(ctx)?;
+        let (to, messages) = mpsc::channel(CAPACITY);
+        self.running.lock().insert(id.to_owned(), to);
+        let mut opened = Opened { id: id.to_owned(), inbox: self.clone(), messages, bidders: Vec::new() };
+        let now = now_ms();
+        for &bidder in bidders {
+            let dialogue = auction::dialogue_of(id, &bidder);
+            match dialogues.open_with(opening, dialogue, bidder, BIDDER, now, Some(deadline_ms)) {
+                Ok(_) => opened.bidders.push((bidder, dialogue)),
+                Err(e) => tracing::warn!(auction = id, %bidder, error = %e, "a bidder left out of an auction"),
+            }
+        }
+        Ok(opened)
     }
 }
 
-impl<T> Inbox<T> {
-    /// Opens auction `id` to messages from `allowed` (its invited bidders or traders);
-    /// anyone else's are not taken.
-    pub(crate) fn open(&self, id: &str, allowed: &[Address]) -> Opened<T> {
-        let (to, messages) = mpsc::channel(CAPACITY);
-        let allowed = Arc::new(allowed.iter().copied().collect());
-        self.running.lock().insert(id.to_owned(), Line { to, allowed });
-        Opened { id: id.to_owned(), inbox: self.clone(), messages }
+impl<T> Opened<T> {
+    /// The bidders in the auction (those whose dialogue opened).
+    pub(crate) fn bidders(&self) -> Vec<Address> {
+        self.bidders.iter().map(|(bidder, _)| *bidder).collect()
     }
 
-    /// Hands `message` from `from` to auction `id`. False if that auction is not running
-    /// (closed, or never opened here), `from` was not invited, or its line is full.
-    pub(crate) fn deliver(&self, id: &str, from: Address, message: T) -> bool {
-        let Some(line) = self.running.lock().get(id).cloned() else { return false };
-        if !line.allowed.contains(&from) {
-            return false;
+    /// The next message that reached the auction, waiting for one until `closes`; `None`
+    /// once `closes` has passed and every message already there has been taken.
+    pub(crate) async fn next_before(&mut self, closes: Instant) -> Option<Arrival<T>> {
+        match tokio::time::timeout_at(closes, self.messages.recv()).await {
+            Ok(next) => next,
+            Err(_) => self.messages.try_recv().ok(),
         }
-        match line.to.try_send((from, message, Instant::now())) {
-            Ok(()) => true,
-            Err(_) => {
-                tracing::warn!(auction = id, %from, "an auction's line is full; a message was dropped");
-                false
+    }
+
+    /// Records the auctioneer's `step` (not allowed past the deadline unless the rules say
+    /// so) in each bidder's dialogue, moving its deadline to `deadline_ms` if given, and
+    /// sends `message` to those in whose dialogue it was recorded.
+    pub(crate) async fn tell<M: agent_core::Message + Clone + Sync>(
+        &self,
+        ctx: &Context,
+        step: &str,
+        deadline_ms: Option<u64>,
+        message: &M,
+    ) {
+        let Some(dialogues) = self.inbox.dialogues.get() else { return };
+        let now = now_ms();
+        let told: Vec<Address> = self
+            .bidders
+            .iter()
+            .filter(|(bidder, id)| match dialogues.outgoing_until(step, *id, now, deadline_ms) {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::debug!(%bidder, error = %e, step, "an auction message not sent: its dialogue refused it");
+                    false
+                }
+            })
+            .map(|(bidder, _)| *bidder)
+            .collect();
+        tell_all(ctx, &told, message).await;
+    }
+
+    /// Closes the auction with the auctioneer's terminal `step` in every bidder's dialogue,
+    /// under the lock its bids are checked under, and returns what reached it before: from
+    /// now on every bid is refused (as late, or as after the close). Tell the bidders the
+    /// result next, with [`tell_closed`](Self::tell_closed).
+    pub(crate) fn close(&mut self, step: &str) -> Vec<Arrival<T>> {
+        {
+            let mut running = self.inbox.running.lock();
+            running.remove(&self.id);
+            if let Some(dialogues) = self.inbox.dialogues.get() {
+                let now = now_ms();
+                for (bidder, id) in &self.bidders {
+                    if let Err(e) = dialogues.outgoing_named(step, *id, now) {
+                        tracing::warn!(%bidder, error = %e, step, "a bidder's dialogue could not be closed");
+                    }
+                }
             }
+        }
+        self.messages.close();
+        let mut rest = Vec::new();
+        while let Ok(arrival) = self.messages.try_recv() {
+            rest.push(arrival);
+        }
+        rest
+    }
+
+    /// Sends `message` (the close already recorded by [`close`](Self::close)) to every
+    /// bidder.
+    pub(crate) async fn tell_closed<M: agent_core::Message + Clone + Sync>(&self, ctx: &Context, message: &M) {
+        tell_all(ctx, &self.bidders(), message).await;
+    }
+}
+
+/// A refusal of a closed dialogue whose deadline had passed is told as late: the bid
+/// came after the close, whether or not the result was out yet.
+fn late(dialogues: &Dialogues, refused: DialogueError) -> DialogueError {
+    let DialogueError::Closed { dialogue, state, message } = refused else { return refused };
+    let now_ms = now_ms();
+    match dialogues.get(dialogue).and_then(|d| d.deadline_ms).filter(|deadline| now_ms > *deadline) {
+        Some(deadline_ms) => DialogueError::Late { dialogue, state, message, deadline_ms, now_ms },
+        None => DialogueError::Closed { dialogue, state, message },
+    }
+}
+
+/// Tells `to` why its message in dialogue `id` was refused.
+pub(crate) async fn tell(ctx: &Context, id: u128, to: Address, refused: DialogueError) {
+    tracing::debug!(%to, error = %refused, "an auction message refused");
+    if let Some(told) = refused.refusal() {
+        if let Err(e) = ctx.send_in(id, to, told).await {
+            tracing::debug!(%to, error = %e, "a refusal was not delivered; the refusal stands");
         }
     }
 }
 
 /// Sends `message` to each of `to` side by side and waits for every outcome; a failed send
 /// is logged (the auction goes on without that bidder hearing it).
-pub(crate) async fn tell_all<M: agent_core::Message + Clone + Sync>(
-    ctx: &agent_core::Context,
-    to: &[Address],
-    message: &M,
-) {
+pub(crate) async fn tell_all<M: agent_core::Message + Clone + Sync>(ctx: &Context, to: &[Address], message: &M) {
     let mut sends = tokio::task::JoinSet::new();
     for &peer in to {
         let (ctx, message) = (ctx.clone(), message.clone());
@@ -130,4 +287,8 @@ pub(crate) async fn tell_all<M: agent_core::Message + Clone + Sync>(
             tracing::debug!(%peer, error = %e, message = M::NAME, "an auction message was not delivered");
         }
     }
+}
+
+fn now_ms() -> u64 {
+    agent_core::envelope::unix_now_ms()
 }

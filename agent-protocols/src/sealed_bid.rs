@@ -1,12 +1,14 @@
 //! A sealed-bid auction over messages, with bids signed by their bidders.
 //!
-//! The auctioneer calls each bidder for one sealed bid ([`CallForBids`], a request); each
-//! answers with a [`SignedBid`], signed with its own agent key, or passes. Bids that come
-//! after the deadline, carry a bad signature, or are signed by anyone but the answering
-//! agent do not count. The winner and price are exactly what [`auction::vickrey`] (second
-//! price) or [`auction::first_price`] gives for the bids that count, ties to the earlier
-//! bid. A signed bid is evidence: anyone holding it can check who bid what, for which
-//! auction.
+//! The auctioneer ([`Auctioneer`]) calls each bidder for one sealed bid ([`CallForBids`]);
+//! each answers ([`BidAnswer`]) with a [`SignedBid`], signed with its own agent key, or
+//! passes. Each answer is checked against its sender's dialogue in the auction ([`rules`]):
+//! one after the deadline (before or after the result is out), a second answer, or one in a
+//! dialogue its sender does not have is refused and its sender told why. Bids with a bad
+//! signature, or signed by anyone but the answering agent, do not count either. The winner
+//! and price are exactly what [`auction::vickrey`] (second price) or
+//! [`auction::first_price`] gives for the bids that count, ties to the earlier bid. A
+//! signed bid is evidence: anyone holding it can check who bid what, for which auction.
 //!
 //! The bidders are told the result ([`Closed`]); the winner pays through escrow keyed by
 //! [`auction::deal_of`] the auction and released on delivery
@@ -19,9 +21,10 @@ use agent_core::identity::SignatureError;
 use agent_core::{Address, Agent, Context, Identity, Message, PublicKey};
 use serde::{Deserialize, Serialize};
 
-use crate::auction::{self, Award, Bid};
+use crate::auction::{self, AuctionError, Award, Bid, AUCTIONEER, BIDDER};
 use crate::bidding::Followed;
-use crate::inbox::tell_all;
+use crate::dialogue::{DialogueError, Refused, Rules};
+use crate::inbox::{tell_all, Arrival, Inbox};
 use crate::settlement::{Sales, Settled, SettlementError};
 
 /// A call for one sealed bid on `item`.
@@ -67,14 +70,27 @@ pub struct SignedBid {
     pub signature: [u8; 64],
 }
 
-/// A bidder's answer.
+/// A bidder's answer to a [`CallForBids`], sent back to the auctioneer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
 #[message(name = "agora.auction.BidAnswer")]
 pub enum BidAnswer {
     /// A bid.
     Bid(SignedBid),
     /// No bid.
-    Pass,
+    Pass {
+        /// The auction passed on.
+        auction: String,
+    },
+}
+
+impl BidAnswer {
+    /// The auction it answers, and its step in the bidder's dialogue.
+    fn split(self) -> (String, &'static str, BidAnswer) {
+        match &self {
+            BidAnswer::Bid(bid) => (bid.auction.clone(), "Bid", self),
+            BidAnswer::Pass { auction } => (auction.clone(), "Pass", self),
+        }
+    }
 }
 
 /// Why a bid did not count.
@@ -94,12 +110,25 @@ pub enum BidError {
     /// The bid is for another auction.
     #[error("bid for auction {0}, not this one")]
     OtherAuction(String),
-    /// It came after the deadline.
+    /// It came after the deadline (or after the close).
     #[error("bid after the deadline")]
     Late,
+    /// Its dialogue refused it: out of order, from the wrong role, after the close, or in a
+    /// dialogue its sender does not have (another auction's, or one it was not invited to).
+    #[error("refused by its dialogue: {0}")]
+    Refused(DialogueError),
     /// A Dutch take at a price the clock has not called.
     #[error("take at {0}, a price the clock has not called")]
     NotCalled(u128),
+}
+
+impl From<DialogueError> for BidError {
+    fn from(refused: DialogueError) -> BidError {
+        match refused {
+            DialogueError::Late { .. } => BidError::Late,
+            refused => BidError::Refused(refused),
+        }
+    }
 }
 
 impl SignedBid {
@@ -141,10 +170,31 @@ impl SignedBid {
     }
 }
 
-/// The sealed-bid auction as agents publish it: its messages, which reply answers which
-/// request, and its digest. Bidders include it ([`serve`]).
+/// The sealed-bid auction as agents publish it: its messages and its digest. Both sides
+/// include it ([`Auctioneer::serve`], [`serve`]).
 pub fn protocol() -> agent_core::Protocol {
-    agent_core::Protocol::new("agora.auction.sealed", "1.0.0").replies::<CallForBids, BidAnswer>().message::<Closed>()
+    agent_core::Protocol::new("agora.auction.sealed", "2.0.0")
+        .message::<CallForBids>()
+        .message::<BidAnswer>()
+        .message::<Closed>()
+        .message::<Refused>()
+}
+
+/// The sealed-bid auction's dialogue between the auctioneer and each bidder: the call,
+/// then one answer (a bid or a pass) before the deadline, then the close (the only step
+/// allowed after the deadline), after which nothing is accepted.
+pub fn rules() -> Rules {
+    Rules::builder("agora.auction.sealed")
+        .initial("invited")
+        .step::<CallForBids>("invited", AUCTIONEER, "called")
+        .named_step("Bid", "called", BIDDER, "sealed", false)
+        .named_step("Pass", "called", BIDDER, "passed", false)
+        .named_step(Closed::NAME, "called", AUCTIONEER, "closed", true)
+        .named_step(Closed::NAME, "sealed", AUCTIONEER, "closed", true)
+        .named_step(Closed::NAME, "passed", AUCTIONEER, "closed", true)
+        .terminal("closed")
+        .build()
+        .unwrap_or_else(|e| unreachable!("the sealed-bid auction's rules are valid: {e}"))
 }
 
 /// How the winner pays.
@@ -159,65 +209,96 @@ pub enum Pricing {
 /// What a sealed-bid auction gathered and decided.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sealed {
+    /// The auction's id.
+    pub auction: String,
     /// The winner and price, if any bid counted.
     pub award: Option<Award>,
     /// The bids that counted, in arrival order, with their signatures (the evidence).
     pub bids: Vec<SignedBid>,
-    /// The bids that did not count, and why.
+    /// The bids that did not count, and why (those that came while the auction ran).
     pub refused: Vec<(Address, BidError)>,
 }
 
-/// Runs a sealed-bid auction of `item` among `bidders`, closing at `deadline`; records the
-/// sale in `sales` (serve them with [`serve_sales`](crate::settlement::serve_sales) to be
-/// paid) and tells the bidders the result.
-pub async fn run<T: Serialize>(
-    ctx: &Context,
-    sales: &Sales,
-    bidders: &[Address],
-    item: &T,
-    reserve: u128,
-    deadline: Duration,
-    pricing: Pricing,
-) -> Result<Sealed, serde_json::Error> {
-    let auction = auction::new_id();
-    let deadline_ms = agent_core::envelope::unix_now_ms().saturating_add(deadline.as_millis() as u64);
-    let until = tokio::time::Instant::now() + deadline;
-    let call = CallForBids { auction: auction.clone(), item: serde_json::to_value(item)?, reserve, deadline_ms };
-    let mut answers = tokio::task::JoinSet::new();
-    for &bidder in bidders {
-        let (ctx, call) = (ctx.clone(), call.clone());
-        answers.spawn(async move { (bidder, ctx.request::<CallForBids, BidAnswer>(bidder, call, deadline).await) });
-    }
-    let mut sealed = Sealed { award: None, bids: Vec::new(), refused: Vec::new() };
-    while let Ok(Some(joined)) = tokio::time::timeout_at(until, answers.join_next()).await {
-        let Ok((from, Ok(BidAnswer::Bid(bid)))) = joined else { continue };
-        if agent_core::envelope::unix_now_ms() > deadline_ms {
-            sealed.refused.push((from, BidError::Late));
-            continue;
-        }
-        match bid.check(&auction, from) {
-            Ok(()) => sealed.bids.push(bid),
-            Err(why) => sealed.refused.push((from, why)),
+impl Sealed {
+    /// Counts an answer its dialogue accepted if it is a validly signed bid; lists it as
+    /// refused otherwise.
+    fn count(&mut self, auction: &str, (from, answer): Arrival<BidAnswer>) {
+        match answer {
+            Ok(BidAnswer::Bid(bid)) => match bid.check(auction, from) {
+                Ok(()) => self.bids.push(bid),
+                Err(why) => self.refused.push((from, why)),
+            },
+            Ok(BidAnswer::Pass { .. }) => {}
+            Err(refused) => self.refused.push((from, refused.into())),
         }
     }
-    // Bids still on their way are late by construction: the auction is closed.
-    answers.abort_all();
-    let counted: Vec<Bid> = sealed
-        .bids
-        .iter()
-        .enumerate()
-        .map(|(seq, b)| Bid { bidder: b.bidder, amount: b.amount, seq: seq as u64 })
-        .collect();
-    sealed.award = match pricing {
-        Pricing::SecondPrice => auction::vickrey(&counted, reserve),
-        Pricing::FirstPrice => auction::first_price(&counted, reserve),
-    };
-    if let Some(award) = sealed.award {
-        sales.expect(auction::deal_of(&auction), award.winner, award.price);
+}
+
+/// The auctioneer's side: receives the answers for the sealed-bid auctions it runs.
+#[derive(Clone)]
+pub struct Auctioneer {
+    answers: Inbox<BidAnswer>,
+    sales: Sales,
+}
+
+impl Auctioneer {
+    /// Makes `agent` a sealed-bid auctioneer whose sales are recorded in `sales` (serve
+    /// them with [`serve_sales`](crate::settlement::serve_sales) to be paid).
+    pub fn serve(agent: &mut Agent, sales: Sales) -> Auctioneer {
+        let auctioneer = Auctioneer { answers: Inbox::new(rules), sales };
+        agent.include(protocol().on_message(auctioneer.answers.route(BidAnswer::split)));
+        auctioneer.answers.sweep_on(agent);
+        auctioneer
     }
-    let pay_to = ctx.wallet().ok().map(|wallet| wallet.address());
-    tell_all(ctx, bidders, &Closed { auction, award: sealed.award, pay_to }).await;
-    Ok(sealed)
+
+    /// This auctioneer's dialogues with its bidders ([`rules`]), once read from its storage
+    /// (at its first auction, or the first bid to reach it).
+    pub fn dialogues(&self) -> Option<&crate::dialogue::Dialogues> {
+        self.answers.loaded()
+    }
+
+    /// Runs a sealed-bid auction of `item` among `bidders`, closing `deadline` from now;
+    /// records the sale (if any) and tells the bidders the result.
+    pub async fn run<T: Serialize>(
+        &self,
+        ctx: &Context,
+        bidders: &[Address],
+        item: &T,
+        reserve: u128,
+        deadline: Duration,
+        pricing: Pricing,
+    ) -> Result<Sealed, AuctionError> {
+        let auction = auction::new_id();
+        let deadline_ms = agent_core::envelope::unix_now_ms().saturating_add(deadline.as_millis() as u64);
+        let until = tokio::time::Instant::now() + deadline;
+        let call = CallForBids { auction: auction.clone(), item: serde_json::to_value(item)?, reserve, deadline_ms };
+        let mut opened = self.answers.open(ctx, &auction, bidders, CallForBids::NAME, deadline_ms)?;
+        tell_all(ctx, &opened.bidders(), &call).await;
+        let mut sealed = Sealed { auction: auction.clone(), award: None, bids: Vec::new(), refused: Vec::new() };
+        while let Some(arrival) = opened.next_before(until).await {
+            sealed.count(&auction, arrival);
+        }
+        // From here on every answer is refused by its dialogue, as late.
+        for arrival in opened.close(Closed::NAME) {
+            sealed.count(&auction, arrival);
+        }
+        let counted: Vec<Bid> = sealed
+            .bids
+            .iter()
+            .enumerate()
+            .map(|(seq, b)| Bid { bidder: b.bidder, amount: b.amount, seq: seq as u64 })
+            .collect();
+        sealed.award = match pricing {
+            Pricing::SecondPrice => auction::vickrey(&counted, reserve),
+            Pricing::FirstPrice => auction::first_price(&counted, reserve),
+        };
+        if let Some(award) = sealed.award {
+            self.sales.expect(auction::deal_of(&auction), award.winner, award.price);
+        }
+        let pay_to = ctx.wallet().ok().map(|wallet| wallet.address());
+        opened.tell_closed(ctx, &Closed { auction, award: sealed.award, pay_to }).await;
+        Ok(sealed)
+    }
 }
 
 /// A bidder's side: how much to bid for an item, if anything.
@@ -246,9 +327,11 @@ pub fn serve<B: Bidder>(agent: &mut Agent, identity: Identity, bidder: Arc<B>, d
                     followed.signed(&call.auction, amount);
                     BidAnswer::Bid(SignedBid::sign(&identity, &call.auction, amount))
                 }
-                _ => BidAnswer::Pass,
+                _ => BidAnswer::Pass { auction: call.auction.clone() },
             };
-            ctx.reply(answer).await
+            if let Err(e) = ctx.send(from, answer).await {
+                tracing::debug!(auction = call.auction, error = %e, "a sealed bid was not delivered");
+            }
         }
     });
     served = served.on_message(move |ctx: Context, from: Address, closed: Closed| {

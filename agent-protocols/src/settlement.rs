@@ -2,16 +2,32 @@
 //! pays it twice.
 //!
 //! The buyer locks the price in escrow for the seller, keyed by the deal (the dialogue or
-//! auction it was agreed in), and tells the seller with a [`Payment`]. The seller checks the
-//! escrow on the ledger (its amount, payer, beneficiary and deal) before it delivers, and
-//! answers with a [`Delivery`]. The buyer releases the escrow on delivery; on a refusal, a
-//! failure or no answer, the escrow is refunded to the buyer once its deadline has passed
-//! ([`refund_when_due`]). The ledger settles an escrow once, so it is paid out or refunded,
-//! never both. A buyer restarted with escrows still open calls [`refund_open_escrows`].
+//! auction it was agreed in), and tells the seller with a [`Payment`] that carries when the
+//! delivery is due. The escrow's terms, on the ledger, are the rule both sides hold to:
 //!
-//! Contract-net's [`award_and_pay`](crate::contract_net::award_and_pay) uses the same
-//! escrow rules with the initiator as the buyer; the auctions use [`pay_on_delivery`] and
-//! [`serve_sales`].
+//! - its deal and its deadline, the delivery's due time plus [`REFUND_GRACE`];
+//! - the seller's wallet as its beneficiary and its arbiter: the seller's inform-done is a
+//!   release it signs on the ledger once it has delivered, so the buyer does not decide
+//!   alone whether the delivery happened;
+//! - without that release by the deadline, the ledger lets either side refund it to the
+//!   buyer, and neither before.
+//!
+//! The buyer signs those terms when it locks; the seller reads them on the ledger and
+//! delivers only if they hold (the deal, its wallet as beneficiary and arbiter, at least the
+//! price, and a deadline no earlier than the grace after the delivery is due), then
+//! releases the escrow and answers with a [`Delivery`]. The buyer releases too on
+//! [`Delivery::Delivered`] (in case the seller's release failed), and schedules the refund
+//! for the deadline ([`refund_when_due`]), as the seller does when it cannot deliver. The
+//! ledger settles an escrow once, so it is paid out or refunded, never both, and a second
+//! settlement is refused. A buyer restarted with escrows still open calls
+//! [`refund_open_escrows`].
+//!
+//! What the ledger cannot check is the delivery itself: a seller's release is its signed
+//! word that it delivered, as inform-done is in FIPA.
+//!
+//! Contract-net's [`award_and_pay`](crate::contract_net::award_and_pay) locks with the
+//! initiator as the arbiter, releasing on the winner's report; the auctions use
+//! [`pay_on_delivery`] and [`serve_sales`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,11 +38,12 @@ use agent_core::{Address, Agent, Context, Message, RequestError, Wallet, WalletE
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-/// How long after a delivery was due its escrow may be refunded: the time the buyer has to
-/// release it once the delivery arrives.
+/// How long after a delivery was due its escrow may be refunded: the time the seller has to
+/// release it once it has delivered (and the buyer, if the seller's release fails).
 pub const REFUND_GRACE: Duration = Duration::from_secs(1);
 
-/// The buyer's word that it has paid: `escrow` holds `price` for the seller.
+/// The buyer's word that it has paid: `escrow` holds `price` for the seller, who is to
+/// deliver by `deliver_by_ms`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, Message)]
 #[message(name = "agora.settlement.Payment")]
 pub struct Payment {
@@ -36,6 +53,10 @@ pub struct Payment {
     pub escrow: EscrowId,
     /// The price, in the ledger's smallest unit.
     pub price: u128,
+    /// When the delivery is due (ms since the Unix epoch). The escrow may not be refunded
+    /// before this plus [`REFUND_GRACE`]: the time the seller has to release it once it has
+    /// delivered.
+    pub deliver_by_ms: u64,
 }
 
 /// The seller's answer to a [`Payment`].
@@ -51,7 +72,7 @@ pub enum Delivery {
 /// Payment on delivery as agents publish it: its messages, which reply answers which
 /// request, and its digest. Sellers include it ([`serve_sales`]).
 pub fn protocol() -> agent_core::Protocol {
-    agent_core::Protocol::new("agora.settlement", "1.0.0").replies::<Payment, Delivery>()
+    agent_core::Protocol::new("agora.settlement", "2.0.0").replies::<Payment, Delivery>()
 }
 
 /// How a payment on delivery ended.
@@ -85,11 +106,13 @@ pub enum SettlementError {
     Lock(#[source] WalletError),
 }
 
-/// Pays the agent `seller` `price` for `deal` on delivery: locks the price in escrow for
-/// the seller's wallet `pay_to` (refundable after `deliver_within` plus [`REFUND_GRACE`]),
-/// sends the [`Payment`], and releases the escrow once the seller answers
-/// [`Delivery::Delivered`]. Any other end leaves the escrow to be refunded to the buyer
-/// when due (scheduled here, in the background).
+/// Pays the agent `seller` `price` for `deal` on delivery, due within `deliver_within`:
+/// locks the price in escrow for the seller's wallet `pay_to`, which is also the escrow's
+/// arbiter, refundable after the delivery is due plus [`REFUND_GRACE`]; sends the
+/// [`Payment`]; and once the seller answers [`Delivery::Delivered`] makes sure the escrow is
+/// released (the seller releases it itself). Any other end leaves the escrow to be refunded
+/// to the buyer when due (scheduled here, in the background), unless the seller released it
+/// before its deadline: then the seller is paid, and the refund finds nothing to take back.
 pub async fn pay_on_delivery(
     ctx: &Context,
     seller: Address,
@@ -99,11 +122,14 @@ pub async fn pay_on_delivery(
     deliver_within: Duration,
 ) -> Result<Settled, SettlementError> {
     let wallet = ctx.wallet().map_err(SettlementError::NoWallet)?;
-    let deadline_ms = unix_now_ms().saturating_add((deliver_within + REFUND_GRACE).as_millis() as u64);
+    let deliver_by_ms = unix_now_ms().saturating_add(deliver_within.as_millis() as u64);
+    let deadline_ms = refundable_after(deliver_by_ms);
     let (escrow, _) =
-        wallet.lock(price, pay_to, deadline_ms, wallet.address(), Some(deal)).await.map_err(SettlementError::Lock)?;
+        wallet.lock(price, pay_to, deadline_ms, pay_to, Some(deal)).await.map_err(SettlementError::Lock)?;
     refund_when_due(wallet.clone(), escrow, deadline_ms);
-    let answer = ctx.request::<Payment, Delivery>(seller, Payment { deal, escrow, price }, Some(deliver_within)).await;
+    let payment = Payment { deal, escrow, price, deliver_by_ms };
+    // The seller answers once it has released the escrow, which it may do until the deadline.
+    let answer = ctx.request::<Payment, Delivery>(seller, payment, Some(deliver_within + REFUND_GRACE)).await;
     let reason = match answer {
         Ok(Delivery::Delivered(delivery)) => {
             if release_by(&wallet, escrow, deadline_ms).await {
@@ -115,6 +141,11 @@ pub async fn pay_on_delivery(
         Err(e) => no_delivery(&e),
     };
     Ok(Settled::Refunding { escrow, reason })
+}
+
+/// The deadline of an escrow for a delivery due at `deliver_by_ms`: the grace after it.
+fn refundable_after(deliver_by_ms: u64) -> u64 {
+    deliver_by_ms.saturating_add(REFUND_GRACE.as_millis() as u64)
 }
 
 fn no_delivery(e: &RequestError) -> String {
@@ -211,35 +242,59 @@ impl Sales {
 }
 
 /// Makes `agent` answer [`Payment`]s for the sales in `sales`: the deal must be awaited from
-/// the paying agent, and the escrow open on the ledger for this agent's wallet, naming the
-/// deal, holding at least the price, and refundable no earlier than a second from now; then
-/// `seller` delivers, once. (Who locked the escrow does not matter to the seller: it is
-/// paid all the same.)
+/// the paying agent, and the escrow open on the ledger for this agent's wallet as both its
+/// beneficiary and its arbiter, naming the deal, holding at least the price, and refundable
+/// no earlier than [`REFUND_GRACE`] after the delivery is due (nor within a second from
+/// now); then `seller` delivers, once, and this agent releases the escrow to itself (its
+/// inform-done). If `seller` cannot deliver, the escrow is refunded to the buyer at its
+/// deadline, by this agent as by the buyer. (Who locked the escrow does not matter to the
+/// seller: it is paid all the same.)
 pub fn serve_sales<S: Seller>(agent: &mut Agent, sales: Sales, seller: Arc<S>) {
     let mut served = protocol();
     served = served.on_message(move |ctx: Context, buyer: Address, payment: Payment| {
         let (sales, seller) = (sales.clone(), seller.clone());
         async move {
-            let answer = match check_payment(&ctx, &sales, buyer, &payment).await {
-                Ok(owed) => match seller.deliver(buyer, payment.deal, owed.price).await {
-                    Ok(goods) => Delivery::Delivered(goods),
+            let (owed, wallet, deadline_ms) = match check_payment(&ctx, &sales, buyer, &payment).await {
+                Ok(checked) => checked,
+                Err(why) => return ctx.reply(Delivery::Refused(why)).await,
+            };
+            let reply = ctx.defer_reply()?;
+            // Delivered on a task of its own: a delivery may take long, and the seller's
+            // agent goes on serving meanwhile (other payments, and an auctioneer's late bids).
+            tokio::spawn(async move {
+                let answer = match seller.deliver(buyer, payment.deal, owed.price).await {
+                    Ok(goods) => {
+                        if !release_by(&wallet, payment.escrow, deadline_ms).await {
+                            tracing::warn!(escrow = %payment.escrow, "delivered, but this seller could not release the escrow; the buyer still may");
+                        }
+                        Delivery::Delivered(goods)
+                    }
                     Err(why) => {
                         // Not delivered: the buyer may pay again for the same deal, within
-                        // the same window.
+                        // the same window; this escrow goes back at its deadline.
                         sales.owed.lock().insert(payment.deal, owed);
+                        refund_when_due(wallet, payment.escrow, deadline_ms);
                         Delivery::Refused(why)
                     }
-                },
-                Err(why) => Delivery::Refused(why),
-            };
-            ctx.reply(answer).await
+                };
+                if let Err(e) = reply.send(answer).await {
+                    tracing::debug!(%buyer, error = %e, "a buyer did not hear how its payment ended; its escrow decides");
+                }
+            });
+            Ok(())
         }
     });
     agent.include(served);
 }
 
-/// Takes the sale out of `sales` (so it is delivered once) if the payment is good.
-async fn check_payment(ctx: &Context, sales: &Sales, buyer: Address, payment: &Payment) -> Result<Owed, String> {
+/// Takes the sale out of `sales` (so it is delivered once) if the payment is good; with the
+/// seller's wallet and the escrow's deadline.
+async fn check_payment(
+    ctx: &Context,
+    sales: &Sales,
+    buyer: Address,
+    payment: &Payment,
+) -> Result<(Owed, Wallet, u64), String> {
     let price = match sales.owed.lock().get(&payment.deal) {
         Some(owed) if owed.buyer != buyer => return Err("this deal is owed by another buyer".into()),
         Some(owed) if owed.lapsed_at(unix_now_ms()) => {
@@ -257,7 +312,20 @@ async fn check_payment(ctx: &Context, sales: &Sales, buyer: Address, payment: &P
     if escrow.beneficiary != wallet.address() || escrow.deal != Some(payment.deal) {
         return Err(format!("escrow {} does not pay this seller for this deal", payment.escrow));
     }
-    if escrow.deadline_ms < unix_now_ms().saturating_add(1000) {
+    if escrow.arbiter != wallet.address() {
+        return Err(format!(
+            "escrow {} names {} as its arbiter: the seller must be able to release it once it has delivered",
+            payment.escrow, escrow.arbiter
+        ));
+    }
+    if escrow.deadline_ms < refundable_after(payment.deliver_by_ms) {
+        return Err(format!(
+            "escrow {} is refundable before the delivery is due and its grace has passed",
+            payment.escrow
+        ));
+    }
+    let now_ms = unix_now_ms();
+    if now_ms >= payment.deliver_by_ms || escrow.deadline_ms < now_ms.saturating_add(1000) {
         return Err(format!("escrow {} is refundable too soon to deliver against", payment.escrow));
     }
     if escrow.amount < price {
@@ -266,7 +334,9 @@ async fn check_payment(ctx: &Context, sales: &Sales, buyer: Address, payment: &P
     // Taken out under the lock: a second payment for the same deal finds nothing owed.
     let mut owed = sales.owed.lock();
     match owed.remove(&payment.deal) {
-        Some(taken) if taken.buyer == buyer && !taken.lapsed_at(unix_now_ms()) => Ok(taken),
+        Some(taken) if taken.buyer == buyer && !taken.lapsed_at(unix_now_ms()) => {
+            Ok((taken, wallet, escrow.deadline_ms))
+        }
         Some(taken) => {
             // Lapsed while the escrow was being read, or owed by another: not this payment's.
             owed.insert(payment.deal, taken);

@@ -105,7 +105,7 @@ async fn a_round_clears_at_the_rules_uniform_price_and_every_trade_is_paid_once(
     let traders = [b1, b2, b3, s1, s2, s3, forger];
 
     let ctx = m.bureau.context(house_address).unwrap();
-    let round = house.run_round(&ctx, &traders, "kWh", Duration::from_millis(400)).await;
+    let round = house.run_round(&ctx, &traders, "kWh", Duration::from_millis(400)).await.unwrap();
 
     // Exactly the rule, on the orders that counted, in arrival order.
     let as_order = |side: Side| -> Vec<Order> {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use agent_core::ledger::{DealId, Ledger, LocalLedger, LocalLedgerConfig};
 use agent_core::{Address, Agent, Bureau, Config, Identity, Wallet};
 use agent_protocols::auction::{self, Acceptance, Award, Bid};
+use agent_protocols::dialogue::Refused;
 use agent_protocols::sealed_bid::{self, BidError, Pricing};
 use agent_protocols::settlement::{self, Sales, Settled, SettlementError};
 use agent_protocols::{dutch, english};
@@ -82,6 +83,7 @@ struct Market {
     sales: Sales,
     english: english::Auctioneer,
     dutch: dutch::Auctioneer,
+    sealed: sealed_bid::Auctioneer,
     auctioneer: Address,
 }
 
@@ -91,15 +93,20 @@ impl Market {
     }
 
     fn selling(out_of_stock: bool, sales: Sales) -> Market {
+        Market::delivering(Arc::new(Lots { out_of_stock }), sales)
+    }
+
+    fn delivering<S: settlement::Seller>(seller: Arc<S>, sales: Sales) -> Market {
         let mint = Identity::from_seed("open auctions mint");
         let ledger = Arc::new(LocalLedger::open(LocalLedgerConfig::default().with_authority(mint.address())).unwrap());
         let bureau = Bureau::with_config(Config::default().with_ledger(ledger.clone())).unwrap();
         let mut agent = Agent::builder("auctioneer").build().unwrap();
         let english = english::Auctioneer::serve(&mut agent, sales.clone());
         let dutch = dutch::Auctioneer::serve(&mut agent, sales.clone());
-        settlement::serve_sales(&mut agent, sales.clone(), Arc::new(Lots { out_of_stock }));
+        let sealed = sealed_bid::Auctioneer::serve(&mut agent, sales.clone());
+        settlement::serve_sales(&mut agent, sales.clone(), seller);
         let auctioneer = bureau.add(agent).unwrap();
-        Market { bureau, mint: Wallet::new(mint, ledger.clone()), ledger, sales, english, dutch, auctioneer }
+        Market { bureau, mint: Wallet::new(mint, ledger.clone()), ledger, sales, english, dutch, sealed, auctioneer }
     }
 
     /// A bidder with `funds`, whose agent key is `seed`'s and which signs with `signer`'s.
@@ -316,22 +323,99 @@ async fn sealed_second_price_the_winner_pays_the_runner_up_bid_through_escrow() 
     let high_agent = m.bidder("sealed high", "sealed high", high.clone(), 1_000).await;
     let low_agent = m.bidder("sealed low", "sealed low", low.clone(), 1_000).await;
     let ctx = m.bureau.context(m.auctioneer).unwrap();
-    let sealed = sealed_bid::run(
-        &ctx,
-        &m.sales,
-        &[high_agent, low_agent],
-        &"lot 12",
-        100,
-        Duration::from_millis(300),
-        Pricing::SecondPrice,
-    )
-    .await
-    .unwrap();
+    let sealed = m
+        .sealed
+        .run(&ctx, &[high_agent, low_agent], &"lot 12", 100, Duration::from_millis(300), Pricing::SecondPrice)
+        .await
+        .unwrap();
     assert_eq!(sealed.award, Some(Award { winner: high_agent, price: 220 }));
     assert!(matches!(m.settled(&high).await, Ok(Settled::Paid { .. })));
     assert_eq!((m.balance(high_agent).await, m.balance(low_agent).await), (780, 1_000));
     assert_eq!(m.balance(m.auctioneer).await, 220);
     assert!(low.settled.lock().is_empty());
+    m.bureau.shutdown().await.unwrap();
+}
+
+/// Bids `amount` (sealed) once `after` has passed since it was called.
+struct Tardy {
+    amount: u128,
+    after: Duration,
+}
+
+#[async_trait::async_trait]
+impl sealed_bid::Bidder for Tardy {
+    async fn bid(&self, _item: serde_json::Value, _reserve: u128) -> Option<u128> {
+        tokio::time::sleep(self.after).await;
+        Some(self.amount)
+    }
+}
+
+/// Delivers a lot only once a late bid has been refused: the winner's payment is then
+/// still waiting for its delivery when the late bid comes.
+struct AfterRefusal {
+    refused: Arc<Mutex<Vec<Refused>>>,
+}
+
+#[async_trait::async_trait]
+impl settlement::Seller for AfterRefusal {
+    async fn deliver(&self, _buyer: Address, _deal: DealId, price: u128) -> Result<serde_json::Value, String> {
+        let waited = self.refused.lock().is_empty();
+        for _ in 0..300 {
+            if !self.refused.lock().is_empty() {
+                return Ok(serde_json::json!({ "lot": 13, "paid": price.to_string(), "waited": waited }));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Err("no late bid came".into())
+    }
+}
+
+#[tokio::test]
+async fn a_sealed_bid_well_after_the_close_is_refused_as_late_while_the_award_is_paid_and_changes_nothing() {
+    let refused: Arc<Mutex<Vec<Refused>>> = Arc::default();
+    let m = Market::delivering(Arc::new(AfterRefusal { refused: refused.clone() }), Sales::new());
+    let (high, low) = (UpTo::new(300), UpTo::new(220));
+    let high_agent = m.bidder("sealed on time high", "sealed on time high", high.clone(), 1_000).await;
+    let low_agent = m.bidder("sealed on time low", "sealed on time low", low.clone(), 1_000).await;
+    // The late bidder bids far above the others, 150 ms after the close.
+    let deadline = Duration::from_millis(300);
+    let mut late = Agent::builder("sealed late").seed("sealed late").build().unwrap();
+    let tardy = Arc::new(Tardy { amount: 10_000, after: deadline + Duration::from_millis(150) });
+    sealed_bid::serve(&mut late, Identity::from_seed("sealed late"), tardy, DELIVER_WITHIN);
+    let told = refused.clone();
+    late.on_message(move |_ctx: agent_core::Context, _from: Address, refused: Refused| {
+        told.lock().push(refused);
+        std::future::ready(())
+    });
+    let late_agent = m.bureau.add(late).unwrap();
+    m.mint.mint(m.wallet(late_agent), 100_000).await.unwrap();
+
+    let ctx = m.bureau.context(m.auctioneer).unwrap();
+    let bidders = [high_agent, low_agent, late_agent];
+    let sealed = m.sealed.run(&ctx, &bidders, &"lot 13", 100, deadline, Pricing::SecondPrice).await.unwrap();
+    assert_eq!(sealed.award, Some(Award { winner: high_agent, price: 220 }), "{sealed:?}");
+    assert!(sealed.bids.iter().all(|b| b.bidder != late_agent), "the late bid was not in when the auction closed");
+
+    // The winner's payment waits for its delivery, which waits for the late bid's refusal:
+    // the late bid came while the award was being paid, and was refused as late.
+    let settled = m.settled(&high).await;
+    let Ok(Settled::Paid { delivery, .. }) = settled else {
+        panic!("the winner was not paid for: {settled:?} {:?}", refused.lock())
+    };
+    assert_eq!(delivery["waited"], true, "the delivery began before the late bid came: {delivery}");
+    let refusal = refused.lock().first().cloned().expect("the late bidder was told");
+    let dialogue = auction::dialogue_of(&sealed.auction, &late_agent);
+    assert_eq!((refusal.dialogue, refusal.state.as_deref()), (dialogue, Some("closed")), "{refusal:?}");
+    assert!(refusal.reason.contains("after the deadline"), "refused as late: {refusal:?}");
+    let kept = m.sealed.dialogues().unwrap().get(dialogue).unwrap();
+    assert_eq!(kept.state, "closed");
+    assert!(kept.said.iter().all(|said| said.sender == auction::AUCTIONEER), "no bid of its counted: {kept:?}");
+
+    // Winner and price unchanged, on the ledger: the winner paid the runner-up's bid, once.
+    assert_eq!(m.balance(high_agent).await, 1_000 - 220);
+    assert_eq!(m.balance(m.auctioneer).await, 220);
+    assert_eq!((m.balance(low_agent).await, m.balance(late_agent).await), (1_000, 100_000));
+    assert!(!m.sales.awaits(&auction::deal_of(&sealed.auction)), "the sale was delivered once");
     m.bureau.shutdown().await.unwrap();
 }
 
@@ -345,7 +429,7 @@ async fn the_auctions_are_protocols_both_sides_speak() {
     let speaks = |who: Address, protocol: &agent_core::Protocol| {
         agents.iter().find(|a| a.address == who).unwrap().protocols.contains(&protocol.digest())
     };
-    for protocol in [english::protocol(), dutch::protocol(), settlement::protocol()] {
+    for protocol in [english::protocol(), dutch::protocol(), sealed_bid::protocol(), settlement::protocol()] {
         assert!(speaks(m.auctioneer, &protocol), "the auctioneer speaks {}", protocol.manifest().to_json());
     }
     for protocol in [english::protocol(), dutch::protocol(), sealed_bid::protocol()] {

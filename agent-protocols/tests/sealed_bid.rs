@@ -45,14 +45,14 @@ async fn the_winner_and_price_follow_the_rule_for_the_bids_that_count() {
     let forger = add(&bureau, "bidder forger", "someone else", Some(500), now);
     let late = add(&bureau, "bidder late", "bidder late", Some(900), Duration::from_millis(800));
     let below = add(&bureau, "bidder below", "bidder below", Some(5), now);
-    let auctioneer = bureau.add(Agent::builder("auctioneer").build().unwrap()).unwrap();
+    let mut auctioneer = Agent::builder("auctioneer").build().unwrap();
+    let house = sealed_bid::Auctioneer::serve(&mut auctioneer, Sales::new());
+    let auctioneer = bureau.add(auctioneer).unwrap();
     let ctx = bureau.context(auctioneer).unwrap();
     let bidders = [low, high, mid, passer, forger, late, below];
 
     let sealed =
-        sealed_bid::run(&ctx, &Sales::new(), &bidders, &"lot 7", 10, Duration::from_millis(300), Pricing::SecondPrice)
-            .await
-            .unwrap();
+        house.run(&ctx, &bidders, &"lot 7", 10, Duration::from_millis(300), Pricing::SecondPrice).await.unwrap();
     assert_eq!(sealed.award, Some(Award { winner: high, price: 65 }), "{sealed:?}");
     let mut counted: Vec<Address> = sealed.bids.iter().map(|b| b.bidder).collect();
     counted.sort();
@@ -73,17 +73,8 @@ async fn the_winner_and_price_follow_the_rule_for_the_bids_that_count() {
     tampered.amount += 1;
     assert!(matches!(tampered.check(&auction, tampered.bidder), Err(BidError::Signature(_))));
 
-    let first = sealed_bid::run(
-        &ctx,
-        &Sales::new(),
-        &[low, mid],
-        &"lot 8",
-        10,
-        Duration::from_millis(300),
-        Pricing::FirstPrice,
-    )
-    .await
-    .unwrap();
+    let first =
+        house.run(&ctx, &[low, mid], &"lot 8", 10, Duration::from_millis(300), Pricing::FirstPrice).await.unwrap();
     assert_eq!(first.award, Some(Award { winner: mid, price: 65 }));
     bureau.shutdown().await.unwrap();
 }

@@ -241,7 +241,13 @@ impl Operator {
         let house = self.house.get()?;
         let traders = self.members();
         let open_for = Duration::from_millis(self.terms.open_ms);
-        let round = house.run_round(ctx, &traders, &good_of(interval), open_for).await;
+        let round = match house.run_round(ctx, &traders, &good_of(interval), open_for).await {
+            Ok(round) => round,
+            Err(e) => {
+                tracing::error!(interval, error = %e, "the interval's round could not run");
+                return None;
+            }
+        };
         let orders = round
             .orders
             .iter()

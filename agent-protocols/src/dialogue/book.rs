@@ -42,7 +42,8 @@ pub struct Dialogue {
     pub peer_role: String,
     /// Where the dialogue is.
     pub state: String,
-    /// When the current state's deadline passes, if it has one.
+    /// When the current state's deadline passes, if it has one; for a closed dialogue, the
+    /// deadline it closed under.
     pub deadline_ms: Option<u64>,
     /// When the dialogue opened.
     pub opened_ms: u64,
@@ -504,8 +505,15 @@ impl Dialogues {
             });
         };
         let mut next = dialogue.clone();
+        next.deadline_ms = match self.rules.deadline(&step.to) {
+            Some(limit) => Some(now_ms.saturating_add(limit.as_millis() as u64)),
+            // Staying in a state does not restart its clock (bids keep an auction open only
+            // until it closes), and a closed dialogue keeps the deadline it closed under, so
+            // a message after it can still be told it came late.
+            None if step.to == dialogue.state || self.rules.is_terminal(&step.to) => dialogue.deadline_ms,
+            None => None,
+        };
         next.state = step.to.clone();
-        next.deadline_ms = self.rules.deadline(&step.to).map(|d| now_ms.saturating_add(d.as_millis() as u64));
         next.said.push(Said { message: message.into(), sender: sender.into(), at_ms: now_ms });
         Ok(next)
     }
