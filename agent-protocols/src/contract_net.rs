@@ -29,7 +29,7 @@
 //!     awarded --> cancelled: Cancel (initiator), or Report::Cancelled (participant)
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -38,7 +38,7 @@ use agent_core::{Address, Agent, Context, Message};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::dialogue::{DialogueError, Dialogues, Refused, Rules};
+use crate::dialogue::{DialogueError, Dialogues, Refused, Rules, Step};
 use crate::settlement::{refund_when_due, release_by, REFUND_GRACE};
 
 /// The role that calls for proposals.
@@ -346,7 +346,7 @@ pub async fn call<T: Serialize, P: DeserializeOwned + Send + 'static>(
     let mut targets = Vec::with_capacity(participants.len());
     for &participant in participants {
         let id: u128 = rand_id();
-        dialogues.open_with(Cfp::NAME, id, participant, PARTICIPANT, now_ms(), Some(deadline_ms))?;
+        dialogues.open_with(Cfp::NAME, id, participant, PARTICIPANT, now_ms(), Step::default().until(deadline_ms))?;
         targets.push((participant, id));
     }
     Ok(gather(ctx, book, dialogues, targets, task, deadline, until, deadline_ms).await)
@@ -368,7 +368,7 @@ pub async fn call_again<T: Serialize, P: DeserializeOwned + Send + 'static, Q>(
     let (task, until, deadline_ms) = prepare(task, deadline)?;
     let mut targets = Vec::with_capacity(called.proposals.len());
     for proposal in &called.proposals {
-        dialogues.outgoing_until(Cfp::NAME, proposal.dialogue, now_ms(), Some(deadline_ms))?;
+        dialogues.outgoing_with(Cfp::NAME, proposal.dialogue, now_ms(), Step::default().until(deadline_ms))?;
         targets.push((proposal.from, proposal.dialogue));
     }
     Ok(gather(ctx, book, dialogues, targets, task, deadline, until, deadline_ms).await)
@@ -715,72 +715,45 @@ pub trait Participant: Send + Sync + 'static {
     async fn release(&self, _initiator: Address, _proposal: Self::Proposal) {}
 }
 
-/// A participant's proposals still held, by dialogue: in memory, and in the agent's storage
-/// (under `agora.cnp.held/<dialogue>`), so a restarted participant still honours an award
-/// and still releases a hold when it ends.
-#[derive(Clone, Default)]
-struct Held {
-    proposals: Arc<parking_lot::Mutex<BTreeMap<u128, HeldProposal>>>,
-    /// The timers that release holds when they end; stopped with the agent, so a stopped
-    /// agent's timers do not act on what a restarted one holds.
-    timers: Arc<parking_lot::Mutex<Vec<tokio::task::AbortHandle>>>,
-}
-
-/// One held proposal, as stored.
+/// A proposal a participant holds, kept with its dialogue ([`Dialogue::data`]) in the same
+/// record as the step that made it, so a restarted participant still honours an award and
+/// still releases the hold when it ends.
+///
+/// [`Dialogue::data`]: crate::dialogue::Dialogue::data
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct HeldProposal {
     proposal: serde_json::Value,
-    initiator: Address,
     hold_until_ms: Option<u64>,
 }
 
-const HELD_PREFIX: &str = "agora.cnp.held/";
-
-fn held_key(id: u128) -> String {
-    format!("{HELD_PREFIX}{id:032x}")
+impl HeldProposal {
+    /// The held proposal kept as `data`, decoded as `P`.
+    fn decode<P: DeserializeOwned>(data: Option<serde_json::Value>) -> Option<P> {
+        let held: HeldProposal = serde_json::from_value(data?).ok()?;
+        serde_json::from_value(held.proposal).ok()
+    }
 }
 
-impl Held {
-    /// Reads what a participant held before a restart.
-    fn load(&self, storage: &agent_core::Storage) -> Vec<(u128, HeldProposal)> {
-        let mut loaded = Vec::new();
-        for key in storage.keys().unwrap_or_default().iter().filter(|k| k.starts_with(HELD_PREFIX)) {
-            let id = u128::from_str_radix(&key[HELD_PREFIX.len()..], 16);
-            match (id, storage.get::<HeldProposal>(key)) {
-                (Ok(id), Ok(Some(held))) => loaded.push((id, held)),
-                _ => tracing::warn!(key, "an unreadable held proposal is skipped"),
-            }
+/// The timers that release a participant's holds when they end, by dialogue; each is
+/// stopped when its proposal is decided, and all of them with the agent, so a stopped
+/// agent's timers do not act on what a restarted one holds.
+#[derive(Clone, Default)]
+struct Holds {
+    timers: Arc<parking_lot::Mutex<HashMap<u128, tokio::task::AbortHandle>>>,
+}
+
+impl Holds {
+    /// The hold of dialogue `id` no longer needs its timer (the proposal was decided).
+    fn stop(&self, id: u128) {
+        if let Some(timer) = self.timers.lock().remove(&id) {
+            timer.abort();
         }
-        self.proposals.lock().extend(loaded.iter().cloned());
-        loaded
     }
 
-    fn insert(&self, storage: Option<&agent_core::Storage>, id: u128, held: HeldProposal) {
-        if let Some(Err(e)) = storage.map(|s| s.set(&held_key(id), &held)) {
-            tracing::warn!(error = %e, "a held proposal could not be stored; a restart forgets it");
+    fn stop_all(&self) {
+        for (_, timer) in self.timers.lock().drain() {
+            timer.abort();
         }
-        self.proposals.lock().insert(id, held);
-    }
-
-    /// Takes the proposal of dialogue `id` out (to perform or release it), if `still` is
-    /// the one held (or any, when `still` is `None`).
-    fn take(
-        &self,
-        storage: Option<&agent_core::Storage>,
-        id: u128,
-        still: Option<&serde_json::Value>,
-    ) -> Option<HeldProposal> {
-        let taken = {
-            let mut proposals = self.proposals.lock();
-            match proposals.get(&id) {
-                Some(held) if still.is_none_or(|value| *value == held.proposal) => proposals.remove(&id),
-                _ => None,
-            }
-        }?;
-        if let Some(Err(e)) = storage.map(|s| s.remove(&held_key(id))) {
-            tracing::warn!(error = %e, "a settled proposal could not be removed from storage");
-        }
-        Some(taken)
     }
 }
 
@@ -788,67 +761,49 @@ impl Held {
 /// fit a dialogue are refused and the sender told why ([`Refused`]).
 pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
     let book = Book::default();
+    let holds = Holds::default();
     {
         // Dialogues from before a restart are read when the agent starts, not when the
-        // first call comes.
-        let book = book.clone();
+        // first call comes; the proposals they hold are released when their holds end.
+        let (book, holds, participant) = (book.clone(), holds.clone(), participant.clone());
         agent.on_startup(move |ctx: Context| {
-            let book = book.clone();
+            let (book, holds, participant) = (book.clone(), holds.clone(), participant.clone());
             async move {
-                if let Err(e) = book.get(&ctx, PARTICIPANT) {
-                    tracing::error!(error = %e, "cannot load the contract-net dialogues");
-                }
-            }
-        });
-    }
-    let proposals = Held::default();
-    {
-        let timers = Arc::clone(&proposals.timers);
-        agent.on_shutdown(move |_ctx: Context| {
-            let timers = Arc::clone(&timers);
-            async move {
-                for timer in timers.lock().drain(..) {
-                    timer.abort();
-                }
-            }
-        });
-    }
-    {
-        // Proposals held before a restart: still held, and released when their hold ends.
-        let (proposals, participant) = (proposals.clone(), participant.clone());
-        agent.on_startup(move |ctx: Context| {
-            let (proposals, participant) = (proposals.clone(), participant.clone());
-            async move {
-                let Ok(storage) = ctx.storage() else { return };
-                for (id, held) in proposals.load(&storage) {
-                    if let Some(until) = held.hold_until_ms {
-                        release_when_hold_ends(
-                            participant.clone(),
-                            proposals.clone(),
-                            storage.clone(),
-                            id,
-                            held,
-                            until,
-                        );
+                let dialogues = match book.get(&ctx, PARTICIPANT) {
+                    Ok(dialogues) => dialogues,
+                    Err(e) => return tracing::error!(error = %e, "cannot load the contract-net dialogues"),
+                };
+                for dialogue in dialogues.all() {
+                    let held = dialogue.data.and_then(|data| serde_json::from_value::<HeldProposal>(data).ok());
+                    if let Some((held, until)) = held.and_then(|held| held.hold_until_ms.map(|until| (held, until))) {
+                        release_when_hold_ends(&participant, &book, &holds, dialogue.id, dialogue.peer, held, until);
                     }
                 }
             }
         });
     }
+    {
+        let holds = holds.clone();
+        agent.on_shutdown(move |_ctx: Context| {
+            let holds = holds.clone();
+            async move { holds.stop_all() }
+        });
+    }
     let mut served = protocol();
     {
-        let (book, participant, proposals) = (book.clone(), participant.clone(), proposals.clone());
+        let (book, participant, holds) = (book.clone(), participant.clone(), holds.clone());
         served = served.on_message(move |ctx: Context, from: Address, cfp: Cfp| {
-            let (book, participant, proposals) = (book.clone(), participant.clone(), proposals.clone());
+            let (book, participant, holds) = (book.clone(), participant.clone(), holds.clone());
             async move {
                 let (Ok(dialogues), Some(id)) = (book.get(&ctx, PARTICIPANT), ctx.session()) else { return };
-                if let Err(refused) = dialogues.incoming_until(Cfp::NAME, id, from, now_ms(), Some(cfp.deadline_ms)) {
-                    return tell(&ctx, id, from, refused).await;
-                }
+                let step = Step::default().until(cfp.deadline_ms);
                 // A revised call voids the earlier proposal in this dialogue.
-                let storage = ctx.storage().ok();
-                let earlier = proposals.take(storage.as_ref(), id, None);
-                if let Some(Ok(earlier)) = earlier.map(|held| serde_json::from_value::<P::Proposal>(held.proposal)) {
+                let earlier = match dialogues.incoming_with(Cfp::NAME, id, from, now_ms(), step) {
+                    Ok(earlier) => earlier,
+                    Err(refused) => return tell(&ctx, id, from, refused).await,
+                };
+                holds.stop(id);
+                if let Some(earlier) = HeldProposal::decode::<P::Proposal>(earlier) {
                     participant.release(from, earlier).await;
                 }
                 let evaluated = match serde_json::from_value::<P::Task>(cfp.task) {
@@ -859,27 +814,22 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                     Some((proposal, hold_until_ms)) => match serde_json::to_value(&proposal) {
                         Ok(value) => {
                             let pay_to = ctx.wallet().ok().map(|wallet| wallet.address());
-                            let held = (value.clone(), hold_until_ms, proposal);
-                            (Answer::Propose { proposal: value, hold_until_ms, pay_to }, Some(held))
+                            let held = HeldProposal { proposal: value.clone(), hold_until_ms };
+                            (Answer::Propose { proposal: value, hold_until_ms, pay_to }, Some((held, proposal)))
                         }
                         Err(e) => (Answer::Refuse { reason: e.to_string() }, None),
                     },
                     None => (Answer::Refuse { reason: "no proposal".into() }, None),
                 };
-                match dialogues.outgoing_named(answer_step(&answer), id, now_ms()) {
+                let step = match held.as_ref().map(|(held, _)| serde_json::to_value(held)) {
+                    Some(Ok(kept)) => Step::default().keeping(kept),
+                    _ => Step::default(),
+                };
+                match dialogues.outgoing_with(answer_step(&answer), id, now_ms(), step) {
                     Ok(_) => {
-                        if let Some((value, hold_until_ms, _)) = held {
-                            let held = HeldProposal { proposal: value, initiator: from, hold_until_ms };
-                            proposals.insert(storage.as_ref(), id, held.clone());
-                            if let (Some(until), Some(storage)) = (hold_until_ms, storage) {
-                                release_when_hold_ends(
-                                    participant.clone(),
-                                    proposals.clone(),
-                                    storage,
-                                    id,
-                                    held,
-                                    until,
-                                );
+                        if let Some((held, _)) = held {
+                            if let Some(until) = held.hold_until_ms {
+                                release_when_hold_ends(&participant, &book, &holds, id, from, held, until);
                             }
                         }
                         // The initiator may have given up: its deadline decides.
@@ -888,7 +838,7 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                     // Too late to propose (the deadline passed while evaluating): what the
                     // proposal would have held goes back at once.
                     Err(_) => {
-                        if let Some((_, _, proposal)) = held {
+                        if let Some((_, proposal)) = held {
                             participant.release(from, proposal).await;
                         }
                     }
@@ -897,21 +847,22 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
         });
     }
     {
-        let (book, participant, proposals) = (book.clone(), participant.clone(), proposals.clone());
+        let (book, participant, holds) = (book.clone(), participant.clone(), holds.clone());
         served = served.on_message(move |ctx: Context, from: Address, _: Accept| {
-            let (book, participant, proposals) = (book.clone(), participant.clone(), proposals.clone());
+            let (book, participant, holds) = (book.clone(), participant.clone(), holds.clone());
             async move {
                 let (Ok(dialogues), Some(id)) = (book.get(&ctx, PARTICIPANT), ctx.session()) else { return };
-                if let Err(refused) = dialogues.incoming_named("Accept", id, from, now_ms()) {
-                    return tell(&ctx, id, from, refused).await;
-                }
-                let proposal = proposals.take(ctx.storage().ok().as_ref(), id, None);
+                let held = match dialogues.incoming_named("Accept", id, from, now_ms()) {
+                    Ok(held) => held,
+                    Err(refused) => return tell(&ctx, id, from, refused).await,
+                };
+                holds.stop(id);
                 let Ok(reply) = ctx.defer_reply() else { return };
                 // Performed on a task of its own: the work may take long (a lead time, a
                 // computation), and the participant goes on answering other calls.
                 tokio::spawn(async move {
-                    let report = match proposal.map(|held| serde_json::from_value::<P::Proposal>(held.proposal)) {
-                        Some(Ok(proposal)) => match participant.perform(from, proposal).await {
+                    let report = match HeldProposal::decode::<P::Proposal>(held) {
+                        Some(proposal) => match participant.perform(from, proposal).await {
                             Ok(result) => match serde_json::to_value(result) {
                                 Ok(result) => Report::Done { result },
                                 Err(e) => Report::Failure { reason: e.to_string() },
@@ -919,7 +870,7 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                             Err(Unperformed::Failed(reason)) => Report::Failure { reason },
                             Err(Unperformed::Cancelled(reason)) => Report::Cancelled { reason },
                         },
-                        _ => Report::Failure { reason: "the proposal is no longer held (its hold ended)".into() },
+                        None => Report::Failure { reason: "the proposal is no longer held (its hold ended)".into() },
                     };
                     let Some(dialogues) = book.dialogues() else { return };
                     if dialogues.outgoing_named(report_step(&report), id, now_ms()).is_ok() {
@@ -932,31 +883,27 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
             }
         });
     }
-    let release = |book: Book,
-                   participant: Arc<P>,
-                   proposals: Held,
-                   ctx: Context,
-                   from: Address,
-                   step: &'static str| async move {
+    let release = |book: Book, participant: Arc<P>, holds: Holds, ctx: Context, from: Address, step: &'static str| async move {
         let (Ok(dialogues), Some(id)) = (book.get(&ctx, PARTICIPANT), ctx.session()) else { return };
-        if let Err(refused) = dialogues.incoming_named(step, id, from, now_ms()) {
-            return tell(&ctx, id, from, refused).await;
-        }
-        let held = proposals.take(ctx.storage().ok().as_ref(), id, None);
-        if let Some(Ok(proposal)) = held.map(|held| serde_json::from_value::<P::Proposal>(held.proposal)) {
+        let held = match dialogues.incoming_named(step, id, from, now_ms()) {
+            Ok(held) => held,
+            Err(refused) => return tell(&ctx, id, from, refused).await,
+        };
+        holds.stop(id);
+        if let Some(proposal) = HeldProposal::decode::<P::Proposal>(held) {
             participant.release(from, proposal).await;
         }
     };
     {
-        let (book, participant, proposals) = (book.clone(), participant.clone(), proposals.clone());
+        let (book, participant, holds) = (book.clone(), participant.clone(), holds.clone());
         served = served.on_message(move |ctx: Context, from: Address, _: Reject| {
-            release(book.clone(), participant.clone(), proposals.clone(), ctx, from, "Reject")
+            release(book.clone(), participant.clone(), holds.clone(), ctx, from, "Reject")
         });
     }
     {
-        let (book, participant, proposals) = (book.clone(), participant, proposals);
+        let (book, participant, holds) = (book.clone(), participant, holds);
         served = served.on_message(move |ctx: Context, from: Address, _: Cancel| {
-            release(book.clone(), participant.clone(), proposals.clone(), ctx, from, "Cancel")
+            release(book.clone(), participant.clone(), holds.clone(), ctx, from, "Cancel")
         });
     }
     agent.include(served);
@@ -964,30 +911,39 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
     book
 }
 
-/// Releases the proposal of dialogue `id` once its hold ends, if no decision took it first
-/// (an award takes it to perform; a rejection or cancellation releases it). An award that
-/// comes later is answered with a failure: what was held may be gone.
+/// Releases the proposal of dialogue `id` (made to `initiator`) once its hold ends, if no
+/// decision took it first (an award takes it to perform; a rejection or cancellation
+/// releases it). An award that comes later is answered with a failure: what was held may
+/// be gone.
 fn release_when_hold_ends<P: Participant>(
-    participant: Arc<P>,
-    proposals: Held,
-    storage: agent_core::Storage,
+    participant: &Arc<P>,
+    book: &Book,
+    holds: &Holds,
     id: u128,
+    initiator: Address,
     held: HeldProposal,
     until_ms: u64,
 ) {
-    let timers = Arc::clone(&proposals.timers);
+    let (participant, book) = (Arc::clone(participant), book.clone());
     let timer = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(until_ms.saturating_sub(now_ms()))).await;
+        let (Some(dialogues), Ok(kept)) = (book.dialogues(), serde_json::to_value(&held)) else { return };
         // Only the proposal this hold was for: a revised call may have replaced it.
-        let taken = proposals.take(Some(&storage), id, Some(&held.proposal));
-        if let Some(Ok(proposal)) = taken.map(|held| serde_json::from_value::<P::Proposal>(held.proposal)) {
-            tracing::debug!(dialogue = %format!("{id:032x}"), "a proposal's hold ended without a decision");
-            participant.release(held.initiator, proposal).await;
+        match dialogues.take_data(id, Some(&kept)) {
+            Ok(taken) => {
+                if let Some(proposal) = HeldProposal::decode::<P::Proposal>(taken) {
+                    tracing::debug!(dialogue = %format!("{id:032x}"), "a proposal's hold ended without a decision");
+                    participant.release(initiator, proposal).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "a proposal whose hold ended could not be released"),
         }
     });
-    let mut timers = timers.lock();
-    timers.retain(|timer| !timer.is_finished());
-    timers.push(timer.abort_handle());
+    let mut timers = holds.timers.lock();
+    timers.retain(|_, timer| !timer.is_finished());
+    if let Some(replaced) = timers.insert(id, timer.abort_handle()) {
+        replaced.abort();
+    }
 }
 
 /// How often an agent's contract-net dialogues are swept, and how long after its deadline
