@@ -78,7 +78,9 @@ pub struct Cfp {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
 #[message(name = "agora.cnp.Answer")]
 pub enum Answer {
-    /// A proposal, held for the initiator until `hold_until_ms` if set.
+    /// A proposal, held for the initiator until `hold_until_ms` (a participant served by
+    /// [`serve`] always sets it: to what it chose, or [`DEFAULT_HOLD_AFTER_DEADLINE`] past the
+    /// call's deadline).
     Propose {
         /// The proposal.
         proposal: serde_json::Value,
@@ -209,6 +211,12 @@ pub async fn find_participants(
     found.truncate(limit);
     Ok(found)
 }
+
+/// How long after a call's deadline a proposal is held when its participant gives it no
+/// hold of its own: time for the initiator to weigh the proposals and award, after which
+/// what the proposal held is released ([`Participant::release`]) and a later award fails.
+/// A participant that must hold longer (a decision taking hours) sets its own hold.
+pub const DEFAULT_HOLD_AFTER_DEADLINE: Duration = Duration::from_secs(60);
 
 /// How long a contract-net dialogue is kept from its call: the longest a task may take.
 pub const MAX_AWARD_AGE: Duration = Duration::from_secs(31 * 24 * 3600);
@@ -701,8 +709,10 @@ pub trait Participant: Send + Sync + 'static {
     /// What performing the task gives.
     type Result: Serialize + Send;
 
-    /// A proposal for `task` from `initiator` (and until when it is held), or `None` to
-    /// refuse.
+    /// A proposal for `task` from `initiator` and until when it is held (ms since the Unix
+    /// epoch), or `None` to refuse. A proposal given no hold is held until
+    /// [`DEFAULT_HOLD_AFTER_DEADLINE`] past the call's deadline, never longer: whatever it
+    /// holds is released then if no decision came.
     async fn evaluate(&self, initiator: Address, task: Self::Task) -> Option<(Self::Proposal, Option<u64>)>;
 
     /// Performs an awarded task. `Err` says why not: [`Unperformed::Failed`] (a `String`
@@ -723,7 +733,7 @@ pub trait Participant: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct HeldProposal {
     proposal: serde_json::Value,
-    hold_until_ms: Option<u64>,
+    hold_until_ms: u64,
 }
 
 impl HeldProposal {
@@ -774,9 +784,9 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                     Err(e) => return tracing::error!(error = %e, "cannot load the contract-net dialogues"),
                 };
                 for dialogue in dialogues.all() {
-                    let held = dialogue.data.and_then(|data| serde_json::from_value::<HeldProposal>(data).ok());
-                    if let Some((held, until)) = held.and_then(|held| held.hold_until_ms.map(|until| (held, until))) {
-                        release_when_hold_ends(&participant, &book, &holds, dialogue.id, dialogue.peer, held, until);
+                    if let Some(held) = dialogue.data.and_then(|data| serde_json::from_value::<HeldProposal>(data).ok())
+                    {
+                        release_when_hold_ends(&participant, &book, &holds, dialogue.id, dialogue.peer, held);
                     }
                 }
             }
@@ -806,6 +816,7 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                 if let Some(earlier) = HeldProposal::decode::<P::Proposal>(earlier) {
                     participant.release(from, earlier).await;
                 }
+                let default_hold = cfp.deadline_ms.saturating_add(DEFAULT_HOLD_AFTER_DEADLINE.as_millis() as u64);
                 let evaluated = match serde_json::from_value::<P::Task>(cfp.task) {
                     Ok(task) => participant.evaluate(from, task).await,
                     Err(_) => None,
@@ -814,8 +825,11 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                     Some((proposal, hold_until_ms)) => match serde_json::to_value(&proposal) {
                         Ok(value) => {
                             let pay_to = ctx.wallet().ok().map(|wallet| wallet.address());
+                            let hold_until_ms = hold_until_ms.unwrap_or(default_hold);
                             let held = HeldProposal { proposal: value.clone(), hold_until_ms };
-                            (Answer::Propose { proposal: value, hold_until_ms, pay_to }, Some((held, proposal)))
+                            let answer =
+                                Answer::Propose { proposal: value, hold_until_ms: Some(hold_until_ms), pay_to };
+                            (answer, Some((held, proposal)))
                         }
                         Err(e) => (Answer::Refuse { reason: e.to_string() }, None),
                     },
@@ -828,9 +842,7 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                 match dialogues.outgoing_with(answer_step(&answer), id, now_ms(), step) {
                     Ok(_) => {
                         if let Some((held, _)) = held {
-                            if let Some(until) = held.hold_until_ms {
-                                release_when_hold_ends(&participant, &book, &holds, id, from, held, until);
-                            }
+                            release_when_hold_ends(&participant, &book, &holds, id, from, held);
                         }
                         // The initiator may have given up: its deadline decides.
                         let _ = ctx.reply(answer).await;
@@ -922,11 +934,10 @@ fn release_when_hold_ends<P: Participant>(
     id: u128,
     initiator: Address,
     held: HeldProposal,
-    until_ms: u64,
 ) {
     let (participant, book) = (Arc::clone(participant), book.clone());
     let timer = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(until_ms.saturating_sub(now_ms()))).await;
+        tokio::time::sleep(Duration::from_millis(held.hold_until_ms.saturating_sub(now_ms()))).await;
         let (Some(dialogues), Ok(kept)) = (book.dialogues(), serde_json::to_value(&held)) else { return };
         // Only the proposal this hold was for: a revised call may have replaced it.
         match dialogues.take_data(id, Some(&kept)) {

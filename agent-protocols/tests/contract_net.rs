@@ -330,6 +330,37 @@ async fn a_hold_that_ends_without_a_decision_is_released() {
     m.bureau.shutdown().await.unwrap();
 }
 
+/// A proposal made without a hold of its own is not held forever: it is held until
+/// `DEFAULT_HOLD_AFTER_DEADLINE` past the call's deadline (as its answer tells the
+/// initiator), then released, and a later award fails.
+#[tokio::test(start_paused = true)]
+async fn a_proposal_without_a_hold_of_its_own_is_released_a_bounded_time_after_the_deadline() {
+    let m = market().await;
+    let seller = Seller::new(80);
+    let address = add_seller(&m, "no hold given", seller.clone());
+    let ctx = m.bureau.context(m.initiator).unwrap();
+    let deadline = Duration::from_millis(300);
+    let called_at = agent_core::envelope::unix_now_ms();
+    let called = contract_net::call::<_, u64>(&ctx, &m.book, &[address], &"LHR-JFK", deadline).await.unwrap();
+    let margin = contract_net::DEFAULT_HOLD_AFTER_DEADLINE;
+    let held_for = called.proposals[0].hold_until_ms.expect("the answer says until when it is held") - called_at;
+    let expected = (deadline + margin).as_millis() as u64;
+    assert!((expected..expected + 1_000).contains(&held_for), "held for {held_for} ms, not {expected}");
+
+    tokio::time::sleep(margin - Duration::from_secs(5)).await;
+    assert_eq!(*seller.released.lock(), 0, "still held before the hold ends");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    wait_for(|| *seller.released.lock() == 1).await;
+    let outcome =
+        contract_net::award::<u64, String>(&ctx, &m.book, &called, &[address], Duration::from_secs(2)).await.unwrap();
+    match outcome {
+        Outcome::AllFailed(failed) => assert!(failed[0].1.contains("no longer held"), "{failed:?}"),
+        other => panic!("an award after the default hold ended must fail: {other:?}"),
+    }
+    assert_eq!(*seller.released.lock(), 1, "released once");
+    m.bureau.shutdown().await.unwrap();
+}
+
 /// The initiator withdraws its call: every proposer is told and releases its hold, and a
 /// late award of a withdrawn call is refused by the dialogue.
 #[tokio::test]
