@@ -38,7 +38,7 @@ use agent_core::{Address, Agent, Context, Message};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::dialogue::{DialogueError, Dialogues, Refused, Rules, Step};
+use crate::dialogue::{Dialogue, DialogueError, Dialogues, Refused, Rules, Step, EXPIRED};
 use crate::settlement::{refund_when_due, release_by, REFUND_GRACE};
 
 /// The role that calls for proposals.
@@ -844,8 +844,18 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                         if let Some((held, _)) = held {
                             release_when_hold_ends(&participant, &book, &holds, id, from, held);
                         }
-                        // The initiator may have given up: its deadline decides.
-                        let _ = ctx.reply(answer).await;
+                        // A proposal the initiator no longer waits for (it came after the call's
+                        // wait, by the initiator's clock) is sent in the dialogue instead, so
+                        // the initiator answers it (as late) rather than never hearing it.
+                        if let Err(e) = ctx.reply(answer.clone()).await {
+                            if matches!(answer, Answer::Propose { .. }) {
+                                tracing::debug!(error = %e, "a proposal not taken as the reply is sent in its dialogue");
+                                if let Err(e) = ctx.send_in(id, from, answer).await {
+                                    // Its hold still ends when due: nothing stays held for good.
+                                    tracing::debug!(error = %e, "the initiator of a proposal is unreachable");
+                                }
+                            }
+                        }
                     }
                     // Too late to propose (the deadline passed while evaluating): what the
                     // proposal would have held goes back at once.
@@ -987,6 +997,18 @@ async fn refuse_stray(ctx: &Context, book: &Book, from: Address, step: &str) {
     let refused = match dialogues.get(id) {
         None => DialogueError::Unknown { dialogue: id, message: step.into() },
         Some(d) if d.peer != from => DialogueError::NotAParty { dialogue: id, from, message: step.into() },
+        // A proposal after the call's deadline, later than the call waited for its reply
+        // (or after its dialogue expired): FIPA wants it answered, as late.
+        Some(d) if step == "Propose" && is_past_its_call(&d, now_ms()) => {
+            if d.state == EXPIRED {
+                tracing::debug!(%from, "a proposal after its dialogue expired is rejected as late");
+                // The peer may be gone; a rejected proposal has no claim either way.
+                let _ = ctx.send_in(id, from, Reject { reason: RejectReason::Late }).await;
+            } else {
+                reject(ctx, dialogues, id, from, RejectReason::Late).await;
+            }
+            return;
+        }
         Some(d) => DialogueError::OutOfOrder {
             dialogue: id,
             message: step.into(),
@@ -1002,6 +1024,12 @@ async fn refuse_stray(ctx: &Context, book: &Book, from: Address, step: &str) {
     tell(ctx, id, from, refused).await
 }
 
+/// Whether `dialogue` is a call whose deadline has passed with no answer from its
+/// participant: still `called` after the deadline, or expired since.
+fn is_past_its_call(dialogue: &Dialogue, now_ms: u64) -> bool {
+    dialogue.state == EXPIRED || (dialogue.state == "called" && dialogue.deadline_ms.is_some_and(|d| now_ms > d))
+}
+
 /// Tells `to` why its message in dialogue `id` was refused.
 async fn tell(ctx: &Context, id: u128, to: Address, refused: DialogueError) {
     tracing::debug!(%to, error = %refused, "contract-net message refused");
@@ -1013,7 +1041,9 @@ async fn tell(ctx: &Context, id: u128, to: Address, refused: DialogueError) {
 
 /// Makes `agent` answer stray contract-net messages (answers and reports outside a
 /// request, from misbehaving peers) with a [`Refused`] naming the dialogue and what was
-/// expected; they never change an outcome. It also sweeps the initiator's dialogues (as
+/// expected; they never change an outcome. A proposal that comes after its call stopped
+/// waiting (past the deadline and the wait for late replies, or once its dialogue expired)
+/// is rejected as [`RejectReason::Late`] instead, as FIPA requires. It also sweeps the initiator's dialogues (as
 /// [`serve`] does the participant's): open ones a minute past their deadline expire, and
 /// old ones are forgotten.
 pub fn refuse_strays(agent: &mut Agent, book: &Book) {

@@ -237,6 +237,100 @@ async fn misbehaving_participants_do_not_change_the_outcome_and_are_told() {
     m.bureau.shutdown().await.unwrap();
 }
 
+/// A participant that answers long after the deadline, after the call stopped waiting for
+/// its reply (so the reply is not taken), and then sends its proposal in the dialogue: the
+/// initiator answers it with a rejection whose reason is `Late`, as FIPA requires.
+#[tokio::test]
+async fn a_proposal_long_after_the_call_stopped_waiting_is_rejected_as_late() {
+    let m = market().await;
+    let rejections: Arc<Mutex<Vec<RejectReason>>> = Arc::default();
+    let reply_taken: Arc<Mutex<Option<bool>>> = Arc::default();
+    let mut very_late = Agent::builder("very late").build().unwrap();
+    {
+        let reply_taken = reply_taken.clone();
+        very_late.on_message(move |ctx: Context, from: Address, _cfp: contract_net::Cfp| {
+            let reply_taken = reply_taken.clone();
+            async move {
+                // The call waits 200 ms, and one more second for late replies.
+                tokio::time::sleep(Duration::from_millis(1_800)).await;
+                let proposal = Answer::Propose { proposal: serde_json::json!(1), hold_until_ms: None, pay_to: None };
+                let taken = ctx.reply(proposal.clone()).await.is_ok();
+                *reply_taken.lock() = Some(taken);
+                if !taken {
+                    ctx.send_in(ctx.session().unwrap(), from, proposal).await.unwrap();
+                }
+            }
+        });
+    }
+    {
+        let rejections = rejections.clone();
+        very_late.on_message(move |_ctx: Context, _from: Address, reject: Reject| {
+            let rejections = rejections.clone();
+            async move { rejections.lock().push(reject.reason) }
+        });
+    }
+    let very_late = m.bureau.add(very_late).unwrap();
+    let ctx = m.bureau.context(m.initiator).unwrap();
+    let called = contract_net::call::<_, u64>(&ctx, &m.book, &[very_late], &"LHR-JFK", Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert_eq!(called.silent, [very_late]);
+    wait_for(|| !rejections.lock().is_empty()).await;
+    assert_eq!(*reply_taken.lock(), Some(false), "the call had stopped waiting for the reply");
+    assert_eq!(*rejections.lock(), [RejectReason::Late]);
+    let states: Vec<String> = m.book.dialogues().unwrap().all().into_iter().map(|d| d.state).collect();
+    assert_eq!(states, ["rejected"], "the rejection is recorded in the dialogue");
+    m.bureau.shutdown().await.unwrap();
+}
+
+/// A participant's proposal that its initiator no longer takes as the reply (here an
+/// initiator that waits 100 ms for a call whose deadline is 10 s away) is sent in the
+/// dialogue instead, so the initiator hears it and can answer it.
+#[tokio::test]
+async fn a_proposal_not_taken_as_the_reply_is_sent_in_its_dialogue() {
+    let m = market().await;
+    let slow =
+        Arc::new(Seller { price: 60, fails: false, hold_ms: None, held: Mutex::new(0), released: Mutex::new(0) });
+    struct Slow(Arc<Seller>);
+    #[async_trait::async_trait]
+    impl Participant for Slow {
+        type Task = String;
+        type Proposal = u64;
+        type Result = String;
+        async fn evaluate(&self, initiator: Address, task: String) -> Option<(u64, Option<u64>)> {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            self.0.evaluate(initiator, task).await
+        }
+        async fn perform(&self, initiator: Address, price: u64) -> Result<String, Unperformed> {
+            self.0.perform(initiator, price).await
+        }
+    }
+    let mut agent = Agent::builder("slow seller").build().unwrap();
+    contract_net::serve(&mut agent, Arc::new(Slow(slow)));
+    let seller = m.bureau.add(agent).unwrap();
+
+    let heard: Arc<Mutex<Vec<Answer>>> = Arc::default();
+    let mut asker = Agent::builder("impatient").build().unwrap();
+    {
+        let heard = heard.clone();
+        asker.on_message(move |_ctx: Context, _from: Address, answer: Answer| {
+            let heard = heard.clone();
+            async move { heard.lock().push(answer) }
+        });
+    }
+    let asker = m.bureau.add(asker).unwrap();
+    let ctx = m.bureau.context(asker).unwrap();
+    let cfp = contract_net::Cfp {
+        task: serde_json::json!("LHR-JFK"),
+        deadline_ms: agent_core::envelope::unix_now_ms() + 10_000,
+    };
+    let waited = ctx.request_in::<_, Answer>(77, seller, cfp, Some(Duration::from_millis(100))).await;
+    assert!(waited.is_err(), "the reply came after 100 ms: {waited:?}");
+    wait_for(|| !heard.lock().is_empty()).await;
+    assert!(matches!(heard.lock()[0], Answer::Propose { ref proposal, .. } if *proposal == serde_json::json!(60)));
+    m.bureau.shutdown().await.unwrap();
+}
+
 /// Waits (at most 5 s) until `done` holds.
 async fn wait_for(done: impl Fn() -> bool) {
     let until = tokio::time::Instant::now() + Duration::from_secs(5);
