@@ -315,6 +315,8 @@ pub struct Proposal<P> {
 /// What a call for proposals gathered by its deadline.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Called<P> {
+    /// The call's id, kept with each of its dialogues: what [`recall`] gathers them by.
+    pub call: u128,
     /// Proposals in time, in the order they came.
     pub proposals: Vec<Proposal<P>>,
     /// Who refused, with their reasons.
@@ -351,13 +353,16 @@ pub async fn call<T: Serialize, P: DeserializeOwned + Send + 'static>(
 ) -> Result<Called<P>, ContractNetError> {
     let dialogues = book.get(ctx, INITIATOR)?;
     let (task, until, deadline_ms) = prepare(task, deadline)?;
+    let call = rand_id();
+    let kept = kept(call, None);
     let mut targets = Vec::with_capacity(participants.len());
     for &participant in participants {
         let id: u128 = rand_id();
-        dialogues.open_with(Cfp::NAME, id, participant, PARTICIPANT, now_ms(), Step::default().until(deadline_ms))?;
+        let step = Step::default().until(deadline_ms).keeping(kept.clone());
+        dialogues.open_with(Cfp::NAME, id, participant, PARTICIPANT, now_ms(), step)?;
         targets.push((participant, id));
     }
-    Ok(gather(ctx, book, dialogues, targets, task, deadline, until, deadline_ms).await)
+    Ok(gather(ctx, book, dialogues, call, targets, task, deadline, until, deadline_ms).await)
 }
 
 /// The iterated variant: calls the proposers of `called` again, in the same dialogues, with
@@ -374,12 +379,14 @@ pub async fn call_again<T: Serialize, P: DeserializeOwned + Send + 'static, Q>(
 ) -> Result<Called<P>, ContractNetError> {
     let dialogues = book.get(ctx, INITIATOR)?;
     let (task, until, deadline_ms) = prepare(task, deadline)?;
+    let kept = kept(called.call, None);
     let mut targets = Vec::with_capacity(called.proposals.len());
     for proposal in &called.proposals {
-        dialogues.outgoing_with(Cfp::NAME, proposal.dialogue, now_ms(), Step::default().until(deadline_ms))?;
+        let step = Step::default().until(deadline_ms).keeping(kept.clone());
+        dialogues.outgoing_with(Cfp::NAME, proposal.dialogue, now_ms(), step)?;
         targets.push((proposal.from, proposal.dialogue));
     }
-    Ok(gather(ctx, book, dialogues, targets, task, deadline, until, deadline_ms).await)
+    Ok(gather(ctx, book, dialogues, called.call, targets, task, deadline, until, deadline_ms).await)
 }
 
 /// The task as JSON, and the deadline on both clocks: the participants are told
@@ -398,6 +405,7 @@ async fn gather<P: DeserializeOwned + Send + 'static>(
     ctx: &Context,
     book: &Book,
     dialogues: &Dialogues,
+    call: u128,
     targets: Vec<(Address, u128)>,
     task: serde_json::Value,
     deadline: Duration,
@@ -417,14 +425,15 @@ async fn gather<P: DeserializeOwned + Send + 'static>(
             let answer = ctx.request_in::<Cfp, Answer>(id, participant, cfp, Some(deadline + late_window)).await;
             let step = match (&answer, book.dialogues()) {
                 (Ok(answer), Some(dialogues)) => {
-                    Some(dialogues.incoming_named(answer_step(answer), id, participant, now_ms()).map(drop))
+                    let step = Step::default().keeping(kept(call, Some(answer)));
+                    Some(dialogues.incoming_with(answer_step(answer), id, participant, now_ms(), step).map(drop))
                 }
                 _ => None,
             };
             (participant, id, answer.map_err(|e| e.to_string()), step, book)
         });
     }
-    let mut called = Called { proposals: Vec::new(), refused: Vec::new(), silent: Vec::new() };
+    let mut called = Called { call, proposals: Vec::new(), refused: Vec::new(), silent: Vec::new() };
     let mut answered = BTreeMap::new();
     while let Ok(Some(joined)) = tokio::time::timeout_at(until, answers.join_next()).await {
         // No answer (the participant ended without one, or is unreachable) is silence.
@@ -465,6 +474,79 @@ async fn gather<P: DeserializeOwned + Send + 'static>(
         }
     });
     called
+}
+
+/// What an initiator keeps with each dialogue of a call ([`Dialogue::data`]): the call, and
+/// the participant's answer once it came. A restarted initiator finds its calls by it.
+#[derive(Serialize, Deserialize)]
+struct Kept<A> {
+    call: String,
+    #[serde(default = "Option::default", skip_serializing_if = "Option::is_none")]
+    answer: Option<A>,
+}
+
+fn kept(call: u128, answer: Option<&Answer>) -> serde_json::Value {
+    let kept = Kept { call: format!("{call:032x}"), answer };
+    // Nothing in a call id or an answer (JSON already) can fail to encode.
+    serde_json::to_value(kept).unwrap_or_default()
+}
+
+/// The calls this initiator made that still wait for a decision, read from its storage:
+/// after a restart (the same storage, a new process), each can be awarded, paid, called
+/// again or cancelled as if [`call`] had just returned it. A call waits while a proposal in
+/// it is neither accepted, rejected nor cancelled, or a participant has not answered; its
+/// proposals are those received before the restart, in the order they came, and its
+/// silent participants those that had not answered. Calls come in the order they were made.
+pub fn recall<P: DeserializeOwned>(ctx: &Context, book: &Book) -> Result<Vec<Called<P>>, ContractNetError> {
+    let dialogues = book.get(ctx, INITIATOR)?;
+    let mut calls: BTreeMap<u128, Recalled<P>> = BTreeMap::new();
+    for dialogue in dialogues.all() {
+        let Some(kept) = dialogue.data.and_then(|data| serde_json::from_value::<Kept<Answer>>(data).ok()) else {
+            continue;
+        };
+        let Ok(call) = u128::from_str_radix(&kept.call, 16) else { continue };
+        let Recalled { opened_ms, proposals, called } = calls.entry(call).or_insert_with(|| Recalled {
+            opened_ms: dialogue.opened_ms,
+            proposals: Vec::new(),
+            called: Called { call, proposals: Vec::new(), refused: Vec::new(), silent: Vec::new() },
+        });
+        *opened_ms = (*opened_ms).min(dialogue.opened_ms);
+        let from = dialogue.peer;
+        match (dialogue.state.as_str(), kept.answer) {
+            ("proposed", Some(Answer::Propose { proposal, hold_until_ms, pay_to })) => {
+                match serde_json::from_value(proposal) {
+                    Ok(proposal) => {
+                        let came = dialogue.said.last().map_or(0, |said| said.at_ms);
+                        proposals
+                            .push((came, Proposal { from, dialogue: dialogue.id, proposal, hold_until_ms, pay_to }));
+                    }
+                    Err(e) => called.refused.push((from, format!("an unreadable proposal: {e}"))),
+                }
+            }
+            ("refused", Some(Answer::Refuse { reason })) => called.refused.push((from, reason)),
+            ("called", _) => called.silent.push(from),
+            _ => {}
+        }
+    }
+    let mut waiting: Vec<(u64, Called<P>)> = calls
+        .into_values()
+        .map(|Recalled { opened_ms, mut proposals, mut called }| {
+            proposals.sort_by_key(|(came, _)| *came);
+            called.proposals = proposals.into_iter().map(|(_, proposal)| proposal).collect();
+            (opened_ms, called)
+        })
+        .filter(|(_, called)| !called.proposals.is_empty() || !called.silent.is_empty())
+        .collect();
+    waiting.sort_by_key(|(opened, _)| *opened);
+    Ok(waiting.into_iter().map(|(_, called)| called).collect())
+}
+
+/// A call being read back by [`recall`]: when its first dialogue opened, and its proposals
+/// with when each came.
+struct Recalled<P> {
+    opened_ms: u64,
+    proposals: Vec<(u64, Proposal<P>)>,
+    called: Called<P>,
 }
 
 /// What a winner's report (or its absence) means: its result, or why there is none. With

@@ -589,6 +589,63 @@ async fn a_restarted_participant_honours_its_proposals_and_releases_ended_holds(
     bureau.shutdown().await.unwrap();
 }
 
+/// The initiator restarts between its call and its award, with nothing carried over but its
+/// storage: it finds the call there (the proposals it received, the participant that had
+/// not answered) and awards it; once decided, the call is no longer waiting.
+#[tokio::test]
+async fn a_restarted_initiator_awards_a_call_it_made_before_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        let bureau = Bureau::with_config(agent_core::Config::default().with_storage_dir(dir.path())).unwrap();
+        let mut traveller = Agent::builder("traveller").seed("traveller").build().unwrap();
+        let book = contract_net::Book::default();
+        contract_net::refuse_strays(&mut traveller, &book);
+        let traveller = bureau.add(traveller).unwrap();
+        let mut sellers = Vec::new();
+        for (name, price) in [("cheap", 90), ("dear", 130)] {
+            let mut agent = Agent::builder(name).seed(name).build().unwrap();
+            contract_net::serve(&mut agent, Seller::new(price));
+            sellers.push(bureau.add(agent).unwrap());
+        }
+        let mut silent = Agent::builder("silent").seed("silent").build().unwrap();
+        silent.on_message(|_ctx: Context, _from: Address, _cfp: contract_net::Cfp| async {});
+        sellers.push(bureau.add(silent).unwrap());
+        (bureau, traveller, book, sellers)
+    };
+
+    let (bureau, traveller, book, sellers) = start();
+    let ctx = bureau.context(traveller).unwrap();
+    let called =
+        contract_net::call::<_, u64>(&ctx, &book, &sellers, &"LHR-JFK", Duration::from_millis(300)).await.unwrap();
+    assert_eq!(called.proposals.len(), 2);
+    let call = called.call;
+    drop((ctx, book, called));
+    bureau.shutdown().await.unwrap();
+
+    let (bureau, traveller, book, sellers) = start();
+    let ctx = bureau.context(traveller).unwrap();
+    let waiting = contract_net::recall::<u64>(&ctx, &book).unwrap();
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    let recalled = &waiting[0];
+    assert_eq!(recalled.call, call);
+    let mut offers: Vec<(Address, u64)> = recalled.proposals.iter().map(|p| (p.from, p.proposal)).collect();
+    offers.sort();
+    let mut expected = vec![(sellers[0], 90), (sellers[1], 130)];
+    expected.sort();
+    assert_eq!(offers, expected, "the proposals received before the restart");
+    assert!(recalled.proposals.iter().all(|p| p.hold_until_ms.is_some()));
+    assert_eq!(recalled.silent, [sellers[2]]);
+
+    let outcome =
+        contract_net::award::<u64, String>(&ctx, &book, recalled, &cheapest(recalled), Duration::from_secs(2))
+            .await
+            .unwrap();
+    assert_eq!(outcome, Outcome::Awarded(vec![(sellers[0], Ok("booked at 90".into()))]));
+    let waiting = contract_net::recall::<u64>(&ctx, &book).unwrap();
+    assert!(waiting.iter().all(|c| c.proposals.is_empty()), "no proposal waits once awarded: {waiting:?}");
+    bureau.shutdown().await.unwrap();
+}
+
 /// A workshop whose work takes an hour.
 struct SlowWorkshop;
 
