@@ -29,7 +29,7 @@
 //!     awarded --> cancelled: Cancel (initiator), or Report::Cancelled (participant)
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -38,7 +38,7 @@ use agent_core::{Address, Agent, Context, Message};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::dialogue::{DialogueError, Dialogues, Refused, Rules};
+use crate::dialogue::{Dialogue, DialogueError, Dialogues, Refused, Rules, Step, EXPIRED};
 use crate::settlement::{refund_when_due, release_by, REFUND_GRACE};
 
 /// The role that calls for proposals.
@@ -78,7 +78,9 @@ pub struct Cfp {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
 #[message(name = "agora.cnp.Answer")]
 pub enum Answer {
-    /// A proposal, held for the initiator until `hold_until_ms` if set.
+    /// A proposal, held for the initiator until `hold_until_ms` (a participant served by
+    /// [`serve`] always sets it: to what it chose, or [`DEFAULT_HOLD_AFTER_DEADLINE`] past the
+    /// call's deadline).
     Propose {
         /// The proposal.
         proposal: serde_json::Value,
@@ -210,6 +212,12 @@ pub async fn find_participants(
     Ok(found)
 }
 
+/// How long after a call's deadline a proposal is held when its participant gives it no
+/// hold of its own: time for the initiator to weigh the proposals and award, after which
+/// what the proposal held is released ([`Participant::release`]) and a later award fails.
+/// A participant that must hold longer (a decision taking hours) sets its own hold.
+pub const DEFAULT_HOLD_AFTER_DEADLINE: Duration = Duration::from_secs(60);
+
 /// How long a contract-net dialogue is kept from its call: the longest a task may take.
 pub const MAX_AWARD_AGE: Duration = Duration::from_secs(31 * 24 * 3600);
 
@@ -307,6 +315,8 @@ pub struct Proposal<P> {
 /// What a call for proposals gathered by its deadline.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Called<P> {
+    /// The call's id, kept with each of its dialogues: what [`recall`] gathers them by.
+    pub call: u128,
     /// Proposals in time, in the order they came.
     pub proposals: Vec<Proposal<P>>,
     /// Who refused, with their reasons.
@@ -343,13 +353,16 @@ pub async fn call<T: Serialize, P: DeserializeOwned + Send + 'static>(
 ) -> Result<Called<P>, ContractNetError> {
     let dialogues = book.get(ctx, INITIATOR)?;
     let (task, until, deadline_ms) = prepare(task, deadline)?;
+    let call = rand_id();
+    let kept = kept(call, None);
     let mut targets = Vec::with_capacity(participants.len());
     for &participant in participants {
         let id: u128 = rand_id();
-        dialogues.open_with(Cfp::NAME, id, participant, PARTICIPANT, now_ms(), Some(deadline_ms))?;
+        let step = Step::default().until(deadline_ms).keeping(kept.clone());
+        dialogues.open_with(Cfp::NAME, id, participant, PARTICIPANT, now_ms(), step)?;
         targets.push((participant, id));
     }
-    Ok(gather(ctx, book, dialogues, targets, task, deadline, until, deadline_ms).await)
+    Ok(gather(ctx, book, dialogues, call, targets, task, deadline, until, deadline_ms).await)
 }
 
 /// The iterated variant: calls the proposers of `called` again, in the same dialogues, with
@@ -366,12 +379,14 @@ pub async fn call_again<T: Serialize, P: DeserializeOwned + Send + 'static, Q>(
 ) -> Result<Called<P>, ContractNetError> {
     let dialogues = book.get(ctx, INITIATOR)?;
     let (task, until, deadline_ms) = prepare(task, deadline)?;
+    let kept = kept(called.call, None);
     let mut targets = Vec::with_capacity(called.proposals.len());
     for proposal in &called.proposals {
-        dialogues.outgoing_until(Cfp::NAME, proposal.dialogue, now_ms(), Some(deadline_ms))?;
+        let step = Step::default().until(deadline_ms).keeping(kept.clone());
+        dialogues.outgoing_with(Cfp::NAME, proposal.dialogue, now_ms(), step)?;
         targets.push((proposal.from, proposal.dialogue));
     }
-    Ok(gather(ctx, book, dialogues, targets, task, deadline, until, deadline_ms).await)
+    Ok(gather(ctx, book, dialogues, called.call, targets, task, deadline, until, deadline_ms).await)
 }
 
 /// The task as JSON, and the deadline on both clocks: the participants are told
@@ -390,6 +405,7 @@ async fn gather<P: DeserializeOwned + Send + 'static>(
     ctx: &Context,
     book: &Book,
     dialogues: &Dialogues,
+    call: u128,
     targets: Vec<(Address, u128)>,
     task: serde_json::Value,
     deadline: Duration,
@@ -409,14 +425,15 @@ async fn gather<P: DeserializeOwned + Send + 'static>(
             let answer = ctx.request_in::<Cfp, Answer>(id, participant, cfp, Some(deadline + late_window)).await;
             let step = match (&answer, book.dialogues()) {
                 (Ok(answer), Some(dialogues)) => {
-                    Some(dialogues.incoming_named(answer_step(answer), id, participant, now_ms()).map(drop))
+                    let step = Step::default().keeping(kept(call, Some(answer)));
+                    Some(dialogues.incoming_with(answer_step(answer), id, participant, now_ms(), step).map(drop))
                 }
                 _ => None,
             };
             (participant, id, answer.map_err(|e| e.to_string()), step, book)
         });
     }
-    let mut called = Called { proposals: Vec::new(), refused: Vec::new(), silent: Vec::new() };
+    let mut called = Called { call, proposals: Vec::new(), refused: Vec::new(), silent: Vec::new() };
     let mut answered = BTreeMap::new();
     while let Ok(Some(joined)) = tokio::time::timeout_at(until, answers.join_next()).await {
         // No answer (the participant ended without one, or is unreachable) is silence.
@@ -457,6 +474,79 @@ async fn gather<P: DeserializeOwned + Send + 'static>(
         }
     });
     called
+}
+
+/// What an initiator keeps with each dialogue of a call ([`Dialogue::data`]): the call, and
+/// the participant's answer once it came. A restarted initiator finds its calls by it.
+#[derive(Serialize, Deserialize)]
+struct Kept<A> {
+    call: String,
+    #[serde(default = "Option::default", skip_serializing_if = "Option::is_none")]
+    answer: Option<A>,
+}
+
+fn kept(call: u128, answer: Option<&Answer>) -> serde_json::Value {
+    let kept = Kept { call: format!("{call:032x}"), answer };
+    // Nothing in a call id or an answer (JSON already) can fail to encode.
+    serde_json::to_value(kept).unwrap_or_default()
+}
+
+/// The calls this initiator made that still wait for a decision, read from its storage:
+/// after a restart (the same storage, a new process), each can be awarded, paid, called
+/// again or cancelled as if [`call`] had just returned it. A call waits while a proposal in
+/// it is neither accepted, rejected nor cancelled, or a participant has not answered; its
+/// proposals are those received before the restart, in the order they came, and its
+/// silent participants those that had not answered. Calls come in the order they were made.
+pub fn recall<P: DeserializeOwned>(ctx: &Context, book: &Book) -> Result<Vec<Called<P>>, ContractNetError> {
+    let dialogues = book.get(ctx, INITIATOR)?;
+    let mut calls: BTreeMap<u128, Recalled<P>> = BTreeMap::new();
+    for dialogue in dialogues.all() {
+        let Some(kept) = dialogue.data.and_then(|data| serde_json::from_value::<Kept<Answer>>(data).ok()) else {
+            continue;
+        };
+        let Ok(call) = u128::from_str_radix(&kept.call, 16) else { continue };
+        let Recalled { opened_ms, proposals, called } = calls.entry(call).or_insert_with(|| Recalled {
+            opened_ms: dialogue.opened_ms,
+            proposals: Vec::new(),
+            called: Called { call, proposals: Vec::new(), refused: Vec::new(), silent: Vec::new() },
+        });
+        *opened_ms = (*opened_ms).min(dialogue.opened_ms);
+        let from = dialogue.peer;
+        match (dialogue.state.as_str(), kept.answer) {
+            ("proposed", Some(Answer::Propose { proposal, hold_until_ms, pay_to })) => {
+                match serde_json::from_value(proposal) {
+                    Ok(proposal) => {
+                        let came = dialogue.said.last().map_or(0, |said| said.at_ms);
+                        proposals
+                            .push((came, Proposal { from, dialogue: dialogue.id, proposal, hold_until_ms, pay_to }));
+                    }
+                    Err(e) => called.refused.push((from, format!("an unreadable proposal: {e}"))),
+                }
+            }
+            ("refused", Some(Answer::Refuse { reason })) => called.refused.push((from, reason)),
+            ("called", _) => called.silent.push(from),
+            _ => {}
+        }
+    }
+    let mut waiting: Vec<(u64, Called<P>)> = calls
+        .into_values()
+        .map(|Recalled { opened_ms, mut proposals, mut called }| {
+            proposals.sort_by_key(|(came, _)| *came);
+            called.proposals = proposals.into_iter().map(|(_, proposal)| proposal).collect();
+            (opened_ms, called)
+        })
+        .filter(|(_, called)| !called.proposals.is_empty() || !called.silent.is_empty())
+        .collect();
+    waiting.sort_by_key(|(opened, _)| *opened);
+    Ok(waiting.into_iter().map(|(_, called)| called).collect())
+}
+
+/// A call being read back by [`recall`]: when its first dialogue opened, and its proposals
+/// with when each came.
+struct Recalled<P> {
+    opened_ms: u64,
+    proposals: Vec<(u64, Proposal<P>)>,
+    called: Called<P>,
 }
 
 /// What a winner's report (or its absence) means: its result, or why there is none. With
@@ -701,8 +791,10 @@ pub trait Participant: Send + Sync + 'static {
     /// What performing the task gives.
     type Result: Serialize + Send;
 
-    /// A proposal for `task` from `initiator` (and until when it is held), or `None` to
-    /// refuse.
+    /// A proposal for `task` from `initiator` and until when it is held (ms since the Unix
+    /// epoch), or `None` to refuse. A proposal given no hold is held until
+    /// [`DEFAULT_HOLD_AFTER_DEADLINE`] past the call's deadline, never longer: whatever it
+    /// holds is released then if no decision came.
     async fn evaluate(&self, initiator: Address, task: Self::Task) -> Option<(Self::Proposal, Option<u64>)>;
 
     /// Performs an awarded task. `Err` says why not: [`Unperformed::Failed`] (a `String`
@@ -715,72 +807,45 @@ pub trait Participant: Send + Sync + 'static {
     async fn release(&self, _initiator: Address, _proposal: Self::Proposal) {}
 }
 
-/// A participant's proposals still held, by dialogue: in memory, and in the agent's storage
-/// (under `agora.cnp.held/<dialogue>`), so a restarted participant still honours an award
-/// and still releases a hold when it ends.
-#[derive(Clone, Default)]
-struct Held {
-    proposals: Arc<parking_lot::Mutex<BTreeMap<u128, HeldProposal>>>,
-    /// The timers that release holds when they end; stopped with the agent, so a stopped
-    /// agent's timers do not act on what a restarted one holds.
-    timers: Arc<parking_lot::Mutex<Vec<tokio::task::AbortHandle>>>,
-}
-
-/// One held proposal, as stored.
+/// A proposal a participant holds, kept with its dialogue ([`Dialogue::data`]) in the same
+/// record as the step that made it, so a restarted participant still honours an award and
+/// still releases the hold when it ends.
+///
+/// [`Dialogue::data`]: crate::dialogue::Dialogue::data
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct HeldProposal {
     proposal: serde_json::Value,
-    initiator: Address,
-    hold_until_ms: Option<u64>,
+    hold_until_ms: u64,
 }
 
-const HELD_PREFIX: &str = "agora.cnp.held/";
-
-fn held_key(id: u128) -> String {
-    format!("{HELD_PREFIX}{id:032x}")
+impl HeldProposal {
+    /// The held proposal kept as `data`, decoded as `P`.
+    fn decode<P: DeserializeOwned>(data: Option<serde_json::Value>) -> Option<P> {
+        let held: HeldProposal = serde_json::from_value(data?).ok()?;
+        serde_json::from_value(held.proposal).ok()
+    }
 }
 
-impl Held {
-    /// Reads what a participant held before a restart.
-    fn load(&self, storage: &agent_core::Storage) -> Vec<(u128, HeldProposal)> {
-        let mut loaded = Vec::new();
-        for key in storage.keys().unwrap_or_default().iter().filter(|k| k.starts_with(HELD_PREFIX)) {
-            let id = u128::from_str_radix(&key[HELD_PREFIX.len()..], 16);
-            match (id, storage.get::<HeldProposal>(key)) {
-                (Ok(id), Ok(Some(held))) => loaded.push((id, held)),
-                _ => tracing::warn!(key, "an unreadable held proposal is skipped"),
-            }
+/// The timers that release a participant's holds when they end, by dialogue; each is
+/// stopped when its proposal is decided, and all of them with the agent, so a stopped
+/// agent's timers do not act on what a restarted one holds.
+#[derive(Clone, Default)]
+struct Holds {
+    timers: Arc<parking_lot::Mutex<HashMap<u128, tokio::task::AbortHandle>>>,
+}
+
+impl Holds {
+    /// The hold of dialogue `id` no longer needs its timer (the proposal was decided).
+    fn stop(&self, id: u128) {
+        if let Some(timer) = self.timers.lock().remove(&id) {
+            timer.abort();
         }
-        self.proposals.lock().extend(loaded.iter().cloned());
-        loaded
     }
 
-    fn insert(&self, storage: Option<&agent_core::Storage>, id: u128, held: HeldProposal) {
-        if let Some(Err(e)) = storage.map(|s| s.set(&held_key(id), &held)) {
-            tracing::warn!(error = %e, "a held proposal could not be stored; a restart forgets it");
+    fn stop_all(&self) {
+        for (_, timer) in self.timers.lock().drain() {
+            timer.abort();
         }
-        self.proposals.lock().insert(id, held);
-    }
-
-    /// Takes the proposal of dialogue `id` out (to perform or release it), if `still` is
-    /// the one held (or any, when `still` is `None`).
-    fn take(
-        &self,
-        storage: Option<&agent_core::Storage>,
-        id: u128,
-        still: Option<&serde_json::Value>,
-    ) -> Option<HeldProposal> {
-        let taken = {
-            let mut proposals = self.proposals.lock();
-            match proposals.get(&id) {
-                Some(held) if still.is_none_or(|value| *value == held.proposal) => proposals.remove(&id),
-                _ => None,
-            }
-        }?;
-        if let Some(Err(e)) = storage.map(|s| s.remove(&held_key(id))) {
-            tracing::warn!(error = %e, "a settled proposal could not be removed from storage");
-        }
-        Some(taken)
     }
 }
 
@@ -788,69 +853,52 @@ impl Held {
 /// fit a dialogue are refused and the sender told why ([`Refused`]).
 pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
     let book = Book::default();
+    let holds = Holds::default();
     {
         // Dialogues from before a restart are read when the agent starts, not when the
-        // first call comes.
-        let book = book.clone();
+        // first call comes; the proposals they hold are released when their holds end.
+        let (book, holds, participant) = (book.clone(), holds.clone(), participant.clone());
         agent.on_startup(move |ctx: Context| {
-            let book = book.clone();
+            let (book, holds, participant) = (book.clone(), holds.clone(), participant.clone());
             async move {
-                if let Err(e) = book.get(&ctx, PARTICIPANT) {
-                    tracing::error!(error = %e, "cannot load the contract-net dialogues");
-                }
-            }
-        });
-    }
-    let proposals = Held::default();
-    {
-        let timers = Arc::clone(&proposals.timers);
-        agent.on_shutdown(move |_ctx: Context| {
-            let timers = Arc::clone(&timers);
-            async move {
-                for timer in timers.lock().drain(..) {
-                    timer.abort();
-                }
-            }
-        });
-    }
-    {
-        // Proposals held before a restart: still held, and released when their hold ends.
-        let (proposals, participant) = (proposals.clone(), participant.clone());
-        agent.on_startup(move |ctx: Context| {
-            let (proposals, participant) = (proposals.clone(), participant.clone());
-            async move {
-                let Ok(storage) = ctx.storage() else { return };
-                for (id, held) in proposals.load(&storage) {
-                    if let Some(until) = held.hold_until_ms {
-                        release_when_hold_ends(
-                            participant.clone(),
-                            proposals.clone(),
-                            storage.clone(),
-                            id,
-                            held,
-                            until,
-                        );
+                let dialogues = match book.get(&ctx, PARTICIPANT) {
+                    Ok(dialogues) => dialogues,
+                    Err(e) => return tracing::error!(error = %e, "cannot load the contract-net dialogues"),
+                };
+                for dialogue in dialogues.all() {
+                    if let Some(held) = dialogue.data.and_then(|data| serde_json::from_value::<HeldProposal>(data).ok())
+                    {
+                        release_when_hold_ends(&participant, &book, &holds, dialogue.id, dialogue.peer, held);
                     }
                 }
             }
         });
     }
+    {
+        let holds = holds.clone();
+        agent.on_shutdown(move |_ctx: Context| {
+            let holds = holds.clone();
+            async move { holds.stop_all() }
+        });
+    }
     let mut served = protocol();
     {
-        let (book, participant, proposals) = (book.clone(), participant.clone(), proposals.clone());
+        let (book, participant, holds) = (book.clone(), participant.clone(), holds.clone());
         served = served.on_message(move |ctx: Context, from: Address, cfp: Cfp| {
-            let (book, participant, proposals) = (book.clone(), participant.clone(), proposals.clone());
+            let (book, participant, holds) = (book.clone(), participant.clone(), holds.clone());
             async move {
                 let (Ok(dialogues), Some(id)) = (book.get(&ctx, PARTICIPANT), ctx.session()) else { return };
-                if let Err(refused) = dialogues.incoming_until(Cfp::NAME, id, from, now_ms(), Some(cfp.deadline_ms)) {
-                    return tell(&ctx, id, from, refused).await;
-                }
+                let step = Step::default().until(cfp.deadline_ms);
                 // A revised call voids the earlier proposal in this dialogue.
-                let storage = ctx.storage().ok();
-                let earlier = proposals.take(storage.as_ref(), id, None);
-                if let Some(Ok(earlier)) = earlier.map(|held| serde_json::from_value::<P::Proposal>(held.proposal)) {
+                let earlier = match dialogues.incoming_with(Cfp::NAME, id, from, now_ms(), step) {
+                    Ok(earlier) => earlier,
+                    Err(refused) => return tell(&ctx, id, from, refused).await,
+                };
+                holds.stop(id);
+                if let Some(earlier) = HeldProposal::decode::<P::Proposal>(earlier) {
                     participant.release(from, earlier).await;
                 }
+                let default_hold = cfp.deadline_ms.saturating_add(DEFAULT_HOLD_AFTER_DEADLINE.as_millis() as u64);
                 let evaluated = match serde_json::from_value::<P::Task>(cfp.task) {
                     Ok(task) => participant.evaluate(from, task).await,
                     Err(_) => None,
@@ -859,36 +907,42 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                     Some((proposal, hold_until_ms)) => match serde_json::to_value(&proposal) {
                         Ok(value) => {
                             let pay_to = ctx.wallet().ok().map(|wallet| wallet.address());
-                            let held = (value.clone(), hold_until_ms, proposal);
-                            (Answer::Propose { proposal: value, hold_until_ms, pay_to }, Some(held))
+                            let hold_until_ms = hold_until_ms.unwrap_or(default_hold);
+                            let held = HeldProposal { proposal: value.clone(), hold_until_ms };
+                            let answer =
+                                Answer::Propose { proposal: value, hold_until_ms: Some(hold_until_ms), pay_to };
+                            (answer, Some((held, proposal)))
                         }
                         Err(e) => (Answer::Refuse { reason: e.to_string() }, None),
                     },
                     None => (Answer::Refuse { reason: "no proposal".into() }, None),
                 };
-                match dialogues.outgoing_named(answer_step(&answer), id, now_ms()) {
+                let step = match held.as_ref().map(|(held, _)| serde_json::to_value(held)) {
+                    Some(Ok(kept)) => Step::default().keeping(kept),
+                    _ => Step::default(),
+                };
+                match dialogues.outgoing_with(answer_step(&answer), id, now_ms(), step) {
                     Ok(_) => {
-                        if let Some((value, hold_until_ms, _)) = held {
-                            let held = HeldProposal { proposal: value, initiator: from, hold_until_ms };
-                            proposals.insert(storage.as_ref(), id, held.clone());
-                            if let (Some(until), Some(storage)) = (hold_until_ms, storage) {
-                                release_when_hold_ends(
-                                    participant.clone(),
-                                    proposals.clone(),
-                                    storage,
-                                    id,
-                                    held,
-                                    until,
-                                );
+                        if let Some((held, _)) = held {
+                            release_when_hold_ends(&participant, &book, &holds, id, from, held);
+                        }
+                        // A proposal the initiator no longer waits for (it came after the call's
+                        // wait, by the initiator's clock) is sent in the dialogue instead, so
+                        // the initiator answers it (as late) rather than never hearing it.
+                        if let Err(e) = ctx.reply(answer.clone()).await {
+                            if matches!(answer, Answer::Propose { .. }) {
+                                tracing::debug!(error = %e, "a proposal not taken as the reply is sent in its dialogue");
+                                if let Err(e) = ctx.send_in(id, from, answer).await {
+                                    // Its hold still ends when due: nothing stays held for good.
+                                    tracing::debug!(error = %e, "the initiator of a proposal is unreachable");
+                                }
                             }
                         }
-                        // The initiator may have given up: its deadline decides.
-                        let _ = ctx.reply(answer).await;
                     }
                     // Too late to propose (the deadline passed while evaluating): what the
                     // proposal would have held goes back at once.
                     Err(_) => {
-                        if let Some((_, _, proposal)) = held {
+                        if let Some((_, proposal)) = held {
                             participant.release(from, proposal).await;
                         }
                     }
@@ -897,21 +951,22 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
         });
     }
     {
-        let (book, participant, proposals) = (book.clone(), participant.clone(), proposals.clone());
+        let (book, participant, holds) = (book.clone(), participant.clone(), holds.clone());
         served = served.on_message(move |ctx: Context, from: Address, _: Accept| {
-            let (book, participant, proposals) = (book.clone(), participant.clone(), proposals.clone());
+            let (book, participant, holds) = (book.clone(), participant.clone(), holds.clone());
             async move {
                 let (Ok(dialogues), Some(id)) = (book.get(&ctx, PARTICIPANT), ctx.session()) else { return };
-                if let Err(refused) = dialogues.incoming_named("Accept", id, from, now_ms()) {
-                    return tell(&ctx, id, from, refused).await;
-                }
-                let proposal = proposals.take(ctx.storage().ok().as_ref(), id, None);
+                let held = match dialogues.incoming_named("Accept", id, from, now_ms()) {
+                    Ok(held) => held,
+                    Err(refused) => return tell(&ctx, id, from, refused).await,
+                };
+                holds.stop(id);
                 let Ok(reply) = ctx.defer_reply() else { return };
                 // Performed on a task of its own: the work may take long (a lead time, a
                 // computation), and the participant goes on answering other calls.
                 tokio::spawn(async move {
-                    let report = match proposal.map(|held| serde_json::from_value::<P::Proposal>(held.proposal)) {
-                        Some(Ok(proposal)) => match participant.perform(from, proposal).await {
+                    let report = match HeldProposal::decode::<P::Proposal>(held) {
+                        Some(proposal) => match participant.perform(from, proposal).await {
                             Ok(result) => match serde_json::to_value(result) {
                                 Ok(result) => Report::Done { result },
                                 Err(e) => Report::Failure { reason: e.to_string() },
@@ -919,7 +974,7 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                             Err(Unperformed::Failed(reason)) => Report::Failure { reason },
                             Err(Unperformed::Cancelled(reason)) => Report::Cancelled { reason },
                         },
-                        _ => Report::Failure { reason: "the proposal is no longer held (its hold ended)".into() },
+                        None => Report::Failure { reason: "the proposal is no longer held (its hold ended)".into() },
                     };
                     let Some(dialogues) = book.dialogues() else { return };
                     if dialogues.outgoing_named(report_step(&report), id, now_ms()).is_ok() {
@@ -932,31 +987,27 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
             }
         });
     }
-    let release = |book: Book,
-                   participant: Arc<P>,
-                   proposals: Held,
-                   ctx: Context,
-                   from: Address,
-                   step: &'static str| async move {
+    let release = |book: Book, participant: Arc<P>, holds: Holds, ctx: Context, from: Address, step: &'static str| async move {
         let (Ok(dialogues), Some(id)) = (book.get(&ctx, PARTICIPANT), ctx.session()) else { return };
-        if let Err(refused) = dialogues.incoming_named(step, id, from, now_ms()) {
-            return tell(&ctx, id, from, refused).await;
-        }
-        let held = proposals.take(ctx.storage().ok().as_ref(), id, None);
-        if let Some(Ok(proposal)) = held.map(|held| serde_json::from_value::<P::Proposal>(held.proposal)) {
+        let held = match dialogues.incoming_named(step, id, from, now_ms()) {
+            Ok(held) => held,
+            Err(refused) => return tell(&ctx, id, from, refused).await,
+        };
+        holds.stop(id);
+        if let Some(proposal) = HeldProposal::decode::<P::Proposal>(held) {
             participant.release(from, proposal).await;
         }
     };
     {
-        let (book, participant, proposals) = (book.clone(), participant.clone(), proposals.clone());
+        let (book, participant, holds) = (book.clone(), participant.clone(), holds.clone());
         served = served.on_message(move |ctx: Context, from: Address, _: Reject| {
-            release(book.clone(), participant.clone(), proposals.clone(), ctx, from, "Reject")
+            release(book.clone(), participant.clone(), holds.clone(), ctx, from, "Reject")
         });
     }
     {
-        let (book, participant, proposals) = (book.clone(), participant, proposals);
+        let (book, participant, holds) = (book.clone(), participant, holds);
         served = served.on_message(move |ctx: Context, from: Address, _: Cancel| {
-            release(book.clone(), participant.clone(), proposals.clone(), ctx, from, "Cancel")
+            release(book.clone(), participant.clone(), holds.clone(), ctx, from, "Cancel")
         });
     }
     agent.include(served);
@@ -964,30 +1015,38 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
     book
 }
 
-/// Releases the proposal of dialogue `id` once its hold ends, if no decision took it first
-/// (an award takes it to perform; a rejection or cancellation releases it). An award that
-/// comes later is answered with a failure: what was held may be gone.
+/// Releases the proposal of dialogue `id` (made to `initiator`) once its hold ends, if no
+/// decision took it first (an award takes it to perform; a rejection or cancellation
+/// releases it). An award that comes later is answered with a failure: what was held may
+/// be gone.
 fn release_when_hold_ends<P: Participant>(
-    participant: Arc<P>,
-    proposals: Held,
-    storage: agent_core::Storage,
+    participant: &Arc<P>,
+    book: &Book,
+    holds: &Holds,
     id: u128,
+    initiator: Address,
     held: HeldProposal,
-    until_ms: u64,
 ) {
-    let timers = Arc::clone(&proposals.timers);
+    let (participant, book) = (Arc::clone(participant), book.clone());
     let timer = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(until_ms.saturating_sub(now_ms()))).await;
+        tokio::time::sleep(Duration::from_millis(held.hold_until_ms.saturating_sub(now_ms()))).await;
+        let (Some(dialogues), Ok(kept)) = (book.dialogues(), serde_json::to_value(&held)) else { return };
         // Only the proposal this hold was for: a revised call may have replaced it.
-        let taken = proposals.take(Some(&storage), id, Some(&held.proposal));
-        if let Some(Ok(proposal)) = taken.map(|held| serde_json::from_value::<P::Proposal>(held.proposal)) {
-            tracing::debug!(dialogue = %format!("{id:032x}"), "a proposal's hold ended without a decision");
-            participant.release(held.initiator, proposal).await;
+        match dialogues.take_data(id, Some(&kept)) {
+            Ok(taken) => {
+                if let Some(proposal) = HeldProposal::decode::<P::Proposal>(taken) {
+                    tracing::debug!(dialogue = %format!("{id:032x}"), "a proposal's hold ended without a decision");
+                    participant.release(initiator, proposal).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "a proposal whose hold ended could not be released"),
         }
     });
-    let mut timers = timers.lock();
-    timers.retain(|timer| !timer.is_finished());
-    timers.push(timer.abort_handle());
+    let mut timers = holds.timers.lock();
+    timers.retain(|_, timer| !timer.is_finished());
+    if let Some(replaced) = timers.insert(id, timer.abort_handle()) {
+        replaced.abort();
+    }
 }
 
 /// How often an agent's contract-net dialogues are swept, and how long after its deadline
@@ -1020,6 +1079,18 @@ async fn refuse_stray(ctx: &Context, book: &Book, from: Address, step: &str) {
     let refused = match dialogues.get(id) {
         None => DialogueError::Unknown { dialogue: id, message: step.into() },
         Some(d) if d.peer != from => DialogueError::NotAParty { dialogue: id, from, message: step.into() },
+        // A proposal after the call's deadline, later than the call waited for its reply
+        // (or after its dialogue expired): FIPA wants it answered, as late.
+        Some(d) if step == "Propose" && is_past_its_call(&d, now_ms()) => {
+            if d.state == EXPIRED {
+                tracing::debug!(%from, "a proposal after its dialogue expired is rejected as late");
+                // The peer may be gone; a rejected proposal has no claim either way.
+                let _ = ctx.send_in(id, from, Reject { reason: RejectReason::Late }).await;
+            } else {
+                reject(ctx, dialogues, id, from, RejectReason::Late).await;
+            }
+            return;
+        }
         Some(d) => DialogueError::OutOfOrder {
             dialogue: id,
             message: step.into(),
@@ -1035,6 +1106,12 @@ async fn refuse_stray(ctx: &Context, book: &Book, from: Address, step: &str) {
     tell(ctx, id, from, refused).await
 }
 
+/// Whether `dialogue` is a call whose deadline has passed with no answer from its
+/// participant: still `called` after the deadline, or expired since.
+fn is_past_its_call(dialogue: &Dialogue, now_ms: u64) -> bool {
+    dialogue.state == EXPIRED || (dialogue.state == "called" && dialogue.deadline_ms.is_some_and(|d| now_ms > d))
+}
+
 /// Tells `to` why its message in dialogue `id` was refused.
 async fn tell(ctx: &Context, id: u128, to: Address, refused: DialogueError) {
     tracing::debug!(%to, error = %refused, "contract-net message refused");
@@ -1046,7 +1123,9 @@ async fn tell(ctx: &Context, id: u128, to: Address, refused: DialogueError) {
 
 /// Makes `agent` answer stray contract-net messages (answers and reports outside a
 /// request, from misbehaving peers) with a [`Refused`] naming the dialogue and what was
-/// expected; they never change an outcome. It also sweeps the initiator's dialogues (as
+/// expected; they never change an outcome. A proposal that comes after its call stopped
+/// waiting (past the deadline and the wait for late replies, or once its dialogue expired)
+/// is rejected as [`RejectReason::Late`] instead, as FIPA requires. It also sweeps the initiator's dialogues (as
 /// [`serve`] does the participant's): open ones a minute past their deadline expire, and
 /// old ones are forgotten.
 pub fn refuse_strays(agent: &mut Agent, book: &Book) {

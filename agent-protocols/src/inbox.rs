@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::auction::{self, BIDDER};
-use crate::dialogue::{DialogueError, Dialogues, Rules};
+use crate::dialogue::{DialogueError, Dialogues, Rules, Step};
 
 /// How many messages one running auction may have waiting; more are dropped (and logged),
 /// so a flood from one bidder cannot grow the auctioneer's memory.
@@ -142,8 +142,10 @@ impl<T: Send + 'static> Inbox<T> {
         let dialogues = self.dialogues(ctx)?;
         let running = self.running.lock();
         let deadline_ms = dialogues.get(id).and_then(|d| d.deadline_ms);
-        let checked =
-            dialogues.incoming_until(step, id, from, now_ms(), deadline_ms).map(drop).map_err(|e| late(dialogues, e));
+        let checked = dialogues
+            .incoming_with(step, id, from, now_ms(), until(deadline_ms))
+            .map(drop)
+            .map_err(|e| late(dialogues, e));
         if let Some(line) = running.get(auction) {
             if line.try_send((from, checked.clone().map(|()| item))).is_err() {
                 tracing::warn!(auction, %from, "an auction's line is full; a message was dropped");
@@ -170,7 +172,7 @@ impl<T: Send + 'static> Inbox<T> {
         let now = now_ms();
         for &bidder in bidders {
             let dialogue = auction::dialogue_of(id, &bidder);
-            match dialogues.open_with(opening, dialogue, bidder, BIDDER, now, Some(deadline_ms)) {
+            match dialogues.open_with(opening, dialogue, bidder, BIDDER, now, Step::default().until(deadline_ms)) {
                 Ok(_) => opened.bidders.push((bidder, dialogue)),
                 Err(e) => tracing::warn!(auction = id, %bidder, error = %e, "a bidder left out of an auction"),
             }
@@ -209,7 +211,7 @@ impl<T> Opened<T> {
         let told: Vec<Address> = self
             .bidders
             .iter()
-            .filter(|(bidder, id)| match dialogues.outgoing_until(step, *id, now, deadline_ms) {
+            .filter(|(bidder, id)| match dialogues.outgoing_with(step, *id, now, until(deadline_ms)) {
                 Ok(_) => true,
                 Err(e) => {
                     tracing::debug!(%bidder, error = %e, step, "an auction message not sent: its dialogue refused it");
@@ -291,4 +293,12 @@ pub(crate) async fn tell_all<M: agent_core::Message + Clone + Sync>(ctx: &Contex
 
 fn now_ms() -> u64 {
     agent_core::envelope::unix_now_ms()
+}
+
+/// A step that keeps the auction's deadline, if it has one, instead of the rules'.
+fn until(deadline_ms: Option<u64>) -> Step {
+    match deadline_ms {
+        Some(deadline_ms) => Step::default().until(deadline_ms),
+        None => Step::default(),
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use agent_core::{Address, Agent, Bureau, Config, Context, Identity, Message};
 use agent_protocols::auction::{dialogue_of, AUCTIONEER, BIDDER};
-use agent_protocols::dialogue::{DialogueError, Dialogues, Refused, Rules, EXPIRED};
+use agent_protocols::dialogue::{DialogueError, Dialogues, Refused, Rules, Step, EXPIRED};
 use agent_protocols::double_auction::{self, Clearinghouse, RoundOpen, Side, SignedOrder};
 use agent_protocols::sealed_bid::{self, BidAnswer, CallForBids, Pricing, SignedBid};
 use agent_protocols::settlement::Sales;
@@ -238,7 +238,7 @@ async fn a_bid_or_a_close_from_the_wrong_role_is_refused_by_each_auctions_rules_
 
         // The auctioneer's side: the bidder closes the auction, or the auctioneer bids.
         let house = Dialogues::load(rules, AUCTIONEER, storage(auctioneer)).unwrap();
-        house.open_with(opening, id, bidder, BIDDER, now, Some(now + 1_000)).unwrap();
+        house.open_with(opening, id, bidder, BIDDER, now, Step::default().until(now + 1_000)).unwrap();
         let before = state_of(&house, id);
         let closed_by_bidder = house.incoming_named(close, id, bidder, now + 1);
         assert!(
@@ -254,9 +254,10 @@ async fn a_bid_or_a_close_from_the_wrong_role_is_refused_by_each_auctions_rules_
 
         // A bid in time is taken; after the deadline it is late; after the close, nothing.
         let open = state_of(&house, id).unwrap().0;
-        let bid_taken = house.incoming_named(bid, id, bidder, now + 2).unwrap();
+        house.incoming_named(bid, id, bidder, now + 2).unwrap();
+        let state_after_bid = state_of(&house, id).unwrap().0;
         let late = house.incoming_named(bid, id, bidder, now + 1_001);
-        if bid_taken.state == open {
+        if state_after_bid == open {
             assert!(matches!(late, Err(DialogueError::Late { .. })), "{name}: another bid, late: {late:?}");
         } else {
             assert!(matches!(late, Err(DialogueError::OutOfOrder { .. })), "{name}: one bid only: {late:?}");
@@ -284,8 +285,12 @@ async fn an_auction_cut_off_by_a_stop_expires_when_its_auctioneer_starts_again_a
         let storage = bureau.context(address).unwrap().storage().unwrap();
         let dialogues = Dialogues::load(english::rules(), AUCTIONEER, storage.clone()).unwrap();
         let opening = english::Opening::NAME;
-        dialogues.open_with(opening, cut_off, bidder, BIDDER, now - hour, Some(now - hour + 1_000)).unwrap();
-        dialogues.open_with(opening, old, bidder, BIDDER, now - 25 * hour, Some(now - 25 * hour + 1_000)).unwrap();
+        dialogues
+            .open_with(opening, cut_off, bidder, BIDDER, now - hour, Step::default().until(now - hour + 1_000))
+            .unwrap();
+        dialogues
+            .open_with(opening, old, bidder, BIDDER, now - 25 * hour, Step::default().until(now - 25 * hour + 1_000))
+            .unwrap();
         storage.flush().await.unwrap();
         bureau.shutdown().await.unwrap();
     }

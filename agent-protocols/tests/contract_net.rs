@@ -237,6 +237,100 @@ async fn misbehaving_participants_do_not_change_the_outcome_and_are_told() {
     m.bureau.shutdown().await.unwrap();
 }
 
+/// A participant that answers long after the deadline, after the call stopped waiting for
+/// its reply (so the reply is not taken), and then sends its proposal in the dialogue: the
+/// initiator answers it with a rejection whose reason is `Late`, as FIPA requires.
+#[tokio::test]
+async fn a_proposal_long_after_the_call_stopped_waiting_is_rejected_as_late() {
+    let m = market().await;
+    let rejections: Arc<Mutex<Vec<RejectReason>>> = Arc::default();
+    let reply_taken: Arc<Mutex<Option<bool>>> = Arc::default();
+    let mut very_late = Agent::builder("very late").build().unwrap();
+    {
+        let reply_taken = reply_taken.clone();
+        very_late.on_message(move |ctx: Context, from: Address, _cfp: contract_net::Cfp| {
+            let reply_taken = reply_taken.clone();
+            async move {
+                // The call waits 200 ms, and one more second for late replies.
+                tokio::time::sleep(Duration::from_millis(1_800)).await;
+                let proposal = Answer::Propose { proposal: serde_json::json!(1), hold_until_ms: None, pay_to: None };
+                let taken = ctx.reply(proposal.clone()).await.is_ok();
+                *reply_taken.lock() = Some(taken);
+                if !taken {
+                    ctx.send_in(ctx.session().unwrap(), from, proposal).await.unwrap();
+                }
+            }
+        });
+    }
+    {
+        let rejections = rejections.clone();
+        very_late.on_message(move |_ctx: Context, _from: Address, reject: Reject| {
+            let rejections = rejections.clone();
+            async move { rejections.lock().push(reject.reason) }
+        });
+    }
+    let very_late = m.bureau.add(very_late).unwrap();
+    let ctx = m.bureau.context(m.initiator).unwrap();
+    let called = contract_net::call::<_, u64>(&ctx, &m.book, &[very_late], &"LHR-JFK", Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert_eq!(called.silent, [very_late]);
+    wait_for(|| !rejections.lock().is_empty()).await;
+    assert_eq!(*reply_taken.lock(), Some(false), "the call had stopped waiting for the reply");
+    assert_eq!(*rejections.lock(), [RejectReason::Late]);
+    let states: Vec<String> = m.book.dialogues().unwrap().all().into_iter().map(|d| d.state).collect();
+    assert_eq!(states, ["rejected"], "the rejection is recorded in the dialogue");
+    m.bureau.shutdown().await.unwrap();
+}
+
+/// A participant's proposal that its initiator no longer takes as the reply (here an
+/// initiator that waits 100 ms for a call whose deadline is 10 s away) is sent in the
+/// dialogue instead, so the initiator hears it and can answer it.
+#[tokio::test]
+async fn a_proposal_not_taken_as_the_reply_is_sent_in_its_dialogue() {
+    let m = market().await;
+    let slow =
+        Arc::new(Seller { price: 60, fails: false, hold_ms: None, held: Mutex::new(0), released: Mutex::new(0) });
+    struct Slow(Arc<Seller>);
+    #[async_trait::async_trait]
+    impl Participant for Slow {
+        type Task = String;
+        type Proposal = u64;
+        type Result = String;
+        async fn evaluate(&self, initiator: Address, task: String) -> Option<(u64, Option<u64>)> {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            self.0.evaluate(initiator, task).await
+        }
+        async fn perform(&self, initiator: Address, price: u64) -> Result<String, Unperformed> {
+            self.0.perform(initiator, price).await
+        }
+    }
+    let mut agent = Agent::builder("slow seller").build().unwrap();
+    contract_net::serve(&mut agent, Arc::new(Slow(slow)));
+    let seller = m.bureau.add(agent).unwrap();
+
+    let heard: Arc<Mutex<Vec<Answer>>> = Arc::default();
+    let mut asker = Agent::builder("impatient").build().unwrap();
+    {
+        let heard = heard.clone();
+        asker.on_message(move |_ctx: Context, _from: Address, answer: Answer| {
+            let heard = heard.clone();
+            async move { heard.lock().push(answer) }
+        });
+    }
+    let asker = m.bureau.add(asker).unwrap();
+    let ctx = m.bureau.context(asker).unwrap();
+    let cfp = contract_net::Cfp {
+        task: serde_json::json!("LHR-JFK"),
+        deadline_ms: agent_core::envelope::unix_now_ms() + 10_000,
+    };
+    let waited = ctx.request_in::<_, Answer>(77, seller, cfp, Some(Duration::from_millis(100))).await;
+    assert!(waited.is_err(), "the reply came after 100 ms: {waited:?}");
+    wait_for(|| !heard.lock().is_empty()).await;
+    assert!(matches!(heard.lock()[0], Answer::Propose { ref proposal, .. } if *proposal == serde_json::json!(60)));
+    m.bureau.shutdown().await.unwrap();
+}
+
 /// Waits (at most 5 s) until `done` holds.
 async fn wait_for(done: impl Fn() -> bool) {
     let until = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -325,6 +419,37 @@ async fn a_hold_that_ends_without_a_decision_is_released() {
     match outcome {
         Outcome::AllFailed(failed) => assert!(failed[0].1.contains("no longer held"), "{failed:?}"),
         other => panic!("an award after the hold ended must fail: {other:?}"),
+    }
+    assert_eq!(*seller.released.lock(), 1, "released once");
+    m.bureau.shutdown().await.unwrap();
+}
+
+/// A proposal made without a hold of its own is not held forever: it is held until
+/// `DEFAULT_HOLD_AFTER_DEADLINE` past the call's deadline (as its answer tells the
+/// initiator), then released, and a later award fails.
+#[tokio::test(start_paused = true)]
+async fn a_proposal_without_a_hold_of_its_own_is_released_a_bounded_time_after_the_deadline() {
+    let m = market().await;
+    let seller = Seller::new(80);
+    let address = add_seller(&m, "no hold given", seller.clone());
+    let ctx = m.bureau.context(m.initiator).unwrap();
+    let deadline = Duration::from_millis(300);
+    let called_at = agent_core::envelope::unix_now_ms();
+    let called = contract_net::call::<_, u64>(&ctx, &m.book, &[address], &"LHR-JFK", deadline).await.unwrap();
+    let margin = contract_net::DEFAULT_HOLD_AFTER_DEADLINE;
+    let held_for = called.proposals[0].hold_until_ms.expect("the answer says until when it is held") - called_at;
+    let expected = (deadline + margin).as_millis() as u64;
+    assert!((expected..expected + 1_000).contains(&held_for), "held for {held_for} ms, not {expected}");
+
+    tokio::time::sleep(margin - Duration::from_secs(5)).await;
+    assert_eq!(*seller.released.lock(), 0, "still held before the hold ends");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    wait_for(|| *seller.released.lock() == 1).await;
+    let outcome =
+        contract_net::award::<u64, String>(&ctx, &m.book, &called, &[address], Duration::from_secs(2)).await.unwrap();
+    match outcome {
+        Outcome::AllFailed(failed) => assert!(failed[0].1.contains("no longer held"), "{failed:?}"),
+        other => panic!("an award after the default hold ended must fail: {other:?}"),
     }
     assert_eq!(*seller.released.lock(), 1, "released once");
     m.bureau.shutdown().await.unwrap();
@@ -461,6 +586,63 @@ async fn a_restarted_participant_honours_its_proposals_and_releases_ended_holds(
     assert_eq!(*again.released.lock(), 0, "the winner's proposal was performed, not released");
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(*short_again.released.lock(), 1, "released once, not again on its rejection");
+    bureau.shutdown().await.unwrap();
+}
+
+/// The initiator restarts between its call and its award, with nothing carried over but its
+/// storage: it finds the call there (the proposals it received, the participant that had
+/// not answered) and awards it; once decided, the call is no longer waiting.
+#[tokio::test]
+async fn a_restarted_initiator_awards_a_call_it_made_before_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        let bureau = Bureau::with_config(agent_core::Config::default().with_storage_dir(dir.path())).unwrap();
+        let mut traveller = Agent::builder("traveller").seed("traveller").build().unwrap();
+        let book = contract_net::Book::default();
+        contract_net::refuse_strays(&mut traveller, &book);
+        let traveller = bureau.add(traveller).unwrap();
+        let mut sellers = Vec::new();
+        for (name, price) in [("cheap", 90), ("dear", 130)] {
+            let mut agent = Agent::builder(name).seed(name).build().unwrap();
+            contract_net::serve(&mut agent, Seller::new(price));
+            sellers.push(bureau.add(agent).unwrap());
+        }
+        let mut silent = Agent::builder("silent").seed("silent").build().unwrap();
+        silent.on_message(|_ctx: Context, _from: Address, _cfp: contract_net::Cfp| async {});
+        sellers.push(bureau.add(silent).unwrap());
+        (bureau, traveller, book, sellers)
+    };
+
+    let (bureau, traveller, book, sellers) = start();
+    let ctx = bureau.context(traveller).unwrap();
+    let called =
+        contract_net::call::<_, u64>(&ctx, &book, &sellers, &"LHR-JFK", Duration::from_millis(300)).await.unwrap();
+    assert_eq!(called.proposals.len(), 2);
+    let call = called.call;
+    drop((ctx, book, called));
+    bureau.shutdown().await.unwrap();
+
+    let (bureau, traveller, book, sellers) = start();
+    let ctx = bureau.context(traveller).unwrap();
+    let waiting = contract_net::recall::<u64>(&ctx, &book).unwrap();
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    let recalled = &waiting[0];
+    assert_eq!(recalled.call, call);
+    let mut offers: Vec<(Address, u64)> = recalled.proposals.iter().map(|p| (p.from, p.proposal)).collect();
+    offers.sort();
+    let mut expected = vec![(sellers[0], 90), (sellers[1], 130)];
+    expected.sort();
+    assert_eq!(offers, expected, "the proposals received before the restart");
+    assert!(recalled.proposals.iter().all(|p| p.hold_until_ms.is_some()));
+    assert_eq!(recalled.silent, [sellers[2]]);
+
+    let outcome =
+        contract_net::award::<u64, String>(&ctx, &book, recalled, &cheapest(recalled), Duration::from_secs(2))
+            .await
+            .unwrap();
+    assert_eq!(outcome, Outcome::Awarded(vec![(sellers[0], Ok("booked at 90".into()))]));
+    let waiting = contract_net::recall::<u64>(&ctx, &book).unwrap();
+    assert!(waiting.iter().all(|c| c.proposals.is_empty()), "no proposal waits once awarded: {waiting:?}");
     bureau.shutdown().await.unwrap();
 }
 

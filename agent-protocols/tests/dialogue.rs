@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_core::{Address, Agent, Bureau, Config, Context, Identity, Message};
-use agent_protocols::dialogue::{DialogueError, Dialogues, Refused, Rules, RulesError, EXPIRED};
+use agent_protocols::dialogue::{DialogueError, Dialogues, Refused, Rules, RulesError, Step, EXPIRED};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema, Message)]
@@ -153,7 +153,8 @@ async fn a_restarted_agent_resumes_its_dialogues() {
         let (_, storage) = storage_of(&bureau, "seller").await;
         let seller = Dialogues::load(haggle(), "seller", storage.clone()).unwrap();
         seller.incoming::<Offer>(9, buyer, T0).unwrap();
-        seller.outgoing::<Counter>(9, T0 + 100).unwrap();
+        let counter = Step::default().keeping(serde_json::json!({ "price": 120 }));
+        seller.outgoing_with(Counter::NAME, 9, T0 + 100, counter).unwrap();
         storage.flush().await.unwrap();
         bureau.shutdown().await.unwrap();
     }
@@ -162,9 +163,42 @@ async fn a_restarted_agent_resumes_its_dialogues() {
     let seller = Dialogues::load(haggle(), "seller", storage).unwrap();
     let resumed = seller.get(9).expect("the dialogue is back");
     assert_eq!((resumed.state.as_str(), resumed.peer), ("countered", buyer));
+    assert_eq!(resumed.data, Some(serde_json::json!({ "price": 120 })), "what the step kept is back");
+    let said: Vec<(&str, &str, u64)> =
+        resumed.said.iter().map(|s| (s.message.as_str(), s.sender.as_str(), s.at_ms)).collect();
+    assert_eq!(said, [("Offer", "buyer", T0), ("Counter", "seller", T0 + 100)]);
     // It goes on from where it was, and keeps refusing what it refused before.
     assert!(matches!(seller.outgoing::<Counter>(9, T0 + 200), Err(DialogueError::OutOfOrder { .. })));
-    seller.incoming::<Offer>(9, buyer, T0 + 300).unwrap();
+    assert!(seller.get(9).unwrap().data.is_some(), "a refused step keeps what was kept");
+    let replaced = seller.incoming::<Offer>(9, buyer, T0 + 300).unwrap();
+    assert_eq!(replaced, Some(serde_json::json!({ "price": 120 })), "a step hands back what it replaced");
+    assert_eq!(seller.get(9).unwrap().data, None);
+    bureau.shutdown().await.unwrap();
+}
+
+/// A dialogue written whole (with its id and rules, what was said as named fields), as
+/// before steps were written compactly, still loads.
+#[tokio::test]
+async fn a_dialogue_written_in_the_earlier_form_still_loads() {
+    let bureau = Bureau::new().unwrap();
+    let (_, storage) = storage_of(&bureau, "seller").await;
+    let buyer = Identity::from_seed("buyer").address();
+    let earlier = serde_json::json!({
+        "id": format!("{:032x}", 5),
+        "rules": "haggle",
+        "me": "seller",
+        "peer": hex::encode(buyer.as_bytes()),
+        "peer_role": "buyer",
+        "state": "offered",
+        "deadline_ms": T0 + 5_000,
+        "opened_ms": T0,
+        "said": [{ "message": "Offer", "sender": "buyer", "at_ms": T0 }],
+    });
+    storage.set(&format!("agora.dialogue/haggle/{:032x}", 5), &earlier).unwrap();
+    let seller = Dialogues::load(haggle(), "seller", storage).unwrap();
+    let loaded = seller.get(5).expect("loaded");
+    assert_eq!((loaded.state.as_str(), loaded.peer, loaded.said.len(), loaded.data), ("offered", buyer, 1, None));
+    seller.outgoing::<Accept>(5, T0 + 1_000).unwrap();
     bureau.shutdown().await.unwrap();
 }
 

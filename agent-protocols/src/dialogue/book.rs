@@ -49,6 +49,34 @@ pub struct Dialogue {
     pub opened_ms: u64,
     /// Every message that counted, in order.
     pub said: Vec<Said>,
+    /// What the protocol keeps with the dialogue in its current state (a proposal held or
+    /// received), written in the same record as the step that set it. Every step replaces
+    /// it (with nothing, unless the step gives it: [`Step::keeping`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+/// What a step sets besides the new state: a deadline of its own instead of the rules' (a
+/// call for proposals carries its own), and what to keep with the new state
+/// ([`Dialogue::data`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Step {
+    deadline_ms: Option<u64>,
+    data: Option<serde_json::Value>,
+}
+
+impl Step {
+    /// The new state's deadline is `deadline_ms` (ms since the Unix epoch), not the rules'.
+    pub fn until(mut self, deadline_ms: u64) -> Step {
+        self.deadline_ms = Some(deadline_ms);
+        self
+    }
+
+    /// Keeps `data` with the new state, in the same write as the step.
+    pub fn keeping(mut self, data: serde_json::Value) -> Step {
+        self.data = Some(data);
+        self
+    }
 }
 
 impl Dialogue {
@@ -210,9 +238,13 @@ impl Dialogues {
         let prefix = key_prefix(rules.name());
         let mut live = HashMap::new();
         for key in storage.keys().map_err(|e| storage_error(0, e))?.iter().filter(|k| k.starts_with(&prefix)) {
-            match storage.get::<Dialogue>(key) {
-                Ok(Some(dialogue)) if dialogue.me == me => {
-                    live.insert(dialogue.id, dialogue);
+            let Ok(id) = u128::from_str_radix(&key[prefix.len()..], 16) else {
+                tracing::warn!(key, "a dialogue under an unreadable key is skipped");
+                continue;
+            };
+            match storage.get::<Stored>(key) {
+                Ok(Some(stored)) if stored.me == me => {
+                    live.insert(id, stored.into_dialogue(id, rules.name()));
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(key, error = %e, "an unreadable dialogue is skipped"),
@@ -261,8 +293,38 @@ impl Dialogues {
         if live.contains_key(&id) {
             return Err(DialogueError::Exists { dialogue: id });
         }
+        let dialogue = self.opened(id, peer, peer_role, now_ms);
+        self.save(&dialogue)?;
+        live.insert(id, dialogue.clone());
+        Ok(dialogue)
+    }
+
+    /// Opens dialogue `id` with `peer` by sending its first message, `message` (a step out
+    /// of the initial state), in one write. Nothing is recorded if the step is refused.
+    pub fn open_with(
+        &self,
+        message: &str,
+        id: u128,
+        peer: Address,
+        peer_role: &str,
+        now_ms: u64,
+        step: Step,
+    ) -> Result<(), DialogueError> {
+        let mut live = self.live.lock();
+        if live.contains_key(&id) {
+            return Err(DialogueError::Exists { dialogue: id });
+        }
+        let mut opened = self.opened(id, peer, peer_role, now_ms);
+        opened.deadline_ms = None;
+        self.take_step(&mut opened, message, &self.me, now_ms, step)?;
+        live.insert(id, opened);
+        Ok(())
+    }
+
+    /// A new dialogue `id` with `peer`, in the initial state.
+    fn opened(&self, id: u128, peer: Address, peer_role: &str, now_ms: u64) -> Dialogue {
         let initial = self.rules.initial().to_string();
-        let dialogue = Dialogue {
+        Dialogue {
             id,
             rules: self.rules.name().into(),
             me: self.me.clone(),
@@ -272,87 +334,54 @@ impl Dialogues {
             state: initial,
             opened_ms: now_ms,
             said: Vec::new(),
-        };
-        self.save(&dialogue)?;
-        live.insert(id, dialogue.clone());
-        Ok(dialogue)
+            data: None,
+        }
     }
 
-    /// Opens dialogue `id` with `peer` by sending its first message, `message` (a step out
-    /// of the initial state), in one write; the new state's deadline is `deadline_ms` if
-    /// given. Nothing is recorded if the step is refused.
-    pub fn open_with(
-        &self,
-        message: &str,
-        id: u128,
-        peer: Address,
-        peer_role: &str,
-        now_ms: u64,
-        deadline_ms: Option<u64>,
-    ) -> Result<Dialogue, DialogueError> {
-        let mut live = self.live.lock();
-        if live.contains_key(&id) {
-            return Err(DialogueError::Exists { dialogue: id });
-        }
-        let initial = self.rules.initial().to_string();
-        let opened = Dialogue {
-            id,
-            rules: self.rules.name().into(),
-            me: self.me.clone(),
-            peer,
-            peer_role: peer_role.into(),
-            deadline_ms: None,
-            state: initial,
-            opened_ms: now_ms,
-            said: Vec::new(),
-        };
-        let mut next = self.advance(&opened, message, &self.me, now_ms)?;
-        if deadline_ms.is_some() {
-            next.deadline_ms = deadline_ms;
-        }
-        self.save(&next)?;
-        live.insert(id, next.clone());
-        Ok(next)
-    }
-
-    /// Checks that this agent may send an `M` in dialogue `id` now, and records it.
-    pub fn outgoing<M: Message>(&self, id: u128, now_ms: u64) -> Result<Dialogue, DialogueError> {
-        self.outgoing_named(M::NAME, id, now_ms)
+    /// Checks that this agent may send an `M` in dialogue `id` now, and records it. Returns
+    /// what was kept with the state it left ([`Dialogue::data`]).
+    pub fn outgoing<M: Message>(&self, id: u128, now_ms: u64) -> Result<Option<serde_json::Value>, DialogueError> {
+        self.outgoing_with(M::NAME, id, now_ms, Step::default())
     }
 
     /// [`outgoing`](Self::outgoing) for a step declared with
     /// [`named_step`](super::RulesBuilder::named_step).
-    pub fn outgoing_named(&self, message: &str, id: u128, now_ms: u64) -> Result<Dialogue, DialogueError> {
-        self.outgoing_until(message, id, now_ms, None)
-    }
-
-    /// [`outgoing_named`](Self::outgoing_named), with the new state's deadline at
-    /// `deadline_ms` instead of the rules' (a call for proposals carries its own).
-    pub fn outgoing_until(
+    pub fn outgoing_named(
         &self,
         message: &str,
         id: u128,
         now_ms: u64,
-        deadline_ms: Option<u64>,
-    ) -> Result<Dialogue, DialogueError> {
+    ) -> Result<Option<serde_json::Value>, DialogueError> {
+        self.outgoing_with(message, id, now_ms, Step::default())
+    }
+
+    /// [`outgoing_named`](Self::outgoing_named), setting what `step` gives in the same
+    /// write.
+    pub fn outgoing_with(
+        &self,
+        message: &str,
+        id: u128,
+        now_ms: u64,
+        step: Step,
+    ) -> Result<Option<serde_json::Value>, DialogueError> {
         let mut live = self.live.lock();
-        let Some(dialogue) = live.get(&id) else {
+        let Some(dialogue) = live.get_mut(&id) else {
             return Err(DialogueError::Unknown { dialogue: id, message: message.into() });
         };
-        let mut next = self.advance(dialogue, message, &self.me.clone(), now_ms)?;
-        if deadline_ms.is_some() {
-            next.deadline_ms = deadline_ms;
-        }
-        self.save(&next)?;
-        live.insert(id, next.clone());
-        Ok(next)
+        self.take_step(dialogue, message, &self.me, now_ms, step)
     }
 
     /// Checks that `from` may send an `M` in dialogue `id` now, and records it. A message
     /// that may open a dialogue (a step out of the initial state sent by a role other than
-    /// this agent's) opens one with its sender as the peer.
-    pub fn incoming<M: Message>(&self, id: u128, from: Address, now_ms: u64) -> Result<Dialogue, DialogueError> {
-        self.incoming_named(M::NAME, id, from, now_ms)
+    /// this agent's) opens one with its sender as the peer. Returns what was kept with the
+    /// state it left ([`Dialogue::data`]).
+    pub fn incoming<M: Message>(
+        &self,
+        id: u128,
+        from: Address,
+        now_ms: u64,
+    ) -> Result<Option<serde_json::Value>, DialogueError> {
+        self.incoming_with(M::NAME, id, from, now_ms, Step::default())
     }
 
     /// [`incoming`](Self::incoming) for a step declared with
@@ -363,26 +392,29 @@ impl Dialogues {
         id: u128,
         from: Address,
         now_ms: u64,
-    ) -> Result<Dialogue, DialogueError> {
-        self.incoming_until(message, id, from, now_ms, None)
+    ) -> Result<Option<serde_json::Value>, DialogueError> {
+        self.incoming_with(message, id, from, now_ms, Step::default())
     }
 
-    /// [`incoming_named`](Self::incoming_named), with the new state's deadline at
-    /// `deadline_ms` instead of the rules' (a call for proposals carries its own).
-    pub fn incoming_until(
+    /// [`incoming_named`](Self::incoming_named), setting what `step` gives in the same
+    /// write.
+    pub fn incoming_with(
         &self,
         message: &str,
         id: u128,
         from: Address,
         now_ms: u64,
-        deadline_ms: Option<u64>,
-    ) -> Result<Dialogue, DialogueError> {
+        step: Step,
+    ) -> Result<Option<serde_json::Value>, DialogueError> {
         let mut live = self.live.lock();
-        let dialogue = match live.get(&id) {
+        match live.get_mut(&id) {
             Some(dialogue) if dialogue.peer != from => {
-                return Err(DialogueError::NotAParty { dialogue: id, from, message: message.into() })
+                Err(DialogueError::NotAParty { dialogue: id, from, message: message.into() })
             }
-            Some(dialogue) => dialogue.clone(),
+            Some(dialogue) => {
+                let sender = dialogue.peer_role.clone();
+                self.take_step(dialogue, message, &sender, now_ms, step)
+            }
             None => {
                 let opening =
                     self.rules.steps_from(self.rules.initial()).find(|t| t.message == message && t.sender != self.me);
@@ -396,42 +428,49 @@ impl Dialogues {
                         return Err(DialogueError::TooManyOpen { dialogue: id, from, open });
                     }
                 }
-                let initial = self.rules.initial().to_string();
-                Dialogue {
-                    id,
-                    rules: self.rules.name().into(),
-                    me: self.me.clone(),
-                    peer: from,
-                    peer_role: opening.sender.clone(),
-                    deadline_ms: self.rules.deadline(&initial).map(|d| now_ms.saturating_add(d.as_millis() as u64)),
-                    state: initial,
-                    opened_ms: now_ms,
-                    said: Vec::new(),
-                }
+                let mut opened = self.opened(id, from, &opening.sender, now_ms);
+                let sender = opening.sender.clone();
+                self.take_step(&mut opened, message, &sender, now_ms, step)?;
+                live.insert(id, opened);
+                Ok(None)
             }
-        };
-        let sender = dialogue.peer_role.clone();
-        let mut next = self.advance(&dialogue, message, &sender, now_ms)?;
-        if deadline_ms.is_some() {
-            next.deadline_ms = deadline_ms;
         }
-        self.save(&next)?;
-        live.insert(id, next.clone());
-        Ok(next)
     }
 
     /// Sets the current state's deadline of dialogue `id` (a call for proposals carries its
     /// own).
     pub fn set_deadline(&self, id: u128, deadline_ms: u64) -> Result<(), DialogueError> {
         let mut live = self.live.lock();
-        let Some(dialogue) = live.get(&id) else {
+        let Some(dialogue) = live.get_mut(&id) else {
             return Err(DialogueError::Unknown { dialogue: id, message: "(deadline)".into() });
         };
-        let mut next = dialogue.clone();
-        next.deadline_ms = Some(deadline_ms);
-        self.save(&next)?;
-        live.insert(id, next);
+        let before = dialogue.deadline_ms.replace(deadline_ms);
+        if let Err(e) = self.save(dialogue) {
+            dialogue.deadline_ms = before;
+            return Err(e);
+        }
         Ok(())
+    }
+
+    /// Takes what is kept with dialogue `id`'s current state ([`Dialogue::data`]) out of it,
+    /// without a step (a hold that ended), if it is `only` (or anything, when `only` is
+    /// `None`). Returns what was taken.
+    pub fn take_data(
+        &self,
+        id: u128,
+        only: Option<&serde_json::Value>,
+    ) -> Result<Option<serde_json::Value>, DialogueError> {
+        let mut live = self.live.lock();
+        let Some(dialogue) = live.get_mut(&id) else { return Ok(None) };
+        if dialogue.data.is_none() || only.is_some_and(|only| dialogue.data.as_ref() != Some(only)) {
+            return Ok(None);
+        }
+        let taken = dialogue.data.take();
+        if let Err(e) = self.save(dialogue) {
+            dialogue.data = taken;
+            return Err(e);
+        }
+        Ok(taken)
     }
 
     /// Puts every open dialogue whose deadline has passed in the state [`EXPIRED`], and
@@ -460,6 +499,7 @@ impl Dialogues {
                 let mut next = dialogue.clone();
                 next.state = EXPIRED.into();
                 next.deadline_ms = None;
+                next.data = None;
                 self.save(&next)?;
                 *dialogue = next.clone();
                 expired.push(next);
@@ -468,14 +508,51 @@ impl Dialogues {
         Ok(expired)
     }
 
-    /// `dialogue` after `message` from `sender`, or why not.
-    fn advance(
+    /// Checks `message` from `sender` in `dialogue` and, if it may follow, records the step
+    /// and applies it in place. Returns what was kept with the state it left. A refused or
+    /// unrecorded step leaves `dialogue` as it was.
+    fn take_step(
         &self,
+        dialogue: &mut Dialogue,
+        message: &str,
+        sender: &str,
+        now_ms: u64,
+        step: Step,
+    ) -> Result<Option<serde_json::Value>, DialogueError> {
+        let to = self.check(dialogue, message, sender, now_ms)?;
+        let deadline_ms = match step
+            .deadline_ms
+            .or_else(|| self.rules.deadline(to).map(|d| now_ms.saturating_add(d.as_millis() as u64)))
+        {
+            Some(deadline_ms) => Some(deadline_ms),
+            // Staying in a state does not restart its clock (bids keep an auction open
+            // only until it closes), and a closed dialogue keeps the deadline it closed
+            // under, so a message after it can still be told it came late.
+            None if to == dialogue.state || self.rules.is_terminal(to) => dialogue.deadline_ms,
+            None => None,
+        };
+        let state = std::mem::replace(&mut dialogue.state, to.to_owned());
+        let deadline_before = std::mem::replace(&mut dialogue.deadline_ms, deadline_ms);
+        let data = std::mem::replace(&mut dialogue.data, step.data);
+        dialogue.said.push(Said { message: message.into(), sender: sender.into(), at_ms: now_ms });
+        if let Err(e) = self.save(dialogue) {
+            dialogue.said.pop();
+            dialogue.data = data;
+            dialogue.deadline_ms = deadline_before;
+            dialogue.state = state;
+            return Err(e);
+        }
+        Ok(data)
+    }
+
+    /// The state `message` from `sender` leads `dialogue` to now, or why it may not follow.
+    fn check<'r>(
+        &'r self,
         dialogue: &Dialogue,
         message: &str,
         sender: &str,
         now_ms: u64,
-    ) -> Result<Dialogue, DialogueError> {
+    ) -> Result<&'r str, DialogueError> {
         let id = dialogue.id;
         if dialogue.is_closed(&self.rules) {
             return Err(DialogueError::Closed { dialogue: id, state: dialogue.state.clone(), message: message.into() });
@@ -504,22 +581,87 @@ impl Dialogues {
                     .collect(),
             });
         };
-        let mut next = dialogue.clone();
-        next.deadline_ms = match self.rules.deadline(&step.to) {
-            Some(limit) => Some(now_ms.saturating_add(limit.as_millis() as u64)),
-            // Staying in a state does not restart its clock (bids keep an auction open only
-            // until it closes), and a closed dialogue keeps the deadline it closed under, so
-            // a message after it can still be told it came late.
-            None if step.to == dialogue.state || self.rules.is_terminal(&step.to) => dialogue.deadline_ms,
-            None => None,
-        };
-        next.state = step.to.clone();
-        next.said.push(Said { message: message.into(), sender: sender.into(), at_ms: now_ms });
-        Ok(next)
+        Ok(&step.to)
     }
 
     fn save(&self, dialogue: &Dialogue) -> Result<(), DialogueError> {
-        self.storage.set(&key(self.rules.name(), dialogue.id), dialogue).map_err(|e| storage_error(dialogue.id, e))
+        let record = Record {
+            me: &dialogue.me,
+            peer: dialogue.peer,
+            peer_role: &dialogue.peer_role,
+            state: &dialogue.state,
+            deadline_ms: dialogue.deadline_ms,
+            opened_ms: dialogue.opened_ms,
+            said: SaidList(&dialogue.said),
+            data: dialogue.data.as_ref(),
+        };
+        self.storage.set(&key(self.rules.name(), dialogue.id), &record).map_err(|e| storage_error(dialogue.id, e))
+    }
+}
+
+/// A dialogue as written at each step: its id and rules are in the key, so they are not
+/// written again.
+#[derive(Serialize)]
+struct Record<'a> {
+    me: &'a str,
+    #[serde(with = "address_hex")]
+    peer: Address,
+    peer_role: &'a str,
+    state: &'a str,
+    deadline_ms: Option<u64>,
+    opened_ms: u64,
+    said: SaidList<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a serde_json::Value>,
+}
+
+/// What was said, written as `[message, sender, at_ms]` triples: the whole list is written
+/// at every step, and field names were most of it.
+struct SaidList<'a>(&'a [Said]);
+
+impl Serialize for SaidList<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|said| (&said.message, &said.sender, said.at_ms)))
+    }
+}
+
+/// One entry of a stored [`SaidList`], or of a record written before lists were triples.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoredSaid {
+    Triple(String, String, u64),
+    Named(Said),
+}
+
+impl From<StoredSaid> for Said {
+    fn from(stored: StoredSaid) -> Said {
+        match stored {
+            StoredSaid::Triple(message, sender, at_ms) => Said { message, sender, at_ms },
+            StoredSaid::Named(said) => said,
+        }
+    }
+}
+
+/// A [`Record`] as read back.
+#[derive(Deserialize)]
+struct Stored {
+    me: String,
+    #[serde(with = "address_hex")]
+    peer: Address,
+    peer_role: String,
+    state: String,
+    deadline_ms: Option<u64>,
+    opened_ms: u64,
+    said: Vec<StoredSaid>,
+    #[serde(default)]
+    data: Option<serde_json::Value>,
+}
+
+impl Stored {
+    fn into_dialogue(self, id: u128, rules: &str) -> Dialogue {
+        let Stored { me, peer, peer_role, state, deadline_ms, opened_ms, said, data } = self;
+        let said = said.into_iter().map(Said::from).collect();
+        Dialogue { id, rules: rules.into(), me, peer, peer_role, state, deadline_ms, opened_ms, said, data }
     }
 }
 
@@ -528,7 +670,7 @@ fn key_prefix(rules: &str) -> String {
 }
 
 fn key(rules: &str, id: u128) -> String {
-    format!("{}{id:032x}", key_prefix(rules))
+    format!("agora.dialogue/{rules}/{id:032x}")
 }
 
 fn storage_error(dialogue: u128, e: impl std::error::Error) -> DialogueError {
@@ -542,7 +684,10 @@ mod address_hex {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(address: &Address, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(address.as_bytes()))
+        // On the stack: `hex::encode` builds its string a char at a time.
+        let mut text = [0u8; 64];
+        hex::encode_to_slice(address.as_bytes(), &mut text).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Address, D::Error> {
