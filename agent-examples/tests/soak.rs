@@ -31,7 +31,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use agent_core::ledger::{Ledger, RemoteLedger, TxHash};
+use agent_core::ledger::{Ledger, LocalLedger, LocalLedgerConfig, RemoteLedger, TxHash};
 use agent_core::Wallet;
 use agent_examples::soak::{self, Acknowledged, SenderReport};
 use common::free_tcp_port;
@@ -502,13 +502,20 @@ async fn soak(plan: Plan) -> Outcome {
         }
     }
 
-    // Every acknowledged transfer is in the ledger, which was killed and restarted too.
+    // Every acknowledged transfer is in the ledger, which was killed and restarted too. Read
+    // from its files once it answered and was stopped: its service answers at most
+    // `service::MAX_HISTORY` (1,000) receipts of a history, and a long run makes thousands
+    // per wallet.
     common::until_ledger_answers(&ledger).await;
+    ledger_node.kill();
+    let stored =
+        LocalLedger::open(LocalLedgerConfig::default().with_path(path("ledger")).with_authority(mint.address()))
+            .unwrap();
     let mut present: HashSet<TxHash> = HashSet::new();
     for node in 0..plan.senders {
         for agent in 0..plan.sender_agents {
             let wallet = soak::sender_wallet(node, agent);
-            present.extend(ledger.history(wallet, 100_000).await.unwrap().iter().map(|r| r.hash));
+            present.extend(stored.history(wallet, usize::MAX).await.unwrap().iter().map(|r| r.hash));
         }
     }
     let missing: Vec<TxHash> = transactions.iter().map(|(_, h)| *h).filter(|h| !present.contains(h)).collect();
