@@ -17,7 +17,7 @@
 //! `docs/metrics.md` lists them with what each means. Label values are bounded: agent
 //! kinds (see [`AgentBuilder::kind`](crate::AgentBuilder::kind)) are capped at
 //! [`MAX_KINDS`], message and request names come from code, causes from enums, and peers
-//! are the nodes this one talks to.
+//! (the nodes this one talks to) are capped at [`MAX_PEERS`].
 //!
 //! Gauges (mailbox depth, agents, link queues) are computed when scraped, from every
 //! bureau and network node alive in the process, so keeping them costs nothing per
@@ -88,6 +88,10 @@ pub const ALMANAC_SERVER_SECONDS: &str = "agora_almanac_server_request_seconds";
 
 /// Distinct agent kinds labelled, at most; agents of further kinds are counted as `other`.
 pub const MAX_KINDS: usize = 256;
+
+/// Distinct peers labelled, at most; envelopes to further peers are counted under the peer
+/// `other`.
+pub const MAX_PEERS: usize = 256;
 
 /// Histogram buckets, in seconds: from a microsecond (an in-process handler) to ten
 /// seconds (a request that waited for its deadline).
@@ -276,25 +280,51 @@ async fn respond(stream: &mut TcpStream, status: &str, body: &str) -> std::io::R
     stream.shutdown().await
 }
 
-// ---- Agent kinds --------------------------------------------------------------------
+// ---- Capped labels -----------------------------------------------------------------
+
+/// The values one label has taken, at most a fixed number: each value keeps a series (and
+/// its memory) for the life of the process, so a label whose values come from outside
+/// (agent names, peers that come and go) must stop taking new ones somewhere.
+struct CappedLabel {
+    known: Mutex<Option<HashSet<Arc<str>>>>,
+    max: usize,
+}
+
+impl CappedLabel {
+    const fn new(max: usize) -> Self {
+        CappedLabel { known: Mutex::new(None), max }
+    }
+
+    /// `value`, if it is known or fewer than the maximum are; `other` otherwise.
+    fn label(&self, value: &str) -> Arc<str> {
+        let mut known = self.known.lock();
+        let known = known.get_or_insert_with(HashSet::new);
+        if let Some(label) = known.get(value) {
+            return Arc::clone(label);
+        }
+        if known.len() >= self.max {
+            return Arc::from("other");
+        }
+        let label: Arc<str> = Arc::from(value);
+        known.insert(Arc::clone(&label));
+        label
+    }
+}
 
 /// The label of an agent kind: `given` without a trailing number (`trader-17` and
 /// `trader 3` are both `trader`), or `other` once [`MAX_KINDS`] kinds are known.
 pub(crate) fn kind_label(given: &str) -> Arc<str> {
-    static KINDS: Mutex<Option<HashSet<Arc<str>>>> = Mutex::new(None);
+    static KINDS: CappedLabel = CappedLabel::new(MAX_KINDS);
     let trimmed = given.trim_end_matches(|c: char| c.is_ascii_digit() || " -_#.:/".contains(c));
-    let trimmed = if trimmed.is_empty() { "agent" } else { trimmed };
-    let mut kinds = KINDS.lock();
-    let kinds = kinds.get_or_insert_with(HashSet::new);
-    if let Some(known) = kinds.get(trimmed) {
-        return Arc::clone(known);
-    }
-    if kinds.len() >= MAX_KINDS {
-        return Arc::from("other");
-    }
-    let label: Arc<str> = Arc::from(trimmed);
-    kinds.insert(Arc::clone(&label));
-    label
+    KINDS.label(if trimmed.is_empty() { "agent" } else { trimmed })
+}
+
+/// The label of `peer`: its id, or `other` once [`MAX_PEERS`] peers are known. A node
+/// started without a fixed key has a new peer id each time, so a long-running node sees an
+/// unbounded number of them.
+fn peer_label(peer: &libp2p::PeerId) -> metrics::SharedString {
+    static PEERS: CappedLabel = CappedLabel::new(MAX_PEERS);
+    metrics::SharedString::from(PEERS.label(&peer.to_string()))
 }
 
 // ---- Recording ----------------------------------------------------------------------
@@ -403,14 +433,14 @@ pub(crate) fn outcome(peer: Option<&libp2p::PeerId>, outcome: &Outcome) {
         Outcome::Unreachable { .. } => ("unreachable", ""),
         Outcome::TimedOut { .. } => ("timed_out", ""),
     };
-    let peer = peer.map(|peer| peer.to_string()).unwrap_or_default();
+    let peer = peer.map(peer_label).unwrap_or_default();
     metrics::counter!(OUTCOMES, "peer" => peer, "outcome" => kind, "cause" => cause).increment(1);
 }
 
 /// `count` envelopes written again to `peer` after a broken connection.
 pub(crate) fn resends(peer: &libp2p::PeerId, count: u64) {
     if enabled() && count > 0 {
-        metrics::counter!(LINK_RESENDS, "peer" => peer.to_string()).increment(count);
+        metrics::counter!(LINK_RESENDS, "peer" => peer_label(peer)).increment(count);
     }
 }
 
@@ -580,6 +610,23 @@ mod tests {
         }
         assert!(text.contains(&format!("agora_handler_seconds_count{{{labels}}} 3\n")), "{text}");
         assert!(text.contains(&format!("agora_handler_seconds_sum{{{labels}}} 60.002003\n")), "{text}");
+    }
+
+    #[test]
+    fn peers_past_the_cap_share_one_label() {
+        install().unwrap();
+        // Peers that come and go, each with a new id, as nodes started without a fixed key.
+        for _ in 0..MAX_PEERS + 50 {
+            outcome(Some(&libp2p::PeerId::random()), &Outcome::Delivered);
+        }
+        let text = render().unwrap();
+        let peers: HashSet<&str> = text
+            .lines()
+            .filter(|line| line.starts_with(OUTCOMES))
+            .filter_map(|line| line.split("peer=\"").nth(1)?.split('"').next())
+            .collect();
+        assert!(peers.len() <= MAX_PEERS + 1, "{} peer labels, at most {MAX_PEERS} and `other`", peers.len());
+        assert!(peers.contains("other"), "the peers past the cap are counted as other");
     }
 
     #[test]

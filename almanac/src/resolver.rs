@@ -75,16 +75,53 @@ impl Discovery for AlmanacDiscovery {
 
 /// A [`Resolver`] backed by an almanac. Answers from its cache while a record is within
 /// its lifetime, so agents that found each other keep talking if the almanac goes down.
+///
+/// The cache holds at most [`with_cache_capacity`](Self::with_cache_capacity) endpoints:
+/// when full, expired ones leave first, then arbitrary ones (an eighth of the capacity at
+/// once, so that making room is not a scan per lookup). An agent whose endpoint left is
+/// looked up again on its next message.
 pub struct AlmanacResolver {
     directory: Arc<dyn Directory>,
     cache: Mutex<HashMap<Address, (Endpoint, u64)>>,
+    capacity: usize,
     clock: fn() -> u64,
 }
 
 impl AlmanacResolver {
+    /// The default of [`with_cache_capacity`](Self::with_cache_capacity).
+    pub const DEFAULT_CACHE_CAPACITY: usize = 100_000;
+
     /// A resolver asking `directory`.
     pub fn new(directory: Arc<dyn Directory>) -> Self {
-        AlmanacResolver { directory, cache: Mutex::new(HashMap::new()), clock: agent_core::envelope::unix_now_ms }
+        AlmanacResolver {
+            directory,
+            cache: Mutex::new(HashMap::new()),
+            capacity: Self::DEFAULT_CACHE_CAPACITY,
+            clock: agent_core::envelope::unix_now_ms,
+        }
+    }
+
+    /// Endpoints cached, at most (default [`DEFAULT_CACHE_CAPACITY`](Self::DEFAULT_CACHE_CAPACITY),
+    /// 100,000).
+    pub fn with_cache_capacity(mut self, endpoints: usize) -> Self {
+        self.capacity = endpoints.max(1);
+        self
+    }
+
+    /// Caches `endpoint` for `address` until `expires`, making room first if full.
+    fn remember(&self, address: Address, endpoint: Endpoint, expires: u64, now: u64) {
+        let mut cache = self.cache.lock();
+        if cache.len() >= self.capacity && !cache.contains_key(&address) {
+            cache.retain(|_, (_, until)| *until > now);
+            if cache.len() >= self.capacity {
+                let keep = self.capacity - self.capacity.div_ceil(8);
+                let evicted: Vec<Address> = cache.keys().take(cache.len() - keep).copied().collect();
+                for address in evicted {
+                    cache.remove(&address);
+                }
+            }
+        }
+        cache.insert(address, (endpoint, expires));
     }
 }
 
@@ -150,11 +187,7 @@ impl Resolver for AlmanacResolver {
         match self.directory.lookup(address).await.and_then(|record| trusted(address, record)) {
             Ok(record) => {
                 let endpoint = endpoint_of(&record)?;
-                let mut cache = self.cache.lock();
-                if cache.len() >= 100_000 {
-                    cache.retain(|_, (_, expires)| *expires > now);
-                }
-                cache.insert(*address, (endpoint.clone(), record.expires_ms));
+                self.remember(*address, endpoint.clone(), record.expires_ms, now);
                 Ok(endpoint)
             }
             Err(err) => Err(unroutable(err)),

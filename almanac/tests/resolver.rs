@@ -52,3 +52,43 @@ async fn a_tampered_or_foreign_record_is_not_used() {
     let speaking = resolver.resolve_speaking(&victim.address(), &agent_core::ProtocolDigest::from_bytes([1; 32])).await;
     assert!(matches!(speaking, Err(Unroutable::BadRecord(_))), "{speaking:?}");
 }
+
+/// A directory of signed records that can go down.
+struct Outage {
+    records: std::collections::HashMap<Address, Registration>,
+    down: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Directory for Outage {
+    async fn register(&self, _record: Registration) -> Result<Registered, AlmanacError> {
+        Err(AlmanacError::Malformed("read-only".into()))
+    }
+    async fn lookup(&self, address: &Address) -> Result<Registration, AlmanacError> {
+        if self.down.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(AlmanacError::Unavailable("down".into()));
+        }
+        self.records.get(address).cloned().ok_or(AlmanacError::NotRegistered(*address))
+    }
+    async fn query(&self, _query: Query) -> Result<Page, AlmanacError> {
+        Err(AlmanacError::Malformed("read-only".into()))
+    }
+}
+
+#[tokio::test]
+async fn the_cache_holds_at_most_its_capacity() {
+    let agents: Vec<Identity> = (0..100).map(|i| Identity::from_seed(&format!("cached agent {i}"))).collect();
+    let records = agents.iter().map(|a| (a.address(), record_of(a, "/ip4/127.0.0.1/tcp/4001"))).collect();
+    let directory = Arc::new(Outage { records, down: Default::default() });
+    let resolver = AlmanacResolver::new(directory.clone()).with_cache_capacity(8);
+    for agent in &agents {
+        resolver.resolve(&agent.address()).await.unwrap();
+    }
+    // While the directory is down, only what the cache kept still resolves.
+    directory.down.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut kept = 0;
+    for agent in &agents {
+        kept += usize::from(resolver.resolve(&agent.address()).await.is_ok());
+    }
+    assert!((1..=8).contains(&kept), "{kept} of 100 endpoints cached, at most 8");
+}
