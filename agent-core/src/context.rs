@@ -50,7 +50,9 @@ pub(crate) struct AgentCell {
 /// update, where registering (and, once answered, removing) takes the timer driver's lock
 /// twice, the costliest step of a local round trip. Only the agent's own task uses it, so
 /// it always runs on the runtime that created it; another request in flight at the same
-/// time (from the same task) uses a timer of its own.
+/// time (from the same task) uses a timer of its own. Between requests the timer stays set
+/// to the last deadline; when that passes, the agent's task is woken once and finds
+/// nothing to do.
 #[derive(Default)]
 pub(crate) struct RequestTimer(Mutex<OwnTimer>);
 
@@ -84,7 +86,9 @@ impl RequestTimer {
     }
 
     fn put_back(&self, timer: Pin<Box<tokio::time::Sleep>>) {
-        self.0.lock().timer = Some(timer);
+        let replaced = self.0.lock().timer.replace(timer);
+        // Dropped after the lock: dropping a registered timer takes the timer driver's.
+        drop(replaced);
     }
 }
 
