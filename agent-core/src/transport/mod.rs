@@ -88,7 +88,7 @@ use crate::identity::{Address, Identity};
 /// The libp2p protocol of the envelope stream.
 pub const PROTOCOL: &str = "/agora/envelope/2";
 
-/// Routes learned from inbound connections, at most (then the oldest are not kept).
+/// Routes learned from inbound connections, at most (then an arbitrary eighth is forgotten).
 pub(crate) const MAX_LEARNED: usize = 100_000;
 
 /// How one envelope's delivery ended.

@@ -62,11 +62,21 @@ pub(crate) fn settle(net: &Network, sender: Address, nonce: u64, peer: PeerId, v
     }
     if *verdict == Verdict::Delivered {
         // Only a delivered envelope proves its sender is reached through this peer.
-        let mut learned = net.learned.lock();
-        if learned.len() < super::super::MAX_LEARNED || learned.contains_key(&sender) {
-            learned.insert(sender, peer);
+        learn_route(&mut net.learned.lock(), sender, peer, super::super::MAX_LEARNED);
+    }
+}
+
+/// Remembers that `sender` is reached through `peer`, keeping at most `capacity` routes:
+/// when full, an arbitrary eighth is forgotten, so new senders keep being learned (a
+/// forgotten route is found again through discovery).
+fn learn_route(learned: &mut HashMap<Address, PeerId>, sender: Address, peer: PeerId, capacity: usize) {
+    if learned.len() >= capacity && !learned.contains_key(&sender) {
+        let forget: Vec<Address> = learned.keys().take((capacity / 8).max(1)).copied().collect();
+        for address in forget {
+            learned.remove(&address);
         }
     }
+    learned.insert(sender, peer);
 }
 
 /// The verdict for a copy of (sender, nonce) after the first: the first copy's, now, or
@@ -351,5 +361,25 @@ async fn deliver_waiting(net: &Network, sink: &dyn Sink, waiting: Waiting) -> Ve
             Err(_) => Verdict::rejected(Cause::AgentStopped, "the agent stopped before handling it"),
         },
         (queued, _) => queued,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learned_routes_stay_within_capacity_and_new_senders_are_still_learned() {
+        let mut learned = HashMap::new();
+        let peer = PeerId::random();
+        let senders: Vec<Address> = (0..100).map(|_| crate::identity::Identity::generate().address()).collect();
+        for (i, sender) in senders.iter().enumerate() {
+            learn_route(&mut learned, *sender, peer, 16);
+            assert!(learned.len() <= 16, "{} routes after {} senders", learned.len(), i + 1);
+            assert_eq!(learned.get(sender), Some(&peer), "sender {i} was not learned");
+        }
+        let again = PeerId::random();
+        learn_route(&mut learned, senders[99], again, 16);
+        assert_eq!(learned.get(&senders[99]), Some(&again), "a known sender's route is updated");
     }
 }
