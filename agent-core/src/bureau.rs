@@ -347,6 +347,7 @@ impl Bureau {
 
     fn stop_network(&self) {
         if let Some(network) = self.shared.network.get() {
+            // A node already stopped has dropped its receiver: nothing is left to stop.
             let _ = network.stop.send(true);
             network.ceiling.lower_on_stop();
             network.links.lock().clear();

@@ -163,6 +163,7 @@ async fn handle(cell: &Arc<AgentCell>, mut delivery: Delivery, seq: u64) {
             };
             match slot {
                 ReplyTo::Local(slot) => {
+                    // A requester that stopped waiting has nothing left to tell.
                     let _ = slot.send(Err(failure));
                 }
                 ReplyTo::Remote(path) => {

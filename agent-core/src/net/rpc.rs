@@ -142,6 +142,7 @@ where
                         let done_tx = done_tx.clone();
                         tokio::spawn(async move {
                             let response = handler(peer, request).await;
+                            // The node loop ends only at shutdown; a response then has no one to go to.
                             let _ = done_tx.send((channel, response)).await;
                             drop(permit);
                         });
@@ -214,11 +215,13 @@ where
                             ..
                         }) => {
                             if let Some(reply) = pending.remove(&request_id) {
+                                // The caller may have stopped waiting (timed out or dropped): then no one is told.
                                 let _ = reply.send(Ok(response));
                             }
                         }
                         SwarmEvent::Behaviour(request_response::Event::OutboundFailure { request_id, error, .. }) => {
                             if let Some(reply) = pending.remove(&request_id) {
+                                // The caller may have stopped waiting (timed out or dropped): then no one is told.
                                 let _ = reply.send(Err(classify(server, error, timeout)));
                             }
                         }

@@ -127,6 +127,7 @@ async fn run(
                 None => break,
                 Some(Command::Dial { peer, addrs, reply }) => {
                     if swarm.is_connected(&peer) {
+                        // A dialer that stopped waiting needs no answer.
                         let _ = reply.send(Ok(()));
                         continue;
                     }
@@ -134,11 +135,13 @@ async fn run(
                     match swarm.dial(opts) {
                         Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => waiting.entry(peer).or_default().push(reply),
                         Err(err) => {
+                            // A dialer that stopped waiting needs no answer.
                             let _ = reply.send(Err(err.to_string()));
                         }
                     }
                 }
                 Some(Command::Disconnect(peer)) => {
+                    // Err means the peer is not connected: already what was asked.
                     let _ = swarm.disconnect_peer_id(peer);
                 }
             },
@@ -146,6 +149,7 @@ async fn run(
                 SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                     connections.fetch_add(1, Ordering::Relaxed);
                     for reply in waiting.remove(&peer_id).unwrap_or_default() {
+                        // A caller that stopped waiting needs no answer.
                         let _ = reply.send(Ok(()));
                     }
                 }
@@ -154,6 +158,7 @@ async fn run(
                 }
                 SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } if !swarm.is_connected(&peer) => {
                     for reply in waiting.remove(&peer).unwrap_or_default() {
+                        // A caller that stopped waiting needs no answer.
                         let _ = reply.send(Err(error.to_string()));
                     }
                 }

@@ -69,6 +69,7 @@ async fn main() -> Result<(), Report> {
         }
         if log_handled {
             let mut out = std::io::stdout().lock();
+            // A closed stdout (the parent stopped reading) must not stop the node.
             let _ = writeln!(out, "handled {n}");
             let _ = out.flush();
         }
