@@ -55,8 +55,8 @@ pub const HANDLER_FAILURES: &str = "agora_handler_failures_total";
 /// `cause` is the rejection's cause or why it was unroutable (empty otherwise); `peer` is
 /// the receiving node's peer id (empty when no peer was resolved).
 pub const OUTCOMES: &str = "agora_outcomes_total";
-/// Gauge: envelopes waiting in the queues of links to other nodes, not yet taken by the
-/// link (all peers together).
+/// Gauge `{peer}`: envelopes waiting in the queue of the link to each node, not yet taken
+/// by the link. A peer whose link is gone reads zero.
 pub const LINK_QUEUE_DEPTH: &str = "agora_link_queue_depth";
 /// Gauge: open links to other nodes.
 pub const LINKS: &str = "agora_links";
@@ -532,9 +532,12 @@ struct Live {
     networks: Vec<Weak<crate::transport::Network>>,
     /// Every kind given a gauge so far: a kind whose agents are gone reads zero.
     kinds: BTreeSet<Arc<str>>,
+    /// Every peer label given a queue gauge so far, likewise.
+    peers: BTreeSet<metrics::SharedString>,
 }
 
-static LIVE: Mutex<Live> = Mutex::new(Live { routers: Vec::new(), networks: Vec::new(), kinds: BTreeSet::new() });
+static LIVE: Mutex<Live> =
+    Mutex::new(Live { routers: Vec::new(), networks: Vec::new(), kinds: BTreeSet::new(), peers: BTreeSet::new() });
 
 /// Counts `router`'s agents and mailboxes in the gauges, while it lives.
 pub(crate) fn watch_router(router: &Arc<crate::router::Router>) {
@@ -569,12 +572,15 @@ fn collect() {
             counts.1 += (entry.tx.max_capacity() - entry.tx.capacity()) as u64;
         }
     }
-    let (mut queued, mut links) = (0u64, 0u64);
+    // Per peer label (peers past the cap share `other`): envelopes waiting.
+    let mut queued: BTreeMap<metrics::SharedString, u64> = BTreeMap::new();
+    let mut links = 0u64;
     for network in &networks {
-        for link in network.links.lock().values() {
+        for (peer, link) in network.links.lock().iter() {
             if !link.queue.is_closed() {
                 links += 1;
-                queued += (link.queue.max_capacity() - link.queue.capacity()) as u64;
+                *queued.entry(peer_label(peer)).or_default() +=
+                    (link.queue.max_capacity() - link.queue.capacity()) as u64;
             }
         }
     }
@@ -586,7 +592,11 @@ fn collect() {
         metrics::gauge!(AGENTS, "kind" => label.clone()).set(agents as f64);
         metrics::gauge!(MAILBOX_DEPTH, "kind" => label).set(waiting as f64);
     }
-    metrics::gauge!(LINK_QUEUE_DEPTH).set(queued as f64);
+    live.peers.extend(queued.keys().cloned());
+    for peer in &live.peers {
+        let waiting = queued.get(peer).copied().unwrap_or_default();
+        metrics::gauge!(LINK_QUEUE_DEPTH, "peer" => peer.clone()).set(waiting as f64);
+    }
     metrics::gauge!(LINKS).set(links as f64);
 }
 

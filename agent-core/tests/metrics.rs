@@ -226,7 +226,7 @@ async fn a_scrape_shows_mailboxes_handlers_and_outcomes() {
     assert_eq!(value(&text, "agora_outcomes_total", &replies), 6.0);
     assert_eq!(value(&text, "agora_quota_refusals_total", &[("quota", "requests_in_flight")]), 1.0);
     assert!(value(&text, "agora_links", &[]) >= 1.0);
-    assert_eq!(value(&text, "agora_link_queue_depth", &[]), 0.0);
+    assert_eq!(value(&text, "agora_link_queue_depth", &[("peer", server_peer.as_str())]), 0.0);
     // The last ping's handler ended once its reply was acknowledged: before the reply
     // outcomes waited for above were all counted.
     let pings = [("kind", "metrics ponger"), ("message", Ping::NAME)];
@@ -254,4 +254,60 @@ async fn an_address_in_use_is_named_with_its_cause() {
     let text = agent_core::error::chain(&err);
     assert!(text.starts_with(&format!("cannot serve metrics on {addr}: ")), "{text}");
     assert!(text.contains("os error"), "{text}");
+}
+
+/// Envelopes to a peer that never answers wait in its link's queue, under its own label,
+/// and read zero once the link is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_answers_shows_its_waiting_envelopes() {
+    let server = metrics::serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = server.local_addr();
+    // Accepts connections (the kernel does) and never speaks: every dial hangs.
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_peer = libp2p::PeerId::random();
+    let resolver = Arc::new(StaticResolver::new());
+    let silent = Identity::generate().address();
+    let hole: libp2p::Multiaddr =
+        format!("/ip4/127.0.0.1/tcp/{}", black_hole.local_addr().unwrap().port()).parse().unwrap();
+    resolver.insert(silent, Endpoint { peer_id: silent_peer, addrs: vec![hole] });
+    let client = Bureau::new().unwrap();
+    let sender = client.add(Agent::builder("metrics queue sender").build().unwrap()).unwrap();
+    // The link takes a window of two while it connects; the rest wait in the queue.
+    let config = NetworkConfig::new(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()], resolver.clone())
+        .with_window(2)
+        .with_delivery_timeout(Duration::from_secs(2));
+    client.listen(config).await.unwrap();
+    let ctx = client.context(sender).unwrap();
+    let mut sends = tokio::task::JoinSet::new();
+    for n in 0..7 {
+        let ctx = ctx.clone();
+        sends.spawn(async move { ctx.send(silent, Ping(n)).await.is_ok() });
+    }
+    let peer = silent_peer.to_string();
+    let labels = [("peer", peer.as_str())];
+    let mut depth = None;
+    for _ in 0..100 {
+        depth = sample(&scrape(addr).await, "agora_link_queue_depth", &labels);
+        if depth == Some(5.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(depth, Some(5.0), "seven sends, two taken by the link while it connects");
+    // Every send ends, unreachable, at its deadline; then nothing waits for the peer.
+    let mut delivered = 0;
+    while let Some(sent) = sends.join_next().await {
+        delivered += u32::from(sent.unwrap());
+    }
+    assert_eq!(delivered, 0, "a black hole delivers nothing");
+    let mut depth = None;
+    for _ in 0..100 {
+        depth = sample(&scrape(addr).await, "agora_link_queue_depth", &labels);
+        if depth == Some(0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(depth, Some(0.0));
+    client.shutdown().await.unwrap();
 }
