@@ -63,6 +63,20 @@ async fn scrape(addr: std::net::SocketAddr) -> String {
     body
 }
 
+/// Scrapes until `ready` holds of the text (at most 100 times, 20 ms apart) and returns the
+/// last text read, ready or not.
+async fn scrape_until(addr: std::net::SocketAddr, ready: impl Fn(&str) -> bool) -> String {
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = scrape(addr).await;
+        if ready(&text) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    text
+}
+
 /// The value of the sample `name` whose labels include every one of `labels`, if any.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
@@ -123,14 +137,7 @@ async fn a_scrape_shows_mailboxes_handlers_and_outcomes() {
     ctx.send(keeper, Fail).await.unwrap();
     let hold_labels = [("kind", "keeper"), ("message", Hold::NAME)];
     let fail_labels = [("kind", "keeper"), ("message", Fail::NAME)];
-    let mut text = String::new();
-    for _ in 0..100 {
-        text = scrape(addr).await;
-        if sample(&text, "agora_handler_failures_total", &fail_labels).is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let text = scrape_until(addr, |text| sample(text, "agora_handler_failures_total", &fail_labels).is_some()).await;
     assert!(text.contains("# TYPE agora_handler_seconds histogram"), "{text}");
     assert_eq!(value(&text, "agora_handler_seconds_count", &hold_labels), 2.0);
     assert_eq!(value(&text, "agora_handler_seconds_count", &fail_labels), 1.0);
@@ -203,14 +210,7 @@ async fn a_scrape_shows_mailboxes_handlers_and_outcomes() {
     let (server_peer, client_peer) = (remote_info.peer_id.to_string(), client_info.peer_id.to_string());
     // A reply's outcome is known once it is acknowledged, just after the requester has it.
     let replies = [("peer", client_peer.as_str()), ("outcome", "delivered")];
-    let mut text = String::new();
-    for _ in 0..100 {
-        text = scrape(addr).await;
-        if sample(&text, "agora_outcomes_total", &replies) == Some(6.0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let text = scrape_until(addr, |text| sample(text, "agora_outcomes_total", &replies) == Some(6.0)).await;
     let strict_peer = strict_info.peer_id.to_string();
     let delivered = [("peer", server_peer.as_str()), ("outcome", "delivered")];
     assert_eq!(value(&text, "agora_outcomes_total", &delivered), 5.0);
@@ -285,29 +285,16 @@ async fn a_peer_that_never_answers_shows_its_waiting_envelopes() {
     }
     let peer = silent_peer.to_string();
     let labels = [("peer", peer.as_str())];
-    let mut depth = None;
-    for _ in 0..100 {
-        depth = sample(&scrape(addr).await, "agora_link_queue_depth", &labels);
-        if depth == Some(5.0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(depth, Some(5.0), "seven sends, two taken by the link while it connects");
+    let depth = |text: &str| sample(text, "agora_link_queue_depth", &labels);
+    let text = scrape_until(addr, |text| depth(text) == Some(5.0)).await;
+    assert_eq!(depth(&text), Some(5.0), "seven sends, two taken by the link while it connects");
     // Every send ends, unreachable, at its deadline; then nothing waits for the peer.
     let mut delivered = 0;
     while let Some(sent) = sends.join_next().await {
         delivered += u32::from(sent.unwrap());
     }
     assert_eq!(delivered, 0, "a black hole delivers nothing");
-    let mut depth = None;
-    for _ in 0..100 {
-        depth = sample(&scrape(addr).await, "agora_link_queue_depth", &labels);
-        if depth == Some(0.0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(depth, Some(0.0));
+    let text = scrape_until(addr, |text| depth(text) == Some(0.0)).await;
+    assert_eq!(depth(&text), Some(0.0));
     client.shutdown().await.unwrap();
 }
