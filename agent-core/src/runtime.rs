@@ -98,24 +98,27 @@ fn earliest(times: &[Instant]) -> (usize, Instant) {
     best
 }
 
-async fn handle(cell: &Arc<AgentCell>, mut delivery: Delivery, seq: u64) {
+async fn handle(cell: &Arc<AgentCell>, delivery: Delivery, seq: u64) {
+    // Taken apart at once: a whole delivery kept to the end would sit in this future across
+    // the handler's await, and this future is boxed for every message.
+    let Delivery { from, schema, name, session, trace_id, body, reply, handled } = delivery;
     // Told when this function returns, however it returns: the handler has run.
-    let _handled = delivery.handled.take().map(Handled);
-    let Some(route) = cell.kind.routes.get(&delivery.schema) else {
+    let _handled = handled.map(Handled);
+    let Some(route) = cell.kind.routes.get(&schema) else {
         // The router checks handlers before queueing; this is a message from the network.
-        tracing::warn!(agent = %cell.name, message = delivery.name, "no handler for message");
+        tracing::warn!(agent = %cell.name, message = name, "no handler for message");
         return;
     };
-    let is_request = delivery.reply.is_some();
-    if let Some(slot) = delivery.reply {
+    let is_request = reply.is_some();
+    if let Some(slot) = reply {
         *cell.pending.lock() = PendingReply { seq, slot: Some(slot) };
     }
     let current = Current {
-        from: delivery.from,
-        schema: delivery.schema,
+        from,
+        schema,
         name: route.name,
-        session: delivery.session,
-        trace_id: delivery.trace_id,
+        session,
+        trace_id,
         seq,
         is_request,
         in_protocol: route.protocol.is_some(),
@@ -125,14 +128,14 @@ async fn handle(cell: &Arc<AgentCell>, mut delivery: Delivery, seq: u64) {
         "handle",
         agent = %cell.name,
         message = route.name,
-        from = %delivery.from,
-        session = %format_args!("{:032x}", delivery.session),
-        trace_id = %format_args!("{:032x}", delivery.trace_id),
+        from = %from,
+        session = %format_args!("{session:032x}"),
+        trace_id = %format_args!("{trace_id:032x}"),
     );
     // Wall-clock time, read only when metrics are on: a simulation's paused clock would
     // say zero, and without a recorder the clock is not read at all.
     let timer = crate::metrics::enabled().then(std::time::Instant::now);
-    let started = std::panic::catch_unwind(AssertUnwindSafe(|| route.handler.call(ctx, delivery.from, delivery.body)));
+    let started = std::panic::catch_unwind(AssertUnwindSafe(|| route.handler.call(ctx, from, body)));
     let outcome = match started {
         Ok(Ok(future)) => crate::trace::traced!(span.clone(), guard(future)),
         Ok(Err(decode)) => Err(decode),
