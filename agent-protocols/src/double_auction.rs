@@ -13,7 +13,9 @@
 //!
 //! Every order is checked against the round's dialogue with its trader ([`rules`]): an
 //! order after the close, or naming a round its sender has no dialogue in here, is
-//! refused, counts for nothing, and its sender is told why ([`Refused`]).
+//! refused, counts for nothing, and its sender is told why ([`Refused`]). The trader keeps
+//! the same dialogue on its side, in its storage ([`serve`]), and a clearinghouse's message
+//! sent by a trader is refused too.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,7 +11,9 @@
 //!
 //! Every message is checked against the auction's dialogue with its bidder ([`rules`]): a
 //! take after the close, or naming an auction its sender has no dialogue in here, is
-//! refused, counts for nothing, and its sender is told why ([`Refused`]).
+//! refused, counts for nothing, and its sender is told why ([`Refused`]). The bidder keeps
+//! the same dialogue on its side, in its storage ([`serve`]), and an auctioneer's message
+//! sent by a bidder is refused too.
 //!
 //! The winner pays as in the English auction: through escrow keyed by
 //! [`auction::deal_of`] the auction, released on delivery ([`settlement`](crate::settlement)).

@@ -4,11 +4,13 @@
 //! each answers ([`BidAnswer`]) with a [`SignedBid`], signed with its own agent key, or
 //! passes. Each answer is checked against its sender's dialogue in the auction ([`rules`]):
 //! one after the deadline (before or after the result is out), a second answer, or one in a
-//! dialogue its sender does not have is refused and its sender told why. Bids with a bad
-//! signature, or signed by anyone but the answering agent, do not count either. The winner
-//! and price are exactly what [`auction::vickrey`] (second price) or
-//! [`auction::first_price`] gives for the bids that count, ties to the earlier bid. A
-//! signed bid is evidence: anyone holding it can check who bid what, for which auction.
+//! dialogue its sender does not have is refused and its sender told why; so is an
+//! auctioneer's message sent by a bidder, and the bidder keeps the same dialogue on its side,
+//! in its storage ([`serve`]). Bids with a bad signature, or signed by anyone but the
+//! answering agent, do not count either. The winner and price are exactly what
+//! [`auction::vickrey`] (second price) or [`auction::first_price`] gives for the bids that
+//! count, ties to the earlier bid. A signed bid is evidence: anyone holding it can check
+//! who bid what, for which auction.
 //!
 //! The bidders are told the result ([`Closed`]); the winner pays through escrow keyed by
 //! [`auction::deal_of`] the auction and released on delivery

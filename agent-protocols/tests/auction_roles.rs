@@ -432,3 +432,24 @@ async fn paid_once(f: &Floor, total: u128) {
     assert_eq!(f.balance(f.rogue).await, FUNDS, "the rogue neither paid nor was paid");
     assert_eq!(f.balance(f.other).await, FUNDS);
 }
+
+/// Both sides handle the auctioneer's messages (the bidder to act on them, the auctioneer to
+/// refuse them), so one agent cannot be both of one auction kind: it is refused when added,
+/// not left to misroute.
+#[tokio::test]
+async fn an_agent_cannot_both_run_and_bid_in_one_kind_of_auction() {
+    let bureau = Bureau::new().unwrap();
+    let mut both = Agent::builder("both").seed("both").build().unwrap();
+    english::Auctioneer::serve(&mut both, Sales::new());
+    let strategy = Arc::new(UpTo { max: 1, settled: Mutex::default() });
+    english::serve(&mut both, Identity::from_seed("both"), strategy.clone(), DELIVER_WITHIN);
+    let added = bureau.add(both);
+    assert!(matches!(added, Err(agent_core::BureauError::HandlerConflict { .. })), "{added:?}");
+
+    // Of different kinds, it may.
+    let mut mixed = Agent::builder("mixed").seed("mixed").build().unwrap();
+    english::Auctioneer::serve(&mut mixed, Sales::new());
+    dutch::serve(&mut mixed, Identity::from_seed("mixed"), strategy, DELIVER_WITHIN);
+    bureau.add(mixed).unwrap();
+    bureau.shutdown().await.unwrap();
+}
