@@ -279,3 +279,47 @@ impl Owed {
 fn now_ms() -> u64 {
     agent_core::envelope::unix_now_ms()
 }
+
+#[cfg(test)]
+mod tests {
+    use agent_core::{Agent, Bureau, Message};
+
+    use super::*;
+    use crate::english::{self, Opening, Raise};
+
+    /// A bidder following [`MAX_FOLLOWED`] English auctions: room is made by expiring the
+    /// oldest it has not bid in, and none is made once it has bid in every one.
+    #[tokio::test]
+    async fn when_full_the_oldest_auction_without_a_bid_makes_room_and_none_with_bids_does() {
+        let bureau = Bureau::new().unwrap();
+        let auctioneer = bureau.add(Agent::builder("auctioneer").build().unwrap()).unwrap();
+        let bidder = bureau.add(Agent::builder("bidder").build().unwrap()).unwrap();
+        let storage = bureau.context(bidder).unwrap().storage().unwrap();
+        let dialogues = Dialogues::load(english::rules(), BIDDER, storage).unwrap().with_max_open_per_peer(usize::MAX);
+        let now = 1_790_000_000_000;
+        let ids: Vec<u128> = (0..MAX_FOLLOWED as u128).collect();
+        for &id in &ids {
+            dialogues.incoming_named(Opening::NAME, id, auctioneer, now + id as u64).unwrap();
+        }
+        // It bid in the oldest: the next oldest makes room.
+        dialogues.outgoing_named(Raise::NAME, ids[0], now + 2_000).unwrap();
+        assert!(make_room(&dialogues, "one more"));
+        let state = |id: u128| dialogues.get(id).map(|d| d.state);
+        assert_eq!(
+            (state(ids[0]).as_deref(), state(ids[1]).as_deref()),
+            (Some("open"), Some(crate::dialogue::EXPIRED))
+        );
+        assert_eq!(dialogues.open_count(), MAX_FOLLOWED - 1);
+        assert!(make_room(&dialogues, "room already"), "below the bound, nothing expires");
+        assert_eq!(dialogues.open_count(), MAX_FOLLOWED - 1);
+
+        // Full again, with a bid in every open auction: no room, and nothing expires.
+        dialogues.incoming_named(Opening::NAME, u128::MAX, auctioneer, now + 3_000).unwrap();
+        for id in ids[2..].iter().copied().chain([u128::MAX]) {
+            dialogues.outgoing_named(Raise::NAME, id, now + 4_000).unwrap();
+        }
+        assert!(!make_room(&dialogues, "one too many"));
+        assert_eq!(dialogues.open_count(), MAX_FOLLOWED);
+        bureau.shutdown().await.unwrap();
+    }
+}
