@@ -13,19 +13,20 @@
 //!
 //! Every order is checked against the round's dialogue with its trader ([`rules`]): an
 //! order after the close, or naming a round its sender has no dialogue in here, is
-//! refused, counts for nothing, and its sender is told why ([`Refused`]).
+//! refused, counts for nothing, and its sender is told why ([`Refused`]). The trader keeps
+//! the same dialogue on its side, in its storage ([`serve`]), and a clearinghouse's message
+//! sent by a trader is refused too.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use agent_core::identity::SignatureError;
 use agent_core::ledger::DealId;
 use agent_core::{Address, Agent, Context, Identity, Message, PublicKey};
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::auction::{self, AuctionError, Clearing, Order, AUCTIONEER, BIDDER};
+use crate::bidding::Bidding;
 use crate::dialogue::{DialogueError, Refused, Rules};
 use crate::inbox::{tell_all, Inbox};
 use crate::settlement::{self, Sales, Settled, SettlementError};
@@ -267,10 +268,14 @@ pub struct Clearinghouse {
 impl Clearinghouse {
     /// Makes `agent` a clearinghouse.
     pub fn serve(agent: &mut Agent) -> Clearinghouse {
-        let house = Clearinghouse { orders: Inbox::new(rules) };
-        let orders = house.orders.route(|order: SignedOrder| (order.round.clone(), SignedOrder::NAME, order));
-        agent.include(protocol().on_message(orders));
-        house.orders.sweep_on(agent);
+        let house = Clearinghouse { orders: Inbox::serve(agent, rules) };
+        let orders = &house.orders;
+        agent.include(
+            protocol()
+                .on_message(orders.route(|order: SignedOrder| (order.round.clone(), SignedOrder::NAME, order)))
+                .on_message(orders.refuse(|m: &RoundOpen| &m.round, RoundOpen::NAME))
+                .on_message(orders.refuse(|m: &Cleared| &m.round, Cleared::NAME)),
+        );
         house
     }
 
@@ -397,57 +402,45 @@ pub trait Trader: Send + Sync + 'static {
 /// [`settlement::serve_sales`] to deliver and be paid); what it buys it pays for on
 /// delivery (each seller has `deliver_within`).
 ///
-/// A trader acts only on the trades of rounds it placed orders in, told by the
-/// clearinghouse that opened them, within its orders: a buyer never pays more per unit
-/// than it bid nor for more units than it ordered, and a seller never awaits less than it
-/// asked.
+/// Each round is kept as the trader's dialogue with its clearinghouse ([`rules`]) in the
+/// agent's storage, with the orders it placed: every message from the clearinghouse is
+/// checked against it (trades of a round the trader is not in, from anyone else, or told a
+/// second time are refused and their sender told why), and every order before it is sent
+/// (none after the round's close). A trader restarted with the same key and storage
+/// resumes its rounds. It acts only on trades within its orders: a buyer never pays more
+/// per unit than it bid nor for more units than it ordered, and a seller never awaits less
+/// than it asked. An agent trades in, or clears, double auctions: not both.
 pub fn serve<T: Trader>(agent: &mut Agent, identity: Identity, trader: Arc<T>, sales: Sales, deliver_within: Duration) {
-    let mut served = protocol();
+    let bidding = Bidding::serve(agent, rules);
     let identity = Arc::new(identity);
-    let strategy = trader.clone();
-    let placed: Arc<Mutex<HashMap<String, Placed>>> = Arc::default();
-    let on_open = placed.clone();
-    served = served.on_message(move |ctx: Context, house: Address, open: RoundOpen| {
-        let (identity, trader, placed) = (identity.clone(), strategy.clone(), on_open.clone());
+    let (on_open, strategy) = (bidding.clone(), trader.clone());
+    let on_open = move |ctx: Context, house: Address, open: RoundOpen| {
+        let (identity, trader, bidding) = (identity.clone(), strategy.clone(), on_open.clone());
         async move {
-            let pay_to = ctx.wallet().ok().map(|wallet| wallet.address());
-            let orders = trader.orders(&open).await;
-            {
-                let mut placed = placed.lock();
-                if placed.len() >= MAX_ROUNDS {
-                    // Rounds never cleared (a house gone, or a flood of openings): the oldest
-                    // makes room, so no one can shut this trader out for good.
-                    let oldest = placed.iter().min_by_key(|(_, p)| p.since).map(|(round, _)| round.clone());
-                    if let Some(oldest) = oldest {
-                        tracing::warn!(round = oldest, "in too many rounds at once; the oldest is forgotten");
-                        placed.remove(&oldest);
-                    }
-                }
-                let since = tokio::time::Instant::now();
-                placed.insert(open.round.clone(), Placed { house, orders: orders.clone(), since });
+            let round = &open.round;
+            let mut placed = Placed::default();
+            if !bidding.join(&ctx, round, house, RoundOpen::NAME, Some(open.closes_at_ms), &placed).await {
+                return;
             }
-            for (side, price, quantity) in orders {
+            let pay_to = ctx.wallet().ok().map(|wallet| wallet.address());
+            for (side, price, quantity) in trader.orders(&open).await {
+                placed.orders.push(PlacedOrder { side, price, quantity });
+                if !bidding.say(&ctx, round, SignedOrder::NAME, &placed) {
+                    return;
+                }
                 let pay_to = (side == Side::Sell).then_some(pay_to).flatten();
-                let order = SignedOrder::sign(&identity, &open.round, side, price, quantity, pay_to);
+                let order = SignedOrder::sign(&identity, round, side, price, quantity, pay_to);
                 if let Err(e) = ctx.send(house, order).await {
-                    tracing::debug!(round = open.round, error = %e, "an order was not delivered");
+                    tracing::debug!(round, error = %e, "an order was not delivered");
                 }
             }
         }
-    });
-    served = served.on_message(move |ctx: Context, house: Address, cleared: Cleared| {
-        let (trader, sales, placed) = (trader.clone(), sales.clone(), placed.clone());
+    };
+    let on_cleared = move |ctx: Context, house: Address, cleared: Cleared| {
+        let (trader, sales, bidding) = (trader.clone(), sales.clone(), bidding.clone());
         async move {
             let me = ctx.address();
-            let placed = {
-                let mut placed = placed.lock();
-                match placed.get(&cleared.round) {
-                    Some(p) if p.house == house => placed.remove(&cleared.round),
-                    _ => None,
-                }
-            };
-            let Some(placed) = placed else {
-                tracing::warn!(round = cleared.round, %house, "trades of a round this trader is not in; ignored");
+            let Some(placed) = bidding.heard::<Placed>(&ctx, &cleared.round, house, Cleared::NAME).await else {
                 return;
             };
             if let Err(why) = placed.allows(me, cleared.price, &cleared.trades) {
@@ -474,19 +467,23 @@ pub fn serve<T: Trader>(agent: &mut Agent, identity: Identity, trader: Arc<T>, s
                 }
             });
         }
-    });
-    agent.include(served);
+    };
+    agent.include(protocol().on_message(on_open).on_message(on_cleared));
 }
 
-/// At most this many rounds a trader is in at once.
-const MAX_ROUNDS: usize = 1024;
-
-/// A trader's orders in a round, and the clearinghouse that opened it.
+/// The orders a trader placed in a round, kept with its dialogue.
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Placed {
-    house: Address,
-    orders: Vec<(Side, u128, u64)>,
-    /// When the round opened.
-    since: tokio::time::Instant,
+    orders: Vec<PlacedOrder>,
+}
+
+/// One order placed.
+#[derive(Debug, Serialize, Deserialize)]
+struct PlacedOrder {
+    side: Side,
+    #[serde(with = "crate::bidding::amount_text")]
+    price: u128,
+    quantity: u64,
 }
 
 impl Placed {
@@ -508,8 +505,8 @@ impl Placed {
             let willing: u128 = self
                 .orders
                 .iter()
-                .filter(|(s, limit, _)| *s == side && if side == Side::Buy { price <= *limit } else { price >= *limit })
-                .map(|(_, _, quantity)| u128::from(*quantity))
+                .filter(|o| o.side == side && if side == Side::Buy { price <= o.price } else { price >= o.price })
+                .map(|o| u128::from(o.quantity))
                 .sum();
             if units > willing {
                 return Err("more units, or at a worse price, than ordered");

@@ -11,7 +11,9 @@
 //!
 //! Every message is checked against the auction's dialogue with its bidder ([`rules`]): a
 //! take after the close, or naming an auction its sender has no dialogue in here, is
-//! refused, counts for nothing, and its sender is told why ([`Refused`]).
+//! refused, counts for nothing, and its sender is told why ([`Refused`]). The bidder keeps
+//! the same dialogue on its side, in its storage ([`serve`]), and an auctioneer's message
+//! sent by a bidder is refused too.
 //!
 //! The winner pays as in the English auction: through escrow keyed by
 //! [`auction::deal_of`] the auction, released on delivery ([`settlement`](crate::settlement)).
@@ -23,7 +25,7 @@ use agent_core::{Address, Agent, Context, Identity, Message};
 use serde::{Deserialize, Serialize};
 
 use crate::auction::{self, Acceptance, AuctionError, Award, AUCTIONEER, BIDDER};
-use crate::bidding::Followed;
+use crate::bidding::{Bidding, Invited};
 use crate::dialogue::{DialogueError, Refused, Rules};
 use crate::inbox::{tell_all, Inbox};
 use crate::sealed_bid::{BidError, SignedBid};
@@ -142,11 +144,14 @@ impl Auctioneer {
     /// Makes `agent` a Dutch auctioneer whose sales are recorded in `sales` (serve them
     /// with [`serve_sales`](crate::settlement::serve_sales) to be paid).
     pub fn serve(agent: &mut Agent, sales: Sales) -> Auctioneer {
-        let auctioneer = Auctioneer { takes: Inbox::new(rules), sales };
+        let auctioneer = Auctioneer { takes: Inbox::serve(agent, rules), sales };
+        let takes = &auctioneer.takes;
         agent.include(
-            protocol().on_message(auctioneer.takes.route(|Take(bid): Take| (bid.auction.clone(), Take::NAME, bid))),
+            protocol()
+                .on_message(takes.route(|Take(bid): Take| (bid.auction.clone(), Take::NAME, bid)))
+                .on_message(takes.refuse(|m: &Clock| &m.auction, Clock::NAME))
+                .on_message(takes.refuse(|m: &Closed| &m.auction, Closed::NAME)),
         );
-        auctioneer.takes.sweep_on(agent);
         auctioneer
     }
 
@@ -247,40 +252,53 @@ pub trait Bidder: Send + Sync + 'static {
 /// Makes `agent` (whose key is `identity`) bid in Dutch auctions with `bidder`'s strategy,
 /// signing with that key, and pay for what it wins on delivery (the auctioneer has
 /// `deliver_within` to deliver before the escrow becomes refundable).
+///
+/// Each auction is kept as the bidder's dialogue with its auctioneer ([`rules`]) in the
+/// agent's storage: every price and close is checked against it (one for an auction the
+/// bidder is not in, from anyone else, after its take or after the close is refused and its
+/// sender told why), and a take before it is sent. A bidder restarted with the same key and
+/// storage resumes its auctions, and never pays more than it took at. An agent bids in, or
+/// runs, Dutch auctions: not both.
 pub fn serve<B: Bidder>(agent: &mut Agent, identity: Identity, bidder: Arc<B>, deliver_within: Duration) {
-    let mut served = protocol();
+    let bidding = Bidding::serve(agent, rules);
     let identity = Arc::new(identity);
-    let followed = Followed::default();
-
-    let (on_clock, strategy) = (followed.clone(), bidder.clone());
-    served = served.on_message(move |ctx: Context, from: Address, clock: Clock| {
-        let (followed, identity, bidder) = (on_clock.clone(), identity.clone(), strategy.clone());
+    let (on_clock, strategy) = (bidding.clone(), bidder.clone());
+    let on_clock = move |ctx: Context, from: Address, clock: Clock| {
+        let (bidding, identity, bidder) = (on_clock.clone(), identity.clone(), strategy.clone());
         async move {
-            if !followed.follow(&clock.auction, from, clock.item) {
+            let auction = &clock.auction;
+            let invited = if bidding.knows(&ctx, auction) {
+                bidding.heard::<Invited>(&ctx, auction, from, Clock::NAME).await
+            } else {
+                let invited = Invited::new(clock.item);
+                bidding.join(&ctx, auction, from, Clock::NAME, None, &invited).await.then_some(invited)
+            };
+            let Some(invited) = invited else { return };
+            if !bidder.take(&invited.item, clock.price).await {
                 return;
             }
-            let Some(item) = followed.item(&clock.auction, from) else { return };
-            if bidder.take(&item, clock.price).await {
-                followed.signed(&clock.auction, clock.price);
-                let take = Take(SignedBid::sign(&identity, &clock.auction, clock.price));
+            if bidding.say(&ctx, auction, Take::NAME, &invited.signed(clock.price)) {
+                let take = Take(SignedBid::sign(&identity, auction, clock.price));
                 if let Err(e) = ctx.send(from, take).await {
-                    tracing::debug!(auction = clock.auction, error = %e, "a take was not delivered");
+                    tracing::debug!(auction, error = %e, "a take was not delivered");
                 }
             }
         }
-    });
-
-    served = served.on_message(move |ctx: Context, from: Address, closed: Closed| {
-        let (followed, bidder) = (followed.clone(), bidder.clone());
+    };
+    let on_closed = move |ctx: Context, from: Address, closed: Closed| {
+        let (bidding, bidder) = (bidding.clone(), bidder.clone());
         async move {
-            if let Some(owed) = followed.close(ctx.address(), &closed.auction, from, closed.award, closed.pay_to) {
+            let Some(invited) = bidding.heard::<Invited>(&ctx, &closed.auction, from, Closed::NAME).await else {
+                return;
+            };
+            if let Some(owed) = invited.owed(ctx.address(), &closed.auction, from, closed.award, closed.pay_to) {
                 owed.pay(ctx, deliver_within, move |auction, settled| async move {
                     bidder.settled(&auction, settled).await;
                 });
             }
         }
-    });
-    agent.include(served);
+    };
+    agent.include(protocol().on_message(on_clock).on_message(on_closed));
 }
 
 fn unix_now_ms() -> u64 {

@@ -10,7 +10,9 @@
 //!
 //! Every message is checked against the auction's dialogue with its bidder ([`rules`]): a
 //! raise after the close, or naming an auction its sender has no dialogue in here, is
-//! refused, counts for nothing, and its sender is told why ([`Refused`]).
+//! refused, counts for nothing, and its sender is told why ([`Refused`]). The bidder keeps
+//! the same dialogue on its side, in its storage ([`serve`]), and an auctioneer's message
+//! sent by a bidder is refused too.
 //!
 //! The winner pays through escrow ([`settlement`](crate::settlement)): it locks the price for the auctioneer,
 //! keyed by [`auction::deal_of`] the auction, and releases it on delivery. The auctioneer
@@ -24,7 +26,7 @@ use agent_core::{Address, Agent, Context, Identity, Message};
 use serde::{Deserialize, Serialize};
 
 use crate::auction::{self, AuctionError, Award, Bid, AUCTIONEER, BIDDER};
-use crate::bidding::Followed;
+use crate::bidding::{Bidding, Invited};
 use crate::dialogue::{DialogueError, Refused, Rules};
 use crate::inbox::{tell_all, Inbox};
 use crate::sealed_bid::{BidError, SignedBid};
@@ -140,10 +142,15 @@ impl Auctioneer {
     /// Makes `agent` an English auctioneer whose sales are recorded in `sales` (serve them
     /// with [`serve_sales`](crate::settlement::serve_sales) to be paid).
     pub fn serve(agent: &mut Agent, sales: Sales) -> Auctioneer {
-        let auctioneer = Auctioneer { raises: Inbox::new(rules), sales };
-        let raises = auctioneer.raises.route(|Raise(bid): Raise| (bid.auction.clone(), Raise::NAME, bid));
-        agent.include(protocol().on_message(raises));
-        auctioneer.raises.sweep_on(agent);
+        let auctioneer = Auctioneer { raises: Inbox::serve(agent, rules), sales };
+        let raises = &auctioneer.raises;
+        agent.include(
+            protocol()
+                .on_message(raises.route(|Raise(bid): Raise| (bid.auction.clone(), Raise::NAME, bid)))
+                .on_message(raises.refuse(|m: &Opening| &m.auction, Opening::NAME))
+                .on_message(raises.refuse(|m: &Standing| &m.auction, Standing::NAME))
+                .on_message(raises.refuse(|m: &Closed| &m.auction, Closed::NAME)),
+        );
         auctioneer
     }
 
@@ -244,60 +251,76 @@ pub trait Bidder: Send + Sync + 'static {
 /// Makes `agent` (whose key is `identity`) bid in English auctions with `bidder`'s
 /// strategy, signing with that key, and pay for what it wins on delivery (the auctioneer
 /// has `deliver_within` to deliver before the escrow becomes refundable).
+///
+/// Each auction is kept as the bidder's dialogue with its auctioneer ([`rules`]) in the
+/// agent's storage: every message from the auctioneer is checked against it (one for an
+/// auction the bidder is not in, from anyone else, or after the close is refused and its
+/// sender told why), and every raise before it is sent. A bidder restarted with the same key
+/// and storage resumes its auctions, and never pays more than it signed. An agent bids in,
+/// or runs, English auctions: not both.
 pub fn serve<B: Bidder>(agent: &mut Agent, identity: Identity, bidder: Arc<B>, deliver_within: Duration) {
-    let mut served = protocol();
-    let identity = Arc::new(identity);
-    let followed = Followed::default();
-
-    let (on_open, id, strategy) = (followed.clone(), identity.clone(), bidder.clone());
-    served = served.on_message(move |ctx: Context, from: Address, opening: Opening| {
-        let (followed, identity, bidder) = (on_open.clone(), id.clone(), strategy.clone());
-        async move {
-            if followed.follow(&opening.auction, from, opening.item) {
-                raise(&ctx, &followed, &identity, &*bidder, &opening.auction, from, opening.reserve).await;
-            }
-        }
-    });
-
-    let (on_standing, id, strategy) = (followed.clone(), identity.clone(), bidder.clone());
-    served = served.on_message(move |ctx: Context, from: Address, standing: Standing| {
-        let (followed, identity, bidder) = (on_standing.clone(), id.clone(), strategy.clone());
-        async move {
-            if standing.leader != ctx.address() {
-                raise(&ctx, &followed, &identity, &*bidder, &standing.auction, from, standing.minimum).await;
-            }
-        }
-    });
-
-    served = served.on_message(move |ctx: Context, from: Address, closed: Closed| {
-        let (followed, bidder) = (followed.clone(), bidder.clone());
-        async move {
-            if let Some(owed) = followed.close(ctx.address(), &closed.auction, from, closed.award, closed.pay_to) {
-                owed.pay(ctx, deliver_within, move |auction, settled| async move {
-                    bidder.settled(&auction, settled).await;
-                });
-            }
-        }
-    });
-    agent.include(served);
+    let side = Arc::new(Side { bidding: Bidding::serve(agent, rules), identity, bidder });
+    let on_open = side.clone();
+    let on_standing = side.clone();
+    agent.include(
+        protocol()
+            .on_message(move |ctx: Context, from: Address, opening: Opening| {
+                let side = on_open.clone();
+                async move {
+                    let invited = Invited::new(opening.item);
+                    let (auction, closes_at_ms) = (opening.auction, Some(opening.closes_at_ms));
+                    if side.bidding.join(&ctx, &auction, from, Opening::NAME, closes_at_ms, &invited).await {
+                        side.raise(&ctx, &auction, from, invited, opening.reserve).await;
+                    }
+                }
+            })
+            .on_message(move |ctx: Context, from: Address, standing: Standing| {
+                let side = on_standing.clone();
+                async move {
+                    let heard = side.bidding.heard::<Invited>(&ctx, &standing.auction, from, Standing::NAME).await;
+                    if let Some(invited) = heard.filter(|_| standing.leader != ctx.address()) {
+                        side.raise(&ctx, &standing.auction, from, invited, standing.minimum).await;
+                    }
+                }
+            })
+            .on_message(move |ctx: Context, from: Address, closed: Closed| {
+                let side = side.clone();
+                async move {
+                    let Some(invited) = side.bidding.heard::<Invited>(&ctx, &closed.auction, from, Closed::NAME).await
+                    else {
+                        return;
+                    };
+                    if let Some(owed) = invited.owed(ctx.address(), &closed.auction, from, closed.award, closed.pay_to)
+                    {
+                        let bidder = side.bidder.clone();
+                        owed.pay(ctx, deliver_within, move |auction, settled| async move {
+                            bidder.settled(&auction, settled).await;
+                        });
+                    }
+                }
+            }),
+    );
 }
 
-/// Asks the strategy for a raise in `auction` (if `auctioneer` runs it) and sends it.
-async fn raise<B: Bidder + ?Sized>(
-    ctx: &Context,
-    followed: &Followed,
-    identity: &Identity,
-    bidder: &B,
-    auction: &str,
-    auctioneer: Address,
-    minimum: u128,
-) {
-    let Some(item) = followed.item(auction, auctioneer) else { return };
-    let Some(amount) = bidder.raise(&item, minimum).await else { return };
-    followed.signed(auction, amount);
-    let bid = SignedBid::sign(identity, auction, amount);
-    if let Err(e) = ctx.send(auctioneer, Raise(bid)).await {
-        tracing::debug!(auction, error = %e, "a raise was not delivered");
+/// A bidder's side of English auctions: its auctions, its key and its strategy.
+struct Side<B> {
+    bidding: Bidding,
+    identity: Identity,
+    bidder: Arc<B>,
+}
+
+impl<B: Bidder> Side<B> {
+    /// Asks the strategy for a raise in `auction` on the item `invited` to, and sends it to
+    /// `auctioneer` if its dialogue lets it (the auction has not closed).
+    async fn raise(&self, ctx: &Context, auction: &str, auctioneer: Address, invited: Invited, minimum: u128) {
+        let Some(amount) = self.bidder.raise(&invited.item, minimum).await else { return };
+        if !self.bidding.say(ctx, auction, Raise::NAME, &invited.signed(amount)) {
+            return;
+        }
+        let bid = SignedBid::sign(&self.identity, auction, amount);
+        if let Err(e) = ctx.send(auctioneer, Raise(bid)).await {
+            tracing::debug!(auction, error = %e, "a raise was not delivered");
+        }
     }
 }
 

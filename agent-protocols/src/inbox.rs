@@ -7,9 +7,14 @@
 //! it arrives: one out of order, from the wrong role, after the deadline, after the close,
 //! or in a dialogue the sender does not have (another auction's, or one it was not invited
 //! to) is refused with a [`DialogueError`], changes nothing, and its sender is told which
-//! dialogue and state it hit ([`Refused`](crate::dialogue::Refused)). The check and the hand-over to the running
-//! auction happen under one lock, which the close takes too: a bid counts exactly when its
-//! dialogue accepted it before the close.
+//! dialogue and state it hit ([`Refused`](crate::dialogue::Refused)). The check and the
+//! hand-over to the running auction happen under one lock, which the close takes too: a bid
+//! counts exactly when its dialogue accepted it before the close. A message only the
+//! auctioneer may send (an opening, a price, a close) that reaches an auctioneer is checked
+//! the same way, refused, and its sender told ([`Inbox::refuse`]).
+//!
+//! [`Book`] keeps an agent's dialogues of one auction kind in its storage, for auctioneers
+//! and bidders ([`bidding`](crate::bidding)) alike.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -27,11 +32,12 @@ use crate::dialogue::{DialogueError, Dialogues, Rules, Step};
 /// so a flood from one bidder cannot grow the auctioneer's memory.
 const CAPACITY: usize = 4096;
 
-/// How often an auctioneer's dialogues are swept, and how long after its deadline an open
-/// one is spared. Sweeping frees storage: dialogues older than the rules' maximum age (a
-/// day) are forgotten, and those of auctions that never closed (the auctioneer stopped
-/// mid-auction) expire. A dialogue past its deadline refuses bids whether or not it was
-/// swept, and the grace keeps a running Dutch clock's dialogues open between its ticks.
+/// How often an agent's auction dialogues are swept (the first time when it starts), and how
+/// long after its deadline an open one is spared. Sweeping frees storage: dialogues older
+/// than the rules' maximum age (a day) are forgotten, and those of auctions that never
+/// closed (the auctioneer stopped mid-auction, or its close never reached a bidder) expire.
+/// A dialogue past its deadline refuses bids whether or not it was swept, and the grace
+/// keeps a running Dutch clock's dialogues open between its ticks.
 const SWEEP: Duration = Duration::from_secs(300);
 const GRACE: Duration = Duration::from_secs(60);
 
@@ -39,17 +45,58 @@ const GRACE: Duration = Duration::from_secs(60);
 /// dialogue accepted it (or why not).
 pub(crate) type Arrival<T> = (Address, Result<T, DialogueError>);
 
+/// An agent's dialogues of one auction kind, in one role (auctioneer or bidder): read from
+/// its storage on first use, and swept every [`SWEEP`].
+#[derive(Clone)]
+pub(crate) struct Book {
+    dialogues: Arc<OnceLock<Dialogues>>,
+    rules: fn() -> Rules,
+    role: &'static str,
+}
+
+impl Book {
+    /// The dialogues under `rules` in which the agent plays `role`, swept on `agent`.
+    pub(crate) fn serve(agent: &mut Agent, rules: fn() -> Rules, role: &'static str) -> Book {
+        let book = Book { dialogues: Arc::default(), rules, role };
+        let swept = book.clone();
+        agent.on_interval(SWEEP, move |ctx: Context| {
+            let book = swept.clone();
+            async move {
+                let swept = book.get(&ctx).and_then(|dialogues| dialogues.expire_after(now_ms(), GRACE));
+                if let Err(e) = swept {
+                    tracing::warn!(error = %e, role = book.role, "sweeping auction dialogues failed");
+                }
+            }
+        });
+        book
+    }
+
+    /// The dialogues, read from the agent's storage on first use.
+    pub(crate) fn get(&self, ctx: &Context) -> Result<&Dialogues, DialogueError> {
+        if let Some(dialogues) = self.dialogues.get() {
+            return Ok(dialogues);
+        }
+        let storage = ctx.storage().map_err(|e| DialogueError::Storage { dialogue: 0, reason: e.to_string() })?;
+        let loaded = Dialogues::load((self.rules)(), self.role, storage)?;
+        Ok(self.dialogues.get_or_init(|| loaded))
+    }
+
+    /// The dialogues, once read (at the agent's start, or the first message to need them).
+    pub(crate) fn loaded(&self) -> Option<&Dialogues> {
+        self.dialogues.get()
+    }
+}
+
 /// The running auctions of one agent, by id, with the line each one's messages go to, and
 /// the agent's dialogues of that auction kind.
 pub(crate) struct Inbox<T> {
     running: Arc<Mutex<HashMap<String, mpsc::Sender<Arrival<T>>>>>,
-    dialogues: Arc<OnceLock<Dialogues>>,
-    rules: fn() -> Rules,
+    book: Book,
 }
 
 impl<T> Clone for Inbox<T> {
     fn clone(&self) -> Self {
-        Inbox { running: Arc::clone(&self.running), dialogues: Arc::clone(&self.dialogues), rules: self.rules }
+        Inbox { running: Arc::clone(&self.running), book: self.book.clone() }
     }
 }
 
@@ -69,38 +116,20 @@ impl<T> Drop for Opened<T> {
 }
 
 impl<T: Send + 'static> Inbox<T> {
-    /// An auctioneer's inbox for auctions under `rules`.
-    pub(crate) fn new(rules: fn() -> Rules) -> Inbox<T> {
-        Inbox { running: Arc::default(), dialogues: Arc::default(), rules }
+    /// The inbox of `agent`, an auctioneer of auctions under `rules`; its dialogues are swept
+    /// every [`SWEEP`].
+    pub(crate) fn serve(agent: &mut Agent, rules: fn() -> Rules) -> Inbox<T> {
+        Inbox { running: Arc::default(), book: Book::serve(agent, rules, auction::AUCTIONEER) }
     }
 
     /// The auctioneer's dialogues, read from its storage on first use.
     pub(crate) fn dialogues(&self, ctx: &Context) -> Result<&Dialogues, DialogueError> {
-        if let Some(dialogues) = self.dialogues.get() {
-            return Ok(dialogues);
-        }
-        let storage = ctx.storage().map_err(|e| DialogueError::Storage { dialogue: 0, reason: e.to_string() })?;
-        let loaded = Dialogues::load((self.rules)(), auction::AUCTIONEER, storage)?;
-        Ok(self.dialogues.get_or_init(|| loaded))
+        self.book.get(ctx)
     }
 
-    /// Sweeps the auctioneer's dialogues on `agent` every [`SWEEP`].
-    pub(crate) fn sweep_on(&self, agent: &mut Agent) {
-        let inbox = self.clone();
-        agent.on_interval(SWEEP, move |ctx: Context| {
-            let inbox = inbox.clone();
-            async move {
-                let swept = inbox.dialogues(&ctx).and_then(|dialogues| dialogues.expire_after(now_ms(), GRACE));
-                if let Err(e) = swept {
-                    tracing::warn!(error = %e, "sweeping an auctioneer's dialogues failed");
-                }
-            }
-        });
-    }
-
-    /// The auctioneer's dialogues, once read (at its first auction or bid).
+    /// The auctioneer's dialogues, once read (at its start, its first auction or bid).
     pub(crate) fn loaded(&self) -> Option<&Dialogues> {
-        self.dialogues.get()
+        self.book.loaded()
     }
 
     /// A handler for `M`, a bidder's message: `split` names the auction it is for, the
@@ -122,6 +151,38 @@ impl<T: Send + 'static> Inbox<T> {
                 let id = auction::dialogue_of(&auction, &from);
                 if let Err(refused) = inbox.take(&ctx, &auction, id, from, step, item) {
                     tell(&ctx, id, from, refused).await;
+                }
+            })
+        }
+    }
+
+    /// A handler for `M`, a message only the auctioneer may send (an opening, a price, a
+    /// close), sent to this auctioneer: `auction_of` names the auction it claims, and `step`
+    /// is its step in the rules. It is checked against its sender's dialogue in that auction
+    /// here, which refuses it (from the wrong role, or in a dialogue its sender does not
+    /// have) without changing it, and its sender is told which dialogue and state it hit.
+    pub(crate) fn refuse<M: agent_core::Message>(
+        &self,
+        auction_of: fn(&M) -> &str,
+        step: &'static str,
+    ) -> impl Fn(Context, Address, M) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+           + Send
+           + Sync
+           + 'static {
+        let inbox = self.clone();
+        move |ctx, from, message| {
+            let inbox = inbox.clone();
+            Box::pin(async move {
+                let auction = auction_of(&message);
+                let id = auction::dialogue_of(auction, &from);
+                let checked = inbox.dialogues(&ctx).and_then(|dialogues| {
+                    dialogues.incoming_named(step, id, from, now_ms()).map(drop).map_err(|e| late(dialogues, e))
+                });
+                match checked {
+                    Err(refused) => tell(&ctx, id, from, refused).await,
+                    // The auction rules let only the auctioneer send these; a dialogue here
+                    // has a bidder as its peer, so none can take this step.
+                    Ok(()) => tracing::error!(auction, %from, step, "an auctioneer's step taken by a bidder"),
                 }
             })
         }
@@ -206,7 +267,7 @@ impl<T> Opened<T> {
         deadline_ms: Option<u64>,
         message: &M,
     ) {
-        let Some(dialogues) = self.inbox.dialogues.get() else { return };
+        let Some(dialogues) = self.inbox.book.loaded() else { return };
         let now = now_ms();
         let told: Vec<Address> = self
             .bidders
@@ -231,7 +292,7 @@ impl<T> Opened<T> {
         {
             let mut running = self.inbox.running.lock();
             running.remove(&self.id);
-            if let Some(dialogues) = self.inbox.dialogues.get() {
+            if let Some(dialogues) = self.inbox.book.loaded() {
                 let now = now_ms();
                 for (bidder, id) in &self.bidders {
                     if let Err(e) = dialogues.outgoing_named(step, *id, now) {

@@ -4,11 +4,13 @@
 //! each answers ([`BidAnswer`]) with a [`SignedBid`], signed with its own agent key, or
 //! passes. Each answer is checked against its sender's dialogue in the auction ([`rules`]):
 //! one after the deadline (before or after the result is out), a second answer, or one in a
-//! dialogue its sender does not have is refused and its sender told why. Bids with a bad
-//! signature, or signed by anyone but the answering agent, do not count either. The winner
-//! and price are exactly what [`auction::vickrey`] (second price) or
-//! [`auction::first_price`] gives for the bids that count, ties to the earlier bid. A
-//! signed bid is evidence: anyone holding it can check who bid what, for which auction.
+//! dialogue its sender does not have is refused and its sender told why; so is an
+//! auctioneer's message sent by a bidder, and the bidder keeps the same dialogue on its side,
+//! in its storage ([`serve`]). Bids with a bad signature, or signed by anyone but the
+//! answering agent, do not count either. The winner and price are exactly what
+//! [`auction::vickrey`] (second price) or [`auction::first_price`] gives for the bids that
+//! count, ties to the earlier bid. A signed bid is evidence: anyone holding it can check
+//! who bid what, for which auction.
 //!
 //! The bidders are told the result ([`Closed`]); the winner pays through escrow keyed by
 //! [`auction::deal_of`] the auction and released on delivery
@@ -22,7 +24,7 @@ use agent_core::{Address, Agent, Context, Identity, Message, PublicKey};
 use serde::{Deserialize, Serialize};
 
 use crate::auction::{self, AuctionError, Award, Bid, AUCTIONEER, BIDDER};
-use crate::bidding::Followed;
+use crate::bidding::{Bidding, Invited};
 use crate::dialogue::{DialogueError, Refused, Rules};
 use crate::inbox::{tell_all, Arrival, Inbox};
 use crate::settlement::{Sales, Settled, SettlementError};
@@ -245,9 +247,14 @@ impl Auctioneer {
     /// Makes `agent` a sealed-bid auctioneer whose sales are recorded in `sales` (serve
     /// them with [`serve_sales`](crate::settlement::serve_sales) to be paid).
     pub fn serve(agent: &mut Agent, sales: Sales) -> Auctioneer {
-        let auctioneer = Auctioneer { answers: Inbox::new(rules), sales };
-        agent.include(protocol().on_message(auctioneer.answers.route(BidAnswer::split)));
-        auctioneer.answers.sweep_on(agent);
+        let auctioneer = Auctioneer { answers: Inbox::serve(agent, rules), sales };
+        let answers = &auctioneer.answers;
+        agent.include(
+            protocol()
+                .on_message(answers.route(BidAnswer::split))
+                .on_message(answers.refuse(|m: &CallForBids| &m.auction, CallForBids::NAME))
+                .on_message(answers.refuse(|m: &Closed| &m.auction, Closed::NAME)),
+        );
         auctioneer
     }
 
@@ -314,35 +321,49 @@ pub trait Bidder: Send + Sync + 'static {
 /// Makes `agent` (whose key is `identity`) answer calls for bids with `bidder`'s bids,
 /// signed with that key, and pay for what it wins on delivery (the auctioneer has
 /// `deliver_within` to deliver before the escrow becomes refundable).
+///
+/// Each auction is kept as the bidder's dialogue with its auctioneer ([`rules`]) in the
+/// agent's storage: every call and close is checked against it (one for an auction the
+/// bidder is not in, from anyone else, or after the close is refused and its sender told
+/// why), and the answer before it is sent (none is sent after the deadline). A bidder
+/// restarted with the same key and storage resumes its auctions, and never pays more than
+/// it bid. An agent bids in, or runs, sealed-bid auctions: not both.
 pub fn serve<B: Bidder>(agent: &mut Agent, identity: Identity, bidder: Arc<B>, deliver_within: Duration) {
-    let mut served = protocol();
+    let bidding = Bidding::serve(agent, rules);
     let identity = Arc::new(identity);
-    let followed = Followed::default();
-    let (on_call, strategy) = (followed.clone(), bidder.clone());
-    served = served.on_message(move |ctx: Context, from: Address, call: CallForBids| {
-        let (followed, identity, bidder) = (on_call.clone(), identity.clone(), strategy.clone());
+    let (on_call, strategy) = (bidding.clone(), bidder.clone());
+    let on_call = move |ctx: Context, from: Address, call: CallForBids| {
+        let (bidding, identity, bidder) = (on_call.clone(), identity.clone(), strategy.clone());
         async move {
-            let answer = match bidder.bid(call.item.clone(), call.reserve).await {
-                Some(amount) if followed.follow(&call.auction, from, call.item) => {
-                    followed.signed(&call.auction, amount);
-                    BidAnswer::Bid(SignedBid::sign(&identity, &call.auction, amount))
+            let (auction, invited) = (&call.auction, Invited::new(call.item));
+            if !bidding.join(&ctx, auction, from, CallForBids::NAME, Some(call.deadline_ms), &invited).await {
+                return;
+            }
+            let answer = match bidder.bid(invited.item.clone(), call.reserve).await {
+                Some(amount) if bidding.say(&ctx, auction, "Bid", &invited.signed(amount)) => {
+                    BidAnswer::Bid(SignedBid::sign(&identity, auction, amount))
                 }
-                _ => BidAnswer::Pass { auction: call.auction.clone() },
+                Some(_) => return,
+                None if bidding.say(&ctx, auction, "Pass", &invited) => BidAnswer::Pass { auction: auction.clone() },
+                None => return,
             };
             if let Err(e) = ctx.send(from, answer).await {
-                tracing::debug!(auction = call.auction, error = %e, "a sealed bid was not delivered");
+                tracing::debug!(auction, error = %e, "a sealed bid was not delivered");
             }
         }
-    });
-    served = served.on_message(move |ctx: Context, from: Address, closed: Closed| {
-        let (followed, bidder) = (followed.clone(), bidder.clone());
+    };
+    let on_closed = move |ctx: Context, from: Address, closed: Closed| {
+        let (bidding, bidder) = (bidding.clone(), bidder.clone());
         async move {
-            if let Some(owed) = followed.close(ctx.address(), &closed.auction, from, closed.award, closed.pay_to) {
+            let Some(invited) = bidding.heard::<Invited>(&ctx, &closed.auction, from, Closed::NAME).await else {
+                return;
+            };
+            if let Some(owed) = invited.owed(ctx.address(), &closed.auction, from, closed.award, closed.pay_to) {
                 owed.pay(ctx, deliver_within, move |auction, settled| async move {
                     bidder.settled(&auction, settled).await;
                 });
             }
         }
-    });
-    agent.include(served);
+    };
+    agent.include(protocol().on_message(on_call).on_message(on_closed));
 }

@@ -377,11 +377,18 @@ async fn a_sealed_bid_well_after_the_close_is_refused_as_late_while_the_award_is
     let (high, low) = (UpTo::new(300), UpTo::new(220));
     let high_agent = m.bidder("sealed on time high", "sealed on time high", high.clone(), 1_000).await;
     let low_agent = m.bidder("sealed on time low", "sealed on time low", low.clone(), 1_000).await;
-    // The late bidder bids far above the others, 150 ms after the close.
+    // The late bidder bids far above the others, 150 ms after the close. It bids by hand, as
+    // a bidder whose clock runs late would: a bidder served by `sealed_bid::serve` checks
+    // its answer against its own dialogue and sends nothing after the deadline.
     let deadline = Duration::from_millis(300);
+    let after = deadline + Duration::from_millis(150);
     let mut late = Agent::builder("sealed late").seed("sealed late").build().unwrap();
-    let tardy = Arc::new(Tardy { amount: 10_000, after: deadline + Duration::from_millis(150) });
-    sealed_bid::serve(&mut late, Identity::from_seed("sealed late"), tardy, DELIVER_WITHIN);
+    late.on_message(move |ctx: agent_core::Context, from: Address, call: sealed_bid::CallForBids| async move {
+        tokio::time::sleep(after).await;
+        let bid = sealed_bid::SignedBid::sign(&Identity::from_seed("sealed late"), &call.auction, 10_000);
+        ctx.send(from, sealed_bid::BidAnswer::Bid(bid)).await.expect("the late bid is delivered");
+    });
+    late.on_message(|_: agent_core::Context, _: Address, _: sealed_bid::Closed| std::future::ready(()));
     let told = refused.clone();
     late.on_message(move |_ctx: agent_core::Context, _from: Address, refused: Refused| {
         told.lock().push(refused);
@@ -389,9 +396,14 @@ async fn a_sealed_bid_well_after_the_close_is_refused_as_late_while_the_award_is
     });
     let late_agent = m.bureau.add(late).unwrap();
     m.mint.mint(m.wallet(late_agent), 100_000).await.unwrap();
+    // A served bidder whose strategy answers as late sends nothing.
+    let mut tardy = Agent::builder("sealed tardy").seed("sealed tardy").build().unwrap();
+    let strategy = Arc::new(Tardy { amount: 20_000, after });
+    sealed_bid::serve(&mut tardy, Identity::from_seed("sealed tardy"), strategy, DELIVER_WITHIN);
+    let tardy_agent = m.bureau.add(tardy).unwrap();
 
     let ctx = m.bureau.context(m.auctioneer).unwrap();
-    let bidders = [high_agent, low_agent, late_agent];
+    let bidders = [high_agent, low_agent, late_agent, tardy_agent];
     let sealed = m.sealed.run(&ctx, &bidders, &"lot 13", 100, deadline, Pricing::SecondPrice).await.unwrap();
     assert_eq!(sealed.award, Some(Award { winner: high_agent, price: 220 }), "{sealed:?}");
     assert!(sealed.bids.iter().all(|b| b.bidder != late_agent), "the late bid was not in when the auction closed");
@@ -410,6 +422,11 @@ async fn a_sealed_bid_well_after_the_close_is_refused_as_late_while_the_award_is
     let kept = m.sealed.dialogues().unwrap().get(dialogue).unwrap();
     assert_eq!(kept.state, "closed");
     assert!(kept.said.iter().all(|said| said.sender == auction::AUCTIONEER), "no bid of its counted: {kept:?}");
+    let tardy = m.sealed.dialogues().unwrap().get(auction::dialogue_of(&sealed.auction, &tardy_agent)).unwrap();
+    assert!(
+        tardy.said.iter().all(|said| said.sender == auction::AUCTIONEER),
+        "the tardy bidder sent nothing: {tardy:?}"
+    );
 
     // Winner and price unchanged, on the ledger: the winner paid the runner-up's bid, once.
     assert_eq!(m.balance(high_agent).await, 1_000 - 220);

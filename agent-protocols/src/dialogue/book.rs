@@ -496,16 +496,37 @@ impl Dialogues {
         for dialogue in live.values_mut() {
             let overdue = dialogue.deadline_ms.is_some_and(|deadline| now_ms > deadline.saturating_add(grace));
             if overdue && !dialogue.is_closed(&self.rules) {
-                let mut next = dialogue.clone();
-                next.state = EXPIRED.into();
-                next.deadline_ms = None;
-                next.data = None;
-                self.save(&next)?;
-                *dialogue = next.clone();
-                expired.push(next);
+                expired.push(self.close_expired(dialogue)?);
             }
         }
         Ok(expired)
+    }
+
+    /// How many dialogues are open (neither terminal nor expired).
+    pub fn open_count(&self) -> usize {
+        self.live.lock().values().filter(|d| !d.is_closed(&self.rules)).count()
+    }
+
+    /// Closes the open dialogue `id` as [`EXPIRED`] now, whatever its deadline: for an agent
+    /// that keeps a bounded number open and makes room for a new one. `None` if there is no
+    /// such dialogue or it is closed already.
+    pub fn expire_now(&self, id: u128) -> Result<Option<Dialogue>, DialogueError> {
+        let mut live = self.live.lock();
+        match live.get_mut(&id) {
+            Some(dialogue) if !dialogue.is_closed(&self.rules) => self.close_expired(dialogue).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Puts `dialogue` in the state [`EXPIRED`], recorded; unchanged if the write fails.
+    fn close_expired(&self, dialogue: &mut Dialogue) -> Result<Dialogue, DialogueError> {
+        let mut next = dialogue.clone();
+        next.state = EXPIRED.into();
+        next.deadline_ms = None;
+        next.data = None;
+        self.save(&next)?;
+        *dialogue = next.clone();
+        Ok(next)
     }
 
     /// Checks `message` from `sender` in `dialogue` and, if it may follow, records the step
