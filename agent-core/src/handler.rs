@@ -5,6 +5,8 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 
+use futures::FutureExt;
+
 use crate::context::Context;
 use crate::delivery::Body;
 use crate::identity::Address;
@@ -64,8 +66,9 @@ where
                 serde_json::from_slice(&bytes).map_err(|e| format!("payload does not decode as {}: {e}", M::NAME))?
             }
         };
-        let fut = (self.f)(ctx, from, message);
-        Ok(Box::pin(async move { fut.await.into_outcome() }))
+        // A combinator, not an `async` block: a block awaiting the future it captured holds
+        // it twice (captured and awaited), which doubled the boxed handler's size.
+        Ok(Box::pin((self.f)(ctx, from, message).map(HandlerOutput::into_outcome)))
     }
 }
 
@@ -83,7 +86,7 @@ where
     O: HandlerOutput,
 {
     fn call(&self, ctx: Context) -> HandlerFuture {
-        let fut = (self.0)(ctx);
-        Box::pin(async move { fut.await.into_outcome() })
+        // A combinator for the same reason as in `MessageFn::call`.
+        Box::pin((self.0)(ctx).map(HandlerOutput::into_outcome))
     }
 }

@@ -282,3 +282,35 @@ async fn a_shutdown_commits_writes_not_flushed() {
     assert!(storage.flush().await.is_ok(), "already committed by the shutdown");
     assert_eq!(storage.get::<u32>("kept").unwrap(), Some(1));
 }
+
+/// An agent that acknowledges once handled: the send ends only after its handler ran,
+/// which on the simulated network means the hand-over waits (in a task of its own) for the
+/// handler, here one that takes 300 ms of simulated time.
+#[tokio::test(start_paused = true)]
+async fn a_send_to_an_agent_acknowledging_when_handled_ends_after_its_handler() {
+    use agent_core::{Acknowledge, MailboxConfig};
+    let sim = Sim::new(8);
+    sim.set_default_link(Link::with_latency(Duration::from_millis(10)));
+    let (a, b) = (sim.add_host("a").unwrap(), sim.add_host("b").unwrap());
+    let handled = Arc::new(AtomicUsize::new(0));
+    let mut slow = Agent::builder("slow")
+        .seed("slow")
+        .mailbox(MailboxConfig::default().with_acknowledge(Acknowledge::WhenHandled))
+        .build()
+        .unwrap();
+    let counter = Arc::clone(&handled);
+    slow.on_message(move |_ctx: Context, _from: Address, _ping: Ping| {
+        let counter = Arc::clone(&counter);
+        async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let slow = b.add(slow).unwrap();
+    let sender = a.add(Agent::builder("sender").seed("sender").build().unwrap()).unwrap();
+    let started = tokio::time::Instant::now();
+    a.context(sender).unwrap().send(slow, Ping(1)).await.unwrap();
+    assert_eq!(handled.load(Ordering::SeqCst), 1, "acknowledged only once handled");
+    assert!(started.elapsed() >= Duration::from_millis(320), "there, handled, and back: {:?}", started.elapsed());
+    sim.shutdown().await;
+}

@@ -52,6 +52,7 @@
 //! ```
 
 mod faults;
+mod flight;
 mod net;
 
 use std::sync::Arc;
@@ -169,21 +170,21 @@ impl Sim {
 
     /// The link every pair of hosts uses unless [`set_link`](Self::set_link) says otherwise.
     pub fn set_default_link(&self, link: Link) {
-        *self.net.default_link.lock() = link;
+        self.net.wire.lock().default_link = link;
     }
 
     /// The link between `a` and `b`, both ways.
     pub fn set_link(&self, a: &Host, b: &Host, link: Link) {
-        let mut links = self.net.links.lock();
-        links.insert((a.id, b.id), link.clone());
-        links.insert((b.id, a.id), link);
+        let mut wire = self.net.wire.lock();
+        wire.links.insert((a.id, b.id), link.clone());
+        wire.links.insert((b.id, a.id), link);
     }
 
     /// Cuts `side_a` off from `side_b` from `from` until `until` (simulated time since the
     /// start); nothing crosses in either direction meanwhile, and the partition heals at
     /// `until` by itself.
     pub fn partition(&self, side_a: &[&Host], side_b: &[&Host], from: Duration, until: Duration) {
-        self.net.partitions.lock().push(net::Partition {
+        self.net.wire.lock().partitions.push(net::Partition {
             a: side_a.iter().map(|h| h.id).collect(),
             b: side_b.iter().map(|h| h.id).collect(),
             from,
@@ -221,13 +222,13 @@ impl Sim {
     /// Stops recording the trace (counters go on): for large runs where it would cost too
     /// much memory.
     pub fn without_trace(self) -> Sim {
-        self.net.trace.lock().enabled = false;
+        self.net.tracing.store(false, std::sync::atomic::Ordering::Relaxed);
         self
     }
 
     /// Counts of what the network did so far.
     pub fn stats(&self) -> Stats {
-        *self.net.stats.lock()
+        self.net.wire.lock().stats
     }
 
     /// Waits, in simulated time, until `condition` holds, checking every `every`, for at
@@ -259,6 +260,13 @@ impl Sim {
 impl Drop for Sim {
     fn drop(&mut self) {
         crate::envelope::unfollow_simulated_clock(self.clock_id());
+        if let Some(driver) = self.net.driver.lock().take() {
+            driver.abort();
+        }
+        // Their senders end as not acknowledged, as when a real network goes away (taken
+        // out first: what a flight holds is dropped outside the lock).
+        let in_flight = std::mem::take(&mut self.net.wire.lock().flights);
+        drop(in_flight);
         if std::thread::panicking() {
             // Written straight to stderr, not through tracing: whoever reads the failed
             // test's output needs the seed whether or not a subscriber is installed.

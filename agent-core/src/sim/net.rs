@@ -1,6 +1,9 @@
 //! The simulated network: hosts, links, partitions, and how one message crosses.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +13,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::flight::{Flight, Outcome};
 use super::{Directory, SimError, Stats, EPOCH_UNIX_MS};
 use crate::agent::DigestMap;
 use crate::bureau::{Bureau, Config};
@@ -97,41 +101,144 @@ pub(super) struct HostState {
     config: Config,
     db: Database,
     pub(super) bureau: Option<Bureau>,
-    sink: Option<Arc<dyn Sink>>,
 }
 
 #[derive(Default)]
 pub(super) struct Trace {
-    pub(super) enabled: bool,
     pub(super) lines: Vec<String>,
 }
 
 pub(super) struct Net {
     pub(super) seed: u64,
     started: Instant,
-    rng: Mutex<StdRng>,
     pub(super) hosts: Mutex<Vec<HostState>>,
     pub(super) directory: RwLock<Directory>,
-    pub(super) default_link: Mutex<Link>,
-    pub(super) links: Mutex<HashMap<(usize, usize), Link>>,
-    pub(super) partitions: Mutex<Vec<Partition>>,
+    /// Everything a copy's way reads or changes, under one lock taken once per copy.
+    pub(super) wire: Mutex<Wire>,
+    /// Whether [`trace`](Self::trace) records: read on every event, so not behind its lock.
+    pub(super) tracing: AtomicBool,
     pub(super) trace: Mutex<Trace>,
-    pub(super) stats: Mutex<Stats>,
-    /// When the last message between two agents arrives, to keep them in order. Keyed by
-    /// addresses, which are uniform already: a [`DigestMap`] spares the SipHash of 64
-    /// bytes per copy.
-    last_arrival: Mutex<DigestMap<(Address, Address), Instant>>,
-    /// When each directed link is free again, for bandwidth limits.
-    busy_until: Mutex<HashMap<(usize, usize), Instant>>,
     /// Asked for each target before a send, as the transport asks the almanac.
     pub(super) resolver: RwLock<Option<Arc<dyn Resolver>>>,
+    /// The task that moves messages in flight (see [`flight`](super::flight)).
+    pub(super) driver: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Wakes the driver when a message is scheduled earlier than the driver sleeps to.
+    pub(super) wake: tokio::sync::Notify,
+}
+
+/// The network's mutable state: links, partitions, the seeded generator, the counters,
+/// and the messages in flight.
+pub(super) struct Wire {
+    rng: StdRng,
+    pub(super) stats: Stats,
+    pub(super) default_link: Link,
+    pub(super) links: HashMap<(usize, usize), Link>,
+    pub(super) partitions: Vec<Partition>,
+    /// Each host's way in; none while it is down.
+    sinks: Vec<Option<Arc<dyn Sink>>>,
+    /// When the last message in flight between two agents arrives, to keep them in order;
+    /// an entry goes once that message has arrived, so the map holds only pairs with a
+    /// message in flight. Keyed by addresses, which are uniform already: a [`DigestMap`]
+    /// spares the SipHash of 64 bytes per copy.
+    last_arrival: DigestMap<(Address, Address), Instant>,
+    /// When each directed link is free again, for bandwidth limits.
+    busy_until: HashMap<(usize, usize), Instant>,
+    pub(super) flights: super::flight::Flights,
+}
+
+/// The link from host `from` to host `to`.
+fn link_between<'a>(links: &'a HashMap<(usize, usize), Link>, default: &'a Link, from: usize, to: usize) -> &'a Link {
+    // Most simulations set no link of their own: skip hashing the pair then.
+    if links.is_empty() {
+        return default;
+    }
+    links.get(&(from, to)).unwrap_or(default)
 }
 
 /// What became of one copy on its way.
-enum Way {
+pub(super) enum Way {
     Arrives(Instant),
     Lost,
     Blocked,
+}
+
+impl Wire {
+    fn link(&self, from: usize, to: usize) -> &Link {
+        link_between(&self.links, &self.default_link, from, to)
+    }
+
+    /// How long a sender on `a` waits for an acknowledgement from `b` before it sends again.
+    pub(super) fn retransmit_after(&self, a: usize, b: usize) -> Duration {
+        self.link(a, b).retransmit_after()
+    }
+
+    fn cut(&self, a: usize, b: usize, elapsed: Duration) -> bool {
+        if self.sinks[b].is_none() {
+            return true;
+        }
+        self.partitions.iter().any(|p| {
+            elapsed >= p.from
+                && elapsed < p.until
+                && ((p.a.contains(&a) && p.b.contains(&b)) || (p.b.contains(&a) && p.a.contains(&b)))
+        })
+    }
+
+    /// Draws the fate of one copy of `size` bytes from host `a` to host `b` sent at `now`
+    /// (`elapsed` into the simulation), carrying a message from `sender` to `receiver`
+    /// (kept in order unless the link reorders).
+    pub(super) fn way(
+        &mut self,
+        now: Instant,
+        elapsed: Duration,
+        a: usize,
+        b: usize,
+        size: usize,
+        pair: Option<(Address, Address)>,
+    ) -> Way {
+        if self.cut(a, b, elapsed) {
+            self.stats.blocked += 1;
+            return Way::Blocked;
+        }
+        let link = link_between(&self.links, &self.default_link, a, b);
+        let lost = link.loss > 0.0 && self.rng.gen_bool(link.loss);
+        let extra = if link.jitter.is_zero() { Duration::ZERO } else { link.jitter.mul_f64(self.rng.gen::<f64>()) };
+        let (latency, reorder) = (link.latency, link.reorder);
+        let mut sent = now;
+        if let Some(rate) = link.bytes_per_second {
+            let free = self.busy_until.entry((a, b)).or_insert(now);
+            sent = (*free).max(now) + Duration::from_secs_f64(size as f64 / rate as f64);
+            *free = sent;
+        }
+        if lost {
+            self.stats.lost += 1;
+            return Way::Lost;
+        }
+        let mut arrives = sent + latency + extra;
+        if let (false, Some(pair)) = (reorder, pair) {
+            let previous = self.last_arrival.entry(pair).or_insert(arrives);
+            arrives = arrives.max(*previous);
+            *previous = arrives;
+        }
+        Way::Arrives(arrives)
+    }
+
+    /// A message between `pair` that [`way`](Self::way) said arrives `at` has arrived: if
+    /// no later one is in flight, the pair needs no ordering entry any more.
+    pub(super) fn arrived(&mut self, pair: (Address, Address), at: Instant) {
+        if self.last_arrival.get(&pair) == Some(&at) {
+            self.last_arrival.remove(&pair);
+        }
+    }
+
+    /// Whether a copy delivered from `a` to `b` arrives a second time.
+    pub(super) fn duplicates(&mut self, a: usize, b: usize) -> bool {
+        let duplicate = self.link(a, b).duplicate;
+        duplicate > 0.0 && self.rng.gen_bool(duplicate)
+    }
+
+    pub(super) fn sink(&self, host: usize) -> Option<Arc<dyn Sink>> {
+        self.sinks[host].clone()
+    }
 }
 
 impl Net {
@@ -139,17 +246,24 @@ impl Net {
         Net {
             seed,
             started: Instant::now(),
-            rng: Mutex::new(StdRng::seed_from_u64(seed)),
             hosts: Mutex::default(),
             directory: RwLock::default(),
-            default_link: Mutex::new(Link::default()),
-            links: Mutex::default(),
-            partitions: Mutex::default(),
-            trace: Mutex::new(Trace { enabled: true, lines: Vec::new() }),
-            stats: Mutex::default(),
-            last_arrival: Mutex::default(),
-            busy_until: Mutex::default(),
+            wire: Mutex::new(Wire {
+                rng: StdRng::seed_from_u64(seed),
+                stats: Stats::default(),
+                default_link: Link::default(),
+                links: HashMap::new(),
+                partitions: Vec::new(),
+                sinks: Vec::new(),
+                last_arrival: DigestMap::default(),
+                busy_until: HashMap::new(),
+                flights: super::flight::Flights::default(),
+            }),
+            tracing: AtomicBool::new(true),
+            trace: Mutex::default(),
             resolver: RwLock::default(),
+            driver: Mutex::default(),
+            wake: tokio::sync::Notify::new(),
         }
     }
 
@@ -170,7 +284,8 @@ impl Net {
             Database::temporary().map_err(|e| SimError::Bureau { host: name.into(), source: Box::new(e.into()) })?;
         let mut hosts = self.hosts.lock();
         let id = hosts.len();
-        hosts.push(HostState { name: name.into(), config, db, bureau: None, sink: None });
+        hosts.push(HostState { name: name.into(), config, db, bureau: None });
+        self.wire.lock().sinks.push(None);
         drop(hosts);
         self.start(id);
         Ok(id)
@@ -182,14 +297,14 @@ impl Net {
         let bureau = Bureau::with_storage(host.config.clone(), WriteBehind::on_flush(host.db.clone()));
         let send_timeout = host.config.send_timeout;
         bureau.attach_remote(Arc::new(SimRemote { net: Arc::clone(self), host: id, send_timeout }));
-        host.sink = Some(bureau.sink());
+        self.wire.lock().sinks[id] = Some(bureau.sink());
         host.bureau = Some(bureau);
     }
 
     pub(super) fn crash(&self, id: usize) {
         let bureau = {
             let mut hosts = self.hosts.lock();
-            hosts[id].sink = None;
+            self.wire.lock().sinks[id] = None;
             hosts[id].bureau.take()
         };
         let lost_writes = bureau.map_or(0, Bureau::crash);
@@ -207,110 +322,32 @@ impl Net {
         Ok(())
     }
 
-    fn record(&self, line: impl FnOnce() -> String) {
-        let mut trace = self.trace.lock();
-        if trace.enabled {
+    pub(super) fn record(&self, line: impl FnOnce() -> String) {
+        if self.tracing.load(Ordering::Relaxed) {
             let ms = self.elapsed().as_millis();
             let line = format!("{ms:>9} {}", line());
-            trace.lines.push(line);
+            self.trace.lock().lines.push(line);
         }
     }
 
-    fn name_of(&self, address: &Address) -> String {
+    pub(super) fn name_of(&self, address: &Address) -> String {
         self.directory.read().get(address).map_or_else(|| address.to_string(), |(_, name)| name.clone())
     }
 
-    fn link(&self, from: usize, to: usize) -> Link {
-        let links = self.links.lock();
-        // Most simulations set no link of their own: skip hashing the pair then.
-        if !links.is_empty() {
-            if let Some(link) = links.get(&(from, to)) {
-                return link.clone();
-            }
-        }
-        drop(links);
-        self.default_link.lock().clone()
+    /// The simulated endpoint of host `id`, for failures.
+    pub(super) fn endpoint(&self, id: usize) -> String {
+        format!("sim/{}", self.hosts.lock()[id].name)
     }
 
-    fn cut(&self, a: usize, b: usize) -> bool {
-        if self.hosts.lock()[b].sink.is_none() {
-            return true;
-        }
-        let partitions = self.partitions.lock();
-        if partitions.is_empty() {
-            return false;
-        }
-        let now = self.elapsed();
-        partitions.iter().any(|p| {
-            now >= p.from
-                && now < p.until
-                && ((p.a.contains(&a) && p.b.contains(&b)) || (p.b.contains(&a) && p.a.contains(&b)))
-        })
-    }
-
-    /// Draws the fate of one copy of `size` bytes from host `a` to host `b`, carrying a
-    /// message from `sender` to `receiver` (kept in order unless the link reorders).
-    fn way(&self, a: usize, b: usize, size: usize, pair: Option<(Address, Address)>) -> Way {
-        if self.cut(a, b) {
-            self.stats.lock().blocked += 1;
-            return Way::Blocked;
-        }
-        let link = self.link(a, b);
-        let (lost, extra) = {
-            let mut rng = self.rng.lock();
-            let lost = link.loss > 0.0 && rng.gen_bool(link.loss);
-            let extra = if link.jitter.is_zero() { Duration::ZERO } else { link.jitter.mul_f64(rng.gen::<f64>()) };
-            (lost, extra)
-        };
-        let now = Instant::now();
-        let mut sent = now;
-        if let Some(rate) = link.bytes_per_second {
-            let mut busy = self.busy_until.lock();
-            let free = busy.entry((a, b)).or_insert(now);
-            sent = (*free).max(now) + Duration::from_secs_f64(size as f64 / rate as f64);
-            *free = sent;
-        }
-        if lost {
-            self.stats.lock().lost += 1;
-            return Way::Lost;
-        }
-        let mut arrives = sent + link.latency + extra;
-        if let (false, Some(pair)) = (link.reorder, pair) {
-            let mut last = self.last_arrival.lock();
-            let previous = last.entry(pair).or_insert(arrives);
-            arrives = arrives.max(*previous);
-            *previous = arrives;
-        }
-        Way::Arrives(arrives)
-    }
-
-    fn duplicates(&self, a: usize, b: usize) -> bool {
-        let link = self.link(a, b);
-        link.duplicate > 0.0 && self.rng.lock().gen_bool(link.duplicate)
-    }
-
-    fn sink(&self, host: usize) -> Option<Arc<dyn Sink>> {
-        self.hosts.lock()[host].sink.clone()
-    }
-
-    /// Carries a message from `from` (on host `src`) to `to` until `deadline`: sent again
-    /// after each loss, answered once, its acknowledgement carried back. `reply` goes with
-    /// the first copy handed over, for a request.
-    #[allow(clippy::too_many_arguments)]
-    async fn carry(
-        &self,
-        src: usize,
-        from: Address,
-        to: Address,
-        mut message: Outgoing,
-        mut reply: Option<Box<dyn ReplyPath>>,
-        deadline: Instant,
-        timeout: Duration,
-    ) -> Result<usize, SendFailure> {
+    /// Carries `flight`'s message to its receiver until its deadline: sent again after
+    /// each loss, answered once, its acknowledgement carried back. Returns the receiver's
+    /// host. The flight is boxed before this waits, so the future stays small.
+    async fn carry(self: &Arc<Self>, mut flight: Box<Flight>, outcome: Outcome) -> Result<usize, SendFailure> {
+        let (from, to, timeout) = (flight.from(), flight.to(), flight.timeout());
         let resolver = self.resolver.read().clone();
         if let Some(resolver) = resolver {
             if let Err(reason) = resolver.resolve(&to).await {
-                self.stats.lock().failed += 1;
+                self.wire.lock().stats.failed += 1;
                 self.record(|| format!("unroutable {} -> {}: {reason}", self.name_of(&from), self.name_of(&to)));
                 return Err(SendFailure::Unroutable { to, reason });
             }
@@ -318,103 +355,12 @@ impl Net {
         let Some(dst) = self.directory.read().get(&to).map(|(host, _)| *host) else {
             return Err(SendFailure::Unroutable { to, reason: Unroutable::UnknownAddress });
         };
-        let names = || (self.name_of(&from), self.name_of(&to));
-        let what = message.name;
-        let link = self.link(src, dst);
-        let endpoint = || format!("sim/{}", self.hosts.lock()[dst].name);
-        let size = message.payload.len();
-        let mut verdict: Option<Result<(), SendFailure>> = None;
-        let mut reached = false;
-        while Instant::now() < deadline {
-            match self.way(src, dst, size, Some((from, to))) {
-                Way::Blocked => {
-                    self.record(|| {
-                        let (sender, receiver) = names();
-                        format!("blocked {sender} -> {receiver} {what}")
-                    });
-                    sleep_until_or(deadline, link.retransmit_after()).await;
-                    continue;
-                }
-                Way::Lost => {
-                    reached = true;
-                    self.record(|| {
-                        let (sender, receiver) = names();
-                        format!("lost {sender} -> {receiver} {what}")
-                    });
-                    sleep_until_or(deadline, link.retransmit_after()).await;
-                    continue;
-                }
-                Way::Arrives(at) => {
-                    reached = true;
-                    tokio::time::sleep_until(at.min(deadline)).await;
-                    if at > deadline {
-                        break;
-                    }
-                }
-            }
-            let Some(sink) = self.sink(dst) else { continue };
-            let outcome = match &verdict {
-                Some(first) => {
-                    self.stats.lock().duplicates += 1;
-                    self.record(|| {
-                        let (sender, receiver) = names();
-                        format!("again {sender} -> {receiver} {what}")
-                    });
-                    first.clone()
-                }
-                None => {
-                    let payload = std::mem::take(&mut message.payload);
-                    let outcome = hand_over(&sink, from, to, &message, payload, reply.take(), deadline, timeout).await;
-                    match &outcome {
-                        Ok(()) => {
-                            self.stats.lock().delivered += 1;
-                            self.record(|| {
-                                let (sender, receiver) = names();
-                                format!("delivered {sender} -> {receiver} {what}")
-                            });
-                        }
-                        Err(e) => self.record(|| {
-                            let (sender, receiver) = names();
-                            format!("refused {sender} -> {receiver} {what}: {e}")
-                        }),
-                    }
-                    verdict = Some(outcome.clone());
-                    outcome
-                }
-            };
-            if self.duplicates(src, dst) {
-                self.stats.lock().duplicates += 1;
-                self.record(|| {
-                    let (sender, receiver) = names();
-                    format!("duplicate {sender} -> {receiver} {what}")
-                });
-            }
-            // The acknowledgement travels back, and may be lost too.
-            match self.way(dst, src, 16, None) {
-                Way::Arrives(at) if at <= deadline => {
-                    tokio::time::sleep_until(at).await;
-                    return outcome.map(|()| dst);
-                }
-                Way::Arrives(_) => break,
-                Way::Lost | Way::Blocked => {
-                    self.record(|| {
-                        let (sender, receiver) = names();
-                        format!("ack lost {receiver} -> {sender} {what}")
-                    });
-                    sleep_until_or(deadline, link.retransmit_after()).await;
-                }
-            }
-        }
-        self.stats.lock().failed += 1;
-        self.record(|| {
-            let (sender, receiver) = names();
-            format!("failed {sender} -> {receiver} {what}")
-        });
-        if reached {
-            Err(SendFailure::NotAcknowledged { to, after: timeout, endpoint: endpoint() })
-        } else {
-            let reason = "no route to the host (partitioned or down)".to_owned();
-            Err(SendFailure::Unreachable { to, after: timeout, endpoint: endpoint(), reason })
+        flight.set_destination(dst);
+        self.attempt(flight);
+        match outcome.await {
+            Ok(outcome) => outcome,
+            // The simulation was dropped with the message in flight.
+            Err(_) => Err(SendFailure::NotAcknowledged { to, after: timeout, endpoint: self.endpoint(dst) }),
         }
     }
 
@@ -428,14 +374,22 @@ impl Net {
         requester: Address,
         deadline: Instant,
     ) -> bool {
-        let link = self.link(src, dst);
         let names = || (self.name_of(&replier), self.name_of(&requester));
+        let pair = (replier, requester);
         while Instant::now() < deadline {
-            match self.way(src, dst, 64, Some((replier, requester))) {
+            let (way, pause) = {
+                let mut wire = self.wire.lock();
+                let way = wire.way(Instant::now(), self.elapsed(), src, dst, 64, Some(pair));
+                (way, wire.retransmit_after(src, dst))
+            };
+            match way {
                 Way::Arrives(at) if at <= deadline => {
                     tokio::time::sleep_until(at).await;
-                    if self.sink(dst).is_some() {
-                        self.stats.lock().delivered += 1;
+                    let mut wire = self.wire.lock();
+                    wire.arrived(pair, at);
+                    if wire.sinks[dst].is_some() {
+                        wire.stats.delivered += 1;
+                        drop(wire);
                         self.record(|| {
                             let (sender, receiver) = names();
                             format!("replied {sender} -> {receiver}")
@@ -449,11 +403,11 @@ impl Net {
                         let (sender, receiver) = names();
                         format!("reply lost {sender} -> {receiver}")
                     });
-                    sleep_until_or(deadline, link.retransmit_after()).await;
+                    tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
                 }
             }
         }
-        self.stats.lock().failed += 1;
+        self.wire.lock().stats.failed += 1;
         self.record(|| {
             let (sender, receiver) = names();
             format!("reply failed {sender} -> {receiver}")
@@ -462,13 +416,16 @@ impl Net {
     }
 }
 
-async fn sleep_until_or(deadline: Instant, pause: Duration) {
-    tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
+/// How handing a message over went: done at once, or waiting (for room in a full mailbox
+/// whose agent waits, or for the handler of an agent that acknowledges once handled).
+pub(super) enum HandOver {
+    Done(Result<(), SendFailure>),
+    Waits(Pin<Box<dyn Future<Output = Result<(), SendFailure>> + Send>>),
 }
 
 /// Hands a message to the receiving host's agents, as the transport's inbound side does.
 #[allow(clippy::too_many_arguments)]
-async fn hand_over(
+pub(super) fn hand_over(
     sink: &Arc<dyn Sink>,
     from: Address,
     to: Address,
@@ -477,7 +434,7 @@ async fn hand_over(
     reply: Option<Box<dyn ReplyPath>>,
     deadline: Instant,
     timeout: Duration,
-) -> Result<(), SendFailure> {
+) -> HandOver {
     let when_handled = sink.acknowledges_when_handled(&to) == Some(true);
     let (handled, was_handled) = if when_handled {
         let (tx, rx) = oneshot::channel();
@@ -495,20 +452,26 @@ async fn hand_over(
         reply: reply.map(ReplyTo::Remote),
         handled,
     });
-    match sink.offer(to, delivery) {
-        Ok(()) => {}
-        Err(Blocked::Failed(failure, _)) => return Err(failure),
-        Err(Blocked::Full(tx, delivery)) => {
-            crate::router::wait_for_space(tx, to, delivery, Some(deadline), timeout).await.map_err(|(f, _)| f)?
-        }
+    let waits_for_room = match sink.offer(to, delivery) {
+        Ok(()) => None,
+        Err(Blocked::Failed(failure, _)) => return HandOver::Done(Err(failure)),
+        Err(Blocked::Full(tx, delivery)) => Some((tx, delivery)),
+    };
+    if waits_for_room.is_none() && was_handled.is_none() {
+        return HandOver::Done(Ok(()));
     }
-    if let Some(was_handled) = was_handled {
-        // Dropped unhandled (the agent stopped first) counts as not acknowledged.
-        if tokio::time::timeout_at(deadline, was_handled).await.map(|r| r.is_ok()) != Ok(true) {
-            return Err(SendFailure::NotAcknowledged { to, after: timeout, endpoint: "sim".into() });
+    HandOver::Waits(Box::pin(async move {
+        if let Some((tx, delivery)) = waits_for_room {
+            crate::router::wait_for_space(tx, to, delivery, Some(deadline), timeout).await.map_err(|(f, _)| f)?;
         }
-    }
-    Ok(())
+        if let Some(was_handled) = was_handled {
+            // Dropped unhandled (the agent stopped first) counts as not acknowledged.
+            if tokio::time::timeout_at(deadline, was_handled).await.map(|r| r.is_ok()) != Ok(true) {
+                return Err(SendFailure::NotAcknowledged { to, after: timeout, endpoint: "sim".into() });
+            }
+        }
+        Ok(())
+    }))
 }
 
 /// The simulated network as one host's way out.
@@ -528,7 +491,8 @@ impl RemoteSend for SimRemote {
         timeout: Duration,
     ) -> Result<(), SendFailure> {
         let deadline = Instant::now() + timeout;
-        self.net.carry(self.host, from.address(), to, message, None, deadline, timeout).await.map(drop)
+        let (flight, outcome) = Flight::new(self.host, from.address(), to, message, None, deadline, timeout);
+        self.net.carry(flight, outcome).await.map(drop)
     }
 
     async fn request(
@@ -542,10 +506,9 @@ impl RemoteSend for SimRemote {
         let (back, answer) = oneshot::channel();
         let path = SimReply { net: Arc::clone(&self.net), requester: from.address(), host: self.host, deadline, back };
         let message = Outgoing { header: Header { expects_reply: true, ..message.header }, ..message };
-        self.net
-            .carry(self.host, from.address(), to, message, Some(Box::new(path)), deadline, timeout)
-            .await
-            .map_err(RequestError::Send)?;
+        let (flight, outcome) =
+            Flight::new(self.host, from.address(), to, message, Some(Box::new(path)), deadline, timeout);
+        self.net.carry(flight, outcome).await.map_err(RequestError::Send)?;
         match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(answer)) => answer,
             // The replier's host crashed with the request: nothing comes back.
