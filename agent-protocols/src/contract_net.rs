@@ -38,7 +38,7 @@ use agent_core::{Address, Agent, Context, Message};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::dialogue::{Dialogue, DialogueError, Dialogues, Refused, Rules, Step, EXPIRED};
+use crate::dialogue::{Data, Dialogue, DialogueError, Dialogues, Refused, Rules, Step, EXPIRED};
 use crate::settlement::{refund_when_due, release_by, REFUND_GRACE};
 
 /// The role that calls for proposals.
@@ -485,10 +485,10 @@ struct Kept<A> {
     answer: Option<A>,
 }
 
-fn kept(call: u128, answer: Option<&Answer>) -> serde_json::Value {
+fn kept(call: u128, answer: Option<&Answer>) -> Data {
     let kept = Kept { call: format!("{call:032x}"), answer };
     // Nothing in a call id or an answer (JSON already) can fail to encode.
-    serde_json::to_value(kept).unwrap_or_default()
+    Data::encode(&kept).unwrap_or_else(|_| Data::from(serde_json::Value::Null))
 }
 
 /// The calls this initiator made that still wait for a decision, read from its storage:
@@ -501,7 +501,7 @@ pub fn recall<P: DeserializeOwned>(ctx: &Context, book: &Book) -> Result<Vec<Cal
     let dialogues = book.get(ctx, INITIATOR)?;
     let mut calls: BTreeMap<u128, Recalled<P>> = BTreeMap::new();
     for dialogue in dialogues.all() {
-        let Some(kept) = dialogue.data.and_then(|data| serde_json::from_value::<Kept<Answer>>(data).ok()) else {
+        let Some(kept) = dialogue.data.and_then(|data| data.decode::<Kept<Answer>>().ok()) else {
             continue;
         };
         let Ok(call) = u128::from_str_radix(&kept.call, 16) else { continue };
@@ -813,17 +813,14 @@ pub trait Participant: Send + Sync + 'static {
 ///
 /// [`Dialogue::data`]: crate::dialogue::Dialogue::data
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct HeldProposal {
-    proposal: serde_json::Value,
+struct HeldProposal<P> {
+    proposal: P,
     hold_until_ms: u64,
 }
 
-impl HeldProposal {
-    /// The held proposal kept as `data`, decoded as `P`.
-    fn decode<P: DeserializeOwned>(data: Option<serde_json::Value>) -> Option<P> {
-        let held: HeldProposal = serde_json::from_value(data?).ok()?;
-        serde_json::from_value(held.proposal).ok()
-    }
+/// The proposal held in `data` (a [`HeldProposal`] kept with a dialogue), decoded as `P`.
+fn held_proposal<P: DeserializeOwned>(data: Option<Data>) -> Option<P> {
+    data?.decode::<HeldProposal<P>>().ok().map(|held| held.proposal)
 }
 
 /// The timers that release a participant's holds when they end, by dialogue; each is
@@ -866,9 +863,10 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                     Err(e) => return tracing::error!(error = %e, "cannot load the contract-net dialogues"),
                 };
                 for dialogue in dialogues.all() {
-                    if let Some(held) = dialogue.data.and_then(|data| serde_json::from_value::<HeldProposal>(data).ok())
-                    {
-                        release_when_hold_ends(&participant, &book, &holds, dialogue.id, dialogue.peer, held);
+                    let Some(kept) = dialogue.data else { continue };
+                    if let Ok(held) = kept.decode::<HeldProposal<serde::de::IgnoredAny>>() {
+                        let (id, initiator) = (dialogue.id, dialogue.peer);
+                        release_when_hold_ends(&participant, &book, &holds, id, initiator, held.hold_until_ms, kept);
                     }
                 }
             }
@@ -895,7 +893,7 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                     Err(refused) => return tell(&ctx, id, from, refused).await,
                 };
                 holds.stop(id);
-                if let Some(earlier) = HeldProposal::decode::<P::Proposal>(earlier) {
+                if let Some(earlier) = held_proposal::<P::Proposal>(earlier) {
                     participant.release(from, earlier).await;
                 }
                 let default_hold = cfp.deadline_ms.saturating_add(DEFAULT_HOLD_AFTER_DEADLINE.as_millis() as u64);
@@ -904,27 +902,32 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                     Err(_) => None,
                 };
                 let (answer, held) = match evaluated {
-                    Some((proposal, hold_until_ms)) => match serde_json::to_value(&proposal) {
-                        Ok(value) => {
-                            let pay_to = ctx.wallet().ok().map(|wallet| wallet.address());
-                            let hold_until_ms = hold_until_ms.unwrap_or(default_hold);
-                            let held = HeldProposal { proposal: value.clone(), hold_until_ms };
-                            let answer =
-                                Answer::Propose { proposal: value, hold_until_ms: Some(hold_until_ms), pay_to };
-                            (answer, Some((held, proposal)))
+                    Some((proposal, hold_until_ms)) => {
+                        let hold_until_ms = hold_until_ms.unwrap_or(default_hold);
+                        let encoded = serde_json::to_value(&proposal).and_then(|value| {
+                            let kept = Data::encode(&HeldProposal { proposal: &value, hold_until_ms })?;
+                            Ok((value, kept))
+                        });
+                        match encoded {
+                            Ok((value, kept)) => {
+                                let pay_to = ctx.wallet().ok().map(|wallet| wallet.address());
+                                let answer =
+                                    Answer::Propose { proposal: value, hold_until_ms: Some(hold_until_ms), pay_to };
+                                (answer, Some((kept, hold_until_ms, proposal)))
+                            }
+                            Err(e) => (Answer::Refuse { reason: e.to_string() }, None),
                         }
-                        Err(e) => (Answer::Refuse { reason: e.to_string() }, None),
-                    },
+                    }
                     None => (Answer::Refuse { reason: "no proposal".into() }, None),
                 };
-                let step = match held.as_ref().map(|(held, _)| serde_json::to_value(held)) {
-                    Some(Ok(kept)) => Step::default().keeping(kept),
-                    _ => Step::default(),
+                let step = match &held {
+                    Some((kept, _, _)) => Step::default().keeping(kept.clone()),
+                    None => Step::default(),
                 };
                 match dialogues.outgoing_with(answer_step(&answer), id, now_ms(), step) {
                     Ok(_) => {
-                        if let Some((held, _)) = held {
-                            release_when_hold_ends(&participant, &book, &holds, id, from, held);
+                        if let Some((kept, hold_until_ms, _)) = held {
+                            release_when_hold_ends(&participant, &book, &holds, id, from, hold_until_ms, kept);
                         }
                         // A proposal the initiator no longer waits for (it came after the call's
                         // wait, by the initiator's clock) is sent in the dialogue instead, so
@@ -942,7 +945,7 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                     // Too late to propose (the deadline passed while evaluating): what the
                     // proposal would have held goes back at once.
                     Err(_) => {
-                        if let Some((_, proposal)) = held {
+                        if let Some((_, _, proposal)) = held {
                             participant.release(from, proposal).await;
                         }
                     }
@@ -965,7 +968,7 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                 // Performed on a task of its own: the work may take long (a lead time, a
                 // computation), and the participant goes on answering other calls.
                 tokio::spawn(async move {
-                    let report = match HeldProposal::decode::<P::Proposal>(held) {
+                    let report = match held_proposal::<P::Proposal>(held) {
                         Some(proposal) => match participant.perform(from, proposal).await {
                             Ok(result) => match serde_json::to_value(result) {
                                 Ok(result) => Report::Done { result },
@@ -994,7 +997,7 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
             Err(refused) => return tell(&ctx, id, from, refused).await,
         };
         holds.stop(id);
-        if let Some(proposal) = HeldProposal::decode::<P::Proposal>(held) {
+        if let Some(proposal) = held_proposal::<P::Proposal>(held) {
             participant.release(from, proposal).await;
         }
     };
@@ -1025,16 +1028,17 @@ fn release_when_hold_ends<P: Participant>(
     holds: &Holds,
     id: u128,
     initiator: Address,
-    held: HeldProposal,
+    hold_until_ms: u64,
+    kept: Data,
 ) {
     let (participant, book) = (Arc::clone(participant), book.clone());
     let timer = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(held.hold_until_ms.saturating_sub(now_ms()))).await;
-        let (Some(dialogues), Ok(kept)) = (book.dialogues(), serde_json::to_value(&held)) else { return };
+        tokio::time::sleep(Duration::from_millis(hold_until_ms.saturating_sub(now_ms()))).await;
+        let Some(dialogues) = book.dialogues() else { return };
         // Only the proposal this hold was for: a revised call may have replaced it.
         match dialogues.take_data(id, Some(&kept)) {
             Ok(taken) => {
-                if let Some(proposal) = HeldProposal::decode::<P::Proposal>(taken) {
+                if let Some(proposal) = held_proposal::<P::Proposal>(taken) {
                     tracing::debug!(dialogue = %format!("{id:032x}"), "a proposal's hold ended without a decision");
                     participant.release(initiator, proposal).await;
                 }
