@@ -337,7 +337,7 @@ pub async fn award<P, R: DeserializeOwned>(
         if winners.contains(&to) && dialogues.outgoing_named("Accept", id, now_ms()).is_ok() {
             let ctx = ctx.clone();
             reports.spawn(async move {
-                (to, id, ctx.request_in::<Accept, Report>(id, to, Accept, Some(perform_timeout)).await)
+                (to, id, ctx.request_in::<Accept, Report>(id, to, Accept::default(), Some(perform_timeout)).await)
             });
         } else {
             losers.push((id, to));

@@ -40,10 +40,17 @@ pub enum Answer {
     },
 }
 
-/// The initiator's decision on a proposal.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+/// The initiator's decision on a proposal: accepted, and paid through escrow if `payment`
+/// is given ([`award_and_pay`]). The escrow names the winner's wallet as its beneficiary
+/// and its arbiter: the winner releases it to itself once it has done the task (its
+/// inform-done), and the initiator may take it back only after its deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema, Message)]
 #[message(name = "agora.cnp.Accept")]
-pub struct Accept;
+pub struct Accept {
+    /// The escrow holding the price, if the award is paid through one.
+    #[serde(default)]
+    pub payment: Option<Payment>,
+}
 
 /// Why a proposal was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -119,7 +126,8 @@ pub struct Cancel {
 /// request, and its digest, by which participants are found in the almanac. [`serve`]
 /// includes it (with the participant's handlers) in an agent.
 pub fn protocol() -> agent_core::Protocol {
-    agent_core::Protocol::new("agora.contract-net", "1.0.0")
+    // 2.0.0: an award carries its payment, released by the winner (1.0.0's Accept had none).
+    agent_core::Protocol::new("agora.contract-net", "2.0.0")
         .message::<Cfp>()
         .message::<Answer>()
         .message::<Accept>()

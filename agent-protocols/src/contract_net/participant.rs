@@ -179,7 +179,7 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
     }
     {
         let (book, participant, holds) = (book.clone(), participant.clone(), holds.clone());
-        served = served.on_message(move |ctx: Context, from: Address, _: Accept| {
+        served = served.on_message(move |ctx: Context, from: Address, accept: Accept| {
             let (book, participant, holds) = (book.clone(), participant.clone(), holds.clone());
             async move {
                 let (Ok(dialogues), Some(id)) = (book.get(&ctx, PARTICIPANT), ctx.session()) else { return };
@@ -189,6 +189,7 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                 };
                 holds.stop(id);
                 let Ok(reply) = ctx.defer_reply() else { return };
+                let paid_by = accept.payment.and_then(|payment| Some((payment, ctx.wallet().ok()?)));
                 // Performed on a task of its own: the work may take long (a lead time, a
                 // computation), and the participant goes on answering other calls.
                 tokio::spawn(async move {
@@ -205,9 +206,13 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                     };
                     let Some(dialogues) = book.dialogues() else { return };
                     if dialogues.outgoing_named(report_step(&report), id, now_ms()).is_ok() {
+                        // Done, and not cancelled meanwhile: collect the pay before saying so.
+                        if let (Report::Done { .. }, Some((payment, wallet))) = (&report, paid_by) {
+                            collect(&wallet, id, &payment).await;
+                        }
                         // Not sent if cancelled meanwhile (the initiator no longer waits).
                         // A send that fails ends like silence: the initiator's wait times
-                        // out and its escrow is refunded at the deadline.
+                        // out, and its escrow is refunded at the deadline unless released.
                         let _ = reply.send(report).await;
                     }
                 });
@@ -240,6 +245,25 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
     agent.include(served);
     sweep(agent, &book, PARTICIPANT);
     book
+}
+
+/// Releases to this participant the escrow that paid for the task of dialogue `id`, now
+/// done: if it is open on the ledger for this deal with this participant's wallet as its
+/// beneficiary and arbiter. Tries until the escrow's deadline ([`release_by`]); after it,
+/// the escrow belongs to the payer's refund.
+async fn collect(wallet: &agent_core::Wallet, id: u128, payment: &Payment) {
+    let escrow = match wallet.escrow(payment.escrow).await {
+        Ok(Some(escrow)) => escrow,
+        Ok(None) => return tracing::warn!(escrow = %payment.escrow, "the escrow paying for a task is not open"),
+        Err(e) => return tracing::warn!(escrow = %payment.escrow, error = %e, "the ledger could not be read"),
+    };
+    let mine = escrow.beneficiary == wallet.address() && escrow.arbiter == wallet.address();
+    if !mine || escrow.deal != Some(deal_of(id)) {
+        return tracing::warn!(escrow = %payment.escrow, "the escrow paying for a task is not this participant's to release");
+    }
+    if !release_by(wallet, payment.escrow, escrow.deadline_ms).await {
+        tracing::warn!(escrow = %payment.escrow, "a task was done but its escrow could not be released");
+    }
 }
 
 /// Releases the proposal of dialogue `id` (made to `initiator`) once its hold ends, if no

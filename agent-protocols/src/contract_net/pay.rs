@@ -16,8 +16,10 @@ pub struct Settlement<R> {
     pub result: Result<R, String>,
     /// The escrow locked for it (none if the lock failed: then it was not awarded).
     pub escrow: Option<EscrowId>,
-    /// Whether the escrow was released to the winner. If not, it is refunded to the
-    /// initiator once its deadline has passed ([`refund_when_due`] runs in the background).
+    /// Whether the escrow was released to the winner (by the winner, its arbiter, or by the
+    /// initiator on its report of done). If not, it is refunded to the initiator once its
+    /// deadline has passed ([`refund_when_due`] runs in the background), unless the winner
+    /// releases it before then: a winner whose report of done was lost is still paid.
     pub paid: bool,
 }
 
@@ -34,11 +36,15 @@ pub enum Paid<R> {
 
 /// [`award`], paying each winner through escrow from the initiator's wallet: the price
 /// (`price_of` the proposal) is locked for the winner's wallet, keyed by the dialogue
-/// ([`deal_of`]), before the award is sent; it is released when the winner reports done,
-/// and refunded after its deadline (`perform_timeout` plus [`REFUND_GRACE`]) on a failure,
-/// a cancellation or no report. A winner whose price cannot be locked (no wallet given,
-/// insufficient funds) is not awarded. No path leaves the money locked past its deadline
-/// or pays it twice: the ledger settles an escrow once.
+/// ([`deal_of`]), before the award is sent with its [`Payment`]. The winner's wallet is the
+/// escrow's arbiter: the winner releases it to itself when it has done the task, before it
+/// reports done (and the initiator releases it too on that report, in case the winner's
+/// release failed), so the initiator cannot take back what was earned. On a failure, a
+/// cancellation or no report it is refunded to the initiator after its deadline
+/// (`perform_timeout` plus [`REFUND_GRACE`]), and neither side can refund it before. A
+/// winner whose price cannot be locked (no wallet given, insufficient funds) is not
+/// awarded. No path leaves the money locked past its deadline or pays it twice: the ledger
+/// settles an escrow once.
 pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
     ctx: &Context,
     book: &Book,
@@ -71,13 +77,16 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
                 let price = price_of(&proposal.proposal);
                 // Each winner's own deadline, from its own lock: winners locked later get
                 // their full time too.
-                let deadline_ms = now_ms() + (perform_timeout + REFUND_GRACE).as_millis() as u64;
-                match wallet.lock(price, pay_to, deadline_ms, wallet.address(), Some(deal_of(id))).await {
+                let deliver_by_ms = now_ms().saturating_add(perform_timeout.as_millis() as u64);
+                let deadline_ms = deliver_by_ms.saturating_add(REFUND_GRACE.as_millis() as u64);
+                // The winner is the arbiter: it releases the escrow once it has done the task.
+                match wallet.lock(price, pay_to, deadline_ms, pay_to, Some(deal_of(id))).await {
                     Ok((escrow, _)) => {
                         // Scheduled now, whatever happens next (this future dropped, the
                         // award refused): a release before the deadline makes it a no-op.
                         refund_when_due(wallet.clone(), escrow, deadline_ms);
-                        Some((escrow, deadline_ms))
+                        let payment = Payment { deal: deal_of(id), escrow, price, deliver_by_ms };
+                        Some((payment, deadline_ms))
                     }
                     Err(e) => {
                         let result = Err(format!("the price could not be locked: {e}"));
@@ -88,11 +97,13 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
             }
         };
         match locked {
-            Some((escrow, deadline_ms)) if dialogues.outgoing_named("Accept", id, now_ms()).is_ok() => {
+            Some((payment, deadline_ms)) if dialogues.outgoing_named("Accept", id, now_ms()).is_ok() => {
                 let (ctx, book, wallet) = (ctx.clone(), book.clone(), wallet.clone());
+                let escrow = payment.escrow;
                 // Each winner is heard and paid on its own, side by side.
                 reports.spawn(async move {
-                    let report = ctx.request_in::<Accept, Report>(id, to, Accept, Some(perform_timeout)).await;
+                    let accept = Accept { payment: Some(payment) };
+                    let report = ctx.request_in::<Accept, Report>(id, to, accept, Some(perform_timeout)).await;
                     let Some(dialogues) = book.dialogues() else {
                         return Settlement {
                             winner: to,
