@@ -77,6 +77,16 @@ impl Storage {
         Ok(())
     }
 
+    /// Stores `json`, a value its caller encoded as JSON itself, at `key`, as
+    /// [`set`](Self::set) would store it: for writers on a hot path with an encoder of their
+    /// own (dialogues write a record at every step of every conversation). Bytes that are
+    /// not one JSON value are stored all the same, and a later [`get`](Self::get) of them
+    /// fails with [`StorageError::Decode`].
+    pub fn set_json(&self, key: &str, json: Vec<u8>) -> Result<(), StorageError> {
+        self.store.put(TABLE, self.key(key), Some(json))?;
+        Ok(())
+    }
+
     /// Removes `key`; returns whether it was present.
     pub fn remove(&self, key: &str) -> Result<bool, StorageError> {
         Ok(self.store.remove(TABLE, self.key(key))?)

@@ -25,8 +25,9 @@
 //! What the ledger cannot check is the delivery itself: a seller's release is its signed
 //! word that it delivered, as inform-done is in FIPA.
 //!
-//! Contract-net's [`award_and_pay`](crate::contract_net::award_and_pay) locks with the
-//! initiator as the arbiter, releasing on the winner's report; the auctions use
+//! Contract-net's [`award_and_pay`](crate::contract_net::award_and_pay) locks on the same
+//! terms (the winner's wallet as beneficiary and arbiter), and the award carries the
+//! [`Payment`]: the winner releases the escrow once it has done the task; the auctions use
 //! [`pay_on_delivery`] and [`serve_sales`].
 
 use std::collections::HashMap;

@@ -723,7 +723,7 @@ async fn an_accept_from_a_stranger_in_anothers_dialogue_is_refused_and_nothing_i
     let dialogue = called.proposals[0].dialogue;
 
     let stranger_ctx = m.bureau.context(stranger).unwrap();
-    stranger_ctx.send_in(dialogue, seller, contract_net::Accept).await.unwrap();
+    stranger_ctx.send_in(dialogue, seller, contract_net::Accept::default()).await.unwrap();
     wait_for(|| !heard.lock().is_empty()).await;
     let heard_now = heard.lock().clone();
     assert_eq!(heard_now.len(), 1, "{heard_now:?}");

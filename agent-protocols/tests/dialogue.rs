@@ -163,7 +163,8 @@ async fn a_restarted_agent_resumes_its_dialogues() {
     let seller = Dialogues::load(haggle(), "seller", storage).unwrap();
     let resumed = seller.get(9).expect("the dialogue is back");
     assert_eq!((resumed.state.as_str(), resumed.peer), ("countered", buyer));
-    assert_eq!(resumed.data, Some(serde_json::json!({ "price": 120 })), "what the step kept is back");
+    let kept = resumed.data.map(|data| data.decode::<serde_json::Value>().unwrap());
+    assert_eq!(kept, Some(serde_json::json!({ "price": 120 })), "what the step kept is back");
     let said: Vec<(&str, &str, u64)> =
         resumed.said.iter().map(|s| (s.message.as_str(), s.sender.as_str(), s.at_ms)).collect();
     assert_eq!(said, [("Offer", "buyer", T0), ("Counter", "seller", T0 + 100)]);
@@ -171,6 +172,7 @@ async fn a_restarted_agent_resumes_its_dialogues() {
     assert!(matches!(seller.outgoing::<Counter>(9, T0 + 200), Err(DialogueError::OutOfOrder { .. })));
     assert!(seller.get(9).unwrap().data.is_some(), "a refused step keeps what was kept");
     let replaced = seller.incoming::<Offer>(9, buyer, T0 + 300).unwrap();
+    let replaced = replaced.map(|data| data.decode::<serde_json::Value>().unwrap());
     assert_eq!(replaced, Some(serde_json::json!({ "price": 120 })), "a step hands back what it replaced");
     assert_eq!(seller.get(9).unwrap().data, None);
     bureau.shutdown().await.unwrap();

@@ -1,11 +1,12 @@
-//! Contract-net awards paid through escrow keyed by the dialogue: released on done,
-//! refunded after the deadline on failure, never paid twice, and nothing awarded that
-//! cannot be paid. Balances are checked on the ledger.
+//! Contract-net awards paid through escrow keyed by the dialogue, with the winner as its
+//! arbiter: released by the winner on done (so the payer cannot take it back once the work
+//! is done), refunded after the deadline on failure, cancel or silence, never paid twice,
+//! and nothing awarded that cannot be paid. Balances are checked on the ledger.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_core::ledger::{Ledger, LocalLedger, LocalLedgerConfig};
+use agent_core::ledger::{Ledger, LocalLedger, LocalLedgerConfig, Operation};
 use agent_core::{Address, Agent, Bureau, Config, Identity, Wallet};
 use agent_protocols::contract_net::{self, Paid, Participant, Unperformed};
 
@@ -89,6 +90,123 @@ async fn the_winner_is_paid_once_through_escrow_keyed_by_the_dialogue() {
     );
     assert!(s.buyer_wallet.release(escrow).await.is_err(), "never paid twice");
     assert_eq!(s.ledger.balance(cheap_wallet).await.unwrap(), 90);
+    // The winner was the escrow's arbiter, and released it itself on doing the work.
+    let lock = history.iter().find(|r| r.escrow == Some(escrow)).expect("the lock");
+    assert!(matches!(lock.tx.operation, Operation::Lock { arbiter, .. } if arbiter == cheap_wallet), "{lock:?}");
+    let release = history.iter().find(|r| matches!(r.tx.operation, Operation::Release { escrow: e } if e == escrow));
+    assert_eq!(release.map(|r| r.tx.signer), Some(cheap_wallet), "released by the winner");
+    s.bureau.shutdown().await.unwrap();
+}
+
+/// Performs after a pause, well within the award's time.
+struct Quick;
+
+#[async_trait::async_trait]
+impl Participant for Quick {
+    type Task = String;
+    type Proposal = u128;
+    type Result = String;
+
+    async fn evaluate(&self, _initiator: Address, _task: String) -> Option<(u128, Option<u64>)> {
+        Some((60, None))
+    }
+
+    async fn perform(&self, _initiator: Address, _price: u128) -> Result<String, Unperformed> {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok("done".into())
+    }
+}
+
+/// The payer stops waiting once the work has started (its award dropped: it never releases
+/// and could refund after the deadline): the winner, the escrow's arbiter, releases it on
+/// doing the work, so it is paid, and the payer's refund after the deadline finds nothing.
+#[tokio::test]
+async fn a_winner_that_did_the_work_is_paid_even_if_the_payer_never_releases() {
+    let s = setup(1_000).await;
+    let mut agent = Agent::builder("quick").build().unwrap();
+    contract_net::serve(&mut agent, Arc::new(Quick));
+    let quick = s.bureau.add(agent).unwrap();
+    let quick_wallet = s.bureau.context(quick).unwrap().wallet().unwrap().address();
+    let ctx = s.bureau.context(s.buyer).unwrap();
+    let called =
+        contract_net::call::<_, u128>(&ctx, &s.book, &[quick], &"parts", Duration::from_secs(2)).await.unwrap();
+    let winners = [quick];
+    let award =
+        contract_net::award_and_pay::<u128, String>(&ctx, &s.book, &called, &winners, |p| *p, Duration::from_secs(1));
+    assert!(tokio::time::timeout(Duration::from_millis(100), award).await.is_err(), "abandoned while it works");
+    let open = s.buyer_wallet.open_escrows(10).await.unwrap();
+    assert_eq!(open.len(), 1, "locked");
+    let (escrow, terms) = open[0].clone();
+    assert_eq!((terms.beneficiary, terms.arbiter), (quick_wallet, quick_wallet));
+
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while s.ledger.balance(quick_wallet).await.unwrap() != 60 {
+        assert!(tokio::time::Instant::now() < until, "the winner was never paid");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Past the deadline (1 s and the grace), the payer's refund is refused: paid once.
+    let past = terms.deadline_ms.saturating_sub(agent_core::envelope::unix_now_ms()) + 100;
+    tokio::time::sleep(Duration::from_millis(past)).await;
+    assert!(s.buyer_wallet.refund(escrow).await.is_err(), "the payer cannot take back what was earned");
+    assert_eq!(s.ledger.balance(s.buyer_wallet.address()).await.unwrap(), 940);
+    assert_eq!(s.ledger.balance(quick_wallet).await.unwrap(), 60);
+    assert_eq!(s.ledger.audit_total().unwrap(), 1_000);
+    s.bureau.shutdown().await.unwrap();
+}
+
+/// Accepts the award and never reports.
+struct Silent;
+
+#[async_trait::async_trait]
+impl Participant for Silent {
+    type Task = String;
+    type Proposal = u128;
+    type Result = String;
+
+    async fn evaluate(&self, _initiator: Address, _task: String) -> Option<(u128, Option<u64>)> {
+        Some((75, None))
+    }
+
+    async fn perform(&self, _initiator: Address, _price: u128) -> Result<String, Unperformed> {
+        std::future::pending().await
+    }
+}
+
+/// A winner that never reports is not paid: the award is withdrawn and the escrow refunded
+/// to the payer after its deadline.
+#[tokio::test]
+async fn a_winner_that_never_reports_is_not_paid_and_the_escrow_is_refunded() {
+    let s = setup(1_000).await;
+    let mut agent = Agent::builder("silent").build().unwrap();
+    contract_net::serve(&mut agent, Arc::new(Silent));
+    let silent = s.bureau.add(agent).unwrap();
+    let silent_wallet = s.bureau.context(silent).unwrap().wallet().unwrap().address();
+    let ctx = s.bureau.context(s.buyer).unwrap();
+    let called =
+        contract_net::call::<_, u128>(&ctx, &s.book, &[silent], &"parts", Duration::from_secs(2)).await.unwrap();
+    let paid = contract_net::award_and_pay::<u128, String>(
+        &ctx,
+        &s.book,
+        &called,
+        &[silent],
+        |p| *p,
+        Duration::from_millis(200),
+    )
+    .await
+    .unwrap();
+    let Paid::Settled(settled) = paid else { panic!("{paid:?}") };
+    assert!(settled[0].result.as_ref().is_err_and(|e| e.contains("no report")), "{:?}", settled[0].result);
+    assert!(!settled[0].paid);
+    assert_eq!(s.ledger.balance(s.buyer_wallet.address()).await.unwrap(), 925, "locked until its deadline");
+    let escrow = settled[0].escrow.unwrap();
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while s.ledger.escrow(escrow).await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < until, "never refunded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(s.ledger.balance(s.buyer_wallet.address()).await.unwrap(), 1_000);
+    assert_eq!(s.ledger.balance(silent_wallet).await.unwrap(), 0);
+    assert_eq!(s.ledger.audit_total().unwrap(), 1_000);
     s.bureau.shutdown().await.unwrap();
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use agent_core::storage::Storage;
 use agent_core::{Address, Message};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::rules::Rules;
@@ -53,7 +54,56 @@ pub struct Dialogue {
     /// received), written in the same record as the step that set it. Every step replaces
     /// it (with nothing, unless the step gives it: [`Step::keeping`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<serde_json::Value>,
+    pub data: Option<Data>,
+}
+
+/// What a protocol keeps with a dialogue's state ([`Dialogue::data`]): one JSON value, held
+/// as its text. A dialogue is written at every step, and the text goes into the record as
+/// it is, where a `serde_json::Value` would be walked and encoded again at each step;
+/// clones share the text (a call keeps the same data with each of its thousand dialogues).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Data(Arc<str>);
+
+impl Data {
+    /// `value`, encoded as JSON.
+    pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Data, serde_json::Error> {
+        serde_json::to_string(value).map(|text| Data(text.into()))
+    }
+
+    /// The value, decoded as `T`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(&self.0)
+    }
+
+    /// The JSON text.
+    pub fn as_json(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<serde_json::Value> for Data {
+    fn from(value: serde_json::Value) -> Data {
+        Data(value.to_string().into())
+    }
+}
+
+impl std::fmt::Debug for Data {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// As the JSON value it holds, as if it were a `serde_json::Value`.
+impl Serialize for Data {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.decode::<serde_json::Value>().map_err(serde::ser::Error::custom)?.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Data {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Data, D::Error> {
+        serde_json::Value::deserialize(d).map(Data::from)
+    }
 }
 
 /// What a step sets besides the new state: a deadline of its own instead of the rules' (a
@@ -62,7 +112,7 @@ pub struct Dialogue {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Step {
     deadline_ms: Option<u64>,
-    data: Option<serde_json::Value>,
+    data: Option<Data>,
 }
 
 impl Step {
@@ -72,9 +122,10 @@ impl Step {
         self
     }
 
-    /// Keeps `data` with the new state, in the same write as the step.
-    pub fn keeping(mut self, data: serde_json::Value) -> Step {
-        self.data = Some(data);
+    /// Keeps `data` (a [`Data`], or a `serde_json::Value`) with the new state, in the same
+    /// write as the step.
+    pub fn keeping(mut self, data: impl Into<Data>) -> Step {
+        self.data = Some(data.into());
         self
     }
 }
@@ -340,18 +391,13 @@ impl Dialogues {
 
     /// Checks that this agent may send an `M` in dialogue `id` now, and records it. Returns
     /// what was kept with the state it left ([`Dialogue::data`]).
-    pub fn outgoing<M: Message>(&self, id: u128, now_ms: u64) -> Result<Option<serde_json::Value>, DialogueError> {
+    pub fn outgoing<M: Message>(&self, id: u128, now_ms: u64) -> Result<Option<Data>, DialogueError> {
         self.outgoing_with(M::NAME, id, now_ms, Step::default())
     }
 
     /// [`outgoing`](Self::outgoing) for a step declared with
     /// [`named_step`](super::RulesBuilder::named_step).
-    pub fn outgoing_named(
-        &self,
-        message: &str,
-        id: u128,
-        now_ms: u64,
-    ) -> Result<Option<serde_json::Value>, DialogueError> {
+    pub fn outgoing_named(&self, message: &str, id: u128, now_ms: u64) -> Result<Option<Data>, DialogueError> {
         self.outgoing_with(message, id, now_ms, Step::default())
     }
 
@@ -363,7 +409,7 @@ impl Dialogues {
         id: u128,
         now_ms: u64,
         step: Step,
-    ) -> Result<Option<serde_json::Value>, DialogueError> {
+    ) -> Result<Option<Data>, DialogueError> {
         let mut live = self.live.lock();
         let Some(dialogue) = live.get_mut(&id) else {
             return Err(DialogueError::Unknown { dialogue: id, message: message.into() });
@@ -375,12 +421,7 @@ impl Dialogues {
     /// that may open a dialogue (a step out of the initial state sent by a role other than
     /// this agent's) opens one with its sender as the peer. Returns what was kept with the
     /// state it left ([`Dialogue::data`]).
-    pub fn incoming<M: Message>(
-        &self,
-        id: u128,
-        from: Address,
-        now_ms: u64,
-    ) -> Result<Option<serde_json::Value>, DialogueError> {
+    pub fn incoming<M: Message>(&self, id: u128, from: Address, now_ms: u64) -> Result<Option<Data>, DialogueError> {
         self.incoming_with(M::NAME, id, from, now_ms, Step::default())
     }
 
@@ -392,7 +433,7 @@ impl Dialogues {
         id: u128,
         from: Address,
         now_ms: u64,
-    ) -> Result<Option<serde_json::Value>, DialogueError> {
+    ) -> Result<Option<Data>, DialogueError> {
         self.incoming_with(message, id, from, now_ms, Step::default())
     }
 
@@ -405,7 +446,7 @@ impl Dialogues {
         from: Address,
         now_ms: u64,
         step: Step,
-    ) -> Result<Option<serde_json::Value>, DialogueError> {
+    ) -> Result<Option<Data>, DialogueError> {
         let mut live = self.live.lock();
         match live.get_mut(&id) {
             Some(dialogue) if dialogue.peer != from => {
@@ -455,11 +496,7 @@ impl Dialogues {
     /// Takes what is kept with dialogue `id`'s current state ([`Dialogue::data`]) out of it,
     /// without a step (a hold that ended), if it is `only` (or anything, when `only` is
     /// `None`). Returns what was taken.
-    pub fn take_data(
-        &self,
-        id: u128,
-        only: Option<&serde_json::Value>,
-    ) -> Result<Option<serde_json::Value>, DialogueError> {
+    pub fn take_data(&self, id: u128, only: Option<&Data>) -> Result<Option<Data>, DialogueError> {
         let mut live = self.live.lock();
         let Some(dialogue) = live.get_mut(&id) else { return Ok(None) };
         if dialogue.data.is_none() || only.is_some_and(|only| dialogue.data.as_ref() != Some(only)) {
@@ -539,7 +576,7 @@ impl Dialogues {
         sender: &str,
         now_ms: u64,
         step: Step,
-    ) -> Result<Option<serde_json::Value>, DialogueError> {
+    ) -> Result<Option<Data>, DialogueError> {
         let to = self.check(dialogue, message, sender, now_ms)?;
         let deadline_ms = match step
             .deadline_ms
@@ -606,47 +643,110 @@ impl Dialogues {
     }
 
     fn save(&self, dialogue: &Dialogue) -> Result<(), DialogueError> {
-        let record = Record {
-            me: &dialogue.me,
-            peer: dialogue.peer,
-            peer_role: &dialogue.peer_role,
-            state: &dialogue.state,
-            deadline_ms: dialogue.deadline_ms,
-            opened_ms: dialogue.opened_ms,
-            said: SaidList(&dialogue.said),
-            data: dialogue.data.as_ref(),
-        };
-        self.storage.set(&key(self.rules.name(), dialogue.id), &record).map_err(|e| storage_error(dialogue.id, e))
+        self.storage
+            .set_json(&key(self.rules.name(), dialogue.id), record(dialogue))
+            .map_err(|e| storage_error(dialogue.id, e))
     }
 }
 
-/// A dialogue as written at each step: its id and rules are in the key, so they are not
-/// written again.
-#[derive(Serialize)]
-struct Record<'a> {
-    me: &'a str,
-    #[serde(with = "address_hex")]
-    peer: Address,
-    peer_role: &'a str,
-    state: &'a str,
-    deadline_ms: Option<u64>,
-    opened_ms: u64,
-    said: SaidList<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a serde_json::Value>,
+/// The record of `dialogue` written at each step, as JSON: its id and rules are in the key,
+/// so they are not written again; what was said is written as `[message, sender, at_ms]`
+/// triples (the whole list is written at every step, and field names were most of it); the
+/// peer as 64 hex digits (several times cheaper than its bech32 text); what is kept as its
+/// text. Encoded by hand: a record is written at every step of every dialogue, and this is
+/// several times faster than serde's walk over the same fields. [`Stored`] reads it back.
+fn record(dialogue: &Dialogue) -> Vec<u8> {
+    let data = dialogue.data.as_ref().map_or("", Data::as_json);
+    let mut out = Vec::with_capacity(192 + 48 * dialogue.said.len() + data.len());
+    out.extend_from_slice(b"{\"me\":");
+    json_str(&mut out, &dialogue.me);
+    out.extend_from_slice(b",\"peer\":\"");
+    json_hex(&mut out, dialogue.peer.as_bytes());
+    out.extend_from_slice(b"\",\"peer_role\":");
+    json_str(&mut out, &dialogue.peer_role);
+    out.extend_from_slice(b",\"state\":");
+    json_str(&mut out, &dialogue.state);
+    out.extend_from_slice(b",\"deadline_ms\":");
+    match dialogue.deadline_ms {
+        Some(deadline_ms) => json_u64(&mut out, deadline_ms),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"opened_ms\":");
+    json_u64(&mut out, dialogue.opened_ms);
+    out.extend_from_slice(b",\"said\":[");
+    for (i, said) in dialogue.said.iter().enumerate() {
+        out.extend_from_slice(if i == 0 { b"[" } else { b",[" });
+        json_str(&mut out, &said.message);
+        out.push(b',');
+        json_str(&mut out, &said.sender);
+        out.push(b',');
+        json_u64(&mut out, said.at_ms);
+        out.push(b']');
+    }
+    out.push(b']');
+    if !data.is_empty() {
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(data.as_bytes());
+    }
+    out.push(b'}');
+    out
 }
 
-/// What was said, written as `[message, sender, at_ms]` triples: the whole list is written
-/// at every step, and field names were most of it.
-struct SaidList<'a>(&'a [Said]);
+/// `text` as a JSON string: quoted, with `"`, `\\` and control characters escaped.
+fn json_str(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    let bytes = text.as_bytes();
+    let mut plain = 0;
+    for (i, &byte) in bytes.iter().enumerate() {
+        if byte >= 0x20 && byte != b'"' && byte != b'\\' {
+            continue;
+        }
+        out.extend_from_slice(&bytes[plain..i]);
+        match byte {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            control => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(control >> 4) as usize],
+                HEX[(control & 15) as usize],
+            ]),
+        }
+        plain = i + 1;
+    }
+    out.extend_from_slice(&bytes[plain..]);
+    out.push(b'"');
+}
 
-impl Serialize for SaidList<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|said| (&said.message, &said.sender, said.at_ms)))
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn json_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
+}
+
+fn json_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    for byte in bytes {
+        out.extend_from_slice(&[HEX[(byte >> 4) as usize], HEX[(byte & 15) as usize]]);
     }
 }
 
-/// One entry of a stored [`SaidList`], or of a record written before lists were triples.
+/// One entry of a stored record's `said`: a triple, or (written before lists were
+/// triples) a [`Said`] with named fields.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum StoredSaid {
@@ -663,7 +763,7 @@ impl From<StoredSaid> for Said {
     }
 }
 
-/// A [`Record`] as read back.
+/// A [`record`] as read back.
 #[derive(Deserialize)]
 struct Stored {
     me: String,
@@ -675,7 +775,7 @@ struct Stored {
     opened_ms: u64,
     said: Vec<StoredSaid>,
     #[serde(default)]
-    data: Option<serde_json::Value>,
+    data: Option<Data>,
 }
 
 impl Stored {
@@ -691,7 +791,16 @@ fn key_prefix(rules: &str) -> String {
 }
 
 fn key(rules: &str, id: u128) -> String {
-    format!("agora.dialogue/{rules}/{id:032x}")
+    const PREFIX: &str = "agora.dialogue/";
+    let mut key = String::with_capacity(PREFIX.len() + rules.len() + 33);
+    key.push_str(PREFIX);
+    key.push_str(rules);
+    key.push('/');
+    for byte in id.to_be_bytes() {
+        key.push(HEX[(byte >> 4) as usize] as char);
+        key.push(HEX[(byte & 15) as usize] as char);
+    }
+    key
 }
 
 fn storage_error(dialogue: u128, e: impl std::error::Error) -> DialogueError {
@@ -730,5 +839,43 @@ mod id_hex {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         u128::from_str_radix(&text, 16).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-written record reads back as the dialogue it was written from, whatever
+    /// the text in it (quotes, backslashes, control characters, any script).
+    #[test]
+    fn a_record_reads_back_as_its_dialogue() {
+        let tricky = ["plain", "", "say \"hi\"", "back\\slash", "line\nbreak\ttab\r", "\u{1}\u{1f}", "é ✓ 🦀"];
+        for (i, text) in tricky.iter().enumerate() {
+            let dialogue = Dialogue {
+                id: u128::MAX - i as u128,
+                rules: "haggle".into(),
+                me: format!("me {text}"),
+                peer: Address::from_bytes([i as u8 * 37; 32]),
+                peer_role: text.to_string(),
+                state: format!("{text} state"),
+                deadline_ms: (i % 2 == 0).then_some(u64::MAX - i as u64),
+                opened_ms: i as u64,
+                said: (0..i)
+                    .map(|n| Said { message: format!("{text}{n}"), sender: text.to_string(), at_ms: n as u64 * 10 })
+                    .collect(),
+                data: (i % 3 != 0).then(|| Data::from(serde_json::json!({ "text": text, "n": [i, 0] }))),
+            };
+            let written = record(&dialogue);
+            let stored: Stored = serde_json::from_slice(&written)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&written)));
+            assert_eq!(stored.into_dialogue(dialogue.id, "haggle"), dialogue, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_key_names_the_rules_and_the_id_in_32_hex_digits() {
+        assert_eq!(key("contract-net", 0xab), format!("agora.dialogue/contract-net/{:032x}", 0xab));
+        assert_eq!(key("x", u128::MAX), format!("agora.dialogue/x/{}", "f".repeat(32)));
     }
 }

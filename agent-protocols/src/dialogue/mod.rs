@@ -17,5 +17,5 @@
 mod book;
 mod rules;
 
-pub use book::{Dialogue, DialogueError, Dialogues, Refused, Said, Step, DEFAULT_MAX_OPEN_PER_PEER, EXPIRED};
+pub use book::{Data, Dialogue, DialogueError, Dialogues, Refused, Said, Step, DEFAULT_MAX_OPEN_PER_PEER, EXPIRED};
 pub use rules::{Rules, RulesBuilder, RulesError, Transition, DEFAULT_MAX_AGE};

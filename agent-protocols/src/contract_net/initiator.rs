@@ -1,0 +1,425 @@
+//! The initiator's side: calling for proposals, awarding them, cancelling, and recalling
+//! calls after a restart.
+
+use super::*;
+
+/// A proposal received in time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proposal<P> {
+    /// Who proposed.
+    pub from: Address,
+    /// The dialogue with them.
+    pub dialogue: u128,
+    /// What they propose.
+    pub proposal: P,
+    /// Until when they hold it.
+    pub hold_until_ms: Option<u64>,
+    /// Their wallet, for [`award_and_pay`].
+    pub pay_to: Option<Address>,
+}
+
+/// What a call for proposals gathered by its deadline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Called<P> {
+    /// The call's id, kept with each of its dialogues: what [`recall`] gathers them by.
+    pub call: u128,
+    /// Proposals in time, in the order they came.
+    pub proposals: Vec<Proposal<P>>,
+    /// Who refused, with their reasons.
+    pub refused: Vec<(Address, String)>,
+    /// Who did not answer in time (a later proposal is rejected as late).
+    pub silent: Vec<Address>,
+}
+
+/// How a contract-net round ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome<R> {
+    /// Some proposals were accepted: each winner's report (a result, or why it failed or
+    /// gave no report in time).
+    Awarded(Vec<(Address, Result<R, String>)>),
+    /// Nobody proposed in time.
+    NoProposals,
+    /// Every winner failed.
+    AllFailed(Vec<(Address, String)>),
+    /// The initiator chose no proposal: every proposer was rejected.
+    NoneChosen,
+    /// The initiator withdrew the call ([`cancel`]): every proposer was told.
+    Cancelled,
+}
+
+/// Calls `participants` for proposals on `task`, each in a dialogue of its own, and
+/// gathers the answers until all have answered or `deadline` has passed. A proposal that
+/// arrives later is rejected with [`RejectReason::Late`]. Use [`award`] next.
+pub async fn call<T: Serialize, P: DeserializeOwned + Send + 'static>(
+    ctx: &Context,
+    book: &Book,
+    participants: &[Address],
+    task: &T,
+    deadline: Duration,
+) -> Result<Called<P>, ContractNetError> {
+    let dialogues = book.get(ctx, INITIATOR)?;
+    let (task, until, deadline_ms) = prepare(task, deadline)?;
+    let call = rand_id();
+    let kept = kept(call, None);
+    let mut targets = Vec::with_capacity(participants.len());
+    for &participant in participants {
+        let id: u128 = rand_id();
+        let step = Step::default().until(deadline_ms).keeping(kept.clone());
+        dialogues.open_with(Cfp::NAME, id, participant, PARTICIPANT, now_ms(), step)?;
+        targets.push((participant, id));
+    }
+    Ok(gather(ctx, book, dialogues, call, targets, task, deadline, until, deadline_ms).await)
+}
+
+/// The iterated variant: calls the proposers of `called` again, in the same dialogues, with
+/// a revised `task` (a lower budget, a changed quantity), each answering with a new
+/// proposal or a refusal by the new `deadline`. Their earlier proposals are void: each
+/// participant releases what it held for them. Proposers that are not called again should
+/// be rejected (a later [`award`] or [`cancel`] does it).
+pub async fn call_again<T: Serialize, P: DeserializeOwned + Send + 'static, Q>(
+    ctx: &Context,
+    book: &Book,
+    called: &Called<Q>,
+    task: &T,
+    deadline: Duration,
+) -> Result<Called<P>, ContractNetError> {
+    let dialogues = book.get(ctx, INITIATOR)?;
+    let (task, until, deadline_ms) = prepare(task, deadline)?;
+    let kept = kept(called.call, None);
+    let mut targets = Vec::with_capacity(called.proposals.len());
+    for proposal in &called.proposals {
+        let step = Step::default().until(deadline_ms).keeping(kept.clone());
+        dialogues.outgoing_with(Cfp::NAME, proposal.dialogue, now_ms(), step)?;
+        targets.push((proposal.from, proposal.dialogue));
+    }
+    Ok(gather(ctx, book, dialogues, called.call, targets, task, deadline, until, deadline_ms).await)
+}
+
+/// The task as JSON, and the deadline on both clocks: the participants are told
+/// `deadline_ms`, and answers are gathered until the same instant.
+fn prepare<T: Serialize>(
+    task: &T,
+    deadline: Duration,
+) -> Result<(serde_json::Value, tokio::time::Instant, u64), ContractNetError> {
+    let task = serde_json::to_value(task).map_err(|e| ContractNetError::Encode(e.to_string()))?;
+    Ok((task, tokio::time::Instant::now() + deadline, now_ms().saturating_add(deadline.as_millis() as u64)))
+}
+
+/// Sends the call to each (participant, dialogue) and gathers the answers until `until`.
+#[allow(clippy::too_many_arguments)]
+async fn gather<P: DeserializeOwned + Send + 'static>(
+    ctx: &Context,
+    book: &Book,
+    dialogues: &Dialogues,
+    call: u128,
+    targets: Vec<(Address, u128)>,
+    task: serde_json::Value,
+    deadline: Duration,
+    until: tokio::time::Instant,
+    deadline_ms: u64,
+) -> Called<P> {
+    let late_window = deadline.max(Duration::from_secs(1));
+    let participants: Vec<Address> = targets.iter().map(|(p, _)| *p).collect();
+    let mut answers = tokio::task::JoinSet::new();
+    for (participant, id) in targets {
+        let ctx = ctx.clone();
+        let cfp = Cfp { task: task.clone(), deadline_ms };
+        let book = book.clone();
+        // Each call waits past the deadline, so a late proposal is seen and answered. The
+        // answer's step is checked here, as it arrives, so answers are recorded side by side.
+        answers.spawn(async move {
+            let answer = ctx.request_in::<Cfp, Answer>(id, participant, cfp, Some(deadline + late_window)).await;
+            let step = match (&answer, book.dialogues()) {
+                (Ok(answer), Some(dialogues)) => {
+                    let step = Step::default().keeping(kept(call, Some(answer)));
+                    Some(dialogues.incoming_with(answer_step(answer), id, participant, now_ms(), step).map(drop))
+                }
+                _ => None,
+            };
+            (participant, id, answer.map_err(|e| e.to_string()), step, book)
+        });
+    }
+    let mut called = Called { call, proposals: Vec::new(), refused: Vec::new(), silent: Vec::new() };
+    let mut answered = BTreeMap::new();
+    while let Ok(Some(joined)) = tokio::time::timeout_at(until, answers.join_next()).await {
+        // No answer (the participant ended without one, or is unreachable) is silence.
+        let Ok((from, id, Ok(answer), Some(step), _)) = joined else { continue };
+        match step {
+            Ok(()) => {
+                answered.insert(from, ());
+                match answer {
+                    Answer::Propose { proposal, hold_until_ms, pay_to } => match serde_json::from_value(proposal) {
+                        Ok(proposal) => {
+                            called.proposals.push(Proposal { from, dialogue: id, proposal, hold_until_ms, pay_to })
+                        }
+                        Err(e) => {
+                            // Not a proposal this initiator can weigh: rejected, so its hold ends.
+                            reject(ctx, dialogues, id, from, RejectReason::NotChosen).await;
+                            called.refused.push((from, format!("an unreadable proposal: {e}")));
+                        }
+                    },
+                    Answer::Refuse { reason } => called.refused.push((from, reason)),
+                }
+            }
+            // Past the deadline by the dialogue's clock: late, and told so.
+            Err(DialogueError::Late { .. }) if matches!(answer, Answer::Propose { .. }) => {
+                reject(ctx, dialogues, id, from, RejectReason::Late).await;
+            }
+            Err(refused) => tell(ctx, id, from, refused).await,
+        }
+    }
+    called.silent = participants.iter().filter(|p| !answered.contains_key(p)).copied().collect();
+    // The rest answer late, if at all: each late proposal gets its rejection (one that
+    // arrived just before the deadline but was not gathered in time is late too).
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        while let Some(joined) = answers.join_next().await {
+            let Ok((from, id, Ok(Answer::Propose { .. }), _, book)) = joined else { continue };
+            let Some(dialogues) = book.dialogues() else { continue };
+            reject(&ctx, dialogues, id, from, RejectReason::Late).await;
+        }
+    });
+    called
+}
+
+/// What an initiator keeps with each dialogue of a call ([`Dialogue::data`]): the call, and
+/// the participant's answer once it came. A restarted initiator finds its calls by it.
+#[derive(Serialize, Deserialize)]
+struct Kept<A> {
+    call: String,
+    #[serde(default = "Option::default", skip_serializing_if = "Option::is_none")]
+    answer: Option<A>,
+}
+
+fn kept(call: u128, answer: Option<&Answer>) -> Data {
+    let kept = Kept { call: format!("{call:032x}"), answer };
+    // Nothing in a call id or an answer (JSON already) can fail to encode.
+    Data::encode(&kept).unwrap_or_else(|_| Data::from(serde_json::Value::Null))
+}
+
+/// The calls this initiator made that still wait for a decision, read from its storage:
+/// after a restart (the same storage, a new process), each can be awarded, paid, called
+/// again or cancelled as if [`call`] had just returned it. A call waits while a proposal in
+/// it is neither accepted, rejected nor cancelled, or a participant has not answered; its
+/// proposals are those received before the restart, in the order they came, and its
+/// silent participants those that had not answered. Calls come in the order they were made.
+pub fn recall<P: DeserializeOwned>(ctx: &Context, book: &Book) -> Result<Vec<Called<P>>, ContractNetError> {
+    let dialogues = book.get(ctx, INITIATOR)?;
+    let mut calls: BTreeMap<u128, Recalled<P>> = BTreeMap::new();
+    for dialogue in dialogues.all() {
+        let Some(kept) = dialogue.data.and_then(|data| data.decode::<Kept<Answer>>().ok()) else {
+            continue;
+        };
+        let Ok(call) = u128::from_str_radix(&kept.call, 16) else { continue };
+        let Recalled { opened_ms, proposals, called } = calls.entry(call).or_insert_with(|| Recalled {
+            opened_ms: dialogue.opened_ms,
+            proposals: Vec::new(),
+            called: Called { call, proposals: Vec::new(), refused: Vec::new(), silent: Vec::new() },
+        });
+        *opened_ms = (*opened_ms).min(dialogue.opened_ms);
+        let from = dialogue.peer;
+        match (dialogue.state.as_str(), kept.answer) {
+            ("proposed", Some(Answer::Propose { proposal, hold_until_ms, pay_to })) => {
+                match serde_json::from_value(proposal) {
+                    Ok(proposal) => {
+                        let came = dialogue.said.last().map_or(0, |said| said.at_ms);
+                        proposals
+                            .push((came, Proposal { from, dialogue: dialogue.id, proposal, hold_until_ms, pay_to }));
+                    }
+                    Err(e) => called.refused.push((from, format!("an unreadable proposal: {e}"))),
+                }
+            }
+            ("refused", Some(Answer::Refuse { reason })) => called.refused.push((from, reason)),
+            ("called", _) => called.silent.push(from),
+            _ => {}
+        }
+    }
+    let mut waiting: Vec<(u64, Called<P>)> = calls
+        .into_values()
+        .map(|Recalled { opened_ms, mut proposals, mut called }| {
+            proposals.sort_by_key(|(came, _)| *came);
+            called.proposals = proposals.into_iter().map(|(_, proposal)| proposal).collect();
+            (opened_ms, called)
+        })
+        .filter(|(_, called)| !called.proposals.is_empty() || !called.silent.is_empty())
+        .collect();
+    waiting.sort_by_key(|(opened, _)| *opened);
+    Ok(waiting.into_iter().map(|(_, called)| called).collect())
+}
+
+/// A call being read back by [`recall`]: when its first dialogue opened, and its proposals
+/// with when each came.
+struct Recalled<P> {
+    opened_ms: u64,
+    proposals: Vec<(u64, Proposal<P>)>,
+    called: Called<P>,
+}
+
+/// What a winner's report (or its absence) means: its result, or why there is none. With
+/// no report in time the award is withdrawn, so the winner stops too.
+pub(super) async fn outcome_of<R: DeserializeOwned>(
+    ctx: &Context,
+    dialogues: &Dialogues,
+    id: u128,
+    winner: Address,
+    report: Result<Report, agent_core::RequestError>,
+) -> Result<R, String> {
+    match report {
+        Ok(report) => match dialogues.incoming_named(report_step(&report), id, winner, now_ms()) {
+            Ok(_) => match report {
+                Report::Done { result } => {
+                    serde_json::from_value(result).map_err(|e| format!("an unreadable result: {e}"))
+                }
+                Report::Failure { reason } => Err(reason),
+                Report::Cancelled { reason } => Err(format!("cancelled by the participant: {reason}")),
+            },
+            Err(refused) => {
+                let reason = refused.to_string();
+                tell(ctx, id, winner, refused).await;
+                Err(reason)
+            }
+        },
+        Err(e) => {
+            if dialogues.outgoing_named("Cancel", id, now_ms()).is_ok() {
+                // The winner may be gone; the award is withdrawn either way.
+                let _ = ctx.send_in(id, winner, Cancel { reason: format!("no report in time: {e}") }).await;
+            }
+            Err(format!("no report: {e}"))
+        }
+    }
+}
+
+/// Rejects the proposal of dialogue `id`, if the dialogue allows it now.
+pub(super) async fn reject(ctx: &Context, dialogues: &Dialogues, id: u128, to: Address, reason: RejectReason) {
+    if dialogues.outgoing_named("Reject", id, now_ms()).is_ok() {
+        // The participant may be gone; a rejected proposal has no claim either way.
+        let _ = ctx.send_in(id, to, Reject { reason }).await;
+    }
+}
+
+/// Withdraws a call before any award: every proposer is sent [`Cancel`] (and releases what
+/// it held), every dialogue of the call is closed. Returns [`Outcome::Cancelled`].
+pub async fn cancel<P, R>(
+    ctx: &Context,
+    book: &Book,
+    called: &Called<P>,
+    reason: &str,
+) -> Result<Outcome<R>, ContractNetError> {
+    let dialogues = book.get(ctx, INITIATOR)?;
+    for proposal in &called.proposals {
+        let (id, to) = (proposal.dialogue, proposal.from);
+        if dialogues.outgoing_named("Cancel", id, now_ms()).is_ok() {
+            // A proposer that is gone loses nothing by not hearing it.
+            let _ = ctx.send_in(id, to, Cancel { reason: reason.into() }).await;
+        }
+    }
+    Ok(Outcome::Cancelled)
+}
+
+/// Accepts the proposals of `winners` (the rest of `called` are rejected as not chosen),
+/// waits up to `perform_timeout` for each winner's report, and says how the round ended.
+pub async fn award<P, R: DeserializeOwned>(
+    ctx: &Context,
+    book: &Book,
+    called: &Called<P>,
+    winners: &[Address],
+    perform_timeout: Duration,
+) -> Result<Outcome<R>, ContractNetError> {
+    let dialogues = book.get(ctx, INITIATOR)?;
+    if called.proposals.is_empty() {
+        return Ok(Outcome::NoProposals);
+    }
+    let mut reports = tokio::task::JoinSet::new();
+    let mut losers = Vec::with_capacity(called.proposals.len());
+    // Winners first: they perform while the others are told.
+    for proposal in &called.proposals {
+        let (id, to) = (proposal.dialogue, proposal.from);
+        if winners.contains(&to) && dialogues.outgoing_named("Accept", id, now_ms()).is_ok() {
+            let ctx = ctx.clone();
+            reports.spawn(async move {
+                (to, id, ctx.request_in::<Accept, Report>(id, to, Accept::default(), Some(perform_timeout)).await)
+            });
+        } else {
+            losers.push((id, to));
+        }
+    }
+    for (id, to) in losers {
+        reject(ctx, dialogues, id, to, RejectReason::NotChosen).await;
+    }
+    if reports.is_empty() {
+        return Ok(Outcome::NoneChosen);
+    }
+    let mut results = Vec::new();
+    while let Some(joined) = reports.join_next().await {
+        let Ok((from, id, report)) = joined else { continue };
+        results.push((from, outcome_of(ctx, dialogues, id, from, report).await));
+    }
+    if results.iter().all(|(_, r)| r.is_err()) {
+        return Ok(Outcome::AllFailed(results.into_iter().map(|(a, r)| (a, r.err().unwrap_or_default())).collect()));
+    }
+    Ok(Outcome::Awarded(results))
+}
+
+/// Refuses `step`, which came outside the request it answers, naming what its dialogue
+/// expects instead.
+async fn refuse_stray(ctx: &Context, book: &Book, from: Address, step: &str) {
+    let (Ok(dialogues), Some(id)) = (book.get(ctx, INITIATOR), ctx.session()) else { return };
+    let refused = match dialogues.get(id) {
+        None => DialogueError::Unknown { dialogue: id, message: step.into() },
+        Some(d) if d.peer != from => DialogueError::NotAParty { dialogue: id, from, message: step.into() },
+        // A proposal after the call's deadline, later than the call waited for its reply
+        // (or after its dialogue expired): FIPA wants it answered, as late.
+        Some(d) if step == "Propose" && is_past_its_call(&d, now_ms()) => {
+            if d.state == EXPIRED {
+                tracing::debug!(%from, "a proposal after its dialogue expired is rejected as late");
+                // The peer may be gone; a rejected proposal has no claim either way.
+                let _ = ctx.send_in(id, from, Reject { reason: RejectReason::Late }).await;
+            } else {
+                reject(ctx, dialogues, id, from, RejectReason::Late).await;
+            }
+            return;
+        }
+        Some(d) => DialogueError::OutOfOrder {
+            dialogue: id,
+            message: step.into(),
+            sender: PARTICIPANT.into(),
+            expected: dialogues
+                .rules()
+                .steps_from(&d.state)
+                .map(|t| format!("{} from {}, as the reply to its request", t.message, t.sender))
+                .collect(),
+            state: d.state,
+        },
+    };
+    tell(ctx, id, from, refused).await
+}
+
+/// Whether `dialogue` is a call whose deadline has passed with no answer from its
+/// participant: still `called` after the deadline, or expired since.
+fn is_past_its_call(dialogue: &Dialogue, now_ms: u64) -> bool {
+    dialogue.state == EXPIRED || (dialogue.state == "called" && dialogue.deadline_ms.is_some_and(|d| now_ms > d))
+}
+
+/// Makes `agent` answer stray contract-net messages (answers and reports outside a
+/// request, from misbehaving peers) with a [`Refused`] naming the dialogue and what was
+/// expected; they never change an outcome. A proposal that comes after its call stopped
+/// waiting (past the deadline and the wait for late replies, or once its dialogue expired)
+/// is rejected as [`RejectReason::Late`] instead, as FIPA requires. It also sweeps the initiator's dialogues (as
+/// [`serve`] does the participant's): open ones a minute past their deadline expire, and
+/// old ones are forgotten.
+pub fn refuse_strays(agent: &mut Agent, book: &Book) {
+    sweep(agent, book, INITIATOR);
+    let strays = book.clone();
+    agent.on_message(move |ctx: Context, from: Address, answer: Answer| {
+        let book = strays.clone();
+        async move { refuse_stray(&ctx, &book, from, answer_step(&answer)).await }
+    });
+    let strays = book.clone();
+    agent.on_message(move |ctx: Context, from: Address, report: Report| {
+        let book = strays.clone();
+        async move { refuse_stray(&ctx, &book, from, report_step(&report)).await }
+    });
+    agent.on_message(|_ctx: Context, from: Address, refused: Refused| async move {
+        tracing::info!(%from, reason = %refused.reason, "a contract-net message of ours was refused");
+    });
+}

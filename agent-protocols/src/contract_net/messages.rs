@@ -1,0 +1,193 @@
+//! Contract-net's messages, the roles that send them and the rules their dialogues follow.
+
+use super::*;
+
+/// The role that calls for proposals.
+pub const INITIATOR: &str = "initiator";
+/// The role that proposes and performs.
+pub const PARTICIPANT: &str = "participant";
+
+/// A call for proposals: the task, as JSON, and when proposals are due.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.cnp.Cfp")]
+pub struct Cfp {
+    /// The task.
+    pub task: serde_json::Value,
+    /// Proposals later than this (ms since the Unix epoch) are rejected as late.
+    pub deadline_ms: u64,
+}
+
+/// A participant's answer to a call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.cnp.Answer")]
+pub enum Answer {
+    /// A proposal, held for the initiator until `hold_until_ms` (a participant served by
+    /// [`serve`] always sets it: to what it chose, or [`DEFAULT_HOLD_AFTER_DEADLINE`] past the
+    /// call's deadline).
+    Propose {
+        /// The proposal.
+        proposal: serde_json::Value,
+        /// Until when the participant holds what it proposes (a seat, a lot).
+        hold_until_ms: Option<u64>,
+        /// The wallet to pay if the proposal wins and is paid through escrow.
+        #[serde(default)]
+        pay_to: Option<Address>,
+    },
+    /// No proposal.
+    Refuse {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The initiator's decision on a proposal: accepted, and paid through escrow if `payment`
+/// is given ([`award_and_pay`]). The escrow names the winner's wallet as its beneficiary
+/// and its arbiter: the winner releases it to itself once it has done the task (its
+/// inform-done), and the initiator may take it back only after its deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.cnp.Accept")]
+pub struct Accept {
+    /// The escrow holding the price, if the award is paid through one.
+    #[serde(default)]
+    pub payment: Option<Payment>,
+}
+
+/// Why a proposal was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum RejectReason {
+    /// Another proposal was chosen.
+    NotChosen,
+    /// It came after the deadline (FIPA requires the answer; JADE drops it silently).
+    Late,
+}
+
+/// A proposal rejected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.cnp.Reject")]
+pub struct Reject {
+    /// Why.
+    pub reason: RejectReason,
+}
+
+/// What a winner reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.cnp.Report")]
+pub enum Report {
+    /// Done, with the result.
+    Done {
+        /// The result.
+        result: serde_json::Value,
+    },
+    /// Could not do it.
+    Failure {
+        /// Why.
+        reason: String,
+    },
+    /// The participant withdrew from the award (the FIPA cancel, from the participant's
+    /// side): the task will not be done, and the dialogue is over.
+    Cancelled {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why an awarded task was not done: it failed, or the participant withdrew.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unperformed {
+    /// Tried, and failed: reported as [`Report::Failure`].
+    #[error("failed: {0}")]
+    Failed(String),
+    /// Withdrawn by the participant: reported as [`Report::Cancelled`].
+    #[error("cancelled: {0}")]
+    Cancelled(String),
+}
+
+impl From<String> for Unperformed {
+    fn from(reason: String) -> Self {
+        Unperformed::Failed(reason)
+    }
+}
+
+impl From<&str> for Unperformed {
+    fn from(reason: &str) -> Self {
+        Unperformed::Failed(reason.into())
+    }
+}
+
+/// An award or a call withdrawn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
+#[message(name = "agora.cnp.Cancel")]
+pub struct Cancel {
+    /// Why.
+    pub reason: String,
+}
+
+/// The contract-net protocol as agents publish it: its messages, which reply answers which
+/// request, and its digest, by which participants are found in the almanac. [`serve`]
+/// includes it (with the participant's handlers) in an agent.
+pub fn protocol() -> agent_core::Protocol {
+    // 2.0.0: an award carries its payment, released by the winner (1.0.0's Accept had none).
+    agent_core::Protocol::new("agora.contract-net", "2.0.0")
+        .message::<Cfp>()
+        .message::<Answer>()
+        .message::<Accept>()
+        .message::<Reject>()
+        .message::<Report>()
+        .message::<Cancel>()
+        .message::<Refused>()
+        .replies::<Cfp, Answer>()
+        .replies::<Accept, Report>()
+}
+
+/// How long after a call's deadline a proposal is held when its participant gives it no
+/// hold of its own: time for the initiator to weigh the proposals and award, after which
+/// what the proposal held is released ([`Participant::release`]) and a later award fails.
+/// A participant that must hold longer (a decision taking hours) sets its own hold.
+pub const DEFAULT_HOLD_AFTER_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How long a contract-net dialogue is kept from its call: the longest a task may take.
+pub const MAX_AWARD_AGE: Duration = Duration::from_secs(31 * 24 * 3600);
+
+/// The contract-net dialogue rules (both roles).
+pub fn rules() -> Rules {
+    Rules::builder("contract-net")
+        .initial("start")
+        .step::<Cfp>("start", INITIATOR, "called")
+        .named_step("Propose", "called", PARTICIPANT, "proposed", false)
+        .named_step("Refuse", "called", PARTICIPANT, "refused", false)
+        .named_step("Reject", "called", INITIATOR, "rejected", true)
+        .named_step("Cancel", "called", INITIATOR, "cancelled", true)
+        .named_step("Accept", "proposed", INITIATOR, "awarded", false)
+        .named_step("Reject", "proposed", INITIATOR, "rejected", true)
+        .named_step("Cancel", "proposed", INITIATOR, "cancelled", true)
+        .step::<Cfp>("proposed", INITIATOR, "called")
+        .named_step("Done", "awarded", PARTICIPANT, "done", false)
+        .named_step("Failure", "awarded", PARTICIPANT, "failed", false)
+        .named_step("Cancel", "awarded", INITIATOR, "cancelled", true)
+        .named_step("Cancel", "awarded", PARTICIPANT, "cancelled", true)
+        .terminal("refused")
+        .terminal("rejected")
+        .terminal("cancelled")
+        .terminal("done")
+        .terminal("failed")
+        // An award lasts as long as its work (a lead time of days): its dialogue must
+        // outlive it on both sides, or the report would find no dialogue.
+        .max_age(MAX_AWARD_AGE)
+        .build()
+        .unwrap_or_else(|e| unreachable!("the contract-net rules are valid: {e}"))
+}
+
+pub(super) fn answer_step(answer: &Answer) -> &'static str {
+    match answer {
+        Answer::Propose { .. } => "Propose",
+        Answer::Refuse { .. } => "Refuse",
+    }
+}
+
+pub(super) fn report_step(report: &Report) -> &'static str {
+    match report {
+        Report::Done { .. } => "Done",
+        Report::Failure { .. } => "Failure",
+        Report::Cancelled { .. } => "Cancel",
+    }
+}

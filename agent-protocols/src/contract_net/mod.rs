@@ -1,0 +1,167 @@
+//! Contract-net (FIPA Contract Net Interaction Protocol).
+//!
+//! The initiator calls for proposals with a deadline; each participant proposes or
+//! refuses; at the deadline (or once everyone has answered) the initiator accepts some
+//! proposals and rejects the rest; a proposal that comes after the deadline is rejected
+//! with the reason [`RejectReason::Late`]; a winner performs the task and reports done (with
+//! a result) or failure. The initiator may withdraw a call ([`cancel`]); an award with no
+//! report in time is cancelled.
+//!
+//! Each participant's part is a dialogue of its own (its id is the session its messages
+//! travel in), checked on both sides against [`rules`]. The initiator side is [`call`] and
+//! [`award`], plain async functions usable from any handler. The participant side is a
+//! [`Participant`] attached to an agent with [`serve`].
+//!
+//! The code, one concern a file, all of it exported from here: the messages, roles and
+//! rules (`messages.rs`), the initiator's side (`initiator.rs`), the participant's side
+//! (`participant.rs`), and awards paid through escrow (`pay.rs`). What both sides share
+//! (the [`Book`] of dialogues, their sweeping, refusals) is in this file.
+//!
+//! ```mermaid
+//! stateDiagram-v2
+//!     [*] --> start
+//!     start --> called: Cfp (initiator)
+//!     called --> proposed: Propose (participant)
+//!     called --> refused: Refuse (participant)
+//!     called --> rejected: Reject (initiator, also after the deadline: late)
+//!     called --> cancelled: Cancel (initiator)
+//!     proposed --> cancelled: Cancel (initiator)
+//!     proposed --> called: Cfp (initiator; a revised call)
+//!     proposed --> awarded: Accept (initiator)
+//!     proposed --> rejected: Reject (initiator)
+//!     awarded --> done: Done (participant)
+//!     awarded --> failed: Failure (participant)
+//!     awarded --> cancelled: Cancel (initiator), or Report::Cancelled (participant)
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use agent_core::ledger::{DealId, EscrowId};
+use agent_core::{Address, Agent, Context, Message};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::dialogue::{Data, Dialogue, DialogueError, Dialogues, Refused, Rules, Step, EXPIRED};
+use crate::settlement::{refund_when_due, release_by, Payment, REFUND_GRACE};
+
+mod initiator;
+mod messages;
+mod participant;
+mod pay;
+
+pub use initiator::*;
+pub use messages::*;
+pub use participant::*;
+pub use pay::*;
+
+/// Why a contract-net call or award could not run. What the participants did (refusals,
+/// failures, silence) is never an error: it is in the [`Called`] and [`Outcome`].
+#[derive(Debug, thiserror::Error)]
+pub enum ContractNetError {
+    /// The agent's dialogues could not be read, or the book belongs to the other role.
+    #[error("contract-net dialogues unavailable: {0}")]
+    Dialogues(String),
+    /// A step could not be recorded (storage) or was refused by the rules.
+    #[error(transparent)]
+    Dialogue(#[from] DialogueError),
+    /// The task could not be encoded as JSON.
+    #[error("the task cannot be encoded: {0}")]
+    Encode(String),
+    /// The initiator has no wallet to pay from (its bureau has no ledger).
+    #[error("no wallet to pay from: {0}")]
+    Wallet(String),
+}
+
+/// The agents registered in `directory` as speaking contract-net, with every attribute in
+/// `attributes` (a route, a region, a kind of goods), at most `limit`.
+pub async fn find_participants(
+    directory: &dyn almanac::Directory,
+    attributes: &[(&str, &str)],
+    limit: usize,
+) -> Result<Vec<Address>, almanac::AlmanacError> {
+    let mut query = almanac::Query::protocol(protocol().digest());
+    for (key, value) in attributes {
+        query = query.with_attribute(*key, *value);
+    }
+    let mut found = Vec::new();
+    loop {
+        let page = directory.query(query.clone()).await?;
+        found.extend(page.records.iter().map(|r| r.address));
+        match page.next {
+            Some(next) if found.len() < limit => query = query.after(next),
+            _ => break,
+        }
+    }
+    found.truncate(limit);
+    Ok(found)
+}
+
+fn now_ms() -> u64 {
+    agent_core::envelope::unix_now_ms()
+}
+
+/// An agent's contract-net dialogues in one role, loaded from its storage on first use.
+#[derive(Clone, Default)]
+pub struct Book {
+    dialogues: Arc<OnceLock<Dialogues>>,
+}
+
+impl Book {
+    fn get(&self, ctx: &Context, role: &str) -> Result<&Dialogues, ContractNetError> {
+        if let Some(dialogues) = self.dialogues.get() {
+            return match dialogues.role() == role {
+                true => Ok(dialogues),
+                false => Err(ContractNetError::Dialogues(format!(
+                    "this book holds the {} side of contract-net; the {role} side needs a book of its own",
+                    dialogues.role()
+                ))),
+            };
+        }
+        let storage = ctx.storage().map_err(|e| ContractNetError::Dialogues(e.to_string()))?;
+        let loaded = Dialogues::load(rules(), role, storage)?;
+        Ok(self.dialogues.get_or_init(|| loaded))
+    }
+
+    /// The dialogues, once loaded.
+    pub fn dialogues(&self) -> Option<&Dialogues> {
+        self.dialogues.get()
+    }
+}
+
+fn rand_id() -> u128 {
+    rand::random()
+}
+
+/// How often an agent's contract-net dialogues are swept, and how long after its deadline
+/// an open one is kept (a late proposal is still rejected as late within it). Sweeping
+/// only frees memory and storage: a dialogue past its deadline refuses late steps whether
+/// or not it was swept, so the period is long (cheap for many idle agents over days).
+const SWEEP: Duration = Duration::from_secs(300);
+const GRACE: Duration = Duration::from_secs(60);
+
+/// Sweeps `book`'s dialogues on `agent` every [`SWEEP`]: open dialogues well past their
+/// deadline expire, dialogues older than the rules' maximum age are forgotten.
+fn sweep(agent: &mut Agent, book: &Book, role: &'static str) {
+    let book = book.clone();
+    agent.on_interval(SWEEP, move |ctx: Context| {
+        let book = book.clone();
+        async move {
+            if let Ok(dialogues) = book.get(&ctx, role) {
+                if let Err(e) = dialogues.expire_after(now_ms(), GRACE) {
+                    tracing::warn!(error = %e, "sweeping contract-net dialogues failed");
+                }
+            }
+        }
+    });
+}
+
+/// Tells `to` why its message in dialogue `id` was refused.
+async fn tell(ctx: &Context, id: u128, to: Address, refused: DialogueError) {
+    tracing::debug!(%to, error = %refused, "contract-net message refused");
+    if let Some(told) = refused.refusal() {
+        // The peer may be gone; the refusal stands either way.
+        let _ = ctx.send_in(id, to, told).await;
+    }
+}

@@ -1,0 +1,302 @@
+//! The participant's side: a [`Participant`] served on an agent, holding what it proposes
+//! until a decision or the hold's end.
+
+use super::*;
+
+/// A participant's side of contract-net. `evaluate` decides whether to propose; `perform`
+/// does an awarded task; `release` is told when a proposal's hold ends without an award
+/// (rejected, cancelled), so what it held can go to someone else.
+#[async_trait::async_trait]
+pub trait Participant: Send + Sync + 'static {
+    /// The task, as the initiator describes it.
+    type Task: DeserializeOwned + Send;
+    /// What this participant proposes.
+    type Proposal: Serialize + DeserializeOwned + Send;
+    /// What performing the task gives.
+    type Result: Serialize + Send;
+
+    /// A proposal for `task` from `initiator` and until when it is held (ms since the Unix
+    /// epoch), or `None` to refuse. A proposal given no hold is held until
+    /// [`DEFAULT_HOLD_AFTER_DEADLINE`] past the call's deadline, never longer: whatever it
+    /// holds is released then if no decision came.
+    async fn evaluate(&self, initiator: Address, task: Self::Task) -> Option<(Self::Proposal, Option<u64>)>;
+
+    /// Performs an awarded task. `Err` says why not: [`Unperformed::Failed`] (a `String`
+    /// converts to it) is reported as a failure; [`Unperformed::Cancelled`] withdraws from
+    /// the award (the participant's cancel). Either way the initiator's escrow, if any, goes
+    /// back to it.
+    async fn perform(&self, initiator: Address, proposal: Self::Proposal) -> Result<Self::Result, Unperformed>;
+
+    /// The hold on `proposal` ended without an award.
+    async fn release(&self, _initiator: Address, _proposal: Self::Proposal) {}
+}
+
+/// A proposal a participant holds, kept with its dialogue ([`Dialogue::data`]) in the same
+/// record as the step that made it, so a restarted participant still honours an award and
+/// still releases the hold when it ends.
+///
+/// [`Dialogue::data`]: crate::dialogue::Dialogue::data
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct HeldProposal<P> {
+    proposal: P,
+    hold_until_ms: u64,
+}
+
+/// The proposal held in `data` (a [`HeldProposal`] kept with a dialogue), decoded as `P`.
+fn held_proposal<P: DeserializeOwned>(data: Option<Data>) -> Option<P> {
+    data?.decode::<HeldProposal<P>>().ok().map(|held| held.proposal)
+}
+
+/// The timers that release a participant's holds when they end, by dialogue; each is
+/// stopped when its proposal is decided, and all of them with the agent, so a stopped
+/// agent's timers do not act on what a restarted one holds.
+#[derive(Clone, Default)]
+struct Holds {
+    timers: Arc<parking_lot::Mutex<HashMap<u128, tokio::task::AbortHandle>>>,
+}
+
+impl Holds {
+    /// The hold of dialogue `id` no longer needs its timer (the proposal was decided).
+    fn stop(&self, id: u128) {
+        if let Some(timer) = self.timers.lock().remove(&id) {
+            timer.abort();
+        }
+    }
+
+    fn stop_all(&self) {
+        for (_, timer) in self.timers.lock().drain() {
+            timer.abort();
+        }
+    }
+}
+
+/// Makes `agent` a contract-net participant played by `participant`. Messages that do not
+/// fit a dialogue are refused and the sender told why ([`Refused`]).
+pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
+    let book = Book::default();
+    let holds = Holds::default();
+    {
+        // Dialogues from before a restart are read when the agent starts, not when the
+        // first call comes; the proposals they hold are released when their holds end.
+        let (book, holds, participant) = (book.clone(), holds.clone(), participant.clone());
+        agent.on_startup(move |ctx: Context| {
+            let (book, holds, participant) = (book.clone(), holds.clone(), participant.clone());
+            async move {
+                let dialogues = match book.get(&ctx, PARTICIPANT) {
+                    Ok(dialogues) => dialogues,
+                    Err(e) => return tracing::error!(error = %e, "cannot load the contract-net dialogues"),
+                };
+                for dialogue in dialogues.all() {
+                    let Some(kept) = dialogue.data else { continue };
+                    if let Ok(held) = kept.decode::<HeldProposal<serde::de::IgnoredAny>>() {
+                        let (id, initiator) = (dialogue.id, dialogue.peer);
+                        release_when_hold_ends(&participant, &book, &holds, id, initiator, held.hold_until_ms, kept);
+                    }
+                }
+            }
+        });
+    }
+    {
+        let holds = holds.clone();
+        agent.on_shutdown(move |_ctx: Context| {
+            let holds = holds.clone();
+            async move { holds.stop_all() }
+        });
+    }
+    let mut served = protocol();
+    {
+        let (book, participant, holds) = (book.clone(), participant.clone(), holds.clone());
+        served = served.on_message(move |ctx: Context, from: Address, cfp: Cfp| {
+            let (book, participant, holds) = (book.clone(), participant.clone(), holds.clone());
+            async move {
+                let (Ok(dialogues), Some(id)) = (book.get(&ctx, PARTICIPANT), ctx.session()) else { return };
+                let step = Step::default().until(cfp.deadline_ms);
+                // A revised call voids the earlier proposal in this dialogue.
+                let earlier = match dialogues.incoming_with(Cfp::NAME, id, from, now_ms(), step) {
+                    Ok(earlier) => earlier,
+                    Err(refused) => return tell(&ctx, id, from, refused).await,
+                };
+                holds.stop(id);
+                if let Some(earlier) = held_proposal::<P::Proposal>(earlier) {
+                    participant.release(from, earlier).await;
+                }
+                let default_hold = cfp.deadline_ms.saturating_add(DEFAULT_HOLD_AFTER_DEADLINE.as_millis() as u64);
+                let evaluated = match serde_json::from_value::<P::Task>(cfp.task) {
+                    Ok(task) => participant.evaluate(from, task).await,
+                    Err(_) => None,
+                };
+                let (answer, held) = match evaluated {
+                    Some((proposal, hold_until_ms)) => {
+                        let hold_until_ms = hold_until_ms.unwrap_or(default_hold);
+                        let encoded = serde_json::to_value(&proposal).and_then(|value| {
+                            let kept = Data::encode(&HeldProposal { proposal: &value, hold_until_ms })?;
+                            Ok((value, kept))
+                        });
+                        match encoded {
+                            Ok((value, kept)) => {
+                                let pay_to = ctx.wallet().ok().map(|wallet| wallet.address());
+                                let answer =
+                                    Answer::Propose { proposal: value, hold_until_ms: Some(hold_until_ms), pay_to };
+                                (answer, Some((kept, hold_until_ms, proposal)))
+                            }
+                            Err(e) => (Answer::Refuse { reason: e.to_string() }, None),
+                        }
+                    }
+                    None => (Answer::Refuse { reason: "no proposal".into() }, None),
+                };
+                let step = match &held {
+                    Some((kept, _, _)) => Step::default().keeping(kept.clone()),
+                    None => Step::default(),
+                };
+                match dialogues.outgoing_with(answer_step(&answer), id, now_ms(), step) {
+                    Ok(_) => {
+                        if let Some((kept, hold_until_ms, _)) = held {
+                            release_when_hold_ends(&participant, &book, &holds, id, from, hold_until_ms, kept);
+                        }
+                        // A proposal the initiator no longer waits for (it came after the call's
+                        // wait, by the initiator's clock) is sent in the dialogue instead, so
+                        // the initiator answers it (as late) rather than never hearing it.
+                        if let Err(e) = ctx.reply(answer.clone()).await {
+                            if matches!(answer, Answer::Propose { .. }) {
+                                tracing::debug!(error = %e, "a proposal not taken as the reply is sent in its dialogue");
+                                if let Err(e) = ctx.send_in(id, from, answer).await {
+                                    // Its hold still ends when due: nothing stays held for good.
+                                    tracing::debug!(error = %e, "the initiator of a proposal is unreachable");
+                                }
+                            }
+                        }
+                    }
+                    // Too late to propose (the deadline passed while evaluating): what the
+                    // proposal would have held goes back at once.
+                    Err(_) => {
+                        if let Some((_, _, proposal)) = held {
+                            participant.release(from, proposal).await;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    {
+        let (book, participant, holds) = (book.clone(), participant.clone(), holds.clone());
+        served = served.on_message(move |ctx: Context, from: Address, accept: Accept| {
+            let (book, participant, holds) = (book.clone(), participant.clone(), holds.clone());
+            async move {
+                let (Ok(dialogues), Some(id)) = (book.get(&ctx, PARTICIPANT), ctx.session()) else { return };
+                let held = match dialogues.incoming_named("Accept", id, from, now_ms()) {
+                    Ok(held) => held,
+                    Err(refused) => return tell(&ctx, id, from, refused).await,
+                };
+                holds.stop(id);
+                let Ok(reply) = ctx.defer_reply() else { return };
+                let paid_by = accept.payment.and_then(|payment| Some((payment, ctx.wallet().ok()?)));
+                // Performed on a task of its own: the work may take long (a lead time, a
+                // computation), and the participant goes on answering other calls.
+                tokio::spawn(async move {
+                    let report = match held_proposal::<P::Proposal>(held) {
+                        Some(proposal) => match participant.perform(from, proposal).await {
+                            Ok(result) => match serde_json::to_value(result) {
+                                Ok(result) => Report::Done { result },
+                                Err(e) => Report::Failure { reason: e.to_string() },
+                            },
+                            Err(Unperformed::Failed(reason)) => Report::Failure { reason },
+                            Err(Unperformed::Cancelled(reason)) => Report::Cancelled { reason },
+                        },
+                        None => Report::Failure { reason: "the proposal is no longer held (its hold ended)".into() },
+                    };
+                    let Some(dialogues) = book.dialogues() else { return };
+                    if dialogues.outgoing_named(report_step(&report), id, now_ms()).is_ok() {
+                        // Done, and not cancelled meanwhile: collect the pay before saying so.
+                        if let (Report::Done { .. }, Some((payment, wallet))) = (&report, paid_by) {
+                            collect(&wallet, id, &payment).await;
+                        }
+                        // Not sent if cancelled meanwhile (the initiator no longer waits).
+                        // A send that fails ends like silence: the initiator's wait times
+                        // out, and its escrow is refunded at the deadline unless released.
+                        let _ = reply.send(report).await;
+                    }
+                });
+            }
+        });
+    }
+    let release = |book: Book, participant: Arc<P>, holds: Holds, ctx: Context, from: Address, step: &'static str| async move {
+        let (Ok(dialogues), Some(id)) = (book.get(&ctx, PARTICIPANT), ctx.session()) else { return };
+        let held = match dialogues.incoming_named(step, id, from, now_ms()) {
+            Ok(held) => held,
+            Err(refused) => return tell(&ctx, id, from, refused).await,
+        };
+        holds.stop(id);
+        if let Some(proposal) = held_proposal::<P::Proposal>(held) {
+            participant.release(from, proposal).await;
+        }
+    };
+    {
+        let (book, participant, holds) = (book.clone(), participant.clone(), holds.clone());
+        served = served.on_message(move |ctx: Context, from: Address, _: Reject| {
+            release(book.clone(), participant.clone(), holds.clone(), ctx, from, "Reject")
+        });
+    }
+    {
+        let (book, participant, holds) = (book.clone(), participant, holds);
+        served = served.on_message(move |ctx: Context, from: Address, _: Cancel| {
+            release(book.clone(), participant.clone(), holds.clone(), ctx, from, "Cancel")
+        });
+    }
+    agent.include(served);
+    sweep(agent, &book, PARTICIPANT);
+    book
+}
+
+/// Releases to this participant the escrow that paid for the task of dialogue `id`, now
+/// done: if it is open on the ledger for this deal with this participant's wallet as its
+/// beneficiary and arbiter. Tries until the escrow's deadline ([`release_by`]); after it,
+/// the escrow belongs to the payer's refund.
+async fn collect(wallet: &agent_core::Wallet, id: u128, payment: &Payment) {
+    let escrow = match wallet.escrow(payment.escrow).await {
+        Ok(Some(escrow)) => escrow,
+        Ok(None) => return tracing::warn!(escrow = %payment.escrow, "the escrow paying for a task is not open"),
+        Err(e) => return tracing::warn!(escrow = %payment.escrow, error = %e, "the ledger could not be read"),
+    };
+    let mine = escrow.beneficiary == wallet.address() && escrow.arbiter == wallet.address();
+    if !mine || escrow.deal != Some(deal_of(id)) {
+        return tracing::warn!(escrow = %payment.escrow, "the escrow paying for a task is not this participant's to release");
+    }
+    if !release_by(wallet, payment.escrow, escrow.deadline_ms).await {
+        tracing::warn!(escrow = %payment.escrow, "a task was done but its escrow could not be released");
+    }
+}
+
+/// Releases the proposal of dialogue `id` (made to `initiator`) once its hold ends, if no
+/// decision took it first (an award takes it to perform; a rejection or cancellation
+/// releases it). An award that comes later is answered with a failure: what was held may
+/// be gone.
+fn release_when_hold_ends<P: Participant>(
+    participant: &Arc<P>,
+    book: &Book,
+    holds: &Holds,
+    id: u128,
+    initiator: Address,
+    hold_until_ms: u64,
+    kept: Data,
+) {
+    let (participant, book) = (Arc::clone(participant), book.clone());
+    let timer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(hold_until_ms.saturating_sub(now_ms()))).await;
+        let Some(dialogues) = book.dialogues() else { return };
+        // Only the proposal this hold was for: a revised call may have replaced it.
+        match dialogues.take_data(id, Some(&kept)) {
+            Ok(taken) => {
+                if let Some(proposal) = held_proposal::<P::Proposal>(taken) {
+                    tracing::debug!(dialogue = %format!("{id:032x}"), "a proposal's hold ended without a decision");
+                    participant.release(initiator, proposal).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "a proposal whose hold ended could not be released"),
+        }
+    });
+    let mut timers = holds.timers.lock();
+    timers.retain(|_, timer| !timer.is_finished());
+    if let Some(replaced) = timers.insert(id, timer.abort_handle()) {
+        replaced.abort();
+    }
+}
