@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::auction::{self, Award, BIDDER};
-use crate::dialogue::{Dialogues, Rules, Step};
+use crate::dialogue::{Data, Dialogues, Rules, Step};
 use crate::inbox::{tell, Book};
 use crate::settlement::{self, Settled, SettlementError};
 
@@ -93,7 +93,7 @@ impl Bidding {
         let id = auction::dialogue_of(auction, &ctx.address());
         let dialogues = self.dialogues(ctx, auction)?;
         let (kept, deadline_ms) = dialogues.get(id).map(|d| (d.data, d.deadline_ms)).unwrap_or_default();
-        let kept = kept.unwrap_or_default();
+        let kept = kept.unwrap_or_else(|| Data::from(serde_json::Value::Null));
         match dialogues.incoming_with(step, id, from, now_ms(), keeping(kept.clone(), deadline_ms)) {
             Ok(_) => decode(auction, kept),
             Err(refused) => {
@@ -121,9 +121,9 @@ impl Bidding {
     }
 
     /// The dialogues, and `kept` as it is stored; `None` (logged) if either fails.
-    fn ready<K: Serialize>(&self, ctx: &Context, auction: &str, kept: &K) -> Option<(&Dialogues, serde_json::Value)> {
+    fn ready<K: Serialize>(&self, ctx: &Context, auction: &str, kept: &K) -> Option<(&Dialogues, Data)> {
         let dialogues = self.dialogues(ctx, auction)?;
-        match serde_json::to_value(kept) {
+        match Data::encode(kept) {
             Ok(kept) => Some((dialogues, kept)),
             Err(e) => {
                 tracing::warn!(auction, error = %e, "what a bidder keeps of an auction could not be written");
@@ -145,7 +145,7 @@ impl Bidding {
 
 /// A step that keeps `kept`, and the deadline the dialogue has (the auction's close)
 /// instead of the rules', so every state a bid leads to closes with the auction.
-fn keeping(kept: serde_json::Value, deadline_ms: Option<u64>) -> Step {
+fn keeping(kept: Data, deadline_ms: Option<u64>) -> Step {
     match deadline_ms {
         Some(deadline_ms) => Step::default().until(deadline_ms).keeping(kept),
         None => Step::default().keeping(kept),
@@ -176,8 +176,8 @@ fn make_room(dialogues: &Dialogues, auction: &str) -> bool {
     }
 }
 
-fn decode<K: DeserializeOwned>(auction: &str, kept: serde_json::Value) -> Option<K> {
-    match serde_json::from_value(kept) {
+fn decode<K: DeserializeOwned>(auction: &str, kept: Data) -> Option<K> {
+    match kept.decode() {
         Ok(kept) => Some(kept),
         Err(e) => {
             tracing::warn!(auction, error = %e, "what a bidder kept of an auction is unreadable; ignored");
