@@ -9,13 +9,44 @@ fn trader(i: u8) -> Address {
     Address::from_bytes([i; 32])
 }
 
-fn bids() -> impl Strategy<Value = Vec<Bid>> {
-    prop::collection::vec((0u8..8, 0u128..200), 0..24).prop_map(|raw| {
-        raw.into_iter()
-            .enumerate()
-            .map(|(seq, (who, amount))| Bid { bidder: trader(who), amount, seq: seq as u64 })
-            .collect()
+/// Arrival numbers: distinct and increasing, with gaps, so that a rule applied by position
+/// instead of by arrival would not pass by chance.
+fn arrivals(gaps: impl IntoIterator<Item = u64>, offset: u64) -> impl Iterator<Item = u64> {
+    gaps.into_iter().scan(offset, |seq, gap| {
+        *seq += gap;
+        Some(*seq)
     })
+}
+
+/// Bids as they might be handed over: in any order, each with its arrival number.
+fn bids() -> impl Strategy<Value = Vec<Bid>> {
+    prop::collection::vec((0u8..8, 0u128..200, 1u64..4), 0..24)
+        .prop_map(|raw| {
+            let seqs = arrivals(raw.iter().map(|r| r.2), 0);
+            raw.iter()
+                .zip(seqs)
+                .map(|((who, amount, _), seq)| Bid { bidder: trader(*who), amount: *amount, seq })
+                .collect()
+        })
+        .prop_shuffle()
+}
+
+/// Orders of the traders numbered in `traders`, in any order, arrival numbers from `offset`.
+fn orders(traders: std::ops::Range<u8>, offset: u64) -> impl Strategy<Value = Vec<Order>> {
+    prop::collection::vec((traders, 1u128..100, 0u64..5, 1u64..4), 0..10)
+        .prop_map(move |raw| {
+            let seqs = arrivals(raw.iter().map(|r| r.3), offset);
+            raw.iter()
+                .zip(seqs)
+                .map(|((who, price, quantity, _), seq)| Order {
+                    trader: trader(*who),
+                    price: *price,
+                    quantity: *quantity,
+                    seq,
+                })
+                .collect()
+        })
+        .prop_shuffle()
 }
 
 proptest! {
@@ -26,8 +57,10 @@ proptest! {
     #[test]
     fn english_matches_its_rules(bids in bids(), reserve in 0u128..100, increment in 0u128..20) {
         let increment = increment.max(1);
+        let mut arrived = bids.clone();
+        arrived.sort_by_key(|b| b.seq);
         let mut counted: Vec<Bid> = Vec::new();
-        for bid in &bids {
+        for bid in &arrived {
             let beats_all = counted.iter().all(|c| bid.amount >= c.amount + increment);
             if bid.amount >= reserve && beats_all {
                 counted.push(*bid);
@@ -63,13 +96,16 @@ proptest! {
     /// an acceptance, the earliest one wins at that tick's price.
     #[test]
     fn dutch_matches_its_rules(
-        raw in prop::collection::vec((0u8..8, 0u64..40), 0..16),
+        raw in prop::collection::vec((0u8..8, 0u64..40, 1u64..4), 0..16).prop_shuffle(),
         start in 50u128..500,
         step in 1u128..30,
         floor in 0u128..100,
     ) {
-        let acceptances: Vec<Acceptance> = raw.iter().enumerate()
-            .map(|(seq, (who, tick))| Acceptance { bidder: trader(*who), tick: *tick, seq: seq as u64 })
+        // Shuffled before numbering: arrival numbers are not in list order.
+        let mut seqs: Vec<u64> = arrivals(raw.iter().map(|r| r.2), 0).collect();
+        seqs.reverse();
+        let acceptances: Vec<Acceptance> = raw.iter().zip(seqs)
+            .map(|((who, tick, _), seq)| Acceptance { bidder: trader(*who), tick: *tick, seq })
             .collect();
         let mut expected = None;
         let mut tick = 0u64;
@@ -91,15 +127,9 @@ proptest! {
     /// than it bid for at no more than its limit; every seller likewise.
     #[test]
     fn double_auction_matches_its_rules(
-        raw_bids in prop::collection::vec((0u8..6, 1u128..100, 0u64..5), 0..10),
-        raw_asks in prop::collection::vec((6u8..12, 1u128..100, 0u64..5), 0..10),
+        bids in orders(0..6, 0),
+        asks in orders(6..12, 100),
     ) {
-        let orders = |raw: &[(u8, u128, u64)], offset: u64| -> Vec<Order> {
-            raw.iter().enumerate()
-                .map(|(i, (who, price, quantity))| Order { trader: trader(*who), price: *price, quantity: *quantity, seq: offset + i as u64 })
-                .collect()
-        };
-        let (bids, asks) = (orders(&raw_bids, 0), orders(&raw_asks, 100));
         let mut bid_units: Vec<u128> = bids.iter().flat_map(|o| std::iter::repeat_n(o.price, o.quantity as usize)).collect();
         let mut ask_units: Vec<u128> = asks.iter().flat_map(|o| std::iter::repeat_n(o.price, o.quantity as usize)).collect();
         bid_units.sort_by(|a, b| b.cmp(a));

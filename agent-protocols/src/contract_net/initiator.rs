@@ -49,7 +49,9 @@ pub enum Outcome<R> {
 
 /// Calls `participants` for proposals on `task`, each in a dialogue of its own, and
 /// gathers the answers until all have answered or `deadline` has passed. A proposal that
-/// arrives later is rejected with [`RejectReason::Late`]. Use [`award`] next.
+/// arrives later, while the call still waits for late replies (as long again as the
+/// deadline, at least a second), is rejected with [`RejectReason::Late`]; one later still
+/// is rejected the same way only by an agent that runs [`refuse_strays`]. Use [`award`] next.
 pub async fn call<T: Serialize, P: DeserializeOwned + Send + 'static>(
     ctx: &Context,
     book: &Book,
