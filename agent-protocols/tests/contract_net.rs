@@ -455,6 +455,23 @@ async fn a_proposal_without_a_hold_of_its_own_is_released_a_bounded_time_after_t
     m.bureau.shutdown().await.unwrap();
 }
 
+/// The initiator chooses the call's deadline: one ten years away does not hold a proposal
+/// given no hold of its own for ten years, only for the bounded default.
+#[tokio::test]
+async fn a_call_with_a_far_deadline_holds_a_proposal_for_the_bounded_default_only() {
+    let m = market().await;
+    let address = add_seller(&m, "far deadline", Seller::new(80));
+    let ctx = m.bureau.context(m.initiator).unwrap();
+    let ten_years = Duration::from_secs(10 * 365 * 24 * 3600);
+    let called_at = agent_core::envelope::unix_now_ms();
+    // The one participant answers at once, so the call returns long before its deadline.
+    let called = contract_net::call::<_, u64>(&ctx, &m.book, &[address], &"LHR-JFK", ten_years).await.unwrap();
+    let held_for = called.proposals[0].hold_until_ms.expect("the answer says until when it is held") - called_at;
+    let cap = contract_net::MAX_DEFAULT_HOLD.as_millis() as u64;
+    assert!((cap - 1_000..=cap + 1_000).contains(&held_for), "held for {held_for} ms, not about {cap}");
+    m.bureau.shutdown().await.unwrap();
+}
+
 /// The initiator withdraws its call: every proposer is told and releases its hold, and a
 /// late award of a withdrawn call is refused by the dialogue.
 #[tokio::test]

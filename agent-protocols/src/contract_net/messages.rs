@@ -145,6 +145,11 @@ pub fn protocol() -> agent_core::Protocol {
 /// A participant that must hold longer (a decision taking hours) sets its own hold.
 pub const DEFAULT_HOLD_AFTER_DEADLINE: Duration = Duration::from_secs(60);
 
+/// The longest a proposal given no hold of its own is held from when it is made, however
+/// far away the call's deadline: the initiator chooses that deadline, and a call that ends
+/// in ten years must not hold a participant's seat for ten years.
+pub const MAX_DEFAULT_HOLD: Duration = Duration::from_secs(3600);
+
 /// How long a contract-net dialogue is kept from its call: the longest a task may take.
 pub const MAX_AWARD_AGE: Duration = Duration::from_secs(31 * 24 * 3600);
 

@@ -17,7 +17,8 @@ pub trait Participant: Send + Sync + 'static {
 
     /// A proposal for `task` from `initiator` and until when it is held (ms since the Unix
     /// epoch), or `None` to refuse. A proposal given no hold is held until
-    /// [`DEFAULT_HOLD_AFTER_DEADLINE`] past the call's deadline, never longer: whatever it
+    /// [`DEFAULT_HOLD_AFTER_DEADLINE`] past the call's deadline, and at most
+    /// [`MAX_DEFAULT_HOLD`] from when it is made, never longer: whatever it
     /// holds is released then if no decision came.
     async fn evaluate(&self, initiator: Address, task: Self::Task) -> Option<(Self::Proposal, Option<u64>)>;
 
@@ -120,7 +121,10 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                 if let Some(earlier) = held_proposal::<P::Proposal>(earlier) {
                     participant.release(from, earlier).await;
                 }
-                let default_hold = cfp.deadline_ms.saturating_add(DEFAULT_HOLD_AFTER_DEADLINE.as_millis() as u64);
+                let default_hold = cfp
+                    .deadline_ms
+                    .saturating_add(DEFAULT_HOLD_AFTER_DEADLINE.as_millis() as u64)
+                    .min(now_ms().saturating_add(MAX_DEFAULT_HOLD.as_millis() as u64));
                 let evaluated = match serde_json::from_value::<P::Task>(cfp.task) {
                     Ok(task) => participant.evaluate(from, task).await,
                     Err(_) => None,
