@@ -416,3 +416,27 @@ async fn a_winner_that_reports_too_late_is_not_paid_and_the_escrow_is_refunded()
     assert_eq!(s.ledger.audit_total().unwrap(), 1_000);
     s.bureau.shutdown().await.unwrap();
 }
+
+/// A call awarded twice locks the price once: the second award finds the dialogue awarded
+/// already, locks nothing, and says so; the winner is paid once.
+#[tokio::test]
+async fn a_second_award_of_the_same_call_locks_nothing() {
+    let s = setup(1_000).await;
+    let (seller, seller_wallet) = add_seller(&s, "awarded twice", Seller { price: 90, fails: false });
+    let ctx = s.bureau.context(s.buyer).unwrap();
+    let called =
+        contract_net::call::<_, u128>(&ctx, &s.book, &[seller], &"parts", Duration::from_secs(2)).await.unwrap();
+    let winners = [seller];
+    let award = || {
+        contract_net::award_and_pay::<u128, String>(&ctx, &s.book, &called, &winners, |p| *p, Duration::from_secs(2))
+    };
+    let Paid::Settled(first) = award().await.unwrap() else { panic!("the first award settles") };
+    assert_eq!((first.len(), first[0].paid), (1, true));
+    let Paid::Settled(second) = award().await.unwrap() else { panic!("the second award is reported") };
+    assert_eq!(second.len(), 1);
+    assert_eq!((second[0].escrow, second[0].paid), (None, false), "{second:?}");
+    assert!(second[0].result.as_ref().is_err_and(|e| e.contains("not awarded")), "{:?}", second[0].result);
+    assert_eq!(s.ledger.balance(s.buyer_wallet.address()).await.unwrap(), 910, "one price locked and paid");
+    assert_eq!(s.ledger.balance(seller_wallet).await.unwrap(), 90);
+    s.bureau.shutdown().await.unwrap();
+}

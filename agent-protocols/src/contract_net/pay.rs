@@ -43,8 +43,14 @@ pub enum Paid<R> {
 /// cancellation or no report it is refunded to the initiator after its deadline
 /// (`perform_timeout` plus [`REFUND_GRACE`]), and neither side can refund it before. A
 /// winner whose price cannot be locked (no wallet given, insufficient funds) is not
-/// awarded. No path leaves the money locked past its deadline or pays it twice: the ledger
-/// settles an escrow once.
+/// awarded, nor is one whose dialogue is past its proposal (awarded already, cancelled,
+/// expired): nothing is locked for it. Every escrow locked is named in the returned
+/// [`Settlement`]s. No path leaves the money locked past its deadline or pays it twice: the
+/// ledger settles an escrow once.
+///
+/// Trust: the winner, as arbiter, could release the escrow to itself without doing the
+/// task; the ledger cannot see the work. With the initiator as arbiter the initiator could
+/// take back what was earned instead. Use it between parties that trust the winner's report.
 pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
     ctx: &Context,
     book: &Book,
@@ -72,6 +78,14 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
                     paid: false,
                 });
                 None
+            }
+            (true, Some(_)) if !dialogues.get(id).is_some_and(|d| d.state == "proposed") => {
+                // Awarded already (a second award of the same call), cancelled, rejected
+                // or expired: nothing may be awarded, so nothing is locked.
+                let state = dialogues.get(id).map_or_else(|| "unknown".to_owned(), |d| d.state);
+                let result = Err(format!("not awarded: its dialogue is {state}, not proposed"));
+                settlements.push(Settlement { winner: to, result, escrow: None, paid: false });
+                continue;
             }
             (true, Some(pay_to)) => {
                 let price = price_of(&proposal.proposal);
@@ -117,7 +131,13 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
                     Settlement { winner: to, result, escrow: Some(escrow), paid }
                 });
             }
-            _ => {
+            Some((payment, _)) => {
+                // The dialogue moved on while the price was being locked: the escrow is
+                // refunded when due (scheduled at the lock), and the caller is told of it.
+                let result = Err("not awarded: its dialogue moved on while the price was locked".to_owned());
+                settlements.push(Settlement { winner: to, result, escrow: Some(payment.escrow), paid: false });
+            }
+            None => {
                 reject(ctx, dialogues, id, to, RejectReason::NotChosen).await;
             }
         }
