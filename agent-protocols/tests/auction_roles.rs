@@ -9,72 +9,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+use common::UpTo;
+
 use agent_core::ledger::{DealId, Ledger, LocalLedger, LocalLedgerConfig};
 use agent_core::{Address, Agent, Bureau, Config, Context, Identity, Message, Wallet};
 use agent_protocols::auction::{dialogue_of, Award, BIDDER};
 use agent_protocols::dialogue::{Dialogue, Dialogues, Refused};
-use agent_protocols::double_auction::{self, Clearinghouse, RoundOpen, Side, SignedOrder};
+use agent_protocols::double_auction::{self, Clearinghouse, RoundOpen, SignedOrder};
 use agent_protocols::sealed_bid::{self, BidAnswer, CallForBids, Pricing, SignedBid};
-use agent_protocols::settlement::{self, Sales, Settled, SettlementError};
+use agent_protocols::settlement::{self, Sales, Settled};
 use agent_protocols::{dutch, english};
 use parking_lot::Mutex;
 
 const DELIVER_WITHIN: Duration = Duration::from_millis(500);
 const FUNDS: u128 = 1_000;
 const ROGUE: &str = "rogue bidder";
-
-/// Raises to the minimum up to `max`, takes a Dutch price at or below it, bids it sealed,
-/// buys one unit at it; records how its payments ended.
-struct UpTo {
-    max: u128,
-    settled: Mutex<Vec<Result<Settled, String>>>,
-}
-
-impl UpTo {
-    fn record(&self, settled: Result<Settled, SettlementError>) {
-        self.settled.lock().push(settled.map_err(|e| e.to_string()));
-    }
-}
-
-#[async_trait::async_trait]
-impl english::Bidder for UpTo {
-    async fn raise(&self, _item: &serde_json::Value, minimum: u128) -> Option<u128> {
-        (minimum <= self.max).then_some(minimum)
-    }
-
-    async fn settled(&self, _auction: &str, settled: Result<Settled, SettlementError>) {
-        self.record(settled);
-    }
-}
-
-#[async_trait::async_trait]
-impl dutch::Bidder for UpTo {
-    async fn take(&self, _item: &serde_json::Value, price: u128) -> bool {
-        price <= self.max
-    }
-
-    async fn settled(&self, _auction: &str, settled: Result<Settled, SettlementError>) {
-        self.record(settled);
-    }
-}
-
-#[async_trait::async_trait]
-impl sealed_bid::Bidder for UpTo {
-    async fn bid(&self, _item: serde_json::Value, _reserve: u128) -> Option<u128> {
-        Some(self.max)
-    }
-
-    async fn settled(&self, _auction: &str, settled: Result<Settled, SettlementError>) {
-        self.record(settled);
-    }
-}
-
-#[async_trait::async_trait]
-impl double_auction::Trader for UpTo {
-    async fn orders(&self, _round: &RoundOpen) -> Vec<(Side, u128, u64)> {
-        vec![(Side::Buy, self.max, 1)]
-    }
-}
 
 struct Lots;
 

@@ -11,15 +11,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+use common::UpTo;
+
 use agent_core::ledger::{DealId, Ledger, LocalLedger, LocalLedgerConfig};
 use agent_core::transport::{Endpoint, NetworkConfig, StaticResolver};
 use agent_core::{Address, Agent, Bureau, Config, Context, Identity, Message, Wallet};
 use agent_protocols::auction::{dialogue_of, Award, BIDDER};
 use agent_protocols::dialogue::{Dialogues, Refused};
-use agent_protocols::double_auction::{self, Clearinghouse, RoundOpen, Side, Trade};
+use agent_protocols::double_auction::{self, Clearinghouse, RoundOpen, Side};
 use agent_protocols::english::{self, Opening, Raise};
 use agent_protocols::sealed_bid::{self, Pricing, SignedBid};
-use agent_protocols::settlement::{self, Sales, Settled, SettlementError};
+use agent_protocols::settlement::{self, Sales, Settled};
 use parking_lot::Mutex;
 
 /// How long any one exchange over the network may take.
@@ -29,67 +32,6 @@ const BIDDER_SEED: &str = "restarted bidder";
 const AUCTIONEER_SEED: &str = "restart auctioneer";
 const SELLER_SEED: &str = "kWh seller";
 const RIVAL_SEED: &str = "hand-driven rival";
-
-/// Raises to the minimum up to `max`, bids `max` sealed, buys one unit at up to `max`; and
-/// records how each payment ended.
-struct UpTo {
-    max: u128,
-    settled: Mutex<Vec<Result<Settled, String>>>,
-}
-
-impl UpTo {
-    fn new(max: u128) -> Arc<UpTo> {
-        Arc::new(UpTo { max, settled: Mutex::default() })
-    }
-
-    fn record(&self, settled: Result<Settled, SettlementError>) {
-        self.settled.lock().push(settled.map_err(|e| e.to_string()));
-    }
-
-    /// Waits (bounded) until a payment has ended.
-    async fn paid(&self) -> Result<Settled, String> {
-        for _ in 0..500 {
-            if let Some(settled) = self.settled.lock().first() {
-                return settled.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the winner never paid");
-    }
-}
-
-#[async_trait::async_trait]
-impl english::Bidder for UpTo {
-    async fn raise(&self, _item: &serde_json::Value, minimum: u128) -> Option<u128> {
-        (minimum <= self.max).then_some(minimum)
-    }
-
-    async fn settled(&self, _auction: &str, settled: Result<Settled, SettlementError>) {
-        self.record(settled);
-    }
-}
-
-#[async_trait::async_trait]
-impl sealed_bid::Bidder for UpTo {
-    async fn bid(&self, _item: serde_json::Value, _reserve: u128) -> Option<u128> {
-        Some(self.max)
-    }
-
-    async fn settled(&self, _auction: &str, settled: Result<Settled, SettlementError>) {
-        self.record(settled);
-    }
-}
-
-#[async_trait::async_trait]
-impl double_auction::Trader for UpTo {
-    async fn orders(&self, _round: &RoundOpen) -> Vec<(Side, u128, u64)> {
-        vec![(Side::Buy, self.max, 1)]
-    }
-
-    async fn settled(&self, _trade: &Trade, settled: Result<Settled, SettlementError>) {
-        self.record(settled);
-    }
-}
 
 /// Sells one unit at `min` or more in a double auction.
 struct Sells(u128);

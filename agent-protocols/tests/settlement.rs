@@ -98,24 +98,31 @@ async fn the_winner_is_paid_once_through_escrow_keyed_by_the_dialogue() {
     s.bureau.shutdown().await.unwrap();
 }
 
-/// Performs after a pause, well within the award's time.
-struct Quick;
+/// Proposes `price` and performs after `takes`: within the award's time or past it.
+struct Paced {
+    price: u128,
+    takes: Duration,
+    result: &'static str,
+}
 
 #[async_trait::async_trait]
-impl Participant for Quick {
+impl Participant for Paced {
     type Task = String;
     type Proposal = u128;
     type Result = String;
 
     async fn evaluate(&self, _initiator: Address, _task: String) -> Option<(u128, Option<u64>)> {
-        Some((60, None))
+        Some((self.price, None))
     }
 
     async fn perform(&self, _initiator: Address, _price: u128) -> Result<String, Unperformed> {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        Ok("done".into())
+        tokio::time::sleep(self.takes).await;
+        Ok(self.result.into())
     }
 }
+
+/// Performs after a pause, well within the award's time.
+const QUICK: Paced = Paced { price: 60, takes: Duration::from_millis(300), result: "done" };
 
 /// The payer stops waiting once the work has started (its award dropped: it never releases
 /// and could refund after the deadline): the winner, the escrow's arbiter, releases it on
@@ -124,7 +131,7 @@ impl Participant for Quick {
 async fn a_winner_that_did_the_work_is_paid_even_if_the_payer_never_releases() {
     let s = setup(1_000).await;
     let mut agent = Agent::builder("quick").build().unwrap();
-    contract_net::serve(&mut agent, Arc::new(Quick));
+    contract_net::serve(&mut agent, Arc::new(QUICK));
     let quick = s.bureau.add(agent).unwrap();
     let quick_wallet = s.bureau.context(quick).unwrap().wallet().unwrap().address();
     let ctx = s.bureau.context(s.buyer).unwrap();
@@ -322,23 +329,7 @@ async fn a_price_that_cannot_be_locked_is_not_awarded() {
 }
 
 /// A slow seller, to drop the award half way.
-struct Slow;
-
-#[async_trait::async_trait]
-impl Participant for Slow {
-    type Task = String;
-    type Proposal = u128;
-    type Result = String;
-
-    async fn evaluate(&self, _initiator: Address, _task: String) -> Option<(u128, Option<u64>)> {
-        Some((70, None))
-    }
-
-    async fn perform(&self, _initiator: Address, _price: u128) -> Result<String, Unperformed> {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        Ok("too late".into())
-    }
-}
+const SLOW: Paced = Paced { price: 70, takes: Duration::from_secs(2), result: "too late" };
 
 /// The initiator gives up on the award after the price was locked (its future dropped):
 /// the escrow is still refunded once due, never left locked.
@@ -346,7 +337,7 @@ impl Participant for Slow {
 async fn an_award_abandoned_after_the_lock_is_still_refunded() {
     let s = setup(1_000).await;
     let mut agent = Agent::builder("slow").build().unwrap();
-    contract_net::serve(&mut agent, Arc::new(Slow));
+    contract_net::serve(&mut agent, Arc::new(SLOW));
     let slow = s.bureau.add(agent).unwrap();
     let winners = [slow];
     let ctx = s.bureau.context(s.buyer).unwrap();
@@ -378,7 +369,7 @@ async fn an_award_abandoned_after_the_lock_is_still_refunded() {
 async fn a_winner_that_reports_too_late_is_not_paid_and_the_escrow_is_refunded() {
     let s = setup(1_000).await;
     let mut agent = Agent::builder("slow").build().unwrap();
-    let participant_book = contract_net::serve(&mut agent, Arc::new(Slow));
+    let participant_book = contract_net::serve(&mut agent, Arc::new(SLOW));
     let slow = s.bureau.add(agent).unwrap();
     let slow_wallet = s.bureau.context(slow).unwrap().wallet().unwrap().address();
     let ctx = s.bureau.context(s.buyer).unwrap();

@@ -1,0 +1,84 @@
+//! What the auction tests share: a bidder that goes up to a limit in every kind of auction.
+
+// Each test binary uses part of it.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_protocols::double_auction::{self, RoundOpen, Side, Trade};
+use agent_protocols::settlement::{Settled, SettlementError};
+use agent_protocols::{dutch, english, sealed_bid};
+use parking_lot::Mutex;
+
+/// Raises to the minimum up to `max`, takes a Dutch price at or below it, bids `max` sealed,
+/// buys one unit at up to `max`; and records how each payment ended.
+pub struct UpTo {
+    pub max: u128,
+    pub settled: Mutex<Vec<Result<Settled, String>>>,
+}
+
+impl UpTo {
+    pub fn new(max: u128) -> Arc<UpTo> {
+        Arc::new(UpTo { max, settled: Mutex::default() })
+    }
+
+    pub fn record(&self, settled: Result<Settled, SettlementError>) {
+        self.settled.lock().push(settled.map_err(|e| e.to_string()));
+    }
+
+    /// Waits (bounded) until a payment has ended.
+    pub async fn paid(&self) -> Result<Settled, String> {
+        for _ in 0..500 {
+            if let Some(settled) = self.settled.lock().first() {
+                return settled.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the winner never paid");
+    }
+}
+
+#[async_trait::async_trait]
+impl english::Bidder for UpTo {
+    async fn raise(&self, _item: &serde_json::Value, minimum: u128) -> Option<u128> {
+        (minimum <= self.max).then_some(minimum)
+    }
+
+    async fn settled(&self, _auction: &str, settled: Result<Settled, SettlementError>) {
+        self.record(settled);
+    }
+}
+
+#[async_trait::async_trait]
+impl dutch::Bidder for UpTo {
+    async fn take(&self, _item: &serde_json::Value, price: u128) -> bool {
+        price <= self.max
+    }
+
+    async fn settled(&self, _auction: &str, settled: Result<Settled, SettlementError>) {
+        self.record(settled);
+    }
+}
+
+#[async_trait::async_trait]
+impl sealed_bid::Bidder for UpTo {
+    async fn bid(&self, _item: serde_json::Value, _reserve: u128) -> Option<u128> {
+        Some(self.max)
+    }
+
+    async fn settled(&self, _auction: &str, settled: Result<Settled, SettlementError>) {
+        self.record(settled);
+    }
+}
+
+#[async_trait::async_trait]
+impl double_auction::Trader for UpTo {
+    async fn orders(&self, _round: &RoundOpen) -> Vec<(Side, u128, u64)> {
+        vec![(Side::Buy, self.max, 1)]
+    }
+
+    async fn settled(&self, _trade: &Trade, settled: Result<Settled, SettlementError>) {
+        self.record(settled);
+    }
+}
