@@ -61,6 +61,18 @@ pub struct ReplyRule {
     pub replies: Vec<SchemaDigest>,
 }
 
+/// A type carried as data inside a protocol's own messages (contract-net's task, proposal
+/// and result, for example), declared with [`Protocol::payload`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayloadSpec {
+    /// What the payload is in the protocol ("task", "proposal").
+    pub role: String,
+    /// Its canonical schema.
+    pub schema: String,
+    /// sha256 of the schema.
+    pub digest: SchemaDigest,
+}
+
 /// A protocol's published description: what others need to speak it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -72,6 +84,10 @@ pub struct Manifest {
     pub messages: Vec<MessageSpec>,
     /// Allowed replies, sorted by request digest.
     pub replies: Vec<ReplyRule>,
+    /// The types carried inside generic messages, sorted by role. Absent from the JSON when
+    /// there are none, so a protocol without payloads keeps the digest it always had.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub payloads: Vec<PayloadSpec>,
 }
 
 /// Why a manifest could not be read.
@@ -85,6 +101,12 @@ pub enum ManifestError {
     DigestMismatch {
         /// The message type.
         name: String,
+    },
+    /// A payload's digest does not match its schema.
+    #[error("manifest payload {role}: digest does not match its schema")]
+    PayloadDigestMismatch {
+        /// The payload's role.
+        role: String,
     },
 }
 
@@ -110,6 +132,11 @@ impl Manifest {
                 return Err(ManifestError::DigestMismatch { name: message.name.clone() });
             }
         }
+        for payload in &manifest.payloads {
+            if schema_digest(&payload.schema) != payload.digest {
+                return Err(ManifestError::PayloadDigestMismatch { role: payload.role.clone() });
+            }
+        }
         Ok(manifest.canonical())
     }
 
@@ -122,6 +149,7 @@ impl Manifest {
             rule.replies.dedup();
         }
         out.replies.sort_by_key(|r| r.request);
+        out.payloads.sort_by(|a, b| a.role.cmp(&b.role));
         out
     }
 }
@@ -153,6 +181,7 @@ pub struct Protocol {
     version: String,
     messages: BTreeMap<SchemaDigest, MessageSpec>,
     replies: BTreeMap<SchemaDigest, BTreeSet<SchemaDigest>>,
+    payloads: BTreeMap<String, PayloadSpec>,
     pub(crate) handlers: Vec<(SchemaDigest, &'static str, Arc<dyn MessageHandler>)>,
 }
 
@@ -164,6 +193,7 @@ impl Protocol {
             version: version.into(),
             messages: BTreeMap::new(),
             replies: BTreeMap::new(),
+            payloads: BTreeMap::new(),
             handlers: Vec::new(),
         }
     }
@@ -197,6 +227,22 @@ impl Protocol {
         self
     }
 
+    /// Declares `T` as the type carried as `role` inside this protocol's messages.
+    ///
+    /// Use it when a message holds data whose type the protocol leaves open: contract-net's
+    /// task is JSON of whatever the initiator asks for. The manifest then publishes `T`'s
+    /// schema and the digest covers it, so programs that disagree on the payload's shape
+    /// advertise different digests and do not find each other by it. Declaring a role
+    /// again replaces its type.
+    pub fn payload<T: schemars::JsonSchema>(mut self, role: &str) -> Self {
+        let schema = crate::message::MessageSchema::of::<T>(role);
+        self.payloads.insert(
+            role.to_owned(),
+            PayloadSpec { role: role.to_owned(), schema: schema.json().to_owned(), digest: schema.digest() },
+        );
+        self
+    }
+
     /// The protocol's manifest.
     pub fn manifest(&self) -> Manifest {
         Manifest {
@@ -208,6 +254,7 @@ impl Protocol {
                 .iter()
                 .map(|(request, replies)| ReplyRule { request: *request, replies: replies.iter().copied().collect() })
                 .collect(),
+            payloads: self.payloads.values().cloned().collect(),
         }
         .canonical()
     }

@@ -375,6 +375,53 @@ fn the_manifest_publishes_schemas_a_reader_can_check() {
     assert_eq!(Manifest::from_json(&text).unwrap(), manifest);
 }
 
+/// A protocol whose messages carry open data (a task as JSON) publishes the data's type
+/// beside its messages: the digest then tells apart programs that disagree on it, and a
+/// reader can check each payload schema against its digest.
+#[test]
+fn payload_types_are_published_and_change_the_digest() {
+    use agent_core::protocol::{Manifest, Protocol};
+    let bare = Protocol::new("booking", "1.0.0").on_message(on_booking);
+    assert!(!bare.manifest().to_json().contains("payloads"), "no payloads: the manifest and digest are as before");
+
+    let with_seat = Protocol::new("booking", "1.0.0").on_message(on_booking).payload::<v1::Seat>("seat");
+    let retyped =
+        Protocol::new("booking", "1.0.0").on_message(on_booking).payload::<nested_field_retyped::Seat>("seat");
+    let other_role = Protocol::new("booking", "1.0.0").on_message(on_booking).payload::<v1::Seat>("place");
+    let digests = [bare.digest(), with_seat.digest(), retyped.digest(), other_role.digest()];
+    for (i, digest) in digests.iter().enumerate() {
+        assert!(!digests[..i].contains(digest), "protocol {i}: a payload's type and role are part of the digest");
+    }
+    let reordered = Protocol::new("booking", "1.0.0")
+        .payload::<v1::Class>("class")
+        .payload::<v1::Seat>("seat")
+        .on_message(on_booking);
+    let in_order = Protocol::new("booking", "1.0.0")
+        .on_message(on_booking)
+        .payload::<v1::Seat>("seat")
+        .payload::<v1::Class>("class");
+    assert_eq!(reordered.digest(), in_order.digest(), "declaration order does not matter");
+
+    let text = with_seat.manifest().to_json();
+    let published: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let payload = &published["payloads"][0];
+    assert_eq!(payload["role"], "seat");
+    let schema = payload["schema"].as_str().unwrap();
+    assert_eq!(payload["digest"], agent_core::message::schema_digest(schema).to_string());
+    assert_eq!(Manifest::from_json(&text).unwrap().digest(), with_seat.digest());
+    // Only the payload mentions `letter` here, so only its digest can catch the change.
+    let text = Protocol::new("seats", "1.0.0").payload::<v1::Seat>("seat").manifest().to_json();
+    let tampered = text.replace("\\\"letter\\\"", "\\\"letters\\\"");
+    assert_ne!(tampered, text);
+    assert!(
+        matches!(
+            Manifest::from_json(&tampered),
+            Err(agent_core::protocol::ManifestError::PayloadDigestMismatch { .. })
+        ),
+        "a payload schema that does not match its digest is refused"
+    );
+}
+
 mod annotation_named_fields {
     use super::*;
 

@@ -356,7 +356,7 @@ async fn participants_are_found_through_the_almanac_by_protocol_and_attribute() 
             &agent_core::Identity::from_seed(name),
             libp2p_free_peer_id(),
             vec![],
-            vec![contract_net::protocol().digest()],
+            vec![contract_net::protocol_of::<Seller>().digest()],
             BTreeMap::from([("route".to_string(), route.to_string())]),
             1,
             agent_core::envelope::unix_now_ms() + 60_000,
@@ -366,21 +366,26 @@ async fn participants_are_found_through_the_almanac_by_protocol_and_attribute() 
             on_route.push(address);
         }
     }
-    // An agent on the route that does not speak contract-net is not a participant.
-    let bystander = agent_core::Identity::from_seed("bystander");
-    let attributes = BTreeMap::from([("route".to_string(), "LHR-JFK".to_string())]);
-    let record = almanac::Registration::sign(
-        &bystander,
-        libp2p_free_peer_id(),
-        vec![],
-        vec![],
-        attributes,
-        1,
-        agent_core::envelope::unix_now_ms() + 60_000,
-    );
-    almanac.register(record).await.unwrap();
+    // Agents on the route that do not speak contract-net, or speak it about tasks of
+    // another type (numbers, not route names), are not participants.
+    let other_tasks = contract_net::protocol::<u64, u64, String>().digest();
+    assert_ne!(other_tasks, contract_net::protocol_of::<Seller>().digest());
+    for (name, protocols) in [("bystander", vec![]), ("numbers", vec![other_tasks])] {
+        let attributes = BTreeMap::from([("route".to_string(), "LHR-JFK".to_string())]);
+        let record = almanac::Registration::sign(
+            &agent_core::Identity::from_seed(name),
+            libp2p_free_peer_id(),
+            vec![],
+            protocols,
+            attributes,
+            1,
+            agent_core::envelope::unix_now_ms() + 60_000,
+        );
+        almanac.register(record).await.unwrap();
+    }
 
-    let mut found = contract_net::find_participants(&almanac, &[("route", "LHR-JFK")], 100).await.unwrap();
+    let speaking = contract_net::protocol::<String, u64, String>().digest();
+    let mut found = contract_net::find_participants(&almanac, speaking, &[("route", "LHR-JFK")], 100).await.unwrap();
     found.sort();
     on_route.sort();
     assert_eq!(found, on_route);

@@ -108,7 +108,8 @@ pub async fn run(scenario: &Scenario, seed: u64, options: &Options) -> Result<Su
         let (agent, airline) = airline_agent(spec, &scenario.terms)?;
         let address = host.add(agent)?;
         let wallet = host.context(address).ok_or(agent_core::sim::SimError::Down(host.name()))?.wallet()?.address();
-        let record = registration(spec, String::new(), Vec::new(), vec![contract_net::protocol().digest()]);
+        let record =
+            registration(spec, String::new(), Vec::new(), vec![contract_net::protocol_of::<Airline>().digest()]);
         almanac.register(record).await?;
         airlines.push((wallet, airline));
     }

@@ -134,7 +134,8 @@ async fn round(
     terms: &Terms,
 ) -> Round {
     let attribute = route_attribute(&traveller.route);
-    let airlines = match contract_net::find_participants(directory, &[(&attribute, "yes")], 1_000).await {
+    let speaking = contract_net::protocol::<Trip, Offer, Ticket>().digest();
+    let airlines = match contract_net::find_participants(directory, speaking, &[(&attribute, "yes")], 1_000).await {
         Ok(airlines) if airlines.is_empty() => return Round::Final(format!("no airline flies {}", traveller.route)),
         Ok(airlines) => airlines,
         Err(e) => return Round::Retry(format!("the almanac could not be asked: {}", agent_core::error::chain(&e))),

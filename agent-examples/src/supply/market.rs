@@ -140,7 +140,8 @@ pub async fn run(scenario: &Scenario, seed: u64, options: &Options) -> Result<Su
             faucet.mint(ctx.wallet()?.address(), scenario.supplier_funds.into()).await?;
             // Set once, as the agent starts: a second set cannot happen.
             let _ = supplier.context.set(ctx);
-            let record = registration(spec, String::new(), Vec::new(), vec![contract_net::protocol().digest()]);
+            let record =
+                registration(spec, String::new(), Vec::new(), vec![contract_net::protocol_of::<Supplier>().digest()]);
             almanac.register(record).await?;
             suppliers.push(supplier);
         }

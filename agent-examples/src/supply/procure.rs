@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::scenario::Terms;
 
 /// A call for quotes: `units` of `part`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PartOrder {
     /// The part.
     pub part: String,
@@ -22,7 +22,7 @@ pub struct PartOrder {
 }
 
 /// A supplier's quote, binding if accepted: it holds the capacity.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Quote {
     /// The supplier.
     pub supplier: String,
@@ -148,7 +148,9 @@ pub async fn procure(
             return procurement;
         }
         let attribute = part_attribute(part);
-        let suppliers = match contract_net::find_participants(directory, &[(&attribute, "yes")], 1_000).await {
+        let speaking = contract_net::protocol::<PartOrder, Quote, Delivery>().digest();
+        let suppliers = match contract_net::find_participants(directory, speaking, &[(&attribute, "yes")], 1_000).await
+        {
             Ok(found) => found.into_iter().filter(|s| !failed.contains(s)).collect::<Vec<_>>(),
             Err(e) => {
                 procurement.short = Some(format!("the almanac could not be asked: {}", agent_core::error::chain(&e)));

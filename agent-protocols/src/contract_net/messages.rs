@@ -122,10 +122,16 @@ pub struct Cancel {
     pub reason: String,
 }
 
-/// The contract-net protocol as agents publish it: its messages, which reply answers which
-/// request, and its digest, by which participants are found in the almanac. [`serve`]
+/// The contract-net protocol as agents publish it, for tasks `T`, proposals `P` and results
+/// `R`: its messages, which reply answers which request, the schemas of the three payload
+/// types, and its digest, by which participants are found in the almanac. [`serve`]
 /// includes it (with the participant's handlers) in an agent.
-pub fn protocol() -> agent_core::Protocol {
+///
+/// The messages carry the payloads as JSON, so the payload schemas are what tell an
+/// airline's contract-net from a warehouse's: participants that serve different types
+/// advertise different digests, and [`find_participants`] finds only those an initiator
+/// can talk to.
+pub fn protocol<T: schemars::JsonSchema, P: schemars::JsonSchema, R: schemars::JsonSchema>() -> agent_core::Protocol {
     // 2.0.0: an award carries its payment, released by the winner (1.0.0's Accept had none).
     agent_core::Protocol::new("agora.contract-net", "2.0.0")
         .message::<Cfp>()
@@ -137,6 +143,15 @@ pub fn protocol() -> agent_core::Protocol {
         .message::<Refused>()
         .replies::<Cfp, Answer>()
         .replies::<Accept, Report>()
+        .payload::<T>("task")
+        .payload::<P>("proposal")
+        .payload::<R>("result")
+}
+
+/// The contract-net protocol a [`Participant`] of type `P` speaks: [`protocol`] for its
+/// task, proposal and result types.
+pub fn protocol_of<P: Participant>() -> agent_core::Protocol {
+    protocol::<P::Task, P::Proposal, P::Result>()
 }
 
 /// How long after a call's deadline a proposal is held when its participant gives it no

@@ -74,14 +74,16 @@ pub enum ContractNetError {
     Wallet(String),
 }
 
-/// The agents registered in `directory` as speaking contract-net, with every attribute in
-/// `attributes` (a route, a region, a kind of goods), at most `limit`.
+/// The agents registered in `directory` as speaking `protocol` (contract-net for the
+/// payload types the caller uses: [`protocol`]`::<T, P, R>().digest()`), with every
+/// attribute in `attributes` (a route, a region, a kind of goods), at most `limit`.
 pub async fn find_participants(
     directory: &dyn almanac::Directory,
+    protocol: agent_core::ProtocolDigest,
     attributes: &[(&str, &str)],
     limit: usize,
 ) -> Result<Vec<Address>, almanac::AlmanacError> {
-    let mut query = almanac::Query::protocol(protocol().digest());
+    let mut query = almanac::Query::protocol(protocol);
     for (key, value) in attributes {
         query = query.with_attribute(*key, *value);
     }

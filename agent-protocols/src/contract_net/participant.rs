@@ -9,11 +9,11 @@ use super::*;
 #[async_trait::async_trait]
 pub trait Participant: Send + Sync + 'static {
     /// The task, as the initiator describes it.
-    type Task: DeserializeOwned + Send;
+    type Task: DeserializeOwned + schemars::JsonSchema + Send;
     /// What this participant proposes.
-    type Proposal: Serialize + DeserializeOwned + Send;
+    type Proposal: Serialize + DeserializeOwned + schemars::JsonSchema + Send;
     /// What performing the task gives.
-    type Result: Serialize + Send;
+    type Result: Serialize + schemars::JsonSchema + Send;
 
     /// A proposal for `task` from `initiator` and until when it is held (ms since the Unix
     /// epoch), or `None` to refuse. A proposal given no hold is held until
@@ -104,7 +104,7 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
             async move { holds.stop_all() }
         });
     }
-    let mut served = protocol();
+    let mut served = protocol_of::<P>();
     {
         let (book, participant, holds) = (book.clone(), participant.clone(), holds.clone());
         served = served.on_message(move |ctx: Context, from: Address, cfp: Cfp| {
