@@ -145,7 +145,7 @@ pub async fn pay_on_delivery(
 }
 
 /// The deadline of an escrow for a delivery due at `deliver_by_ms`: the grace after it.
-fn refundable_after(deliver_by_ms: u64) -> u64 {
+pub(crate) fn refundable_after(deliver_by_ms: u64) -> u64 {
     deliver_by_ms.saturating_add(REFUND_GRACE.as_millis() as u64)
 }
 

@@ -21,6 +21,10 @@ impl Participant for Seller {
     type Proposal = u128;
     type Result = String;
 
+    fn price(&self, price: &u128) -> Option<u128> {
+        Some(*price)
+    }
+
     async fn evaluate(&self, _initiator: Address, _task: String) -> Option<(u128, Option<u64>)> {
         Some((self.price, None))
     }
@@ -111,6 +115,10 @@ impl Participant for Paced {
     type Proposal = u128;
     type Result = String;
 
+    fn price(&self, price: &u128) -> Option<u128> {
+        Some(*price)
+    }
+
     async fn evaluate(&self, _initiator: Address, _task: String) -> Option<(u128, Option<u64>)> {
         Some((self.price, None))
     }
@@ -169,6 +177,10 @@ impl Participant for Silent {
     type Task = String;
     type Proposal = u128;
     type Result = String;
+
+    fn price(&self, price: &u128) -> Option<u128> {
+        Some(*price)
+    }
 
     async fn evaluate(&self, _initiator: Address, _task: String) -> Option<(u128, Option<u64>)> {
         Some((75, None))
@@ -260,6 +272,10 @@ impl Participant for Withdraws {
     type Task = String;
     type Proposal = u128;
     type Result = String;
+
+    fn price(&self, price: &u128) -> Option<u128> {
+        Some(*price)
+    }
 
     async fn evaluate(&self, _initiator: Address, _task: String) -> Option<(u128, Option<u64>)> {
         Some((80, None))
@@ -429,5 +445,131 @@ async fn a_second_award_of_the_same_call_locks_nothing() {
     assert!(second[0].result.as_ref().is_err_and(|e| e.contains("not awarded")), "{:?}", second[0].result);
     assert_eq!(s.ledger.balance(s.buyer_wallet.address()).await.unwrap(), 910, "one price locked and paid");
     assert_eq!(s.ledger.balance(seller_wallet).await.unwrap(), 90);
+    s.bureau.shutdown().await.unwrap();
+}
+
+/// Counts what it performs: proposes 80 and is paid through escrow.
+#[derive(Default)]
+struct Counted {
+    performed: std::sync::atomic::AtomicUsize,
+    released: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Participant for Counted {
+    type Task = String;
+    type Proposal = u128;
+    type Result = String;
+
+    fn price(&self, price: &u128) -> Option<u128> {
+        Some(*price)
+    }
+
+    async fn evaluate(&self, _initiator: Address, _task: String) -> Option<(u128, Option<u64>)> {
+        Some((80, None))
+    }
+
+    async fn perform(&self, _initiator: Address, _price: u128) -> Result<String, Unperformed> {
+        self.performed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok("done".into())
+    }
+
+    async fn release(&self, _initiator: Address, _price: u128) {
+        self.released.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A winner reads its payment on the ledger before it performs, and refuses (a failure
+/// naming the cause, nothing performed, its proposal released) an escrow that is not open,
+/// locked by another wallet than the awarding initiator's, not its own to release, holding
+/// another amount than its price, for another deal, or refundable too soon. A good payment
+/// is performed and paid. The initiator is written by hand, to send each bad payment.
+#[tokio::test]
+async fn a_winner_checks_its_payment_on_the_ledger_before_it_performs() {
+    use agent_core::ledger::{DealId, EscrowId};
+    use agent_protocols::contract_net::{Accept, Answer, Cfp, Report};
+    use agent_protocols::settlement::Payment;
+    use std::sync::atomic::Ordering;
+
+    let s = setup(10_000).await;
+    let counted = Arc::new(Counted::default());
+    let mut agent = Agent::builder("checks").build().unwrap();
+    contract_net::serve(&mut agent, counted.clone());
+    let winner = s.bureau.add(agent).unwrap();
+    let winner_wallet = s.bureau.context(winner).unwrap().wallet().unwrap().address();
+    let other = s.bureau.add(Agent::builder("another payer").build().unwrap()).unwrap();
+    let other_wallet = s.bureau.context(other).unwrap().wallet().unwrap();
+    Wallet::new(Identity::from_seed("settlement mint"), s.ledger.clone())
+        .mint(other_wallet.address(), 1_000)
+        .await
+        .unwrap();
+    let ctx = s.bureau.context(s.buyer).unwrap();
+    let now = agent_core::envelope::unix_now_ms;
+
+    // Each case: a fresh proposal, an escrow locked by `lock` for it, and the award.
+    enum Bad {
+        NotOpen,
+        OtherPayer,
+        BuyerArbiter,
+        Cheaper,
+        OtherDeal,
+        TooSoon,
+    }
+    let cases = [
+        (Some(Bad::NotOpen), "is not open"),
+        (Some(Bad::OtherPayer), "was locked by"),
+        (Some(Bad::BuyerArbiter), "beneficiary and its arbiter"),
+        (Some(Bad::Cheaper), "not the 80 proposed"),
+        (Some(Bad::OtherDeal), "this dialogue's deal"),
+        (Some(Bad::TooSoon), "refundable too soon"),
+        (None, ""),
+    ];
+    let mut refused_escrows: Vec<EscrowId> = Vec::new();
+    for (bad, cause) in cases {
+        let dialogue: u128 = rand::random();
+        let cfp = Cfp { task: serde_json::json!("parts"), deadline_ms: now() + 2_000 };
+        let answer = ctx.request_in::<Cfp, Answer>(dialogue, winner, cfp, Some(Duration::from_secs(2))).await.unwrap();
+        assert!(matches!(answer, Answer::Propose { .. }), "{answer:?}");
+        let deliver_by_ms = now() + 2_000;
+        let deadline_ms = deliver_by_ms + 1_000;
+        let deal = contract_net::deal_of(dialogue);
+        let (payer, amount, arbiter, deal, deadline_ms) = match bad {
+            Some(Bad::OtherPayer) => (&other_wallet, 80, winner_wallet, deal, deadline_ms),
+            Some(Bad::BuyerArbiter) => (&s.buyer_wallet, 80, s.buyer_wallet.address(), deal, deadline_ms),
+            Some(Bad::Cheaper) => (&s.buyer_wallet, 79, winner_wallet, deal, deadline_ms),
+            Some(Bad::OtherDeal) => (&s.buyer_wallet, 80, winner_wallet, DealId::named("another"), deadline_ms),
+            Some(Bad::TooSoon) => (&s.buyer_wallet, 80, winner_wallet, deal, now() + 500),
+            Some(Bad::NotOpen) | None => (&s.buyer_wallet, 80, winner_wallet, deal, deadline_ms),
+        };
+        let (escrow, _) = payer.lock(amount, winner_wallet, deadline_ms, arbiter, Some(deal)).await.unwrap();
+        if matches!(bad, Some(Bad::NotOpen)) {
+            // Released by its payer before the award comes: settled, no longer open.
+            s.buyer_wallet.release(escrow).await.unwrap();
+        }
+        let payment = Payment { deal: contract_net::deal_of(dialogue), escrow, price: 80, deliver_by_ms };
+        let accept = Accept { payment: Some(payment), payer: Some(s.buyer_wallet.address()) };
+        let report =
+            ctx.request_in::<Accept, Report>(dialogue, winner, accept, Some(Duration::from_secs(2))).await.unwrap();
+        match bad {
+            Some(_) => {
+                assert!(
+                    matches!(&report, Report::Failure { reason } if reason.contains(cause)),
+                    "expected a failure naming {cause:?}: {report:?}"
+                );
+                assert_eq!(counted.performed.load(Ordering::SeqCst), 0, "performed against a bad payment: {cause}");
+                refused_escrows.push(escrow);
+            }
+            None => assert_eq!(report, Report::Done { result: serde_json::json!("done") }),
+        }
+    }
+    assert_eq!(counted.performed.load(Ordering::SeqCst), 1, "the good payment alone");
+    assert_eq!(counted.released.load(Ordering::SeqCst), 6, "each refused award's proposal released");
+    // The released escrow went to the winner (80, by the buyer, before the award) and the
+    // good one (80); none of the refused ones were released by the winner.
+    assert_eq!(s.ledger.balance(winner_wallet).await.unwrap(), 160);
+    for escrow in &refused_escrows[1..] {
+        assert!(s.ledger.escrow(*escrow).await.unwrap().is_some(), "a refused escrow stays for its payer's refund");
+    }
+    assert_eq!(s.ledger.audit_total().unwrap(), 11_000);
     s.bureau.shutdown().await.unwrap();
 }

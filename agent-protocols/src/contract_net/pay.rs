@@ -116,7 +116,7 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
                 let escrow = payment.escrow;
                 // Each winner is heard and paid on its own, side by side.
                 reports.spawn(async move {
-                    let accept = Accept { payment: Some(payment) };
+                    let accept = Accept { payment: Some(payment), payer: Some(wallet.address()) };
                     let report = ctx.request_in::<Accept, Report>(id, to, accept, Some(perform_timeout)).await;
                     let Some(dialogues) = book.dialogues() else {
                         return Settlement {
@@ -152,4 +152,96 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
         }
     }
     Ok(Paid::Settled(settlements))
+}
+
+/// Why a winner refused a paid award without performing: its payment does not hold on the
+/// ledger. Reported to the initiator as [`Report::Failure`] with this text; the escrow, if
+/// any, goes back to its payer at its deadline.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PaymentRefused {
+    /// The participant states no price for its proposal ([`Participant::price`]), so it
+    /// takes no payment through escrow.
+    #[error("this participant takes no payment through escrow (it states no price)")]
+    NoPrice,
+    /// The participant has no wallet to be paid in.
+    #[error("this participant has no wallet to be paid in: {0}")]
+    NoWallet(String),
+    /// The ledger could not be read.
+    #[error("the ledger could not be read: {0}")]
+    Ledger(String),
+    /// The escrow is not open on the ledger (settled, or never locked).
+    #[error("escrow {0} is not open on the ledger")]
+    NotOpen(EscrowId),
+    /// The escrow was locked by another wallet than the one the award names as its payer.
+    #[error("escrow {escrow} was locked by {locked_by}, not by the awarding initiator's wallet {payer:?}")]
+    Payer {
+        /// The escrow.
+        escrow: EscrowId,
+        /// Who locked it.
+        locked_by: Address,
+        /// The payer the award names, if any.
+        payer: Option<Address>,
+    },
+    /// The escrow does not pay this participant's wallet, or another can release it.
+    #[error("escrow {0} does not name this participant's wallet as its beneficiary and its arbiter")]
+    NotMine(EscrowId),
+    /// The escrow (or the award) holds another amount than the price proposed.
+    #[error("escrow {escrow} holds {holds} (the award says {says}), not the {price} proposed")]
+    Amount {
+        /// The escrow.
+        escrow: EscrowId,
+        /// What it holds on the ledger.
+        holds: u128,
+        /// What the award's payment says it holds.
+        says: u128,
+        /// The price proposed.
+        price: u128,
+    },
+    /// The escrow (or the award) settles another deal than this dialogue's.
+    #[error("escrow {0} does not settle this dialogue's deal")]
+    Deal(EscrowId),
+    /// The escrow may be refunded before the task is due and its grace has passed, or too
+    /// soon to perform against.
+    #[error("escrow {0} is refundable too soon to perform against")]
+    Deadline(EscrowId),
+}
+
+/// Checks on the ledger, before performing, the payment of the award of dialogue `id` by
+/// `payer` (the initiator's wallet, as its award names it) for a proposal priced `price`:
+/// the escrow is open, locked by `payer`, for `wallet` as both beneficiary and arbiter,
+/// holding exactly the price, for this dialogue's deal, and refundable no earlier than
+/// [`REFUND_GRACE`] after the task is due (and not within a second from now).
+pub(super) async fn check_payment(
+    wallet: &agent_core::Wallet,
+    id: u128,
+    payment: &Payment,
+    payer: Option<Address>,
+    price: u128,
+) -> Result<(), PaymentRefused> {
+    let escrow_id = payment.escrow;
+    let escrow = match wallet.escrow(escrow_id).await {
+        Ok(Some(escrow)) => escrow,
+        Ok(None) => return Err(PaymentRefused::NotOpen(escrow_id)),
+        Err(e) => return Err(PaymentRefused::Ledger(e.to_string())),
+    };
+    if payer != Some(escrow.payer) {
+        return Err(PaymentRefused::Payer { escrow: escrow_id, locked_by: escrow.payer, payer });
+    }
+    if escrow.beneficiary != wallet.address() || escrow.arbiter != wallet.address() {
+        return Err(PaymentRefused::NotMine(escrow_id));
+    }
+    if escrow.amount != price || payment.price != price {
+        return Err(PaymentRefused::Amount { escrow: escrow_id, holds: escrow.amount, says: payment.price, price });
+    }
+    if escrow.deal != Some(deal_of(id)) || payment.deal != deal_of(id) {
+        return Err(PaymentRefused::Deal(escrow_id));
+    }
+    let now_ms = now_ms();
+    if escrow.deadline_ms < refundable_after(payment.deliver_by_ms)
+        || now_ms >= payment.deliver_by_ms
+        || escrow.deadline_ms < now_ms.saturating_add(1000)
+    {
+        return Err(PaymentRefused::Deadline(escrow_id));
+    }
+    Ok(())
 }
