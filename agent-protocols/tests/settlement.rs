@@ -573,3 +573,92 @@ async fn a_winner_checks_its_payment_on_the_ledger_before_it_performs() {
     assert_eq!(s.ledger.audit_total().unwrap(), 11_000);
     s.bureau.shutdown().await.unwrap();
 }
+
+/// The initiator stops (its process, with the refund tasks it scheduled, gone) while one
+/// winner has done its work and another never will. Restarted on the same storage, its
+/// first `recall` finds the escrows it had locked and refunds the open one at its deadline:
+/// nothing stays locked, the winner that released its escrow keeps it, nothing is paid twice.
+#[test]
+fn escrows_locked_before_an_initiator_restart_are_refunded_when_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let mint = Identity::from_seed("settlement mint");
+    let ledger = Arc::new(LocalLedger::open(LocalLedgerConfig::default().with_authority(mint.address())).unwrap());
+    let bureau = |runtime: &tokio::runtime::Runtime| {
+        let _entered = runtime.enter();
+        let config = Config::default().with_ledger(ledger.clone()).with_storage_dir(dir.path());
+        let bureau = Bureau::with_config(config).unwrap();
+        let buyer = bureau.add(Agent::builder("buyer").seed("buyer").build().unwrap()).unwrap();
+        let mut quick = Agent::builder("quick").seed("quick").build().unwrap();
+        contract_net::serve(&mut quick, Arc::new(QUICK));
+        let mut silent = Agent::builder("silent").seed("silent").build().unwrap();
+        contract_net::serve(&mut silent, Arc::new(Silent));
+        let sellers = vec![bureau.add(quick).unwrap(), bureau.add(silent).unwrap()];
+        (bureau, buyer, sellers)
+    };
+    let wallet_of = |seed: &str| Identity::from_seed(seed).derive("wallet").address();
+    let (buyer_wallet, quick_wallet, silent_wallet) = (wallet_of("buyer"), wallet_of("quick"), wallet_of("silent"));
+
+    // Before: the award is sent, the quick winner paid, the silent one's escrow open.
+    let before = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (first, buyer, sellers) = bureau(&before);
+    let (silent_escrow, deadline_ms) = before.block_on(async {
+        Wallet::new(mint, ledger.clone()).mint(buyer_wallet, 1_000).await.unwrap();
+        let ctx = first.context(buyer).unwrap();
+        let book = contract_net::Book::default();
+        let called =
+            contract_net::call::<_, u128>(&ctx, &book, &sellers, &"parts", Duration::from_secs(2)).await.unwrap();
+        assert_eq!(called.proposals.len(), 2);
+        tokio::spawn(async move {
+            contract_net::award_and_pay::<u128, String>(&ctx, &book, &called, &sellers, |p| *p, Duration::from_secs(2))
+                .await
+        });
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        while ledger.balance(quick_wallet).await.unwrap() != 60 {
+            assert!(tokio::time::Instant::now() < until, "the quick winner was never paid");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let open = ledger.open_escrows(buyer_wallet, 10).await.unwrap();
+        assert_eq!(open.len(), 1, "the silent winner's escrow is open: {open:?}");
+        assert_eq!(open[0].1.beneficiary, silent_wallet);
+        first.shutdown().await.unwrap();
+        (open[0].0, open[0].1.deadline_ms)
+    });
+    // The process ends: its award and refund tasks with it.
+    before.shutdown_timeout(Duration::from_secs(5));
+    assert!(agent_core::envelope::unix_now_ms() < deadline_ms, "restarted before the deadline");
+
+    // After: the same storage, a new process.
+    let after = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (second, buyer, _) = bureau(&after);
+    after.block_on(async {
+        let ctx = second.context(buyer).unwrap();
+        let book = contract_net::Book::default();
+        let waiting = contract_net::recall::<u128>(&ctx, &book).unwrap();
+        assert!(waiting.iter().all(|c| c.proposals.is_empty()), "both were awarded: {waiting:?}");
+        assert_eq!(ledger.escrow(silent_escrow).await.unwrap().map(|e| e.amount), Some(75), "not refunded early");
+
+        let until = tokio::time::Instant::now() + Duration::from_secs(15);
+        while ledger.escrow(silent_escrow).await.unwrap().is_some() {
+            assert!(tokio::time::Instant::now() < until, "the escrow locked before the restart was never refunded");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Past both deadlines: the quick winner's escrow, released, is not refunded again.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(ledger.balance(buyer_wallet).await.unwrap(), 940, "the silent winner's 75 back, the 60 paid");
+        assert_eq!(ledger.balance(quick_wallet).await.unwrap(), 60, "paid once");
+        assert_eq!(ledger.balance(silent_wallet).await.unwrap(), 0);
+        assert!(ledger.open_escrows(buyer_wallet, 10).await.unwrap().is_empty(), "nothing locked");
+        assert_eq!(ledger.audit_total().unwrap(), 1_000);
+        let history = ledger.history(buyer_wallet, 10).await.unwrap();
+        let refunds = history.iter().filter(|r| matches!(r.tx.operation, Operation::Refund { .. })).count();
+        assert_eq!(refunds, 1, "one refund, of the silent winner's escrow");
+        // Settled escrows are forgotten: a later restart has nothing to refund.
+        let storage = ctx.storage().unwrap();
+        let until = tokio::time::Instant::now() + Duration::from_secs(5);
+        while storage.keys().unwrap().iter().any(|k| k.starts_with("agora.cnp.escrow/")) {
+            assert!(tokio::time::Instant::now() < until, "settled escrows still recorded");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        second.shutdown().await.unwrap();
+    });
+}

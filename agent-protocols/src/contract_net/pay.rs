@@ -64,6 +64,7 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
         return Ok(Paid::NoProposals);
     }
     let wallet = ctx.wallet().map_err(|e| ContractNetError::Wallet(e.to_string()))?;
+    let storage = ctx.storage().map_err(|e| ContractNetError::Dialogues(e.to_string()))?;
     let mut settlements = Vec::new();
     let mut reports = tokio::task::JoinSet::new();
     for proposal in &called.proposals {
@@ -96,11 +97,23 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
                 // The winner is the arbiter: it releases the escrow once it has done the task.
                 match wallet.lock(price, pay_to, deadline_ms, pay_to, Some(deal_of(id))).await {
                     Ok((escrow, _)) => {
-                        // Scheduled now, whatever happens next (this future dropped, the
-                        // award refused): a release before the deadline makes it a no-op.
-                        refund_when_due(wallet.clone(), escrow, deadline_ms);
-                        let payment = Payment { deal: deal_of(id), escrow, price, deliver_by_ms };
-                        Some((payment, deadline_ms))
+                        // Recorded on disk before the award goes out, so a restarted initiator
+                        // still refunds it; scheduled now, whatever happens next (this future
+                        // dropped, the award refused): a release before the deadline makes
+                        // the refund a no-op.
+                        let recorded = record_escrow(&storage, id, escrow, deadline_ms).await;
+                        refund_when_due_and_forget(wallet.clone(), storage.clone(), id, escrow, deadline_ms);
+                        match recorded {
+                            Ok(()) => {
+                                let payment = Payment { deal: deal_of(id), escrow, price, deliver_by_ms };
+                                Some((payment, deadline_ms))
+                            }
+                            Err(e) => {
+                                let result = Err(format!("not awarded: the escrow could not be recorded: {e}"));
+                                settlements.push(Settlement { winner: to, result, escrow: Some(escrow), paid: false });
+                                None
+                            }
+                        }
                     }
                     Err(e) => {
                         let result = Err(format!("the price could not be locked: {e}"));
@@ -146,12 +159,91 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
         return Ok(Paid::NoneChosen);
     }
     while let Some(joined) = reports.join_next().await {
-        // A failed winner's escrow is refunded when due (scheduled at the lock).
+        // A failed winner's escrow is refunded when due (scheduled and recorded at the lock).
         if let Ok(settlement) = joined {
             settlements.push(settlement);
         }
     }
     Ok(Paid::Settled(settlements))
+}
+
+/// Where an initiator keeps each escrow it locked for an award, next to its dialogues
+/// (`agora.cnp.escrow/` and the dialogue's id), until the escrow is settled.
+const ESCROW_KEY: &str = "agora.cnp.escrow/";
+
+fn escrow_key(dialogue: u128) -> String {
+    format!("{ESCROW_KEY}{dialogue:032x}")
+}
+
+/// An escrow locked for an award, as kept in the initiator's storage.
+#[derive(Serialize, Deserialize)]
+struct LockedEscrow {
+    escrow: EscrowId,
+    deadline_ms: u64,
+}
+
+/// Records, durably, that `escrow` (refundable after `deadline_ms`) pays for the award of
+/// dialogue `dialogue`.
+async fn record_escrow(
+    storage: &agent_core::Storage,
+    dialogue: u128,
+    escrow: EscrowId,
+    deadline_ms: u64,
+) -> Result<(), agent_core::StorageError> {
+    storage.set(&escrow_key(dialogue), &LockedEscrow { escrow, deadline_ms })?;
+    storage.flush().await
+}
+
+/// Refunds `escrow` to `wallet` once its deadline has passed (in the background, as
+/// [`refund_when_due`](crate::settlement::refund_when_due)), then forgets its record: once
+/// the escrow is settled, by that refund or before it by a release. A record whose refund
+/// could not be made (the ledger unreachable for an hour) stays for the next restart.
+fn refund_when_due_and_forget(
+    wallet: agent_core::Wallet,
+    storage: agent_core::Storage,
+    dialogue: u128,
+    escrow: EscrowId,
+    deadline_ms: u64,
+) {
+    tokio::spawn(async move {
+        if refund_at(&wallet, escrow, deadline_ms).await {
+            if let Err(e) = storage.remove(&escrow_key(dialogue)) {
+                // Harmless but for the space: the next restart's refund finds it settled.
+                tracing::warn!(%escrow, error = %e, "a settled escrow's record could not be removed");
+            }
+        }
+    });
+}
+
+/// Schedules the refund of every escrow recorded in `storage` (this initiator's, locked
+/// before a restart and not seen settled) at its deadline, or at once if it has passed. A
+/// release by the winner before then makes it a no-op: nothing is paid twice.
+pub(super) fn refund_recorded_escrows(ctx: &Context, storage: &agent_core::Storage) {
+    let keys = match storage.keys() {
+        Ok(keys) => keys,
+        Err(e) => return tracing::error!(error = %e, "the escrows locked before a restart cannot be read"),
+    };
+    let mut recorded = Vec::new();
+    for key in keys.iter().filter(|key| key.starts_with(ESCROW_KEY)) {
+        let dialogue = u128::from_str_radix(&key[ESCROW_KEY.len()..], 16);
+        match (dialogue, storage.get::<LockedEscrow>(key)) {
+            (Ok(dialogue), Ok(Some(locked))) => recorded.push((dialogue, locked)),
+            (_, Ok(None)) => {}
+            (_, Err(e)) => tracing::error!(%key, error = %e, "an escrow record cannot be read"),
+            (Err(e), _) => tracing::error!(%key, error = %e, "an escrow record has no dialogue id"),
+        }
+    }
+    if recorded.is_empty() {
+        return;
+    }
+    let wallet = match ctx.wallet() {
+        Ok(wallet) => wallet,
+        Err(e) => return tracing::error!(error = %e, "escrows locked before a restart, and no wallet to refund them"),
+    };
+    tracing::info!(escrows = recorded.len(), "refunding escrows locked before a restart when due");
+    for (dialogue, locked) in recorded {
+        refund_when_due_and_forget(wallet.clone(), storage.clone(), dialogue, locked.escrow, locked.deadline_ms);
+    }
 }
 
 /// Why a winner refused a paid award without performing: its payment does not hold on the
