@@ -372,7 +372,7 @@ pub async fn release_by(wallet: &Wallet, escrow: EscrowId, deadline_ms: u64) -> 
 }
 
 /// Whether the wallet's recent history shows `escrow` released.
-async fn released(wallet: &Wallet, escrow: EscrowId) -> bool {
+pub(crate) async fn released(wallet: &Wallet, escrow: EscrowId) -> bool {
     let history = wallet.history(1000).await.unwrap_or_default();
     history.iter().any(|r| matches!(r.tx.operation, Operation::Release { escrow: e } if e == escrow))
 }

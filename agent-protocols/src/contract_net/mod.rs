@@ -44,7 +44,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::dialogue::{Data, Dialogue, DialogueError, Dialogues, Refused, Rules, Step, EXPIRED};
-use crate::settlement::{refund_at, refundable_after, release_by, Payment, REFUND_GRACE};
+use crate::settlement::{refund_at, refundable_after, release_by, released, Payment, REFUND_GRACE};
 
 mod initiator;
 mod messages;

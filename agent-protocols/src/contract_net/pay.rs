@@ -17,9 +17,12 @@ pub struct Settlement<R> {
     /// The escrow locked for it (none if the lock failed: then it was not awarded).
     pub escrow: Option<EscrowId>,
     /// Whether the escrow was released to the winner (by the winner, its arbiter, or by the
-    /// initiator on its report of done). If not, it is refunded to the initiator once its
-    /// deadline has passed ([`refund_when_due`] runs in the background), unless the winner
-    /// releases it before then: a winner whose report of done was lost is still paid.
+    /// initiator on its report of done), as the ledger says. With no report in time,
+    /// [`award_and_pay`] waits for the escrow's deadline (the perform timeout plus
+    /// [`REFUND_GRACE`]) and refunds it, unless the winner released it first: a winner whose
+    /// report of done was lost or crossed the withdrawal is paid, and `paid` says so. After
+    /// a report of failure or cancellation the escrow is refunded once its deadline has
+    /// passed, in the background.
     pub paid: bool,
 }
 
@@ -41,7 +44,9 @@ pub enum Paid<R> {
 /// reports done (and the initiator releases it too on that report, in case the winner's
 /// release failed), so the initiator cannot take back what was earned. On a failure, a
 /// cancellation or no report it is refunded to the initiator after its deadline
-/// (`perform_timeout` plus [`REFUND_GRACE`]), and neither side can refund it before. A
+/// (`perform_timeout` plus [`REFUND_GRACE`]), and neither side can refund it before; with
+/// no report, the winner's settlement waits for that refund, so that it says from the
+/// ledger whether the winner was paid ([`Settlement::paid`]). A
 /// winner whose price cannot be locked (no wallet given, insufficient funds) is not
 /// awarded, nor is one whose dialogue is past its proposal (awarded already, cancelled,
 /// expired): nothing is locked for it. Every escrow locked is named in the returned
@@ -139,8 +144,9 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
                             paid: false,
                         };
                     };
+                    let reported = report.is_ok();
                     let result = outcome_of(&ctx, dialogues, id, to, report).await;
-                    let paid = result.is_ok() && release_by(&wallet, escrow, deadline_ms).await;
+                    let paid = paid_out(&wallet, escrow, deadline_ms, result.is_ok(), reported).await;
                     Settlement { winner: to, result, escrow: Some(escrow), paid }
                 });
             }
@@ -165,6 +171,29 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
         }
     }
     Ok(Paid::Settled(settlements))
+}
+
+/// Whether `escrow` went to the winner, as the ledger says, once the winner's report
+/// (`done`, or not) came or did not (`reported`). On done the initiator releases it too.
+/// With no report in time the award was withdrawn, but the winner may have done the task
+/// and released the escrow before the withdrawal reached it (a cancel crossing a done):
+/// the ledger decides at the escrow's deadline, when it is refunded unless released. A
+/// report of failure or cancellation is taken as the ledger stands now.
+async fn paid_out(wallet: &agent_core::Wallet, escrow: EscrowId, deadline_ms: u64, done: bool, reported: bool) -> bool {
+    if done {
+        return release_by(wallet, escrow, deadline_ms).await;
+    }
+    if !reported {
+        return refund_at(wallet, escrow, deadline_ms).await && released(wallet, escrow).await;
+    }
+    match wallet.escrow(escrow).await {
+        Ok(Some(_)) => false,
+        Ok(None) => released(wallet, escrow).await,
+        Err(e) => {
+            tracing::warn!(%escrow, error = %e, "the ledger could not be read; the escrow is taken as not paid");
+            false
+        }
+    }
 }
 
 /// Where an initiator keeps each escrow it locked for an award, next to its dialogues
