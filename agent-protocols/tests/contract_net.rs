@@ -754,3 +754,47 @@ async fn an_accept_from_a_stranger_in_anothers_dialogue_is_refused_and_nothing_i
     assert_eq!(*honest.released.lock(), 0, "the held seat was neither released nor taken by the stranger");
     m.bureau.shutdown().await.unwrap();
 }
+
+/// A participant that sends the initiator's own messages (a call, an award, a rejection) in
+/// its dialogue is refused as the wrong role, told the dialogue, its state and what it may
+/// send, like any other stray; the initiator's dialogue does not move.
+#[tokio::test]
+async fn initiator_messages_from_a_participant_are_refused_as_the_wrong_role() {
+    let m = market().await;
+    let told: Arc<Mutex<Vec<Refused>>> = Arc::default();
+    let mut rogue = Agent::builder("rogue").build().unwrap();
+    rogue.on_message(|ctx: Context, _from: Address, _cfp: contract_net::Cfp| async move {
+        let _ = ctx.reply(Answer::Propose { proposal: serde_json::json!(70), hold_until_ms: None, pay_to: None }).await;
+    });
+    {
+        let told = told.clone();
+        rogue.on_message(move |_ctx: Context, _from: Address, refused: Refused| {
+            let told = told.clone();
+            async move { told.lock().push(refused) }
+        });
+    }
+    rogue.on_message(|_ctx: Context, _from: Address, _: Reject| async {});
+    let rogue = m.bureau.add(rogue).unwrap();
+    let ctx = m.bureau.context(m.initiator).unwrap();
+    let called =
+        contract_net::call::<_, u64>(&ctx, &m.book, &[rogue], &"LHR-JFK", Duration::from_millis(300)).await.unwrap();
+    let dialogue = called.proposals[0].dialogue;
+
+    let rogue_ctx = m.bureau.context(rogue).unwrap();
+    let cfp = contract_net::Cfp { task: serde_json::json!("LHR-JFK"), deadline_ms: u64::MAX };
+    rogue_ctx.send_in(dialogue, m.initiator, cfp).await.unwrap();
+    rogue_ctx.send_in(dialogue, m.initiator, contract_net::Accept::default()).await.unwrap();
+    rogue_ctx.send_in(dialogue, m.initiator, Reject { reason: RejectReason::NotChosen }).await.unwrap();
+    wait_for(|| told.lock().len() == 3).await;
+    for refused in told.lock().iter() {
+        assert_eq!(refused.dialogue, dialogue);
+        assert_eq!(refused.state.as_deref(), Some("proposed"), "{refused:?}");
+        assert!(refused.reason.contains("from participant may not follow"), "{refused:?}");
+        assert!(refused.expected.iter().all(|e| e.contains("from participant")), "{refused:?}");
+    }
+    assert_eq!(m.book.dialogues().unwrap().get(dialogue).unwrap().state, "proposed", "unmoved");
+    let outcome =
+        contract_net::award::<u64, String>(&ctx, &m.book, &called, &[], Duration::from_secs(1)).await.unwrap();
+    assert_eq!(outcome, Outcome::NoneChosen);
+    m.bureau.shutdown().await.unwrap();
+}
