@@ -259,6 +259,13 @@ impl Agent {
         self
     }
 
+    /// Whether a handler for messages of type `M` is registered (by
+    /// [`on_message`](Self::on_message) or an included protocol): for a helper that adds a
+    /// fallback handler only where the agent has none.
+    pub fn handles<M: Message>(&self) -> bool {
+        self.kind.routes.contains_key(&M::digest())
+    }
+
     /// Runs `handler` every `period`, interleaved with messages (never concurrently). A
     /// run that overruns its period is logged, and the next one starts a full period after
     /// it ends: there is no burst of catch-up runs. The first run follows startup.

@@ -77,19 +77,17 @@ fn the_same_seed_gives_the_same_market_twice_and_another_seed_another() {
 }
 
 #[test]
-fn a_ledger_outage_longer_than_the_escrow_window_is_reported_as_unpaid_bookings() {
-    // Escrows locked just before the ledger goes down cannot be released before they run
-    // out: the money goes back to the travellers and the airlines are not paid. The
-    // invariants must say so (and the demo then exits non-zero).
+fn a_ledger_outage_longer_than_the_escrow_window_books_nothing_unpaid() {
+    // Escrows locked just before the ledger goes down cannot be read by the airlines, which
+    // check a payment on the ledger before they book: they refuse the award (nothing is
+    // booked unpaid), and the money goes back to the travellers once the ledger is back.
+    // Before airlines checked first they booked, then could not release before the
+    // escrows ran out, and "every booking held by its traveller and paid to its airline"
+    // broke (its detection is tested in summary.rs).
     let scenario = Scenario::generate(5, 100, 10, 10);
     let options =
         Options { ledger_outage: Some((Duration::from_millis(200), Duration::from_secs(90))), ..Options::default() };
     let summary = agent_examples::market::simulated_runtime().unwrap().block_on(run(&scenario, 5, &options)).unwrap();
     let broken: Vec<&str> = summary.invariants.broken().iter().map(|i| i.name.as_str()).collect();
-    assert_eq!(
-        broken,
-        ["every booking held by its traveller and paid to its airline"],
-        "{}",
-        summary.invariants.table()
-    );
+    assert!(broken.is_empty(), "{}", summary.invariants.table());
 }

@@ -20,7 +20,8 @@
 //! for the deadline ([`refund_when_due`]), as the seller does when it cannot deliver. The
 //! ledger settles an escrow once, so it is paid out or refunded, never both, and a second
 //! settlement is refused. A buyer restarted with escrows still open calls
-//! [`refund_open_escrows`].
+//! [`refund_open_escrows`] (contract-net's initiator needs not: it records each escrow it
+//! locks in its storage, and its book refunds them when it is loaded again).
 //!
 //! What the ledger cannot check is the delivery itself: a seller's release is its signed
 //! word that it delivered, as inform-done is in FIPA.
@@ -145,7 +146,7 @@ pub async fn pay_on_delivery(
 }
 
 /// The deadline of an escrow for a delivery due at `deliver_by_ms`: the grace after it.
-fn refundable_after(deliver_by_ms: u64) -> u64 {
+pub(crate) fn refundable_after(deliver_by_ms: u64) -> u64 {
     deliver_by_ms.saturating_add(REFUND_GRACE.as_millis() as u64)
 }
 
@@ -371,7 +372,7 @@ pub async fn release_by(wallet: &Wallet, escrow: EscrowId, deadline_ms: u64) -> 
 }
 
 /// Whether the wallet's recent history shows `escrow` released.
-async fn released(wallet: &Wallet, escrow: EscrowId) -> bool {
+pub(crate) async fn released(wallet: &Wallet, escrow: EscrowId) -> bool {
     let history = wallet.history(1000).await.unwrap_or_default();
     history.iter().any(|r| matches!(r.tx.operation, Operation::Release { escrow: e } if e == escrow))
 }
@@ -382,21 +383,27 @@ async fn released(wallet: &Wallet, escrow: EscrowId) -> bool {
 /// is left alone. The task lives in this process: a restarted payer calls
 /// [`refund_open_escrows`].
 pub fn refund_when_due(wallet: Wallet, escrow: EscrowId, deadline_ms: u64) {
-    tokio::spawn(async move {
-        let wait = deadline_ms.saturating_sub(unix_now_ms()).saturating_add(1);
-        tokio::time::sleep(Duration::from_millis(wait)).await;
-        let mut pause = Duration::from_secs(1);
-        for _ in 0..70 {
-            match wallet.refund(escrow).await {
-                Ok(_) => return,
-                Err(WalletError::Ledger(LedgerError::UnknownEscrow(_))) => return,
-                Err(e) => tracing::warn!(%escrow, error = %e, "refund not yet possible; trying again"),
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(60));
+    tokio::spawn(async move { refund_at(&wallet, escrow, deadline_ms).await });
+}
+
+/// What [`refund_when_due`] runs: waits for the deadline, then refunds. True once the
+/// escrow is settled (refunded now, or released or refunded before); false if the ledger
+/// could not be reached for an hour.
+pub(crate) async fn refund_at(wallet: &Wallet, escrow: EscrowId, deadline_ms: u64) -> bool {
+    let wait = deadline_ms.saturating_sub(unix_now_ms()).saturating_add(1);
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    let mut pause = Duration::from_secs(1);
+    for _ in 0..70 {
+        match wallet.refund(escrow).await {
+            Ok(_) => return true,
+            Err(WalletError::Ledger(LedgerError::UnknownEscrow(_))) => return true,
+            Err(e) => tracing::warn!(%escrow, error = %e, "refund not yet possible; trying again"),
         }
-        tracing::error!(%escrow, "an escrow could not be refunded for an hour; its payer may refund it later");
-    });
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(60));
+    }
+    tracing::error!(%escrow, "an escrow could not be refunded for an hour; its payer may refund it later");
+    false
 }
 
 /// Schedules a refund ([`refund_when_due`]) of every escrow `wallet` locked that is still

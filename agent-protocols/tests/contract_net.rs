@@ -1,13 +1,16 @@
 //! Contract-net in one bureau: the happy path, and each misbehaviour of a participant
 //! (silent, late, proposing twice, informing without an award, speaking in another's
 //! dialogue, failing; a stranger accepting in another's dialogue) with the outcome right in
-//! each case.
+//! each case, and, for paid awards, balances checked on the ledger.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_core::{Address, Agent, Bureau, Context};
-use agent_protocols::contract_net::{self, Answer, Outcome, Participant, Reject, RejectReason, Report, Unperformed};
+use agent_core::ledger::{Ledger, LocalLedger, LocalLedgerConfig};
+use agent_core::{Address, Agent, Bureau, Config, Context, Identity, Wallet};
+use agent_protocols::contract_net::{
+    self, Answer, Outcome, Paid, Participant, Reject, RejectReason, Report, Unperformed,
+};
 use agent_protocols::dialogue::Refused;
 use parking_lot::Mutex;
 
@@ -52,6 +55,10 @@ impl Participant for Seller {
     async fn release(&self, _initiator: Address, _price: u64) {
         *self.released.lock() += 1;
     }
+
+    fn price(&self, price: &u64) -> Option<u128> {
+        Some(u128::from(*price))
+    }
 }
 
 struct Market {
@@ -61,12 +68,31 @@ struct Market {
 }
 
 async fn market() -> Market {
-    let bureau = Bureau::new().unwrap();
+    market_in(Bureau::new().unwrap())
+}
+
+fn market_in(bureau: Bureau) -> Market {
     let mut agent = Agent::builder("traveller").build().unwrap();
     let book = contract_net::Book::default();
     contract_net::refuse_strays(&mut agent, &book);
     let initiator = bureau.add(agent).unwrap();
     Market { bureau, initiator, book }
+}
+
+/// A market on a ledger, the traveller's wallet holding `funds`: for paid awards, with
+/// every balance checked.
+async fn paid_market(funds: u128) -> (Market, Arc<LocalLedger>) {
+    let mint = Identity::from_seed("contract-net mint");
+    let ledger = Arc::new(LocalLedger::open(LocalLedgerConfig::default().with_authority(mint.address())).unwrap());
+    let m = market_in(Bureau::with_config(Config::default().with_ledger(ledger.clone())).unwrap());
+    let wallet = m.bureau.context(m.initiator).unwrap().wallet().unwrap().address();
+    Wallet::new(mint, ledger.clone()).mint(wallet, funds).await.unwrap();
+    (m, ledger)
+}
+
+/// The balance of `agent`'s wallet on `ledger`.
+async fn balance(m: &Market, ledger: &LocalLedger, agent: Address) -> u128 {
+    ledger.balance(m.bureau.context(agent).unwrap().wallet().unwrap().address()).await.unwrap()
 }
 
 fn add_seller(market: &Market, name: &str, seller: Arc<Seller>) -> Address {
@@ -137,11 +163,12 @@ async fn no_proposals_and_failed_winners_are_outcomes_of_their_own() {
 
 /// Misbehaving participants, written by hand: one never answers, one answers after the
 /// deadline, one proposes and then proposes again and reports without an award, one
-/// speaks in another participant's dialogue. The honest one still wins; each misbehaviour
-/// is refused or rejected, and told so.
+/// speaks in another participant's dialogue. The honest one still wins and is paid through
+/// escrow; each misbehaviour is refused or rejected, and told so; on the ledger the honest
+/// one is paid once, the others nothing, and nothing stays locked.
 #[tokio::test]
 async fn misbehaving_participants_do_not_change_the_outcome_and_are_told() {
-    let m = market().await;
+    let (m, ledger) = paid_market(1_000).await;
     let honest = Seller::new(100);
     let honest_address = add_seller(&m, "honest", honest.clone());
     let told: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
@@ -219,13 +246,32 @@ async fn misbehaving_participants_do_not_change_the_outcome_and_are_told() {
         .await
         .unwrap();
 
-    let outcome =
-        contract_net::award::<u64, String>(&ctx, &m.book, &called, &cheapest(&called), Duration::from_secs(2))
-            .await
-            .unwrap();
-    assert_eq!(outcome, Outcome::Awarded(vec![(honest_address, Ok("booked at 100".into()))]));
+    let paid = contract_net::award_and_pay::<u64, String>(
+        &ctx,
+        &m.book,
+        &called,
+        &cheapest(&called),
+        |p| u128::from(*p),
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    let Paid::Settled(settled) = paid else { panic!("{paid:?}") };
+    assert_eq!(settled.len(), 1, "{settled:?}");
+    assert_eq!(
+        (settled[0].winner, &settled[0].result, settled[0].paid),
+        (honest_address, &Ok("booked at 100".into()), true)
+    );
 
     wait_for(|| rejections.lock().len() == 2 && told.lock().len() == 3).await;
+    let initiator_wallet = ctx.wallet().unwrap();
+    assert_eq!(balance(&m, &ledger, m.initiator).await, 900, "the honest price paid, once");
+    assert_eq!(balance(&m, &ledger, honest_address).await, 100);
+    for misbehaving in [silent, late, pushy] {
+        assert_eq!(balance(&m, &ledger, misbehaving).await, 0, "nothing paid to a misbehaving participant");
+    }
+    assert!(initiator_wallet.open_escrows(10).await.unwrap().is_empty(), "nothing locked");
+    assert_eq!(ledger.audit_total().unwrap(), 1_000);
     let mut rejections = rejections.lock().clone();
     rejections.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(rejections, [("late".into(), RejectReason::Late), ("pushy".into(), RejectReason::NotChosen)]);
@@ -718,7 +764,7 @@ async fn a_participant_at_work_still_answers_other_calls() {
 /// still there for its initiator to award.
 #[tokio::test]
 async fn an_accept_from_a_stranger_in_anothers_dialogue_is_refused_and_nothing_is_performed() {
-    let m = market().await;
+    let (m, ledger) = paid_market(1_000).await;
     let honest = Seller::new(100);
     let seller = add_seller(&m, "accepted by a stranger", honest.clone());
     let heard: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -751,11 +797,68 @@ async fn an_accept_from_a_stranger_in_anothers_dialogue_is_refused_and_nothing_i
     assert_eq!(heard_now.len(), 1, "{heard_now:?}");
     assert!(heard_now[0].starts_with("refused: ") && heard_now[0].contains("is not a party"), "{heard_now:?}");
 
-    // The proposal is untouched: its own initiator awards it and gets the work done.
-    let outcome =
-        contract_net::award::<u64, String>(&ctx, &m.book, &called, &[seller], Duration::from_secs(2)).await.unwrap();
-    assert_eq!(outcome, Outcome::Awarded(vec![(seller, Ok("booked at 100".into()))]));
+    // The proposal is untouched: its own initiator awards it, pays, and gets the work done.
+    let paid = contract_net::award_and_pay::<u64, String>(
+        &ctx,
+        &m.book,
+        &called,
+        &[seller],
+        |p| u128::from(*p),
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    let Paid::Settled(settled) = paid else { panic!("{paid:?}") };
+    assert_eq!((&settled[0].result, settled[0].paid), (&Ok("booked at 100".into()), true), "{settled:?}");
+    assert_eq!(balance(&m, &ledger, m.initiator).await, 900);
+    assert_eq!(balance(&m, &ledger, seller).await, 100, "paid once, by its own initiator");
+    assert_eq!(balance(&m, &ledger, stranger).await, 0);
+    assert!(ctx.wallet().unwrap().open_escrows(10).await.unwrap().is_empty(), "nothing locked");
     assert!(heard.lock().iter().all(|h| !h.starts_with("report")), "the stranger got no report: {:?}", heard.lock());
     assert_eq!(*honest.released.lock(), 0, "the held seat was neither released nor taken by the stranger");
+    m.bureau.shutdown().await.unwrap();
+}
+
+/// A participant that sends the initiator's own messages (a call, an award, a rejection) in
+/// its dialogue is refused as the wrong role, told the dialogue, its state and what it may
+/// send, like any other stray; the initiator's dialogue does not move.
+#[tokio::test]
+async fn initiator_messages_from_a_participant_are_refused_as_the_wrong_role() {
+    let m = market().await;
+    let told: Arc<Mutex<Vec<Refused>>> = Arc::default();
+    let mut rogue = Agent::builder("rogue").build().unwrap();
+    rogue.on_message(|ctx: Context, _from: Address, _cfp: contract_net::Cfp| async move {
+        let _ = ctx.reply(Answer::Propose { proposal: serde_json::json!(70), hold_until_ms: None, pay_to: None }).await;
+    });
+    {
+        let told = told.clone();
+        rogue.on_message(move |_ctx: Context, _from: Address, refused: Refused| {
+            let told = told.clone();
+            async move { told.lock().push(refused) }
+        });
+    }
+    rogue.on_message(|_ctx: Context, _from: Address, _: Reject| async {});
+    let rogue = m.bureau.add(rogue).unwrap();
+    let ctx = m.bureau.context(m.initiator).unwrap();
+    let called =
+        contract_net::call::<_, u64>(&ctx, &m.book, &[rogue], &"LHR-JFK", Duration::from_millis(300)).await.unwrap();
+    let dialogue = called.proposals[0].dialogue;
+
+    let rogue_ctx = m.bureau.context(rogue).unwrap();
+    let cfp = contract_net::Cfp { task: serde_json::json!("LHR-JFK"), deadline_ms: u64::MAX };
+    rogue_ctx.send_in(dialogue, m.initiator, cfp).await.unwrap();
+    rogue_ctx.send_in(dialogue, m.initiator, contract_net::Accept::default()).await.unwrap();
+    rogue_ctx.send_in(dialogue, m.initiator, Reject { reason: RejectReason::NotChosen }).await.unwrap();
+    wait_for(|| told.lock().len() == 3).await;
+    for refused in told.lock().iter() {
+        assert_eq!(refused.dialogue, dialogue);
+        assert_eq!(refused.state.as_deref(), Some("proposed"), "{refused:?}");
+        assert!(refused.reason.contains("from participant may not follow"), "{refused:?}");
+        assert!(refused.expected.iter().all(|e| e.contains("from participant")), "{refused:?}");
+    }
+    assert_eq!(m.book.dialogues().unwrap().get(dialogue).unwrap().state, "proposed", "unmoved");
+    let outcome =
+        contract_net::award::<u64, String>(&ctx, &m.book, &called, &[], Duration::from_secs(1)).await.unwrap();
+    assert_eq!(outcome, Outcome::NoneChosen);
     m.bureau.shutdown().await.unwrap();
 }

@@ -21,6 +21,10 @@ impl Participant for Seller {
     type Proposal = u128;
     type Result = String;
 
+    fn price(&self, price: &u128) -> Option<u128> {
+        Some(*price)
+    }
+
     async fn evaluate(&self, _initiator: Address, _task: String) -> Option<(u128, Option<u64>)> {
         Some((self.price, None))
     }
@@ -111,6 +115,10 @@ impl Participant for Paced {
     type Proposal = u128;
     type Result = String;
 
+    fn price(&self, price: &u128) -> Option<u128> {
+        Some(*price)
+    }
+
     async fn evaluate(&self, _initiator: Address, _task: String) -> Option<(u128, Option<u64>)> {
         Some((self.price, None))
     }
@@ -170,6 +178,10 @@ impl Participant for Silent {
     type Proposal = u128;
     type Result = String;
 
+    fn price(&self, price: &u128) -> Option<u128> {
+        Some(*price)
+    }
+
     async fn evaluate(&self, _initiator: Address, _task: String) -> Option<(u128, Option<u64>)> {
         Some((75, None))
     }
@@ -204,13 +216,8 @@ async fn a_winner_that_never_reports_is_not_paid_and_the_escrow_is_refunded() {
     let Paid::Settled(settled) = paid else { panic!("{paid:?}") };
     assert!(settled[0].result.as_ref().is_err_and(|e| e.contains("no report")), "{:?}", settled[0].result);
     assert!(!settled[0].paid);
-    assert_eq!(s.ledger.balance(s.buyer_wallet.address()).await.unwrap(), 925, "locked until its deadline");
-    let escrow = settled[0].escrow.unwrap();
-    let until = tokio::time::Instant::now() + Duration::from_secs(10);
-    while s.ledger.escrow(escrow).await.unwrap().is_some() {
-        assert!(tokio::time::Instant::now() < until, "never refunded");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Settled from the ledger: with no report, the settlement waited for the refund.
+    assert_eq!(s.ledger.escrow(settled[0].escrow.unwrap()).await.unwrap(), None, "refunded");
     assert_eq!(s.ledger.balance(s.buyer_wallet.address()).await.unwrap(), 1_000);
     assert_eq!(s.ledger.balance(silent_wallet).await.unwrap(), 0);
     assert_eq!(s.ledger.audit_total().unwrap(), 1_000);
@@ -260,6 +267,10 @@ impl Participant for Withdraws {
     type Task = String;
     type Proposal = u128;
     type Result = String;
+
+    fn price(&self, price: &u128) -> Option<u128> {
+        Some(*price)
+    }
 
     async fn evaluate(&self, _initiator: Address, _task: String) -> Option<(u128, Option<u64>)> {
         Some((80, None))
@@ -429,5 +440,265 @@ async fn a_second_award_of_the_same_call_locks_nothing() {
     assert!(second[0].result.as_ref().is_err_and(|e| e.contains("not awarded")), "{:?}", second[0].result);
     assert_eq!(s.ledger.balance(s.buyer_wallet.address()).await.unwrap(), 910, "one price locked and paid");
     assert_eq!(s.ledger.balance(seller_wallet).await.unwrap(), 90);
+    s.bureau.shutdown().await.unwrap();
+}
+
+/// Counts what it performs: proposes 80 and is paid through escrow.
+#[derive(Default)]
+struct Counted {
+    performed: std::sync::atomic::AtomicUsize,
+    released: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Participant for Counted {
+    type Task = String;
+    type Proposal = u128;
+    type Result = String;
+
+    fn price(&self, price: &u128) -> Option<u128> {
+        Some(*price)
+    }
+
+    async fn evaluate(&self, _initiator: Address, _task: String) -> Option<(u128, Option<u64>)> {
+        Some((80, None))
+    }
+
+    async fn perform(&self, _initiator: Address, _price: u128) -> Result<String, Unperformed> {
+        self.performed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok("done".into())
+    }
+
+    async fn release(&self, _initiator: Address, _price: u128) {
+        self.released.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A winner reads its payment on the ledger before it performs, and refuses (a failure
+/// naming the cause, nothing performed, its proposal released) an escrow that is not open,
+/// locked by another wallet than the awarding initiator's, not its own to release, holding
+/// another amount than its price, for another deal, or refundable too soon. A good payment
+/// is performed and paid. The initiator is written by hand, to send each bad payment.
+#[tokio::test]
+async fn a_winner_checks_its_payment_on_the_ledger_before_it_performs() {
+    use agent_core::ledger::{DealId, EscrowId};
+    use agent_protocols::contract_net::{Accept, Answer, Cfp, Report};
+    use agent_protocols::settlement::Payment;
+    use std::sync::atomic::Ordering;
+
+    let s = setup(10_000).await;
+    let counted = Arc::new(Counted::default());
+    let mut agent = Agent::builder("checks").build().unwrap();
+    contract_net::serve(&mut agent, counted.clone());
+    let winner = s.bureau.add(agent).unwrap();
+    let winner_wallet = s.bureau.context(winner).unwrap().wallet().unwrap().address();
+    let other = s.bureau.add(Agent::builder("another payer").build().unwrap()).unwrap();
+    let other_wallet = s.bureau.context(other).unwrap().wallet().unwrap();
+    Wallet::new(Identity::from_seed("settlement mint"), s.ledger.clone())
+        .mint(other_wallet.address(), 1_000)
+        .await
+        .unwrap();
+    let ctx = s.bureau.context(s.buyer).unwrap();
+    let now = agent_core::envelope::unix_now_ms;
+
+    // Each case: a fresh proposal, an escrow locked by `lock` for it, and the award.
+    enum Bad {
+        NotOpen,
+        OtherPayer,
+        BuyerArbiter,
+        Cheaper,
+        OtherDeal,
+        TooSoon,
+    }
+    let cases = [
+        (Some(Bad::NotOpen), "is not open"),
+        (Some(Bad::OtherPayer), "was locked by"),
+        (Some(Bad::BuyerArbiter), "beneficiary and its arbiter"),
+        (Some(Bad::Cheaper), "not the 80 proposed"),
+        (Some(Bad::OtherDeal), "this dialogue's deal"),
+        (Some(Bad::TooSoon), "refundable too soon"),
+        (None, ""),
+    ];
+    let mut refused_escrows: Vec<EscrowId> = Vec::new();
+    for (bad, cause) in cases {
+        let dialogue: u128 = rand::random();
+        let cfp = Cfp { task: serde_json::json!("parts"), deadline_ms: now() + 2_000 };
+        let answer = ctx.request_in::<Cfp, Answer>(dialogue, winner, cfp, Some(Duration::from_secs(2))).await.unwrap();
+        assert!(matches!(answer, Answer::Propose { .. }), "{answer:?}");
+        let deliver_by_ms = now() + 2_000;
+        let deadline_ms = deliver_by_ms + 1_000;
+        let deal = contract_net::deal_of(dialogue);
+        let (payer, amount, arbiter, deal, deadline_ms) = match bad {
+            Some(Bad::OtherPayer) => (&other_wallet, 80, winner_wallet, deal, deadline_ms),
+            Some(Bad::BuyerArbiter) => (&s.buyer_wallet, 80, s.buyer_wallet.address(), deal, deadline_ms),
+            Some(Bad::Cheaper) => (&s.buyer_wallet, 79, winner_wallet, deal, deadline_ms),
+            Some(Bad::OtherDeal) => (&s.buyer_wallet, 80, winner_wallet, DealId::named("another"), deadline_ms),
+            Some(Bad::TooSoon) => (&s.buyer_wallet, 80, winner_wallet, deal, now() + 500),
+            Some(Bad::NotOpen) | None => (&s.buyer_wallet, 80, winner_wallet, deal, deadline_ms),
+        };
+        let (escrow, _) = payer.lock(amount, winner_wallet, deadline_ms, arbiter, Some(deal)).await.unwrap();
+        if matches!(bad, Some(Bad::NotOpen)) {
+            // Released by its payer before the award comes: settled, no longer open.
+            s.buyer_wallet.release(escrow).await.unwrap();
+        }
+        let payment = Payment { deal: contract_net::deal_of(dialogue), escrow, price: 80, deliver_by_ms };
+        let accept = Accept { payment: Some(payment), payer: Some(s.buyer_wallet.address()) };
+        let report =
+            ctx.request_in::<Accept, Report>(dialogue, winner, accept, Some(Duration::from_secs(2))).await.unwrap();
+        match bad {
+            Some(_) => {
+                assert!(
+                    matches!(&report, Report::Failure { reason } if reason.contains(cause)),
+                    "expected a failure naming {cause:?}: {report:?}"
+                );
+                assert_eq!(counted.performed.load(Ordering::SeqCst), 0, "performed against a bad payment: {cause}");
+                refused_escrows.push(escrow);
+            }
+            None => assert_eq!(report, Report::Done { result: serde_json::json!("done") }),
+        }
+    }
+    assert_eq!(counted.performed.load(Ordering::SeqCst), 1, "the good payment alone");
+    assert_eq!(counted.released.load(Ordering::SeqCst), 6, "each refused award's proposal released");
+    // The released escrow went to the winner (80, by the buyer, before the award) and the
+    // good one (80); none of the refused ones were released by the winner.
+    assert_eq!(s.ledger.balance(winner_wallet).await.unwrap(), 160);
+    for escrow in &refused_escrows[1..] {
+        assert!(s.ledger.escrow(*escrow).await.unwrap().is_some(), "a refused escrow stays for its payer's refund");
+    }
+    assert_eq!(s.ledger.audit_total().unwrap(), 11_000);
+    s.bureau.shutdown().await.unwrap();
+}
+
+/// The initiator stops (its process, with the refund tasks it scheduled, gone) while one
+/// winner has done its work and another never will. Restarted on the same storage, its
+/// first `recall` finds the escrows it had locked and refunds the open one at its deadline:
+/// nothing stays locked, the winner that released its escrow keeps it, nothing is paid twice.
+#[test]
+fn escrows_locked_before_an_initiator_restart_are_refunded_when_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let mint = Identity::from_seed("settlement mint");
+    let ledger = Arc::new(LocalLedger::open(LocalLedgerConfig::default().with_authority(mint.address())).unwrap());
+    let bureau = |runtime: &tokio::runtime::Runtime| {
+        let _entered = runtime.enter();
+        let config = Config::default().with_ledger(ledger.clone()).with_storage_dir(dir.path());
+        let bureau = Bureau::with_config(config).unwrap();
+        let buyer = bureau.add(Agent::builder("buyer").seed("buyer").build().unwrap()).unwrap();
+        let mut quick = Agent::builder("quick").seed("quick").build().unwrap();
+        contract_net::serve(&mut quick, Arc::new(QUICK));
+        let mut silent = Agent::builder("silent").seed("silent").build().unwrap();
+        contract_net::serve(&mut silent, Arc::new(Silent));
+        let sellers = vec![bureau.add(quick).unwrap(), bureau.add(silent).unwrap()];
+        (bureau, buyer, sellers)
+    };
+    let wallet_of = |seed: &str| Identity::from_seed(seed).derive("wallet").address();
+    let (buyer_wallet, quick_wallet, silent_wallet) = (wallet_of("buyer"), wallet_of("quick"), wallet_of("silent"));
+
+    // Before: the award is sent, the quick winner paid, the silent one's escrow open.
+    let before = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (first, buyer, sellers) = bureau(&before);
+    let (silent_escrow, deadline_ms) = before.block_on(async {
+        Wallet::new(mint, ledger.clone()).mint(buyer_wallet, 1_000).await.unwrap();
+        let ctx = first.context(buyer).unwrap();
+        let book = contract_net::Book::default();
+        let called =
+            contract_net::call::<_, u128>(&ctx, &book, &sellers, &"parts", Duration::from_secs(2)).await.unwrap();
+        assert_eq!(called.proposals.len(), 2);
+        tokio::spawn(async move {
+            contract_net::award_and_pay::<u128, String>(&ctx, &book, &called, &sellers, |p| *p, Duration::from_secs(2))
+                .await
+        });
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        while ledger.balance(quick_wallet).await.unwrap() != 60 {
+            assert!(tokio::time::Instant::now() < until, "the quick winner was never paid");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let open = ledger.open_escrows(buyer_wallet, 10).await.unwrap();
+        assert_eq!(open.len(), 1, "the silent winner's escrow is open: {open:?}");
+        assert_eq!(open[0].1.beneficiary, silent_wallet);
+        first.shutdown().await.unwrap();
+        (open[0].0, open[0].1.deadline_ms)
+    });
+    // The process ends: its award and refund tasks with it.
+    before.shutdown_timeout(Duration::from_secs(5));
+    assert!(agent_core::envelope::unix_now_ms() < deadline_ms, "restarted before the deadline");
+
+    // After: the same storage, a new process.
+    let after = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (second, buyer, _) = bureau(&after);
+    after.block_on(async {
+        let ctx = second.context(buyer).unwrap();
+        let book = contract_net::Book::default();
+        let waiting = contract_net::recall::<u128>(&ctx, &book).unwrap();
+        assert!(waiting.iter().all(|c| c.proposals.is_empty()), "both were awarded: {waiting:?}");
+        assert_eq!(ledger.escrow(silent_escrow).await.unwrap().map(|e| e.amount), Some(75), "not refunded early");
+
+        let until = tokio::time::Instant::now() + Duration::from_secs(15);
+        while ledger.escrow(silent_escrow).await.unwrap().is_some() {
+            assert!(tokio::time::Instant::now() < until, "the escrow locked before the restart was never refunded");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Past both deadlines: the quick winner's escrow, released, is not refunded again.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(ledger.balance(buyer_wallet).await.unwrap(), 940, "the silent winner's 75 back, the 60 paid");
+        assert_eq!(ledger.balance(quick_wallet).await.unwrap(), 60, "paid once");
+        assert_eq!(ledger.balance(silent_wallet).await.unwrap(), 0);
+        assert!(ledger.open_escrows(buyer_wallet, 10).await.unwrap().is_empty(), "nothing locked");
+        assert_eq!(ledger.audit_total().unwrap(), 1_000);
+        let history = ledger.history(buyer_wallet, 10).await.unwrap();
+        let refunds = history.iter().filter(|r| matches!(r.tx.operation, Operation::Refund { .. })).count();
+        assert_eq!(refunds, 1, "one refund, of the silent winner's escrow");
+        // Settled escrows are forgotten: a later restart has nothing to refund.
+        let storage = ctx.storage().unwrap();
+        let until = tokio::time::Instant::now() + Duration::from_secs(5);
+        while storage.keys().unwrap().iter().any(|k| k.starts_with("agora.cnp.escrow/")) {
+            assert!(tokio::time::Instant::now() < until, "settled escrows still recorded");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        second.shutdown().await.unwrap();
+    });
+}
+
+/// A cancel crossing a done: the winner (written by hand) does the task and releases the
+/// escrow to itself, but its report comes after the initiator stopped waiting and withdrew
+/// the award. The settlement says paid, as the ledger does, and nothing is refunded.
+#[tokio::test]
+async fn a_done_that_crosses_the_withdrawal_is_settled_as_paid_from_the_ledger() {
+    use agent_protocols::contract_net::{Accept, Answer, Cfp, Report};
+
+    let s = setup(1_000).await;
+    let mut agent = Agent::builder("crosses").build().unwrap();
+    agent.on_message(|ctx: agent_core::Context, _from: Address, _cfp: Cfp| async move {
+        let pay_to = Some(ctx.wallet().unwrap().address());
+        let _ = ctx.reply(Answer::Propose { proposal: serde_json::json!(65), hold_until_ms: None, pay_to }).await;
+    });
+    agent.on_message(|ctx: agent_core::Context, _from: Address, accept: Accept| async move {
+        let escrow = accept.payment.unwrap().escrow;
+        ctx.wallet().unwrap().release(escrow).await.unwrap();
+        // Done, but said after the initiator's wait (300 ms) has ended.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let _ = ctx.reply(Report::Done { result: serde_json::json!("done") }).await;
+    });
+    let winner = s.bureau.add(agent).unwrap();
+    let winner_wallet = s.bureau.context(winner).unwrap().wallet().unwrap().address();
+    let ctx = s.bureau.context(s.buyer).unwrap();
+    let called =
+        contract_net::call::<_, u128>(&ctx, &s.book, &[winner], &"parts", Duration::from_secs(2)).await.unwrap();
+    let paid = contract_net::award_and_pay::<u128, String>(
+        &ctx,
+        &s.book,
+        &called,
+        &[winner],
+        |p| *p,
+        Duration::from_millis(300),
+    )
+    .await
+    .unwrap();
+    let Paid::Settled(settled) = paid else { panic!("{paid:?}") };
+    assert!(settled[0].result.as_ref().is_err_and(|e| e.contains("no report")), "{:?}", settled[0].result);
+    assert!(settled[0].paid, "the ledger shows the escrow released to the winner: {settled:?}");
+    assert_eq!(s.ledger.escrow(settled[0].escrow.unwrap()).await.unwrap(), None);
+    assert_eq!(s.ledger.balance(winner_wallet).await.unwrap(), 65);
+    assert_eq!(s.ledger.balance(s.buyer_wallet.address()).await.unwrap(), 935, "paid once, not refunded");
+    assert_eq!(s.ledger.audit_total().unwrap(), 1_000);
     s.bureau.shutdown().await.unwrap();
 }

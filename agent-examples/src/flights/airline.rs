@@ -171,6 +171,10 @@ impl Participant for Airline {
         Ok(ticket)
     }
 
+    fn price(&self, offer: &Offer) -> Option<u128> {
+        Some(offer.price.into())
+    }
+
     async fn release(&self, _initiator: Address, offer: Offer) {
         let mut flights = self.flights.lock();
         if let Some(flight) = flights.iter_mut().find(|f| f.spec.id == offer.flight) {

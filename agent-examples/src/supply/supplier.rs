@@ -214,6 +214,11 @@ impl Participant for Supplier {
         Some((quote, None))
     }
 
+    /// What the manufacturer locks for it (`procure`'s price of a quote).
+    fn price(&self, quote: &Quote) -> Option<u128> {
+        Some(u128::from(quote.units.saturating_mul(quote.unit_price)))
+    }
+
     async fn perform(&self, _initiator: Address, quote: Quote) -> Result<Delivery, Unperformed> {
         {
             let mut books = self.books.lock();

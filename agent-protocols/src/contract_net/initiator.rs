@@ -385,9 +385,11 @@ async fn refuse_stray(ctx: &Context, book: &Book, from: Address, step: &str) {
             dialogue: id,
             message: step.into(),
             sender: PARTICIPANT.into(),
+            // What this peer may send: a participant's steps, each only as a reply.
             expected: dialogues
                 .rules()
                 .steps_from(&d.state)
+                .filter(|t| t.sender == PARTICIPANT)
                 .map(|t| format!("{} from {}, as the reply to its request", t.message, t.sender))
                 .collect(),
             state: d.state,
@@ -403,8 +405,10 @@ fn is_past_its_call(dialogue: &Dialogue, now_ms: u64) -> bool {
 }
 
 /// Makes `agent` answer stray contract-net messages (answers and reports outside a
-/// request, from misbehaving peers) with a [`Refused`] naming the dialogue and what was
-/// expected; they never change an outcome. A proposal that comes after its call stopped
+/// request, and the initiator's own messages, [`Cfp`], [`Accept`] and [`Reject`], sent by a
+/// participant) with a [`Refused`] naming the dialogue, its state and what the peer may
+/// send; they never change an outcome. Call it after [`serve`] on an agent that is both:
+/// the initiator's messages then go to its participant side. A proposal that comes after its call stopped
 /// waiting (past the deadline and the wait for late replies, or once its dialogue expired)
 /// is rejected as [`RejectReason::Late`] instead, as FIPA requires. It also sweeps the initiator's dialogues (as
 /// [`serve`] does the participant's): open ones a minute past their deadline expire, and
@@ -421,6 +425,29 @@ pub fn refuse_strays(agent: &mut Agent, book: &Book) {
         let book = strays.clone();
         async move { refuse_stray(&ctx, &book, from, report_step(&report)).await }
     });
+    // Messages only an initiator sends, sent to this one: refused as from the wrong role.
+    // An agent that is also a participant ([`serve`], called first) handles them there.
+    if !agent.handles::<Cfp>() {
+        let strays = book.clone();
+        agent.on_message(move |ctx: Context, from: Address, _: Cfp| {
+            let book = strays.clone();
+            async move { refuse_stray(&ctx, &book, from, Cfp::NAME).await }
+        });
+    }
+    if !agent.handles::<Accept>() {
+        let strays = book.clone();
+        agent.on_message(move |ctx: Context, from: Address, _: Accept| {
+            let book = strays.clone();
+            async move { refuse_stray(&ctx, &book, from, "Accept").await }
+        });
+    }
+    if !agent.handles::<Reject>() {
+        let strays = book.clone();
+        agent.on_message(move |ctx: Context, from: Address, _: Reject| {
+            let book = strays.clone();
+            async move { refuse_stray(&ctx, &book, from, "Reject").await }
+        });
+    }
     agent.on_message(|_ctx: Context, from: Address, refused: Refused| async move {
         tracing::info!(%from, reason = %refused.reason, "a contract-net message of ours was refused");
     });

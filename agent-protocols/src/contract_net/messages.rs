@@ -43,13 +43,19 @@ pub enum Answer {
 /// The initiator's decision on a proposal: accepted, and paid through escrow if `payment`
 /// is given ([`award_and_pay`]). The escrow names the winner's wallet as its beneficiary
 /// and its arbiter: the winner releases it to itself once it has done the task (its
-/// inform-done), and the initiator may take it back only after its deadline.
+/// inform-done), and the initiator may take it back only after its deadline. A winner
+/// served by [`serve`] reads the escrow on the ledger before it performs, and refuses a
+/// payment that does not hold ([`PaymentRefused`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema, Message)]
 #[message(name = "agora.cnp.Accept")]
 pub struct Accept {
     /// The escrow holding the price, if the award is paid through one.
     #[serde(default)]
     pub payment: Option<Payment>,
+    /// The initiator's wallet, which locked the escrow: the winner checks the escrow's
+    /// payer against it (an agent's wallet address cannot be derived from its address).
+    #[serde(default)]
+    pub payer: Option<Address>,
 }
 
 /// Why a proposal was rejected.
@@ -133,7 +139,8 @@ pub struct Cancel {
 /// can talk to.
 pub fn protocol<T: schemars::JsonSchema, P: schemars::JsonSchema, R: schemars::JsonSchema>() -> agent_core::Protocol {
     // 2.0.0: an award carries its payment, released by the winner (1.0.0's Accept had none).
-    agent_core::Protocol::new("agora.contract-net", "2.0.0")
+    // 2.1.0: an award names its payer's wallet, checked by the winner before it performs.
+    agent_core::Protocol::new("agora.contract-net", "2.1.0")
         .message::<Cfp>()
         .message::<Answer>()
         .message::<Accept>()

@@ -44,7 +44,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::dialogue::{Data, Dialogue, DialogueError, Dialogues, Refused, Rules, Step, EXPIRED};
-use crate::settlement::{refund_when_due, release_by, Payment, REFUND_GRACE};
+use crate::settlement::{refund_at, refundable_after, release_by, released, Payment, REFUND_GRACE};
 
 mod initiator;
 mod messages;
@@ -104,7 +104,10 @@ fn now_ms() -> u64 {
     agent_core::envelope::unix_now_ms()
 }
 
-/// An agent's contract-net dialogues in one role, loaded from its storage on first use.
+/// An agent's contract-net dialogues in one role, loaded from its storage on first use. An
+/// initiator's book, when loaded, also schedules the refund of every escrow its agent
+/// locked for an award and has not seen settled ([`award_and_pay`]): after a restart, the
+/// first [`recall`] (or any other use of the book) refunds them when due.
 #[derive(Clone, Default)]
 pub struct Book {
     dialogues: Arc<OnceLock<Dialogues>>,
@@ -122,8 +125,17 @@ impl Book {
             };
         }
         let storage = ctx.storage().map_err(|e| ContractNetError::Dialogues(e.to_string()))?;
-        let loaded = Dialogues::load(rules(), role, storage)?;
-        Ok(self.dialogues.get_or_init(|| loaded))
+        let loaded = Dialogues::load(rules(), role, storage.clone())?;
+        let mut first = false;
+        let dialogues = self.dialogues.get_or_init(|| {
+            first = true;
+            loaded
+        });
+        // Once per book: the escrows a stopped initiator locked are refunded when due.
+        if first && role == INITIATOR {
+            refund_recorded_escrows(ctx, &storage);
+        }
+        Ok(dialogues)
     }
 
     /// The dialogues, once loaded.

@@ -30,6 +30,15 @@ pub trait Participant: Send + Sync + 'static {
 
     /// The hold on `proposal` ended without an award.
     async fn release(&self, _initiator: Address, _proposal: Self::Proposal) {}
+
+    /// The price `proposal` asks, in the ledger's smallest unit: what an award paid through
+    /// escrow ([`award_and_pay`]) must lock, exactly. A paid award is checked on the ledger
+    /// before [`perform`](Participant::perform) ([`PaymentRefused`]) and refused, its
+    /// proposal released, if the check fails. `None`, the default: this participant takes
+    /// no payment through escrow, and refuses every paid award.
+    fn price(&self, _proposal: &Self::Proposal) -> Option<u128> {
+        None
+    }
 }
 
 /// A proposal a participant holds, kept with its dialogue ([`Dialogue::data`]) in the same
@@ -193,21 +202,31 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                 };
                 holds.stop(id);
                 let Ok(reply) = ctx.defer_reply() else { return };
-                let paid_by = accept.payment.and_then(|payment| Some((payment, ctx.wallet().ok()?)));
+                let paid_by = accept.payment.map(|payment| (payment, ctx.wallet()));
                 // Performed on a task of its own: the work may take long (a lead time, a
                 // computation), and the participant goes on answering other calls.
                 tokio::spawn(async move {
                     let report = match held_proposal::<P::Proposal>(held) {
-                        Some(proposal) => match participant.perform(from, proposal).await {
-                            Ok(result) => match serde_json::to_value(result) {
-                                Ok(result) => Report::Done { result },
-                                Err(e) => Report::Failure { reason: e.to_string() },
+                        Some(proposal) => match checked(participant.price(&proposal), id, &paid_by, accept.payer).await
+                        {
+                            // Not performed: what the proposal held goes back.
+                            Err(refused) => {
+                                tracing::info!(%from, error = %refused, "a paid award refused before performing");
+                                participant.release(from, proposal).await;
+                                Report::Failure { reason: refused.to_string() }
+                            }
+                            Ok(()) => match participant.perform(from, proposal).await {
+                                Ok(result) => match serde_json::to_value(result) {
+                                    Ok(result) => Report::Done { result },
+                                    Err(e) => Report::Failure { reason: e.to_string() },
+                                },
+                                Err(Unperformed::Failed(reason)) => Report::Failure { reason },
+                                Err(Unperformed::Cancelled(reason)) => Report::Cancelled { reason },
                             },
-                            Err(Unperformed::Failed(reason)) => Report::Failure { reason },
-                            Err(Unperformed::Cancelled(reason)) => Report::Cancelled { reason },
                         },
                         None => Report::Failure { reason: "the proposal is no longer held (its hold ended)".into() },
                     };
+                    let paid_by = paid_by.and_then(|(payment, wallet)| Some((payment, wallet.ok()?)));
                     let Some(dialogues) = book.dialogues() else { return };
                     if dialogues.outgoing_named(report_step(&report), id, now_ms()).is_ok() {
                         // Done, and not cancelled meanwhile: collect the pay before saying so.
@@ -249,6 +268,21 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
     agent.include(served);
     sweep(agent, &book, PARTICIPANT);
     book
+}
+
+/// Whether the award of dialogue `id`, for a proposal whose price is `price`
+/// ([`Participant::price`]), may be performed: unpaid, or paid ([`check_payment`]) into
+/// `paid_by`'s wallet by `payer`.
+async fn checked(
+    price: Option<u128>,
+    id: u128,
+    paid_by: &Option<(Payment, Result<agent_core::Wallet, agent_core::WalletError>)>,
+    payer: Option<Address>,
+) -> Result<(), PaymentRefused> {
+    let Some((payment, wallet)) = paid_by else { return Ok(()) };
+    let wallet = wallet.as_ref().map_err(|e| PaymentRefused::NoWallet(e.to_string()))?;
+    let price = price.ok_or(PaymentRefused::NoPrice)?;
+    check_payment(wallet, id, payment, payer, price).await
 }
 
 /// Releases to this participant the escrow that paid for the task of dialogue `id`, now

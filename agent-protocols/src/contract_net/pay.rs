@@ -17,9 +17,12 @@ pub struct Settlement<R> {
     /// The escrow locked for it (none if the lock failed: then it was not awarded).
     pub escrow: Option<EscrowId>,
     /// Whether the escrow was released to the winner (by the winner, its arbiter, or by the
-    /// initiator on its report of done). If not, it is refunded to the initiator once its
-    /// deadline has passed ([`refund_when_due`] runs in the background), unless the winner
-    /// releases it before then: a winner whose report of done was lost is still paid.
+    /// initiator on its report of done), as the ledger says. With no report in time,
+    /// [`award_and_pay`] waits for the escrow's deadline (the perform timeout plus
+    /// [`REFUND_GRACE`]) and refunds it, unless the winner released it first: a winner whose
+    /// report of done was lost or crossed the withdrawal is paid, and `paid` says so. After
+    /// a report of failure or cancellation the escrow is refunded once its deadline has
+    /// passed, in the background.
     pub paid: bool,
 }
 
@@ -41,7 +44,9 @@ pub enum Paid<R> {
 /// reports done (and the initiator releases it too on that report, in case the winner's
 /// release failed), so the initiator cannot take back what was earned. On a failure, a
 /// cancellation or no report it is refunded to the initiator after its deadline
-/// (`perform_timeout` plus [`REFUND_GRACE`]), and neither side can refund it before. A
+/// (`perform_timeout` plus [`REFUND_GRACE`]), and neither side can refund it before; with
+/// no report, the winner's settlement waits for that refund, so that it says from the
+/// ledger whether the winner was paid ([`Settlement::paid`]). A
 /// winner whose price cannot be locked (no wallet given, insufficient funds) is not
 /// awarded, nor is one whose dialogue is past its proposal (awarded already, cancelled,
 /// expired): nothing is locked for it. Every escrow locked is named in the returned
@@ -64,6 +69,7 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
         return Ok(Paid::NoProposals);
     }
     let wallet = ctx.wallet().map_err(|e| ContractNetError::Wallet(e.to_string()))?;
+    let storage = ctx.storage().map_err(|e| ContractNetError::Dialogues(e.to_string()))?;
     let mut settlements = Vec::new();
     let mut reports = tokio::task::JoinSet::new();
     for proposal in &called.proposals {
@@ -96,11 +102,23 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
                 // The winner is the arbiter: it releases the escrow once it has done the task.
                 match wallet.lock(price, pay_to, deadline_ms, pay_to, Some(deal_of(id))).await {
                     Ok((escrow, _)) => {
-                        // Scheduled now, whatever happens next (this future dropped, the
-                        // award refused): a release before the deadline makes it a no-op.
-                        refund_when_due(wallet.clone(), escrow, deadline_ms);
-                        let payment = Payment { deal: deal_of(id), escrow, price, deliver_by_ms };
-                        Some((payment, deadline_ms))
+                        // Recorded on disk before the award goes out, so a restarted initiator
+                        // still refunds it; scheduled now, whatever happens next (this future
+                        // dropped, the award refused): a release before the deadline makes
+                        // the refund a no-op.
+                        let recorded = record_escrow(&storage, id, escrow, deadline_ms).await;
+                        refund_when_due_and_forget(wallet.clone(), storage.clone(), id, escrow, deadline_ms);
+                        match recorded {
+                            Ok(()) => {
+                                let payment = Payment { deal: deal_of(id), escrow, price, deliver_by_ms };
+                                Some((payment, deadline_ms))
+                            }
+                            Err(e) => {
+                                let result = Err(format!("not awarded: the escrow could not be recorded: {e}"));
+                                settlements.push(Settlement { winner: to, result, escrow: Some(escrow), paid: false });
+                                None
+                            }
+                        }
                     }
                     Err(e) => {
                         let result = Err(format!("the price could not be locked: {e}"));
@@ -116,7 +134,7 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
                 let escrow = payment.escrow;
                 // Each winner is heard and paid on its own, side by side.
                 reports.spawn(async move {
-                    let accept = Accept { payment: Some(payment) };
+                    let accept = Accept { payment: Some(payment), payer: Some(wallet.address()) };
                     let report = ctx.request_in::<Accept, Report>(id, to, accept, Some(perform_timeout)).await;
                     let Some(dialogues) = book.dialogues() else {
                         return Settlement {
@@ -126,8 +144,9 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
                             paid: false,
                         };
                     };
+                    let reported = report.is_ok();
                     let result = outcome_of(&ctx, dialogues, id, to, report).await;
-                    let paid = result.is_ok() && release_by(&wallet, escrow, deadline_ms).await;
+                    let paid = paid_out(&wallet, escrow, deadline_ms, result.is_ok(), reported).await;
                     Settlement { winner: to, result, escrow: Some(escrow), paid }
                 });
             }
@@ -146,10 +165,204 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
         return Ok(Paid::NoneChosen);
     }
     while let Some(joined) = reports.join_next().await {
-        // A failed winner's escrow is refunded when due (scheduled at the lock).
+        // A failed winner's escrow is refunded when due (scheduled and recorded at the lock).
         if let Ok(settlement) = joined {
             settlements.push(settlement);
         }
     }
     Ok(Paid::Settled(settlements))
+}
+
+/// Whether `escrow` went to the winner, as the ledger says, once the winner's report
+/// (`done`, or not) came or did not (`reported`). On done the initiator releases it too.
+/// With no report in time the award was withdrawn, but the winner may have done the task
+/// and released the escrow before the withdrawal reached it (a cancel crossing a done):
+/// the ledger decides at the escrow's deadline, when it is refunded unless released. A
+/// report of failure or cancellation is taken as the ledger stands now.
+async fn paid_out(wallet: &agent_core::Wallet, escrow: EscrowId, deadline_ms: u64, done: bool, reported: bool) -> bool {
+    if done {
+        return release_by(wallet, escrow, deadline_ms).await;
+    }
+    if !reported {
+        return refund_at(wallet, escrow, deadline_ms).await && released(wallet, escrow).await;
+    }
+    match wallet.escrow(escrow).await {
+        Ok(Some(_)) => false,
+        Ok(None) => released(wallet, escrow).await,
+        Err(e) => {
+            tracing::warn!(%escrow, error = %e, "the ledger could not be read; the escrow is taken as not paid");
+            false
+        }
+    }
+}
+
+/// Where an initiator keeps each escrow it locked for an award, next to its dialogues
+/// (`agora.cnp.escrow/` and the dialogue's id), until the escrow is settled.
+const ESCROW_KEY: &str = "agora.cnp.escrow/";
+
+fn escrow_key(dialogue: u128) -> String {
+    format!("{ESCROW_KEY}{dialogue:032x}")
+}
+
+/// An escrow locked for an award, as kept in the initiator's storage.
+#[derive(Serialize, Deserialize)]
+struct LockedEscrow {
+    escrow: EscrowId,
+    deadline_ms: u64,
+}
+
+/// Records, durably, that `escrow` (refundable after `deadline_ms`) pays for the award of
+/// dialogue `dialogue`.
+async fn record_escrow(
+    storage: &agent_core::Storage,
+    dialogue: u128,
+    escrow: EscrowId,
+    deadline_ms: u64,
+) -> Result<(), agent_core::StorageError> {
+    storage.set(&escrow_key(dialogue), &LockedEscrow { escrow, deadline_ms })?;
+    storage.flush().await
+}
+
+/// Refunds `escrow` to `wallet` once its deadline has passed (in the background, as
+/// [`refund_when_due`](crate::settlement::refund_when_due)), then forgets its record: once
+/// the escrow is settled, by that refund or before it by a release. A record whose refund
+/// could not be made (the ledger unreachable for an hour) stays for the next restart.
+fn refund_when_due_and_forget(
+    wallet: agent_core::Wallet,
+    storage: agent_core::Storage,
+    dialogue: u128,
+    escrow: EscrowId,
+    deadline_ms: u64,
+) {
+    tokio::spawn(async move {
+        if refund_at(&wallet, escrow, deadline_ms).await {
+            if let Err(e) = storage.remove(&escrow_key(dialogue)) {
+                // Harmless but for the space: the next restart's refund finds it settled.
+                tracing::warn!(%escrow, error = %e, "a settled escrow's record could not be removed");
+            }
+        }
+    });
+}
+
+/// Schedules the refund of every escrow recorded in `storage` (this initiator's, locked
+/// before a restart and not seen settled) at its deadline, or at once if it has passed. A
+/// release by the winner before then makes it a no-op: nothing is paid twice.
+pub(super) fn refund_recorded_escrows(ctx: &Context, storage: &agent_core::Storage) {
+    let keys = match storage.keys() {
+        Ok(keys) => keys,
+        Err(e) => return tracing::error!(error = %e, "the escrows locked before a restart cannot be read"),
+    };
+    let mut recorded = Vec::new();
+    for key in keys.iter().filter(|key| key.starts_with(ESCROW_KEY)) {
+        let dialogue = u128::from_str_radix(&key[ESCROW_KEY.len()..], 16);
+        match (dialogue, storage.get::<LockedEscrow>(key)) {
+            (Ok(dialogue), Ok(Some(locked))) => recorded.push((dialogue, locked)),
+            (_, Ok(None)) => {}
+            (_, Err(e)) => tracing::error!(%key, error = %e, "an escrow record cannot be read"),
+            (Err(e), _) => tracing::error!(%key, error = %e, "an escrow record has no dialogue id"),
+        }
+    }
+    if recorded.is_empty() {
+        return;
+    }
+    let wallet = match ctx.wallet() {
+        Ok(wallet) => wallet,
+        Err(e) => return tracing::error!(error = %e, "escrows locked before a restart, and no wallet to refund them"),
+    };
+    tracing::info!(escrows = recorded.len(), "refunding escrows locked before a restart when due");
+    for (dialogue, locked) in recorded {
+        refund_when_due_and_forget(wallet.clone(), storage.clone(), dialogue, locked.escrow, locked.deadline_ms);
+    }
+}
+
+/// Why a winner refused a paid award without performing: its payment does not hold on the
+/// ledger. Reported to the initiator as [`Report::Failure`] with this text; the escrow, if
+/// any, goes back to its payer at its deadline.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PaymentRefused {
+    /// The participant states no price for its proposal ([`Participant::price`]), so it
+    /// takes no payment through escrow.
+    #[error("this participant takes no payment through escrow (it states no price)")]
+    NoPrice,
+    /// The participant has no wallet to be paid in.
+    #[error("this participant has no wallet to be paid in: {0}")]
+    NoWallet(String),
+    /// The ledger could not be read.
+    #[error("the ledger could not be read: {0}")]
+    Ledger(String),
+    /// The escrow is not open on the ledger (settled, or never locked).
+    #[error("escrow {0} is not open on the ledger")]
+    NotOpen(EscrowId),
+    /// The escrow was locked by another wallet than the one the award names as its payer.
+    #[error("escrow {escrow} was locked by {locked_by}, not by the awarding initiator's wallet {payer:?}")]
+    Payer {
+        /// The escrow.
+        escrow: EscrowId,
+        /// Who locked it.
+        locked_by: Address,
+        /// The payer the award names, if any.
+        payer: Option<Address>,
+    },
+    /// The escrow does not pay this participant's wallet, or another can release it.
+    #[error("escrow {0} does not name this participant's wallet as its beneficiary and its arbiter")]
+    NotMine(EscrowId),
+    /// The escrow (or the award) holds another amount than the price proposed.
+    #[error("escrow {escrow} holds {holds} (the award says {says}), not the {price} proposed")]
+    Amount {
+        /// The escrow.
+        escrow: EscrowId,
+        /// What it holds on the ledger.
+        holds: u128,
+        /// What the award's payment says it holds.
+        says: u128,
+        /// The price proposed.
+        price: u128,
+    },
+    /// The escrow (or the award) settles another deal than this dialogue's.
+    #[error("escrow {0} does not settle this dialogue's deal")]
+    Deal(EscrowId),
+    /// The escrow may be refunded before the task is due and its grace has passed, or too
+    /// soon to perform against.
+    #[error("escrow {0} is refundable too soon to perform against")]
+    Deadline(EscrowId),
+}
+
+/// Checks on the ledger, before performing, the payment of the award of dialogue `id` by
+/// `payer` (the initiator's wallet, as its award names it) for a proposal priced `price`:
+/// the escrow is open, locked by `payer`, for `wallet` as both beneficiary and arbiter,
+/// holding exactly the price, for this dialogue's deal, and refundable no earlier than
+/// [`REFUND_GRACE`] after the task is due (and not within a second from now).
+pub(super) async fn check_payment(
+    wallet: &agent_core::Wallet,
+    id: u128,
+    payment: &Payment,
+    payer: Option<Address>,
+    price: u128,
+) -> Result<(), PaymentRefused> {
+    let escrow_id = payment.escrow;
+    let escrow = match wallet.escrow(escrow_id).await {
+        Ok(Some(escrow)) => escrow,
+        Ok(None) => return Err(PaymentRefused::NotOpen(escrow_id)),
+        Err(e) => return Err(PaymentRefused::Ledger(e.to_string())),
+    };
+    if payer != Some(escrow.payer) {
+        return Err(PaymentRefused::Payer { escrow: escrow_id, locked_by: escrow.payer, payer });
+    }
+    if escrow.beneficiary != wallet.address() || escrow.arbiter != wallet.address() {
+        return Err(PaymentRefused::NotMine(escrow_id));
+    }
+    if escrow.amount != price || payment.price != price {
+        return Err(PaymentRefused::Amount { escrow: escrow_id, holds: escrow.amount, says: payment.price, price });
+    }
+    if escrow.deal != Some(deal_of(id)) || payment.deal != deal_of(id) {
+        return Err(PaymentRefused::Deal(escrow_id));
+    }
+    let now_ms = now_ms();
+    if escrow.deadline_ms < refundable_after(payment.deliver_by_ms)
+        || now_ms >= payment.deliver_by_ms
+        || escrow.deadline_ms < now_ms.saturating_add(1000)
+    {
+        return Err(PaymentRefused::Deadline(escrow_id));
+    }
+    Ok(())
 }
