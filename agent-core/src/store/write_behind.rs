@@ -308,6 +308,13 @@ impl Queue {
         self.pending.get(&lookup).or_else(|| self.committing.get(&lookup)).cloned()
     }
 
+    /// The pending writes, for a commit. The next batch starts with room for as many: a
+    /// steady stream of writes then does not regrow (and rehash) the map in every batch.
+    fn take_pending(&mut self) -> Writes {
+        let room = self.pending.len();
+        std::mem::replace(&mut self.pending, HashMap::with_capacity(room))
+    }
+
     /// Whether one more write may be queued.
     fn admit(&self) -> Result<(), StoreError> {
         if self.closing || self.crashed {
@@ -349,7 +356,7 @@ impl Shared {
                     return;
                 }
                 queue.flush_wanted = false;
-                let batch = Arc::new(std::mem::take(&mut queue.pending));
+                let batch = Arc::new(queue.take_pending());
                 queue.committing = Arc::clone(&batch);
                 (batch, queue.written)
             };
@@ -402,7 +409,7 @@ impl Shared {
             if queue.pending.is_empty() {
                 return Ok(());
             }
-            let batch = Arc::new(std::mem::take(&mut queue.pending));
+            let batch = Arc::new(queue.take_pending());
             queue.committing = Arc::clone(&batch);
             (batch, queue.written)
         };
