@@ -33,7 +33,7 @@ pub use write_behind::WriteBehind;
 
 /// A table: byte keys to byte values, created on its first write. Declare each as a
 /// constant: `const RECORDS: Table = Table::new("records");`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Table(&'static str);
 
 impl Table {

@@ -6,7 +6,7 @@
 //! race inside the engine, and 64 agents flushing at once cost one disk sync per group,
 //! not 64.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +28,11 @@ pub struct WriteBehind {
 }
 
 type Key = (Table, Vec<u8>);
-type Writes = BTreeMap<Key, Option<Vec<u8>>>;
+/// Hashed, not ordered: every write of every agent lands here, and keys share long
+/// prefixes (an agent's address, then its own key's prefix), so an ordered map compared
+/// most of each key many times per write. Order is restored where it matters: a scan
+/// sorts what it finds, and a commit writes its batch in key order.
+type Writes = HashMap<Key, Option<Vec<u8>>>;
 
 struct Shared {
     db: Database,
@@ -195,12 +199,11 @@ impl WriteBehind {
     pub fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
         let queued: Vec<(Vec<u8>, Option<Vec<u8>>)> = {
             let queue = self.shared.queue.lock();
-            let start = (table, prefix.to_vec());
             let in_scope = |(key, _): &(&Key, &Option<Vec<u8>>)| key.0 == table && key.1.starts_with(prefix);
             let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
             // `pending` is newer than `committing`, so it is applied last.
             for writes in [&*queue.committing, &queue.pending] {
-                for (key, value) in writes.range(start.clone()..).take_while(in_scope) {
+                for (key, value) in writes.iter().filter(in_scope) {
                     merged.insert(key.1.clone(), value.clone());
                 }
             }
@@ -305,6 +308,13 @@ impl Queue {
         self.pending.get(&lookup).or_else(|| self.committing.get(&lookup)).cloned()
     }
 
+    /// The pending writes, for a commit. The next batch starts with room for as many: a
+    /// steady stream of writes then does not regrow (and rehash) the map in every batch.
+    fn take_pending(&mut self) -> Writes {
+        let room = self.pending.len();
+        std::mem::replace(&mut self.pending, HashMap::with_capacity(room))
+    }
+
     /// Whether one more write may be queued.
     fn admit(&self) -> Result<(), StoreError> {
         if self.closing || self.crashed {
@@ -346,7 +356,7 @@ impl Shared {
                     return;
                 }
                 queue.flush_wanted = false;
-                let batch = Arc::new(std::mem::take(&mut queue.pending));
+                let batch = Arc::new(queue.take_pending());
                 queue.committing = Arc::clone(&batch);
                 (batch, queue.written)
             };
@@ -399,7 +409,7 @@ impl Shared {
             if queue.pending.is_empty() {
                 return Ok(());
             }
-            let batch = Arc::new(std::mem::take(&mut queue.pending));
+            let batch = Arc::new(queue.take_pending());
             queue.committing = Arc::clone(&batch);
             (batch, queue.written)
         };
@@ -448,10 +458,13 @@ impl Shared {
     }
 
     fn commit(&self, batch: &Writes) -> Result<(), StoreError> {
+        // In key order, as the database's B-trees take them best.
+        let mut sorted: Vec<(&Key, &Option<Vec<u8>>)> = batch.iter().collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
         self.db
             .write(true, |txn| {
                 let mut tables = super::Tables::new(txn);
-                for ((table, key), value) in batch {
+                for ((table, key), value) in sorted {
                     tables.put(*table, key, value.as_deref())?;
                 }
                 Ok::<(), StoreError>(())

@@ -1,6 +1,8 @@
 //! The initiator's side: calling for proposals, awarding them, cancelling, and recalling
 //! calls after a restart.
 
+use std::collections::HashSet;
+
 use super::*;
 
 /// A proposal received in time.
@@ -70,7 +72,7 @@ pub async fn call<T: Serialize, P: DeserializeOwned + Send + 'static>(
         dialogues.open_with(Cfp::NAME, id, participant, PARTICIPANT, now_ms(), step)?;
         targets.push((participant, id));
     }
-    Ok(gather(ctx, book, dialogues, call, targets, task, deadline, until, deadline_ms).await)
+    Ok(gather(ctx, book, call, targets, task, deadline, until, deadline_ms).await)
 }
 
 /// The iterated variant: calls the proposers of `called` again, in the same dialogues, with
@@ -94,7 +96,7 @@ pub async fn call_again<T: Serialize, P: DeserializeOwned + Send + 'static, Q>(
         dialogues.outgoing_with(Cfp::NAME, proposal.dialogue, now_ms(), step)?;
         targets.push((proposal.from, proposal.dialogue));
     }
-    Ok(gather(ctx, book, dialogues, called.call, targets, task, deadline, until, deadline_ms).await)
+    Ok(gather(ctx, book, called.call, targets, task, deadline, until, deadline_ms).await)
 }
 
 /// The task as JSON, and the deadline on both clocks: the participants are told
@@ -108,11 +110,14 @@ fn prepare<T: Serialize>(
 }
 
 /// Sends the call to each (participant, dialogue) and gathers the answers until `until`.
+///
+/// Each answer is checked, recorded and decoded on its own task, as it arrives, so answers
+/// are handled side by side; the caller is woken once, when the last is in (or at the
+/// deadline), not once per answer.
 #[allow(clippy::too_many_arguments)]
 async fn gather<P: DeserializeOwned + Send + 'static>(
     ctx: &Context,
     book: &Book,
-    dialogues: &Dialogues,
     call: u128,
     targets: Vec<(Address, u128)>,
     task: serde_json::Value,
@@ -122,66 +127,177 @@ async fn gather<P: DeserializeOwned + Send + 'static>(
 ) -> Called<P> {
     let late_window = deadline.max(Duration::from_secs(1));
     let participants: Vec<Address> = targets.iter().map(|(p, _)| *p).collect();
-    let mut answers = tokio::task::JoinSet::new();
+    let gathering = Arc::new(Gathering::<P> {
+        state: parking_lot::Mutex::new(Gathered {
+            answers: Vec::new(),
+            outstanding: targets.len(),
+            busy: 0,
+            closed: false,
+        }),
+        settled: tokio::sync::Notify::new(),
+    });
     for (participant, id) in targets {
         let ctx = ctx.clone();
         let cfp = Cfp { task: task.clone(), deadline_ms };
         let book = book.clone();
+        let mut asked = Asked { gathering: Arc::clone(&gathering), claimed: false, settled: false };
         // Each call waits past the deadline, so a late proposal is seen and answered. The
-        // answer's step is checked here, as it arrives, so answers are recorded side by side.
-        answers.spawn(async move {
+        // rare rejections below are boxed: inline, they would enlarge every call's task.
+        tokio::spawn(async move {
             let answer = ctx.request_in::<Cfp, Answer>(id, participant, cfp, Some(deadline + late_window)).await;
-            let step = match (&answer, book.dialogues()) {
-                (Ok(answer), Some(dialogues)) => {
-                    let step = Step::default().keeping(kept(call, Some(answer)));
-                    Some(dialogues.incoming_with(answer_step(answer), id, participant, now_ms(), step).map(drop))
+            // No answer (the participant ended without one, or is unreachable) is silence:
+            // `asked`, dropped unsettled, settles with nothing.
+            let (Some(dialogues), Ok(answer)) = (book.dialogues(), answer) else { return };
+            let step = Step::default().keeping(kept(call, Some(&answer)));
+            let step = dialogues.incoming_with(answer_step(&answer), id, participant, now_ms(), step).map(drop);
+            if !asked.claim() {
+                // The call stopped waiting: a proposal is late (one that arrived just before
+                // the deadline but was not gathered in time is late too), and told so.
+                if matches!(answer, Answer::Propose { .. }) {
+                    Box::pin(reject(&ctx, dialogues, id, participant, RejectReason::Late)).await;
                 }
-                _ => None,
-            };
-            (participant, id, answer.map_err(|e| e.to_string()), step, book)
-        });
-    }
-    let mut called = Called { call, proposals: Vec::new(), refused: Vec::new(), silent: Vec::new() };
-    let mut answered = BTreeMap::new();
-    while let Ok(Some(joined)) = tokio::time::timeout_at(until, answers.join_next()).await {
-        // No answer (the participant ended without one, or is unreachable) is silence.
-        let Ok((from, id, Ok(answer), Some(step), _)) = joined else { continue };
-        match step {
-            Ok(()) => {
-                answered.insert(from, ());
-                match answer {
+                return;
+            }
+            let answered = match step {
+                Ok(()) => Some(match answer {
                     Answer::Propose { proposal, hold_until_ms, pay_to } => match serde_json::from_value(proposal) {
-                        Ok(proposal) => {
-                            called.proposals.push(Proposal { from, dialogue: id, proposal, hold_until_ms, pay_to })
-                        }
+                        Ok(proposal) => Answered::Proposed(Proposal {
+                            from: participant,
+                            dialogue: id,
+                            proposal,
+                            hold_until_ms,
+                            pay_to,
+                        }),
                         Err(e) => {
                             // Not a proposal this initiator can weigh: rejected, so its hold ends.
-                            reject(ctx, dialogues, id, from, RejectReason::NotChosen).await;
-                            called.refused.push((from, format!("an unreadable proposal: {e}")));
+                            Box::pin(reject(&ctx, dialogues, id, participant, RejectReason::NotChosen)).await;
+                            Answered::Refused(participant, format!("an unreadable proposal: {e}"))
                         }
                     },
-                    Answer::Refuse { reason } => called.refused.push((from, reason)),
+                    Answer::Refuse { reason } => Answered::Refused(participant, reason),
+                }),
+                // Past the deadline by the dialogue's clock: late, and told so.
+                Err(DialogueError::Late { .. }) if matches!(answer, Answer::Propose { .. }) => {
+                    Box::pin(reject(&ctx, dialogues, id, participant, RejectReason::Late)).await;
+                    None
                 }
+                Err(refused) => {
+                    tell(&ctx, id, participant, refused).await;
+                    None
+                }
+            };
+            asked.settle(answered);
+        });
+    }
+    // Until every answer is in or the deadline passes; then the answers being handled
+    // now are waited for, and later ones are late.
+    let all_in = async {
+        while gathering.state.lock().outstanding > 0 {
+            gathering.settled.notified().await;
+        }
+    };
+    let _in_time = tokio::time::timeout_at(until, all_in).await;
+    gathering.state.lock().closed = true;
+    while gathering.state.lock().busy > 0 {
+        gathering.settled.notified().await;
+    }
+    let answers = std::mem::take(&mut gathering.state.lock().answers);
+    let mut called = Called { call, proposals: Vec::new(), refused: Vec::new(), silent: Vec::new() };
+    let mut answered = HashSet::with_capacity(answers.len());
+    for answer in answers {
+        match answer {
+            Answered::Proposed(proposal) => {
+                answered.insert(proposal.from);
+                called.proposals.push(proposal);
             }
-            // Past the deadline by the dialogue's clock: late, and told so.
-            Err(DialogueError::Late { .. }) if matches!(answer, Answer::Propose { .. }) => {
-                reject(ctx, dialogues, id, from, RejectReason::Late).await;
+            Answered::Refused(from, reason) => {
+                answered.insert(from);
+                called.refused.push((from, reason));
             }
-            Err(refused) => tell(ctx, id, from, refused).await,
         }
     }
-    called.silent = participants.iter().filter(|p| !answered.contains_key(p)).copied().collect();
-    // The rest answer late, if at all: each late proposal gets its rejection (one that
-    // arrived just before the deadline but was not gathered in time is late too).
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        while let Some(joined) = answers.join_next().await {
-            let Ok((from, id, Ok(Answer::Propose { .. }), _, book)) = joined else { continue };
-            let Some(dialogues) = book.dialogues() else { continue };
-            reject(&ctx, dialogues, id, from, RejectReason::Late).await;
-        }
-    });
+    called.silent = participants.iter().filter(|p| !answered.contains(p)).copied().collect();
     called
+}
+
+/// The answers of a call being gathered, shared by the tasks that wait for them and the
+/// call, which is woken ([`Gathering::settled`]) only when the last answer is in, or when
+/// the last answer being handled at the deadline is.
+struct Gathering<P> {
+    state: parking_lot::Mutex<Gathered<P>>,
+    settled: tokio::sync::Notify,
+}
+
+struct Gathered<P> {
+    /// The answers in time, in the order they came.
+    answers: Vec<Answered<P>>,
+    /// Participants whose answer (or its absence) is not yet settled.
+    outstanding: usize,
+    /// Answers in time still being handled (a rejection or a refusal being sent).
+    busy: usize,
+    /// The call stopped waiting: answers settled from now on are late.
+    closed: bool,
+}
+
+/// An answer in time that counts: a proposal, or a refusal (an unreadable proposal is one).
+enum Answered<P> {
+    Proposed(Proposal<P>),
+    Refused(Address, String),
+}
+
+impl<P> Gathering<P> {
+    /// Settles one participant's answer: gathered if it counts and came in time (`claimed`
+    /// before the call stopped waiting, or settled while it still waits). Wakes the call
+    /// once every answer is in, or once the last answer being handled at the deadline is.
+    fn settle(&self, claimed: bool, answered: Option<Answered<P>>) {
+        let mut state = self.state.lock();
+        if claimed {
+            state.busy -= 1;
+        } else if state.closed {
+            return;
+        }
+        state.answers.extend(answered);
+        state.outstanding -= 1;
+        let wake = state.outstanding == 0 || (state.closed && state.busy == 0);
+        drop(state);
+        if wake {
+            // A permit is kept if the call is not waiting yet, so no wake is lost.
+            self.settled.notify_one();
+        }
+    }
+}
+
+/// One participant's place in a [`Gathering`], settled once its answer (or its absence) is
+/// known. Dropped unsettled (its task ended without an answer, or panicked), it settles
+/// with nothing, so the call never waits for it past the deadline, nor for ever after it.
+struct Asked<P> {
+    gathering: Arc<Gathering<P>>,
+    claimed: bool,
+    settled: bool,
+}
+
+impl<P> Asked<P> {
+    /// Whether the call still waits: if so, the answer counts (and the call waits for it
+    /// to be handled) whenever it is [`settle`](Self::settle)d.
+    fn claim(&mut self) -> bool {
+        let mut state = self.gathering.state.lock();
+        self.claimed = !state.closed;
+        state.busy += usize::from(self.claimed);
+        self.claimed
+    }
+
+    fn settle(mut self, answered: Option<Answered<P>>) {
+        self.settled = true;
+        self.gathering.settle(self.claimed, answered);
+    }
+}
+
+impl<P> Drop for Asked<P> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.gathering.settle(self.claimed, None);
+        }
+    }
 }
 
 /// What an initiator keeps with each dialogue of a call ([`Dialogue::data`]): the call, and

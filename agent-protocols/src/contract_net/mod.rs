@@ -175,7 +175,9 @@ fn sweep(agent: &mut Agent, book: &Book, role: &'static str) {
 async fn tell(ctx: &Context, id: u128, to: Address, refused: DialogueError) {
     tracing::debug!(%to, error = %refused, "contract-net message refused");
     if let Some(told) = refused.refusal() {
+        // Boxed: refusals are rare, and a send's future kept inline would make every
+        // handler that may refuse larger, and handlers are allocated for every message.
         // The peer may be gone; the refusal stands either way.
-        let _ = ctx.send_in(id, to, told).await;
+        let _ = Box::pin(ctx.send_in(id, to, told)).await;
     }
 }

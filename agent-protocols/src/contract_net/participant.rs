@@ -172,7 +172,8 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                         if let Err(e) = ctx.reply(answer.clone()).await {
                             if matches!(answer, Answer::Propose { .. }) {
                                 tracing::debug!(error = %e, "a proposal not taken as the reply is sent in its dialogue");
-                                if let Err(e) = ctx.send_in(id, from, answer).await {
+                                // Boxed: rare, and inline it would enlarge every call's handler.
+                                if let Err(e) = Box::pin(ctx.send_in(id, from, answer)).await {
                                     // Its hold still ends when due: nothing stays held for good.
                                     tracing::debug!(error = %e, "the initiator of a proposal is unreachable");
                                 }

@@ -367,7 +367,7 @@ impl Dialogues {
         }
         let mut opened = self.opened(id, peer, peer_role, now_ms);
         opened.deadline_ms = None;
-        self.take_step(&mut opened, message, &self.me, now_ms, step)?;
+        self.take_step(&mut opened, message, self.me.clone(), now_ms, step)?;
         live.insert(id, opened);
         Ok(())
     }
@@ -414,7 +414,7 @@ impl Dialogues {
         let Some(dialogue) = live.get_mut(&id) else {
             return Err(DialogueError::Unknown { dialogue: id, message: message.into() });
         };
-        self.take_step(dialogue, message, &self.me, now_ms, step)
+        self.take_step(dialogue, message, self.me.clone(), now_ms, step)
     }
 
     /// Checks that `from` may send an `M` in dialogue `id` now, and records it. A message
@@ -454,7 +454,7 @@ impl Dialogues {
             }
             Some(dialogue) => {
                 let sender = dialogue.peer_role.clone();
-                self.take_step(dialogue, message, &sender, now_ms, step)
+                self.take_step(dialogue, message, sender, now_ms, step)
             }
             None => {
                 let opening =
@@ -471,7 +471,7 @@ impl Dialogues {
                 }
                 let mut opened = self.opened(id, from, &opening.sender, now_ms);
                 let sender = opening.sender.clone();
-                self.take_step(&mut opened, message, &sender, now_ms, step)?;
+                self.take_step(&mut opened, message, sender, now_ms, step)?;
                 live.insert(id, opened);
                 Ok(None)
             }
@@ -568,16 +568,17 @@ impl Dialogues {
 
     /// Checks `message` from `sender` in `dialogue` and, if it may follow, records the step
     /// and applies it in place. Returns what was kept with the state it left. A refused or
-    /// unrecorded step leaves `dialogue` as it was.
+    /// unrecorded step leaves `dialogue` as it was. `sender` is owned: it goes into the
+    /// dialogue's record of what was said as it is.
     fn take_step(
         &self,
         dialogue: &mut Dialogue,
         message: &str,
-        sender: &str,
+        sender: String,
         now_ms: u64,
         step: Step,
     ) -> Result<Option<Data>, DialogueError> {
-        let to = self.check(dialogue, message, sender, now_ms)?;
+        let to = self.check(dialogue, message, &sender, now_ms)?;
         let deadline_ms = match step
             .deadline_ms
             .or_else(|| self.rules.deadline(to).map(|d| now_ms.saturating_add(d.as_millis() as u64)))
@@ -592,7 +593,7 @@ impl Dialogues {
         let state = std::mem::replace(&mut dialogue.state, to.to_owned());
         let deadline_before = std::mem::replace(&mut dialogue.deadline_ms, deadline_ms);
         let data = std::mem::replace(&mut dialogue.data, step.data);
-        dialogue.said.push(Said { message: message.into(), sender: sender.into(), at_ms: now_ms });
+        dialogue.said.push(Said { message: message.into(), sender, at_ms: now_ms });
         if let Err(e) = self.save(dialogue) {
             dialogue.said.pop();
             dialogue.data = data;
