@@ -279,6 +279,15 @@ impl Clearinghouse {
         house
     }
 
+    /// This clearinghouse, with each round it runs from now on holding at most `capacity` of its
+    /// traders' orders not yet counted (default 4,096, at least 1). One more arriving while that
+    /// many wait is refused before its dialogue sees it, and its sender told to send it
+    /// again: a larger line takes bursts, a smaller one bounds the memory a flood can use.
+    pub fn with_line_capacity(mut self, capacity: usize) -> Clearinghouse {
+        self.orders = self.orders.with_capacity(capacity);
+        self
+    }
+
     /// This clearinghouse's dialogues with its traders ([`rules`]), once read from its
     /// storage (at its first round, or the first order to reach it).
     pub fn dialogues(&self) -> Option<&crate::dialogue::Dialogues> {
