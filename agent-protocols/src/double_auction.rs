@@ -44,7 +44,7 @@ pub struct RoundOpen {
 }
 
 /// Buy or sell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
 pub enum Side {
     /// A bid: buy up to the quantity at the price per unit or less.
     Buy,
@@ -162,7 +162,7 @@ impl SignedOrder {
 }
 
 /// One trade of a round: `quantity` units from `seller` to `buyer` at the round's price.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
 pub struct Trade {
     /// The deal it settles: what the buyer's escrow names.
     pub deal: DealId,

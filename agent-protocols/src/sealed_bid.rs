@@ -56,7 +56,7 @@ pub struct Closed {
 }
 
 /// A bid, signed by its bidder over the auction, the bidder and the amount.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
 pub struct SignedBid {
     /// The auction it is for.
     pub auction: String,
