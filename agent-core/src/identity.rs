@@ -113,6 +113,8 @@ impl schemars::JsonSchema for Address {
     }
 }
 
+impl crate::message::WireSchema for Address {}
+
 /// An ed25519 public key, as carried in envelopes and registrations.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PublicKey(pub [u8; 32]);
@@ -145,6 +147,8 @@ impl schemars::JsonSchema for PublicKey {
         schemars::json_schema!({ "type": "string", "pattern": "^[0-9a-f]{64}$" })
     }
 }
+
+impl crate::message::WireSchema for PublicKey {}
 
 impl PublicKey {
     /// Checks `signature` over `message`. Fails on a key that is not a curve point too.

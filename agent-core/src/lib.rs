@@ -71,14 +71,14 @@ pub mod transport;
 pub mod wallet;
 
 pub use agent::{Acknowledge, Agent, AgentBuilder, AgentError, MailboxConfig, WhenFull};
-pub use agent_core_derive::Message;
+pub use agent_core_derive::{Message, WireSchema};
 pub use bureau::{AgentInfo, Bureau, BureauError, Config, Discovery};
 pub use context::{BroadcastReport, Context, DeferredReply};
 pub use envelope::{Envelope, EnvelopeError, Header, ReplayGuard, VerifyPolicy};
 pub use error::{Cause, Rejection, ReplyError, RequestError, SendError, SendFailure, Unroutable};
 pub use handler::HandlerOutput;
 pub use identity::{Address, AddressError, Identity, IdentityError, PublicKey};
-pub use message::{Message, MessageSchema, ProtocolDigest, SchemaDigest};
+pub use message::{Message, MessageSchema, ProtocolDigest, SchemaDigest, WireSchema};
 pub use protocol::{Manifest, Protocol};
 pub use schemars::JsonSchema;
 pub use storage::{Storage, StorageError};

@@ -40,8 +40,11 @@
 //! beside its digest, so a program in another language can check both.
 //!
 //! A type whose wire form no schema describes is a compile error: a field type without
-//! `JsonSchema`, a generic message, or `#[serde(with / serialize_with / deserialize_with)]`
-//! without a matching `#[schemars(with = ...)]` or `#[schemars(schema_with = ...)]`:
+//! `JsonSchema`, a generic message, or `#[serde(with / serialize_with / deserialize_with /
+//! getter)]` without a matching `#[schemars(with = ...)]` or `#[schemars(schema_with =
+//! ...)]`, in the message or in any struct or enum it contains. A derive sees only the type
+//! it is on, so a type used inside a message derives [`WireSchema`] (which makes the same
+//! check of its own fields), and `Message` requires it of every field's type:
 //!
 //! ```compile_fail
 //! # use serde::{Deserialize, Serialize};
@@ -96,6 +99,85 @@
 //! # use agent_core::Message;
 //! assert!(Price::schema().json().contains(r#""cents":{"type":"string"}"#));
 //! ```
+//!
+//! A nested type is checked the same way. Without `WireSchema` it cannot be used in a
+//! message (its attributes would go unseen):
+//!
+//! ```compile_fail
+//! # use serde::{Deserialize, Serialize};
+//! # mod as_text {
+//! #     pub fn serialize<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+//! #         s.collect_str(v)
+//! #     }
+//! #     pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+//! #         let text: String = serde::Deserialize::deserialize(d)?;
+//! #         text.parse().map_err(serde::de::Error::custom)
+//! #     }
+//! # }
+//! #[derive(Serialize, Deserialize, schemars::JsonSchema)]
+//! struct Price {
+//!     #[serde(serialize_with = "as_text::serialize", deserialize_with = "as_text::deserialize")]
+//!     cents: u64,
+//! }
+//!
+//! #[derive(Serialize, Deserialize, schemars::JsonSchema, agent_core::Message)]
+//! struct Quote {
+//!     prices: Vec<Option<Price>>,
+//! }
+//! ```
+//!
+//! and with it, its undescribed serialiser is refused as in a message:
+//!
+//! ```compile_fail
+//! # use serde::{Deserialize, Serialize};
+//! # mod as_text {
+//! #     pub fn serialize<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+//! #         s.collect_str(v)
+//! #     }
+//! #     pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+//! #         let text: String = serde::Deserialize::deserialize(d)?;
+//! #         text.parse().map_err(serde::de::Error::custom)
+//! #     }
+//! # }
+//! #[derive(Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
+//! struct Price {
+//!     #[serde(serialize_with = "as_text::serialize", deserialize_with = "as_text::deserialize")]
+//!     cents: u64,
+//! }
+//!
+//! #[derive(Serialize, Deserialize, schemars::JsonSchema, agent_core::Message)]
+//! struct Quote {
+//!     prices: Vec<Option<Price>>,
+//! }
+//! ```
+//!
+//! Described, it compiles, and the message's schema says what is written:
+//!
+//! ```
+//! # use serde::{Deserialize, Serialize};
+//! # mod as_text {
+//! #     pub fn serialize<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+//! #         s.collect_str(v)
+//! #     }
+//! #     pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+//! #         let text: String = serde::Deserialize::deserialize(d)?;
+//! #         text.parse().map_err(serde::de::Error::custom)
+//! #     }
+//! # }
+//! #[derive(Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
+//! struct Price {
+//!     #[serde(serialize_with = "as_text::serialize", deserialize_with = "as_text::deserialize")]
+//!     #[schemars(with = "String")]
+//!     cents: u64,
+//! }
+//!
+//! #[derive(Serialize, Deserialize, schemars::JsonSchema, agent_core::Message)]
+//! struct Quote {
+//!     prices: Vec<Option<Price>>,
+//! }
+//! # use agent_core::Message;
+//! assert!(Quote::schema().json().contains(r#""cents":{"type":"string"}"#));
+//! ```
 
 use std::fmt;
 
@@ -114,6 +196,65 @@ pub trait Message: Serialize + DeserializeOwned + schemars::JsonSchema + Send + 
         Self::schema().digest()
     }
 }
+
+/// A type whose JSON Schema describes its wire form, so it may be used inside a message.
+///
+/// `#[derive(Message)]` requires it of the type of every field on the wire, and
+/// `#[derive(WireSchema)]` gives it to a struct or enum after the same check the message
+/// derive makes of its own fields: no `#[serde(with / serialize_with / deserialize_with /
+/// getter)]` unless a `#[schemars(with = ...)]` or `#[schemars(schema_with = ...)]` says
+/// what is written, and every field's type a `WireSchema` in turn. A derive sees only the
+/// type it is on, so each nested type checks its own attributes and the message checks that
+/// it did: a custom serialiser anywhere inside a message is a compile error, not a schema
+/// that lies about the wire.
+///
+/// Implemented here for the standard types whose schemars schema is their serde form
+/// (numbers, strings, `Option`, sequences, maps, tuples, `serde_json::Value`) and for
+/// agent-core's own ([`Address`](crate::Address), [`PublicKey`](crate::PublicKey), ...).
+/// Implement it by hand for a type from another crate only once its JSON Schema is known
+/// to match its serde form.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is used in a message, but nothing checked that its JSON Schema describes its wire form",
+    label = "`{Self}` does not implement `agent_core::message::WireSchema`",
+    note = "add `#[derive(agent_core::WireSchema)]` to `{Self}` (it checks the type's serde attributes as `#[derive(Message)]` does)"
+)]
+pub trait WireSchema: schemars::JsonSchema {}
+
+/// Compiles only if `T` is a [`WireSchema`]: what `#[derive(Message)]` and
+/// `#[derive(WireSchema)]` call (in code never run) for each field's type.
+#[doc(hidden)]
+pub fn wire_schema<T: ?Sized + WireSchema>() {}
+
+macro_rules! wire_schemas {
+    ($($ty:ty),* $(,)?) => { $(impl WireSchema for $ty {})* };
+}
+
+wire_schemas!(bool, char, u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64, ());
+wire_schemas!(str, String, serde_json::Value, serde_json::Map<String, serde_json::Value>);
+impl<T: WireSchema> WireSchema for Option<T> {}
+impl<T: WireSchema, E: WireSchema> WireSchema for Result<T, E> {}
+impl<T: WireSchema> WireSchema for Vec<T> {}
+impl<T: WireSchema> WireSchema for [T] {}
+macro_rules! wire_schema_arrays {
+    ($($n:literal),*) => { $(impl<T: WireSchema> WireSchema for [T; $n] {})* };
+}
+
+// The sizes schemars gives a schema.
+wire_schema_arrays!(
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30,
+    31, 32
+);
+impl<T: WireSchema> WireSchema for std::collections::VecDeque<T> {}
+impl<T: WireSchema> WireSchema for std::collections::BTreeSet<T> {}
+impl<T: WireSchema, H> WireSchema for std::collections::HashSet<T, H> {}
+impl<K: WireSchema, V: WireSchema> WireSchema for std::collections::BTreeMap<K, V> {}
+impl<K: WireSchema, V: WireSchema, H> WireSchema for std::collections::HashMap<K, V, H> {}
+impl<T: ?Sized + WireSchema> WireSchema for Box<T> {}
+impl<T: ?Sized + WireSchema> WireSchema for std::sync::Arc<T> {}
+impl<A: WireSchema> WireSchema for (A,) {}
+impl<A: WireSchema, B: WireSchema> WireSchema for (A, B) {}
+impl<A: WireSchema, B: WireSchema, C: WireSchema> WireSchema for (A, B, C) {}
+impl<A: WireSchema, B: WireSchema, C: WireSchema, D: WireSchema> WireSchema for (A, B, C, D) {}
 
 /// A message type's canonical schema (see the [module docs](self)) and its digest.
 #[derive(Debug, Clone, PartialEq, Eq)]

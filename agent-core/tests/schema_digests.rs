@@ -118,13 +118,13 @@ fn order_and_docs_do_not_matter_names_and_types_do() {
 mod v1 {
     use super::*;
 
-    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[derive(Serialize, Deserialize, JsonSchema, agent_core::WireSchema)]
     pub struct Seat {
         pub row: u32,
         pub letter: char,
     }
 
-    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[derive(Serialize, Deserialize, JsonSchema, agent_core::WireSchema)]
     pub enum Class {
         Economy,
         Business { lounge: bool },
@@ -161,12 +161,12 @@ macro_rules! variant {
 
 variant!(
     nested_field_retyped,
-    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[derive(Serialize, Deserialize, JsonSchema, agent_core::WireSchema)]
     pub struct Seat {
         pub row: u64,
         pub letter: char,
     },
-    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[derive(Serialize, Deserialize, JsonSchema, agent_core::WireSchema)]
     pub enum Class {
         Economy,
         Business { lounge: bool },
@@ -174,13 +174,13 @@ variant!(
 );
 variant!(
     nested_rename_all,
-    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[derive(Serialize, Deserialize, JsonSchema, agent_core::WireSchema)]
     #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
     pub struct Seat {
         pub row: u32,
         pub letter: char,
     },
-    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[derive(Serialize, Deserialize, JsonSchema, agent_core::WireSchema)]
     pub enum Class {
         Economy,
         Business { lounge: bool },
@@ -188,12 +188,12 @@ variant!(
 );
 variant!(
     variant_field_added,
-    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[derive(Serialize, Deserialize, JsonSchema, agent_core::WireSchema)]
     pub struct Seat {
         pub row: u32,
         pub letter: char,
     },
-    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[derive(Serialize, Deserialize, JsonSchema, agent_core::WireSchema)]
     pub enum Class {
         Economy,
         Business { lounge: bool, meals: u8 },
@@ -201,12 +201,12 @@ variant!(
 );
 variant!(
     enum_internally_tagged,
-    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[derive(Serialize, Deserialize, JsonSchema, agent_core::WireSchema)]
     pub struct Seat {
         pub row: u32,
         pub letter: char,
     },
-    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[derive(Serialize, Deserialize, JsonSchema, agent_core::WireSchema)]
     #[serde(tag = "kind")]
     pub enum Class {
         Economy,
@@ -215,12 +215,12 @@ variant!(
 );
 variant!(
     enum_adjacently_tagged,
-    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[derive(Serialize, Deserialize, JsonSchema, agent_core::WireSchema)]
     pub struct Seat {
         pub row: u32,
         pub letter: char,
     },
-    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[derive(Serialize, Deserialize, JsonSchema, agent_core::WireSchema)]
     #[serde(tag = "kind", content = "data")]
     pub enum Class {
         Economy,
@@ -229,12 +229,12 @@ variant!(
 );
 variant!(
     enum_untagged,
-    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[derive(Serialize, Deserialize, JsonSchema, agent_core::WireSchema)]
     pub struct Seat {
         pub row: u32,
         pub letter: char,
     },
-    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[derive(Serialize, Deserialize, JsonSchema, agent_core::WireSchema)]
     #[serde(untagged)]
     pub enum Class {
         Economy,
@@ -243,13 +243,13 @@ variant!(
 );
 variant!(
     nested_field_skipped,
-    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[derive(Serialize, Deserialize, JsonSchema, agent_core::WireSchema)]
     pub struct Seat {
         pub row: u32,
         #[serde(skip)]
         pub letter: char,
     },
-    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[derive(Serialize, Deserialize, JsonSchema, agent_core::WireSchema)]
     pub enum Class {
         Economy,
         Business { lounge: bool },
@@ -257,13 +257,13 @@ variant!(
 );
 variant!(
     nested_field_defaulted,
-    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[derive(Serialize, Deserialize, JsonSchema, agent_core::WireSchema)]
     pub struct Seat {
         pub row: u32,
         #[serde(default)]
         pub letter: char,
     },
-    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[derive(Serialize, Deserialize, JsonSchema, agent_core::WireSchema)]
     pub enum Class {
         Economy,
         Business { lounge: bool },
@@ -272,13 +272,13 @@ variant!(
 variant!(
     variants_reordered_and_documented,
     /// A seat.
-    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[derive(Serialize, Deserialize, JsonSchema, agent_core::WireSchema)]
     pub struct Seat {
         pub letter: char,
         /** The row. */
         pub row: u32,
     },
-    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[derive(Serialize, Deserialize, JsonSchema, agent_core::WireSchema)]
     pub enum Class {
         Business { lounge: bool },
         Economy,
@@ -289,19 +289,19 @@ variant!(
 mod flattened {
     use super::*;
 
-    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[derive(Serialize, Deserialize, JsonSchema, agent_core::WireSchema)]
     pub struct Row {
         pub row: u32,
     }
 
-    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[derive(Serialize, Deserialize, JsonSchema, agent_core::WireSchema)]
     pub struct Seat {
         #[serde(flatten)]
         pub at: Row,
         pub letter: char,
     }
 
-    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[derive(Serialize, Deserialize, JsonSchema, agent_core::WireSchema)]
     pub struct Nested {
         pub at: Row,
         pub letter: char,
@@ -439,14 +439,14 @@ mod annotation_named_fields {
         pub description: String,
     }
 
-    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[derive(Serialize, Deserialize, JsonSchema, agent_core::WireSchema)]
     #[serde(untagged)]
     pub enum IntFirst {
         I(u64),
         F(f64),
     }
 
-    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[derive(Serialize, Deserialize, JsonSchema, agent_core::WireSchema)]
     #[serde(untagged)]
     pub enum FloatFirst {
         F(f64),

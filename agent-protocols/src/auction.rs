@@ -64,7 +64,7 @@ pub struct Bid {
 }
 
 /// Who won and what they pay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
 pub struct Award {
     /// The winner.
     pub winner: Address,

@@ -44,7 +44,7 @@ pub struct RoundOpen {
 }
 
 /// Buy or sell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
 pub enum Side {
     /// A bid: buy up to the quantity at the price per unit or less.
     Buy,
@@ -162,7 +162,7 @@ impl SignedOrder {
 }
 
 /// One trade of a round: `quantity` units from `seller` to `buyer` at the round's price.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
 pub struct Trade {
     /// The deal it settles: what the buyer's escrow names.
     pub deal: DealId,
@@ -277,6 +277,15 @@ impl Clearinghouse {
                 .on_message(orders.refuse(|m: &Cleared| &m.round, Cleared::NAME)),
         );
         house
+    }
+
+    /// This clearinghouse, with each round it runs from now on holding at most `capacity` of its
+    /// traders' orders not yet counted (default 4,096, at least 1). One more arriving while that
+    /// many wait is refused before its dialogue sees it, and its sender told to send it
+    /// again: a larger line takes bursts, a smaller one bounds the memory a flood can use.
+    pub fn with_line_capacity(mut self, capacity: usize) -> Clearinghouse {
+        self.orders = self.orders.with_capacity(capacity);
+        self
     }
 
     /// This clearinghouse's dialogues with its traders ([`rules`]), once read from its

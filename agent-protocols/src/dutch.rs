@@ -155,6 +155,15 @@ impl Auctioneer {
         auctioneer
     }
 
+    /// This auctioneer, with each auction it runs from now on holding at most `capacity` of its
+    /// bidders' takes not yet counted (default 4,096, at least 1). One more arriving while that
+    /// many wait is refused before its dialogue sees it, and its sender told to send it
+    /// again: a larger line takes bursts, a smaller one bounds the memory a flood can use.
+    pub fn with_line_capacity(mut self, capacity: usize) -> Auctioneer {
+        self.takes = self.takes.with_capacity(capacity);
+        self
+    }
+
     /// This auctioneer's dialogues with its bidders ([`rules`]), once read from its storage
     /// (at its first auction, or the first bid to reach it).
     pub fn dialogues(&self) -> Option<&crate::dialogue::Dialogues> {

@@ -9,7 +9,11 @@
 //! to) is refused with a [`DialogueError`], changes nothing, and its sender is told which
 //! dialogue and state it hit ([`Refused`](crate::dialogue::Refused)). The check and the
 //! hand-over to the running auction happen under one lock, which the close takes too: a bid
-//! counts exactly when its dialogue accepted it before the close. A message only the
+//! counts exactly when its dialogue accepted it before the close. Each running auction's
+//! line holds at most [`CAPACITY`] messages not yet taken by the auction: room on it is
+//! taken before the dialogue is asked, so a bid arriving when the line is full is refused
+//! ([`Untaken::Full`]), its dialogue unchanged, and its sender told to try again; a bid its
+//! dialogue accepted is never dropped. A message only the
 //! auctioneer may send (an opening, a price, a close) that reaches an auctioneer is checked
 //! the same way, refused, and its sender told ([`Inbox::refuse`]).
 //!
@@ -26,10 +30,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::auction::{self, BIDDER};
-use crate::dialogue::{DialogueError, Dialogues, Rules, Step};
+use crate::dialogue::{DialogueError, Dialogues, Refused, Rules, Step};
 
-/// How many messages one running auction may have waiting; more are dropped (and logged),
-/// so a flood from one bidder cannot grow the auctioneer's memory.
+/// How many messages one running auction may have waiting; more are refused before their
+/// dialogue sees them ([`Untaken::Full`]), so a flood from one bidder cannot grow the
+/// auctioneer's memory and no accepted bid is lost.
 const CAPACITY: usize = 4096;
 
 /// How often an agent's auction dialogues are swept (the first time when it starts), and how
@@ -87,16 +92,56 @@ impl Book {
     }
 }
 
+/// Why a running auction did not take a bidder's message. Either way the message changed
+/// nothing, and its sender is told ([`Untaken::refusal`]).
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum Untaken {
+    /// Its dialogue refused it.
+    #[error(transparent)]
+    Refused(#[from] DialogueError),
+    /// The auction's line was full (the auction is behind on counting what already
+    /// reached it): the message was refused before its dialogue saw it, and may be sent
+    /// again.
+    #[error("dialogue {dialogue:032x}: the auction already has {waiting} messages waiting, the most it holds; {message} refused before its dialogue saw it, send it again")]
+    Full {
+        /// The id.
+        dialogue: u128,
+        /// The dialogue's state, unchanged (none if there is no such dialogue here).
+        state: Option<String>,
+        /// The refused message.
+        message: String,
+        /// How many messages wait on the line.
+        waiting: usize,
+    },
+}
+
+impl Untaken {
+    /// What to tell the sender, if anything (nothing when the auctioneer's storage failed).
+    pub(crate) fn refusal(&self) -> Option<Refused> {
+        match self {
+            Untaken::Refused(refused) => refused.refusal(),
+            Untaken::Full { dialogue, state, .. } => Some(Refused {
+                dialogue: *dialogue,
+                state: state.clone(),
+                expected: Vec::new(),
+                reason: self.to_string(),
+            }),
+        }
+    }
+}
+
 /// The running auctions of one agent, by id, with the line each one's messages go to, and
 /// the agent's dialogues of that auction kind.
 pub(crate) struct Inbox<T> {
     running: Arc<Mutex<HashMap<String, mpsc::Sender<Arrival<T>>>>>,
     book: Book,
+    /// How many messages each running auction's line holds ([`CAPACITY`]).
+    capacity: usize,
 }
 
 impl<T> Clone for Inbox<T> {
     fn clone(&self) -> Self {
-        Inbox { running: Arc::clone(&self.running), book: self.book.clone() }
+        Inbox { running: Arc::clone(&self.running), book: self.book.clone(), capacity: self.capacity }
     }
 }
 
@@ -119,7 +164,14 @@ impl<T: Send + 'static> Inbox<T> {
     /// The inbox of `agent`, an auctioneer of auctions under `rules`; its dialogues are swept
     /// every [`SWEEP`].
     pub(crate) fn serve(agent: &mut Agent, rules: fn() -> Rules) -> Inbox<T> {
-        Inbox { running: Arc::default(), book: Book::serve(agent, rules, auction::AUCTIONEER) }
+        Inbox { running: Arc::default(), book: Book::serve(agent, rules, auction::AUCTIONEER), capacity: CAPACITY }
+    }
+
+    /// The same inbox, whose auctions opened from now on hold `capacity` waiting messages
+    /// (at least 1) instead of [`CAPACITY`].
+    pub(crate) fn with_capacity(mut self, capacity: usize) -> Inbox<T> {
+        self.capacity = capacity.max(1);
+        self
     }
 
     /// The auctioneer's dialogues, read from its storage on first use.
@@ -149,8 +201,9 @@ impl<T: Send + 'static> Inbox<T> {
             Box::pin(async move {
                 let (auction, step, item) = split(message);
                 let id = auction::dialogue_of(&auction, &from);
-                if let Err(refused) = inbox.take(&ctx, &auction, id, from, step, item) {
-                    tell(&ctx, id, from, refused).await;
+                if let Err(untaken) = inbox.take(&ctx, &auction, id, from, step, item) {
+                    tracing::debug!(%from, error = %untaken, "an auction message not taken");
+                    send_refusal(&ctx, id, from, untaken.refusal()).await;
                 }
             })
         }
@@ -189,30 +242,36 @@ impl<T: Send + 'static> Inbox<T> {
     }
 
     /// Checks `step` from `from` in dialogue `id` of `auction` and hands the outcome to the
-    /// auction if it runs here. A bidder's step never moves the dialogue's deadline: the
-    /// auction's close bounds every state a bid leads to.
-    fn take(
-        &self,
-        ctx: &Context,
-        auction: &str,
-        id: u128,
-        from: Address,
-        step: &str,
-        item: T,
-    ) -> Result<(), DialogueError> {
+    /// auction if it runs here. Room on its line is taken first, so the dialogue never
+    /// accepts a message the auction then cannot take: with the line full, the message is
+    /// refused ([`Untaken::Full`]) and the dialogue left as it was. A bidder's step never
+    /// moves the dialogue's deadline: the auction's close bounds every state a bid leads to.
+    fn take(&self, ctx: &Context, auction: &str, id: u128, from: Address, step: &str, item: T) -> Result<(), Untaken> {
         let dialogues = self.dialogues(ctx)?;
         let running = self.running.lock();
+        // Under `running`'s lock a listed auction's receiver is alive (dropping or closing
+        // an auction unlists it under this lock first), so the only failure is a full line.
+        let room = match running.get(auction).map(|line| (line.try_reserve(), line)) {
+            None => None,
+            Some((Ok(room), _)) => Some(room),
+            Some((Err(_), line)) => {
+                return Err(Untaken::Full {
+                    dialogue: id,
+                    state: dialogues.get(id).map(|d| d.state),
+                    message: step.to_owned(),
+                    waiting: line.max_capacity() - line.capacity(),
+                });
+            }
+        };
         let deadline_ms = dialogues.get(id).and_then(|d| d.deadline_ms);
         let checked = dialogues
             .incoming_with(step, id, from, now_ms(), until(deadline_ms))
             .map(drop)
             .map_err(|e| late(dialogues, e));
-        if let Some(line) = running.get(auction) {
-            if line.try_send((from, checked.clone().map(|()| item))).is_err() {
-                tracing::warn!(auction, %from, "an auction's line is full; a message was dropped");
-            }
+        if let Some(room) = room {
+            room.send((from, checked.clone().map(|()| item)));
         }
-        checked
+        Ok(checked?)
     }
 
     /// Opens auction `id` to `bidders`: a dialogue with each, opened by the auctioneer's
@@ -227,7 +286,7 @@ impl<T: Send + 'static> Inbox<T> {
         deadline_ms: u64,
     ) -> Result<Opened<T>, DialogueError> {
         let dialogues = self.dialogues(ctx)?;
-        let (to, messages) = mpsc::channel(CAPACITY);
+        let (to, messages) = mpsc::channel(self.capacity);
         self.running.lock().insert(id.to_owned(), to);
         let mut opened = Opened { id: id.to_owned(), inbox: self.clone(), messages, bidders: Vec::new() };
         let now = now_ms();
@@ -330,7 +389,12 @@ fn late(dialogues: &Dialogues, refused: DialogueError) -> DialogueError {
 /// Tells `to` why its message in dialogue `id` was refused.
 pub(crate) async fn tell(ctx: &Context, id: u128, to: Address, refused: DialogueError) {
     tracing::debug!(%to, error = %refused, "an auction message refused");
-    if let Some(told) = refused.refusal() {
+    send_refusal(ctx, id, to, refused.refusal()).await;
+}
+
+/// Sends `refusal`, if there is one, to `to` in dialogue `id`.
+async fn send_refusal(ctx: &Context, id: u128, to: Address, refusal: Option<Refused>) {
+    if let Some(told) = refusal {
         if let Err(e) = ctx.send_in(id, to, told).await {
             tracing::debug!(%to, error = %e, "a refusal was not delivered; the refusal stands");
         }
@@ -361,5 +425,73 @@ fn until(deadline_ms: Option<u64>) -> Step {
     match deadline_ms {
         Some(deadline_ms) => Step::default().until(deadline_ms),
         None => Step::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use agent_core::{Agent, Bureau, Identity, Message};
+
+    use super::*;
+    use crate::english::{self, Closed, Opening, Raise};
+    use crate::sealed_bid::SignedBid;
+
+    /// The line of the auction under test holds this many raises, and the bidder sends more.
+    const LINE: usize = 3;
+    const SENT: usize = 8;
+
+    /// An English auction that takes nothing from its line while a bidder raises: once the
+    /// line is full, each further raise is refused before its dialogue sees it and its
+    /// sender is told; every raise the dialogue accepted is among what the close returns.
+    #[tokio::test]
+    async fn a_full_line_refuses_a_bid_before_its_dialogue_accepts_it_and_loses_none_it_accepted() {
+        let bureau = Bureau::new().unwrap();
+        let mut auctioneer = Agent::builder("auctioneer").build().unwrap();
+        let inbox: Inbox<SignedBid> = Inbox::serve(&mut auctioneer, english::rules).with_capacity(LINE);
+        let route = inbox.route(|Raise(bid): Raise| (bid.auction.clone(), Raise::NAME, bid));
+        auctioneer.include(english::protocol().on_message(route));
+        let auctioneer = bureau.add(auctioneer).unwrap();
+        let mut bidder = Agent::builder("bidder").seed("line bidder").build().unwrap();
+        let refusals: Arc<Mutex<Vec<Refused>>> = Arc::default();
+        let told = refusals.clone();
+        bidder.on_message(move |_: Context, _: Address, refused: Refused| {
+            told.lock().push(refused);
+            std::future::ready(())
+        });
+        let bidder = bureau.add(bidder).unwrap();
+
+        let auction = "a full line";
+        let ctx = bureau.context(auctioneer).unwrap();
+        let mut opened = inbox.open(&ctx, auction, &[bidder], Opening::NAME, now_ms() + 60_000).unwrap();
+        let identity = Identity::from_seed("line bidder");
+        let bidder_ctx = bureau.context(bidder).unwrap();
+        for amount in 1..=SENT as u128 {
+            bidder_ctx.send(auctioneer, Raise(SignedBid::sign(&identity, auction, amount))).await.unwrap();
+        }
+        let id = auction::dialogue_of(auction, &bidder);
+        let dialogues = inbox.loaded().unwrap();
+        let accepted = || dialogues.get(id).map_or(0, |d| d.said.iter().filter(|s| s.message == Raise::NAME).count());
+        for _ in 0..300 {
+            if accepted() + refusals.lock().len() >= SENT {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        let accepted = accepted();
+        let taken = opened.close(Closed::NAME);
+        assert!(taken.iter().all(|(from, bid)| *from == bidder && bid.is_ok()), "{taken:?}");
+        assert_eq!(taken.len(), accepted, "every raise its dialogue accepted reaches the auction");
+        assert_eq!(accepted, LINE, "the line's room, and no more");
+        let refusals = refusals.lock().clone();
+        assert_eq!(refusals.len(), SENT - LINE, "every other raise refused, and its sender told: {refusals:?}");
+        for refused in &refusals {
+            assert_eq!((refused.dialogue, refused.state.as_deref()), (id, Some("open")), "{refused:?}");
+            assert!(refused.reason.contains("send it again"), "{refused:?}");
+        }
+        bureau.shutdown().await.unwrap();
     }
 }

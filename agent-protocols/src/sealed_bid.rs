@@ -56,7 +56,7 @@ pub struct Closed {
 }
 
 /// A bid, signed by its bidder over the auction, the bidder and the amount.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
 pub struct SignedBid {
     /// The auction it is for.
     pub auction: String,
@@ -256,6 +256,15 @@ impl Auctioneer {
                 .on_message(answers.refuse(|m: &Closed| &m.auction, Closed::NAME)),
         );
         auctioneer
+    }
+
+    /// This auctioneer, with each auction it runs from now on holding at most `capacity` of its
+    /// bidders' answers not yet counted (default 4,096, at least 1). One more arriving while that
+    /// many wait is refused before its dialogue sees it, and its sender told to send it
+    /// again: a larger line takes bursts, a smaller one bounds the memory a flood can use.
+    pub fn with_line_capacity(mut self, capacity: usize) -> Auctioneer {
+        self.answers = self.answers.with_capacity(capacity);
+        self
     }
 
     /// This auctioneer's dialogues with its bidders ([`rules`]), once read from its storage

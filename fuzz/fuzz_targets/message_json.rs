@@ -10,20 +10,20 @@ use agent_protocols::{contract_net, double_auction, settlement, subnet};
 use libfuzzer_sys::fuzz_target;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
 enum Shape {
     Unit,
     Tuple(u8, i64),
     Named { x: u128, label: Option<String> },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
 struct Tree {
     value: u32,
     children: Vec<Tree>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
 #[serde(tag = "kind", content = "body", rename_all = "snake_case")]
 enum Tagged {
     Text(String),

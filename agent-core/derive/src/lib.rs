@@ -1,29 +1,46 @@
-//! `#[derive(Message)]` for [agent-core](https://docs.rs/agent-core).
+//! `#[derive(Message)]` and `#[derive(WireSchema)]` for [agent-core](https://docs.rs/agent-core).
 //!
-//! The derive gives the type its message name and a schema computed once, from the type's
+//! `Message` gives the type its message name and a schema computed once, from the type's
 //! `schemars::JsonSchema` (which must be derived too): see `agent_core::message` for what
-//! the canonical schema and its digest cover.
+//! the canonical schema and its digest cover. `WireSchema` is for the structs and enums a
+//! message contains: it checks them the same way, and `Message` requires it of the type of
+//! every field (a nested type's attributes are out of sight of the message's derive, so each
+//! type checks its own and the message checks that each one did).
 //!
 //! `#[message(name = "...")]` on the type overrides the name. Refused at compile time,
-//! because no schema would describe their wire form: generic types, unions, and
-//! `#[serde(with / serialize_with / deserialize_with)]` without a `#[schemars(with = ...)]`
-//! or `#[schemars(schema_with = ...)]` beside it.
+//! because no schema would describe their wire form: generic messages, unions, a field whose
+//! type does not implement `agent_core::message::WireSchema`, and `#[serde(with /
+//! serialize_with / deserialize_with / getter)]` without a `#[schemars(with = ...)]` or
+//! `#[schemars(schema_with = ...)]` beside it.
 
 use proc_macro::TokenStream;
 use quote::quote;
-use syn::{parse_macro_input, Data, DeriveInput, Fields};
+use syn::{parse_macro_input, parse_quote, Data, DeriveInput};
 
 /// Derives `agent_core::Message`: a stable message name and its canonical schema and digest.
+/// It derives `agent_core::message::WireSchema` too, so a message can be nested in another.
 #[proc_macro_derive(Message, attributes(message))]
 pub fn derive_message(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    match expand(&input) {
+    match expand_message(&input) {
         Ok(tokens) => tokens.into(),
         Err(err) => err.to_compile_error().into(),
     }
 }
 
-fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
+/// Derives `agent_core::message::WireSchema` for a struct or enum used inside a message:
+/// refuses the serde attributes its JSON Schema would not describe, and requires
+/// `WireSchema` of each of its fields' types in turn.
+#[proc_macro_derive(WireSchema)]
+pub fn derive_wire_schema(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    match wire_schema(&input) {
+        Ok(tokens) => tokens.into(),
+        Err(err) => err.to_compile_error().into(),
+    }
+}
+
+fn expand_message(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
     if !input.generics.params.is_empty() {
         return Err(syn::Error::new_spanned(
             &input.generics,
@@ -32,17 +49,10 @@ fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
     }
     let ident = &input.ident;
     let name = type_name_override(input)?.unwrap_or_else(|| ident.to_string());
-    match &input.data {
-        Data::Struct(data) => check_fields(&data.fields)?,
-        Data::Enum(data) => {
-            for variant in &data.variants {
-                check_custom_serde(&variant.attrs, &variant.ident)?;
-                check_fields(&variant.fields)?;
-            }
-        }
-        Data::Union(_) => return Err(syn::Error::new_spanned(ident, "#[derive(Message)] does not support unions")),
-    }
+    let wire_schema = wire_schema(input)?;
     Ok(quote! {
+        #wire_schema
+
         impl ::agent_core::Message for #ident {
             const NAME: &'static str = #name;
             fn schema() -> &'static ::agent_core::message::MessageSchema {
@@ -54,29 +64,81 @@ fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
     })
 }
 
-fn check_fields(fields: &Fields) -> syn::Result<()> {
+/// `impl WireSchema` for the type, once its own serde attributes pass, and a check (in a
+/// function never called) that the type of each field on the wire implements it too.
+fn wire_schema(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
+    let ident = &input.ident;
+    let fields: Vec<&syn::Field> = match &input.data {
+        Data::Struct(data) => data.fields.iter().collect(),
+        Data::Enum(data) => {
+            for variant in &data.variants {
+                check_custom_serde(&serde_options(&variant.attrs), &variant.ident)?;
+            }
+            data.variants.iter().flat_map(|variant| variant.fields.iter()).collect()
+        }
+        Data::Union(_) => {
+            return Err(syn::Error::new_spanned(
+                ident,
+                "#[derive(Message)] and #[derive(WireSchema)] do not support unions",
+            ))
+        }
+    };
+    let mut nested = Vec::new();
     for field in fields {
-        check_custom_serde(&field.attrs, field)?;
+        let options = serde_options(&field.attrs);
+        check_custom_serde(&options, field)?;
+        // A skipped field is not on the wire; a described one's schema is the one given.
+        if !options.skipped && !options.described {
+            nested.push(&field.ty);
+        }
     }
-    Ok(())
+    let mut generics = input.generics.clone();
+    for param in generics.type_params_mut() {
+        param.bounds.push(parse_quote!(::agent_core::message::WireSchema));
+    }
+    let (impl_generics, type_generics, where_clause) = generics.split_for_impl();
+    Ok(quote! {
+        impl #impl_generics ::agent_core::message::WireSchema for #ident #type_generics #where_clause {}
+
+        const _: () = {
+            #[allow(dead_code, clippy::extra_unused_type_parameters)]
+            fn nested_types_are_wire_schemas #impl_generics () #where_clause {
+                #( ::agent_core::message::wire_schema::<#nested>(); )*
+            }
+        };
+    })
 }
 
-/// Refuses serde's custom (de)serialisers unless a schemars attribute says what they write:
-/// otherwise the schema (and digest) would describe a wire form that is not the real one.
-fn check_custom_serde(attrs: &[syn::Attribute], at: &dyn quote::ToTokens) -> syn::Result<()> {
-    let mut custom = None;
-    let mut described = false;
+/// The options of a field's or variant's `#[serde]` and `#[schemars]` attributes that
+/// decide whether its schema describes its wire form.
+#[derive(Default)]
+struct SerdeOptions {
+    /// A custom (de)serialiser: `with`, `serialize_with`, `deserialize_with` or `getter`.
+    custom: Option<String>,
+    /// `#[schemars(with = ...)]` or `#[schemars(schema_with = ...)]`: the schema is given.
+    described: bool,
+    /// `#[serde(skip)]`, or skipped both ways: not on the wire.
+    skipped: bool,
+}
+
+fn serde_options(attrs: &[syn::Attribute]) -> SerdeOptions {
+    let mut options = SerdeOptions::default();
+    let (mut skip_serializing, mut skip_deserializing) = (false, false);
     for attr in attrs {
         let is_serde = attr.path().is_ident("serde");
         if !is_serde && !attr.path().is_ident("schemars") {
             continue;
         }
-        // Other options are none of our business: skip their values, whatever shape.
+        // A malformed attribute is serde's or schemars' to report, with a better message
+        // than ours; what was read before it still counts.
         let _ = attr.parse_nested_meta(|meta| {
             let option = meta.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
             match (is_serde, option.as_str()) {
-                (true, "with" | "serialize_with" | "deserialize_with") => custom = Some(option),
-                (false, "with" | "schema_with") => described = true,
+                (true, "with" | "serialize_with" | "deserialize_with" | "getter") => options.custom = Some(option),
+                (false, "with" | "schema_with") => options.described = true,
+                (_, "skip") => options.skipped = true,
+                (_, "skip_serializing") => skip_serializing = true,
+                (_, "skip_deserializing") => skip_deserializing = true,
                 _ => {}
             }
             if meta.input.peek(syn::token::Paren) {
@@ -91,13 +153,20 @@ fn check_custom_serde(attrs: &[syn::Attribute], at: &dyn quote::ToTokens) -> syn
             Ok(())
         });
     }
-    match custom {
-        Some(option) if !described => Err(syn::Error::new_spanned(
+    options.skipped |= skip_serializing && skip_deserializing;
+    options
+}
+
+/// Refuses serde's custom (de)serialisers unless a schemars attribute says what they write:
+/// otherwise the schema (and digest) would describe a wire form that is not the real one.
+fn check_custom_serde(options: &SerdeOptions, at: &dyn quote::ToTokens) -> syn::Result<()> {
+    match &options.custom {
+        Some(option) if !options.described && !options.skipped => Err(syn::Error::new_spanned(
             at,
             format!(
-                "#[derive(Message)]: `#[serde({option} = ...)]` writes a wire form no schema describes; add \
-                 `#[schemars(with = \"TypeOfTheWireForm\")]` or `#[schemars(schema_with = \"path\")]` so the \
-                 schema digest covers it"
+                "#[derive(Message)] / #[derive(WireSchema)]: `#[serde({option} = ...)]` writes a wire form no \
+                 schema describes; add `#[schemars(with = \"TypeOfTheWireForm\")]` or \
+                 `#[schemars(schema_with = \"path\")]` so the schema digest covers it"
             ),
         )),
         _ => Ok(()),

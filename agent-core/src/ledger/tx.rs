@@ -60,6 +60,8 @@ impl schemars::JsonSchema for EscrowId {
     }
 }
 
+impl crate::message::WireSchema for EscrowId {}
+
 impl schemars::JsonSchema for DealId {
     fn schema_name() -> std::borrow::Cow<'static, str> {
         "DealId".into()
@@ -69,6 +71,8 @@ impl schemars::JsonSchema for DealId {
         hex_id_schema()
     }
 }
+
+impl crate::message::WireSchema for DealId {}
 
 impl std::fmt::Display for DealId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

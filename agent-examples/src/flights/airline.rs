@@ -34,7 +34,7 @@ pub struct Offer {
 }
 
 /// A booking, as the airline issues it when awarded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
 pub struct Ticket {
     /// The booking reference ("SK100-0003").
     pub reference: String,
@@ -47,7 +47,7 @@ pub struct Ticket {
 }
 
 /// A booking as the airline's books record it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
 pub struct Booking {
     /// Who booked.
     pub traveller: Address,
@@ -56,7 +56,7 @@ pub struct Booking {
 }
 
 /// One flight's inventory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
 pub struct Flight {
     /// The flight.
     pub spec: FlightSpec,

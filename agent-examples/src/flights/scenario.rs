@@ -54,7 +54,7 @@ pub enum Pricing {
 }
 
 /// A flight.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlightSpec {
     /// Its number ("SK100"), unique in the market.

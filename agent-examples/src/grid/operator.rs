@@ -99,7 +99,7 @@ pub fn interval_of(good: &str) -> Option<usize> {
 }
 
 /// A payment on delivery as its payer recorded it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
 pub struct Payment {
     /// What it paid for.
     pub deal: DealId,

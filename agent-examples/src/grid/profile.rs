@@ -132,7 +132,7 @@ pub struct Household {
 }
 
 /// One household's energy in one interval.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
 pub struct IntervalEnergy {
     /// Solar production in Wh.
     pub solar_wh: u64,

@@ -37,7 +37,7 @@ pub struct Quote {
 }
 
 /// What a supplier reports when it delivers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
 pub struct Delivery {
     /// The part.
     pub part: String,
@@ -50,7 +50,7 @@ pub struct Delivery {
 }
 
 /// One order placed with a supplier.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
 pub struct Order {
     /// The supplier.
     pub supplier: String,
@@ -71,7 +71,7 @@ pub struct Order {
 }
 
 /// How buying one part went.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
 pub struct Procurement {
     /// The buyer.
     pub buyer: String,

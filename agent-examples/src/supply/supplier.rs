@@ -16,7 +16,9 @@ use super::procure::{procure, Delivery, PartOrder, Prefer, Procurement, Quote};
 use super::scenario::Scenario;
 
 /// One part's capacity at a supplier.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema,
+)]
 pub struct Capacity {
     /// Units it can make in all.
     pub capacity: u64,

@@ -59,7 +59,7 @@ pub struct Accept {
 }
 
 /// Why a proposal was rejected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
 pub enum RejectReason {
     /// Another proposal was chosen.
     NotChosen,

@@ -106,7 +106,9 @@ pub fn weights_from_scores(scores: &[(Uid, f64)]) -> Vec<UidWeight> {
 }
 
 /// Why a weight vector is unusable.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, thiserror::Error)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema, thiserror::Error,
+)]
 pub enum WeightsProblem {
     /// No weight is positive.
     #[error("no weight is positive")]

@@ -21,7 +21,9 @@ pub type SubnetId = u16;
 pub type Uid = u16;
 
 /// What a member does in its subnet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema,
+)]
 pub enum Role {
     /// Serves tasks; scored by validators; paid for its incentive.
     Miner,
@@ -30,7 +32,7 @@ pub enum Role {
 }
 
 /// A registered member, as the owner knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
 pub struct Member {
     /// Its uid.
     pub uid: Uid,
@@ -181,7 +183,9 @@ pub enum Registered {
 }
 
 /// Why a registration was refused. Nothing was recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, thiserror::Error)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema, thiserror::Error,
+)]
 pub enum RegisterRefusal {
     /// The registration is for another subnet.
     #[error("this is subnet {expected}, not {got}")]
@@ -297,7 +301,9 @@ impl Roster {
 
 /// One entry of a weight vector: `weight / 65535` on `uid` (the scale is irrelevant: the
 /// owner normalises each validator's row).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema,
+)]
 pub struct UidWeight {
     /// The uid weighed.
     pub uid: Uid,
@@ -459,7 +465,9 @@ pub enum WeightsAnswer {
 }
 
 /// Why a commit or reveal was refused. Nothing was recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, thiserror::Error)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema, thiserror::Error,
+)]
 pub enum WeightsRefusal {
     /// For another subnet.
     #[error("this is subnet {expected}, not {got}")]
@@ -586,7 +594,9 @@ pub struct RevealedWeights {
 }
 
 /// Why a weight a validator revealed did not count at the close that scored it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema,
+)]
 pub enum DropReason {
     /// The validator had no stake counted at the close (it unstaked, or its stake escrow no
     /// longer holds the minimum stake): its whole row.
@@ -604,7 +614,7 @@ pub enum DropReason {
 }
 
 /// One weight that did not count, and why.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
 pub struct DroppedWeight {
     /// The uid the weight was on.
     pub uid: Uid,
@@ -658,7 +668,7 @@ pub struct TaskResult {
 }
 
 /// What became of a task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
 pub enum TaskOutcome {
     /// Served: the subnet's response type, as JSON.
     Answer(serde_json::Value),
@@ -667,7 +677,9 @@ pub enum TaskOutcome {
 }
 
 /// Why a miner did not serve a task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, thiserror::Error)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema, thiserror::Error,
+)]
 pub enum TaskRefusal {
     /// The task is for another subnet.
     #[error("this miner serves subnet {expected}, not {got}")]
@@ -763,7 +775,9 @@ pub enum Unstaked {
 }
 
 /// Why an unstake was refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, thiserror::Error)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema, thiserror::Error,
+)]
 pub enum UnstakeRefusal {
     /// For another subnet.
     #[error("this is subnet {expected}, not {got}")]
