@@ -233,8 +233,9 @@ impl Protocol {
     /// task is JSON of whatever the initiator asks for. The manifest then publishes `T`'s
     /// schema and the digest covers it, so programs that disagree on the payload's shape
     /// advertise different digests and do not find each other by it. Declaring a role
-    /// again replaces its type.
-    pub fn payload<T: schemars::JsonSchema>(mut self, role: &str) -> Self {
+    /// again replaces its type. `T` is a [`WireSchema`](crate::message::WireSchema), as a
+    /// message's fields are, so its published schema is its wire form.
+    pub fn payload<T: crate::message::WireSchema>(mut self, role: &str) -> Self {
         let schema = crate::message::MessageSchema::of::<T>(role);
         self.payloads.insert(
             role.to_owned(),

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::scenario::{AirlineSpec, FlightSpec, Pricing};
 
 /// What a traveller asks for: seats on a route, all on one flight.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
 pub struct Trip {
     /// The route ("BER-LIS").
     pub route: String,
@@ -21,7 +21,7 @@ pub struct Trip {
 }
 
 /// An airline's proposal: `seats` seats on `flight` for `price` cents in all.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
 pub struct Offer {
     /// The airline.
     pub airline: String,

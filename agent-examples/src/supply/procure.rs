@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::scenario::Terms;
 
 /// A call for quotes: `units` of `part`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
 pub struct PartOrder {
     /// The part.
     pub part: String,
@@ -22,7 +22,7 @@ pub struct PartOrder {
 }
 
 /// A supplier's quote, binding if accepted: it holds the capacity.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
 pub struct Quote {
     /// The supplier.
     pub supplier: String,

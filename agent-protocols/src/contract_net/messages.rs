@@ -137,7 +137,7 @@ pub struct Cancel {
 /// airline's contract-net from a warehouse's: participants that serve different types
 /// advertise different digests, and [`find_participants`] finds only those an initiator
 /// can talk to.
-pub fn protocol<T: schemars::JsonSchema, P: schemars::JsonSchema, R: schemars::JsonSchema>() -> agent_core::Protocol {
+pub fn protocol<T: WireSchema, P: WireSchema, R: WireSchema>() -> agent_core::Protocol {
     // 2.0.0: an award carries its payment, released by the winner (1.0.0's Accept had none).
     // 2.1.0: an award names its payer's wallet, checked by the winner before it performs.
     agent_core::Protocol::new("agora.contract-net", "2.1.0")

@@ -39,7 +39,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use agent_core::ledger::{DealId, EscrowId};
-use agent_core::{Address, Agent, Context, Message};
+use agent_core::{Address, Agent, Context, Message, WireSchema};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 

@@ -9,11 +9,11 @@ use super::*;
 #[async_trait::async_trait]
 pub trait Participant: Send + Sync + 'static {
     /// The task, as the initiator describes it.
-    type Task: DeserializeOwned + schemars::JsonSchema + Send;
+    type Task: DeserializeOwned + WireSchema + Send;
     /// What this participant proposes.
-    type Proposal: Serialize + DeserializeOwned + schemars::JsonSchema + Send;
+    type Proposal: Serialize + DeserializeOwned + WireSchema + Send;
     /// What performing the task gives.
-    type Result: Serialize + schemars::JsonSchema + Send;
+    type Result: Serialize + WireSchema + Send;
 
     /// A proposal for `task` from `initiator` and until when it is held (ms since the Unix
     /// epoch), or `None` to refuse. A proposal given no hold is held until
