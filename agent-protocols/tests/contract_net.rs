@@ -113,9 +113,13 @@ async fn the_cheapest_proposal_wins_and_the_others_are_released() {
     let addresses: Vec<Address> =
         sellers.iter().enumerate().map(|(i, s)| add_seller(&m, &format!("seller {i}"), s.clone())).collect();
     let ctx = m.bureau.context(m.initiator).unwrap();
+    // Listed twice, called once: one dialogue, one proposal, one seat held.
+    let listed = [addresses.clone(), vec![addresses[1]]].concat();
     let called =
-        contract_net::call::<_, u64>(&ctx, &m.book, &addresses, &"LHR-JFK", Duration::from_secs(2)).await.unwrap();
-    assert_eq!(called.proposals.len(), 3, "everyone answered before the deadline: {called:?}");
+        contract_net::call::<_, u64>(&ctx, &m.book, &listed, &"LHR-JFK", Duration::from_secs(2)).await.unwrap();
+    assert_eq!(called.proposals.len(), 3, "everyone answered before the deadline, once: {called:?}");
+    assert_eq!(m.book.dialogues().unwrap().all().len(), 3);
+    assert_eq!(*sellers[1].held.lock(), 1);
     let outcome =
         contract_net::award::<u64, String>(&ctx, &m.book, &called, &cheapest(&called), Duration::from_secs(2))
             .await

@@ -571,8 +571,9 @@ async fn a_winner_checks_its_payment_on_the_ledger_before_it_performs() {
 
 /// The initiator stops (its process, with the refund tasks it scheduled, gone) while one
 /// winner has done its work and another never will. Restarted on the same storage, its
-/// first `recall` finds the escrows it had locked and refunds the open one at its deadline:
-/// nothing stays locked, the winner that released its escrow keeps it, nothing is paid twice.
+/// first `recall` finds the escrows it had locked and refunds the open one at its deadline,
+/// and one it locked without a record (stopped in between) too: nothing stays locked, the
+/// winner that released its escrow keeps it, nothing is paid twice.
 #[test]
 fn escrows_locked_before_an_initiator_restart_are_refunded_when_due() {
     let dir = tempfile::tempdir().unwrap();
@@ -596,7 +597,7 @@ fn escrows_locked_before_an_initiator_restart_are_refunded_when_due() {
     // Before: the award is sent, the quick winner paid, the silent one's escrow open.
     let before = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (first, buyer, sellers) = bureau(&before);
-    let (silent_escrow, deadline_ms) = before.block_on(async {
+    let (silent_escrow, deadline_ms, unrecorded) = before.block_on(async {
         Wallet::new(mint, ledger.clone()).mint(buyer_wallet, 1_000).await.unwrap();
         let ctx = first.context(buyer).unwrap();
         let book = contract_net::Book::default();
@@ -615,8 +616,14 @@ fn escrows_locked_before_an_initiator_restart_are_refunded_when_due() {
         let open = ledger.open_escrows(buyer_wallet, 10).await.unwrap();
         assert_eq!(open.len(), 1, "the silent winner's escrow is open: {open:?}");
         assert_eq!(open[0].1.beneficiary, silent_wallet);
+        // A lock the process made just before it stopped, before any record of it was
+        // written: on the ledger alone.
+        let buyer_wallet_handle = first.context(buyer).unwrap().wallet().unwrap();
+        let unrecorded_deadline = agent_core::envelope::unix_now_ms() + 2_500;
+        let (unrecorded, _) =
+            buyer_wallet_handle.lock(25, silent_wallet, unrecorded_deadline, silent_wallet, None).await.unwrap();
         first.shutdown().await.unwrap();
-        (open[0].0, open[0].1.deadline_ms)
+        (open[0].0, open[0].1.deadline_ms, unrecorded)
     });
     // The process ends: its award and refund tasks with it.
     before.shutdown_timeout(Duration::from_secs(5));
@@ -631,11 +638,14 @@ fn escrows_locked_before_an_initiator_restart_are_refunded_when_due() {
         let waiting = contract_net::recall::<u128>(&ctx, &book).unwrap();
         assert!(waiting.iter().all(|c| c.proposals.is_empty()), "both were awarded: {waiting:?}");
         assert_eq!(ledger.escrow(silent_escrow).await.unwrap().map(|e| e.amount), Some(75), "not refunded early");
+        assert_eq!(ledger.escrow(unrecorded).await.unwrap().map(|e| e.amount), Some(25), "not refunded early");
 
         let until = tokio::time::Instant::now() + Duration::from_secs(15);
-        while ledger.escrow(silent_escrow).await.unwrap().is_some() {
-            assert!(tokio::time::Instant::now() < until, "the escrow locked before the restart was never refunded");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        for escrow in [silent_escrow, unrecorded] {
+            while ledger.escrow(escrow).await.unwrap().is_some() {
+                assert!(tokio::time::Instant::now() < until, "an escrow locked before the restart was never refunded");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
         // Past both deadlines: the quick winner's escrow, released, is not refunded again.
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -646,7 +656,7 @@ fn escrows_locked_before_an_initiator_restart_are_refunded_when_due() {
         assert_eq!(ledger.audit_total().unwrap(), 1_000);
         let history = ledger.history(buyer_wallet, 10).await.unwrap();
         let refunds = history.iter().filter(|r| matches!(r.tx.operation, Operation::Refund { .. })).count();
-        assert_eq!(refunds, 1, "one refund, of the silent winner's escrow");
+        assert_eq!(refunds, 2, "two refunds: the silent winner's escrow and the unrecorded lock");
         // Settled escrows are forgotten: a later restart has nothing to refund.
         let storage = ctx.storage().unwrap();
         let until = tokio::time::Instant::now() + Duration::from_secs(5);

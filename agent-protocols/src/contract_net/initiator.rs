@@ -53,7 +53,8 @@ pub enum Outcome<R> {
 /// gathers the answers until all have answered or `deadline` has passed. A proposal that
 /// arrives later, while the call still waits for late replies (as long again as the
 /// deadline, at least a second), is rejected with [`RejectReason::Late`]; one later still
-/// is rejected the same way only by an agent that runs [`refuse_strays`]. Use [`award`] next.
+/// is rejected the same way only by an agent that runs [`refuse_strays`]. A participant
+/// listed more than once is called once. Use [`award`] next.
 pub async fn call<T: Serialize, P: DeserializeOwned + Send + 'static>(
     ctx: &Context,
     book: &Book,
@@ -66,7 +67,12 @@ pub async fn call<T: Serialize, P: DeserializeOwned + Send + 'static>(
     let call = rand_id();
     let kept = kept(call, None);
     let mut targets = Vec::with_capacity(participants.len());
+    let mut called = std::collections::HashSet::with_capacity(participants.len());
     for &participant in participants {
+        // Two dialogues with one participant would give two proposals, both awardable.
+        if !called.insert(participant) {
+            continue;
+        }
         let id: u128 = rand_id();
         let step = Step::default().until(deadline_ms).keeping(kept.clone());
         dialogues.open_with(Cfp::NAME, id, participant, PARTICIPANT, now_ms(), step)?;

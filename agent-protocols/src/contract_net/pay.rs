@@ -121,6 +121,10 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
                         }
                     }
                     Err(e) => {
+                        // The lock may still have been applied (the ledger unreachable after
+                        // the submission): if so, its escrow is on the ledger alone, and the
+                        // sweep of open escrows after its deadline refunds it.
+                        refund_open_escrows_after(wallet.clone(), deadline_ms);
                         let result = Err(format!("the price could not be locked: {e}"));
                         settlements.push(Settlement { winner: to, result, escrow: None, paid: false });
                         None
@@ -245,8 +249,10 @@ fn refund_when_due_and_forget(
 }
 
 /// Schedules the refund of every escrow recorded in `storage` (this initiator's, locked
-/// before a restart and not seen settled) at its deadline, or at once if it has passed. A
-/// release by the winner before then makes it a no-op: nothing is paid twice.
+/// before a restart and not seen settled) at its deadline, or at once if it has passed, and
+/// of every other escrow its wallet has open on the ledger: one locked just before a crash,
+/// before its record was written, is known to the ledger alone. A release by the winner
+/// before the deadline makes a refund a no-op: nothing is paid twice.
 pub(super) fn refund_recorded_escrows(ctx: &Context, storage: &agent_core::Storage) {
     let keys = match storage.keys() {
         Ok(keys) => keys,
@@ -262,17 +268,32 @@ pub(super) fn refund_recorded_escrows(ctx: &Context, storage: &agent_core::Stora
             (Err(e), _) => tracing::error!(%key, error = %e, "an escrow record has no dialogue id"),
         }
     }
-    if recorded.is_empty() {
-        return;
-    }
     let wallet = match ctx.wallet() {
         Ok(wallet) => wallet,
+        // No ledger: nothing was ever locked, unless records say otherwise.
+        Err(e) if recorded.is_empty() => return tracing::debug!(error = %e, "no wallet: no escrows to refund"),
         Err(e) => return tracing::error!(error = %e, "escrows locked before a restart, and no wallet to refund them"),
     };
-    tracing::info!(escrows = recorded.len(), "refunding escrows locked before a restart when due");
+    if !recorded.is_empty() {
+        tracing::info!(escrows = recorded.len(), "refunding escrows locked before a restart when due");
+    }
     for (dialogue, locked) in recorded {
         refund_when_due_and_forget(wallet.clone(), storage.clone(), dialogue, locked.escrow, locked.deadline_ms);
     }
+    refund_open_escrows_after(wallet, 0);
+}
+
+/// Once `after_ms` has passed, refunds every escrow `wallet` has open on the ledger, each
+/// at its own deadline: what no one released by its deadline goes back to its payer, the
+/// ledger's rule for every escrow, whoever locked it and for what.
+fn refund_open_escrows_after(wallet: agent_core::Wallet, after_ms: u64) {
+    tokio::spawn(async move {
+        let wait = after_ms.saturating_sub(now_ms());
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        if let Err(e) = crate::settlement::refund_open_escrows(&wallet).await {
+            tracing::warn!(error = %e, "the wallet's open escrows could not be read; they are refunded at the next restart");
+        }
+    });
 }
 
 /// Why a winner refused a paid award without performing: its payment does not hold on the
