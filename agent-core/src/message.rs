@@ -178,6 +178,47 @@
 //! # use agent_core::Message;
 //! assert!(Quote::schema().json().contains(r#""cents":{"type":"string"}"#));
 //! ```
+//!
+//! A `#[schemars]` attribute that reshapes the schema alone (here, leaving out a field
+//! serde writes) is refused too, as is a type that goes on the wire as another type
+//! (`#[serde(into = ...)]`): either way the schema would describe JSON never written.
+//!
+//! ```compile_fail
+//! # use serde::{Deserialize, Serialize};
+//! #[derive(Serialize, Deserialize, schemars::JsonSchema, agent_core::Message)]
+//! struct Quote {
+//!     #[schemars(skip)]
+//!     cents: u64,
+//! }
+//! ```
+//!
+//! ```compile_fail
+//! # use serde::{Deserialize, Serialize};
+//! #[derive(Clone, Serialize, Deserialize, schemars::JsonSchema, agent_core::Message)]
+//! #[serde(into = "String", try_from = "String")]
+//! struct Cents(u64);
+//! impl From<Cents> for String {
+//!     fn from(c: Cents) -> String { c.0.to_string() }
+//! }
+//! impl TryFrom<String> for Cents {
+//!     type Error = std::num::ParseIntError;
+//!     fn try_from(s: String) -> Result<Cents, Self::Error> { s.parse().map(Cents) }
+//! }
+//! ```
+//!
+//! Skipped by serde, the field is off the wire and out of the schema, and compiles:
+//!
+//! ```
+//! # use serde::{Deserialize, Serialize};
+//! #[derive(Serialize, Deserialize, schemars::JsonSchema, agent_core::Message)]
+//! struct Quote {
+//!     #[serde(skip)]
+//!     cents: u64,
+//!     flight: String,
+//! }
+//! # use agent_core::Message;
+//! assert!(!Quote::schema().json().contains("cents"));
+//! ```
 
 use std::fmt;
 

@@ -9,9 +9,11 @@
 //!
 //! `#[message(name = "...")]` on the type overrides the name. Refused at compile time,
 //! because no schema would describe their wire form: generic messages, unions, a field whose
-//! type does not implement `agent_core::message::WireSchema`, and `#[serde(with /
+//! type does not implement `agent_core::message::WireSchema`, `#[serde(with /
 //! serialize_with / deserialize_with / getter)]` without a `#[schemars(with = ...)]` or
-//! `#[schemars(schema_with = ...)]` beside it.
+//! `#[schemars(schema_with = ...)]` beside it, `#[serde(from / into / try_from)]` on the
+//! type, and `#[schemars(rename / skip / flatten / ...)]` options that reshape the schema
+//! without serde's doing the same to the wire form.
 
 use proc_macro::TokenStream;
 use quote::quote;
@@ -68,6 +70,7 @@ fn expand_message(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> 
 /// function never called) that the type of each field on the wire implements it too.
 fn wire_schema(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
     let ident = &input.ident;
+    check_custom_serde(&serde_options(&input.attrs), ident)?;
     let fields: Vec<&syn::Field> = match &input.data {
         Data::Struct(data) => data.fields.iter().collect(),
         Data::Enum(data) => {
@@ -119,7 +122,34 @@ struct SerdeOptions {
     described: bool,
     /// `#[serde(skip)]`, or skipped both ways: not on the wire.
     skipped: bool,
+    /// A `#[schemars(...)]` option that changes the schema's shape (`rename`, `skip`,
+    /// `flatten`, ...): schemars applies it, serde does not, so the two would disagree.
+    schema_only: Option<String>,
+    /// `#[serde(from / into / try_from)]` on the type: its wire form is another type's.
+    converted: Option<String>,
 }
+
+/// `#[schemars]` options that change the shape of the schema; serde's namesakes change the
+/// wire form, which is where they belong.
+const SCHEMA_SHAPING: [&str; 17] = [
+    "rename",
+    "rename_all",
+    "rename_all_fields",
+    "skip",
+    "skip_serializing",
+    "skip_deserializing",
+    "skip_serializing_if",
+    "default",
+    "flatten",
+    "tag",
+    "content",
+    "untagged",
+    "transparent",
+    "from",
+    "into",
+    "try_from",
+    "transform",
+];
 
 fn serde_options(attrs: &[syn::Attribute]) -> SerdeOptions {
     let mut options = SerdeOptions::default();
@@ -135,10 +165,12 @@ fn serde_options(attrs: &[syn::Attribute]) -> SerdeOptions {
             let option = meta.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
             match (is_serde, option.as_str()) {
                 (true, "with" | "serialize_with" | "deserialize_with" | "getter") => options.custom = Some(option),
+                (true, "from" | "into" | "try_from") => options.converted = Some(option.clone()),
                 (false, "with" | "schema_with") => options.described = true,
-                (_, "skip") => options.skipped = true,
-                (_, "skip_serializing") => skip_serializing = true,
-                (_, "skip_deserializing") => skip_deserializing = true,
+                (false, shaping) if SCHEMA_SHAPING.contains(&shaping) => options.schema_only = Some(option.clone()),
+                (true, "skip") => options.skipped = true,
+                (true, "skip_serializing") => skip_serializing = true,
+                (true, "skip_deserializing") => skip_deserializing = true,
                 _ => {}
             }
             if meta.input.peek(syn::token::Paren) {
@@ -160,6 +192,25 @@ fn serde_options(attrs: &[syn::Attribute]) -> SerdeOptions {
 /// Refuses serde's custom (de)serialisers unless a schemars attribute says what they write:
 /// otherwise the schema (and digest) would describe a wire form that is not the real one.
 fn check_custom_serde(options: &SerdeOptions, at: &dyn quote::ToTokens) -> syn::Result<()> {
+    if let Some(option) = &options.schema_only {
+        return Err(syn::Error::new_spanned(
+            at,
+            format!(
+                "#[derive(Message)] / #[derive(WireSchema)]: `#[schemars({option})]` changes the schema and not \
+                 the wire form, so the schema digest would describe JSON that is never written; write it as \
+                 `#[serde({option})]`, which both serde and schemars follow"
+            ),
+        ));
+    }
+    if let Some(option) = &options.converted {
+        return Err(syn::Error::new_spanned(
+            at,
+            format!(
+                "#[derive(Message)] / #[derive(WireSchema)]: `#[serde({option} = ...)]` puts another type's form \
+                 on the wire, which this type's schema does not describe; put that type in the message instead"
+            ),
+        ));
+    }
     match &options.custom {
         Some(option) if !options.described && !options.skipped => Err(syn::Error::new_spanned(
             at,
