@@ -55,6 +55,19 @@ async fn setup(funds: u128) -> Setup {
     Setup { bureau, ledger, buyer, buyer_wallet, book: contract_net::Book::default() }
 }
 
+impl Setup {
+    /// Calls `sellers` for parts and awards each of them, paid through escrow, giving each
+    /// `perform_timeout` to report.
+    async fn call_and_pay(&self, sellers: &[Address], perform_timeout: Duration) -> Paid<String> {
+        let ctx = self.bureau.context(self.buyer).unwrap();
+        let called =
+            contract_net::call::<_, u128>(&ctx, &self.book, sellers, &"parts", Duration::from_secs(2)).await.unwrap();
+        contract_net::award_and_pay::<u128, String>(&ctx, &self.book, &called, sellers, |p| *p, perform_timeout)
+            .await
+            .unwrap()
+    }
+}
+
 fn add_seller(s: &Setup, name: &str, seller: Seller) -> (Address, Address) {
     let mut agent = Agent::builder(name).build().unwrap();
     contract_net::serve(&mut agent, Arc::new(seller));
@@ -200,19 +213,7 @@ async fn a_winner_that_never_reports_is_not_paid_and_the_escrow_is_refunded() {
     contract_net::serve(&mut agent, Arc::new(Silent));
     let silent = s.bureau.add(agent).unwrap();
     let silent_wallet = s.bureau.context(silent).unwrap().wallet().unwrap().address();
-    let ctx = s.bureau.context(s.buyer).unwrap();
-    let called =
-        contract_net::call::<_, u128>(&ctx, &s.book, &[silent], &"parts", Duration::from_secs(2)).await.unwrap();
-    let paid = contract_net::award_and_pay::<u128, String>(
-        &ctx,
-        &s.book,
-        &called,
-        &[silent],
-        |p| *p,
-        Duration::from_millis(200),
-    )
-    .await
-    .unwrap();
+    let paid = s.call_and_pay(&[silent], Duration::from_millis(200)).await;
     let Paid::Settled(settled) = paid else { panic!("{paid:?}") };
     assert!(settled[0].result.as_ref().is_err_and(|e| e.contains("no report")), "{:?}", settled[0].result);
     assert!(!settled[0].paid);
@@ -228,19 +229,7 @@ async fn a_winner_that_never_reports_is_not_paid_and_the_escrow_is_refunded() {
 async fn a_failed_winner_is_refunded_after_the_deadline() {
     let s = setup(1_000).await;
     let (failing, failing_wallet) = add_seller(&s, "failing", Seller { price: 90, fails: true });
-    let ctx = s.bureau.context(s.buyer).unwrap();
-    let called =
-        contract_net::call::<_, u128>(&ctx, &s.book, &[failing], &"parts", Duration::from_secs(2)).await.unwrap();
-    let paid = contract_net::award_and_pay::<u128, String>(
-        &ctx,
-        &s.book,
-        &called,
-        &[failing],
-        |p| *p,
-        Duration::from_millis(200),
-    )
-    .await
-    .unwrap();
+    let paid = s.call_and_pay(&[failing], Duration::from_millis(200)).await;
     let Paid::Settled(settled) = paid else { panic!("{paid:?}") };
     assert_eq!(settled[0].result, Err("out of stock".into()));
     assert!(!settled[0].paid);
@@ -690,19 +679,7 @@ async fn a_done_that_crosses_the_withdrawal_is_settled_as_paid_from_the_ledger()
     });
     let winner = s.bureau.add(agent).unwrap();
     let winner_wallet = s.bureau.context(winner).unwrap().wallet().unwrap().address();
-    let ctx = s.bureau.context(s.buyer).unwrap();
-    let called =
-        contract_net::call::<_, u128>(&ctx, &s.book, &[winner], &"parts", Duration::from_secs(2)).await.unwrap();
-    let paid = contract_net::award_and_pay::<u128, String>(
-        &ctx,
-        &s.book,
-        &called,
-        &[winner],
-        |p| *p,
-        Duration::from_millis(300),
-    )
-    .await
-    .unwrap();
+    let paid = s.call_and_pay(&[winner], Duration::from_millis(300)).await;
     let Paid::Settled(settled) = paid else { panic!("{paid:?}") };
     assert!(settled[0].result.as_ref().is_err_and(|e| e.contains("no report")), "{:?}", settled[0].result);
     assert!(settled[0].paid, "the ledger shows the escrow released to the winner: {settled:?}");
