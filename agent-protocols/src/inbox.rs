@@ -257,7 +257,7 @@ impl<T: Send + 'static> Inbox<T> {
             Some((Err(_), line)) => {
                 return Err(Untaken::Full {
                     dialogue: id,
-                    state: dialogues.get(id).map(|d| d.state),
+                    state: dialogues.get(id).map(|d| d.state.to_string()),
                     message: step.to_owned(),
                     waiting: line.max_capacity() - line.capacity(),
                 });

@@ -143,7 +143,7 @@ fn is_unknown(refused: &Refused) -> bool {
 
 /// The dialogue's state and how many messages counted in it.
 fn state_of(dialogues: &Dialogues, id: u128) -> Option<(String, usize)> {
-    dialogues.get(id).map(|d| (d.state, d.said.len()))
+    dialogues.get(id).map(|d| (d.state.into(), d.said.len()))
 }
 
 /// `message` (made for the auction it names) for `auction`, which has closed, is refused as

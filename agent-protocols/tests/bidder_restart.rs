@@ -207,7 +207,7 @@ async fn node(
 /// The bidder's own record of its dialogue `id` under `rules`, read from its storage.
 fn bidder_state(bureau: &Bureau, bidder: Address, rules: agent_protocols::dialogue::Rules, id: u128) -> Option<String> {
     let storage = bureau.context(bidder).unwrap().storage().unwrap();
-    Dialogues::load(rules, BIDDER, storage).unwrap().get(id).map(|d| d.state)
+    Dialogues::load(rules, BIDDER, storage).unwrap().get(id).map(|d| d.state.into())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -133,7 +133,7 @@ async fn the_cheapest_proposal_wins_and_the_others_are_released() {
         .unwrap()
         .all()
         .iter()
-        .map(|d| d.state.clone())
+        .map(|d| d.state.to_string())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -328,7 +328,7 @@ async fn a_proposal_long_after_the_call_stopped_waiting_is_rejected_as_late() {
     wait_for(|| !rejections.lock().is_empty()).await;
     assert_eq!(*reply_taken.lock(), Some(false), "the call had stopped waiting for the reply");
     assert_eq!(*rejections.lock(), [RejectReason::Late]);
-    let states: Vec<String> = m.book.dialogues().unwrap().all().into_iter().map(|d| d.state).collect();
+    let states: Vec<String> = m.book.dialogues().unwrap().all().into_iter().map(|d| d.state.into()).collect();
     assert_eq!(states, ["rejected"], "the rejection is recorded in the dialogue");
     m.bureau.shutdown().await.unwrap();
 }

@@ -514,7 +514,7 @@ async fn refuse_stray(ctx: &Context, book: &Book, from: Address, step: &str) {
                 .filter(|t| t.sender == PARTICIPANT)
                 .map(|t| format!("{} from {}, as the reply to its request", t.message, t.sender))
                 .collect(),
-            state: d.state,
+            state: d.state.to_string(),
         },
     };
     tell(ctx, id, from, refused).await

@@ -88,7 +88,7 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
             (true, Some(_)) if dialogues.get(id).is_none_or(|d| d.state != "proposed") => {
                 // Awarded already (a second award of the same call), cancelled, rejected
                 // or expired: nothing may be awarded, so nothing is locked.
-                let state = dialogues.get(id).map_or_else(|| "unknown".to_owned(), |d| d.state);
+                let state = dialogues.get(id).map_or_else(|| "unknown".to_owned(), |d| d.state.to_string());
                 let result = Err(format!("not awarded: its dialogue is {state}, not proposed"));
                 settlements.push(Settlement { winner: to, result, escrow: None, paid: false });
                 continue;

@@ -10,7 +10,8 @@ use agent_core::{Address, Message};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::rules::Rules;
+use super::rules::{Rules, Transition};
+use super::Name;
 
 /// The state a dialogue is put in when a deadline passes before the next step.
 pub const EXPIRED: &str = "expired";
@@ -19,9 +20,9 @@ pub const EXPIRED: &str = "expired";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Said {
     /// The message's name.
-    pub message: String,
+    pub message: Name,
     /// The role that sent it.
-    pub sender: String,
+    pub sender: Name,
     /// When it was checked, ms since the Unix epoch.
     pub at_ms: u64,
 }
@@ -33,16 +34,16 @@ pub struct Dialogue {
     #[serde(with = "id_hex")]
     pub id: u128,
     /// The rules' name.
-    pub rules: String,
+    pub rules: Name,
     /// This agent's role.
-    pub me: String,
+    pub me: Name,
     /// The other party.
     #[serde(with = "address_hex")]
     pub peer: Address,
     /// The other party's role.
-    pub peer_role: String,
+    pub peer_role: Name,
     /// Where the dialogue is.
-    pub state: String,
+    pub state: Name,
     /// When the current state's deadline passes, if it has one; for a closed dialogue, the
     /// deadline it closed under.
     pub deadline_ms: Option<u64>,
@@ -270,7 +271,7 @@ pub struct Refused {
 /// dialogues resumes them.
 pub struct Dialogues {
     rules: Arc<Rules>,
-    me: String,
+    me: Name,
     storage: Storage,
     live: parking_lot::Mutex<HashMap<u128, Dialogue>>,
     max_open_per_peer: usize,
@@ -301,9 +302,10 @@ impl Dialogues {
                 Err(e) => tracing::warn!(key, error = %e, "an unreadable dialogue is skipped"),
             }
         }
+        let me = rules.role(me).cloned().unwrap_or_else(|| me.into());
         Ok(Dialogues {
             rules: Arc::new(rules),
-            me: me.into(),
+            me,
             storage,
             live: parking_lot::Mutex::new(live),
             max_open_per_peer: DEFAULT_MAX_OPEN_PER_PEER,
@@ -344,7 +346,7 @@ impl Dialogues {
         if live.contains_key(&id) {
             return Err(DialogueError::Exists { dialogue: id });
         }
-        let dialogue = self.opened(id, peer, peer_role, now_ms);
+        let dialogue = self.opened(id, peer, self.role_named(peer_role), now_ms);
         self.save(&dialogue)?;
         live.insert(id, dialogue.clone());
         Ok(dialogue)
@@ -365,22 +367,23 @@ impl Dialogues {
         if live.contains_key(&id) {
             return Err(DialogueError::Exists { dialogue: id });
         }
-        let mut opened = self.opened(id, peer, peer_role, now_ms);
+        let mut opened = self.opened(id, peer, self.role_named(peer_role), now_ms);
         opened.deadline_ms = None;
-        self.take_step(&mut opened, message, self.me.clone(), now_ms, step)?;
+        let me = self.me.clone();
+        self.take_step(&mut opened, message, &me, now_ms, step)?;
         live.insert(id, opened);
         Ok(())
     }
 
     /// A new dialogue `id` with `peer`, in the initial state.
-    fn opened(&self, id: u128, peer: Address, peer_role: &str, now_ms: u64) -> Dialogue {
-        let initial = self.rules.initial().to_string();
+    fn opened(&self, id: u128, peer: Address, peer_role: Name, now_ms: u64) -> Dialogue {
+        let initial = self.rules.initial().clone();
         Dialogue {
             id,
-            rules: self.rules.name().into(),
+            rules: self.rules.name().clone(),
             me: self.me.clone(),
             peer,
-            peer_role: peer_role.into(),
+            peer_role,
             deadline_ms: self.rules.deadline(&initial).map(|d| now_ms.saturating_add(d.as_millis() as u64)),
             state: initial,
             opened_ms: now_ms,
@@ -414,7 +417,8 @@ impl Dialogues {
         let Some(dialogue) = live.get_mut(&id) else {
             return Err(DialogueError::Unknown { dialogue: id, message: message.into() });
         };
-        self.take_step(dialogue, message, self.me.clone(), now_ms, step)
+        let me = self.me.clone();
+        self.take_step(dialogue, message, &me, now_ms, step)
     }
 
     /// Checks that `from` may send an `M` in dialogue `id` now, and records it. A message
@@ -454,7 +458,7 @@ impl Dialogues {
             }
             Some(dialogue) => {
                 let sender = dialogue.peer_role.clone();
-                self.take_step(dialogue, message, sender, now_ms, step)
+                self.take_step(dialogue, message, &sender, now_ms, step)
             }
             None => {
                 let opening =
@@ -469,9 +473,9 @@ impl Dialogues {
                         return Err(DialogueError::TooManyOpen { dialogue: id, from, open });
                     }
                 }
-                let mut opened = self.opened(id, from, &opening.sender, now_ms);
                 let sender = opening.sender.clone();
-                self.take_step(&mut opened, message, sender, now_ms, step)?;
+                let mut opened = self.opened(id, from, sender.clone(), now_ms);
+                self.take_step(&mut opened, message, &sender, now_ms, step)?;
                 live.insert(id, opened);
                 Ok(None)
             }
@@ -568,17 +572,18 @@ impl Dialogues {
 
     /// Checks `message` from `sender` in `dialogue` and, if it may follow, records the step
     /// and applies it in place. Returns what was kept with the state it left. A refused or
-    /// unrecorded step leaves `dialogue` as it was. `sender` is owned: it goes into the
-    /// dialogue's record of what was said as it is.
+    /// unrecorded step leaves `dialogue` as it was. What is recorded (the new state, the
+    /// message and its sender) takes its names from the rules' step.
     fn take_step(
         &self,
         dialogue: &mut Dialogue,
         message: &str,
-        sender: String,
+        sender: &str,
         now_ms: u64,
         step: Step,
     ) -> Result<Option<Data>, DialogueError> {
-        let to = self.check(dialogue, message, &sender, now_ms)?;
+        let taken = self.check(dialogue, message, sender, now_ms)?;
+        let to = &taken.to;
         let deadline_ms = match step
             .deadline_ms
             .or_else(|| self.rules.deadline(to).map(|d| now_ms.saturating_add(d.as_millis() as u64)))
@@ -587,13 +592,13 @@ impl Dialogues {
             // Staying in a state does not restart its clock (bids keep an auction open
             // only until it closes), and a closed dialogue keeps the deadline it closed
             // under, so a message after it can still be told it came late.
-            None if to == dialogue.state || self.rules.is_terminal(to) => dialogue.deadline_ms,
+            None if *to == dialogue.state || self.rules.is_terminal(to) => dialogue.deadline_ms,
             None => None,
         };
-        let state = std::mem::replace(&mut dialogue.state, to.to_owned());
+        let state = std::mem::replace(&mut dialogue.state, to.clone());
         let deadline_before = std::mem::replace(&mut dialogue.deadline_ms, deadline_ms);
         let data = std::mem::replace(&mut dialogue.data, step.data);
-        dialogue.said.push(Said { message: message.into(), sender, at_ms: now_ms });
+        dialogue.said.push(Said { message: taken.message.clone(), sender: taken.sender.clone(), at_ms: now_ms });
         if let Err(e) = self.save(dialogue) {
             dialogue.said.pop();
             dialogue.data = data;
@@ -611,17 +616,21 @@ impl Dialogues {
         message: &str,
         sender: &str,
         now_ms: u64,
-    ) -> Result<&'r str, DialogueError> {
+    ) -> Result<&'r Transition, DialogueError> {
         let id = dialogue.id;
         if dialogue.is_closed(&self.rules) {
-            return Err(DialogueError::Closed { dialogue: id, state: dialogue.state.clone(), message: message.into() });
+            return Err(DialogueError::Closed {
+                dialogue: id,
+                state: dialogue.state.to_string(),
+                message: message.into(),
+            });
         }
         let step = self.rules.step(&dialogue.state, message, sender);
         let overdue = dialogue.deadline_ms.filter(|deadline| now_ms > *deadline);
         if let (Some(deadline_ms), false) = (overdue, step.is_some_and(|s| s.after_deadline)) {
             return Err(DialogueError::Late {
                 dialogue: id,
-                state: dialogue.state.clone(),
+                state: dialogue.state.to_string(),
                 message: message.into(),
                 deadline_ms,
                 now_ms,
@@ -630,7 +639,7 @@ impl Dialogues {
         let Some(step) = step else {
             return Err(DialogueError::OutOfOrder {
                 dialogue: id,
-                state: dialogue.state.clone(),
+                state: dialogue.state.to_string(),
                 message: message.into(),
                 sender: sender.into(),
                 expected: self
@@ -640,7 +649,12 @@ impl Dialogues {
                     .collect(),
             });
         };
-        Ok(&step.to)
+        Ok(step)
+    }
+
+    /// `role` as the rules name it, shared with every dialogue that names it.
+    fn role_named(&self, role: &str) -> Name {
+        self.rules.role(role).cloned().unwrap_or_else(|| role.into())
     }
 
     fn save(&self, dialogue: &Dialogue) -> Result<(), DialogueError> {
@@ -697,6 +711,13 @@ fn record(dialogue: &Dialogue) -> Vec<u8> {
 fn json_str(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
     let bytes = text.as_bytes();
+    // Nearly every string here (names from the rules) needs no escape: checked without an
+    // early exit, so the check runs over many bytes at once, then copied whole.
+    if bytes.iter().fold(true, |plain, &byte| plain & (byte >= 0x20 && byte != b'"' && byte != b'\\')) {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut plain = 0;
     for (i, &byte) in bytes.iter().enumerate() {
         if byte >= 0x20 && byte != b'"' && byte != b'\\' {
@@ -726,23 +747,15 @@ fn json_str(out: &mut Vec<u8>, text: &str) {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-fn json_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[start..]);
+fn json_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
-fn json_hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    for byte in bytes {
-        out.extend_from_slice(&[HEX[(byte >> 4) as usize], HEX[(byte & 15) as usize]]);
+fn json_hex(out: &mut Vec<u8>, bytes: &[u8; 32]) {
+    let mut hex = [0u8; 64];
+    // 64 bytes of room for 32 bytes' digits: cannot fail.
+    if hex::encode_to_slice(bytes, &mut hex).is_ok() {
+        out.extend_from_slice(&hex);
     }
 }
 
@@ -758,7 +771,9 @@ enum StoredSaid {
 impl From<StoredSaid> for Said {
     fn from(stored: StoredSaid) -> Said {
         match stored {
-            StoredSaid::Triple(message, sender, at_ms) => Said { message, sender, at_ms },
+            StoredSaid::Triple(message, sender, at_ms) => {
+                Said { message: message.into(), sender: sender.into(), at_ms }
+            }
             StoredSaid::Named(said) => said,
         }
     }
@@ -767,11 +782,11 @@ impl From<StoredSaid> for Said {
 /// A [`record`] as read back.
 #[derive(Deserialize)]
 struct Stored {
-    me: String,
+    me: Name,
     #[serde(with = "address_hex")]
     peer: Address,
-    peer_role: String,
-    state: String,
+    peer_role: Name,
+    state: Name,
     deadline_ms: Option<u64>,
     opened_ms: u64,
     said: Vec<StoredSaid>,
@@ -780,10 +795,10 @@ struct Stored {
 }
 
 impl Stored {
-    fn into_dialogue(self, id: u128, rules: &str) -> Dialogue {
+    fn into_dialogue(self, id: u128, rules: &Name) -> Dialogue {
         let Stored { me, peer, peer_role, state, deadline_ms, opened_ms, said, data } = self;
         let said = said.into_iter().map(Said::from).collect();
-        Dialogue { id, rules: rules.into(), me, peer, peer_role, state, deadline_ms, opened_ms, said, data }
+        Dialogue { id, rules: rules.clone(), me, peer, peer_role, state, deadline_ms, opened_ms, said, data }
     }
 }
 
@@ -791,17 +806,51 @@ fn key_prefix(rules: &str) -> String {
     format!("agora.dialogue/{rules}/")
 }
 
-fn key(rules: &str, id: u128) -> String {
-    const PREFIX: &str = "agora.dialogue/";
-    let mut key = String::with_capacity(PREFIX.len() + rules.len() + 33);
-    key.push_str(PREFIX);
-    key.push_str(rules);
-    key.push('/');
-    for byte in id.to_be_bytes() {
-        key.push(HEX[(byte >> 4) as usize] as char);
-        key.push(HEX[(byte & 15) as usize] as char);
+/// Where dialogue `id` under `rules` is stored: on the stack when it fits, as it does for
+/// every rules name shorter than [`Key::INLINE`] less the rest (the key is only read, to
+/// build the storage's own, and every step of every dialogue writes one).
+fn key(rules: &str, id: u128) -> Key {
+    const PREFIX: &[u8] = b"agora.dialogue/";
+    let mut hex = [0u8; 32];
+    for (i, byte) in id.to_be_bytes().into_iter().enumerate() {
+        hex[2 * i] = HEX[(byte >> 4) as usize];
+        hex[2 * i + 1] = HEX[(byte & 15) as usize];
     }
-    key
+    let parts: [&[u8]; 4] = [PREFIX, rules.as_bytes(), b"/", &hex];
+    let len: usize = parts.iter().map(|part| part.len()).sum();
+    if len > Key::INLINE {
+        return Key::Heap(parts.concat());
+    }
+    let mut inline = [0u8; Key::INLINE];
+    let mut at = 0;
+    for part in parts {
+        inline[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    Key::Inline(inline, len)
+}
+
+/// A dialogue's storage key ([`key`]): UTF-8 by construction (ASCII and the rules' name).
+enum Key {
+    Inline([u8; Key::INLINE], usize),
+    Heap(Vec<u8>),
+}
+
+impl Key {
+    const INLINE: usize = 112;
+}
+
+impl std::ops::Deref for Key {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        let bytes = match self {
+            Key::Inline(bytes, len) => &bytes[..*len],
+            Key::Heap(bytes) => bytes,
+        };
+        // Whole UTF-8 pieces joined: cannot fail; an empty key would only miss the record.
+        std::str::from_utf8(bytes).unwrap_or_default()
+    }
 }
 
 fn storage_error(dialogue: u128, e: impl std::error::Error) -> DialogueError {
@@ -856,27 +905,34 @@ mod tests {
             let dialogue = Dialogue {
                 id: u128::MAX - i as u128,
                 rules: "haggle".into(),
-                me: format!("me {text}"),
+                me: format!("me {text}").into(),
                 peer: Address::from_bytes([i as u8 * 37; 32]),
-                peer_role: text.to_string(),
-                state: format!("{text} state"),
+                peer_role: (*text).into(),
+                state: format!("{text} state").into(),
                 deadline_ms: (i % 2 == 0).then_some(u64::MAX - i as u64),
                 opened_ms: i as u64,
                 said: (0..i)
-                    .map(|n| Said { message: format!("{text}{n}"), sender: text.to_string(), at_ms: n as u64 * 10 })
+                    .map(|n| Said {
+                        message: format!("{text}{n}").into(),
+                        sender: (*text).into(),
+                        at_ms: n as u64 * 10,
+                    })
                     .collect(),
                 data: (i % 3 != 0).then(|| Data::from(serde_json::json!({ "text": text, "n": [i, 0] }))),
             };
             let written = record(&dialogue);
             let stored: Stored = serde_json::from_slice(&written)
                 .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&written)));
-            assert_eq!(stored.into_dialogue(dialogue.id, "haggle"), dialogue, "{text:?}");
+            assert_eq!(stored.into_dialogue(dialogue.id, &Name::from("haggle")), dialogue, "{text:?}");
         }
     }
 
     #[test]
     fn a_key_names_the_rules_and_the_id_in_32_hex_digits() {
-        assert_eq!(key("contract-net", 0xab), format!("agora.dialogue/contract-net/{:032x}", 0xab));
-        assert_eq!(key("x", u128::MAX), format!("agora.dialogue/x/{}", "f".repeat(32)));
+        assert_eq!(&*key("contract-net", 0xab), format!("agora.dialogue/contract-net/{:032x}", 0xab));
+        assert_eq!(&*key("x", u128::MAX), format!("agora.dialogue/x/{}", "f".repeat(32)));
+        // Too long for the stack: the same key, on the heap.
+        let long = "r".repeat(200);
+        assert_eq!(&*key(&long, 7), format!("agora.dialogue/{long}/{:032x}", 7));
     }
 }

@@ -15,7 +15,9 @@
 //! closes dialogues whose deadline passed and forgets old ones.
 
 mod book;
+mod name;
 mod rules;
 
 pub use book::{Data, Dialogue, DialogueError, Dialogues, Refused, Said, Step, DEFAULT_MAX_OPEN_PER_PEER, EXPIRED};
+pub use name::Name;
 pub use rules::{Rules, RulesBuilder, RulesError, Transition, DEFAULT_MAX_AGE};

@@ -7,18 +7,20 @@ use std::time::Duration;
 use agent_core::Message;
 use serde::Serialize;
 
+use super::Name;
+
 /// One allowed step: in state `from`, the party playing `sender` may send `message`, and
 /// the dialogue moves to `to`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Transition {
     /// The state the step leaves.
-    pub from: String,
+    pub from: Name,
     /// The message's name ([`Message::NAME`]).
-    pub message: String,
+    pub message: Name,
     /// The role that may send it.
-    pub sender: String,
+    pub sender: Name,
     /// The state the step enters.
-    pub to: String,
+    pub to: Name,
     /// Whether the step is allowed after the state's deadline too (answering a late
     /// message, giving up on a silent peer).
     pub after_deadline: bool,
@@ -27,8 +29,8 @@ pub struct Transition {
 /// A dialogue's rules, checked when built. Declare them with [`Rules::builder`].
 #[derive(Debug, Clone)]
 pub struct Rules {
-    name: String,
-    initial: String,
+    name: Name,
+    initial: Name,
     terminal: BTreeSet<String>,
     transitions: Vec<Transition>,
     deadlines: BTreeMap<String, Duration>,
@@ -95,8 +97,8 @@ impl Rules {
     pub fn builder(name: impl Into<String>) -> RulesBuilder {
         RulesBuilder {
             rules: Rules {
-                name: name.into(),
-                initial: String::new(),
+                name: Name::from(name.into()),
+                initial: Name::from(""),
                 terminal: BTreeSet::new(),
                 transitions: Vec::new(),
                 deadlines: BTreeMap::new(),
@@ -106,13 +108,19 @@ impl Rules {
     }
 
     /// The dialogue kind's name.
-    pub fn name(&self) -> &str {
+    pub fn name(&self) -> &Name {
         &self.name
     }
 
     /// The state every dialogue starts in.
-    pub fn initial(&self) -> &str {
+    pub fn initial(&self) -> &Name {
         &self.initial
+    }
+
+    /// `role` as these rules name it (shared with every dialogue under them), if a step
+    /// names it as a sender.
+    pub(crate) fn role(&self, role: &str) -> Option<&Name> {
+        self.transitions.iter().map(|t| &t.sender).find(|sender| **sender == *role)
     }
 
     /// Whether nothing may follow `state`.
@@ -122,7 +130,7 @@ impl Rules {
 
     /// The steps allowed out of `state`.
     pub fn steps_from<'a>(&'a self, state: &'a str) -> impl Iterator<Item = &'a Transition> + 'a {
-        self.transitions.iter().filter(move |t| t.from == state)
+        self.transitions.iter().filter(move |t| *t.from == *state)
     }
 
     /// Every step, in declaration order.
@@ -142,14 +150,14 @@ impl Rules {
 
     /// The step `message` from `sender` takes out of `state`, if allowed.
     pub(crate) fn step(&self, state: &str, message: &str, sender: &str) -> Option<&Transition> {
-        self.transitions.iter().find(|t| t.from == state && t.message == message && t.sender == sender)
+        self.transitions.iter().find(|t| *t.from == *state && *t.message == *message && *t.sender == *sender)
     }
 }
 
 impl RulesBuilder {
     /// The state every dialogue starts in.
     pub fn initial(mut self, state: impl Into<String>) -> Self {
-        self.rules.initial = state.into();
+        self.rules.initial = Name::from(state.into());
         self
     }
 
@@ -196,7 +204,7 @@ impl RulesBuilder {
     /// nothing out of a terminal state, no state without a way out, every state reachable.
     pub fn build(self) -> Result<Rules, RulesError> {
         let rules = self.rules;
-        let name = || rules.name.clone();
+        let name = || rules.name.to_string();
         if rules.initial.is_empty() {
             return Err(RulesError::NoInitial(name()));
         }
@@ -207,16 +215,16 @@ impl RulesBuilder {
             if clash.is_some_and(|o| o.to != t.to) {
                 return Err(RulesError::Ambiguous {
                     rules: name(),
-                    state: t.from.clone(),
-                    message: t.message.clone(),
-                    sender: t.sender.clone(),
+                    state: t.from.to_string(),
+                    message: t.message.to_string(),
+                    sender: t.sender.to_string(),
                 });
             }
-            if rules.terminal.contains(&t.from) {
+            if rules.terminal.contains(t.from.as_str()) {
                 return Err(RulesError::TerminalHasExit {
                     rules: name(),
-                    state: t.from.clone(),
-                    message: t.message.clone(),
+                    state: t.from.to_string(),
+                    message: t.message.to_string(),
                 });
             }
         }
