@@ -980,11 +980,11 @@ async fn participant_messages_sent_to_a_participant_are_refused_as_the_wrong_rol
     let told = told.lock().clone();
     let of =
         |id: u128| told.iter().filter(|r| r.dialogue == id).map(|r| (r.cause, r.state.clone())).collect::<Vec<_>>();
-    let proposed = (RefusalCause::OutOfOrder, Some("proposed".to_owned()));
-    assert_eq!(of(to_pure), [proposed.clone(), proposed.clone()], "{told:?}");
-    assert_eq!(of(to_both), [proposed.clone()], "{told:?}");
+    let proposed = || (RefusalCause::OutOfOrder, Some("proposed".to_owned()));
+    assert_eq!(of(to_pure), [proposed(), proposed()], "{told:?}");
+    assert_eq!(of(to_both), [proposed()], "{told:?}");
     assert_eq!(of(nowhere), [(RefusalCause::UnknownDialogue, None)], "{told:?}");
-    assert_eq!(of(to_rogue), [proposed], "the initiator side's dialogue: {told:?}");
+    assert_eq!(of(to_rogue), [proposed()], "the initiator side's dialogue: {told:?}");
     let expected = &told.iter().find(|r| r.dialogue == to_pure).unwrap().expected;
     assert!(expected.iter().all(|e| e.contains("from initiator")), "what the rogue may send: {expected:?}");
     assert_eq!(both_participant.dialogues().unwrap().get(to_both).unwrap().state, "proposed", "unmoved");

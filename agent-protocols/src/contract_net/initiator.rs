@@ -566,7 +566,7 @@ pub fn refuse_strays(agent: &mut Agent, book: &Book) {
     sweep(agent, book, INITIATOR);
     // An agent that is also a participant refuses answers and reports there already
     // ([`serve`]): this side joins it, and answers those of its own dialogues.
-    if !join_initiator(agent, book) && !agent.handles::<Answer>() {
+    if !join_initiator(agent, book) {
         let strays = book.clone();
         agent.on_message(move |ctx: Context, from: Address, answer: Answer| {
             let book = strays.clone();

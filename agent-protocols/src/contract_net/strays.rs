@@ -46,7 +46,8 @@ pub(super) fn refuse_participants_messages(agent: &mut Agent, participant: &Book
 
 /// Joins the initiator's `book` to the participant side [`serve`] gave `agent`, if it did:
 /// then the participant side's handlers pass the initiator's strays on, and `true` says
-/// the initiator side needs no handlers of its own for answers and reports.
+/// the initiator side needs no handlers of its own for answers and reports (nor may it
+/// add any, if the agent has some already).
 pub(super) fn join_initiator(agent: &Agent, book: &Book) -> bool {
     let address = agent.address();
     let slot = SERVED.with(|served| {
@@ -54,7 +55,16 @@ pub(super) fn join_initiator(agent: &Agent, book: &Book) -> bool {
         let at = served.iter().position(|(served, _)| *served == address)?;
         served.swap_remove(at).1.upgrade()
     });
-    slot.is_some_and(|slot| slot.set(book.clone()).is_ok())
+    if slot.is_some_and(|slot| slot.set(book.clone()).is_ok()) {
+        return true;
+    }
+    let handled = agent.handles::<Answer>() || agent.handles::<Report>();
+    if handled {
+        // A participant side built on another thread, or the program's own handlers: those
+        // answer the strays, the initiator's as of no dialogue (no late rejection).
+        tracing::warn!(agent = %address, "answers and reports are handled already; the initiator side adds no handlers for them");
+    }
+    handled
 }
 
 /// Refuses `step` (an answer or a report) from `from`: the initiator's to answer if its
