@@ -205,7 +205,8 @@ pub struct Noted;
 /// The double auction as agents publish it: its messages, which reply answers which
 /// request, and its digest. Both sides include it ([`Clearinghouse::serve`], [`serve`]).
 pub fn protocol() -> agent_core::Protocol {
-    agent_core::Protocol::new("agora.auction.double", "1.0.0")
+    // A refusal carries a typed cause (a wire code), its text only detailing it.
+    agent_core::Protocol::new("agora.auction.double", "2.0.0")
         .message::<RoundOpen>()
         .message::<SignedOrder>()
         .replies::<Cleared, Noted>()

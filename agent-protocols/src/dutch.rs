@@ -65,7 +65,8 @@ pub struct Closed {
 /// The Dutch auction as agents publish it: its messages and digest. Both sides include it
 /// ([`Auctioneer::serve`], [`serve`]).
 pub fn protocol() -> agent_core::Protocol {
-    agent_core::Protocol::new("agora.auction.dutch", "1.0.0")
+    // A refusal carries a typed cause (a wire code), its text only detailing it.
+    agent_core::Protocol::new("agora.auction.dutch", "2.0.0")
         .message::<Clock>()
         .message::<Take>()
         .message::<Closed>()

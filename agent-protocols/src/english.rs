@@ -83,7 +83,8 @@ pub struct Closed {
 /// it ([`Auctioneer::serve`], [`serve`]), so bidders and auctioneers can be found in the
 /// almanac by its digest.
 pub fn protocol() -> agent_core::Protocol {
-    agent_core::Protocol::new("agora.auction.english", "1.0.0")
+    // A refusal carries a typed cause (a wire code), its text only detailing it.
+    agent_core::Protocol::new("agora.auction.english", "2.0.0")
         .message::<Opening>()
         .message::<Raise>()
         .message::<Standing>()

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::auction::{self, BIDDER};
-use crate::dialogue::{DialogueError, Dialogues, Refused, Rules, Step};
+use crate::dialogue::{DialogueError, Dialogues, RefusalCause, Refused, Rules, Step};
 
 /// How many messages one running auction may have waiting; more are refused before their
 /// dialogue sees them ([`Untaken::Full`]), so a flood from one bidder cannot grow the
@@ -124,7 +124,8 @@ impl Untaken {
                 dialogue: *dialogue,
                 state: state.clone(),
                 expected: Vec::new(),
-                reason: self.to_string(),
+                cause: RefusalCause::Busy,
+                detail: self.to_string(),
             }),
         }
     }
@@ -490,7 +491,7 @@ mod tests {
         assert_eq!(refusals.len(), SENT - LINE, "every other raise refused, and its sender told: {refusals:?}");
         for refused in &refusals {
             assert_eq!((refused.dialogue, refused.state.as_deref()), (id, Some("open")), "{refused:?}");
-            assert!(refused.reason.contains("send it again"), "{refused:?}");
+            assert_eq!(refused.cause, RefusalCause::Busy, "{refused:?}");
         }
         bureau.shutdown().await.unwrap();
     }

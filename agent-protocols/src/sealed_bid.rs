@@ -175,7 +175,8 @@ impl SignedBid {
 /// The sealed-bid auction as agents publish it: its messages and its digest. Both sides
 /// include it ([`Auctioneer::serve`], [`serve`]).
 pub fn protocol() -> agent_core::Protocol {
-    agent_core::Protocol::new("agora.auction.sealed", "2.0.0")
+    // A refusal carries a typed cause (a wire code), its text only detailing it.
+    agent_core::Protocol::new("agora.auction.sealed", "3.0.0")
         .message::<CallForBids>()
         .message::<BidAnswer>()
         .message::<Closed>()

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use agent_core::{Address, Agent, Bureau, Config, Context, Identity, Message};
 use agent_protocols::auction::{dialogue_of, AUCTIONEER, BIDDER};
-use agent_protocols::dialogue::{DialogueError, Dialogues, Refused, Rules, Step, EXPIRED};
+use agent_protocols::dialogue::{DialogueError, Dialogues, RefusalCause, Refused, Rules, Step, EXPIRED};
 use agent_protocols::double_auction::{self, Clearinghouse, RoundOpen, Side, SignedOrder};
 use agent_protocols::sealed_bid::{self, BidAnswer, CallForBids, Pricing, SignedBid};
 use agent_protocols::settlement::Sales;
@@ -133,12 +133,12 @@ fn order(round: &str) -> SignedOrder {
 
 /// A refusal told as late: the dialogue and the state it was in, and the deadline.
 fn is_late(refused: &Refused, state: &str) -> bool {
-    refused.state.as_deref() == Some(state) && refused.reason.contains("after the deadline")
+    refused.state.as_deref() == Some(state) && refused.cause == RefusalCause::Late
 }
 
 /// A refusal of a dialogue its sender does not have here.
 fn is_unknown(refused: &Refused) -> bool {
-    refused.state.is_none() && refused.reason.contains("no dialogue")
+    refused.state.is_none() && refused.cause == RefusalCause::UnknownDialogue
 }
 
 /// The dialogue's state and how many messages counted in it.

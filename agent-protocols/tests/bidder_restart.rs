@@ -18,7 +18,7 @@ use agent_core::ledger::{DealId, Ledger, LocalLedger, LocalLedgerConfig};
 use agent_core::transport::{Endpoint, NetworkConfig, StaticResolver};
 use agent_core::{Address, Agent, Bureau, Config, Context, Identity, Message, Wallet};
 use agent_protocols::auction::{dialogue_of, Award, BIDDER};
-use agent_protocols::dialogue::{Dialogues, Refused};
+use agent_protocols::dialogue::{Dialogues, RefusalCause, Refused};
 use agent_protocols::double_auction::{self, Clearinghouse, RoundOpen, Side};
 use agent_protocols::english::{self, Opening, Raise};
 use agent_protocols::sealed_bid::{self, Pricing, SignedBid};
@@ -261,7 +261,7 @@ async fn an_english_bidder_restarted_mid_auction_bids_within_its_limit_and_pays_
     let stray = english::Closed { auction: never.into(), award: Some(Award { winner: bidder, price: 10 }), pay_to };
     let refused = house.refused(bidder, stray, dialogue_of(never, &bidder)).await;
     assert_eq!(refused.state, None, "no such dialogue: {refused:?}");
-    assert!(refused.reason.contains("no dialogue"), "{refused:?}");
+    assert_eq!(refused.cause, RefusalCause::UnknownDialogue, "{refused:?}");
     assert_eq!(bidder_state(&node_b, bidder, english::rules(), dialogue_of(never, &bidder)), None, "nothing opened");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(strategy.settled.lock().len(), 1, "paid once");

@@ -9,9 +9,9 @@ use std::time::Duration;
 use agent_core::ledger::{Ledger, LocalLedger, LocalLedgerConfig};
 use agent_core::{Address, Agent, Bureau, Config, Context, Identity, Wallet};
 use agent_protocols::contract_net::{
-    self, Answer, Outcome, Paid, Participant, Reject, RejectReason, Report, Unperformed,
+    self, Answer, AwardFailure, ContractNetError, Outcome, Paid, Participant, Reject, RejectReason, Report, Unperformed,
 };
-use agent_protocols::dialogue::Refused;
+use agent_protocols::dialogue::{RefusalCause, Refused};
 use parking_lot::Mutex;
 
 /// A seller of seats at a fixed price; it holds a seat for each proposal and gives it back
@@ -23,11 +23,34 @@ struct Seller {
     hold_ms: Option<u64>,
     held: Mutex<u32>,
     released: Mutex<u32>,
+    /// Whether it states its price ([`Participant::price`]): then it is paid through
+    /// escrow, and refuses an unpaid award.
+    priced: bool,
 }
 
 impl Seller {
+    /// A seller that works unpaid (awarded with `award`).
     fn new(price: u64) -> Arc<Seller> {
-        Arc::new(Seller { price, fails: false, hold_ms: None, held: Mutex::new(0), released: Mutex::new(0) })
+        Arc::new(Seller {
+            price,
+            fails: false,
+            hold_ms: None,
+            held: Mutex::new(0),
+            released: Mutex::new(0),
+            priced: false,
+        })
+    }
+
+    /// A seller paid through escrow (awarded with `award_and_pay`).
+    fn priced(price: u64) -> Arc<Seller> {
+        Arc::new(Seller {
+            price,
+            fails: false,
+            hold_ms: None,
+            held: Mutex::new(0),
+            released: Mutex::new(0),
+            priced: true,
+        })
     }
 }
 
@@ -57,7 +80,7 @@ impl Participant for Seller {
     }
 
     fn price(&self, price: &u64) -> Option<u128> {
-        Some(u128::from(*price))
+        self.priced.then_some(u128::from(*price))
     }
 }
 
@@ -145,8 +168,14 @@ async fn the_cheapest_proposal_wins_and_the_others_are_released() {
 async fn no_proposals_and_failed_winners_are_outcomes_of_their_own() {
     let m = market().await;
     let seller = add_seller(&m, "seller", Seller::new(100));
-    let failing =
-        Arc::new(Seller { price: 80, fails: true, hold_ms: None, held: Mutex::new(0), released: Mutex::new(0) });
+    let failing = Arc::new(Seller {
+        price: 80,
+        fails: true,
+        hold_ms: None,
+        held: Mutex::new(0),
+        released: Mutex::new(0),
+        priced: false,
+    });
     let failing = add_seller(&m, "failing", failing);
     let ctx = m.bureau.context(m.initiator).unwrap();
 
@@ -161,7 +190,7 @@ async fn no_proposals_and_failed_winners_are_outcomes_of_their_own() {
         contract_net::call::<_, u64>(&ctx, &m.book, &[failing], &"LHR-JFK", Duration::from_secs(2)).await.unwrap();
     let outcome =
         contract_net::award::<u64, String>(&ctx, &m.book, &called, &[failing], Duration::from_secs(2)).await.unwrap();
-    assert_eq!(outcome, Outcome::AllFailed(vec![(failing, "overbooked".into())]));
+    assert_eq!(outcome, Outcome::AllFailed(vec![(failing, AwardFailure::Failed("overbooked".into()))]));
     m.bureau.shutdown().await.unwrap();
 }
 
@@ -173,14 +202,14 @@ async fn no_proposals_and_failed_winners_are_outcomes_of_their_own() {
 #[tokio::test]
 async fn misbehaving_participants_do_not_change_the_outcome_and_are_told() {
     let (m, ledger) = paid_market(1_000).await;
-    let honest = Seller::new(100);
+    let honest = Seller::priced(100);
     let honest_address = add_seller(&m, "honest", honest.clone());
-    let told: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let told: Arc<Mutex<Vec<(String, RefusalCause)>>> = Arc::default();
     let record = |who: &'static str| {
         let told = told.clone();
         move |_ctx: Context, _from: Address, refused: Refused| {
             let told = told.clone();
-            async move { told.lock().push((who.to_string(), refused.reason)) }
+            async move { told.lock().push((who.to_string(), refused.cause)) }
         }
     };
     let rejections: Arc<Mutex<Vec<(String, RejectReason)>>> = Arc::default();
@@ -281,9 +310,9 @@ async fn misbehaving_participants_do_not_change_the_outcome_and_are_told() {
     assert_eq!(rejections, [("late".into(), RejectReason::Late), ("pushy".into(), RejectReason::NotChosen)]);
     let told = told.lock().clone();
     assert!(told.iter().all(|(who, _)| who == "pushy"), "{told:?}");
-    let reasons: Vec<&str> = told.iter().map(|(_, reason)| reason.as_str()).collect();
-    assert!(reasons.iter().any(|r| r.contains("is not a party")), "{reasons:?}");
-    assert_eq!(reasons.iter().filter(|r| r.contains("may not follow")).count(), 2, "{reasons:?}");
+    let causes: Vec<RefusalCause> = told.iter().map(|(_, cause)| *cause).collect();
+    assert!(causes.contains(&RefusalCause::NotAParty), "{causes:?}");
+    assert_eq!(causes.iter().filter(|c| **c == RefusalCause::OutOfOrder).count(), 2, "{causes:?}");
     m.bureau.shutdown().await.unwrap();
 }
 
@@ -339,8 +368,14 @@ async fn a_proposal_long_after_the_call_stopped_waiting_is_rejected_as_late() {
 #[tokio::test]
 async fn a_proposal_not_taken_as_the_reply_is_sent_in_its_dialogue() {
     let m = market().await;
-    let slow =
-        Arc::new(Seller { price: 60, fails: false, hold_ms: None, held: Mutex::new(0), released: Mutex::new(0) });
+    let slow = Arc::new(Seller {
+        price: 60,
+        fails: false,
+        hold_ms: None,
+        held: Mutex::new(0),
+        released: Mutex::new(0),
+        priced: false,
+    });
     struct Slow(Arc<Seller>);
     #[async_trait::async_trait]
     impl Participant for Slow {
@@ -461,8 +496,14 @@ fn libp2p_free_peer_id() -> String {
 #[tokio::test]
 async fn a_hold_that_ends_without_a_decision_is_released() {
     let m = market().await;
-    let seller =
-        Arc::new(Seller { price: 70, fails: false, hold_ms: Some(200), held: Mutex::new(0), released: Mutex::new(0) });
+    let seller = Arc::new(Seller {
+        price: 70,
+        fails: false,
+        hold_ms: Some(200),
+        held: Mutex::new(0),
+        released: Mutex::new(0),
+        priced: false,
+    });
     let address = add_seller(&m, "holding", seller.clone());
     let ctx = m.bureau.context(m.initiator).unwrap();
     let called =
@@ -472,7 +513,7 @@ async fn a_hold_that_ends_without_a_decision_is_released() {
     let outcome =
         contract_net::award::<u64, String>(&ctx, &m.book, &called, &[address], Duration::from_secs(2)).await.unwrap();
     match outcome {
-        Outcome::AllFailed(failed) => assert!(failed[0].1.contains("no longer held"), "{failed:?}"),
+        Outcome::AllFailed(failed) => assert_eq!(failed[0].1, AwardFailure::HoldEnded, "{failed:?}"),
         other => panic!("an award after the hold ended must fail: {other:?}"),
     }
     assert_eq!(*seller.released.lock(), 1, "released once");
@@ -503,7 +544,7 @@ async fn a_proposal_without_a_hold_of_its_own_is_released_a_bounded_time_after_t
     let outcome =
         contract_net::award::<u64, String>(&ctx, &m.book, &called, &[address], Duration::from_secs(2)).await.unwrap();
     match outcome {
-        Outcome::AllFailed(failed) => assert!(failed[0].1.contains("no longer held"), "{failed:?}"),
+        Outcome::AllFailed(failed) => assert_eq!(failed[0].1, AwardFailure::HoldEnded, "{failed:?}"),
         other => panic!("an award after the default hold ended must fail: {other:?}"),
     }
     assert_eq!(*seller.released.lock(), 1, "released once");
@@ -539,11 +580,18 @@ async fn a_withdrawn_call_is_cancelled_for_every_proposer() {
     let called =
         contract_net::call::<_, u64>(&ctx, &m.book, &addresses, &"LHR-JFK", Duration::from_secs(2)).await.unwrap();
     let outcome = contract_net::cancel::<u64, String>(&ctx, &m.book, &called, "trip called off").await.unwrap();
-    assert_eq!(outcome, Outcome::Cancelled);
+    let Outcome::Cancelled { mut cancelled } = outcome else { panic!("not cancelled: {outcome:?}") };
+    cancelled.sort();
+    let mut proposers = addresses.clone();
+    proposers.sort();
+    assert_eq!(cancelled, proposers, "every proposer told");
     wait_for(|| sellers.iter().all(|s| *s.released.lock() == 1)).await;
     let outcome =
         contract_net::award::<u64, String>(&ctx, &m.book, &called, &addresses, Duration::from_secs(1)).await.unwrap();
     assert_eq!(outcome, Outcome::NoneChosen, "nothing can be awarded after a cancel");
+    // Nothing is left to cancel: a second cancel says so rather than claim it cancelled.
+    let again = contract_net::cancel::<u64, String>(&ctx, &m.book, &called, "again").await;
+    assert!(matches!(again, Err(ContractNetError::NothingToCancel)), "{again:?}");
     m.bureau.shutdown().await.unwrap();
 }
 
@@ -631,7 +679,14 @@ async fn a_restarted_participant_honours_its_proposals_and_releases_ended_holds(
         (bureau, traveller, seller, short)
     };
     let short_hold = || {
-        Arc::new(Seller { price: 95, fails: false, hold_ms: Some(1_500), held: Mutex::new(0), released: Mutex::new(0) })
+        Arc::new(Seller {
+            price: 95,
+            fails: false,
+            hold_ms: Some(1_500),
+            held: Mutex::new(0),
+            released: Mutex::new(0),
+            priced: false,
+        })
     };
 
     let (bureau, traveller, seller, short) = start(Seller::new(90), short_hold());
@@ -769,7 +824,7 @@ async fn a_participant_at_work_still_answers_other_calls() {
 #[tokio::test]
 async fn an_accept_from_a_stranger_in_anothers_dialogue_is_refused_and_nothing_is_performed() {
     let (m, ledger) = paid_market(1_000).await;
-    let honest = Seller::new(100);
+    let honest = Seller::priced(100);
     let seller = add_seller(&m, "accepted by a stranger", honest.clone());
     let heard: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut stranger = Agent::builder("stranger").build().unwrap();
@@ -777,7 +832,7 @@ async fn an_accept_from_a_stranger_in_anothers_dialogue_is_refused_and_nothing_i
         let heard = heard.clone();
         stranger.on_message(move |_ctx: Context, _from: Address, refused: Refused| {
             let heard = heard.clone();
-            async move { heard.lock().push(format!("refused: {}", refused.reason)) }
+            async move { heard.lock().push(format!("refused: {:?}", refused.cause)) }
         });
     }
     {
@@ -799,7 +854,7 @@ async fn an_accept_from_a_stranger_in_anothers_dialogue_is_refused_and_nothing_i
     wait_for(|| !heard.lock().is_empty()).await;
     let heard_now = heard.lock().clone();
     assert_eq!(heard_now.len(), 1, "{heard_now:?}");
-    assert!(heard_now[0].starts_with("refused: ") && heard_now[0].contains("is not a party"), "{heard_now:?}");
+    assert_eq!(heard_now, ["refused: NotAParty"]);
 
     // The proposal is untouched: its own initiator awards it, pays, and gets the work done.
     let paid = contract_net::award_and_pay::<u64, String>(
@@ -857,12 +912,82 @@ async fn initiator_messages_from_a_participant_are_refused_as_the_wrong_role() {
     for refused in told.lock().iter() {
         assert_eq!(refused.dialogue, dialogue);
         assert_eq!(refused.state.as_deref(), Some("proposed"), "{refused:?}");
-        assert!(refused.reason.contains("from participant may not follow"), "{refused:?}");
+        assert_eq!(refused.cause, RefusalCause::OutOfOrder, "{refused:?}");
+        assert!(refused.detail.contains("from participant may not follow"), "{refused:?}");
         assert!(refused.expected.iter().all(|e| e.contains("from participant")), "{refused:?}");
     }
     assert_eq!(m.book.dialogues().unwrap().get(dialogue).unwrap().state, "proposed", "unmoved");
     let outcome =
         contract_net::award::<u64, String>(&ctx, &m.book, &called, &[], Duration::from_secs(1)).await.unwrap();
     assert_eq!(outcome, Outcome::NoneChosen);
+    m.bureau.shutdown().await.unwrap();
+}
+
+/// The mirror for a participant: an answer or a report (a participant's own messages) sent
+/// to a participant served by `serve` is refused, with a typed cause, as the wrong role in
+/// its dialogue (which does not move), or as no dialogue. On an agent that is also an
+/// initiator (`serve`, then `refuse_strays`), one in the initiator side's dialogue is the
+/// initiator's to refuse: a second proposal is out of order there, not unknown.
+#[tokio::test]
+async fn participant_messages_sent_to_a_participant_are_refused_as_the_wrong_role() {
+    let m = market().await;
+    let pure = add_seller(&m, "pure participant", Seller::new(90));
+    let mut both = Agent::builder("both roles").build().unwrap();
+    let both_participant = contract_net::serve(&mut both, Seller::new(80));
+    let both_initiator = contract_net::Book::default();
+    contract_net::refuse_strays(&mut both, &both_initiator);
+    let both = m.bureau.add(both).unwrap();
+
+    let told: Arc<Mutex<Vec<Refused>>> = Arc::default();
+    let mut rogue = Agent::builder("rogue initiator").build().unwrap();
+    rogue.on_message(|ctx: Context, _from: Address, _cfp: contract_net::Cfp| async move {
+        let _ = ctx.reply(Answer::Propose { proposal: serde_json::json!(70), hold_until_ms: None, pay_to: None }).await;
+    });
+    {
+        let told = told.clone();
+        rogue.on_message(move |_ctx: Context, _from: Address, refused: Refused| {
+            let told = told.clone();
+            async move { told.lock().push(refused) }
+        });
+    }
+    let rogue = m.bureau.add(rogue).unwrap();
+    let rogue_ctx = m.bureau.context(rogue).unwrap();
+    let propose = || Answer::Propose { proposal: serde_json::json!(1), hold_until_ms: None, pay_to: None };
+    let done = || Report::Done { result: serde_json::json!("done") };
+
+    // The rogue calls both participants, and gets a proposal from each.
+    let cfp = contract_net::Cfp { task: serde_json::json!("LHR-JFK"), deadline_ms: u64::MAX };
+    let (to_pure, to_both, nowhere): (u128, u128, u128) = (rand::random(), rand::random(), rand::random());
+    for (id, to) in [(to_pure, pure), (to_both, both)] {
+        let answer = rogue_ctx.request_in::<_, Answer>(id, to, cfp.clone(), Some(Duration::from_secs(2))).await;
+        assert!(matches!(answer, Ok(Answer::Propose { .. })), "{answer:?}");
+    }
+    // Then it answers and reports to them, as if it were their participant.
+    rogue_ctx.send_in(to_pure, pure, propose()).await.unwrap();
+    rogue_ctx.send_in(to_pure, pure, done()).await.unwrap();
+    rogue_ctx.send_in(to_both, both, propose()).await.unwrap();
+    rogue_ctx.send_in(nowhere, pure, done()).await.unwrap();
+    wait_for(|| told.lock().len() == 4).await;
+
+    // The initiator side of the agent with both roles calls the rogue, which proposes twice.
+    let ctx = m.bureau.context(both).unwrap();
+    let called =
+        contract_net::call::<_, u64>(&ctx, &both_initiator, &[rogue], &"LHR-JFK", Duration::from_millis(300)).await;
+    let to_rogue = called.unwrap().proposals[0].dialogue;
+    rogue_ctx.send_in(to_rogue, both, propose()).await.unwrap();
+    wait_for(|| told.lock().len() == 5).await;
+
+    let told = told.lock().clone();
+    let of =
+        |id: u128| told.iter().filter(|r| r.dialogue == id).map(|r| (r.cause, r.state.clone())).collect::<Vec<_>>();
+    let proposed = || (RefusalCause::OutOfOrder, Some("proposed".to_owned()));
+    assert_eq!(of(to_pure), [proposed(), proposed()], "{told:?}");
+    assert_eq!(of(to_both), [proposed()], "{told:?}");
+    assert_eq!(of(nowhere), [(RefusalCause::UnknownDialogue, None)], "{told:?}");
+    assert_eq!(of(to_rogue), [proposed()], "the initiator side's dialogue: {told:?}");
+    let expected = &told.iter().find(|r| r.dialogue == to_pure).unwrap().expected;
+    assert!(expected.iter().all(|e| e.contains("from initiator")), "what the rogue may send: {expected:?}");
+    assert_eq!(both_participant.dialogues().unwrap().get(to_both).unwrap().state, "proposed", "unmoved");
+    assert_eq!(both_initiator.dialogues().unwrap().get(to_rogue).unwrap().state, "proposed", "unmoved");
     m.bureau.shutdown().await.unwrap();
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_core::{Address, Agent, Bureau, Config, Context, Identity, Message};
-use agent_protocols::dialogue::{DialogueError, Dialogues, Refused, Rules, RulesError, Step, EXPIRED};
+use agent_protocols::dialogue::{DialogueError, Dialogues, RefusalCause, Refused, Rules, RulesError, Step, EXPIRED};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema, Message)]
@@ -264,7 +264,8 @@ async fn one_peer_cannot_open_more_dialogues_than_its_bound_and_others_still_can
     match seller.incoming::<Offer>(4, flooder, T0) {
         Err(e @ DialogueError::TooManyOpen { dialogue: 4, open: 3, .. }) => {
             let refusal = e.refusal().expect("the peer is told");
-            assert!(refusal.reason.contains("3 dialogues open"), "{}", refusal.reason);
+            assert_eq!(refusal.cause, RefusalCause::TooManyOpen, "{refusal:?}");
+            assert!(refusal.detail.contains("3 dialogues open"), "{}", refusal.detail);
         }
         other => panic!("a fourth dialogue from one peer was not refused: {other:?}"),
     }

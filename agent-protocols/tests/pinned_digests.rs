@@ -26,10 +26,10 @@ fn shipped_protocol_digests_change_only_deliberately() {
 }
 
 const PINNED: &str = "\
-contract-net <String, u64, String> agora.contract-net 2.1.0 5c89ba2d124e7e23560b97f13a4e462adc8411b1a8c2e6ec1fa21370b695ed6b
-english agora.auction.english 1.0.0 d081f37cf78513d36b6ab42a745d7420a7e313204720a77f6e3efffb7e7495f0
-dutch agora.auction.dutch 1.0.0 6ab29655e2b9c3cf70c14e9a32c4a98d2776e95c298e7f9c2d07bf4d713d5ca8
-sealed-bid agora.auction.sealed 2.0.0 888851af0644495394df730ee3914da9cad75ee46fe4aebbbb7dd78e62fc7185
-double auction agora.auction.double 1.0.0 305644d2cd94ecc78f6b10ea9655ab1d6b54ffd68dd59e3a82d3a2724492cdf8
+contract-net <String, u64, String> agora.contract-net 3.0.0 d1dbaf0c3960903a964fee14ccc7eba4a71d4c3b24563bbc24ad283f0d698963
+english agora.auction.english 2.0.0 c6bc0e29dca9fcc5172c867805807e53d4e23c7a2c2c7a24de5180f6fef81216
+dutch agora.auction.dutch 2.0.0 9b9ec464d93a3537349d9ebc81640c98abd85bf6dc943865fed6f14c4160df85
+sealed-bid agora.auction.sealed 3.0.0 65e845bc453ae84d4f28f1a8409c744aeacedb55e51c5f27018cbcb2dff0d130
+double auction agora.auction.double 2.0.0 e19c90c7af9db2041b8e8ac1b7d1005796ce902d8048bcd7b6db64e494236dba
 settlement agora.settlement 2.0.0 60f5cc8d9a65c8b20ab6ea537cb0d2f7951522131d895d3c9b0f6439c191b5d3
 ";

@@ -4,10 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_core::{Address, Agent, Bureau, Identity};
+use agent_core::{Address, Agent, Bureau, Context, Identity};
 use agent_protocols::auction::Award;
-use agent_protocols::sealed_bid::{self, BidError, Bidder, Pricing};
+use agent_protocols::dialogue::{DialogueError, RefusalCause, Refused};
+use agent_protocols::sealed_bid::{self, BidAnswer, BidError, Bidder, CallForBids, Pricing, SignedBid};
 use agent_protocols::settlement::Sales;
+use parking_lot::Mutex;
 
 struct Fixed {
     amount: Option<u128>,
@@ -76,5 +78,61 @@ async fn the_winner_and_price_follow_the_rule_for_the_bids_that_count() {
     let first =
         house.run(&ctx, &[low, mid], &"lot 8", 10, Duration::from_millis(300), Pricing::FirstPrice).await.unwrap();
     assert_eq!(first.award, Some(Award { winner: mid, price: 65 }));
+    bureau.shutdown().await.unwrap();
+}
+
+/// A bidder that answers a call twice, written by hand. The sealed-bid rule is one sealed
+/// bid per bidder: the second answer is refused (its dialogue is `sealed`, no longer
+/// `called`), it does not replace the first, and its sender is told so with a typed cause.
+/// Had it replaced the first (70 by 500), the rogue would have won; with the first
+/// standing, the honest bidder wins at the rogue's 70.
+#[tokio::test]
+async fn a_second_sealed_bid_is_refused_and_the_first_stands() {
+    const TWICE: &str = "bidder twice";
+    let bureau = Bureau::new().unwrap();
+    let honest = add(&bureau, "bidder honest", "bidder honest", Some(100), Duration::ZERO);
+    let told: Arc<Mutex<Vec<Refused>>> = Arc::default();
+    let mut rogue = Agent::builder(TWICE).seed(TWICE).build().unwrap();
+    rogue.on_message(|ctx: Context, from: Address, call: CallForBids| async move {
+        let me = Identity::from_seed(TWICE);
+        for amount in [70, 500] {
+            let sent = ctx.send(from, BidAnswer::Bid(SignedBid::sign(&me, &call.auction, amount))).await;
+            assert!(sent.is_ok(), "{sent:?}");
+        }
+    });
+    {
+        let told = told.clone();
+        rogue.on_message(move |_ctx: Context, _from: Address, refused: Refused| {
+            let told = told.clone();
+            async move { told.lock().push(refused) }
+        });
+    }
+    let rogue = bureau.add(rogue).unwrap();
+    let mut auctioneer = Agent::builder("auctioneer").build().unwrap();
+    let house = sealed_bid::Auctioneer::serve(&mut auctioneer, Sales::new());
+    let auctioneer = bureau.add(auctioneer).unwrap();
+    let ctx = bureau.context(auctioneer).unwrap();
+
+    let sealed = house
+        .run(&ctx, &[honest, rogue], &"lot 9", 10, Duration::from_millis(300), Pricing::SecondPrice)
+        .await
+        .unwrap();
+    assert_eq!(sealed.award, Some(Award { winner: honest, price: 70 }), "{sealed:?}");
+    let rogues: Vec<u128> = sealed.bids.iter().filter(|b| b.bidder == rogue).map(|b| b.amount).collect();
+    assert_eq!(rogues, [70], "the first bid stands, alone");
+    assert!(
+        matches!(sealed.refused.as_slice(), [(who, BidError::Refused(DialogueError::OutOfOrder { .. }))] if *who == rogue),
+        "{:?}",
+        sealed.refused
+    );
+    for _ in 0..100 {
+        if !told.lock().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let told = told.lock().clone();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!((told[0].cause, told[0].state.as_deref()), (RefusalCause::OutOfOrder, Some("sealed")), "{told:?}");
     bureau.shutdown().await.unwrap();
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use agent_core::ledger::{Ledger, LocalLedger, LocalLedgerConfig, Operation};
 use agent_core::{Address, Agent, Bureau, Config, Identity, Wallet};
-use agent_protocols::contract_net::{self, Paid, Participant, Unperformed};
+use agent_protocols::contract_net::{
+    self, AwardFailure, Failure, Outcome, Paid, Participant, PaymentRefused, Unperformed,
+};
 
 struct Seller {
     price: u128,
@@ -215,7 +217,7 @@ async fn a_winner_that_never_reports_is_not_paid_and_the_escrow_is_refunded() {
     let silent_wallet = s.bureau.context(silent).unwrap().wallet().unwrap().address();
     let paid = s.call_and_pay(&[silent], Duration::from_millis(200)).await;
     let Paid::Settled(settled) = paid else { panic!("{paid:?}") };
-    assert!(settled[0].result.as_ref().is_err_and(|e| e.contains("no report")), "{:?}", settled[0].result);
+    assert!(matches!(settled[0].result, Err(AwardFailure::NoReport(_))), "{:?}", settled[0].result);
     assert!(!settled[0].paid);
     // Settled from the ledger: with no report, the settlement waited for the refund.
     assert_eq!(s.ledger.escrow(settled[0].escrow.unwrap()).await.unwrap(), None, "refunded");
@@ -231,7 +233,7 @@ async fn a_failed_winner_is_refunded_after_the_deadline() {
     let (failing, failing_wallet) = add_seller(&s, "failing", Seller { price: 90, fails: true });
     let paid = s.call_and_pay(&[failing], Duration::from_millis(200)).await;
     let Paid::Settled(settled) = paid else { panic!("{paid:?}") };
-    assert_eq!(settled[0].result, Err("out of stock".into()));
+    assert_eq!(settled[0].result, Err(AwardFailure::Failed("out of stock".into())));
     assert!(!settled[0].paid);
     let escrow = settled[0].escrow.unwrap();
     assert_eq!(s.ledger.balance(s.buyer_wallet.address()).await.unwrap(), 910, "locked until its deadline");
@@ -290,7 +292,7 @@ async fn a_winner_that_cancels_is_not_paid_and_the_dialogue_ends_cancelled_on_bo
     .await
     .unwrap();
     let Paid::Settled(settled) = paid else { panic!("{paid:?}") };
-    assert_eq!(settled[0].result, Err("cancelled by the participant: the truck broke down".into()));
+    assert_eq!(settled[0].result, Err(AwardFailure::Withdrawn("the truck broke down".into())));
     assert!(!settled[0].paid);
     let dialogue = called.proposals[0].dialogue;
     assert_eq!(s.book.dialogues().unwrap().get(dialogue).unwrap().state, "cancelled");
@@ -320,7 +322,7 @@ async fn a_price_that_cannot_be_locked_is_not_awarded() {
             .unwrap();
     let Paid::Settled(settled) = paid else { panic!("{paid:?}") };
     assert_eq!(settled[0].escrow, None);
-    assert!(settled[0].result.as_ref().is_err_and(|e| e.contains("could not be locked")), "{:?}", settled[0].result);
+    assert!(matches!(settled[0].result, Err(AwardFailure::NotLocked(_))), "{:?}", settled[0].result);
     assert_eq!(s.ledger.balance(s.buyer_wallet.address()).await.unwrap(), 50);
     assert_eq!(s.ledger.balance(seller_wallet).await.unwrap(), 0);
     let dialogue = called.proposals[0].dialogue;
@@ -385,7 +387,7 @@ async fn a_winner_that_reports_too_late_is_not_paid_and_the_escrow_is_refunded()
     .await
     .unwrap();
     let Paid::Settled(settled) = paid else { panic!("{paid:?}") };
-    assert!(settled[0].result.as_ref().is_err_and(|e| e.contains("no report")), "{:?}", settled[0].result);
+    assert!(matches!(settled[0].result, Err(AwardFailure::NoReport(_))), "{:?}", settled[0].result);
     assert!(!settled[0].paid);
     let dialogue = called.proposals[0].dialogue;
     assert_eq!(s.book.dialogues().unwrap().get(dialogue).unwrap().state, "cancelled");
@@ -426,7 +428,11 @@ async fn a_second_award_of_the_same_call_locks_nothing() {
     let Paid::Settled(second) = award().await.unwrap() else { panic!("the second award is reported") };
     assert_eq!(second.len(), 1);
     assert_eq!((second[0].escrow, second[0].paid), (None, false), "{second:?}");
-    assert!(second[0].result.as_ref().is_err_and(|e| e.contains("not awarded")), "{:?}", second[0].result);
+    assert!(
+        matches!(&second[0].result, Err(AwardFailure::NotAwardable { state }) if state == "done"),
+        "{:?}",
+        second[0].result
+    );
     assert_eq!(s.ledger.balance(s.buyer_wallet.address()).await.unwrap(), 910, "one price locked and paid");
     assert_eq!(s.ledger.balance(seller_wallet).await.unwrap(), 90);
     s.bureau.shutdown().await.unwrap();
@@ -500,12 +506,13 @@ async fn a_winner_checks_its_payment_on_the_ledger_before_it_performs() {
         TooSoon,
     }
     let cases = [
-        (Some(Bad::NotOpen), "is not open"),
-        (Some(Bad::OtherPayer), "was locked by"),
-        (Some(Bad::BuyerArbiter), "beneficiary and its arbiter"),
-        (Some(Bad::Cheaper), "not the 80 proposed"),
-        (Some(Bad::OtherDeal), "this dialogue's deal"),
-        (Some(Bad::TooSoon), "refundable too soon"),
+        // The check that fails, by its variant's name.
+        (Some(Bad::NotOpen), "NotOpen"),
+        (Some(Bad::OtherPayer), "Payer"),
+        (Some(Bad::BuyerArbiter), "NotMine"),
+        (Some(Bad::Cheaper), "Amount"),
+        (Some(Bad::OtherDeal), "Deal"),
+        (Some(Bad::TooSoon), "Deadline"),
         (None, ""),
     ];
     let mut refused_escrows: Vec<EscrowId> = Vec::new();
@@ -537,7 +544,8 @@ async fn a_winner_checks_its_payment_on_the_ledger_before_it_performs() {
         match bad {
             Some(_) => {
                 assert!(
-                    matches!(&report, Report::Failure { reason } if reason.contains(cause)),
+                    matches!(&report, Report::Failure { cause: Failure::PaymentRefused { refused } }
+                        if format!("{refused:?}").starts_with(cause)),
                     "expected a failure naming {cause:?}: {report:?}"
                 );
                 assert_eq!(counted.performed.load(Ordering::SeqCst), 0, "performed against a bad payment: {cause}");
@@ -555,6 +563,36 @@ async fn a_winner_checks_its_payment_on_the_ledger_before_it_performs() {
         assert!(s.ledger.escrow(*escrow).await.unwrap().is_some(), "a refused escrow stays for its payer's refund");
     }
     assert_eq!(s.ledger.audit_total().unwrap(), 11_000);
+    s.bureau.shutdown().await.unwrap();
+}
+
+/// A participant that states a price does not work for free: an award without payment
+/// (`award`, not `award_and_pay`) is refused with the typed cause `Unpaid`, nothing is
+/// performed, its proposal is released, and no money moves on the ledger.
+#[tokio::test]
+async fn a_priced_participant_refuses_an_unpaid_award() {
+    use std::sync::atomic::Ordering;
+
+    let s = setup(1_000).await;
+    let counted = Arc::new(Counted::default());
+    let mut agent = Agent::builder("priced").build().unwrap();
+    contract_net::serve(&mut agent, counted.clone());
+    let winner = s.bureau.add(agent).unwrap();
+    let winner_wallet = s.bureau.context(winner).unwrap().wallet().unwrap().address();
+    let ctx = s.bureau.context(s.buyer).unwrap();
+    let called =
+        contract_net::call::<_, u128>(&ctx, &s.book, &[winner], &"parts", Duration::from_secs(2)).await.unwrap();
+    let outcome =
+        contract_net::award::<u128, String>(&ctx, &s.book, &called, &[winner], Duration::from_secs(2)).await.unwrap();
+    let unpaid = AwardFailure::PaymentRefused(PaymentRefused::Unpaid { price: 80 });
+    assert_eq!(outcome, Outcome::AllFailed(vec![(winner, unpaid)]));
+    assert_eq!(counted.performed.load(Ordering::SeqCst), 0, "not performed unpaid");
+    assert_eq!(counted.released.load(Ordering::SeqCst), 1, "its proposal released");
+    assert_eq!(s.book.dialogues().unwrap().get(called.proposals[0].dialogue).unwrap().state, "failed");
+    assert_eq!(s.ledger.balance(s.buyer_wallet.address()).await.unwrap(), 1_000);
+    assert_eq!(s.ledger.balance(winner_wallet).await.unwrap(), 0);
+    assert!(s.buyer_wallet.open_escrows(10).await.unwrap().is_empty(), "nothing locked");
+    assert_eq!(s.ledger.audit_total().unwrap(), 1_000);
     s.bureau.shutdown().await.unwrap();
 }
 
@@ -681,7 +719,7 @@ async fn a_done_that_crosses_the_withdrawal_is_settled_as_paid_from_the_ledger()
     let winner_wallet = s.bureau.context(winner).unwrap().wallet().unwrap().address();
     let paid = s.call_and_pay(&[winner], Duration::from_millis(300)).await;
     let Paid::Settled(settled) = paid else { panic!("{paid:?}") };
-    assert!(settled[0].result.as_ref().is_err_and(|e| e.contains("no report")), "{:?}", settled[0].result);
+    assert!(matches!(settled[0].result, Err(AwardFailure::NoReport(_))), "{:?}", settled[0].result);
     assert!(settled[0].paid, "the ledger shows the escrow released to the winner: {settled:?}");
     assert_eq!(s.ledger.escrow(settled[0].escrow.unwrap()).await.unwrap(), None);
     assert_eq!(s.ledger.balance(winner_wallet).await.unwrap(), 65);

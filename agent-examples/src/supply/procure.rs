@@ -241,7 +241,7 @@ pub async fn procure(
                 }
                 Err(why) => {
                     failed.insert(settlement.winner);
-                    Err(why)
+                    Err(why.to_string())
                 }
             };
             procurement.orders.push(Order {

@@ -27,8 +27,8 @@ pub struct Called<P> {
     pub call: u128,
     /// Proposals in time, in the order they came.
     pub proposals: Vec<Proposal<P>>,
-    /// Who refused, with their reasons.
-    pub refused: Vec<(Address, String)>,
+    /// Who gave no proposal to weigh, and why (a refusal, or an unreadable proposal).
+    pub refused: Vec<(Address, NoProposal)>,
     /// Who did not answer in time (a later proposal is rejected as late).
     pub silent: Vec<Address>,
 }
@@ -38,15 +38,20 @@ pub struct Called<P> {
 pub enum Outcome<R> {
     /// Some proposals were accepted: each winner's report (a result, or why it failed or
     /// gave no report in time).
-    Awarded(Vec<(Address, Result<R, String>)>),
+    Awarded(Vec<(Address, Result<R, AwardFailure>)>),
     /// Nobody proposed in time.
     NoProposals,
     /// Every winner failed.
-    AllFailed(Vec<(Address, String)>),
+    AllFailed(Vec<(Address, AwardFailure)>),
     /// The initiator chose no proposal: every proposer was rejected.
     NoneChosen,
-    /// The initiator withdrew the call ([`cancel`]): every proposer was told.
-    Cancelled,
+    /// The initiator withdrew the call ([`cancel`]): the participants whose dialogues it
+    /// closed (proposers and those not yet answered), each sent a [`Cancel`]. Never empty:
+    /// a call with nothing left to cancel is [`ContractNetError::NothingToCancel`].
+    Cancelled {
+        /// Whose dialogues were cancelled.
+        cancelled: Vec<Address>,
+    },
 }
 
 /// Calls `participants` for proposals on `task`, each in a dialogue of its own, and
@@ -177,10 +182,10 @@ async fn gather<P: DeserializeOwned + Send + 'static>(
                         Err(e) => {
                             // Not a proposal this initiator can weigh: rejected, so its hold ends.
                             Box::pin(reject(&ctx, dialogues, id, participant, RejectReason::NotChosen)).await;
-                            Answered::Refused(participant, format!("an unreadable proposal: {e}"))
+                            Answered::Refused(participant, NoProposal::Unreadable(e.to_string()))
                         }
                     },
-                    Answer::Refuse { reason } => Answered::Refused(participant, reason),
+                    Answer::Refuse { reason } => Answered::Refused(participant, NoProposal::Refused(reason)),
                 }),
                 // Past the deadline by the dialogue's clock: late, and told so.
                 Err(DialogueError::Late { .. }) if matches!(answer, Answer::Propose { .. }) => {
@@ -248,7 +253,7 @@ struct Gathered<P> {
 /// An answer in time that counts: a proposal, or a refusal (an unreadable proposal is one).
 enum Answered<P> {
     Proposed(Proposal<P>),
-    Refused(Address, String),
+    Refused(Address, NoProposal),
 }
 
 impl<P> Gathering<P> {
@@ -350,10 +355,10 @@ pub fn recall<P: DeserializeOwned>(ctx: &Context, book: &Book) -> Result<Vec<Cal
                         proposals
                             .push((came, Proposal { from, dialogue: dialogue.id, proposal, hold_until_ms, pay_to }));
                     }
-                    Err(e) => called.refused.push((from, format!("an unreadable proposal: {e}"))),
+                    Err(e) => called.refused.push((from, NoProposal::Unreadable(e.to_string()))),
                 }
             }
-            ("refused", Some(Answer::Refuse { reason })) => called.refused.push((from, reason)),
+            ("refused", Some(Answer::Refuse { reason })) => called.refused.push((from, NoProposal::Refused(reason))),
             ("called", _) => called.silent.push(from),
             _ => {}
         }
@@ -387,20 +392,19 @@ pub(super) async fn outcome_of<R: DeserializeOwned>(
     id: u128,
     winner: Address,
     report: Result<Report, agent_core::RequestError>,
-) -> Result<R, String> {
+) -> Result<R, AwardFailure> {
     match report {
         Ok(report) => match dialogues.incoming_named(report_step(&report), id, winner, now_ms()) {
             Ok(_) => match report {
                 Report::Done { result } => {
-                    serde_json::from_value(result).map_err(|e| format!("an unreadable result: {e}"))
+                    serde_json::from_value(result).map_err(|e| AwardFailure::UnreadableResult(e.to_string()))
                 }
-                Report::Failure { reason } => Err(reason),
-                Report::Cancelled { reason } => Err(format!("cancelled by the participant: {reason}")),
+                Report::Failure { cause } => Err(cause.into()),
+                Report::Cancelled { reason } => Err(AwardFailure::Withdrawn(reason)),
             },
             Err(refused) => {
-                let reason = refused.to_string();
-                tell(ctx, id, winner, refused).await;
-                Err(reason)
+                tell(ctx, id, winner, refused.clone()).await;
+                Err(AwardFailure::ReportRefused(refused))
             }
         },
         Err(e) => {
@@ -408,7 +412,7 @@ pub(super) async fn outcome_of<R: DeserializeOwned>(
                 // The winner may be gone; the award is withdrawn either way.
                 let _ = ctx.send_in(id, winner, Cancel { reason: format!("no report in time: {e}") }).await;
             }
-            Err(format!("no report: {e}"))
+            Err(AwardFailure::NoReport(e.to_string()))
         }
     }
 }
@@ -421,8 +425,12 @@ pub(super) async fn reject(ctx: &Context, dialogues: &Dialogues, id: u128, to: A
     }
 }
 
-/// Withdraws a call before any award: every proposer is sent [`Cancel`] (and releases what
-/// it held), every dialogue of the call is closed. Returns [`Outcome::Cancelled`].
+/// Withdraws a call before any award: every proposer, and every participant that has not
+/// answered, is sent [`Cancel`] (a proposer releases what it held), and their dialogues are
+/// closed. Returns [`Outcome::Cancelled`] naming them, or
+/// [`ContractNetError::NothingToCancel`] if no dialogue of `called` could be cancelled (all
+/// decided already: awarded, rejected, cancelled or expired), so a cancel never claims what
+/// did not happen.
 pub async fn cancel<P, R>(
     ctx: &Context,
     book: &Book,
@@ -430,14 +438,33 @@ pub async fn cancel<P, R>(
     reason: &str,
 ) -> Result<Outcome<R>, ContractNetError> {
     let dialogues = book.get(ctx, INITIATOR)?;
-    for proposal in &called.proposals {
-        let (id, to) = (proposal.dialogue, proposal.from);
+    let silent = unanswered(dialogues, called.call, &called.silent);
+    let mut cancelled = Vec::new();
+    for (id, to) in called.proposals.iter().map(|p| (p.dialogue, p.from)).chain(silent) {
         if dialogues.outgoing_named("Cancel", id, now_ms()).is_ok() {
-            // A proposer that is gone loses nothing by not hearing it.
+            // A participant that is gone loses nothing by not hearing it.
             let _ = ctx.send_in(id, to, Cancel { reason: reason.into() }).await;
+            cancelled.push(to);
         }
     }
-    Ok(Outcome::Cancelled)
+    match cancelled.is_empty() {
+        true => Err(ContractNetError::NothingToCancel),
+        false => Ok(Outcome::Cancelled { cancelled }),
+    }
+}
+
+/// The dialogues of call `call` still waiting for an answer from one of `silent`.
+fn unanswered(dialogues: &Dialogues, call: u128, silent: &[Address]) -> Vec<(u128, Address)> {
+    if silent.is_empty() {
+        return Vec::new();
+    }
+    let (silent, call) = (silent.iter().collect::<HashSet<_>>(), format!("{call:032x}"));
+    let of_call = |data: &Option<Data>| {
+        let kept = data.as_ref().and_then(|data| data.decode::<Kept<serde::de::IgnoredAny>>().ok());
+        kept.is_some_and(|kept| kept.call == call)
+    };
+    let waiting = dialogues.all().into_iter().filter(|d| d.state == "called" && silent.contains(&d.peer));
+    waiting.filter(|d| of_call(&d.data)).map(|d| (d.id, d.peer)).collect()
 }
 
 /// Accepts the proposals of `winners` (the rest of `called` are rejected as not chosen),
@@ -479,14 +506,14 @@ pub async fn award<P, R: DeserializeOwned>(
         results.push((from, outcome_of(ctx, dialogues, id, from, report).await));
     }
     if results.iter().all(|(_, r)| r.is_err()) {
-        return Ok(Outcome::AllFailed(results.into_iter().map(|(a, r)| (a, r.err().unwrap_or_default())).collect()));
+        return Ok(Outcome::AllFailed(results.into_iter().filter_map(|(a, r)| Some((a, r.err()?))).collect()));
     }
     Ok(Outcome::Awarded(results))
 }
 
 /// Refuses `step`, which came outside the request it answers, naming what its dialogue
 /// expects instead.
-async fn refuse_stray(ctx: &Context, book: &Book, from: Address, step: &str) {
+pub(super) async fn refuse_stray(ctx: &Context, book: &Book, from: Address, step: &str) {
     let (Ok(dialogues), Some(id)) = (book.get(ctx, INITIATOR), ctx.session()) else { return };
     let refused = match dialogues.get(id) {
         None => DialogueError::Unknown { dialogue: id, message: step.into() },
@@ -537,16 +564,20 @@ fn is_past_its_call(dialogue: &Dialogue, now_ms: u64) -> bool {
 /// old ones are forgotten.
 pub fn refuse_strays(agent: &mut Agent, book: &Book) {
     sweep(agent, book, INITIATOR);
-    let strays = book.clone();
-    agent.on_message(move |ctx: Context, from: Address, answer: Answer| {
-        let book = strays.clone();
-        async move { refuse_stray(&ctx, &book, from, answer_step(&answer)).await }
-    });
-    let strays = book.clone();
-    agent.on_message(move |ctx: Context, from: Address, report: Report| {
-        let book = strays.clone();
-        async move { refuse_stray(&ctx, &book, from, report_step(&report)).await }
-    });
+    // An agent that is also a participant refuses answers and reports there already
+    // ([`serve`]): this side joins it, and answers those of its own dialogues.
+    if !join_initiator(agent, book) {
+        let strays = book.clone();
+        agent.on_message(move |ctx: Context, from: Address, answer: Answer| {
+            let book = strays.clone();
+            async move { refuse_stray(&ctx, &book, from, answer_step(&answer)).await }
+        });
+        let strays = book.clone();
+        agent.on_message(move |ctx: Context, from: Address, report: Report| {
+            let book = strays.clone();
+            async move { refuse_stray(&ctx, &book, from, report_step(&report)).await }
+        });
+    }
     // Messages only an initiator sends, sent to this one: refused as from the wrong role.
     // An agent that is also a participant ([`serve`], called first) handles them there.
     if !agent.handles::<Cfp>() {
@@ -571,6 +602,6 @@ pub fn refuse_strays(agent: &mut Agent, book: &Book) {
         });
     }
     agent.on_message(|_ctx: Context, from: Address, refused: Refused| async move {
-        tracing::info!(%from, reason = %refused.reason, "a contract-net message of ours was refused");
+        tracing::info!(%from, cause = ?refused.cause, detail = %refused.detail, "a contract-net message of ours was refused");
     });
 }

@@ -86,8 +86,9 @@ pub enum Report {
     },
     /// Could not do it.
     Failure {
-        /// Why.
-        reason: String,
+        /// Why: what a program acts on (the participant's own words only in
+        /// [`Failure::Failed`]).
+        cause: Failure,
     },
     /// The participant withdrew from the award (the FIPA cancel, from the participant's
     /// side): the task will not be done, and the dialogue is over.
@@ -95,6 +96,102 @@ pub enum Report {
         /// Why.
         reason: String,
     },
+}
+
+/// Why a winner did not do an awarded task, as it reports it ([`Report::Failure`]). Its
+/// serde name is its wire code; only a participant's own failure carries free text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Failure {
+    /// It tried, and failed ([`Unperformed::Failed`]): the participant's own words.
+    Failed {
+        /// Why, in the participant's words.
+        detail: String,
+    },
+    /// It refused the award's payment (or an unpaid award of a priced proposal) and did not
+    /// perform: which check failed.
+    PaymentRefused {
+        /// The check that failed.
+        refused: PaymentRefused,
+    },
+    /// The proposal's hold had ended before the award came: what it held may be gone.
+    HoldEnded,
+    /// It performed, but its result could not be encoded.
+    Unencodable {
+        /// The encoder's words.
+        detail: String,
+    },
+}
+
+/// Why an award gave the initiator no result: what the winner reported, or what the
+/// initiator saw (no report, an unreadable result) or could not do (pay). A program tells
+/// them apart by variant; only a participant's own failure or withdrawal carries its text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AwardFailure {
+    /// The winner tried, and failed, in its own words ([`Failure::Failed`]).
+    #[error("failed: {0}")]
+    Failed(String),
+    /// The winner withdrew from the award ([`Report::Cancelled`]), in its own words.
+    #[error("withdrawn by the participant: {0}")]
+    Withdrawn(String),
+    /// The winner refused the award's payment and did not perform ([`Failure::PaymentRefused`]).
+    #[error("the winner refused the payment: {0}")]
+    PaymentRefused(PaymentRefused),
+    /// The winner's hold on its proposal had ended ([`Failure::HoldEnded`]).
+    #[error("the proposal was no longer held (its hold ended)")]
+    HoldEnded,
+    /// The winner could not encode its result ([`Failure::Unencodable`]).
+    #[error("the winner could not encode its result: {0}")]
+    Unencodable(String),
+    /// The winner's result is not a result this initiator can read.
+    #[error("an unreadable result: {0}")]
+    UnreadableResult(String),
+    /// No report came in time: the award was withdrawn ([`Cancel`] sent).
+    #[error("no report in time: {0}")]
+    NoReport(String),
+    /// The report broke the dialogue's rules, and was refused.
+    #[error("the report was refused: {0}")]
+    ReportRefused(DialogueError),
+    /// Not awarded ([`award_and_pay`]): the proposal names no wallet to pay.
+    #[error("not awarded: the proposal names no wallet to pay")]
+    NoWalletToPay,
+    /// Not awarded ([`award_and_pay`]): the price could not be locked in escrow.
+    #[error("not awarded: the price could not be locked: {0}")]
+    NotLocked(String),
+    /// Not awarded ([`award_and_pay`]): the escrow locked could not be recorded (it is
+    /// refunded at its deadline).
+    #[error("not awarded: the escrow could not be recorded: {0}")]
+    NotRecorded(String),
+    /// Not awarded ([`award_and_pay`]): the proposal's dialogue is past it (awarded
+    /// already, rejected, cancelled, expired) or moved on while the price was locked.
+    #[error("not awarded: its dialogue is {state}, not proposed")]
+    NotAwardable {
+        /// The dialogue's state.
+        state: String,
+    },
+}
+
+impl From<Failure> for AwardFailure {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Failed { detail } => AwardFailure::Failed(detail),
+            Failure::PaymentRefused { refused } => AwardFailure::PaymentRefused(refused),
+            Failure::HoldEnded => AwardFailure::HoldEnded,
+            Failure::Unencodable { detail } => AwardFailure::Unencodable(detail),
+        }
+    }
+}
+
+/// Why a called participant gave no proposal the initiator can weigh ([`Called::refused`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoProposal {
+    /// It refused ([`Answer::Refuse`]), in its own words.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// It proposed something this initiator cannot read as its proposal type: the
+    /// proposal was rejected, so its hold ends.
+    #[error("an unreadable proposal: {0}")]
+    Unreadable(String),
 }
 
 /// Why an awarded task was not done: it failed, or the participant withdrew.
@@ -140,7 +237,8 @@ pub struct Cancel {
 pub fn protocol<T: WireSchema, P: WireSchema, R: WireSchema>() -> agent_core::Protocol {
     // 2.0.0: an award carries its payment, released by the winner (1.0.0's Accept had none).
     // 2.1.0: an award names its payer's wallet, checked by the winner before it performs.
-    agent_core::Protocol::new("agora.contract-net", "2.1.0")
+    // 3.0.0: a failure report and a refusal carry a typed cause, the text only detailing it.
+    agent_core::Protocol::new("agora.contract-net", "3.0.0")
         .message::<Cfp>()
         .message::<Answer>()
         .message::<Accept>()

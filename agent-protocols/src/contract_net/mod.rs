@@ -50,11 +50,13 @@ mod initiator;
 mod messages;
 mod participant;
 mod pay;
+mod strays;
 
 pub use initiator::*;
 pub use messages::*;
 pub use participant::*;
 pub use pay::*;
+use strays::{join_initiator, refuse_participants_messages};
 
 /// Why a contract-net call or award could not run. What the participants did (refusals,
 /// failures, silence) is never an error: it is in the [`Called`] and [`Outcome`].
@@ -72,6 +74,10 @@ pub enum ContractNetError {
     /// The initiator has no wallet to pay from (its bureau has no ledger).
     #[error("no wallet to pay from: {0}")]
     Wallet(String),
+    /// [`cancel`] found nothing to cancel: every dialogue of the call was decided already
+    /// (awarded, rejected, refused, cancelled or expired). Nobody was told anything.
+    #[error("nothing to cancel: every dialogue of the call is decided already")]
+    NothingToCancel,
 }
 
 /// The agents registered in `directory` as speaking `protocol` (contract-net for the

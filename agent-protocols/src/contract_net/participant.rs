@@ -34,8 +34,9 @@ pub trait Participant: Send + Sync + 'static {
     /// The price `proposal` asks, in the ledger's smallest unit: what an award paid through
     /// escrow ([`award_and_pay`]) must lock, exactly. A paid award is checked on the ledger
     /// before [`perform`](Participant::perform) ([`PaymentRefused`]) and refused, its
-    /// proposal released, if the check fails. `None`, the default: this participant takes
-    /// no payment through escrow, and refuses every paid award.
+    /// proposal released, if the check fails; an award of a priced proposal that comes
+    /// unpaid ([`award`]) is refused the same way ([`PaymentRefused::Unpaid`]). `None`, the
+    /// default: this participant works unpaid, and refuses every paid award.
     fn price(&self, _proposal: &Self::Proposal) -> Option<u128> {
         None
     }
@@ -81,7 +82,8 @@ impl Holds {
 }
 
 /// Makes `agent` a contract-net participant played by `participant`. Messages that do not
-/// fit a dialogue are refused and the sender told why ([`Refused`]).
+/// fit a dialogue, and a participant's own messages ([`Answer`], [`Report`]) sent to it,
+/// are refused and the sender told why ([`Refused`]).
 pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
     let book = Book::default();
     let holds = Holds::default();
@@ -212,20 +214,22 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                         {
                             // Not performed: what the proposal held goes back.
                             Err(refused) => {
-                                tracing::info!(%from, error = %refused, "a paid award refused before performing");
+                                tracing::info!(%from, error = %refused, "an award refused before performing: its payment");
                                 participant.release(from, proposal).await;
-                                Report::Failure { reason: refused.to_string() }
+                                Report::Failure { cause: Failure::PaymentRefused { refused } }
                             }
                             Ok(()) => match participant.perform(from, proposal).await {
                                 Ok(result) => match serde_json::to_value(result) {
                                     Ok(result) => Report::Done { result },
-                                    Err(e) => Report::Failure { reason: e.to_string() },
+                                    Err(e) => Report::Failure { cause: Failure::Unencodable { detail: e.to_string() } },
                                 },
-                                Err(Unperformed::Failed(reason)) => Report::Failure { reason },
+                                Err(Unperformed::Failed(detail)) => {
+                                    Report::Failure { cause: Failure::Failed { detail } }
+                                }
                                 Err(Unperformed::Cancelled(reason)) => Report::Cancelled { reason },
                             },
                         },
-                        None => Report::Failure { reason: "the proposal is no longer held (its hold ended)".into() },
+                        None => Report::Failure { cause: Failure::HoldEnded },
                     };
                     let paid_by = paid_by.and_then(|(payment, wallet)| Some((payment, wallet.ok()?)));
                     let Some(dialogues) = book.dialogues() else { return };
@@ -267,20 +271,24 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
         });
     }
     agent.include(served);
+    refuse_participants_messages(agent, &book);
     sweep(agent, &book, PARTICIPANT);
     book
 }
 
 /// Whether the award of dialogue `id`, for a proposal whose price is `price`
-/// ([`Participant::price`]), may be performed: unpaid, or paid ([`check_payment`]) into
-/// `paid_by`'s wallet by `payer`.
+/// ([`Participant::price`]), may be performed: unpaid if unpriced, paid ([`check_payment`])
+/// into `paid_by`'s wallet by `payer` if priced.
 async fn checked(
     price: Option<u128>,
     id: u128,
     paid_by: &Option<(Payment, Result<agent_core::Wallet, agent_core::WalletError>)>,
     payer: Option<Address>,
 ) -> Result<(), PaymentRefused> {
-    let Some((payment, wallet)) = paid_by else { return Ok(()) };
+    let Some((payment, wallet)) = paid_by else {
+        // A priced proposal is not worked for free.
+        return price.map_or(Ok(()), |price| Err(PaymentRefused::Unpaid { price }));
+    };
     let wallet = wallet.as_ref().map_err(|e| PaymentRefused::NoWallet(e.to_string()))?;
     let price = price.ok_or(PaymentRefused::NoPrice)?;
     check_payment(wallet, id, payment, payer, price).await

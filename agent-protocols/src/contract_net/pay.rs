@@ -13,7 +13,7 @@ pub struct Settlement<R> {
     /// The winner.
     pub winner: Address,
     /// Its report: the result, or why there is none.
-    pub result: Result<R, String>,
+    pub result: Result<R, AwardFailure>,
     /// The escrow locked for it (none if the lock failed: then it was not awarded).
     pub escrow: Option<EscrowId>,
     /// Whether the escrow was released to the winner (by the winner, its arbiter, or by the
@@ -79,7 +79,7 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
             (true, None) => {
                 settlements.push(Settlement {
                     winner: to,
-                    result: Err("no wallet to pay".into()),
+                    result: Err(AwardFailure::NoWalletToPay),
                     escrow: None,
                     paid: false,
                 });
@@ -89,7 +89,7 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
                 // Awarded already (a second award of the same call), cancelled, rejected
                 // or expired: nothing may be awarded, so nothing is locked.
                 let state = dialogues.get(id).map_or_else(|| "unknown".to_owned(), |d| d.state.to_string());
-                let result = Err(format!("not awarded: its dialogue is {state}, not proposed"));
+                let result = Err(AwardFailure::NotAwardable { state });
                 settlements.push(Settlement { winner: to, result, escrow: None, paid: false });
                 continue;
             }
@@ -114,7 +114,7 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
                                 Some((payment, deadline_ms))
                             }
                             Err(e) => {
-                                let result = Err(format!("not awarded: the escrow could not be recorded: {e}"));
+                                let result = Err(AwardFailure::NotRecorded(e.to_string()));
                                 settlements.push(Settlement { winner: to, result, escrow: Some(escrow), paid: false });
                                 None
                             }
@@ -125,7 +125,7 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
                         // the submission): if so, its escrow is on the ledger alone, and the
                         // sweep of open escrows after its deadline refunds it.
                         refund_open_escrows_after(wallet.clone(), deadline_ms);
-                        let result = Err(format!("the price could not be locked: {e}"));
+                        let result = Err(AwardFailure::NotLocked(e.to_string()));
                         settlements.push(Settlement { winner: to, result, escrow: None, paid: false });
                         None
                     }
@@ -143,7 +143,7 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
                     let Some(dialogues) = book.dialogues() else {
                         return Settlement {
                             winner: to,
-                            result: Err("no dialogues".into()),
+                            result: Err(AwardFailure::NotAwardable { state: "unknown".into() }),
                             escrow: Some(escrow),
                             paid: false,
                         };
@@ -157,7 +157,8 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
             Some((payment, _)) => {
                 // The dialogue moved on while the price was being locked: the escrow is
                 // refunded when due (scheduled at the lock), and the caller is told of it.
-                let result = Err("not awarded: its dialogue moved on while the price was locked".to_owned());
+                let state = dialogues.get(id).map_or_else(|| "unknown".to_owned(), |d| d.state.to_string());
+                let result = Err(AwardFailure::NotAwardable { state });
                 settlements.push(Settlement { winner: to, result, escrow: Some(payment.escrow), paid: false });
             }
             None => {
@@ -296,11 +297,22 @@ fn refund_open_escrows_after(wallet: agent_core::Wallet, after_ms: u64) {
     });
 }
 
-/// Why a winner refused a paid award without performing: its payment does not hold on the
-/// ledger. Reported to the initiator as [`Report::Failure`] with this text; the escrow, if
-/// any, goes back to its payer at its deadline.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a winner refused an award without performing: its payment does not hold on the
+/// ledger, or a priced proposal's award came unpaid. Reported to the initiator as
+/// [`Failure::PaymentRefused`] (serde names are the wire codes); the escrow, if any, goes
+/// back to its payer at its deadline.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema, thiserror::Error,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum PaymentRefused {
+    /// The proposal is priced ([`Participant::price`]) and the award came without payment:
+    /// a priced participant does not work for free.
+    #[error("the proposal is priced at {price} and the award came without payment")]
+    Unpaid {
+        /// The price proposed.
+        price: u128,
+    },
     /// The participant states no price for its proposal ([`Participant::price`]), so it
     /// takes no payment through escrow.
     #[error("this participant takes no payment through escrow (it states no price)")]

@@ -230,6 +230,7 @@ impl DialogueError {
     /// What to tell the peer whose message was refused: the dialogue, its state and what
     /// was expected. `None` for failures that are not the peer's doing (storage).
     pub fn refusal(&self) -> Option<Refused> {
+        let cause = self.cause()?;
         let (dialogue, state, expected) = match self {
             DialogueError::Unknown { dialogue, .. } => (*dialogue, None, Vec::new()),
             DialogueError::Exists { dialogue } => (*dialogue, None, Vec::new()),
@@ -242,7 +243,7 @@ impl DialogueError {
             DialogueError::TooManyOpen { dialogue, .. } => (*dialogue, None, Vec::new()),
             DialogueError::Storage { .. } => return None,
         };
-        Some(Refused { dialogue, state, expected, reason: self.to_string() })
+        Some(Refused { dialogue, state, expected, cause, detail: self.to_string() })
     }
 }
 
@@ -258,8 +259,10 @@ pub struct Refused {
     pub state: Option<String>,
     /// What may follow, as "message from role".
     pub expected: Vec<String>,
-    /// Why, in words.
-    pub reason: String,
+    /// Why: what a program acts on.
+    pub cause: super::RefusalCause,
+    /// The cause in words, for people.
+    pub detail: String,
 }
 
 /// An agent's dialogues of one kind, playing one role in each.

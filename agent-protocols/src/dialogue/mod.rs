@@ -9,15 +9,17 @@
 //! [`Dialogues`] checks every message in and out against the rules before it counts. A
 //! message out of order, from the wrong role, from someone who is not a party, after a
 //! deadline or after the dialogue closed is refused with a [`DialogueError`] and changes
-//! nothing; [`DialogueError::refusal`] is what to send back, naming the dialogue, its state
-//! and what was expected. A terminal state closes the dialogue for good. Each step is kept
+//! nothing; [`DialogueError::refusal`] is what to send back, naming the dialogue, its state,
+//! what was expected and why, as a [`RefusalCause`] a program can act on. A terminal state closes the dialogue for good. Each step is kept
 //! in the agent's storage, so a restarted agent resumes its dialogues; [`Dialogues::expire`]
 //! closes dialogues whose deadline passed and forgets old ones.
 
 mod book;
 mod name;
+mod refusal;
 mod rules;
 
 pub use book::{Data, Dialogue, DialogueError, Dialogues, Refused, Said, Step, DEFAULT_MAX_OPEN_PER_PEER, EXPIRED};
 pub use name::Name;
+pub use refusal::RefusalCause;
 pub use rules::{Rules, RulesBuilder, RulesError, Transition, DEFAULT_MAX_AGE};
