@@ -86,8 +86,8 @@ impl RequestTimer {
         };
         drop(own);
         if timer.deadline() > deadline {
-            // Earlier than the timer: rearmed (the driver's lock), which requests with a
-            // shorter timeout than the last one's do, and no others.
+            // Earlier than the timer: rearmed (the driver's lock). Only a request with a
+            // shorter timeout than the one that set the timer can get here.
             timer.as_mut().reset(deadline);
         }
         Some(timer)
