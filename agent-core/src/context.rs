@@ -45,14 +45,17 @@ pub(crate) struct AgentCell {
     pub(crate) request_timer: RequestTimer,
 }
 
-/// One timer an agent rearms for each request it makes from its own task, instead of
-/// registering a new timer every time: rearming it to a later deadline is one atomic
-/// update, where registering (and, once answered, removing) takes the timer driver's lock
-/// twice, the costliest step of a local round trip. Only the agent's own task uses it, so
-/// it always runs on the runtime that created it; another request in flight at the same
-/// time (from the same task) uses a timer of its own. Between requests the timer stays set
-/// to the last deadline; when that passes, the agent's task is woken once and finds
-/// nothing to do.
+/// One timer an agent keeps for the requests it makes from its own task, instead of
+/// registering a new timer for each: registering (and, once answered, removing) takes the
+/// timer driver's lock twice, the costliest step of a local round trip. Nor is it rearmed
+/// for each request: a request whose deadline is not earlier than the timer's leaves it as
+/// it is (most requests, since deadlines follow the clock), and when the timer fires before
+/// the deadline of the request waiting on it, that request rearms it to its own deadline
+/// and keeps waiting. So the timer may fire early, at most once per earlier deadline, but
+/// never late, and a request costs no timer update at all. Only the agent's own task uses
+/// it, so it always runs on the runtime that created it; another request in flight at the
+/// same time (from the same task) uses a timer of its own. Between requests the timer stays
+/// set; when it fires, the agent's task is woken once and finds nothing to do.
 #[derive(Default)]
 pub(crate) struct RequestTimer(Mutex<OwnTimer>);
 
@@ -71,7 +74,8 @@ impl RequestTimer {
     }
 
     /// For a request made in the agent's own task (its handlers, not a task they spawned),
-    /// the timer set to `deadline`: the agent's own if it is free, else a new one.
+    /// a timer set to fire no later than `deadline`: the agent's own if it is free (left as
+    /// it is unless its deadline is later), else a new one.
     fn take(&self, deadline: Instant) -> Option<Pin<Box<tokio::time::Sleep>>> {
         let mut own = self.0.lock();
         if own.task.is_none() || tokio::task::try_id() != own.task {
@@ -81,7 +85,11 @@ impl RequestTimer {
             return Some(Box::pin(tokio::time::sleep_until(deadline)));
         };
         drop(own);
-        timer.as_mut().reset(deadline);
+        if timer.deadline() > deadline {
+            // Earlier than the timer: rearmed (the driver's lock). Only a request with a
+            // shorter timeout than the one that set the timer can get here.
+            timer.as_mut().reset(deadline);
+        }
         Some(timer)
     }
 
@@ -492,7 +500,15 @@ impl Context {
             if let Poll::Ready(answered) = Pin::new(&mut reply).poll(cx) {
                 return Poll::Ready(Ok(answered));
             }
-            timer.as_mut().poll(cx).map(Err)
+            loop {
+                std::task::ready!(timer.as_mut().poll(cx));
+                // Fired at an earlier request's deadline (see `RequestTimer`): rearmed to
+                // this one's, and polled again to wait on it.
+                if timer.deadline() >= deadline {
+                    return Poll::Ready(Err(()));
+                }
+                timer.as_mut().reset(deadline);
+            }
         })
         .await;
         timers.put_back(timer);

@@ -5,9 +5,9 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 
-use futures::FutureExt;
+use std::task::{Context, Poll};
 
-use crate::context::Context;
+use crate::context::Context as AgentContext;
 use crate::delivery::Body;
 use crate::identity::Address;
 use crate::message::Message;
@@ -31,12 +31,41 @@ impl<E: Display + Send + 'static> HandlerOutput for Result<(), E> {
     }
 }
 
-pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+/// A started handler, boxed with its output type erased.
+pub(crate) struct HandlerFuture(Pin<Box<dyn PollOutcome + Send>>);
+
+impl HandlerFuture {
+    /// Boxes `future` as it is: no wrapper to convert its output, so the future is moved
+    /// into its box once (a wrapper such as `map` took it by value, one more copy of the
+    /// whole future for every message).
+    fn new<F: Future<Output: HandlerOutput> + Send + 'static>(future: F) -> Self {
+        HandlerFuture(Box::pin(future))
+    }
+}
+
+impl Future for HandlerFuture {
+    type Output = Result<(), String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll_outcome(cx)
+    }
+}
+
+/// A handler's future, polled for its output as an outcome.
+trait PollOutcome {
+    fn poll_outcome(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), String>>;
+}
+
+impl<F: Future<Output: HandlerOutput>> PollOutcome for F {
+    fn poll_outcome(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
+        self.poll(cx).map(HandlerOutput::into_outcome)
+    }
+}
 
 /// A message handler with its message type erased.
 pub(crate) trait MessageHandler: Send + Sync {
     /// Decodes `body` and starts the handler. `Err` is a decoding failure.
-    fn call(&self, ctx: Context, from: Address, body: Body) -> Result<HandlerFuture, String>;
+    fn call(&self, ctx: AgentContext, from: Address, body: Body) -> Result<HandlerFuture, String>;
 }
 
 pub(crate) struct MessageFn<M, F> {
@@ -53,11 +82,11 @@ impl<M, F> MessageFn<M, F> {
 impl<M, F, Fut, O> MessageHandler for MessageFn<M, F>
 where
     M: Message,
-    F: Fn(Context, Address, M) -> Fut + Send + Sync + 'static,
+    F: Fn(AgentContext, Address, M) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = O> + Send + 'static,
     O: HandlerOutput,
 {
-    fn call(&self, ctx: Context, from: Address, body: Body) -> Result<HandlerFuture, String> {
+    fn call(&self, ctx: AgentContext, from: Address, body: Body) -> Result<HandlerFuture, String> {
         let message: M = match body {
             Body::Typed(value) => {
                 *value.downcast::<M>().map_err(|_| format!("internal: value routed as {} has another type", M::NAME))?
@@ -66,27 +95,27 @@ where
                 serde_json::from_slice(&bytes).map_err(|e| format!("payload does not decode as {}: {e}", M::NAME))?
             }
         };
-        // A combinator, not an `async` block: a block awaiting the future it captured holds
-        // it twice (captured and awaited), which doubled the boxed handler's size.
-        Ok(Box::pin((self.f)(ctx, from, message).map(HandlerOutput::into_outcome)))
+        // Not an `async` block: a block awaiting the future it captured holds it twice
+        // (captured and awaited), which doubled the boxed handler's size.
+        Ok(HandlerFuture::new((self.f)(ctx, from, message)))
     }
 }
 
 /// A startup, shutdown or interval handler.
 pub(crate) trait TaskHandler: Send + Sync {
-    fn call(&self, ctx: Context) -> HandlerFuture;
+    fn call(&self, ctx: AgentContext) -> HandlerFuture;
 }
 
 pub(crate) struct TaskFn<F>(pub(crate) F);
 
 impl<F, Fut, O> TaskHandler for TaskFn<F>
 where
-    F: Fn(Context) -> Fut + Send + Sync + 'static,
+    F: Fn(AgentContext) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = O> + Send + 'static,
     O: HandlerOutput,
 {
-    fn call(&self, ctx: Context) -> HandlerFuture {
-        // A combinator for the same reason as in `MessageFn::call`.
-        Box::pin((self.0)(ctx).map(HandlerOutput::into_outcome))
+    fn call(&self, ctx: AgentContext) -> HandlerFuture {
+        // Not an `async` block, for the same reason as in `MessageFn::call`.
+        HandlerFuture::new((self.0)(ctx))
     }
 }

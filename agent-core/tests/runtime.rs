@@ -499,9 +499,10 @@ async fn agents_load_their_identity_from_a_key_file() {
     assert!(matches!(missing, Err(agent_core::AgentError::Identity(agent_core::IdentityError::Io { .. }))));
 }
 
-/// An agent reuses one timer for the requests its handlers make (rearmed, not registered
-/// anew): each request must still end at its own deadline, earlier or later than the last
-/// one, after the timer fired or not, and with another request in flight beside it. On
+/// An agent reuses one timer for the requests its handlers make (not registered anew, and
+/// rearmed only when it would fire late): each request must still end at its own deadline,
+/// earlier or later than the last one, after the timer fired or not, when the timer fires
+/// early at an earlier request's deadline, and with another request in flight beside it. On
 /// real time (`exact` false) a loaded machine may fire timers late, so only "not early" is
 /// checked; the paused clock checks the deadline itself.
 async fn requests_from_a_handler_keep_their_own_deadlines(exact: bool) {
@@ -527,6 +528,17 @@ async fn requests_from_a_handler_keep_their_own_deadlines(exact: bool) {
             silent
         })
         .unwrap();
+    // Answers after a while: a request to it waits on the timer, on either runtime.
+    let slow = bureau
+        .add({
+            let mut slow = agent("slow");
+            slow.on_message(|ctx: Context, _from: Address, Ask(n): Ask| async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                ctx.reply(Answer(n * 2)).await
+            });
+            slow
+        })
+        .unwrap();
     let (report, mut reports) = mpsc::unbounded_channel::<(bool, Duration)>();
     let mut asker = agent("asker");
     asker.on_message(move |ctx: Context, _from: Address, _go: Note| {
@@ -541,6 +553,15 @@ async fn requests_from_a_handler_keep_their_own_deadlines(exact: bool) {
                 assert!(timed_out || answered == Ok(Answer(2)), "unexpected outcome {answered:?}");
                 let _ = report.send((timed_out, started.elapsed()));
             }
+            // The timer, left at an answered request's deadline, fires while a later request
+            // with a later deadline waits on it: that request keeps waiting to its own.
+            let answered = ctx.request::<Ask, Answer>(slow, Ask(1), Duration::from_millis(1000)).await;
+            assert_eq!(answered, Ok(Answer(2)));
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            let started = tokio::time::Instant::now();
+            let answered = ctx.request::<Ask, Answer>(silent, Ask(1), Duration::from_millis(1000)).await;
+            assert!(matches!(answered, Err(RequestError::Timeout { .. })), "unexpected outcome {answered:?}");
+            let _ = report.send((true, started.elapsed()));
             // Two at once: one takes the agent's timer, the other a timer of its own.
             let started = tokio::time::Instant::now();
             let (short, long) = tokio::join!(
@@ -555,7 +576,8 @@ async fn requests_from_a_handler_keep_their_own_deadlines(exact: bool) {
     });
     let asker = bureau.add(asker).unwrap();
     bureau.context(asker).unwrap().send(asker, Note("go".into())).await.unwrap();
-    let expected = [(false, 0), (true, 1000), (false, 0), (true, 200), (false, 0), (true, 5000), (true, 700)];
+    let expected =
+        [(false, 0), (true, 1000), (false, 0), (true, 200), (false, 0), (true, 5000), (true, 1000), (true, 700)];
     for (step, (timed_out, after_ms)) in expected.into_iter().enumerate() {
         let (was_timed_out, took) =
             tokio::time::timeout(Duration::from_secs(60), reports.recv()).await.unwrap().unwrap();
