@@ -71,15 +71,19 @@ pub async fn call<T: Serialize, P: DeserializeOwned + Send + 'static>(
     let (task, until, deadline_ms) = prepare(task, deadline)?;
     let call = rand_id();
     let kept = kept(call, None);
+    let mut targets = Vec::with_capacity(participants.len());
     let mut called = std::collections::HashSet::with_capacity(participants.len());
-    // Two dialogues with one participant would give two proposals, both awardable.
-    let targets = participants.iter().copied().filter(|participant| called.insert(*participant)).map(|participant| {
+    for &participant in participants {
+        // Two dialogues with one participant would give two proposals, both awardable.
+        if !called.insert(participant) {
+            continue;
+        }
         let id: u128 = rand_id();
         let step = Step::default().until(deadline_ms).keeping(kept.clone());
         dialogues.open_with(Cfp::NAME, id, participant, PARTICIPANT, now_ms(), step)?;
-        Ok((participant, id))
-    });
-    gather(ctx, book, call, targets, task, deadline, until, deadline_ms).await
+        targets.push((participant, id));
+    }
+    Ok(gather(ctx, book, call, targets, task, deadline, until, deadline_ms).await)
 }
 
 /// The iterated variant: calls the proposers of `called` again, in the same dialogues, with
@@ -97,12 +101,13 @@ pub async fn call_again<T: Serialize, P: DeserializeOwned + Send + 'static, Q>(
     let dialogues = book.get(ctx, INITIATOR)?;
     let (task, until, deadline_ms) = prepare(task, deadline)?;
     let kept = kept(called.call, None);
-    let targets = called.proposals.iter().map(|proposal| {
+    let mut targets = Vec::with_capacity(called.proposals.len());
+    for proposal in &called.proposals {
         let step = Step::default().until(deadline_ms).keeping(kept.clone());
         dialogues.outgoing_with(Cfp::NAME, proposal.dialogue, now_ms(), step)?;
-        Ok((proposal.from, proposal.dialogue))
-    });
-    gather(ctx, book, called.call, targets, task, deadline, until, deadline_ms).await
+        targets.push((proposal.from, proposal.dialogue));
+    }
+    Ok(gather(ctx, book, called.call, targets, task, deadline, until, deadline_ms).await)
 }
 
 /// The task as JSON, and the deadline on both clocks: the participants are told
@@ -115,43 +120,34 @@ fn prepare<T: Serialize>(
     Ok((task, tokio::time::Instant::now() + deadline, now_ms().saturating_add(deadline.as_millis() as u64)))
 }
 
-/// Sends the call to each (participant, dialogue) `targets` records, each as soon as its
-/// dialogue is recorded, and gathers the answers until `until`. If a dialogue cannot be
-/// recorded, the calls already sent are withdrawn ([`Cancel`]) and the error returned.
+/// Sends the call to each (participant, dialogue) and gathers the answers until `until`.
 ///
 /// Each answer is checked, recorded and decoded on its own task, as it arrives, so answers
-/// are handled side by side (and while later dialogues are still being opened); the caller
-/// is woken once, when the last is in (or at the deadline), not once per answer.
+/// are handled side by side; the caller is woken once, when the last is in (or at the
+/// deadline), not once per answer.
 #[allow(clippy::too_many_arguments)]
 async fn gather<P: DeserializeOwned + Send + 'static>(
     ctx: &Context,
     book: &Book,
     call: u128,
-    targets: impl Iterator<Item = Result<(Address, u128), ContractNetError>>,
+    targets: Vec<(Address, u128)>,
     task: serde_json::Value,
     deadline: Duration,
     until: tokio::time::Instant,
     deadline_ms: u64,
-) -> Result<Called<P>, ContractNetError> {
+) -> Called<P> {
     let late_window = deadline.max(Duration::from_secs(1));
+    let participants: Vec<Address> = targets.iter().map(|(p, _)| *p).collect();
     let gathering = Arc::new(Gathering::<P> {
-        // One outstanding for the sending itself, so answers that come before the last
-        // call is sent cannot make the call look complete.
-        state: parking_lot::Mutex::new(Gathered { answers: Vec::new(), outstanding: 1, busy: 0, closed: false }),
+        state: parking_lot::Mutex::new(Gathered {
+            answers: Vec::new(),
+            outstanding: targets.len(),
+            busy: 0,
+            closed: false,
+        }),
         settled: tokio::sync::Notify::new(),
     });
-    let mut participants = Vec::with_capacity(targets.size_hint().0);
-    for target in targets {
-        let (participant, id) = match target {
-            Ok(target) => target,
-            Err(e) => {
-                gathering.state.lock().closed = true;
-                withdraw(ctx, book, &participants, "the call could not be recorded").await;
-                return Err(e);
-            }
-        };
-        participants.push((participant, id));
-        gathering.state.lock().outstanding += 1;
+    for (participant, id) in targets {
         let ctx = ctx.clone();
         let cfp = Cfp { task: task.clone(), deadline_ms };
         let book = book.clone();
@@ -204,7 +200,6 @@ async fn gather<P: DeserializeOwned + Send + 'static>(
             asked.settle(answered);
         });
     }
-    gathering.settle(false, None);
     // Until every answer is in or the deadline passes; then the answers being handled
     // now are waited for, and later ones are late.
     let all_in = async {
@@ -232,8 +227,8 @@ async fn gather<P: DeserializeOwned + Send + 'static>(
             }
         }
     }
-    called.silent = participants.iter().map(|(p, _)| *p).filter(|p| !answered.contains(p)).collect();
-    Ok(called)
+    called.silent = participants.iter().filter(|p| !answered.contains(p)).copied().collect();
+    called
 }
 
 /// The answers of a call being gathered, shared by the tasks that wait for them and the
@@ -455,21 +450,6 @@ pub async fn cancel<P, R>(
     match cancelled.is_empty() {
         true => Err(ContractNetError::NothingToCancel),
         false => Ok(Outcome::Cancelled { cancelled }),
-    }
-}
-
-/// Withdraws the calls just sent in `sent` (participant, dialogue) because the rest of
-/// the call could not be recorded: each participant is told ([`Cancel`]), so nothing it
-/// proposes is held for a call that failed. Told even where the cancel cannot be recorded
-/// either (the storage is failing): the dialogue then stays `called` here until it expires.
-async fn withdraw(ctx: &Context, book: &Book, sent: &[(Address, u128)], reason: &str) {
-    let dialogues = book.dialogues();
-    for &(to, id) in sent {
-        if let Some(Err(e)) = dialogues.map(|d| d.outgoing_named("Cancel", id, now_ms())) {
-            tracing::warn!(dialogue = %format!("{id:032x}"), error = %e, "a withdrawn call's cancel is not recorded");
-        }
-        // A participant that is gone loses nothing by not hearing it.
-        let _ = ctx.send_in(id, to, Cancel { reason: reason.into() }).await;
     }
 }
 
