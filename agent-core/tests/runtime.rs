@@ -544,8 +544,19 @@ async fn requests_from_a_handler_keep_their_own_deadlines(exact: bool) {
     asker.on_message(move |ctx: Context, _from: Address, _go: Note| {
         let report = report.clone();
         async move {
-            let steps: [(Address, u64); 6] =
-                [(quick, 1000), (silent, 1000), (quick, 200), (silent, 200), (quick, 5000), (silent, 5000)];
+            // The last two: a shorter deadline after the timer was left at a longer one (by a
+            // request answered while it waited on the timer) must move it earlier, or the
+            // request would time out late.
+            let steps: [(Address, u64); 8] = [
+                (quick, 1000),
+                (silent, 1000),
+                (quick, 200),
+                (silent, 200),
+                (quick, 5000),
+                (silent, 5000),
+                (slow, 5000),
+                (silent, 200),
+            ];
             for (to, timeout_ms) in steps {
                 let started = tokio::time::Instant::now();
                 let answered = ctx.request::<Ask, Answer>(to, Ask(1), Duration::from_millis(timeout_ms)).await;
@@ -576,8 +587,18 @@ async fn requests_from_a_handler_keep_their_own_deadlines(exact: bool) {
     });
     let asker = bureau.add(asker).unwrap();
     bureau.context(asker).unwrap().send(asker, Note("go".into())).await.unwrap();
-    let expected =
-        [(false, 0), (true, 1000), (false, 0), (true, 200), (false, 0), (true, 5000), (true, 1000), (true, 700)];
+    let expected = [
+        (false, 0),
+        (true, 1000),
+        (false, 0),
+        (true, 200),
+        (false, 0),
+        (true, 5000),
+        (false, 0),
+        (true, 200),
+        (true, 1000),
+        (true, 700),
+    ];
     for (step, (timed_out, after_ms)) in expected.into_iter().enumerate() {
         let (was_timed_out, took) =
             tokio::time::timeout(Duration::from_secs(60), reports.recv()).await.unwrap().unwrap();

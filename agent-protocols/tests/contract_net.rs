@@ -14,6 +14,8 @@ use agent_protocols::contract_net::{
 use agent_protocols::dialogue::{RefusalCause, Refused};
 use parking_lot::Mutex;
 
+mod common;
+
 /// A seller of seats at a fixed price; it holds a seat for each proposal and gives it back
 /// when the proposal is rejected.
 struct Seller {
@@ -884,18 +886,11 @@ async fn an_accept_from_a_stranger_in_anothers_dialogue_is_refused_and_nothing_i
 #[tokio::test]
 async fn initiator_messages_from_a_participant_are_refused_as_the_wrong_role() {
     let m = market().await;
-    let told: Arc<Mutex<Vec<Refused>>> = Arc::default();
     let mut rogue = Agent::builder("rogue").build().unwrap();
     rogue.on_message(|ctx: Context, _from: Address, _cfp: contract_net::Cfp| async move {
         let _ = ctx.reply(Answer::Propose { proposal: serde_json::json!(70), hold_until_ms: None, pay_to: None }).await;
     });
-    {
-        let told = told.clone();
-        rogue.on_message(move |_ctx: Context, _from: Address, refused: Refused| {
-            let told = told.clone();
-            async move { told.lock().push(refused) }
-        });
-    }
+    let told = common::hear_refusals(&mut rogue);
     rogue.on_message(|_ctx: Context, _from: Address, _: Reject| async {});
     let rogue = m.bureau.add(rogue).unwrap();
     let ctx = m.bureau.context(m.initiator).unwrap();
@@ -935,21 +930,14 @@ async fn participant_messages_sent_to_a_participant_are_refused_as_the_wrong_rol
     let mut both = Agent::builder("both roles").build().unwrap();
     let both_participant = contract_net::serve(&mut both, Seller::new(80));
     let both_initiator = contract_net::Book::default();
-    contract_net::refuse_strays(&mut both, &both_initiator);
+    contract_net::refuse_strays_serving(&mut both, &both_initiator, &both_participant);
     let both = m.bureau.add(both).unwrap();
 
-    let told: Arc<Mutex<Vec<Refused>>> = Arc::default();
     let mut rogue = Agent::builder("rogue initiator").build().unwrap();
     rogue.on_message(|ctx: Context, _from: Address, _cfp: contract_net::Cfp| async move {
         let _ = ctx.reply(Answer::Propose { proposal: serde_json::json!(70), hold_until_ms: None, pay_to: None }).await;
     });
-    {
-        let told = told.clone();
-        rogue.on_message(move |_ctx: Context, _from: Address, refused: Refused| {
-            let told = told.clone();
-            async move { told.lock().push(refused) }
-        });
-    }
+    let told = common::hear_refusals(&mut rogue);
     let rogue = m.bureau.add(rogue).unwrap();
     let rogue_ctx = m.bureau.context(rogue).unwrap();
     let propose = || Answer::Propose { proposal: serde_json::json!(1), hold_until_ms: None, pay_to: None };

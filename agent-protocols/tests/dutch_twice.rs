@@ -9,17 +9,17 @@ use std::time::Duration;
 
 use agent_core::{Address, Agent, Bureau, Context, Identity};
 use agent_protocols::auction::Award;
-use agent_protocols::dialogue::{DialogueError, RefusalCause, Refused};
+use agent_protocols::dialogue::{DialogueError, RefusalCause};
 use agent_protocols::dutch::{self, Clock, Take};
 use agent_protocols::sealed_bid::{BidError, SignedBid};
 use agent_protocols::settlement::Sales;
-use parking_lot::Mutex;
+
+mod common;
 
 #[tokio::test]
 async fn a_second_dutch_take_is_refused_and_the_first_is_the_award() {
     const TWICE: &str = "takes twice";
     let bureau = Bureau::new().unwrap();
-    let told: Arc<Mutex<Vec<Refused>>> = Arc::default();
     let taken = Arc::new(AtomicBool::new(false));
     let mut rogue = Agent::builder(TWICE).seed(TWICE).build().unwrap();
     rogue.on_message(move |ctx: Context, from: Address, clock: Clock| {
@@ -36,13 +36,7 @@ async fn a_second_dutch_take_is_refused_and_the_first_is_the_award() {
         }
     });
     rogue.on_message(|_ctx: Context, _from: Address, _closed: dutch::Closed| async {});
-    {
-        let told = told.clone();
-        rogue.on_message(move |_ctx: Context, _from: Address, refused: Refused| {
-            let told = told.clone();
-            async move { told.lock().push(refused) }
-        });
-    }
+    let told = common::hear_refusals(&mut rogue);
     let rogue = bureau.add(rogue).unwrap();
     let mut auctioneer = Agent::builder("auctioneer").build().unwrap();
     let house = dutch::Auctioneer::serve(&mut auctioneer, Sales::new());

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use agent_core::{Address, Agent, Bureau, Context, Identity};
 use agent_protocols::auction::Award;
-use agent_protocols::dialogue::{DialogueError, RefusalCause, Refused};
+use agent_protocols::dialogue::{DialogueError, RefusalCause};
 use agent_protocols::sealed_bid::{self, BidAnswer, BidError, Bidder, CallForBids, Pricing, SignedBid};
 use agent_protocols::settlement::Sales;
-use parking_lot::Mutex;
+
+mod common;
 
 struct Fixed {
     amount: Option<u128>,
@@ -91,7 +92,6 @@ async fn a_second_sealed_bid_is_refused_and_the_first_stands() {
     const TWICE: &str = "bidder twice";
     let bureau = Bureau::new().unwrap();
     let honest = add(&bureau, "bidder honest", "bidder honest", Some(100), Duration::ZERO);
-    let told: Arc<Mutex<Vec<Refused>>> = Arc::default();
     let mut rogue = Agent::builder(TWICE).seed(TWICE).build().unwrap();
     rogue.on_message(|ctx: Context, from: Address, call: CallForBids| async move {
         let me = Identity::from_seed(TWICE);
@@ -100,13 +100,7 @@ async fn a_second_sealed_bid_is_refused_and_the_first_stands() {
             assert!(sent.is_ok(), "{sent:?}");
         }
     });
-    {
-        let told = told.clone();
-        rogue.on_message(move |_ctx: Context, _from: Address, refused: Refused| {
-            let told = told.clone();
-            async move { told.lock().push(refused) }
-        });
-    }
+    let told = common::hear_refusals(&mut rogue);
     let rogue = bureau.add(rogue).unwrap();
     let mut auctioneer = Agent::builder("auctioneer").build().unwrap();
     let house = sealed_bid::Auctioneer::serve(&mut auctioneer, Sales::new());

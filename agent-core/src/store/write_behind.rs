@@ -32,9 +32,33 @@ type Key = (Table, Vec<u8>);
 /// prefixes (an agent's address, then its own key's prefix), so an ordered map compared
 /// most of each key many times per write. Order is restored where it matters: a scan
 /// sorts what it finds, and a commit writes its batch in key order. Hashed with foldhash,
-/// several times faster than the standard hasher on keys this long and seeded per process
-/// as well, so keys a peer chooses (a dialogue's id) cannot be picked to collide.
-type Writes = HashMap<Key, Option<Vec<u8>>, foldhash::fast::RandomState>;
+/// several times faster than the standard hasher on keys this long, seeded as [`Seeded`].
+type Writes = HashMap<Key, Option<Vec<u8>>, Seeded>;
+
+/// foldhash seeded from the operating system's randomness (through `rand`), as the
+/// standard hasher is: a seed of its own for each batch's map, and one shared seed drawn once
+/// per process. Keys include ids a peer chooses (a dialogue's); foldhash's own default seed
+/// comes from addresses and the time, which this does not rely on. The shared seed is the
+/// one process-wide value here: it is random and never changes, so stores in one process
+/// cannot see each other through it.
+#[derive(Clone)]
+struct Seeded(foldhash::fast::SeedableRandomState);
+
+impl Default for Seeded {
+    fn default() -> Seeded {
+        static SHARED: std::sync::OnceLock<foldhash::SharedSeed> = std::sync::OnceLock::new();
+        let shared = SHARED.get_or_init(|| foldhash::SharedSeed::from_u64(rand::random()));
+        Seeded(foldhash::fast::SeedableRandomState::with_seed(rand::random(), shared))
+    }
+}
+
+impl std::hash::BuildHasher for Seeded {
+    type Hasher = foldhash::fast::FoldHasher<'static>;
+
+    fn build_hasher(&self) -> Self::Hasher {
+        self.0.build_hasher()
+    }
+}
 
 struct Shared {
     db: Database,

@@ -69,8 +69,8 @@ pub(super) fn supplier_agent(
 ) -> Result<(Agent, Arc<Supplier>), MarketError> {
     let supplier = Supplier::new(spec, scenario.clone(), rng, directory, started_ms);
     let mut agent = Agent::builder(spec.name.clone()).identity(Identity::from_seed(&seed_of(&spec.name))).build()?;
-    contract_net::serve(&mut agent, supplier.clone());
-    contract_net::refuse_strays(&mut agent, &supplier.buying);
+    let selling = contract_net::serve(&mut agent, supplier.clone());
+    contract_net::refuse_strays_serving(&mut agent, &supplier.buying, &selling);
     let shown = supplier.clone();
     agent.include(
         agent_core::Protocol::new("supply-demo-books", "1.0")

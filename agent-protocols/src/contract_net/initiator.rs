@@ -553,11 +553,23 @@ fn is_past_its_call(dialogue: &Dialogue, now_ms: u64) -> bool {
     dialogue.state == EXPIRED || (dialogue.state == "called" && dialogue.deadline_ms.is_some_and(|d| now_ms > d))
 }
 
+/// [`refuse_strays`] for an agent that both calls for proposals (with `initiator`) and is a
+/// participant ([`serve`] gave it `participant`; call this after it). Answers and reports
+/// then go to the participant side's handlers, which refuse a participant's messages sent
+/// to it as from the wrong role, and pass those of the initiator's dialogues, and of no
+/// dialogue, on to this side: a late proposal is still rejected as late.
+pub fn refuse_strays_serving(agent: &mut Agent, initiator: &Book, participant: &Book) {
+    if participant.initiator.set(initiator.clone()).is_err() {
+        tracing::warn!(agent = %agent.address(), "this participant's book is joined to an initiator's already; the first stays");
+    }
+    refuse_strays(agent, initiator);
+}
+
 /// Makes `agent` answer stray contract-net messages (answers and reports outside a
 /// request, and the initiator's own messages, [`Cfp`], [`Accept`] and [`Reject`], sent by a
 /// participant) with a [`Refused`] naming the dialogue, its state and what the peer may
-/// send; they never change an outcome. Call it after [`serve`] on an agent that is both:
-/// the initiator's messages then go to its participant side. A proposal that comes after its call stopped
+/// send; they never change an outcome. On an agent that is also a participant, call
+/// [`refuse_strays_serving`] instead, after [`serve`]. A proposal that comes after its call stopped
 /// waiting (past the deadline and the wait for late replies, or once its dialogue expired)
 /// is rejected as [`RejectReason::Late`] instead, as FIPA requires. It also sweeps the initiator's dialogues (as
 /// [`serve`] does the participant's): open ones a minute past their deadline expire, and
@@ -565,8 +577,10 @@ fn is_past_its_call(dialogue: &Dialogue, now_ms: u64) -> bool {
 pub fn refuse_strays(agent: &mut Agent, book: &Book) {
     sweep(agent, book, INITIATOR);
     // An agent that is also a participant refuses answers and reports there already
-    // ([`serve`]): this side joins it, and answers those of its own dialogues.
-    if !join_initiator(agent, book) {
+    // ([`serve`]); joined ([`refuse_strays_serving`]), it passes this side's on.
+    if agent.handles::<Answer>() || agent.handles::<Report>() {
+        tracing::debug!(agent = %agent.address(), "answers and reports are handled already; the initiator side adds no handlers for them");
+    } else {
         let strays = book.clone();
         agent.on_message(move |ctx: Context, from: Address, answer: Answer| {
             let book = strays.clone();

@@ -56,7 +56,7 @@ pub use initiator::*;
 pub use messages::*;
 pub use participant::*;
 pub use pay::*;
-use strays::{join_initiator, refuse_participants_messages};
+use strays::refuse_participants_messages;
 
 /// Why a contract-net call or award could not run. What the participants did (refusals,
 /// failures, silence) is never an error: it is in the [`Called`] and [`Outcome`].
@@ -117,6 +117,9 @@ fn now_ms() -> u64 {
 #[derive(Clone, Default)]
 pub struct Book {
     dialogues: Arc<OnceLock<Dialogues>>,
+    /// A participant's book only: the initiator side of the same agent, once joined
+    /// ([`refuse_strays_serving`]), to which its stray answers and reports go.
+    initiator: Arc<OnceLock<Book>>,
 }
 
 impl Book {

@@ -1,37 +1,21 @@
 //! A participant's refusal of a participant's own messages ([`Answer`], [`Report`]) sent to
 //! it, and how it shares those messages with the initiator side of an agent that is both.
 
-use std::cell::RefCell;
-use std::sync::Weak;
-
 use super::*;
-
-thread_local! {
-    /// The agents given a participant side by [`serve`] on this thread whose stray answers
-    /// and reports an initiator side ([`refuse_strays`]) may join: each agent's slot for
-    /// its initiator's book. Filled and emptied while agents are built (an agent is built on
-    /// one thread, with no await between `serve` and `refuse_strays`); a slot whose agent
-    /// is gone is dropped at the next `serve`.
-    static SERVED: RefCell<Vec<(Address, Weak<OnceLock<Book>>)>> = const { RefCell::new(Vec::new()) };
-}
 
 /// Makes `agent`, a participant whose dialogues are in `participant`, refuse answers and
 /// reports (a participant's messages, never an initiator's) with a [`Refused`]: from its
 /// initiator they are the wrong role, from anyone else another's dialogue or none. On an
-/// agent that is also an initiator, [`refuse_strays`] (called after [`serve`]) joins its
-/// book here: what belongs to one of the initiator's dialogues, or to none, is the
-/// initiator's to answer (a late proposal is rejected as late).
+/// agent that is also an initiator, [`refuse_strays_serving`] joins the initiator's book to
+/// `participant` (its `initiator` slot): what belongs to one of the initiator's
+/// dialogues, or to none, is then the initiator's to answer (a late proposal is rejected as
+/// late).
 pub(super) fn refuse_participants_messages(agent: &mut Agent, participant: &Book) {
     if agent.handles::<Answer>() || agent.handles::<Report>() {
         // The agent answers them already (an initiator side added first).
         return;
     }
-    let initiator: Arc<OnceLock<Book>> = Arc::default();
-    SERVED.with(|served| {
-        let mut served = served.borrow_mut();
-        served.retain(|(_, slot)| slot.strong_count() > 0);
-        served.push((agent.address(), Arc::downgrade(&initiator)));
-    });
+    let initiator = Arc::clone(&participant.initiator);
     let (book, slot) = (participant.clone(), initiator.clone());
     agent.on_message(move |ctx: Context, from: Address, answer: Answer| {
         let (book, slot) = (book.clone(), slot.clone());
@@ -42,29 +26,6 @@ pub(super) fn refuse_participants_messages(agent: &mut Agent, participant: &Book
         let (book, slot) = (book.clone(), slot.clone());
         async move { refuse(&ctx, &book, &slot, from, report_step(&report)).await }
     });
-}
-
-/// Joins the initiator's `book` to the participant side [`serve`] gave `agent`, if it did:
-/// then the participant side's handlers pass the initiator's strays on, and `true` says
-/// the initiator side needs no handlers of its own for answers and reports (nor may it
-/// add any, if the agent has some already).
-pub(super) fn join_initiator(agent: &Agent, book: &Book) -> bool {
-    let address = agent.address();
-    let slot = SERVED.with(|served| {
-        let mut served = served.borrow_mut();
-        let at = served.iter().position(|(served, _)| *served == address)?;
-        served.swap_remove(at).1.upgrade()
-    });
-    if slot.is_some_and(|slot| slot.set(book.clone()).is_ok()) {
-        return true;
-    }
-    let handled = agent.handles::<Answer>() || agent.handles::<Report>();
-    if handled {
-        // A participant side built on another thread, or the program's own handlers: those
-        // answer the strays, the initiator's as of no dialogue (no late rejection).
-        tracing::warn!(agent = %address, "answers and reports are handled already; the initiator side adds no handlers for them");
-    }
-    handled
 }
 
 /// Refuses `step` (an answer or a report) from `from`: the initiator's to answer if its

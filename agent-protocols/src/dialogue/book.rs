@@ -851,7 +851,7 @@ impl std::ops::Deref for Key {
             Key::Inline(bytes, len) => &bytes[..*len],
             Key::Heap(bytes) => bytes,
         };
-        // Whole UTF-8 pieces joined: cannot fail; an empty key would only miss the record.
+        // Whole UTF-8 pieces joined (ASCII and a &str): the fallback is unreachable.
         std::str::from_utf8(bytes).unwrap_or_default()
     }
 }

@@ -1,4 +1,5 @@
-//! What the auction tests share: a bidder that goes up to a limit in every kind of auction.
+//! What the protocol tests share: a bidder that goes up to a limit in every kind of auction,
+//! and ears for the refusals an agent is sent.
 
 // Each test binary uses part of it.
 #![allow(dead_code)]
@@ -6,10 +7,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use agent_core::{Address, Agent, Context};
+use agent_protocols::dialogue::Refused;
 use agent_protocols::double_auction::{self, RoundOpen, Side, Trade};
 use agent_protocols::settlement::{Settled, SettlementError};
 use agent_protocols::{dutch, english, sealed_bid};
 use parking_lot::Mutex;
+
+/// Keeps every [`Refused`] sent to `agent`, in the order it came, for the test to read.
+pub fn hear_refusals(agent: &mut Agent) -> Arc<Mutex<Vec<Refused>>> {
+    let heard: Arc<Mutex<Vec<Refused>>> = Arc::default();
+    let told = heard.clone();
+    agent.on_message(move |_: Context, _: Address, refused: Refused| {
+        told.lock().push(refused);
+        std::future::ready(())
+    });
+    heard
+}
 
 /// Raises to the minimum up to `max`, takes a Dutch price at or below it, bids `max` sealed,
 /// buys one unit at up to `max`; and records how each payment ended.
