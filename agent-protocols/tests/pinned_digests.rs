@@ -33,3 +33,47 @@ sealed-bid agora.auction.sealed 3.0.0 65e845bc453ae84d4f28f1a8409c744aeacedb55e5
 double auction agora.auction.double 2.0.0 e19c90c7af9db2041b8e8ac1b7d1005796ce902d8048bcd7b6db64e494236dba
 settlement agora.settlement 2.0.0 60f5cc8d9a65c8b20ab6ea537cb0d2f7951522131d895d3c9b0f6439c191b5d3
 ";
+
+/// The wire codes of a winner's failure and of its payment refusals are a contract with
+/// peers built from other versions, as the refusal causes are: each variant's serde name,
+/// pinned here, not only through the protocol's digest.
+#[test]
+fn failure_and_payment_refusal_codes_are_pinned() {
+    use agent_core::ledger::EscrowId;
+    use agent_protocols::contract_net::{Failure, PaymentRefused};
+    let code = |value: serde_json::Value| match value {
+        serde_json::Value::String(code) => code,
+        serde_json::Value::Object(tagged) => tagged.keys().next().cloned().unwrap_or_default(),
+        other => panic!("not an enum's wire form: {other}"),
+    };
+    let escrow = EscrowId([7; 32]);
+    let someone = agent_core::Identity::from_seed("someone").address();
+    let refusals = [
+        (PaymentRefused::Unpaid { price: 1 }, "unpaid"),
+        (PaymentRefused::NoPrice, "no_price"),
+        (PaymentRefused::NoWallet("x".into()), "no_wallet"),
+        (PaymentRefused::Ledger("x".into()), "ledger"),
+        (PaymentRefused::NotOpen(escrow), "not_open"),
+        (PaymentRefused::Payer { escrow, locked_by: someone, payer: None }, "payer"),
+        (PaymentRefused::NotMine(escrow), "not_mine"),
+        (PaymentRefused::Amount { escrow, holds: 1, says: 1, price: 2 }, "amount"),
+        (PaymentRefused::Deal(escrow), "deal"),
+        (PaymentRefused::Deadline(escrow), "deadline"),
+    ];
+    for (refused, expected) in refusals {
+        let wire = serde_json::to_value(&refused).unwrap();
+        assert_eq!(code(wire.clone()), expected, "{refused:?}");
+        assert_eq!(serde_json::from_value::<PaymentRefused>(wire).ok(), Some(refused), "round trip");
+    }
+    let failures = [
+        (Failure::Failed { detail: "x".into() }, "failed"),
+        (Failure::PaymentRefused { refused: PaymentRefused::NoPrice }, "payment_refused"),
+        (Failure::HoldEnded, "hold_ended"),
+        (Failure::Unencodable { detail: "x".into() }, "unencodable"),
+    ];
+    for (failure, expected) in failures {
+        let wire = serde_json::to_value(&failure).unwrap();
+        assert_eq!(code(wire.clone()), expected, "{failure:?}");
+        assert_eq!(serde_json::from_value::<Failure>(wire).ok(), Some(failure), "round trip");
+    }
+}
