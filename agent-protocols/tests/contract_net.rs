@@ -33,26 +33,16 @@ struct Seller {
 impl Seller {
     /// A seller that works unpaid (awarded with `award`).
     fn new(price: u64) -> Arc<Seller> {
-        Arc::new(Seller {
-            price,
-            fails: false,
-            hold_ms: None,
-            held: Mutex::new(0),
-            released: Mutex::new(0),
-            priced: false,
-        })
+        Arc::new(Seller::unpaid(price))
     }
 
     /// A seller paid through escrow (awarded with `award_and_pay`).
     fn priced(price: u64) -> Arc<Seller> {
-        Arc::new(Seller {
-            price,
-            fails: false,
-            hold_ms: None,
-            held: Mutex::new(0),
-            released: Mutex::new(0),
-            priced: true,
-        })
+        Arc::new(Seller { priced: true, ..Seller::unpaid(price) })
+    }
+
+    fn unpaid(price: u64) -> Seller {
+        Seller { price, fails: false, hold_ms: None, held: Mutex::new(0), released: Mutex::new(0), priced: false }
     }
 }
 

@@ -57,13 +57,7 @@ async fn a_second_dutch_take_is_refused_and_the_first_is_the_award() {
         "{:?}",
         descent.refused
     );
-    for _ in 0..100 {
-        if !told.lock().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let told = told.lock().clone();
+    let told = common::once_told(&told).await;
     assert_eq!(told.len(), 1, "{told:?}");
     let refused = (told[0].cause, told[0].state.as_deref());
     assert!(

@@ -119,13 +119,7 @@ async fn a_second_sealed_bid_is_refused_and_the_first_stands() {
         "{:?}",
         sealed.refused
     );
-    for _ in 0..100 {
-        if !told.lock().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let told = told.lock().clone();
+    let told = common::once_told(&told).await;
     assert_eq!(told.len(), 1, "{told:?}");
     assert_eq!((told[0].cause, told[0].state.as_deref()), (RefusalCause::OutOfOrder, Some("sealed")), "{told:?}");
     bureau.shutdown().await.unwrap();

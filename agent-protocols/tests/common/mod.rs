@@ -25,6 +25,17 @@ pub fn hear_refusals(agent: &mut Agent) -> Arc<Mutex<Vec<Refused>>> {
     heard
 }
 
+/// What [`hear_refusals`] heard, once something was (waiting at most a second).
+pub async fn once_told(heard: &Mutex<Vec<Refused>>) -> Vec<Refused> {
+    for _ in 0..100 {
+        if !heard.lock().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    heard.lock().clone()
+}
+
 /// Raises to the minimum up to `max`, takes a Dutch price at or below it, bids `max` sealed,
 /// buys one unit at up to `max`; and records how each payment ended.
 pub struct UpTo {
