@@ -677,13 +677,13 @@ fn record(dialogue: &Dialogue) -> Vec<u8> {
     let data = dialogue.data.as_ref().map_or("", Data::as_json);
     let mut out = Vec::with_capacity(192 + 48 * dialogue.said.len() + data.len());
     out.extend_from_slice(b"{\"me\":");
-    json_str(&mut out, &dialogue.me);
+    json_name(&mut out, &dialogue.me);
     out.extend_from_slice(b",\"peer\":\"");
     json_hex(&mut out, dialogue.peer.as_bytes());
     out.extend_from_slice(b"\",\"peer_role\":");
-    json_str(&mut out, &dialogue.peer_role);
+    json_name(&mut out, &dialogue.peer_role);
     out.extend_from_slice(b",\"state\":");
-    json_str(&mut out, &dialogue.state);
+    json_name(&mut out, &dialogue.state);
     out.extend_from_slice(b",\"deadline_ms\":");
     match dialogue.deadline_ms {
         Some(deadline_ms) => json_u64(&mut out, deadline_ms),
@@ -694,9 +694,9 @@ fn record(dialogue: &Dialogue) -> Vec<u8> {
     out.extend_from_slice(b",\"said\":[");
     for (i, said) in dialogue.said.iter().enumerate() {
         out.extend_from_slice(if i == 0 { b"[" } else { b",[" });
-        json_str(&mut out, &said.message);
+        json_name(&mut out, &said.message);
         out.push(b',');
-        json_str(&mut out, &said.sender);
+        json_name(&mut out, &said.sender);
         out.push(b',');
         json_u64(&mut out, said.at_ms);
         out.push(b']');
@@ -710,17 +710,20 @@ fn record(dialogue: &Dialogue) -> Vec<u8> {
     out
 }
 
+/// `name` as a JSON string: copied whole when it has nothing to escape.
+fn json_name(out: &mut Vec<u8>, name: &Name) {
+    if !name.is_plain_json() {
+        return json_str(out, name);
+    }
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.push(b'"');
+}
+
 /// `text` as a JSON string: quoted, with `"`, `\\` and control characters escaped.
 fn json_str(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
     let bytes = text.as_bytes();
-    // Nearly every string here (names from the rules) needs no escape: checked without an
-    // early exit, so the check runs over many bytes at once, then copied whole.
-    if bytes.iter().fold(true, |plain, &byte| plain & (byte >= 0x20 && byte != b'"' && byte != b'\\')) {
-        out.extend_from_slice(bytes);
-        out.push(b'"');
-        return;
-    }
     let mut plain = 0;
     for (i, &byte) in bytes.iter().enumerate() {
         if byte >= 0x20 && byte != b'"' && byte != b'\\' {

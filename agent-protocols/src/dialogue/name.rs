@@ -13,13 +13,56 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// Shared, not copied: every step of every dialogue records its state, message and sender,
 /// and a contract-net round with a thousand participants takes thousands of steps; each
 /// takes its names from the rules, so a step costs a reference count, not an allocation.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Name(Arc<str>);
+#[derive(Clone)]
+pub struct Name {
+    text: Arc<str>,
+    /// Whether the text needs no escape in a JSON string: known once, when the name is
+    /// made, instead of checked at every step that writes it.
+    plain: bool,
+}
 
 impl Name {
     /// The name as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
+    }
+
+    /// Whether the name goes into a JSON string as it is, with nothing to escape.
+    pub(super) fn is_plain_json(&self) -> bool {
+        self.plain
+    }
+
+    fn new(text: Arc<str>) -> Name {
+        let plain = text.bytes().all(|byte| byte >= 0x20 && byte != b'"' && byte != b'\\');
+        Name { text, plain }
+    }
+}
+
+// Equality, order and hash are the text's alone (`plain` follows from it), so a `Name`
+// and the `&str` it borrows as agree, as `HashMap` lookups by `&str` need.
+impl PartialEq for Name {
+    fn eq(&self, other: &Name) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for Name {}
+
+impl PartialOrd for Name {
+    fn partial_cmp(&self, other: &Name) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Name {
+    fn cmp(&self, other: &Name) -> std::cmp::Ordering {
+        self.text.cmp(&other.text)
+    }
+}
+
+impl std::hash::Hash for Name {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.text.hash(state)
     }
 }
 
@@ -27,91 +70,114 @@ impl Deref for Name {
     type Target = str;
 
     fn deref(&self) -> &str {
-        &self.0
+        &self.text
     }
 }
 
 impl AsRef<str> for Name {
     fn as_ref(&self) -> &str {
-        &self.0
+        &self.text
     }
 }
 
 impl Borrow<str> for Name {
     fn borrow(&self) -> &str {
-        &self.0
+        &self.text
     }
 }
 
 impl From<&str> for Name {
     fn from(name: &str) -> Name {
-        Name(name.into())
+        Name::new(name.into())
     }
 }
 
 impl From<String> for Name {
     fn from(name: String) -> Name {
-        Name(name.into())
+        Name::new(name.into())
     }
 }
 
 impl From<Name> for String {
     fn from(name: Name) -> String {
-        name.0.as_ref().to_owned()
+        name.text.as_ref().to_owned()
     }
 }
 
 impl PartialEq<str> for Name {
     fn eq(&self, other: &str) -> bool {
-        &*self.0 == other
+        &*self.text == other
     }
 }
 
 impl PartialEq<&str> for Name {
     fn eq(&self, other: &&str) -> bool {
-        &*self.0 == *other
+        &*self.text == *other
     }
 }
 
 impl PartialEq<String> for Name {
     fn eq(&self, other: &String) -> bool {
-        *self.0 == **other
+        *self.text == **other
     }
 }
 
 impl PartialEq<Name> for &str {
     fn eq(&self, other: &Name) -> bool {
-        **self == *other.0
+        **self == *other.text
     }
 }
 
 impl PartialEq<Name> for str {
     fn eq(&self, other: &Name) -> bool {
-        *self == *other.0
+        *self == *other.text
     }
 }
 
 impl fmt::Debug for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(&*self.text, f)
     }
 }
 
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
 /// As a JSON string.
 impl Serialize for Name {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
+        s.serialize_str(&self.text)
     }
 }
 
 impl<'de> Deserialize<'de> for Name {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Name, D::Error> {
         String::deserialize(d).map(Name::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A map keyed by names is read with plain `&str`s: a name hashes and compares as its
+    /// text, whether or not it needs escaping in JSON.
+    #[test]
+    fn a_name_hashes_and_compares_as_its_text() {
+        let names = ["proposed", "say \"hi\"", "line\nbreak", ""];
+        let map: std::collections::HashMap<Name, usize> =
+            names.iter().enumerate().map(|(i, n)| ((*n).into(), i)).collect();
+        for (i, text) in names.iter().enumerate() {
+            assert_eq!(map.get(*text), Some(&i), "{text:?}");
+        }
+        assert!(Name::from("proposed").is_plain_json());
+        assert!(!Name::from("say \"hi\"").is_plain_json());
+        assert!(!Name::from("back\\slash").is_plain_json());
+        assert!(!Name::from("tab\there").is_plain_json());
+        let (a, b): (Name, Name) = ("a".into(), "b".into());
+        assert!(a < b);
     }
 }
