@@ -46,12 +46,14 @@ use serde::{Deserialize, Serialize};
 use crate::dialogue::{Data, Dialogue, DialogueError, Dialogues, Refused, Rules, Step, EXPIRED};
 use crate::settlement::{refund_at, refundable_after, release_by, released, Payment, REFUND_GRACE};
 
+mod holds;
 mod initiator;
 mod messages;
 mod participant;
 mod pay;
 mod strays;
 
+use holds::Holds;
 pub use initiator::*;
 pub use messages::*;
 pub use participant::*;

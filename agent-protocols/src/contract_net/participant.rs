@@ -54,31 +54,8 @@ struct HeldProposal<P> {
 }
 
 /// The proposal held in `data` (a [`HeldProposal`] kept with a dialogue), decoded as `P`.
-fn held_proposal<P: DeserializeOwned>(data: Option<Data>) -> Option<P> {
+pub(super) fn held_proposal<P: DeserializeOwned>(data: Option<Data>) -> Option<P> {
     data?.decode::<HeldProposal<P>>().ok().map(|held| held.proposal)
-}
-
-/// The timers that release a participant's holds when they end, by dialogue; each is
-/// stopped when its proposal is decided, and all of them with the agent, so a stopped
-/// agent's timers do not act on what a restarted one holds.
-#[derive(Clone, Default)]
-struct Holds {
-    timers: Arc<parking_lot::Mutex<HashMap<u128, tokio::task::AbortHandle>>>,
-}
-
-impl Holds {
-    /// The hold of dialogue `id` no longer needs its timer (the proposal was decided).
-    fn stop(&self, id: u128) {
-        if let Some(timer) = self.timers.lock().remove(&id) {
-            timer.abort();
-        }
-    }
-
-    fn stop_all(&self) {
-        for (_, timer) in self.timers.lock().drain() {
-            timer.abort();
-        }
-    }
 }
 
 /// Makes `agent` a contract-net participant played by `participant`. Messages that do not
@@ -102,7 +79,7 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                     let Some(kept) = dialogue.data else { continue };
                     if let Ok(held) = kept.decode::<HeldProposal<serde::de::IgnoredAny>>() {
                         let (id, initiator) = (dialogue.id, dialogue.peer);
-                        release_when_hold_ends(&participant, &book, &holds, id, initiator, held.hold_until_ms, kept);
+                        holds.hold(&participant, &book, id, initiator, held.hold_until_ms, kept);
                     }
                 }
             }
@@ -166,7 +143,7 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                 match dialogues.outgoing_with(answer_step(&answer), id, now_ms(), step) {
                     Ok(_) => {
                         if let Some((kept, hold_until_ms, _)) = held {
-                            release_when_hold_ends(&participant, &book, &holds, id, from, hold_until_ms, kept);
+                            holds.hold(&participant, &book, id, from, hold_until_ms, kept);
                         }
                         // A proposal the initiator no longer waits for (it came after the call's
                         // wait, by the initiator's clock) is sent in the dialogue instead, so
@@ -310,40 +287,5 @@ async fn collect(wallet: &agent_core::Wallet, id: u128, payment: &Payment) {
     }
     if !release_by(wallet, payment.escrow, escrow.deadline_ms).await {
         tracing::warn!(escrow = %payment.escrow, "a task was done but its escrow could not be released");
-    }
-}
-
-/// Releases the proposal of dialogue `id` (made to `initiator`) once its hold ends, if no
-/// decision took it first (an award takes it to perform; a rejection or cancellation
-/// releases it). An award that comes later is answered with a failure: what was held may
-/// be gone.
-fn release_when_hold_ends<P: Participant>(
-    participant: &Arc<P>,
-    book: &Book,
-    holds: &Holds,
-    id: u128,
-    initiator: Address,
-    hold_until_ms: u64,
-    kept: Data,
-) {
-    let (participant, book) = (Arc::clone(participant), book.clone());
-    let timer = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(hold_until_ms.saturating_sub(now_ms()))).await;
-        let Some(dialogues) = book.dialogues() else { return };
-        // Only the proposal this hold was for: a revised call may have replaced it.
-        match dialogues.take_data(id, Some(&kept)) {
-            Ok(taken) => {
-                if let Some(proposal) = held_proposal::<P::Proposal>(taken) {
-                    tracing::debug!(dialogue = %format!("{id:032x}"), "a proposal's hold ended without a decision");
-                    participant.release(initiator, proposal).await;
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "a proposal whose hold ended could not be released"),
-        }
-    });
-    let mut timers = holds.timers.lock();
-    timers.retain(|_, timer| !timer.is_finished());
-    if let Some(replaced) = timers.insert(id, timer.abort_handle()) {
-        replaced.abort();
     }
 }

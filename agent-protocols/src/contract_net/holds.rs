@@ -1,0 +1,135 @@
+//! [`Holds`]: when a participant's proposals stop being held, and the one timer that
+//! releases those whose hold ends without a decision.
+
+use tokio::time::Instant;
+
+use super::participant::held_proposal;
+use super::*;
+
+/// The holds of one participant agent's proposals, by dialogue, released when they end
+/// undecided. One timer task per agent serves them all: a round with a thousand proposals
+/// would otherwise start a thousand tasks and timers, nearly all stopped unfired when the
+/// proposals are decided. Stopped with the agent, so a stopped agent's timer does not act
+/// on what a restarted one holds.
+#[derive(Clone, Default)]
+pub(super) struct Holds {
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    state: parking_lot::Mutex<State>,
+    /// Wakes the timer when a hold ends sooner than the one it sleeps for.
+    sooner: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct State {
+    /// Each hold, by when it ends and its dialogue. On tokio's clock, as a timer of its own
+    /// per hold would be (a test on paused time sees holds end as time advances).
+    by_end: BTreeMap<(Instant, u128), Hold>,
+    /// When each dialogue's hold ends: the key into `by_end`.
+    end_of: HashMap<u128, Instant>,
+    /// The timer task, once a hold needed it; aborted by [`Holds::stop_all`].
+    timer: Option<tokio::task::AbortHandle>,
+}
+
+/// What ends with a hold: the proposal kept with its dialogue, which the initiator made.
+struct Hold {
+    initiator: Address,
+    kept: Data,
+}
+
+impl Holds {
+    /// Holds what dialogue `id`'s proposal (kept with the dialogue as `kept`) holds until
+    /// `until_ms`, replacing an earlier hold of the same dialogue; `participant` is told to
+    /// release it then, unless [`stop`](Self::stop) came first. Only the proposal this hold
+    /// is for is released: a revised call may have replaced it in the dialogue meanwhile.
+    /// An award that comes after the release is answered with a failure: what was held may
+    /// be gone.
+    pub(super) fn hold<P: Participant>(
+        &self,
+        participant: &Arc<P>,
+        book: &Book,
+        id: u128,
+        initiator: Address,
+        until_ms: u64,
+        kept: Data,
+    ) {
+        let ends = Instant::now() + Duration::from_millis(until_ms.saturating_sub(now_ms()));
+        let mut state = self.shared.state.lock();
+        if let Some(replaced) = state.end_of.insert(id, ends) {
+            state.by_end.remove(&(replaced, id));
+        }
+        let sooner = state.by_end.first_key_value().is_none_or(|(&(first, _), _)| ends < first);
+        state.by_end.insert((ends, id), Hold { initiator, kept });
+        if state.timer.is_none() {
+            let timer = tokio::spawn(release_when_due(Arc::clone(&self.shared), Arc::clone(participant), book.clone()));
+            state.timer = Some(timer.abort_handle());
+        } else if sooner {
+            self.shared.sooner.notify_one();
+        }
+    }
+
+    /// The hold of dialogue `id` ends without a release: its proposal was decided.
+    pub(super) fn stop(&self, id: u128) {
+        let mut state = self.shared.state.lock();
+        if let Some(end) = state.end_of.remove(&id) {
+            state.by_end.remove(&(end, id));
+        }
+    }
+
+    /// Every hold ends without a release, and the timer stops: the agent is stopping.
+    pub(super) fn stop_all(&self) {
+        let mut state = self.shared.state.lock();
+        state.by_end.clear();
+        state.end_of.clear();
+        if let Some(timer) = state.timer.take() {
+            timer.abort();
+        }
+    }
+}
+
+/// The timer: sleeps until the first hold ends (or a sooner one is added), then releases
+/// every hold that has ended, one after the other, and sleeps again.
+async fn release_when_due<P: Participant>(shared: Arc<Shared>, participant: Arc<P>, book: Book) {
+    loop {
+        let first_end = shared.state.lock().by_end.first_key_value().map(|(&(end, _), _)| end);
+        match first_end {
+            // A permit left by `hold` while nothing was held ends this wait at once.
+            None => shared.sooner.notified().await,
+            Some(end) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(end) => {}
+                    () = shared.sooner.notified() => continue,
+                }
+            }
+        }
+        let now = Instant::now();
+        let ended: Vec<(u128, Hold)> = {
+            let mut state = shared.state.lock();
+            let mut ended = Vec::new();
+            while let Some(entry) = state.by_end.first_entry() {
+                if entry.key().0 > now {
+                    break;
+                }
+                let ((_, id), hold) = entry.remove_entry();
+                state.end_of.remove(&id);
+                ended.push((id, hold));
+            }
+            ended
+        };
+        let Some(dialogues) = book.dialogues() else { continue };
+        for (id, Hold { initiator, kept }) in ended {
+            match dialogues.take_data(id, Some(&kept)) {
+                Ok(taken) => {
+                    if let Some(proposal) = held_proposal::<P::Proposal>(taken) {
+                        tracing::debug!(dialogue = %format!("{id:032x}"), "a proposal's hold ended without a decision");
+                        participant.release(initiator, proposal).await;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "a proposal whose hold ended could not be released"),
+            }
+        }
+    }
+}
