@@ -30,6 +30,9 @@ struct State {
     by_end: BTreeMap<(Instant, u128), Hold>,
     /// When each dialogue's hold ends: the key into `by_end`.
     end_of: HashMap<u128, Instant>,
+    /// When the timer wakes next by itself; `None` while it waits with nothing held. A hold
+    /// that ends later needs no wake: the timer finds it when it wakes.
+    wakes_at: Option<Instant>,
     /// The timer task, once a hold needed it; aborted by [`Holds::stop_all`].
     timer: Option<tokio::task::AbortHandle>,
 }
@@ -61,7 +64,7 @@ impl Holds {
         if let Some(replaced) = state.end_of.insert(id, ends) {
             state.by_end.remove(&(replaced, id));
         }
-        let sooner = state.by_end.first_key_value().is_none_or(|(&(first, _), _)| ends < first);
+        let sooner = state.wakes_at.is_none_or(|at| ends < at);
         state.by_end.insert((ends, id), Hold { initiator, kept });
         if state.timer.is_none() {
             let timer = tokio::spawn(release_when_due(Arc::clone(&self.shared), Arc::clone(participant), book.clone()));
@@ -94,7 +97,11 @@ impl Holds {
 /// every hold that has ended, one after the other, and sleeps again.
 async fn release_when_due<P: Participant>(shared: Arc<Shared>, participant: Arc<P>, book: Book) {
     loop {
-        let first_end = shared.state.lock().by_end.first_key_value().map(|(&(end, _), _)| end);
+        let first_end = {
+            let mut state = shared.state.lock();
+            state.wakes_at = state.by_end.first_key_value().map(|(&(end, _), _)| end);
+            state.wakes_at
+        };
         match first_end {
             // A permit left by `hold` while nothing was held ends this wait at once.
             None => shared.sooner.notified().await,
