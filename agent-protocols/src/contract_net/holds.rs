@@ -67,11 +67,24 @@ impl Holds {
         let sooner = state.wakes_at.is_none_or(|at| ends < at);
         state.by_end.insert((ends, id), Hold { initiator, kept });
         if state.timer.is_none() {
-            let timer = tokio::spawn(release_when_due(Arc::clone(&self.shared), Arc::clone(participant), book.clone()));
-            state.timer = Some(timer.abort_handle());
+            self.start_timer(&mut state, participant, book);
         } else if sooner {
             self.shared.sooner.notify_one();
         }
+    }
+
+    /// Starts the timer if it is not running: when the agent starts, so that its first
+    /// proposals (in a round with many participants, all made at once) start no task.
+    pub(super) fn start<P: Participant>(&self, participant: &Arc<P>, book: &Book) {
+        let mut state = self.shared.state.lock();
+        if state.timer.is_none() {
+            self.start_timer(&mut state, participant, book);
+        }
+    }
+
+    fn start_timer<P: Participant>(&self, state: &mut State, participant: &Arc<P>, book: &Book) {
+        let timer = tokio::spawn(release_when_due(Arc::clone(&self.shared), Arc::clone(participant), book.clone()));
+        state.timer = Some(timer.abort_handle());
     }
 
     /// The hold of dialogue `id` ends without a release: its proposal was decided.

@@ -71,6 +71,7 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
         agent.on_startup(move |ctx: Context| {
             let (book, holds, participant) = (book.clone(), holds.clone(), participant.clone());
             async move {
+                holds.start(&participant, &book);
                 let dialogues = match book.get(&ctx, PARTICIPANT) {
                     Ok(dialogues) => dialogues,
                     Err(e) => return tracing::error!(error = %e, "cannot load the contract-net dialogues"),
