@@ -106,9 +106,12 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                     Ok(earlier) => earlier,
                     Err(refused) => return tell(&ctx, id, from, refused).await,
                 };
-                holds.stop(id);
-                if let Some(earlier) = held_proposal::<P::Proposal>(earlier) {
-                    participant.release(from, earlier).await;
+                // Only a revised call finds a proposal held in its dialogue.
+                if earlier.is_some() {
+                    holds.stop(id);
+                    if let Some(earlier) = held_proposal::<P::Proposal>(earlier) {
+                        participant.release(from, earlier).await;
+                    }
                 }
                 let default_hold = cfp
                     .deadline_ms

@@ -390,7 +390,9 @@ impl Dialogues {
             deadline_ms: self.rules.deadline(&initial).map(|d| now_ms.saturating_add(d.as_millis() as u64)),
             state: initial,
             opened_ms: now_ms,
-            said: Vec::new(),
+            // Most protocols' dialogues take a few steps: room for them at once, instead of
+            // growing the list at the first, second and third.
+            said: Vec::with_capacity(4),
             data: None,
         }
     }
@@ -675,7 +677,11 @@ impl Dialogues {
 /// several times faster than serde's walk over the same fields. [`Stored`] reads it back.
 fn record(dialogue: &Dialogue) -> Vec<u8> {
     let data = dialogue.data.as_ref().map_or("", Data::as_json);
-    let mut out = Vec::with_capacity(192 + 48 * dialogue.said.len() + data.len());
+    // Room for all of it, so the record is never copied as it grows: the names, the
+    // peer's 64 hex digits, up to 20 digits per number, and the punctuation around them.
+    let names = dialogue.me.len() + dialogue.peer_role.len() + dialogue.state.len();
+    let said: usize = dialogue.said.iter().map(|said| said.message.len() + said.sender.len() + 30).sum();
+    let mut out = Vec::with_capacity(160 + names + said + data.len());
     out.extend_from_slice(b"{\"me\":");
     json_name(&mut out, &dialogue.me);
     out.extend_from_slice(b",\"peer\":\"");
