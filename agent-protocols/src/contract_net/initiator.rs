@@ -1,5 +1,5 @@
-//! The initiator's side: calling for proposals, awarding them, cancelling, and recalling
-//! calls after a restart.
+//! The initiator's side: calling for proposals, awarding them, and recalling calls after a
+//! restart (withdrawing a call is `cancel.rs`).
 
 use std::collections::HashSet;
 
@@ -314,10 +314,10 @@ impl<P> Drop for Asked<P> {
 /// What an initiator keeps with each dialogue of a call ([`Dialogue::data`]): the call, and
 /// the participant's answer once it came. A restarted initiator finds its calls by it.
 #[derive(Serialize, Deserialize)]
-struct Kept<A> {
-    call: String,
+pub(super) struct Kept<A> {
+    pub(super) call: String,
     #[serde(default = "Option::default", skip_serializing_if = "Option::is_none")]
-    answer: Option<A>,
+    pub(super) answer: Option<A>,
 }
 
 fn kept(call: u128, answer: Option<&Answer>) -> Data {
@@ -423,48 +423,6 @@ pub(super) async fn reject(ctx: &Context, dialogues: &Dialogues, id: u128, to: A
         // The participant may be gone; a rejected proposal has no claim either way.
         let _ = ctx.send_in(id, to, Reject { reason }).await;
     }
-}
-
-/// Withdraws a call before any award: every proposer, and every participant that has not
-/// answered, is sent [`Cancel`] (a proposer releases what it held), and their dialogues are
-/// closed. Returns [`Outcome::Cancelled`] naming them, or
-/// [`ContractNetError::NothingToCancel`] if no dialogue of `called` could be cancelled (all
-/// decided already: awarded, rejected, cancelled or expired), so a cancel never claims what
-/// did not happen.
-pub async fn cancel<P, R>(
-    ctx: &Context,
-    book: &Book,
-    called: &Called<P>,
-    reason: &str,
-) -> Result<Outcome<R>, ContractNetError> {
-    let dialogues = book.get(ctx, INITIATOR)?;
-    let silent = unanswered(dialogues, called.call, &called.silent);
-    let mut cancelled = Vec::new();
-    for (id, to) in called.proposals.iter().map(|p| (p.dialogue, p.from)).chain(silent) {
-        if dialogues.outgoing_named("Cancel", id, now_ms()).is_ok() {
-            // A participant that is gone loses nothing by not hearing it.
-            let _ = ctx.send_in(id, to, Cancel { reason: reason.into() }).await;
-            cancelled.push(to);
-        }
-    }
-    match cancelled.is_empty() {
-        true => Err(ContractNetError::NothingToCancel),
-        false => Ok(Outcome::Cancelled { cancelled }),
-    }
-}
-
-/// The dialogues of call `call` still waiting for an answer from one of `silent`.
-fn unanswered(dialogues: &Dialogues, call: u128, silent: &[Address]) -> Vec<(u128, Address)> {
-    if silent.is_empty() {
-        return Vec::new();
-    }
-    let (silent, call) = (silent.iter().collect::<HashSet<_>>(), format!("{call:032x}"));
-    let of_call = |data: &Option<Data>| {
-        let kept = data.as_ref().and_then(|data| data.decode::<Kept<serde::de::IgnoredAny>>().ok());
-        kept.is_some_and(|kept| kept.call == call)
-    };
-    let waiting = dialogues.all().into_iter().filter(|d| d.state == "called" && silent.contains(&d.peer));
-    waiting.filter(|d| of_call(&d.data)).map(|d| (d.id, d.peer)).collect()
 }
 
 /// Accepts the proposals of `winners` (the rest of `called` are rejected as not chosen),
