@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 
 mod common;
 
-use common::cnp::{add_seller, market, wait_for, Seller};
+use common::cnp::{add_seller, balance, market, paid_market, wait_for, Seller};
 
 /// The initiator withdraws its call: every proposer is told and releases its hold, and a
 /// late award of a withdrawn call is refused by the dialogue.
@@ -53,6 +53,39 @@ fn never_answers(name: &str) -> (Agent, Arc<Mutex<Vec<Cancel>>>) {
         std::future::ready(())
     });
     (agent, heard)
+}
+
+/// A participant that never answered the call is still told when the call is withdrawn,
+/// and named in the outcome with the proposer; the call was on a ledger, and no funds
+/// moved or stay locked.
+#[tokio::test]
+async fn a_participant_that_never_answered_is_told_of_the_cancel_and_named() {
+    let (m, ledger) = paid_market(1_000).await;
+    let seller = Seller::priced(100);
+    let proposer = add_seller(&m, "proposer", seller.clone());
+    let (silent, heard) = never_answers("never answers");
+    let silent = m.bureau.add(silent).unwrap();
+    let ctx = m.bureau.context(m.initiator).unwrap();
+    let called =
+        contract_net::call::<_, u64>(&ctx, &m.book, &[proposer, silent], &"LHR-JFK", Duration::from_millis(300))
+            .await
+            .unwrap();
+    assert_eq!((called.proposals.len(), called.silent.as_slice()), (1, [silent].as_slice()));
+
+    let outcome = contract_net::cancel::<u64, String>(&ctx, &m.book, &called, "trip called off").await.unwrap();
+    let Outcome::Cancelled { mut cancelled } = outcome else { panic!("not cancelled: {outcome:?}") };
+    cancelled.sort();
+    let mut everyone = vec![proposer, silent];
+    everyone.sort();
+    assert_eq!(cancelled, everyone, "the silent participant is named with the proposer");
+    wait_for(|| heard.lock().len() == 1 && *seller.released.lock() == 1).await;
+    assert_eq!(balance(&m, &ledger, m.initiator).await, 1_000, "nothing paid");
+    for participant in [proposer, silent] {
+        assert_eq!(balance(&m, &ledger, participant).await, 0, "nothing paid to a participant");
+    }
+    assert!(ctx.wallet().unwrap().open_escrows(10).await.unwrap().is_empty(), "nothing locked");
+    assert_eq!(ledger.audit_total().unwrap(), 1_000);
+    m.bureau.shutdown().await.unwrap();
 }
 
 /// The initiator's storage fails (its host crashes under it: the only way agent-core offers
