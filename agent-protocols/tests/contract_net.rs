@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use agent_core::{Address, Agent, Bureau, Context};
 use agent_protocols::contract_net::{
-    self, Answer, AwardFailure, Outcome, Paid, Participant, Reject, RejectReason, Report, Unperformed,
+    self, Answer, AwardFailure, Declined, NoProposal, Outcome, Paid, Participant, Reject, RejectReason, Report,
+    Unperformed,
 };
 use agent_protocols::dialogue::{RefusalCause, Refused};
 use parking_lot::Mutex;
@@ -69,7 +70,17 @@ async fn no_proposals_and_failed_winners_are_outcomes_of_their_own() {
 
     let called =
         contract_net::call::<_, u64>(&ctx, &m.book, &[seller], &"nowhere", Duration::from_secs(2)).await.unwrap();
-    assert_eq!(called.refused.len(), 1);
+    assert_eq!(called.refused, [(seller, NoProposal::Refused { cause: Declined::NoProposal, detail: None })]);
+    // A task the seller cannot read as its own (a number, not a route) is refused as such.
+    let unreadable = contract_net::call::<_, u64>(&ctx, &m.book, &[seller], &42, Duration::from_secs(2)).await.unwrap();
+    assert!(
+        matches!(
+            unreadable.refused.as_slice(),
+            [(from, NoProposal::Refused { cause: Declined::UnreadableTask, detail: Some(_) })] if *from == seller
+        ),
+        "{:?}",
+        unreadable.refused
+    );
     let outcome =
         contract_net::award::<u64, String>(&ctx, &m.book, &called, &[], Duration::from_secs(1)).await.unwrap();
     assert_eq!(outcome, Outcome::NoProposals);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use agent_core::sim::Sim;
 use agent_core::{Address, Agent, Context};
-use agent_protocols::contract_net::{self, Cancel, ContractNetError, Outcome};
+use agent_protocols::contract_net::{self, Cancel, CancelCause, ContractNetError, Outcome};
 use agent_protocols::dialogue::DialogueError;
 use parking_lot::Mutex;
 
@@ -26,7 +26,7 @@ async fn a_withdrawn_call_is_cancelled_for_every_proposer() {
     let ctx = m.bureau.context(m.initiator).unwrap();
     let called =
         contract_net::call::<_, u64>(&ctx, &m.book, &addresses, &"LHR-JFK", Duration::from_secs(2)).await.unwrap();
-    let outcome = contract_net::cancel::<u64, String>(&ctx, &m.book, &called, "trip called off").await.unwrap();
+    let outcome = contract_net::cancel::<u64, String>(&ctx, &m.book, &called, Some("trip called off")).await.unwrap();
     let Outcome::Cancelled { mut cancelled } = outcome else { panic!("not cancelled: {outcome:?}") };
     cancelled.sort();
     let mut proposers = addresses.clone();
@@ -37,7 +37,7 @@ async fn a_withdrawn_call_is_cancelled_for_every_proposer() {
         contract_net::award::<u64, String>(&ctx, &m.book, &called, &addresses, Duration::from_secs(1)).await.unwrap();
     assert_eq!(outcome, Outcome::NoneChosen, "nothing can be awarded after a cancel");
     // Nothing is left to cancel: a second cancel says so rather than claim it cancelled.
-    let again = contract_net::cancel::<u64, String>(&ctx, &m.book, &called, "again").await;
+    let again = contract_net::cancel::<u64, String>(&ctx, &m.book, &called, None).await;
     assert!(matches!(again, Err(ContractNetError::NothingToCancel)), "{again:?}");
     m.bureau.shutdown().await.unwrap();
 }
@@ -72,13 +72,15 @@ async fn a_participant_that_never_answered_is_told_of_the_cancel_and_named() {
             .unwrap();
     assert_eq!((called.proposals.len(), called.silent.as_slice()), (1, [silent].as_slice()));
 
-    let outcome = contract_net::cancel::<u64, String>(&ctx, &m.book, &called, "trip called off").await.unwrap();
+    let outcome = contract_net::cancel::<u64, String>(&ctx, &m.book, &called, None).await.unwrap();
     let Outcome::Cancelled { mut cancelled } = outcome else { panic!("not cancelled: {outcome:?}") };
     cancelled.sort();
     let mut everyone = vec![proposer, silent];
     everyone.sort();
     assert_eq!(cancelled, everyone, "the silent participant is named with the proposer");
     wait_for(|| heard.lock().len() == 1 && *seller.released.lock() == 1).await;
+    let told = heard.lock()[0].clone();
+    assert_eq!((told.cause, told.detail), (CancelCause::CallWithdrawn, None), "told why, by its code");
     assert_eq!(balance(&m, &ledger, m.initiator).await, 1_000, "nothing paid");
     for participant in [proposer, silent] {
         assert_eq!(balance(&m, &ledger, participant).await, 0, "nothing paid to a participant");
@@ -114,7 +116,7 @@ async fn a_cancel_that_storage_cannot_record_says_so_and_tells_no_one() {
     assert_eq!((called.proposals.len(), called.silent.as_slice()), (1, [silent].as_slice()));
     // Its storage closes with the crash; the context kept from before still reaches it.
     sim.crash(&office);
-    let cancelled = contract_net::cancel::<u64, String>(&ctx, &book, &called, "trip called off").await;
+    let cancelled = contract_net::cancel::<u64, String>(&ctx, &book, &called, Some("trip called off")).await;
     let Err(ContractNetError::CancelNotRecorded { cancelled, mut unrecorded, error }) = cancelled else {
         panic!("a cancel storage could not record must say so: {cancelled:?}")
     };

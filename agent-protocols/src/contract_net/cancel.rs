@@ -7,7 +7,8 @@ use super::initiator::Kept;
 use super::*;
 
 /// Withdraws a call before any award: every proposer, and every participant that has not
-/// answered, is sent [`Cancel`] (a proposer releases what it held), and their dialogues are
+/// answered, is sent [`Cancel`] with the cause [`CancelCause::CallWithdrawn`] and `detail`,
+/// if given, as its detail (a proposer releases what it held), and their dialogues are
 /// closed. Returns [`Outcome::Cancelled`] naming them.
 ///
 /// A participant is told only once its cancel is recorded, so the two sides never disagree
@@ -21,7 +22,7 @@ pub async fn cancel<P, R>(
     ctx: &Context,
     book: &Book,
     called: &Called<P>,
-    reason: &str,
+    detail: Option<&str>,
 ) -> Result<Outcome<R>, ContractNetError> {
     let dialogues = book.get(ctx, INITIATOR)?;
     let silent = unanswered(dialogues, called.call, &called.silent);
@@ -32,7 +33,8 @@ pub async fn cancel<P, R>(
         match dialogues.outgoing_named("Cancel", id, now_ms()) {
             Ok(_) => {
                 // A participant that is gone loses nothing by not hearing it.
-                let _ = ctx.send_in(id, to, Cancel { reason: reason.into() }).await;
+                let cancel = Cancel { cause: CancelCause::CallWithdrawn, detail: detail.map(str::to_owned) };
+                let _ = ctx.send_in(id, to, cancel).await;
                 cancelled.push(to);
             }
             // Not recorded: telling the participant would close its side of a dialogue

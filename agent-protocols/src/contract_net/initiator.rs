@@ -185,7 +185,9 @@ async fn gather<P: DeserializeOwned + Send + 'static>(
                             Answered::Refused(participant, NoProposal::Unreadable(e.to_string()))
                         }
                     },
-                    Answer::Refuse { reason } => Answered::Refused(participant, NoProposal::Refused(reason)),
+                    Answer::Refuse { cause, detail } => {
+                        Answered::Refused(participant, NoProposal::Refused { cause, detail })
+                    }
                 }),
                 // Past the deadline by the dialogue's clock: late, and told so.
                 Err(DialogueError::Late { .. }) if matches!(answer, Answer::Propose { .. }) => {
@@ -358,7 +360,9 @@ pub fn recall<P: DeserializeOwned>(ctx: &Context, book: &Book) -> Result<Vec<Cal
                     Err(e) => called.refused.push((from, NoProposal::Unreadable(e.to_string()))),
                 }
             }
-            ("refused", Some(Answer::Refuse { reason })) => called.refused.push((from, NoProposal::Refused(reason))),
+            ("refused", Some(Answer::Refuse { cause, detail })) => {
+                called.refused.push((from, NoProposal::Refused { cause, detail }))
+            }
             ("called", _) => called.silent.push(from),
             _ => {}
         }
@@ -400,7 +404,7 @@ pub(super) async fn outcome_of<R: DeserializeOwned>(
                     serde_json::from_value(result).map_err(|e| AwardFailure::UnreadableResult(e.to_string()))
                 }
                 Report::Failure { cause } => Err(cause.into()),
-                Report::Cancelled { reason } => Err(AwardFailure::Withdrawn(reason)),
+                Report::Cancelled { cause, detail } => Err(AwardFailure::Withdrawn { cause, detail }),
             },
             Err(refused) => {
                 tell(ctx, id, winner, refused.clone()).await;
@@ -410,7 +414,8 @@ pub(super) async fn outcome_of<R: DeserializeOwned>(
         Err(e) => {
             if dialogues.outgoing_named("Cancel", id, now_ms()).is_ok() {
                 // The winner may be gone; the award is withdrawn either way.
-                let _ = ctx.send_in(id, winner, Cancel { reason: format!("no report in time: {e}") }).await;
+                let cancel = Cancel { cause: CancelCause::NoReport, detail: Some(e.to_string()) };
+                let _ = ctx.send_in(id, winner, cancel).await;
             }
             Err(AwardFailure::NoReport(e.to_string()))
         }

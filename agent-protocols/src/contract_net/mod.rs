@@ -13,7 +13,7 @@
 //! [`Participant`] attached to an agent with [`serve`].
 //!
 //! The code, one concern a file, all of it exported from here: the messages, roles and
-//! rules (`messages.rs`), the initiator's side (`initiator.rs`), the participant's side
+//! rules (`messages.rs`), the causes they carry (`causes.rs`), the initiator's side (`initiator.rs`), the participant's side
 //! (`participant.rs`), withdrawing a call (`cancel.rs`), and awards paid through escrow
 //! (`pay.rs`). What both sides share
 //! (the [`Book`] of dialogues, their sweeping, refusals) is in this file.
@@ -48,6 +48,7 @@ use crate::dialogue::{Data, Dialogue, DialogueError, Dialogues, Refused, Rules, 
 use crate::settlement::{refund_at, refundable_after, release_by, released, Payment, REFUND_GRACE};
 
 mod cancel;
+mod causes;
 mod initiator;
 mod messages;
 mod participant;
@@ -55,6 +56,7 @@ mod pay;
 mod strays;
 
 pub use cancel::*;
+pub use causes::*;
 pub use initiator::*;
 pub use messages::*;
 pub use participant::*;
