@@ -1,7 +1,8 @@
 //! Why a participant gave no proposal, why the initiator cancelled, and why a winner
 //! withdrew: the causes a program acts on. Each is a variant whose serde name is its wire
 //! code (stable, pinned in `tests/pinned_digests.rs`); a message's free text is only ever
-//! the `detail` next to it.
+//! the `detail` next to it. Each may gain causes in a later version (so they are
+//! `#[non_exhaustive]`: a program's match keeps a catch-all arm).
 
 use super::*;
 
@@ -10,6 +11,7 @@ use super::*;
     Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema,
 )]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Declined {
     /// It has nothing to propose for this task ([`Participant::evaluate`] gave none).
     NoProposal,
@@ -24,6 +26,7 @@ pub enum Declined {
     Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema,
 )]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum CancelCause {
     /// It withdrew its call before any award ([`cancel`]): a proposal's hold ends.
     CallWithdrawn,
@@ -38,6 +41,7 @@ pub enum CancelCause {
     Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema,
 )]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Withdrawal {
     /// It can no longer do the task: what it proposed is gone (a truck broke down, a lot
     /// was lost), so the task will not be done by it.
