@@ -6,120 +6,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_core::ledger::{Ledger, LocalLedger, LocalLedgerConfig};
-use agent_core::{Address, Agent, Bureau, Config, Context, Identity, Wallet};
+use agent_core::{Address, Agent, Bureau, Context};
 use agent_protocols::contract_net::{
-    self, Answer, AwardFailure, ContractNetError, Outcome, Paid, Participant, Reject, RejectReason, Report, Unperformed,
+    self, Answer, AwardFailure, Declined, NoProposal, Outcome, Paid, Participant, Reject, RejectReason, Report,
+    Unperformed,
 };
 use agent_protocols::dialogue::{RefusalCause, Refused};
 use parking_lot::Mutex;
 
 mod common;
 
-/// A seller of seats at a fixed price; it holds a seat for each proposal and gives it back
-/// when the proposal is rejected.
-struct Seller {
-    price: u64,
-    fails: bool,
-    /// How long each proposal's seat is held, if bounded.
-    hold_ms: Option<u64>,
-    held: Mutex<u32>,
-    released: Mutex<u32>,
-    /// Whether it states its price ([`Participant::price`]): then it is paid through
-    /// escrow, and refuses an unpaid award.
-    priced: bool,
-}
-
-impl Seller {
-    /// A seller that works unpaid (awarded with `award`).
-    fn new(price: u64) -> Arc<Seller> {
-        Arc::new(Seller::unpaid(price))
-    }
-
-    /// A seller paid through escrow (awarded with `award_and_pay`).
-    fn priced(price: u64) -> Arc<Seller> {
-        Arc::new(Seller { priced: true, ..Seller::unpaid(price) })
-    }
-
-    fn unpaid(price: u64) -> Seller {
-        Seller { price, fails: false, hold_ms: None, held: Mutex::new(0), released: Mutex::new(0), priced: false }
-    }
-}
-
-#[async_trait::async_trait]
-impl Participant for Seller {
-    type Task = String;
-    type Proposal = u64;
-    type Result = String;
-
-    async fn evaluate(&self, _initiator: Address, route: String) -> Option<(u64, Option<u64>)> {
-        if route == "nowhere" {
-            return None;
-        }
-        *self.held.lock() += 1;
-        Some((self.price, self.hold_ms.map(|ms| agent_core::envelope::unix_now_ms() + ms)))
-    }
-
-    async fn perform(&self, _initiator: Address, price: u64) -> Result<String, Unperformed> {
-        if self.fails {
-            return Err("overbooked".into());
-        }
-        Ok(format!("booked at {price}"))
-    }
-
-    async fn release(&self, _initiator: Address, _price: u64) {
-        *self.released.lock() += 1;
-    }
-
-    fn price(&self, price: &u64) -> Option<u128> {
-        self.priced.then_some(u128::from(*price))
-    }
-}
-
-struct Market {
-    bureau: Bureau,
-    initiator: Address,
-    book: contract_net::Book,
-}
-
-async fn market() -> Market {
-    market_in(Bureau::new().unwrap())
-}
-
-fn market_in(bureau: Bureau) -> Market {
-    let mut agent = Agent::builder("traveller").build().unwrap();
-    let book = contract_net::Book::default();
-    contract_net::refuse_strays(&mut agent, &book);
-    let initiator = bureau.add(agent).unwrap();
-    Market { bureau, initiator, book }
-}
-
-/// A market on a ledger, the traveller's wallet holding `funds`: for paid awards, with
-/// every balance checked.
-async fn paid_market(funds: u128) -> (Market, Arc<LocalLedger>) {
-    let mint = Identity::from_seed("contract-net mint");
-    let ledger = Arc::new(LocalLedger::open(LocalLedgerConfig::default().with_authority(mint.address())).unwrap());
-    let m = market_in(Bureau::with_config(Config::default().with_ledger(ledger.clone())).unwrap());
-    let wallet = m.bureau.context(m.initiator).unwrap().wallet().unwrap().address();
-    Wallet::new(mint, ledger.clone()).mint(wallet, funds).await.unwrap();
-    (m, ledger)
-}
-
-/// The balance of `agent`'s wallet on `ledger`.
-async fn balance(m: &Market, ledger: &LocalLedger, agent: Address) -> u128 {
-    ledger.balance(m.bureau.context(agent).unwrap().wallet().unwrap().address()).await.unwrap()
-}
-
-fn add_seller(market: &Market, name: &str, seller: Arc<Seller>) -> Address {
-    let mut agent = Agent::builder(name).build().unwrap();
-    contract_net::serve(&mut agent, seller);
-    market.bureau.add(agent).unwrap()
-}
-
-/// The lowest price wins; the others are rejected (and release their holds).
-fn cheapest(called: &contract_net::Called<u64>) -> Vec<Address> {
-    called.proposals.iter().min_by_key(|p| p.proposal).map(|p| vec![p.from]).unwrap_or_default()
-}
+use common::cnp::{add_seller, balance, cheapest, market, paid_market, wait_for, Seller};
 
 #[tokio::test]
 async fn the_cheapest_proposal_wins_and_the_others_are_released() {
@@ -173,7 +70,17 @@ async fn no_proposals_and_failed_winners_are_outcomes_of_their_own() {
 
     let called =
         contract_net::call::<_, u64>(&ctx, &m.book, &[seller], &"nowhere", Duration::from_secs(2)).await.unwrap();
-    assert_eq!(called.refused.len(), 1);
+    assert_eq!(called.refused, [(seller, NoProposal::Refused { cause: Declined::NoProposal, detail: None })]);
+    // A task the seller cannot read as its own (a number, not a route) is refused as such.
+    let unreadable = contract_net::call::<_, u64>(&ctx, &m.book, &[seller], &42, Duration::from_secs(2)).await.unwrap();
+    assert!(
+        matches!(
+            unreadable.refused.as_slice(),
+            [(from, NoProposal::Refused { cause: Declined::UnreadableTask, detail: Some(_) })] if *from == seller
+        ),
+        "{:?}",
+        unreadable.refused
+    );
     let outcome =
         contract_net::award::<u64, String>(&ctx, &m.book, &called, &[], Duration::from_secs(1)).await.unwrap();
     assert_eq!(outcome, Outcome::NoProposals);
@@ -408,15 +315,6 @@ async fn a_proposal_not_taken_as_the_reply_is_sent_in_its_dialogue() {
     m.bureau.shutdown().await.unwrap();
 }
 
-/// Waits (at most 5 s) until `done` holds.
-async fn wait_for(done: impl Fn() -> bool) {
-    let until = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !done() {
-        assert!(tokio::time::Instant::now() < until, "timed out");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Participants are found through the almanac by the contract-net protocol's digest and an
 /// attribute, and the round runs with just them.
 #[tokio::test]
@@ -557,33 +455,6 @@ async fn a_call_with_a_far_deadline_holds_a_proposal_for_the_bounded_default_onl
     let held_for = called.proposals[0].hold_until_ms.expect("the answer says until when it is held") - called_at;
     let cap = contract_net::MAX_DEFAULT_HOLD.as_millis() as u64;
     assert!((cap - 1_000..=cap + 1_000).contains(&held_for), "held for {held_for} ms, not about {cap}");
-    m.bureau.shutdown().await.unwrap();
-}
-
-/// The initiator withdraws its call: every proposer is told and releases its hold, and a
-/// late award of a withdrawn call is refused by the dialogue.
-#[tokio::test]
-async fn a_withdrawn_call_is_cancelled_for_every_proposer() {
-    let m = market().await;
-    let sellers = [Seller::new(100), Seller::new(120)];
-    let addresses: Vec<Address> =
-        sellers.iter().enumerate().map(|(i, s)| add_seller(&m, &format!("cancelled {i}"), s.clone())).collect();
-    let ctx = m.bureau.context(m.initiator).unwrap();
-    let called =
-        contract_net::call::<_, u64>(&ctx, &m.book, &addresses, &"LHR-JFK", Duration::from_secs(2)).await.unwrap();
-    let outcome = contract_net::cancel::<u64, String>(&ctx, &m.book, &called, "trip called off").await.unwrap();
-    let Outcome::Cancelled { mut cancelled } = outcome else { panic!("not cancelled: {outcome:?}") };
-    cancelled.sort();
-    let mut proposers = addresses.clone();
-    proposers.sort();
-    assert_eq!(cancelled, proposers, "every proposer told");
-    wait_for(|| sellers.iter().all(|s| *s.released.lock() == 1)).await;
-    let outcome =
-        contract_net::award::<u64, String>(&ctx, &m.book, &called, &addresses, Duration::from_secs(1)).await.unwrap();
-    assert_eq!(outcome, Outcome::NoneChosen, "nothing can be awarded after a cancel");
-    // Nothing is left to cancel: a second cancel says so rather than claim it cancelled.
-    let again = contract_net::cancel::<u64, String>(&ctx, &m.book, &called, "again").await;
-    assert!(matches!(again, Err(ContractNetError::NothingToCancel)), "{again:?}");
     m.bureau.shutdown().await.unwrap();
 }
 

@@ -26,7 +26,7 @@ fn shipped_protocol_digests_change_only_deliberately() {
 }
 
 const PINNED: &str = "\
-contract-net <String, u64, String> agora.contract-net 3.0.0 d1dbaf0c3960903a964fee14ccc7eba4a71d4c3b24563bbc24ad283f0d698963
+contract-net <String, u64, String> agora.contract-net 4.0.0 759c378d4ec8fe504d7746e3e01094ca347bcce6966cbc06b101e1040b4f10ce
 english agora.auction.english 2.0.0 c6bc0e29dca9fcc5172c867805807e53d4e23c7a2c2c7a24de5180f6fef81216
 dutch agora.auction.dutch 2.0.0 9b9ec464d93a3537349d9ebc81640c98abd85bf6dc943865fed6f14c4160df85
 sealed-bid agora.auction.sealed 3.0.0 65e845bc453ae84d4f28f1a8409c744aeacedb55e51c5f27018cbcb2dff0d130
@@ -76,4 +76,49 @@ fn failure_and_payment_refusal_codes_are_pinned() {
         assert_eq!(code(wire.clone()), expected, "{failure:?}");
         assert_eq!(serde_json::from_value::<Failure>(wire).ok(), Some(failure), "round trip");
     }
+}
+
+/// The wire codes of a participant's refusal, the initiator's cancel and a winner's
+/// withdrawal, pinned as the failures' are: each variant's serde name, and its round trip
+/// inside the message that carries it, with and without a detail.
+#[test]
+fn refusal_cancel_and_withdrawal_codes_are_pinned() {
+    use agent_protocols::contract_net::{Answer, Cancel, CancelCause, Declined, Report, Withdrawal};
+    let code = |value: serde_json::Value| value.as_str().map(str::to_owned);
+    let declined = [
+        (Declined::NoProposal, "no_proposal"),
+        (Declined::UnreadableTask, "unreadable_task"),
+        (Declined::Unencodable, "unencodable"),
+    ];
+    for (cause, expected) in declined {
+        assert_eq!(code(serde_json::to_value(cause).unwrap()).as_deref(), Some(expected), "{cause:?}");
+        for detail in [None, Some("x".to_owned())] {
+            let refuse = Answer::Refuse { cause, detail };
+            let wire = serde_json::to_value(&refuse).unwrap();
+            assert_eq!(serde_json::from_value::<Answer>(wire).ok(), Some(refuse), "round trip");
+        }
+    }
+    let cancels = [(CancelCause::CallWithdrawn, "call_withdrawn"), (CancelCause::NoReport, "no_report")];
+    for (cause, expected) in cancels {
+        assert_eq!(code(serde_json::to_value(cause).unwrap()).as_deref(), Some(expected), "{cause:?}");
+        for detail in [None, Some("x".to_owned())] {
+            let cancel = Cancel { cause, detail };
+            let wire = serde_json::to_value(&cancel).unwrap();
+            assert_eq!(serde_json::from_value::<Cancel>(wire).ok(), Some(cancel), "round trip");
+        }
+    }
+    for (cause, expected) in [(Withdrawal::Unable, "unable")] {
+        assert_eq!(code(serde_json::to_value(cause).unwrap()).as_deref(), Some(expected), "{cause:?}");
+        for detail in [None, Some("x".to_owned())] {
+            let withdrawn = Report::Cancelled { cause, detail };
+            let wire = serde_json::to_value(&withdrawn).unwrap();
+            assert_eq!(serde_json::from_value::<Report>(wire).ok(), Some(withdrawn), "round trip");
+        }
+    }
+    // A detail left out on the wire (a peer that has none to give) reads as none.
+    let bare = serde_json::json!({ "cause": "call_withdrawn" });
+    assert_eq!(
+        serde_json::from_value::<Cancel>(bare).ok(),
+        Some(Cancel { cause: CancelCause::CallWithdrawn, detail: None })
+    );
 }

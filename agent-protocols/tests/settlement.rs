@@ -9,7 +9,7 @@ use std::time::Duration;
 use agent_core::ledger::{Ledger, LocalLedger, LocalLedgerConfig, Operation};
 use agent_core::{Address, Agent, Bureau, Config, Identity, Wallet};
 use agent_protocols::contract_net::{
-    self, AwardFailure, Failure, Outcome, Paid, Participant, PaymentRefused, Unperformed,
+    self, AwardFailure, Failure, Outcome, Paid, Participant, PaymentRefused, Unperformed, Withdrawal,
 };
 
 struct Seller {
@@ -268,7 +268,7 @@ impl Participant for Withdraws {
     }
 
     async fn perform(&self, _initiator: Address, _price: u128) -> Result<String, Unperformed> {
-        Err(Unperformed::Cancelled("the truck broke down".into()))
+        Err(Unperformed::Cancelled { cause: Withdrawal::Unable, detail: Some("the truck broke down".into()) })
     }
 }
 
@@ -292,7 +292,10 @@ async fn a_winner_that_cancels_is_not_paid_and_the_dialogue_ends_cancelled_on_bo
     .await
     .unwrap();
     let Paid::Settled(settled) = paid else { panic!("{paid:?}") };
-    assert_eq!(settled[0].result, Err(AwardFailure::Withdrawn("the truck broke down".into())));
+    assert_eq!(
+        settled[0].result,
+        Err(AwardFailure::Withdrawn { cause: Withdrawal::Unable, detail: Some("the truck broke down".into()) })
+    );
     assert!(!settled[0].paid);
     let dialogue = called.proposals[0].dialogue;
     assert_eq!(s.book.dialogues().unwrap().get(dialogue).unwrap().state, "cancelled");

@@ -1,5 +1,5 @@
-//! The initiator's side: calling for proposals, awarding them, cancelling, and recalling
-//! calls after a restart.
+//! The initiator's side: calling for proposals, awarding them, and recalling calls after a
+//! restart (withdrawing a call is `cancel.rs`).
 
 use std::collections::HashSet;
 
@@ -185,7 +185,9 @@ async fn gather<P: DeserializeOwned + Send + 'static>(
                             Answered::Refused(participant, NoProposal::Unreadable(e.to_string()))
                         }
                     },
-                    Answer::Refuse { reason } => Answered::Refused(participant, NoProposal::Refused(reason)),
+                    Answer::Refuse { cause, detail } => {
+                        Answered::Refused(participant, NoProposal::Refused { cause, detail })
+                    }
                 }),
                 // Past the deadline by the dialogue's clock: late, and told so.
                 Err(DialogueError::Late { .. }) if matches!(answer, Answer::Propose { .. }) => {
@@ -314,10 +316,10 @@ impl<P> Drop for Asked<P> {
 /// What an initiator keeps with each dialogue of a call ([`Dialogue::data`]): the call, and
 /// the participant's answer once it came. A restarted initiator finds its calls by it.
 #[derive(Serialize, Deserialize)]
-struct Kept<A> {
-    call: String,
+pub(super) struct Kept<A> {
+    pub(super) call: String,
     #[serde(default = "Option::default", skip_serializing_if = "Option::is_none")]
-    answer: Option<A>,
+    pub(super) answer: Option<A>,
 }
 
 fn kept(call: u128, answer: Option<&Answer>) -> Data {
@@ -358,7 +360,9 @@ pub fn recall<P: DeserializeOwned>(ctx: &Context, book: &Book) -> Result<Vec<Cal
                     Err(e) => called.refused.push((from, NoProposal::Unreadable(e.to_string()))),
                 }
             }
-            ("refused", Some(Answer::Refuse { reason })) => called.refused.push((from, NoProposal::Refused(reason))),
+            ("refused", Some(Answer::Refuse { cause, detail })) => {
+                called.refused.push((from, NoProposal::Refused { cause, detail }))
+            }
             ("called", _) => called.silent.push(from),
             _ => {}
         }
@@ -400,7 +404,7 @@ pub(super) async fn outcome_of<R: DeserializeOwned>(
                     serde_json::from_value(result).map_err(|e| AwardFailure::UnreadableResult(e.to_string()))
                 }
                 Report::Failure { cause } => Err(cause.into()),
-                Report::Cancelled { reason } => Err(AwardFailure::Withdrawn(reason)),
+                Report::Cancelled { cause, detail } => Err(AwardFailure::Withdrawn { cause, detail }),
             },
             Err(refused) => {
                 tell(ctx, id, winner, refused.clone()).await;
@@ -410,7 +414,8 @@ pub(super) async fn outcome_of<R: DeserializeOwned>(
         Err(e) => {
             if dialogues.outgoing_named("Cancel", id, now_ms()).is_ok() {
                 // The winner may be gone; the award is withdrawn either way.
-                let _ = ctx.send_in(id, winner, Cancel { reason: format!("no report in time: {e}") }).await;
+                let cancel = Cancel { cause: CancelCause::NoReport, detail: Some(e.to_string()) };
+                let _ = ctx.send_in(id, winner, cancel).await;
             }
             Err(AwardFailure::NoReport(e.to_string()))
         }
@@ -423,48 +428,6 @@ pub(super) async fn reject(ctx: &Context, dialogues: &Dialogues, id: u128, to: A
         // The participant may be gone; a rejected proposal has no claim either way.
         let _ = ctx.send_in(id, to, Reject { reason }).await;
     }
-}
-
-/// Withdraws a call before any award: every proposer, and every participant that has not
-/// answered, is sent [`Cancel`] (a proposer releases what it held), and their dialogues are
-/// closed. Returns [`Outcome::Cancelled`] naming them, or
-/// [`ContractNetError::NothingToCancel`] if no dialogue of `called` could be cancelled (all
-/// decided already: awarded, rejected, cancelled or expired), so a cancel never claims what
-/// did not happen.
-pub async fn cancel<P, R>(
-    ctx: &Context,
-    book: &Book,
-    called: &Called<P>,
-    reason: &str,
-) -> Result<Outcome<R>, ContractNetError> {
-    let dialogues = book.get(ctx, INITIATOR)?;
-    let silent = unanswered(dialogues, called.call, &called.silent);
-    let mut cancelled = Vec::new();
-    for (id, to) in called.proposals.iter().map(|p| (p.dialogue, p.from)).chain(silent) {
-        if dialogues.outgoing_named("Cancel", id, now_ms()).is_ok() {
-            // A participant that is gone loses nothing by not hearing it.
-            let _ = ctx.send_in(id, to, Cancel { reason: reason.into() }).await;
-            cancelled.push(to);
-        }
-    }
-    match cancelled.is_empty() {
-        true => Err(ContractNetError::NothingToCancel),
-        false => Ok(Outcome::Cancelled { cancelled }),
-    }
-}
-
-/// The dialogues of call `call` still waiting for an answer from one of `silent`.
-fn unanswered(dialogues: &Dialogues, call: u128, silent: &[Address]) -> Vec<(u128, Address)> {
-    if silent.is_empty() {
-        return Vec::new();
-    }
-    let (silent, call) = (silent.iter().collect::<HashSet<_>>(), format!("{call:032x}"));
-    let of_call = |data: &Option<Data>| {
-        let kept = data.as_ref().and_then(|data| data.decode::<Kept<serde::de::IgnoredAny>>().ok());
-        kept.is_some_and(|kept| kept.call == call)
-    };
-    let waiting = dialogues.all().into_iter().filter(|d| d.state == "called" && silent.contains(&d.peer));
-    waiting.filter(|d| of_call(&d.data)).map(|d| (d.id, d.peer)).collect()
 }
 
 /// Accepts the proposals of `winners` (the rest of `called` are rejected as not chosen),

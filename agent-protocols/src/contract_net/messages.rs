@@ -35,8 +35,11 @@ pub enum Answer {
     },
     /// No proposal.
     Refuse {
-        /// Why.
-        reason: String,
+        /// Why: what a program acts on.
+        cause: Declined,
+        /// More about it, for people (an encoder's words): never acted on.
+        #[serde(default)]
+        detail: Option<String>,
     },
 }
 
@@ -93,8 +96,11 @@ pub enum Report {
     /// The participant withdrew from the award (the FIPA cancel, from the participant's
     /// side): the task will not be done, and the dialogue is over.
     Cancelled {
-        /// Why.
-        reason: String,
+        /// Why: what a program acts on.
+        cause: Withdrawal,
+        /// More about it, in the participant's words.
+        #[serde(default)]
+        detail: Option<String>,
     },
 }
 
@@ -125,15 +131,20 @@ pub enum Failure {
 
 /// Why an award gave the initiator no result: what the winner reported, or what the
 /// initiator saw (no report, an unreadable result) or could not do (pay). A program tells
-/// them apart by variant; only a participant's own failure or withdrawal carries its text.
+/// them apart by variant (and a withdrawal by its cause); free text is only detail.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AwardFailure {
     /// The winner tried, and failed, in its own words ([`Failure::Failed`]).
     #[error("failed: {0}")]
     Failed(String),
-    /// The winner withdrew from the award ([`Report::Cancelled`]), in its own words.
-    #[error("withdrawn by the participant: {0}")]
-    Withdrawn(String),
+    /// The winner withdrew from the award ([`Report::Cancelled`]).
+    #[error("withdrawn by the participant, {cause}{}", Detail(detail))]
+    Withdrawn {
+        /// Why.
+        cause: Withdrawal,
+        /// More about it, in the participant's words.
+        detail: Option<String>,
+    },
     /// The winner refused the award's payment and did not perform ([`Failure::PaymentRefused`]).
     #[error("the winner refused the payment: {0}")]
     PaymentRefused(PaymentRefused),
@@ -185,9 +196,14 @@ impl From<Failure> for AwardFailure {
 /// Why a called participant gave no proposal the initiator can weigh ([`Called::refused`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NoProposal {
-    /// It refused ([`Answer::Refuse`]), in its own words.
-    #[error("refused: {0}")]
-    Refused(String),
+    /// It refused ([`Answer::Refuse`]).
+    #[error("refused, {cause}{}", Detail(detail))]
+    Refused {
+        /// Why.
+        cause: Declined,
+        /// More about it, in the participant's words.
+        detail: Option<String>,
+    },
     /// It proposed something this initiator cannot read as its proposal type: the
     /// proposal was rejected, so its hold ends.
     #[error("an unreadable proposal: {0}")]
@@ -201,8 +217,13 @@ pub enum Unperformed {
     #[error("failed: {0}")]
     Failed(String),
     /// Withdrawn by the participant: reported as [`Report::Cancelled`].
-    #[error("cancelled: {0}")]
-    Cancelled(String),
+    #[error("cancelled, {cause}{}", Detail(detail))]
+    Cancelled {
+        /// Why.
+        cause: Withdrawal,
+        /// More about it, in the participant's words.
+        detail: Option<String>,
+    },
 }
 
 impl From<String> for Unperformed {
@@ -221,8 +242,11 @@ impl From<&str> for Unperformed {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Message)]
 #[message(name = "agora.cnp.Cancel")]
 pub struct Cancel {
-    /// Why.
-    pub reason: String,
+    /// Why: what a program acts on.
+    pub cause: CancelCause,
+    /// More about it, for people (the initiator's words): never acted on.
+    #[serde(default)]
+    pub detail: Option<String>,
 }
 
 /// The contract-net protocol as agents publish it, for tasks `T`, proposals `P` and results
@@ -238,7 +262,8 @@ pub fn protocol<T: WireSchema, P: WireSchema, R: WireSchema>() -> agent_core::Pr
     // 2.0.0: an award carries its payment, released by the winner (1.0.0's Accept had none).
     // 2.1.0: an award names its payer's wallet, checked by the winner before it performs.
     // 3.0.0: a failure report and a refusal carry a typed cause, the text only detailing it.
-    agent_core::Protocol::new("agora.contract-net", "3.0.0")
+    // 4.0.0: so do a participant's refusal and withdrawal, and the initiator's cancel.
+    agent_core::Protocol::new("agora.contract-net", "4.0.0")
         .message::<Cfp>()
         .message::<Answer>()
         .message::<Accept>()

@@ -13,8 +13,9 @@
 //! [`Participant`] attached to an agent with [`serve`].
 //!
 //! The code, one concern a file, all of it exported from here: the messages, roles and
-//! rules (`messages.rs`), the initiator's side (`initiator.rs`), the participant's side
-//! (`participant.rs`), and awards paid through escrow (`pay.rs`). What both sides share
+//! rules (`messages.rs`), the causes they carry (`causes.rs`), the initiator's side (`initiator.rs`), the participant's side
+//! (`participant.rs`), withdrawing a call (`cancel.rs`), and awards paid through escrow
+//! (`pay.rs`). What both sides share
 //! (the [`Book`] of dialogues, their sweeping, refusals) is in this file.
 //!
 //! ```mermaid
@@ -46,6 +47,8 @@ use serde::{Deserialize, Serialize};
 use crate::dialogue::{Data, Dialogue, DialogueError, Dialogues, Refused, Rules, Step, EXPIRED};
 use crate::settlement::{refund_at, refundable_after, release_by, released, Payment, REFUND_GRACE};
 
+mod cancel;
+mod causes;
 mod holds;
 mod initiator;
 mod messages;
@@ -53,6 +56,8 @@ mod participant;
 mod pay;
 mod strays;
 
+pub use cancel::*;
+pub use causes::*;
 use holds::Holds;
 pub use initiator::*;
 pub use messages::*;
@@ -80,6 +85,26 @@ pub enum ContractNetError {
     /// (awarded, rejected, refused, cancelled or expired). Nobody was told anything.
     #[error("nothing to cancel: every dialogue of the call is decided already")]
     NothingToCancel,
+    /// [`cancel`] could not record the cancel of some of the call's dialogues: the agent's
+    /// storage failed. The participants in `unrecorded` were told nothing, and their
+    /// dialogues are as they were (a later [`cancel`] may retry them); those in `cancelled`
+    /// had their cancel recorded and were sent a [`Cancel`], as in [`Outcome::Cancelled`].
+    #[error(
+        "{} of the call's dialogues could not be recorded as cancelled, and their participants were not told ({} were cancelled and told): {error}",
+        unrecorded.len(),
+        cancelled.len()
+    )]
+    CancelNotRecorded {
+        /// Whose dialogues were cancelled, each sent a [`Cancel`] (none if storage failed
+        /// for every one).
+        cancelled: Vec<Address>,
+        /// Whose dialogues could not be recorded as cancelled: not told, still open.
+        unrecorded: Vec<Address>,
+        /// The first storage failure (boxed: it is rare, and every result of a call or an
+        /// award would carry its size).
+        #[source]
+        error: Box<DialogueError>,
+    },
 }
 
 /// The agents registered in `directory` as speaking `protocol` (contract-net for the

@@ -118,11 +118,11 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                     .saturating_add(DEFAULT_HOLD_AFTER_DEADLINE.as_millis() as u64)
                     .min(now_ms().saturating_add(MAX_DEFAULT_HOLD.as_millis() as u64));
                 let evaluated = match serde_json::from_value::<P::Task>(cfp.task) {
-                    Ok(task) => participant.evaluate(from, task).await,
-                    Err(_) => None,
+                    Ok(task) => participant.evaluate(from, task).await.ok_or((Declined::NoProposal, None)),
+                    Err(e) => Err((Declined::UnreadableTask, Some(e.to_string()))),
                 };
                 let (answer, held) = match evaluated {
-                    Some((proposal, hold_until_ms)) => {
+                    Ok((proposal, hold_until_ms)) => {
                         let hold_until_ms = hold_until_ms.unwrap_or(default_hold);
                         let encoded = serde_json::to_value(&proposal).and_then(|value| {
                             let kept = Data::encode(&HeldProposal { proposal: &value, hold_until_ms })?;
@@ -135,10 +135,10 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                                     Answer::Propose { proposal: value, hold_until_ms: Some(hold_until_ms), pay_to };
                                 (answer, Some((kept, hold_until_ms, proposal)))
                             }
-                            Err(e) => (Answer::Refuse { reason: e.to_string() }, None),
+                            Err(e) => (Answer::Refuse { cause: Declined::Unencodable, detail: Some(e.to_string()) }, None),
                         }
                     }
-                    None => (Answer::Refuse { reason: "no proposal".into() }, None),
+                    Err((cause, detail)) => (Answer::Refuse { cause, detail }, None),
                 };
                 let step = match &held {
                     Some((kept, _, _)) => Step::default().keeping(kept.clone()),
@@ -207,7 +207,7 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                                 Err(Unperformed::Failed(detail)) => {
                                     Report::Failure { cause: Failure::Failed { detail } }
                                 }
-                                Err(Unperformed::Cancelled(reason)) => Report::Cancelled { reason },
+                                Err(Unperformed::Cancelled { cause, detail }) => Report::Cancelled { cause, detail },
                             },
                         },
                         None => Report::Failure { cause: Failure::HoldEnded },

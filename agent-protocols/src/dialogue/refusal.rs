@@ -7,13 +7,15 @@ use super::DialogueError;
 
 /// Why a message was refused, as the peer is told it ([`Refused::cause`]). Its serde name
 /// (`"out_of_order"`, `"late"`, ...) is its wire code: stable, and what a program matches
-/// on; the refusal's text only details it.
+/// on; the refusal's text only details it. Causes are added as protocols need them (as
+/// `busy` was, for auctions), so a program's match keeps a catch-all arm.
 ///
 /// [`Refused::cause`]: super::Refused::cause
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema,
 )]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum RefusalCause {
     /// No such dialogue here, and the message does not open one ([`DialogueError::Unknown`]).
     UnknownDialogue,

@@ -1,8 +1,10 @@
 //! What the protocol tests share: a bidder that goes up to a limit in every kind of auction,
-//! and ears for the refusals an agent is sent.
+//! ears for the refusals an agent is sent, and contract-net's test market (`cnp`).
 
 // Each test binary uses part of it.
 #![allow(dead_code)]
+
+pub mod cnp;
 
 use std::sync::Arc;
 use std::time::Duration;
