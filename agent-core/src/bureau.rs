@@ -319,6 +319,11 @@ impl Bureau {
         self.shared.router.clone()
     }
 
+    /// Makes this bureau's storage refuse writes, or take them again (a simulated outage).
+    pub(crate) fn refuse_writes(&self, refuse: bool) {
+        self.shared.storage.refuse_writes(refuse);
+    }
+
     /// Stops every agent at once, as a crash would: no shutdown handler runs, queued
     /// messages are lost, and so are storage writes not yet committed; what a returned
     /// flush covered is kept. Returns how many storage writes were lost.

@@ -270,6 +270,46 @@ async fn a_crash_keeps_flushed_writes_and_loses_the_ones_not_flushed() {
     sim.shutdown().await;
 }
 
+/// A storage outage on a host: every write is refused with the typed `Unavailable` error
+/// and nothing of it is kept, while reads are served, what was stored stays, and the
+/// agent keeps sending; the outage lasts across a crash and restart until healed.
+#[tokio::test(start_paused = true)]
+async fn a_storage_outage_refuses_writes_keeps_what_was_stored_and_heals() {
+    let sim = Sim::new(8);
+    let (host, other) = (sim.add_host("disk").unwrap(), sim.add_host("other").unwrap());
+    let keeper = host.add(Agent::builder("keeper").seed("keeper").build().unwrap()).unwrap();
+    let responder = other.add(responder("responder")).unwrap();
+    let ctx = host.context(keeper).unwrap();
+    let storage = ctx.storage().unwrap();
+    storage.set("before", &1u32).unwrap();
+    storage.flush().await.expect("flushed");
+
+    host.fail_storage(true);
+    let refused = storage.set("during", &2u32);
+    assert!(
+        matches!(refused, Err(agent_core::StorageError::Store(agent_core::store::StoreError::Unavailable))),
+        "{refused:?}"
+    );
+    assert!(matches!(storage.remove("before"), Err(agent_core::StorageError::Store(_))), "removal refused too");
+    assert_eq!(storage.get::<u32>("before").unwrap(), Some(1), "read during the outage");
+    assert_eq!(storage.get::<u32>("during").unwrap(), None, "a refused write is not kept");
+    ctx.send(responder, Ping(1)).await.expect("the agent still sends");
+
+    sim.crash(&host);
+    sim.restart(&host).unwrap();
+    host.add(Agent::builder("keeper").seed("keeper").build().unwrap()).unwrap();
+    let restarted = host.context(keeper).unwrap().storage().unwrap();
+    assert!(restarted.set("after restart", &3u32).is_err(), "still down after a restart");
+    assert_eq!(restarted.get::<u32>("before").unwrap(), Some(1));
+
+    host.fail_storage(false);
+    restarted.set("healed", &4u32).unwrap();
+    restarted.flush().await.expect("flushed once healed");
+    assert_eq!(restarted.get::<u32>("healed").unwrap(), Some(4));
+    assert!(sim.trace().iter().any(|l| l.contains("storage down on disk")), "{:#?}", sim.trace());
+    sim.shutdown().await;
+}
+
 /// A graceful shutdown is not a crash: it commits what was written, flushed or not.
 #[tokio::test(start_paused = true)]
 async fn a_shutdown_commits_writes_not_flushed() {

@@ -90,11 +90,10 @@ async fn a_participant_that_never_answered_is_told_of_the_cancel_and_named() {
     m.bureau.shutdown().await.unwrap();
 }
 
-/// The initiator's storage fails (its host crashes under it: the only way agent-core offers
-/// to fail an agent's storage) after the call. The outcome says storage failed and names
-/// everyone as not told, rather than claiming there was nothing to cancel; no participant
-/// hears a cancel, and the proposer still holds its seat (a crashed host cannot send, so
-/// this last part holds whether or not `cancel` would have sent).
+/// The initiator's storage refuses writes (an outage on its host: the agent keeps running
+/// and sending). The cancel says storage failed and names everyone as not told, rather than
+/// claiming there was nothing to cancel; no participant hears a cancel it could not record,
+/// and the proposer still holds its seat. Once storage is back, the same cancel goes out.
 #[tokio::test(start_paused = true)]
 async fn a_cancel_that_storage_cannot_record_says_so_and_tells_no_one() {
     let sim = Sim::new(12);
@@ -114,8 +113,7 @@ async fn a_cancel_that_storage_cannot_record_says_so_and_tells_no_one() {
         .await
         .unwrap();
     assert_eq!((called.proposals.len(), called.silent.as_slice()), (1, [silent].as_slice()));
-    // Its storage closes with the crash; the context kept from before still reaches it.
-    sim.crash(&office);
+    office.fail_storage(true);
     let cancelled = contract_net::cancel::<u64, String>(&ctx, &book, &called, Some("trip called off")).await;
     let Err(ContractNetError::CancelNotRecorded { cancelled, mut unrecorded, error }) = cancelled else {
         panic!("a cancel storage could not record must say so: {cancelled:?}")
@@ -123,10 +121,19 @@ async fn a_cancel_that_storage_cannot_record_says_so_and_tells_no_one() {
     unrecorded.sort();
     let mut everyone = vec![proposer, silent];
     everyone.sort();
-    assert_eq!((cancelled, unrecorded), (vec![], everyone), "no one told, everyone named");
+    assert_eq!((cancelled, unrecorded), (vec![], everyone.clone()), "no one told, everyone named");
     assert!(matches!(*error, DialogueError::Storage { .. }), "{error:?}");
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(heard.lock().is_empty(), "the silent participant was told nothing");
     assert_eq!(*seller.released.lock(), 0, "the proposer was told nothing, and still holds its seat");
+
+    // Storage back: the dialogues were left as they were, so the same cancel now goes out.
+    office.fail_storage(false);
+    let outcome = contract_net::cancel::<u64, String>(&ctx, &book, &called, None).await.unwrap();
+    let Outcome::Cancelled { mut cancelled } = outcome else { panic!("not cancelled: {outcome:?}") };
+    cancelled.sort();
+    assert_eq!(cancelled, everyone, "everyone told once storage is back");
+    assert!(sim.wait_until(Duration::from_secs(5), Duration::from_millis(10), || heard.lock().len() == 1).await);
+    assert!(sim.wait_until(Duration::from_secs(5), Duration::from_millis(10), || *seller.released.lock() == 1).await);
     sim.shutdown().await;
 }

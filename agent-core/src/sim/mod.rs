@@ -319,6 +319,22 @@ impl Host {
         self.net.hosts.lock()[self.id].bureau.as_ref()?.context(address)
     }
 
+    /// Makes the host's storage refuse every write while `down` (a full or failed disk, as
+    /// its agents see it: [`StorageError`](crate::StorageError) from every write, nothing
+    /// queued), or serve writes again. Reads are served throughout, what was stored is
+    /// kept, and the agents keep running and sending: a test shows what they do when they
+    /// cannot record what they do. Lasts across a crash and restart until turned off.
+    pub fn fail_storage(&self, down: bool) {
+        let mut hosts = self.net.hosts.lock();
+        let host = &mut hosts[self.id];
+        host.storage_down = down;
+        if let Some(bureau) = &host.bureau {
+            bureau.refuse_writes(down);
+        }
+        drop(hosts);
+        self.net.record(|| format!("storage {} on {}", if down { "down" } else { "up" }, self.name()));
+    }
+
     /// Whether the host is up.
     pub fn is_up(&self) -> bool {
         self.net.hosts.lock()[self.id].bureau.is_some()

@@ -101,6 +101,9 @@ pub(super) struct HostState {
     config: Config,
     db: Database,
     pub(super) bureau: Option<Bureau>,
+    /// Its storage refuses writes ([`Host::fail_storage`](super::Host::fail_storage)),
+    /// across restarts until healed.
+    pub(super) storage_down: bool,
 }
 
 #[derive(Default)]
@@ -284,7 +287,7 @@ impl Net {
             Database::temporary().map_err(|e| SimError::Bureau { host: name.into(), source: Box::new(e.into()) })?;
         let mut hosts = self.hosts.lock();
         let id = hosts.len();
-        hosts.push(HostState { name: name.into(), config, db, bureau: None });
+        hosts.push(HostState { name: name.into(), config, db, bureau: None, storage_down: false });
         self.wire.lock().sinks.push(None);
         drop(hosts);
         self.start(id);
@@ -294,7 +297,9 @@ impl Net {
     fn start(self: &Arc<Self>, id: usize) {
         let mut hosts = self.hosts.lock();
         let host = &mut hosts[id];
-        let bureau = Bureau::with_storage(host.config.clone(), WriteBehind::on_flush(host.db.clone()));
+        let storage = WriteBehind::on_flush(host.db.clone());
+        storage.refuse_writes(host.storage_down);
+        let bureau = Bureau::with_storage(host.config.clone(), storage);
         let send_timeout = host.config.send_timeout;
         bureau.attach_remote(Arc::new(SimRemote { net: Arc::clone(self), host: id, send_timeout }));
         self.wire.lock().sinks[id] = Some(bureau.sink());

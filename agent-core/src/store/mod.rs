@@ -122,6 +122,11 @@ pub enum StoreError {
     /// The database was closed before the write was committed.
     #[error("the database is closed; the write was not committed")]
     Closed,
+    /// The store refuses writes for now: a simulated storage outage
+    /// ([`Host::fail_storage`](crate::sim::Host::fail_storage)). Nothing was queued; what
+    /// was written before is kept, and reads are served.
+    #[error("storage is unavailable (an outage); the write was not queued")]
+    Unavailable,
 }
 
 impl StoreError {

@@ -90,6 +90,8 @@ struct Queue {
     /// Closed by [`WriteBehind::crash`]: what was pending was dropped, and nothing more
     /// is committed.
     crashed: bool,
+    /// Writes are refused for now ([`WriteBehind::refuse_writes`]).
+    refusing: bool,
 }
 
 #[derive(Clone, Default)]
@@ -185,6 +187,13 @@ impl WriteBehind {
         let shared = Shared::new(db, true);
         let committer = Arc::new(Committer { shared: Arc::clone(&shared), thread: Mutex::new(None) });
         WriteBehind { shared, _committer: committer }
+    }
+
+    /// While `refuse` holds, every write is refused with [`StoreError::Unavailable`]
+    /// (nothing queued) and reads are served as before: a storage outage that the agents
+    /// outlive, for simulations.
+    pub(crate) fn refuse_writes(&self, refuse: bool) {
+        self.shared.queue.lock().refusing = refuse;
     }
 
     /// Stops the store as a crash of the process would: writes not yet committed are
@@ -345,6 +354,9 @@ impl Queue {
     fn admit(&self) -> Result<(), StoreError> {
         if self.closing || self.crashed {
             return Err(StoreError::Closed);
+        }
+        if self.refusing {
+            return Err(StoreError::Unavailable);
         }
         if let Some(last_failure) = &self.failing {
             let queued = self.pending.len() + self.committing.len();
