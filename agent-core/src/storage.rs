@@ -87,6 +87,21 @@ impl Storage {
         Ok(())
     }
 
+    /// Stores at `key` the JSON that `encode` gives, encoded only when it is needed: when
+    /// the store commits it (on the store's own thread), or when it is read before that.
+    /// For a writer that rewrites one key many times between commits (a dialogue records
+    /// itself at every step, a few milliseconds apart): only the last value is encoded,
+    /// and not on the writer's thread. `encode` must give the same bytes at every call, so
+    /// it should own a snapshot of what it encodes, not a view of something that changes.
+    pub fn set_json_later(
+        &self,
+        key: &str,
+        encode: impl Fn() -> Vec<u8> + Send + Sync + 'static,
+    ) -> Result<(), StorageError> {
+        self.store.put_encoded_later(TABLE, self.key(key), std::sync::Arc::new(encode))?;
+        Ok(())
+    }
+
     /// Removes `key`; returns whether it was present.
     pub fn remove(&self, key: &str) -> Result<bool, StorageError> {
         Ok(self.store.remove(TABLE, self.key(key))?)

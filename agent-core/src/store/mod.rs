@@ -29,7 +29,7 @@ use std::sync::Arc;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 pub use faults::Faults;
-pub use write_behind::WriteBehind;
+pub use write_behind::{Encode, WriteBehind};
 
 /// A table: byte keys to byte values, created on its first write. Declare each as a
 /// constant: `const RECORDS: Table = Table::new("records");`.

@@ -55,6 +55,34 @@ async fn queued_writes_are_read_back_before_and_after_their_commit() {
     assert_eq!(keys, vec![b"k3".to_vec()], "a queued removal hides the committed entry");
 }
 
+/// A value queued to be encoded later reads back (encoded) before its commit, is encoded
+/// once more by the commit, and a key rewritten before the commit has only its last value
+/// encoded: the ones it replaced never are.
+#[tokio::test]
+async fn a_value_encoded_later_is_encoded_only_when_read_or_committed() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let store = WriteBehind::new(Database::temporary().unwrap()).unwrap();
+    let encoded: Arc<[AtomicUsize; 3]> = Arc::default();
+    for version in 0..3 {
+        let encoded = Arc::clone(&encoded);
+        let encode = move || {
+            encoded[version].fetch_add(1, Ordering::SeqCst);
+            format!("v{version}").into_bytes()
+        };
+        store.put_encoded_later(ITEMS, b"k".to_vec(), Arc::new(encode)).unwrap();
+    }
+    let counts = |encoded: &[AtomicUsize; 3]| encoded.iter().map(|n| n.load(Ordering::SeqCst)).collect::<Vec<_>>();
+    assert_eq!(counts(&encoded), [0, 0, 0], "nothing encoded when written");
+    assert_eq!(store.get(ITEMS, b"k").unwrap().as_deref(), Some(&b"v2"[..]));
+    let scanned = store.scan_prefix(ITEMS, b"k").unwrap();
+    assert_eq!(scanned, vec![(b"k".to_vec(), b"v2".to_vec())]);
+    assert_eq!(counts(&encoded), [0, 0, 2], "the last value, once per read");
+    store.flush().await.unwrap();
+    assert_eq!(counts(&encoded), [0, 0, 3], "and once by the commit; the replaced ones never");
+    assert_eq!(store.database().get(ITEMS, b"k").unwrap().as_deref(), Some(&b"v2"[..]));
+}
+
 /// Many threads writing and flushing one file at once: every flush returns, and every
 /// flushed write is in the file when it is reopened.
 #[test]

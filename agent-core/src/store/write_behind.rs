@@ -33,7 +33,35 @@ type Key = (Table, Vec<u8>);
 /// most of each key many times per write. Order is restored where it matters: a scan
 /// sorts what it finds, and a commit writes its batch in key order. Hashed with foldhash,
 /// several times faster than the standard hasher on keys this long, seeded as [`Seeded`].
-type Writes = HashMap<Key, Option<Vec<u8>>, Seeded>;
+type Writes = HashMap<Key, Option<Queued>, Seeded>;
+
+/// Gives a value's bytes when they are needed: when the value is committed, or read before
+/// that. Each call must give the same bytes.
+pub type Encode = Arc<dyn Fn() -> Vec<u8> + Send + Sync>;
+
+/// A value waiting for its commit: its bytes, or how to make them
+/// ([`WriteBehind::put_encoded_later`]).
+#[derive(Clone)]
+enum Queued {
+    Bytes(Vec<u8>),
+    Later(Encode),
+}
+
+impl Queued {
+    fn bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self {
+            Queued::Bytes(bytes) => std::borrow::Cow::Borrowed(bytes),
+            Queued::Later(encode) => std::borrow::Cow::Owned(encode()),
+        }
+    }
+
+    fn into_bytes(self) -> Vec<u8> {
+        match self {
+            Queued::Bytes(bytes) => bytes,
+            Queued::Later(encode) => encode(),
+        }
+    }
+}
 
 /// foldhash seeded from the operating system's randomness (through `rand`), as the
 /// standard hasher is: a seed of its own for each batch's map, and one shared seed drawn once
@@ -222,8 +250,10 @@ impl WriteBehind {
 
     /// The value at `key` in `table`, including writes not yet committed.
     pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        if let Some(queued) = self.shared.queue.lock().queued(table, key) {
-            return Ok(queued);
+        // Taken out under the lock, encoded (if it waits to be) after it.
+        let queued = self.shared.queue.lock().queued(table, key);
+        if let Some(queued) = queued {
+            return Ok(queued.map(Queued::into_bytes));
         }
         // Not queued: committed already, and a read that begins now sees that commit.
         self.shared.db.get(table, key)
@@ -232,10 +262,10 @@ impl WriteBehind {
     /// Every entry of `table` whose key starts with `prefix`, in key order, including
     /// writes not yet committed.
     pub fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
-        let queued: Vec<(Vec<u8>, Option<Vec<u8>>)> = {
+        let queued: Vec<(Vec<u8>, Option<Queued>)> = {
             let queue = self.shared.queue.lock();
-            let in_scope = |(key, _): &(&Key, &Option<Vec<u8>>)| key.0 == table && key.1.starts_with(prefix);
-            let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+            let in_scope = |(key, _): &(&Key, &Option<Queued>)| key.0 == table && key.1.starts_with(prefix);
+            let mut merged: BTreeMap<Vec<u8>, Option<Queued>> = BTreeMap::new();
             // `pending` is newer than `committing`, so it is applied last.
             for writes in [&*queue.committing, &queue.pending] {
                 for (key, value) in writes.iter().filter(in_scope) {
@@ -247,7 +277,7 @@ impl WriteBehind {
         let mut entries: BTreeMap<Vec<u8>, Vec<u8>> = self.shared.db.scan_prefix(table, prefix)?.into_iter().collect();
         for (key, value) in queued {
             match value {
-                Some(value) => entries.insert(key, value),
+                Some(value) => entries.insert(key, value.into_bytes()),
                 None => entries.remove(&key),
             };
         }
@@ -260,6 +290,19 @@ impl WriteBehind {
     /// Fails with [`StoreError::Backlog`] when commits keep failing and too many writes
     /// already wait, and with [`StoreError::Closed`] once the store is closing.
     pub fn put(&self, table: Table, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), StoreError> {
+        self.queue_write(table, key, value.map(Queued::Bytes))
+    }
+
+    /// Queues a value at `key` in `table` whose bytes `encode` gives when they are needed:
+    /// when it is committed, on the committer's thread, or read before that. For a writer
+    /// that rewrites a key several times between commits (a dialogue at each step): only
+    /// the last value is ever encoded, and not on the writer's thread. Fails as
+    /// [`put`](Self::put) does.
+    pub fn put_encoded_later(&self, table: Table, key: Vec<u8>, encode: Encode) -> Result<(), StoreError> {
+        self.queue_write(table, key, Some(Queued::Later(encode)))
+    }
+
+    fn queue_write(&self, table: Table, key: Vec<u8>, value: Option<Queued>) -> Result<(), StoreError> {
         let mut queue = self.shared.queue.lock();
         queue.admit()?;
         queue.pending.insert((table, key), value);
@@ -338,7 +381,7 @@ impl Queue {
     }
 
     /// The queued value at `key` (`Some(None)`: a queued removal), newest first.
-    fn queued(&self, table: Table, key: &[u8]) -> Option<Option<Vec<u8>>> {
+    fn queued(&self, table: Table, key: &[u8]) -> Option<Option<Queued>> {
         let lookup = (table, key.to_vec());
         self.pending.get(&lookup).or_else(|| self.committing.get(&lookup)).cloned()
     }
@@ -497,13 +540,13 @@ impl Shared {
 
     fn commit(&self, batch: &Writes) -> Result<(), StoreError> {
         // In key order, as the database's B-trees take them best.
-        let mut sorted: Vec<(&Key, &Option<Vec<u8>>)> = batch.iter().collect();
+        let mut sorted: Vec<(&Key, &Option<Queued>)> = batch.iter().collect();
         sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
         self.db
             .write(true, |txn| {
                 let mut tables = super::Tables::new(txn);
                 for ((table, key), value) in sorted {
-                    tables.put(*table, key, value.as_deref())?;
+                    tables.put(*table, key, value.as_ref().map(Queued::bytes).as_deref())?;
                 }
                 Ok::<(), StoreError>(())
             })

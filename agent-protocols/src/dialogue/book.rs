@@ -662,9 +662,14 @@ impl Dialogues {
         self.rules.role(role).cloned().unwrap_or_else(|| role.into())
     }
 
+    /// Writes `dialogue`'s record, encoded when the store commits it: a dialogue takes its
+    /// steps milliseconds apart, and only its last record before a commit is ever encoded,
+    /// on the store's thread instead of the agent's. The record encodes a snapshot (names
+    /// and kept data are shared, so it costs the list of what was said).
     fn save(&self, dialogue: &Dialogue) -> Result<(), DialogueError> {
+        let snapshot = dialogue.clone();
         self.storage
-            .set_json(&key(self.rules.name(), dialogue.id), record(dialogue))
+            .set_json_later(&key(self.rules.name(), dialogue.id), move || record(&snapshot))
             .map_err(|e| storage_error(dialogue.id, e))
     }
 }
