@@ -165,11 +165,23 @@ async fn escrow_releases_to_the_beneficiary_or_refunds_after_the_deadline() {
         "settled once"
     );
 
-    // Refunded only after the deadline.
+    // Refunded by the payer only after the deadline; by an arbiter other than the payer at
+    // any time (it decides the condition failed); by a payer that is its own arbiter only
+    // after the deadline too.
     let (second, _) = alice.lock(200, bob.address(), T0 + 1_000, arbiter.address(), None).await.unwrap();
     assert!(matches!(alice.refund(second).await, Err(WalletError::Ledger(LedgerError::EscrowNotExpired { .. }))));
+    let (third, _) = alice.lock(100, bob.address(), T0 + 1_000, arbiter.address(), None).await.unwrap();
+    arbiter.refund(third).await.expect("the arbiter refunds before the deadline");
+    assert_eq!(alice.balance().await.unwrap(), 500, "300 released to bob, 200 locked, 100 locked and back");
+    assert!(matches!(bob.refund(second).await, Err(WalletError::Ledger(LedgerError::Unauthorized(_)))));
+    let (own, _) = alice.lock(50, bob.address(), T0 + 1_000, alice.address(), None).await.unwrap();
+    assert!(
+        matches!(alice.refund(own).await, Err(WalletError::Ledger(LedgerError::EscrowNotExpired { .. }))),
+        "a payer that is its own arbiter cannot take it back early"
+    );
     s.clock.store(T0 + 1_001, Ordering::SeqCst);
     alice.refund(second).await.unwrap();
+    alice.refund(own).await.unwrap();
     assert_eq!(alice.balance().await.unwrap(), 700);
     assert_eq!(s.ledger.audit_total().unwrap(), 1_000);
 }

@@ -228,7 +228,7 @@ async fn a_winner_that_never_reports_is_not_paid_and_the_escrow_is_refunded() {
 }
 
 #[tokio::test]
-async fn a_failed_winner_is_refunded_after_the_deadline() {
+async fn a_failed_winner_refunds_its_escrow_at_once() {
     let s = setup(1_000).await;
     let (failing, failing_wallet) = add_seller(&s, "failing", Seller { price: 90, fails: true });
     let paid = s.call_and_pay(&[failing], Duration::from_millis(200)).await;
@@ -236,15 +236,10 @@ async fn a_failed_winner_is_refunded_after_the_deadline() {
     assert_eq!(settled[0].result, Err(AwardFailure::Failed("out of stock".into())));
     assert!(!settled[0].paid);
     let escrow = settled[0].escrow.unwrap();
-    assert_eq!(s.ledger.balance(s.buyer_wallet.address()).await.unwrap(), 910, "locked until its deadline");
-
-    // Refunded once the deadline (200 ms + the grace) has passed; at most 10 s.
-    let until = tokio::time::Instant::now() + Duration::from_secs(10);
-    while s.ledger.escrow(escrow).await.unwrap().is_some() {
-        assert!(tokio::time::Instant::now() < until, "never refunded");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(s.ledger.balance(s.buyer_wallet.address()).await.unwrap(), 1_000);
+    // The winner, the escrow's arbiter, refunded it before reporting the failure: the money
+    // is back at once, not at the escrow's deadline.
+    assert_eq!(s.ledger.escrow(escrow).await.unwrap(), None, "settled before the report");
+    assert_eq!(s.ledger.balance(s.buyer_wallet.address()).await.unwrap(), 1_000, "refunded at once");
     assert_eq!(s.ledger.balance(failing_wallet).await.unwrap(), 0);
     assert_eq!(s.ledger.audit_total().unwrap(), 1_000);
     s.bureau.shutdown().await.unwrap();
@@ -500,6 +495,7 @@ async fn a_winner_checks_its_payment_on_the_ledger_before_it_performs() {
     let now = agent_core::envelope::unix_now_ms;
 
     // Each case: a fresh proposal, an escrow locked by `lock` for it, and the award.
+    #[derive(Debug)]
     enum Bad {
         NotOpen,
         OtherPayer,
@@ -518,7 +514,7 @@ async fn a_winner_checks_its_payment_on_the_ledger_before_it_performs() {
         (Some(Bad::TooSoon), "Deadline"),
         (None, ""),
     ];
-    let mut refused_escrows: Vec<EscrowId> = Vec::new();
+    let mut refused_escrows: Vec<(EscrowId, Option<Bad>)> = Vec::new();
     for (bad, cause) in cases {
         let dialogue: u128 = rand::random();
         let cfp = Cfp { task: serde_json::json!("parts"), deadline_ms: now() + 2_000 };
@@ -552,7 +548,7 @@ async fn a_winner_checks_its_payment_on_the_ledger_before_it_performs() {
                     "expected a failure naming {cause:?}: {report:?}"
                 );
                 assert_eq!(counted.performed.load(Ordering::SeqCst), 0, "performed against a bad payment: {cause}");
-                refused_escrows.push(escrow);
+                refused_escrows.push((escrow, bad));
             }
             None => assert_eq!(report, Report::Done { result: serde_json::json!("done") }),
         }
@@ -562,9 +558,17 @@ async fn a_winner_checks_its_payment_on_the_ledger_before_it_performs() {
     // The released escrow went to the winner (80, by the buyer, before the award) and the
     // good one (80); none of the refused ones were released by the winner.
     assert_eq!(s.ledger.balance(winner_wallet).await.unwrap(), 160);
-    for escrow in &refused_escrows[1..] {
-        assert!(s.ledger.escrow(*escrow).await.unwrap().is_some(), "a refused escrow stays for its payer's refund");
+    // A refused escrow that names this award with the winner as its arbiter is refunded by
+    // the winner at once; one the winner may not decide (another deal, the buyer as
+    // arbiter) stays for its payer's refund at the deadline.
+    for (escrow, bad) in &refused_escrows {
+        let open = s.ledger.escrow(*escrow).await.unwrap().is_some();
+        match bad {
+            Some(Bad::OtherDeal | Bad::BuyerArbiter) => assert!(open, "{bad:?}: left to its deadline"),
+            _ => assert!(!open, "{bad:?}: refunded by the winner"),
+        }
     }
+    assert_eq!(s.ledger.balance(other_wallet.address()).await.unwrap(), 1_000, "the other payer's 80 back");
     assert_eq!(s.ledger.audit_total().unwrap(), 11_000);
     s.bureau.shutdown().await.unwrap();
 }

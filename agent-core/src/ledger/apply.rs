@@ -170,7 +170,12 @@ impl State {
                     )));
                 }
                 let refund = matches!(tx.operation, Operation::Refund { .. });
-                if refund && now_ms <= open.deadline_ms {
+                // Before the deadline only an arbiter other than the payer may refund: the one
+                // who decides the condition may also decide it failed (a winner that could not
+                // deliver gives the money back at once), but a payer may not take back what it
+                // locked, even as its own arbiter.
+                let early_refund_allowed = tx.signer == open.arbiter && open.arbiter != open.payer;
+                if refund && now_ms <= open.deadline_ms && !early_refund_allowed {
                     return Err(LedgerError::EscrowNotExpired { deadline_ms: open.deadline_ms, now_ms });
                 }
                 accounts.push((tx.signer, signer));

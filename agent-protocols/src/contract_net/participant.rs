@@ -216,8 +216,11 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                     let Some(dialogues) = book.dialogues() else { return };
                     if dialogues.outgoing_named(report_step(&report), id, now_ms()).is_ok() {
                         // Done, and not cancelled meanwhile: collect the pay before saying so.
-                        if let (Report::Done { .. }, Some((payment, wallet))) = (&report, paid_by) {
-                            collect(&wallet, id, &payment).await;
+                        // Not done: give the pay back now rather than at its deadline.
+                        match (&report, paid_by) {
+                            (Report::Done { .. }, Some((payment, wallet))) => collect(&wallet, id, &payment).await,
+                            (_, Some((payment, wallet))) => give_back(&wallet, id, &payment).await,
+                            (_, None) => {}
                         }
                         // Not sent if cancelled meanwhile (the initiator no longer waits).
                         // A send that fails ends like silence: the initiator's wait times
@@ -279,6 +282,24 @@ async fn checked(
 /// done: if it is open on the ledger for this deal with this participant's wallet as its
 /// beneficiary and arbiter. Tries until the escrow's deadline ([`release_by`]); after it,
 /// the escrow belongs to the payer's refund.
+/// Refunds the escrow of an award this participant did not do (it failed, withdrew, or
+/// refused the payment), if the escrow names this award and this participant is its
+/// arbiter: the payer has its money back at once instead of at the escrow's deadline. An
+/// escrow that is not this participant's to decide is left to its deadline.
+async fn give_back(wallet: &agent_core::Wallet, id: u128, payment: &Payment) {
+    let escrow = match wallet.escrow(payment.escrow).await {
+        Ok(Some(escrow)) => escrow,
+        Ok(None) => return,
+        Err(e) => return tracing::warn!(escrow = %payment.escrow, error = %e, "the ledger could not be read"),
+    };
+    if escrow.arbiter != wallet.address() || escrow.deal != Some(deal_of(id)) {
+        return tracing::debug!(escrow = %payment.escrow, "an escrow not this participant's to refund is left to its deadline");
+    }
+    if let Err(e) = wallet.refund(payment.escrow).await {
+        tracing::warn!(escrow = %payment.escrow, error = %e, "an award not done could not be refunded; it is at its deadline");
+    }
+}
+
 async fn collect(wallet: &agent_core::Wallet, id: u128, payment: &Payment) {
     let escrow = match wallet.escrow(payment.escrow).await {
         Ok(Some(escrow)) => escrow,
