@@ -216,12 +216,13 @@ impl Context {
     ) -> Result<(), SendError<M>> {
         let header = self.header::<M>(session, trace_id, false);
         let span = self.span("send", to, trace_id);
-        // Boxed: the network path is large; local sends must not carry its state.
-        let sent = Box::pin(self.send_remote(remote.as_ref(), to, &message, header));
-        match crate::trace::traced!(span, sent) {
-            Ok(()) => Ok(()),
-            Err(failure) => Err(SendError::new(failure, Some(message))),
-        }
+        let sent = match self.send_remote(remote.as_ref(), to, &message, header) {
+            // The way out's own boxed future, awaited as it is: local sends carry only its
+            // pointer, and the network path is not boxed a second time around it.
+            Ok(sending) => crate::trace::traced!(span, sending),
+            Err(failure) => Err(failure),
+        };
+        sent.map_err(|failure| SendError::new(failure, Some(message)))
     }
 
     /// Sends `message` to `to` and waits for the reply, matched by correlation (never by
@@ -445,16 +446,17 @@ impl Context {
         Header { session, protocol, in_reply_to: None, expects_reply, trace_id }
     }
 
-    async fn send_remote<M: Message>(
-        &self,
-        remote: &dyn RemoteSend,
+    /// Encodes `message` for `to` and starts its send through `remote`.
+    fn send_remote<'a, M: Message>(
+        &'a self,
+        remote: &'a dyn RemoteSend,
         to: Address,
         message: &M,
         header: Header,
-    ) -> Result<(), SendFailure> {
+    ) -> Result<futures::future::BoxFuture<'a, Result<(), SendFailure>>, SendFailure> {
         let payload = serde_json::to_vec(message).map_err(|e| SendFailure::Encode { to, reason: e.to_string() })?;
         let message = Outgoing { schema: M::digest(), name: M::NAME, payload, header };
-        remote.send(&self.cell.identity, to, message, remote.delivery_timeout()).await
+        Ok(remote.send(&self.cell.identity, to, message, remote.delivery_timeout()))
     }
 
     /// Sends the request `message` to `to` in another bureau, through `remote`, traced.
