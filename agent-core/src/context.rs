@@ -214,14 +214,17 @@ impl Context {
         session: u128,
         trace_id: u128,
     ) -> Result<(), SendError<M>> {
-        let header = self.header::<M>(session, trace_id, false);
-        let span = self.span("send", to, trace_id);
-        let sent = match self.send_remote(remote.as_ref(), to, &message, header) {
-            // The way out's own boxed future, awaited as it is: local sends carry only its
-            // pointer, and the network path is not boxed a second time around it.
-            Ok(sending) => crate::trace::traced!(span, sending),
-            Err(failure) => Err(failure),
+        let payload = match serde_json::to_vec(&message) {
+            Ok(payload) => payload,
+            Err(e) => return Err(SendError::new(SendFailure::Encode { to, reason: e.to_string() }, Some(message))),
         };
+        let header = self.header::<M>(session, trace_id, false);
+        let outgoing = Outgoing { schema: M::digest(), name: M::NAME, payload, header };
+        let span = self.span("send", to, trace_id);
+        // The way out's own boxed future, awaited as it is: local sends carry only its
+        // pointer, and the network path is not boxed a second time around it.
+        let sending = remote.send(&self.cell.identity, to, outgoing, remote.delivery_timeout());
+        let sent = crate::trace::traced!(span, sending);
         sent.map_err(|failure| SendError::new(failure, Some(message)))
     }
 
@@ -444,19 +447,6 @@ impl Context {
     fn header<M: Message>(&self, session: u128, trace_id: u128, expects_reply: bool) -> Header {
         let protocol = self.cell.kind.protocol_of(&M::digest());
         Header { session, protocol, in_reply_to: None, expects_reply, trace_id }
-    }
-
-    /// Encodes `message` for `to` and starts its send through `remote`.
-    fn send_remote<'a, M: Message>(
-        &'a self,
-        remote: &'a dyn RemoteSend,
-        to: Address,
-        message: &M,
-        header: Header,
-    ) -> Result<futures::future::BoxFuture<'a, Result<(), SendFailure>>, SendFailure> {
-        let payload = serde_json::to_vec(message).map_err(|e| SendFailure::Encode { to, reason: e.to_string() })?;
-        let message = Outgoing { schema: M::digest(), name: M::NAME, payload, header };
-        Ok(remote.send(&self.cell.identity, to, message, remote.delivery_timeout()))
     }
 
     /// Sends the request `message` to `to` in another bureau, through `remote`, traced.
