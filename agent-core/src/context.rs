@@ -186,26 +186,46 @@ impl Context {
     /// session this way, whichever handler sends them.
     pub async fn send_in<M: Message>(&self, session: u128, to: Address, message: M) -> Result<(), SendError<M>> {
         let trace_id = self.trace_for_new();
+        let router = &self.cell.bureau.router;
+        if let Some(remote) = self.remote().filter(|_| router.is_elsewhere(&to)) {
+            return self.send_out(remote, to, message, session, trace_id).await;
+        }
         let delivery = self.delivery::<M>(message, None, session, trace_id);
         let timeout = self.cell.bureau.config.send_timeout;
-        let (failure, delivery) = match self.cell.bureau.router.deliver(to, delivery, None, timeout).await {
+        let (failure, delivery) = match router.deliver(to, delivery, None, timeout).await {
             Ok(()) => return Ok(()),
             Err(failed) => failed,
         };
         let message = take_back(*delivery);
         match (&failure, self.remote(), message) {
             (SendFailure::Unroutable { .. }, Some(remote), Some(message)) => {
-                let header = self.header::<M>(session, trace_id, false);
-                let span = self.span("send", to, trace_id);
-                // Boxed: the network path is large; local sends must not carry its state.
-                let sent = Box::pin(self.send_remote(remote.as_ref(), to, &message, header));
-                match crate::trace::traced!(span, sent) {
-                    Ok(()) => Ok(()),
-                    Err(failure) => Err(SendError::new(failure, Some(message))),
-                }
+                self.send_out(remote, to, message, session, trace_id).await
             }
             (_, _, message) => Err(SendError::new(failure, message)),
         }
+    }
+
+    /// Sends `message` to `to` in another bureau, through `remote`.
+    async fn send_out<M: Message>(
+        &self,
+        remote: &Arc<dyn RemoteSend>,
+        to: Address,
+        message: M,
+        session: u128,
+        trace_id: u128,
+    ) -> Result<(), SendError<M>> {
+        let payload = match serde_json::to_vec(&message) {
+            Ok(payload) => payload,
+            Err(e) => return Err(SendError::new(SendFailure::Encode { to, reason: e.to_string() }, Some(message))),
+        };
+        let header = self.header::<M>(session, trace_id, false);
+        let outgoing = Outgoing { schema: M::digest(), name: M::NAME, payload, header };
+        let span = self.span("send", to, trace_id);
+        // The way out's own boxed future, awaited as it is: local sends carry only its
+        // pointer, and the network path is not boxed a second time around it.
+        let sending = remote.send(&self.cell.identity, to, outgoing, remote.delivery_timeout());
+        let sent = crate::trace::traced!(span, sending);
+        sent.map_err(|failure| SendError::new(failure, Some(message)))
     }
 
     /// Sends `message` to `to` and waits for the reply, matched by correlation (never by
@@ -234,15 +254,19 @@ impl Context {
         let timeout = timeout.into().unwrap_or(self.cell.bureau.config.request_timeout);
         let deadline = Instant::now() + timeout;
         let trace_id = self.trace_for_new();
+        let router = &self.cell.bureau.router;
+        // A target outside the bureau: no local delivery (nor reply slot) to box and undo.
+        if let Some(remote) = self.remote().filter(|_| router.is_elsewhere(&to)) {
+            let header = self.header::<Req>(session, trace_id, true);
+            return self.request_out(remote.as_ref(), to, message, header, deadline, timeout).await;
+        }
         let (reply_tx, reply_rx) = oneshot::channel();
         let delivery = self.delivery::<Req>(message, Some(ReplyTo::Local(reply_tx)), session, trace_id);
-        if let Err((failure, delivery)) = self.cell.bureau.router.deliver(to, delivery, Some(deadline), timeout).await {
+        if let Err((failure, delivery)) = router.deliver(to, delivery, Some(deadline), timeout).await {
             return match (&failure, self.remote(), take_back::<Req>(*delivery)) {
                 (SendFailure::Unroutable { .. }, Some(remote), Some(message)) => {
                     let header = self.header::<Req>(session, trace_id, true);
-                    let span = self.span("request", to, trace_id);
-                    let requested = self.request_remote(remote.as_ref(), to, &message, header, deadline, timeout);
-                    crate::trace::traced!(span, Box::pin(requested))
+                    self.request_out(remote.as_ref(), to, message, header, deadline, timeout).await
                 }
                 _ => Err(RequestError::Send(failure)),
             };
@@ -425,16 +449,19 @@ impl Context {
         Header { session, protocol, in_reply_to: None, expects_reply, trace_id }
     }
 
-    async fn send_remote<M: Message>(
+    /// Sends the request `message` to `to` in another bureau, through `remote`, traced.
+    async fn request_out<Req: Message, Resp: Message>(
         &self,
         remote: &dyn RemoteSend,
         to: Address,
-        message: &M,
+        message: Req,
         header: Header,
-    ) -> Result<(), SendFailure> {
-        let payload = serde_json::to_vec(message).map_err(|e| SendFailure::Encode { to, reason: e.to_string() })?;
-        let message = Outgoing { schema: M::digest(), name: M::NAME, payload, header };
-        remote.send(&self.cell.identity, to, message, remote.delivery_timeout()).await
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Resp, RequestError> {
+        let span = self.span("request", to, header.trace_id);
+        let requested = self.request_remote(remote, to, &message, header, deadline, timeout);
+        crate::trace::traced!(span, Box::pin(requested))
     }
 
     async fn request_remote<Req: Message, Resp: Message>(

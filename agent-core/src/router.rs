@@ -126,6 +126,15 @@ impl Router {
         }
     }
 
+    /// Whether a message for `to` can only leave the bureau: no agent here has that
+    /// address, and the bureau is not stopping (while it stops, an unknown address is
+    /// answered [`SendFailure::Stopped`], not sent out). Senders with a way out ask this
+    /// first, so a message for another bureau is not boxed as a local delivery only to be
+    /// handed back.
+    pub(crate) fn is_elsewhere(&self, to: &Address) -> bool {
+        !self.stopping.load(std::sync::atomic::Ordering::Relaxed) && !self.agents.read().contains_key(to)
+    }
+
     /// Whether `to` is a local agent with a handler for `schema`.
     pub(crate) fn accepts(&self, to: &Address, schema: &SchemaDigest) -> bool {
         self.agents.read().get(to).is_some_and(|entry| entry.cell.kind.routes.contains_key(schema))

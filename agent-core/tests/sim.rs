@@ -354,3 +354,19 @@ async fn a_send_to_an_agent_acknowledging_when_handled_ends_after_its_handler() 
     assert!(started.elapsed() >= Duration::from_millis(320), "there, handled, and back: {:?}", started.elapsed());
     sim.shutdown().await;
 }
+
+/// Agents on one host reach each other inside their bureau, sends and requests alike:
+/// nothing crosses the simulated network, though the host has a way out to it.
+#[tokio::test(start_paused = true)]
+async fn agents_on_one_host_reach_each_other_without_the_network() {
+    let sim = Sim::new(9);
+    let host = sim.add_host("solo").unwrap();
+    let asker = host.add(Agent::builder("asker").seed("asker").build().unwrap()).unwrap();
+    let answerer = host.add(responder("answerer")).unwrap();
+    let ctx = host.context(asker).unwrap();
+    ctx.send(answerer, Ping(1)).await.unwrap();
+    let Pong(n) = ctx.request::<Ping, Pong>(answerer, Ping(2), Duration::from_secs(1)).await.unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(sim.stats(), agent_core::sim::Stats::default(), "trace: {:?}", sim.trace());
+    sim.shutdown().await;
+}

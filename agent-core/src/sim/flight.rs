@@ -37,6 +37,8 @@ pub(super) struct Flight {
     size: usize,
     /// Goes with the first copy handed over, for a request.
     reply: Option<Box<dyn ReplyPath>>,
+    /// Whether the receiver acknowledges once its handler ran (found with its host).
+    when_handled: bool,
     deadline: Instant,
     timeout: Duration,
     /// The receiver's answer to the first copy handed over; later copies get the same.
@@ -73,9 +75,9 @@ struct Event {
 #[derive(Default)]
 pub(super) struct Flights {
     due: BTreeMap<u64, Vec<Event>>,
-    /// When the driver wakes next by itself; none while it runs events (it looks at the
-    /// queue again before it sleeps) or has nothing to wait for.
-    armed: Option<Instant>,
+    /// The millisecond the driver wakes in next by itself; none while it runs events (it
+    /// looks at the queue again before it sleeps) or has nothing to wait for.
+    armed: Option<u64>,
     /// Whether the driver is running events now.
     running: bool,
 }
@@ -96,7 +98,8 @@ impl Flight {
         timeout: Duration,
     ) -> (Box<Flight>, Outcome) {
         let size = message.payload.len();
-        let arrives = Instant::now();
+        // Set when a copy is on its way; until then nothing reads it.
+        let arrives = deadline;
         let (done, outcome) = oneshot::channel();
         let flight = Flight {
             src,
@@ -106,6 +109,7 @@ impl Flight {
             message,
             size,
             reply,
+            when_handled: false,
             deadline,
             timeout,
             verdict: None,
@@ -128,9 +132,10 @@ impl Flight {
         self.timeout
     }
 
-    /// The receiver is on host `dst`.
-    pub(super) fn set_destination(&mut self, dst: usize) {
+    /// The receiver is on host `dst`, and acknowledges once handled if `when_handled`.
+    pub(super) fn set_destination(&mut self, dst: usize, when_handled: bool) {
         self.dst = dst;
+        self.when_handled = when_handled;
     }
 
     fn names(&self, net: &Net) -> (String, String) {
@@ -142,15 +147,17 @@ impl Net {
     /// Puts `flight` in the queue for `step` at `at`, and starts or wakes the driver if it
     /// would sleep past `at`.
     fn schedule(self: &Arc<Self>, at: Instant, step: Step, flight: Box<Flight>) {
-        let millisecond = (at.saturating_duration_since(self.started()).as_nanos()).div_ceil(1_000_000) as u64;
-        let due = self.started() + Duration::from_millis(millisecond);
+        let since = at.saturating_duration_since(self.started());
+        // The millisecond containing `at` or the first after it, in whole numbers: whole
+        // seconds are whole milliseconds, so only the fraction rounds up (no u128 division).
+        let millisecond = since.as_secs() * 1000 + u64::from(since.subsec_nanos().div_ceil(1_000_000));
         let wake = {
             let mut wire = self.wire.lock();
             let flights = &mut wire.flights;
             flights.due.entry(millisecond).or_default().push(Event { step, flight });
-            let wake = !flights.running && flights.armed.is_none_or(|armed| due < armed);
+            let wake = !flights.running && flights.armed.is_none_or(|armed| millisecond < armed);
             if wake {
-                flights.armed = Some(due);
+                flights.armed = Some(millisecond);
             }
             wake
         };
@@ -164,9 +171,8 @@ impl Net {
         }
     }
 
-    /// Sends a copy of the flight's message, unless its deadline has passed.
-    pub(super) fn attempt(self: &Arc<Self>, mut flight: Box<Flight>) {
-        let now = Instant::now();
+    /// Sends a copy of the flight's message at `now`, unless its deadline has passed.
+    pub(super) fn attempt(self: &Arc<Self>, mut flight: Box<Flight>, now: Instant) {
         if now >= flight.deadline {
             return self.fail(flight);
         }
@@ -174,7 +180,8 @@ impl Net {
             let mut wire = self.wire.lock();
             let pair = Some((flight.from, flight.to));
             let way = wire.way(now, now - self.started(), flight.src, flight.dst, flight.size, pair);
-            (way, wire.retransmit_after(flight.src, flight.dst))
+            let pause = wire.pause_after(&way, flight.src, flight.dst);
+            (way, pause)
         };
         let what = flight.message.name;
         match way {
@@ -208,14 +215,14 @@ impl Net {
 
     /// The copy reached the receiver's host: hand it over, or answer it with the first
     /// copy's verdict.
-    fn arrive(self: &Arc<Self>, mut flight: Box<Flight>) {
+    fn arrive(self: &Arc<Self>, mut flight: Box<Flight>, now: Instant) {
         let sink = {
             let mut wire = self.wire.lock();
             wire.arrived((flight.from, flight.to), flight.arrives);
             wire.sink(flight.dst)
         };
         // The host went down while the copy was on its way: the next attempt finds it cut.
-        let Some(sink) = sink else { return self.attempt(flight) };
+        let Some(sink) = sink else { return self.attempt(flight, now) };
         let what = flight.message.name;
         if flight.verdict.is_some() {
             self.wire.lock().stats.duplicates += 1;
@@ -223,18 +230,20 @@ impl Net {
                 let (sender, receiver) = flight.names(self);
                 format!("again {sender} -> {receiver} {what}")
             });
-            return self.acknowledge(flight);
+            return self.acknowledge(flight, now);
         }
         let payload = std::mem::take(&mut flight.message.payload);
         let reply = flight.reply.take();
         let (from, to, deadline, timeout) = (flight.from, flight.to, flight.deadline, flight.timeout);
-        match hand_over(&sink, from, to, &flight.message, payload, reply, deadline, timeout) {
-            HandOver::Done(outcome) => self.handed_over(flight, outcome),
+        let message = &flight.message;
+        match hand_over(&sink, from, to, message, payload, reply, flight.when_handled, deadline, timeout) {
+            HandOver::Done(outcome) => self.handed_over(flight, outcome, now),
             HandOver::Waits(waiting) => {
                 let net = Arc::clone(self);
                 tokio::spawn(async move {
                     let outcome = waiting.await;
-                    net.handed_over(flight, outcome);
+                    // Handed over later than it arrived: the clock moved on meanwhile.
+                    net.handed_over(flight, outcome, Instant::now());
                 });
             }
         }
@@ -242,7 +251,7 @@ impl Net {
 
     /// The receiver took the first copy (or refused it): its verdict goes back, and answers
     /// every later copy.
-    fn handed_over(self: &Arc<Self>, mut flight: Box<Flight>, outcome: Result<(), SendFailure>) {
+    fn handed_over(self: &Arc<Self>, mut flight: Box<Flight>, outcome: Result<(), SendFailure>, now: Instant) {
         let what = flight.message.name;
         match &outcome {
             Ok(()) => {
@@ -258,13 +267,13 @@ impl Net {
             }),
         }
         flight.verdict = Some(outcome);
-        self.acknowledge(flight);
+        self.acknowledge(flight, now);
     }
 
-    /// Sends the acknowledgement of a copy handed over (maybe duplicated on the way in).
-    fn acknowledge(self: &Arc<Self>, flight: Box<Flight>) {
+    /// Sends the acknowledgement, at `now`, of a copy handed over (maybe duplicated on the
+    /// way in).
+    fn acknowledge(self: &Arc<Self>, flight: Box<Flight>, now: Instant) {
         let what = flight.message.name;
-        let now = Instant::now();
         let (duplicated, way, pause) = {
             let mut wire = self.wire.lock();
             let duplicated = wire.duplicates(flight.src, flight.dst);
@@ -273,7 +282,8 @@ impl Net {
             }
             // The acknowledgement travels back, and may be lost too.
             let way = wire.way(now, now - self.started(), flight.dst, flight.src, 16, None);
-            (duplicated, way, wire.retransmit_after(flight.src, flight.dst))
+            let pause = wire.pause_after(&way, flight.src, flight.dst);
+            (duplicated, way, pause)
         };
         if duplicated {
             self.record(|| {
@@ -327,10 +337,11 @@ impl Net {
         let _ = done.send(Err(failure));
     }
 
-    fn run(self: &Arc<Self>, event: Event) {
+    /// Runs `event`, due at `now`.
+    fn run(self: &Arc<Self>, event: Event, now: Instant) {
         match event.step {
-            Step::Attempt => self.attempt(event.flight),
-            Step::Arrive => self.arrive(event.flight),
+            Step::Attempt => self.attempt(event.flight, now),
+            Step::Arrive => self.arrive(event.flight, now),
             Step::Acknowledged => self.acknowledged(event.flight),
             Step::Fail => self.fail(event.flight),
         }
@@ -343,6 +354,7 @@ async fn drive(net: Arc<Net>) {
     let sleep = tokio::time::sleep_until(Instant::now());
     tokio::pin!(sleep);
     loop {
+        // Read once for every event run now: the paused clock stands still while they run.
         let now = Instant::now();
         let elapsed = now - net.started();
         net.wire.lock().flights.running = true;
@@ -353,7 +365,7 @@ async fn drive(net: Arc<Net>) {
                 match flights.due.first_entry() {
                     Some(first) if Duration::from_millis(*first.key()) <= elapsed => Some(first.remove()),
                     next => {
-                        let next = next.map(|first| net.started() + Duration::from_millis(*first.key()));
+                        let next = next.map(|first| *first.key());
                         flights.running = false;
                         flights.armed = next;
                         break next;
@@ -363,12 +375,12 @@ async fn drive(net: Arc<Net>) {
             // Events this batch schedules for the current millisecond (on links without
             // latency) form the next batch.
             for event in batch.into_iter().flatten() {
-                net.run(event);
+                net.run(event, now);
             }
         };
         match next {
-            Some(at) => {
-                sleep.as_mut().reset(at);
+            Some(millisecond) => {
+                sleep.as_mut().reset(net.started() + Duration::from_millis(millisecond));
                 tokio::select! {
                     biased;
                     () = &mut sleep => {}

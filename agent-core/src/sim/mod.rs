@@ -301,15 +301,18 @@ impl Host {
     /// Starts `agent` on this host.
     pub fn add(&self, agent: Agent) -> Result<Address, SimError> {
         let name = agent.name().to_owned();
-        let address = {
+        let (address, when_handled) = {
             let hosts = self.net.hosts.lock();
             let host = &hosts[self.id];
             let bureau = host.bureau.as_ref().ok_or_else(|| SimError::Down(host.name.clone()))?;
-            bureau
+            let mailbox = agent.mailbox.unwrap_or(host.config.mailbox);
+            let when_handled = mailbox.acknowledge() == crate::agent::Acknowledge::WhenHandled;
+            let address = bureau
                 .add(agent)
-                .map_err(|source| SimError::Bureau { host: host.name.clone(), source: Box::new(source) })?
+                .map_err(|source| SimError::Bureau { host: host.name.clone(), source: Box::new(source) })?;
+            (address, when_handled)
         };
-        self.net.directory.write().insert(address, (self.id, name));
+        self.net.directory.write().insert(address, Placed { host: self.id, name, when_handled });
         Ok(address)
     }
 
@@ -341,6 +344,16 @@ impl Host {
     }
 }
 
-/// The agents of a simulation by address: host and name. Looked up on every send;
-/// addresses are uniform already, so they need no SipHash.
-type Directory = crate::agent::DigestMap<Address, (usize, String)>;
+/// The agents of a simulation by address. Looked up on every send; addresses are uniform
+/// already, so they need no SipHash.
+type Directory = crate::agent::DigestMap<Address, Placed>;
+
+/// Where an agent runs, and what a hand-over to it needs to know.
+struct Placed {
+    host: usize,
+    name: String,
+    /// Whether it acknowledges once handled ([`Acknowledge::WhenHandled`](crate::Acknowledge)),
+    /// kept here so a hand-over need not ask its host's router (one more lookup, under
+    /// a lock, per message).
+    when_handled: bool,
+}

@@ -98,7 +98,7 @@ pub(super) struct Partition {
 
 pub(super) struct HostState {
     pub(super) name: String,
-    config: Config,
+    pub(super) config: Config,
     db: Database,
     pub(super) bureau: Option<Bureau>,
     /// Its storage refuses writes ([`Host::fail_storage`](super::Host::fail_storage)),
@@ -173,6 +173,15 @@ impl Wire {
     /// How long a sender on `a` waits for an acknowledgement from `b` before it sends again.
     pub(super) fn retransmit_after(&self, a: usize, b: usize) -> Duration {
         self.link(a, b).retransmit_after()
+    }
+
+    /// How long a sender on `a` waits before it sends to `b` again, if the copy went `way`:
+    /// nothing to wait for when it arrives (most copies, so the link is not looked up).
+    pub(super) fn pause_after(&self, way: &Way, a: usize, b: usize) -> Duration {
+        match way {
+            Way::Arrives(_) => Duration::ZERO,
+            Way::Lost | Way::Blocked => self.retransmit_after(a, b),
+        }
     }
 
     fn cut(&self, a: usize, b: usize, elapsed: Duration) -> bool {
@@ -336,7 +345,7 @@ impl Net {
     }
 
     pub(super) fn name_of(&self, address: &Address) -> String {
-        self.directory.read().get(address).map_or_else(|| address.to_string(), |(_, name)| name.clone())
+        self.directory.read().get(address).map_or_else(|| address.to_string(), |placed| placed.name.clone())
     }
 
     /// The simulated endpoint of host `id`, for failures.
@@ -357,11 +366,11 @@ impl Net {
                 return Err(SendFailure::Unroutable { to, reason });
             }
         }
-        let Some(dst) = self.directory.read().get(&to).map(|(host, _)| *host) else {
+        let Some((dst, when_handled)) = self.directory.read().get(&to).map(|to| (to.host, to.when_handled)) else {
             return Err(SendFailure::Unroutable { to, reason: Unroutable::UnknownAddress });
         };
-        flight.set_destination(dst);
-        self.attempt(flight);
+        flight.set_destination(dst, when_handled);
+        self.attempt(flight, Instant::now());
         match outcome.await {
             Ok(outcome) => outcome,
             // The simulation was dropped with the message in flight.
@@ -428,7 +437,8 @@ pub(super) enum HandOver {
     Waits(Pin<Box<dyn Future<Output = Result<(), SendFailure>> + Send>>),
 }
 
-/// Hands a message to the receiving host's agents, as the transport's inbound side does.
+/// Hands a message to the receiving host's agents, as the transport's inbound side does;
+/// `when_handled` if the receiver acknowledges once its handler ran.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn hand_over(
     sink: &Arc<dyn Sink>,
@@ -437,10 +447,10 @@ pub(super) fn hand_over(
     message: &Outgoing,
     payload: Vec<u8>,
     reply: Option<Box<dyn ReplyPath>>,
+    when_handled: bool,
     deadline: Instant,
     timeout: Duration,
 ) -> HandOver {
-    let when_handled = sink.acknowledges_when_handled(&to) == Some(true);
     let (handled, was_handled) = if when_handled {
         let (tx, rx) = oneshot::channel();
         (Some(tx), Some(rx))
@@ -542,7 +552,7 @@ struct SimReply {
 
 impl SimReply {
     async fn answer(self, from: Address, answer: Result<Incoming, RequestError>) -> bool {
-        let Some(src) = self.net.directory.read().get(&from).map(|(host, _)| *host) else { return false };
+        let Some(src) = self.net.directory.read().get(&from).map(|placed| placed.host) else { return false };
         if !self.net.carry_back(src, self.host, from, self.requester, self.deadline).await {
             return false;
         }
