@@ -108,7 +108,8 @@ impl Wallet {
         self.submit(Operation::Release { escrow }, None, String::new()).await
     }
 
-    /// Returns an escrow to its payer after its deadline (as its payer or arbiter).
+    /// Returns an escrow to its payer: after its deadline as its payer or arbiter, or before
+    /// it as an arbiter that is not the payer.
     pub async fn refund(&self, escrow: EscrowId) -> Result<Receipt, WalletError> {
         self.submit(Operation::Refund { escrow }, None, String::new()).await
     }

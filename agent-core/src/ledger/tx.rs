@@ -111,7 +111,9 @@ pub enum Operation {
         /// The escrow.
         escrow: EscrowId,
     },
-    /// Returns an escrow to its payer after its deadline. Signer: the payer or the arbiter.
+    /// Returns an escrow to its payer. Signer: the payer or the arbiter, after the deadline;
+    /// an arbiter that is not the payer may also refund before it (it decides the condition
+    /// failed), a payer never.
     Refund {
         /// The escrow.
         escrow: EscrowId,

@@ -46,7 +46,8 @@ pub enum Answer {
 /// The initiator's decision on a proposal: accepted, and paid through escrow if `payment`
 /// is given ([`award_and_pay`]). The escrow names the winner's wallet as its beneficiary
 /// and its arbiter: the winner releases it to itself once it has done the task (its
-/// inform-done), and the initiator may take it back only after its deadline. A winner
+/// inform-done) or refunds it if it does not do it, and the initiator may take it back
+/// only after its deadline. A winner
 /// served by [`serve`] reads the escrow on the ledger before it performs, and refuses a
 /// payment that does not hold ([`PaymentRefused`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema, Message)]

@@ -42,9 +42,10 @@ pub enum Paid<R> {
 /// ([`deal_of`]), before the award is sent with its [`Payment`]. The winner's wallet is the
 /// escrow's arbiter: the winner releases it to itself when it has done the task, before it
 /// reports done (and the initiator releases it too on that report, in case the winner's
-/// release failed), so the initiator cannot take back what was earned. On a failure, a
-/// cancellation or no report it is refunded to the initiator after its deadline
-/// (`perform_timeout` plus [`REFUND_GRACE`]), and neither side can refund it before; with
+/// release failed), so the initiator cannot take back what was earned. On a failure or a
+/// cancellation the winner (served by [`serve`]) refunds it at once; otherwise, and with no
+/// report, it is refunded to the initiator after its deadline (`perform_timeout` plus
+/// [`REFUND_GRACE`]), which the initiator cannot do before; with
 /// no report, the winner's settlement waits for that refund, so that it says from the
 /// ledger whether the winner was paid ([`Settlement::paid`]). A
 /// winner whose price cannot be locked (no wallet given, insufficient funds) is not
