@@ -10,204 +10,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod common;
+use common::floor::{paid_once, Floor, DELIVER_WITHIN, ROGUE};
 use common::UpTo;
 
-use agent_core::ledger::{DealId, Ledger, LocalLedger, LocalLedgerConfig};
-use agent_core::{Address, Agent, Bureau, Config, Context, Identity, Message, Wallet};
+use agent_core::{Agent, Bureau, Identity, Message};
 use agent_protocols::auction::{dialogue_of, Award, BIDDER};
-use agent_protocols::dialogue::{Dialogue, Dialogues, RefusalCause, Refused};
-use agent_protocols::double_auction::{self, Clearinghouse, RoundOpen, SignedOrder};
+use agent_protocols::dialogue::{Dialogues, RefusalCause, Refused};
+use agent_protocols::double_auction::{self, RoundOpen, SignedOrder};
 use agent_protocols::sealed_bid::{self, BidAnswer, CallForBids, Pricing, SignedBid};
-use agent_protocols::settlement::{self, Sales, Settled};
+use agent_protocols::settlement::Sales;
 use agent_protocols::{dutch, english};
 use parking_lot::Mutex;
-
-const DELIVER_WITHIN: Duration = Duration::from_millis(500);
-const FUNDS: u128 = 1_000;
-const ROGUE: &str = "rogue bidder";
-
-struct Lots;
-
-#[async_trait::async_trait]
-impl settlement::Seller for Lots {
-    async fn deliver(&self, _buyer: Address, _deal: DealId, price: u128) -> Result<serde_json::Value, String> {
-        Ok(serde_json::json!({ "paid": price.to_string() }))
-    }
-}
-
-/// Refusals an agent was told, and the auctions it heard open.
-#[derive(Clone, Default)]
-struct Ears {
-    refusals: Arc<Mutex<Vec<Refused>>>,
-    auctions: Arc<Mutex<Vec<String>>>,
-}
-
-impl Ears {
-    fn listen(&self, agent: &mut Agent) {
-        let told = self.refusals.clone();
-        agent.on_message(move |_: Context, _: Address, refused: Refused| {
-            told.lock().push(refused);
-            std::future::ready(())
-        });
-    }
-
-    /// Notes that `auction` opened; a handler's whole work.
-    fn heard(&self, auction: &str) -> std::future::Ready<()> {
-        let mut auctions = self.auctions.lock();
-        if !auctions.iter().any(|a| a == auction) {
-            auctions.push(auction.to_owned());
-        }
-        std::future::ready(())
-    }
-
-    /// Waits (bounded) for the refusal told for `dialogue`.
-    async fn refusal(&self, dialogue: u128) -> Refused {
-        for _ in 0..300 {
-            if let Some(refused) = self.refusals.lock().iter().find(|r| r.dialogue == dialogue) {
-                return refused.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("no refusal told for dialogue {dialogue:032x}: {:?}", self.refusals.lock());
-    }
-
-    /// Waits (bounded) for an auction to open.
-    async fn opened(&self) -> String {
-        for _ in 0..300 {
-            if let Some(auction) = self.auctions.lock().last() {
-                return auction.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("no auction opened");
-    }
-}
-
-/// An auctioneer of each kind in one agent, an honest bidder, a rogue bidder that sends by
-/// hand, and a second English auctioneer; all funded on one ledger.
-struct Floor {
-    bureau: Bureau,
-    ledger: Arc<LocalLedger>,
-    auctioneer: Address,
-    english: english::Auctioneer,
-    dutch: dutch::Auctioneer,
-    sealed: sealed_bid::Auctioneer,
-    house: Clearinghouse,
-    honest: Address,
-    strategy: Arc<UpTo>,
-    rogue: Address,
-    rogue_ears: Ears,
-    other: Address,
-    other_english: english::Auctioneer,
-    other_ears: Ears,
-}
-
-impl Floor {
-    async fn new() -> Floor {
-        let mint = Identity::from_seed("auction roles mint");
-        let ledger = Arc::new(LocalLedger::open(LocalLedgerConfig::default().with_authority(mint.address())).unwrap());
-        let bureau = Bureau::with_config(Config::default().with_ledger(ledger.clone())).unwrap();
-
-        let mut agent = Agent::builder("auctioneer").seed("roles auctioneer").build().unwrap();
-        let sales = Sales::new();
-        let english = english::Auctioneer::serve(&mut agent, sales.clone());
-        let dutch = dutch::Auctioneer::serve(&mut agent, sales.clone());
-        let sealed = sealed_bid::Auctioneer::serve(&mut agent, sales.clone());
-        let house = Clearinghouse::serve(&mut agent);
-        settlement::serve_sales(&mut agent, sales, Arc::new(Lots));
-        let auctioneer = bureau.add(agent).unwrap();
-
-        let mut honest = Agent::builder("honest bidder").seed("roles honest").build().unwrap();
-        let strategy = Arc::new(UpTo { max: 100, settled: Mutex::default() });
-        let identity = || Identity::from_seed("roles honest");
-        english::serve(&mut honest, identity(), strategy.clone(), DELIVER_WITHIN);
-        dutch::serve(&mut honest, identity(), strategy.clone(), DELIVER_WITHIN);
-        sealed_bid::serve(&mut honest, identity(), strategy.clone(), DELIVER_WITHIN);
-        double_auction::serve(&mut honest, identity(), strategy.clone(), Sales::new(), DELIVER_WITHIN);
-        let honest = bureau.add(honest).unwrap();
-
-        // The rogue hears every opening, answers nothing on its own, and records refusals.
-        let mut rogue = Agent::builder(ROGUE).seed(ROGUE).build().unwrap();
-        let rogue_ears = Ears::default();
-        rogue_ears.listen(&mut rogue);
-        let ears = rogue_ears.clone();
-        rogue.on_message(move |_: Context, _: Address, m: english::Opening| ears.heard(&m.auction));
-        let ears = rogue_ears.clone();
-        rogue.on_message(move |_: Context, _: Address, m: dutch::Clock| ears.heard(&m.auction));
-        let ears = rogue_ears.clone();
-        rogue.on_message(move |_: Context, _: Address, m: CallForBids| ears.heard(&m.auction));
-        let ears = rogue_ears.clone();
-        rogue.on_message(move |_: Context, _: Address, m: RoundOpen| ears.heard(&m.round));
-        rogue.on_message(|_: Context, _: Address, _: english::Standing| std::future::ready(()));
-        rogue.on_message(|_: Context, _: Address, _: english::Closed| std::future::ready(()));
-        rogue.on_message(|_: Context, _: Address, _: dutch::Closed| std::future::ready(()));
-        rogue.on_message(|_: Context, _: Address, _: sealed_bid::Closed| std::future::ready(()));
-        rogue.on_message(|_: Context, _: Address, _: double_auction::Cleared| std::future::ready(()));
-        let rogue = bureau.add(rogue).unwrap();
-
-        let mut other = Agent::builder("other auctioneer").seed("roles other auctioneer").build().unwrap();
-        let other_english = english::Auctioneer::serve(&mut other, Sales::new());
-        let other_ears = Ears::default();
-        other_ears.listen(&mut other);
-        let other = bureau.add(other).unwrap();
-
-        let floor = Floor {
-            bureau,
-            ledger,
-            auctioneer,
-            english,
-            dutch,
-            sealed,
-            house,
-            honest,
-            strategy,
-            rogue,
-            rogue_ears,
-            other,
-            other_english,
-            other_ears,
-        };
-        let mint = Wallet::new(mint, floor.ledger.clone());
-        for agent in [honest, rogue, auctioneer, other] {
-            mint.mint(floor.wallet(agent), FUNDS).await.unwrap();
-        }
-        floor
-    }
-
-    fn ctx(&self, agent: Address) -> Context {
-        self.bureau.context(agent).unwrap()
-    }
-
-    fn wallet(&self, agent: Address) -> Address {
-        self.ctx(agent).wallet().unwrap().address()
-    }
-
-    async fn balance(&self, agent: Address) -> u128 {
-        self.ledger.balance(self.wallet(agent)).await.unwrap()
-    }
-
-    /// The rogue sends `message` to `to`, and is told it was refused in `dialogue`, which is
-    /// unchanged in `dialogues` (the dialogues it names, at the receiver).
-    async fn refused<M: Message>(&self, to: Address, message: M, dialogue: u128, dialogues: &Dialogues) -> Refused {
-        self.refused_in(to, message, dialogue, || dialogues.get(dialogue)).await
-    }
-
-    /// [`refused`](Self::refused), with the dialogue as `read` gives it.
-    async fn refused_in<M: Message>(
-        &self,
-        to: Address,
-        message: M,
-        dialogue: u128,
-        read: impl Fn() -> Option<Dialogue>,
-    ) -> Refused {
-        let before = read();
-        self.rogue_ears.refusals.lock().clear();
-        self.ctx(self.rogue).send(to, message).await.unwrap();
-        let refused = self.rogue_ears.refusal(dialogue).await;
-        assert_eq!(read(), before, "{} refused, and nothing changed", M::NAME);
-        refused
-    }
-}
 
 /// A refusal from the wrong role: the state the dialogue is in, and what may follow there.
 fn out_of_order(refused: &Refused, state: &str, expected: &str) {
@@ -361,26 +174,6 @@ async fn dutch_sealed_and_double_auctions_refuse_an_auctioneers_messages_from_a_
     // On the ledger: the honest bidder paid its two wins (100 and 20), and nothing else moved.
     paid_once(&f, 120).await;
     f.bureau.shutdown().await.unwrap();
-}
-
-/// Waits (bounded) for the honest bidder's payments, then checks that it paid `total` to
-/// the auctioneer, and that no one else's balance moved.
-async fn paid_once(f: &Floor, total: u128) {
-    for _ in 0..300 {
-        if f.balance(f.auctioneer).await == FUNDS + total {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(
-        f.strategy.settled.lock().iter().all(|s| matches!(s, Ok(Settled::Paid { .. }))),
-        "{:?}",
-        f.strategy.settled.lock()
-    );
-    assert_eq!(f.balance(f.auctioneer).await, FUNDS + total);
-    assert_eq!(f.balance(f.honest).await, FUNDS - total);
-    assert_eq!(f.balance(f.rogue).await, FUNDS, "the rogue neither paid nor was paid");
-    assert_eq!(f.balance(f.other).await, FUNDS);
 }
 
 /// Both sides handle the auctioneer's messages (the bidder to act on them, the auctioneer to

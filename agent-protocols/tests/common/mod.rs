@@ -1,10 +1,12 @@
 //! What the protocol tests share: a bidder that goes up to a limit in every kind of auction,
-//! ears for the refusals an agent is sent, and contract-net's test market (`cnp`).
+//! ears for the refusals an agent is sent, contract-net's test market (`cnp`), and a floor of
+//! auctions with a rogue bidder on one ledger (`floor`).
 
 // Each test binary uses part of it.
 #![allow(dead_code)]
 
 pub mod cnp;
+pub mod floor;
 
 use std::sync::Arc;
 use std::time::Duration;
