@@ -92,7 +92,10 @@ impl Storage {
     /// For a writer that rewrites one key many times between commits (a dialogue records
     /// itself at every step, a few milliseconds apart): only the last value is encoded,
     /// and not on the writer's thread. `encode` must give the same bytes at every call, so
-    /// it should own a snapshot of what it encodes, not a view of something that changes.
+    /// it should own a snapshot of what it encodes, not a view of something that changes;
+    /// and it must not panic: it runs on the store's committer thread, whose end closes the
+    /// store for every agent of the bureau. Encode what cannot fail to encode (hand-written
+    /// JSON, a value already checked), or use [`set`](Self::set).
     pub fn set_json_later(
         &self,
         key: &str,

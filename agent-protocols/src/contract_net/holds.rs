@@ -145,11 +145,30 @@ async fn release_when_due<P: Participant>(shared: Arc<Shared>, participant: Arc<
                 Ok(taken) => {
                     if let Some(proposal) = held_proposal::<P::Proposal>(taken) {
                         tracing::debug!(dialogue = %format!("{id:032x}"), "a proposal's hold ended without a decision");
-                        participant.release(initiator, proposal).await;
+                        // On a task of its own: a release that is slow, never returns or
+                        // panics holds up no other hold, and leaves the timer running.
+                        let participant = Arc::clone(&participant);
+                        tokio::spawn(async move { participant.release(initiator, proposal).await });
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "a proposal whose hold ended could not be released"),
+                // Not recorded (storage refuses writes): the proposal is still held in its
+                // dialogue, so the release is tried again rather than forgotten.
+                Err(e @ DialogueError::Storage { .. }) => {
+                    tracing::warn!(error = %e, "a proposal whose hold ended could not be released; retrying");
+                    let mut state = shared.state.lock();
+                    let retry = Instant::now() + RETRY_RELEASE;
+                    // Unless a new hold of the dialogue came meanwhile: it stands instead.
+                    if let std::collections::hash_map::Entry::Vacant(end) = state.end_of.entry(id) {
+                        end.insert(retry);
+                        state.by_end.insert((retry, id), Hold { initiator, kept });
+                    }
+                }
+                // Decided or forgotten meanwhile: nothing is held any more.
+                Err(e) => tracing::debug!(error = %e, "a hold ended on a dialogue that holds nothing"),
             }
         }
     }
 }
+
+/// How long after a release that storage could not record it is tried again.
+const RETRY_RELEASE: Duration = Duration::from_secs(1);

@@ -216,16 +216,19 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                     let Some(dialogues) = book.dialogues() else { return };
                     if dialogues.outgoing_named(report_step(&report), id, now_ms()).is_ok() {
                         // Done, and not cancelled meanwhile: collect the pay before saying so.
-                        // Not done: give the pay back now rather than at its deadline.
-                        match (&report, paid_by) {
-                            (Report::Done { .. }, Some((payment, wallet))) => collect(&wallet, id, &payment).await,
-                            (_, Some((payment, wallet))) => give_back(&wallet, id, &payment).await,
-                            (_, None) => {}
+                        let done = matches!(report, Report::Done { .. });
+                        if let (true, Some((payment, wallet))) = (done, &paid_by) {
+                            collect(wallet, id, payment).await;
                         }
                         // Not sent if cancelled meanwhile (the initiator no longer waits).
                         // A send that fails ends like silence: the initiator's wait times
                         // out, and its escrow is refunded at the deadline unless released.
                         let _ = reply.send(report).await;
+                        // Not done: the pay goes back now rather than at its deadline; after
+                        // the report, so a slow ledger does not make the report late.
+                        if let (false, Some((payment, wallet))) = (done, &paid_by) {
+                            give_back(wallet, id, payment).await;
+                        }
                     }
                 });
             }
@@ -278,10 +281,6 @@ async fn checked(
     check_payment(wallet, id, payment, payer, price).await
 }
 
-/// Releases to this participant the escrow that paid for the task of dialogue `id`, now
-/// done: if it is open on the ledger for this deal with this participant's wallet as its
-/// beneficiary and arbiter. Tries until the escrow's deadline ([`release_by`]); after it,
-/// the escrow belongs to the payer's refund.
 /// Refunds the escrow of an award this participant did not do (it failed, withdrew, or
 /// refused the payment), if the escrow names this award and this participant is its
 /// arbiter: the payer has its money back at once instead of at the escrow's deadline. An
@@ -300,6 +299,10 @@ async fn give_back(wallet: &agent_core::Wallet, id: u128, payment: &Payment) {
     }
 }
 
+/// Releases to this participant the escrow that paid for the task of dialogue `id`, now
+/// done: if it is open on the ledger for this deal with this participant's wallet as its
+/// beneficiary and arbiter. Tries until the escrow's deadline ([`release_by`]); after it,
+/// the escrow belongs to the payer's refund.
 async fn collect(wallet: &agent_core::Wallet, id: u128, payment: &Payment) {
     let escrow = match wallet.escrow(payment.escrow).await {
         Ok(Some(escrow)) => escrow,

@@ -21,8 +21,9 @@ pub struct Settlement<R> {
     /// [`award_and_pay`] waits for the escrow's deadline (the perform timeout plus
     /// [`REFUND_GRACE`]) and refunds it, unless the winner released it first: a winner whose
     /// report of done was lost or crossed the withdrawal is paid, and `paid` says so. After
-    /// a report of failure or cancellation the escrow is refunded once its deadline has
-    /// passed, in the background.
+    /// a report of failure or cancellation the winner (served by [`serve`]) refunds the
+    /// escrow at once; failing that, it is refunded once its deadline has passed, in the
+    /// background.
     pub paid: bool,
 }
 
@@ -301,7 +302,8 @@ fn refund_open_escrows_after(wallet: agent_core::Wallet, after_ms: u64) {
 /// Why a winner refused an award without performing: its payment does not hold on the
 /// ledger, or a priced proposal's award came unpaid. Reported to the initiator as
 /// [`Failure::PaymentRefused`] (serde names are the wire codes); the escrow, if any, goes
-/// back to its payer at its deadline.
+/// back to its payer: at once if it names this award with the winner as its arbiter (the
+/// winner refunds it), otherwise at its deadline.
 #[derive(
     Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema, thiserror::Error,
 )]
