@@ -67,7 +67,8 @@ pub struct Payment {
 pub enum Delivery {
     /// Delivered: what the buyer gets (a booking reference, a lot number).
     Delivered(serde_json::Value),
-    /// Not delivered, and why; the escrow is refunded to the buyer after its deadline.
+    /// Not delivered, and why; the seller refunds the escrow to the buyer at once (at its
+    /// deadline if it cannot then).
     Refused(String),
 }
 
@@ -248,8 +249,8 @@ impl Sales {
 /// beneficiary and its arbiter, naming the deal, holding at least the price, and refundable
 /// no earlier than [`REFUND_GRACE`] after the delivery is due (nor within a second from
 /// now); then `seller` delivers, once, and this agent releases the escrow to itself (its
-/// inform-done). If `seller` cannot deliver, the escrow is refunded to the buyer at its
-/// deadline, by this agent as by the buyer. (Who locked the escrow does not matter to the
+/// inform-done). If `seller` cannot deliver, this agent refunds the escrow to the buyer at
+/// once (at its deadline if the ledger cannot be reached then; the buyer may too). (Who locked the escrow does not matter to the
 /// seller: it is paid all the same.)
 pub fn serve_sales<S: Seller>(agent: &mut Agent, sales: Sales, seller: Arc<S>) {
     let mut served = protocol();
@@ -264,23 +265,31 @@ pub fn serve_sales<S: Seller>(agent: &mut Agent, sales: Sales, seller: Arc<S>) {
             // Delivered on a task of its own: a delivery may take long, and the seller's
             // agent goes on serving meanwhile (other payments, and an auctioneer's late bids).
             tokio::spawn(async move {
-                let answer = match seller.deliver(buyer, payment.deal, owed.price).await {
+                let (answer, undelivered) = match seller.deliver(buyer, payment.deal, owed.price).await {
                     Ok(goods) => {
                         if !release_by(&wallet, payment.escrow, deadline_ms).await {
                             tracing::warn!(escrow = %payment.escrow, "delivered, but this seller could not release the escrow; the buyer still may");
                         }
-                        Delivery::Delivered(goods)
+                        (Delivery::Delivered(goods), false)
                     }
                     Err(why) => {
                         // Not delivered: the buyer may pay again for the same deal, within
-                        // the same window; this escrow goes back at its deadline.
+                        // the same window.
                         sales.owed.lock().insert(payment.deal, owed);
-                        refund_when_due(wallet, payment.escrow, deadline_ms);
-                        Delivery::Refused(why)
+                        (Delivery::Refused(why), true)
                     }
                 };
                 if let Err(e) = reply.send(answer).await {
                     tracing::debug!(%buyer, error = %e, "a buyer did not hear how its payment ended; its escrow decides");
+                }
+                // This seller is the escrow's arbiter: the buyer has its money back now rather
+                // than at the deadline (after the answer, so a slow ledger does not delay it);
+                // failing that, at the deadline.
+                if undelivered {
+                    if let Err(e) = wallet.refund(payment.escrow).await {
+                        tracing::debug!(escrow = %payment.escrow, error = %e, "an undelivered payment is refunded at its deadline");
+                        refund_when_due(wallet, payment.escrow, deadline_ms);
+                    }
                 }
             });
             Ok(())
