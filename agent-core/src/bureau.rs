@@ -104,6 +104,9 @@ pub(crate) struct Shared {
     pub(crate) router: Arc<Router>,
     pub(crate) storage: crate::store::WriteBehind,
     pub(crate) config: Config,
+    /// Tasks agents started with [`Context::spawn`](crate::Context::spawn): they end with
+    /// the bureau.
+    pub(crate) background: parking_lot::Mutex<tokio::task::JoinSet<()>>,
 }
 
 /// Why a bureau operation failed.
@@ -179,6 +182,7 @@ impl Bureau {
             router,
             storage,
             config,
+            background: parking_lot::Mutex::new(tokio::task::JoinSet::new()),
         });
         Bureau { shared, tasks: parking_lot::Mutex::new(Vec::new()) }
     }
@@ -333,6 +337,7 @@ impl Bureau {
         for task in std::mem::take(&mut *self.tasks.lock()) {
             task.abort();
         }
+        self.shared.background.lock().abort_all();
         lost_writes
     }
 
@@ -345,6 +350,10 @@ impl Bureau {
                 tracing::error!(error = %err, "agent task ended abnormally");
             }
         }
+        // After the agents (their shutdown handlers may still have needed them), and before
+        // the last flush (what they wrote is in it).
+        let mut background = std::mem::take(&mut *self.shared.background.lock());
+        background.shutdown().await;
         self.stop_network();
         self.shared.storage.flush().await?;
         Ok(())

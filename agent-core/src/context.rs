@@ -168,6 +168,30 @@ impl Context {
         self.current.is_some_and(|c| c.is_request)
     }
 
+    /// Runs `task` beside this agent's handlers, for as long as the bureau runs: work that
+    /// must not hold up the agent's mailbox (a timer over many deadlines, a slow call whose
+    /// answer nobody waits for). Unlike `tokio::spawn`, the task ends with the bureau: it
+    /// is aborted when [`Bureau::shutdown`](crate::Bureau::shutdown) has stopped the
+    /// agents, and at once when a simulated host crashes, as a real crash would end it.
+    /// A task that panics is logged; the agent goes on.
+    pub fn spawn<F>(&self, task: F) -> tokio::task::AbortHandle
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let mut background = self.cell.bureau.background.lock();
+        // Tasks that ended are forgotten here, a few per spawn: the set stays as large as
+        // the tasks running, not as all the tasks ever spawned.
+        for _ in 0..2 {
+            match background.try_join_next() {
+                // Whose task it was is not known here: the set is the bureau's.
+                Some(Err(e)) if e.is_panic() => tracing::error!(error = %e, "a task an agent spawned panicked"),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        background.spawn(task)
+    }
+
     /// The trace id of the message being handled; messages sent from this handler carry it.
     pub fn trace_id(&self) -> Option<u128> {
         self.current.map(|c| c.trace_id)

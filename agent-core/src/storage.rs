@@ -112,13 +112,13 @@ impl Storage {
 
     /// Whether `key` holds a value.
     pub fn contains(&self, key: &str) -> Result<bool, StorageError> {
-        Ok(self.store.get(TABLE, &self.key(key))?.is_some())
+        Ok(self.store.contains(TABLE, &self.key(key))?)
     }
 
     /// Every key, in byte order (keys that are not UTF-8 are skipped).
     pub fn keys(&self) -> Result<Vec<String>, StorageError> {
-        let entries = self.store.scan_prefix(TABLE, self.owner.as_bytes())?;
-        Ok(entries.into_iter().filter_map(|(key, _)| String::from_utf8(key[32..].to_vec()).ok()).collect())
+        let keys = self.store.scan_keys(TABLE, self.owner.as_bytes())?;
+        Ok(keys.into_iter().filter_map(|key| String::from_utf8(key[32..].to_vec()).ok()).collect())
     }
 
     /// Waits until every write so far is on disk. Flushes of all agents of a bureau are

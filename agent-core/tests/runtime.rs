@@ -365,6 +365,35 @@ async fn startup_runs_first_and_shutdown_runs_last() {
     assert_eq!(seen, ["startup", "message", "shutdown"]);
 }
 
+/// A task an agent spawns runs beside its handlers, and ends with its bureau: after a
+/// shutdown nothing of it is left running.
+#[tokio::test(start_paused = true)]
+async fn tasks_an_agent_spawns_end_with_the_bureau() {
+    let bureau = Bureau::new().unwrap();
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let mut ticker = agent("ticker");
+    let counted = Arc::clone(&ticks);
+    ticker.on_startup(move |ctx: Context| {
+        let counted = Arc::clone(&counted);
+        async move {
+            ctx.spawn(async move {
+                for _ in 0..1_000_000 {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            });
+        }
+    });
+    bureau.add(ticker).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(ticks.load(Ordering::SeqCst) >= 50, "the task runs beside the agent");
+    bureau.shutdown().await.unwrap();
+    let at_shutdown = ticks.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(ticks.load(Ordering::SeqCst), at_shutdown, "the task ended with the bureau");
+    assert_eq!(Arc::strong_count(&ticks), 1, "and nothing of it is kept");
+}
+
 #[tokio::test]
 async fn storage_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();

@@ -164,3 +164,28 @@ async fn a_hold_ending_during_a_storage_outage_is_released_once_storage_is_back(
     assert_eq!(holder.released.lock().len(), 1, "released once");
     sim.shutdown().await;
 }
+
+/// A crash ends a participant's hold timer with the rest of its host, as a real crash
+/// would: nothing of the crashed agent goes on acting (its restarted self, if added again,
+/// finds the hold in storage and takes over).
+#[tokio::test(start_paused = true)]
+async fn a_crashed_hosts_timer_releases_nothing_after_the_crash() {
+    let sim = Sim::new(6);
+    let (office, shop) = (sim.add_host("office").unwrap(), sim.add_host("shop").unwrap());
+    let holder = Holder::new();
+    let mut agent = Agent::builder("holder").seed("holder").build().unwrap();
+    contract_net::serve(&mut agent, holder.clone());
+    let participant = shop.add(agent).unwrap();
+    let book = contract_net::Book::default();
+    let ctx =
+        office.context(office.add(Agent::builder("initiator").seed("initiator").build().unwrap()).unwrap()).unwrap();
+    call_for(&ctx, &book, participant, 1_000).await;
+    sim.crash(&shop);
+    // Storage is back at once: only the timer's end keeps the crashed agent from acting.
+    sim.restart(&shop).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(holder.released.lock().is_empty(), "released by a crashed agent: {:?}", holder.released.lock());
+    // Only this test holds the participant now: no task of the crashed agent does.
+    assert_eq!(Arc::strong_count(&holder), 1, "a task of the crashed agent still runs");
+    sim.shutdown().await;
+}

@@ -54,6 +54,7 @@ impl Table {
 
 /// Why a database operation failed. Nothing already committed is lost by a failure.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The database file could not be opened or created (missing permission, a corrupt
     /// file, or already open in this process).

@@ -53,6 +53,9 @@ async fn queued_writes_are_read_back_before_and_after_their_commit() {
     store.put(ITEMS, b"k3".to_vec(), Some(b"three".to_vec())).unwrap();
     let keys: Vec<Vec<u8>> = store.scan_prefix(ITEMS, b"k").unwrap().into_iter().map(|(k, _)| k).collect();
     assert_eq!(keys, vec![b"k3".to_vec()], "a queued removal hides the committed entry");
+    assert_eq!(store.scan_keys(ITEMS, b"k").unwrap(), keys, "the keys alone are the same");
+    assert!(!store.contains(ITEMS, b"k1").unwrap(), "removed, though committed");
+    assert!(store.contains(ITEMS, b"k3").unwrap(), "queued, not yet committed");
 }
 
 /// A value queued to be encoded later reads back (encoded) before its commit, is encoded
@@ -74,6 +77,9 @@ async fn a_value_encoded_later_is_encoded_only_when_read_or_committed() {
     }
     let counts = |encoded: &[AtomicUsize; 3]| encoded.iter().map(|n| n.load(Ordering::SeqCst)).collect::<Vec<_>>();
     assert_eq!(counts(&encoded), [0, 0, 0], "nothing encoded when written");
+    assert!(store.contains(ITEMS, b"k").unwrap());
+    assert_eq!(store.scan_keys(ITEMS, b"k").unwrap(), vec![b"k".to_vec()]);
+    assert_eq!(counts(&encoded), [0, 0, 0], "nor to say it is there");
     assert_eq!(store.get(ITEMS, b"k").unwrap().as_deref(), Some(&b"v2"[..]));
     let scanned = store.scan_prefix(ITEMS, b"k").unwrap();
     assert_eq!(scanned, vec![(b"k".to_vec(), b"v2".to_vec())]);

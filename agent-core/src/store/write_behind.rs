@@ -6,7 +6,7 @@
 //! race inside the engine, and 64 agents flushing at once cost one disk sync per group,
 //! not 64.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -259,21 +259,20 @@ impl WriteBehind {
         self.shared.db.get(table, key)
     }
 
+    /// Whether `key` in `table` holds a value, including writes not yet committed. A value
+    /// waiting to be encoded is not encoded to answer.
+    pub fn contains(&self, table: Table, key: &[u8]) -> Result<bool, StoreError> {
+        let queued = self.shared.queue.lock().queued(table, key);
+        match queued {
+            Some(queued) => Ok(queued.is_some()),
+            None => Ok(self.shared.db.get(table, key)?.is_some()),
+        }
+    }
+
     /// Every entry of `table` whose key starts with `prefix`, in key order, including
     /// writes not yet committed.
     pub fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
-        let queued: Vec<(Vec<u8>, Option<Queued>)> = {
-            let queue = self.shared.queue.lock();
-            let in_scope = |(key, _): &(&Key, &Option<Queued>)| key.0 == table && key.1.starts_with(prefix);
-            let mut merged: BTreeMap<Vec<u8>, Option<Queued>> = BTreeMap::new();
-            // `pending` is newer than `committing`, so it is applied last.
-            for writes in [&*queue.committing, &queue.pending] {
-                for (key, value) in writes.iter().filter(in_scope) {
-                    merged.insert(key.1.clone(), value.clone());
-                }
-            }
-            merged.into_iter().collect()
-        };
+        let queued = self.queued_in(table, prefix);
         let mut entries: BTreeMap<Vec<u8>, Vec<u8>> = self.shared.db.scan_prefix(table, prefix)?.into_iter().collect();
         for (key, value) in queued {
             match value {
@@ -282,6 +281,36 @@ impl WriteBehind {
             };
         }
         Ok(entries.into_iter().collect())
+    }
+
+    /// The keys [`scan_prefix`](Self::scan_prefix) would give, without their values: a
+    /// value waiting to be encoded is not encoded to list its key.
+    pub fn scan_keys(&self, table: Table, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let queued = self.queued_in(table, prefix);
+        let mut keys: BTreeSet<Vec<u8>> =
+            self.shared.db.scan_prefix(table, prefix)?.into_iter().map(|(key, _)| key).collect();
+        for (key, value) in queued {
+            match value {
+                Some(_) => keys.insert(key),
+                None => keys.remove(&key),
+            };
+        }
+        Ok(keys.into_iter().collect())
+    }
+
+    /// The queued writes under `prefix` in `table`, newest for each key, taken out under
+    /// the lock (and encoded, where a reader needs it, after it).
+    fn queued_in(&self, table: Table, prefix: &[u8]) -> BTreeMap<Vec<u8>, Option<Queued>> {
+        let queue = self.shared.queue.lock();
+        let in_scope = |(key, _): &(&Key, &Option<Queued>)| key.0 == table && key.1.starts_with(prefix);
+        let mut merged: BTreeMap<Vec<u8>, Option<Queued>> = BTreeMap::new();
+        // `pending` is newer than `committing`, so it is applied last.
+        for writes in [&*queue.committing, &queue.pending] {
+            for (key, value) in writes.iter().filter(in_scope) {
+                merged.insert(key.1.clone(), value.clone());
+            }
+        }
+        merged
     }
 
     /// Queues `value` at `key` in `table` (or its removal when `None`); readers see it at

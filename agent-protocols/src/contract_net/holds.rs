@@ -38,13 +38,13 @@ struct State {
 }
 
 /// What ends with a hold: the proposal kept with its dialogue, which the initiator made.
-struct Hold {
-    initiator: Address,
-    kept: Data,
+pub(super) struct Hold {
+    pub(super) initiator: Address,
+    pub(super) kept: Data,
 }
 
 impl Holds {
-    /// Holds what dialogue `id`'s proposal (kept with the dialogue as `kept`) holds until
+    /// Holds what dialogue `id`'s proposal (kept with the dialogue as `hold.kept`) holds until
     /// `until_ms`, replacing an earlier hold of the same dialogue; `participant` is told to
     /// release it then, unless [`stop`](Self::stop) came first. Only the proposal this hold
     /// is for is released: a revised call may have replaced it in the dialogue meanwhile.
@@ -52,12 +52,12 @@ impl Holds {
     /// be gone.
     pub(super) fn hold<P: Participant>(
         &self,
+        ctx: &Context,
         participant: &Arc<P>,
         book: &Book,
         id: u128,
-        initiator: Address,
         until_ms: u64,
-        kept: Data,
+        hold: Hold,
     ) {
         let ends = Instant::now() + Duration::from_millis(until_ms.saturating_sub(now_ms()));
         let mut state = self.shared.state.lock();
@@ -65,9 +65,9 @@ impl Holds {
             state.by_end.remove(&(replaced, id));
         }
         let sooner = state.wakes_at.is_none_or(|at| ends < at);
-        state.by_end.insert((ends, id), Hold { initiator, kept });
+        state.by_end.insert((ends, id), hold);
         if state.timer.is_none() {
-            self.start_timer(&mut state, participant, book);
+            self.start_timer(&mut state, ctx, participant, book);
         } else if sooner {
             self.shared.sooner.notify_one();
         }
@@ -75,16 +75,18 @@ impl Holds {
 
     /// Starts the timer if it is not running: when the agent starts, so that its first
     /// proposals (in a round with many participants, all made at once) start no task.
-    pub(super) fn start<P: Participant>(&self, participant: &Arc<P>, book: &Book) {
+    pub(super) fn start<P: Participant>(&self, ctx: &Context, participant: &Arc<P>, book: &Book) {
         let mut state = self.shared.state.lock();
         if state.timer.is_none() {
-            self.start_timer(&mut state, participant, book);
+            self.start_timer(&mut state, ctx, participant, book);
         }
     }
 
-    fn start_timer<P: Participant>(&self, state: &mut State, participant: &Arc<P>, book: &Book) {
-        let timer = tokio::spawn(release_when_due(Arc::clone(&self.shared), Arc::clone(participant), book.clone()));
-        state.timer = Some(timer.abort_handle());
+    /// The timer and its releases run as the agent's tasks ([`Context::spawn`]): they end
+    /// with its bureau, and a crashed host's timer releases nothing after the crash.
+    fn start_timer<P: Participant>(&self, state: &mut State, ctx: &Context, participant: &Arc<P>, book: &Book) {
+        let timer = release_when_due(Arc::clone(&self.shared), ctx.clone(), Arc::clone(participant), book.clone());
+        state.timer = Some(ctx.spawn(timer));
     }
 
     /// The hold of dialogue `id` ends without a release: its proposal was decided.
@@ -108,7 +110,7 @@ impl Holds {
 
 /// The timer: sleeps until the first hold ends (or a sooner one is added), then releases
 /// every hold that has ended, one after the other, and sleeps again.
-async fn release_when_due<P: Participant>(shared: Arc<Shared>, participant: Arc<P>, book: Book) {
+async fn release_when_due<P: Participant>(shared: Arc<Shared>, ctx: Context, participant: Arc<P>, book: Book) {
     loop {
         let first_end = {
             let mut state = shared.state.lock();
@@ -148,7 +150,7 @@ async fn release_when_due<P: Participant>(shared: Arc<Shared>, participant: Arc<
                         // On a task of its own: a release that is slow, never returns or
                         // panics holds up no other hold, and leaves the timer running.
                         let participant = Arc::clone(&participant);
-                        tokio::spawn(async move { participant.release(initiator, proposal).await });
+                        ctx.spawn(async move { participant.release(initiator, proposal).await });
                     }
                 }
                 // Not recorded (storage refuses writes): the proposal is still held in its

@@ -398,7 +398,12 @@ pub(super) async fn outcome_of<R: DeserializeOwned>(
     report: Result<Report, agent_core::RequestError>,
 ) -> Result<R, AwardFailure> {
     match report {
-        Ok(report) => match dialogues.incoming_named(report_step(&report), id, winner, now_ms()) {
+        Ok(report) => match allowed(dialogues.incoming_named(report_step(&report), id, winner, now_ms()), "report")
+            // A report that crossed this initiator's cancel on the way: the winner acted
+            // before it heard of the cancel (and was paid, if it reports done), so what it
+            // reports holds.
+            .or_else(|refused| if cancelled_here(dialogues, id) { Ok(None) } else { Err(refused) })
+        {
             Ok(_) => match report {
                 Report::Done { result } => {
                     serde_json::from_value(result).map_err(|e| AwardFailure::UnreadableResult(e.to_string()))
@@ -412,19 +417,30 @@ pub(super) async fn outcome_of<R: DeserializeOwned>(
             }
         },
         Err(e) => {
-            if dialogues.outgoing_named("Cancel", id, now_ms()).is_ok() {
+            if allowed(dialogues.outgoing_named("Cancel", id, now_ms()), "Cancel").is_ok() {
                 // The winner may be gone; the award is withdrawn either way.
                 let cancel = Cancel { cause: CancelCause::NoReport, detail: Some(e.to_string()) };
                 let _ = ctx.send_in(id, winner, cancel).await;
+            } else if cancelled_here(dialogues, id) {
+                // The winner stopped on this initiator's cancel, with no report.
+                return Err(AwardFailure::Cancelled);
             }
             Err(AwardFailure::NoReport(e.to_string()))
         }
     }
 }
 
+/// Whether dialogue `id` ended with this initiator's cancel ([`cancel`] of an award in
+/// progress).
+fn cancelled_here(dialogues: &Dialogues, id: u128) -> bool {
+    dialogues.get(id).is_some_and(|d| {
+        d.state == "cancelled" && d.said.last().is_some_and(|said| said.message == "Cancel" && said.sender == INITIATOR)
+    })
+}
+
 /// Rejects the proposal of dialogue `id`, if the dialogue allows it now.
 pub(super) async fn reject(ctx: &Context, dialogues: &Dialogues, id: u128, to: Address, reason: RejectReason) {
-    if dialogues.outgoing_named("Reject", id, now_ms()).is_ok() {
+    if allowed(dialogues.outgoing_named("Reject", id, now_ms()), "Reject").is_ok() {
         // The participant may be gone; a rejected proposal has no claim either way.
         let _ = ctx.send_in(id, to, Reject { reason }).await;
     }
@@ -445,25 +461,34 @@ pub async fn award<P, R: DeserializeOwned>(
     }
     let mut reports = tokio::task::JoinSet::new();
     let mut losers = Vec::with_capacity(called.proposals.len());
+    let mut results = Vec::new();
     // Winners first: they perform while the others are told.
     for proposal in &called.proposals {
         let (id, to) = (proposal.dialogue, proposal.from);
-        if winners.contains(&to) && dialogues.outgoing_named("Accept", id, now_ms()).is_ok() {
-            let ctx = ctx.clone();
-            reports.spawn(async move {
-                (to, id, ctx.request_in::<Accept, Report>(id, to, Accept::default(), Some(perform_timeout)).await)
-            });
-        } else {
-            losers.push((id, to));
+        let accepted =
+            if winners.contains(&to) { Some(dialogues.outgoing_named("Accept", id, now_ms())) } else { None };
+        match accepted {
+            Some(Ok(_)) => {
+                let ctx = ctx.clone();
+                reports.spawn(async move {
+                    (to, id, ctx.request_in::<Accept, Report>(id, to, Accept::default(), Some(perform_timeout)).await)
+                });
+            }
+            // An award the initiator cannot record is not made (a restarted initiator
+            // would not know of it): the winner is told no, and the caller why.
+            Some(Err(DialogueError::Storage { reason, .. })) => {
+                results.push((to, Err(AwardFailure::NotRecorded(reason))));
+                losers.push((id, to));
+            }
+            _ => losers.push((id, to)),
         }
     }
     for (id, to) in losers {
         reject(ctx, dialogues, id, to, RejectReason::NotChosen).await;
     }
-    if reports.is_empty() {
+    if reports.is_empty() && results.is_empty() {
         return Ok(Outcome::NoneChosen);
     }
-    let mut results = Vec::new();
     while let Some(joined) = reports.join_next().await {
         let Ok((from, id, report)) = joined else { continue };
         results.push((from, outcome_of(ctx, dialogues, id, from, report).await));

@@ -134,6 +134,7 @@ pub enum Failure {
 /// initiator saw (no report, an unreadable result) or could not do (pay). A program tells
 /// them apart by variant (and a withdrawal by its cause); free text is only detail.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AwardFailure {
     /// The winner tried, and failed, in its own words ([`Failure::Failed`]).
     #[error("failed: {0}")]
@@ -161,6 +162,10 @@ pub enum AwardFailure {
     /// No report came in time: the award was withdrawn ([`Cancel`] sent).
     #[error("no report in time: {0}")]
     NoReport(String),
+    /// The initiator cancelled the award while it was performed ([`cancel`]): the winner
+    /// stopped, and gave back what it was paid.
+    #[error("cancelled by the initiator while it was performed")]
+    Cancelled,
     /// The report broke the dialogue's rules, and was refused.
     #[error("the report was refused: {0}")]
     ReportRefused(DialogueError),
@@ -170,9 +175,10 @@ pub enum AwardFailure {
     /// Not awarded ([`award_and_pay`]): the price could not be locked in escrow.
     #[error("not awarded: the price could not be locked: {0}")]
     NotLocked(String),
-    /// Not awarded ([`award_and_pay`]): the escrow locked could not be recorded (it is
-    /// refunded at its deadline).
-    #[error("not awarded: the escrow could not be recorded: {0}")]
+    /// Not awarded: the initiator's storage could not record the award, or
+    /// ([`award_and_pay`]) the escrow locked for it (which is refunded at its deadline).
+    /// The winner is sent a rejection.
+    #[error("not awarded: the award could not be recorded: {0}")]
     NotRecorded(String),
     /// Not awarded ([`award_and_pay`]): the proposal's dialogue is past it (awarded
     /// already, rejected, cancelled, expired) or moved on while the price was locked.

@@ -54,15 +54,17 @@ mod initiator;
 mod messages;
 mod participant;
 mod pay;
+mod performing;
 mod strays;
 
 pub use cancel::*;
 pub use causes::*;
-use holds::Holds;
+use holds::{Hold, Holds};
 pub use initiator::*;
 pub use messages::*;
 pub use participant::*;
 pub use pay::*;
+use performing::Performing;
 use strays::refuse_participants_messages;
 
 /// Why a contract-net call or award could not run. What the participants did (refusals,
@@ -205,6 +207,21 @@ fn sweep(agent: &mut Agent, book: &Book, role: &'static str) {
             }
         }
     });
+}
+
+/// Whether a step the dialogue's rules allowed goes ahead: it was recorded, or only its
+/// record failed (storage refuses writes). A step the rules refuse does not. A step that
+/// is allowed but unrecorded still goes ahead, because what it says is true and the peer
+/// must hear it (a rejection frees what a proposal held, a cancel stops the work, a report
+/// gets the work paid): the dialogue stays as it was recorded, and expires with the sweep.
+fn allowed(step: Result<Option<Data>, DialogueError>, what: &'static str) -> Result<Option<Data>, DialogueError> {
+    match step {
+        Err(DialogueError::Storage { dialogue, reason }) => {
+            tracing::warn!(dialogue = %format!("{dialogue:032x}"), step = what, %reason, "a contract-net step goes ahead unrecorded: storage failed");
+            Ok(None)
+        }
+        step => step,
+    }
 }
 
 /// Tells `to` why its message in dialogue `id` was refused.

@@ -64,6 +64,7 @@ pub(super) fn held_proposal<P: DeserializeOwned>(data: Option<Data>) -> Option<P
 pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
     let book = Book::default();
     let holds = Holds::default();
+    let performing = Performing::default();
     {
         // Dialogues from before a restart are read when the agent starts, not when the
         // first call comes; the proposals they hold are released when their holds end.
@@ -71,7 +72,7 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
         agent.on_startup(move |ctx: Context| {
             let (book, holds, participant) = (book.clone(), holds.clone(), participant.clone());
             async move {
-                holds.start(&participant, &book);
+                holds.start(&ctx, &participant, &book);
                 let dialogues = match book.get(&ctx, PARTICIPANT) {
                     Ok(dialogues) => dialogues,
                     Err(e) => return tracing::error!(error = %e, "cannot load the contract-net dialogues"),
@@ -80,7 +81,7 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                     let Some(kept) = dialogue.data else { continue };
                     if let Ok(held) = kept.decode::<HeldProposal<serde::de::IgnoredAny>>() {
                         let (id, initiator) = (dialogue.id, dialogue.peer);
-                        holds.hold(&participant, &book, id, initiator, held.hold_until_ms, kept);
+                        holds.hold(&ctx, &participant, &book, id, held.hold_until_ms, Hold { initiator, kept });
                     }
                 }
             }
@@ -147,7 +148,7 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                 match dialogues.outgoing_with(answer_step(&answer), id, now_ms(), step) {
                     Ok(_) => {
                         if let Some((kept, hold_until_ms, _)) = held {
-                            holds.hold(&participant, &book, id, from, hold_until_ms, kept);
+                            holds.hold(&ctx, &participant, &book, id, hold_until_ms, Hold { initiator: from, kept });
                         }
                         // A proposal the initiator no longer waits for (it came after the call's
                         // wait, by the initiator's clock) is sent in the dialogue instead, so
@@ -175,9 +176,11 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
         });
     }
     {
-        let (book, participant, holds) = (book.clone(), participant.clone(), holds.clone());
+        let (book, participant, holds, performing) =
+            (book.clone(), participant.clone(), holds.clone(), performing.clone());
         served = served.on_message(move |ctx: Context, from: Address, accept: Accept| {
-            let (book, participant, holds) = (book.clone(), participant.clone(), holds.clone());
+            let (book, participant, holds, performing) =
+                (book.clone(), participant.clone(), holds.clone(), performing.clone());
             async move {
                 let (Ok(dialogues), Some(id)) = (book.get(&ctx, PARTICIPANT), ctx.session()) else { return };
                 let held = match dialogues.incoming_named("Accept", id, from, now_ms()) {
@@ -187,9 +190,14 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                 holds.stop(id);
                 let Ok(reply) = ctx.defer_reply() else { return };
                 let paid_by = accept.payment.map(|payment| (payment, ctx.wallet()));
+                let refund_on_cancel =
+                    paid_by.as_ref().and_then(|(payment, wallet)| Some((payment.clone(), wallet.as_ref().ok()?.clone())));
                 // Performed on a task of its own: the work may take long (a lead time, a
-                // computation), and the participant goes on answering other calls.
-                tokio::spawn(async move {
+                // computation), and the participant goes on answering other calls. The
+                // agent's task: it ends with the bureau, as a crash would end it, and with a
+                // cancel of the award.
+                let performed = performing.clone();
+                performing.start(&ctx, id, held.clone(), refund_on_cancel, async move {
                     let report = match held_proposal::<P::Proposal>(held) {
                         Some(proposal) => match checked(participant.price(&proposal), id, &paid_by, accept.payer).await
                         {
@@ -212,9 +220,19 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                         },
                         None => Report::Failure { cause: Failure::HoldEnded },
                     };
+                    if !performed.finish(id) {
+                        // Cancelled while it was performed: the cancel released and refunded.
+                        return;
+                    }
                     let paid_by = paid_by.and_then(|(payment, wallet)| Some((payment, wallet.ok()?)));
                     let Some(dialogues) = book.dialogues() else { return };
-                    if dialogues.outgoing_named(report_step(&report), id, now_ms()).is_ok() {
+                    if allowed(dialogues.outgoing_named(report_step(&report), id, now_ms()), "report").is_err() {
+                        // Cancelled after the work was done, before it was reported: the
+                        // initiator no longer waits, and does not pay.
+                        if let Some((payment, wallet)) = &paid_by {
+                            give_back(wallet, id, payment).await;
+                        }
+                    } else {
                         // Done, and not cancelled meanwhile: collect the pay before saying so.
                         let done = matches!(report, Report::Done { .. });
                         if let (true, Some((payment, wallet))) = (done, &paid_by) {
@@ -234,27 +252,39 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
             }
         });
     }
-    let release = |book: Book, participant: Arc<P>, holds: Holds, ctx: Context, from: Address, step: &'static str| async move {
+    let release = |book: Book,
+                   participant: Arc<P>,
+                   holds: Holds,
+                   performing: Performing,
+                   ctx: Context,
+                   from: Address,
+                   step: &'static str| async move {
         let (Ok(dialogues), Some(id)) = (book.get(&ctx, PARTICIPANT), ctx.session()) else { return };
         let held = match dialogues.incoming_named(step, id, from, now_ms()) {
             Ok(held) => held,
             Err(refused) => return tell(&ctx, id, from, refused).await,
         };
         holds.stop(id);
+        // An award in progress, cancelled: its work stops, and what it held and was paid
+        // goes back (an award keeps no proposal in its dialogue: its task has it).
+        if step == "Cancel" && performing.cancel(&*participant, from, id).await {
+            return;
+        }
         if let Some(proposal) = held_proposal::<P::Proposal>(held) {
             participant.release(from, proposal).await;
         }
     };
     {
-        let (book, participant, holds) = (book.clone(), participant.clone(), holds.clone());
+        let (book, participant, holds, performing) =
+            (book.clone(), participant.clone(), holds.clone(), performing.clone());
         served = served.on_message(move |ctx: Context, from: Address, _: Reject| {
-            release(book.clone(), participant.clone(), holds.clone(), ctx, from, "Reject")
+            release(book.clone(), participant.clone(), holds.clone(), performing.clone(), ctx, from, "Reject")
         });
     }
     {
-        let (book, participant, holds) = (book.clone(), participant, holds);
+        let (book, participant, holds, performing) = (book.clone(), participant, holds, performing);
         served = served.on_message(move |ctx: Context, from: Address, _: Cancel| {
-            release(book.clone(), participant.clone(), holds.clone(), ctx, from, "Cancel")
+            release(book.clone(), participant.clone(), holds.clone(), performing.clone(), ctx, from, "Cancel")
         });
     }
     agent.include(served);
@@ -285,7 +315,7 @@ async fn checked(
 /// refused the payment), if the escrow names this award and this participant is its
 /// arbiter: the payer has its money back at once instead of at the escrow's deadline. An
 /// escrow that is not this participant's to decide is left to its deadline.
-async fn give_back(wallet: &agent_core::Wallet, id: u128, payment: &Payment) {
+pub(super) async fn give_back(wallet: &agent_core::Wallet, id: u128, payment: &Payment) {
     let escrow = match wallet.escrow(payment.escrow).await {
         Ok(Some(escrow)) => escrow,
         Ok(None) => return,

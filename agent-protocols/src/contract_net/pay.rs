@@ -134,8 +134,9 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
                 }
             }
         };
-        match locked {
-            Some((payment, deadline_ms)) if dialogues.outgoing_named("Accept", id, now_ms()).is_ok() => {
+        let accepted = locked.as_ref().map(|_| dialogues.outgoing_named("Accept", id, now_ms()));
+        match (locked, accepted) {
+            (Some((payment, deadline_ms)), Some(Ok(_))) => {
                 let (ctx, book, wallet) = (ctx.clone(), book.clone(), wallet.clone());
                 let escrow = payment.escrow;
                 // Each winner is heard and paid on its own, side by side.
@@ -152,18 +153,28 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
                     };
                     let reported = report.is_ok();
                     let result = outcome_of(&ctx, dialogues, id, to, report).await;
+                    // Cancelled by this initiator: the winner stopped and refunds at once, as
+                    // after a report of failure; nothing to wait for.
+                    let reported = reported || matches!(result, Err(AwardFailure::Cancelled));
                     let paid = paid_out(&wallet, escrow, deadline_ms, result.is_ok(), reported).await;
                     Settlement { winner: to, result, escrow: Some(escrow), paid }
                 });
             }
-            Some((payment, _)) => {
+            // An award the initiator cannot record is not made (a restarted initiator would
+            // not know of it): the winner is told no; the escrow is refunded when due.
+            (Some((payment, _)), Some(Err(DialogueError::Storage { reason, .. }))) => {
+                let result = Err(AwardFailure::NotRecorded(reason));
+                settlements.push(Settlement { winner: to, result, escrow: Some(payment.escrow), paid: false });
+                reject(ctx, dialogues, id, to, RejectReason::NotChosen).await;
+            }
+            (Some((payment, _)), _) => {
                 // The dialogue moved on while the price was being locked: the escrow is
                 // refunded when due (scheduled at the lock), and the caller is told of it.
                 let state = dialogues.get(id).map_or_else(|| "unknown".to_owned(), |d| d.state.to_string());
                 let result = Err(AwardFailure::NotAwardable { state });
                 settlements.push(Settlement { winner: to, result, escrow: Some(payment.escrow), paid: false });
             }
-            None => {
+            (None, _) => {
                 reject(ctx, dialogues, id, to, RejectReason::NotChosen).await;
             }
         }

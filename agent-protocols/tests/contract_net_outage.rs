@@ -1,0 +1,133 @@
+//! Contract-net steps while an agent's storage refuses writes (an outage on its host: the
+//! agent keeps running and sending). A step the rules allow but storage cannot record is
+//! not mistaken for one the rules refused: an award that cannot be recorded is not made
+//! and the winner is told no; a report that cannot be recorded, by the winner or by the
+//! initiator, is still sent and heard.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_core::sim::{Host, Sim};
+use agent_core::{Address, Agent, Context};
+use agent_protocols::contract_net::{self, AwardFailure, Outcome, Participant, Unperformed};
+use parking_lot::Mutex;
+
+/// A seller that takes a second to perform (long enough for a test to bring its host's
+/// storage down meanwhile), and counts what it performed and released.
+#[derive(Default)]
+struct SlowSeller {
+    performed: Mutex<u32>,
+    released: Mutex<u32>,
+}
+
+#[async_trait::async_trait]
+impl Participant for SlowSeller {
+    type Task = String;
+    type Proposal = u64;
+    type Result = String;
+
+    async fn evaluate(&self, _initiator: Address, _route: String) -> Option<(u64, Option<u64>)> {
+        Some((100, None))
+    }
+
+    async fn perform(&self, _initiator: Address, price: u64) -> Result<String, Unperformed> {
+        tokio::time::sleep(PERFORM).await;
+        *self.performed.lock() += 1;
+        Ok(format!("booked at {price}"))
+    }
+
+    async fn release(&self, _initiator: Address, _price: u64) {
+        *self.released.lock() += 1;
+    }
+}
+
+const PERFORM: Duration = Duration::from_secs(1);
+
+struct Market {
+    sim: Sim,
+    office: Host,
+    shop: Host,
+    seller: Arc<SlowSeller>,
+    proposer: Address,
+    ctx: Context,
+    book: contract_net::Book,
+}
+
+fn market(seed: u64) -> Market {
+    let sim = Sim::new(seed);
+    let (office, shop) = (sim.add_host("office").unwrap(), sim.add_host("shop").unwrap());
+    let seller = Arc::new(SlowSeller::default());
+    let mut serving = Agent::builder("seller").seed("seller").build().unwrap();
+    contract_net::serve(&mut serving, seller.clone());
+    let proposer = shop.add(serving).unwrap();
+    let book = contract_net::Book::default();
+    let mut traveller = Agent::builder("traveller").seed("traveller").build().unwrap();
+    contract_net::refuse_strays(&mut traveller, &book);
+    let ctx = office.context(office.add(traveller).unwrap()).unwrap();
+    Market { sim, office, shop, seller, proposer, ctx, book }
+}
+
+/// The initiator cannot record its award: the award is not made (a restarted initiator
+/// would not know of it), the outcome says why, and the winner is rejected, so it lets go
+/// of what it held at once and performs nothing.
+#[tokio::test(start_paused = true)]
+async fn an_award_storage_cannot_record_is_not_made_and_the_winner_is_told() {
+    let m = market(21);
+    let called =
+        contract_net::call::<_, u64>(&m.ctx, &m.book, &[m.proposer], &"LHR-JFK", Duration::from_secs(1)).await.unwrap();
+    assert_eq!(called.proposals.len(), 1);
+    m.office.fail_storage(true);
+    let outcome = contract_net::award::<u64, String>(&m.ctx, &m.book, &called, &[m.proposer], Duration::from_secs(5))
+        .await
+        .unwrap();
+    let Outcome::AllFailed(failed) = outcome else { panic!("an unrecorded award is a failed one: {outcome:?}") };
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, m.proposer);
+    assert!(matches!(failed[0].1, AwardFailure::NotRecorded(_)), "{failed:?}");
+    let seller = m.seller.clone();
+    assert!(
+        m.sim.wait_until(Duration::from_secs(5), Duration::from_millis(10), || *seller.released.lock() == 1).await,
+        "the winner was told no and released its hold"
+    );
+    assert_eq!(*m.seller.performed.lock(), 0, "nothing performed");
+    m.sim.shutdown().await;
+}
+
+/// The winner's storage goes down while it performs: its report cannot be recorded, yet it
+/// is sent, and the initiator has the result instead of waiting for a report that never
+/// comes.
+#[tokio::test(start_paused = true)]
+async fn a_winners_report_storage_cannot_record_is_still_sent() {
+    let m = market(22);
+    let called =
+        contract_net::call::<_, u64>(&m.ctx, &m.book, &[m.proposer], &"LHR-JFK", Duration::from_secs(1)).await.unwrap();
+    let shop = m.shop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(PERFORM / 2).await;
+        shop.fail_storage(true);
+    });
+    let outcome = contract_net::award::<u64, String>(&m.ctx, &m.book, &called, &[m.proposer], Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::Awarded(vec![(m.proposer, Ok("booked at 100".into()))]));
+    m.sim.shutdown().await;
+}
+
+/// The initiator's storage goes down while the winner performs: the report it cannot
+/// record is still the winner's result, not a report its dialogue refused.
+#[tokio::test(start_paused = true)]
+async fn a_report_the_initiator_cannot_record_is_still_its_result() {
+    let m = market(23);
+    let called =
+        contract_net::call::<_, u64>(&m.ctx, &m.book, &[m.proposer], &"LHR-JFK", Duration::from_secs(1)).await.unwrap();
+    let office = m.office.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(PERFORM / 2).await;
+        office.fail_storage(true);
+    });
+    let outcome = contract_net::award::<u64, String>(&m.ctx, &m.book, &called, &[m.proposer], Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::Awarded(vec![(m.proposer, Ok("booked at 100".into()))]));
+    m.sim.shutdown().await;
+}
