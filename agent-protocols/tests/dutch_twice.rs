@@ -142,8 +142,11 @@ const CLOCK: dutch::Terms = dutch::Terms { start: 200, step: 10, floor: 50, tick
 /// Two takes reach the auctioneer one right after the other in tick 5, before it closes
 /// the auction: one naming tick 3's 170 (decided at tick 3, sent when `high`'s cues let it),
 /// one naming tick 5's 150. `first_is_high` says whose take is sent, and arrives, first:
-/// that one is the award, and the other is refused as coming after the clock stopped
-/// (which shows it did reach the auction before the close). Only the winner pays.
+/// that one is the award, and the other is refused as coming after the clock stopped.
+/// On the test's one-thread runtime the second is sent before the auctioneer's agent runs
+/// again, so both are on the auction's line when the first stops the clock; that the second
+/// is refused as `ClockStopped`, not by its closed dialogue, shows it was. Only the winner
+/// pays.
 async fn crossing_takes(first_is_high: bool) {
     let p = Paid::new("dutch crossing mint");
     let (one, two) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
