@@ -4,10 +4,13 @@
 //! The auctioneer calls out a falling price to its bidders, one [`Clock`] per tick: `start`
 //! at tick 0, then `step` less each tick, never below `floor`. A bidder takes the item by
 //! sending a [`Take`]: a [`SignedBid`] for the price of a tick the clock has reached. The
-//! clock stops at the first valid take, and the auction closes ([`Closed`]). The winner and
-//! price are exactly [`auction::dutch`] of the takes that counted (validly signed by the
-//! agent that sent them, for this auction, at a price the clock called, received before
-//! the close). If the clock passes the floor untaken, the item is not sold.
+//! clock stops at the first valid take (validly signed by the agent that sent it, for this
+//! auction, at a price the clock called, received before the close), and the auction
+//! closes ([`Closed`]). That take is the award, at its price: the winner and price are
+//! exactly [`auction::dutch`] of it. A take that reaches the auctioneer after it, even one
+//! naming an earlier tick, is refused ([`BidError::ClockStopped`]): counting it would make
+//! the winner depend on whether it was already waiting when the clock stopped. If the
+//! clock passes the floor untaken, the item is not sold.
 //!
 //! Every message is checked against the auction's dialogue with its bidder ([`rules`]): a
 //! take after the close, or naming an auction its sender has no dialogue in here, is
@@ -128,7 +131,7 @@ pub struct Descent {
     pub award: Option<Award>,
     /// The ticks the clock called.
     pub ticks: u64,
-    /// The signed takes that counted, in arrival order: the evidence.
+    /// The signed take that counted (the first valid one to arrive), if any: the evidence.
     pub takes: Vec<SignedBid>,
     /// Takes that did not count, and why.
     pub refused: Vec<(Address, BidError)>,
@@ -223,7 +226,7 @@ impl Auctioneer {
 
 impl Descent {
     /// Counts a take its dialogue accepted, at a price the clock had called by `tick`, as an
-    /// acceptance (true); lists it as refused otherwise (false).
+    /// acceptance (true) if it is the first; lists it as refused otherwise (false).
     fn take(
         &mut self,
         terms: &Terms,
@@ -243,6 +246,12 @@ impl Descent {
             self.refused.push((from, BidError::NotCalled(bid.amount)));
             return false;
         };
+        // Takes that reached the line while the first was being counted are drained at the
+        // close: they came after it, whatever tick they name.
+        if !self.takes.is_empty() {
+            self.refused.push((from, BidError::ClockStopped));
+            return false;
+        }
         acceptances.push(Acceptance { bidder: from, tick: taken_at, seq: self.takes.len() as u64 });
         self.takes.push(bid);
         true

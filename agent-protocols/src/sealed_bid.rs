@@ -122,6 +122,10 @@ pub enum BidError {
     /// A Dutch take at a price the clock has not called.
     #[error("take at {0}, a price the clock has not called")]
     NotCalled(u128),
+    /// A Dutch take that reached the auctioneer after another bidder's take had stopped
+    /// the clock: the first take is the award, whatever tick a later one names.
+    #[error("take after another bidder's take stopped the clock")]
+    ClockStopped,
 }
 
 impl From<DialogueError> for BidError {

@@ -1,127 +1,21 @@
 //! Each auction's messages are checked against its declared dialogue: a bid from the wrong
 //! role, after the close, or in another auction's dialogue is refused with a typed error,
 //! changes nothing, and its sender is told which dialogue and state it hit; nothing is
-//! accepted after the close.
+//! accepted after the close, and no money moves but the honest winners' payments (balances
+//! and supply checked on the ledger).
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use agent_core::{Address, Agent, Bureau, Config, Context, Identity, Message};
+use agent_core::{Address, Agent, Bureau, Config, Identity, Message};
 use agent_protocols::auction::{dialogue_of, AUCTIONEER, BIDDER};
 use agent_protocols::dialogue::{DialogueError, Dialogues, RefusalCause, Refused, Rules, Step, EXPIRED};
-use agent_protocols::double_auction::{self, Clearinghouse, RoundOpen, Side, SignedOrder};
+use agent_protocols::double_auction::{self, RoundOpen, Side, SignedOrder};
 use agent_protocols::sealed_bid::{self, BidAnswer, CallForBids, Pricing, SignedBid};
-use agent_protocols::settlement::Sales;
+use agent_protocols::settlement::{Sales, Settled};
 use agent_protocols::{dutch, english};
-use parking_lot::Mutex;
 
-/// Raises to the minimum up to `max`, takes a Dutch price at or below it, bids it sealed,
-/// and buys one unit at it in a double auction.
-struct UpTo(u128);
-
-#[async_trait::async_trait]
-impl english::Bidder for UpTo {
-    async fn raise(&self, _item: &serde_json::Value, minimum: u128) -> Option<u128> {
-        (minimum <= self.0).then_some(minimum)
-    }
-}
-
-#[async_trait::async_trait]
-impl dutch::Bidder for UpTo {
-    async fn take(&self, _item: &serde_json::Value, price: u128) -> bool {
-        price <= self.0
-    }
-}
-
-#[async_trait::async_trait]
-impl sealed_bid::Bidder for UpTo {
-    async fn bid(&self, _item: serde_json::Value, _reserve: u128) -> Option<u128> {
-        Some(self.0)
-    }
-}
-
-#[async_trait::async_trait]
-impl double_auction::Trader for UpTo {
-    async fn orders(&self, _round: &RoundOpen) -> Vec<(Side, u128, u64)> {
-        vec![(Side::Buy, self.0, 1)]
-    }
-}
-
-/// One auctioneer of each kind in one agent, honest bidders, and a rogue that bids by hand
-/// and records the refusals it is told.
-struct Floor {
-    bureau: Bureau,
-    auctioneer: Address,
-    english: english::Auctioneer,
-    dutch: dutch::Auctioneer,
-    sealed: sealed_bid::Auctioneer,
-    house: Clearinghouse,
-    honest: Address,
-    rogue: Address,
-    refusals: Arc<Mutex<Vec<Refused>>>,
-}
-
-const ROGUE: &str = "rogue bidder";
-
-impl Floor {
-    fn new() -> Floor {
-        let bureau = Bureau::new().unwrap();
-        let mut agent = Agent::builder("auctioneer").build().unwrap();
-        let english = english::Auctioneer::serve(&mut agent, Sales::new());
-        let dutch = dutch::Auctioneer::serve(&mut agent, Sales::new());
-        let sealed = sealed_bid::Auctioneer::serve(&mut agent, Sales::new());
-        let house = Clearinghouse::serve(&mut agent);
-        let auctioneer = bureau.add(agent).unwrap();
-
-        let mut honest = Agent::builder("honest bidder").seed("honest bidder").build().unwrap();
-        let strategy = Arc::new(UpTo(100));
-        let deliver_within = Duration::from_millis(200);
-        let identity = || Identity::from_seed("honest bidder");
-        english::serve(&mut honest, identity(), strategy.clone(), deliver_within);
-        dutch::serve(&mut honest, identity(), strategy.clone(), deliver_within);
-        sealed_bid::serve(&mut honest, identity(), strategy.clone(), deliver_within);
-        double_auction::serve(&mut honest, identity(), strategy, Sales::new(), deliver_within);
-        let honest = bureau.add(honest).unwrap();
-
-        // The rogue hears everything an auctioneer says and answers nothing on its own.
-        let mut rogue = Agent::builder(ROGUE).seed(ROGUE).build().unwrap();
-        let refusals: Arc<Mutex<Vec<Refused>>> = Arc::default();
-        let told = refusals.clone();
-        rogue.on_message(move |_ctx: Context, _from: Address, refused: Refused| {
-            told.lock().push(refused);
-            std::future::ready(())
-        });
-        rogue.on_message(|_: Context, _: Address, _: english::Opening| std::future::ready(()));
-        rogue.on_message(|_: Context, _: Address, _: english::Standing| std::future::ready(()));
-        rogue.on_message(|_: Context, _: Address, _: english::Closed| std::future::ready(()));
-        rogue.on_message(|_: Context, _: Address, _: dutch::Clock| std::future::ready(()));
-        rogue.on_message(|_: Context, _: Address, _: dutch::Closed| std::future::ready(()));
-        rogue.on_message(|_: Context, _: Address, _: CallForBids| std::future::ready(()));
-        rogue.on_message(|_: Context, _: Address, _: sealed_bid::Closed| std::future::ready(()));
-        rogue.on_message(|_: Context, _: Address, _: RoundOpen| std::future::ready(()));
-        rogue.on_message(|_: Context, _: Address, _: double_auction::Cleared| std::future::ready(()));
-        let rogue = bureau.add(rogue).unwrap();
-        Floor { bureau, auctioneer, english, dutch, sealed, house, honest, rogue, refusals }
-    }
-
-    fn ctx(&self) -> Context {
-        self.bureau.context(self.auctioneer).unwrap()
-    }
-
-    /// The rogue sends `message` to the auctioneer and waits (bounded) for the refusal it
-    /// is told of, for dialogue `dialogue`.
-    async fn refused<M: Message>(&self, message: M, dialogue: u128) -> Refused {
-        self.refusals.lock().clear();
-        self.bureau.context(self.rogue).unwrap().send(self.auctioneer, message).await.unwrap();
-        for _ in 0..300 {
-            if let Some(refused) = self.refusals.lock().iter().find(|r| r.dialogue == dialogue) {
-                return refused.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("no refusal told for dialogue {dialogue:032x}");
-    }
-}
+mod common;
+use common::floor::{Floor, FUNDS, ROGUE};
 
 fn bid(auction: &str, amount: u128) -> SignedBid {
     SignedBid::sign(&Identity::from_seed(ROGUE), auction, amount)
@@ -159,31 +53,37 @@ async fn refused_after_the_close_and_elsewhere<M: Message>(
     let mine = dialogue_of(auction, &f.rogue);
     let before = state_of(dialogues, mine).expect("the rogue was invited");
     assert!(dialogues.rules().is_terminal(&before.0), "{before:?}");
-    let refused = f.refused(message(auction), mine).await;
+    let refused = f.refused(f.auctioneer, message(auction), mine, dialogues).await;
     assert!(is_late(&refused, &before.0), "{} after the close: {refused:?}", M::NAME);
-    assert_eq!(state_of(dialogues, mine), Some(before), "a refusal changes nothing");
 
     let other = dialogue_of(elsewhere, &f.rogue);
-    let refused = f.refused(message(elsewhere), other).await;
+    let refused = f.refused(f.auctioneer, message(elsewhere), other, dialogues).await;
     assert!(is_unknown(&refused), "{} in another auction's dialogue: {refused:?}", M::NAME);
     assert!(dialogues.get(other).is_none(), "a bid opens no dialogue");
 }
 
+/// Each auction runs with the honest bidder winning (in the double auction, buying from an
+/// honest seller), the rogue in each and silent; then the rogue bids in each after its close
+/// and in another's dialogue. Every award and the trade is paid once, and the rogue's bids
+/// move no money: every balance and the supply are checked on the ledger.
 #[tokio::test]
 async fn bids_after_the_close_or_in_another_auctions_dialogue_are_refused_in_each_auction() {
-    let f = Floor::new();
-    let bidders = [f.honest, f.rogue];
+    let f = Floor::new().await;
+    let seller = f.seller(60).await;
+    let (ctx, bidders) = (f.ctx(f.auctioneer), [f.honest, f.rogue]);
     let terms = english::Terms { reserve: 10, increment: 5, open_for: Duration::from_millis(300) };
-    let english = f.english.run(&f.ctx(), &bidders, &"lot 1", terms).await.unwrap();
+    let english = f.english.run(&ctx, &bidders, &"lot 1", terms).await.unwrap();
     assert_eq!(english.award.map(|a| (a.winner, a.price)), Some((f.honest, 10)), "{english:?}");
     let terms = dutch::Terms { start: 130, step: 10, floor: 50, tick_every: Duration::from_millis(40) };
-    let dutch = f.dutch.run(&f.ctx(), &bidders, &"lot 2", terms).await.unwrap();
+    let dutch = f.dutch.run(&ctx, &bidders, &"lot 2", terms).await.unwrap();
     assert_eq!(dutch.award.map(|a| (a.winner, a.price)), Some((f.honest, 100)), "{dutch:?}");
     let open_for = Duration::from_millis(300);
-    let sealed = f.sealed.run(&f.ctx(), &bidders, &"lot 3", 20, open_for, Pricing::SecondPrice).await.unwrap();
+    let sealed = f.sealed.run(&ctx, &bidders, &"lot 3", 20, open_for, Pricing::SecondPrice).await.unwrap();
     assert_eq!(sealed.award.map(|a| (a.winner, a.price)), Some((f.honest, 20)), "{sealed:?}");
-    let round = f.house.run_round(&f.ctx(), &bidders, "kWh", open_for).await.unwrap();
-    assert_eq!((round.orders.len(), round.clearing.as_ref()), (1, None), "one bid and no ask: {round:?}");
+    let round = f.house.run_round(&ctx, &[f.honest, f.rogue, seller], "kWh", open_for).await.unwrap();
+    // One bid (100) and one ask (60): one unit at the midpoint, 80.
+    let traded = round.trades.iter().map(|t| (t.buyer, t.seller, t.quantity, t.price)).collect::<Vec<_>>();
+    assert_eq!(traded, [(f.honest, seller, 1, 80)], "{round:?}");
     for outcome in [english.refused.len(), dutch.refused.len(), sealed.refused.len(), round.refused.len()] {
         assert_eq!(outcome, 0, "the rogue said nothing while the auctions ran");
     }
@@ -199,6 +99,26 @@ async fn bids_after_the_close_or_in_another_auctions_dialogue_are_refused_in_eac
         .await;
     refused_after_the_close_and_elsewhere(&f, f.house.dialogues().unwrap(), &round.round, &english.auction, order)
         .await;
+
+    // Each award and the trade paid once; the rogue's late bids moved nothing.
+    let won = 10 + 100 + 20;
+    f.settles(&[
+        (f.auctioneer, FUNDS + won),
+        (f.honest, FUNDS - won - 80),
+        (seller, FUNDS + 80),
+        (f.rogue, FUNDS),
+        (f.other, FUNDS),
+    ])
+    .await;
+    for _ in 0..300 {
+        if f.strategy.settled.lock().len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let settled = f.strategy.settled.lock().clone();
+    assert_eq!(settled.len(), 4, "three awards and a trade: {settled:?}");
+    assert!(settled.iter().all(|s| matches!(s, Ok(Settled::Paid { .. }))), "{settled:?}");
     f.bureau.shutdown().await.unwrap();
 }
 

@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 
 mod common;
 
-use common::cnp::{add_seller, balance, cheapest, market, paid_market, wait_for, Seller};
+use common::cnp::{add_seller, balance, cheapest, market, paid_market, settles, wait_for, Seller};
 
 #[tokio::test]
 async fn the_cheapest_proposal_wins_and_the_others_are_released() {
@@ -743,21 +743,31 @@ async fn an_accept_from_a_stranger_in_anothers_dialogue_is_refused_and_nothing_i
 
 /// A participant that sends the initiator's own messages (a call, an award, a rejection) in
 /// its dialogue is refused as the wrong role, told the dialogue, its state and what it may
-/// send, like any other stray; the initiator's dialogue does not move.
+/// send, like any other stray; the initiator's dialogue does not move. The initiator then
+/// awards and pays an honest seller: the rogue's award to itself moved no money, and the
+/// seller is paid once (balances and supply on the ledger).
 #[tokio::test]
 async fn initiator_messages_from_a_participant_are_refused_as_the_wrong_role() {
-    let m = market().await;
+    let (m, ledger) = paid_market(1_000).await;
+    let honest = add_seller(&m, "honest seller", Seller::priced(90));
     let mut rogue = Agent::builder("rogue").build().unwrap();
     rogue.on_message(|ctx: Context, _from: Address, _cfp: contract_net::Cfp| async move {
+        // Whether the rogue's proposal is delivered is what the test reads from the initiator.
         let _ = ctx.reply(Answer::Propose { proposal: serde_json::json!(70), hold_until_ms: None, pay_to: None }).await;
     });
     let told = common::hear_refusals(&mut rogue);
-    rogue.on_message(|_ctx: Context, _from: Address, _: Reject| async {});
+    let rejected: Arc<Mutex<Vec<RejectReason>>> = Arc::default();
+    let heard = rejected.clone();
+    rogue.on_message(move |_ctx: Context, _from: Address, reject: Reject| {
+        heard.lock().push(reject.reason);
+        std::future::ready(())
+    });
     let rogue = m.bureau.add(rogue).unwrap();
     let ctx = m.bureau.context(m.initiator).unwrap();
-    let called =
-        contract_net::call::<_, u64>(&ctx, &m.book, &[rogue], &"LHR-JFK", Duration::from_millis(300)).await.unwrap();
-    let dialogue = called.proposals[0].dialogue;
+    let called = contract_net::call::<_, u64>(&ctx, &m.book, &[rogue, honest], &"LHR-JFK", Duration::from_millis(300))
+        .await
+        .unwrap();
+    let dialogue = called.proposals.iter().find(|p| p.from == rogue).unwrap().dialogue;
 
     let rogue_ctx = m.bureau.context(rogue).unwrap();
     let cfp = contract_net::Cfp { task: serde_json::json!("LHR-JFK"), deadline_ms: u64::MAX };
@@ -773,9 +783,22 @@ async fn initiator_messages_from_a_participant_are_refused_as_the_wrong_role() {
         assert!(refused.expected.iter().all(|e| e.contains("from participant")), "{refused:?}");
     }
     assert_eq!(m.book.dialogues().unwrap().get(dialogue).unwrap().state, "proposed", "unmoved");
-    let outcome =
-        contract_net::award::<u64, String>(&ctx, &m.book, &called, &[], Duration::from_secs(1)).await.unwrap();
-    assert_eq!(outcome, Outcome::NoneChosen);
+    let paid = contract_net::award_and_pay::<u64, String>(
+        &ctx,
+        &m.book,
+        &called,
+        &[honest],
+        |p| u128::from(*p),
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    let Paid::Settled(settled) = paid else { panic!("{paid:?}") };
+    assert_eq!(settled.len(), 1, "{settled:?}");
+    assert_eq!((&settled[0].result, settled[0].paid), (&Ok("booked at 90".into()), true), "{settled:?}");
+    wait_for(|| !rejected.lock().is_empty()).await;
+    assert_eq!(*rejected.lock(), [RejectReason::NotChosen], "the rogue's own proposal was rejected");
+    settles(&m, &ledger, &[(m.initiator, 910), (honest, 90), (rogue, 0)]).await;
     m.bureau.shutdown().await.unwrap();
 }
 
@@ -783,11 +806,13 @@ async fn initiator_messages_from_a_participant_are_refused_as_the_wrong_role() {
 /// to a participant served by `serve` is refused, with a typed cause, as the wrong role in
 /// its dialogue (which does not move), or as no dialogue. On an agent that is also an
 /// initiator (`serve`, then `refuse_strays`), one in the initiator side's dialogue is the
-/// initiator's to refuse: a second proposal is out of order there, not unknown.
+/// initiator's to refuse: a second proposal is out of order there, not unknown. The rogue's
+/// report of work done moves no money: the participant is then paid once, by an initiator
+/// that awards it (balances and supply on the ledger).
 #[tokio::test]
 async fn participant_messages_sent_to_a_participant_are_refused_as_the_wrong_role() {
-    let m = market().await;
-    let pure = add_seller(&m, "pure participant", Seller::new(90));
+    let (m, ledger) = paid_market(1_000).await;
+    let pure = add_seller(&m, "pure participant", Seller::priced(90));
     let mut both = Agent::builder("both roles").build().unwrap();
     let both_participant = contract_net::serve(&mut both, Seller::new(80));
     let both_initiator = contract_net::Book::default();
@@ -796,6 +821,7 @@ async fn participant_messages_sent_to_a_participant_are_refused_as_the_wrong_rol
 
     let mut rogue = Agent::builder("rogue initiator").build().unwrap();
     rogue.on_message(|ctx: Context, _from: Address, _cfp: contract_net::Cfp| async move {
+        // Whether the rogue's proposal is delivered is what the test reads from the initiator.
         let _ = ctx.reply(Answer::Propose { proposal: serde_json::json!(70), hold_until_ms: None, pay_to: None }).await;
     });
     let told = common::hear_refusals(&mut rogue);
@@ -838,5 +864,24 @@ async fn participant_messages_sent_to_a_participant_are_refused_as_the_wrong_rol
     assert!(expected.iter().all(|e| e.contains("from initiator")), "what the rogue may send: {expected:?}");
     assert_eq!(both_participant.dialogues().unwrap().get(to_both).unwrap().state, "proposed", "unmoved");
     assert_eq!(both_initiator.dialogues().unwrap().get(to_rogue).unwrap().state, "proposed", "unmoved");
+
+    let traveller = m.bureau.context(m.initiator).unwrap();
+    let called =
+        contract_net::call::<_, u64>(&traveller, &m.book, &[pure], &"LHR-JFK", Duration::from_millis(300)).await;
+    let called = called.unwrap();
+    let paid = contract_net::award_and_pay::<u64, String>(
+        &traveller,
+        &m.book,
+        &called,
+        &[pure],
+        |p| u128::from(*p),
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    let Paid::Settled(settled) = paid else { panic!("{paid:?}") };
+    assert_eq!(settled.len(), 1, "{settled:?}");
+    assert_eq!((&settled[0].result, settled[0].paid), (&Ok("booked at 90".into()), true), "{settled:?}");
+    settles(&m, &ledger, &[(m.initiator, 910), (pure, 90), (both, 0), (rogue, 0)]).await;
     m.bureau.shutdown().await.unwrap();
 }

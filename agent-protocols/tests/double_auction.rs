@@ -5,12 +5,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_core::ledger::{DealId, Ledger, LocalLedger, LocalLedgerConfig};
-use agent_core::{Address, Agent, Bureau, Config, Identity, Wallet};
+use agent_core::ledger::{DealId, Ledger, Operation};
+use agent_core::{Address, Agent, Context, Identity};
 use agent_protocols::auction::{self, Order};
-use agent_protocols::double_auction::{self, Cleared, Clearinghouse, OrderError, RoundOpen, Side, Trade, Trader};
-use agent_protocols::settlement::{self, Sales, Settled, SettlementError};
+use agent_protocols::double_auction::{
+    self, Cleared, Clearinghouse, OrderError, RoundOpen, Side, SignedOrder, Trade, Trader,
+};
+use agent_protocols::settlement::{self, Sales, Settled, SettlementError, REFUND_GRACE};
 use parking_lot::Mutex;
+
+mod common;
+use common::paid::Paid;
 
 struct Fixed {
     orders: Vec<(Side, u128, u64)>,
@@ -37,44 +42,25 @@ impl settlement::Seller for Deliver {
     }
 }
 
-struct Market {
-    bureau: Bureau,
-    ledger: Arc<LocalLedger>,
-    mint: Wallet,
+/// How long a seller has to deliver.
+const DELIVER_WITHIN: Duration = Duration::from_millis(500);
+
+/// A market on a ledger of its own.
+fn market() -> Paid {
+    Paid::new("double auction mint")
 }
 
-impl Market {
-    fn new() -> Market {
-        let mint = Identity::from_seed("double auction mint");
-        let ledger = Arc::new(LocalLedger::open(LocalLedgerConfig::default().with_authority(mint.address())).unwrap());
-        let bureau = Bureau::with_config(Config::default().with_ledger(ledger.clone())).unwrap();
-        Market { bureau, mint: Wallet::new(mint, ledger.clone()), ledger }
-    }
-
-    async fn trader(&self, seed: &str, signer: &str, orders: Vec<(Side, u128, u64)>) -> (Address, Arc<Fixed>) {
-        let strategy = Arc::new(Fixed { orders, settled: Mutex::new(Vec::new()) });
-        let mut agent = Agent::builder(seed).seed(seed).build().unwrap();
-        let sales = Sales::new();
-        double_auction::serve(
-            &mut agent,
-            Identity::from_seed(signer),
-            strategy.clone(),
-            sales.clone(),
-            Duration::from_millis(500),
-        );
-        settlement::serve_sales(&mut agent, sales, Arc::new(Deliver));
-        let address = self.bureau.add(agent).unwrap();
-        self.mint.mint(self.wallet(address), 1_000).await.unwrap();
-        (address, strategy)
-    }
-
-    fn wallet(&self, agent: Address) -> Address {
-        self.bureau.context(agent).unwrap().wallet().unwrap().address()
-    }
-
-    async fn balance(&self, agent: Address) -> u128 {
-        self.ledger.balance(self.wallet(agent)).await.unwrap()
-    }
+/// A trader in `m` placing `orders` each round, signed with `signer`'s key, delivering what
+/// it sells, and funded with 1,000.
+async fn trader(m: &Paid, seed: &str, signer: &str, orders: Vec<(Side, u128, u64)>) -> (Address, Arc<Fixed>) {
+    let strategy = Arc::new(Fixed { orders, settled: Mutex::new(Vec::new()) });
+    let mut agent = Agent::builder(seed).seed(seed).build().unwrap();
+    let sales = Sales::new();
+    double_auction::serve(&mut agent, Identity::from_seed(signer), strategy.clone(), sales.clone(), DELIVER_WITHIN);
+    settlement::serve_sales(&mut agent, sales, Arc::new(Deliver));
+    let address = m.bureau.add(agent).unwrap();
+    m.fund(address, 1_000).await;
+    (address, strategy)
 }
 
 /// Waits (bounded) until `trader` has settled `count` trades.
@@ -90,18 +76,18 @@ async fn settled(trader: &Fixed, count: usize) -> Vec<(u64, bool)> {
 
 #[tokio::test]
 async fn a_round_clears_at_the_rules_uniform_price_and_every_trade_is_paid_once() {
-    let m = Market::new();
+    let m = market();
     let mut house_agent = Agent::builder("clearinghouse").build().unwrap();
     let house = Clearinghouse::serve(&mut house_agent);
     let house_address = m.bureau.add(house_agent).unwrap();
 
-    let (b1, b1s) = m.trader("buyer 1", "buyer 1", vec![(Side::Buy, 120, 5)]).await;
-    let (b2, b2s) = m.trader("buyer 2", "buyer 2", vec![(Side::Buy, 100, 3)]).await;
-    let (b3, b3s) = m.trader("buyer 3", "buyer 3", vec![(Side::Buy, 80, 4)]).await;
-    let (s1, _) = m.trader("seller 1", "seller 1", vec![(Side::Sell, 70, 4)]).await;
-    let (s2, _) = m.trader("seller 2", "seller 2", vec![(Side::Sell, 90, 3)]).await;
-    let (s3, _) = m.trader("seller 3", "seller 3", vec![(Side::Sell, 110, 5)]).await;
-    let (forger, _) = m.trader("forger", "not the forger", vec![(Side::Sell, 1, 100)]).await;
+    let (b1, b1s) = trader(&m, "buyer 1", "buyer 1", vec![(Side::Buy, 120, 5)]).await;
+    let (b2, b2s) = trader(&m, "buyer 2", "buyer 2", vec![(Side::Buy, 100, 3)]).await;
+    let (b3, b3s) = trader(&m, "buyer 3", "buyer 3", vec![(Side::Buy, 80, 4)]).await;
+    let (s1, _) = trader(&m, "seller 1", "seller 1", vec![(Side::Sell, 70, 4)]).await;
+    let (s2, _) = trader(&m, "seller 2", "seller 2", vec![(Side::Sell, 90, 3)]).await;
+    let (s3, _) = trader(&m, "seller 3", "seller 3", vec![(Side::Sell, 110, 5)]).await;
+    let (forger, _) = trader(&m, "forger", "not the forger", vec![(Side::Sell, 1, 100)]).await;
     let traders = [b1, b2, b3, s1, s2, s3, forger];
 
     let ctx = m.bureau.context(house_address).unwrap();
@@ -147,10 +133,10 @@ async fn a_round_clears_at_the_rules_uniform_price_and_every_trade_is_paid_once(
 
 #[tokio::test]
 async fn trades_from_anyone_but_the_rounds_clearinghouse_or_beyond_the_orders_are_not_paid() {
-    let m = Market::new();
-    let (buyer, strategy) = m.trader("careful buyer", "careful buyer", vec![(Side::Buy, 50, 2)]).await;
-    let (house, _) = m.trader("a house", "a house", vec![]).await;
-    let (stranger, _) = m.trader("a stranger", "a stranger", vec![]).await;
+    let m = market();
+    let (buyer, strategy) = trader(&m, "careful buyer", "careful buyer", vec![(Side::Buy, 50, 2)]).await;
+    let (house, _) = trader(&m, "a house", "a house", vec![]).await;
+    let (stranger, _) = trader(&m, "a stranger", "a stranger", vec![]).await;
     let (house_ctx, stranger_ctx) = (m.bureau.context(house).unwrap(), m.bureau.context(stranger).unwrap());
     let trade = |round: &str, quantity, price| Trade {
         deal: double_auction::deal_of(round, 0),
@@ -194,5 +180,60 @@ async fn trades_from_anyone_but_the_rounds_clearinghouse_or_beyond_the_orders_ar
     house_ctx.send(buyer, cleared("r3", 2, 50)).await.unwrap();
     assert_eq!(settled(&strategy, 1).await, vec![(2, false)], "the check lets good trades through");
     assert_eq!(m.balance(house).await, 1_000);
+    m.bureau.shutdown().await.unwrap();
+}
+
+/// A seller whose ask is matched but that never notes its trades and never delivers,
+/// written by hand: it sends its order and is silent after (it has no one to deliver).
+/// The round clears as the rule gives; the buyer pays the honest seller on delivery, and
+/// its escrow for the silent seller stays locked until the escrow's deadline (the silent
+/// seller is its arbiter), then comes back to it. No money is lost or paid twice.
+#[tokio::test]
+async fn a_silent_sellers_buyer_gets_its_payment_back_and_the_honest_trade_settles() {
+    const SILENT: &str = "silent seller";
+    let m = market();
+    let mut house_agent = Agent::builder("clearinghouse").build().unwrap();
+    let house = Clearinghouse::serve(&mut house_agent);
+    let house_address = m.bureau.add(house_agent).unwrap();
+    let (buyer, strategy) = trader(&m, "buyer of 2", "buyer of 2", vec![(Side::Buy, 100, 2)]).await;
+    let (honest, _) = trader(&m, "honest seller", "honest seller", vec![(Side::Sell, 40, 1)]).await;
+    let mut silent = Agent::builder(SILENT).seed(SILENT).build().unwrap();
+    silent.on_message(|ctx: Context, house: Address, open: RoundOpen| async move {
+        let wallet = ctx.wallet().unwrap().address();
+        let ask = SignedOrder::sign(&Identity::from_seed(SILENT), &open.round, Side::Sell, 50, 1, Some(wallet));
+        assert!(ctx.send(house, ask).await.is_ok());
+    });
+    silent.on_message(|_: Context, _: Address, _: Cleared| std::future::ready(()));
+    let silent = m.bureau.add(silent).unwrap();
+    m.fund(silent, 1_000).await;
+
+    let ctx = m.bureau.context(house_address).unwrap();
+    let round = house.run_round(&ctx, &[buyer, honest, silent], "kWh", Duration::from_millis(400)).await.unwrap();
+    // 100x2 against 40x1 and 50x1: both units trade, between 50 and 100, at 75.
+    let clearing = round.clearing.clone().unwrap();
+    assert_eq!((clearing.price, clearing.volume(), round.refused.len()), (75, 2, 0), "{round:?}");
+    let trade_with = |seller: Address| round.trades.iter().find(|t| t.seller == seller).unwrap().clone();
+    let (paid, unpaid) = (trade_with(honest), trade_with(silent));
+    assert_eq!((paid.buyer, unpaid.buyer, unpaid.total()), (buyer, buyer, 75));
+
+    // The honest trade is paid; the silent seller's ends without a delivery, at once.
+    let ended = settled(&strategy, 2).await;
+    assert_eq!(ended, vec![(1, true), (1, false)], "in trade order: {:?}", round.trades);
+    assert_eq!(m.balance(buyer).await, 1_000 - 75 - 75, "its escrow for the silent seller is locked until due");
+    // Due at the delivery's time plus the grace: then refunded, by the ledger's rule.
+    tokio::time::sleep(DELIVER_WITHIN + REFUND_GRACE).await;
+    m.settles(&[(buyer, 1_000 - 75), (honest, 1_000 + 75), (silent, 1_000), (house_address, 0)]).await;
+    let history = m.ledger.history(m.wallet(buyer), 20).await.unwrap();
+    let of = |deal: DealId| -> Vec<&'static str> {
+        let name = |op: &Operation| match op {
+            Operation::Lock { .. } => "lock",
+            Operation::Release { .. } => "release",
+            Operation::Refund { .. } => "refund",
+            _ => "other",
+        };
+        history.iter().rev().filter(|r| r.deal == Some(deal)).map(|r| name(&r.tx.operation)).collect()
+    };
+    assert_eq!(of(paid.deal), ["lock", "release"], "paid once");
+    assert_eq!(of(unpaid.deal), ["lock", "refund"], "refunded once");
     m.bureau.shutdown().await.unwrap();
 }

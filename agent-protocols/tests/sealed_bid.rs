@@ -8,9 +8,11 @@ use agent_core::{Address, Agent, Bureau, Context, Identity};
 use agent_protocols::auction::Award;
 use agent_protocols::dialogue::{DialogueError, RefusalCause};
 use agent_protocols::sealed_bid::{self, BidAnswer, BidError, Bidder, CallForBids, Pricing, SignedBid};
-use agent_protocols::settlement::Sales;
+use agent_protocols::settlement::{self, Sales};
 
 mod common;
+use common::floor::{Lots, FUNDS};
+use common::paid::Paid;
 
 struct Fixed {
     amount: Option<u128>,
@@ -86,12 +88,13 @@ async fn the_winner_and_price_follow_the_rule_for_the_bids_that_count() {
 /// bid per bidder: the second answer is refused (its dialogue is `sealed`, no longer
 /// `called`), it does not replace the first, and its sender is told so with a typed cause.
 /// Had it replaced the first (70 by 500), the rogue would have won; with the first
-/// standing, the honest bidder wins at the rogue's 70.
+/// standing, the honest bidder wins at the rogue's 70, and pays it once on the ledger: the
+/// rogue's two bids move no money.
 #[tokio::test]
 async fn a_second_sealed_bid_is_refused_and_the_first_stands() {
     const TWICE: &str = "bidder twice";
-    let bureau = Bureau::new().unwrap();
-    let honest = add(&bureau, "bidder honest", "bidder honest", Some(100), Duration::ZERO);
+    let p = Paid::new("sealed twice mint");
+    let honest = add(&p.bureau, "bidder honest", "bidder honest", Some(100), Duration::ZERO);
     let mut rogue = Agent::builder(TWICE).seed(TWICE).build().unwrap();
     rogue.on_message(|ctx: Context, from: Address, call: CallForBids| async move {
         let me = Identity::from_seed(TWICE);
@@ -100,12 +103,18 @@ async fn a_second_sealed_bid_is_refused_and_the_first_stands() {
             assert!(sent.is_ok(), "{sent:?}");
         }
     });
+    rogue.on_message(|_: Context, _: Address, _: sealed_bid::Closed| std::future::ready(()));
     let told = common::hear_refusals(&mut rogue);
-    let rogue = bureau.add(rogue).unwrap();
+    let rogue = p.bureau.add(rogue).unwrap();
     let mut auctioneer = Agent::builder("auctioneer").build().unwrap();
-    let house = sealed_bid::Auctioneer::serve(&mut auctioneer, Sales::new());
-    let auctioneer = bureau.add(auctioneer).unwrap();
-    let ctx = bureau.context(auctioneer).unwrap();
+    let sales = Sales::new();
+    let house = sealed_bid::Auctioneer::serve(&mut auctioneer, sales.clone());
+    settlement::serve_sales(&mut auctioneer, sales, Arc::new(Lots));
+    let auctioneer = p.bureau.add(auctioneer).unwrap();
+    for bidder in [honest, rogue] {
+        p.fund(bidder, FUNDS).await;
+    }
+    let ctx = p.bureau.context(auctioneer).unwrap();
 
     let sealed = house
         .run(&ctx, &[honest, rogue], &"lot 9", 10, Duration::from_millis(300), Pricing::SecondPrice)
@@ -122,5 +131,6 @@ async fn a_second_sealed_bid_is_refused_and_the_first_stands() {
     let told = common::once_told(&told).await;
     assert_eq!(told.len(), 1, "{told:?}");
     assert_eq!((told[0].cause, told[0].state.as_deref()), (RefusalCause::OutOfOrder, Some("sealed")), "{told:?}");
-    bureau.shutdown().await.unwrap();
+    p.settles(&[(honest, FUNDS - 70), (rogue, FUNDS), (auctioneer, 70)]).await;
+    p.bureau.shutdown().await.unwrap();
 }

@@ -103,6 +103,14 @@ pub async fn balance(m: &Market, ledger: &LocalLedger, agent: Address) -> u128 {
     ledger.balance(m.bureau.context(agent).unwrap().wallet().unwrap().address()).await.unwrap()
 }
 
+/// Waits (bounded) until each agent's balance on `ledger` is as `expected`, and checks that
+/// they (every party) hold the whole supply: nothing locked in escrow, made or lost.
+pub async fn settles(m: &Market, ledger: &LocalLedger, expected: &[(Address, u128)]) {
+    let wallet = |agent: Address| m.bureau.context(agent).unwrap().wallet().unwrap().address();
+    let wallets: Vec<(Address, u128)> = expected.iter().map(|(agent, b)| (wallet(*agent), *b)).collect();
+    super::paid::settle(ledger, &wallets).await;
+}
+
 pub fn add_seller(market: &Market, name: &str, seller: Arc<Seller>) -> Address {
     let mut agent = Agent::builder(name).build().unwrap();
     contract_net::serve(&mut agent, seller);

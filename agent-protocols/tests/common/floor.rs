@@ -1,6 +1,7 @@
 //! A floor of auctions on one ledger, shared by the tests of misbehaving bidders: an
 //! auctioneer of each kind in one agent, an honest bidder, a rogue bidder that sends by
-//! hand, and a second English auctioneer; with ears for what the rogue is told.
+//! hand, and a second English auctioneer (and a double-auction seller, for a test that
+//! asks); with ears for what the rogue is told, and every balance checked.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use super::UpTo;
 pub const DELIVER_WITHIN: Duration = Duration::from_millis(500);
 pub const FUNDS: u128 = 1_000;
 pub const ROGUE: &str = "rogue bidder";
+const MINT: &str = "auction roles mint";
 
 pub struct Lots;
 
@@ -26,6 +28,16 @@ pub struct Lots;
 impl settlement::Seller for Lots {
     async fn deliver(&self, _buyer: Address, _deal: DealId, price: u128) -> Result<serde_json::Value, String> {
         Ok(serde_json::json!({ "paid": price.to_string() }))
+    }
+}
+
+/// Sells one unit at the price or more, in each round.
+pub struct Sells(pub u128);
+
+#[async_trait::async_trait]
+impl double_auction::Trader for Sells {
+    async fn orders(&self, _round: &RoundOpen) -> Vec<(double_auction::Side, u128, u64)> {
+        vec![(double_auction::Side::Sell, self.0, 1)]
     }
 }
 
@@ -98,7 +110,7 @@ pub struct Floor {
 
 impl Floor {
     pub async fn new() -> Floor {
-        let mint = Identity::from_seed("auction roles mint");
+        let mint = Identity::from_seed(MINT);
         let ledger = Arc::new(LocalLedger::open(LocalLedgerConfig::default().with_authority(mint.address())).unwrap());
         let bureau = Bureau::with_config(Config::default().with_ledger(ledger.clone())).unwrap();
 
@@ -180,6 +192,27 @@ impl Floor {
         self.ledger.balance(self.wallet(agent)).await.unwrap()
     }
 
+    /// Waits (bounded) until each agent's balance is as `expected`, and checks that they
+    /// (every party on the floor) hold the whole supply: nothing locked, made or lost.
+    pub async fn settles(&self, expected: &[(Address, u128)]) {
+        let wallets: Vec<(Address, u128)> = expected.iter().map(|(agent, b)| (self.wallet(*agent), *b)).collect();
+        super::paid::settle(&self.ledger, &wallets).await;
+    }
+
+    /// A trader that asks `price` or more for one unit in each double-auction round, and
+    /// delivers what it sells; funded like the others.
+    pub async fn seller(&self, price: u128) -> Address {
+        let mut agent = Agent::builder("seller").seed("roles seller").build().unwrap();
+        let sales = Sales::new();
+        let trader = Arc::new(Sells(price));
+        double_auction::serve(&mut agent, Identity::from_seed("roles seller"), trader, sales.clone(), DELIVER_WITHIN);
+        settlement::serve_sales(&mut agent, sales, Arc::new(Lots));
+        let seller = self.bureau.add(agent).unwrap();
+        let mint = Wallet::new(Identity::from_seed(MINT), self.ledger.clone());
+        mint.mint(self.wallet(seller), FUNDS).await.unwrap();
+        seller
+    }
+
     /// The rogue sends `message` to `to`, and is told it was refused in `dialogue`, which is
     /// unchanged in `dialogues` (the dialogues it names, at the receiver).
     pub async fn refused<M: Message>(&self, to: Address, message: M, dialogue: u128, dialogues: &Dialogues) -> Refused {
@@ -204,21 +237,13 @@ impl Floor {
 }
 
 /// Waits (bounded) for the honest bidder's payments, then checks that it paid `total` to
-/// the auctioneer, and that no one else's balance moved.
+/// the auctioneer, that no one else's balance moved, and that nothing is locked.
 pub async fn paid_once(f: &Floor, total: u128) {
-    for _ in 0..300 {
-        if f.balance(f.auctioneer).await == FUNDS + total {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let expected = [(f.auctioneer, FUNDS + total), (f.honest, FUNDS - total), (f.rogue, FUNDS), (f.other, FUNDS)];
+    f.settles(&expected).await;
     assert!(
         f.strategy.settled.lock().iter().all(|s| matches!(s, Ok(Settled::Paid { .. }))),
         "{:?}",
         f.strategy.settled.lock()
     );
-    assert_eq!(f.balance(f.auctioneer).await, FUNDS + total);
-    assert_eq!(f.balance(f.honest).await, FUNDS - total);
-    assert_eq!(f.balance(f.rogue).await, FUNDS, "the rogue neither paid nor was paid");
-    assert_eq!(f.balance(f.other).await, FUNDS);
 }

@@ -1,12 +1,14 @@
 //! What the protocol tests share: a bidder that goes up to a limit in every kind of auction,
-//! ears for the refusals an agent is sent, contract-net's test market (`cnp`), and a floor of
-//! auctions with a rogue bidder on one ledger (`floor`).
+//! ears for the refusals an agent is sent, contract-net's test market (`cnp`), a floor of
+//! auctions with a rogue bidder on one ledger (`floor`), and a bureau on a ledger whose
+//! balances and supply a test checks (`paid`).
 
 // Each test binary uses part of it.
 #![allow(dead_code)]
 
 pub mod cnp;
 pub mod floor;
+pub mod paid;
 
 use std::sync::Arc;
 use std::time::Duration;
