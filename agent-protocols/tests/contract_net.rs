@@ -532,14 +532,16 @@ async fn a_restarted_participant_honours_its_proposals_and_releases_ended_holds(
     let config = || agent_core::Config::default().with_storage_dir(dir.path());
     let start = |seller: Arc<Seller>, held: Arc<Seller>| {
         let bureau = Bureau::with_config(config()).unwrap();
-        let traveller = bureau.add(Agent::builder("traveller").seed("traveller").build().unwrap()).unwrap();
+        let mut traveller = Agent::builder("traveller").seed("traveller").build().unwrap();
+        let book = contract_net::initiator(&mut traveller);
+        let traveller = bureau.add(traveller).unwrap();
         let mut agent = Agent::builder("seller").seed("seller").build().unwrap();
         contract_net::serve(&mut agent, seller);
         let seller = bureau.add(agent).unwrap();
         let mut agent = Agent::builder("short hold").seed("short hold").build().unwrap();
         contract_net::serve(&mut agent, held);
         let short = bureau.add(agent).unwrap();
-        (bureau, traveller, seller, short)
+        (bureau, traveller, seller, short, book)
     };
     let short_hold = || {
         Arc::new(Seller {
@@ -552,9 +554,8 @@ async fn a_restarted_participant_honours_its_proposals_and_releases_ended_holds(
         })
     };
 
-    let (bureau, traveller, seller, short) = start(Seller::new(90), short_hold());
+    let (bureau, traveller, seller, short, book) = start(Seller::new(90), short_hold());
     let ctx = bureau.context(traveller).unwrap();
-    let book = contract_net::Book::default();
     let called =
         contract_net::call::<_, u64>(&ctx, &book, &[seller, short], &"LHR-JFK", Duration::from_secs(2)).await.unwrap();
     assert_eq!(called.proposals.len(), 2);
@@ -565,11 +566,10 @@ async fn a_restarted_participant_honours_its_proposals_and_releases_ended_holds(
     // Back up after the short hold ended: it is released at start; the other still holds.
     tokio::time::sleep(Duration::from_millis(1_700)).await;
     let (again, short_again) = (Seller::new(90), short_hold());
-    let (bureau, traveller, seller_again, _) = start(again.clone(), short_again.clone());
+    let (bureau, traveller, seller_again, _, book) = start(again.clone(), short_again.clone());
     assert_eq!(seller_again, seller, "the same agent");
     wait_for(|| *short_again.released.lock() == 1).await;
     let ctx = bureau.context(traveller).unwrap();
-    let book = contract_net::Book::default();
     let outcome =
         contract_net::award::<u64, String>(&ctx, &book, &called, &[seller], Duration::from_secs(2)).await.unwrap();
     assert_eq!(outcome, Outcome::Awarded(vec![(seller, Ok("booked at 90".into()))]));

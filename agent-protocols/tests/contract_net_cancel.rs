@@ -104,9 +104,8 @@ async fn a_cancel_that_storage_cannot_record_says_so_and_tells_no_one() {
     let proposer = shop.add(serving).unwrap();
     let (silent, heard) = never_answers("silent");
     let silent = shop.add(silent).unwrap();
-    let book = contract_net::Book::default();
     let mut traveller = Agent::builder("traveller").seed("traveller").build().unwrap();
-    contract_net::refuse_strays(&mut traveller, &book);
+    let book = contract_net::initiator(&mut traveller);
     let ctx = office.context(office.add(traveller).unwrap()).unwrap();
 
     let called = contract_net::call::<_, u64>(&ctx, &book, &[proposer, silent], &"LHR-JFK", Duration::from_secs(1))

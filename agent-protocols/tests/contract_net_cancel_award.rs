@@ -107,9 +107,8 @@ async fn a_report_that_crossed_the_cancel_stands() {
     let mut agent = Agent::builder("slow seller").seed("slow seller").build().unwrap();
     contract_net::serve(&mut agent, seller.clone());
     let winner = shop.add(agent).unwrap();
-    let book = contract_net::Book::default();
     let mut traveller = Agent::builder("traveller").seed("traveller").build().unwrap();
-    contract_net::refuse_strays(&mut traveller, &book);
+    let book = contract_net::initiator(&mut traveller);
     let ctx = office.context(office.add(traveller).unwrap()).unwrap();
     let called =
         contract_net::call::<_, u64>(&ctx, &book, &[winner], &"LHR-JFK", Duration::from_secs(1)).await.unwrap();

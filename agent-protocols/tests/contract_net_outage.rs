@@ -60,9 +60,8 @@ fn market(seed: u64) -> Market {
     let mut serving = Agent::builder("seller").seed("seller").build().unwrap();
     contract_net::serve(&mut serving, seller.clone());
     let proposer = shop.add(serving).unwrap();
-    let book = contract_net::Book::default();
     let mut traveller = Agent::builder("traveller").seed("traveller").build().unwrap();
-    contract_net::refuse_strays(&mut traveller, &book);
+    let book = contract_net::initiator(&mut traveller);
     let ctx = office.context(office.add(traveller).unwrap()).unwrap();
     Market { sim, office, shop, seller, proposer, ctx, book }
 }

@@ -59,9 +59,9 @@ async fn holds_end_in_the_order_of_their_ends_not_of_their_making() {
     let mut agent = Agent::builder("holder").build().unwrap();
     contract_net::serve(&mut agent, holder.clone());
     let participant = bureau.add(agent).unwrap();
-    let book = contract_net::Book::default();
-    let initiator = bureau.add(Agent::builder("initiator").build().unwrap()).unwrap();
-    let ctx = bureau.context(initiator).unwrap();
+    let mut initiator = Agent::builder("initiator").build().unwrap();
+    let book = contract_net::initiator(&mut initiator);
+    let ctx = bureau.context(bureau.add(initiator).unwrap()).unwrap();
     let call = |hold_ms: u64| {
         let (ctx, book) = (ctx.clone(), book.clone());
         async move {
@@ -123,8 +123,9 @@ async fn a_release_that_panics_or_is_slow_holds_up_no_other() {
     let mut agent = Agent::builder("holder").build().unwrap();
     contract_net::serve(&mut agent, holder.clone());
     let participant = bureau.add(agent).unwrap();
-    let book = contract_net::Book::default();
-    let ctx = bureau.context(bureau.add(Agent::builder("initiator").build().unwrap()).unwrap()).unwrap();
+    let mut initiator = Agent::builder("initiator").build().unwrap();
+    let book = contract_net::initiator(&mut initiator);
+    let ctx = bureau.context(bureau.add(initiator).unwrap()).unwrap();
     for hold_ms in [1_000, 1_001, 1_002, 3_000] {
         call_for(&ctx, &book, participant, hold_ms).await;
     }
@@ -148,9 +149,9 @@ async fn a_hold_ending_during_a_storage_outage_is_released_once_storage_is_back(
     let mut agent = Agent::builder("holder").seed("holder").build().unwrap();
     contract_net::serve(&mut agent, holder.clone());
     let participant = shop.add(agent).unwrap();
-    let book = contract_net::Book::default();
-    let ctx =
-        office.context(office.add(Agent::builder("initiator").seed("initiator").build().unwrap()).unwrap()).unwrap();
+    let mut initiator = Agent::builder("initiator").seed("initiator").build().unwrap();
+    let book = contract_net::initiator(&mut initiator);
+    let ctx = office.context(office.add(initiator).unwrap()).unwrap();
     call_for(&ctx, &book, participant, 1_000).await;
     shop.fail_storage(true);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -176,9 +177,9 @@ async fn a_crashed_hosts_timer_releases_nothing_after_the_crash() {
     let mut agent = Agent::builder("holder").seed("holder").build().unwrap();
     contract_net::serve(&mut agent, holder.clone());
     let participant = shop.add(agent).unwrap();
-    let book = contract_net::Book::default();
-    let ctx =
-        office.context(office.add(Agent::builder("initiator").seed("initiator").build().unwrap()).unwrap()).unwrap();
+    let mut initiator = Agent::builder("initiator").seed("initiator").build().unwrap();
+    let book = contract_net::initiator(&mut initiator);
+    let ctx = office.context(office.add(initiator).unwrap()).unwrap();
     call_for(&ctx, &book, participant, 1_000).await;
     sim.crash(&shop);
     // Storage is back at once: only the timer's end keeps the crashed agent from acting.

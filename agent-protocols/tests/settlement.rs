@@ -51,10 +51,12 @@ async fn setup(funds: u128) -> Setup {
     let mint = Identity::from_seed("settlement mint");
     let ledger = Arc::new(LocalLedger::open(LocalLedgerConfig::default().with_authority(mint.address())).unwrap());
     let bureau = Bureau::with_config(Config::default().with_ledger(ledger.clone())).unwrap();
-    let buyer = bureau.add(Agent::builder("buyer").build().unwrap()).unwrap();
+    let mut buyer = Agent::builder("buyer").build().unwrap();
+    let book = contract_net::initiator(&mut buyer);
+    let buyer = bureau.add(buyer).unwrap();
     let buyer_wallet = bureau.context(buyer).unwrap().wallet().unwrap();
     Wallet::new(mint, ledger.clone()).mint(buyer_wallet.address(), funds).await.unwrap();
-    Setup { bureau, ledger, buyer, buyer_wallet, book: contract_net::Book::default() }
+    Setup { bureau, ledger, buyer, buyer_wallet, book }
 }
 
 impl Setup {
@@ -628,24 +630,25 @@ fn escrows_locked_before_an_initiator_restart_are_refunded_when_due() {
         let _entered = runtime.enter();
         let config = Config::default().with_ledger(ledger.clone()).with_storage_dir(dir.path());
         let bureau = Bureau::with_config(config).unwrap();
-        let buyer = bureau.add(Agent::builder("buyer").seed("buyer").build().unwrap()).unwrap();
+        let mut buyer = Agent::builder("buyer").seed("buyer").build().unwrap();
+        let book = contract_net::initiator(&mut buyer);
+        let buyer = bureau.add(buyer).unwrap();
         let mut quick = Agent::builder("quick").seed("quick").build().unwrap();
         contract_net::serve(&mut quick, Arc::new(QUICK));
         let mut silent = Agent::builder("silent").seed("silent").build().unwrap();
         contract_net::serve(&mut silent, Arc::new(Silent));
         let sellers = vec![bureau.add(quick).unwrap(), bureau.add(silent).unwrap()];
-        (bureau, buyer, sellers)
+        (bureau, buyer, sellers, book)
     };
     let wallet_of = |seed: &str| Identity::from_seed(seed).derive("wallet").address();
     let (buyer_wallet, quick_wallet, silent_wallet) = (wallet_of("buyer"), wallet_of("quick"), wallet_of("silent"));
 
     // Before: the award is sent, the quick winner paid, the silent one's escrow open.
     let before = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let (first, buyer, sellers) = bureau(&before);
+    let (first, buyer, sellers, book) = bureau(&before);
     let (silent_escrow, deadline_ms, unrecorded) = before.block_on(async {
         Wallet::new(mint, ledger.clone()).mint(buyer_wallet, 1_000).await.unwrap();
         let ctx = first.context(buyer).unwrap();
-        let book = contract_net::Book::default();
         let called =
             contract_net::call::<_, u128>(&ctx, &book, &sellers, &"parts", Duration::from_secs(2)).await.unwrap();
         assert_eq!(called.proposals.len(), 2);
@@ -676,10 +679,9 @@ fn escrows_locked_before_an_initiator_restart_are_refunded_when_due() {
 
     // After: the same storage, a new process.
     let after = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let (second, buyer, _) = bureau(&after);
+    let (second, buyer, _, book) = bureau(&after);
     after.block_on(async {
         let ctx = second.context(buyer).unwrap();
-        let book = contract_net::Book::default();
         let waiting = contract_net::recall::<u128>(&ctx, &book).unwrap();
         assert!(waiting.iter().all(|c| c.proposals.is_empty()), "both were awarded: {waiting:?}");
         assert_eq!(ledger.escrow(silent_escrow).await.unwrap().map(|e| e.amount), Some(75), "not refunded early");

@@ -550,13 +550,15 @@ impl ContractNetMarket {
             books.push(contract_net::serve(&mut agent, std::sync::Arc::new(Bidder(price))));
             addresses.push(bureau.add(agent)?);
         }
-        let initiator = bureau.add(Agent::builder("initiator").build()?)?;
+        let mut initiator = Agent::builder("initiator").build()?;
+        let book = contract_net::initiator(&mut initiator);
+        let initiator = bureau.add(initiator)?;
         let ctx = bureau.context(initiator).ok_or("initiator missing")?;
         let loading = Instant::now();
         while books.iter().any(|b| b.dialogues().is_none()) && loading.elapsed() < Duration::from_secs(10) {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        Ok(ContractNetMarket { bureau, participants: addresses, ctx, book: contract_net::Book::default() })
+        Ok(ContractNetMarket { bureau, participants: addresses, ctx, book })
     }
 
     /// One round: the time from the call for proposals to the winner's report (every

@@ -109,8 +109,7 @@ pub async fn run(
             .identity(identity)
             .build()
             .map_err(|e| DistributedError::from(super::MarketError::from(e)))?;
-        let book = contract_net::Book::default();
-        contract_net::refuse_strays(&mut agent, &book);
+        let book = contract_net::initiator(&mut agent);
         addresses.push(bureau.add(agent)?);
         travellers.push((book, spec.clone()));
     }

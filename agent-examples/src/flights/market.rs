@@ -123,8 +123,7 @@ pub async fn run(scenario: &Scenario, seed: u64, options: &Options) -> Result<Su
         let Some(host) = &host else { continue };
         let mut agent =
             Agent::builder(spec.name.clone()).identity(Identity::from_seed(&seed_of(&spec.name))).build()?;
-        let book = contract_net::Book::default();
-        contract_net::refuse_strays(&mut agent, &book);
+        let book = contract_net::initiator(&mut agent);
         let address = host.add(agent)?;
         let context = host.context(address).ok_or(agent_core::sim::SimError::Down(host.name()))?;
         faucet.mint(context.wallet()?.address(), spec.funds.into()).await?;

@@ -136,8 +136,7 @@ pub async fn run(
         .identity(Identity::from_seed(&seed_of(MANUFACTURER)))
         .build()
         .map_err(|e| DistributedError::from(super::MarketError::from(e)))?;
-    let book = contract_net::Book::default();
-    contract_net::refuse_strays(&mut agent, &book);
+    let book = contract_net::initiator(&mut agent);
     let address = bureau.add(agent)?;
     let resolver = Arc::new(AlmanacResolver::new(directory.clone()));
     bureau.listen(NetworkConfig::new(loopback(), resolver)).await?;

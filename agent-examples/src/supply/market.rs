@@ -149,8 +149,7 @@ pub async fn run(scenario: &Scenario, seed: u64, options: &Options) -> Result<Su
 
     let host = sim.add_host_with("manufacturer", config)?;
     let mut agent = Agent::builder(MANUFACTURER).identity(Identity::from_seed(&seed_of(MANUFACTURER))).build()?;
-    let book = contract_net::Book::default();
-    contract_net::refuse_strays(&mut agent, &book);
+    let book = contract_net::initiator(&mut agent);
     let address = host.add(agent)?;
     let ctx: Context = host.context(address).ok_or(agent_core::sim::SimError::Down(host.name()))?;
     let manufacturer_wallet = ctx.wallet()?.address();

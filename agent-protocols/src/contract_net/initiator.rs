@@ -57,9 +57,11 @@ pub enum Outcome<R> {
 /// Calls `participants` for proposals on `task`, each in a dialogue of its own, and
 /// gathers the answers until all have answered or `deadline` has passed. A proposal that
 /// arrives later, while the call still waits for late replies (as long again as the
-/// deadline, at least a second), is rejected with [`RejectReason::Late`]; one later still
-/// is rejected the same way only by an agent that runs [`refuse_strays`]. A participant
-/// listed more than once is called once. Use [`award`] next.
+/// deadline, at least a second), is rejected with [`RejectReason::Late`], and so is one
+/// later still, by the handlers [`initiator`] gave the agent: `book` must be the one
+/// [`initiator`] made for `ctx`'s agent, or this fails with
+/// [`ContractNetError::NotAnInitiator`]. A participant listed more than once is called
+/// once. Use [`award`] next.
 pub async fn call<T: Serialize, P: DeserializeOwned + Send + 'static>(
     ctx: &Context,
     book: &Book,
@@ -67,6 +69,7 @@ pub async fn call<T: Serialize, P: DeserializeOwned + Send + 'static>(
     task: &T,
     deadline: Duration,
 ) -> Result<Called<P>, ContractNetError> {
+    book.check_answered(ctx)?;
     let dialogues = book.get(ctx, INITIATOR)?;
     let (task, until, deadline_ms) = prepare(task, deadline)?;
     let call = rand_id();
@@ -98,6 +101,7 @@ pub async fn call_again<T: Serialize, P: DeserializeOwned + Send + 'static, Q>(
     task: &T,
     deadline: Duration,
 ) -> Result<Called<P>, ContractNetError> {
+    book.check_answered(ctx)?;
     let dialogues = book.get(ctx, INITIATOR)?;
     let (task, until, deadline_ms) = prepare(task, deadline)?;
     let kept = kept(called.call, None);
@@ -541,6 +545,17 @@ fn is_past_its_call(dialogue: &Dialogue, now_ms: u64) -> bool {
     dialogue.state == EXPIRED || (dialogue.state == "called" && dialogue.deadline_ms.is_some_and(|d| now_ms > d))
 }
 
+/// Makes `agent` a contract-net initiator and returns the book its calls are made with:
+/// the agent answers every late proposal with a rejection as [`RejectReason::Late`] (FIPA
+/// requires it), and every stray message with a [`Refused`] ([`refuse_strays`]). Call it
+/// before the agent is added to its bureau; [`call`] with any other book fails. An agent
+/// that is also a participant uses [`refuse_strays_serving`] after [`serve`] instead.
+pub fn initiator(agent: &mut Agent) -> Book {
+    let book = Book::default();
+    refuse_strays(agent, &book);
+    book
+}
+
 /// [`refuse_strays`] for an agent that both calls for proposals (with `initiator`) and is a
 /// participant ([`serve`] gave it `participant`; call this after it). Answers and reports
 /// then go to the participant side's handlers, which refuse a participant's messages sent
@@ -563,6 +578,11 @@ pub fn refuse_strays_serving(agent: &mut Agent, initiator: &Book, participant: &
 /// [`serve`] does the participant's): open ones a minute past their deadline expire, and
 /// old ones are forgotten.
 pub fn refuse_strays(agent: &mut Agent, book: &Book) {
+    if let Err(first) = book.answered_by.set(agent.address()) {
+        if first != agent.address() {
+            tracing::warn!(agent = %agent.address(), %first, "this initiator's book is answered by another agent already; the first stays");
+        }
+    }
     sweep(agent, book, INITIATOR);
     // An agent that is also a participant refuses answers and reports there already
     // ([`serve`]); joined ([`refuse_strays_serving`]), it passes this side's on.

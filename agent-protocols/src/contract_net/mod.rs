@@ -70,10 +70,22 @@ use strays::refuse_participants_messages;
 /// Why a contract-net call or award could not run. What the participants did (refusals,
 /// failures, silence) is never an error: it is in the [`Called`] and [`Outcome`].
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ContractNetError {
     /// The agent's dialogues could not be read, or the book belongs to the other role.
     #[error("contract-net dialogues unavailable: {0}")]
     Dialogues(String),
+    /// The calling agent does not answer late proposals and stray messages, as FIPA
+    /// requires of an initiator: its book was not made with [`initiator`] (or given to
+    /// [`refuse_strays`]) on this agent before it was added to its bureau.
+    #[error(
+        "agent {agent} cannot call for proposals: it would not answer late ones. Make its \
+         book with contract_net::initiator(&mut agent) before adding the agent"
+    )]
+    NotAnInitiator {
+        /// The agent that called.
+        agent: Address,
+    },
     /// A step could not be recorded (storage) or was refused by the rules.
     #[error(transparent)]
     Dialogue(#[from] DialogueError),
@@ -149,9 +161,21 @@ pub struct Book {
     /// A participant's book only: the initiator side of the same agent, once joined
     /// ([`refuse_strays_serving`]), to which its stray answers and reports go.
     initiator: Arc<OnceLock<Book>>,
+    /// An initiator's book only: the agent whose handlers answer this book's late
+    /// proposals and stray messages ([`refuse_strays`]). Only it may call with the book.
+    answered_by: Arc<OnceLock<Address>>,
 }
 
 impl Book {
+    /// Whether `ctx`'s agent may call for proposals with this book: it answers the late
+    /// ones ([`refuse_strays`]).
+    fn check_answered(&self, ctx: &Context) -> Result<(), ContractNetError> {
+        match self.answered_by.get() == Some(&ctx.address()) {
+            true => Ok(()),
+            false => Err(ContractNetError::NotAnInitiator { agent: ctx.address() }),
+        }
+    }
+
     fn get(&self, ctx: &Context, role: &str) -> Result<&Dialogues, ContractNetError> {
         if let Some(dialogues) = self.dialogues.get() {
             return match dialogues.role() == role {

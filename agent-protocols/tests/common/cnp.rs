@@ -81,8 +81,7 @@ pub async fn market() -> Market {
 
 pub fn market_in(bureau: Bureau) -> Market {
     let mut agent = Agent::builder("traveller").build().unwrap();
-    let book = contract_net::Book::default();
-    contract_net::refuse_strays(&mut agent, &book);
+    let book = contract_net::initiator(&mut agent);
     let initiator = bureau.add(agent).unwrap();
     Market { bureau, initiator, book }
 }
