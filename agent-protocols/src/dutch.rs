@@ -67,7 +67,9 @@ pub struct Closed {
 pub fn protocol() -> agent_core::Protocol {
     // A refusal carries a typed cause (a wire code), its text only detailing it.
     // The minor version after it: the manifest publishes the dialogue's rules too.
-    agent_core::Protocol::new("agora.auction.dutch", "2.1.0")
+    // The major version after that: a refusal says where its dialogue stands (typed), and
+    // for a late message the deadline that passed.
+    agent_core::Protocol::new("agora.auction.dutch", "3.0.0")
         .message::<Clock>()
         .message::<Take>()
         .message::<Closed>()

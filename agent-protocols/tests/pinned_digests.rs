@@ -82,11 +82,11 @@ fn a_changed_step_or_deadline_changes_the_digest() {
 }
 
 const PINNED: &str = "\
-contract-net <String, u64, String> agora.contract-net 4.1.0 3e0ecfba496475c67c3186c2dd90090ab8a96bb2053bbad2851f05191930f928
-english agora.auction.english 2.1.0 b93e2ec54e69b616b83ccfcb46d4652b249e151daf9b00c95f6352e611699636
-dutch agora.auction.dutch 2.1.0 f828c846b9f72899b67bf193e330de51d0b285d1c4ac5bb4427c2724e0e76d24
-sealed-bid agora.auction.sealed 3.1.0 350427d84257320c40f29ab53e6001c226f984b25f9dd47afea9e631f09f8ff4
-double auction agora.auction.double 2.1.0 77ff2606c58eed4507178b21ff82dcdfd152ecbdc9d9b1f5d941f87f3d847b7b
+contract-net <String, u64, String> agora.contract-net 5.0.0 61c7d1445a1b699ac4f80aee4aa97f3973f61bb80173250f8b4d25e655bcdd40
+english agora.auction.english 3.0.0 ec3e69207f17a9888033c1f4edc38c4de12fca34eaa43a6b161f58e601acab19
+dutch agora.auction.dutch 3.0.0 2f74f45be1ee70d4d179464e773a7259429fbd782f4dd8c5b1f05d2107ed2e8e
+sealed-bid agora.auction.sealed 4.0.0 9794ad87b9032087a642d4370baf7ff8f4ca460a205525510cb0cf0eeb131c4d
+double auction agora.auction.double 3.0.0 beae2407e461e48819ff0c601bae3a918dfe0573215900efc37c104f4e013d72
 settlement agora.settlement 2.0.0 60f5cc8d9a65c8b20ab6ea537cb0d2f7951522131d895d3c9b0f6439c191b5d3
 ";
 

@@ -265,7 +265,9 @@ pub fn protocol<T: WireSchema, P: WireSchema, R: WireSchema>() -> agent_core::Pr
     // 3.0.0: a failure report and a refusal carry a typed cause, the text only detailing it.
     // 4.0.0: so do a participant's refusal and withdrawal, and the initiator's cancel.
     // 4.1.0: the manifest publishes the dialogue's rules (`rules`), so the digest covers them.
-    agent_core::Protocol::new("agora.contract-net", "4.1.0")
+    // 5.0.0: a refusal says where its dialogue stands (typed), and for a late message the
+    //        deadline that passed.
+    agent_core::Protocol::new("agora.contract-net", "5.0.0")
         .message::<Cfp>()
         .message::<Answer>()
         .message::<Accept>()

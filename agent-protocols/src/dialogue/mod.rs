@@ -21,5 +21,5 @@ mod rules;
 
 pub use book::{Data, Dialogue, DialogueError, Dialogues, Refused, Said, Step, DEFAULT_MAX_OPEN_PER_PEER, EXPIRED};
 pub use name::Name;
-pub use refusal::RefusalCause;
+pub use refusal::{RefusalCause, Standing};
 pub use rules::{Rules, RulesBuilder, RulesError, Transition, DEFAULT_MAX_AGE};
