@@ -41,6 +41,10 @@ use crate::identity::Address;
 pub use crate::message::ProtocolDigest;
 use crate::message::{Message, SchemaDigest};
 
+mod state_machine;
+
+pub use state_machine::{StateMachine, TransitionSpec};
+
 /// One message type in a manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageSpec {
@@ -88,6 +92,11 @@ pub struct Manifest {
     /// there are none, so a protocol without payloads keeps the digest it always had.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub payloads: Vec<PayloadSpec>,
+    /// The dialogue's state machine, if the protocol declares one
+    /// ([`Protocol::state_machine`]). Absent from the JSON when not declared, so a protocol
+    /// without one keeps the digest it always had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_machine: Option<StateMachine>,
 }
 
 /// Why a manifest could not be read.
@@ -108,6 +117,19 @@ pub enum ManifestError {
         /// The payload's role.
         role: String,
     },
+    /// The state machine names a state it does not list among its states (a step into
+    /// or out of it, the initial state, a terminal state or a deadline's).
+    #[error("manifest state machine: state {state} is not one of its states")]
+    UnknownState {
+        /// The state.
+        state: String,
+    },
+    /// A step of the state machine names a message that is not in the manifest.
+    #[error("manifest state machine: message {message} is not one of the manifest's messages")]
+    UnknownMessage {
+        /// The step's message, as the state machine names it.
+        message: String,
+    },
 }
 
 impl Manifest {
@@ -124,7 +146,8 @@ impl Manifest {
         serde_json::to_string_pretty(&self.canonical()).unwrap_or_default()
     }
 
-    /// Parses a manifest and checks that each message's digest matches its schema.
+    /// Parses a manifest and checks that each message's digest matches its schema, and that
+    /// its state machine, if any, names only its own states and the manifest's messages.
     pub fn from_json(text: &str) -> Result<Manifest, ManifestError> {
         let manifest: Manifest = serde_json::from_str(text)?;
         for message in &manifest.messages {
@@ -136,6 +159,9 @@ impl Manifest {
             if schema_digest(&payload.schema) != payload.digest {
                 return Err(ManifestError::PayloadDigestMismatch { role: payload.role.clone() });
             }
+        }
+        if let Some(machine) = &manifest.state_machine {
+            machine.check(&manifest)?;
         }
         Ok(manifest.canonical())
     }
@@ -150,6 +176,7 @@ impl Manifest {
         }
         out.replies.sort_by_key(|r| r.request);
         out.payloads.sort_by(|a, b| a.role.cmp(&b.role));
+        out.state_machine = out.state_machine.as_ref().map(StateMachine::canonical);
         out
     }
 }
@@ -182,6 +209,7 @@ pub struct Protocol {
     messages: BTreeMap<SchemaDigest, MessageSpec>,
     replies: BTreeMap<SchemaDigest, BTreeSet<SchemaDigest>>,
     payloads: BTreeMap<String, PayloadSpec>,
+    state_machine: Option<StateMachine>,
     pub(crate) handlers: Vec<(SchemaDigest, &'static str, Arc<dyn MessageHandler>)>,
 }
 
@@ -194,6 +222,7 @@ impl Protocol {
             messages: BTreeMap::new(),
             replies: BTreeMap::new(),
             payloads: BTreeMap::new(),
+            state_machine: None,
             handlers: Vec::new(),
         }
     }
@@ -244,6 +273,16 @@ impl Protocol {
         self
     }
 
+    /// Publishes the dialogue's state machine in the manifest, so the digest covers which
+    /// message may follow which, who may send it, where a dialogue ends and its deadlines
+    /// (agent-protocols' `Rules::state_machine` gives it for a dialogue's rules). Declaring
+    /// one again replaces it. [`Manifest::from_json`] refuses a machine that names a state
+    /// it does not list or a message the manifest does not have.
+    pub fn state_machine(mut self, machine: StateMachine) -> Self {
+        self.state_machine = Some(machine);
+        self
+    }
+
     /// The protocol's manifest.
     pub fn manifest(&self) -> Manifest {
         Manifest {
@@ -256,6 +295,7 @@ impl Protocol {
                 .map(|(request, replies)| ReplyRule { request: *request, replies: replies.iter().copied().collect() })
                 .collect(),
             payloads: self.payloads.values().cloned().collect(),
+            state_machine: self.state_machine.clone(),
         }
         .canonical()
     }

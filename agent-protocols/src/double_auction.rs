@@ -206,11 +206,15 @@ pub struct Noted;
 /// request, and its digest. Both sides include it ([`Clearinghouse::serve`], [`serve`]).
 pub fn protocol() -> agent_core::Protocol {
     // A refusal carries a typed cause (a wire code), its text only detailing it.
-    agent_core::Protocol::new("agora.auction.double", "2.0.0")
+    // The minor version after it: the manifest publishes the dialogue's rules too.
+    // The major version after that: a refusal says where its dialogue stands (typed), and
+    // for a late message the deadline that passed.
+    agent_core::Protocol::new("agora.auction.double", "3.0.0")
         .message::<RoundOpen>()
         .message::<SignedOrder>()
         .replies::<Cleared, Noted>()
         .message::<Refused>()
+        .state_machine(rules().state_machine())
 }
 
 /// A round's dialogue between the clearinghouse (in the role
@@ -223,7 +227,7 @@ pub fn rules() -> Rules {
         .initial("invited")
         .step::<RoundOpen>("invited", AUCTIONEER, "open")
         .step::<SignedOrder>("open", BIDDER, "open")
-        .named_step(Cleared::NAME, "open", AUCTIONEER, "cleared", true)
+        .variant_step::<Cleared>(Cleared::NAME, "open", AUCTIONEER, "cleared", true)
         .terminal("cleared")
         .build()
         .unwrap_or_else(|e| unreachable!("the double auction's rules are valid: {e}"))

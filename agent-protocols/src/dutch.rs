@@ -69,11 +69,15 @@ pub struct Closed {
 /// ([`Auctioneer::serve`], [`serve`]).
 pub fn protocol() -> agent_core::Protocol {
     // A refusal carries a typed cause (a wire code), its text only detailing it.
-    agent_core::Protocol::new("agora.auction.dutch", "2.0.0")
+    // The minor version after it: the manifest publishes the dialogue's rules too.
+    // The major version after that: a refusal says where its dialogue stands (typed), and
+    // for a late message the deadline that passed.
+    agent_core::Protocol::new("agora.auction.dutch", "3.0.0")
         .message::<Clock>()
         .message::<Take>()
         .message::<Closed>()
         .message::<Refused>()
+        .state_machine(rules().state_machine())
 }
 
 /// The Dutch auction's dialogue between the auctioneer and each bidder: the clock's first
@@ -85,10 +89,10 @@ pub fn rules() -> Rules {
     Rules::builder("agora.auction.dutch")
         .initial("invited")
         .step::<Clock>("invited", AUCTIONEER, "calling")
-        .named_step(Clock::NAME, "calling", AUCTIONEER, "calling", true)
+        .variant_step::<Clock>(Clock::NAME, "calling", AUCTIONEER, "calling", true)
         .step::<Take>("calling", BIDDER, "taken")
-        .named_step(Closed::NAME, "calling", AUCTIONEER, "closed", true)
-        .named_step(Closed::NAME, "taken", AUCTIONEER, "closed", true)
+        .variant_step::<Closed>(Closed::NAME, "calling", AUCTIONEER, "closed", true)
+        .variant_step::<Closed>(Closed::NAME, "taken", AUCTIONEER, "closed", true)
         .terminal("closed")
         .build()
         .unwrap_or_else(|e| unreachable!("the Dutch auction's rules are valid: {e}"))

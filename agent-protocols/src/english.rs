@@ -84,12 +84,16 @@ pub struct Closed {
 /// almanac by its digest.
 pub fn protocol() -> agent_core::Protocol {
     // A refusal carries a typed cause (a wire code), its text only detailing it.
-    agent_core::Protocol::new("agora.auction.english", "2.0.0")
+    // The minor version after it: the manifest publishes the dialogue's rules too.
+    // The major version after that: a refusal says where its dialogue stands (typed), and
+    // for a late message the deadline that passed.
+    agent_core::Protocol::new("agora.auction.english", "3.0.0")
         .message::<Opening>()
         .message::<Raise>()
         .message::<Standing>()
         .message::<Closed>()
         .message::<Refused>()
+        .state_machine(rules().state_machine())
 }
 
 /// The English auction's dialogue between the auctioneer and each bidder: the opening,
@@ -101,7 +105,7 @@ pub fn rules() -> Rules {
         .step::<Opening>("invited", AUCTIONEER, "open")
         .step::<Raise>("open", BIDDER, "open")
         .step::<Standing>("open", AUCTIONEER, "open")
-        .named_step(Closed::NAME, "open", AUCTIONEER, "closed", true)
+        .variant_step::<Closed>(Closed::NAME, "open", AUCTIONEER, "closed", true)
         .terminal("closed")
         .build()
         .unwrap_or_else(|e| unreachable!("the English auction's rules are valid: {e}"))

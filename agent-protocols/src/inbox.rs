@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::auction::{self, BIDDER};
-use crate::dialogue::{DialogueError, Dialogues, RefusalCause, Refused, Rules, Step};
+use crate::dialogue::{DialogueError, Dialogues, RefusalCause, Refused, Rules, Standing, Step};
 
 /// How many messages one running auction may have waiting; more are refused before their
 /// dialogue sees them ([`Untaken::Full`]), so a flood from one bidder cannot grow the
@@ -106,8 +106,8 @@ pub(crate) enum Untaken {
     Full {
         /// The id.
         dialogue: u128,
-        /// The dialogue's state, unchanged (none if there is no such dialogue here).
-        state: Option<String>,
+        /// Where the dialogue stands, unchanged.
+        standing: Standing,
         /// The refused message.
         message: String,
         /// How many messages wait on the line.
@@ -120,10 +120,11 @@ impl Untaken {
     pub(crate) fn refusal(&self) -> Option<Refused> {
         match self {
             Untaken::Refused(refused) => refused.refusal(),
-            Untaken::Full { dialogue, state, .. } => Some(Refused {
+            Untaken::Full { dialogue, standing, .. } => Some(Refused {
                 dialogue: *dialogue,
-                state: state.clone(),
+                standing: standing.clone(),
                 expected: Vec::new(),
+                deadline_ms: None,
                 cause: RefusalCause::Busy,
                 detail: self.to_string(),
             }),
@@ -258,7 +259,7 @@ impl<T: Send + 'static> Inbox<T> {
             Some((Err(_), line)) => {
                 return Err(Untaken::Full {
                     dialogue: id,
-                    state: dialogues.get(id).map(|d| d.state.to_string()),
+                    standing: dialogues.get(id).map_or(Standing::NoSuchDialogue, |d| d.standing(dialogues.rules())),
                     message: step.to_owned(),
                     waiting: line.max_capacity() - line.capacity(),
                 });
@@ -382,7 +383,14 @@ fn late(dialogues: &Dialogues, refused: DialogueError) -> DialogueError {
     let DialogueError::Closed { dialogue, state, message } = refused else { return refused };
     let now_ms = now_ms();
     match dialogues.get(dialogue).and_then(|d| d.deadline_ms).filter(|deadline| now_ms > *deadline) {
-        Some(deadline_ms) => DialogueError::Late { dialogue, state, message, deadline_ms, now_ms },
+        Some(deadline_ms) => DialogueError::Late {
+            dialogue,
+            standing: Box::new(Standing::Closed { state }),
+            message,
+            deadline_ms,
+            now_ms,
+            expected: Box::default(),
+        },
         None => DialogueError::Closed { dialogue, state, message },
     }
 }
@@ -490,7 +498,7 @@ mod tests {
         let refusals = refusals.lock().clone();
         assert_eq!(refusals.len(), SENT - LINE, "every other raise refused, and its sender told: {refusals:?}");
         for refused in &refusals {
-            assert_eq!((refused.dialogue, refused.state.as_deref()), (id, Some("open")), "{refused:?}");
+            assert_eq!((refused.dialogue, refused.state()), (id, Some("open")), "{refused:?}");
             assert_eq!(refused.cause, RefusalCause::Busy, "{refused:?}");
         }
         bureau.shutdown().await.unwrap();

@@ -180,11 +180,15 @@ impl SignedBid {
 /// include it ([`Auctioneer::serve`], [`serve`]).
 pub fn protocol() -> agent_core::Protocol {
     // A refusal carries a typed cause (a wire code), its text only detailing it.
-    agent_core::Protocol::new("agora.auction.sealed", "3.0.0")
+    // The minor version after it: the manifest publishes the dialogue's rules too.
+    // The major version after that: a refusal says where its dialogue stands (typed), and
+    // for a late message the deadline that passed.
+    agent_core::Protocol::new("agora.auction.sealed", "4.0.0")
         .message::<CallForBids>()
         .message::<BidAnswer>()
         .message::<Closed>()
         .message::<Refused>()
+        .state_machine(rules().state_machine())
 }
 
 /// The sealed-bid auction's dialogue between the auctioneer and each bidder: the call,
@@ -194,11 +198,11 @@ pub fn rules() -> Rules {
     Rules::builder("agora.auction.sealed")
         .initial("invited")
         .step::<CallForBids>("invited", AUCTIONEER, "called")
-        .named_step("Bid", "called", BIDDER, "sealed", false)
-        .named_step("Pass", "called", BIDDER, "passed", false)
-        .named_step(Closed::NAME, "called", AUCTIONEER, "closed", true)
-        .named_step(Closed::NAME, "sealed", AUCTIONEER, "closed", true)
-        .named_step(Closed::NAME, "passed", AUCTIONEER, "closed", true)
+        .variant_step::<BidAnswer>("Bid", "called", BIDDER, "sealed", false)
+        .variant_step::<BidAnswer>("Pass", "called", BIDDER, "passed", false)
+        .variant_step::<Closed>(Closed::NAME, "called", AUCTIONEER, "closed", true)
+        .variant_step::<Closed>(Closed::NAME, "sealed", AUCTIONEER, "closed", true)
+        .variant_step::<Closed>(Closed::NAME, "passed", AUCTIONEER, "closed", true)
         .terminal("closed")
         .build()
         .unwrap_or_else(|e| unreachable!("the sealed-bid auction's rules are valid: {e}"))

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use agent_core::{Address, Agent, Bureau, Config, Identity, Message};
 use agent_protocols::auction::{dialogue_of, AUCTIONEER, BIDDER};
-use agent_protocols::dialogue::{DialogueError, Dialogues, RefusalCause, Refused, Rules, Step, EXPIRED};
+use agent_protocols::dialogue::{DialogueError, Dialogues, RefusalCause, Refused, Rules, Standing, Step, EXPIRED};
 use agent_protocols::double_auction::{self, RoundOpen, Side, SignedOrder};
 use agent_protocols::sealed_bid::{self, BidAnswer, CallForBids, Pricing, SignedBid};
 use agent_protocols::settlement::{Sales, Settled};
@@ -27,12 +27,12 @@ fn order(round: &str) -> SignedOrder {
 
 /// A refusal told as late: the dialogue and the state it was in, and the deadline.
 fn is_late(refused: &Refused, state: &str) -> bool {
-    refused.state.as_deref() == Some(state) && refused.cause == RefusalCause::Late
+    refused.state() == Some(state) && refused.cause == RefusalCause::Late && refused.deadline_ms.is_some()
 }
 
 /// A refusal of a dialogue its sender does not have here.
 fn is_unknown(refused: &Refused) -> bool {
-    refused.state.is_none() && refused.cause == RefusalCause::UnknownDialogue
+    refused.standing == Standing::NoSuchDialogue && refused.cause == RefusalCause::UnknownDialogue
 }
 
 /// The dialogue's state and how many messages counted in it.
@@ -153,7 +153,7 @@ async fn a_bid_or_a_close_from_the_wrong_role_is_refused_by_each_auctions_rules_
                 if sender == AUCTIONEER && !expected.is_empty()),
             "{name}: a bid from the auctioneer: {shill:?}"
         );
-        assert!(shill.unwrap_err().refusal().unwrap().state.is_some(), "{name}: the peer is told the state");
+        assert!(shill.unwrap_err().refusal().unwrap().state().is_some(), "{name}: the peer is told the state");
         assert_eq!(state_of(&mine, id), before, "{name}: a refusal changes nothing");
 
         // The auctioneer's side: the bidder closes the auction, or the auctioneer bids.

@@ -15,7 +15,7 @@ use common::UpTo;
 
 use agent_core::{Agent, Bureau, Identity, Message};
 use agent_protocols::auction::{dialogue_of, Award, BIDDER};
-use agent_protocols::dialogue::{Dialogues, RefusalCause, Refused};
+use agent_protocols::dialogue::{Dialogues, RefusalCause, Refused, Standing};
 use agent_protocols::double_auction::{self, RoundOpen, SignedOrder};
 use agent_protocols::sealed_bid::{self, BidAnswer, CallForBids, Pricing, SignedBid};
 use agent_protocols::settlement::Sales;
@@ -24,14 +24,14 @@ use parking_lot::Mutex;
 
 /// A refusal from the wrong role: the state the dialogue is in, and what may follow there.
 fn out_of_order(refused: &Refused, state: &str, expected: &str) {
-    assert_eq!(refused.state.as_deref(), Some(state), "{refused:?}");
+    assert_eq!(refused.standing, Standing::Open { state: state.into() }, "{refused:?}");
     assert!(refused.expected.iter().any(|e| e == expected), "expected {expected}: {refused:?}");
     assert_eq!(refused.cause, RefusalCause::OutOfOrder, "{refused:?}");
 }
 
 /// A refusal of a dialogue its sender does not have.
 fn unknown(refused: &Refused) {
-    assert_eq!((refused.state.as_ref(), refused.expected.len()), (None, 0), "{refused:?}");
+    assert_eq!((&refused.standing, refused.expected.len()), (&Standing::NoSuchDialogue, 0), "{refused:?}");
     assert_eq!(refused.cause, RefusalCause::UnknownDialogue, "{refused:?}");
 }
 
@@ -77,7 +77,11 @@ async fn english_a_bidders_close_price_or_opening_is_refused_and_the_honest_winn
     let award = Some(Award { winner: f.honest, price: 100 });
     let fake = english::Closed { auction: auction.clone(), award, pay_to: rogue_wallet };
     let refused = f.refused_in(f.honest, fake, honest_dialogue, honest_side).await;
-    assert_eq!(refused.state, None, "{refused:?}");
+    assert_eq!(
+        refused.standing,
+        Standing::Open { state: "open".into() },
+        "its own dialogue, as it stands: {refused:?}"
+    );
     assert_eq!(refused.cause, RefusalCause::NotAParty, "{refused:?}");
 
     // A raise for an auction the rogue is not in.
@@ -102,7 +106,8 @@ async fn english_a_bidders_close_price_or_opening_is_refused_and_the_honest_winn
     // After the close, a raise is refused as late, and changes nothing.
     let late = english::Raise(SignedBid::sign(&Identity::from_seed(ROGUE), &auction, 1_000));
     let refused = f.refused(f.auctioneer, late, mine, dialogues).await;
-    assert_eq!(refused.state.as_deref(), Some("closed"), "{refused:?}");
+    assert_eq!(refused.standing, Standing::Closed { state: "closed".into() }, "{refused:?}");
+    assert!(refused.deadline_ms.is_some(), "the close time that passed: {refused:?}");
     assert_eq!(refused.cause, RefusalCause::Late, "{refused:?}");
 
     // On the ledger: the honest winner paid its price once; no one else paid or was paid.

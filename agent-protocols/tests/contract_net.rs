@@ -777,7 +777,7 @@ async fn initiator_messages_from_a_participant_are_refused_as_the_wrong_role() {
     wait_for(|| told.lock().len() == 3).await;
     for refused in told.lock().iter() {
         assert_eq!(refused.dialogue, dialogue);
-        assert_eq!(refused.state.as_deref(), Some("proposed"), "{refused:?}");
+        assert_eq!(refused.state(), Some("proposed"), "{refused:?}");
         assert_eq!(refused.cause, RefusalCause::OutOfOrder, "{refused:?}");
         assert!(refused.detail.contains("from participant may not follow"), "{refused:?}");
         assert!(refused.expected.iter().all(|e| e.contains("from participant")), "{refused:?}");
@@ -853,8 +853,9 @@ async fn participant_messages_sent_to_a_participant_are_refused_as_the_wrong_rol
     wait_for(|| told.lock().len() == 5).await;
 
     let told = told.lock().clone();
-    let of =
-        |id: u128| told.iter().filter(|r| r.dialogue == id).map(|r| (r.cause, r.state.clone())).collect::<Vec<_>>();
+    let of = |id: u128| {
+        told.iter().filter(|r| r.dialogue == id).map(|r| (r.cause, r.state().map(str::to_owned))).collect::<Vec<_>>()
+    };
     let proposed = || (RefusalCause::OutOfOrder, Some("proposed".to_owned()));
     assert_eq!(of(to_pure), [proposed(), proposed()], "{told:?}");
     assert_eq!(of(to_both), [proposed()], "{told:?}");

@@ -101,7 +101,7 @@ async fn each_misbehaviour_is_refused_with_its_cause_and_changes_nothing() {
         match late {
             Err(error @ DialogueError::Closed { .. }) => {
                 let told = error.refusal().unwrap();
-                assert_eq!((told.dialogue, told.state.as_deref()), (1, Some("declined")));
+                assert_eq!((told.dialogue, told.state()), (1, Some("declined")));
             }
             other => panic!("nothing is accepted after a decline: {other:?}"),
         }
@@ -244,7 +244,7 @@ async fn a_refused_peer_is_told_the_dialogue_state_and_what_was_expected() {
     let refusals = refusals.lock().clone();
     assert_eq!(refusals.len(), 1, "{refusals:?}");
     assert_eq!(refusals[0].dialogue, session);
-    assert_eq!(refusals[0].state.as_deref(), Some("offered"));
+    assert_eq!(refusals[0].state(), Some("offered"));
     assert_eq!(refusals[0].expected, ["Counter from seller", "Accept from seller", "Decline from seller"]);
     bureau.shutdown().await.unwrap();
 }

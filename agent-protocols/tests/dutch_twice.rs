@@ -90,7 +90,7 @@ async fn a_second_dutch_take_is_refused_and_the_first_is_the_award_paid_once() {
     );
     let told = common::once_told(&told).await;
     assert_eq!(told.len(), 1, "{told:?}");
-    let refused = (told[0].cause, told[0].state.as_deref());
+    let refused = (told[0].cause, told[0].state());
     assert!(
         matches!(refused, (RefusalCause::OutOfOrder, Some("taken")) | (RefusalCause::Closed, Some("closed"))),
         "{told:?}"

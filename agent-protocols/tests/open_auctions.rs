@@ -417,7 +417,7 @@ async fn a_sealed_bid_well_after_the_close_is_refused_as_late_while_the_award_is
     assert_eq!(delivery["waited"], true, "the delivery began before the late bid came: {delivery}");
     let refusal = refused.lock().first().cloned().expect("the late bidder was told");
     let dialogue = auction::dialogue_of(&sealed.auction, &late_agent);
-    assert_eq!((refusal.dialogue, refusal.state.as_deref()), (dialogue, Some("closed")), "{refusal:?}");
+    assert_eq!((refusal.dialogue, refusal.state()), (dialogue, Some("closed")), "{refusal:?}");
     assert_eq!(refusal.cause, RefusalCause::Late, "refused as late: {refusal:?}");
     let kept = m.sealed.dialogues().unwrap().get(dialogue).unwrap();
     assert_eq!(kept.state, "closed");

@@ -25,12 +25,68 @@ fn shipped_protocol_digests_change_only_deliberately() {
     assert_eq!(printed, PINNED, "a shipped protocol's wire form changed; if deliberate, bump its version and pin anew");
 }
 
+/// Every shipped protocol that runs dialogues publishes their rules in its manifest, and
+/// the manifest reads back (each step names one of its states and one of its messages).
+#[test]
+fn shipped_protocols_publish_their_dialogue_rules() {
+    use agent_core::Manifest;
+    let with_rules = [
+        (contract_net::protocol::<String, u64, String>(), contract_net::rules()),
+        (english::protocol(), english::rules()),
+        (dutch::protocol(), dutch::rules()),
+        (sealed_bid::protocol(), sealed_bid::rules()),
+        (double_auction::protocol(), double_auction::rules()),
+    ];
+    for (protocol, rules) in with_rules {
+        let manifest = protocol.manifest();
+        let machine = manifest.state_machine.clone().unwrap_or_else(|| panic!("{}: no rules", manifest.name));
+        assert_eq!(machine.transitions.len(), rules.transitions().len(), "{}: every step", manifest.name);
+        assert!(machine.transitions.iter().all(|t| t.schema.is_some()), "{}: each step names its type", manifest.name);
+        let read = Manifest::from_json(&manifest.to_json()).unwrap_or_else(|e| panic!("{}: {e}", manifest.name));
+        assert_eq!(read.digest(), protocol.digest(), "{}", manifest.name);
+    }
+    assert!(settlement::protocol().manifest().state_machine.is_none(), "settlement has no dialogue rules");
+}
+
+/// Changing one step or one deadline of a protocol's rules changes its digest: peers that
+/// disagree on the state machine do not find each other by it.
+#[test]
+fn a_changed_step_or_deadline_changes_the_digest() {
+    use agent_core::Message;
+    use agent_protocols::dialogue::Rules;
+    use agent_protocols::sealed_bid::{BidAnswer, CallForBids, Closed};
+    use std::time::Duration;
+    let rules = |bidder: &str, late: bool, limit: u64| {
+        Rules::builder("r")
+            .initial("invited")
+            .step::<CallForBids>("invited", "auctioneer", "called")
+            .variant_step::<BidAnswer>("Bid", "called", bidder, "sealed", false)
+            .variant_step::<Closed>(Closed::NAME, "called", "auctioneer", "closed", late)
+            .variant_step::<Closed>(Closed::NAME, "sealed", "auctioneer", "closed", true)
+            .terminal("closed")
+            .deadline("called", Duration::from_millis(limit))
+            .build()
+            .unwrap()
+    };
+    let digest = |rules: Rules| sealed_bid::protocol().state_machine(rules.state_machine()).digest();
+    let digests = [
+        digest(rules("bidder", true, 1_000)),
+        digest(rules("bidder", true, 1_001)),
+        digest(rules("bidder", false, 1_000)),
+        digest(rules("auctioneer", true, 1_000)),
+    ];
+    for (i, d) in digests.iter().enumerate() {
+        assert!(!digests[..i].contains(d), "change {i} changes the digest");
+    }
+    assert_eq!(digest(rules("bidder", true, 1_000)), digests[0], "the same rules, the same digest");
+}
+
 const PINNED: &str = "\
-contract-net <String, u64, String> agora.contract-net 4.0.0 759c378d4ec8fe504d7746e3e01094ca347bcce6966cbc06b101e1040b4f10ce
-english agora.auction.english 2.0.0 c6bc0e29dca9fcc5172c867805807e53d4e23c7a2c2c7a24de5180f6fef81216
-dutch agora.auction.dutch 2.0.0 9b9ec464d93a3537349d9ebc81640c98abd85bf6dc943865fed6f14c4160df85
-sealed-bid agora.auction.sealed 3.0.0 65e845bc453ae84d4f28f1a8409c744aeacedb55e51c5f27018cbcb2dff0d130
-double auction agora.auction.double 2.0.0 e19c90c7af9db2041b8e8ac1b7d1005796ce902d8048bcd7b6db64e494236dba
+contract-net <String, u64, String> agora.contract-net 5.0.0 61c7d1445a1b699ac4f80aee4aa97f3973f61bb80173250f8b4d25e655bcdd40
+english agora.auction.english 3.0.0 ec3e69207f17a9888033c1f4edc38c4de12fca34eaa43a6b161f58e601acab19
+dutch agora.auction.dutch 3.0.0 2f74f45be1ee70d4d179464e773a7259429fbd782f4dd8c5b1f05d2107ed2e8e
+sealed-bid agora.auction.sealed 4.0.0 9794ad87b9032087a642d4370baf7ff8f4ca460a205525510cb0cf0eeb131c4d
+double auction agora.auction.double 3.0.0 beae2407e461e48819ff0c601bae3a918dfe0573215900efc37c104f4e013d72
 settlement agora.settlement 2.0.0 60f5cc8d9a65c8b20ab6ea537cb0d2f7951522131d895d3c9b0f6439c191b5d3
 ";
 

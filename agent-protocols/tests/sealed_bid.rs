@@ -130,7 +130,7 @@ async fn a_second_sealed_bid_is_refused_and_the_first_stands() {
     );
     let told = common::once_told(&told).await;
     assert_eq!(told.len(), 1, "{told:?}");
-    assert_eq!((told[0].cause, told[0].state.as_deref()), (RefusalCause::OutOfOrder, Some("sealed")), "{told:?}");
+    assert_eq!((told[0].cause, told[0].state()), (RefusalCause::OutOfOrder, Some("sealed")), "{told:?}");
     p.settles(&[(honest, FUNDS - 70), (rogue, FUNDS), (auctioneer, 70)]).await;
     p.bureau.shutdown().await.unwrap();
 }

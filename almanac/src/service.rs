@@ -55,8 +55,9 @@ pub enum Response {
     Page(Page),
     /// To `PublishManifest`.
     Published(Result<ProtocolDigest, AlmanacError>),
-    /// To `Manifest`.
-    Manifest(Option<Manifest>),
+    /// To `Manifest` (boxed: a manifest is large, the other answers small; the wire form
+    /// is the same).
+    Manifest(Option<Box<Manifest>>),
 }
 
 /// Serves `almanac` on `listen`.
@@ -76,7 +77,7 @@ pub async fn serve(
                 Request::PublishManifest(json) => {
                     Response::Published(almanac.publish_manifest_from(&peer.to_string(), &json).await)
                 }
-                Request::Manifest(digest) => Response::Manifest(almanac.manifest(&digest)),
+                Request::Manifest(digest) => Response::Manifest(almanac.manifest(&digest).map(Box::new)),
             };
             metrics::record_request(metrics::ALMANAC_SERVER_SECONDS, timer, name, None);
             response
@@ -143,7 +144,7 @@ impl RemoteAlmanac {
     /// Fetches a manifest.
     pub async fn manifest(&self, digest: ProtocolDigest) -> Result<Option<Manifest>, AlmanacError> {
         match self.call(Request::Manifest(digest)).await? {
-            Response::Manifest(manifest) => Ok(manifest),
+            Response::Manifest(manifest) => Ok(manifest.map(|m| *m)),
             other => Err(unexpected(other)),
         }
     }

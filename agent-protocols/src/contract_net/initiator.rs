@@ -509,7 +509,12 @@ pub(super) async fn refuse_stray(ctx: &Context, book: &Book, from: Address, step
     let (Ok(dialogues), Some(id)) = (book.get(ctx, INITIATOR), ctx.session()) else { return };
     let refused = match dialogues.get(id) {
         None => DialogueError::Unknown { dialogue: id, message: step.into() },
-        Some(d) if d.peer != from => DialogueError::NotAParty { dialogue: id, from, message: step.into() },
+        Some(d) if d.peer != from => DialogueError::NotAParty {
+            dialogue: id,
+            standing: Box::new(d.standing(dialogues.rules())),
+            from,
+            message: step.into(),
+        },
         // A proposal after the call's deadline, later than the call waited for its reply
         // (or after its dialogue expired): FIPA wants it answered, as late.
         Some(d) if step == "Propose" && is_past_its_call(&d, now_ms()) => {
@@ -521,6 +526,9 @@ pub(super) async fn refuse_stray(ctx: &Context, book: &Book, from: Address, step
                 reject(ctx, dialogues, id, from, RejectReason::Late).await;
             }
             return;
+        }
+        Some(d) if d.is_closed(dialogues.rules()) => {
+            DialogueError::Closed { dialogue: id, state: d.state.to_string(), message: step.into() }
         }
         Some(d) => DialogueError::OutOfOrder {
             dialogue: id,

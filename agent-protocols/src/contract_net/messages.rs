@@ -270,7 +270,10 @@ pub fn protocol<T: WireSchema, P: WireSchema, R: WireSchema>() -> agent_core::Pr
     // 2.1.0: an award names its payer's wallet, checked by the winner before it performs.
     // 3.0.0: a failure report and a refusal carry a typed cause, the text only detailing it.
     // 4.0.0: so do a participant's refusal and withdrawal, and the initiator's cancel.
-    agent_core::Protocol::new("agora.contract-net", "4.0.0")
+    // 4.1.0: the manifest publishes the dialogue's rules (`rules`), so the digest covers them.
+    // 5.0.0: a refusal says where its dialogue stands (typed), and for a late message the
+    //        deadline that passed.
+    agent_core::Protocol::new("agora.contract-net", "5.0.0")
         .message::<Cfp>()
         .message::<Answer>()
         .message::<Accept>()
@@ -283,6 +286,7 @@ pub fn protocol<T: WireSchema, P: WireSchema, R: WireSchema>() -> agent_core::Pr
         .payload::<T>("task")
         .payload::<P>("proposal")
         .payload::<R>("result")
+        .state_machine(rules().state_machine())
 }
 
 /// The contract-net protocol a [`Participant`] of type `P` speaks: [`protocol`] for its
@@ -310,18 +314,18 @@ pub fn rules() -> Rules {
     Rules::builder("contract-net")
         .initial("start")
         .step::<Cfp>("start", INITIATOR, "called")
-        .named_step("Propose", "called", PARTICIPANT, "proposed", false)
-        .named_step("Refuse", "called", PARTICIPANT, "refused", false)
-        .named_step("Reject", "called", INITIATOR, "rejected", true)
-        .named_step("Cancel", "called", INITIATOR, "cancelled", true)
-        .named_step("Accept", "proposed", INITIATOR, "awarded", false)
-        .named_step("Reject", "proposed", INITIATOR, "rejected", true)
-        .named_step("Cancel", "proposed", INITIATOR, "cancelled", true)
+        .variant_step::<Answer>("Propose", "called", PARTICIPANT, "proposed", false)
+        .variant_step::<Answer>("Refuse", "called", PARTICIPANT, "refused", false)
+        .variant_step::<Reject>("Reject", "called", INITIATOR, "rejected", true)
+        .variant_step::<Cancel>("Cancel", "called", INITIATOR, "cancelled", true)
+        .variant_step::<Accept>("Accept", "proposed", INITIATOR, "awarded", false)
+        .variant_step::<Reject>("Reject", "proposed", INITIATOR, "rejected", true)
+        .variant_step::<Cancel>("Cancel", "proposed", INITIATOR, "cancelled", true)
         .step::<Cfp>("proposed", INITIATOR, "called")
-        .named_step("Done", "awarded", PARTICIPANT, "done", false)
-        .named_step("Failure", "awarded", PARTICIPANT, "failed", false)
-        .named_step("Cancel", "awarded", INITIATOR, "cancelled", true)
-        .named_step("Cancel", "awarded", PARTICIPANT, "cancelled", true)
+        .variant_step::<Report>("Done", "awarded", PARTICIPANT, "done", false)
+        .variant_step::<Report>("Failure", "awarded", PARTICIPANT, "failed", false)
+        .variant_step::<Cancel>("Cancel", "awarded", INITIATOR, "cancelled", true)
+        .variant_step::<Report>("Cancel", "awarded", PARTICIPANT, "cancelled", true)
         .terminal("refused")
         .terminal("rejected")
         .terminal("cancelled")

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::rules::{Rules, Transition};
-use super::Name;
+use super::{Name, Standing};
 
 /// The state a dialogue is put in when a deadline passes before the next step.
 pub const EXPIRED: &str = "expired";
@@ -136,6 +136,15 @@ impl Dialogue {
     pub fn is_closed(&self, rules: &Rules) -> bool {
         self.state == EXPIRED || rules.is_terminal(&self.state)
     }
+
+    /// Where the dialogue stands: open or closed, in its state.
+    pub fn standing(&self, rules: &Rules) -> Standing {
+        let state = self.state.to_string();
+        match self.is_closed(rules) {
+            true => Standing::Closed { state },
+            false => Standing::Open { state },
+        }
+    }
 }
 
 /// Why a message was refused. The dialogue is unchanged by a refusal.
@@ -150,10 +159,12 @@ pub enum DialogueError {
         message: String,
     },
     /// The id is already in use.
-    #[error("dialogue {dialogue:032x} already exists")]
+    #[error("dialogue {dialogue:032x} already exists, {standing}")]
     Exists {
         /// The id.
         dialogue: u128,
+        /// Where the dialogue with that id stands.
+        standing: Standing,
     },
     /// The dialogue is over: nothing more is accepted.
     #[error("dialogue {dialogue:032x} is closed in state {state}; {message} refused")]
@@ -182,28 +193,35 @@ pub enum DialogueError {
         expected: Vec<String>,
     },
     /// The sender is not a party to the dialogue.
-    #[error("dialogue {dialogue:032x}: {from} is not a party; {message} refused")]
+    #[error("dialogue {dialogue:032x} ({standing}): {from} is not a party; {message} refused")]
     NotAParty {
         /// The id.
         dialogue: u128,
+        /// Where the dialogue stands (boxed, as in [`Late`](Self::Late)).
+        standing: Box<Standing>,
         /// The sender.
         from: Address,
         /// The refused message.
         message: String,
     },
     /// The current state's deadline has passed.
-    #[error("dialogue {dialogue:032x} in state {state}: {message} came after the deadline ({deadline_ms} ms, now {now_ms} ms)")]
+    #[error("dialogue {dialogue:032x} ({standing}): {message} came after the deadline ({deadline_ms} ms, now {now_ms} ms); still allowed: {expected:?}")]
     Late {
         /// The id.
         dialogue: u128,
-        /// Its state.
-        state: String,
+        /// Where it stands: open in the state whose deadline passed, or closed (a message
+        /// after the close of a dialogue that closed at its deadline). Boxed, as `expected`
+        /// is: refusals are rare, and every `Result` carrying this error (each step's) would
+        /// otherwise be larger.
+        standing: Box<Standing>,
         /// The refused message.
         message: String,
-        /// The deadline.
+        /// The deadline that passed.
         deadline_ms: u64,
         /// The time of the check.
         now_ms: u64,
+        /// What may still follow after the deadline, as "message from role".
+        expected: Box<[String]>,
     },
     /// The peer already has as many dialogues open here as one peer may open: it must let
     /// some end (or expire) before it opens another.
@@ -227,23 +245,31 @@ pub enum DialogueError {
 }
 
 impl DialogueError {
-    /// What to tell the peer whose message was refused: the dialogue, its state and what
-    /// was expected. `None` for failures that are not the peer's doing (storage).
+    /// What to tell the peer whose message was refused: the dialogue, where it stands (or
+    /// that there is no such dialogue), what was expected, and for a late message the
+    /// deadline that passed. `None` for failures that are not the peer's doing (storage).
     pub fn refusal(&self) -> Option<Refused> {
         let cause = self.cause()?;
-        let (dialogue, state, expected) = match self {
-            DialogueError::Unknown { dialogue, .. } => (*dialogue, None, Vec::new()),
-            DialogueError::Exists { dialogue } => (*dialogue, None, Vec::new()),
-            DialogueError::Closed { dialogue, state, .. } => (*dialogue, Some(state.clone()), Vec::new()),
-            DialogueError::OutOfOrder { dialogue, state, expected, .. } => {
-                (*dialogue, Some(state.clone()), expected.clone())
+        let (dialogue, standing, expected, deadline_ms) = match self {
+            DialogueError::Unknown { dialogue, .. } | DialogueError::TooManyOpen { dialogue, .. } => {
+                (*dialogue, Standing::NoSuchDialogue, Vec::new(), None)
             }
-            DialogueError::NotAParty { dialogue, .. } => (*dialogue, None, Vec::new()),
-            DialogueError::Late { dialogue, state, .. } => (*dialogue, Some(state.clone()), Vec::new()),
-            DialogueError::TooManyOpen { dialogue, .. } => (*dialogue, None, Vec::new()),
+            DialogueError::Exists { dialogue, standing } => (*dialogue, standing.clone(), Vec::new(), None),
+            DialogueError::NotAParty { dialogue, standing, .. } => {
+                (*dialogue, Standing::clone(standing), Vec::new(), None)
+            }
+            DialogueError::Closed { dialogue, state, .. } => {
+                (*dialogue, Standing::Closed { state: state.clone() }, Vec::new(), None)
+            }
+            DialogueError::OutOfOrder { dialogue, state, expected, .. } => {
+                (*dialogue, Standing::Open { state: state.clone() }, expected.clone(), None)
+            }
+            DialogueError::Late { dialogue, standing, expected, deadline_ms, .. } => {
+                (*dialogue, Standing::clone(standing), expected.to_vec(), Some(*deadline_ms))
+            }
             DialogueError::Storage { .. } => return None,
         };
-        Some(Refused { dialogue, state, expected, cause, detail: self.to_string() })
+        Some(Refused { dialogue, standing, expected, deadline_ms, cause, detail: self.to_string() })
     }
 }
 
@@ -255,14 +281,25 @@ pub struct Refused {
     #[serde(with = "id_hex")]
     #[schemars(with = "String")]
     pub dialogue: u128,
-    /// The state it is in (none if there is no such dialogue here).
-    pub state: Option<String>,
-    /// What may follow, as "message from role".
+    /// Where the dialogue stands here: open or closed in a state, or no such dialogue.
+    pub standing: Standing,
+    /// What may follow, as "message from role": in the state, for a message out of order;
+    /// after the deadline, for a late one. Empty when nothing may (a closed dialogue), or
+    /// nothing from this sender (not a party).
     pub expected: Vec<String>,
+    /// For a late message, the deadline that passed (ms since the Unix epoch).
+    pub deadline_ms: Option<u64>,
     /// Why: what a program acts on.
     pub cause: super::RefusalCause,
     /// The cause in words, for people.
     pub detail: String,
+}
+
+impl Refused {
+    /// The dialogue's state here; `None` if there is no such dialogue.
+    pub fn state(&self) -> Option<&str> {
+        self.standing.state()
+    }
 }
 
 /// An agent's dialogues of one kind, playing one role in each.
@@ -346,8 +383,8 @@ impl Dialogues {
     /// Opens dialogue `id` with `peer` (playing `peer_role`), in the initial state.
     pub fn open(&self, id: u128, peer: Address, peer_role: &str, now_ms: u64) -> Result<Dialogue, DialogueError> {
         let mut live = self.live.lock();
-        if live.contains_key(&id) {
-            return Err(DialogueError::Exists { dialogue: id });
+        if let Some(existing) = live.get(&id) {
+            return Err(DialogueError::Exists { dialogue: id, standing: existing.standing(&self.rules) });
         }
         let dialogue = self.opened(id, peer, self.role_named(peer_role), now_ms);
         self.save(&dialogue)?;
@@ -367,8 +404,8 @@ impl Dialogues {
         step: Step,
     ) -> Result<(), DialogueError> {
         let mut live = self.live.lock();
-        if live.contains_key(&id) {
-            return Err(DialogueError::Exists { dialogue: id });
+        if let Some(existing) = live.get(&id) {
+            return Err(DialogueError::Exists { dialogue: id, standing: existing.standing(&self.rules) });
         }
         let mut opened = self.opened(id, peer, self.role_named(peer_role), now_ms);
         opened.deadline_ms = None;
@@ -458,9 +495,12 @@ impl Dialogues {
     ) -> Result<Option<Data>, DialogueError> {
         let mut live = self.live.lock();
         match live.get_mut(&id) {
-            Some(dialogue) if dialogue.peer != from => {
-                Err(DialogueError::NotAParty { dialogue: id, from, message: message.into() })
-            }
+            Some(dialogue) if dialogue.peer != from => Err(DialogueError::NotAParty {
+                dialogue: id,
+                standing: Box::new(dialogue.standing(&self.rules)),
+                from,
+                message: message.into(),
+            }),
             Some(dialogue) => {
                 let sender = dialogue.peer_role.clone();
                 self.take_step(dialogue, message, &sender, now_ms, step)
@@ -635,10 +675,16 @@ impl Dialogues {
         if let (Some(deadline_ms), false) = (overdue, step.is_some_and(|s| s.after_deadline)) {
             return Err(DialogueError::Late {
                 dialogue: id,
-                state: dialogue.state.to_string(),
+                standing: Box::new(Standing::Open { state: dialogue.state.to_string() }),
                 message: message.into(),
                 deadline_ms,
                 now_ms,
+                expected: self
+                    .rules
+                    .steps_from(&dialogue.state)
+                    .filter(|t| t.after_deadline)
+                    .map(|t| format!("{} from {}", t.message, t.sender))
+                    .collect(),
             });
         }
         let Some(step) = step else {

@@ -13,13 +13,21 @@
 //! what was expected and why, as a [`RefusalCause`] a program can act on. A terminal state closes the dialogue for good. Each step is kept
 //! in the agent's storage, so a restarted agent resumes its dialogues; [`Dialogues::expire`]
 //! closes dialogues whose deadline passed and forgets old ones.
+//!
+//! [`Checked`] makes the check impossible to forget: it wraps a handler so its message is
+//! checked (and a refusal answered) before the handler runs, and gives the handler a
+//! [`Turn`] whose sends are checked before they go. A protocol publishes its rules in its
+//! manifest with [`Rules::state_machine`], so its digest covers them. The example
+//! `examples/own_protocol.rs` declares a protocol of its own this way.
 
 mod book;
+mod checked;
 mod name;
 mod refusal;
 mod rules;
 
 pub use book::{Data, Dialogue, DialogueError, Dialogues, Refused, Said, Step, DEFAULT_MAX_OPEN_PER_PEER, EXPIRED};
+pub use checked::{Checked, CheckedFuture, CheckedSendError, Turn};
 pub use name::Name;
-pub use refusal::RefusalCause;
+pub use refusal::{RefusalCause, Standing};
 pub use rules::{Rules, RulesBuilder, RulesError, Transition, DEFAULT_MAX_AGE};

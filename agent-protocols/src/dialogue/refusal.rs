@@ -37,6 +37,48 @@ pub enum RefusalCause {
     Busy,
 }
 
+/// Where a refused message's dialogue stood when it was refused, as the peer is told it
+/// ([`Refused::standing`]). The refusal changed nothing: it still stands there.
+///
+/// [`Refused::standing`]: super::Refused::standing
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Standing {
+    /// There is no such dialogue here (and the message did not open one).
+    NoSuchDialogue,
+    /// The dialogue is open, in `state`.
+    Open {
+        /// Its state.
+        state: String,
+    },
+    /// The dialogue is closed in `state` (a terminal state, or `expired`): nothing more is
+    /// accepted in it.
+    Closed {
+        /// The state it closed in.
+        state: String,
+    },
+}
+
+impl Standing {
+    /// The dialogue's state; `None` if there is no such dialogue.
+    pub fn state(&self) -> Option<&str> {
+        match self {
+            Standing::NoSuchDialogue => None,
+            Standing::Open { state } | Standing::Closed { state } => Some(state),
+        }
+    }
+}
+
+impl std::fmt::Display for Standing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Standing::NoSuchDialogue => f.write_str("no such dialogue"),
+            Standing::Open { state } => write!(f, "open in state {state}"),
+            Standing::Closed { state } => write!(f, "closed in state {state}"),
+        }
+    }
+}
+
 impl DialogueError {
     /// The cause a peer is told, for a refusal that is the peer's doing; `None` for a
     /// failure of this agent's own ([`DialogueError::Storage`]).
@@ -58,6 +100,14 @@ impl DialogueError {
 mod tests {
     use super::*;
 
+    /// Every step returns a `Result` carrying a `DialogueError`, contract-net's hot path
+    /// among them: what refusals tell (where a dialogue stands, what may follow late) is
+    /// boxed so that the error stays as small as it was before they told it.
+    #[test]
+    fn a_dialogue_error_stays_small() {
+        assert!(std::mem::size_of::<DialogueError>() <= 112, "{}", std::mem::size_of::<DialogueError>());
+    }
+
     /// The wire codes are a contract with peers built from other versions: pinned.
     #[test]
     fn wire_codes_are_stable() {
@@ -73,6 +123,15 @@ mod tests {
         ];
         for (cause, code) in codes {
             assert_eq!(serde_json::to_value(cause).ok(), Some(serde_json::Value::from(code)));
+        }
+        let standings = [
+            (Standing::NoSuchDialogue, serde_json::json!("no_such_dialogue")),
+            (Standing::Open { state: "s".into() }, serde_json::json!({ "open": { "state": "s" } })),
+            (Standing::Closed { state: "s".into() }, serde_json::json!({ "closed": { "state": "s" } })),
+        ];
+        for (standing, wire) in standings {
+            assert_eq!(serde_json::to_value(&standing).ok(), Some(wire.clone()));
+            assert_eq!(serde_json::from_value::<Standing>(wire).ok(), Some(standing));
         }
     }
 }

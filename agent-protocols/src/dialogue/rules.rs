@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use agent_core::Message;
+use agent_core::protocol::{StateMachine, TransitionSpec};
+use agent_core::{Message, SchemaDigest};
 use serde::Serialize;
 
 use super::Name;
@@ -15,8 +16,11 @@ use super::Name;
 pub struct Transition {
     /// The state the step leaves.
     pub from: Name,
-    /// The message's name ([`Message::NAME`]).
+    /// The message's name ([`Message::NAME`]), or the name of one of its variants.
     pub message: Name,
+    /// The schema digest of the message type carrying the step, if declared with its type
+    /// ([`RulesBuilder::step`], [`RulesBuilder::variant_step`]).
+    pub schema: Option<SchemaDigest>,
     /// The role that may send it.
     pub sender: Name,
     /// The state the step enters.
@@ -148,6 +152,39 @@ impl Rules {
         self.max_age
     }
 
+    /// The rules as a protocol's manifest publishes them
+    /// ([`Protocol::state_machine`](agent_core::Protocol::state_machine)), so its digest
+    /// changes with any step, terminal state or deadline.
+    pub fn state_machine(&self) -> StateMachine {
+        let mut states: Vec<String> =
+            self.transitions.iter().flat_map(|t| [t.from.to_string(), t.to.to_string()]).collect();
+        states.push(self.initial.to_string());
+        states.extend(self.terminal.iter().cloned());
+        states.extend(self.deadlines.keys().cloned());
+        states.sort();
+        states.dedup();
+        StateMachine {
+            name: self.name.to_string(),
+            initial: self.initial.to_string(),
+            states,
+            terminal: self.terminal.iter().cloned().collect(),
+            transitions: self
+                .transitions
+                .iter()
+                .map(|t| TransitionSpec {
+                    from: t.from.to_string(),
+                    message: t.message.to_string(),
+                    schema: t.schema,
+                    sender: t.sender.to_string(),
+                    to: t.to.to_string(),
+                    after_deadline: t.after_deadline,
+                })
+                .collect(),
+            deadlines_ms: self.deadlines.iter().map(|(state, limit)| (state.clone(), millis(*limit))).collect(),
+            max_age_ms: millis(self.max_age),
+        }
+    }
+
     /// The step `message` from `sender` takes out of `state`, if allowed.
     pub(crate) fn step(&self, state: &str, message: &str, sender: &str) -> Option<&Transition> {
         self.transitions.iter().find(|t| *t.from == *state && *t.message == *message && *t.sender == *sender)
@@ -164,15 +201,46 @@ impl RulesBuilder {
     /// In state `from`, the party playing `sender` may send an `M`, which moves the
     /// dialogue to `to`.
     pub fn step<M: Message>(self, from: &str, sender: &str, to: &str) -> Self {
-        self.named_step(M::NAME, from, sender, to, false)
+        self.push(M::NAME, Some(M::digest()), from, sender, to, false)
+    }
+
+    /// A step that is one variant of the message type `M`, named `variant` (an answer that
+    /// is a proposal or a refusal), or `M` itself allowed after the deadline when
+    /// `variant` is [`Message::NAME`]. Unlike [`named_step`](Self::named_step), the
+    /// published rules name the type carrying the step.
+    pub fn variant_step<M: Message>(
+        self,
+        variant: &str,
+        from: &str,
+        sender: &str,
+        to: &str,
+        after_deadline: bool,
+    ) -> Self {
+        self.push(variant, Some(M::digest()), from, sender, to, after_deadline)
     }
 
     /// A step named `message` rather than by a message type: for a message type whose
     /// variants are different steps (an answer that is a proposal or a refusal).
-    pub fn named_step(mut self, message: &str, from: &str, sender: &str, to: &str, after_deadline: bool) -> Self {
+    /// The published rules name no type for it, so `message` must be the name of one of the
+    /// protocol's messages for its manifest to be read back; prefer
+    /// [`variant_step`](Self::variant_step).
+    pub fn named_step(self, message: &str, from: &str, sender: &str, to: &str, after_deadline: bool) -> Self {
+        self.push(message, None, from, sender, to, after_deadline)
+    }
+
+    fn push(
+        mut self,
+        message: &str,
+        schema: Option<SchemaDigest>,
+        from: &str,
+        sender: &str,
+        to: &str,
+        after_deadline: bool,
+    ) -> Self {
         self.rules.transitions.push(Transition {
             from: from.into(),
             message: message.into(),
+            schema,
             sender: sender.into(),
             to: to.into(),
             after_deadline,
@@ -252,4 +320,9 @@ impl RulesBuilder {
         }
         Ok(rules)
     }
+}
+
+/// `limit` in ms, saturating (a deadline of centuries is as good as none).
+fn millis(limit: Duration) -> u64 {
+    u64::try_from(limit.as_millis()).unwrap_or(u64::MAX)
 }
