@@ -105,8 +105,8 @@ pub(crate) struct Shared {
     pub(crate) storage: crate::store::WriteBehind,
     pub(crate) config: Config,
     /// Tasks agents started with [`Context::spawn`](crate::Context::spawn): they end with
-    /// the bureau.
-    pub(crate) background: parking_lot::Mutex<tokio::task::JoinSet<()>>,
+    /// the bureau. `None` once it has stopped: a task spawned then never runs.
+    pub(crate) background: parking_lot::Mutex<Option<tokio::task::JoinSet<()>>>,
 }
 
 /// Why a bureau operation failed.
@@ -182,7 +182,7 @@ impl Bureau {
             router,
             storage,
             config,
-            background: parking_lot::Mutex::new(tokio::task::JoinSet::new()),
+            background: parking_lot::Mutex::new(Some(tokio::task::JoinSet::new())),
         });
         Bureau { shared, tasks: parking_lot::Mutex::new(Vec::new()) }
     }
@@ -337,7 +337,10 @@ impl Bureau {
         for task in std::mem::take(&mut *self.tasks.lock()) {
             task.abort();
         }
-        self.shared.background.lock().abort_all();
+        if let Some(background) = self.shared.background.lock().take() {
+            // Dropping the set aborts its tasks.
+            drop(background);
+        }
         lost_writes
     }
 
@@ -352,8 +355,17 @@ impl Bureau {
         }
         // After the agents (their shutdown handlers may still have needed them), and before
         // the last flush (what they wrote is in it).
-        let mut background = std::mem::take(&mut *self.shared.background.lock());
-        background.shutdown().await;
+        let background = self.shared.background.lock().take();
+        if let Some(mut background) = background {
+            background.abort_all();
+            while let Some(ended) = background.join_next().await {
+                if let Err(e) = ended {
+                    if e.is_panic() {
+                        tracing::error!(error = %e, "a task an agent spawned had panicked");
+                    }
+                }
+            }
+        }
         self.stop_network();
         self.shared.storage.flush().await?;
         Ok(())
@@ -391,6 +403,10 @@ impl Drop for Bureau {
     fn drop(&mut self) {
         self.close_mailboxes();
         self.stop_network();
+        // The agents' tasks end with them (dropping the set aborts them): they hold the
+        // bureau's state, which holds them, so nothing else would end them.
+        let background = self.shared.background.lock().take();
+        drop(background);
     }
 }
 

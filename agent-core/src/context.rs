@@ -173,12 +173,20 @@ impl Context {
     /// answer nobody waits for). Unlike `tokio::spawn`, the task ends with the bureau: it
     /// is aborted when [`Bureau::shutdown`](crate::Bureau::shutdown) has stopped the
     /// agents, and at once when a simulated host crashes, as a real crash would end it.
-    /// A task that panics is logged; the agent goes on.
+    /// A task that panics is logged (when the bureau next spawns or stops); the agent goes
+    /// on. Spawned after the bureau stopped, the task never runs; a bureau dropped without
+    /// [`Bureau::shutdown`](crate::Bureau::shutdown) aborts them too.
     pub fn spawn<F>(&self, task: F) -> tokio::task::AbortHandle
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         let mut background = self.cell.bureau.background.lock();
+        let Some(background) = background.as_mut() else {
+            // The bureau has stopped: the task never runs.
+            let never = tokio::spawn(async {}).abort_handle();
+            drop(task);
+            return never;
+        };
         // Tasks that ended are forgotten here, a few per spawn: the set stays as large as
         // the tasks running, not as all the tasks ever spawned.
         for _ in 0..2 {

@@ -394,6 +394,33 @@ async fn tasks_an_agent_spawns_end_with_the_bureau() {
     assert_eq!(Arc::strong_count(&ticks), 1, "and nothing of it is kept");
 }
 
+/// A bureau dropped without a shutdown ends its agents' tasks too (they hold the bureau's
+/// state, which holds them); a task spawned after the bureau stopped never runs.
+#[tokio::test(start_paused = true)]
+async fn tasks_end_with_a_dropped_bureau_and_never_start_after_it() {
+    let bureau = Bureau::new().unwrap();
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let ctx = bureau.context(bureau.add(agent("spawner")).unwrap()).unwrap();
+    let counted = Arc::clone(&ticks);
+    ctx.spawn(async move {
+        for _ in 0..1_000_000 {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(bureau);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(Arc::strong_count(&ticks), 1, "the task ended with the dropped bureau");
+    let late = Arc::clone(&ticks);
+    ctx.spawn(async move {
+        late.fetch_add(1_000_000, Ordering::SeqCst);
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(ticks.load(Ordering::SeqCst) < 1_000_000, "a task spawned after the bureau stopped ran");
+    assert_eq!(Arc::strong_count(&ticks), 1);
+}
+
 #[tokio::test]
 async fn storage_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();

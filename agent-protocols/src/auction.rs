@@ -103,14 +103,15 @@ pub struct Acceptance {
 
 /// Dutch (descending clock) auction. The price starts at `start` and falls by `step` each
 /// tick, never below `floor`; the clock stops at the first tick where the price would fall
-/// below `floor`. The first acceptance (lowest tick, then earliest arrival) at a tick the
-/// clock reached wins at that tick's price.
+/// below `floor`. The first acceptance to arrive (lowest `seq`) at a tick the clock reached
+/// wins at that tick's price: it stops the clock, so one arriving later does not count,
+/// even at an earlier tick (a take that crossed the clock's next call).
 pub fn dutch(acceptances: &[Acceptance], start: u128, step: u128, floor: u128) -> Option<Award> {
     let price_at = |tick: u64| start.checked_sub(step.checked_mul(u128::from(tick))?).filter(|p| *p >= floor);
     acceptances
         .iter()
         .filter(|a| price_at(a.tick).is_some())
-        .min_by_key(|a| (a.tick, a.seq))
+        .min_by_key(|a| a.seq)
         .and_then(|a| price_at(a.tick).map(|price| Award { winner: a.bidder, price }))
 }
 

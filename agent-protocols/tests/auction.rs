@@ -92,8 +92,8 @@ proptest! {
         prop_assert_eq!(auction::first_price(&bids, reserve), expected);
     }
 
-    /// Dutch: tick by tick, from the start price down to the floor; at the first tick with
-    /// an acceptance, the earliest one wins at that tick's price.
+    /// Dutch: in order of arrival, the first acceptance at a tick the clock reached (from the
+    /// start price, a step less each tick, down to the floor) wins at that tick's price.
     #[test]
     fn dutch_matches_its_rules(
         raw in prop::collection::vec((0u8..8, 0u64..40, 1u64..4), 0..16).prop_shuffle(),
@@ -107,15 +107,16 @@ proptest! {
         let acceptances: Vec<Acceptance> = raw.iter().zip(seqs)
             .map(|((who, tick, _), seq)| Acceptance { bidder: trader(*who), tick: *tick, seq })
             .collect();
+        let mut by_arrival: Vec<&Acceptance> = acceptances.iter().collect();
+        by_arrival.sort_by_key(|a| a.seq);
         let mut expected = None;
-        let mut tick = 0u64;
-        while start >= step * u128::from(tick) && start - step * u128::from(tick) >= floor && tick < 64 {
-            let price = start - step * u128::from(tick);
-            if let Some(first) = acceptances.iter().filter(|a| a.tick == tick).min_by_key(|a| a.seq) {
-                expected = Some(Award { winner: first.bidder, price });
+        for accepted in by_arrival {
+            // The clock reaches a tick while its price is at the floor or above.
+            let fall = step * u128::from(accepted.tick);
+            if start >= fall && start - fall >= floor {
+                expected = Some(Award { winner: accepted.bidder, price: start - fall });
                 break;
             }
-            tick += 1;
         }
         prop_assert_eq!(auction::dutch(&acceptances, start, step, floor), expected);
     }

@@ -77,11 +77,7 @@ async fn english_a_bidders_close_price_or_opening_is_refused_and_the_honest_winn
     let award = Some(Award { winner: f.honest, price: 100 });
     let fake = english::Closed { auction: auction.clone(), award, pay_to: rogue_wallet };
     let refused = f.refused_in(f.honest, fake, honest_dialogue, honest_side).await;
-    assert_eq!(
-        refused.standing,
-        Standing::Open { state: "open".into() },
-        "its own dialogue, as it stands: {refused:?}"
-    );
+    assert_eq!(refused.standing, Standing::NoSuchDialogue, "told nothing of another's dialogue: {refused:?}");
     assert_eq!(refused.cause, RefusalCause::NotAParty, "{refused:?}");
 
     // A raise for an auction the rogue is not in.

@@ -130,3 +130,28 @@ async fn a_report_the_initiator_cannot_record_is_still_its_result() {
     assert_eq!(outcome, Outcome::Awarded(vec![(m.proposer, Ok("booked at 100".into()))]));
     m.sim.shutdown().await;
 }
+
+/// The initiator cancels an award while the winner's storage is down: the winner cannot
+/// record the cancel, yet it stops its work and lets go of what it held, rather than
+/// finishing and reporting a task the initiator withdrew.
+#[tokio::test(start_paused = true)]
+async fn a_cancel_the_winner_cannot_record_still_stops_its_work() {
+    let m = market(24);
+    let called =
+        contract_net::call::<_, u64>(&m.ctx, &m.book, &[m.proposer], &"LHR-JFK", Duration::from_secs(1)).await.unwrap();
+    let awarding = {
+        let (ctx, book, called, winner) = (m.ctx.clone(), m.book.clone(), called.clone(), m.proposer);
+        tokio::spawn(async move {
+            contract_net::award::<u64, String>(&ctx, &book, &called, &[winner], Duration::from_secs(5)).await
+        })
+    };
+    tokio::time::sleep(PERFORM / 2).await;
+    m.shop.fail_storage(true);
+    let cancelled = contract_net::cancel::<u64, String>(&m.ctx, &m.book, &called, None).await.unwrap();
+    assert_eq!(cancelled, Outcome::Cancelled { cancelled: vec![m.proposer] });
+    let awarded = tokio::time::timeout(Duration::from_secs(5), awarding).await.expect("the award ends").unwrap();
+    assert_eq!(awarded.unwrap(), Outcome::AllFailed(vec![(m.proposer, AwardFailure::Cancelled)]));
+    tokio::time::sleep(PERFORM).await;
+    assert_eq!((*m.seller.performed.lock(), *m.seller.released.lock()), (0, 1), "stopped, and released");
+    m.sim.shutdown().await;
+}

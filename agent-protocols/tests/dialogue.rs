@@ -281,3 +281,27 @@ async fn one_peer_cannot_open_more_dialogues_than_its_bound_and_others_still_can
     seller.incoming::<Offer>(2, flooder, T0).unwrap();
     bureau.shutdown().await.unwrap();
 }
+
+/// A user protocol's dialogues are swept like the shipped ones ([`Checked::sweep`]): one
+/// left open past its deadline expires, on the simulated clock.
+#[tokio::test(start_paused = true)]
+async fn checked_dialogues_past_their_deadline_expire_with_the_sweep() {
+    use agent_protocols::dialogue::{Checked, Turn};
+    let sim = agent_core::sim::Sim::new(41);
+    let host = sim.add_host("market").unwrap();
+    let on_seller = Checked::new(haggle(), "seller");
+    let mut seller = Agent::builder("seller").seed("seller").build().unwrap();
+    // The seller never answers: the offer's 5 s pass.
+    seller.on_message(on_seller.handle(|_turn: Turn, _: Offer| async {}));
+    on_seller.sweep(&mut seller, Duration::from_secs(1));
+    let seller = host.add(seller).unwrap();
+    let buyer = host.context(host.add(Agent::builder("buyer").seed("buyer").build().unwrap()).unwrap()).unwrap();
+    buyer.send_in(1, seller, Offer(90)).await.unwrap();
+    let seller_ctx = host.context(seller).unwrap();
+    let state = || on_seller.dialogues(&seller_ctx).unwrap().get(1).map(|d| d.state.to_string());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(state().as_deref(), Some("offered"));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(state().as_deref(), Some(EXPIRED), "expired by the sweep");
+    sim.shutdown().await;
+}

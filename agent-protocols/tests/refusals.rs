@@ -69,7 +69,9 @@ async fn every_refusal_names_the_dialogue_where_it_stands_and_what_was_expected(
 
     // Not a party: the dialogue as it stands, and nothing this sender may send.
     let not_a_party = told(seller.incoming::<Counter>(1, stranger, T0));
-    assert_eq!((not_a_party.cause, &not_a_party.standing), (RefusalCause::NotAParty, &open("offered")));
+    // Told nothing of a dialogue it is no party to, in the standing or in the detail.
+    assert_eq!((not_a_party.cause, &not_a_party.standing), (RefusalCause::NotAParty, &Standing::NoSuchDialogue));
+    assert!(!not_a_party.detail.contains("offered"), "{not_a_party:?}");
     assert!(not_a_party.expected.is_empty(), "{not_a_party:?}");
 
     // Too many open: the dialogue it would open, which there is not.
@@ -99,8 +101,10 @@ async fn every_refusal_names_the_dialogue_where_it_stands_and_what_was_expected(
     let in_declined = Standing::Closed { state: "declined".into() };
     assert_eq!((closed.cause, &closed.standing), (RefusalCause::Closed, &in_declined), "{closed:?}");
     assert!(closed.expected.is_empty() && closed.deadline_ms.is_none(), "{closed:?}");
-    // A non-party to a closed dialogue is told it is closed, too.
-    assert_eq!(told(seller.incoming::<Offer>(1, stranger, T0 + 6_001)).standing, in_declined);
+    // A non-party is not told it is closed.
+    let stranger_told = told(seller.incoming::<Offer>(1, stranger, T0 + 6_001));
+    assert_eq!(stranger_told.standing, Standing::NoSuchDialogue, "{stranger_told:?}");
+    assert!(!stranger_told.detail.contains("declined"), "{stranger_told:?}");
     bureau.shutdown().await.unwrap();
 }
 

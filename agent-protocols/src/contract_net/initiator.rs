@@ -570,10 +570,24 @@ pub fn initiator(agent: &mut Agent) -> Book {
 /// to it as from the wrong role, and pass those of the initiator's dialogues, and of no
 /// dialogue, on to this side: a late proposal is still rejected as late.
 pub fn refuse_strays_serving(agent: &mut Agent, initiator: &Book, participant: &Book) {
-    if participant.initiator.set(initiator.clone()).is_err() {
-        tracing::warn!(agent = %agent.address(), "this participant's book is joined to an initiator's already; the first stays");
+    match participant.initiator.set(initiator.clone()) {
+        // The participant side's handlers pass this book's strays on to it.
+        Ok(()) if agent.handles::<Answer>() => answered_by(agent, initiator),
+        Ok(()) => tracing::warn!(agent = %agent.address(), "refuse_strays_serving before serve: call serve first"),
+        Err(_) => {
+            tracing::warn!(agent = %agent.address(), "this participant's book is joined to an initiator's already; the first stays")
+        }
     }
     refuse_strays(agent, initiator);
+}
+
+/// Notes that `agent`'s handlers answer `book`'s late proposals: it may call with the book.
+fn answered_by(agent: &Agent, book: &Book) {
+    if let Err(first) = book.answered_by.set(agent.address()) {
+        if first != agent.address() {
+            tracing::warn!(agent = %agent.address(), %first, "this initiator's book is answered by another agent already; the first stays");
+        }
+    }
 }
 
 /// Makes `agent` answer stray contract-net messages (answers and reports outside a
@@ -586,17 +600,14 @@ pub fn refuse_strays_serving(agent: &mut Agent, initiator: &Book, participant: &
 /// [`serve`] does the participant's): open ones a minute past their deadline expire, and
 /// old ones are forgotten.
 pub fn refuse_strays(agent: &mut Agent, book: &Book) {
-    if let Err(first) = book.answered_by.set(agent.address()) {
-        if first != agent.address() {
-            tracing::warn!(agent = %agent.address(), %first, "this initiator's book is answered by another agent already; the first stays");
-        }
-    }
     sweep(agent, book, INITIATOR);
     // An agent that is also a participant refuses answers and reports there already
-    // ([`serve`]); joined ([`refuse_strays_serving`]), it passes this side's on.
+    // ([`serve`]); joined ([`refuse_strays_serving`]), it passes this side's on. Only
+    // then, or with the handlers added here, are this book's late proposals answered.
     if agent.handles::<Answer>() || agent.handles::<Report>() {
         tracing::debug!(agent = %agent.address(), "answers and reports are handled already; the initiator side adds no handlers for them");
     } else {
+        answered_by(agent, book);
         let strays = book.clone();
         agent.on_message(move |ctx: Context, from: Address, answer: Answer| {
             let book = strays.clone();

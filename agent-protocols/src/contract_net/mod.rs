@@ -237,7 +237,9 @@ fn sweep(agent: &mut Agent, book: &Book, role: &'static str) {
 /// record failed (storage refuses writes). A step the rules refuse does not. A step that
 /// is allowed but unrecorded still goes ahead, because what it says is true and the peer
 /// must hear it (a rejection frees what a proposal held, a cancel stops the work, a report
-/// gets the work paid): the dialogue stays as it was recorded, and expires with the sweep.
+/// gets the work paid). The dialogue stays as it was recorded: a proposal whose rejection
+/// was not recorded may still be awarded later, and the participant, told no, refuses the
+/// award (an escrow locked for it is refunded at its deadline).
 fn allowed(step: Result<Option<Data>, DialogueError>, what: &'static str) -> Result<Option<Data>, DialogueError> {
     match step {
         Err(DialogueError::Storage { dialogue, reason }) => {

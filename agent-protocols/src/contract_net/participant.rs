@@ -193,17 +193,23 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                 let refund_on_cancel =
                     paid_by.as_ref().and_then(|(payment, wallet)| Some((payment.clone(), wallet.as_ref().ok()?.clone())));
                 // Performed on a task of its own: the work may take long (a lead time, a
-                // computation), and the participant goes on answering other calls. The
-                // agent's task: it ends with the bureau, as a crash would end it, and with a
-                // cancel of the award.
+                // computation), and the participant goes on answering other calls. It ends
+                // with a cancel of the award.
                 let performed = performing.clone();
-                performing.start(&ctx, id, held.clone(), refund_on_cancel, async move {
+                performing.start(id, held.clone(), refund_on_cancel, async move {
+                    // Whether this task has taken the award back from a cancel already.
+                    let mut finished = false;
                     let report = match held_proposal::<P::Proposal>(held) {
                         Some(proposal) => match checked(participant.price(&proposal), id, &paid_by, accept.payer).await
                         {
-                            // Not performed: what the proposal held goes back.
+                            // Not performed: what the proposal held goes back, unless a cancel
+                            // that came meanwhile gave it back already.
                             Err(refused) => {
                                 tracing::info!(%from, error = %refused, "an award refused before performing: its payment");
+                                if !performed.finish(id) {
+                                    return;
+                                }
+                                finished = true;
                                 participant.release(from, proposal).await;
                                 Report::Failure { cause: Failure::PaymentRefused { refused } }
                             }
@@ -220,7 +226,7 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                         },
                         None => Report::Failure { cause: Failure::HoldEnded },
                     };
-                    if !performed.finish(id) {
+                    if !finished && !performed.finish(id) {
                         // Cancelled while it was performed: the cancel released and refunded.
                         return;
                     }
@@ -262,6 +268,13 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
         let (Ok(dialogues), Some(id)) = (book.get(&ctx, PARTICIPANT), ctx.session()) else { return };
         let held = match dialogues.incoming_named(step, id, from, now_ms()) {
             Ok(held) => held,
+            // Allowed, but storage could not record it: the initiator's decision stands all
+            // the same (its cancel must stop the work), so it is acted on; what is held is
+            // still in the dialogue, which stays as recorded until the sweep.
+            Err(DialogueError::Storage { reason, .. }) => {
+                tracing::warn!(step, %reason, "a contract-net decision acted on unrecorded: storage failed");
+                dialogues.get(id).and_then(|dialogue| dialogue.data)
+            }
             Err(refused) => return tell(&ctx, id, from, refused).await,
         };
         holds.stop(id);

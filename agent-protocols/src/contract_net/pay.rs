@@ -153,10 +153,10 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
                     };
                     let reported = report.is_ok();
                     let result = outcome_of(&ctx, dialogues, id, to, report).await;
-                    // Cancelled by this initiator: the winner stopped and refunds at once, as
-                    // after a report of failure; nothing to wait for.
-                    let reported = reported || matches!(result, Err(AwardFailure::Cancelled));
-                    let paid = paid_out(&wallet, escrow, deadline_ms, result.is_ok(), reported).await;
+                    let paid = match result {
+                        Err(AwardFailure::Cancelled) => settled_after_cancel(&wallet, escrow, deadline_ms).await,
+                        _ => paid_out(&wallet, escrow, deadline_ms, result.is_ok(), reported).await,
+                    };
                     Settlement { winner: to, result, escrow: Some(escrow), paid }
                 });
             }
@@ -213,6 +213,25 @@ async fn paid_out(wallet: &agent_core::Wallet, escrow: EscrowId, deadline_ms: u6
         }
     }
 }
+
+/// Whether the escrow of an award this initiator cancelled went to the winner. A winner
+/// that stopped refunds it at once; one that had done the work before the cancel reached
+/// it may have released it to itself. The ledger says which once the escrow is settled:
+/// this waits for that, polling, and refunds it itself at the deadline if it is still open.
+async fn settled_after_cancel(wallet: &agent_core::Wallet, escrow: EscrowId, deadline_ms: u64) -> bool {
+    loop {
+        match wallet.escrow(escrow).await {
+            Ok(None) => return released(wallet, escrow).await,
+            Ok(Some(_)) | Err(_) if now_ms() > deadline_ms => {
+                return refund_at(wallet, escrow, deadline_ms).await && released(wallet, escrow).await;
+            }
+            Ok(Some(_)) | Err(_) => tokio::time::sleep(SETTLED_POLL).await,
+        }
+    }
+}
+
+/// How often [`settled_after_cancel`] reads the ledger.
+const SETTLED_POLL: Duration = Duration::from_millis(50);
 
 /// Where an initiator keeps each escrow it locked for an award, next to its dialogues
 /// (`agora.cnp.escrow/` and the dialogue's id), until the escrow is settled.

@@ -15,18 +15,20 @@ pub(super) struct Performing {
 /// One award being performed: the task doing it, what its proposal held, and the payment
 /// that goes back if it is cancelled.
 struct Award {
-    task: tokio::task::AbortHandle,
+    /// `None` for the moment between the award's entry and its task's start.
+    task: Option<tokio::task::AbortHandle>,
     held: Option<Data>,
     paid_by: Option<(Payment, agent_core::Wallet)>,
 }
 
 impl Performing {
-    /// Starts `perform` as the agent's task ([`Context::spawn`]) for the award of dialogue
-    /// `id`. The task must call [`finish`](Self::finish) before it reports; if that says
-    /// the award was cancelled, it reports nothing (the cancel did the rest).
+    /// Starts `perform` on a task of its own for the award of dialogue `id`. The task must
+    /// call [`finish`](Self::finish) before it reports; if that says the award was
+    /// cancelled, it reports nothing (the cancel did the rest). A plain tokio task, not the
+    /// agent's ([`Context::spawn`]): a bureau that shuts down lets the work in hand finish,
+    /// as it lets each agent finish the message in hand.
     pub(super) fn start(
         &self,
-        ctx: &Context,
         id: u128,
         held: Option<Data>,
         paid_by: Option<(Payment, agent_core::Wallet)>,
@@ -39,10 +41,15 @@ impl Performing {
             let _guard = guard;
             perform.await;
         };
-        // Spawned under the lock: the task cannot look for its award before it is there.
-        let mut awards = self.awards.lock();
-        let task = ctx.spawn(task);
-        awards.insert(id, Award { task, held, paid_by });
+        // In before the task starts, so the task finds it; the task is spawned outside the
+        // lock (a runtime shutting down drops it at once, and its guard takes the lock).
+        self.awards.lock().insert(id, Award { task: None, held, paid_by });
+        let task = tokio::spawn(task).abort_handle();
+        // Not there if finished or cancelled already: a cancel before this point could not
+        // abort the work, which then ends without a report (finish says it was cancelled).
+        if let Some(award) = self.awards.lock().get_mut(&id) {
+            award.task = Some(task);
+        }
     }
 
     /// The task performing dialogue `id` is done with the work: false if the award was
@@ -57,7 +64,9 @@ impl Performing {
     /// back to the payer at once. False if no award of `id` was in progress.
     pub(super) async fn cancel<P: Participant>(&self, participant: &P, initiator: Address, id: u128) -> bool {
         let Some(award) = self.awards.lock().remove(&id) else { return false };
-        award.task.abort();
+        if let Some(task) = award.task {
+            task.abort();
+        }
         if let Some(proposal) = held_proposal::<P::Proposal>(award.held) {
             participant.release(initiator, proposal).await;
         }

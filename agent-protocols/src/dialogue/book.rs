@@ -192,12 +192,15 @@ pub enum DialogueError {
         /// What may follow, as "message from role".
         expected: Vec<String>,
     },
-    /// The sender is not a party to the dialogue.
-    #[error("dialogue {dialogue:032x} ({standing}): {from} is not a party; {message} refused")]
+    /// The sender is not a party to the dialogue. It is told nothing of the dialogue (its
+    /// refusal says there is no such dialogue, for it): an id it guessed or overheard must
+    /// not let it follow someone else's conversation.
+    #[error("dialogue {dialogue:032x}: {from} is not a party; {message} refused")]
     NotAParty {
         /// The id.
         dialogue: u128,
-        /// Where the dialogue stands (boxed, as in [`Late`](Self::Late)).
+        /// Where the dialogue stands, for this agent's own diagnosis (boxed, as in
+        /// [`Late`](Self::Late)); never sent.
         standing: Box<Standing>,
         /// The sender.
         from: Address,
@@ -251,13 +254,10 @@ impl DialogueError {
     pub fn refusal(&self) -> Option<Refused> {
         let cause = self.cause()?;
         let (dialogue, standing, expected, deadline_ms) = match self {
-            DialogueError::Unknown { dialogue, .. } | DialogueError::TooManyOpen { dialogue, .. } => {
-                (*dialogue, Standing::NoSuchDialogue, Vec::new(), None)
-            }
+            DialogueError::Unknown { dialogue, .. }
+            | DialogueError::TooManyOpen { dialogue, .. }
+            | DialogueError::NotAParty { dialogue, .. } => (*dialogue, Standing::NoSuchDialogue, Vec::new(), None),
             DialogueError::Exists { dialogue, standing } => (*dialogue, standing.clone(), Vec::new(), None),
-            DialogueError::NotAParty { dialogue, standing, .. } => {
-                (*dialogue, Standing::clone(standing), Vec::new(), None)
-            }
             DialogueError::Closed { dialogue, state, .. } => {
                 (*dialogue, Standing::Closed { state: state.clone() }, Vec::new(), None)
             }

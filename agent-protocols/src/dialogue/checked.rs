@@ -64,6 +64,22 @@ impl Checked {
         Ok(self.inner.dialogues.get_or_init(|| loaded))
     }
 
+    /// Makes `agent` sweep these dialogues every `every`: an open one whose deadline has
+    /// passed expires (it refuses everything after, and stops counting against its peer's
+    /// limit of open dialogues), and one older than the rules' maximum age is forgotten.
+    pub fn sweep(&self, agent: &mut agent_core::Agent, every: std::time::Duration) {
+        let checked = self.clone();
+        agent.on_interval(every, move |ctx: Context| {
+            let checked = checked.clone();
+            async move {
+                let swept = checked.dialogues(&ctx).and_then(|d| d.expire(agent_core::envelope::unix_now_ms()));
+                if let Err(e) = swept {
+                    tracing::warn!(error = %e, "sweeping dialogues failed");
+                }
+            }
+        });
+    }
+
     /// `handler`, called only for an `M` its dialogue accepts (the session the message came
     /// in is the dialogue's id). A refused `M` is answered with its [`Refused`](super::Refused)
     /// and not handed on; one that came in no session, or that storage could not record, is

@@ -156,7 +156,7 @@ impl Miner {
         let m = miner.clone();
         agent.on_startup(move |ctx: Context| {
             for _ in 0..m.inner.config.workers {
-                ctx.spawn(work(m.inner.clone(), ctx.clone(), server.clone()));
+                tokio::spawn(work(m.inner.clone(), ctx.clone(), server.clone()));
             }
             async {}
         });
