@@ -143,16 +143,7 @@ async fn a_release_that_panics_or_is_slow_holds_up_no_other() {
 /// is tried again, and happens once storage is back.
 #[tokio::test(start_paused = true)]
 async fn a_hold_ending_during_a_storage_outage_is_released_once_storage_is_back() {
-    let sim = Sim::new(5);
-    let (office, shop) = (sim.add_host("office").unwrap(), sim.add_host("shop").unwrap());
-    let holder = Holder::new();
-    let mut agent = Agent::builder("holder").seed("holder").build().unwrap();
-    contract_net::serve(&mut agent, holder.clone());
-    let participant = shop.add(agent).unwrap();
-    let mut initiator = Agent::builder("initiator").seed("initiator").build().unwrap();
-    let book = contract_net::initiator(&mut initiator);
-    let ctx = office.context(office.add(initiator).unwrap()).unwrap();
-    call_for(&ctx, &book, participant, 1_000).await;
+    let (sim, shop, holder) = held_a_second_on_a_shop(5).await;
     shop.fail_storage(true);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(holder.released.lock().is_empty(), "not released while it cannot be recorded");
@@ -171,7 +162,20 @@ async fn a_hold_ending_during_a_storage_outage_is_released_once_storage_is_back(
 /// finds the hold in storage and takes over).
 #[tokio::test(start_paused = true)]
 async fn a_crashed_hosts_timer_releases_nothing_after_the_crash() {
-    let sim = Sim::new(6);
+    let (sim, shop, holder) = held_a_second_on_a_shop(6).await;
+    sim.crash(&shop);
+    // Storage is back at once: only the timer's end keeps the crashed agent from acting.
+    sim.restart(&shop).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(holder.released.lock().is_empty(), "released by a crashed agent: {:?}", holder.released.lock());
+    // Only this test holds the participant now: no task of the crashed agent does.
+    assert_eq!(Arc::strong_count(&holder), 1, "a task of the crashed agent still runs");
+    sim.shutdown().await;
+}
+
+/// A holder on host "shop", called from host "office" for a proposal held a second.
+async fn held_a_second_on_a_shop(seed: u64) -> (Sim, agent_core::sim::Host, Arc<Holder>) {
+    let sim = Sim::new(seed);
     let (office, shop) = (sim.add_host("office").unwrap(), sim.add_host("shop").unwrap());
     let holder = Holder::new();
     let mut agent = Agent::builder("holder").seed("holder").build().unwrap();
@@ -181,12 +185,5 @@ async fn a_crashed_hosts_timer_releases_nothing_after_the_crash() {
     let book = contract_net::initiator(&mut initiator);
     let ctx = office.context(office.add(initiator).unwrap()).unwrap();
     call_for(&ctx, &book, participant, 1_000).await;
-    sim.crash(&shop);
-    // Storage is back at once: only the timer's end keeps the crashed agent from acting.
-    sim.restart(&shop).unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(holder.released.lock().is_empty(), "released by a crashed agent: {:?}", holder.released.lock());
-    // Only this test holds the participant now: no task of the crashed agent does.
-    assert_eq!(Arc::strong_count(&holder), 1, "a task of the crashed agent still runs");
-    sim.shutdown().await;
+    (sim, shop, holder)
 }

@@ -9,11 +9,12 @@ use super::*;
 /// Withdraws a call: every proposer not yet decided, every winner still performing its
 /// award, and every participant that has not answered, is sent [`Cancel`] with the cause
 /// [`CancelCause::CallWithdrawn`] and `detail`, if given, as its detail, and their dialogues
-/// are closed. A proposer releases what it held. A winner served by [`serve`] stops its
-/// work (its `perform` future is dropped), releases what it held and refunds the award's
-/// escrow at once; the [`award`] (or [`award_and_pay`]) waiting for its report then gives
-/// [`AwardFailure::Cancelled`] for it, unless its report crossed the cancel (then what it
-/// reported stands). Returns [`Outcome::Cancelled`] naming them all.
+/// are closed. A proposer releases what it held. A winner served by [`serve`] finishes the
+/// work in hand (a `perform` is not interrupted halfway), reports nothing and refunds the
+/// award's escrow as soon as the work ends; the [`award`] (or [`award_and_pay`]) waiting
+/// for its report then gives [`AwardFailure::Cancelled`] for it, unless its report crossed
+/// the cancel (then what it reported stands). Returns [`Outcome::Cancelled`] naming them
+/// all.
 ///
 /// A participant is told only once its cancel is recorded, so the two sides never disagree
 /// on whether the dialogue is over. If the agent's storage fails to record some, this

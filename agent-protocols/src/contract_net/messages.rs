@@ -163,7 +163,7 @@ pub enum AwardFailure {
     #[error("no report in time: {0}")]
     NoReport(String),
     /// The initiator cancelled the award while it was performed ([`cancel`]): the winner
-    /// stopped, and gave back what it was paid.
+    /// reported nothing, and gave back what it was paid when its work in hand ended.
     #[error("cancelled by the initiator while it was performed")]
     Cancelled,
     /// The report broke the dialogue's rules, and was refused.

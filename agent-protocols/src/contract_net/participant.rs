@@ -190,26 +190,17 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                 holds.stop(id);
                 let Ok(reply) = ctx.defer_reply() else { return };
                 let paid_by = accept.payment.map(|payment| (payment, ctx.wallet()));
-                let refund_on_cancel =
-                    paid_by.as_ref().and_then(|(payment, wallet)| Some((payment.clone(), wallet.as_ref().ok()?.clone())));
                 // Performed on a task of its own: the work may take long (a lead time, a
-                // computation), and the participant goes on answering other calls. It ends
-                // with a cancel of the award.
+                // computation), and the participant goes on answering other calls.
+                performing.start(id);
                 let performed = performing.clone();
-                performing.start(id, held.clone(), refund_on_cancel, async move {
-                    // Whether this task has taken the award back from a cancel already.
-                    let mut finished = false;
+                tokio::spawn(async move {
                     let report = match held_proposal::<P::Proposal>(held) {
                         Some(proposal) => match checked(participant.price(&proposal), id, &paid_by, accept.payer).await
                         {
-                            // Not performed: what the proposal held goes back, unless a cancel
-                            // that came meanwhile gave it back already.
+                            // Not performed: what the proposal held goes back.
                             Err(refused) => {
                                 tracing::info!(%from, error = %refused, "an award refused before performing: its payment");
-                                if !performed.finish(id) {
-                                    return;
-                                }
-                                finished = true;
                                 participant.release(from, proposal).await;
                                 Report::Failure { cause: Failure::PaymentRefused { refused } }
                             }
@@ -226,13 +217,12 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                         },
                         None => Report::Failure { cause: Failure::HoldEnded },
                     };
-                    if !finished && !performed.finish(id) {
-                        // Cancelled while it was performed: the cancel released and refunded.
-                        return;
-                    }
                     let paid_by = paid_by.and_then(|(payment, wallet)| Some((payment, wallet.ok()?)));
                     let Some(dialogues) = book.dialogues() else { return };
-                    if allowed(dialogues.outgoing_named(report_step(&report), id, now_ms()), "report").is_err() {
+                    let cancelled = !performed.finish(id);
+                    if cancelled
+                        || allowed(dialogues.outgoing_named(report_step(&report), id, now_ms()), "report").is_err()
+                    {
                         // Cancelled after the work was done, before it was reported: the
                         // initiator no longer waits, and does not pay.
                         if let Some((payment, wallet)) = &paid_by {
@@ -278,9 +268,10 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
             Err(refused) => return tell(&ctx, id, from, refused).await,
         };
         holds.stop(id);
-        // An award in progress, cancelled: its work stops, and what it held and was paid
-        // goes back (an award keeps no proposal in its dialogue: its task has it).
-        if step == "Cancel" && performing.cancel(&*participant, from, id).await {
+        // An award in progress, cancelled: its task reports nothing and gives the payment
+        // back when the work ends (an award keeps no proposal in its dialogue: what it held
+        // is the work's).
+        if step == "Cancel" && performing.cancel(id) {
             return;
         }
         if let Some(proposal) = held_proposal::<P::Proposal>(held) {

@@ -129,3 +129,52 @@ pub async fn wait_for(done: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A seller whose work takes `perform`, paid through escrow if `priced`: a test has time to
+/// cancel, or to bring storage down, while it works. It counts the work it started and
+/// finished, and the holds it released.
+pub struct SlowSeller {
+    pub perform: Duration,
+    pub priced: bool,
+    pub started: Mutex<u32>,
+    pub performed: Mutex<u32>,
+    pub released: Mutex<u32>,
+}
+
+impl SlowSeller {
+    pub fn new(perform: Duration, priced: bool) -> Arc<SlowSeller> {
+        Arc::new(SlowSeller {
+            perform,
+            priced,
+            started: Mutex::new(0),
+            performed: Mutex::new(0),
+            released: Mutex::new(0),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Participant for SlowSeller {
+    type Task = String;
+    type Proposal = u64;
+    type Result = String;
+
+    async fn evaluate(&self, _initiator: Address, _route: String) -> Option<(u64, Option<u64>)> {
+        Some((100, None))
+    }
+
+    async fn perform(&self, _initiator: Address, price: u64) -> Result<String, Unperformed> {
+        *self.started.lock() += 1;
+        tokio::time::sleep(self.perform).await;
+        *self.performed.lock() += 1;
+        Ok(format!("booked at {price}"))
+    }
+
+    async fn release(&self, _initiator: Address, _price: u64) {
+        *self.released.lock() += 1;
+    }
+
+    fn price(&self, price: &u64) -> Option<u128> {
+        self.priced.then_some(u128::from(*price))
+    }
+}
