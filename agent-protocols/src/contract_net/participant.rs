@@ -223,7 +223,7 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                     if cancelled
                         || allowed(dialogues.outgoing_named(report_step(&report), id, now_ms()), "report").is_err()
                     {
-                        // Cancelled after the work was done, before it was reported: the
+                        // Cancelled while it was performed, or before it was reported: the
                         // initiator no longer waits, and does not pay.
                         if let Some((payment, wallet)) = &paid_by {
                             give_back(wallet, id, payment).await;
@@ -234,7 +234,6 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                         if let (true, Some((payment, wallet))) = (done, &paid_by) {
                             collect(wallet, id, payment).await;
                         }
-                        // Not sent if cancelled meanwhile (the initiator no longer waits).
                         // A send that fails ends like silence: the initiator's wait times
                         // out, and its escrow is refunded at the deadline unless released.
                         let _ = reply.send(report).await;
