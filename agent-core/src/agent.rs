@@ -122,6 +122,8 @@ pub(crate) struct Kind {
     pub(crate) shutdown: Vec<Arc<dyn TaskHandler>>,
     pub(crate) protocols: Vec<Arc<ProtocolSpec>>,
     pub(crate) conflicts: Vec<String>,
+    /// Protocols whose manifest a peer would refuse, by name, and why.
+    pub(crate) invalid_protocols: Vec<(String, Arc<crate::protocol::ManifestError>)>,
 }
 
 impl Kind {
@@ -307,9 +309,14 @@ impl Agent {
     }
 
     /// Adds a protocol's handlers and reply rules.
+    /// A protocol whose state machine names a state or message it lacks
+    /// ([`Protocol::check`]) makes [`Bureau::add`](crate::Bureau::add) refuse the agent.
     pub fn include(&mut self, protocol: Protocol) -> &mut Self {
         let spec = Arc::new(protocol.spec());
         let kind = Arc::make_mut(&mut self.kind);
+        if let Err(error) = protocol.check() {
+            kind.invalid_protocols.push((spec.name.clone(), Arc::new(error)));
+        }
         for (digest, name, handler) in protocol.handlers {
             kind.add_route(digest, Route::new(name, handler, Some(Arc::clone(&spec))));
         }

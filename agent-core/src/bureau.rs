@@ -126,6 +126,18 @@ pub enum BureauError {
         /// What conflicts.
         detail: String,
     },
+    /// The agent includes a protocol whose manifest a peer would refuse (see
+    /// [`Protocol::check`](crate::Protocol::check)).
+    #[error("agent {agent}: protocol {protocol}")]
+    InvalidProtocol {
+        /// The agent's name.
+        agent: String,
+        /// The protocol's name and version.
+        protocol: String,
+        /// What is wrong with its manifest.
+        #[source]
+        error: Arc<crate::protocol::ManifestError>,
+    },
     /// `add` was called outside a tokio runtime.
     #[error("Bureau::add must be called inside a tokio runtime")]
     NoRuntime,
@@ -192,6 +204,10 @@ impl Bureau {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BureauError::NoRuntime)?;
         if let Some(detail) = agent.kind.conflicts.first() {
             return Err(BureauError::HandlerConflict { agent: agent.name.to_string(), detail: detail.clone() });
+        }
+        if let Some((protocol, error)) = agent.kind.invalid_protocols.first() {
+            let (agent, protocol, error) = (agent.name.to_string(), protocol.clone(), Arc::clone(error));
+            return Err(BureauError::InvalidProtocol { agent, protocol, error });
         }
         let address = agent.address();
         let mailbox = agent.mailbox.unwrap_or(self.shared.config.mailbox);

@@ -277,10 +277,22 @@ impl Protocol {
     /// message may follow which, who may send it, where a dialogue ends and its deadlines
     /// (agent-protocols' `Rules::state_machine` gives it for a dialogue's rules). Declaring
     /// one again replaces it. [`Manifest::from_json`] refuses a machine that names a state
-    /// it does not list or a message the manifest does not have.
+    /// it does not list or a message the manifest does not have, and so does
+    /// [`Bureau::add`](crate::Bureau::add) for an agent that includes such a protocol
+    /// ([`check`](Self::check) tells at once).
     pub fn state_machine(mut self, machine: StateMachine) -> Self {
         self.state_machine = Some(machine);
         self
+    }
+
+    /// Checks the protocol as a peer reading its manifest would: its state machine, if any,
+    /// names only its own states and the protocol's messages. Messages may be declared after
+    /// the state machine, so the check is made on the whole protocol, not on each call.
+    pub fn check(&self) -> Result<(), ManifestError> {
+        match &self.state_machine {
+            Some(machine) => machine.check(&self.manifest()),
+            None => Ok(()),
+        }
     }
 
     /// The protocol's manifest.

@@ -117,3 +117,28 @@ fn a_manifest_whose_machine_names_unknown_states_or_messages_is_refused() {
     );
     assert!(refused(machine()).is_ok());
 }
+
+#[tokio::test]
+async fn an_agent_including_a_protocol_whose_machine_is_wrong_is_refused_when_added() {
+    let mut wrong = machine();
+    wrong.transitions[1].to = "nowhere".into();
+    assert!(
+        matches!(protocol(Some(wrong.clone())).check(), Err(ManifestError::UnknownState { state }) if state == "nowhere")
+    );
+    assert!(protocol(Some(machine())).check().is_ok() && protocol(None).check().is_ok());
+
+    let bureau = agent_core::Bureau::new().unwrap();
+    let mut agent = agent_core::Agent::builder("seller").seed("state-machines seller").build().unwrap();
+    agent.include(protocol(Some(wrong)));
+    let added = bureau.add(agent);
+    let Err(agent_core::BureauError::InvalidProtocol { agent, protocol: name, error }) = added else {
+        panic!("an agent with a wrong state machine was added: {added:?}");
+    };
+    assert_eq!((agent.as_str(), name.as_str()), ("seller", "quote/1.0.0"));
+    assert!(matches!(&*error, ManifestError::UnknownState { state } if state == "nowhere"), "{error}");
+
+    let mut right = agent_core::Agent::builder("seller").seed("state-machines seller").build().unwrap();
+    right.include(protocol(Some(machine())));
+    assert!(bureau.add(right).is_ok(), "the same agent with the right machine is added");
+    bureau.shutdown().await.unwrap();
+}
