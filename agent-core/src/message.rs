@@ -182,6 +182,18 @@
 //! A `#[schemars]` attribute that reshapes the schema alone (here, leaving out a field
 //! serde writes) is refused too, as is a type that goes on the wire as another type
 //! (`#[serde(into = ...)]`): either way the schema would describe JSON never written.
+//! So is a name or a skip that differs between writing and reading (`rename(serialize =
+//! ..)` without the same `deserialize` name, `skip_serializing` alone): the schema
+//! describes what is read, and a change in what is written would keep the digest.
+//!
+//! ```compile_fail
+//! # use serde::{Deserialize, Serialize};
+//! #[derive(Serialize, Deserialize, schemars::JsonSchema, agent_core::Message)]
+//! struct Quote {
+//!     #[serde(rename(serialize = "price"))]
+//!     cents: Option<u64>,
+//! }
+//! ```
 //!
 //! ```compile_fail
 //! # use serde::{Deserialize, Serialize};

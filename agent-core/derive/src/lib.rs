@@ -12,8 +12,10 @@
 //! type does not implement `agent_core::message::WireSchema`, `#[serde(with /
 //! serialize_with / deserialize_with / getter)]` without a `#[schemars(with = ...)]` or
 //! `#[schemars(schema_with = ...)]` beside it, `#[serde(from / into / try_from)]` on the
-//! type, and `#[schemars(rename / skip / flatten / ...)]` options that reshape the schema
-//! without serde's doing the same to the wire form.
+//! type, `#[schemars(rename / skip / flatten / ...)]` options that reshape the schema
+//! without serde's doing the same to the wire form, and `#[serde(rename(serialize = ..))]`,
+//! `rename_all(..)` or `skip_serializing` / `skip_deserializing` that make the written form
+//! differ from the read one (the schema describes what is read).
 
 use proc_macro::TokenStream;
 use quote::quote;
@@ -127,6 +129,10 @@ struct SerdeOptions {
     schema_only: Option<String>,
     /// `#[serde(from / into / try_from)]` on the type: its wire form is another type's.
     converted: Option<String>,
+    /// An option that makes the written form differ from the read one (`rename(serialize =
+    /// ..)` alone or with another `deserialize` name, `skip_serializing` alone, ...): the
+    /// schema describes what is read, so a change to what is written would keep the digest.
+    one_sided: Option<String>,
 }
 
 /// `#[schemars]` options that change the shape of the schema; serde's namesakes change the
@@ -164,7 +170,9 @@ fn serde_options(attrs: &[syn::Attribute]) -> SerdeOptions {
         let _ = attr.parse_nested_meta(|meta| {
             let option = meta.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
             match (is_serde, option.as_str()) {
-                (true, "with" | "serialize_with" | "deserialize_with" | "getter") => options.custom = Some(option),
+                (true, "with" | "serialize_with" | "deserialize_with" | "getter") => {
+                    options.custom = Some(option.clone())
+                }
                 (true, "from" | "into" | "try_from") => options.converted = Some(option.clone()),
                 (false, "with" | "schema_with") => options.described = true,
                 (false, shaping) if SCHEMA_SHAPING.contains(&shaping) => options.schema_only = Some(option.clone()),
@@ -173,7 +181,22 @@ fn serde_options(attrs: &[syn::Attribute]) -> SerdeOptions {
                 (true, "skip_deserializing") => skip_deserializing = true,
                 _ => {}
             }
-            if meta.input.peek(syn::token::Paren) {
+            let renames = matches!(option.as_str(), "rename" | "rename_all" | "rename_all_fields");
+            if is_serde && renames && meta.input.peek(syn::token::Paren) {
+                let (mut written, mut read) = (None, None);
+                meta.parse_nested_meta(|side| {
+                    let value: syn::LitStr = side.value()?.parse()?;
+                    if side.path.is_ident("serialize") {
+                        written = Some(value.value());
+                    } else if side.path.is_ident("deserialize") {
+                        read = Some(value.value());
+                    }
+                    Ok(())
+                })?;
+                if written.is_none() || written != read {
+                    options.one_sided = Some(format!("{option}(serialize = .., deserialize = ..)"));
+                }
+            } else if meta.input.peek(syn::token::Paren) {
                 // `rename(serialize = "..")` and the like: skip the group, read on.
                 let _group: proc_macro2::TokenStream;
                 let content;
@@ -186,6 +209,10 @@ fn serde_options(attrs: &[syn::Attribute]) -> SerdeOptions {
         });
     }
     options.skipped |= skip_serializing && skip_deserializing;
+    if skip_serializing != skip_deserializing {
+        let which = if skip_serializing { "skip_serializing" } else { "skip_deserializing" };
+        options.one_sided = Some(which.to_owned());
+    }
     options
 }
 
@@ -199,6 +226,17 @@ fn check_custom_serde(options: &SerdeOptions, at: &dyn quote::ToTokens) -> syn::
                 "#[derive(Message)] / #[derive(WireSchema)]: `#[schemars({option})]` changes the schema and not \
                  the wire form, so the schema digest would describe JSON that is never written; write it as \
                  `#[serde({option})]`, which both serde and schemars follow"
+            ),
+        ));
+    }
+    if let Some(option) = &options.one_sided {
+        return Err(syn::Error::new_spanned(
+            at,
+            format!(
+                "#[derive(Message)] / #[derive(WireSchema)]: `#[serde({option})]` makes what is written differ \
+                 from what is read; the schema digest covers only one of the two, so two programs could \
+                 advertise the same digest and misread each other. Give the same name both ways \
+                 (`#[serde(rename = \"..\")]`), or skip the field both ways (`#[serde(skip)]`)"
             ),
         ));
     }
@@ -238,4 +276,93 @@ fn type_name_override(input: &DeriveInput) -> syn::Result<Option<String>> {
         })?;
     }
     Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each shape the derive refuses, refused with the message that says why (a
+    //! `compile_fail` doc-test passes on any error, so the wording is checked here).
+
+    use super::*;
+
+    fn refusal(input: DeriveInput) -> String {
+        match expand_message(&input) {
+            Ok(_) => panic!("{} was accepted", input.ident),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_name_or_skip_that_differs_between_writing_and_reading_is_refused() {
+        let cases: [(DeriveInput, &str); 6] = [
+            (
+                parse_quote! { struct Q { #[serde(rename(serialize = "price"))] cents: u64 } },
+                "rename(serialize = .., deserialize = ..)",
+            ),
+            (
+                parse_quote! { struct Q { #[serde(rename(serialize = "a", deserialize = "b"))] cents: u64 } },
+                "rename(serialize = .., deserialize = ..)",
+            ),
+            (
+                parse_quote! { #[serde(rename_all(deserialize = "camelCase"))] struct Q { unit_price: u64 } },
+                "rename_all(serialize = .., deserialize = ..)",
+            ),
+            (
+                parse_quote! { enum Q { #[serde(rename(serialize = "b"))] A } },
+                "rename(serialize = .., deserialize = ..)",
+            ),
+            (parse_quote! { struct Q { #[serde(skip_serializing)] cents: u64 } }, "skip_serializing"),
+            (parse_quote! { struct Q { #[serde(default, skip_deserializing)] cents: u64 } }, "skip_deserializing"),
+        ];
+        for (input, option) in cases {
+            let message = refusal(input);
+            assert!(message.contains(&format!("`#[serde({option})]`")), "{message}");
+            assert!(message.contains("misread each other"), "{message}");
+        }
+    }
+
+    #[test]
+    fn the_same_name_both_ways_or_a_skip_both_ways_is_accepted() {
+        let accepted: [DeriveInput; 4] = [
+            parse_quote! { struct Q { #[serde(rename(serialize = "p", deserialize = "p"))] cents: u64 } },
+            parse_quote! { #[serde(rename_all = "camelCase")] struct Q { unit_price: u64 } },
+            parse_quote! { struct Q { #[serde(skip_serializing, skip_deserializing)] cache: u64, cents: u64 } },
+            parse_quote! { struct Q { #[serde(default, skip_serializing_if = "Option::is_none")] cents: Option<u64> } },
+        ];
+        for input in accepted {
+            assert!(expand_message(&input).is_ok(), "{} was refused", input.ident);
+        }
+    }
+
+    #[test]
+    fn every_other_refused_shape_says_why() {
+        let cases: [(DeriveInput, &str); 7] = [
+            (parse_quote! { struct Q<T> { value: T } }, "does not support generic types"),
+            (parse_quote! { union Q { a: u32, b: f32 } }, "do not support unions"),
+            (
+                parse_quote! { struct Q { #[serde(with = "as_text")] cents: u64 } },
+                "`#[serde(with = ...)]` writes a wire form no schema describes",
+            ),
+            (
+                parse_quote! { struct Q { #[serde(getter = "Q::cents")] cents: u64 } },
+                "`#[serde(getter = ...)]` writes a wire form",
+            ),
+            (
+                parse_quote! { #[serde(from = "String")] struct Q(u64); },
+                "`#[serde(from = ...)]` puts another type's form",
+            ),
+            (
+                parse_quote! { struct Q { #[schemars(rename = "p")] cents: u64 } },
+                "`#[schemars(rename)]` changes the schema and not",
+            ),
+            (
+                parse_quote! { struct Q { #[schemars(flatten)] inner: Inner } },
+                "`#[schemars(flatten)]` changes the schema",
+            ),
+        ];
+        for (input, expected) in cases {
+            let message = refusal(input);
+            assert!(message.contains(expected), "expected {expected:?} in {message:?}");
+        }
+    }
 }
