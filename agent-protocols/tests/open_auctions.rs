@@ -14,6 +14,9 @@ use agent_protocols::settlement::{self, Sales, Settled, SettlementError};
 use agent_protocols::{dutch, english};
 use parking_lot::Mutex;
 
+mod common;
+use common::paid::settle;
+
 const DELIVER_WITHIN: Duration = Duration::from_millis(500);
 
 /// Raises to the minimum while it is within `max`; takes a Dutch price at or below `max`.
@@ -287,7 +290,8 @@ async fn a_payment_for_a_sale_not_awaited_or_short_is_refused_and_nothing_is_del
     let Ok(Settled::Refunding { reason, .. }) = settled else { panic!("{settled:?}") };
     assert!(reason.contains("holds 40 of the 100"), "{reason}");
     assert!(m.sales.awaits(&deal));
-    assert_eq!(m.balance(m.auctioneer).await, 0);
+    // Both refused payments come back to the buyer: nothing stays locked.
+    settle(&m.ledger, &[(m.wallet(buyer), 1_000), (m.wallet(m.auctioneer), 0)]).await;
     m.bureau.shutdown().await.unwrap();
 }
 
@@ -497,8 +501,9 @@ async fn a_winner_that_never_pays_gets_nothing_and_its_sale_lapses_free_to_be_of
     let pay_to = m.wallet(m.auctioneer);
     let late = settlement::pay_on_delivery(&buyer, m.auctioneer, pay_to, price, deal, DELIVER_WITHIN).await.unwrap();
     assert!(matches!(late, Settled::Refunding { .. }), "{late:?}");
-    assert_eq!(m.balance(m.auctioneer).await, 0, "the seller was never paid");
-    assert_eq!(m.balance(rival_agent).await, 1_000, "the loser paid nothing");
+    // The seller was never paid, the loser paid nothing, and the late payment comes back.
+    let parties = [(m.wallet(broke_agent), 1_010), (m.wallet(rival_agent), 1_000), (m.wallet(m.auctioneer), 0)];
+    settle(&m.ledger, &parties).await;
     m.bureau.shutdown().await.unwrap();
 }
 
@@ -525,6 +530,7 @@ async fn a_payment_after_the_window_closed_is_refused_even_before_the_seller_swe
         panic!("delivered after the window closed")
     };
     assert!(reason.contains("window"), "{reason}");
-    assert_eq!(m.balance(m.auctioneer).await, 0);
+    // The late payment comes back; the seller has nothing.
+    settle(&m.ledger, &[(m.wallet(agent), 1_001), (m.wallet(m.auctioneer), 0)]).await;
     m.bureau.shutdown().await.unwrap();
 }
