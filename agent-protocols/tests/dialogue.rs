@@ -18,10 +18,15 @@ struct Accept;
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema, Message)]
 struct Decline;
 
+fn haggle() -> Rules {
+    haggle_rules().unwrap()
+}
+
+// ANCHOR: haggle
 /// buyer: Offer; seller: Counter (buyer may Offer again), Accept or Decline. A seller may
 /// take 5 s to answer.
-fn haggle() -> Rules {
-    Rules::builder("haggle")
+fn haggle_rules() -> Result<Rules, RulesError> {
+    let rules = Rules::builder("haggle")
         .initial("start")
         .step::<Offer>("start", "buyer", "offered")
         .step::<Counter>("offered", "seller", "countered")
@@ -32,8 +37,19 @@ fn haggle() -> Rules {
         .terminal("accepted")
         .terminal("declined")
         .deadline("offered", Duration::from_secs(5))
-        .build()
-        .unwrap()
+        .build()?;
+    Ok(rules)
+}
+// ANCHOR_END: haggle
+
+/// docs/protocols.md shows the rules above as they are built here.
+#[test]
+fn the_docs_show_the_haggle_rules_as_built() {
+    let source = include_str!("dialogue.rs");
+    let (start, end) = ("// ANCHOR: haggle\n", "// ANCHOR_END: haggle\n");
+    let code = &source[source.find(start).unwrap() + start.len()..source.find(end).unwrap()];
+    let docs = include_str!("../../docs/protocols.md");
+    assert!(docs.contains(&format!("```rust\n{code}```\n")), "docs/protocols.md must show the haggle rules as built");
 }
 
 const T0: u64 = 1_790_000_000_000;

@@ -137,6 +137,34 @@ const EX3_FINAL_BONDS: [[f64; 6]; 6] = [
 
 /// Two validators (60 and 40 tokens), two miners, no bonds yet. Validator 0 also puts a
 /// weight of 5 on itself, which must be ignored. Small enough to follow by hand:
+/// docs/subnet.md's first example runs as the page shows it: the same two validators and
+/// two miners as below, with the bonds of an epoch before in which they agreed.
+#[test]
+fn the_docs_example_runs_as_shown() -> Result<(), YumaError> {
+    let (stakes, emission) = ([60, 40, 0, 0], 1_000_000);
+    let agreed = rows(&[&[0.0, 0.0, 0.5, 0.5], &[0.0, 0.0, 0.5, 0.5], &[], &[]]);
+    let last = epoch(&Inputs { stakes: &stakes, weights: &agreed, bonds: &[], emission }, &Params::default())?;
+    // ANCHOR: epoch
+    use agent_protocols::subnet::yuma::{epoch, Inputs, Params};
+
+    // weights[i]: validator i's (uid, weight) pairs; a miner's row is empty.
+    let weights = vec![vec![(2, 0.75), (3, 0.25)], vec![(2, 0.25), (3, 0.75)], vec![], vec![]];
+    let out = epoch(&Inputs { stakes: &stakes, weights: &weights, bonds: &last.bonds, emission }, &Params::default())?;
+    // out.consensus, out.incentive, out.dividends, out.validator_trust, out.bonds, out.emissions, ...
+    // ANCHOR_END: epoch
+    assert_close(&out.consensus, &EX1_CONSENSUS, "consensus as in the example below");
+    assert_eq!(out.emissions.total(), u128::from(emission));
+    assert!(out.bonds[0].iter().any(|&(j, b)| j == 2 && b > 0.0), "bonds carried from the epoch before");
+
+    let source = include_str!("yuma.rs");
+    let (start, end) = ("// ANCHOR: epoch\n", "    // ANCHOR_END: epoch\n");
+    let region = &source[source.find(start).unwrap() + start.len()..source.find(end).unwrap()];
+    let shown: String = region.lines().map(|line| format!("{}\n", line.strip_prefix("    ").unwrap_or(line))).collect();
+    let docs = include_str!("../../docs/subnet.md");
+    assert!(docs.contains(&format!("```rust\n{shown}```\n")), "docs/subnet.md must show:\n{shown}");
+    Ok(())
+}
+
 /// consensus is (0.75, 0.25), validator 1's 0.75 on miner 3 is clipped to 0.25, ranks are
 /// 0.6·0.75 + 0.4·0.25 = 0.55 and 0.6·0.25 + 0.4·0.25 = 0.25, incentive 0.6875 / 0.3125,
 /// dividends 0.75 / 0.25.
