@@ -2,7 +2,8 @@
 //! agent keeps running and sending). A step the rules allow but storage cannot record is
 //! not mistaken for one the rules refused: an award that cannot be recorded is not made
 //! and the winner is told no; a report that cannot be recorded, by the winner or by the
-//! initiator, is still sent and heard.
+//! initiator, is still sent and heard; a rejection that cannot be recorded is sent, and the
+//! proposal is never awarded after it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,5 +122,37 @@ async fn a_cancel_the_winner_cannot_record_is_still_honoured() {
     assert_eq!(awarded.unwrap(), Outcome::AllFailed(vec![(m.proposer, AwardFailure::Cancelled)]));
     tokio::time::sleep(PERFORM).await;
     assert_eq!(*m.seller.performed.lock(), 1, "the work in hand ended");
+    m.sim.shutdown().await;
+}
+
+/// The initiator rejects a proposal while its storage is down: the rejection is sent (the
+/// participant lets go of what it held) though not recorded, so the initiator's record still
+/// shows the proposal open. Storage back, an award of it is not made: nothing is sent, the
+/// winner performs nothing, and the rejection is recorded now.
+#[tokio::test(start_paused = true)]
+async fn a_proposal_rejected_unrecorded_is_never_awarded_after() {
+    let m = market(25);
+    let called =
+        contract_net::call::<_, u64>(&m.ctx, &m.book, &[m.proposer], &"LHR-JFK", Duration::from_secs(1)).await.unwrap();
+    assert_eq!(called.proposals.len(), 1);
+    let dialogue = called.proposals[0].dialogue;
+    let state = || m.book.dialogues().and_then(|d| d.get(dialogue)).map(|d| d.state.to_string());
+    m.office.fail_storage(true);
+    let rejected = contract_net::award::<u64, String>(&m.ctx, &m.book, &called, &[], Duration::from_secs(5)).await;
+    assert_eq!(rejected.unwrap(), Outcome::NoneChosen);
+    let seller = m.seller.clone();
+    assert!(
+        m.sim.wait_until(Duration::from_secs(5), Duration::from_millis(10), || *seller.released.lock() == 1).await,
+        "the rejection was sent, and the seller let go"
+    );
+    assert_eq!(state().as_deref(), Some("proposed"), "the rejection is not recorded");
+
+    m.office.fail_storage(false);
+    let awarded =
+        contract_net::award::<u64, String>(&m.ctx, &m.book, &called, &[m.proposer], Duration::from_secs(5)).await;
+    assert_eq!(awarded.unwrap(), Outcome::NoneChosen, "a rejected proposal was awarded");
+    assert_eq!(state().as_deref(), Some("rejected"), "recorded once storage took it");
+    tokio::time::sleep(PERFORM).await;
+    assert_eq!((*m.seller.started.lock(), *m.seller.released.lock()), (0, 1), "nothing performed, released once");
     m.sim.shutdown().await;
 }
