@@ -8,9 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use agent_core::ledger::{Ledger, MemoryLedger};
 use agent_core::sim::{Host, Sim};
-use agent_core::{Address, Agent, Context};
-use agent_protocols::contract_net::{self, AwardFailure, Outcome};
+use agent_core::{Address, Agent, Config, Context, Identity, Wallet};
+use agent_protocols::contract_net::{self, AwardFailure, Outcome, Paid, Settlement};
 
 mod common;
 
@@ -155,4 +156,50 @@ async fn a_proposal_rejected_unrecorded_is_never_awarded_after() {
     tokio::time::sleep(PERFORM).await;
     assert_eq!((*m.seller.started.lock(), *m.seller.released.lock()), (0, 1), "nothing performed, released once");
     m.sim.shutdown().await;
+}
+
+/// The same, paid through escrow: storage back, `award_and_pay` locks nothing for the
+/// proposal it rejected unrecorded, and says it is not awardable, as rejected.
+#[tokio::test(start_paused = true)]
+async fn a_proposal_rejected_unrecorded_is_never_paid_for_after() {
+    let sim = Sim::new(26);
+    let mint = Identity::from_seed("outage mint");
+    let ledger = Arc::new(MemoryLedger::new(Some(mint.address()), sim.clock()));
+    let config = Config::default().with_ledger(ledger.clone());
+    let (office, shop) =
+        (sim.add_host_with("office", config.clone()).unwrap(), sim.add_host_with("shop", config).unwrap());
+    let seller = SlowSeller::new(PERFORM, true);
+    let mut serving = Agent::builder("seller").seed("seller").build().unwrap();
+    contract_net::serve(&mut serving, seller.clone());
+    let proposer = shop.add(serving).unwrap();
+    let mut traveller = Agent::builder("traveller").seed("traveller").build().unwrap();
+    let book = contract_net::initiator(&mut traveller);
+    let ctx = office.context(office.add(traveller).unwrap()).unwrap();
+    let wallet = ctx.wallet().unwrap().address();
+    Wallet::new(mint, ledger.clone()).mint(wallet, 1_000).await.unwrap();
+    let called =
+        contract_net::call::<_, u64>(&ctx, &book, &[proposer], &"LHR-JFK", Duration::from_secs(1)).await.unwrap();
+    assert_eq!(called.proposals.len(), 1);
+    let price = |p: &u64| u128::from(*p);
+
+    office.fail_storage(true);
+    let rejected = contract_net::award_and_pay::<u64, String>(&ctx, &book, &called, &[], price, Duration::from_secs(5));
+    assert_eq!(rejected.await.unwrap(), Paid::NoneChosen);
+    let told = seller.clone();
+    assert!(sim.wait_until(Duration::from_secs(5), Duration::from_millis(10), || *told.released.lock() == 1).await);
+
+    office.fail_storage(false);
+    let winners = [proposer];
+    let paid =
+        contract_net::award_and_pay::<u64, String>(&ctx, &book, &called, &winners, price, Duration::from_secs(5));
+    let Paid::Settled(settled) = paid.await.unwrap() else { panic!("not settled") };
+    let [Settlement { winner, result: Err(AwardFailure::NotAwardable { state }), escrow: None, paid: false }] =
+        settled.as_slice()
+    else {
+        panic!("a rejected proposal was paid for: {settled:?}")
+    };
+    assert_eq!((*winner, state.as_str()), (proposer, "rejected"));
+    assert_eq!(ledger.balance(wallet).await.unwrap(), 1_000, "nothing locked");
+    assert_eq!(*seller.started.lock(), 0, "nothing performed");
+    sim.shutdown().await;
 }
