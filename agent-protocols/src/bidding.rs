@@ -26,6 +26,7 @@ use crate::auction::{self, Award, BIDDER};
 use crate::dialogue::{Data, Dialogues, Rules, Step};
 use crate::inbox::{tell, Book};
 use crate::settlement::{self, Settled, SettlementError};
+use crate::work::Work;
 
 /// At most this many auctions a bidder follows at once (open dialogues of one auction kind):
 /// when full, the oldest it has not bid in expires to make room for a new one, so no one
@@ -36,12 +37,19 @@ pub(crate) const MAX_FOLLOWED: usize = 1024;
 #[derive(Clone)]
 pub(crate) struct Bidding {
     book: Book,
+    /// The payments in hand ([`Owed::pay`]).
+    work: Work,
 }
 
 impl Bidding {
     /// Makes `agent` keep its auctions under `rules` as dialogues, swept on the agent.
     pub(crate) fn serve(agent: &mut Agent, rules: fn() -> Rules) -> Bidding {
-        Bidding { book: Book::serve(agent, rules, BIDDER) }
+        Bidding { book: Book::serve(agent, rules, BIDDER), work: Work::of(agent) }
+    }
+
+    /// The bidder's work in hand: its payments for what it won.
+    pub(crate) fn work(&self) -> &Work {
+        &self.work
     }
 
     /// Whether this bidder has a dialogue (open or closed) in `auction`.
@@ -261,13 +269,16 @@ pub(crate) struct Owed {
 
 impl Owed {
     /// Pays on delivery, in the background so the bidder's agent goes on serving while
-    /// the seller delivers, and hands the result to `settled`.
-    pub(crate) fn pay<F, Fut>(self, ctx: Context, deliver_within: Duration, settled: F)
+    /// the seller delivers, and hands the result to `settled`. The bidder's `work`: a
+    /// graceful stop lets the payment and `settled` (the user's code, not cancel-safe)
+    /// end; a crash ends them, so a crashed bidder pays nothing after the crash.
+    pub(crate) fn pay<F, Fut>(self, work: &Work, ctx: Context, deliver_within: Duration, settled: F)
     where
         F: FnOnce(String, Result<Settled, SettlementError>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
-        tokio::spawn(async move {
+        let task_ctx = ctx.clone();
+        work.spawn(&task_ctx, async move {
             let deal = auction::deal_of(&self.auction);
             let result =
                 settlement::pay_on_delivery(&ctx, self.seller, self.pay_to, self.price, deal, deliver_within).await;

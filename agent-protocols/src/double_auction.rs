@@ -470,9 +470,12 @@ pub fn serve<T: Trader>(agent: &mut Agent, identity: Identity, trader: Arc<T>, s
                 }
             }
             // Paid in the background: the agent goes on serving (its own sales too) while
-            // the sellers deliver.
+            // the sellers deliver. The trader's work in hand: a graceful stop lets it (and
+            // the trader's `settled`, not cancel-safe) end; a crash ends it, so a crashed
+            // trader pays nothing after the crash.
             let bought: Vec<Trade> = cleared.trades.into_iter().filter(|t| t.buyer == me).collect();
-            tokio::spawn(async move {
+            let task_ctx = ctx.clone();
+            bidding.work().spawn(&task_ctx, async move {
                 for trade in bought {
                     let (seller, pay_to, total) = (trade.seller, trade.pay_to, trade.total());
                     let settled =

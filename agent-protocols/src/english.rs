@@ -307,7 +307,7 @@ pub fn serve<B: Bidder>(agent: &mut Agent, identity: Identity, bidder: Arc<B>, d
                     if let Some(owed) = invited.owed(ctx.address(), &closed.auction, from, closed.award, closed.pay_to)
                     {
                         let bidder = side.bidder.clone();
-                        owed.pay(ctx, deliver_within, move |auction, settled| async move {
+                        owed.pay(side.bidding.work(), ctx, deliver_within, move |auction, settled| async move {
                             bidder.settled(&auction, settled).await;
                         });
                     }

@@ -56,3 +56,4 @@ pub mod settlement;
 /// Scored subnets: Yuma Consensus as a pure function, and subnets of miners, validators and
 /// an owner over messages, with commit-reveal weights and emissions paid through the ledger.
 pub mod subnet;
+mod work;

@@ -377,7 +377,7 @@ pub fn serve<B: Bidder>(agent: &mut Agent, identity: Identity, bidder: Arc<B>, d
                 return;
             };
             if let Some(owed) = invited.owed(ctx.address(), &closed.auction, from, closed.award, closed.pay_to) {
-                owed.pay(ctx, deliver_within, move |auction, settled| async move {
+                owed.pay(bidding.work(), ctx, deliver_within, move |auction, settled| async move {
                     bidder.settled(&auction, settled).await;
                 });
             }

@@ -129,7 +129,7 @@ pub async fn pay_on_delivery(
     let deadline_ms = refundable_after(deliver_by_ms);
     let (escrow, _) =
         wallet.lock(price, pay_to, deadline_ms, pay_to, Some(deal)).await.map_err(SettlementError::Lock)?;
-    refund_when_due(wallet.clone(), escrow, deadline_ms);
+    refund_when_due(ctx, wallet.clone(), escrow, deadline_ms);
     let payment = Payment { deal, escrow, price, deliver_by_ms };
     // The seller answers once it has released the escrow, which it may do until the deadline.
     let answer = ctx.request::<Payment, Delivery>(seller, payment, Some(deliver_within + REFUND_GRACE)).await;
@@ -254,8 +254,9 @@ impl Sales {
 /// seller: it is paid all the same.)
 pub fn serve_sales<S: Seller>(agent: &mut Agent, sales: Sales, seller: Arc<S>) {
     let mut served = protocol();
+    let work = crate::work::Work::of(agent);
     served = served.on_message(move |ctx: Context, buyer: Address, payment: Payment| {
-        let (sales, seller) = (sales.clone(), seller.clone());
+        let (sales, seller, work) = (sales.clone(), seller.clone(), work.clone());
         async move {
             let (owed, wallet, deadline_ms) = match check_payment(&ctx, &sales, buyer, &payment).await {
                 Ok(checked) => checked,
@@ -264,7 +265,10 @@ pub fn serve_sales<S: Seller>(agent: &mut Agent, sales: Sales, seller: Arc<S>) {
             let reply = ctx.defer_reply()?;
             // Delivered on a task of its own: a delivery may take long, and the seller's
             // agent goes on serving meanwhile (other payments, and an auctioneer's late bids).
-            tokio::spawn(async move {
+            // A delivery is the seller's code, not cancel-safe: a graceful stop lets it end,
+            // a crash ends it ([`Work`](crate::work::Work)).
+            let task_ctx = ctx.clone();
+            work.spawn(&task_ctx, async move {
                 let (answer, undelivered) = match seller.deliver(buyer, payment.deal, owed.price).await {
                     Ok(goods) => {
                         if !release_by(&wallet, payment.escrow, deadline_ms).await {
@@ -288,7 +292,7 @@ pub fn serve_sales<S: Seller>(agent: &mut Agent, sales: Sales, seller: Arc<S>) {
                 if undelivered {
                     if let Err(e) = wallet.refund(payment.escrow).await {
                         tracing::debug!(escrow = %payment.escrow, error = %e, "an undelivered payment is refunded at its deadline");
-                        refund_when_due(wallet, payment.escrow, deadline_ms);
+                        refund_when_due(&ctx, wallet, payment.escrow, deadline_ms);
                     }
                 }
             });
@@ -389,10 +393,14 @@ pub(crate) async fn released(wallet: &Wallet, escrow: EscrowId) -> bool {
 /// Refunds `escrow` to `wallet` once its deadline has passed, in the background: tries
 /// just after the deadline, then again with backoff (1 s doubling to a minute, for about an
 /// hour) while the ledger is unreachable. An escrow already settled (released, or refunded)
-/// is left alone. The task lives in this process: a restarted payer calls
-/// [`refund_open_escrows`].
-pub fn refund_when_due(wallet: Wallet, escrow: EscrowId, deadline_ms: u64) {
-    tokio::spawn(async move { refund_at(&wallet, escrow, deadline_ms).await });
+/// is left alone. The task is `ctx`'s agent's ([`Context::spawn`]): it ends with the
+/// agent's bureau (a stopped or crashed agent refunds nothing after it stopped), so a
+/// restarted payer calls [`refund_open_escrows`].
+pub fn refund_when_due(ctx: &Context, wallet: Wallet, escrow: EscrowId, deadline_ms: u64) {
+    ctx.spawn(async move {
+        // Settled or not (then it was logged), there is nothing more to do here.
+        refund_at(&wallet, escrow, deadline_ms).await;
+    });
 }
 
 /// What [`refund_when_due`] runs: waits for the deadline, then refunds. True once the
@@ -415,14 +423,15 @@ pub(crate) async fn refund_at(wallet: &Wallet, escrow: EscrowId, deadline_ms: u6
     false
 }
 
-/// Schedules a refund ([`refund_when_due`]) of every escrow `wallet` locked that is still
-/// open (at most 1,000, soonest deadline first), and returns how many. For a payer that
-/// restarted with deals in flight: what it locked before is refunded at each escrow's
-/// deadline unless it is released first. Call it again for more than 1,000.
-pub async fn refund_open_escrows(wallet: &Wallet) -> Result<usize, WalletError> {
+/// Schedules a refund ([`refund_when_due`], as a task of `ctx`'s agent) of every escrow
+/// `wallet` locked that is still open (at most 1,000, soonest deadline first), and returns
+/// how many. For a payer that restarted with deals in flight: what it locked before is
+/// refunded at each escrow's deadline unless it is released first. Call it again for more
+/// than 1,000.
+pub async fn refund_open_escrows(ctx: &Context, wallet: &Wallet) -> Result<usize, WalletError> {
     let open = wallet.open_escrows(1000).await?;
     for (id, escrow) in &open {
-        refund_when_due(wallet.clone(), *id, escrow.deadline_ms);
+        refund_when_due(ctx, wallet.clone(), *id, escrow.deadline_ms);
     }
     Ok(open.len())
 }

@@ -2,14 +2,16 @@
 //! agent keeps running and sending). A step the rules allow but storage cannot record is
 //! not mistaken for one the rules refused: an award that cannot be recorded is not made
 //! and the winner is told no; a report that cannot be recorded, by the winner or by the
-//! initiator, is still sent and heard.
+//! initiator, is still sent and heard; a rejection that cannot be recorded is sent, and the
+//! proposal is never awarded after it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use agent_core::ledger::{Ledger, MemoryLedger};
 use agent_core::sim::{Host, Sim};
-use agent_core::{Address, Agent, Context};
-use agent_protocols::contract_net::{self, AwardFailure, Outcome};
+use agent_core::{Address, Agent, Config, Context, Identity, Wallet};
+use agent_protocols::contract_net::{self, AwardFailure, Outcome, Paid, Settlement};
 
 mod common;
 
@@ -122,4 +124,82 @@ async fn a_cancel_the_winner_cannot_record_is_still_honoured() {
     tokio::time::sleep(PERFORM).await;
     assert_eq!(*m.seller.performed.lock(), 1, "the work in hand ended");
     m.sim.shutdown().await;
+}
+
+/// The initiator rejects a proposal while its storage is down: the rejection is sent (the
+/// participant lets go of what it held) though not recorded, so the initiator's record still
+/// shows the proposal open. Storage back, an award of it is not made: nothing is sent, the
+/// winner performs nothing, and the rejection is recorded now.
+#[tokio::test(start_paused = true)]
+async fn a_proposal_rejected_unrecorded_is_never_awarded_after() {
+    let m = market(25);
+    let called =
+        contract_net::call::<_, u64>(&m.ctx, &m.book, &[m.proposer], &"LHR-JFK", Duration::from_secs(1)).await.unwrap();
+    assert_eq!(called.proposals.len(), 1);
+    let dialogue = called.proposals[0].dialogue;
+    let state = || m.book.dialogues().and_then(|d| d.get(dialogue)).map(|d| d.state.to_string());
+    m.office.fail_storage(true);
+    let rejected = contract_net::award::<u64, String>(&m.ctx, &m.book, &called, &[], Duration::from_secs(5)).await;
+    assert_eq!(rejected.unwrap(), Outcome::NoneChosen);
+    let seller = m.seller.clone();
+    assert!(
+        m.sim.wait_until(Duration::from_secs(5), Duration::from_millis(10), || *seller.released.lock() == 1).await,
+        "the rejection was sent, and the seller let go"
+    );
+    assert_eq!(state().as_deref(), Some("proposed"), "the rejection is not recorded");
+
+    m.office.fail_storage(false);
+    let awarded =
+        contract_net::award::<u64, String>(&m.ctx, &m.book, &called, &[m.proposer], Duration::from_secs(5)).await;
+    assert_eq!(awarded.unwrap(), Outcome::NoneChosen, "a rejected proposal was awarded");
+    assert_eq!(state().as_deref(), Some("rejected"), "recorded once storage took it");
+    tokio::time::sleep(PERFORM).await;
+    assert_eq!((*m.seller.started.lock(), *m.seller.released.lock()), (0, 1), "nothing performed, released once");
+    m.sim.shutdown().await;
+}
+
+/// The same, paid through escrow: storage back, `award_and_pay` locks nothing for the
+/// proposal it rejected unrecorded, and says it is not awardable, as rejected.
+#[tokio::test(start_paused = true)]
+async fn a_proposal_rejected_unrecorded_is_never_paid_for_after() {
+    let sim = Sim::new(26);
+    let mint = Identity::from_seed("outage mint");
+    let ledger = Arc::new(MemoryLedger::new(Some(mint.address()), sim.clock()));
+    let config = Config::default().with_ledger(ledger.clone());
+    let (office, shop) =
+        (sim.add_host_with("office", config.clone()).unwrap(), sim.add_host_with("shop", config).unwrap());
+    let seller = SlowSeller::new(PERFORM, true);
+    let mut serving = Agent::builder("seller").seed("seller").build().unwrap();
+    contract_net::serve(&mut serving, seller.clone());
+    let proposer = shop.add(serving).unwrap();
+    let mut traveller = Agent::builder("traveller").seed("traveller").build().unwrap();
+    let book = contract_net::initiator(&mut traveller);
+    let ctx = office.context(office.add(traveller).unwrap()).unwrap();
+    let wallet = ctx.wallet().unwrap().address();
+    Wallet::new(mint, ledger.clone()).mint(wallet, 1_000).await.unwrap();
+    let called =
+        contract_net::call::<_, u64>(&ctx, &book, &[proposer], &"LHR-JFK", Duration::from_secs(1)).await.unwrap();
+    assert_eq!(called.proposals.len(), 1);
+    let price = |p: &u64| u128::from(*p);
+
+    office.fail_storage(true);
+    let rejected = contract_net::award_and_pay::<u64, String>(&ctx, &book, &called, &[], price, Duration::from_secs(5));
+    assert_eq!(rejected.await.unwrap(), Paid::NoneChosen);
+    let told = seller.clone();
+    assert!(sim.wait_until(Duration::from_secs(5), Duration::from_millis(10), || *told.released.lock() == 1).await);
+
+    office.fail_storage(false);
+    let winners = [proposer];
+    let paid =
+        contract_net::award_and_pay::<u64, String>(&ctx, &book, &called, &winners, price, Duration::from_secs(5));
+    let Paid::Settled(settled) = paid.await.unwrap() else { panic!("not settled") };
+    let [Settlement { winner, result: Err(AwardFailure::NotAwardable { state }), escrow: None, paid: false }] =
+        settled.as_slice()
+    else {
+        panic!("a rejected proposal was paid for: {settled:?}")
+    };
+    assert_eq!((*winner, state.as_str()), (proposer, "rejected"));
+    assert_eq!(ledger.balance(wallet).await.unwrap(), 1_000, "nothing locked");
+    assert_eq!(*seller.started.lock(), 0, "nothing performed");
+    sim.shutdown().await;
 }

@@ -299,7 +299,8 @@ async fn a_payment_for_a_sale_not_awaited_or_short_is_refused_and_nothing_is_del
 async fn a_restarted_payer_takes_back_what_it_left_locked() {
     let m = Market::new(false);
     let payer = m.bidder("forgetful payer", "forgetful payer", UpTo::new(0), 1_000).await;
-    let wallet = m.bureau.context(payer).unwrap().wallet().unwrap();
+    let ctx = m.bureau.context(payer).unwrap();
+    let wallet = ctx.wallet().unwrap();
     let deadline = agent_core::envelope::unix_now_ms() + 300;
     for amount in [10, 20, 30] {
         wallet.lock(amount, m.wallet(m.auctioneer), deadline, wallet.address(), None).await.unwrap();
@@ -308,7 +309,7 @@ async fn a_restarted_payer_takes_back_what_it_left_locked() {
     // As after a restart: a fresh wallet of the same key, which remembers nothing.
     let fresh = Wallet::new(Identity::from_seed("forgetful payer").derive("wallet"), m.ledger.clone());
     assert_eq!(fresh.address(), wallet.address());
-    assert_eq!(settlement::refund_open_escrows(&fresh).await.unwrap(), 3);
+    assert_eq!(settlement::refund_open_escrows(&ctx, &fresh).await.unwrap(), 3);
     for _ in 0..100 {
         if m.balance(payer).await == 1_000 {
             break;
@@ -316,7 +317,7 @@ async fn a_restarted_payer_takes_back_what_it_left_locked() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(m.balance(payer).await, 1_000);
-    assert_eq!(settlement::refund_open_escrows(&fresh).await.unwrap(), 0);
+    assert_eq!(settlement::refund_open_escrows(&ctx, &fresh).await.unwrap(), 0);
     m.bureau.shutdown().await.unwrap();
 }
 

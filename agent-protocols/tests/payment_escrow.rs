@@ -191,7 +191,10 @@ async fn a_payment_the_buyer_arbitrates_or_refundable_before_its_delivery_is_due
     assert_eq!(m.shop.delivered.load(Ordering::SeqCst), 0, "nothing delivered");
     assert_eq!((m.balance(m.buyer).await, m.balance(m.seller).await), (FUNDS - 3 * PRICE, 0));
     // Each comes back to the buyer at its deadline, once.
-    assert_eq!(settlement::refund_open_escrows(&m.wallet(m.buyer)).await.unwrap(), 3);
+    assert_eq!(
+        settlement::refund_open_escrows(&m.bureau.context(m.buyer).unwrap(), &m.wallet(m.buyer)).await.unwrap(),
+        3
+    );
     assert_eq!(m.buyer_balance_becomes(FUNDS).await, FUNDS);
     assert!(m.nothing_locked().await);
     for escrow in escrows {

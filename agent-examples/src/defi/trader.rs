@@ -48,7 +48,7 @@ pub async fn swap(
         .await
         .map_err(|e| SwapFailure::NotSwapped(format!("cannot lock: {}", agent_core::error::chain(&e))))?;
     // Scheduled now, whatever happens next: a release before the deadline makes it a no-op.
-    refund_when_due(wallet.clone(), escrow, deadline_ms);
+    refund_when_due(ctx, wallet.clone(), escrow, deadline_ms);
     let order = Swap { token_in: token_in.to_owned(), amount_in, min_out, escrow, pay_to: wallet.address() };
     let answer: Swapped = ctx
         .request(maker, order, Duration::from_millis(escrow_ms / 2))

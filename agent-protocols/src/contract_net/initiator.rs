@@ -152,13 +152,16 @@ async fn gather<P: DeserializeOwned + Send + 'static>(
         settled: tokio::sync::Notify::new(),
     });
     for (participant, id) in targets {
+        let agents = ctx;
         let ctx = ctx.clone();
         let cfp = Cfp { task: task.clone(), deadline_ms };
         let book = book.clone();
         let mut asked = Asked { gathering: Arc::clone(&gathering), claimed: false, settled: false };
         // Each call waits past the deadline, so a late proposal is seen and answered. The
         // rare rejections below are boxed: inline, they would enlarge every call's task.
-        tokio::spawn(async move {
+        // A task of the agent's: a crashed initiator records and rejects nothing after the
+        // crash, and a stopped one's call has nobody to gather for.
+        agents.spawn(async move {
             let answer = ctx.request_in::<Cfp, Answer>(id, participant, cfp, Some(deadline + late_window)).await;
             // No answer (the participant ended without one, or is unreachable) is silence:
             // `asked`, dropped unsettled, settles with nothing.
@@ -169,7 +172,7 @@ async fn gather<P: DeserializeOwned + Send + 'static>(
                 // The call stopped waiting: a proposal is late (one that arrived just before
                 // the deadline but was not gathered in time is late too), and told so.
                 if matches!(answer, Answer::Propose { .. }) {
-                    Box::pin(reject(&ctx, dialogues, id, participant, RejectReason::Late)).await;
+                    Box::pin(reject(&ctx, &book, dialogues, id, participant, RejectReason::Late)).await;
                 }
                 return;
             }
@@ -185,7 +188,7 @@ async fn gather<P: DeserializeOwned + Send + 'static>(
                         }),
                         Err(e) => {
                             // Not a proposal this initiator can weigh: rejected, so its hold ends.
-                            Box::pin(reject(&ctx, dialogues, id, participant, RejectReason::NotChosen)).await;
+                            Box::pin(reject(&ctx, &book, dialogues, id, participant, RejectReason::NotChosen)).await;
                             Answered::Refused(participant, NoProposal::Unreadable(e.to_string()))
                         }
                     },
@@ -195,7 +198,7 @@ async fn gather<P: DeserializeOwned + Send + 'static>(
                 }),
                 // Past the deadline by the dialogue's clock: late, and told so.
                 Err(DialogueError::Late { .. }) if matches!(answer, Answer::Propose { .. }) => {
-                    Box::pin(reject(&ctx, dialogues, id, participant, RejectReason::Late)).await;
+                    Box::pin(reject(&ctx, &book, dialogues, id, participant, RejectReason::Late)).await;
                     None
                 }
                 Err(refused) => {
@@ -442,12 +445,31 @@ fn cancelled_here(dialogues: &Dialogues, id: u128) -> bool {
     })
 }
 
-/// Rejects the proposal of dialogue `id`, if the dialogue allows it now.
-pub(super) async fn reject(ctx: &Context, dialogues: &Dialogues, id: u128, to: Address, reason: RejectReason) {
-    if allowed(dialogues.outgoing_named("Reject", id, now_ms()), "Reject").is_ok() {
-        // The participant may be gone; a rejected proposal has no claim either way.
-        let _ = ctx.send_in(id, to, Reject { reason }).await;
+/// Rejects the proposal of dialogue `id`, if the dialogue allows it now. A rejection storage
+/// cannot record is sent all the same ([`allowed`]), and noted in `book`, so this initiator
+/// never awards the proposal after it ([`Book::rejected`]); one noted so is not sent again,
+/// only recorded if storage takes it now.
+pub(super) async fn reject(
+    ctx: &Context,
+    book: &Book,
+    dialogues: &Dialogues,
+    id: u128,
+    to: Address,
+    reason: RejectReason,
+) {
+    if book.rejected(id) {
+        return book.record_rejections(dialogues);
     }
+    match dialogues.outgoing_named("Reject", id, now_ms()) {
+        Ok(_) => {}
+        Err(DialogueError::Storage { reason: error, .. }) => {
+            tracing::warn!(dialogue = %format!("{id:032x}"), %error, "a rejection goes ahead unrecorded: storage failed; it is never awarded");
+            book.rejected_unrecorded(id);
+        }
+        Err(_) => return,
+    }
+    // The participant may be gone; a rejected proposal has no claim either way.
+    let _ = ctx.send_in(id, to, Reject { reason }).await;
 }
 
 /// Accepts the proposals of `winners` (the rest of `called` are rejected as not chosen),
@@ -469,8 +491,13 @@ pub async fn award<P, R: DeserializeOwned>(
     // Winners first: they perform while the others are told.
     for proposal in &called.proposals {
         let (id, to) = (proposal.dialogue, proposal.from);
-        let accepted =
-            if winners.contains(&to) { Some(dialogues.outgoing_named("Accept", id, now_ms())) } else { None };
+        // A proposal this initiator rejected is never awarded, though its rejection may be
+        // unrecorded (then its dialogue still shows it open).
+        let accepted = if winners.contains(&to) && !book.rejected(id) {
+            Some(dialogues.outgoing_named("Accept", id, now_ms()))
+        } else {
+            None
+        };
         match accepted {
             Some(Ok(_)) => {
                 let ctx = ctx.clone();
@@ -488,7 +515,7 @@ pub async fn award<P, R: DeserializeOwned>(
         }
     }
     for (id, to) in losers {
-        reject(ctx, dialogues, id, to, RejectReason::NotChosen).await;
+        reject(ctx, book, dialogues, id, to, RejectReason::NotChosen).await;
     }
     if reports.is_empty() && results.is_empty() {
         return Ok(Outcome::NoneChosen);
@@ -523,7 +550,7 @@ pub(super) async fn refuse_stray(ctx: &Context, book: &Book, from: Address, step
                 // The peer may be gone; a rejected proposal has no claim either way.
                 let _ = ctx.send_in(id, from, Reject { reason: RejectReason::Late }).await;
             } else {
-                reject(ctx, dialogues, id, from, RejectReason::Late).await;
+                reject(ctx, book, dialogues, id, from, RejectReason::Late).await;
             }
             return;
         }

@@ -35,7 +35,7 @@
 //!     awarded --> cancelled: Cancel (initiator), or Report::Cancelled (participant)
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -51,6 +51,7 @@ mod cancel;
 mod causes;
 mod holds;
 mod initiator;
+mod interrupted;
 mod messages;
 mod participant;
 mod pay;
@@ -61,6 +62,7 @@ pub use cancel::*;
 pub use causes::*;
 use holds::{Hold, Holds};
 pub use initiator::*;
+use interrupted::{commit_soon, end_interrupted, in_hand, InHand};
 pub use messages::*;
 pub use participant::*;
 pub use pay::*;
@@ -164,6 +166,11 @@ pub struct Book {
     /// An initiator's book only: the agent whose handlers answer this book's late
     /// proposals and stray messages ([`refuse_strays`]). Only it may call with the book.
     answered_by: Arc<OnceLock<Address>>,
+    /// An initiator's book only: the dialogues whose proposal it rejected (the participant
+    /// was told) though storage could not record it, so their record still shows the
+    /// proposal open. Never awarded; kept until the rejection is recorded or the dialogue
+    /// is closed or swept ([`Book::record_rejections`]).
+    unrecorded_rejections: Arc<parking_lot::Mutex<HashSet<u128>>>,
 }
 
 impl Book {
@@ -204,6 +211,27 @@ impl Book {
     pub fn dialogues(&self) -> Option<&Dialogues> {
         self.dialogues.get()
     }
+
+    /// Whether this initiator rejected the proposal of dialogue `id` without recording it
+    /// (its storage failed): the proposal must not be awarded, whatever the record says.
+    fn rejected(&self, id: u128) -> bool {
+        let unrecorded = self.unrecorded_rejections.lock();
+        !unrecorded.is_empty() && unrecorded.contains(&id)
+    }
+
+    /// Notes that the rejection of dialogue `id` was sent but could not be recorded.
+    fn rejected_unrecorded(&self, id: u128) {
+        self.unrecorded_rejections.lock().insert(id);
+    }
+
+    /// Records the rejections sent unrecorded, if storage takes them now; forgets those whose
+    /// dialogue has closed otherwise meanwhile (expired, or swept).
+    fn record_rejections(&self, dialogues: &Dialogues) {
+        let mut unrecorded = self.unrecorded_rejections.lock();
+        unrecorded.retain(|&id| {
+            matches!(dialogues.outgoing_named("Reject", id, now_ms()), Err(DialogueError::Storage { .. }))
+        });
+    }
 }
 
 fn rand_id() -> u128 {
@@ -228,6 +256,7 @@ fn sweep(agent: &mut Agent, book: &Book, role: &'static str) {
                 if let Err(e) = dialogues.expire_after(now_ms(), GRACE) {
                     tracing::warn!(error = %e, "sweeping contract-net dialogues failed");
                 }
+                book.record_rejections(dialogues);
             }
         }
     });
@@ -237,9 +266,11 @@ fn sweep(agent: &mut Agent, book: &Book, role: &'static str) {
 /// record failed (storage refuses writes). A step the rules refuse does not. A step that
 /// is allowed but unrecorded still goes ahead, because what it says is true and the peer
 /// must hear it (a rejection frees what a proposal held, a cancel stops the work, a report
-/// gets the work paid). The dialogue stays as it was recorded: a proposal whose rejection
-/// was not recorded may still be awarded later, and the participant, told no, refuses the
-/// award (an escrow locked for it is refunded at its deadline).
+/// gets the work paid). The dialogue stays as it was recorded. A proposal whose rejection
+/// was not recorded is never awarded by the same initiator all the same ([`reject`] notes
+/// it in the book); an initiator restarted before the rejection was recorded may award it,
+/// and the participant, told no, refuses the award (an escrow locked for it is refunded at
+/// its deadline).
 fn allowed(step: Result<Option<Data>, DialogueError>, what: &'static str) -> Result<Option<Data>, DialogueError> {
     match step {
         Err(DialogueError::Storage { dialogue, reason }) => {

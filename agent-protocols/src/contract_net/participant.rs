@@ -6,6 +6,17 @@ use super::*;
 /// A participant's side of contract-net. `evaluate` decides whether to propose; `perform`
 /// does an awarded task; `release` is told when a proposal's hold ends without an award
 /// (rejected, cancelled), so what it held can go to someone else.
+///
+/// A restarted participant (the same storage, a new process, [`serve`] again) re-arms the
+/// holds of the proposals it had made and releases each when it ends. An award it was
+/// performing when it stopped short (a crash: a graceful stop lets the work in hand end)
+/// is not performed again, nor reported: on startup its dialogue is recorded as failed (a
+/// late cancel or a report of the old work is refused), `release` is told of its proposal,
+/// and the award's escrow, if any, is refunded to the initiator at once. The participant
+/// cannot know how far the interrupted `perform` went, so `release` may come after part or
+/// all of its work was done; what it had done stands. An award whose end was recorded
+/// before the crash (the report is recorded, and committed, before it is sent or paid)
+/// is left as it ended: nothing is released for work that was reported.
 #[async_trait::async_trait]
 pub trait Participant: Send + Sync + 'static {
     /// The task, as the initiator describes it.
@@ -48,9 +59,9 @@ pub trait Participant: Send + Sync + 'static {
 ///
 /// [`Dialogue::data`]: crate::dialogue::Dialogue::data
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct HeldProposal<P> {
-    proposal: P,
-    hold_until_ms: u64,
+pub(super) struct HeldProposal<P> {
+    pub(super) proposal: P,
+    pub(super) hold_until_ms: u64,
 }
 
 /// The proposal held in `data` (a [`HeldProposal`] kept with a dialogue), decoded as `P`.
@@ -65,9 +76,11 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
     let book = Book::default();
     let holds = Holds::default();
     let performing = Performing::default();
+    let work = crate::work::Work::of(agent);
     {
         // Dialogues from before a restart are read when the agent starts, not when the
-        // first call comes; the proposals they hold are released when their holds end.
+        // first call comes; the proposals they hold are released when their holds end, and
+        // the awards stopped short by a crash are ended.
         let (book, holds, participant) = (book.clone(), holds.clone(), participant.clone());
         agent.on_startup(move |ctx: Context| {
             let (book, holds, participant) = (book.clone(), holds.clone(), participant.clone());
@@ -77,12 +90,20 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                     Ok(dialogues) => dialogues,
                     Err(e) => return tracing::error!(error = %e, "cannot load the contract-net dialogues"),
                 };
+                let mut interrupted = Vec::new();
                 for dialogue in dialogues.all() {
                     let Some(kept) = dialogue.data else { continue };
                     if let Ok(held) = kept.decode::<HeldProposal<serde::de::IgnoredAny>>() {
                         let (id, initiator) = (dialogue.id, dialogue.peer);
                         holds.hold(&ctx, &participant, &book, id, held.hold_until_ms, Hold { initiator, kept });
+                    } else if dialogue.state == "awarded" {
+                        if let Ok(in_hand) = kept.decode::<InHand<HeldProposal<P::Proposal>>>() {
+                            interrupted.push((dialogue.id, dialogue.peer, in_hand));
+                        }
                     }
+                }
+                if !interrupted.is_empty() {
+                    end_interrupted(&ctx, dialogues, &participant, interrupted);
                 }
             }
         });
@@ -176,25 +197,47 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
         });
     }
     {
-        let (book, participant, holds, performing) =
-            (book.clone(), participant.clone(), holds.clone(), performing.clone());
+        let (book, participant, holds, performing, work) =
+            (book.clone(), participant.clone(), holds.clone(), performing.clone(), work);
         served = served.on_message(move |ctx: Context, from: Address, accept: Accept| {
-            let (book, participant, holds, performing) =
-                (book.clone(), participant.clone(), holds.clone(), performing.clone());
+            let (book, participant, holds, performing, work) =
+                (book.clone(), participant.clone(), holds.clone(), performing.clone(), work.clone());
             async move {
                 let (Ok(dialogues), Some(id)) = (book.get(&ctx, PARTICIPANT), ctx.session()) else { return };
-                let held = match dialogues.incoming_named("Accept", id, from, now_ms()) {
+                // The award keeps what it is for until its end is recorded, so a participant
+                // restarted after a crash finds it ([`Participant`]).
+                let before = dialogues.get(id).and_then(|dialogue| dialogue.data);
+                let in_hand = before.as_ref().and_then(|held| in_hand(held, accept.payment.as_ref()));
+                let step = in_hand.as_ref().map_or_else(Step::default, |kept| Step::default().keeping(kept.clone()));
+                let held = match dialogues.incoming_with("Accept", id, from, now_ms(), step) {
                     Ok(held) => held,
                     Err(refused) => return tell(&ctx, id, from, refused).await,
+                };
+                let in_hand = match (held == before, in_hand) {
+                    (true, in_hand) => in_hand,
+                    // The hold ended (or a revised call came) between the read and the
+                    // step: the award holds nothing, and keeps nothing in hand.
+                    (false, Some(kept)) => {
+                        if let Err(e) = dialogues.take_data(id, Some(&kept)) {
+                            tracing::warn!(error = %e, "an award that holds nothing could not be noted so");
+                        }
+                        None
+                    }
+                    (false, None) => None,
                 };
                 holds.stop(id);
                 let Ok(reply) = ctx.defer_reply() else { return };
                 let paid_by = accept.payment.map(|payment| (payment, ctx.wallet()));
                 // Performed on a task of its own: the work may take long (a lead time, a
-                // computation), and the participant goes on answering other calls.
+                // computation), and the participant goes on answering other calls. Not
+                // `ctx.spawn` alone: a graceful stop lets the work in hand end (a `perform`
+                // is not cancel-safe); a crash ends it ([`Work`](crate::work::Work)).
                 performing.start(id);
                 let performed = performing.clone();
-                tokio::spawn(async move {
+                let task_ctx = ctx.clone();
+                work.spawn(&task_ctx, async move {
+                    // Committed before the work starts: a crash during it is found on restart.
+                    commit_soon(&ctx, "an award");
                     let report = match held_proposal::<P::Proposal>(held) {
                         Some(proposal) => match checked(participant.price(&proposal), id, &paid_by, accept.payer).await
                         {
@@ -224,11 +267,22 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                         || allowed(dialogues.outgoing_named(report_step(&report), id, now_ms()), "report").is_err()
                     {
                         // Cancelled while it was performed, or before it was reported: the
-                        // initiator no longer waits, and does not pay.
+                        // initiator no longer waits, and does not pay. The work ended: a
+                        // restart must not take it for one stopped short (a cancel that
+                        // storage could not record left it in hand).
+                        if let Some(kept) = &in_hand {
+                            if let Err(e) = dialogues.take_data(id, Some(kept)) {
+                                tracing::warn!(error = %e, "a cancelled award's end could not be recorded");
+                            }
+                        }
                         if let Some((payment, wallet)) = &paid_by {
                             give_back(wallet, id, payment).await;
                         }
                     } else {
+                        // The report is recorded, and committed, before it is sent or paid: a
+                        // participant restarted after a crash from here on finds the award
+                        // ended, and releases nothing for work it reported.
+                        commit_soon(&ctx, "a report");
                         // Done, and not cancelled meanwhile: collect the pay before saying so.
                         let done = matches!(report, Report::Done { .. });
                         if let (true, Some((payment, wallet))) = (done, &paid_by) {

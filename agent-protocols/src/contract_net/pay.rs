@@ -87,10 +87,14 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
                 });
                 None
             }
-            (true, Some(_)) if dialogues.get(id).is_none_or(|d| d.state != "proposed") => {
+            (true, Some(_)) if book.rejected(id) || dialogues.get(id).is_none_or(|d| d.state != "proposed") => {
                 // Awarded already (a second award of the same call), cancelled, rejected
-                // or expired: nothing may be awarded, so nothing is locked.
-                let state = dialogues.get(id).map_or_else(|| "unknown".to_owned(), |d| d.state.to_string());
+                // (though storage may not have recorded it) or expired: nothing may be
+                // awarded, so nothing is locked.
+                let state = match book.rejected(id) {
+                    true => "rejected".to_owned(),
+                    false => dialogues.get(id).map_or_else(|| "unknown".to_owned(), |d| d.state.to_string()),
+                };
                 let result = Err(AwardFailure::NotAwardable { state });
                 settlements.push(Settlement { winner: to, result, escrow: None, paid: false });
                 continue;
@@ -109,7 +113,7 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
                         // dropped, the award refused): a release before the deadline makes
                         // the refund a no-op.
                         let recorded = record_escrow(&storage, id, escrow, deadline_ms).await;
-                        refund_when_due_and_forget(wallet.clone(), storage.clone(), id, escrow, deadline_ms);
+                        refund_when_due_and_forget(ctx, wallet.clone(), storage.clone(), id, escrow, deadline_ms);
                         match recorded {
                             Ok(()) => {
                                 let payment = Payment { deal: deal_of(id), escrow, price, deliver_by_ms };
@@ -126,7 +130,7 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
                         // The lock may still have been applied (the ledger unreachable after
                         // the submission): if so, its escrow is on the ledger alone, and the
                         // sweep of open escrows after its deadline refunds it.
-                        refund_open_escrows_after(wallet.clone(), deadline_ms);
+                        refund_open_escrows_after(ctx, wallet.clone(), deadline_ms);
                         let result = Err(AwardFailure::NotLocked(e.to_string()));
                         settlements.push(Settlement { winner: to, result, escrow: None, paid: false });
                         None
@@ -165,7 +169,7 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
             (Some((payment, _)), Some(Err(DialogueError::Storage { reason, .. }))) => {
                 let result = Err(AwardFailure::NotRecorded(reason));
                 settlements.push(Settlement { winner: to, result, escrow: Some(payment.escrow), paid: false });
-                reject(ctx, dialogues, id, to, RejectReason::NotChosen).await;
+                reject(ctx, book, dialogues, id, to, RejectReason::NotChosen).await;
             }
             (Some((payment, _)), _) => {
                 // The dialogue moved on while the price was being locked: the escrow is
@@ -175,7 +179,7 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
                 settlements.push(Settlement { winner: to, result, escrow: Some(payment.escrow), paid: false });
             }
             (None, _) => {
-                reject(ctx, dialogues, id, to, RejectReason::NotChosen).await;
+                reject(ctx, book, dialogues, id, to, RejectReason::NotChosen).await;
             }
         }
     }
@@ -263,15 +267,18 @@ async fn record_escrow(
 /// Refunds `escrow` to `wallet` once its deadline has passed (in the background, as
 /// [`refund_when_due`](crate::settlement::refund_when_due)), then forgets its record: once
 /// the escrow is settled, by that refund or before it by a release. A record whose refund
-/// could not be made (the ledger unreachable for an hour) stays for the next restart.
+/// could not be made (the ledger unreachable for an hour), or whose agent stopped first,
+/// stays for the next restart. A task of `ctx`'s agent: it ends with its bureau, so a
+/// crashed initiator refunds nothing after the crash (its restart does, from the record).
 fn refund_when_due_and_forget(
+    ctx: &Context,
     wallet: agent_core::Wallet,
     storage: agent_core::Storage,
     dialogue: u128,
     escrow: EscrowId,
     deadline_ms: u64,
 ) {
-    tokio::spawn(async move {
+    ctx.spawn(async move {
         if refund_at(&wallet, escrow, deadline_ms).await {
             if let Err(e) = storage.remove(&escrow_key(dialogue)) {
                 // Harmless but for the space: the next restart's refund finds it settled.
@@ -311,19 +318,21 @@ pub(super) fn refund_recorded_escrows(ctx: &Context, storage: &agent_core::Stora
         tracing::info!(escrows = recorded.len(), "refunding escrows locked before a restart when due");
     }
     for (dialogue, locked) in recorded {
-        refund_when_due_and_forget(wallet.clone(), storage.clone(), dialogue, locked.escrow, locked.deadline_ms);
+        refund_when_due_and_forget(ctx, wallet.clone(), storage.clone(), dialogue, locked.escrow, locked.deadline_ms);
     }
-    refund_open_escrows_after(wallet, 0);
+    refund_open_escrows_after(ctx, wallet, 0);
 }
 
 /// Once `after_ms` has passed, refunds every escrow `wallet` has open on the ledger, each
 /// at its own deadline: what no one released by its deadline goes back to its payer, the
-/// ledger's rule for every escrow, whoever locked it and for what.
-fn refund_open_escrows_after(wallet: agent_core::Wallet, after_ms: u64) {
-    tokio::spawn(async move {
+/// ledger's rule for every escrow, whoever locked it and for what. A task of `ctx`'s agent,
+/// as [`refund_when_due_and_forget`]'s.
+fn refund_open_escrows_after(ctx: &Context, wallet: agent_core::Wallet, after_ms: u64) {
+    let task_ctx = ctx.clone();
+    ctx.spawn(async move {
         let wait = after_ms.saturating_sub(now_ms());
         tokio::time::sleep(Duration::from_millis(wait)).await;
-        if let Err(e) = crate::settlement::refund_open_escrows(&wallet).await {
+        if let Err(e) = crate::settlement::refund_open_escrows(&task_ctx, &wallet).await {
             tracing::warn!(error = %e, "the wallet's open escrows could not be read; they are refunded at the next restart");
         }
     });

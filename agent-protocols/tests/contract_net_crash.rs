@@ -1,0 +1,186 @@
+//! Contract-net across a crash (simulated hosts, paused time, balances checked on the
+//! ledger): a winner that crashes while it performs does not hold its award for good once
+//! it restarts, and the crashed agent's work does not go on after the crash; a crashed
+//! initiator refunds nothing after its crash, and its restart refunds what it locked, once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_core::ledger::{Ledger, MemoryLedger};
+use agent_core::sim::{Host, Sim};
+use agent_core::{Address, Agent, Config, Context, Identity, Wallet};
+use agent_protocols::contract_net::{self, AwardFailure, Paid, Settlement};
+
+mod common;
+
+use common::cnp::SlowSeller;
+
+const FUNDS: u128 = 1_000;
+/// What [`SlowSeller`] asks.
+const PRICE: u128 = 100;
+
+struct Market {
+    sim: Sim,
+    office: Host,
+    shop: Host,
+    ledger: Arc<MemoryLedger>,
+    traveller: Address,
+    ctx: Context,
+    book: contract_net::Book,
+    proposer: Address,
+}
+
+/// A seller, priced, whose work takes `perform`, on host "shop"; a traveller holding
+/// [`FUNDS`] on host "office"; one ledger.
+async fn market(seed: u64, perform: Duration) -> (Market, Arc<SlowSeller>) {
+    let sim = Sim::new(seed);
+    let mint = Identity::from_seed("crash mint");
+    let ledger = Arc::new(MemoryLedger::new(Some(mint.address()), sim.clock()));
+    let config = Config::default().with_ledger(ledger.clone());
+    let office = sim.add_host_with("office", config.clone()).unwrap();
+    let shop = sim.add_host_with("shop", config).unwrap();
+    let seller = SlowSeller::new(perform, true);
+    let (proposer, _) = add_seller(&shop, &seller);
+    let (traveller, book) = add_traveller(&office);
+    let ctx = office.context(traveller).unwrap();
+    Wallet::new(mint, ledger.clone()).mint(ctx.wallet().unwrap().address(), FUNDS).await.unwrap();
+    (Market { sim, office, shop, ledger, traveller, ctx, book, proposer }, seller)
+}
+
+/// The seller agent (the same key, so the same storage, at each restart) played by `seller`.
+fn add_seller(shop: &Host, seller: &Arc<SlowSeller>) -> (Address, contract_net::Book) {
+    let mut agent = Agent::builder("seller").seed("seller").build().unwrap();
+    let book = contract_net::serve(&mut agent, seller.clone());
+    (shop.add(agent).unwrap(), book)
+}
+
+fn add_traveller(office: &Host) -> (Address, contract_net::Book) {
+    let mut agent = Agent::builder("traveller").seed("traveller").build().unwrap();
+    let book = contract_net::initiator(&mut agent);
+    (office.add(agent).unwrap(), book)
+}
+
+impl Market {
+    async fn call(&self) -> contract_net::Called<u64> {
+        let called =
+            contract_net::call::<_, u64>(&self.ctx, &self.book, &[self.proposer], &"LHR-JFK", SECOND).await.unwrap();
+        assert_eq!(called.proposals.len(), 1, "{called:?}");
+        called
+    }
+
+    fn wallet(&self, host: &Host, agent: Address) -> Address {
+        host.context(agent).unwrap().wallet().unwrap().address()
+    }
+
+    /// Waits (bounded) until the traveller and the seller hold `traveller` and `seller`,
+    /// then checks they hold the whole supply: nothing locked in escrow, made or lost.
+    async fn settles(&self, traveller: u128, seller: u128) {
+        let wallets = [self.wallet(&self.office, self.traveller), self.wallet(&self.shop, self.proposer)];
+        let balances = || async {
+            [self.ledger.balance(wallets[0]).await.unwrap(), self.ledger.balance(wallets[1]).await.unwrap()]
+        };
+        for _ in 0..100 {
+            if balances().await == [traveller, seller] {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(balances().await, [traveller, seller], "the traveller's and the seller's balances");
+        assert_eq!(self.ledger.audit_total(), self.ledger.supply(), "accounts and escrows add up to the supply");
+        assert_eq!(traveller + seller, self.ledger.supply(), "nothing stays locked in escrow");
+    }
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// The winner crashes while it performs a paid award and restarts at once. On startup it
+/// releases what the award held, records the award as failed (the initiator's late cancel
+/// is refused) and refunds the escrow at once, long before its deadline. The crashed
+/// agent's work ends with the crash: it never finishes, reports or collects.
+#[tokio::test(start_paused = true)]
+async fn a_winner_that_crashed_while_performing_releases_its_award_when_it_restarts() {
+    let perform = Duration::from_secs(10);
+    let (m, crashed) = market(31, perform).await;
+    let called = m.call().await;
+    let dialogue = called.proposals[0].dialogue;
+    let awarding = {
+        let (ctx, book, winner) = (m.ctx.clone(), m.book.clone(), m.proposer);
+        // The initiator waits 20 s for the report: its escrow is refundable only after 21 s.
+        tokio::spawn(async move {
+            contract_net::award_and_pay::<u64, String>(&ctx, &book, &called, &[winner], |p| u128::from(*p), 20 * SECOND)
+                .await
+        })
+    };
+    assert!(m.sim.wait_until(5 * SECOND, Duration::from_millis(10), || *crashed.started.lock() == 1).await);
+    m.sim.crash(&m.shop);
+    m.sim.restart(&m.shop).unwrap();
+    let restarted = SlowSeller::new(perform, true);
+    let (_, book) = add_seller(&m.shop, &restarted);
+
+    assert!(
+        m.sim.wait_until(5 * SECOND, Duration::from_millis(10), || *restarted.released.lock() == 1).await,
+        "the restarted winner released what the interrupted award held"
+    );
+    // Refunded at once by the winner, the escrow's arbiter: well before its deadline.
+    m.settles(FUNDS, 0).await;
+    assert!(m.sim.elapsed() < 10 * SECOND, "refunded at {:?}", m.sim.elapsed());
+    let state = || book.dialogues().and_then(|d| d.get(dialogue)).map(|d| d.state.to_string());
+    assert_eq!(state().as_deref(), Some("failed"));
+
+    let settled = tokio::time::timeout(30 * SECOND, awarding).await.expect("the award ends").unwrap().unwrap();
+    let Paid::Settled(settled) = settled else { panic!("{settled:?}") };
+    let [Settlement { winner, result: Err(AwardFailure::NoReport(_)), paid: false, .. }] = settled.as_slice() else {
+        panic!("the award stopped short is not reported, nor paid: {settled:?}")
+    };
+    assert_eq!(*winner, m.proposer);
+    // The initiator's cancel of the award that gave no report came late: refused.
+    assert_eq!(state().as_deref(), Some("failed"), "the late cancel was refused");
+    assert_eq!(
+        (*crashed.performed.lock(), *crashed.released.lock()),
+        (0, 0),
+        "the crashed agent acted after its crash"
+    );
+    assert_eq!((*restarted.started.lock(), *restarted.released.lock()), (0, 1), "performed again, or released twice");
+    // Only this test holds the crashed participant now: no task of the crashed agent does.
+    assert_eq!(Arc::strong_count(&crashed), 1, "a task of the crashed agent still runs");
+    m.settles(FUNDS, 0).await;
+    m.sim.shutdown().await;
+}
+
+/// The initiator crashes while its winner works (an hour), after locking the price: the
+/// escrow's deadline passes while it is down, and nothing refunds it (its refund task ended
+/// with the crash). Restarted, it refunds the escrow from its record, once.
+#[tokio::test(start_paused = true)]
+async fn a_crashed_initiator_refunds_nothing_until_it_restarts() {
+    let (m, seller) = market(32, Duration::from_secs(3600)).await;
+    let called = m.call().await;
+    let (ctx, book, winner) = (m.ctx.clone(), m.book.clone(), m.proposer);
+    // Awarded from a task of the initiator's agent, as a handler would: it ends with the crash.
+    m.ctx.spawn(async move {
+        let paid =
+            contract_net::award_and_pay::<u64, String>(&ctx, &book, &called, &[winner], |p| u128::from(*p), SECOND)
+                .await;
+        // The crash ends it before it settles; a result would be the test's to read.
+        drop(paid);
+    });
+    assert!(m.sim.wait_until(5 * SECOND, Duration::from_millis(10), || *seller.started.lock() == 1).await);
+    let wallet = m.wallet(&m.office, m.traveller);
+    assert_eq!(m.ledger.balance(wallet).await.unwrap(), FUNDS - PRICE, "the price is locked");
+    m.sim.crash(&m.office);
+
+    // The escrow is refundable after 2 s; the crashed initiator does not refund it.
+    tokio::time::sleep(5 * SECOND).await;
+    assert_eq!(m.ledger.balance(wallet).await.unwrap(), FUNDS - PRICE, "refunded by a crashed initiator");
+    assert_eq!(m.ledger.open_escrows(wallet, 10).await.unwrap().len(), 1);
+
+    m.sim.restart(&m.office).unwrap();
+    let (traveller, book) = add_traveller(&m.office);
+    assert_eq!(traveller, m.traveller);
+    // The book's first use schedules the refund of what was locked before the crash.
+    let ctx = m.office.context(traveller).unwrap();
+    // (The award, unflushed when the initiator crashed, may be lost: the call may be waiting
+    // again. What counts here is the money.)
+    contract_net::recall::<u64>(&ctx, &book).unwrap();
+    m.settles(FUNDS, 0).await;
+    m.sim.shutdown().await;
+}
