@@ -485,7 +485,8 @@ impl Participant for Haggler {
 }
 
 /// The iterated variant: a revised call to the proposers, in the same dialogues, gets
-/// counter-proposals (or refusals); the earlier proposals are void and released.
+/// counter-proposals (or refusals); the earlier proposals are void and released, and the
+/// earlier round can no longer be awarded.
 #[tokio::test]
 async fn a_revised_call_gets_counter_proposals_in_the_same_dialogues() {
     let m = market().await;
@@ -514,6 +515,18 @@ async fn a_revised_call_gets_counter_proposals_in_the_same_dialogues() {
         "the same dialogue"
     );
     wait_for(|| *a.released.lock() == 1 && *b.released.lock() == 1).await;
+    assert_eq!((first.round, revised.round), (0, 1));
+
+    // The first round is superseded: deciding on it would hold a to 100, which it no longer
+    // proposes (its counter-proposal is 90). Its proposals are neither accepted nor rejected.
+    let stale = contract_net::award::<u64, String>(&ctx, &m.book, &first, &[addresses[0]], Duration::from_secs(2))
+        .await
+        .unwrap();
+    let superseded = AwardFailure::NotAwardable { state: "superseded".into() };
+    assert_eq!(stale, Outcome::AllFailed(vec![(addresses[0], superseded)]));
+    let dialogue = revised.proposals[0].dialogue;
+    let state = m.book.dialogues().unwrap().get(dialogue).unwrap().state.to_string();
+    assert_eq!(state, "proposed", "the counter-proposal still waits for its decision");
 
     let outcome =
         contract_net::award::<u64, String>(&ctx, &m.book, &revised, &cheapest(&revised), Duration::from_secs(2))

@@ -31,6 +31,11 @@ pub struct Called<P> {
     pub refused: Vec<(Address, NoProposal)>,
     /// Who did not answer in time (a later proposal is rejected as late).
     pub silent: Vec<Address>,
+    /// Which round of the call this is: 0 for [`call`], one more for each [`call_again`].
+    /// A `Called` whose proposers were called again is superseded: [`award`] and
+    /// [`award_and_pay`] neither accept nor reject its proposals that were called again
+    /// (their winners end with [`AwardFailure::NotAwardable`], state `superseded`).
+    pub round: u32,
 }
 
 /// How a contract-net round ended.
@@ -73,7 +78,7 @@ pub async fn call<T: Serialize, P: DeserializeOwned + Send + 'static>(
     let dialogues = book.get(ctx, INITIATOR)?;
     let (task, until, deadline_ms) = prepare(task, deadline)?;
     let call = rand_id();
-    let kept = kept(call, None);
+    let kept = kept(call, 0, None);
     let mut targets = Vec::with_capacity(participants.len());
     let mut called = std::collections::HashSet::with_capacity(participants.len());
     for &participant in participants {
@@ -86,7 +91,7 @@ pub async fn call<T: Serialize, P: DeserializeOwned + Send + 'static>(
         dialogues.open_with(Cfp::NAME, id, participant, PARTICIPANT, now_ms(), step)?;
         targets.push((participant, id));
     }
-    Ok(gather(ctx, book, call, targets, task, deadline, until, deadline_ms).await)
+    Ok(gather(ctx, book, (call, 0), targets, task, deadline, until, deadline_ms).await)
 }
 
 /// The iterated variant: calls the proposers of `called` again, in the same dialogues, with
@@ -104,14 +109,15 @@ pub async fn call_again<T: Serialize, P: DeserializeOwned + Send + 'static, Q>(
     book.check_answered(ctx)?;
     let dialogues = book.get(ctx, INITIATOR)?;
     let (task, until, deadline_ms) = prepare(task, deadline)?;
-    let kept = kept(called.call, None);
+    let round = called.round.saturating_add(1);
+    let kept = kept(called.call, round, None);
     let mut targets = Vec::with_capacity(called.proposals.len());
     for proposal in &called.proposals {
         let step = Step::default().until(deadline_ms).keeping(kept.clone());
         dialogues.outgoing_with(Cfp::NAME, proposal.dialogue, now_ms(), step)?;
         targets.push((proposal.from, proposal.dialogue));
     }
-    Ok(gather(ctx, book, called.call, targets, task, deadline, until, deadline_ms).await)
+    Ok(gather(ctx, book, (called.call, round), targets, task, deadline, until, deadline_ms).await)
 }
 
 /// The task as JSON, and the deadline on both clocks: the participants are told
@@ -133,7 +139,7 @@ fn prepare<T: Serialize>(
 async fn gather<P: DeserializeOwned + Send + 'static>(
     ctx: &Context,
     book: &Book,
-    call: u128,
+    (call, round): (u128, u32),
     targets: Vec<(Address, u128)>,
     task: serde_json::Value,
     deadline: Duration,
@@ -166,7 +172,7 @@ async fn gather<P: DeserializeOwned + Send + 'static>(
             // No answer (the participant ended without one, or is unreachable) is silence:
             // `asked`, dropped unsettled, settles with nothing.
             let (Some(dialogues), Ok(answer)) = (book.dialogues(), answer) else { return };
-            let step = Step::default().keeping(kept(call, Some(&answer)));
+            let step = Step::default().keeping(kept(call, round, Some(&answer)));
             let step = dialogues.incoming_with(answer_step(&answer), id, participant, now_ms(), step).map(drop);
             if !asked.claim() {
                 // The call stopped waiting: a proposal is late (one that arrived just before
@@ -222,7 +228,7 @@ async fn gather<P: DeserializeOwned + Send + 'static>(
         gathering.settled.notified().await;
     }
     let answers = std::mem::take(&mut gathering.state.lock().answers);
-    let mut called = Called { call, proposals: Vec::new(), refused: Vec::new(), silent: Vec::new() };
+    let mut called = Called { call, proposals: Vec::new(), refused: Vec::new(), silent: Vec::new(), round };
     let mut answered = HashSet::with_capacity(answers.len());
     for answer in answers {
         match answer {
@@ -325,12 +331,27 @@ impl<P> Drop for Asked<P> {
 #[derive(Serialize, Deserialize)]
 pub(super) struct Kept<A> {
     pub(super) call: String,
+    /// The round of the call the dialogue's last call for proposals was ([`Called::round`]).
+    #[serde(default, skip_serializing_if = "is_first")]
+    pub(super) round: u32,
     #[serde(default = "Option::default", skip_serializing_if = "Option::is_none")]
     pub(super) answer: Option<A>,
 }
 
-fn kept(call: u128, answer: Option<&Answer>) -> Data {
-    let kept = Kept { call: format!("{call:032x}"), answer };
+/// Whether dialogue `id` was called again after the round `round` of its call gathered its
+/// proposal: that proposal is void, and a decision on it from that round would be taken on
+/// a proposal the participant no longer makes.
+pub(super) fn superseded(dialogues: &Dialogues, id: u128, round: u32) -> bool {
+    let data = dialogues.get(id).and_then(|d| d.data);
+    data.and_then(|data| data.decode::<Kept<serde::de::IgnoredAny>>().ok()).is_some_and(|kept| kept.round > round)
+}
+
+fn is_first(round: &u32) -> bool {
+    *round == 0
+}
+
+fn kept(call: u128, round: u32, answer: Option<&Answer>) -> Data {
+    let kept = Kept { call: format!("{call:032x}"), round, answer };
     // Nothing in a call id or an answer (JSON already) can fail to encode.
     Data::encode(&kept).unwrap_or_else(|_| Data::from(serde_json::Value::Null))
 }
@@ -352,9 +373,10 @@ pub fn recall<P: DeserializeOwned>(ctx: &Context, book: &Book) -> Result<Vec<Cal
         let Recalled { opened_ms, proposals, called } = calls.entry(call).or_insert_with(|| Recalled {
             opened_ms: dialogue.opened_ms,
             proposals: Vec::new(),
-            called: Called { call, proposals: Vec::new(), refused: Vec::new(), silent: Vec::new() },
+            called: Called { call, proposals: Vec::new(), refused: Vec::new(), silent: Vec::new(), round: 0 },
         });
         *opened_ms = (*opened_ms).min(dialogue.opened_ms);
+        called.round = called.round.max(kept.round);
         let from = dialogue.peer;
         match (dialogue.state.as_str(), kept.answer) {
             ("proposed", Some(Answer::Propose { proposal, hold_until_ms, pay_to })) => {
@@ -493,6 +515,13 @@ pub async fn award<P, R: DeserializeOwned>(
         let (id, to) = (proposal.dialogue, proposal.from);
         // A proposal this initiator rejected is never awarded, though its rejection may be
         // unrecorded (then its dialogue still shows it open).
+        if superseded(dialogues, id, called.round) {
+            // Called again since: the newer round decides it, not this one.
+            if winners.contains(&to) {
+                results.push((to, Err(AwardFailure::NotAwardable { state: "superseded".into() })));
+            }
+            continue;
+        }
         let accepted = if winners.contains(&to) && !book.rejected(id) {
             Some(dialogues.outgoing_named("Accept", id, now_ms()))
         } else {

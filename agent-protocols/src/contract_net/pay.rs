@@ -76,6 +76,14 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
     let mut reports = tokio::task::JoinSet::new();
     for proposal in &called.proposals {
         let (id, to) = (proposal.dialogue, proposal.from);
+        if super::initiator::superseded(dialogues, id, called.round) {
+            // Called again since: the newer round decides it, and nothing is locked for it.
+            if winners.contains(&to) {
+                let result = Err(AwardFailure::NotAwardable { state: "superseded".into() });
+                settlements.push(Settlement { winner: to, result, escrow: None, paid: false });
+            }
+            continue;
+        }
         let locked = match (winners.contains(&to), proposal.pay_to) {
             (false, _) => None,
             (true, None) => {
