@@ -295,7 +295,22 @@ impl Context {
         }
         let (reply_tx, reply_rx) = oneshot::channel();
         let delivery = self.delivery::<Req>(message, Some(ReplyTo::Local(reply_tx)), session, trace_id);
-        let answered = match self.deliver_and_wait(to, delivery, reply_rx, deadline, timeout).await {
+        let own_timer = match self.cell.multi_thread {
+            true => self.cell.request_timer.take(deadline),
+            false => None,
+        };
+        let waited = match own_timer {
+            Some(timer) => self.deliver_armed(to, delivery, reply_rx, timer, deadline, timeout).await,
+            None => match router.deliver(to, delivery, Some(deadline), timeout).await {
+                // Let the target run first: a quick reply is then ready at the first poll of
+                // the timeout below, which then never registers its timer (on a multi-thread
+                // runtime a lock shared by all workers, and on either the costliest step of
+                // a local round trip). The deadline is unchanged.
+                Ok(()) => Ok(self.wait_for_reply(reply_rx, deadline).await),
+                Err(undelivered) => Err(undelivered),
+            },
+        };
+        let answered = match waited {
             Ok(answered) => answered,
             Err((failure, delivery)) => {
                 return match (&failure, self.remote(), take_back::<Req>(*delivery)) {
@@ -523,32 +538,24 @@ impl Context {
     }
 
     /// Queues the request `delivery` for `to` and waits for its answer on `reply` until
-    /// `deadline`. `Err` is a delivery that could not be queued.
+    /// `deadline`, on `timer`, the agent's own. `Err` is a delivery that could not be queued.
     ///
-    /// On a multi-thread runtime, a request from the agent's own task arms both of its
-    /// waits (the reply and the timer) before the message leaves, and returns at once after
-    /// queueing it. Queueing wakes the target, and a woken task that is still being polled
-    /// on one worker is requeued there instead of joining its waker on the other: the
-    /// shorter the requester's poll after the wake, the less often the two agents end up
-    /// answering each other across workers once a steal has parted them.
-    async fn deliver_and_wait(
+    /// For a request from the agent's own task on a multi-thread runtime: both waits (the
+    /// reply and the timer) are armed before the message leaves, and the poll returns at
+    /// once after queueing it. Queueing wakes the target, and a woken task that is still
+    /// being polled on one worker is requeued there instead of joining its waker on the
+    /// other: the shorter the requester's poll after the wake, the less often the two agents
+    /// end up answering each other across workers once a steal has parted them.
+    async fn deliver_armed(
         &self,
         to: Address,
         delivery: Box<Delivery>,
         mut reply: oneshot::Receiver<Result<Reply, RequestFailure>>,
+        mut timer: Pin<Box<tokio::time::Sleep>>,
         deadline: Instant,
         timeout: Duration,
     ) -> Result<Answered, DeliverError> {
         let router = &self.cell.bureau.router;
-        let own = match self.cell.multi_thread {
-            true => self.cell.request_timer.take(deadline),
-            false => None,
-        };
-        let Some(mut timer) = own else {
-            router.deliver(to, delivery, Some(deadline), timeout).await?;
-            // On a current-thread runtime: let the target run first (see `wait_for_reply`).
-            return Ok(self.wait_for_reply(reply, deadline).await);
-        };
         let mut delivery = Some(delivery);
         let waited = std::future::poll_fn(|cx| {
             let answered = poll_answer(&mut reply, &mut timer, deadline, cx);
