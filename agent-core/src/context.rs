@@ -23,6 +23,7 @@ use crate::identity::{Address, Identity};
 use crate::message::ProtocolDigest;
 use crate::message::{Message, SchemaDigest};
 use crate::remote::{Outgoing, RemoteSend};
+use crate::router::DeliverError;
 use crate::storage::{Storage, StorageError};
 
 /// One running agent's state, shared by its loop and its contexts.
@@ -294,20 +295,33 @@ impl Context {
         }
         let (reply_tx, reply_rx) = oneshot::channel();
         let delivery = self.delivery::<Req>(message, Some(ReplyTo::Local(reply_tx)), session, trace_id);
-        if let Err((failure, delivery)) = router.deliver(to, delivery, Some(deadline), timeout).await {
-            return match (&failure, self.remote(), take_back::<Req>(*delivery)) {
-                (SendFailure::Unroutable { .. }, Some(remote), Some(message)) => {
-                    let header = self.header::<Req>(session, trace_id, true);
-                    self.request_out(remote.as_ref(), to, message, header, deadline, timeout).await
-                }
-                _ => Err(RequestError::Send(failure)),
-            };
-        }
-        // Let the target run first: a quick reply is then ready at the first poll of the
-        // timeout below, which then never registers its timer (on a multi-thread runtime a
-        // lock shared by all workers, and on either the costliest step of a local round
-        // trip). The deadline is unchanged.
-        let answered = self.wait_for_reply(reply_rx, deadline).await;
+        let own_timer = match self.cell.multi_thread {
+            true => self.cell.request_timer.take(deadline),
+            false => None,
+        };
+        let waited = match own_timer {
+            Some(timer) => self.deliver_armed(to, delivery, reply_rx, timer, deadline, timeout).await,
+            None => match router.deliver(to, delivery, Some(deadline), timeout).await {
+                // Let the target run first: a quick reply is then ready at the first poll of
+                // the timeout below, which then never registers its timer (on a multi-thread
+                // runtime a lock shared by all workers, and on either the costliest step of
+                // a local round trip). The deadline is unchanged.
+                Ok(()) => Ok(self.wait_for_reply(reply_rx, deadline).await),
+                Err(undelivered) => Err(undelivered),
+            },
+        };
+        let answered = match waited {
+            Ok(answered) => answered,
+            Err((failure, delivery)) => {
+                return match (&failure, self.remote(), take_back::<Req>(*delivery)) {
+                    (SendFailure::Unroutable { .. }, Some(remote), Some(message)) => {
+                        let header = self.header::<Req>(session, trace_id, true);
+                        self.request_out(remote.as_ref(), to, message, header, deadline, timeout).await
+                    }
+                    _ => Err(RequestError::Send(failure)),
+                };
+            }
+        };
         let reply = match answered {
             Err(_) => return Err(RequestError::Timeout { to, after: timeout }),
             Ok(Err(_)) => return Err(RequestError::Stopped { to }),
@@ -523,6 +537,47 @@ impl Context {
         })
     }
 
+    /// Queues the request `delivery` for `to` and waits for its answer on `reply` until
+    /// `deadline`, on `timer`, the agent's own. `Err` is a delivery that could not be queued.
+    ///
+    /// For a request from the agent's own task on a multi-thread runtime: both waits (the
+    /// reply and the timer) are armed before the message leaves, and the poll returns at
+    /// once after queueing it. Queueing wakes the target, and a woken task that is still
+    /// being polled on one worker is requeued there instead of joining its waker on the
+    /// other: the shorter the requester's poll after the wake, the less often the two agents
+    /// end up answering each other across workers once a steal has parted them.
+    async fn deliver_armed(
+        &self,
+        to: Address,
+        delivery: Box<Delivery>,
+        mut reply: oneshot::Receiver<Result<Reply, RequestFailure>>,
+        mut timer: Pin<Box<tokio::time::Sleep>>,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Answered, DeliverError> {
+        let router = &self.cell.bureau.router;
+        let mut delivery = Some(delivery);
+        let waited = std::future::poll_fn(|cx| {
+            let answered = poll_answer(&mut reply, &mut timer, deadline, cx);
+            match delivery.take().map(|delivery| router.try_deliver(to, delivery)) {
+                Some(Err(blocked)) => Poll::Ready(Err(blocked)),
+                // Queued (just now or at an earlier poll): the answer is awaited.
+                Some(Ok(())) | None => answered.map(Ok),
+            }
+        })
+        .await;
+        self.cell.request_timer.put_back(timer);
+        match waited {
+            Ok(answered) => Ok(answered),
+            // Not queued: nothing was sent, so no answer can come yet. A full mailbox is
+            // waited on, then the answer as anywhere else.
+            Err(blocked) => {
+                Box::pin(router.deliver_blocked(to, blocked, Some(deadline), timeout)).await?;
+                Ok(self.wait_for_reply(reply, deadline).await)
+            }
+        }
+    }
+
     /// Waits for `reply` until `deadline`, on the agent's rearmed timer where it can (see
     /// [`RequestTimer`]).
     async fn wait_for_reply<T>(
@@ -555,21 +610,7 @@ impl Context {
         let Some(mut timer) = timers.take(deadline) else {
             return tokio::time::timeout_at(deadline, reply).await.map_err(|_| ());
         };
-        let answered = std::future::poll_fn(|cx| {
-            if let Poll::Ready(answered) = Pin::new(&mut reply).poll(cx) {
-                return Poll::Ready(Ok(answered));
-            }
-            loop {
-                std::task::ready!(timer.as_mut().poll(cx));
-                // Fired at an earlier request's deadline (see `RequestTimer`): rearmed to
-                // this one's, and polled again to wait on it.
-                if timer.deadline() >= deadline {
-                    return Poll::Ready(Err(()));
-                }
-                timer.as_mut().reset(deadline);
-            }
-        })
-        .await;
+        let answered = std::future::poll_fn(|cx| poll_answer(&mut reply, &mut timer, deadline, cx)).await;
         timers.put_back(timer);
         answered
     }
@@ -593,6 +634,31 @@ impl Context {
             reply,
             handled: None,
         })
+    }
+}
+
+/// How a local request's wait ended: answered (or its target gone), or `Err` at its deadline.
+type Answered = Result<Result<Result<Reply, RequestFailure>, oneshot::error::RecvError>, ()>;
+
+/// Polls the wait for `reply` on `timer`, an agent's own (see [`RequestTimer`]), until
+/// `deadline`.
+fn poll_answer<T>(
+    reply: &mut oneshot::Receiver<T>,
+    timer: &mut Pin<Box<tokio::time::Sleep>>,
+    deadline: Instant,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<Result<Result<T, oneshot::error::RecvError>, ()>> {
+    if let Poll::Ready(answered) = Pin::new(reply).poll(cx) {
+        return Poll::Ready(Ok(answered));
+    }
+    loop {
+        std::task::ready!(timer.as_mut().poll(cx));
+        // Fired at an earlier request's deadline (see `RequestTimer`): rearmed to this
+        // one's, and polled again to wait on it.
+        if timer.deadline() >= deadline {
+            return Poll::Ready(Err(()));
+        }
+        timer.as_mut().reset(deadline);
     }
 }
 

@@ -76,10 +76,26 @@ impl Router {
         match self.try_deliver(to, delivery) {
             Ok(()) => Ok(()),
             Err(Blocked::Failed(failure, delivery)) => Err((failure, delivery)),
-            // The waiting path is boxed so that every future embedding `deliver` stays small
-            // on the fast path, where the mailbox has room.
-            Err(Blocked::Full(tx, delivery)) => {
-                let waited = Box::pin(wait_for_space(tx, to, delivery, deadline, timeout)).await;
+            // Boxed so that every future embedding `deliver` stays small on the fast path,
+            // where the mailbox has room.
+            Err(blocked) => Box::pin(self.deliver_blocked(to, blocked, deadline, timeout)).await,
+        }
+    }
+
+    /// Ends a delivery [`try_deliver`](Self::try_deliver) could not queue at once: a
+    /// failure is returned, a full mailbox waited on (see [`deliver`](Self::deliver)).
+    /// Callers box it: it is the slow path.
+    pub(crate) async fn deliver_blocked(
+        &self,
+        to: Address,
+        blocked: Blocked,
+        deadline: Option<Instant>,
+        timeout: Duration,
+    ) -> Result<(), DeliverError> {
+        match blocked {
+            Blocked::Failed(failure, delivery) => Err((failure, delivery)),
+            Blocked::Full(tx, delivery) => {
+                let waited = wait_for_space(tx, to, delivery, deadline, timeout).await;
                 if let Err((SendFailure::Timeout { .. }, _)) = &waited {
                     self.refused_full(&to);
                 }
