@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use crate::identity::Address;
 
-/// Why a message could not be handed to its target.
+/// Why a message could not be handed to its target. Failures are added as the runtime
+/// learns new ways to refuse a message, so a match keeps a catch-all arm (and
+/// [`may_have_been_delivered`](Self::may_have_been_delivered) answers for every one).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SendFailure {
     /// Not delivered: no route to the target.
     #[error("{to} is unroutable: {reason}")]
@@ -77,6 +80,21 @@ pub enum SendFailure {
         endpoint: String,
         /// The last failure seen while trying.
         reason: String,
+    },
+    /// Not sent: the guard of this agent's protocol `protocol` refused the message (a step
+    /// its dialogue's rules do not allow now, for example); see
+    /// [`Guard`](crate::protocol::Guard). Nothing left the agent, and the guard recorded
+    /// nothing.
+    #[error("not sent to {to}: {protocol} refused {message}: {refusal}")]
+    Refused {
+        /// The target.
+        to: Address,
+        /// The guarded protocol, as `name/version`.
+        protocol: String,
+        /// The refused message's type.
+        message: &'static str,
+        /// Why, as a cause to match on and a detail to show.
+        refusal: crate::protocol::Refusal,
     },
     /// Maybe delivered: the remote node did not acknowledge before the deadline.
     #[error("no acknowledgement from {to} at {endpoint} within {after:?}; it may or may not have been delivered")]
