@@ -15,7 +15,7 @@ use crate::handler::{HandlerOutput, MessageFn, MessageHandler, TaskFn, TaskHandl
 use crate::identity::{Address, Identity, IdentityError};
 use crate::message::ProtocolDigest;
 use crate::message::{Message, SchemaDigest};
-use crate::protocol::{Protocol, ProtocolSpec};
+use crate::protocol::{GuardEntry, GuardedHandler, Protocol, ProtocolSpec};
 
 /// What happens when a message is sent to an agent whose mailbox is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +121,9 @@ pub(crate) struct Kind {
     pub(crate) startup: Vec<Arc<dyn TaskHandler>>,
     pub(crate) shutdown: Vec<Arc<dyn TaskHandler>>,
     pub(crate) protocols: Vec<Arc<ProtocolSpec>>,
+    /// The guarded protocols, in the order included: every send checks whether this is
+    /// empty, and only then looks further.
+    pub(crate) guards: Vec<GuardEntry>,
     pub(crate) conflicts: Vec<String>,
     /// Protocols whose manifest a peer would refuse, by name, and why.
     pub(crate) invalid_protocols: Vec<(String, Arc<crate::protocol::ManifestError>)>,
@@ -132,12 +135,28 @@ impl Kind {
         self.protocols.iter().find(|protocol| protocol.includes(message)).map(|protocol| protocol.digest)
     }
 
-    fn add_route(&mut self, digest: SchemaDigest, route: Route) {
+    fn add_route(&mut self, digest: SchemaDigest, mut route: Route) {
         if let Some(existing) = self.routes.get(&digest) {
             self.conflicts.push(format!("{} is handled twice (first as {})", route.name, existing.name));
             return;
         }
+        let guards: Vec<GuardEntry> = self.guards.iter().filter(|entry| entry.covers(&digest)).cloned().collect();
+        if !guards.is_empty() {
+            route.handler = Arc::new(GuardedHandler { inner: route.handler, guards: guards.into() });
+        }
         self.routes.insert(digest, route);
+    }
+
+    /// Adds a guarded protocol's guard: handlers already registered for its messages are
+    /// wrapped in it now, and those registered later by [`add_route`](Self::add_route).
+    fn add_guard(&mut self, entry: GuardEntry) {
+        for (digest, route) in self.routes.iter_mut() {
+            if entry.covers(digest) {
+                let inner = Arc::clone(&route.handler);
+                route.handler = Arc::new(GuardedHandler { inner, guards: Arc::new([entry.clone()]) });
+            }
+        }
+        self.guards.push(entry);
     }
 }
 
@@ -308,7 +327,9 @@ impl Agent {
         self
     }
 
-    /// Adds a protocol's handlers and reply rules.
+    /// Adds a protocol's handlers and reply rules, and its [guard](Protocol::guard) if it
+    /// has one: from then on, every message of its types this agent receives or sends is
+    /// checked by it, whichever handler or send path it takes.
     /// A protocol whose state machine names a state or message it lacks
     /// ([`Protocol::check`]) makes [`Bureau::add`](crate::Bureau::add) refuse the agent.
     pub fn include(&mut self, protocol: Protocol) -> &mut Self {
@@ -316,6 +337,9 @@ impl Agent {
         let kind = Arc::make_mut(&mut self.kind);
         if let Err(error) = protocol.check() {
             kind.invalid_protocols.push((spec.name.clone(), Arc::new(error)));
+        }
+        if let Some(entry) = protocol.guard_entry() {
+            kind.add_guard(entry);
         }
         for (digest, name, handler) in protocol.handlers {
             kind.add_route(digest, Route::new(name, handler, Some(Arc::clone(&spec))));

@@ -218,6 +218,11 @@ impl Context {
     /// [`session`](Self::session) is `session`. A dialogue keeps its messages in one
     /// session this way, whichever handler sends them.
     pub async fn send_in<M: Message>(&self, session: u128, to: Address, message: M) -> Result<(), SendError<M>> {
+        if self.guarded() {
+            if let Err(refused) = self.guard_out::<M>(to, session) {
+                return Err(SendError::new(refused, Some(message)));
+            }
+        }
         let trace_id = self.trace_for_new();
         let router = &self.cell.bureau.router;
         if let Some(remote) = self.remote().filter(|_| router.is_elsewhere(&to)) {
@@ -284,6 +289,9 @@ impl Context {
         message: Req,
         timeout: impl Into<Option<Duration>>,
     ) -> Result<Resp, RequestError> {
+        if self.guarded() {
+            self.guard_out::<Req>(to, session).map_err(RequestError::Send)?;
+        }
         let timeout = timeout.into().unwrap_or(self.cell.bureau.config.request_timeout);
         let deadline = Instant::now() + timeout;
         let trace_id = self.trace_for_new();
@@ -346,6 +354,10 @@ impl Context {
     pub async fn reply<M: Message>(&self, message: M) -> Result<(), ReplyError> {
         let current = self.current.ok_or(ReplyError::NoCurrentMessage)?;
         self.check_reply::<M>(&current)?;
+        // A plain message's answer is checked on its way out by `send_in`.
+        if current.is_request && self.guarded() {
+            self.guard_out::<M>(current.from, current.session).map_err(ReplyError::Send)?;
+        }
         let slot = match current.is_request {
             true => Some(self.take_reply_slot(&current).ok_or(ReplyError::AlreadyAnswered)?),
             false => None,
@@ -615,6 +627,23 @@ impl Context {
         answered
     }
 
+    /// Whether this agent includes a guarded protocol: all an agent without one pays per
+    /// send, one test of an empty list, before [`guard_out`](Self::guard_out).
+    #[inline(always)]
+    fn guarded(&self) -> bool {
+        !self.cell.kind.guards.is_empty()
+    }
+
+    /// Checks an `M` for `to` in `session` with the guards of this agent's protocols (see
+    /// [`Guard`](crate::protocol::Guard)). Out of line, so that the sends of agents without
+    /// guards carry none of it.
+    #[cold]
+    #[inline(never)]
+    fn guard_out<M: Message>(&self, to: Address, session: u128) -> Result<(), SendFailure> {
+        let message = crate::protocol::Outbound { to, session, message: M::NAME, schema: M::digest() };
+        crate::protocol::check_outgoing(self, &self.cell.kind.guards, message)
+    }
+
     fn session_for_new(&self) -> u128 {
         self.current.map(|c| c.session).unwrap_or_else(rand::random)
     }
@@ -695,6 +724,10 @@ impl DeferredReply {
     /// Sends the answer (see [`Context::reply`]).
     pub async fn send<M: Message>(mut self, message: M) -> Result<(), ReplyError> {
         self.ctx.check_reply::<M>(&self.current)?;
+        if self.slot.is_some() && self.ctx.guarded() {
+            // Refused, the reply is dropped: the requester is told there is no reply.
+            self.ctx.guard_out::<M>(self.current.from, self.current.session).map_err(ReplyError::Send)?;
+        }
         let slot = self.slot.take();
         self.ctx.answer(self.current, slot, message).await
     }

@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use crate::identity::Address;
 
-/// Why a message could not be handed to its target.
+/// Why a message could not be handed to its target. Failures are added as the runtime
+/// learns new ways to refuse a message, so a match keeps a catch-all arm (and
+/// [`may_have_been_delivered`](Self::may_have_been_delivered) answers for every one).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SendFailure {
     /// Not delivered: no route to the target.
     #[error("{to} is unroutable: {reason}")]
@@ -77,6 +80,21 @@ pub enum SendFailure {
         endpoint: String,
         /// The last failure seen while trying.
         reason: String,
+    },
+    /// Not sent: the guard of this agent's protocol `protocol` refused the message (a step
+    /// its dialogue's rules do not allow now, for example); see
+    /// `protocol::Guard`. Nothing left the agent, and the guard recorded
+    /// nothing.
+    #[error("not sent to {to}: {protocol} refused {message}: {refusal}")]
+    Refused {
+        /// The target.
+        to: Address,
+        /// The guarded protocol, as `name/version`.
+        protocol: String,
+        /// The refused message's type.
+        message: &'static str,
+        /// Why, as a cause to match on and a detail to show.
+        refusal: Refusal,
     },
     /// Maybe delivered: the remote node did not acknowledge before the deadline.
     #[error("no acknowledgement from {to} at {endpoint} within {after:?}; it may or may not have been delivered")]
@@ -263,6 +281,105 @@ impl Cause {
     /// (bad signature or binding); a node disconnects peers that send many of these.
     pub fn is_authentication_failure(self) -> bool {
         matches!(self, Cause::BadSignature | Cause::NoBinding)
+    }
+}
+
+/// Why a protocol's guard (`protocol::Guard`) refused a message: a [`GuardCause`] to act
+/// on, and a detail for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{cause}: {detail}")]
+pub struct Refusal {
+    /// Why, as a program matches it.
+    pub cause: GuardCause,
+    /// The cause in words (which dialogue, its state, what was expected).
+    pub detail: String,
+}
+
+impl Refusal {
+    /// A refusal for `cause`, with `detail`.
+    pub fn new(cause: GuardCause, detail: impl Into<String>) -> Refusal {
+        Refusal { cause, detail: detail.into() }
+    }
+}
+
+/// The cause of a [`Refusal`], each with a stable one-byte code. The first are a dialogue's
+/// (the message does not fit its state machine); a guard that checks other rules uses
+/// [`Unknown`](Self::Unknown) with a code of its own above 127 until one is added here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GuardCause {
+    /// The message may not follow in the dialogue's state, or not from its sender's role
+    /// (code 1).
+    OutOfOrder,
+    /// The state's deadline had passed (code 2).
+    Late,
+    /// The dialogue is over: nothing more is accepted in it (code 3).
+    Closed,
+    /// No such dialogue, and the message does not open one (code 4).
+    UnknownDialogue,
+    /// The message would open a dialogue whose id is in use (code 5).
+    Exists,
+    /// The other agent is not the dialogue's other party (code 6).
+    NotAParty,
+    /// The peer has as many dialogues open as one peer may (code 7).
+    TooManyOpen,
+    /// Too busy to look at the message; it changed nothing and may be sent again (code 8).
+    Busy,
+    /// The guard could not check or record the message (its storage failed): not the
+    /// message's fault, but it did not count (code 9).
+    Unavailable,
+    /// Another cause, by its code.
+    Unknown(u8),
+}
+
+impl GuardCause {
+    /// The cause's code.
+    pub fn code(self) -> u8 {
+        match self {
+            GuardCause::OutOfOrder => 1,
+            GuardCause::Late => 2,
+            GuardCause::Closed => 3,
+            GuardCause::UnknownDialogue => 4,
+            GuardCause::Exists => 5,
+            GuardCause::NotAParty => 6,
+            GuardCause::TooManyOpen => 7,
+            GuardCause::Busy => 8,
+            GuardCause::Unavailable => 9,
+            GuardCause::Unknown(code) => code,
+        }
+    }
+
+    /// The cause with this code.
+    pub fn from_code(code: u8) -> GuardCause {
+        match code {
+            1 => GuardCause::OutOfOrder,
+            2 => GuardCause::Late,
+            3 => GuardCause::Closed,
+            4 => GuardCause::UnknownDialogue,
+            5 => GuardCause::Exists,
+            6 => GuardCause::NotAParty,
+            7 => GuardCause::TooManyOpen,
+            8 => GuardCause::Busy,
+            9 => GuardCause::Unavailable,
+            other => GuardCause::Unknown(other),
+        }
+    }
+}
+
+impl fmt::Display for GuardCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GuardCause::OutOfOrder => f.write_str("out of order"),
+            GuardCause::Late => f.write_str("late"),
+            GuardCause::Closed => f.write_str("dialogue closed"),
+            GuardCause::UnknownDialogue => f.write_str("no such dialogue"),
+            GuardCause::Exists => f.write_str("dialogue exists"),
+            GuardCause::NotAParty => f.write_str("not a party"),
+            GuardCause::TooManyOpen => f.write_str("too many dialogues open"),
+            GuardCause::Busy => f.write_str("busy"),
+            GuardCause::Unavailable => f.write_str("could not be checked"),
+            GuardCause::Unknown(code) => write!(f, "refused (code {code})"),
+        }
     }
 }
 
@@ -529,5 +646,20 @@ mod tests {
         let report = super::Report::from(layers(&["cannot listen on x", "", "in use"]));
         assert_eq!(format!("{report:?}"), "cannot listen on x: in use");
         assert_eq!(report.to_string(), "cannot listen on x: in use");
+    }
+}
+
+#[cfg(test)]
+mod guard_cause_tests {
+    use super::GuardCause;
+
+    /// The codes are a contract with programs that log or store them: pinned.
+    #[test]
+    fn cause_codes_are_stable() {
+        for code in 0..=255u8 {
+            assert_eq!(GuardCause::from_code(code).code(), code);
+        }
+        assert_eq!(GuardCause::OutOfOrder.code(), 1);
+        assert_eq!(GuardCause::Unavailable.code(), 9);
     }
 }

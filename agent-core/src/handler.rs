@@ -38,7 +38,7 @@ impl HandlerFuture {
     /// Boxes `future` as it is: no wrapper to convert its output, so the future is moved
     /// into its box once (a wrapper such as `map` took it by value, one more copy of the
     /// whole future for every message).
-    fn new<F: Future<Output: HandlerOutput> + Send + 'static>(future: F) -> Self {
+    pub(crate) fn new<F: Future<Output: HandlerOutput> + Send + 'static>(future: F) -> Self {
         HandlerFuture(Box::pin(future))
     }
 }
@@ -66,6 +66,11 @@ impl<F: Future<Output: HandlerOutput>> PollOutcome for F {
 pub(crate) trait MessageHandler: Send + Sync {
     /// Decodes `body` and starts the handler. `Err` is a decoding failure.
     fn call(&self, ctx: AgentContext, from: Address, body: Body) -> Result<HandlerFuture, String>;
+
+    /// `body` decoded, without calling the handler: for a check that must see a message
+    /// that decodes before the handler (or anything of it) runs. `Err` is a decoding
+    /// failure.
+    fn decode(&self, body: Body) -> Result<Body, String>;
 }
 
 pub(crate) struct MessageFn<M, F> {
@@ -98,6 +103,15 @@ where
         // Not an `async` block: a block awaiting the future it captured holds it twice
         // (captured and awaited), which doubled the boxed handler's size.
         Ok(HandlerFuture::new((self.f)(ctx, from, message)))
+    }
+
+    fn decode(&self, body: Body) -> Result<Body, String> {
+        match body {
+            Body::Typed(value) => Ok(Body::Typed(value)),
+            Body::Json(bytes) => serde_json::from_slice::<M>(&bytes)
+                .map(|message| Body::Typed(Box::new(message)))
+                .map_err(|e| format!("payload does not decode as {}: {e}", M::NAME)),
+        }
     }
 }
 

@@ -8,6 +8,11 @@
 //! protocol does not allow for that message, with
 //! [`ReplyError::NotAllowed`](crate::ReplyError::NotAllowed).
 //!
+//! A protocol whose messages must follow rules across messages (a dialogue's state
+//! machine) attaches a [`Guard`] with [`Protocol::guard`]: the runtime then passes every
+//! message of its types that an agent receives or sends through the guard, whichever
+//! handler or send path it takes (see the [`Guard`] docs).
+//!
 //! ```
 //! use agent_core::{Address, Context, Message, Protocol};
 //! use serde::{Deserialize, Serialize};
@@ -41,8 +46,11 @@ use crate::identity::Address;
 pub use crate::message::ProtocolDigest;
 use crate::message::{Message, SchemaDigest};
 
+mod guard;
 mod state_machine;
 
+pub(crate) use guard::{check_outgoing, GuardEntry, GuardedHandler};
+pub use guard::{Guard, GuardCause, GuardFuture, Inbound, Outbound, Refusal};
 pub use state_machine::{StateMachine, TransitionSpec};
 
 /// One message type in a manifest.
@@ -210,6 +218,7 @@ pub struct Protocol {
     replies: BTreeMap<SchemaDigest, BTreeSet<SchemaDigest>>,
     payloads: BTreeMap<String, PayloadSpec>,
     state_machine: Option<StateMachine>,
+    guard: Option<Arc<dyn Guard>>,
     pub(crate) handlers: Vec<(SchemaDigest, &'static str, Arc<dyn MessageHandler>)>,
 }
 
@@ -223,6 +232,7 @@ impl Protocol {
             replies: BTreeMap::new(),
             payloads: BTreeMap::new(),
             state_machine: None,
+            guard: None,
             handlers: Vec::new(),
         }
     }
@@ -283,6 +293,25 @@ impl Protocol {
     pub fn state_machine(mut self, machine: StateMachine) -> Self {
         self.state_machine = Some(machine);
         self
+    }
+
+    /// Makes `guard` check every message of this protocol's types that an agent including
+    /// it receives or sends, whichever handler or send path it takes (see [`Guard`]):
+    /// for rules a handler must not be able to forget, such as the dialogue's state machine
+    /// published with [`state_machine`](Self::state_machine). It covers the types declared
+    /// on the protocol, before or after this call. Attaching one again replaces it. The
+    /// guard is not part of the manifest: peers see the rules, not how they are kept.
+    pub fn guard(mut self, guard: impl Guard) -> Self {
+        self.guard = Some(Arc::new(guard));
+        self
+    }
+
+    /// The guard as an agent keeps it, if the protocol has one.
+    pub(crate) fn guard_entry(&self) -> Option<GuardEntry> {
+        let guard = Arc::clone(self.guard.as_ref()?);
+        // The map's keys are sorted, as the entry's lookup needs.
+        let messages = self.messages.keys().copied().collect();
+        Some(GuardEntry { protocol: format!("{}/{}", self.name, self.version).into(), messages, guard })
     }
 
     /// Checks the protocol as a peer reading its manifest would: its state machine, if any,

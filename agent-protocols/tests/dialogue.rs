@@ -302,13 +302,14 @@ async fn one_peer_cannot_open_more_dialogues_than_its_bound_and_others_still_can
 /// left open past its deadline expires, on the simulated clock.
 #[tokio::test(start_paused = true)]
 async fn checked_dialogues_past_their_deadline_expire_with_the_sweep() {
-    use agent_protocols::dialogue::{Checked, Turn};
+    use agent_protocols::dialogue::Checked;
     let sim = agent_core::sim::Sim::new(41);
     let host = sim.add_host("market").unwrap();
     let on_seller = Checked::new(haggle(), "seller");
     let mut seller = Agent::builder("seller").seed("seller").build().unwrap();
     // The seller never answers: the offer's 5 s pass.
-    seller.on_message(on_seller.handle(|_turn: Turn, _: Offer| async {}));
+    let protocol = on_seller.protocol("haggle", "1").message::<Counter>().message::<Accept>().message::<Decline>();
+    seller.include(protocol.on_message(|_: Context, _: Address, _: Offer| async {}));
     on_seller.sweep(&mut seller, Duration::from_secs(1));
     let seller = host.add(seller).unwrap();
     let buyer = host.context(host.add(Agent::builder("buyer").seed("buyer").build().unwrap()).unwrap()).unwrap();

@@ -1,18 +1,47 @@
-//! Handlers whose dialogue check cannot be forgotten: [`Checked::handle`] wraps a handler so
-//! that its message is checked with [`Dialogues::incoming`] before the handler sees it (a
-//! refused one is answered with its [`Refused`] and goes no further), and the handler sends
-//! through a [`Turn`], which checks each message with [`Dialogues::outgoing`] first.
+//! Dialogues whose check cannot be forgotten: [`Checked`] is the [`Guard`] of a protocol of
+//! one's own, so the runtime checks every step of its dialogues, in and out, whatever
+//! handler receives it and whatever send path it leaves by.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::Arc;
 
-use agent_core::{Address, Context, Message, SendFailure};
+use agent_core::protocol::{Guard, GuardCause, GuardFuture, Inbound, Outbound, Refusal};
+use agent_core::{Address, Context, Protocol};
+use parking_lot::Mutex;
 
-use super::{DialogueError, Dialogues, Rules, Step};
+use super::{DialogueError, Dialogues, RefusalCause, Refused, Rules, Step};
 
-/// An agent's dialogues under one set of rules, in one role, loaded from the agent's storage
-/// on first use, with handlers and sends checked against them. Clones share the dialogues.
+/// Each agent's dialogues under one set of rules, in one role, loaded from the agent's
+/// storage on first use; the guard of the protocol [`protocol`](Self::protocol) makes.
+/// Clones share the dialogues.
+///
+/// With it, handlers are plain (`async fn on_quote(ctx: Context, from: Address, q: Quote)`)
+/// and so are sends (`ctx.send_in(dialogue, peer, message)`): the runtime checks both.
+///
+/// - A message that is a step of the rules (a message type named by
+///   [`RulesBuilder::step`](super::RulesBuilder::step)) is checked with
+///   [`Dialogues::incoming`] before any handler of its type runs: a refused one is answered
+///   with its [`Refused`] in the same session and never reaches the handler.
+/// - A step this agent sends, by any [`Context`] path, is checked with
+///   [`Dialogues::outgoing`] first, and recorded: a refused one is not sent, and the send
+///   fails with [`SendFailure::Refused`](agent_core::SendFailure::Refused), whose
+///   [`GuardCause`] says why.
+/// - A dialogue opens with its first message, sent as any other: a step out of the
+///   initial state by this agent's role, in a session (the dialogue's id) that has no
+///   dialogue yet, opens one with the target as the peer. The peer's role is the one that
+///   answers that step (the first other role sending out of the state it leads to); rules
+///   whose dialogues have more than two parties are not for this guard.
+/// - Messages of the protocol that are not steps ([`Refused`] itself) pass unchecked.
+///
+/// A message whose variants are different steps
+/// ([`variant_step`](super::RulesBuilder::variant_step)) cannot be told apart here, by its
+/// type alone: such a protocol checks its steps itself, with
+/// [`incoming_named`](Dialogues::incoming_named) and
+/// [`outgoing_named`](Dialogues::outgoing_named), as contract-net does.
+///
+/// One `Checked` serves every agent that includes its protocol (siblings share it), each
+/// with its own dialogues, kept by address for the life of the agents' bureau: make a new
+/// one for a bureau started again.
 #[derive(Clone)]
 pub struct Checked {
     inner: Arc<Inner>,
@@ -21,47 +50,41 @@ pub struct Checked {
 struct Inner {
     rules: Rules,
     role: String,
-    dialogues: OnceLock<Dialogues>,
+    /// Names of the messages that are steps, sorted.
+    steps: Vec<String>,
+    books: Mutex<HashMap<Address, Arc<Dialogues>>>,
 }
-
-/// Why a checked send did not go out.
-#[derive(Debug, thiserror::Error)]
-pub enum CheckedSendError {
-    /// The dialogue refused the message (or could not record it): nothing was sent.
-    #[error(transparent)]
-    Refused(#[from] DialogueError),
-    /// The step was recorded, but the message could not be handed to the peer.
-    #[error("the step was recorded, but the message was not delivered: {0}")]
-    Send(SendFailure),
-}
-
-/// A handler's turn in a dialogue: the message it was given passed the dialogue's check,
-/// and what it sends through [`send`](Self::send) is checked before it goes.
-pub struct Turn {
-    checked: Checked,
-    ctx: Context,
-    dialogue: u128,
-    peer: Address,
-}
-
-/// What [`Checked::handle`] gives [`Protocol::on_message`](agent_core::Protocol::on_message).
-pub type CheckedFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 impl Checked {
     /// Dialogues under `rules` in which this agent plays `role`.
     pub fn new(rules: Rules, role: &str) -> Checked {
-        Checked { inner: Arc::new(Inner { rules, role: role.to_owned(), dialogues: OnceLock::new() }) }
+        let mut steps: Vec<String> = rules.transitions().iter().map(|t| t.message.to_string()).collect();
+        steps.sort();
+        steps.dedup();
+        Checked { inner: Arc::new(Inner { rules, role: role.to_owned(), steps, books: Mutex::default() }) }
     }
 
-    /// The agent's dialogues, loaded from its storage the first time.
-    pub fn dialogues(&self, ctx: &Context) -> Result<&Dialogues, DialogueError> {
-        if let Some(dialogues) = self.inner.dialogues.get() {
-            return Ok(dialogues);
+    /// The protocol `name`, `version`, guarded by these dialogues: its manifest publishes
+    /// the rules' state machine and declares [`Refused`]. Declare its messages and handlers
+    /// on it as on any [`Protocol`]; every step in and out is then checked.
+    pub fn protocol(&self, name: &str, version: &str) -> Protocol {
+        Protocol::new(name, version)
+            .message::<Refused>()
+            .state_machine(self.inner.rules.state_machine())
+            .guard(self.clone())
+    }
+
+    /// The dialogues of the agent of `ctx`, loaded from its storage the first time.
+    pub fn dialogues(&self, ctx: &Context) -> Result<Arc<Dialogues>, DialogueError> {
+        let me = ctx.address();
+        if let Some(dialogues) = self.inner.books.lock().get(&me) {
+            return Ok(Arc::clone(dialogues));
         }
         let storage = ctx.storage().map_err(|e| DialogueError::Storage { dialogue: 0, reason: e.to_string() })?;
-        let loaded = Dialogues::load(self.inner.rules.clone(), &self.inner.role, storage)?;
-        // Two first uses at once load twice; one is kept, and both read the same storage.
-        Ok(self.inner.dialogues.get_or_init(|| loaded))
+        // Loaded outside the lock (it reads the agent's storage); two first uses at once
+        // load twice, and the first kept is used by both.
+        let loaded = Arc::new(Dialogues::load(self.inner.rules.clone(), &self.inner.role, storage)?);
+        Ok(Arc::clone(self.inner.books.lock().entry(me).or_insert(loaded)))
     }
 
     /// Makes `agent` sweep these dialogues every `every`: an open one whose deadline has
@@ -80,88 +103,87 @@ impl Checked {
         });
     }
 
-    /// `handler`, called only for an `M` its dialogue accepts (the session the message came
-    /// in is the dialogue's id). A refused `M` is answered with its [`Refused`](super::Refused)
-    /// and not handed on; one that came in no session, or that storage could not record, is
-    /// dropped (logged), as there is no dialogue to name or the refusal is not the peer's doing.
-    pub fn handle<M, F, Fut>(&self, handler: F) -> impl Fn(Context, Address, M) -> CheckedFuture + Send + Sync + 'static
-    where
-        M: Message,
-        F: Fn(Turn, M) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        let checked = self.clone();
-        let handler = Arc::new(handler);
-        move |ctx: Context, from: Address, message: M| {
-            let (checked, handler) = (checked.clone(), handler.clone());
-            Box::pin(async move {
-                let Some(dialogue) = ctx.session() else {
-                    tracing::debug!(%from, message = M::NAME, "a dialogue message outside any session is dropped");
-                    return;
+    fn is_step(&self, message: &str) -> bool {
+        self.inner.steps.binary_search_by(|step| step.as_str().cmp(message)).is_ok()
+    }
+
+    /// Checks and records `message` sent by this agent in dialogue `session` to `to`,
+    /// opening the dialogue if the message opens one.
+    fn step_out(&self, ctx: &Context, message: Outbound) -> Result<(), DialogueError> {
+        let dialogues = self.dialogues(ctx)?;
+        let (id, now_ms) = (message.session, agent_core::envelope::unix_now_ms());
+        match dialogues.get(id) {
+            Some(dialogue) if dialogue.peer != message.to => Err(DialogueError::NotAParty {
+                dialogue: id,
+                standing: Box::new(dialogue.standing(dialogues.rules())),
+                from: message.to,
+                message: message.message.into(),
+            }),
+            Some(_) => dialogues.outgoing_named(message.message, id, now_ms).map(drop),
+            None => {
+                let Some(peer_role) = self.peer_role_after(message.message) else {
+                    return Err(DialogueError::Unknown { dialogue: id, message: message.message.into() });
                 };
-                let accepted = checked
-                    .dialogues(&ctx)
-                    .and_then(|dialogues| dialogues.incoming::<M>(dialogue, from, agent_core::envelope::unix_now_ms()));
-                match accepted {
-                    Ok(_) => handler(Turn { checked, ctx, dialogue, peer: from }, message).await,
-                    Err(refused) => match refused.refusal() {
-                        Some(told) => {
-                            // The peer may be gone; the refusal stands either way.
-                            let _ = ctx.send_in(dialogue, from, told).await;
-                        }
-                        None => tracing::warn!(error = %refused, "a dialogue message could not be checked"),
-                    },
-                }
-            })
+                dialogues.open_with(message.message, id, message.to, &peer_role, now_ms, Step::default())
+            }
         }
     }
 
-    /// Opens dialogue `dialogue` with `peer`, playing `peer_role`, by sending `message` (a
-    /// step out of the initial state), checked and recorded first.
-    pub async fn open<M: Message>(
-        &self,
-        ctx: &Context,
-        dialogue: u128,
-        peer: Address,
-        peer_role: &str,
-        message: M,
-    ) -> Result<(), CheckedSendError> {
-        let now_ms = agent_core::envelope::unix_now_ms();
-        self.dialogues(ctx)?.open_with(M::NAME, dialogue, peer, peer_role, now_ms, Step::default())?;
-        ctx.send_in(dialogue, peer, message).await.map_err(|e| CheckedSendError::Send(e.failure().clone()))
-    }
-
-    /// Sends `message` to the peer of dialogue `dialogue`, checked with
-    /// [`Dialogues::outgoing`] and recorded first: a message the dialogue refuses is not sent.
-    pub async fn send<M: Message>(&self, ctx: &Context, dialogue: u128, message: M) -> Result<(), CheckedSendError> {
-        let dialogues = self.dialogues(ctx)?;
-        let peer = dialogues
-            .get(dialogue)
-            .map(|d| d.peer)
-            .ok_or_else(|| DialogueError::Unknown { dialogue, message: M::NAME.into() })?;
-        dialogues.outgoing::<M>(dialogue, agent_core::envelope::unix_now_ms())?;
-        ctx.send_in(dialogue, peer, message).await.map_err(|e| CheckedSendError::Send(e.failure().clone()))
+    /// The peer's role in a dialogue this agent opens with `message`, if `message` opens
+    /// one: the first other role that may send out of the state it leads to, or else the
+    /// first other role of the rules.
+    fn peer_role_after(&self, message: &str) -> Option<String> {
+        let rules = &self.inner.rules;
+        let me = self.inner.role.as_str();
+        let opening = rules.steps_from(rules.initial()).find(|t| *t.message == *message && *t.sender == *me)?;
+        let answering = rules.steps_from(&opening.to).map(|t| &t.sender).find(|sender| **sender != *me);
+        let other = || rules.transitions().iter().map(|t| &t.sender).find(|sender| **sender != *me);
+        answering.or_else(other).map(|role| role.to_string())
     }
 }
 
-impl Turn {
-    /// The handler's context.
-    pub fn ctx(&self) -> &Context {
-        &self.ctx
+impl Guard for Checked {
+    fn incoming<'a>(&'a self, ctx: &'a Context, message: Inbound) -> GuardFuture<'a> {
+        Box::pin(async move {
+            if !self.is_step(message.message) {
+                return Ok(());
+            }
+            let now_ms = agent_core::envelope::unix_now_ms();
+            let checked = self
+                .dialogues(ctx)
+                .and_then(|d| d.incoming_named(message.message, message.session, message.from, now_ms));
+            let Err(refused) = checked else { return Ok(()) };
+            match refused.refusal() {
+                Some(told) => {
+                    // The peer may be gone; the refusal stands either way.
+                    let _ = ctx.send_in(message.session, message.from, told).await;
+                }
+                None => tracing::warn!(error = %refused, "a dialogue message could not be checked"),
+            }
+            Err(guard_refusal(&refused))
+        })
     }
 
-    /// The dialogue's id.
-    pub fn dialogue(&self) -> u128 {
-        self.dialogue
+    fn outgoing(&self, ctx: &Context, message: Outbound) -> Result<(), Refusal> {
+        if !self.is_step(message.message) {
+            return Ok(());
+        }
+        self.step_out(ctx, message).map_err(|refused| guard_refusal(&refused))
     }
+}
 
-    /// The other party.
-    pub fn peer(&self) -> Address {
-        self.peer
-    }
-
-    /// Sends `message` to the peer in this dialogue, checked first ([`Checked::send`]).
-    pub async fn send<M: Message>(&self, message: M) -> Result<(), CheckedSendError> {
-        self.checked.send(&self.ctx, self.dialogue, message).await
-    }
+/// A dialogue's refusal as the runtime reports it.
+fn guard_refusal(refused: &DialogueError) -> Refusal {
+    let cause = match refused.cause() {
+        Some(RefusalCause::UnknownDialogue) => GuardCause::UnknownDialogue,
+        Some(RefusalCause::Exists) => GuardCause::Exists,
+        Some(RefusalCause::Closed) => GuardCause::Closed,
+        Some(RefusalCause::OutOfOrder) => GuardCause::OutOfOrder,
+        Some(RefusalCause::NotAParty) => GuardCause::NotAParty,
+        Some(RefusalCause::Late) => GuardCause::Late,
+        Some(RefusalCause::TooManyOpen) => GuardCause::TooManyOpen,
+        Some(RefusalCause::Busy) => GuardCause::Busy,
+        None => GuardCause::Unavailable,
+    };
+    Refusal::new(cause, refused.to_string())
 }

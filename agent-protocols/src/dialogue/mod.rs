@@ -14,10 +14,12 @@
 //! in the agent's storage, so a restarted agent resumes its dialogues; [`Dialogues::expire`]
 //! closes dialogues whose deadline passed and forgets old ones.
 //!
-//! [`Checked`] makes the check impossible to forget: it wraps a handler so its message is
-//! checked (and a refusal answered) before the handler runs, and gives the handler a
-//! [`Turn`] whose sends are checked before they go. A protocol publishes its rules in its
-//! manifest with [`Rules::state_machine`], so its digest covers them. The example
+//! [`Checked`] makes the check impossible to forget: it is the
+//! [`Guard`](agent_core::protocol::Guard) of a protocol of one's own
+//! ([`Checked::protocol`]), so the runtime checks every step in (before any handler runs;
+//! a refusal is answered) and out (whatever send path; a refused send fails with
+//! [`SendFailure::Refused`](agent_core::SendFailure::Refused)). Its manifest publishes the
+//! rules ([`Rules::state_machine`]), so its digest covers them. The example
 //! `examples/own_protocol.rs` declares a protocol of its own this way.
 
 mod book;
@@ -27,7 +29,7 @@ mod refusal;
 mod rules;
 
 pub use book::{Data, Dialogue, DialogueError, Dialogues, Refused, Said, Step, DEFAULT_MAX_OPEN_PER_PEER, EXPIRED};
-pub use checked::{Checked, CheckedFuture, CheckedSendError, Turn};
+pub use checked::Checked;
 pub use name::Name;
 pub use refusal::{RefusalCause, Standing};
 pub use rules::{Rules, RulesBuilder, RulesError, Transition, DEFAULT_MAX_AGE};

@@ -129,6 +129,8 @@ pub(crate) fn rejection_of(failure: SendFailure) -> Rejection {
         SendFailure::Unreachable { .. } | SendFailure::NotAcknowledged { .. } => {
             Rejection::new(Cause::UnknownAgent, detail)
         }
+        // A guard checks what an agent sends, never a delivery into a mailbox: not met here.
+        SendFailure::Refused { .. } => Rejection::new(Cause::NoHandler, detail),
     }
 }
 
