@@ -17,6 +17,15 @@
 //!   interval or shutdown handler alike), [`Guard::outgoing`] decides; a refused message is
 //!   not sent, and the caller gets [`SendFailure::Refused`](crate::SendFailure::Refused).
 //!
+//! Not yet checked: the reply that comes back to a [`request`](Context::request) is handed
+//! to the requester without [`Guard::incoming`] (it reaches no handler). A guarded protocol
+//! whose answers must be checked sends them with [`send_in`](Context::send_in) to a handler
+//! instead of replying.
+//!
+//! An outgoing step the guard allowed is not undone if the send then fails (the target is
+//! unknown, its mailbox full): a guard that records steps, as `dialogue::Checked` does,
+//! has recorded it.
+//!
 //! Protocols without a guard cost nothing more: an agent with none checks one empty list
 //! per send, and its handlers are called as before.
 //!

@@ -15,8 +15,10 @@ use super::*;
 /// and the award's escrow, if any, is refunded to the initiator at once. The participant
 /// cannot know how far the interrupted `perform` went, so `release` may come after part or
 /// all of its work was done; what it had done stands. An award whose end was recorded
-/// before the crash (the report is recorded, and committed, before it is sent or paid)
-/// is left as it ended: nothing is released for work that was reported.
+/// and committed before the crash is left as it ended: nothing is released for work that
+/// was reported. The report is recorded before it is sent or paid, and its commit is
+/// requested then but not awaited: a real crash in that window (a few milliseconds) can
+/// lose the record, and the restarted participant then releases work it was paid for.
 #[async_trait::async_trait]
 pub trait Participant: Send + Sync + 'static {
     /// The task, as the initiator describes it.
@@ -279,9 +281,10 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                             give_back(wallet, id, payment).await;
                         }
                     } else {
-                        // The report is recorded, and committed, before it is sent or paid: a
-                        // participant restarted after a crash from here on finds the award
-                        // ended, and releases nothing for work it reported.
+                        // The report is recorded before it is sent or paid, and its commit
+                        // requested (not awaited: on tokio's paused clock a wait for the
+                        // committer thread lets the clock jump): a participant restarted after
+                        // the commit finds the award ended and releases nothing it reported.
                         commit_soon(&ctx, "a report");
                         // Done, and not cancelled meanwhile: collect the pay before saying so.
                         let done = matches!(report, Report::Done { .. });
