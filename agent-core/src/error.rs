@@ -93,8 +93,9 @@ pub enum SendFailure {
         protocol: String,
         /// The refused message's type.
         message: &'static str,
-        /// Why, as a cause to match on and a detail to show.
-        refusal: Refusal,
+        /// Why, as a cause to match on and a detail to show (boxed: every send's result
+        /// carries room for the largest failure).
+        refusal: Box<Refusal>,
     },
     /// Maybe delivered: the remote node did not acknowledge before the deadline.
     #[error("no acknowledgement from {to} at {endpoint} within {after:?}; it may or may not have been delivered")]

@@ -123,7 +123,7 @@ pub(crate) fn check_outgoing(
             to: message.to,
             protocol: entry.protocol.to_string(),
             message: message.message,
-            refusal,
+            refusal: Box::new(refusal),
         })?;
     }
     Ok(())
