@@ -289,9 +289,24 @@ impl Context {
         message: Req,
         timeout: impl Into<Option<Duration>>,
     ) -> Result<Resp, RequestError> {
-        if self.guarded() {
-            self.guard_out::<Req>(to, session).map_err(RequestError::Send)?;
+        if !self.guarded() {
+            return self.request_unguarded(session, to, message, timeout).await;
         }
+        self.guard_out::<Req>(to, session).map_err(RequestError::Send)?;
+        let reply = Box::pin(self.request_unguarded(session, to, message, timeout)).await?;
+        self.guard_reply::<Resp>(to, session).await?;
+        Ok(reply)
+    }
+
+    /// [`request_in`](Self::request_in) past the guards: the request is checked before,
+    /// and its reply after.
+    async fn request_unguarded<Req: Message, Resp: Message>(
+        &self,
+        session: u128,
+        to: Address,
+        message: Req,
+        timeout: impl Into<Option<Duration>>,
+    ) -> Result<Resp, RequestError> {
         let timeout = timeout.into().unwrap_or(self.cell.bureau.config.request_timeout);
         let deadline = Instant::now() + timeout;
         let trace_id = self.trace_for_new();
@@ -642,6 +657,25 @@ impl Context {
     fn guard_out<M: Message>(&self, to: Address, session: u128) -> Result<(), SendFailure> {
         let message = crate::protocol::Outbound { to, session, message: M::NAME, schema: M::digest() };
         crate::protocol::check_outgoing(self, &self.cell.kind.guards, message)
+    }
+
+    /// Checks the reply `Resp` that `from` sent to this agent's request in `session` with
+    /// the guards whose protocols have its type, as a handler's message is checked.
+    #[cold]
+    #[inline(never)]
+    async fn guard_reply<Resp: Message>(&self, from: Address, session: u128) -> Result<(), RequestError> {
+        let inbound = crate::protocol::Inbound { from, session, message: Resp::NAME, schema: Resp::digest() };
+        for entry in self.cell.kind.guards.iter().filter(|entry| entry.covers(&inbound.schema)) {
+            if let Err(refusal) = entry.guard.incoming(self, inbound).await {
+                return Err(RequestError::ReplyRefused {
+                    to: from,
+                    protocol: entry.protocol.to_string(),
+                    reply: Resp::NAME,
+                    refusal: Box::new(refusal),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn session_for_new(&self) -> u128 {

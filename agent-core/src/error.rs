@@ -453,6 +453,7 @@ impl<M> std::error::Error for SendError<M> {}
 
 /// Why a request got no usable reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RequestError {
     /// Not delivered: see the failure.
     #[error("request not delivered: {0}")]
@@ -494,6 +495,19 @@ pub enum RequestError {
     Stopped {
         /// The target.
         to: Address,
+    },
+    /// Delivered and answered, but a guarded protocol of this agent refused the reply (see
+    /// `protocol::Guard`): it is dropped, as a refused message would be before a handler.
+    #[error("{to} replied with {reply}, which {protocol} refused: {refusal}")]
+    ReplyRefused {
+        /// The target that replied.
+        to: Address,
+        /// The guarded protocol, as `name/version`.
+        protocol: String,
+        /// The refused reply's type.
+        reply: &'static str,
+        /// Why (boxed, as in [`SendFailure::Refused`]).
+        refusal: Box<Refusal>,
     },
 }
 

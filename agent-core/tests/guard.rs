@@ -248,6 +248,81 @@ async fn a_refused_reply_is_not_given() {
     bureau.shutdown().await.unwrap();
 }
 
+/// Refuses the `Answer`s that arrive in session 7, and nothing else.
+struct RefusesAnswersIn7;
+
+impl Guard for RefusesAnswersIn7 {
+    fn incoming<'a>(&'a self, _ctx: &'a Context, message: Inbound) -> GuardFuture<'a> {
+        Box::pin(async move {
+            match message.message == Answer::NAME && message.session == 7 {
+                true => Err(Refusal::new(GuardCause::OutOfOrder, "no answer expected in session 7")),
+                false => Ok(()),
+            }
+        })
+    }
+
+    fn outgoing(&self, _ctx: &Context, _message: Outbound) -> Result<(), Refusal> {
+        Ok(())
+    }
+}
+
+/// An unguarded agent that answers every `Ask(n)` with `Answer(n)`.
+fn answerer() -> Agent {
+    let mut agent = Agent::builder("answerer").seed("guard answerer").build().unwrap();
+    agent.on_message(|ctx: Context, _: Address, Ask(n): Ask| async move { ctx.reply(Answer(n)).await });
+    agent
+}
+
+/// A requester whose protocol's guard refuses the `Answer`s of session 7.
+fn guarded_requester() -> Agent {
+    let mut agent = Agent::builder("requester").seed("guard requester").build().unwrap();
+    agent.include(Protocol::new("guarded", "1").replies::<Ask, Answer>().guard(RefusesAnswersIn7));
+    agent
+}
+
+/// Whether `asked` is the requester's guard refusing the answer from `to`.
+fn reply_refused(asked: &Result<Answer, RequestError>, to: Address) -> bool {
+    matches!(asked, Err(RequestError::ReplyRefused { to: from, protocol, reply, refusal })
+        if *from == to && protocol == "guarded/1" && *reply == Answer::NAME && refusal.cause == GuardCause::OutOfOrder)
+}
+
+/// The reply that comes back to a request passes the requester's guard before the
+/// requester gets it: a refused one is dropped, and the request fails saying so.
+#[tokio::test(start_paused = true)]
+async fn a_reply_the_requesters_guard_refuses_is_not_handed_over() {
+    let bureau = Bureau::new().unwrap();
+    let to = bureau.add(answerer()).unwrap();
+    let requester = bureau.context(bureau.add(guarded_requester()).unwrap()).unwrap();
+    let asked = requester.request_in::<Ask, Answer>(7, to, Ask(7), Duration::from_secs(5)).await;
+    assert!(reply_refused(&asked, to), "{asked:?}");
+    let asked = requester.request_in::<Ask, Answer>(8, to, Ask(8), Duration::from_secs(5)).await;
+    assert_eq!(asked.unwrap().0, 8);
+    bureau.shutdown().await.unwrap();
+}
+
+/// The same over libp2p, between two bureaus on loopback: a reply from another process is
+/// checked as one from the same bureau.
+#[tokio::test]
+async fn a_reply_over_the_network_passes_the_requesters_guard() {
+    use agent_core::transport::{Endpoint, NetworkConfig, StaticResolver};
+    let resolver = Arc::new(StaticResolver::new());
+    let config = || NetworkConfig::new(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()], resolver.clone());
+    let (server, client) = (Bureau::new().unwrap(), Bureau::new().unwrap());
+    let to = server.add(answerer()).unwrap();
+    let from = client.add(guarded_requester()).unwrap();
+    for (bureau, agent) in [(&server, to), (&client, from)] {
+        let info = bureau.listen(config()).await.unwrap();
+        resolver.insert(agent, Endpoint { peer_id: info.peer_id, addrs: info.listen_addrs });
+    }
+    let requester = client.context(from).unwrap();
+    let asked = requester.request_in::<Ask, Answer>(7, to, Ask(7), Duration::from_secs(10)).await;
+    assert!(reply_refused(&asked, to), "{asked:?}");
+    let asked = requester.request_in::<Ask, Answer>(8, to, Ask(8), Duration::from_secs(10)).await;
+    assert_eq!(asked.unwrap().0, 8);
+    client.shutdown().await.unwrap();
+    server.shutdown().await.unwrap();
+}
+
 /// An agent that includes no guarded protocol sends and receives as before, in any session.
 #[tokio::test(start_paused = true)]
 async fn an_agent_without_a_guard_is_not_checked() {

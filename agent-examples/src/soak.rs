@@ -498,5 +498,7 @@ fn failure_kind(error: &RequestError) -> &'static str {
         RequestError::HandlerFailed { .. } => "handler failed",
         RequestError::WrongReplyType { .. } => "wrong reply type",
         RequestError::Stopped { .. } => "stopped",
+        RequestError::ReplyRefused { .. } => "reply refused",
+        _ => "other",
     }
 }

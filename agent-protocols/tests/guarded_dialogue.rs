@@ -298,3 +298,30 @@ async fn a_restarted_agents_guard_goes_on_from_its_stored_dialogues() {
     assert_eq!(seen.lock().clone(), [("Take", 5)]);
     bureau.shutdown().await.unwrap();
 }
+
+/// A step that comes back as the reply to a request is checked and recorded by the
+/// requester's guard as one sent to a handler: the buyer asks with `request`, and the
+/// seller's `Quote`, its reply, moves the buyer's dialogue on so the buyer may take it.
+/// (A refused reply is not handed over: agent-core's `guard.rs`.)
+#[tokio::test]
+async fn a_reply_is_a_step_of_the_requesters_dialogue() {
+    let bureau = Bureau::new().unwrap();
+    // An unguarded seller that answers every Ask with a Quote, as a reply.
+    let mut seller = Agent::builder("seller").seed("seller").build().unwrap();
+    seller.on_message(|ctx: Context, _: Address, _: Ask| async move { ctx.reply(Quote(7)).await });
+    seller.on_message(|_: Context, _: Address, _: Take| async {});
+    seller.on_message(|_: Context, _: Address, _: Refused| async {});
+    let seller_at = bureau.add(seller).unwrap();
+    let on_buyer = Checked::new(rules(Duration::from_secs(30)), BUYER);
+    let mut buyer = Agent::builder("buyer").seed("buyer").build().unwrap();
+    buyer.include(on_buyer.protocol("quote", "1").replies::<Ask, Quote>().message::<Take>().message::<Decline>());
+    let buyer = bureau.context(bureau.add(buyer).unwrap()).unwrap();
+    let state = |id: u128| on_buyer.dialogues(&buyer).unwrap().get(id).map(|d| d.state.to_string());
+
+    let quote: Quote = buyer.request_in(1, seller_at, Ask, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(quote.0, 7);
+    assert_eq!(state(1).as_deref(), Some("quoted"), "the reply was recorded as the seller's step");
+    buyer.send_in(1, seller_at, Take).await.unwrap();
+    assert_eq!(state(1).as_deref(), Some("taken"));
+    bureau.shutdown().await.unwrap();
+}

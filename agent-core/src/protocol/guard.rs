@@ -17,10 +17,10 @@
 //!   interval or shutdown handler alike), [`Guard::outgoing`] decides; a refused message is
 //!   not sent, and the caller gets [`SendFailure::Refused`](crate::SendFailure::Refused).
 //!
-//! Not yet checked: the reply that comes back to a [`request`](Context::request) is handed
-//! to the requester without [`Guard::incoming`] (it reaches no handler). A guarded protocol
-//! whose answers must be checked sends them with [`send_in`](Context::send_in) to a handler
-//! instead of replying.
+//! - **replies**: the reply that comes back to a [`request`](Context::request) reaches no
+//!   handler, but [`Guard::incoming`] checks it all the same before the requester gets it;
+//!   a refused reply is dropped and the request fails with
+//!   [`RequestError::ReplyRefused`](crate::RequestError::ReplyRefused).
 //!
 //! An outgoing step the guard allowed is not undone if the send then fails (the target is
 //! unknown, its mailbox full): a guard that records steps, as `dialogue::Checked` does,
@@ -54,9 +54,10 @@ pub use crate::error::{GuardCause, Refusal};
 /// [`Context::address`] or in the agent's [`Context::storage`].
 pub trait Guard: Send + Sync + 'static {
     /// Checks `message`, just arrived, before its handler runs: `Err` keeps it from the
-    /// handler. `ctx` is the handler's context (its [`sender`](Context::sender) and
-    /// [`session`](Context::session) are the message's), so the guard may answer the peer
-    /// with its refusal; what it sends is checked by [`outgoing`](Self::outgoing) too.
+    /// handler. `ctx` is the handler's context, so the guard may answer the peer with its
+    /// refusal; what it sends is checked by [`outgoing`](Self::outgoing) too. For a reply
+    /// to a request, `ctx` is the requester's: read the peer and the session from
+    /// `message`, not from [`Context::sender`].
     fn incoming<'a>(&'a self, ctx: &'a Context, message: Inbound) -> GuardFuture<'a>;
 
     /// Checks `message` before it is sent: `Err` keeps it from being sent. It runs on every

@@ -155,8 +155,14 @@ impl Guard for Checked {
             let Err(refused) = checked else { return Ok(()) };
             match refused.refusal() {
                 Some(told) => {
-                    // The peer may be gone; the refusal stands either way.
-                    let _ = ctx.send_in(message.session, message.from, told).await;
+                    // Told beside the agent's handlers: a peer that is slow to take it (a
+                    // full mailbox, a remote node that does not acknowledge) must not hold
+                    // up this agent, least of all a peer sending what it should not.
+                    let teller = ctx.clone();
+                    ctx.spawn(async move {
+                        // The peer may be gone; the refusal stands either way.
+                        let _ = teller.send_in(message.session, message.from, told).await;
+                    });
                 }
                 None => tracing::warn!(error = %refused, "a dialogue message could not be checked"),
             }
