@@ -218,11 +218,21 @@ impl Context {
     /// [`session`](Self::session) is `session`. A dialogue keeps its messages in one
     /// session this way, whichever handler sends them.
     pub async fn send_in<M: Message>(&self, session: u128, to: Address, message: M) -> Result<(), SendError<M>> {
-        if self.guarded() {
-            if let Err(refused) = self.guard_out::<M>(to, session) {
-                return Err(SendError::new(refused, Some(message)));
-            }
+        if !self.guarded() {
+            return self.send_unguarded(session, to, message).await;
         }
+        if let Err(refused) = self.guard_out::<M>(to, session) {
+            return Err(SendError::new(refused, Some(message)));
+        }
+        let sent = Box::pin(self.send_unguarded(session, to, message)).await;
+        if let Err(unsent) = &sent {
+            self.guard_failed::<M>(to, session, unsent.failure());
+        }
+        sent
+    }
+
+    /// [`send_in`](Self::send_in) past the guards.
+    async fn send_unguarded<M: Message>(&self, session: u128, to: Address, message: M) -> Result<(), SendError<M>> {
         let trace_id = self.trace_for_new();
         let router = &self.cell.bureau.router;
         if let Some(remote) = self.remote().filter(|_| router.is_elsewhere(&to)) {
@@ -293,7 +303,14 @@ impl Context {
             return self.request_unguarded(session, to, message, timeout).await;
         }
         self.guard_out::<Req>(to, session).map_err(RequestError::Send)?;
-        let reply = Box::pin(self.request_unguarded(session, to, message, timeout)).await?;
+        let reply = match Box::pin(self.request_unguarded(session, to, message, timeout)).await {
+            Ok(reply) => reply,
+            Err(RequestError::Send(failure)) => {
+                self.guard_failed::<Req>(to, session, &failure);
+                return Err(RequestError::Send(failure));
+            }
+            Err(other) => return Err(other),
+        };
         self.guard_reply::<Resp>(to, session).await?;
         Ok(reply)
     }
@@ -381,7 +398,20 @@ impl Context {
             // Answered without awaiting: a handler's future then holds no send or network
             // state for its reply, and is small enough to create and box cheaply.
             Some(ReplyTo::Local(slot)) => answer_local(slot, message),
-            slot => Box::pin(self.answer(current, slot, message)).await,
+            slot => {
+                let answered = Box::pin(self.answer(current, slot, message)).await;
+                self.reply_failed::<M>(&current, &answered);
+                answered
+            }
+        }
+    }
+
+    /// Tells the guards of a reply to a request that failed as [`guard_failed`]
+    /// (Self::guard_failed) does for a send. (A plain message's answer went by
+    /// [`send_in`](Self::send_in), which told them.)
+    fn reply_failed<M: Message>(&self, current: &Current, answered: &Result<(), ReplyError>) {
+        if let (true, true, Err(ReplyError::Send(failure))) = (current.is_request, self.guarded(), answered) {
+            self.guard_failed::<M>(current.from, current.session, failure);
         }
     }
 
@@ -659,6 +689,18 @@ impl Context {
         crate::protocol::check_outgoing(self, &self.cell.kind.guards, message)
     }
 
+    /// Tells the guards an `M` they allowed for `to` in `session` was not sent, if
+    /// `failure` says it surely did not leave.
+    #[cold]
+    #[inline(never)]
+    fn guard_failed<M: Message>(&self, to: Address, session: u128, failure: &SendFailure) {
+        if failure.may_have_been_delivered() || matches!(failure, SendFailure::Refused { .. }) {
+            return;
+        }
+        let message = crate::protocol::Outbound { to, session, message: M::NAME, schema: M::digest() };
+        crate::protocol::tell_unsent(self, &self.cell.kind.guards, message);
+    }
+
     /// Checks the reply `Resp` that `from` sent to this agent's request in `session` with
     /// the guards whose protocols have its type, as a handler's message is checked.
     #[cold]
@@ -763,7 +805,9 @@ impl DeferredReply {
             self.ctx.guard_out::<M>(self.current.from, self.current.session).map_err(ReplyError::Send)?;
         }
         let slot = self.slot.take();
-        self.ctx.answer(self.current, slot, message).await
+        let answered = self.ctx.answer(self.current, slot, message).await;
+        self.ctx.reply_failed::<M>(&self.current, &answered);
+        answered
     }
 }
 

@@ -49,7 +49,7 @@ use crate::message::{Message, SchemaDigest};
 mod guard;
 mod state_machine;
 
-pub(crate) use guard::{check_outgoing, GuardEntry, GuardedHandler};
+pub(crate) use guard::{check_outgoing, tell_unsent, GuardEntry, GuardedHandler};
 pub use guard::{Guard, GuardCause, GuardFuture, Inbound, Outbound, Refusal};
 pub use state_machine::{StateMachine, TransitionSpec};
 

@@ -325,3 +325,76 @@ async fn a_reply_is_a_step_of_the_requesters_dialogue() {
     assert_eq!(state(1).as_deref(), Some("taken"));
     bureau.shutdown().await.unwrap();
 }
+
+/// Outside the protocol: keeps the seller busy until the test lets it go.
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema, Message)]
+struct Busy;
+
+/// A step the guard allowed but that surely did not leave (the target unknown, its mailbox
+/// full) is taken back: the dialogue stands where it stood, and the same step may be sent
+/// again. Without that, the first failed Take would leave the buyer's dialogue "taken" and
+/// its retry refused, and an Ask to a mistyped address would hold the dialogue's id.
+#[tokio::test]
+async fn a_step_that_was_not_sent_is_taken_back_and_may_be_sent_again() {
+    use agent_core::{MailboxConfig, WhenFull};
+    let bureau = Bureau::new().unwrap();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    // An unguarded seller with room for one waiting message, refusing more.
+    let mut seller = Agent::builder("seller")
+        .seed("seller")
+        .mailbox(MailboxConfig::default().with_capacity(1).with_when_full(WhenFull::Reject))
+        .build()
+        .unwrap();
+    seller.on_message(|ctx: Context, from: Address, _: Ask| async move {
+        ctx.send_in(ctx.session().unwrap(), from, Quote(3)).await.unwrap();
+    });
+    let g = Arc::clone(&gate);
+    seller.on_message(move |_: Context, _: Address, _: Busy| {
+        let g = Arc::clone(&g);
+        async move { g.notified().await }
+    });
+    let (taken_tx, mut taken) = mpsc::unbounded_channel();
+    seller.on_message(move |ctx: Context, _: Address, _: Take| {
+        let _ = taken_tx.send(ctx.session().unwrap());
+        async {}
+    });
+    let seller_at = bureau.add(seller).unwrap();
+    let on_buyer = Checked::new(rules(Duration::from_secs(30)), BUYER);
+    let (quotes_tx, mut quotes) = mpsc::unbounded_channel();
+    let mut buyer = Agent::builder("buyer").seed("buyer").build().unwrap();
+    buyer.include(protocol(&on_buyer).on_message(move |ctx: Context, _: Address, _: Quote| {
+        let _ = quotes_tx.send(ctx.session().unwrap());
+        async {}
+    }));
+    let buyer = bureau.context(bureau.add(buyer).unwrap()).unwrap();
+    let state = |id: u128| on_buyer.dialogues(&buyer).unwrap().get(id).map(|d| d.state.to_string());
+
+    // An Ask to an address nobody has opens nothing: dialogue 1 is free for the seller.
+    let nobody = agent_core::Identity::from_seed("nobody").address();
+    let sent = buyer.send_in(1, nobody, Ask).await;
+    assert!(matches!(sent.as_ref().map_err(|e| e.failure()), Err(SendFailure::Unroutable { .. })), "{sent:?}");
+    assert_eq!(state(1), None);
+    buyer.send_in(1, seller_at, Ask).await.unwrap();
+    assert_eq!(next(&mut quotes).await, 1);
+    assert_eq!(state(1).as_deref(), Some("quoted"));
+
+    // The seller busy and its one place taken: the Take is refused at its mailbox.
+    buyer.send(seller_at, Busy).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    buyer.send(seller_at, Busy).await.unwrap();
+    let sent = buyer.send_in(1, seller_at, Take).await;
+    assert!(matches!(sent.as_ref().map_err(|e| e.failure()), Err(SendFailure::MailboxFull { .. })), "{sent:?}");
+    assert_eq!(state(1).as_deref(), Some("quoted"), "the Take that did not leave was taken back");
+    let said: Vec<String> =
+        on_buyer.dialogues(&buyer).unwrap().get(1).unwrap().said.iter().map(|s| s.message.to_string()).collect();
+    assert_eq!(said, ["Ask", "Quote"]);
+
+    // Let the seller go; the same Take, sent again, counts.
+    gate.notify_one();
+    gate.notify_one();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    buyer.send_in(1, seller_at, Take).await.unwrap();
+    assert_eq!(next(&mut taken).await, 1);
+    assert_eq!(state(1).as_deref(), Some("taken"));
+    bureau.shutdown().await.unwrap();
+}

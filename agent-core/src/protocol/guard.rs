@@ -22,9 +22,9 @@
 //!   a refused reply is dropped and the request fails with
 //!   [`RequestError::ReplyRefused`](crate::RequestError::ReplyRefused).
 //!
-//! An outgoing step the guard allowed is not undone if the send then fails (the target is
-//! unknown, its mailbox full): a guard that records steps, as `dialogue::Checked` does,
-//! has recorded it.
+//! A message the guard allowed and that then surely did not leave (the target unknown, its
+//! mailbox full) is told to [`Guard::unsent`], so a guard that records steps, as
+//! `dialogue::Checked` does, takes the step back and the sender may try again.
 //!
 //! Protocols without a guard cost nothing more: an agent with none checks one empty list
 //! per send, and its handlers are called as before.
@@ -63,6 +63,16 @@ pub trait Guard: Send + Sync + 'static {
     /// Checks `message` before it is sent: `Err` keeps it from being sent. It runs on every
     /// send of the protocol's types, so it must be quick and must not wait.
     fn outgoing(&self, ctx: &Context, message: Outbound) -> Result<(), Refusal>;
+
+    /// Told that `message`, which [`outgoing`](Self::outgoing) allowed, was then surely not
+    /// sent: its send or request failed before anything reached the target (the target
+    /// unknown or gone, its mailbox full, refused by its node). A guard that records the
+    /// steps it allows takes this one back here, so the sender may try it again. Not called
+    /// for a message that may have been delivered (no acknowledgement came): the peer may
+    /// act on it. The default does nothing.
+    fn unsent(&self, ctx: &Context, message: Outbound) {
+        let _ = (ctx, message);
+    }
 }
 
 /// What [`Guard::incoming`] returns.
@@ -128,6 +138,14 @@ pub(crate) fn check_outgoing(
         })?;
     }
     Ok(())
+}
+
+/// Tells every guard whose protocol has `message`'s type that it was not sent after all.
+#[cold]
+pub(crate) fn tell_unsent(ctx: &Context, guards: &[GuardEntry], message: Outbound) {
+    for entry in guards.iter().filter(|entry| entry.covers(&message.schema)) {
+        entry.guard.unsent(ctx, message);
+    }
 }
 
 /// A handler whose messages pass `guards` first, in order: the first refusal keeps the

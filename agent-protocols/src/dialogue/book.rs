@@ -314,7 +314,24 @@ pub struct Dialogues {
     me: Name,
     storage: Storage,
     live: parking_lot::Mutex<HashMap<u128, Dialogue>>,
+    /// Where each dialogue stood before this agent's last step in it, until a later step:
+    /// what [`unsay`](Self::unsay) puts back when that step was not sent after all.
+    before_sent: parking_lot::Mutex<HashMap<u128, Before>>,
     max_open_per_peer: usize,
+}
+
+/// A dialogue as it stood before one of this agent's steps. Names and data are shared, so
+/// keeping it costs no copy of what was said.
+enum Before {
+    /// The step opened it.
+    Unopened,
+    Stood {
+        /// How many steps had been taken (the step is the one after them).
+        said: usize,
+        state: Name,
+        deadline_ms: Option<u64>,
+        data: Option<Data>,
+    },
 }
 
 /// How many dialogues one peer may have open with an agent at once, unless set with
@@ -348,6 +365,7 @@ impl Dialogues {
             me,
             storage,
             live: parking_lot::Mutex::new(live),
+            before_sent: parking_lot::Mutex::default(),
             max_open_per_peer: DEFAULT_MAX_OPEN_PER_PEER,
         })
     }
@@ -412,6 +430,8 @@ impl Dialogues {
         let me = self.me.clone();
         self.take_step(&mut opened, message, &me, now_ms, step)?;
         live.insert(id, opened);
+        // Nothing stood before: undone, the dialogue is forgotten.
+        self.before_sent.lock().insert(id, Before::Unopened);
         Ok(())
     }
 
@@ -460,7 +480,57 @@ impl Dialogues {
             return Err(DialogueError::Unknown { dialogue: id, message: message.into() });
         };
         let me = self.me.clone();
-        self.take_step(dialogue, message, &me, now_ms, step)
+        let before = Before::Stood {
+            said: dialogue.said.len(),
+            state: dialogue.state.clone(),
+            deadline_ms: dialogue.deadline_ms,
+            data: dialogue.data.clone(),
+        };
+        let kept = self.take_step(dialogue, message, &me, now_ms, step)?;
+        self.before_sent.lock().insert(id, before);
+        Ok(kept)
+    }
+
+    /// Takes back this agent's step `message` in dialogue `id`, recorded by
+    /// [`outgoing`](Self::outgoing) or [`open_with`](Self::open_with), when it was not sent
+    /// after all (the target unknown, its mailbox full): the dialogue stands where it stood
+    /// before, recorded, and the same step may be sent again. A dialogue the step opened is
+    /// forgotten. Nothing changes, and `Ok(false)` is returned, unless that step is still
+    /// the dialogue's last. Call it only when the message surely did not leave: a message
+    /// that may have been delivered is a step the peer may act on.
+    pub fn unsay(&self, message: &str, id: u128) -> Result<bool, DialogueError> {
+        let mut live = self.live.lock();
+        let mut before_sent = self.before_sent.lock();
+        let (Some(dialogue), Some(before)) = (live.get_mut(&id), before_sent.get(&id)) else {
+            return Ok(false);
+        };
+        let steps_before = match before {
+            Before::Unopened => 0,
+            Before::Stood { said, .. } => *said,
+        };
+        let last = dialogue.said.last();
+        let still_last = dialogue.said.len() == steps_before + 1
+            && last.is_some_and(|said| *said.message == *message && *said.sender == *self.me);
+        if !still_last {
+            return Ok(false);
+        }
+        match before {
+            Before::Unopened => {
+                self.storage.remove(&key(self.rules.name(), id)).map_err(|e| storage_error(id, e))?;
+                live.remove(&id);
+            }
+            Before::Stood { state, deadline_ms, data, .. } => {
+                let mut restored = dialogue.clone();
+                restored.said.pop();
+                restored.state = state.clone();
+                restored.deadline_ms = *deadline_ms;
+                restored.data = data.clone();
+                self.save(&restored)?;
+                *dialogue = restored;
+            }
+        }
+        before_sent.remove(&id);
+        Ok(true)
     }
 
     /// Checks that `from` may send an `M` in dialogue `id` now, and records it. A message
@@ -577,6 +647,7 @@ impl Dialogues {
         for id in stale {
             self.storage.remove(&key(self.rules.name(), id)).map_err(|e| storage_error(id, e))?;
             live.remove(&id);
+            self.before_sent.lock().remove(&id);
         }
         let mut expired = Vec::new();
         for dialogue in live.values_mut() {

@@ -176,6 +176,15 @@ impl Guard for Checked {
         }
         self.step_out(ctx, message).map_err(|refused| guard_refusal(&refused))
     }
+
+    fn unsent(&self, ctx: &Context, message: Outbound) {
+        if !self.is_step(message.message) {
+            return;
+        }
+        if let Err(e) = self.dialogues(ctx).and_then(|d| d.unsay(message.message, message.session)) {
+            tracing::warn!(error = %e, dialogue = message.session, "a step that was not sent could not be taken back");
+        }
+    }
 }
 
 /// A dialogue's refusal as the runtime reports it.
