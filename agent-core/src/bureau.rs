@@ -111,6 +111,7 @@ pub(crate) struct Shared {
 
 /// Why a bureau operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BureauError {
     /// The storage database could not be opened or flushed.
     #[error("bureau storage")]

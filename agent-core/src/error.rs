@@ -306,6 +306,18 @@ impl Refusal {
 /// The cause of a [`Refusal`], each with a stable one-byte code. The first are a dialogue's
 /// (the message does not fit its state machine); a guard that checks other rules uses
 /// [`Unknown`](Self::Unknown) with a code of its own above 127 until one is added here.
+///
+/// Every code reads back as itself, so a cause crosses the wire as its code:
+///
+/// ```
+/// use agent_core::protocol::GuardCause;
+/// for code in 0..=u8::MAX {
+///     assert_eq!(GuardCause::from_code(code).code(), code);
+/// }
+/// assert_eq!(GuardCause::from_code(2), GuardCause::Late);
+/// assert_eq!(GuardCause::from_code(9), GuardCause::Unavailable);
+/// assert_eq!(GuardCause::from_code(200), GuardCause::Unknown(200));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum GuardCause {
