@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use agent_core::sim::Sim;
 use agent_core::{Address, Agent, Context};
-use agent_protocols::contract_net::{self, Cancel, CancelCause, ContractNetError, Outcome};
+use agent_protocols::contract_net::{self, AwardFailure, Cancel, CancelCause, ContractNetError, Outcome};
 use agent_protocols::dialogue::DialogueError;
 use parking_lot::Mutex;
 
@@ -35,7 +35,11 @@ async fn a_withdrawn_call_is_cancelled_for_every_proposer() {
     wait_for(|| sellers.iter().all(|s| *s.released.lock() == 1)).await;
     let outcome =
         contract_net::award::<u64, String>(&ctx, &m.book, &called, &addresses, Duration::from_secs(1)).await.unwrap();
-    assert_eq!(outcome, Outcome::NoneChosen, "nothing can be awarded after a cancel");
+    // Each winner named is not awardable, and says why.
+    let Outcome::AllFailed(mut failed) = outcome else { panic!("awarded after a cancel: {outcome:?}") };
+    failed.sort_by_key(|(winner, _)| *winner);
+    let cancelled_state = AwardFailure::NotAwardable { state: "cancelled".into() };
+    assert_eq!(failed, proposers.iter().map(|p| (*p, cancelled_state.clone())).collect::<Vec<_>>());
     // Nothing is left to cancel: a second cancel says so rather than claim it cancelled.
     let again = contract_net::cancel::<u64, String>(&ctx, &m.book, &called, None).await;
     assert!(matches!(again, Err(ContractNetError::NothingToCancel)), "{again:?}");

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_core::ledger::{Ledger, MemoryLedger};
-use agent_core::sim::{Host, Sim};
+use agent_core::sim::{FaultyLedger, Host, Outage, Outages, Sim};
 use agent_core::{Address, Agent, Config, Context, Identity, Wallet};
 use agent_protocols::contract_net::{self, AwardFailure, Outcome, Paid, Settlement};
 
@@ -151,21 +151,34 @@ async fn a_proposal_rejected_unrecorded_is_never_awarded_after() {
     m.office.fail_storage(false);
     let awarded =
         contract_net::award::<u64, String>(&m.ctx, &m.book, &called, &[m.proposer], Duration::from_secs(5)).await;
-    assert_eq!(awarded.unwrap(), Outcome::NoneChosen, "a rejected proposal was awarded");
+    let rejected = AwardFailure::NotAwardable { state: "rejected".into() };
+    assert_eq!(awarded.unwrap(), Outcome::AllFailed(vec![(m.proposer, rejected)]), "a rejected proposal was awarded");
     assert_eq!(state().as_deref(), Some("rejected"), "recorded once storage took it");
     tokio::time::sleep(PERFORM).await;
     assert_eq!((*m.seller.started.lock(), *m.seller.released.lock()), (0, 1), "nothing performed, released once");
     m.sim.shutdown().await;
 }
 
-/// The same, paid through escrow: storage back, `award_and_pay` locks nothing for the
-/// proposal it rejected unrecorded, and says it is not awardable, as rejected.
-#[tokio::test(start_paused = true)]
-async fn a_proposal_rejected_unrecorded_is_never_paid_for_after() {
-    let sim = Sim::new(26);
+/// A traveller on its office host, with 1,000 in its wallet on `ledger` (slowed by
+/// `outages`), that has called a priced seller on the shop host and got its proposal.
+struct PaidMarket {
+    sim: Sim,
+    office: Host,
+    ledger: Arc<MemoryLedger>,
+    seller: Arc<SlowSeller>,
+    proposer: Address,
+    ctx: Context,
+    book: contract_net::Book,
+    wallet: Address,
+    called: contract_net::Called<u64>,
+}
+
+async fn paid_market(seed: u64, outages: Outages) -> PaidMarket {
+    let sim = Sim::new(seed);
     let mint = Identity::from_seed("outage mint");
     let ledger = Arc::new(MemoryLedger::new(Some(mint.address()), sim.clock()));
-    let config = Config::default().with_ledger(ledger.clone());
+    let faulty: Arc<dyn Ledger> = Arc::new(FaultyLedger::new(&sim, ledger.clone(), outages));
+    let config = Config::default().with_ledger(faulty);
     let (office, shop) =
         (sim.add_host_with("office", config.clone()).unwrap(), sim.add_host_with("shop", config).unwrap());
     let seller = SlowSeller::new(PERFORM, true);
@@ -180,7 +193,19 @@ async fn a_proposal_rejected_unrecorded_is_never_paid_for_after() {
     let called =
         contract_net::call::<_, u64>(&ctx, &book, &[proposer], &"LHR-JFK", Duration::from_secs(1)).await.unwrap();
     assert_eq!(called.proposals.len(), 1);
-    let price = |p: &u64| u128::from(*p);
+    PaidMarket { sim, office, ledger, seller, proposer, ctx, book, wallet, called }
+}
+
+fn price(proposal: &u64) -> u128 {
+    u128::from(*proposal)
+}
+
+/// The same, paid through escrow: storage back, `award_and_pay` locks nothing for the
+/// proposal it rejected unrecorded, and says it is not awardable, as rejected.
+#[tokio::test(start_paused = true)]
+async fn a_proposal_rejected_unrecorded_is_never_paid_for_after() {
+    let PaidMarket { sim, office, ledger, seller, proposer, ctx, book, wallet, called } =
+        paid_market(26, Outages::none()).await;
 
     office.fail_storage(true);
     let rejected = contract_net::award_and_pay::<u64, String>(&ctx, &book, &called, &[], price, Duration::from_secs(5));
@@ -200,6 +225,45 @@ async fn a_proposal_rejected_unrecorded_is_never_paid_for_after() {
     };
     assert_eq!((*winner, state.as_str()), (proposer, "rejected"));
     assert_eq!(ledger.balance(wallet).await.unwrap(), 1_000, "nothing locked");
+    assert_eq!(*seller.started.lock(), 0, "nothing performed");
+    sim.shutdown().await;
+}
+
+/// The price is being locked (the ledger is slow) when the initiator rejects the proposal
+/// with its storage down: the rejection goes out unrecorded, and the dialogue still shows
+/// the proposal open when the lock returns. The award is not made after all: nothing is
+/// sent, the winner performs nothing, and the escrow goes back to the initiator when due.
+#[tokio::test(start_paused = true)]
+async fn a_proposal_rejected_while_its_price_is_locked_is_not_awarded() {
+    let slow = Outages::none().add(Duration::ZERO, Duration::from_secs(3600), Outage::Slow(Duration::from_secs(2)));
+    let PaidMarket { sim, office, ledger, seller, proposer, ctx, book, wallet, called } = paid_market(27, slow).await;
+    let perform_timeout = Duration::from_secs(5);
+    let paying = {
+        let (ctx, book, called) = (ctx.clone(), book.clone(), called.clone());
+        tokio::spawn(async move {
+            contract_net::award_and_pay::<u64, String>(&ctx, &book, &called, &[proposer], price, perform_timeout).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    office.fail_storage(true);
+    let rejected = contract_net::award::<u64, String>(&ctx, &book, &called, &[], perform_timeout).await;
+    assert_eq!(rejected.unwrap(), Outcome::NoneChosen);
+    office.fail_storage(false);
+    let Paid::Settled(settled) = paying.await.unwrap().unwrap() else { panic!("not settled") };
+    let [Settlement { winner, result: Err(AwardFailure::NotAwardable { state }), escrow: Some(_), paid: false }] =
+        settled.as_slice()
+    else {
+        panic!("a proposal rejected during the lock was awarded: {settled:?}")
+    };
+    assert_eq!((*winner, state.as_str()), (proposer, "rejected"));
+    let refunded = || async { ledger.balance(wallet).await.unwrap() == 1_000 };
+    let deadline = perform_timeout + agent_protocols::settlement::REFUND_GRACE + Duration::from_secs(30);
+    let mut waited = Duration::ZERO;
+    while !refunded().await && waited < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        waited += Duration::from_secs(1);
+    }
+    assert!(refunded().await, "the escrow was refunded when due");
     assert_eq!(*seller.started.lock(), 0, "nothing performed");
     sim.shutdown().await;
 }

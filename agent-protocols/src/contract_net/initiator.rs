@@ -341,6 +341,24 @@ pub(super) struct Kept<A> {
 /// Whether dialogue `id` was called again after the round `round` of its call gathered its
 /// proposal: that proposal is void, and a decision on it from that round would be taken on
 /// a proposal the participant no longer makes.
+/// Why the proposal of dialogue `id` cannot be awarded now, as the state to report in
+/// [`AwardFailure::NotAwardable`]: rejected (though storage may not have recorded it),
+/// called again since round `round` ("superseded"), or past its proposal (awarded
+/// already, cancelled, expired). `None` if it can.
+pub(super) fn not_awardable(book: &Book, dialogues: &Dialogues, id: u128, round: u32) -> Option<String> {
+    if book.rejected(id) {
+        return Some("rejected".into());
+    }
+    if superseded(dialogues, id, round) {
+        return Some("superseded".into());
+    }
+    match dialogues.get(id) {
+        Some(dialogue) if dialogue.state == "proposed" => None,
+        Some(dialogue) => Some(dialogue.state.to_string()),
+        None => Some("unknown".into()),
+    }
+}
+
 pub(super) fn superseded(dialogues: &Dialogues, id: u128, round: u32) -> bool {
     let data = dialogues.get(id).and_then(|d| d.data);
     data.and_then(|data| data.decode::<Kept<serde::de::IgnoredAny>>().ok()).is_some_and(|kept| kept.round > round)
@@ -512,21 +530,24 @@ pub async fn award<P, R: DeserializeOwned>(
     let mut results = Vec::new();
     // Winners first: they perform while the others are told.
     for proposal in &called.proposals {
-        let (id, to) = (proposal.dialogue, proposal.from);
-        // A proposal this initiator rejected is never awarded, though its rejection may be
-        // unrecorded (then its dialogue still shows it open).
+        let (id, to, chosen) = (proposal.dialogue, proposal.from, winners.contains(&proposal.from));
         if superseded(dialogues, id, called.round) {
             // Called again since: the newer round decides it, not this one.
-            if winners.contains(&to) {
+            if chosen {
                 results.push((to, Err(AwardFailure::NotAwardable { state: "superseded".into() })));
             }
             continue;
         }
-        let accepted = if winners.contains(&to) && !book.rejected(id) {
-            Some(dialogues.outgoing_named("Accept", id, now_ms()))
-        } else {
-            None
-        };
+        // A winner that cannot be awarded is told no more than a loser (a rejection this
+        // initiator sent unrecorded is recorded now), and the caller is told why: a
+        // proposal this initiator rejected is never awarded, though its dialogue may still
+        // show it open.
+        if let Some(state) = chosen.then(|| not_awardable(book, dialogues, id, called.round)).flatten() {
+            results.push((to, Err(AwardFailure::NotAwardable { state })));
+            losers.push((id, to));
+            continue;
+        }
+        let accepted = chosen.then(|| dialogues.outgoing_named("Accept", id, now_ms()));
         match accepted {
             Some(Ok(_)) => {
                 let ctx = ctx.clone();

@@ -95,14 +95,11 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
                 });
                 None
             }
-            (true, Some(_)) if book.rejected(id) || dialogues.get(id).is_none_or(|d| d.state != "proposed") => {
+            (true, Some(_)) if super::initiator::not_awardable(book, dialogues, id, called.round).is_some() => {
                 // Awarded already (a second award of the same call), cancelled, rejected
                 // (though storage may not have recorded it) or expired: nothing may be
                 // awarded, so nothing is locked.
-                let state = match book.rejected(id) {
-                    true => "rejected".to_owned(),
-                    false => dialogues.get(id).map_or_else(|| "unknown".to_owned(), |d| d.state.to_string()),
-                };
+                let state = super::initiator::not_awardable(book, dialogues, id, called.round).unwrap_or_default();
                 let result = Err(AwardFailure::NotAwardable { state });
                 settlements.push(Settlement { winner: to, result, escrow: None, paid: false });
                 continue;
@@ -146,6 +143,16 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
                 }
             }
         };
+        // Asked again after the lock: while the ledger took it, the proposal may have been
+        // rejected (unrecorded, with storage down) or called again and answered anew, and
+        // its dialogue then shows it open as before.
+        let moved_on = locked.as_ref().and_then(|_| super::initiator::not_awardable(book, dialogues, id, called.round));
+        if let (Some((payment, _)), Some(state)) = (&locked, moved_on) {
+            // Refunded when due (scheduled at the lock).
+            let result = Err(AwardFailure::NotAwardable { state });
+            settlements.push(Settlement { winner: to, result, escrow: Some(payment.escrow), paid: false });
+            continue;
+        }
         let accepted = locked.as_ref().map(|_| dialogues.outgoing_named("Accept", id, now_ms()));
         match (locked, accepted) {
             (Some((payment, deadline_ms)), Some(Ok(_))) => {
