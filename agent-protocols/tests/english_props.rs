@@ -148,19 +148,19 @@ async fn run(script: &Script, in_time: usize, reserve: u128, increment: u128) ->
     Ok(())
 }
 
-/// A script of up to 10 raises by 4 bidders, from 8 amounts, where a raise is often a
+/// A script of up to 10 raises by 4 bidders, from 12 amounts 5 apart, where a raise is often a
 /// copy of the one before by another bidder (a tie); and how many of its raises come
 /// before the close (the rest come after).
 fn script() -> impl Strategy<Value = (Script, usize)> {
     // `None`: the previous raise's amount, by the next bidder.
-    let raise = (0..BIDDERS, prop::option::weighted(0.6, (1u128..=8).prop_map(|a| a * 10)));
+    let raise = (0..BIDDERS, prop::option::weighted(0.6, (1u128..=12).prop_map(|a| a * 5)));
     prop::collection::vec(raise, 0..=10).prop_flat_map(|raises| {
         let mut script: Script = Vec::new();
         for (who, amount) in raises {
             let raise = match (amount, script.last()) {
                 (Some(amount), _) => (who, amount),
                 (None, Some(&(previous, amount))) => ((previous + 1) % BIDDERS, amount),
-                (None, None) => (who, 10),
+                (None, None) => (who, 5),
             };
             script.push(raise);
         }
@@ -176,8 +176,8 @@ proptest! {
     #[test]
     fn an_english_auction_awards_what_its_rules_give_for_the_raises_in_time(
         (script, in_time) in script(),
-        reserve in 0u128..50,
-        increment in 0u128..12,
+        reserve in 0u128..40,
+        increment in 0u128..20,
     ) {
         paused(run(&script, in_time, reserve, increment))?;
     }
