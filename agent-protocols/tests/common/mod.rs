@@ -1,7 +1,8 @@
 //! What the protocol tests share: a bidder that goes up to a limit in every kind of auction,
 //! ears for the refusals an agent is sent, contract-net's test market (`cnp`), a floor of
-//! auctions with a rogue bidder on one ledger (`floor`), and a bureau on a ledger whose
-//! balances and supply a test checks (`paid`).
+//! auctions with a rogue bidder on one ledger (`floor`), a bureau on a ledger whose
+//! balances and supply a test checks (`paid`), and the same on a simulated host on paused
+//! time, for property tests (`sim_paid`).
 
 // Each test binary uses part of it.
 #![allow(dead_code)]
@@ -9,6 +10,7 @@
 pub mod cnp;
 pub mod floor;
 pub mod paid;
+pub mod sim_paid;
 
 use std::sync::Arc;
 use std::time::Duration;
