@@ -28,6 +28,18 @@ pub(super) fn in_hand(held: &Data, payment: Option<&Payment>) -> Option<Data> {
     Data::encode(&InHand { in_hand: held, payment: payment.cloned() }).ok()
 }
 
+/// Has `ctx`'s agent's storage commit what it wrote, and waits for it: before money moves
+/// on a step. A failed commit is logged and the step goes ahead, as recorded in memory.
+pub(super) async fn commit_now(ctx: &Context, what: &str) {
+    let flushed = match ctx.storage() {
+        Ok(storage) => storage.flush().await,
+        Err(error) => return tracing::warn!(what, %error, "a contract-net step could not be committed"),
+    };
+    if let Err(error) = flushed {
+        tracing::warn!(what, %error, "a contract-net step could not be committed; it goes ahead");
+    }
+}
+
 /// Has `ctx`'s agent's storage commit what it wrote, before `what` is acted on, without
 /// waiting for the commit: a store that commits on request (a simulated host's) commits
 /// it here and now; the bureau's committer thread is woken to commit it at once. Waiting

@@ -62,7 +62,7 @@ pub use cancel::*;
 pub use causes::*;
 use holds::{Hold, Holds};
 pub use initiator::*;
-use interrupted::{commit_soon, end_interrupted, in_hand, InHand};
+use interrupted::{commit_now, commit_soon, end_interrupted, in_hand, InHand};
 pub use messages::*;
 pub use participant::*;
 pub use pay::*;

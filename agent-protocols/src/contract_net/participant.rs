@@ -16,9 +16,10 @@ use super::*;
 /// cannot know how far the interrupted `perform` went, so `release` may come after part or
 /// all of its work was done; what it had done stands. An award whose end was recorded
 /// and committed before the crash is left as it ended: nothing is released for work that
-/// was reported. The report is recorded before it is sent or paid, and its commit is
-/// requested then but not awaited: a real crash in that window (a few milliseconds) can
-/// lose the record, and the restarted participant then releases work it was paid for.
+/// was reported. The report is recorded before it is sent, and committed before the pay
+/// for it is collected; an unpaid report's commit is requested but not awaited, so a real
+/// crash within it (a few milliseconds) can lose the record, and the restarted participant
+/// then releases the proposal of work it reported but was not paid for.
 #[async_trait::async_trait]
 pub trait Participant: Send + Sync + 'static {
     /// The task, as the initiator describes it.
@@ -281,15 +282,20 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                             give_back(wallet, id, payment).await;
                         }
                     } else {
-                        // The report is recorded before it is sent or paid, and its commit
-                        // requested (not awaited: on tokio's paused clock a wait for the
-                        // committer thread lets the clock jump): a participant restarted after
-                        // the commit finds the award ended and releases nothing it reported.
-                        commit_soon(&ctx, "a report");
-                        // Done, and not cancelled meanwhile: collect the pay before saying so.
+                        // The report is recorded before it is sent or paid: a participant
+                        // restarted after its commit finds the award ended and releases
+                        // nothing it reported.
                         let done = matches!(report, Report::Done { .. });
                         if let (true, Some((payment, wallet))) = (done, &paid_by) {
+                            // Done, and not cancelled meanwhile: the pay is collected before
+                            // saying so, and only once the end is on disk, so that no crash
+                            // finds work it was paid for still in hand.
+                            commit_now(&ctx, "a report").await;
                             collect(wallet, id, payment).await;
+                        } else {
+                            // Requested, not awaited: nothing is paid on it, and the wait
+                            // would hold up the report.
+                            commit_soon(&ctx, "a report");
                         }
                         // A send that fails ends like silence: the initiator's wait times
                         // out, and its escrow is refunded at the deadline unless released.
