@@ -63,6 +63,11 @@ pub struct Bid {
     pub seq: u64,
 }
 
+/// The lowest price anything trades at: the ledger moves positive amounts only, so an
+/// award at 0 could never be paid. Every auction's rules take a reserve or floor below it as
+/// this, a bid below it does not count, and a double auction's ask below it is an ask at it.
+pub const MIN_PRICE: u128 = 1;
+
 /// Who won and what they pay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, agent_core::WireSchema)]
 pub struct Award {
@@ -73,11 +78,11 @@ pub struct Award {
 }
 
 /// English (ascending) auction. Bids are taken in arrival order; a bid counts only if it
-/// reaches `reserve` and, after the first counted bid, beats the standing bid by at least
+/// reaches `reserve` (at least [`MIN_PRICE`]) and, after the first counted bid, beats the standing bid by at least
 /// `increment` (at least 1). The last bid counted wins and pays its amount. `None`: no bid
 /// counted.
 pub fn english(bids: &[Bid], reserve: u128, increment: u128) -> Option<Award> {
-    let increment = increment.max(1);
+    let (increment, reserve) = (increment.max(1), reserve.max(MIN_PRICE));
     let mut arrived: Vec<&Bid> = bids.iter().collect();
     arrived.sort_by_key(|b| b.seq);
     let mut standing: Option<&Bid> = None;
@@ -102,11 +107,12 @@ pub struct Acceptance {
 }
 
 /// Dutch (descending clock) auction. The price starts at `start` and falls by `step` each
-/// tick, never below `floor`; the clock stops at the first tick where the price would fall
+/// tick, never below `floor` (at least [`MIN_PRICE`]); the clock stops at the first tick where the price would fall
 /// below `floor`. The first acceptance to arrive (lowest `seq`) at a tick the clock reached
 /// wins at that tick's price: it stops the clock, so one arriving later does not count,
 /// even at an earlier tick (a take that crossed the clock's next call).
 pub fn dutch(acceptances: &[Acceptance], start: u128, step: u128, floor: u128) -> Option<Award> {
+    let floor = floor.max(MIN_PRICE);
     let price_at = |tick: u64| start.checked_sub(step.checked_mul(u128::from(tick))?).filter(|p| *p >= floor);
     acceptances
         .iter()
@@ -115,20 +121,24 @@ pub fn dutch(acceptances: &[Acceptance], start: u128, step: u128, floor: u128) -
         .and_then(|a| price_at(a.tick).map(|price| Award { winner: a.bidder, price }))
 }
 
-/// Sealed-bid second-price (Vickrey) auction. Bids below `reserve` do not count. The
+/// Sealed-bid second-price (Vickrey) auction. Bids below `reserve` (at least
+/// [`MIN_PRICE`]) do not count. The
 /// highest bid wins (the earliest among equal highest); it pays the highest counted bid of
 /// any *other* bidder (a bidder's own lower bids never set its price), or `reserve` if
 /// there is none.
 pub fn vickrey(bids: &[Bid], reserve: u128) -> Option<Award> {
+    let reserve = reserve.max(MIN_PRICE);
     let counted = || bids.iter().filter(|b| b.amount >= reserve);
     let winner = counted().max_by_key(|b| (b.amount, std::cmp::Reverse(b.seq)))?;
     let price = counted().filter(|b| b.bidder != winner.bidder).map(|b| b.amount).max().unwrap_or(reserve);
     Some(Award { winner: winner.bidder, price: price.max(reserve) })
 }
 
-/// Sealed-bid first-price auction. Bids below `reserve` do not count. The highest bid wins
+/// Sealed-bid first-price auction. Bids below `reserve` (at least [`MIN_PRICE`]) do not
+/// count. The highest bid wins
 /// (the earliest among equal highest) and pays its own amount.
 pub fn first_price(bids: &[Bid], reserve: u128) -> Option<Award> {
+    let reserve = reserve.max(MIN_PRICE);
     let winner = bids.iter().filter(|b| b.amount >= reserve).max_by_key(|b| (b.amount, std::cmp::Reverse(b.seq)))?;
     Some(Award { winner: winner.bidder, price: winner.amount })
 }
@@ -180,11 +190,13 @@ impl Clearing {
 /// the most units possible. Every unit trades at one price: the midpoint (rounded down) of
 /// the range from the higher of the last matched ask and the best unmatched bid, to the
 /// lower of the last matched bid and the best unmatched ask. At that price every matched
-/// buyer and seller is willing, and no unmatched one would trade. `None`: no bid meets
-/// any ask.
+/// buyer and seller is willing, and no unmatched one would trade. Bids below [`MIN_PRICE`]
+/// do not count, and asks below it are asks at it, so nothing trades at 0. `None`: no bid
+/// meets any ask.
 pub fn double(bids: &[Order], asks: &[Order]) -> Option<Clearing> {
-    let mut bids: Vec<Order> = bids.iter().filter(|o| o.quantity > 0).copied().collect();
-    let mut asks: Vec<Order> = asks.iter().filter(|o| o.quantity > 0).copied().collect();
+    let mut bids: Vec<Order> = bids.iter().filter(|o| o.quantity > 0 && o.price >= MIN_PRICE).copied().collect();
+    let mut asks: Vec<Order> =
+        asks.iter().filter(|o| o.quantity > 0).map(|o| Order { price: o.price.max(MIN_PRICE), ..*o }).collect();
     bids.sort_by_key(|o| (std::cmp::Reverse(o.price), o.seq));
     asks.sort_by_key(|o| (o.price, o.seq));
     let (mut b, mut a) = (0, 0);

@@ -114,7 +114,9 @@ pub struct Terms {
 impl Terms {
     /// The price at `tick`, or `None` once it would be below the floor.
     pub fn price_at(&self, tick: u64) -> Option<u128> {
-        self.start.checked_sub(self.step.max(1).checked_mul(u128::from(tick))?).filter(|p| *p >= self.floor)
+        self.start
+            .checked_sub(self.step.max(1).checked_mul(u128::from(tick))?)
+            .filter(|p| *p >= self.floor.max(auction::MIN_PRICE))
     }
 
     /// The tick whose price is `price`, if the clock calls it.
@@ -122,7 +124,7 @@ impl Terms {
         let below = self.start.checked_sub(price)?;
         let step = self.step.max(1);
         let tick = u64::try_from(below / step).ok()?;
-        (below % step == 0 && price >= self.floor).then_some(tick)
+        (below % step == 0 && price >= self.floor.max(auction::MIN_PRICE)).then_some(tick)
     }
 }
 

@@ -186,16 +186,11 @@ impl Auctioneer {
         terms: Terms,
     ) -> Result<Outcry, AuctionError> {
         let auction = auction::new_id();
-        let increment = terms.increment.max(1);
+        let (increment, reserve) = (terms.increment.max(1), terms.reserve.max(auction::MIN_PRICE));
         let closes_at_ms = unix_now_ms().saturating_add(terms.open_for.as_millis() as u64);
         let closes = tokio::time::Instant::now() + terms.open_for;
-        let opening = Opening {
-            auction: auction.clone(),
-            item: serde_json::to_value(item)?,
-            reserve: terms.reserve,
-            increment,
-            closes_at_ms,
-        };
+        let opening =
+            Opening { auction: auction.clone(), item: serde_json::to_value(item)?, reserve, increment, closes_at_ms };
         let mut opened = self.raises.open(ctx, &auction, bidders, Opening::NAME, closes_at_ms)?;
         tell_all(ctx, &opened.bidders(), &opening).await;
 
@@ -203,8 +198,7 @@ impl Auctioneer {
         let mut standing: Option<(Address, u128)> = None;
         while let Some((from, bid)) = opened.next_before(closes).await {
             let Some(amount) = outcry.count(&auction, from, bid) else { continue };
-            let needed =
-                standing.map_or(terms.reserve, |(_, amount)| amount.saturating_add(increment).max(terms.reserve));
+            let needed = standing.map_or(reserve, |(_, amount)| amount.saturating_add(increment).max(reserve));
             if amount >= needed {
                 standing = Some((from, amount));
                 let minimum = amount.saturating_add(increment);
@@ -223,7 +217,7 @@ impl Auctioneer {
             .enumerate()
             .map(|(seq, b)| Bid { bidder: b.bidder, amount: b.amount, seq: seq as u64 })
             .collect();
-        outcry.award = auction::english(&counted, terms.reserve, increment);
+        outcry.award = auction::english(&counted, reserve, increment);
         if let Some(award) = outcry.award {
             self.sales.expect(auction::deal_of(&auction), award.winner, award.price);
         }

@@ -293,7 +293,7 @@ impl Auctioneer {
         deadline: Duration,
         pricing: Pricing,
     ) -> Result<Sealed, AuctionError> {
-        let auction = auction::new_id();
+        let (auction, reserve) = (auction::new_id(), reserve.max(auction::MIN_PRICE));
         let deadline_ms = agent_core::envelope::unix_now_ms().saturating_add(deadline.as_millis() as u64);
         let until = tokio::time::Instant::now() + deadline;
         let call = CallForBids { auction: auction.clone(), item: serde_json::to_value(item)?, reserve, deadline_ms };

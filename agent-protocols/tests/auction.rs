@@ -33,7 +33,7 @@ fn bids() -> impl Strategy<Value = Vec<Bid>> {
 
 /// Orders of the traders numbered in `traders`, in any order, arrival numbers from `offset`.
 fn orders(traders: std::ops::Range<u8>, offset: u64) -> impl Strategy<Value = Vec<Order>> {
-    prop::collection::vec((traders, 1u128..100, 0u64..5, 1u64..4), 0..10)
+    prop::collection::vec((traders, 0u128..100, 0u64..5, 1u64..4), 0..10)
         .prop_map(move |raw| {
             let seqs = arrivals(raw.iter().map(|r| r.3), offset);
             raw.iter()
@@ -55,8 +55,9 @@ proptest! {
     /// English: a bid counts if it reaches the reserve and beats every counted bid before
     /// it by the increment; the last one counted wins at its amount.
     #[test]
-    fn english_matches_its_rules(bids in bids(), reserve in 0u128..100, increment in 0u128..20) {
-        let increment = increment.max(1);
+    fn english_matches_its_rules(bids in bids(), reserve_asked in 0u128..100, increment in 0u128..20) {
+        // Nothing trades at 0 (the ledger cannot pay it): a reserve of 0 is one of 1.
+        let (increment, reserve) = (increment.max(1), reserve_asked.max(1));
         let mut arrived = bids.clone();
         arrived.sort_by_key(|b| b.seq);
         let mut counted: Vec<Bid> = Vec::new();
@@ -67,29 +68,31 @@ proptest! {
             }
         }
         let expected = counted.last().map(|b| Award { winner: b.bidder, price: b.amount });
-        prop_assert_eq!(auction::english(&bids, reserve, increment), expected);
+        prop_assert_eq!(auction::english(&bids, reserve_asked, increment), expected);
     }
 
     /// Vickrey: the highest counted bid (earliest among equals) wins and pays the highest
     /// counted bid of another bidder, or the reserve.
     #[test]
-    fn vickrey_matches_its_rules(bids in bids(), reserve in 0u128..100) {
+    fn vickrey_matches_its_rules(bids in bids(), reserve_asked in 0u128..100) {
+        let reserve = reserve_asked.max(1);
         let mut counted: Vec<Bid> = bids.iter().filter(|b| b.amount >= reserve).copied().collect();
         counted.sort_by(|a, b| b.amount.cmp(&a.amount).then(a.seq.cmp(&b.seq)));
         let expected = counted.first().map(|w| Award {
             winner: w.bidder,
             price: counted.iter().find(|b| b.bidder != w.bidder).map_or(reserve, |s| s.amount.max(reserve)),
         });
-        prop_assert_eq!(auction::vickrey(&bids, reserve), expected);
+        prop_assert_eq!(auction::vickrey(&bids, reserve_asked), expected);
     }
 
     /// First price: the highest counted bid (earliest among equals) wins and pays itself.
     #[test]
-    fn first_price_matches_its_rules(bids in bids(), reserve in 0u128..100) {
+    fn first_price_matches_its_rules(bids in bids(), reserve_asked in 0u128..100) {
+        let reserve = reserve_asked.max(1);
         let mut counted: Vec<Bid> = bids.iter().filter(|b| b.amount >= reserve).copied().collect();
         counted.sort_by(|a, b| b.amount.cmp(&a.amount).then(a.seq.cmp(&b.seq)));
         let expected = counted.first().map(|w| Award { winner: w.bidder, price: w.amount });
-        prop_assert_eq!(auction::first_price(&bids, reserve), expected);
+        prop_assert_eq!(auction::first_price(&bids, reserve_asked), expected);
     }
 
     /// Dutch: in order of arrival, the first acceptance at a tick the clock reached (from the
@@ -113,7 +116,7 @@ proptest! {
         for accepted in by_arrival {
             // The clock reaches a tick while its price is at the floor or above.
             let fall = step * u128::from(accepted.tick);
-            if start >= fall && start - fall >= floor {
+            if start >= fall && start - fall >= floor.max(1) {
                 expected = Some(Award { winner: accepted.bidder, price: start - fall });
                 break;
             }
@@ -131,12 +134,16 @@ proptest! {
         bids in orders(0..6, 0),
         asks in orders(6..12, 100),
     ) {
+        let cleared = auction::double(&bids, &asks);
+        // Nothing trades at 0 (the ledger cannot pay it): a bid of 0 does not count, and an
+        // ask of 0 is one of 1.
+        let bids: Vec<Order> = bids.iter().filter(|o| o.price >= 1).copied().collect();
+        let asks: Vec<Order> = asks.iter().map(|o| Order { price: o.price.max(1), ..*o }).collect();
         let mut bid_units: Vec<u128> = bids.iter().flat_map(|o| std::iter::repeat_n(o.price, o.quantity as usize)).collect();
         let mut ask_units: Vec<u128> = asks.iter().flat_map(|o| std::iter::repeat_n(o.price, o.quantity as usize)).collect();
         bid_units.sort_by(|a, b| b.cmp(a));
         ask_units.sort();
         let matched = bid_units.iter().zip(&ask_units).take_while(|(b, a)| b >= a).count();
-        let cleared = auction::double(&bids, &asks);
         if matched == 0 {
             prop_assert!(cleared.is_none());
         } else {
@@ -207,4 +214,26 @@ fn documented_ties_go_to_the_earlier_bid() {
     );
     let accepted = [Acceptance { bidder: b, tick: 3, seq: 9 }, Acceptance { bidder: a, tick: 3, seq: 4 }];
     assert_eq!(auction::dutch(&accepted, 100, 10, 0), Some(Award { winner: a, price: 70 }));
+}
+
+/// Nothing trades at 0, which the ledger could not pay: a reserve or floor of 0 is one of
+/// 1, a bid of 0 does not count, and an ask of 0 is one of 1.
+#[test]
+fn nothing_is_awarded_at_zero() {
+    let (a, b) = (trader(1), trader(2));
+    let zero = [Bid { bidder: a, amount: 0, seq: 0 }];
+    assert_eq!(auction::english(&zero, 0, 1), None);
+    assert_eq!(auction::first_price(&zero, 0), None);
+    assert_eq!(auction::vickrey(&zero, 0), None);
+    let alone = [Bid { bidder: a, amount: 10, seq: 0 }];
+    assert_eq!(auction::vickrey(&alone, 0), Some(Award { winner: a, price: 1 }), "the reserve, as 1");
+    // From 10, 5 less each tick: 10, 5, then 0, which the clock does not call.
+    let at_zero = [Acceptance { bidder: a, tick: 2, seq: 0 }];
+    assert_eq!(auction::dutch(&at_zero, 10, 5, 0), None);
+    let at_five = [Acceptance { bidder: a, tick: 1, seq: 0 }];
+    assert_eq!(auction::dutch(&at_five, 10, 5, 0), Some(Award { winner: a, price: 5 }));
+    let order = |trader, price| Order { trader, price, quantity: 1, seq: 0 };
+    assert_eq!(auction::double(&[order(a, 0)], &[order(b, 0)]), None);
+    let cleared = auction::double(&[order(a, 10)], &[order(b, 0)]).unwrap();
+    assert_eq!((cleared.price, cleared.volume()), (5, 1), "between the ask as 1 and the bid of 10");
 }

@@ -48,14 +48,16 @@ impl dutch::Bidder for Taker {
 }
 
 /// The documented rule, applied directly: the clock calls `start - tick * step` (step at
-/// least 1) from tick 0 while it is not below the floor. Each bidder takes at the first
+/// least 1) from tick 0 while it is not below the floor (at least 1). Each bidder takes at the first
 /// price called at or below its limit, `lag` into that tick; the first take to arrive (the
 /// earliest tick, then the shortest lag) wins at its tick's price, and the clock stopped
 /// there. Returns the award and how many ticks the clock called.
 fn expected(terms: &dutch::Terms, bidders: &[(Address, Option<u128>, Duration)]) -> (Option<Award>, u64) {
     let step = terms.step.max(1);
-    let called: Vec<u128> =
-        (0..).map_while(|tick: u128| terms.start.checked_sub(tick * step)).take_while(|p| *p >= terms.floor).collect();
+    let called: Vec<u128> = (0..)
+        .map_while(|tick: u128| terms.start.checked_sub(tick * step))
+        .take_while(|p| *p >= terms.floor.max(1))
+        .collect();
     let first = bidders
         .iter()
         .filter_map(|(who, limit, lag)| {
@@ -150,9 +152,9 @@ proptest! {
         tick_ms in 50u64..150,
     ) {
         // The floor is mostly below the start (`MAX`: above it, and the clock calls nothing),
-        // and at least 1: a sale at 0 cannot be paid through escrow (the ledger refuses to
-        // lock nothing), so the winner's payment fails and the lot is never delivered.
-        let floor = if below == u128::MAX { start + 1 } else { (start - below.min(start)).max(1) };
+        // and may be 0, which the clock takes as 1: nothing is sold at 0 (the ledger cannot
+        // lock nothing, so such a sale could never be paid).
+        let floor = if below == u128::MAX { start + 1 } else { start - below.min(start) };
         let terms = dutch::Terms { start, step, floor, tick_every: Duration::from_millis(tick_ms) };
         paused(run(terms, &bidders))?;
     }

@@ -80,6 +80,8 @@ fn scripted(name: &str, raises: Vec<(usize, u128)>, paid: Arc<Mutex<Vec<bool>>>)
 /// first counts if it reaches the reserve; each later one if it also beats the standing bid
 /// by the increment (at least 1). The last one counted wins and pays its amount.
 fn expected(in_time: &[(Address, u128)], reserve: u128, increment: u128) -> Option<Award> {
+    // Nothing trades at 0 (the ledger cannot pay it): a reserve of 0 is one of 1.
+    let reserve = reserve.max(1);
     let mut standing: Option<Award> = None;
     for &(bidder, amount) in in_time {
         let needed = standing.map_or(reserve, |s| reserve.max(s.price + increment.max(1)));

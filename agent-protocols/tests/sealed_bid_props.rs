@@ -40,6 +40,8 @@ fn bidder() -> impl Strategy<Value = (Option<u128>, Duration)> {
 /// highest wins (amounts are made distinct, so no tie arises); it pays its own bid
 /// (first price) or the highest other counted bid, or the reserve if none (second price).
 fn expected(bids: &[(Address, Option<u128>, Duration)], reserve: u128, pricing: Pricing) -> Option<Award> {
+    // Nothing trades at 0 (the ledger cannot pay it): a reserve of 0 is one of 1.
+    let reserve = reserve.max(1);
     let mut counted: Vec<(u128, Address)> = bids
         .iter()
         .filter(|(_, amount, delay)| *delay < DEADLINE && amount.is_some_and(|a| a >= reserve))
