@@ -21,6 +21,10 @@ use crate::context::{AgentCell, Context, PendingReply, RequestTimer};
 use crate::identity::Address;
 use crate::router::{Entry, Router};
 
+/// How long [`Bureau::shutdown`] waits for the network node's tasks to end once told to
+/// stop (they end at once unless one is stuck mid-write to a peer).
+const NETWORK_STOP_WAIT: Duration = Duration::from_secs(5);
+
 /// Settings shared by every agent of a bureau.
 #[derive(Clone)]
 pub struct Config {
@@ -99,6 +103,8 @@ impl Config {
 
 pub(crate) struct Shared {
     pub(crate) network: std::sync::OnceLock<Arc<crate::transport::Network>>,
+    /// The end of the network node's tasks, awaited by [`Bureau::shutdown`].
+    pub(crate) network_ended: parking_lot::Mutex<Option<crate::transport::Ended>>,
     /// How agents here reach agents elsewhere: the network node, once listening.
     pub(crate) remote: std::sync::OnceLock<Arc<dyn crate::remote::RemoteSend>>,
     pub(crate) router: Arc<Router>,
@@ -191,6 +197,7 @@ impl Bureau {
         crate::metrics::watch_router(&router);
         let shared = Arc::new(Shared {
             network: std::sync::OnceLock::new(),
+            network_ended: parking_lot::Mutex::new(None),
             remote: std::sync::OnceLock::new(),
             router,
             storage,
@@ -293,7 +300,7 @@ impl Bureau {
         // What must survive a restart of the node is kept with the agents' storage, when
         // that is on disk.
         let state = self.shared.config.storage_dir.is_some().then(|| self.shared.storage.clone());
-        let (network, incoming, stop) = crate::transport::start(config, state).await?;
+        let (network, incoming, stop, ended) = crate::transport::start(config, state).await?;
         let info = network.info.clone();
         crate::metrics::watch_network(&network);
         if self.shared.network.set(Arc::clone(&network)).is_err() {
@@ -302,7 +309,9 @@ impl Bureau {
         // Set only here, after `network` was set above exactly once: it cannot be set yet.
         let _ = self.shared.remote.set(Arc::new(crate::transport::Remote(Arc::clone(&network))));
         let sink: Arc<dyn crate::transport::Sink> = self.shared.router.clone();
-        tokio::spawn(crate::transport::accept_loop(sink, network, incoming, stop));
+        *self.shared.network_ended.lock() = Some(ended);
+        let accepting = crate::transport::accept_loop(sink, Arc::clone(&network), incoming, stop);
+        network.tasks.spawn(accepting);
         Ok(info)
     }
 
@@ -384,6 +393,14 @@ impl Bureau {
             }
         }
         self.stop_network();
+        // The node's tasks hold its state, kept in the agents' storage: once they have
+        // ended, a bureau started again in this process can open that storage.
+        let ended = self.shared.network_ended.lock().take();
+        if let Some(ended) = ended {
+            if !ended.wait(NETWORK_STOP_WAIT).await {
+                tracing::warn!(waited = ?NETWORK_STOP_WAIT, "the network's tasks had not all ended at shutdown");
+            }
+        }
         self.shared.storage.flush().await?;
         Ok(())
     }

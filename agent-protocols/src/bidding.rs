@@ -44,6 +44,7 @@ pub(crate) struct Bidding {
 impl Bidding {
     /// Makes `agent` keep its auctions under `rules` as dialogues, swept on the agent.
     pub(crate) fn serve(agent: &mut Agent, rules: fn() -> Rules) -> Bidding {
+        settlement::refund_open_escrows_on_startup(agent);
         Bidding { book: Book::serve(agent, rules, BIDDER), work: Work::of(agent) }
     }
 

@@ -423,6 +423,24 @@ pub(crate) async fn refund_at(wallet: &Wallet, escrow: EscrowId, deadline_ms: u6
     false
 }
 
+/// Has `agent`, each time it starts, refund the escrows its wallet left open when due
+/// ([`refund_open_escrows`], in the background): a payer stopped between locking a price
+/// and its settlement (its refund tasks ended with it) gets back what no one released by
+/// the deadline. The auctions' bidders and traders are served with it; an agent with no
+/// wallet skips it. An agent serving several of those roles schedules each refund once per
+/// role: harmless, as the ledger settles an escrow once and a settled one is left alone.
+pub(crate) fn refund_open_escrows_on_startup(agent: &mut Agent) {
+    agent.on_startup(|ctx: Context| async move {
+        let Ok(wallet) = ctx.wallet() else { return };
+        let task_ctx = ctx.clone();
+        ctx.spawn(async move {
+            if let Err(e) = refund_open_escrows(&task_ctx, &wallet).await {
+                tracing::warn!(error = %e, "the escrows left open before this start could not be read; they stay open until the next");
+            }
+        });
+    });
+}
+
 /// Schedules a refund ([`refund_when_due`], as a task of `ctx`'s agent) of every escrow
 /// `wallet` locked that is still open (at most 1,000, soonest deadline first), and returns
 /// how many. For a payer that restarted with deals in flight: what it locked before is

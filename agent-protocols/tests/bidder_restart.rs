@@ -338,3 +338,35 @@ async fn loop_until<T>(found: impl Fn() -> Option<T>) -> T {
     }
     panic!("never found");
 }
+
+/// A bidder stopped with a price locked and unsettled (its payment's refund task ended with
+/// its node) gets it back after a restart: serving any auction, it has its wallet's open
+/// escrows refunded when due, without the user's code asking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_bidder_gets_back_what_it_locked_and_no_one_released() {
+    let house = House::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (node_b, bidder) = house.bidder_node(dir.path(), UpTo::new(300)).await;
+    house.mint.mint(wallet(BIDDER_SEED), 1_000).await.unwrap();
+    // A price locked for the seller, as a win's payment does, then the node stops.
+    let bidders_wallet = node_b.context(bidder).unwrap().wallet().unwrap();
+    let deadline_ms = agent_core::envelope::unix_now_ms() + 1_500;
+    let seller = wallet(SELLER_SEED);
+    bidders_wallet.lock(70, seller, deadline_ms, seller, Some(DealId::named("lot 9"))).await.unwrap();
+    drop(bidders_wallet);
+    node_b.shutdown().await.unwrap();
+    assert_eq!(house.balance(BIDDER_SEED).await, 930);
+
+    let (node_b, _) = house.bidder_node(dir.path(), UpTo::new(300)).await;
+    // Refunded just after its deadline: waited for up to ten times as long.
+    for _ in 0..150 {
+        if house.balance(BIDDER_SEED).await == 1_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(house.balance(BIDDER_SEED).await, 1_000, "the locked price came back");
+    assert_eq!(house.balance(SELLER_SEED).await, 0, "nothing went to the seller");
+    node_b.shutdown().await.unwrap();
+    house.bureau.shutdown().await.unwrap();
+}

@@ -61,6 +61,7 @@ mod node;
 mod remote;
 mod resolver;
 mod sink;
+mod tasks;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -80,6 +81,7 @@ pub(crate) use inbound::accept_loop;
 pub(crate) use node::start;
 pub(crate) use remote::Remote;
 pub(crate) use sink::Sink;
+pub(crate) use tasks::Ended;
 
 use crate::envelope::{Envelope, ReplayGuard};
 use crate::error::{Cause, Rejection, Unroutable};
@@ -354,6 +356,8 @@ pub(crate) struct Network {
     pub(crate) learned: Mutex<HashMap<Address, PeerId>>,
     /// Established connections, kept by the swarm task.
     pub(crate) connections: Arc<std::sync::atomic::AtomicUsize>,
+    /// Spawns the node's tasks, so that a shutdown can wait for them ([`tasks::Ended`]).
+    pub(crate) tasks: tasks::Tasks,
 }
 
 /// What a frame adds to the envelope it carries: tag, sequence number, authentication mode.
@@ -480,7 +484,7 @@ impl Network {
             link::run(net, endpoint_owned, rx).await;
             drop(ended_tx);
         };
-        tokio::spawn(tracing::Instrument::instrument(run, span));
+        self.tasks.spawn(tracing::Instrument::instrument(run, span));
         links.insert(endpoint.peer_id, Link { queue: tx.clone(), ended });
         tx
     }

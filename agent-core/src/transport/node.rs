@@ -59,7 +59,7 @@ pub(crate) enum Command {
 pub(crate) async fn start(
     config: NetworkConfig,
     state: Option<crate::store::WriteBehind>,
-) -> Result<(Arc<Network>, libp2p_stream::IncomingStreams, watch::Receiver<bool>), NetError> {
+) -> Result<(Arc<Network>, libp2p_stream::IncomingStreams, watch::Receiver<bool>, super::tasks::Ended), NetError> {
     let ceiling = super::ceiling::Ceiling::load(state)
         .map_err(|err| NetError::Transport(format!("cannot read the node's state: {}", crate::error::chain(&err))))?;
     // Restarted right after a crash: let the clock pass what the last run may have
@@ -88,6 +88,7 @@ pub(crate) async fn start(
     let (commands, commands_rx) = mpsc::channel(256);
     let (stop, stop_rx) = watch::channel(false);
     let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (tasks, ended) = super::tasks::tasks(run(swarm, commands_rx, stop_rx.clone(), Arc::clone(&connections)));
     let network = Arc::new(Network {
         info,
         control,
@@ -103,13 +104,13 @@ pub(crate) async fn start(
         learned: Mutex::new(HashMap::new()),
         stop,
         config,
-        connections: Arc::clone(&connections),
+        connections,
+        tasks,
     });
-    tokio::spawn(run(swarm, commands_rx, stop_rx.clone(), connections));
     let keeper = Arc::clone(&network);
     let keeper_stop = stop_rx.clone();
-    tokio::spawn(async move { keeper.ceiling.keep_ahead(keeper_stop).await });
-    Ok((network, incoming, stop_rx))
+    network.tasks.spawn(async move { keeper.ceiling.keep_ahead(keeper_stop).await });
+    Ok((network, incoming, stop_rx, ended))
 }
 
 async fn run(

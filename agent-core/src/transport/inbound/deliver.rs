@@ -292,7 +292,7 @@ impl Lines {
             !std::mem::replace(&mut line.running, true)
         };
         if start {
-            tokio::spawn(run_line(Arc::clone(net), Arc::clone(sink), key, line));
+            net.tasks.spawn(run_line(Arc::clone(net), Arc::clone(sink), key, line));
         }
         None
     }

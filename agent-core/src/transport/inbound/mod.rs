@@ -53,7 +53,7 @@ pub(crate) async fn accept_loop(
                     Ok(place) => {
                         let inbound = InboundStream { sink: Arc::clone(&sink), net: Arc::clone(&net), peer, place, quotas: quotas.clone() };
                         let span = tracing::debug_span!("inbound", %peer);
-                        tokio::spawn(tracing::Instrument::instrument(inbound.serve(stream, stop.clone()), span));
+                        net.tasks.spawn(tracing::Instrument::instrument(inbound.serve(stream, stop.clone()), span));
                     }
                     Err(quota::Refused::TooManyStreams) => {
                         crate::metrics::quota_refused("streams_per_peer");
