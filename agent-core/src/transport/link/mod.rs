@@ -29,7 +29,22 @@ pub(super) const IDLE: &str = "idle";
 /// How a stream ends whose peer stopped answering heartbeats.
 pub(super) const SILENT: &str = "peer silent for three heartbeats";
 
-pub(crate) async fn run(net: Arc<Network>, endpoint: Endpoint, mut queue: mpsc::Receiver<Outbound>) {
+/// Runs the link to `endpoint` until its queue closes and every envelope has its outcome,
+/// or until the node stops: then what is still unacknowledged ends so at once (its
+/// senders are told the link closed) rather than at its deadline, and the link lets go of
+/// the node, so a shutdown does not wait for a peer that may never answer.
+pub(crate) async fn run(net: Arc<Network>, endpoint: Endpoint, queue: mpsc::Receiver<Outbound>) {
+    let mut stop = net.stop.subscribe();
+    let peer = endpoint.peer_id;
+    tokio::select! {
+        () = serve(net, endpoint, queue) => {}
+        _ = stop.wait_for(|stopped| *stopped) => {
+            tracing::debug!(%peer, "the node stopped: the link's envelopes end unacknowledged");
+        }
+    }
+}
+
+async fn serve(net: Arc<Network>, endpoint: Endpoint, mut queue: mpsc::Receiver<Outbound>) {
     let mut unacked: VecDeque<Sent> = VecDeque::new();
     let mut backoff = MIN_BACKOFF;
     let mut queue_open = true;
