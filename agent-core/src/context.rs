@@ -386,32 +386,56 @@ impl Context {
     pub async fn reply<M: Message>(&self, message: M) -> Result<(), ReplyError> {
         let current = self.current.ok_or(ReplyError::NoCurrentMessage)?;
         self.check_reply::<M>(&current)?;
-        // A plain message's answer is checked on its way out by `send_in`.
-        if current.is_request && self.guarded() {
-            self.guard_out::<M>(current.from, current.session).map_err(ReplyError::Send)?;
-        }
         let slot = match current.is_request {
             true => Some(self.take_reply_slot(&current).ok_or(ReplyError::AlreadyAnswered)?),
             false => None,
         };
-        match slot {
+        // Checked once the answer is this call's to give (a request answered already
+        // records no step); a plain message's answer is checked on its way out by
+        // `send_in`.
+        if slot.is_some() && self.guarded() {
+            if let Err(refused) = self.guard_out::<M>(current.from, current.session) {
+                if let Some(slot) = slot {
+                    self.put_back_reply_slot(&current, slot);
+                }
+                return Err(ReplyError::Send(refused));
+            }
+        }
+        let answered = match slot {
             // Answered without awaiting: a handler's future then holds no send or network
             // state for its reply, and is small enough to create and box cheaply.
             Some(ReplyTo::Local(slot)) => answer_local(slot, message),
-            slot => {
-                let answered = Box::pin(self.answer(current, slot, message)).await;
-                self.reply_failed::<M>(&current, &answered);
-                answered
-            }
+            slot => Box::pin(self.answer(current, slot, message)).await,
+        };
+        if answered.is_err() {
+            self.reply_failed::<M>(&current, &answered);
+        }
+        answered
+    }
+
+    /// Tells the guards of a reply to a request that surely did not reach its requester
+    /// (gone, or refused by its node before handing it over), as
+    /// [`guard_failed`](Self::guard_failed) does for a send. (A plain message's answer went
+    /// by [`send_in`](Self::send_in), which told them.)
+    fn reply_failed<M: Message>(&self, current: &Current, answered: &Result<(), ReplyError>) {
+        if !current.is_request || !self.guarded() {
+            return;
+        }
+        match answered {
+            Err(ReplyError::Send(failure)) => self.guard_failed::<M>(current.from, current.session, failure),
+            Err(ReplyError::RequesterGone) => self.guard_unsent::<M>(current.from, current.session),
+            _ => {}
         }
     }
 
-    /// Tells the guards of a reply to a request that failed as [`guard_failed`]
-    /// (Self::guard_failed) does for a send. (A plain message's answer went by
-    /// [`send_in`](Self::send_in), which told them.)
-    fn reply_failed<M: Message>(&self, current: &Current, answered: &Result<(), ReplyError>) {
-        if let (true, true, Err(ReplyError::Send(failure))) = (current.is_request, self.guarded(), answered) {
-            self.guard_failed::<M>(current.from, current.session, failure);
+    /// Puts back the reply slot of `current` taken by a reply its guard refused, so that
+    /// another, allowed, reply may still be given. (Dropped if the handler has returned
+    /// meanwhile: the requester is then told there is no reply.)
+    #[cold]
+    fn put_back_reply_slot(&self, current: &Current, slot: ReplyTo) {
+        let mut pending = self.cell.pending.lock();
+        if pending.seq == current.seq && pending.slot.is_none() {
+            pending.slot = Some(slot);
         }
     }
 
@@ -697,6 +721,13 @@ impl Context {
         if failure.may_have_been_delivered() || matches!(failure, SendFailure::Refused { .. }) {
             return;
         }
+        self.guard_unsent::<M>(to, session);
+    }
+
+    /// Tells the guards an `M` they allowed for `to` in `session` was not sent.
+    #[cold]
+    #[inline(never)]
+    fn guard_unsent<M: Message>(&self, to: Address, session: u128) {
         let message = crate::protocol::Outbound { to, session, message: M::NAME, schema: M::digest() };
         crate::protocol::tell_unsent(self, &self.cell.kind.guards, message);
     }

@@ -317,6 +317,8 @@ pub struct Dialogues {
     /// Where each dialogue stood before this agent's last step in it, until a later step:
     /// what [`unsay`](Self::unsay) puts back when that step was not sent after all.
     before_sent: parking_lot::Mutex<HashMap<u128, Before>>,
+    /// Whether `before_sent` is kept ([`taking_back`](Dialogues::taking_back)).
+    taking_back: bool,
     max_open_per_peer: usize,
 }
 
@@ -366,8 +368,17 @@ impl Dialogues {
             storage,
             live: parking_lot::Mutex::new(live),
             before_sent: parking_lot::Mutex::default(),
+            taking_back: false,
             max_open_per_peer: DEFAULT_MAX_OPEN_PER_PEER,
         })
+    }
+
+    /// Keeps where each dialogue stood before this agent's last step in it, so that a step
+    /// that was not sent after all can be taken back with [`unsay`](Self::unsay) (as
+    /// [`Checked`](super::Checked) does). Costs a small record per dialogue.
+    pub fn taking_back(mut self) -> Dialogues {
+        self.taking_back = true;
+        self
     }
 
     /// Lets one peer open at most `max` dialogues at once here (those it opens: a message
@@ -430,8 +441,10 @@ impl Dialogues {
         let me = self.me.clone();
         self.take_step(&mut opened, message, &me, now_ms, step)?;
         live.insert(id, opened);
-        // Nothing stood before: undone, the dialogue is forgotten.
-        self.before_sent.lock().insert(id, Before::Unopened);
+        if self.taking_back {
+            // Nothing stood before: undone, the dialogue is forgotten.
+            self.before_sent.lock().insert(id, Before::Unopened);
+        }
         Ok(())
     }
 
@@ -487,7 +500,9 @@ impl Dialogues {
             data: dialogue.data.clone(),
         };
         let kept = self.take_step(dialogue, message, &me, now_ms, step)?;
-        self.before_sent.lock().insert(id, before);
+        if self.taking_back {
+            self.before_sent.lock().insert(id, before);
+        }
         Ok(kept)
     }
 
@@ -496,17 +511,18 @@ impl Dialogues {
     /// after all (the target unknown, its mailbox full): the dialogue stands where it stood
     /// before, recorded, and the same step may be sent again. A dialogue the step opened is
     /// forgotten. Nothing changes, and `Ok(false)` is returned, unless that step is still
-    /// the dialogue's last. Call it only when the message surely did not leave: a message
-    /// that may have been delivered is a step the peer may act on.
+    /// the dialogue's last and nothing else changed the dialogue since (it expired, its data
+    /// was taken, its deadline set), or these dialogues are not
+    /// [`taking_back`](Self::taking_back). Call it only when the message surely did not
+    /// leave: a message that may have been delivered is a step the peer may act on.
     pub fn unsay(&self, message: &str, id: u128) -> Result<bool, DialogueError> {
         let mut live = self.live.lock();
+        let Some(dialogue) = live.get_mut(&id) else { return Ok(false) };
         let mut before_sent = self.before_sent.lock();
-        let (Some(dialogue), Some(before)) = (live.get_mut(&id), before_sent.get(&id)) else {
-            return Ok(false);
-        };
-        let steps_before = match before {
-            Before::Unopened => 0,
-            Before::Stood { said, .. } => *said,
+        let steps_before = match before_sent.get(&id) {
+            None => return Ok(false),
+            Some(Before::Unopened) => 0,
+            Some(Before::Stood { said, .. }) => *said,
         };
         let last = dialogue.said.last();
         let still_last = dialogue.said.len() == steps_before + 1
@@ -514,6 +530,9 @@ impl Dialogues {
         if !still_last {
             return Ok(false);
         }
+        // Taken out before the dialogue is saved (which forgets it anyway).
+        let Some(before) = before_sent.remove(&id) else { return Ok(false) };
+        drop(before_sent);
         match before {
             Before::Unopened => {
                 self.storage.remove(&key(self.rules.name(), id)).map_err(|e| storage_error(id, e))?;
@@ -522,14 +541,13 @@ impl Dialogues {
             Before::Stood { state, deadline_ms, data, .. } => {
                 let mut restored = dialogue.clone();
                 restored.said.pop();
-                restored.state = state.clone();
-                restored.deadline_ms = *deadline_ms;
-                restored.data = data.clone();
+                restored.state = state;
+                restored.deadline_ms = deadline_ms;
+                restored.data = data;
                 self.save(&restored)?;
                 *dialogue = restored;
             }
         }
-        before_sent.remove(&id);
         Ok(true)
     }
 
@@ -647,7 +665,9 @@ impl Dialogues {
         for id in stale {
             self.storage.remove(&key(self.rules.name(), id)).map_err(|e| storage_error(id, e))?;
             live.remove(&id);
-            self.before_sent.lock().remove(&id);
+            if self.taking_back {
+                self.before_sent.lock().remove(&id);
+            }
         }
         let mut expired = Vec::new();
         for dialogue in live.values_mut() {
@@ -784,6 +804,12 @@ impl Dialogues {
     /// on the store's thread instead of the agent's. The record encodes a snapshot (names
     /// and kept data are shared, so it costs the list of what was said).
     fn save(&self, dialogue: &Dialogue) -> Result<(), DialogueError> {
+        if self.taking_back {
+            // Changed since this agent's last step (by another step, an expiry, its data or
+            // deadline): that step can no longer be taken back. (An outgoing step records
+            // where it started from after this.)
+            self.before_sent.lock().remove(&dialogue.id);
+        }
         let snapshot = dialogue.clone();
         self.storage
             .set_json_later(&key(self.rules.name(), dialogue.id), move || record(&snapshot))

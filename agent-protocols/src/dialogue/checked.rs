@@ -83,7 +83,7 @@ impl Checked {
         let storage = ctx.storage().map_err(|e| DialogueError::Storage { dialogue: 0, reason: e.to_string() })?;
         // Loaded outside the lock (it reads the agent's storage); two first uses at once
         // load twice, and the first kept is used by both.
-        let loaded = Arc::new(Dialogues::load(self.inner.rules.clone(), &self.inner.role, storage)?);
+        let loaded = Arc::new(Dialogues::load(self.inner.rules.clone(), &self.inner.role, storage)?.taking_back());
         Ok(Arc::clone(self.inner.books.lock().entry(me).or_insert(loaded)))
     }
 
