@@ -131,3 +131,47 @@ async fn a_step_is_not_taken_back_once_its_dialogue_expired() {
     assert_eq!(after.map(|a| a.0).as_deref(), Some("expired"), "unsay undid the expiry");
     bureau.shutdown().await.unwrap();
 }
+
+/// A peer that sends out of turn and then takes no messages (its mailbox full) cannot hold
+/// up the guarded agent: the refusals it is told wait beside the agent's handlers, and the
+/// agent goes on answering others at once.
+#[tokio::test(start_paused = true)]
+async fn a_peer_slow_to_take_its_refusals_does_not_hold_the_agent_up() {
+    use agent_core::{MailboxConfig, WhenFull};
+    let bureau = Bureau::new().unwrap();
+    let checked = Checked::new(rules(), "seller");
+    let mut seller = Agent::builder("seller").seed("seller").build().unwrap();
+    seller.include(checked.protocol("quote", "1").message::<Quote>().message::<Take>().on_message(
+        |ctx: Context, from: Address, _: Ask| async move {
+            let _ = ctx.send_in(ctx.session().unwrap(), from, Quote(2)).await;
+        },
+    ));
+    // Handled, so that a Take reaches the guard (which refuses these, out of any dialogue).
+    seller.on_message(|_: Context, _: Address, _: Take| std::future::ready(()));
+    let seller_at = bureau.add(seller).unwrap();
+    // Room for one message, waited for when full; its handler never returns.
+    let mut rogue = Agent::builder("rogue")
+        .seed("rogue")
+        .mailbox(MailboxConfig::default().with_capacity(1).with_when_full(WhenFull::Wait))
+        .build()
+        .unwrap();
+    rogue.on_message(|_: Context, _: Address, _: agent_protocols::dialogue::Refused| std::future::pending::<()>());
+    let rogue = bureau.context(bureau.add(rogue).unwrap()).unwrap();
+    for session in 10..16 {
+        rogue.send_in(session, seller_at, Take).await.unwrap();
+    }
+    let (quotes_tx, mut quotes) = mpsc::unbounded_channel();
+    let mut buyer = Agent::builder("buyer").seed("buyer").build().unwrap();
+    buyer.on_message(move |ctx: Context, _: Address, Quote(n): Quote| {
+        let _ = quotes_tx.send((ctx.session().unwrap(), n));
+        std::future::ready(())
+    });
+    let buyer = bureau.context(bureau.add(buyer).unwrap()).unwrap();
+    buyer.send_in(1, seller_at, Ask).await.unwrap();
+    // Well within the send timeout a refusal told in line would wait for.
+    let quoted = tokio::time::timeout(Duration::from_secs(1), quotes.recv()).await;
+    assert_eq!(quoted.ok().flatten(), Some((1, 2)), "the seller was held up by the rogue's full mailbox");
+    // The rogue's handler never returns on its own: the bureau is dropped, which ends its
+    // tasks, rather than shut down gracefully, which would wait for that handler.
+    drop(bureau);
+}

@@ -338,9 +338,6 @@ pub(super) struct Kept<A> {
     pub(super) answer: Option<A>,
 }
 
-/// Whether dialogue `id` was called again after the round `round` of its call gathered its
-/// proposal: that proposal is void, and a decision on it from that round would be taken on
-/// a proposal the participant no longer makes.
 /// Why the proposal of dialogue `id` cannot be awarded now, as the state to report in
 /// [`AwardFailure::NotAwardable`]: rejected (though storage may not have recorded it),
 /// called again since round `round` ("superseded"), or past its proposal (awarded
@@ -359,6 +356,9 @@ pub(super) fn not_awardable(book: &Book, dialogues: &Dialogues, id: u128, round:
     }
 }
 
+/// Whether dialogue `id` was called again after the round `round` of its call gathered its
+/// proposal: that proposal is void, and a decision on it from that round would be taken on
+/// a proposal the participant no longer makes.
 pub(super) fn superseded(dialogues: &Dialogues, id: u128, round: u32) -> bool {
     let data = dialogues.get(id).and_then(|d| d.data);
     data.and_then(|data| data.decode::<Kept<serde::de::IgnoredAny>>().ok()).is_some_and(|kept| kept.round > round)

@@ -17,7 +17,9 @@ use super::*;
 /// all of its work was done; what it had done stands. An award whose end was recorded
 /// and committed before the crash is left as it ended: nothing is released for work that
 /// was reported. The report is recorded before it is sent, and committed before the pay
-/// for it is collected; an unpaid report's commit is requested but not awaited, so a real
+/// for it is collected (unless storage fails then: the pay is collected all the same, the
+/// failure logged, as the work was done); an unpaid report's commit is requested but not
+/// awaited, so a real
 /// crash within it (a few milliseconds) can lose the record, and the restarted participant
 /// then releases the proposal of work it reported but was not paid for.
 #[async_trait::async_trait]

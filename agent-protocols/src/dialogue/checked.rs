@@ -53,7 +53,15 @@ struct Inner {
     /// Names of the messages that are steps, sorted.
     steps: Vec<String>,
     books: Mutex<HashMap<Address, Arc<Dialogues>>>,
+    /// Refusals being told to their peers ([`MAX_TELLING`] at most).
+    telling: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// At most this many refusals are being told at once, by all the agents a [`Checked`]
+/// serves: each may wait for a slow peer up to the send timeout, and a peer that keeps
+/// sending out of turn must not pile them up. Beyond it a refused message is still refused,
+/// untold.
+const MAX_TELLING: usize = 256;
 
 impl Checked {
     /// Dialogues under `rules` in which this agent plays `role`.
@@ -61,7 +69,8 @@ impl Checked {
         let mut steps: Vec<String> = rules.transitions().iter().map(|t| t.message.to_string()).collect();
         steps.sort();
         steps.dedup();
-        Checked { inner: Arc::new(Inner { rules, role: role.to_owned(), steps, books: Mutex::default() }) }
+        let telling = Arc::default();
+        Checked { inner: Arc::new(Inner { rules, role: role.to_owned(), steps, books: Mutex::default(), telling }) }
     }
 
     /// The protocol `name`, `version`, guarded by these dialogues: its manifest publishes
@@ -158,11 +167,17 @@ impl Guard for Checked {
                     // Told beside the agent's handlers: a peer that is slow to take it (a
                     // full mailbox, a remote node that does not acknowledge) must not hold
                     // up this agent, least of all a peer sending what it should not.
-                    let teller = ctx.clone();
-                    ctx.spawn(async move {
-                        // The peer may be gone; the refusal stands either way.
-                        let _ = teller.send_in(message.session, message.from, told).await;
-                    });
+                    let place = Telling::take(&self.inner.telling);
+                    if place.0.load(std::sync::atomic::Ordering::Relaxed) <= MAX_TELLING {
+                        let teller = ctx.clone();
+                        ctx.spawn(async move {
+                            let _place = place;
+                            // The peer may be gone; the refusal stands either way.
+                            let _ = teller.send_in(message.session, message.from, told).await;
+                        });
+                    } else {
+                        tracing::debug!(peer = %message.from, "too many refusals being told; this one is not");
+                    }
                 }
                 None => tracing::warn!(error = %refused, "a dialogue message could not be checked"),
             }
@@ -184,6 +199,23 @@ impl Guard for Checked {
         if let Err(e) = self.dialogues(ctx).and_then(|d| d.unsay(message.message, message.session)) {
             tracing::warn!(error = %e, dialogue = message.session, "a step that was not sent could not be taken back");
         }
+    }
+}
+
+/// A place among the refusals being told, given back when dropped (told, or its task
+/// aborted with the agent).
+struct Telling(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Telling {
+    fn take(telling: &Arc<std::sync::atomic::AtomicUsize>) -> Telling {
+        telling.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Telling(Arc::clone(telling))
+    }
+}
+
+impl Drop for Telling {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
