@@ -22,9 +22,12 @@
 //!   a refused reply is dropped and the request fails with
 //!   [`RequestError::ReplyRefused`](crate::RequestError::ReplyRefused).
 //!
-//! A message the guard allowed and that then surely did not leave (the target unknown, its
-//! mailbox full) is told to [`Guard::unsent`], so a guard that records steps, as
-//! `dialogue::Checked` does, takes the step back and the sender may try again.
+//! A message the guard allowed and that then surely did not leave (the target unknown or
+//! gone, its mailbox full, refused by its node) is told to [`Guard::unsent`], so a guard
+//! that records steps, as `dialogue::Checked` does, takes the step back and the sender may
+//! try again. Not told, so still recorded: a send whose future is dropped before it ends
+//! (a `select!` or `timeout` around it), and, when several guarded protocols have the same
+//! message type, the guards before the one that refused it.
 //!
 //! Protocols without a guard cost nothing more: an agent with none checks one empty list
 //! per send, and its handlers are called as before.
