@@ -535,3 +535,27 @@ async fn a_payment_after_the_window_closed_is_refused_even_before_the_seller_swe
     settle(&m.ledger, &[(m.wallet(agent), 1_001), (m.wallet(m.auctioneer), 0)]).await;
     m.bureau.shutdown().await.unwrap();
 }
+
+/// Nothing is sold at 0, which the ledger could not pay: an English auction with a reserve
+/// of 0 asks for 1 (a bidder that would pay nothing does not bid), and a sealed bid alone
+/// over a reserve of 0 pays 1, through escrow, and is delivered.
+#[tokio::test]
+async fn an_auction_with_a_reserve_of_zero_sells_at_one_or_not_at_all() {
+    let m = Market::new(false);
+    let ctx = m.bureau.context(m.auctioneer).unwrap();
+    let stingy = m.bidder("zero stingy", "zero stingy", UpTo::new(0), 100).await;
+    let terms = english::Terms { reserve: 0, increment: 5, open_for: Duration::from_millis(300) };
+    let outcry = m.english.run(&ctx, &[stingy], &"lot 20", terms).await.unwrap();
+    assert_eq!((outcry.award, outcry.bids.len()), (None, 0), "{outcry:?}");
+    assert_eq!(m.balance(stingy).await, 100);
+
+    let keen = UpTo::new(30);
+    let alone = m.bidder("zero keen", "zero keen", keen.clone(), 100).await;
+    let deadline = Duration::from_millis(300);
+    let sealed = m.sealed.run(&ctx, &[alone], &"lot 21", 0, deadline, Pricing::SecondPrice).await.unwrap();
+    assert_eq!(sealed.award, Some(Award { winner: alone, price: 1 }), "the reserve, as 1: {sealed:?}");
+    let settled = m.settled(&keen).await;
+    assert!(matches!(settled, Ok(Settled::Paid { .. })), "{settled:?}");
+    assert_eq!(m.balance(alone).await, 99);
+    m.bureau.shutdown().await.unwrap();
+}
