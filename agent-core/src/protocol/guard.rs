@@ -73,9 +73,7 @@ pub trait Guard: Send + Sync + 'static {
     /// steps it allows takes this one back here, so the sender may try it again. Not called
     /// for a message that may have been delivered (no acknowledgement came): the peer may
     /// act on it. The default does nothing.
-    fn unsent(&self, ctx: &Context, message: Outbound) {
-        let _ = (ctx, message);
-    }
+    fn unsent(&self, _ctx: &Context, _message: Outbound) {}
 }
 
 /// What [`Guard::incoming`] returns.
