@@ -47,6 +47,7 @@ use serde::{Deserialize, Serialize};
 use crate::dialogue::{Data, Dialogue, DialogueError, Dialogues, Refused, Rules, Step, EXPIRED};
 use crate::settlement::{refund_at, refundable_after, release_by, released, Payment, REFUND_GRACE};
 
+mod answering;
 mod cancel;
 mod causes;
 mod holds;
@@ -58,6 +59,8 @@ mod pay;
 mod performing;
 mod strays;
 
+use answering::Answering;
+pub use answering::MAX_EVALUATING;
 pub use cancel::*;
 pub use causes::*;
 use holds::{Hold, Holds};

@@ -36,6 +36,10 @@ pub trait Participant: Send + Sync + 'static {
     /// [`DEFAULT_HOLD_AFTER_DEADLINE`] past the call's deadline, and at most
     /// [`MAX_DEFAULT_HOLD`] from when it is made, never longer: whatever it
     /// holds is released then if no decision came.
+    ///
+    /// An evaluation that is not ready at once goes on beside the agent's handlers, so the
+    /// participant's other dialogues are not held up by it; at most [`MAX_EVALUATING`] run
+    /// so at once.
     async fn evaluate(&self, initiator: Address, task: Self::Task) -> Option<(Self::Proposal, Option<u64>)>;
 
     /// Performs an awarded task. `Err` says why not: [`Unperformed::Failed`] (a `String`
@@ -122,10 +126,11 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
     }
     let mut served = protocol_of::<P>();
     {
-        let (book, participant, holds) = (book.clone(), participant.clone(), holds.clone());
+        let answering = Answering::new(book.clone(), participant.clone(), holds.clone(), work.clone());
         served = served.on_message(move |ctx: Context, from: Address, cfp: Cfp| {
-            let (book, participant, holds) = (book.clone(), participant.clone(), holds.clone());
+            let answering = answering.clone();
             async move {
+                let Answering { book, participant, holds, .. } = &answering;
                 let (Ok(dialogues), Some(id)) = (book.get(&ctx, PARTICIPANT), ctx.session()) else { return };
                 let step = Step::default().until(cfp.deadline_ms);
                 // A revised call voids the earlier proposal in this dialogue.
@@ -140,64 +145,7 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                         participant.release(from, earlier).await;
                     }
                 }
-                let default_hold = cfp
-                    .deadline_ms
-                    .saturating_add(DEFAULT_HOLD_AFTER_DEADLINE.as_millis() as u64)
-                    .min(now_ms().saturating_add(MAX_DEFAULT_HOLD.as_millis() as u64));
-                let evaluated = match serde_json::from_value::<P::Task>(cfp.task) {
-                    Ok(task) => participant.evaluate(from, task).await.ok_or((Declined::NoProposal, None)),
-                    Err(e) => Err((Declined::UnreadableTask, Some(e.to_string()))),
-                };
-                let (answer, held) = match evaluated {
-                    Ok((proposal, hold_until_ms)) => {
-                        let hold_until_ms = hold_until_ms.unwrap_or(default_hold);
-                        let encoded = serde_json::to_value(&proposal).and_then(|value| {
-                            let kept = Data::encode(&HeldProposal { proposal: &value, hold_until_ms })?;
-                            Ok((value, kept))
-                        });
-                        match encoded {
-                            Ok((value, kept)) => {
-                                let pay_to = ctx.wallet().ok().map(|wallet| wallet.address());
-                                let answer =
-                                    Answer::Propose { proposal: value, hold_until_ms: Some(hold_until_ms), pay_to };
-                                (answer, Some((kept, hold_until_ms, proposal)))
-                            }
-                            Err(e) => (Answer::Refuse { cause: Declined::Unencodable, detail: Some(e.to_string()) }, None),
-                        }
-                    }
-                    Err((cause, detail)) => (Answer::Refuse { cause, detail }, None),
-                };
-                let step = match &held {
-                    Some((kept, _, _)) => Step::default().keeping(kept.clone()),
-                    None => Step::default(),
-                };
-                match dialogues.outgoing_with(answer_step(&answer), id, now_ms(), step) {
-                    Ok(_) => {
-                        if let Some((kept, hold_until_ms, _)) = held {
-                            holds.hold(&ctx, &participant, &book, id, hold_until_ms, Hold { initiator: from, kept });
-                        }
-                        // A proposal the initiator no longer waits for (it came after the call's
-                        // wait, by the initiator's clock) is sent in the dialogue instead, so
-                        // the initiator answers it (as late) rather than never hearing it.
-                        if let Err(e) = ctx.reply(answer.clone()).await {
-                            if matches!(answer, Answer::Propose { .. }) {
-                                tracing::debug!(error = %e, "a proposal not taken as the reply is sent in its dialogue");
-                                // Boxed: rare, and inline it would enlarge every call's handler.
-                                if let Err(e) = Box::pin(ctx.send_in(id, from, answer)).await {
-                                    // Its hold still ends when due: nothing stays held for good.
-                                    tracing::debug!(error = %e, "the initiator of a proposal is unreachable");
-                                }
-                            }
-                        }
-                    }
-                    // Too late to propose (the deadline passed while evaluating): what the
-                    // proposal would have held goes back at once.
-                    Err(_) => {
-                        if let Some((_, _, proposal)) = held {
-                            participant.release(from, proposal).await;
-                        }
-                    }
-                }
+                answering.answer(ctx, from, id, cfp).await;
             }
         });
     }
