@@ -564,28 +564,42 @@ impl ContractNetMarket {
     /// One round: the time from the call for proposals to the winner's report (every
     /// participant answers; the cheapest wins; the rest are rejected), as (call, award):
     /// until every proposal is in, and from then to the winner's report.
+    ///
+    /// Run on a task of the runtime, as an agent's handler or task runs it: called from
+    /// `block_on` instead, every task the call spawns (one per participant) would be queued
+    /// from outside the workers, each through the runtime's shared queue and a worker's
+    /// wake-up, which no agent's call pays.
     pub async fn round(&self) -> Result<(Duration, Duration), Box<dyn std::error::Error>> {
-        use agent_protocols::contract_net::{self, Outcome};
-        let started = Instant::now();
-        let called =
-            contract_net::call::<_, u64>(&self.ctx, &self.book, &self.participants, &"task", Duration::from_secs(10))
-                .await?;
-        let call = started.elapsed();
-        let winner = called.proposals.iter().min_by_key(|p| p.proposal).map(|p| p.from).ok_or("no proposals")?;
-        let outcome =
-            contract_net::award::<u64, u64>(&self.ctx, &self.book, &called, &[winner], Duration::from_secs(10)).await?;
-        let award = started.elapsed() - call;
-        if called.proposals.len() != self.participants.len() || !matches!(outcome, Outcome::Awarded(_)) {
-            let got = called.proposals.len();
-            return Err(format!("{got} proposals of {}, outcome {outcome:?}", self.participants.len()).into());
-        }
-        Ok((call, award))
+        let (ctx, book, participants) = (self.ctx.clone(), self.book.clone(), self.participants.clone());
+        let round = tokio::spawn(async move { round(&ctx, &book, &participants).await.map_err(|e| e.to_string()) });
+        Ok(round.await??)
     }
 
     /// Stops the market.
     pub async fn shutdown(self) -> Result<(), Box<dyn std::error::Error>> {
         Ok(self.bureau.shutdown().await?)
     }
+}
+
+/// One contract-net round of `ctx`'s agent (the initiator with `book`) with `participants`:
+/// see [`ContractNetMarket::round`].
+async fn round(
+    ctx: &Context,
+    book: &agent_protocols::contract_net::Book,
+    participants: &[Address],
+) -> Result<(Duration, Duration), Box<dyn std::error::Error>> {
+    use agent_protocols::contract_net::{self, Outcome};
+    let started = Instant::now();
+    let called = contract_net::call::<_, u64>(ctx, book, participants, &"task", Duration::from_secs(10)).await?;
+    let call = started.elapsed();
+    let winner = called.proposals.iter().min_by_key(|p| p.proposal).map(|p| p.from).ok_or("no proposals")?;
+    let outcome = contract_net::award::<u64, u64>(ctx, book, &called, &[winner], Duration::from_secs(10)).await?;
+    let award = started.elapsed() - call;
+    if called.proposals.len() != participants.len() || !matches!(outcome, Outcome::Awarded(_)) {
+        let got = called.proposals.len();
+        return Err(format!("{got} proposals of {}, outcome {outcome:?}", participants.len()).into());
+    }
+    Ok((call, award))
 }
 
 /// What the simulated-network benchmark measured.
