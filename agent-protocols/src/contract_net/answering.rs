@@ -11,6 +11,9 @@ use super::*;
 /// fills, and senders are told as for any busy agent.
 pub const MAX_EVALUATING: usize = 256;
 
+/// What an evaluation gave: a proposal and how long it is held, or why there is none.
+type Evaluated<Proposal> = Result<(Proposal, Option<u64>), (Declined, Option<String>)>;
+
 /// What a participant answers its calls with; cheap to clone, one per served agent.
 pub(super) struct Answering<P> {
     pub(super) book: Book,
@@ -100,7 +103,7 @@ impl<P: Participant> Answering<P> {
         from: Address,
         id: u128,
         default_hold: u64,
-        evaluated: Result<(P::Proposal, Option<u64>), (Declined, Option<String>)>,
+        evaluated: Evaluated<P::Proposal>,
         reply: agent_core::DeferredReply,
     ) {
         let Answering { book, participant, holds, .. } = self;
