@@ -101,7 +101,9 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                     if let Ok(held) = kept.decode::<HeldProposal<serde::de::IgnoredAny>>() {
                         let (id, initiator) = (dialogue.id, dialogue.peer);
                         holds.hold(&ctx, &participant, &book, id, held.hold_until_ms, Hold { initiator, kept });
-                    } else if dialogue.state == "awarded" {
+                    } else if dialogue.state == "awarded" || dialogue.state == "cancelled" {
+                        // A cancelled award keeps what it had in hand until its work ends (see
+                        // the cancel below): found here, the crash cut that work short.
                         if let Ok(in_hand) = kept.decode::<InHand<HeldProposal<P::Proposal>>>() {
                             interrupted.push((dialogue.id, dialogue.peer, in_hand));
                         }
@@ -273,8 +275,8 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                     {
                         // Cancelled while it was performed, or before it was reported: the
                         // initiator no longer waits, and does not pay. The work ended: a
-                        // restart must not take it for one stopped short (a cancel that
-                        // storage could not record left it in hand).
+                        // restart must not take it for one stopped short (the cancel kept it
+                        // in hand until now, as did one that storage could not record).
                         if let Some(kept) = &in_hand {
                             if let Err(e) = dialogues.take_data(id, Some(kept)) {
                                 tracing::warn!(error = %e, "a cancelled award's end could not be recorded");
@@ -320,7 +322,17 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                    from: Address,
                    step: &'static str| async move {
         let (Ok(dialogues), Some(id)) = (book.get(&ctx, PARTICIPANT), ctx.session()) else { return };
-        let held = match dialogues.incoming_named(step, id, from, now_ms()) {
+        // An award in progress, cancelled, keeps what it has in hand with the closed dialogue
+        // until its work ends (the work's task takes it out then): a crash before that finds
+        // it on restart and ends it, its proposal released and its escrow refunded. Dropped
+        // with the cancel's step, a crash in between would leave the proposal held for good
+        // (nothing else releases it) and the escrow locked until its deadline.
+        let in_hand = match step {
+            "Cancel" => dialogues.get(id).filter(|d| d.state == "awarded").and_then(|d| d.data),
+            _ => None,
+        };
+        let kept = in_hand.map_or_else(Step::default, |in_hand| Step::default().keeping(in_hand));
+        let held = match dialogues.incoming_with(step, id, from, now_ms(), kept) {
             Ok(held) => held,
             // Allowed, but storage could not record it: the initiator's decision stands all
             // the same (its cancel must stop the work), so it is acted on; what is held is
