@@ -1,7 +1,8 @@
 //! Contract-net across a crash (simulated hosts, paused time, balances checked on the
 //! ledger): a winner that crashes while it performs does not hold its award for good once
 //! it restarts, and the crashed agent's work does not go on after the crash; a crashed
-//! initiator refunds nothing after its crash, and its restart refunds what it locked, once.
+//! initiator refunds nothing after its crash, and its restart refunds what it locked, once,
+//! even a lock that reached the ledger only after the restart.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,8 @@ use agent_protocols::contract_net::{self, AwardFailure, Paid, Settlement};
 mod common;
 
 use common::cnp::SlowSeller;
-use common::crash::{add_seller, add_traveller, market, wallet_of, FUNDS, PRICE, SECOND};
+use common::crash::{add_seller, add_traveller, market, market_on, wallet_of, FUNDS, PRICE, SECOND};
+use common::in_flight::InFlight;
 
 /// The winner crashes while it performs a paid award and restarts at once. On startup it
 /// releases what the award held, records the award as failed (the initiator's late cancel
@@ -103,5 +105,42 @@ async fn a_crashed_initiator_refunds_nothing_until_it_restarts() {
     // again. What counts here is the money.)
     contract_net::recall::<u64>(&ctx, &book).unwrap();
     m.settles(FUNDS, 0).await;
+    m.sim.shutdown().await;
+}
+
+/// The initiator sends the lock of its award's price to a ledger that takes 3 s to apply
+/// it, and crashes meanwhile; restarted at once, it finds nothing recorded and nothing open
+/// on the ledger. The lock lands after that, for an award never sent: the restarted
+/// initiator refunds it once it is due, and nothing stays locked.
+#[tokio::test(start_paused = true)]
+async fn a_lock_that_lands_after_the_initiator_restarted_is_refunded() {
+    let late = |sim: &agent_core::sim::Sim, ledger| -> Arc<dyn Ledger> {
+        Arc::new(InFlight::new(sim, ledger, (Duration::ZERO, 60 * SECOND), 3 * SECOND))
+    };
+    let (m, seller) = market_on(33, SECOND, late).await;
+    let called = m.call().await;
+    assert_eq!(m.balances().await, [FUNDS, 0], "the traveller is funded");
+    let (ctx, book, winner) = (m.ctx.clone(), m.book.clone(), m.proposer);
+    // Awarded from a task of the initiator's agent, as a handler would: it ends with the crash.
+    m.ctx.spawn(async move {
+        let paid =
+            contract_net::award_and_pay::<u64, String>(&ctx, &book, &called, &[winner], |p| u128::from(*p), SECOND)
+                .await;
+        // The crash ends it before the lock is answered; a result would be the test's to read.
+        drop(paid);
+    });
+    tokio::time::sleep(SECOND).await;
+    assert_eq!(m.balances().await, [FUNDS, 0], "the lock is still on its way");
+    m.sim.crash(&m.office);
+    m.sim.restart(&m.office).unwrap();
+    let (traveller, book) = add_traveller(&m.office);
+    let ctx = m.office.context(traveller).unwrap();
+    contract_net::recall::<u64>(&ctx, &book).unwrap();
+    tokio::time::sleep(5 * SECOND).await;
+    assert_eq!(m.balances().await, [FUNDS - PRICE, 0], "the lock landed after the restart");
+
+    tokio::time::sleep(3600 * SECOND).await;
+    m.settles(FUNDS, 0).await;
+    assert_eq!(*seller.started.lock(), 0, "performed unpaid");
     m.sim.shutdown().await;
 }

@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 mod common;
 
 use common::crash::{wallet_of, SECOND};
+use common::in_flight::InFlight;
 use common::UpTo;
 
 const FUNDS: u128 = 1_000;
@@ -311,5 +312,40 @@ async fn a_trader_that_crashed_while_its_payment_was_in_flight_pays_nothing() {
     assert_eq!(*lots.started.lock(), 0, "delivered unpaid");
     assert!(sales.awaits(&trade.deal), "the sale still awaits its payment");
     assert_eq!(Arc::strong_count(&strategy), 1, "a task of the crashed trader still runs");
+    f.sim.shutdown().await;
+}
+
+/// The bidder wins, sends its lock to a ledger that takes 3 s to apply it, and crashes;
+/// restarted at once, it finds no escrow open. The lock lands after that, paying for a
+/// sale no one will deliver (the payment was never sent): the restarted bidder refunds it
+/// once it is due, though it locked it in a life before, and nothing stays locked.
+#[tokio::test(start_paused = true)]
+async fn a_lock_that_lands_after_the_bidder_restarted_is_refunded() {
+    let sim = Sim::new(67);
+    let mint = Identity::from_seed("sale crash mint");
+    let ledger = Arc::new(MemoryLedger::new(Some(mint.address()), sim.clock()));
+    let late = InFlight::new(&sim, ledger.clone(), (SECOND, 60 * SECOND), 3 * SECOND);
+    let hall = sim.add_host_with("hall", Config::default().with_ledger(ledger.clone())).unwrap();
+    let desk = sim.add_host_with("desk", Config::default().with_ledger(Arc::new(late))).unwrap();
+    let (lots, strategy) = (Lots::new(SECOND), UpTo::new(MAX));
+    let house = add_house(&hall, &lots);
+    let bidder = add_bidder(&desk, &strategy);
+    Wallet::new(mint, ledger.clone()).mint(wallet_of("bidder"), FUNDS).await.unwrap();
+    let f = Floor { sim, hall, desk, ledger, house, bidder };
+    let (_, price) = f.sell(Kind::English).await;
+    tokio::time::sleep(SECOND).await;
+    assert_eq!(f.balances().await, [FUNDS, 0], "the lock is still on its way");
+    f.sim.crash(&f.desk);
+    f.sim.restart(&f.desk).unwrap();
+    let restarted = UpTo::new(MAX);
+    add_bidder(&f.desk, &restarted);
+    tokio::time::sleep(5 * SECOND).await;
+    assert_eq!(f.balances().await, [FUNDS - price, 0], "the lock landed after the restart");
+
+    tokio::time::sleep(3600 * SECOND).await;
+    f.settles(FUNDS, 0).await;
+    assert_eq!(f.locks_and_refunds().await, (1, 1), "locked once, refunded once");
+    assert!(strategy.settled.lock().is_empty(), "the crashed bidder's payment went on");
+    assert_eq!(*lots.started.lock(), 0, "delivered unpaid");
     f.sim.shutdown().await;
 }

@@ -33,11 +33,21 @@ pub struct Market {
 /// A seller, priced, whose work takes `perform`, on host "shop"; a traveller holding
 /// [`FUNDS`] on host "office"; one ledger.
 pub async fn market(seed: u64, perform: Duration) -> (Market, Arc<SlowSeller>) {
+    market_on(seed, perform, |_, ledger| ledger).await
+}
+
+/// [`market`], the office reaching the ledger through what `office_ledger` makes of it.
+pub async fn market_on(
+    seed: u64,
+    perform: Duration,
+    office_ledger: impl FnOnce(&Sim, Arc<MemoryLedger>) -> Arc<dyn Ledger>,
+) -> (Market, Arc<SlowSeller>) {
     let sim = Sim::new(seed);
     let mint = Identity::from_seed("crash mint");
     let ledger = Arc::new(MemoryLedger::new(Some(mint.address()), sim.clock()));
     let config = Config::default().with_ledger(ledger.clone());
-    let office = sim.add_host_with("office", config.clone()).unwrap();
+    let office_config = Config::default().with_ledger(office_ledger(&sim, ledger.clone()));
+    let office = sim.add_host_with("office", office_config).unwrap();
     let shop = sim.add_host_with("shop", config).unwrap();
     let seller = SlowSeller::new(perform, true);
     let (proposer, seller_book) = add_seller(&shop, &seller);
