@@ -11,7 +11,8 @@ use super::*;
 /// holds of the proposals it had made and releases each when it ends. An award it was
 /// performing when it stopped short (a crash: a graceful stop lets the work in hand end)
 /// is not performed again, nor reported: on startup its dialogue is recorded as failed (a
-/// late cancel or a report of the old work is refused), `release` is told of its proposal,
+/// late cancel or a report of the old work is refused; one the initiator had cancelled
+/// stays cancelled), `release` is told of its proposal,
 /// and the award's escrow, if any, is refunded to the initiator at once. The participant
 /// cannot know how far the interrupted `perform` went, so `release` may come after part or
 /// all of its work was done; what it had done stands. An award whose end was recorded
