@@ -93,3 +93,50 @@ async fn a_report_storage_could_not_record_is_paid_once_across_a_crash() {
     m.settles(FUNDS - PRICE, PRICE).await;
     m.sim.shutdown().await;
 }
+
+/// The winner's storage refuses writes when the award comes: it cannot record the award, so
+/// it does not perform it (restarted, it would not know of it), and the initiator's cancel
+/// that follows cannot be recorded either: the proposal is not released then, as its
+/// dialogue still holds it. The host crashes and restarts with storage working: the winner
+/// still holds the proposal, and releases it once, when its hold ends (before the fix, it
+/// was released on the unrecorded cancel and again after the restart). Nothing is
+/// performed, and the initiator, hearing no report, has its escrow back at its deadline,
+/// once.
+#[tokio::test(start_paused = true)]
+async fn an_award_the_winner_could_not_record_is_neither_performed_nor_paid_across_a_crash() {
+    let (m, crashed) = market(53, PERFORM).await;
+    let called = m.call().await;
+    // The proposal was committed before the outage, as a bureau's committer does within
+    // moments (a simulated host commits only on a flush).
+    m.shop.context(m.proposer).unwrap().storage().unwrap().flush().await.unwrap();
+    m.shop.fail_storage(true);
+    let awarding = m.award(called, REPORT_WITHIN);
+    tokio::time::sleep(SECOND).await;
+    assert_eq!(m.balances().await, [FUNDS - PRICE, 0], "the price is locked");
+    assert_eq!(*crashed.started.lock(), 0, "an award not recorded was performed");
+    m.sim.crash(&m.shop);
+    m.shop.fail_storage(false);
+    m.sim.restart(&m.shop).unwrap();
+    let restarted = SlowSeller::new(PERFORM, true);
+    add_seller(&m.shop, &restarted);
+
+    let paid = tokio::time::timeout(60 * SECOND, awarding).await.expect("the award ends").unwrap().unwrap();
+    let Paid::Settled(settled) = paid else { panic!("{paid:?}") };
+    let [Settlement { result: Err(AwardFailure::NoReport(_)), paid: false, .. }] = settled.as_slice() else {
+        panic!("an award the winner could not record is neither reported nor paid: {settled:?}")
+    };
+    m.settles(FUNDS, 0).await;
+    // The proposal's hold ends a minute after the call's deadline.
+    assert!(
+        m.sim.wait_until(120 * SECOND, POLL, || *restarted.released.lock() == 1).await,
+        "the restarted winner released the proposal it held"
+    );
+    tokio::time::sleep(3600 * SECOND).await;
+    assert_eq!((*crashed.started.lock(), *crashed.released.lock()), (0, 0));
+    assert_eq!((*restarted.started.lock(), *restarted.released.lock()), (0, 1), "performed, or released twice");
+    let history = m.ledger.history(wallet_of("traveller"), 10).await.unwrap();
+    let refunds = history.iter().filter(|r| matches!(r.tx.operation, agent_core::ledger::Operation::Refund { .. }));
+    assert_eq!(refunds.count(), 1, "refunded once");
+    m.settles(FUNDS, 0).await;
+    m.sim.shutdown().await;
+}

@@ -333,14 +333,14 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
             _ => None,
         };
         let kept = in_hand.map_or_else(Step::default, |in_hand| Step::default().keeping(in_hand));
-        let held = match dialogues.incoming_with(step, id, from, now_ms(), kept) {
-            Ok(held) => held,
+        let (held, recorded) = match dialogues.incoming_with(step, id, from, now_ms(), kept) {
+            Ok(held) => (held, true),
             // Allowed, but storage could not record it: the initiator's decision stands all
             // the same (its cancel must stop the work), so it is acted on; what is held is
-            // still in the dialogue, which stays as recorded until the sweep.
+            // still in the dialogue, and released once storage records that (below).
             Err(DialogueError::Storage { reason, .. }) => {
                 tracing::warn!(step, %reason, "a contract-net decision acted on unrecorded: storage failed");
-                dialogues.get(id).and_then(|dialogue| dialogue.data)
+                (dialogues.get(id).and_then(|dialogue| dialogue.data), false)
             }
             Err(refused) => return tell(&ctx, id, from, refused).await,
         };
@@ -350,6 +350,15 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
         // is the work's).
         if step == "Cancel" && performing.cancel(id) {
             return;
+        }
+        // A proposal decided unrecorded is released once storage records that it holds
+        // nothing (the holds' timer tries every second), not now: a crash before that would
+        // restart with the proposal still held in its dialogue, and release it a second time.
+        let held_proposal_kept =
+            held.as_ref().filter(|kept| kept.decode::<HeldProposal<serde::de::IgnoredAny>>().is_ok());
+        if let (false, Some(kept)) = (recorded, held_proposal_kept) {
+            let hold = Hold { initiator: from, kept: kept.clone() };
+            return holds.hold(&ctx, &participant, &book, id, now_ms(), hold);
         }
         if let Some(proposal) = held_proposal::<P::Proposal>(held) {
             participant.release(from, proposal).await;
