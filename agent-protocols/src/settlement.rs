@@ -429,6 +429,13 @@ pub(crate) async fn refund_at(wallet: &Wallet, escrow: EscrowId, deadline_ms: u6
 /// the deadline. The auctions' bidders and traders are served with it; an agent with no
 /// wallet skips it. An agent serving several of those roles schedules each refund once per
 /// role: harmless, as the ledger settles an escrow once and a settled one is left alone.
+///
+/// A lock sent just before a crash may land on the ledger after this look (a submission on
+/// its way to a remote ledger is not stopped by the crash of its sender), and then no task
+/// of the restarted agent knows of it: so every [`OVERDUE_SWEEP`] the wallet's open
+/// escrows are looked at again, and those past their deadline refunded
+/// ([`refund_overdue`]). While the agent runs, nothing it locked stays locked longer than
+/// a sweep past its deadline.
 pub(crate) fn refund_open_escrows_on_startup(agent: &mut Agent) {
     agent.on_startup(|ctx: Context| async move {
         let Ok(wallet) = ctx.wallet() else { return };
@@ -439,6 +446,37 @@ pub(crate) fn refund_open_escrows_on_startup(agent: &mut Agent) {
             }
         });
     });
+    agent.on_interval(OVERDUE_SWEEP, |ctx: Context| async move {
+        let Ok(wallet) = ctx.wallet() else { return };
+        // On a task of its own: a slow ledger does not hold up the agent's messages.
+        ctx.spawn(async move { refund_overdue(&wallet).await });
+    });
+}
+
+/// How often an agent that pays through escrow looks for escrows of its wallet left open
+/// past their deadline ([`refund_overdue`]).
+pub(crate) const OVERDUE_SWEEP: Duration = Duration::from_secs(300);
+
+/// Refunds every escrow `wallet` has open (at most 1,000, soonest deadline first) whose
+/// deadline has passed: no one released it in time, so it goes back to its payer, the
+/// ledger's rule for every escrow, whoever locked it and for what. Errors are logged; the
+/// next sweep tries again.
+pub(crate) async fn refund_overdue(wallet: &Wallet) {
+    let open = match wallet.open_escrows(1000).await {
+        Ok(open) => open,
+        Err(e) => {
+            return tracing::warn!(error = %e, "the wallet's open escrows could not be read; looked at again later")
+        }
+    };
+    let now_ms = unix_now_ms();
+    for (escrow, _) in open.into_iter().filter(|(_, terms)| terms.deadline_ms < now_ms) {
+        match wallet.refund(escrow).await {
+            Ok(_) => tracing::info!(%escrow, "an escrow left open past its deadline is refunded"),
+            // Settled meanwhile (released, or refunded by a task that knew of it).
+            Err(WalletError::Ledger(LedgerError::UnknownEscrow(_))) => {}
+            Err(e) => tracing::warn!(%escrow, error = %e, "an overdue escrow could not be refunded; tried again later"),
+        }
+    }
 }
 
 /// Schedules a refund ([`refund_when_due`], as a task of `ctx`'s agent) of every escrow

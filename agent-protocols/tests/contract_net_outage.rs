@@ -3,7 +3,8 @@
 //! not mistaken for one the rules refused: an award that cannot be recorded is not made
 //! and the winner is told no; a report that cannot be recorded, by the winner or by the
 //! initiator, is still sent and heard; a rejection that cannot be recorded is sent, and the
-//! proposal is never awarded after it.
+//! proposal is never awarded after it; one the participant cannot record is released once
+//! storage records it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -266,4 +267,30 @@ async fn a_proposal_rejected_while_its_price_is_locked_is_not_awarded() {
     assert!(refunded().await, "the escrow was refunded when due");
     assert_eq!(*seller.started.lock(), 0, "nothing performed");
     sim.shutdown().await;
+}
+
+/// The initiator rejects a proposal while the participant's storage refuses writes: the
+/// participant cannot record that its proposal is decided, so it keeps it held (a crash
+/// now would restart with it held, and release it again) and releases it, once, as soon
+/// as storage records it.
+#[tokio::test(start_paused = true)]
+async fn a_rejection_the_participant_cannot_record_releases_once_storage_records_it() {
+    let m = market(28);
+    let called =
+        contract_net::call::<_, u64>(&m.ctx, &m.book, &[m.proposer], &"LHR-JFK", Duration::from_secs(1)).await.unwrap();
+    assert_eq!(called.proposals.len(), 1);
+    m.shop.fail_storage(true);
+    let rejected = contract_net::award::<u64, String>(&m.ctx, &m.book, &called, &[], Duration::from_secs(5)).await;
+    assert_eq!(rejected.unwrap(), Outcome::NoneChosen);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(*m.seller.released.lock(), 0, "released before storage recorded it");
+    m.shop.fail_storage(false);
+    let seller = m.seller.clone();
+    assert!(
+        m.sim.wait_until(Duration::from_secs(5), Duration::from_millis(10), || *seller.released.lock() == 1).await,
+        "released once storage took it"
+    );
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!((*m.seller.started.lock(), *m.seller.released.lock()), (0, 1), "nothing performed, released once");
+    m.sim.shutdown().await;
 }

@@ -62,7 +62,8 @@ pub(super) fn commit_soon(ctx: &Context, what: &str) {
 
 /// Ends the awards `interrupted` (dialogue, initiator, what it kept in hand), found in
 /// hand when the participant started: their work was stopped short by a crash. Each is
-/// recorded as failed, so a late cancel, or a report of the old work, is refused; with
+/// recorded as failed (one cancelled while performed stays cancelled, what it kept in hand
+/// taken out), so a late cancel, or a report of the old work, is refused; with
 /// its commit asked for, the award's escrow is refunded (this participant is its arbiter) and
 /// `participant` releases what the proposal held.
 ///
@@ -79,7 +80,13 @@ pub(super) fn end_interrupted<P: Participant>(
 ) {
     let mut ended = Vec::with_capacity(interrupted.len());
     for (id, initiator, in_hand) in interrupted {
-        match allowed(dialogues.outgoing_named("Failure", id, now_ms()), "Failure") {
+        let end = match dialogues.get(id) {
+            // Cancelled while performed: the dialogue is closed already, and only what it
+            // kept in hand is taken out, so a second crash releases nothing again.
+            Some(dialogue) if dialogue.state == "cancelled" => dialogues.take_data(id, None).map(|_| None),
+            _ => dialogues.outgoing_named("Failure", id, now_ms()),
+        };
+        match allowed(end, "Failure") {
             Ok(_) => ended.push((id, initiator, in_hand)),
             // An awarded dialogue may always fail: only a dialogue that moved on meanwhile
             // is refused, and it holds nothing in hand any more.

@@ -45,7 +45,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::dialogue::{Data, Dialogue, DialogueError, Dialogues, Refused, Rules, Step, EXPIRED};
-use crate::settlement::{refund_at, refundable_after, release_by, released, Payment, REFUND_GRACE};
+use crate::settlement::{refund_at, refund_overdue, refundable_after, release_by, released, Payment, REFUND_GRACE};
 
 mod answering;
 mod cancel;
@@ -249,7 +249,8 @@ const SWEEP: Duration = Duration::from_secs(300);
 const GRACE: Duration = Duration::from_secs(60);
 
 /// Sweeps `book`'s dialogues on `agent` every [`SWEEP`]: open dialogues well past their
-/// deadline expire, dialogues older than the rules' maximum age are forgotten.
+/// deadline expire, dialogues older than the rules' maximum age are forgotten; on an
+/// initiator, its wallet's escrows still open past their deadline are refunded.
 fn sweep(agent: &mut Agent, book: &Book, role: &'static str) {
     let book = book.clone();
     agent.on_interval(SWEEP, move |ctx: Context| {
@@ -260,6 +261,15 @@ fn sweep(agent: &mut Agent, book: &Book, role: &'static str) {
                     tracing::warn!(error = %e, "sweeping contract-net dialogues failed");
                 }
                 book.record_rejections(dialogues);
+            }
+            // A lock sent just before a crash may reach the ledger after the restarted
+            // initiator looked at it (its book's first load): no record and no task knows of
+            // it, so escrows left open past their deadline are refunded here, each sweep.
+            if role == INITIATOR {
+                if let Ok(wallet) = ctx.wallet() {
+                    // On a task of its own: a slow ledger does not hold up the agent's messages.
+                    ctx.spawn(async move { refund_overdue(&wallet).await });
+                }
             }
         }
     });

@@ -11,7 +11,8 @@ use super::*;
 /// holds of the proposals it had made and releases each when it ends. An award it was
 /// performing when it stopped short (a crash: a graceful stop lets the work in hand end)
 /// is not performed again, nor reported: on startup its dialogue is recorded as failed (a
-/// late cancel or a report of the old work is refused), `release` is told of its proposal,
+/// late cancel or a report of the old work is refused; one the initiator had cancelled
+/// stays cancelled), `release` is told of its proposal,
 /// and the award's escrow, if any, is refunded to the initiator at once. The participant
 /// cannot know how far the interrupted `perform` went, so `release` may come after part or
 /// all of its work was done; what it had done stands. An award whose end was recorded
@@ -105,7 +106,9 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                     if let Ok(held) = kept.decode::<HeldProposal<serde::de::IgnoredAny>>() {
                         let (id, initiator) = (dialogue.id, dialogue.peer);
                         holds.hold(&ctx, &participant, &book, id, held.hold_until_ms, Hold { initiator, kept });
-                    } else if dialogue.state == "awarded" {
+                    } else if dialogue.state == "awarded" || dialogue.state == "cancelled" {
+                        // A cancelled award keeps what it had in hand until its work ends (see
+                        // the cancel below): found here, the crash cut that work short.
                         if let Ok(in_hand) = kept.decode::<InHand<HeldProposal<P::Proposal>>>() {
                             interrupted.push((dialogue.id, dialogue.peer, in_hand));
                         }
@@ -221,8 +224,8 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                     {
                         // Cancelled while it was performed, or before it was reported: the
                         // initiator no longer waits, and does not pay. The work ended: a
-                        // restart must not take it for one stopped short (a cancel that
-                        // storage could not record left it in hand).
+                        // restart must not take it for one stopped short (the cancel kept it
+                        // in hand until now, as did one that storage could not record).
                         if let Some(kept) = &in_hand {
                             if let Err(e) = dialogues.take_data(id, Some(kept)) {
                                 tracing::warn!(error = %e, "a cancelled award's end could not be recorded");
@@ -268,14 +271,24 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                    from: Address,
                    step: &'static str| async move {
         let (Ok(dialogues), Some(id)) = (book.get(&ctx, PARTICIPANT), ctx.session()) else { return };
-        let held = match dialogues.incoming_named(step, id, from, now_ms()) {
-            Ok(held) => held,
+        // An award in progress, cancelled, keeps what it has in hand with the closed dialogue
+        // until its work ends (the work's task takes it out then): a crash before that finds
+        // it on restart and ends it, its proposal released and its escrow refunded. Dropped
+        // with the cancel's step, a crash in between would leave the proposal held for good
+        // (nothing else releases it) and the escrow locked until its deadline.
+        let in_hand = match step {
+            "Cancel" => dialogues.get(id).filter(|d| d.state == "awarded").and_then(|d| d.data),
+            _ => None,
+        };
+        let kept = in_hand.map_or_else(Step::default, |in_hand| Step::default().keeping(in_hand));
+        let (held, recorded) = match dialogues.incoming_with(step, id, from, now_ms(), kept) {
+            Ok(held) => (held, true),
             // Allowed, but storage could not record it: the initiator's decision stands all
             // the same (its cancel must stop the work), so it is acted on; what is held is
-            // still in the dialogue, which stays as recorded until the sweep.
+            // still in the dialogue, and released once storage records that (below).
             Err(DialogueError::Storage { reason, .. }) => {
                 tracing::warn!(step, %reason, "a contract-net decision acted on unrecorded: storage failed");
-                dialogues.get(id).and_then(|dialogue| dialogue.data)
+                (dialogues.get(id).and_then(|dialogue| dialogue.data), false)
             }
             Err(refused) => return tell(&ctx, id, from, refused).await,
         };
@@ -285,6 +298,15 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
         // is the work's).
         if step == "Cancel" && performing.cancel(id) {
             return;
+        }
+        // A proposal decided unrecorded is released once storage records that it holds
+        // nothing (the holds' timer tries every second), not now: a crash before that would
+        // restart with the proposal still held in its dialogue, and release it a second time.
+        let held_proposal_kept =
+            held.as_ref().filter(|kept| kept.decode::<HeldProposal<serde::de::IgnoredAny>>().is_ok());
+        if let (false, Some(kept)) = (recorded, held_proposal_kept) {
+            let hold = Hold { initiator: from, kept: kept.clone() };
+            return holds.hold(&ctx, &participant, &book, id, now_ms(), hold);
         }
         if let Some(proposal) = held_proposal::<P::Proposal>(held) {
             participant.release(from, proposal).await;

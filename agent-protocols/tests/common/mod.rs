@@ -1,5 +1,6 @@
 //! What the protocol tests share: a bidder that goes up to a limit in every kind of auction,
-//! ears for the refusals an agent is sent, contract-net's test market (`cnp`), a floor of
+//! ears for the refusals an agent is sent, contract-net's test market (`cnp`) and the same
+//! across crashes (`crash`), a ledger whose submissions land late (`in_flight`), a floor of
 //! auctions with a rogue bidder on one ledger (`floor`), a bureau on a ledger whose
 //! balances and supply a test checks (`paid`), and the same on a simulated host on paused
 //! time, for property tests (`sim_paid`).
@@ -8,7 +9,9 @@
 #![allow(dead_code)]
 
 pub mod cnp;
+pub mod crash;
 pub mod floor;
+pub mod in_flight;
 pub mod paid;
 pub mod sim_paid;
 
