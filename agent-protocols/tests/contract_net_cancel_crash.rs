@@ -152,3 +152,38 @@ async fn initiator_crashes_after_a_cancel(seed: u64, committed: bool) {
     m.settles(FUNDS, 0).await;
     m.sim.shutdown().await;
 }
+
+/// The winner records the cancel (committed) and performs the work to its end, but cannot
+/// record that end at once (storage is down just then). Storage comes back, and the end
+/// is recorded on a retry: a later crash and restart does not take the work for one cut
+/// short, and releases nothing whose work was done.
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_award_performed_to_its_end_during_an_outage_is_not_released_after_a_restart() {
+    let (m, crashed) = market(61, PERFORM).await;
+    let called = m.call().await;
+    let dialogue = called.proposals[0].dialogue;
+    let _awarding = m.award(called.clone(), REPORT_WITHIN);
+    assert!(m.sim.wait_until(5 * SECOND, POLL, || *crashed.started.lock() == 1).await);
+    let cancelled = contract_net::cancel::<u64, String>(&m.ctx, &m.book, &called, None).await.unwrap();
+    assert_eq!(cancelled, Outcome::Cancelled { cancelled: vec![m.proposer] });
+    let cancel_arrived = || Market::state(&m.seller_book, dialogue).as_deref() == Some("cancelled");
+    assert!(m.sim.wait_until(5 * SECOND, POLL, cancel_arrived).await, "the winner took the cancel");
+    m.shop.context(m.proposer).unwrap().storage().unwrap().flush().await.unwrap();
+    m.shop.fail_storage(true);
+    assert!(m.sim.wait_until(20 * SECOND, POLL, || *crashed.performed.lock() == 1).await, "the work ended");
+    tokio::time::sleep(SECOND).await;
+    m.shop.fail_storage(false);
+    // A retry records the end; then it is committed.
+    tokio::time::sleep(3 * SECOND).await;
+    m.shop.context(m.proposer).unwrap().storage().unwrap().flush().await.unwrap();
+    tokio::time::sleep(60 * SECOND).await;
+    m.sim.crash(&m.shop);
+    m.sim.restart(&m.shop).unwrap();
+    let restarted = SlowSeller::new(PERFORM, true);
+    let (_, _book) = add_seller(&m.shop, &restarted);
+    tokio::time::sleep(30 * SECOND).await;
+    m.settles(FUNDS, 0).await;
+    assert_eq!(*crashed.released.lock(), 0);
+    assert_eq!(*restarted.released.lock(), 0, "a proposal whose work was done is released on a later restart");
+    m.sim.shutdown().await;
+}

@@ -226,13 +226,11 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                         // initiator no longer waits, and does not pay. The work ended: a
                         // restart must not take it for one stopped short (the cancel kept it
                         // in hand until now, as did one that storage could not record).
-                        if let Some(kept) = &in_hand {
-                            if let Err(e) = dialogues.take_data(id, Some(kept)) {
-                                tracing::warn!(error = %e, "a cancelled award's end could not be recorded");
-                            }
-                        }
                         if let Some((payment, wallet)) = &paid_by {
                             give_back(wallet, id, payment).await;
+                        }
+                        if let Some(kept) = &in_hand {
+                            record_work_ended(dialogues, id, kept).await;
                         }
                     } else {
                         // The report is recorded before it is sent or paid: a participant
@@ -329,6 +327,30 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
     refuse_participants_messages(agent, &book);
     sweep(agent, &book, PARTICIPANT);
     book
+}
+
+/// How often, and how many times at most, the end of a cancelled award's work is tried
+/// again while storage cannot record it: an hour, as long as a storage outage is waited
+/// out elsewhere before giving up.
+const RECORD_RETRY: Duration = Duration::from_secs(1);
+const RECORD_RETRIES: u32 = 3_600;
+
+/// Records that the work of dialogue `id`'s cancelled award ended, taking `kept` (what it had
+/// in hand) out of its record, and tries again while storage fails: left in the record, a
+/// later restart would take the work for one cut short and release a proposal whose work
+/// was done (a seat already used offered again).
+async fn record_work_ended(dialogues: &Dialogues, id: u128, kept: &Data) {
+    for attempt in 0..RECORD_RETRIES {
+        match dialogues.take_data(id, Some(kept)) {
+            Ok(_) => return,
+            Err(e) if attempt == 0 => {
+                tracing::warn!(error = %e, "a cancelled award's end could not be recorded; retrying")
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(RECORD_RETRY).await;
+    }
+    tracing::error!(dialogue = %format!("{id:032x}"), "a cancelled award's end could not be recorded; a restart will release its proposal");
 }
 
 /// Whether the award of dialogue `id`, for a proposal whose price is `price`
