@@ -82,7 +82,7 @@ fn a_changed_step_or_deadline_changes_the_digest() {
 }
 
 const PINNED: &str = "\
-contract-net <String, u64, String> agora.contract-net 5.0.0 61c7d1445a1b699ac4f80aee4aa97f3973f61bb80173250f8b4d25e655bcdd40
+contract-net <String, u64, String> agora.contract-net 5.1.0 a4c0c15b52c52981e94ae19a113f63117877fcd39d6d2839a4224d94c58efa66
 english agora.auction.english 3.0.0 ec3e69207f17a9888033c1f4edc38c4de12fca34eaa43a6b161f58e601acab19
 dutch agora.auction.dutch 3.0.0 2f74f45be1ee70d4d179464e773a7259429fbd782f4dd8c5b1f05d2107ed2e8e
 sealed-bid agora.auction.sealed 4.0.0 9794ad87b9032087a642d4370baf7ff8f4ca460a205525510cb0cf0eeb131c4d
@@ -145,6 +145,7 @@ fn refusal_cancel_and_withdrawal_codes_are_pinned() {
         (Declined::NoProposal, "no_proposal"),
         (Declined::UnreadableTask, "unreadable_task"),
         (Declined::Unencodable, "unencodable"),
+        (Declined::Busy, "busy"),
     ];
     for (cause, expected) in declined {
         assert_eq!(code(serde_json::to_value(cause).unwrap()).as_deref(), Some(expected), "{cause:?}");

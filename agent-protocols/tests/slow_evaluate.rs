@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_core::{Address, Agent, Bureau};
-use agent_protocols::contract_net::{self, Outcome, Participant, Unperformed, MAX_EVALUATING};
+use agent_protocols::contract_net::{self, Declined, NoProposal, Outcome, Participant, Unperformed, MAX_EVALUATING};
 use parking_lot::Mutex;
 
 mod common;
@@ -20,6 +20,14 @@ struct Ponderer {
     /// Evaluations running now, and the most that ever ran at once.
     evaluating: Mutex<(usize, usize)>,
     performed: Mutex<u32>,
+}
+
+struct Running<'a>(&'a Mutex<(usize, usize)>);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.lock().0 -= 1;
+    }
 }
 
 #[async_trait::async_trait]
@@ -37,8 +45,9 @@ impl Participant for Ponderer {
             evaluating.0 += 1;
             evaluating.1 = evaluating.1.max(evaluating.0);
         }
+        // Counted out however it ends: thought through, or dropped at its deadline.
+        let _running = Running(&self.evaluating);
         tokio::time::sleep(HOUR).await;
-        self.evaluating.lock().0 -= 1;
         Some((100, None))
     }
 
@@ -93,8 +102,10 @@ async fn a_slow_evaluation_does_not_hold_up_the_participants_other_calls() {
     m.bureau.shutdown().await.unwrap();
 }
 
+/// Calls beyond `MAX_EVALUATING` are refused as busy at once, not waited for: the
+/// participant meanwhile answers the rest of its mail.
 #[tokio::test(start_paused = true)]
-async fn a_participant_evaluates_at_most_max_evaluating_calls_at_once() {
+async fn calls_beyond_max_evaluating_are_refused_as_busy_at_once() {
     let m = market().await;
     let ponderer = Arc::new(Ponderer::default());
     let mut agent = Agent::builder("ponderer").build().unwrap();
@@ -109,18 +120,54 @@ async fn a_participant_evaluates_at_most_max_evaluating_calls_at_once() {
         let (initiator, book) = &initiators[i % initiators.len()];
         let (ctx, book) = (m.bureau.context(*initiator).unwrap(), book.clone());
         called.spawn(async move {
-            contract_net::call::<_, u64>(&ctx, &book, &[participant], &"think", 3 * HOUR).await.unwrap()
+            let started = tokio::time::Instant::now();
+            let called = contract_net::call::<_, u64>(&ctx, &book, &[participant], &"think", 3 * HOUR).await.unwrap();
+            (called, started.elapsed())
         });
     }
-    wait_for(|| ponderer.evaluating.lock().0 == MAX_EVALUATING).await;
-    // The rest wait their turn, and are evaluated as the first ones end.
-    tokio::time::sleep(Duration::from_secs(60)).await;
-    assert_eq!(ponderer.evaluating.lock().0, MAX_EVALUATING);
-    let mut proposals = 0;
-    while let Some(called) = called.join_next().await {
-        proposals += called.unwrap().proposals.len();
+    let (mut proposals, mut busy) = (0, 0);
+    while let Some(joined) = called.join_next().await {
+        let (called, took) = joined.unwrap();
+        proposals += called.proposals.len();
+        for (_, refused) in &called.refused {
+            assert!(matches!(refused, NoProposal::Refused { cause: Declined::Busy, .. }), "{refused:?}");
+            assert!(took < Duration::from_secs(60), "a busy refusal came after {took:?}");
+            busy += 1;
+        }
     }
-    assert_eq!(proposals, calls, "every call was answered in time");
+    assert_eq!((proposals, busy), (MAX_EVALUATING, calls - MAX_EVALUATING));
     assert_eq!(ponderer.evaluating.lock().1, MAX_EVALUATING, "never more at once");
+    m.bureau.shutdown().await.unwrap();
+}
+
+/// An evaluation still running at its call's deadline is dropped, freeing its place: one
+/// initiator's calls that never end cannot keep the participant busy for good.
+#[tokio::test(start_paused = true)]
+async fn evaluations_past_their_calls_deadline_free_their_places() {
+    let m = market().await;
+    let ponderer = Arc::new(Ponderer::default());
+    let mut agent = Agent::builder("ponderer").build().unwrap();
+    contract_net::serve(&mut agent, ponderer.clone());
+    let participant = m.bureau.add(agent).unwrap();
+
+    let mut called = tokio::task::JoinSet::new();
+    for _ in 0..MAX_EVALUATING {
+        let (ctx, book) = (m.bureau.context(m.initiator).unwrap(), m.book.clone());
+        called.spawn(async move {
+            contract_net::call::<_, u64>(&ctx, &book, &[participant], &"think", Duration::from_secs(10)).await.unwrap()
+        });
+    }
+    while let Some(joined) = called.join_next().await {
+        assert!(joined.unwrap().proposals.is_empty(), "an hour's thought cannot answer a 10 s call");
+    }
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(ponderer.evaluating.lock().0, 0, "the evaluations past their deadline were dropped");
+
+    let (quick, quick_book) = add_initiator(&m.bureau, "hurried");
+    let ctx = m.bureau.context(quick).unwrap();
+    let called = contract_net::call::<_, u64>(&ctx, &quick_book, &[participant], &"quick", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(called.proposals.len(), 1, "the quick call was answered: {called:?}");
     m.bureau.shutdown().await.unwrap();
 }

@@ -2,13 +2,17 @@
 //! [`Participant::evaluate`] is ready at once, and on a task beside the agent's handlers
 //! when it is not, so one slow evaluation (a quote asked of a supplier, a search) does not
 //! hold up the participant's other dialogues: their awards, rejections, cancels and calls.
+//! Such evaluations are bounded: in number ([`MAX_EVALUATING`], beyond which a call is
+//! refused as busy) and in time (each ends at its call's deadline).
 
 use super::participant::HeldProposal;
 use super::*;
 
-/// Calls a participant evaluates at once, at most. Beyond them a call waits in its handler
-/// for an evaluation to end, and the agent takes no other message meanwhile: its mailbox
-/// fills, and senders are told as for any busy agent.
+/// Calls a participant evaluates at once, at most. A call beyond them is refused at once
+/// ([`Declined::Busy`]) rather than waited for in its handler, where it would hold up the
+/// participant's other dialogues; and an evaluation still running at its call's deadline
+/// is dropped (its proposal could only be late), so calls that never end cannot keep
+/// these places for good.
 pub const MAX_EVALUATING: usize = 256;
 
 /// What an evaluation gave: a proposal and how long it is held, or why there is none.
@@ -48,15 +52,11 @@ impl<P: Participant> Answering<P> {
     /// [`Work`](crate::work::Work) (a graceful stop lets a user's `evaluate` end; a crash
     /// ends it, and the dialogue stays called until it expires).
     pub(super) async fn answer(self, ctx: Context, from: Address, id: u128, cfp: Cfp) {
-        let permit = match Arc::clone(&self.evaluating).try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => match Arc::clone(&self.evaluating).acquire_owned().await {
-                Ok(permit) => permit,
-                // Never closed: the semaphore lives as long as this.
-                Err(_) => return,
-            },
-        };
         let Ok(reply) = ctx.defer_reply() else { return };
+        let Ok(permit) = Arc::clone(&self.evaluating).try_acquire_owned() else {
+            let busy = Err((Declined::Busy, Some(format!("{MAX_EVALUATING} calls are being evaluated"))));
+            return self.propose(ctx, from, id, 0, busy, reply).await;
+        };
         let default_hold = cfp
             .deadline_ms
             .saturating_add(DEFAULT_HOLD_AFTER_DEADLINE.as_millis() as u64)
@@ -86,9 +86,14 @@ impl<P: Participant> Answering<P> {
             std::task::Poll::Pending => {
                 let work = self.work.clone();
                 let task_ctx = ctx.clone();
+                // Past the call's deadline a proposal is late: the evaluation is dropped
+                // then, its place freed, and the caller told there is no answer.
+                let deadline =
+                    tokio::time::Instant::now() + Duration::from_millis(cfp.deadline_ms.saturating_sub(now_ms()));
                 work.spawn(&task_ctx, async move {
-                    let proposed = evaluation.await;
-                    self.propose(ctx, from, id, default_hold, evaluated(proposed), reply).await;
+                    if let Ok(proposed) = tokio::time::timeout_at(deadline, evaluation).await {
+                        self.propose(ctx, from, id, default_hold, evaluated(proposed), reply).await;
+                    }
                     drop(permit);
                 });
             }

@@ -19,6 +19,9 @@ pub enum Declined {
     UnreadableTask,
     /// Its proposal could not be encoded.
     Unencodable,
+    /// It is evaluating as many calls as it takes at once ([`MAX_EVALUATING`]): asked
+    /// again later, it may propose.
+    Busy,
 }
 
 /// Why the initiator cancelled a dialogue ([`Cancel`]).
@@ -54,6 +57,7 @@ impl std::fmt::Display for Declined {
             Declined::NoProposal => "no proposal",
             Declined::UnreadableTask => "the task is unreadable",
             Declined::Unencodable => "its proposal could not be encoded",
+            Declined::Busy => "it is evaluating as many calls as it takes at once",
         })
     }
 }

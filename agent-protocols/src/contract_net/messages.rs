@@ -273,7 +273,8 @@ pub fn protocol<T: WireSchema, P: WireSchema, R: WireSchema>() -> agent_core::Pr
     // 4.1.0: the manifest publishes the dialogue's rules (`rules`), so the digest covers them.
     // 5.0.0: a refusal says where its dialogue stands (typed), and for a late message the
     //        deadline that passed.
-    agent_core::Protocol::new("agora.contract-net", "5.0.0")
+    // 5.1.0: a participant evaluating all the calls it takes at once refuses as busy.
+    agent_core::Protocol::new("agora.contract-net", "5.1.0")
         .message::<Cfp>()
         .message::<Answer>()
         .message::<Accept>()

@@ -39,8 +39,10 @@ pub trait Participant: Send + Sync + 'static {
     /// holds is released then if no decision came.
     ///
     /// An evaluation that is not ready at once goes on beside the agent's handlers, so the
-    /// participant's other dialogues are not held up by it; at most [`MAX_EVALUATING`] run
-    /// so at once.
+    /// participant's other dialogues are not held up by it: at most [`MAX_EVALUATING`] run
+    /// so at once (a call beyond them is refused as [`Declined::Busy`]), side by side and
+    /// beside [`release`](Participant::release), and one still running at its call's
+    /// deadline is dropped.
     async fn evaluate(&self, initiator: Address, task: Self::Task) -> Option<(Self::Proposal, Option<u64>)>;
 
     /// Performs an awarded task. `Err` says why not: [`Unperformed::Failed`] (a `String`
