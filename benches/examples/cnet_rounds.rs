@@ -1,6 +1,6 @@
 //! Contract-net rounds with 1,000 participants, alone in their process: for profilers.
 //!
-//! `cargo run --release -p agora-benches --example cnet_rounds -- 10 [reuse]`, or under `perf record`
+//! `cargo run --release -p agora-benches --example cnet_rounds -- 10 [reuse|ahead]`, or under `perf record`
 //! or `valgrind --tool=callgrind`. Each round runs in a fresh market, as the report's do;
 //! prints each round's time (call + award), the CPU time it took with its storage commit
 //! (all threads, a figure the machine's load does not inflate), and the median.
@@ -11,7 +11,10 @@ use std::time::Duration;
 fn main() -> ExitCode {
     let rounds = std::env::args().nth(1).and_then(|n| n.parse::<usize>().ok()).unwrap_or(10).max(1);
     // `reuse`: every round in one market, so a profile is not mostly the markets' setup.
+    // `ahead`: every round in a fresh market, all made (and settled) before the first
+    // round, so a profiler started late (`perf record -D`) sees the rounds alone.
     let reuse = std::env::args().nth(2).as_deref() == Some("reuse");
+    let ahead = std::env::args().nth(2).as_deref() == Some("ahead");
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -22,10 +25,18 @@ fn main() -> ExitCode {
     let timed = runtime.block_on(async {
         let mut timed = Vec::with_capacity(rounds);
         let mut kept = None;
+        let mut made = Vec::new();
+        if ahead {
+            for _ in 0..rounds {
+                made.push(agora_benches::ContractNetMarket::new(1_000).await?);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            eprintln!("markets made");
+        }
         for _ in 0..rounds {
-            let market = match kept.take() {
-                Some(market) => market,
-                None => agora_benches::ContractNetMarket::new(1_000).await?,
+            let market = match (kept.take(), made.pop()) {
+                (Some(market), _) | (None, Some(market)) => market,
+                (None, None) => agora_benches::ContractNetMarket::new(1_000).await?,
             };
             let before = agora_benches::cpu_time();
             let (call, award) = market.round().await?;
