@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 
 mod common;
 
-use common::cnp::{market, wait_for};
+use common::cnp::{market, wait_for, Market};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -57,6 +57,16 @@ impl Participant for Ponderer {
     }
 }
 
+/// A market (its initiator, the traveller) with one participant, a [`Ponderer`].
+async fn ponderer_market() -> (Market, Arc<Ponderer>, Address) {
+    let m = market().await;
+    let ponderer = Arc::new(Ponderer::default());
+    let mut agent = Agent::builder("ponderer").build().unwrap();
+    contract_net::serve(&mut agent, ponderer.clone());
+    let participant = m.bureau.add(agent).unwrap();
+    (m, ponderer, participant)
+}
+
 fn add_initiator(bureau: &Bureau, name: &str) -> (Address, contract_net::Book) {
     let mut agent = Agent::builder(name).build().unwrap();
     let book = contract_net::initiator(&mut agent);
@@ -65,11 +75,7 @@ fn add_initiator(bureau: &Bureau, name: &str) -> (Address, contract_net::Book) {
 
 #[tokio::test(start_paused = true)]
 async fn a_slow_evaluation_does_not_hold_up_the_participants_other_calls() {
-    let m = market().await;
-    let ponderer = Arc::new(Ponderer::default());
-    let mut agent = Agent::builder("ponderer").build().unwrap();
-    contract_net::serve(&mut agent, ponderer.clone());
-    let participant = m.bureau.add(agent).unwrap();
+    let (m, ponderer, participant) = ponderer_market().await;
 
     let slow_ctx = m.bureau.context(m.initiator).unwrap();
     let slow_book = m.book.clone();
@@ -106,11 +112,7 @@ async fn a_slow_evaluation_does_not_hold_up_the_participants_other_calls() {
 /// participant meanwhile answers the rest of its mail.
 #[tokio::test(start_paused = true)]
 async fn calls_beyond_max_evaluating_are_refused_as_busy_at_once() {
-    let m = market().await;
-    let ponderer = Arc::new(Ponderer::default());
-    let mut agent = Agent::builder("ponderer").build().unwrap();
-    contract_net::serve(&mut agent, ponderer.clone());
-    let participant = m.bureau.add(agent).unwrap();
+    let (m, ponderer, participant) = ponderer_market().await;
 
     // From three initiators: each may have at most 256 dialogues open with one participant.
     let calls = MAX_EVALUATING + 44;
@@ -144,11 +146,7 @@ async fn calls_beyond_max_evaluating_are_refused_as_busy_at_once() {
 /// initiator's calls that never end cannot keep the participant busy for good.
 #[tokio::test(start_paused = true)]
 async fn evaluations_past_their_calls_deadline_free_their_places() {
-    let m = market().await;
-    let ponderer = Arc::new(Ponderer::default());
-    let mut agent = Agent::builder("ponderer").build().unwrap();
-    contract_net::serve(&mut agent, ponderer.clone());
-    let participant = m.bureau.add(agent).unwrap();
+    let (m, ponderer, participant) = ponderer_market().await;
 
     let mut called = tokio::task::JoinSet::new();
     for _ in 0..MAX_EVALUATING {
