@@ -360,8 +360,13 @@ pub(super) fn not_awardable(book: &Book, dialogues: &Dialogues, id: u128, round:
 /// proposal: that proposal is void, and a decision on it from that round would be taken on
 /// a proposal the participant no longer makes.
 pub(super) fn superseded(dialogues: &Dialogues, id: u128, round: u32) -> bool {
-    let data = dialogues.get(id).and_then(|d| d.data);
-    data.and_then(|data| data.decode::<Kept<serde::de::IgnoredAny>>().ok()).is_some_and(|kept| kept.round > round)
+    let Some(data) = dialogues.data(id) else { return false };
+    // A first round's record names no round (`Kept::round` is skipped at 0), and no round
+    // is before it: most dialogues are told apart without reading their answer.
+    if !data.as_json().contains("\"round\"") {
+        return false;
+    }
+    data.decode::<Kept<serde::de::IgnoredAny>>().is_ok_and(|kept| kept.round > round)
 }
 
 fn is_first(round: &u32) -> bool {

@@ -404,6 +404,11 @@ impl Dialogues {
         self.live.lock().get(&id).cloned()
     }
 
+    /// What dialogue `id` keeps ([`Dialogue::data`]), without copying the rest of it.
+    pub fn data(&self, id: u128) -> Option<Data> {
+        self.live.lock().get(&id).and_then(|d| d.data.clone())
+    }
+
     /// Every dialogue held, open or closed.
     pub fn all(&self) -> Vec<Dialogue> {
         self.live.lock().values().cloned().collect()
