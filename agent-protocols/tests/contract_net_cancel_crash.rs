@@ -139,10 +139,10 @@ async fn initiator_crashes_after_a_cancel(seed: u64, committed: bool) {
     assert_eq!(traveller, m.traveller);
     // The restarted initiator refunds what it recorded once the deadline passes: settled.
     tokio::time::sleep(30 * SECOND).await;
-    // Uncommitted, the award's step was lost with the cancel's: the record shows the proposal
-    // as it was before the award (its escrow recorded all the same, before the award went).
+    // Uncommitted, the cancel's step was lost: the record shows the award, on disk before it
+    // went out (as its escrow was).
     let state = Market::state(&book, dialogue);
-    let expected = if committed { "cancelled" } else { "proposed" };
+    let expected = if committed { "cancelled" } else { "awarded" };
     assert_eq!(state.as_deref(), Some(expected), "the initiator's record of the award");
     assert_eq!(
         (*seller.started.lock(), *seller.performed.lock(), *seller.released.lock()),

@@ -13,7 +13,7 @@ use agent_protocols::contract_net::{self, AwardFailure, Paid, Settlement};
 mod common;
 
 use common::cnp::SlowSeller;
-use common::crash::{add_seller, add_traveller, market, market_on, wallet_of, FUNDS, PRICE, SECOND};
+use common::crash::{add_seller, add_traveller, market, market_on, unpaid_market, wallet_of, FUNDS, PRICE, SECOND};
 use common::in_flight::InFlight;
 
 /// The winner crashes while it performs a paid award and restarts at once. On startup it
@@ -101,8 +101,6 @@ async fn a_crashed_initiator_refunds_nothing_until_it_restarts() {
     assert_eq!(traveller, m.traveller);
     // The book's first use schedules the refund of what was locked before the crash.
     let ctx = m.office.context(traveller).unwrap();
-    // (The award, unflushed when the initiator crashed, may be lost: the call may be waiting
-    // again. What counts here is the money.)
     contract_net::recall::<u64>(&ctx, &book).unwrap();
     m.settles(FUNDS, 0).await;
     m.sim.shutdown().await;
@@ -143,4 +141,40 @@ async fn a_lock_that_lands_after_the_initiator_restarted_is_refunded() {
     m.settles(FUNDS, 0).await;
     assert_eq!(*seller.started.lock(), 0, "performed unpaid");
     m.sim.shutdown().await;
+}
+
+/// The initiator awards, paying or not, and crashes while its winner works (an hour). The
+/// award was committed as it went out: restarted, the initiator recalls no call still
+/// waiting on that proposal, so it cannot award the task (and pay for it) a second time.
+#[tokio::test(start_paused = true)]
+async fn a_restarted_initiator_knows_the_award_it_sent_before_its_crash() {
+    for (seed, paying) in [(33, true), (34, false)] {
+        let perform = Duration::from_secs(3600);
+        let (m, seller) = if paying { market(seed, perform).await } else { unpaid_market(seed, perform).await };
+        let called = m.call().await;
+        let dialogue = called.proposals[0].dialogue;
+        let (ctx, book, winner) = (m.ctx.clone(), m.book.clone(), m.proposer);
+        // Awarded from a task of the initiator's agent, as a handler would: it ends with the crash.
+        m.ctx.spawn(async move {
+            let wait = 2 * 3600 * SECOND;
+            // The crash ends it before it settles; a result would be the test's to read.
+            if paying {
+                let price = |p: &u64| u128::from(*p);
+                drop(contract_net::award_and_pay::<u64, String>(&ctx, &book, &called, &[winner], price, wait).await);
+            } else {
+                drop(contract_net::award::<u64, String>(&ctx, &book, &called, &[winner], wait).await);
+            }
+        });
+        assert!(m.sim.wait_until(5 * SECOND, Duration::from_millis(10), || *seller.started.lock() == 1).await);
+        m.sim.crash(&m.office);
+        m.sim.restart(&m.office).unwrap();
+        let (traveller, book) = add_traveller(&m.office);
+        let ctx = m.office.context(traveller).unwrap();
+
+        let waiting = contract_net::recall::<u64>(&ctx, &book).unwrap();
+        let lost = waiting.iter().any(|call| !call.proposals.is_empty());
+        assert!(!lost, "paying {paying}: the award was lost in the crash: {waiting:?}");
+        assert_eq!(common::crash::Market::state(&book, dialogue).as_deref(), Some("awarded"), "paying {paying}");
+        m.sim.shutdown().await;
+    }
 }

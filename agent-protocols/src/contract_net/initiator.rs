@@ -555,6 +555,9 @@ pub async fn award<P, R: DeserializeOwned>(
         let accepted = chosen.then(|| dialogues.outgoing_named("Accept", id, now_ms()));
         match accepted {
             Some(Ok(_)) => {
+                // Committed at once, not waited for: no money moves on an unpaid award (a
+                // paid one waits); lost in a crash, the task could be awarded again.
+                commit_soon(ctx, "an award");
                 let ctx = ctx.clone();
                 reports.spawn(async move {
                     (to, id, ctx.request_in::<Accept, Report>(id, to, Accept::default(), Some(perform_timeout)).await)

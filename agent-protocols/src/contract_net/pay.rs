@@ -160,6 +160,10 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
                 let escrow = payment.escrow;
                 // Each winner is heard and paid on its own, side by side.
                 reports.spawn(async move {
+                    // On disk before it goes out: an initiator restarted after a crash must
+                    // know this proposal is awarded and paid for, or it could award and pay
+                    // another for the same task.
+                    commit_now(&ctx, "an award").await;
                     let accept = Accept { payment: Some(payment), payer: Some(wallet.address()) };
                     let report = ctx.request_in::<Accept, Report>(id, to, accept, Some(perform_timeout)).await;
                     let Some(dialogues) = book.dialogues() else {

@@ -36,10 +36,23 @@ pub async fn market(seed: u64, perform: Duration) -> (Market, Arc<SlowSeller>) {
     market_on(seed, perform, |_, ledger| ledger).await
 }
 
+/// [`market`] with a seller that works unpaid (awarded with `award`).
+pub async fn unpaid_market(seed: u64, perform: Duration) -> (Market, Arc<SlowSeller>) {
+    built(seed, SlowSeller::new(perform, false), |_, ledger| ledger).await
+}
+
 /// [`market`], the office reaching the ledger through what `office_ledger` makes of it.
 pub async fn market_on(
     seed: u64,
     perform: Duration,
+    office_ledger: impl FnOnce(&Sim, Arc<MemoryLedger>) -> Arc<dyn Ledger>,
+) -> (Market, Arc<SlowSeller>) {
+    built(seed, SlowSeller::new(perform, true), office_ledger).await
+}
+
+async fn built(
+    seed: u64,
+    seller: Arc<SlowSeller>,
     office_ledger: impl FnOnce(&Sim, Arc<MemoryLedger>) -> Arc<dyn Ledger>,
 ) -> (Market, Arc<SlowSeller>) {
     let sim = Sim::new(seed);
@@ -49,7 +62,6 @@ pub async fn market_on(
     let office_config = Config::default().with_ledger(office_ledger(&sim, ledger.clone()));
     let office = sim.add_host_with("office", office_config).unwrap();
     let shop = sim.add_host_with("shop", config).unwrap();
-    let seller = SlowSeller::new(perform, true);
     let (proposer, seller_book) = add_seller(&shop, &seller);
     let (traveller, book) = add_traveller(&office);
     let ctx = office.context(traveller).unwrap();
