@@ -153,6 +153,8 @@ async fn a_restarted_initiator_knows_the_award_it_sent_before_its_crash() {
         let (m, seller) = if paying { market(seed, perform).await } else { unpaid_market(seed, perform).await };
         let called = m.call().await;
         let dialogue = called.proposals[0].dialogue;
+        // The proposal on disk: a restart before the award would recall it.
+        m.ctx.storage().unwrap().flush().await.unwrap();
         let (ctx, book, winner) = (m.ctx.clone(), m.book.clone(), m.proposer);
         // Awarded from a task of the initiator's agent, as a handler would: it ends with the crash.
         m.ctx.spawn(async move {
@@ -172,8 +174,10 @@ async fn a_restarted_initiator_knows_the_award_it_sent_before_its_crash() {
         let ctx = m.office.context(traveller).unwrap();
 
         let waiting = contract_net::recall::<u64>(&ctx, &book).unwrap();
-        let lost = waiting.iter().any(|call| !call.proposals.is_empty());
-        assert!(!lost, "paying {paying}: the award was lost in the crash: {waiting:?}");
+        let offered = waiting
+            .iter()
+            .any(|call| call.proposals.iter().any(|p| p.dialogue == dialogue) || call.silent.contains(&m.proposer));
+        assert!(!offered, "paying {paying}: the award was lost in the crash: {waiting:?}");
         assert_eq!(common::crash::Market::state(&book, dialogue).as_deref(), Some("awarded"), "paying {paying}");
         m.sim.shutdown().await;
     }

@@ -17,7 +17,9 @@ use super::*;
 /// all.
 ///
 /// A participant is told only once its cancel is recorded, so the two sides never disagree
-/// on whether the dialogue is over. If the agent's storage fails to record some, this
+/// on whether the dialogue is over while the initiator runs (recorded is not committed: a
+/// crash before the next commit loses the cancel, and the restarted initiator shows the
+/// dialogue as it stood before). If the agent's storage fails to record some, this
 /// returns [`ContractNetError::CancelNotRecorded`]: those participants were told nothing and
 /// their dialogues are unchanged (a later `cancel` may retry them), and the error names
 /// the others, which were told. If no dialogue of `called` is left to cancel (all decided

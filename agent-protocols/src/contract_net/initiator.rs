@@ -555,8 +555,9 @@ pub async fn award<P, R: DeserializeOwned>(
         let accepted = chosen.then(|| dialogues.outgoing_named("Accept", id, now_ms()));
         match accepted {
             Some(Ok(_)) => {
-                // Committed at once, not waited for: no money moves on an unpaid award (a
-                // paid one waits); lost in a crash, the task could be awarded again.
+                // Its commit asked for at once, not waited for: no money moves on an unpaid
+                // award (a paid one waits). A crash before the commit lands loses it, and a
+                // restarted initiator could award the task again.
                 commit_soon(ctx, "an award");
                 let ctx = ctx.clone();
                 reports.spawn(async move {

@@ -154,16 +154,24 @@ pub async fn award_and_pay<P, R: DeserializeOwned + Send + 'static>(
             continue;
         }
         let accepted = locked.as_ref().map(|_| dialogues.outgoing_named("Accept", id, now_ms()));
+        // On disk before it goes out: an initiator restarted after a crash must know this
+        // proposal is awarded and paid for, or it could award and pay another for the same
+        // task. Not on disk, it does not go out: the winner's hold ends at its deadline, and
+        // the escrow is refunded at its own (scheduled at the lock).
+        if let (Some((payment, _)), Some(Ok(_))) = (&locked, &accepted) {
+            if let Err(e) = storage.flush().await {
+                tracing::warn!(dialogue = %format!("{id:032x}"), error = %e, "an award is not sent: it could not be committed");
+                let result = Err(AwardFailure::NotRecorded(e.to_string()));
+                settlements.push(Settlement { winner: to, result, escrow: Some(payment.escrow), paid: false });
+                continue;
+            }
+        }
         match (locked, accepted) {
             (Some((payment, deadline_ms)), Some(Ok(_))) => {
                 let (ctx, book, wallet) = (ctx.clone(), book.clone(), wallet.clone());
                 let escrow = payment.escrow;
                 // Each winner is heard and paid on its own, side by side.
                 reports.spawn(async move {
-                    // On disk before it goes out: an initiator restarted after a crash must
-                    // know this proposal is awarded and paid for, or it could award and pay
-                    // another for the same task.
-                    commit_now(&ctx, "an award").await;
                     let accept = Accept { payment: Some(payment), payer: Some(wallet.address()) };
                     let report = ctx.request_in::<Accept, Report>(id, to, accept, Some(perform_timeout)).await;
                     let Some(dialogues) = book.dialogues() else {
