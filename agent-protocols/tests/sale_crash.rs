@@ -2,7 +2,8 @@
 //! checked on the ledger). The seller's delivery and the winner's payment run as the
 //! agents' work in hand: a crash in the middle of either ends it (the crashed agent's task
 //! does nothing after), and the buyer ends with its money back or the goods paid for once,
-//! never both lost and never paid twice.
+//! never both lost and never paid twice. A seller that crashes once it has delivered, before
+//! its release reached the ledger, is paid all the same when it restarts.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ mod common;
 
 use common::crash::{wallet_of, SECOND};
 use common::in_flight::InFlight;
+use common::stalled::Stalled;
 use common::UpTo;
 
 const FUNDS: u128 = 1_000;
@@ -30,16 +32,24 @@ const MAX: u128 = 100;
 const DELIVER_WITHIN: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(10);
 
-/// Hands over a lot once `takes` has passed, counting the deliveries it started and ended.
+/// Hands over a lot once `takes` has passed, counting the deliveries it started and ended;
+/// stalls `stalls`, if any, as a delivery ends.
 struct Lots {
     takes: Duration,
     started: Mutex<u32>,
     delivered: Mutex<u32>,
+    stalls: Option<Arc<Stalled>>,
 }
 
 impl Lots {
     fn new(takes: Duration) -> Arc<Lots> {
-        Arc::new(Lots { takes, started: Mutex::new(0), delivered: Mutex::new(0) })
+        Arc::new(Lots { takes, started: Mutex::new(0), delivered: Mutex::new(0), stalls: None })
+    }
+
+    /// Lots whose delivery, as it ends, stalls `ledger`: the seller's release of the escrow
+    /// that paid for it stays on its way.
+    fn stalling(takes: Duration, ledger: &Arc<Stalled>) -> Arc<Lots> {
+        Arc::new(Lots { takes, started: Mutex::new(0), delivered: Mutex::new(0), stalls: Some(ledger.clone()) })
     }
 }
 
@@ -49,6 +59,9 @@ impl settlement::Seller for Lots {
         *self.started.lock() += 1;
         tokio::time::sleep(self.takes).await;
         *self.delivered.lock() += 1;
+        if let Some(ledger) = &self.stalls {
+            ledger.stall();
+        }
         Ok(serde_json::json!({ "paid": price.to_string() }))
     }
 }
@@ -255,6 +268,39 @@ async fn a_seller_that_crashed_while_delivering_leaves_the_buyer_its_money() {
         f.settles(FUNDS, 0).await;
         assert_eq!(f.locks_and_refunds().await, (1, 1), "{kind:?}: locked once, refunded once");
         assert_eq!(*lots.delivered.lock(), 0, "{kind:?}: the crashed delivery went on after the crash");
+        assert_eq!(*restarted.started.lock(), 0, "{kind:?}: delivered again");
+        assert_eq!(Arc::strong_count(&lots), 1, "{kind:?}: a task of the crashed house still runs");
+        f.sim.shutdown().await;
+    }
+}
+
+/// The house delivers a lot the bidder paid for (in an English, a sealed-bid and a Dutch
+/// auction) and crashes before its release of the escrow reaches the ledger (the ledger
+/// stalls as the delivery ends); it restarts at once. The restarted house releases the
+/// escrow it delivered against, before its deadline: the bidder has the goods, paid once,
+/// and nothing is refunded, not even past the deadline.
+#[tokio::test(start_paused = true)]
+async fn a_seller_that_crashed_after_delivering_is_paid_once() {
+    for (seed, kind) in [(68, Kind::English), (69, Kind::Sealed), (70, Kind::Dutch)] {
+        let (sim, ledger) = sim_and_ledger(seed);
+        let stalled = Stalled::new(ledger.clone());
+        let (lots, strategy) = (Lots::stalling(2 * SECOND, &stalled), UpTo::new(MAX));
+        let f = floor_on(sim, &ledger, stalled.clone(), ledger.clone(), &lots, &strategy).await;
+        let (_, price) = f.sell(kind).await;
+        assert!(f.sim.wait_until(10 * SECOND, POLL, || *lots.delivered.lock() == 1).await, "{kind:?}: never delivered");
+        tokio::time::sleep(POLL).await;
+        assert_eq!(f.balances().await, [FUNDS - price, 0], "{kind:?}: the release is still on its way");
+        f.sim.crash(&f.hall);
+        stalled.resume();
+        f.sim.restart(&f.hall).unwrap();
+        let restarted = Lots::new(SECOND);
+        add_house(&f.hall, &restarted);
+
+        f.settles(FUNDS - price, price).await;
+        // Past the escrow's deadline, and every sweep of overdue escrows: nothing more moves.
+        tokio::time::sleep(3600 * SECOND).await;
+        f.settles(FUNDS - price, price).await;
+        assert_eq!(f.settlements().await, (1, 1, 0), "{kind:?}: locked once, released once, never refunded");
         assert_eq!(*restarted.started.lock(), 0, "{kind:?}: delivered again");
         assert_eq!(Arc::strong_count(&lots), 1, "{kind:?}: a task of the crashed house still runs");
         f.sim.shutdown().await;
