@@ -23,6 +23,10 @@
 //! [`refund_open_escrows`] (contract-net's initiator needs not: it records each escrow it
 //! locks in its storage, and its book refunds them when it is loaded again).
 //!
+//! A seller that crashes after a delivery, before its release reaches the ledger, releases
+//! the escrow when it starts again: [`serve_sales`] records each delivery in the seller's
+//! storage before releasing its escrow, and releases what is recorded on startup.
+//!
 //! What the ledger cannot check is the delivery itself: a seller's release is its signed
 //! word that it delivered, as inform-done is in FIPA.
 //!
@@ -39,6 +43,8 @@ use agent_core::ledger::{DealId, EscrowId, LedgerError, Operation};
 use agent_core::{Address, Agent, Context, Message, RequestError, Wallet, WalletError};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+
+mod delivered;
 
 /// How long after a delivery was due its escrow may be refunded: the time the seller has to
 /// release it once it has delivered (and the buyer, if the seller's release fails).
@@ -252,7 +258,17 @@ impl Sales {
 /// inform-done). If `seller` cannot deliver, this agent refunds the escrow to the buyer at
 /// once (at its deadline if the ledger cannot be reached then; the buyer may too). (Who locked the escrow does not matter to the
 /// seller: it is paid all the same.)
+///
+/// A delivery is recorded in the agent's storage, and flushed, once `seller` has delivered
+/// and before the release, and the record removed once the release is settled; each time
+/// the agent starts, it releases the escrows still recorded (until each one's deadline).
+/// So a seller that crashes after delivering, before its release reached the ledger, is
+/// paid when it restarts, instead of the escrow going back to the buyer at its deadline
+/// with the goods delivered; the ledger settles an escrow once, so nothing is paid twice.
+/// A crash between the end of the delivery and the record's flush, or a storage that
+/// cannot record it (logged), still leaves that escrow to the buyer's refund.
 pub fn serve_sales<S: Seller>(agent: &mut Agent, sales: Sales, seller: Arc<S>) {
+    delivered::release_on_startup(agent);
     let mut served = protocol();
     let work = crate::work::Work::of(agent);
     served = served.on_message(move |ctx: Context, buyer: Address, payment: Payment| {
@@ -271,8 +287,14 @@ pub fn serve_sales<S: Seller>(agent: &mut Agent, sales: Sales, seller: Arc<S>) {
             work.spawn(&task_ctx, async move {
                 let (answer, undelivered) = match seller.deliver(buyer, payment.deal, owed.price).await {
                     Ok(goods) => {
+                        // Recorded before the release: a crash before the release reaches the
+                        // ledger finds the record on restart, and releases the escrow then.
+                        let recorded = delivered::record(&ctx, payment.escrow, deadline_ms).await;
                         if !release_by(&wallet, payment.escrow, deadline_ms).await {
                             tracing::warn!(escrow = %payment.escrow, "delivered, but this seller could not release the escrow; the buyer still may");
+                        }
+                        if let Some(storage) = recorded {
+                            delivered::forget(&storage, payment.escrow);
                         }
                         (Delivery::Delivered(goods), false)
                     }

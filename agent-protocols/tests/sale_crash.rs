@@ -2,7 +2,8 @@
 //! checked on the ledger). The seller's delivery and the winner's payment run as the
 //! agents' work in hand: a crash in the middle of either ends it (the crashed agent's task
 //! does nothing after), and the buyer ends with its money back or the goods paid for once,
-//! never both lost and never paid twice.
+//! never both lost and never paid twice. A seller that crashes once it has delivered, before
+//! its release reached the ledger, is paid all the same when it restarts.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ mod common;
 
 use common::crash::{wallet_of, SECOND};
 use common::in_flight::InFlight;
+use common::stalled::Stalled;
 use common::UpTo;
 
 const FUNDS: u128 = 1_000;
@@ -30,16 +32,24 @@ const MAX: u128 = 100;
 const DELIVER_WITHIN: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(10);
 
-/// Hands over a lot once `takes` has passed, counting the deliveries it started and ended.
+/// Hands over a lot once `takes` has passed, counting the deliveries it started and ended;
+/// stalls `stalls`, if any, as a delivery ends.
 struct Lots {
     takes: Duration,
     started: Mutex<u32>,
     delivered: Mutex<u32>,
+    stalls: Option<Arc<Stalled>>,
 }
 
 impl Lots {
     fn new(takes: Duration) -> Arc<Lots> {
-        Arc::new(Lots { takes, started: Mutex::new(0), delivered: Mutex::new(0) })
+        Arc::new(Lots { takes, started: Mutex::new(0), delivered: Mutex::new(0), stalls: None })
+    }
+
+    /// Lots whose delivery, as it ends, stalls `ledger`: the seller's release of the escrow
+    /// that paid for it stays on its way.
+    fn stalling(takes: Duration, ledger: &Arc<Stalled>) -> Arc<Lots> {
+        Arc::new(Lots { takes, started: Mutex::new(0), delivered: Mutex::new(0), stalls: Some(ledger.clone()) })
     }
 }
 
@@ -49,6 +59,9 @@ impl settlement::Seller for Lots {
         *self.started.lock() += 1;
         tokio::time::sleep(self.takes).await;
         *self.delivered.lock() += 1;
+        if let Some(ledger) = &self.stalls {
+            ledger.stall();
+        }
         Ok(serde_json::json!({ "paid": price.to_string() }))
     }
 }
@@ -128,16 +141,36 @@ struct Floor {
 /// The house on host "hall", delivering with `lots`; the bidder, holding [`FUNDS`], on host
 /// "desk", whose ledger misbehaves during `outages`.
 async fn floor(seed: u64, lots: &Arc<Lots>, strategy: &Arc<UpTo>, outages: Outages) -> Floor {
+    let (sim, ledger) = sim_and_ledger(seed);
+    let faulty = Arc::new(FaultyLedger::new(&sim, ledger.clone(), outages));
+    floor_on(sim, &ledger, ledger.clone(), faulty, lots, strategy).await
+}
+
+const MINT: &str = "sale crash mint";
+
+/// A simulation of seed `seed`, and a ledger on its clock.
+fn sim_and_ledger(seed: u64) -> (Sim, Arc<MemoryLedger>) {
     let sim = Sim::new(seed);
-    let mint = Identity::from_seed("sale crash mint");
-    let ledger = Arc::new(MemoryLedger::new(Some(mint.address()), sim.clock()));
-    let faulty: Arc<dyn Ledger> = Arc::new(FaultyLedger::new(&sim, ledger.clone(), outages));
-    let hall = sim.add_host_with("hall", Config::default().with_ledger(ledger.clone())).unwrap();
-    let desk = sim.add_host_with("desk", Config::default().with_ledger(faulty)).unwrap();
+    let ledger = Arc::new(MemoryLedger::new(Some(Identity::from_seed(MINT).address()), sim.clock()));
+    (sim, ledger)
+}
+
+/// [`floor`] on `ledger`, which the hall reaches through `hall_ledger` and the desk through
+/// `desk_ledger`.
+async fn floor_on(
+    sim: Sim,
+    ledger: &Arc<MemoryLedger>,
+    hall_ledger: Arc<dyn Ledger>,
+    desk_ledger: Arc<dyn Ledger>,
+    lots: &Arc<Lots>,
+    strategy: &Arc<UpTo>,
+) -> Floor {
+    let hall = sim.add_host_with("hall", Config::default().with_ledger(hall_ledger)).unwrap();
+    let desk = sim.add_host_with("desk", Config::default().with_ledger(desk_ledger)).unwrap();
     let house = add_house(&hall, lots);
     let bidder = add_bidder(&desk, strategy);
-    Wallet::new(mint, ledger.clone()).mint(wallet_of("bidder"), FUNDS).await.unwrap();
-    Floor { sim, hall, desk, ledger, house, bidder }
+    Wallet::new(Identity::from_seed(MINT), ledger.clone()).mint(wallet_of("bidder"), FUNDS).await.unwrap();
+    Floor { sim, hall, desk, ledger: ledger.clone(), house, bidder }
 }
 
 impl Floor {
@@ -193,9 +226,18 @@ impl Floor {
 
     /// How many times the bidder's wallet locked, and how many of its escrows were refunded.
     async fn locks_and_refunds(&self) -> (usize, usize) {
+        let (locks, _, refunds) = self.settlements().await;
+        (locks, refunds)
+    }
+
+    /// How many times the bidder's wallet locked, and how many of its escrows were released
+    /// and refunded.
+    async fn settlements(&self) -> (usize, usize, usize) {
         let history = self.ledger.history(wallet_of("bidder"), 100).await.unwrap();
         let count = |is: fn(&Operation) -> bool| history.iter().filter(|r| is(&r.tx.operation)).count();
-        (count(|op| matches!(op, Operation::Lock { .. })), count(|op| matches!(op, Operation::Refund { .. })))
+        let locks = count(|op| matches!(op, Operation::Lock { .. }));
+        let releases = count(|op| matches!(op, Operation::Release { .. }));
+        (locks, releases, count(|op| matches!(op, Operation::Refund { .. })))
     }
 }
 
@@ -232,32 +274,68 @@ async fn a_seller_that_crashed_while_delivering_leaves_the_buyer_its_money() {
     }
 }
 
-/// The bidder wins, and crashes while locking the price (the ledger takes an hour to
-/// answer it): the lock in flight ends with the crash, and the restarted bidder pays
-/// nothing for it. Nothing is locked, the crashed bidder's `settled` is never called, and
-/// the house still awaits the payment.
+/// The house delivers a lot the bidder paid for (in an English, a sealed-bid and a Dutch
+/// auction) and crashes before its release of the escrow reaches the ledger (the ledger
+/// stalls as the delivery ends); it restarts at once. The restarted house releases the
+/// escrow it delivered against, before its deadline: the bidder has the goods, paid once,
+/// and nothing is refunded, not even past the deadline.
+#[tokio::test(start_paused = true)]
+async fn a_seller_that_crashed_after_delivering_is_paid_once() {
+    for (seed, kind) in [(68, Kind::English), (69, Kind::Sealed), (70, Kind::Dutch)] {
+        let (sim, ledger) = sim_and_ledger(seed);
+        let stalled = Stalled::new(ledger.clone());
+        let (lots, strategy) = (Lots::stalling(2 * SECOND, &stalled), UpTo::new(MAX));
+        let f = floor_on(sim, &ledger, stalled.clone(), ledger.clone(), &lots, &strategy).await;
+        let (_, price) = f.sell(kind).await;
+        assert!(f.sim.wait_until(10 * SECOND, POLL, || *lots.delivered.lock() == 1).await, "{kind:?}: never delivered");
+        tokio::time::sleep(POLL).await;
+        assert_eq!(f.balances().await, [FUNDS - price, 0], "{kind:?}: the release is still on its way");
+        f.sim.crash(&f.hall);
+        stalled.resume();
+        f.sim.restart(&f.hall).unwrap();
+        let restarted = Lots::new(SECOND);
+        add_house(&f.hall, &restarted);
+
+        f.settles(FUNDS - price, price).await;
+        // Past the escrow's deadline, and every sweep of overdue escrows: nothing more moves.
+        tokio::time::sleep(3600 * SECOND).await;
+        f.settles(FUNDS - price, price).await;
+        assert_eq!(f.settlements().await, (1, 1, 0), "{kind:?}: locked once, released once, never refunded");
+        assert_eq!(*restarted.started.lock(), 0, "{kind:?}: delivered again");
+        assert_eq!(Arc::strong_count(&lots), 1, "{kind:?}: a task of the crashed house still runs");
+        f.sim.shutdown().await;
+    }
+}
+
+/// The bidder wins (in an English, a sealed-bid and a Dutch auction), and crashes while
+/// locking the price (the ledger takes an hour to answer it): the lock in flight ends with
+/// the crash, and the restarted bidder pays nothing for it. Nothing is locked, the crashed
+/// bidder's `settled` is never called, and the house still awaits the payment.
 #[tokio::test(start_paused = true)]
 async fn a_bidder_that_crashed_while_its_payment_was_in_flight_pays_nothing() {
-    let slow = Outages::none().add(Duration::ZERO, 4 * 3600 * SECOND, Outage::Slow(3600 * SECOND));
-    let (lots, strategy) = (Lots::new(SECOND), UpTo::new(MAX));
-    let f = floor(64, &lots, &strategy, slow).await;
-    let (auction, _) = f.sell(Kind::English).await;
-    tokio::time::sleep(SECOND).await;
-    f.sim.crash(&f.desk);
-    f.sim.restart(&f.desk).unwrap();
-    let restarted = UpTo::new(MAX);
-    add_bidder(&f.desk, &restarted);
+    for (seed, kind) in [(64, Kind::English), (71, Kind::Sealed), (72, Kind::Dutch)] {
+        let slow = Outages::none().add(Duration::ZERO, 4 * 3600 * SECOND, Outage::Slow(3600 * SECOND));
+        let (lots, strategy) = (Lots::new(SECOND), UpTo::new(MAX));
+        let f = floor(seed, &lots, &strategy, slow).await;
+        let (auction, _) = f.sell(kind).await;
+        tokio::time::sleep(SECOND).await;
+        f.sim.crash(&f.desk);
+        f.sim.restart(&f.desk).unwrap();
+        let restarted = UpTo::new(MAX);
+        add_bidder(&f.desk, &restarted);
 
-    // Long past when the slow lock would have been answered.
-    tokio::time::sleep(3 * 3600 * SECOND).await;
-    f.settles(FUNDS, 0).await;
-    assert_eq!(f.locks_and_refunds().await, (0, 0), "nothing locked");
-    assert!(strategy.settled.lock().is_empty(), "the crashed bidder's payment went on: {:?}", strategy.settled.lock());
-    assert!(restarted.settled.lock().is_empty(), "the restarted bidder paid: {:?}", restarted.settled.lock());
-    assert_eq!(*lots.started.lock(), 0, "delivered unpaid");
-    assert!(f.house.sales.awaits(&auction::deal_of(&auction)), "the sale still awaits its payment");
-    assert_eq!(Arc::strong_count(&strategy), 1, "a task of the crashed bidder still runs");
-    f.sim.shutdown().await;
+        // Long past when the slow lock would have been answered.
+        tokio::time::sleep(3 * 3600 * SECOND).await;
+        f.settles(FUNDS, 0).await;
+        assert_eq!(f.locks_and_refunds().await, (0, 0), "{kind:?}: nothing locked");
+        let (crashed, again) = (strategy.settled.lock().clone(), restarted.settled.lock().clone());
+        assert!(crashed.is_empty(), "{kind:?}: the crashed bidder's payment went on: {crashed:?}");
+        assert!(again.is_empty(), "{kind:?}: the restarted bidder paid: {again:?}");
+        assert_eq!(*lots.started.lock(), 0, "{kind:?}: delivered unpaid");
+        assert!(f.house.sales.awaits(&auction::deal_of(&auction)), "{kind:?}: the sale no longer awaits its payment");
+        assert_eq!(Arc::strong_count(&strategy), 1, "{kind:?}: a task of the crashed bidder still runs");
+        f.sim.shutdown().await;
+    }
 }
 
 /// The bidder pays (the price locked, the payment sent) and crashes while the house
@@ -321,17 +399,10 @@ async fn a_trader_that_crashed_while_its_payment_was_in_flight_pays_nothing() {
 /// once it is due, though it locked it in a life before, and nothing stays locked.
 #[tokio::test(start_paused = true)]
 async fn a_lock_that_lands_after_the_bidder_restarted_is_refunded() {
-    let sim = Sim::new(67);
-    let mint = Identity::from_seed("sale crash mint");
-    let ledger = Arc::new(MemoryLedger::new(Some(mint.address()), sim.clock()));
-    let late = InFlight::new(&sim, ledger.clone(), (SECOND, 60 * SECOND), 3 * SECOND);
-    let hall = sim.add_host_with("hall", Config::default().with_ledger(ledger.clone())).unwrap();
-    let desk = sim.add_host_with("desk", Config::default().with_ledger(Arc::new(late))).unwrap();
+    let (sim, ledger) = sim_and_ledger(67);
+    let late = Arc::new(InFlight::new(&sim, ledger.clone(), (SECOND, 60 * SECOND), 3 * SECOND));
     let (lots, strategy) = (Lots::new(SECOND), UpTo::new(MAX));
-    let house = add_house(&hall, &lots);
-    let bidder = add_bidder(&desk, &strategy);
-    Wallet::new(mint, ledger.clone()).mint(wallet_of("bidder"), FUNDS).await.unwrap();
-    let f = Floor { sim, hall, desk, ledger, house, bidder };
+    let f = floor_on(sim, &ledger, ledger.clone(), late, &lots, &strategy).await;
     let (_, price) = f.sell(Kind::English).await;
     tokio::time::sleep(SECOND).await;
     assert_eq!(f.balances().await, [FUNDS, 0], "the lock is still on its way");

@@ -1,6 +1,7 @@
 //! What the protocol tests share: a bidder that goes up to a limit in every kind of auction,
 //! ears for the refusals an agent is sent, contract-net's test market (`cnp`) and the same
-//! across crashes (`crash`), a ledger whose submissions land late (`in_flight`), a floor of
+//! across crashes (`crash`), a ledger whose submissions land late (`in_flight`) and one
+//! whose submissions stall from a moment a test picks (`stalled`), a floor of
 //! auctions with a rogue bidder on one ledger (`floor`), a bureau on a ledger whose
 //! balances and supply a test checks (`paid`), and the same on a simulated host on paused
 //! time, for property tests (`sim_paid`).
@@ -14,6 +15,7 @@ pub mod floor;
 pub mod in_flight;
 pub mod paid;
 pub mod sim_paid;
+pub mod stalled;
 
 use std::sync::Arc;
 use std::time::Duration;
