@@ -94,7 +94,9 @@ pub enum Settled {
         /// What was delivered.
         delivery: serde_json::Value,
     },
-    /// Not delivered: the escrow is refunded to the buyer once its deadline has passed.
+    /// No delivery heard of: the escrow is refunded to the buyer once its deadline has
+    /// passed, unless the seller releases it first (a seller that delivered and crashed
+    /// before its answer releases it when it restarts).
     Refunding {
         /// The escrow to be refunded.
         escrow: EscrowId,
@@ -261,7 +263,9 @@ impl Sales {
 ///
 /// A delivery is recorded in the agent's storage, and flushed, once `seller` has delivered
 /// and before the release, and the record removed once the release is settled; each time
-/// the agent starts, it releases the escrows still recorded (until each one's deadline).
+/// the agent starts, it releases the escrows still recorded (retried while the ledger
+/// cannot be reached, until each one's deadline; tried once even past it, as the ledger
+/// takes a release until the escrow is refunded).
 /// So a seller that crashes after delivering, before its release reached the ledger, is
 /// paid when it restarts, instead of the escrow going back to the buyer at its deadline
 /// with the goods delivered; the ledger settles an escrow once, so nothing is paid twice.
@@ -287,10 +291,15 @@ pub fn serve_sales<S: Seller>(agent: &mut Agent, sales: Sales, seller: Arc<S>) {
             work.spawn(&task_ctx, async move {
                 let (answer, undelivered) = match seller.deliver(buyer, payment.deal, owed.price).await {
                     Ok(goods) => {
-                        // Recorded before the release: a crash before the release reaches the
-                        // ledger finds the record on restart, and releases the escrow then.
-                        let recorded = delivered::record(&ctx, payment.escrow, deadline_ms).await;
-                        if !release_by(&wallet, payment.escrow, deadline_ms).await {
+                        // Recorded as the release goes: a crash before the release reaches the
+                        // ledger finds the record on restart, and releases the escrow then. Side
+                        // by side, not one after the other: a slow commit must not hold the
+                        // release back past the deadline, when the buyer's refund would win.
+                        let (recorded, released) = tokio::join!(
+                            delivered::record(&ctx, payment.escrow, deadline_ms),
+                            release_by(&wallet, payment.escrow, deadline_ms)
+                        );
+                        if !released {
                             tracing::warn!(escrow = %payment.escrow, "delivered, but this seller could not release the escrow; the buyer still may");
                         }
                         if let Some(storage) = recorded {

@@ -301,6 +301,9 @@ async fn a_seller_that_crashed_after_delivering_is_paid_once() {
         tokio::time::sleep(3600 * SECOND).await;
         f.settles(FUNDS - price, price).await;
         assert_eq!(f.settlements().await, (1, 1, 0), "{kind:?}: locked once, released once, never refunded");
+        let records = f.house_ctx().storage().unwrap().keys().unwrap();
+        let left: Vec<_> = records.iter().filter(|key| key.starts_with("agora.settlement.delivered/")).collect();
+        assert!(left.is_empty(), "{kind:?}: the delivery's record outlived its release: {left:?}");
         assert_eq!(*restarted.started.lock(), 0, "{kind:?}: delivered again");
         assert_eq!(Arc::strong_count(&lots), 1, "{kind:?}: a task of the crashed house still runs");
         f.sim.shutdown().await;

@@ -3,8 +3,9 @@
 //!
 //! A delivery is done once the seller's [`Seller::deliver`](super::Seller::deliver) returns;
 //! the seller's pay is its release of the buyer's escrow, a submission to the ledger that a
-//! crash may cut short. Its record is written, and flushed, after the delivery and before the
-//! release, and removed once the release is settled; [`serve_sales`](super::serve_sales)
+//! crash may cut short. Its record is written, and flushed, after the delivery, as the
+//! release is submitted (a slow commit must not hold the release back past the escrow's
+//! deadline), and removed once the release is settled; [`serve_sales`](super::serve_sales)
 //! releases every escrow still recorded when the agent starts. Without it, the restarted
 //! seller knew nothing of the sale (the [`Sales`](super::Sales) awaited are in memory), and
 //! the buyer's escrow went back to it at its deadline: the goods delivered and unpaid.
@@ -39,25 +40,25 @@ struct Unreleased {
 /// `deadline_ms`) and is to release it. Returns the storage to forget the record in once
 /// the release is settled, or `None` if it could not be recorded (logged): then a crash
 /// before the release leaves the escrow to the buyer's refund, as before there was a record.
+/// A record whose commit failed is still forgotten after the release: its write stays
+/// queued, and may reach the disk later.
 pub(super) async fn record(ctx: &Context, escrow: EscrowId, deadline_ms: u64) -> Option<Storage> {
+    let unrecorded = "a delivery could not be recorded: a crash before its release leaves the seller unpaid";
     let storage = match ctx.storage() {
         Ok(storage) => storage,
         Err(e) => {
-            tracing::warn!(%escrow, error = %e, "a delivery could not be recorded: a crash before its release leaves the seller unpaid");
+            tracing::warn!(%escrow, error = %e, "{unrecorded}");
             return None;
         }
     };
-    let written = match storage.set(&delivered_key(&escrow), &Unreleased { escrow, deadline_ms }) {
-        Ok(()) => storage.flush().await,
-        Err(e) => Err(e),
-    };
-    match written {
-        Ok(()) => Some(storage),
-        Err(e) => {
-            tracing::warn!(%escrow, error = %e, "a delivery could not be recorded: a crash before its release leaves the seller unpaid");
-            None
-        }
+    if let Err(e) = storage.set(&delivered_key(&escrow), &Unreleased { escrow, deadline_ms }) {
+        tracing::warn!(%escrow, error = %e, "{unrecorded}");
+        return None;
     }
+    if let Err(e) = storage.flush().await {
+        tracing::warn!(%escrow, error = %e, "{unrecorded}");
+    }
+    Some(storage)
 }
 
 /// Forgets the record of `escrow`, whose release is settled (released, or past its deadline
@@ -70,8 +71,9 @@ pub(super) fn forget(storage: &Storage, escrow: EscrowId) {
 }
 
 /// Has `agent`, each time it starts, release every escrow it recorded as delivered against
-/// and not released (a crash came between), each on a task of its own until the escrow's
-/// deadline ([`release_by`]), then forget its record. An escrow settled meanwhile is left
+/// and not released (a crash came between), each on a task of its own, retried while the
+/// ledger cannot be reached until the escrow's deadline and tried once even past it
+/// ([`release_by`]), then forget its record. An escrow settled meanwhile is left
 /// as it is: the ledger settles an escrow once, so nothing is paid twice. The tasks end
 /// with the agent's bureau; a crash before a release leaves its record for the next start.
 pub(super) fn release_on_startup(agent: &mut Agent) {
@@ -113,7 +115,7 @@ fn recorded(storage: &Storage) -> Vec<Unreleased> {
 
 async fn release(storage: &Storage, wallet: &Wallet, Unreleased { escrow, deadline_ms }: Unreleased) {
     if !release_by(wallet, escrow, deadline_ms).await {
-        tracing::warn!(%escrow, "delivered before a restart, but the escrow could not be released before its deadline");
+        tracing::warn!(%escrow, "delivered before a restart, but this seller did not release the escrow: refunded meanwhile, or the ledger did not take the release");
     }
     forget(storage, escrow);
 }
