@@ -13,7 +13,9 @@ use agent_protocols::contract_net::{self, AwardFailure, Paid, Settlement};
 mod common;
 
 use common::cnp::SlowSeller;
-use common::crash::{add_seller, add_traveller, market, market_on, unpaid_market, wallet_of, FUNDS, PRICE, SECOND};
+use common::crash::{
+    add_seller, add_traveller, market, market_on, stalling_market, unpaid_market, wallet_of, FUNDS, PRICE, SECOND,
+};
 use common::in_flight::InFlight;
 
 /// The winner crashes while it performs a paid award and restarts at once. On startup it
@@ -181,4 +183,38 @@ async fn a_restarted_initiator_knows_the_award_it_sent_before_its_crash() {
         assert_eq!(common::crash::Market::state(&book, dialogue).as_deref(), Some("awarded"), "paying {paying}");
         m.sim.shutdown().await;
     }
+}
+
+/// The winner performs a paid award, records its report done (committed), and crashes while
+/// it collects its pay (the shop's ledger stalls as the work ends). Restarted at once, it
+/// collects the pay it was owed: the escrow is released to it once and never refunded,
+/// though the initiator never heard the report.
+#[tokio::test(start_paused = true)]
+async fn a_winner_that_crashed_while_collecting_its_pay_is_paid_when_it_restarts() {
+    let (m, seller, stalled) = stalling_market(35, SECOND).await;
+    let called = m.call().await;
+    let dialogue = called.proposals[0].dialogue;
+    let awarding = m.award(called, 20 * SECOND);
+    assert!(m.sim.wait_until(5 * SECOND, Duration::from_millis(10), || *seller.performed.lock() == 1).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(m.balances().await, [FUNDS - PRICE, 0], "the pay is still on its way");
+    m.sim.crash(&m.shop);
+    stalled.resume();
+    m.sim.restart(&m.shop).unwrap();
+    let restarted = SlowSeller::new(SECOND, true);
+    let (_, book) = add_seller(&m.shop, &restarted);
+
+    m.settles(FUNDS - PRICE, PRICE).await;
+    let settled = tokio::time::timeout(60 * SECOND, awarding).await.expect("the award ends").unwrap().unwrap();
+    let Paid::Settled(settled) = settled else { panic!("{settled:?}") };
+    let [Settlement { result: Err(AwardFailure::NoReport(_)), paid: true, .. }] = settled.as_slice() else {
+        panic!("unreported, and paid as the ledger says: {settled:?}")
+    };
+    // Past the escrow's deadline, and every sweep of overdue escrows: nothing more moves.
+    tokio::time::sleep(3600 * SECOND).await;
+    m.settles(FUNDS - PRICE, PRICE).await;
+    let kept = book.dialogues().and_then(|d| d.get(dialogue)).map(|d| (d.state.to_string(), d.data.is_some()));
+    assert_eq!(kept, Some(("done".to_owned(), false)), "the pay collected is no longer noted as owed");
+    assert_eq!(*restarted.started.lock(), 0, "performed again");
+    m.sim.shutdown().await;
 }

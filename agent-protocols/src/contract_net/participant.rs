@@ -19,7 +19,11 @@ use super::*;
 /// and committed before the crash is left as it ended: nothing is released for work that
 /// was reported. The report is recorded before it is sent, and committed before the pay
 /// for it is collected (unless storage fails then: the pay is collected all the same, the
-/// failure logged, as the work was done); an unpaid report's commit is requested but not
+/// failure logged, as the work was done). A paid report keeps its payment with the
+/// dialogue until the pay is collected: a participant that crashed after the report's commit
+/// and before the escrow's release reached the ledger collects it when it restarts, as the
+/// initiator, who never heard the report, would otherwise be refunded at the escrow's
+/// deadline for work done. An unpaid report's commit is requested but not
 /// awaited, so a real
 /// crash within it (a few milliseconds) can lose the record, and the restarted participant
 /// then releases the proposal of work it reported but was not paid for.
@@ -113,6 +117,10 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                         // the cancel below): found here, the crash cut that work short.
                         if let Ok(in_hand) = kept.decode::<InHand<HeldProposal<P::Proposal>>>() {
                             interrupted.push((dialogue.id, dialogue.peer, in_hand));
+                        }
+                    } else if dialogue.state == "done" {
+                        if let Ok(Unpaid { unpaid }) = kept.decode::<Unpaid>() {
+                            collect_on_startup(&ctx, &book, dialogue.id, unpaid, kept);
                         }
                     }
                 }
@@ -221,8 +229,15 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                     let paid_by = paid_by.and_then(|(payment, wallet)| Some((payment, wallet.ok()?)));
                     let Some(dialogues) = book.dialogues() else { return };
                     let cancelled = !performed.finish(id);
+                    // A paid award reported done keeps its payment until the pay is
+                    // collected: a restart after the report's commit collects it then.
+                    let unpaid = match (&report, &paid_by) {
+                        (Report::Done { .. }, Some((payment, _))) => Data::encode(&Unpaid { unpaid: payment.clone() }).ok(),
+                        _ => None,
+                    };
+                    let step = unpaid.clone().map_or_else(Step::default, |unpaid| Step::default().keeping(unpaid));
                     if cancelled
-                        || allowed(dialogues.outgoing_named(report_step(&report), id, now_ms()), "report").is_err()
+                        || allowed(dialogues.outgoing_with(report_step(&report), id, now_ms(), step), "report").is_err()
                     {
                         // Cancelled while it was performed, or before it was reported: the
                         // initiator no longer waits, and does not pay. The work ended: a
@@ -245,6 +260,7 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                             // finds work it was paid for still in hand.
                             commit_now(&ctx, "a report").await;
                             collect(wallet, id, payment).await;
+                            paid_for(dialogues, id, unpaid.as_ref());
                         } else {
                             // Requested, not awaited: nothing is paid on it, and the wait
                             // would hold up the report.
@@ -389,6 +405,41 @@ pub(super) async fn give_back(wallet: &agent_core::Wallet, id: u128, payment: &P
     if let Err(e) = wallet.refund(payment.escrow).await {
         tracing::warn!(escrow = %payment.escrow, error = %e, "an award not done could not be refunded; it is at its deadline");
     }
+}
+
+/// What a participant keeps with an award it reported done, until its pay is collected.
+#[derive(Serialize, Deserialize)]
+struct Unpaid {
+    unpaid: Payment,
+}
+
+/// The pay for dialogue `id`'s award is collected: what was kept for it (`unpaid`) is
+/// taken out, so a restart does not collect it again (though that would pay nothing twice:
+/// the ledger settles an escrow once).
+fn paid_for(dialogues: &Dialogues, id: u128, unpaid: Option<&Data>) {
+    if let Err(e) = dialogues.take_data(id, unpaid) {
+        tracing::debug!(dialogue = %format!("{id:032x}"), error = %e, "a collected pay is still noted as unpaid");
+    }
+}
+
+/// Collects, on a task of the agent, the pay of dialogue `id`'s award, reported done before
+/// a crash that came before the pay was collected: otherwise the escrow would go back to
+/// the initiator at its deadline, the work done.
+fn collect_on_startup(ctx: &Context, book: &Book, id: u128, payment: Payment, kept: Data) {
+    let wallet = match ctx.wallet() {
+        Ok(wallet) => wallet,
+        Err(e) => {
+            return tracing::warn!(dialogue = %format!("{id:032x}"), error = %e, "a task's pay cannot be collected")
+        }
+    };
+    tracing::info!(dialogue = %format!("{id:032x}"), "collecting the pay of a task reported done before a restart");
+    let book = book.clone();
+    ctx.spawn(async move {
+        collect(&wallet, id, &payment).await;
+        if let Some(dialogues) = book.dialogues() {
+            paid_for(dialogues, id, Some(&kept));
+        }
+    });
 }
 
 /// Releases to this participant the escrow that paid for the task of dialogue `id`, now

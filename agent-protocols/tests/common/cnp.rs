@@ -139,6 +139,8 @@ pub struct SlowSeller {
     pub started: Mutex<u32>,
     pub performed: Mutex<u32>,
     pub released: Mutex<u32>,
+    /// A ledger stalled as each work ends (so the pay collected then waits), if any.
+    pub stalls: Mutex<Option<Arc<super::stalled::Stalled>>>,
 }
 
 impl SlowSeller {
@@ -149,6 +151,7 @@ impl SlowSeller {
             started: Mutex::new(0),
             performed: Mutex::new(0),
             released: Mutex::new(0),
+            stalls: Mutex::new(None),
         })
     }
 }
@@ -167,6 +170,9 @@ impl Participant for SlowSeller {
         *self.started.lock() += 1;
         tokio::time::sleep(self.perform).await;
         *self.performed.lock() += 1;
+        if let Some(ledger) = self.stalls.lock().as_ref() {
+            ledger.stall();
+        }
         Ok(format!("booked at {price}"))
     }
 

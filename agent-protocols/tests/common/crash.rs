@@ -11,6 +11,7 @@ use agent_core::{Address, Agent, Config, Context, Identity, Wallet};
 use agent_protocols::contract_net;
 
 use super::cnp::SlowSeller;
+use super::stalled::Stalled;
 
 pub const FUNDS: u128 = 1_000;
 /// What [`SlowSeller`] asks.
@@ -38,7 +39,18 @@ pub async fn market(seed: u64, perform: Duration) -> (Market, Arc<SlowSeller>) {
 
 /// [`market`] with a seller that works unpaid (awarded with `award`).
 pub async fn unpaid_market(seed: u64, perform: Duration) -> (Market, Arc<SlowSeller>) {
-    built(seed, SlowSeller::new(perform, false), |_, ledger| ledger).await
+    built(seed, SlowSeller::new(perform, false), |_, ledger| ledger, |ledger| ledger).await
+}
+
+/// [`market`] with the shop on a ledger that its seller stalls as each work ends: the pay
+/// it collects then waits an hour, until [`Stalled::resume`].
+pub async fn stalling_market(seed: u64, perform: Duration) -> (Market, Arc<SlowSeller>, Arc<Stalled>) {
+    let mut stalled = None;
+    let shop_ledger = |ledger| stalled.insert(Stalled::new(ledger)).clone();
+    let (m, seller) = built(seed, SlowSeller::new(perform, true), |_, ledger| ledger, shop_ledger).await;
+    let stalled = stalled.unwrap();
+    *seller.stalls.lock() = Some(stalled.clone());
+    (m, seller, stalled)
 }
 
 /// [`market`], the office reaching the ledger through what `office_ledger` makes of it.
@@ -47,18 +59,19 @@ pub async fn market_on(
     perform: Duration,
     office_ledger: impl FnOnce(&Sim, Arc<MemoryLedger>) -> Arc<dyn Ledger>,
 ) -> (Market, Arc<SlowSeller>) {
-    built(seed, SlowSeller::new(perform, true), office_ledger).await
+    built(seed, SlowSeller::new(perform, true), office_ledger, |ledger| ledger).await
 }
 
-async fn built(
+async fn built<S: Ledger + 'static>(
     seed: u64,
     seller: Arc<SlowSeller>,
     office_ledger: impl FnOnce(&Sim, Arc<MemoryLedger>) -> Arc<dyn Ledger>,
+    shop_ledger: impl FnOnce(Arc<MemoryLedger>) -> Arc<S>,
 ) -> (Market, Arc<SlowSeller>) {
     let sim = Sim::new(seed);
     let mint = Identity::from_seed("crash mint");
     let ledger = Arc::new(MemoryLedger::new(Some(mint.address()), sim.clock()));
-    let config = Config::default().with_ledger(ledger.clone());
+    let config = Config::default().with_ledger(shop_ledger(ledger.clone()));
     let office_config = Config::default().with_ledger(office_ledger(&sim, ledger.clone()));
     let office = sim.add_host_with("office", office_config).unwrap();
     let shop = sim.add_host_with("shop", config).unwrap();
