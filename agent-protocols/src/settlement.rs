@@ -261,8 +261,8 @@ impl Sales {
 /// once (at its deadline if the ledger cannot be reached then; the buyer may too). (Who locked the escrow does not matter to the
 /// seller: it is paid all the same.)
 ///
-/// A delivery is recorded in the agent's storage, and flushed, once `seller` has delivered
-/// and before the release, and the record removed once the release is settled; each time
+/// A delivery is recorded in the agent's storage (flushed) once `seller` has delivered, as
+/// the release is submitted, and the record removed once the release is settled; each time
 /// the agent starts, it releases the escrows still recorded (retried while the ledger
 /// cannot be reached, until each one's deadline; tried once even past it, as the ledger
 /// takes a release until the escrow is refunded).
@@ -270,7 +270,8 @@ impl Sales {
 /// paid when it restarts, instead of the escrow going back to the buyer at its deadline
 /// with the goods delivered; the ledger settles an escrow once, so nothing is paid twice.
 /// A crash between the end of the delivery and the record's flush, or a storage that
-/// cannot record it (logged), still leaves that escrow to the buyer's refund.
+/// cannot record it (logged), still leaves that escrow to the buyer's refund, unless the
+/// release reached the ledger first.
 pub fn serve_sales<S: Seller>(agent: &mut Agent, sales: Sales, seller: Arc<S>) {
     delivered::release_on_startup(agent);
     let mut served = protocol();

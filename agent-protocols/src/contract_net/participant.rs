@@ -259,8 +259,9 @@ pub fn serve<P: Participant>(agent: &mut Agent, participant: Arc<P>) -> Book {
                             // saying so, and only once the end is on disk, so that no crash
                             // finds work it was paid for still in hand.
                             commit_now(&ctx, "a report").await;
-                            collect(wallet, id, payment).await;
-                            paid_for(dialogues, id, unpaid.as_ref());
+                            if collect(wallet, id, payment).await {
+                                paid_for(dialogues, id, unpaid.as_ref());
+                            }
                         } else {
                             // Requested, not awaited: nothing is paid on it, and the wait
                             // would hold up the report.
@@ -435,8 +436,7 @@ fn collect_on_startup(ctx: &Context, book: &Book, id: u128, payment: Payment, ke
     tracing::info!(dialogue = %format!("{id:032x}"), "collecting the pay of a task reported done before a restart");
     let book = book.clone();
     ctx.spawn(async move {
-        collect(&wallet, id, &payment).await;
-        if let Some(dialogues) = book.dialogues() {
+        if let (true, Some(dialogues)) = (collect(&wallet, id, &payment).await, book.dialogues()) {
             paid_for(dialogues, id, Some(&kept));
         }
     });
@@ -444,19 +444,40 @@ fn collect_on_startup(ctx: &Context, book: &Book, id: u128, payment: Payment, ke
 
 /// Releases to this participant the escrow that paid for the task of dialogue `id`, now
 /// done: if it is open on the ledger for this deal with this participant's wallet as its
-/// beneficiary and arbiter. Tries until the escrow's deadline ([`release_by`]); after it,
-/// the escrow belongs to the payer's refund.
-async fn collect(wallet: &agent_core::Wallet, id: u128, payment: &Payment) {
-    let escrow = match wallet.escrow(payment.escrow).await {
-        Ok(Some(escrow)) => escrow,
-        Ok(None) => return tracing::warn!(escrow = %payment.escrow, "the escrow paying for a task is not open"),
-        Err(e) => return tracing::warn!(escrow = %payment.escrow, error = %e, "the ledger could not be read"),
+/// beneficiary and arbiter. Reads and releases it until the escrow's deadline, while the
+/// ledger cannot be reached ([`release_by`]); after it, the escrow belongs to the payer's
+/// refund. False if the ledger could not be read by then: what was kept for the pay is
+/// kept, for a later start to try again.
+async fn collect(wallet: &agent_core::Wallet, id: u128, payment: &Payment) -> bool {
+    // Read again while the ledger cannot be reached: after a crash, this participant is
+    // the only one left to release it (the initiator never heard the report).
+    let give_up_ms = refundable_after(payment.deliver_by_ms);
+    let mut pause = Duration::from_millis(100);
+    let escrow = loop {
+        match wallet.escrow(payment.escrow).await {
+            Ok(Some(escrow)) => break escrow,
+            Ok(None) => {
+                tracing::warn!(escrow = %payment.escrow, "the escrow paying for a task is not open");
+                return true;
+            }
+            Err(e) if now_ms().saturating_add(pause.as_millis() as u64) < give_up_ms => {
+                tracing::warn!(escrow = %payment.escrow, error = %e, "the ledger could not be read; trying again");
+            }
+            Err(e) => {
+                tracing::warn!(escrow = %payment.escrow, error = %e, "the ledger could not be read before the escrow's deadline");
+                return false;
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
     };
     let mine = escrow.beneficiary == wallet.address() && escrow.arbiter == wallet.address();
     if !mine || escrow.deal != Some(deal_of(id)) {
-        return tracing::warn!(escrow = %payment.escrow, "the escrow paying for a task is not this participant's to release");
+        tracing::warn!(escrow = %payment.escrow, "the escrow paying for a task is not this participant's to release");
+        return true;
     }
     if !release_by(wallet, payment.escrow, escrow.deadline_ms).await {
         tracing::warn!(escrow = %payment.escrow, "a task was done but its escrow could not be released");
     }
+    true
 }

@@ -11,7 +11,8 @@
 //! the buyer's escrow went back to it at its deadline: the goods delivered and unpaid.
 //!
 //! What stays open is the time between the end of a delivery and the record's flush (a
-//! storage commit): a crash within it leaves the escrow to the buyer's refund. A delivery
+//! storage commit): a crash within it leaves the escrow to the buyer's refund, unless the
+//! release reached the ledger first. A delivery
 //! recorded before it is done could not tell a crash after the goods were handed over from
 //! one before, and would have the seller paid for goods it never delivered.
 

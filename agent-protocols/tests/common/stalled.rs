@@ -2,7 +2,7 @@
 //! once it has stalled waits an hour in its sender's task before it is applied, so a crash
 //! of the sender in the meantime ends it unapplied, as a request never sent would be.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,15 +13,22 @@ use agent_core::Address;
 pub const STALL: Duration = Duration::from_secs(3600);
 
 /// `inner`, whose submissions wait [`STALL`] while it is stalled ([`stall`](Self::stall)
-/// until [`resume`](Self::resume)); reads are served at once throughout.
+/// until [`resume`](Self::resume)); reads are served at once throughout, but for escrow
+/// reads made to fail ([`fail_escrow_reads`](Self::fail_escrow_reads)).
 pub struct Stalled {
     inner: Arc<MemoryLedger>,
     stalled: AtomicBool,
+    failing_escrow_reads: AtomicU32,
 }
 
 impl Stalled {
     pub fn new(inner: Arc<MemoryLedger>) -> Arc<Stalled> {
-        Arc::new(Stalled { inner, stalled: AtomicBool::new(false) })
+        Arc::new(Stalled { inner, stalled: AtomicBool::new(false), failing_escrow_reads: AtomicU32::new(0) })
+    }
+
+    /// The next `reads` reads of an escrow fail, as from a ledger that cannot be reached.
+    pub fn fail_escrow_reads(&self, reads: u32) {
+        self.failing_escrow_reads.store(reads, Ordering::SeqCst);
     }
 
     /// Submissions sent from now on wait [`STALL`].
@@ -58,6 +65,10 @@ impl Ledger for Stalled {
     }
 
     async fn escrow(&self, id: EscrowId) -> Result<Option<Escrow>, LedgerError> {
+        let failing = self.failing_escrow_reads.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if failing.is_ok() {
+            return Err(LedgerError::Unavailable("the ledger cannot be reached (a test's fault)".into()));
+        }
         self.inner.escrow(id).await
     }
 
