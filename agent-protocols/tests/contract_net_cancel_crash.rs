@@ -102,23 +102,7 @@ async fn initiator_crashes_after_a_cancel(seed: u64, committed: bool) {
     let (m, seller) = market(seed, PERFORM).await;
     let called = m.call().await;
     let dialogue = called.proposals[0].dialogue;
-    {
-        // Awarded from a task of the initiator's agent, as a handler would: it ends with the crash.
-        let (ctx, book, called, winner) = (m.ctx.clone(), m.book.clone(), called.clone(), m.proposer);
-        m.ctx.spawn(async move {
-            let paid = contract_net::award_and_pay::<u64, String>(
-                &ctx,
-                &book,
-                &called,
-                &[winner],
-                |p| u128::from(*p),
-                REPORT_WITHIN,
-            )
-            .await;
-            // The crash ends it before it settles; a result would be the test's to read.
-            drop(paid);
-        });
-    }
+    m.award_from_the_traveller(called.clone(), true, REPORT_WITHIN);
     assert!(m.sim.wait_until(5 * SECOND, POLL, || *seller.started.lock() == 1).await);
     assert_eq!(m.balances().await, [FUNDS - PRICE, 0], "the price is locked");
     let cancelled = contract_net::cancel::<u64, String>(&m.ctx, &m.book, &called, None).await.unwrap();

@@ -79,15 +79,7 @@ async fn a_winner_that_crashed_while_performing_releases_its_award_when_it_resta
 async fn a_crashed_initiator_refunds_nothing_until_it_restarts() {
     let (m, seller) = market(32, Duration::from_secs(3600)).await;
     let called = m.call().await;
-    let (ctx, book, winner) = (m.ctx.clone(), m.book.clone(), m.proposer);
-    // Awarded from a task of the initiator's agent, as a handler would: it ends with the crash.
-    m.ctx.spawn(async move {
-        let paid =
-            contract_net::award_and_pay::<u64, String>(&ctx, &book, &called, &[winner], |p| u128::from(*p), SECOND)
-                .await;
-        // The crash ends it before it settles; a result would be the test's to read.
-        drop(paid);
-    });
+    m.award_from_the_traveller(called, true, SECOND);
     assert!(m.sim.wait_until(5 * SECOND, Duration::from_millis(10), || *seller.started.lock() == 1).await);
     let wallet = wallet_of("traveller");
     assert_eq!(m.ledger.balance(wallet).await.unwrap(), FUNDS - PRICE, "the price is locked");
@@ -120,15 +112,7 @@ async fn a_lock_that_lands_after_the_initiator_restarted_is_refunded() {
     let (m, seller) = market_on(33, SECOND, late).await;
     let called = m.call().await;
     assert_eq!(m.balances().await, [FUNDS, 0], "the traveller is funded");
-    let (ctx, book, winner) = (m.ctx.clone(), m.book.clone(), m.proposer);
-    // Awarded from a task of the initiator's agent, as a handler would: it ends with the crash.
-    m.ctx.spawn(async move {
-        let paid =
-            contract_net::award_and_pay::<u64, String>(&ctx, &book, &called, &[winner], |p| u128::from(*p), SECOND)
-                .await;
-        // The crash ends it before the lock is answered; a result would be the test's to read.
-        drop(paid);
-    });
+    m.award_from_the_traveller(called, true, SECOND);
     tokio::time::sleep(SECOND).await;
     assert_eq!(m.balances().await, [FUNDS, 0], "the lock is still on its way");
     m.sim.crash(&m.office);
@@ -157,18 +141,7 @@ async fn a_restarted_initiator_knows_the_award_it_sent_before_its_crash() {
         let dialogue = called.proposals[0].dialogue;
         // The proposal on disk: a restart before the award would recall it.
         m.ctx.storage().unwrap().flush().await.unwrap();
-        let (ctx, book, winner) = (m.ctx.clone(), m.book.clone(), m.proposer);
-        // Awarded from a task of the initiator's agent, as a handler would: it ends with the crash.
-        m.ctx.spawn(async move {
-            let wait = 2 * 3600 * SECOND;
-            // The crash ends it before it settles; a result would be the test's to read.
-            if paying {
-                let price = |p: &u64| u128::from(*p);
-                drop(contract_net::award_and_pay::<u64, String>(&ctx, &book, &called, &[winner], price, wait).await);
-            } else {
-                drop(contract_net::award::<u64, String>(&ctx, &book, &called, &[winner], wait).await);
-            }
-        });
+        m.award_from_the_traveller(called, paying, 2 * 3600 * SECOND);
         assert!(m.sim.wait_until(5 * SECOND, Duration::from_millis(10), || *seller.started.lock() == 1).await);
         m.sim.crash(&m.office);
         m.sim.restart(&m.office).unwrap();

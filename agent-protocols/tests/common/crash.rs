@@ -130,6 +130,25 @@ impl Market {
         })
     }
 
+    /// Awards the call to the seller, paying through escrow or not, on a task of the
+    /// traveller's agent, as a handler would: the task ends with a crash of the office, and
+    /// its result is dropped (a crash ends it before it settles).
+    pub fn award_from_the_traveller(&self, called: contract_net::Called<u64>, paying: bool, perform_timeout: Duration) {
+        let (ctx, book, winner) = (self.ctx.clone(), self.book.clone(), self.proposer);
+        self.ctx.spawn(async move {
+            let winners = [winner];
+            if paying {
+                let price = |p: &u64| u128::from(*p);
+                drop(
+                    contract_net::award_and_pay::<u64, String>(&ctx, &book, &called, &winners, price, perform_timeout)
+                        .await,
+                );
+            } else {
+                drop(contract_net::award::<u64, String>(&ctx, &book, &called, &winners, perform_timeout).await);
+            }
+        });
+    }
+
     pub async fn balances(&self) -> [u128; 2] {
         let (traveller, seller) = (wallet_of("traveller"), wallet_of("seller"));
         [self.ledger.balance(traveller).await.unwrap(), self.ledger.balance(seller).await.unwrap()]
