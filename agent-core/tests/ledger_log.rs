@@ -278,7 +278,7 @@ fn append(path: &std::path::Path, bytes: &[u8]) {
 /// it is never imported twice: nothing stored is lost by upgrading.
 #[tokio::test]
 async fn an_earlier_ledger_database_is_imported_once() {
-    use agent_core::store::{Database, Table, Tables};
+    use agent_core::store::{Database, Table};
     let mint = Identity::from_seed("import mint");
     let (alice, bob) = (Identity::from_seed("import alice"), Identity::from_seed("import bob"));
     let source = LocalLedger::open(LocalLedgerConfig::default().with_authority(mint.address())).unwrap();
@@ -293,8 +293,7 @@ async fn an_earlier_ledger_database_is_imported_once() {
     let dir = tempfile::tempdir().unwrap();
     let earlier = Database::open(dir.path().join("ledger.redb")).unwrap();
     earlier
-        .write(true, |txn| {
-            let mut tables = Tables::new(txn);
+        .write(true, |tables| {
             receipts.iter().try_for_each(|r| {
                 tables.put(Table::new("receipts"), &r.height.to_be_bytes(), Some(&serde_json::to_vec(r).unwrap()))
             })

@@ -3,7 +3,9 @@
 //!
 //! [`Database`] is one [redb](https://docs.rs/redb) file: tables of byte keys and byte
 //! values, read through snapshots that never block writers, and written by one thread at a
-//! time in atomic transactions that are on disk when [`Database::write`] returns. Use it
+//! time in atomic transactions that are on disk when [`Database::write`] returns. Held in
+//! memory ([`Database::temporary`]), it is a map with the same tables and transactions, and
+//! nothing on disk. Use it
 //! directly when one thread owns all writes and needs read-modify-write transactions (the
 //! ledger's committer); use [`WriteBehind`] when many tasks write and some of them wait
 //! for durability (agent storage, the almanac): it queues their writes, makes them visible
@@ -21,12 +23,14 @@
 //! with [`StoreError::Open`]); it is released when the last handle is dropped.
 
 mod faults;
+mod file;
+mod memory;
 mod write_behind;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::TableDefinition;
 
 pub use faults::Faults;
 pub use write_behind::{Encode, WriteBehind};
@@ -116,8 +120,7 @@ pub enum StoreError {
     /// to learn which.
     #[error("commit failed; its writes may or may not be on disk")]
     Commit(#[source] redb::CommitError),
-    /// The database is being reopened after an I/O error (or, held in memory, cannot be):
-    /// try again later.
+    /// The database file is being reopened after an I/O error: try again later.
     #[error("the database is being reopened after an I/O error")]
     Reopening,
     /// The database was closed before the write was committed.
@@ -144,29 +147,22 @@ fn io<E: Into<redb::Error>>(operation: &'static str) -> impl FnOnce(E) -> StoreE
 /// A key and its value, as scans return them.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
-/// An embedded database. Cheap to clone; clones share the file. See the module docs.
+/// An embedded database: a redb file, or a map held in memory ([`temporary`](Self::temporary)).
+/// Cheap to clone; clones share the data. See the module docs.
 ///
-/// After an I/O error the engine refuses every operation until the file is opened again;
-/// the next write does that (redb repairs the file on opening, back to its last commit),
-/// so a disk that recovers (space freed, device back) makes the store work again without
-/// a restart.
+/// After an I/O error a file's engine refuses every operation until the file is opened
+/// again; the next write does that (redb repairs the file on opening, back to its last
+/// commit), so a disk that recovers (space freed, device back) makes the store work again
+/// without a restart.
 #[derive(Clone)]
 pub struct Database {
-    shared: Arc<Handle>,
+    engine: Arc<Engine>,
 }
 
-type Opener = Box<dyn Fn() -> Result<redb::Database, redb::DatabaseError> + Send + Sync>;
-
-struct Handle {
-    /// `None` only while the file is being reopened.
-    engine: parking_lot::RwLock<Option<Arc<redb::Database>>>,
-    /// Opens the file again (none for a database in memory).
-    reopen: Option<Opener>,
-    path: PathBuf,
+enum Engine {
+    File(file::File),
+    Memory(memory::Memory),
 }
-
-/// The transaction handed to [`Database::write`]'s closure.
-pub type WriteTransaction = redb::WriteTransaction;
 
 impl Database {
     /// Opens (or creates) the database file `file`, creating its directory if needed.
@@ -179,10 +175,8 @@ impl Database {
         Database::with_opener(path.clone(), Box::new(move || redb::Database::create(&path)))
     }
 
-    fn with_opener(path: PathBuf, open: Opener) -> Result<Database, StoreError> {
-        let engine = open().map_err(|source| StoreError::Open { path: path.clone(), source })?;
-        let handle = Handle { engine: parking_lot::RwLock::new(Some(Arc::new(engine))), reopen: Some(open), path };
-        Ok(Database { shared: Arc::new(handle) })
+    fn with_opener(path: PathBuf, open: file::Opener) -> Result<Database, StoreError> {
+        Ok(Database { engine: Arc::new(Engine::File(file::File::open(path, open)?)) })
     }
 
     /// Opens the database named `name` inside the directory `dir` (created if missing).
@@ -218,112 +212,57 @@ impl Database {
         Database::with_opener(file.to_path_buf(), Box::new(open))
     }
 
-    /// A database held in memory, gone when the last handle is dropped.
+    /// A database held in memory, gone when the last handle is dropped: what a bureau
+    /// without a data directory and every simulated host keep their agents' storage in.
+    ///
+    /// It is a map, not redb on a memory backend: with nothing to make durable, the
+    /// copy-on-write pages, checksums and page allocation of redb's commits are all cost,
+    /// and a bureau's storage commits were most of a contract-net round's instructions
+    /// with them. Transactions are still atomic (a failed [`write`](Self::write) changes
+    /// nothing) and writers still go one at a time; readers wait for a commit's last step,
+    /// the changes' move into the map, instead of reading a snapshot beside it.
     pub fn temporary() -> Result<Database, StoreError> {
-        let db = redb::Builder::new()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(|source| StoreError::Open { path: PathBuf::from("(memory)"), source })?;
-        let handle = Handle {
-            engine: parking_lot::RwLock::new(Some(Arc::new(db))),
-            reopen: None,
-            path: PathBuf::from("(memory)"),
-        };
-        Ok(Database { shared: Arc::new(handle) })
-    }
-
-    /// The engine, unless it is being reopened.
-    fn engine(&self) -> Result<Arc<redb::Database>, StoreError> {
-        self.shared.engine.read().clone().ok_or(StoreError::Reopening)
-    }
-
-    /// Closes and opens the file again, after an I/O error made the engine refuse work.
-    /// Waits for no one: if a read is still using the engine, it fails and a later write
-    /// tries again.
-    fn reopen(&self) -> Result<(), StoreError> {
-        let Some(open) = &self.shared.reopen else {
-            return Err(StoreError::Reopening);
-        };
-        let mut slot = self.shared.engine.write();
-        if let Some(current) = slot.take() {
-            match Arc::try_unwrap(current) {
-                Ok(engine) => drop(engine), // Releases the file.
-                Err(in_use) => {
-                    *slot = Some(in_use);
-                    return Err(StoreError::Reopening);
-                }
-            }
-        }
-        let engine = open().map_err(|source| StoreError::Open { path: self.shared.path.clone(), source })?;
-        *slot = Some(Arc::new(engine));
-        tracing::warn!(path = %self.shared.path.display(), "database reopened after an I/O error");
-        Ok(())
+        Ok(Database { engine: Arc::new(Engine::Memory(memory::Memory::default())) })
     }
 
     /// The value at `key` in `table`, as committed.
     pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.read(table, |table| match table {
-            Some(table) => Ok(table.get(key).map_err(io("get"))?.map(|value| value.value().to_vec())),
-            None => Ok(None),
-        })
+        match &*self.engine {
+            Engine::File(file) => file.get(table, key),
+            Engine::Memory(memory) => Ok(memory.get(table, key)),
+        }
     }
 
     /// Every entry of `table` whose key starts with `prefix`, in key order, as committed.
     pub fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
-        self.read(table, |table| collect(table, prefix, usize::MAX, false))
+        match &*self.engine {
+            Engine::File(file) => file.scan(table, prefix, usize::MAX, false),
+            Engine::Memory(memory) => Ok(memory.scan(table, prefix, usize::MAX, false)),
+        }
     }
 
     /// The last `limit` entries of `table` whose key starts with `prefix`, newest (highest
     /// key) first, as committed.
     pub fn last_with_prefix(&self, table: Table, prefix: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError> {
-        self.read(table, |table| collect(table, prefix, limit, true))
-    }
-
-    /// Runs `read` on a snapshot of `table` (`None`: the table was never written).
-    fn read<T>(
-        &self,
-        table: Table,
-        read: impl FnOnce(Option<&ReadTable>) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let engine = self.engine()?;
-        let snapshot = engine.begin_read().map_err(io("begin read"))?;
-        match snapshot.open_table(table.definition()) {
-            Ok(table) => read(Some(&table)),
-            Err(redb::TableError::TableDoesNotExist(_)) => read(None),
-            Err(e) => Err(io("open table")(e)),
+        match &*self.engine {
+            Engine::File(file) => file.scan(table, prefix, limit, true),
+            Engine::Memory(memory) => Ok(memory.scan(table, prefix, limit, true)),
         }
     }
 
     /// Runs `apply` in one write transaction and commits it; when this returns `Ok` the
-    /// changes are on disk if `durable`, and otherwise survive a crash only once a later
-    /// durable commit returns. If `apply` fails, nothing it wrote is committed. Blocks the
-    /// calling thread while another write runs: call it from a thread of its own.
+    /// changes are on disk if `durable` (a database in memory has no disk: `durable` means
+    /// nothing to it), and otherwise survive a crash only once a later durable commit
+    /// returns. If `apply` fails, nothing it wrote is committed. Blocks the calling thread
+    /// while another write runs: call it from a thread of its own.
     pub fn write<T, E>(
         &self,
         durable: bool,
-        apply: impl FnOnce(&WriteTransaction) -> Result<T, E>,
+        apply: impl FnOnce(&mut Tables<'_>) -> Result<T, E>,
     ) -> Result<Result<T, E>, StoreError> {
-        let engine = self.engine()?;
-        let mut txn = match engine.begin_write() {
-            Ok(txn) => txn,
-            // After an I/O error the engine refuses every write until it is reopened.
-            Err(first) => {
-                drop(engine);
-                self.reopen().map_err(|_| io("begin write")(first))?;
-                self.engine()?.begin_write().map_err(io("begin write"))?
-            }
-        };
-        if !durable {
-            txn.set_durability(redb::Durability::None).map_err(io("set durability"))?;
-        }
-        match apply(&txn) {
-            Ok(value) => {
-                txn.commit().map_err(StoreError::Commit)?;
-                Ok(Ok(value))
-            }
-            Err(err) => {
-                txn.abort().map_err(io("abort"))?;
-                Ok(Err(err))
-            }
+        match &*self.engine {
+            Engine::File(file) => file.write(durable, apply),
+            Engine::Memory(memory) => Ok(memory.write(apply)),
         }
     }
 }
@@ -332,34 +271,6 @@ impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Database").finish_non_exhaustive()
     }
-}
-
-type ReadTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
-type WriteTable<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
-
-/// Up to `limit` entries of `table` whose key starts with `prefix`, in key order or
-/// (`newest_first`) reversed.
-fn collect(
-    table: Option<&ReadTable>,
-    prefix: &[u8],
-    limit: usize,
-    newest_first: bool,
-) -> Result<Vec<Entry>, StoreError> {
-    let Some(table) = table else {
-        return Ok(Vec::new());
-    };
-    let range = match successor(prefix) {
-        Some(end) => table.range::<&[u8]>(prefix..end.as_slice()),
-        None => table.range::<&[u8]>(prefix..),
-    }
-    .map_err(io("scan"))?;
-    let entries: Box<dyn Iterator<Item = _>> = if newest_first { Box::new(range.rev()) } else { Box::new(range) };
-    let mut out = Vec::new();
-    for entry in entries.take(limit) {
-        let (key, value) = entry.map_err(io("scan"))?;
-        out.push((key.value().to_vec(), value.value().to_vec()));
-    }
-    Ok(out)
 }
 
 /// The smallest key greater than every key starting with `prefix` (`None`: no such key).
@@ -374,45 +285,32 @@ fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// The tables of one write transaction, each opened once on first use: opening a table
-/// costs a lookup and, on closing, a write-back of its root, so a transaction that touches
-/// a table many times should open it once. Reads see the transaction's own writes.
-pub struct Tables<'txn> {
-    txn: &'txn WriteTransaction,
-    open: Vec<(Table, WriteTable<'txn>)>,
+/// The tables of one write transaction, as [`Database::write`] hands them to its closure.
+/// Reads see the transaction's own writes.
+pub struct Tables<'txn>(TablesOf<'txn>);
+
+enum TablesOf<'txn> {
+    File(file::Tables<'txn>),
+    Memory(memory::Staged<'txn>),
 }
 
-impl<'txn> Tables<'txn> {
-    /// No table open yet in `txn`.
-    pub fn new(txn: &'txn WriteTransaction) -> Tables<'txn> {
-        Tables { txn, open: Vec::new() }
-    }
-
-    fn table(&mut self, table: Table) -> Result<&mut WriteTable<'txn>, StoreError> {
-        let index = match self.open.iter().position(|(name, _)| *name == table) {
-            Some(index) => index,
-            None => {
-                let opened = self.txn.open_table(table.definition()).map_err(io("open table"))?;
-                self.open.push((table, opened));
-                self.open.len() - 1
-            }
-        };
-        Ok(&mut self.open[index].1)
-    }
-
+impl Tables<'_> {
     /// The value at `key` in `table`.
     pub fn get(&mut self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let table = self.table(table)?;
-        let value = table.get(key).map_err(io("get"))?.map(|value| value.value().to_vec());
-        Ok(value)
+        match &mut self.0 {
+            TablesOf::File(tables) => tables.get(table, key),
+            TablesOf::Memory(staged) => Ok(staged.get(table, key)),
+        }
     }
 
     /// `value` at `key` in `table`, or removes it when `None`.
     pub fn put(&mut self, table: Table, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
-        let table = self.table(table)?;
-        match value {
-            Some(value) => table.insert(key, value).map(drop).map_err(io("insert")),
-            None => table.remove(key).map(drop).map_err(io("remove")),
+        match &mut self.0 {
+            TablesOf::File(tables) => tables.put(table, key, value),
+            TablesOf::Memory(staged) => {
+                staged.put(table, key, value);
+                Ok(())
+            }
         }
     }
 }

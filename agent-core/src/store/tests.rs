@@ -1,42 +1,77 @@
 use std::time::Duration;
 
-use super::{Database, StoreError, Table, Tables, WriteBehind};
+use super::{Database, StoreError, Table, WriteBehind};
 
 const ITEMS: Table = Table::new("items");
 const OTHER: Table = Table::new("other");
 
+/// Each test of a database runs on both engines: a file, and the map in memory.
+fn both_engines(test: impl Fn(&Database)) {
+    let dir = tempfile::tempdir().unwrap();
+    test(&Database::open(dir.path().join("test.redb")).unwrap());
+    test(&Database::temporary().unwrap());
+}
+
 #[test]
 fn a_failed_write_commits_nothing() {
-    let db = Database::temporary().unwrap();
-    db.write(true, |txn| Tables::new(txn).put(ITEMS, b"a", Some(b"1"))).unwrap().unwrap();
-    let outcome = db
-        .write(true, |txn| {
-            let mut tables = Tables::new(txn);
-            tables.put(ITEMS, b"a", Some(b"2"))?;
-            tables.put(ITEMS, b"b", Some(b"2"))?;
-            Err::<(), StoreError>(StoreError::Closed)
-        })
-        .unwrap();
-    assert!(outcome.is_err());
-    assert_eq!(db.get(ITEMS, b"a").unwrap().as_deref(), Some(&b"1"[..]));
-    assert_eq!(db.get(ITEMS, b"b").unwrap(), None);
-    assert_eq!(db.get(OTHER, b"a").unwrap(), None, "a table never written reads as empty");
+    both_engines(|db| {
+        db.write(true, |tables| tables.put(ITEMS, b"a", Some(b"1"))).unwrap().unwrap();
+        let outcome = db
+            .write(true, |tables| {
+                tables.put(ITEMS, b"a", Some(b"2"))?;
+                tables.put(ITEMS, b"b", Some(b"2"))?;
+                tables.put(OTHER, b"c", Some(b"2"))?;
+                Err::<(), StoreError>(StoreError::Closed)
+            })
+            .unwrap();
+        assert!(outcome.is_err());
+        assert_eq!(db.get(ITEMS, b"a").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(db.get(ITEMS, b"b").unwrap(), None);
+        assert_eq!(db.get(OTHER, b"c").unwrap(), None);
+        assert_eq!(db.get(OTHER, b"a").unwrap(), None, "a table never written reads as empty");
+    });
+}
+
+#[test]
+fn a_transaction_reads_its_own_writes_and_removals() {
+    both_engines(|db| {
+        db.write(true, |tables| tables.put(ITEMS, b"kept", Some(b"1"))).unwrap().unwrap();
+        let read = db
+            .write(true, |tables| {
+                tables.put(ITEMS, b"new", Some(b"2"))?;
+                tables.put(ITEMS, b"kept", None)?;
+                Ok::<_, StoreError>((tables.get(ITEMS, b"new")?, tables.get(ITEMS, b"kept")?))
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(read, (Some(b"2".to_vec()), None));
+        assert_eq!(db.get(ITEMS, b"kept").unwrap(), None, "the removal is committed");
+        assert_eq!(db.get(ITEMS, b"new").unwrap().as_deref(), Some(&b"2"[..]));
+    });
 }
 
 #[test]
 fn prefix_scans_stop_at_the_prefix() {
-    let db = Database::temporary().unwrap();
-    db.write(true, |txn| {
-        let mut tables = Tables::new(txn);
-        for key in [&b"aa"[..], b"ab", b"b", b"a"] {
-            tables.put(ITEMS, key, Some(key))?;
-        }
-        Ok::<_, StoreError>(())
-    })
-    .unwrap()
-    .unwrap();
-    let keys: Vec<Vec<u8>> = db.scan_prefix(ITEMS, b"a").unwrap().into_iter().map(|(k, _)| k).collect();
-    assert_eq!(keys, vec![b"a".to_vec(), b"aa".to_vec(), b"ab".to_vec()]);
+    both_engines(|db| {
+        db.write(true, |tables| {
+            for key in [&b"aa"[..], b"ab", b"b", b"a", b"a\xff", b"\xff\xff"] {
+                tables.put(ITEMS, key, Some(key))?;
+            }
+            tables.put(OTHER, b"ac", Some(b"other table"))
+        })
+        .unwrap()
+        .unwrap();
+        let keys = |entries: Vec<(Vec<u8>, Vec<u8>)>| entries.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        let a: Vec<Vec<u8>> = vec![b"a".to_vec(), b"a\xff".to_vec(), b"aa".to_vec(), b"ab".to_vec()];
+        let mut a_sorted = a.clone();
+        a_sorted.sort();
+        assert_eq!(keys(db.scan_prefix(ITEMS, b"a").unwrap()), a_sorted);
+        let newest: Vec<Vec<u8>> = a_sorted.iter().rev().take(2).cloned().collect();
+        assert_eq!(keys(db.last_with_prefix(ITEMS, b"a", 2).unwrap()), newest);
+        assert_eq!(keys(db.scan_prefix(ITEMS, b"\xff").unwrap()), vec![b"\xff\xff".to_vec()], "no successor");
+        assert_eq!(db.scan_prefix(ITEMS, b"").unwrap().len(), 6, "the empty prefix is every key");
+        assert!(db.scan_prefix(Table::new("never"), b"").unwrap().is_empty());
+    });
 }
 
 #[tokio::test]

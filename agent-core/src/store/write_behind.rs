@@ -572,8 +572,7 @@ impl Shared {
         let mut sorted: Vec<(&Key, &Option<Queued>)> = batch.iter().collect();
         sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
         self.db
-            .write(true, |txn| {
-                let mut tables = super::Tables::new(txn);
+            .write(true, |tables| {
                 for ((table, key), value) in sorted {
                     tables.put(*table, key, value.as_ref().map(Queued::bytes).as_deref())?;
                 }
