@@ -93,7 +93,7 @@ pub(super) fn release_on_startup(agent: &mut Agent) {
 
 /// Every delivery recorded in `storage` whose escrow was not released.
 fn recorded(storage: &Storage) -> Vec<Unreleased> {
-    let keys = match storage.keys() {
+    let keys = match storage.keys_starting_with(DELIVERED_KEY) {
         Ok(keys) => keys,
         Err(e) => {
             tracing::error!(error = %e, "the deliveries made before a restart cannot be read: their escrows go back to the buyers");
@@ -101,7 +101,7 @@ fn recorded(storage: &Storage) -> Vec<Unreleased> {
         }
     };
     let mut recorded = Vec::new();
-    for key in keys.iter().filter(|key| key.starts_with(DELIVERED_KEY)) {
+    for key in &keys {
         match storage.get::<Unreleased>(key) {
             Ok(Some(unreleased)) => recorded.push(unreleased),
             Ok(None) => {}
