@@ -330,6 +330,27 @@ async fn crash_after_delivering(seed: u64, kind: Kind, refused: u32) {
     f.sim.shutdown().await;
 }
 
+/// A delivery record the restarted house cannot read (not one it wrote) is left in place,
+/// not removed, and nothing is released for it.
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_delivery_record_is_left_in_place() {
+    let (lots, strategy) = (Lots::new(SECOND), UpTo::new(MAX));
+    let f = floor(76, &lots, &strategy, Outages::none()).await;
+    let key = "agora.settlement.delivered/not-a-record";
+    let storage = f.house_ctx().storage().unwrap();
+    storage.set_json(key, b"not a delivery".to_vec()).unwrap();
+    storage.flush().await.unwrap();
+    f.sim.crash(&f.hall);
+    f.sim.restart(&f.hall).unwrap();
+    add_house(&f.hall, &Lots::new(SECOND));
+
+    tokio::time::sleep(10 * SECOND).await;
+    let left = f.house_ctx().storage().unwrap().keys_starting_with("agora.settlement.delivered/").unwrap();
+    assert_eq!(left, [key], "the unreadable record is kept");
+    f.settles(FUNDS, 0).await;
+    f.sim.shutdown().await;
+}
+
 /// The bidder wins (in an English, a sealed-bid and a Dutch auction), and crashes while
 /// locking the price (the ledger takes an hour to answer it): the lock in flight ends with
 /// the crash, and the restarted bidder pays nothing for it. Nothing is locked, the crashed

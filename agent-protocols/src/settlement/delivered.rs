@@ -91,7 +91,9 @@ pub(super) fn release_on_startup(agent: &mut Agent) {
     });
 }
 
-/// Every delivery recorded in `storage` whose escrow was not released.
+/// Every delivery recorded in `storage` whose escrow was not released. A record that cannot
+/// be read is logged, at every start, and left in place: it is the agent's data, not this
+/// function's to delete, and whoever wrote it may read it again.
 fn recorded(storage: &Storage) -> Vec<Unreleased> {
     let keys = match storage.keys_starting_with(DELIVERED_KEY) {
         Ok(keys) => keys,
@@ -105,7 +107,9 @@ fn recorded(storage: &Storage) -> Vec<Unreleased> {
         match storage.get::<Unreleased>(key) {
             Ok(Some(unreleased)) => recorded.push(unreleased),
             Ok(None) => {}
-            Err(e) => tracing::error!(%key, error = %e, "a delivery's record cannot be read"),
+            Err(e) => {
+                tracing::error!(%key, error = %e, "a delivery's record cannot be read: left in place, its escrow not released")
+            }
         }
     }
     if !recorded.is_empty() {
