@@ -117,8 +117,17 @@ impl Storage {
 
     /// Every key, in byte order (keys that are not UTF-8 are skipped).
     pub fn keys(&self) -> Result<Vec<String>, StorageError> {
-        let keys = self.store.scan_keys(TABLE, self.owner.as_bytes())?;
-        Ok(keys.into_iter().filter_map(|key| String::from_utf8(key[32..].to_vec()).ok()).collect())
+        self.keys_starting_with("")
+    }
+
+    /// Every key that starts with `prefix`, in byte order (keys that are not UTF-8 are
+    /// skipped): for a reader of one kind of record kept under a prefix of its own (a
+    /// protocol's records, read back when the agent starts), which then reads only those
+    /// keys, however many others the agent keeps.
+    pub fn keys_starting_with(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let owner_len = self.owner.as_bytes().len();
+        let keys = self.store.scan_keys(TABLE, &self.key(prefix))?;
+        Ok(keys.into_iter().filter_map(|key| String::from_utf8(key[owner_len..].to_vec()).ok()).collect())
     }
 
     /// Waits until every write so far is on disk. Flushes of all agents of a bureau are
@@ -134,5 +143,40 @@ impl Storage {
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Storage").field("owner", &self.owner).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Storage, TABLE};
+    use crate::identity::Address;
+    use crate::store::{Database, WriteBehind};
+
+    fn keys_of(storage: &Storage, prefix: &str) -> Vec<String> {
+        storage.keys_starting_with(prefix).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_prefix_scan_gives_this_agents_keys_with_the_prefix_only() {
+        let store = WriteBehind::on_flush(Database::temporary().unwrap());
+        let mine = Storage::open(&store, Address::from_bytes([1; 32]));
+        let theirs = Storage::open(&store, Address::from_bytes([2; 32]));
+        for key in ["order/2", "order/1", "order", "orders/1", "a", "z", "order/gone"] {
+            mine.set(key, &1).unwrap();
+        }
+        theirs.set("order/3", &1).unwrap();
+        // A key that is not UTF-8 under the prefix, as only another writer could leave it.
+        let mut raw = Address::from_bytes([1; 32]).as_bytes().to_vec();
+        raw.extend_from_slice(b"order/\xff");
+        store.put(TABLE, raw, Some(b"1".to_vec())).unwrap();
+        mine.flush().await.unwrap();
+        // Queued writes, not yet committed, are seen as the committed ones are.
+        mine.set("order/0", &1).unwrap();
+        assert!(mine.remove("order/gone").unwrap());
+
+        assert_eq!(keys_of(&mine, "order/"), ["order/0", "order/1", "order/2"]);
+        assert_eq!(keys_of(&theirs, "order/"), ["order/3"]);
+        assert_eq!(keys_of(&mine, "x"), Vec::<String>::new());
+        assert_eq!(mine.keys().unwrap(), ["a", "order", "order/0", "order/1", "order/2", "orders/1", "z"]);
     }
 }

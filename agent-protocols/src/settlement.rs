@@ -45,6 +45,9 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 mod delivered;
+mod retry;
+
+pub(crate) use retry::retry_until;
 
 /// How long after a delivery was due its escrow may be refunded: the time the seller has to
 /// release it once it has delivered (and the buyer, if the seller's release fails).
@@ -397,22 +400,20 @@ async fn check_payment(
 /// ledger cannot be reached, until `deadline_ms`, after which the escrow belongs to the
 /// refund. True once released (or already settled by a release).
 pub async fn release_by(wallet: &Wallet, escrow: EscrowId, deadline_ms: u64) -> bool {
-    let mut pause = Duration::from_millis(100);
-    loop {
+    let release = || async move {
         match wallet.release(escrow).await {
-            Ok(_) => return true,
+            Ok(_) => Ok(true),
             // Settled already: by an earlier try whose answer was lost, or by the refund.
-            Err(WalletError::Ledger(LedgerError::UnknownEscrow(_))) => return released(wallet, escrow).await,
-            Err(e) if unix_now_ms().saturating_add(pause.as_millis() as u64) < deadline_ms => {
-                tracing::warn!(%escrow, error = %e, "release not yet possible; trying again");
-            }
-            Err(e) => {
-                tracing::error!(%escrow, error = %e, "the escrow could not be released before its deadline");
-                return false;
-            }
+            Err(WalletError::Ledger(LedgerError::UnknownEscrow(_))) => Ok(released(wallet, escrow).await),
+            Err(e) => Err(e),
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(2));
+    };
+    match retry_until(deadline_ms, escrow, "release not yet possible", release).await {
+        Ok(settled_by_a_release) => settled_by_a_release,
+        Err(e) => {
+            tracing::error!(%escrow, error = %e, "the escrow could not be released before its deadline");
+            false
+        }
     }
 }
 

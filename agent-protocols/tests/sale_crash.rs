@@ -3,7 +3,8 @@
 //! agents' work in hand: a crash in the middle of either ends it (the crashed agent's task
 //! does nothing after), and the buyer ends with its money back or the goods paid for once,
 //! never both lost and never paid twice. A seller that crashes once it has delivered, before
-//! its release reached the ledger, is paid all the same when it restarts.
+//! its release reached the ledger, is paid all the same when it restarts, even if its ledger
+//! cannot be reached for a while then.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -282,32 +283,72 @@ async fn a_seller_that_crashed_while_delivering_leaves_the_buyer_its_money() {
 #[tokio::test(start_paused = true)]
 async fn a_seller_that_crashed_after_delivering_is_paid_once() {
     for (seed, kind) in [(68, Kind::English), (69, Kind::Sealed), (70, Kind::Dutch)] {
-        let (sim, ledger) = sim_and_ledger(seed);
-        let stalled = Stalled::new(ledger.clone());
-        let (lots, strategy) = (Lots::stalling(2 * SECOND, &stalled), UpTo::new(MAX));
-        let f = floor_on(sim, &ledger, stalled.clone(), ledger.clone(), &lots, &strategy).await;
-        let (_, price) = f.sell(kind).await;
-        assert!(f.sim.wait_until(10 * SECOND, POLL, || *lots.delivered.lock() == 1).await, "{kind:?}: never delivered");
-        tokio::time::sleep(POLL).await;
-        assert_eq!(f.balances().await, [FUNDS - price, 0], "{kind:?}: the release is still on its way");
-        f.sim.crash(&f.hall);
-        stalled.resume();
-        f.sim.restart(&f.hall).unwrap();
-        let restarted = Lots::new(SECOND);
-        add_house(&f.hall, &restarted);
-
-        f.settles(FUNDS - price, price).await;
-        // Past the escrow's deadline, and every sweep of overdue escrows: nothing more moves.
-        tokio::time::sleep(3600 * SECOND).await;
-        f.settles(FUNDS - price, price).await;
-        assert_eq!(f.settlements().await, (1, 1, 0), "{kind:?}: locked once, released once, never refunded");
-        let records = f.house_ctx().storage().unwrap().keys().unwrap();
-        let left: Vec<_> = records.iter().filter(|key| key.starts_with("agora.settlement.delivered/")).collect();
-        assert!(left.is_empty(), "{kind:?}: the delivery's record outlived its release: {left:?}");
-        assert_eq!(*restarted.started.lock(), 0, "{kind:?}: delivered again");
-        assert_eq!(Arc::strong_count(&lots), 1, "{kind:?}: a task of the crashed house still runs");
-        f.sim.shutdown().await;
+        crash_after_delivering(seed, kind, 0).await;
     }
+}
+
+/// The same, the hall's ledger refusing the restarted house's first four releases (it
+/// cannot be reached for about 1.5 s after the restart, well before the escrow's
+/// deadline): the house tries again until the ledger takes one, and is paid once.
+#[tokio::test(start_paused = true)]
+async fn a_seller_restarted_while_its_ledger_is_down_is_paid_once_it_is_back() {
+    for (seed, kind) in [(73, Kind::English), (74, Kind::Sealed), (75, Kind::Dutch)] {
+        crash_after_delivering(seed, kind, 4).await;
+    }
+}
+
+/// Sells a lot by a `kind` auction to the bidder; the house crashes once it has delivered,
+/// before its release reaches the ledger, and restarts at once, its ledger refusing the
+/// first `refused` submissions after the restart. Checks the house is paid once, and its
+/// record of the delivery gone.
+async fn crash_after_delivering(seed: u64, kind: Kind, refused: u32) {
+    let (sim, ledger) = sim_and_ledger(seed);
+    let stalled = Stalled::new(ledger.clone());
+    let (lots, strategy) = (Lots::stalling(2 * SECOND, &stalled), UpTo::new(MAX));
+    let f = floor_on(sim, &ledger, stalled.clone(), ledger.clone(), &lots, &strategy).await;
+    let (_, price) = f.sell(kind).await;
+    assert!(f.sim.wait_until(10 * SECOND, POLL, || *lots.delivered.lock() == 1).await, "{kind:?}: never delivered");
+    tokio::time::sleep(POLL).await;
+    assert_eq!(f.balances().await, [FUNDS - price, 0], "{kind:?}: the release is still on its way");
+    f.sim.crash(&f.hall);
+    stalled.fail_submissions(refused);
+    stalled.resume();
+    f.sim.restart(&f.hall).unwrap();
+    let restarted = Lots::new(SECOND);
+    add_house(&f.hall, &restarted);
+
+    f.settles(FUNDS - price, price).await;
+    assert_eq!(stalled.submissions_still_to_fail(), 0, "{kind:?}: the ledger refused fewer releases than asked");
+    // Past the escrow's deadline, and every sweep of overdue escrows: nothing more moves.
+    tokio::time::sleep(3600 * SECOND).await;
+    f.settles(FUNDS - price, price).await;
+    assert_eq!(f.settlements().await, (1, 1, 0), "{kind:?}: locked once, released once, never refunded");
+    let left = f.house_ctx().storage().unwrap().keys_starting_with("agora.settlement.delivered/").unwrap();
+    assert!(left.is_empty(), "{kind:?}: the delivery's record outlived its release: {left:?}");
+    assert_eq!(*restarted.started.lock(), 0, "{kind:?}: delivered again");
+    assert_eq!(Arc::strong_count(&lots), 1, "{kind:?}: a task of the crashed house still runs");
+    f.sim.shutdown().await;
+}
+
+/// A delivery record the restarted house cannot read (not one it wrote) is left in place,
+/// not removed, and nothing is released for it.
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_delivery_record_is_left_in_place() {
+    let (lots, strategy) = (Lots::new(SECOND), UpTo::new(MAX));
+    let f = floor(76, &lots, &strategy, Outages::none()).await;
+    let key = "agora.settlement.delivered/not-a-record";
+    let storage = f.house_ctx().storage().unwrap();
+    storage.set_json(key, b"not a delivery".to_vec()).unwrap();
+    storage.flush().await.unwrap();
+    f.sim.crash(&f.hall);
+    f.sim.restart(&f.hall).unwrap();
+    add_house(&f.hall, &Lots::new(SECOND));
+
+    tokio::time::sleep(10 * SECOND).await;
+    let left = f.house_ctx().storage().unwrap().keys_starting_with("agora.settlement.delivered/").unwrap();
+    assert_eq!(left, [key], "the unreadable record is kept");
+    f.settles(FUNDS, 0).await;
+    f.sim.shutdown().await;
 }
 
 /// The bidder wins (in an English, a sealed-bid and a Dutch auction), and crashes while

@@ -45,7 +45,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::dialogue::{Data, Dialogue, DialogueError, Dialogues, Refused, Rules, Step, EXPIRED};
-use crate::settlement::{refund_at, refund_overdue, refundable_after, release_by, released, Payment, REFUND_GRACE};
+use crate::settlement::{
+    refund_at, refund_overdue, refundable_after, release_by, released, retry_until, Payment, REFUND_GRACE,
+};
 
 mod answering;
 mod cancel;

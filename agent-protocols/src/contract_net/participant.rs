@@ -452,24 +452,17 @@ async fn collect(wallet: &agent_core::Wallet, id: u128, payment: &Payment) -> bo
     // Read again while the ledger cannot be reached: after a crash, this participant is
     // the only one left to release it (the initiator never heard the report).
     let give_up_ms = refundable_after(payment.deliver_by_ms);
-    let mut pause = Duration::from_millis(100);
-    let escrow = loop {
-        match wallet.escrow(payment.escrow).await {
-            Ok(Some(escrow)) => break escrow,
-            Ok(None) => {
-                tracing::warn!(escrow = %payment.escrow, "the escrow paying for a task is not open");
-                return true;
-            }
-            Err(e) if now_ms().saturating_add(pause.as_millis() as u64) < give_up_ms => {
-                tracing::warn!(escrow = %payment.escrow, error = %e, "the ledger could not be read; trying again");
-            }
-            Err(e) => {
-                tracing::warn!(escrow = %payment.escrow, error = %e, "the ledger could not be read before the escrow's deadline");
-                return false;
-            }
+    let read = || wallet.escrow(payment.escrow);
+    let escrow = match retry_until(give_up_ms, payment.escrow, "the ledger could not be read", read).await {
+        Ok(Some(escrow)) => escrow,
+        Ok(None) => {
+            tracing::warn!(escrow = %payment.escrow, "the escrow paying for a task is not open");
+            return true;
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(2));
+        Err(e) => {
+            tracing::warn!(escrow = %payment.escrow, error = %e, "the ledger could not be read before the escrow's deadline");
+            return false;
+        }
     };
     let mine = escrow.beneficiary == wallet.address() && escrow.arbiter == wallet.address();
     if !mine || escrow.deal != Some(deal_of(id)) {

@@ -321,12 +321,12 @@ fn refund_when_due_and_forget(
 /// before its record was written, is known to the ledger alone. A release by the winner
 /// before the deadline makes a refund a no-op: nothing is paid twice.
 pub(super) fn refund_recorded_escrows(ctx: &Context, storage: &agent_core::Storage) {
-    let keys = match storage.keys() {
+    let keys = match storage.keys_starting_with(ESCROW_KEY) {
         Ok(keys) => keys,
         Err(e) => return tracing::error!(error = %e, "the escrows locked before a restart cannot be read"),
     };
     let mut recorded = Vec::new();
-    for key in keys.iter().filter(|key| key.starts_with(ESCROW_KEY)) {
+    for key in &keys {
         let dialogue = u128::from_str_radix(&key[ESCROW_KEY.len()..], 16);
         match (dialogue, storage.get::<LockedEscrow>(key)) {
             (Ok(dialogue), Ok(Some(locked))) => recorded.push((dialogue, locked)),

@@ -348,7 +348,7 @@ impl Dialogues {
     pub fn load(rules: Rules, me: &str, storage: Storage) -> Result<Dialogues, DialogueError> {
         let prefix = key_prefix(rules.name());
         let mut live = HashMap::new();
-        for key in storage.keys().map_err(|e| storage_error(0, e))?.iter().filter(|k| k.starts_with(&prefix)) {
+        for key in &storage.keys_starting_with(&prefix).map_err(|e| storage_error(0, e))? {
             let Ok(id) = u128::from_str_radix(&key[prefix.len()..], 16) else {
                 tracing::warn!(key, "a dialogue under an unreadable key is skipped");
                 continue;

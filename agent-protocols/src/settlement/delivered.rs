@@ -91,9 +91,11 @@ pub(super) fn release_on_startup(agent: &mut Agent) {
     });
 }
 
-/// Every delivery recorded in `storage` whose escrow was not released.
+/// Every delivery recorded in `storage` whose escrow was not released. A record that cannot
+/// be read is logged, at every start, and left in place: it is the agent's data, not this
+/// function's to delete, and whoever wrote it may read it again.
 fn recorded(storage: &Storage) -> Vec<Unreleased> {
-    let keys = match storage.keys() {
+    let keys = match storage.keys_starting_with(DELIVERED_KEY) {
         Ok(keys) => keys,
         Err(e) => {
             tracing::error!(error = %e, "the deliveries made before a restart cannot be read: their escrows go back to the buyers");
@@ -101,11 +103,13 @@ fn recorded(storage: &Storage) -> Vec<Unreleased> {
         }
     };
     let mut recorded = Vec::new();
-    for key in keys.iter().filter(|key| key.starts_with(DELIVERED_KEY)) {
+    for key in &keys {
         match storage.get::<Unreleased>(key) {
             Ok(Some(unreleased)) => recorded.push(unreleased),
             Ok(None) => {}
-            Err(e) => tracing::error!(%key, error = %e, "a delivery's record cannot be read"),
+            Err(e) => {
+                tracing::error!(%key, error = %e, "a delivery's record cannot be read: left in place, its escrow not released")
+            }
         }
     }
     if !recorded.is_empty() {

@@ -14,21 +14,39 @@ pub const STALL: Duration = Duration::from_secs(3600);
 
 /// `inner`, whose submissions wait [`STALL`] while it is stalled ([`stall`](Self::stall)
 /// until [`resume`](Self::resume)); reads are served at once throughout, but for escrow
-/// reads made to fail ([`fail_escrow_reads`](Self::fail_escrow_reads)).
+/// reads made to fail ([`fail_escrow_reads`](Self::fail_escrow_reads)); submissions may be
+/// made to fail too ([`fail_submissions`](Self::fail_submissions)).
 pub struct Stalled {
     inner: Arc<MemoryLedger>,
     stalled: AtomicBool,
     failing_escrow_reads: AtomicU32,
+    failing_submissions: AtomicU32,
 }
 
 impl Stalled {
     pub fn new(inner: Arc<MemoryLedger>) -> Arc<Stalled> {
-        Arc::new(Stalled { inner, stalled: AtomicBool::new(false), failing_escrow_reads: AtomicU32::new(0) })
+        Arc::new(Stalled {
+            inner,
+            stalled: AtomicBool::new(false),
+            failing_escrow_reads: AtomicU32::new(0),
+            failing_submissions: AtomicU32::new(0),
+        })
     }
 
     /// The next `reads` reads of an escrow fail, as from a ledger that cannot be reached.
     pub fn fail_escrow_reads(&self, reads: u32) {
         self.failing_escrow_reads.store(reads, Ordering::SeqCst);
+    }
+
+    /// The next `submissions` submissions fail unapplied, as to a ledger that cannot be
+    /// reached.
+    pub fn fail_submissions(&self, submissions: u32) {
+        self.failing_submissions.store(submissions, Ordering::SeqCst);
+    }
+
+    /// How many of the submissions made to fail are still to come.
+    pub fn submissions_still_to_fail(&self) -> u32 {
+        self.failing_submissions.load(Ordering::SeqCst)
     }
 
     /// Submissions sent from now on wait [`STALL`].
@@ -45,6 +63,9 @@ impl Stalled {
 #[async_trait::async_trait]
 impl Ledger for Stalled {
     async fn submit(&self, tx: Transaction) -> Result<Receipt, LedgerError> {
+        if self.failing_submissions.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(LedgerError::Unavailable("the ledger cannot be reached (a test's fault)".into()));
+        }
         if self.stalled.load(Ordering::SeqCst) {
             // In the sender's task: a crash of the sender ends the wait, and the submission.
             tokio::time::sleep(STALL).await;
