@@ -97,7 +97,7 @@ async fn a_second_dutch_take_is_refused_and_the_first_is_the_award_paid_once() {
     );
     // Two takes, one sale, paid once.
     p.settles(&[(rogue, FUNDS - 150), (auctioneer, 150)]).await;
-    assert_eq!(*paid.lock(), [true]);
+    paid_once(&paid).await;
     p.bureau.shutdown().await.unwrap();
 }
 
@@ -181,7 +181,7 @@ async fn crossing_takes(first_is_high: bool) {
 
     let (winner_paid, loser_paid) = if first_is_high { (&high.paid, &low.paid) } else { (&low.paid, &high.paid) };
     p.settles(&[(winner, FUNDS - price), (loser, FUNDS), (auctioneer, price)]).await;
-    assert_eq!(*winner_paid.lock(), [true]);
+    paid_once(winner_paid).await;
     assert!(loser_paid.lock().is_empty(), "the loser paid nothing");
     p.bureau.shutdown().await.unwrap();
 }
@@ -195,4 +195,15 @@ async fn a_take_naming_an_earlier_tick_that_arrives_after_the_first_take_does_no
 #[tokio::test]
 async fn a_take_naming_an_earlier_tick_that_arrives_first_wins_at_its_price() {
     crossing_takes(true).await;
+}
+
+/// Waits (at most 5 s) for the buyer's payment to end, then checks it ended paid, once. The
+/// balances settle when the seller releases the escrow; the buyer learns of it a moment
+/// later, from the seller's answer.
+async fn paid_once(paid: &Mutex<Vec<bool>>) {
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while paid.lock().is_empty() && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(*paid.lock(), [true]);
 }
