@@ -88,7 +88,9 @@ impl Storage {
     }
 
     /// Stores at `key` the JSON that `encode` gives, encoded only when it is needed: when
-    /// the store commits it (on the store's own thread), or when it is read before that.
+    /// the store commits it to its file (on the store's own thread), or when it is read
+    /// before that. A bureau without a data directory keeps `encode` itself as the value
+    /// and calls it at each read, if any.
     /// For a writer that rewrites one key many times between commits (a dialogue records
     /// itself at every step, a few milliseconds apart): only the last value is encoded,
     /// and not on the writer's thread. `encode` must give the same bytes at every call, so

@@ -201,9 +201,6 @@ async fn a_take_naming_an_earlier_tick_that_arrives_first_wins_at_its_price() {
 /// balances settle when the seller releases the escrow; the buyer learns of it a moment
 /// later, from the seller's answer.
 async fn paid_once(paid: &Mutex<Vec<bool>>) {
-    let until = tokio::time::Instant::now() + Duration::from_secs(5);
-    while paid.lock().is_empty() && tokio::time::Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::cnp::wait_for(|| !paid.lock().is_empty()).await;
     assert_eq!(*paid.lock(), [true]);
 }

@@ -339,6 +339,11 @@ async fn an_unreadable_delivery_record_is_left_in_place() {
     let key = "agora.settlement.delivered/not-a-record";
     let storage = f.house_ctx().storage().unwrap();
     storage.set_json(key, b"not a delivery".to_vec()).unwrap();
+    // Beside it, a readable record of an escrow the ledger does not know: the restart reads
+    // it, finds the escrow settled, and forgets it (so the scan did run).
+    let unknown = agent_core::ledger::EscrowId([7; 32]);
+    let readable = serde_json::json!({ "escrow": unknown, "deadline_ms": u64::MAX });
+    storage.set(&format!("agora.settlement.delivered/{}", hex::encode(unknown.0)), &readable).unwrap();
     storage.flush().await.unwrap();
     f.sim.crash(&f.hall);
     f.sim.restart(&f.hall).unwrap();
@@ -346,7 +351,7 @@ async fn an_unreadable_delivery_record_is_left_in_place() {
 
     tokio::time::sleep(10 * SECOND).await;
     let left = f.house_ctx().storage().unwrap().keys_starting_with("agora.settlement.delivered/").unwrap();
-    assert_eq!(left, [key], "the unreadable record is kept");
+    assert_eq!(left, [key], "the unreadable record is kept, the settled one forgotten");
     f.settles(FUNDS, 0).await;
     f.sim.shutdown().await;
 }

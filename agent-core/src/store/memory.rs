@@ -1,14 +1,17 @@
 //! A database held in memory ([`Database::temporary`](super::Database::temporary)): one
-//! ordered map per table behind a lock, written in transactions staged beside it.
+//! ordered map per table behind a lock, written in transactions staged beside it, or
+//! merged into by a [`WriteBehind`](super::WriteBehind)'s commits as its writes were
+//! queued: a value waiting to be encoded is encoded when it is read, if it ever is.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 use parking_lot::{Mutex, RwLock};
 
+use super::write_behind::Queued;
 use super::{successor, Entry, Table, TablesOf};
 
-type Rows = BTreeMap<Vec<u8>, Vec<u8>>;
+type Rows = BTreeMap<Vec<u8>, Queued>;
 
 #[derive(Default)]
 pub(super) struct Memory {
@@ -20,7 +23,13 @@ pub(super) struct Memory {
 
 impl Memory {
     pub(super) fn get(&self, table: Table, key: &[u8]) -> Option<Vec<u8>> {
-        self.tables.read().get(&table)?.get(key).cloned()
+        // Taken out under the lock, encoded (if it waits to be) after it.
+        let value = self.tables.read().get(&table)?.get(key).cloned();
+        value.map(Queued::into_bytes)
+    }
+
+    pub(super) fn contains(&self, table: Table, key: &[u8]) -> bool {
+        self.tables.read().get(&table).is_some_and(|rows| rows.contains_key(key))
     }
 
     /// Up to `limit` entries of `table` whose key starts with `prefix`, in key order or
@@ -33,9 +42,36 @@ impl Memory {
         let end = successor(prefix);
         let end = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
         let range = rows.range::<[u8], _>((Bound::Included(prefix), end));
-        let entries: Box<dyn Iterator<Item = (&Vec<u8>, &Vec<u8>)>> =
+        let entries: Box<dyn Iterator<Item = (&Vec<u8>, &Queued)>> =
             if newest_first { Box::new(range.rev()) } else { Box::new(range) };
-        entries.take(limit).map(|(key, value)| (key.clone(), value.clone())).collect()
+        let found: Vec<(Vec<u8>, Queued)> = entries.take(limit).map(|(k, v)| (k.clone(), v.clone())).collect();
+        drop(tables);
+        found.into_iter().map(|(key, value)| (key, value.into_bytes())).collect()
+    }
+
+    /// The keys [`scan`](Self::scan) would give, without encoding their values.
+    pub(super) fn scan_keys(&self, table: Table, prefix: &[u8]) -> Vec<Vec<u8>> {
+        let tables = self.tables.read();
+        let Some(rows) = tables.get(&table) else {
+            return Vec::new();
+        };
+        let end = successor(prefix);
+        let end = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        rows.range::<[u8], _>((Bound::Included(prefix), end)).map(|(key, _)| key.clone()).collect()
+    }
+
+    /// Moves a write-behind store's batch in as one commit: `None` removes a key. Nothing
+    /// is encoded here; a reader encodes what it reads.
+    pub(super) fn merge(&self, writes: impl IntoIterator<Item = (Table, Vec<u8>, Option<Queued>)>) {
+        let _writer = self.writer.lock();
+        let mut committed = self.tables.write();
+        for (table, key, value) in writes {
+            let rows = committed.entry(table).or_default();
+            match value {
+                Some(value) => rows.insert(key, value),
+                None => rows.remove(&key),
+            };
+        }
     }
 
     /// Runs `apply` on changes staged beside the map, and moves them in if it succeeds.
@@ -48,7 +84,7 @@ impl Memory {
             let rows = committed.entry(table).or_default();
             for (key, value) in changes {
                 match value {
-                    Some(value) => rows.insert(key, value),
+                    Some(value) => rows.insert(key, Queued::Bytes(value)),
                     None => rows.remove(&key),
                 };
             }

@@ -1,15 +1,13 @@
-//! The embedded database under every durable store: agent storage, the almanac server and
-//! the local ledger.
+//! The embedded database under every durable store: agent storage and the almanac server.
 //!
 //! [`Database`] is one [redb](https://docs.rs/redb) file: tables of byte keys and byte
 //! values, read through snapshots that never block writers, and written by one thread at a
 //! time in atomic transactions that are on disk when [`Database::write`] returns. Held in
 //! memory ([`Database::temporary`]), it is a map with the same tables and transactions, and
-//! nothing on disk. Use it
-//! directly when one thread owns all writes and needs read-modify-write transactions (the
-//! ledger's committer); use [`WriteBehind`] when many tasks write and some of them wait
-//! for durability (agent storage, the almanac): it queues their writes, makes them visible
-//! at once, and commits them in groups on one thread.
+//! nothing on disk. Use it directly when one thread owns all writes and needs
+//! read-modify-write transactions; use [`WriteBehind`] when many tasks write and some of
+//! them wait for durability (agent storage, the almanac): it queues their writes, makes them
+//! visible at once, and commits them in groups on one thread.
 //!
 //! # Why redb, not sled
 //! sled 0.34 deadlocks when several tasks flush one database at once (upstream issue 1308,
@@ -216,11 +214,15 @@ impl Database {
     /// without a data directory and every simulated host keep their agents' storage in.
     ///
     /// It is a map, not redb on a memory backend: with nothing to make durable, the
-    /// copy-on-write pages, checksums and page allocation of redb's commits are all cost,
-    /// and a bureau's storage commits were most of a contract-net round's instructions
-    /// with them. Transactions are still atomic (a failed [`write`](Self::write) changes
-    /// nothing) and writers still go one at a time; readers wait for a commit's last step,
-    /// the changes' move into the map, instead of reading a snapshot beside it.
+    /// copy-on-write pages, checksums and page allocation of redb's commits are all cost
+    /// (with them, a bureau's storage commits were nearly half of a contract-net round's
+    /// instructions). A [`WriteBehind`]'s commit moves its writes in as they were queued:
+    /// a value waiting to be encoded is encoded when it is read, if ever. Transactions are
+    /// still atomic (a failed [`write`](Self::write) changes nothing) and writers still go
+    /// one at a time. There are no snapshots: a read waits while a commit moves its
+    /// changes into the map (map inserts only: about a millisecond for a thousand writes),
+    /// and a commit waits for the reads under way, a long scan included. Never fails: the
+    /// `Result` is the file's.
     pub fn temporary() -> Result<Database, StoreError> {
         Ok(Database { engine: Arc::new(Engine::Memory(memory::Memory::default())) })
     }
@@ -233,11 +235,39 @@ impl Database {
         }
     }
 
+    /// Whether `key` in `table` holds a value, as committed. A value in memory waiting to
+    /// be encoded is not encoded to answer.
+    pub fn contains(&self, table: Table, key: &[u8]) -> Result<bool, StoreError> {
+        match &*self.engine {
+            Engine::File(file) => Ok(file.get(table, key)?.is_some()),
+            Engine::Memory(memory) => Ok(memory.contains(table, key)),
+        }
+    }
+
     /// Every entry of `table` whose key starts with `prefix`, in key order, as committed.
     pub fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
         match &*self.engine {
             Engine::File(file) => file.scan(table, prefix, usize::MAX, false),
             Engine::Memory(memory) => Ok(memory.scan(table, prefix, usize::MAX, false)),
+        }
+    }
+
+    /// The keys of `table` that start with `prefix`, in key order, as committed: what
+    /// [`scan_prefix`](Self::scan_prefix) gives without the values.
+    pub fn scan_keys(&self, table: Table, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+        match &*self.engine {
+            Engine::File(file) => {
+                Ok(file.scan(table, prefix, usize::MAX, false)?.into_iter().map(|(k, _)| k).collect())
+            }
+            Engine::Memory(memory) => Ok(memory.scan_keys(table, prefix)),
+        }
+    }
+
+    /// The database in memory, for a write-behind store to merge its batches into.
+    fn in_memory(&self) -> Option<&memory::Memory> {
+        match &*self.engine {
+            Engine::Memory(memory) => Some(memory),
+            Engine::File(_) => None,
         }
     }
 

@@ -35,16 +35,25 @@ fn a_failed_write_commits_nothing() {
 #[test]
 fn a_transaction_reads_its_own_writes_and_removals() {
     both_engines(|db| {
-        db.write(true, |tables| tables.put(ITEMS, b"kept", Some(b"1"))).unwrap().unwrap();
+        db.write(true, |tables| {
+            tables.put(ITEMS, b"kept", Some(b"1"))?;
+            tables.put(ITEMS, b"old", Some(b"0"))
+        })
+        .unwrap()
+        .unwrap();
         let read = db
             .write(true, |tables| {
                 tables.put(ITEMS, b"new", Some(b"2"))?;
                 tables.put(ITEMS, b"kept", None)?;
-                Ok::<_, StoreError>((tables.get(ITEMS, b"new")?, tables.get(ITEMS, b"kept")?))
+                Ok::<_, StoreError>((
+                    tables.get(ITEMS, b"new")?,
+                    tables.get(ITEMS, b"kept")?,
+                    tables.get(ITEMS, b"old")?,
+                ))
             })
             .unwrap()
             .unwrap();
-        assert_eq!(read, (Some(b"2".to_vec()), None));
+        assert_eq!(read, (Some(b"2".to_vec()), None, Some(b"0".to_vec())), "staged, removed, committed before");
         assert_eq!(db.get(ITEMS, b"kept").unwrap(), None, "the removal is committed");
         assert_eq!(db.get(ITEMS, b"new").unwrap().as_deref(), Some(&b"2"[..]));
     });
@@ -71,6 +80,53 @@ fn prefix_scans_stop_at_the_prefix() {
         assert_eq!(keys(db.scan_prefix(ITEMS, b"\xff").unwrap()), vec![b"\xff\xff".to_vec()], "no successor");
         assert_eq!(db.scan_prefix(ITEMS, b"").unwrap().len(), 6, "the empty prefix is every key");
         assert!(db.scan_prefix(Table::new("never"), b"").unwrap().is_empty());
+        assert_eq!(db.get(OTHER, b"ac").unwrap().as_deref(), Some(&b"other table"[..]), "both tables committed");
+        assert_eq!(keys(db.last_with_prefix(ITEMS, b"", 100).unwrap()).len(), 6, "a limit above the count");
+        assert!(db.last_with_prefix(ITEMS, b"a", 0).unwrap().is_empty());
+        assert_eq!(keys(db.last_with_prefix(ITEMS, b"\xff", 1).unwrap()), vec![b"\xff\xff".to_vec()]);
+        assert_eq!(db.scan_keys(ITEMS, b"a").unwrap(), a_sorted, "the keys alone");
+        assert!(db.contains(ITEMS, b"ab").unwrap() && !db.contains(ITEMS, b"ac").unwrap());
+    });
+}
+
+/// Readers never see half a transaction: a writer sets two keys to the same number in each
+/// of its transactions while readers scan both, on both engines.
+#[test]
+fn readers_never_see_half_a_transaction() {
+    both_engines(|db| {
+        let written = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|threads| {
+            let writer = threads.spawn(|| {
+                for i in 0u32..300 {
+                    let value = i.to_be_bytes();
+                    db.write(false, |tables| {
+                        tables.put(ITEMS, b"a", Some(&value))?;
+                        tables.put(ITEMS, b"b", Some(&value))
+                    })
+                    .unwrap()
+                    .unwrap();
+                }
+                written.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
+            let readers: Vec<_> = (0..2)
+                .map(|_| {
+                    threads.spawn(|| {
+                        // Until the writer is done, and at most a million reads.
+                        for _ in 0..1_000_000 {
+                            if written.load(std::sync::atomic::Ordering::SeqCst) {
+                                break;
+                            }
+                            let entries = db.scan_prefix(ITEMS, b"").unwrap();
+                            if let [(_, a), (_, b)] = entries.as_slice() {
+                                assert_eq!(a, b, "a reader saw half a transaction");
+                            }
+                        }
+                    })
+                })
+                .collect();
+            writer.join().unwrap();
+            readers.into_iter().for_each(|reader| reader.join().unwrap());
+        });
     });
 }
 
@@ -98,9 +154,18 @@ async fn queued_writes_are_read_back_before_and_after_their_commit() {
 /// encoded: the ones it replaced never are.
 #[tokio::test]
 async fn a_value_encoded_later_is_encoded_only_when_read_or_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file's commit encodes the value once, and reads of it then read bytes; memory keeps
+    // it as queued, and each reader encodes it.
+    encoded_when_read_or_committed(Database::open(dir.path().join("later.redb")).unwrap(), false).await;
+    encoded_when_read_or_committed(Database::temporary().unwrap(), true).await;
+}
+
+async fn encoded_when_read_or_committed(db: Database, in_memory: bool) {
+    let (by_the_commit, by_two_reads) = if in_memory { (0, 2) } else { (1, 0) };
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    let store = WriteBehind::new(Database::temporary().unwrap()).unwrap();
+    let store = WriteBehind::new(db).unwrap();
     let encoded: Arc<[AtomicUsize; 3]> = Arc::default();
     for version in 0..3 {
         let encoded = Arc::clone(&encoded);
@@ -120,8 +185,13 @@ async fn a_value_encoded_later_is_encoded_only_when_read_or_committed() {
     assert_eq!(scanned, vec![(b"k".to_vec(), b"v2".to_vec())]);
     assert_eq!(counts(&encoded), [0, 0, 2], "the last value, once per read");
     store.flush().await.unwrap();
-    assert_eq!(counts(&encoded), [0, 0, 3], "and once by the commit; the replaced ones never");
+    assert_eq!(counts(&encoded), [0, 0, 2 + by_the_commit], "the replaced ones never");
+    assert!(store.contains(ITEMS, b"k").unwrap());
+    assert_eq!(store.scan_keys(ITEMS, b"k").unwrap(), vec![b"k".to_vec()]);
+    assert_eq!(counts(&encoded), [0, 0, 2 + by_the_commit], "nor to say a committed value is there");
     assert_eq!(store.database().get(ITEMS, b"k").unwrap().as_deref(), Some(&b"v2"[..]));
+    assert_eq!(store.database().scan_prefix(ITEMS, b"").unwrap(), vec![(b"k".to_vec(), b"v2".to_vec())]);
+    assert_eq!(counts(&encoded), [0, 0, 2 + by_the_commit + by_two_reads], "read back once committed");
 }
 
 /// Many threads writing and flushing one file at once: every flush returns, and every

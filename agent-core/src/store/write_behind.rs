@@ -35,14 +35,14 @@ type Key = (Table, Vec<u8>);
 /// several times faster than the standard hasher on keys this long, seeded as [`Seeded`].
 type Writes = HashMap<Key, Option<Queued>, Seeded>;
 
-/// Gives a value's bytes when they are needed: when the value is committed, or read before
-/// that. Each call must give the same bytes.
+/// Gives a value's bytes when they are needed: when the value is committed to a file, or
+/// read before that (in memory, at each read). Each call must give the same bytes.
 pub type Encode = Arc<dyn Fn() -> Vec<u8> + Send + Sync>;
 
 /// A value waiting for its commit: its bytes, or how to make them
 /// ([`WriteBehind::put_encoded_later`]).
 #[derive(Clone)]
-enum Queued {
+pub(super) enum Queued {
     Bytes(Vec<u8>),
     Later(Encode),
 }
@@ -55,7 +55,7 @@ impl Queued {
         }
     }
 
-    fn into_bytes(self) -> Vec<u8> {
+    pub(super) fn into_bytes(self) -> Vec<u8> {
         match self {
             Queued::Bytes(bytes) => bytes,
             Queued::Later(encode) => encode(),
@@ -265,7 +265,7 @@ impl WriteBehind {
         let queued = self.shared.queue.lock().queued(table, key);
         match queued {
             Some(queued) => Ok(queued.is_some()),
-            None => Ok(self.shared.db.get(table, key)?.is_some()),
+            None => self.shared.db.contains(table, key),
         }
     }
 
@@ -287,8 +287,7 @@ impl WriteBehind {
     /// value waiting to be encoded is not encoded to list its key.
     pub fn scan_keys(&self, table: Table, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
         let queued = self.queued_in(table, prefix);
-        let mut keys: BTreeSet<Vec<u8>> =
-            self.shared.db.scan_prefix(table, prefix)?.into_iter().map(|(key, _)| key).collect();
+        let mut keys: BTreeSet<Vec<u8>> = self.shared.db.scan_keys(table, prefix)?.into_iter().collect();
         for (key, value) in queued {
             match value {
                 Some(_) => keys.insert(key),
@@ -323,7 +322,8 @@ impl WriteBehind {
     }
 
     /// Queues a value at `key` in `table` whose bytes `encode` gives when they are needed:
-    /// when it is committed, on the committer's thread, or read before that. For a writer
+    /// when it is committed to a file, on the committer's thread, or read before that (a
+    /// database in memory keeps `encode` and calls it at each read). For a writer
     /// that rewrites a key several times between commits (a dialogue at each step): only
     /// the last value is ever encoded, and not on the writer's thread. Fails as
     /// [`put`](Self::put) does.
@@ -352,7 +352,7 @@ impl WriteBehind {
         let present = match queue.queued(table, &key) {
             Some(queued) => queued.is_some(),
             // Read under the lock, so no write to this key can slip in between.
-            None => self.shared.db.get(table, &key)?.is_some(),
+            None => self.shared.db.contains(table, &key)?,
         };
         if present {
             queue.pending.insert((table, key), None);
@@ -568,6 +568,13 @@ impl Shared {
     }
 
     fn commit(&self, batch: &Writes) -> Result<(), StoreError> {
+        if let Some(memory) = self.db.in_memory() {
+            // Nothing to make durable: the values go in as they were queued, and one
+            // waiting to be encoded is encoded only if it is read.
+            let values = batch.iter().map(|((table, key), value)| (*table, key.clone(), value.clone()));
+            memory.merge(values);
+            return Ok(());
+        }
         // In key order, as the database's B-trees take them best.
         let mut sorted: Vec<(&Key, &Option<Queued>)> = batch.iter().collect();
         sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));

@@ -1,7 +1,8 @@
 //! What the protocol tests share: a bidder that goes up to a limit in every kind of auction,
 //! ears for the refusals an agent is sent, contract-net's test market (`cnp`) and the same
 //! across crashes (`crash`), a ledger whose submissions land late (`in_flight`) and one
-//! whose submissions stall from a moment a test picks (`stalled`), a floor of
+//! whose submissions stall from a moment a test picks, or whose first submissions and escrow
+//! reads fail (`stalled`), a floor of
 //! auctions with a rogue bidder on one ledger (`floor`), a bureau on a ledger whose
 //! balances and supply a test checks (`paid`), and the same on a simulated host on paused
 //! time, for property tests (`sim_paid`).
