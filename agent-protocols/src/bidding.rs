@@ -18,6 +18,7 @@
 
 use std::time::Duration;
 
+use agent_core::envelope::unix_now_ms as now_ms;
 use agent_core::{Address, Agent, Context};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -286,10 +287,6 @@ impl Owed {
             settled(self.auction, result).await;
         });
     }
-}
-
-fn now_ms() -> u64 {
-    agent_core::envelope::unix_now_ms()
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use agent_core::envelope::unix_now_ms;
 use agent_core::identity::SignatureError;
 use agent_core::ledger::DealId;
 use agent_core::{Address, Agent, Context, Identity, Message, PublicKey};
@@ -531,8 +532,4 @@ impl Placed {
         }
         Ok(())
     }
-}
-
-fn unix_now_ms() -> u64 {
-    agent_core::envelope::unix_now_ms()
 }

@@ -24,6 +24,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use agent_core::envelope::unix_now_ms;
 use agent_core::{Address, Agent, Context, Identity, Message};
 use serde::{Deserialize, Serialize};
 
@@ -324,8 +325,4 @@ pub fn serve<B: Bidder>(agent: &mut Agent, identity: Identity, bidder: Arc<B>, d
         }
     };
     agent.include(protocol().on_message(on_clock).on_message(on_closed));
-}
-
-fn unix_now_ms() -> u64 {
-    agent_core::envelope::unix_now_ms()
 }

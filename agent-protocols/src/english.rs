@@ -22,6 +22,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use agent_core::envelope::unix_now_ms;
 use agent_core::{Address, Agent, Context, Identity, Message};
 use serde::{Deserialize, Serialize};
 
@@ -330,8 +331,4 @@ impl<B: Bidder> Side<B> {
             tracing::debug!(auction, error = %e, "a raise was not delivered");
         }
     }
-}
-
-fn unix_now_ms() -> u64 {
-    agent_core::envelope::unix_now_ms()
 }

@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use agent_core::envelope::unix_now_ms as now_ms;
 use agent_core::{Address, Agent, Context};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -423,10 +424,6 @@ pub(crate) async fn tell_all<M: agent_core::Message + Clone + Sync>(ctx: &Contex
             tracing::debug!(%peer, error = %e, message = M::NAME, "an auction message was not delivered");
         }
     }
-}
-
-fn now_ms() -> u64 {
-    agent_core::envelope::unix_now_ms()
 }
 
 /// A step that keeps the auction's deadline, if it has one, instead of the rules'.

@@ -39,6 +39,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use agent_core::envelope::unix_now_ms as now_ms;
 use agent_core::ledger::{DealId, EscrowId};
 use agent_core::{Address, Agent, Context, Message, WireSchema};
 use serde::de::DeserializeOwned;
@@ -152,10 +153,6 @@ pub async fn find_participants(
     }
     found.truncate(limit);
     Ok(found)
-}
-
-fn now_ms() -> u64 {
-    agent_core::envelope::unix_now_ms()
 }
 
 /// An agent's contract-net dialogues in one role, loaded from its storage on first use. An
