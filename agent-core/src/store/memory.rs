@@ -39,9 +39,7 @@ impl Memory {
         let Some(rows) = tables.get(&table) else {
             return Vec::new();
         };
-        let end = successor(prefix);
-        let end = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-        let range = rows.range::<[u8], _>((Bound::Included(prefix), end));
+        let range = starting_with(rows, prefix);
         let entries: Box<dyn Iterator<Item = (&Vec<u8>, &Queued)>> =
             if newest_first { Box::new(range.rev()) } else { Box::new(range) };
         let found: Vec<(Vec<u8>, Queued)> = entries.take(limit).map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -55,9 +53,7 @@ impl Memory {
         let Some(rows) = tables.get(&table) else {
             return Vec::new();
         };
-        let end = successor(prefix);
-        let end = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-        rows.range::<[u8], _>((Bound::Included(prefix), end)).map(|(key, _)| key.clone()).collect()
+        starting_with(rows, prefix).map(|(key, _)| key.clone()).collect()
     }
 
     /// Moves a write-behind store's batch in as one commit: `None` removes a key. Nothing
@@ -91,6 +87,12 @@ impl Memory {
         }
         Ok(value)
     }
+}
+
+/// The rows of `rows` whose key starts with `prefix`, in key order.
+fn starting_with<'a>(rows: &'a Rows, prefix: &[u8]) -> std::collections::btree_map::Range<'a, Vec<u8>, Queued> {
+    let end = successor(prefix);
+    rows.range::<[u8], _>((Bound::Included(prefix), end.as_deref().map_or(Bound::Unbounded, Bound::Excluded)))
 }
 
 /// The changes of one transaction in memory, by table: a value, or `None` for a removal.
